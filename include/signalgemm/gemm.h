@@ -1,0 +1,79 @@
+// The masked grouped GEMM with completion signals (SPEC §2-§4):
+//
+//   C[e, i, :] = alpha[e] * dequant(A[e, i, :]) * dequant(B[e, :, :])^T   for i < masked_m[e]
+//
+// A: [E, max_m, K], B: [E, N, K], both K-major; C: [E, max_m, N] row-major. Rows i >= masked_m[e]
+// of C are never written. masked_m lives on the device and is never read by the host, so a launch
+// is CUDA-graph capturable. Layouts of data and scale factors: docs/formats.md.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "signalgemm/signals.h"
+#include "signalgemm/types.h"
+
+namespace signalgemm {
+
+// One GEMM operand: A (activations, rows = tokens) or B (weights, rows = output columns).
+struct OperandArgs {
+  Format format = Format::fp8_block128;
+  const void* data = nullptr;
+  const void* scales = nullptr;  // per docs/formats.md; must be null for bf16
+  int64_t row_stride = 0;        // bytes between consecutive rows; 0 = packed (K elements)
+  int64_t expert_stride = 0;     // bytes between experts; 0 = packed (rows * row_stride)
+};
+
+// Tile shape and pipeline depth. Zero fields are chosen by the heuristic (docs/configuration.md).
+struct TileConfig {
+  int block_m = 0;  // rows (tokens) per tile
+  int block_n = 0;  // output columns (weight rows) per tile
+  int stages = 0;   // shared-memory pipeline stages
+};
+
+struct GroupedGemmArgs {
+  int num_experts = 0;  // E
+  int max_m = 0;        // rows per expert slab of A and C
+  int n = 0;
+  int k = 0;
+
+  OperandArgs a;
+  OperandArgs b;
+
+  void* out = nullptr;
+  OutputType out_type = OutputType::bf16;
+  int64_t out_row_stride = 0;     // bytes; 0 = packed (N elements)
+  int64_t out_expert_stride = 0;  // bytes; 0 = packed (max_m * out_row_stride)
+
+  const int32_t* masked_m = nullptr;  // device, [E]; values outside [0, max_m] are clamped
+  const float* alpha = nullptr;       // device, [E], optional (1 when null)
+
+  uint32_t* signals = nullptr;  // device, SignalLayout::counter_count() counters, optional
+  SignalGranularity granularity = SignalGranularity::none;
+  SignalScope scope = SignalScope::gpu;
+
+  // Optional device int32; the kernel ORs in kErrorMaskedMOutOfRange when some masked_m[e] lies
+  // outside [0, max_m] (it then computes with the clamped value). Never cleared by the kernel.
+  int32_t* error_flag = nullptr;
+
+  int sm_count = 0;    // use at most this many SMs; 0 = all
+  int expected_m = 0;  // typical masked_m, a hint for the heuristic; 0 = max_m
+  TileConfig config;   // override for benchmarking; zero fields = heuristic
+  cudaStream_t stream = nullptr;
+};
+
+inline constexpr int32_t kErrorMaskedMOutOfRange = 1;
+
+// Checks every argument without touching the device. The message names the offending argument.
+Status validate(const GroupedGemmArgs& args);
+
+// The configuration a launch with these arguments would use (heuristic plus override).
+// Queries the current device for its SM count unless sm_count is given.
+TileConfig select_config(const GroupedGemmArgs& args);
+
+// The signal layout a launch with these arguments would use: what consumers wait on.
+SignalLayout signal_layout(const GroupedGemmArgs& args);
+
+// Validates, then launches on args.stream. No host-device synchronization, no allocation.
+Status grouped_gemm_nt_masked(const GroupedGemmArgs& args);
+
+}  // namespace signalgemm

@@ -1,0 +1,40 @@
+#include "host/config.h"
+
+#include <algorithm>
+
+#include "kernels/kernel_params.h"
+
+namespace signalgemm::host {
+
+bool is_supported_block_m(int block_m) {
+  return std::find(std::begin(kSupportedBlockM), std::end(kSupportedBlockM), block_m) != std::end(kSupportedBlockM);
+}
+
+int max_stages(int block_m, int smem_per_block) {
+  int stages = 0;
+  while (stages < kMaxStages && kernels::SmemPlan{block_m, stages + 1}.total_bytes() <= smem_per_block) ++stages;
+  return stages < kMinStages ? 0 : stages;
+}
+
+TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, TileConfig config) {
+  if (config.block_m == 0) {
+    // Decode routing spreads per-expert counts around the typical value (SPEC §6: x U(0.7, 1.3)),
+    // so cover 1.3x the hint with one token block when possible: a second token block re-reads
+    // the expert's weights. Wasted MMA columns cost nothing while the weights stream from HBM.
+    const int hint = expected_m > 0 ? std::min(expected_m, max_m) : max_m;
+    const int rows_to_cover = std::min(max_m, (hint * 13 + 9) / 10);
+    config.block_m = kSupportedBlockM[std::size(kSupportedBlockM) - 1];
+    for (int block_m : kSupportedBlockM) {
+      if (block_m >= rows_to_cover) {
+        config.block_m = block_m;
+        break;
+      }
+    }
+  }
+  if (config.block_n == 0) config.block_n = kBlockN;
+  // Deepest ring that fits: more bytes in flight per SM is what a weight-streaming GEMM needs.
+  if (config.stages == 0) config.stages = max_stages(config.block_m, smem_per_block);
+  return config;
+}
+
+}  // namespace signalgemm::host

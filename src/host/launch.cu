@@ -1,0 +1,186 @@
+// Host launcher: device query, configuration, TMA descriptors, kernel dispatch.
+// No allocation and no host-device synchronization, so a launch can be captured in a CUDA graph.
+#include <cuda.h>
+#include <cudaTypedefs.h>
+#include <cuda_runtime.h>
+
+#include <sstream>
+#include <string>
+
+#include "host/config.h"
+#include "kernels/grouped_gemm_fp8_block128.cuh"
+#include "signalgemm/gemm.h"
+
+namespace signalgemm {
+namespace {
+
+Status cuda_failure(const char* what, cudaError_t err) {
+  return Status{StatusCode::cuda_error, std::string("signalgemm: ") + what + ": " + cudaGetErrorString(err)};
+}
+
+struct DeviceInfo {
+  int sm_count = 0;
+  int smem_per_block = 0;  // opt-in maximum of dynamic shared memory per block
+  int major = 0, minor = 0;
+};
+
+Status query_device(DeviceInfo& info) {
+  int device = 0;
+  if (cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no device" error for later calls
+    return Status{StatusCode::no_device, std::string("signalgemm: no CUDA device: ") + cudaGetErrorString(err)};
+  }
+  cudaDeviceGetAttribute(&info.sm_count, cudaDevAttrMultiProcessorCount, device);
+  cudaDeviceGetAttribute(&info.smem_per_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  cudaDeviceGetAttribute(&info.major, cudaDevAttrComputeCapabilityMajor, device);
+  cudaDeviceGetAttribute(&info.minor, cudaDevAttrComputeCapabilityMinor, device);
+  if (info.major != 9 || info.minor != 0) {
+    std::ostringstream msg;
+    msg << "signalgemm: needs a Hopper GPU (sm_90); device " << device << " is sm_" << info.major << info.minor;
+    return Status{StatusCode::no_device, msg.str()};
+  }
+  return {};
+}
+
+// The driver's tensor-map encoder, fetched through the runtime so the library needs no libcuda
+// at link time (tests and tools then start on machines without a driver).
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult result{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &result) !=
+            cudaSuccess ||
+        result != cudaDriverEntryPointSuccess)
+      fn = nullptr;
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  return encode;
+}
+
+// A 3D K-major byte tensor [experts][rows][k] loaded as (128-byte K, box_rows, 1) boxes with the
+// 128-byte swizzle that the wgmma descriptors expect. Rows past `rows` read as zero.
+Status encode_operand_map(CUtensorMap& map, const void* base, int experts, int rows, int k_bytes, int64_t row_stride,
+                          int64_t expert_stride, int box_rows, const char* name) {
+  const cuuint64_t dims[3] = {cuuint64_t(k_bytes), cuuint64_t(rows), cuuint64_t(experts)};
+  const cuuint64_t strides[2] = {cuuint64_t(row_stride), cuuint64_t(expert_stride)};
+  const cuuint32_t box[3] = {cuuint32_t(kernels::kBlockK), cuuint32_t(box_rows), 1};
+  const cuuint32_t element_strides[3] = {1, 1, 1};
+  const CUresult r = tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, const_cast<void*>(base), dims,
+                                          strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                          CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                          CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS)
+    return Status{StatusCode::cuda_error, std::string("signalgemm: cannot build the TMA descriptor of ") + name +
+                                              " (CUresult " + std::to_string(int(r)) + ")"};
+  return {};
+}
+
+// Token scales of fp8_block128 activations: float [experts * K/128][round_up(max_m, 4)], loaded as
+// rows of block_m consecutive tokens.
+Status encode_token_scale_map(CUtensorMap& map, const void* base, int rows, int scale_rows, int box_rows) {
+  const int pitch = (rows + 3) / 4 * 4;
+  const cuuint64_t dims[2] = {cuuint64_t(rows), cuuint64_t(scale_rows)};
+  const cuuint64_t strides[1] = {cuuint64_t(pitch) * 4};
+  const cuuint32_t box[2] = {cuuint32_t(box_rows), 1};
+  const cuuint32_t element_strides[2] = {1, 1};
+  const CUresult r = tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, const_cast<void*>(base), dims,
+                                          strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                          CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_NONE,
+                                          CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS)
+    return Status{StatusCode::cuda_error,
+                  "signalgemm: cannot build the TMA descriptor of a.scales (CUresult " + std::to_string(int(r)) + ")"};
+  return {};
+}
+
+template <int kBlockM>
+Status launch_fp8_block128(const GroupedGemmArgs& args, const TileConfig& cfg, int grid, const CUtensorMap& tmap_a,
+                           const CUtensorMap& tmap_b, const CUtensorMap& tmap_sfa, const kernels::KernelParams& params) {
+  auto* kernel = &kernels::grouped_gemm_fp8_block128_kernel<kBlockM>;
+  const int smem = kernels::SmemPlan{kBlockM, cfg.stages}.total_bytes();
+  if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+      err != cudaSuccess)
+    return cuda_failure("cudaFuncSetAttribute", err);
+  kernel<<<grid, kernels::kThreads, smem, args.stream>>>(tmap_a, tmap_b, tmap_sfa, params);
+  if (cudaError_t err = cudaGetLastError(); err != cudaSuccess) return cuda_failure("kernel launch", err);
+  return {};
+}
+
+}  // namespace
+
+SignalLayout signal_layout(const GroupedGemmArgs& args) {
+  const TileConfig cfg = select_config(args);
+  return SignalLayout{args.num_experts, args.max_m, args.n, cfg.block_m, cfg.block_n, args.granularity};
+}
+
+TileConfig select_config(const GroupedGemmArgs& args) {
+  DeviceInfo info;
+  const bool have_device = query_device(info).ok();
+  // Without a usable device, plan for an H100's 227 KiB so the tile shape is still defined.
+  const int smem = have_device ? info.smem_per_block : 232448;
+  return host::choose_tile_config(args.max_m, args.expected_m, smem, args.config);
+}
+
+Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
+  if (Status s = validate(args); !s.ok()) return s;
+  DeviceInfo info;
+  if (Status s = query_device(info); !s.ok()) return s;
+  if (tensor_map_encoder() == nullptr)
+    return Status{StatusCode::cuda_error, "signalgemm: the driver has no cuTensorMapEncodeTiled"};
+
+  const TileConfig cfg = host::choose_tile_config(args.max_m, args.expected_m, info.smem_per_block, args.config);
+  if (cfg.stages < host::kMinStages || kernels::SmemPlan{cfg.block_m, cfg.stages}.total_bytes() > info.smem_per_block)
+    return Status{StatusCode::invalid_argument, "signalgemm: config.stages = " + std::to_string(cfg.stages) +
+                                                    " does not fit in shared memory with block_m = " +
+                                                    std::to_string(cfg.block_m)};
+
+  const int64_t a_row = args.a.row_stride != 0 ? args.a.row_stride : args.k;
+  const int64_t a_expert = args.a.expert_stride != 0 ? args.a.expert_stride : a_row * args.max_m;
+  const int64_t b_row = args.b.row_stride != 0 ? args.b.row_stride : args.k;
+  const int64_t b_expert = args.b.expert_stride != 0 ? args.b.expert_stride : b_row * args.n;
+  const int num_k_blocks = args.k / kernels::kBlockK;
+
+  CUtensorMap tmap_a, tmap_b, tmap_sfa;
+  if (Status s = encode_operand_map(tmap_a, args.a.data, args.num_experts, args.max_m, args.k, a_row, a_expert,
+                                    cfg.block_m, "a");
+      !s.ok())
+    return s;
+  if (Status s = encode_operand_map(tmap_b, args.b.data, args.num_experts, args.n, args.k, b_row, b_expert,
+                                    kernels::kBlockN, "b");
+      !s.ok())
+    return s;
+  if (Status s = encode_token_scale_map(tmap_sfa, args.a.scales, args.max_m, args.num_experts * num_k_blocks,
+                                        cfg.block_m);
+      !s.ok())
+    return s;
+
+  kernels::KernelParams params{};
+  params.layout = SignalLayout{args.num_experts, args.max_m, args.n, cfg.block_m, cfg.block_n, args.granularity};
+  params.num_k_blocks = num_k_blocks;
+  params.stages = cfg.stages;
+  params.sfb = static_cast<const float*>(args.b.scales);
+  params.out = args.out;
+  params.out_row_stride = args.out_row_stride != 0 ? args.out_row_stride : int64_t(args.n) * 2;
+  params.out_expert_stride =
+      args.out_expert_stride != 0 ? args.out_expert_stride : params.out_row_stride * args.max_m;
+  params.masked_m = args.masked_m;
+  params.alpha = args.alpha;
+  params.signals = args.signals;
+  params.signal_sys_scope = args.scope == SignalScope::sys;
+  params.error_flag = args.error_flag;
+
+  // Persistent grid: never more CTAs than tiles could exist (masked_m is not read on the host).
+  const int64_t max_tiles = int64_t(args.num_experts) * params.layout.row_blocks_per_expert() *
+                            params.layout.col_blocks();
+  const int sms = args.sm_count > 0 ? std::min(args.sm_count, info.sm_count) : info.sm_count;
+  const int grid = static_cast<int>(std::min<int64_t>(sms, max_tiles));
+
+  switch (cfg.block_m) {
+    case 32: return launch_fp8_block128<32>(args, cfg, grid, tmap_a, tmap_b, tmap_sfa, params);
+    case 64: return launch_fp8_block128<64>(args, cfg, grid, tmap_a, tmap_b, tmap_sfa, params);
+    case 128: return launch_fp8_block128<128>(args, cfg, grid, tmap_a, tmap_b, tmap_sfa, params);
+    default: return Status{StatusCode::invalid_argument, "signalgemm: config.block_m unsupported"};
+  }
+}
+
+}  // namespace signalgemm

@@ -1,0 +1,88 @@
+// The persistent, warp-specialized masked grouped GEMM for fp8_block128 operands.
+//
+// Warpgroups 0..kMathWarpgroups-1 run the MMAs and the epilogue; the last warpgroup produces:
+// one thread issues every TMA load, another warp scans masked_m for out-of-range values.
+// Both roles walk the same tile sequence (scheduler.cuh), so they need no other coordination
+// than the stage barriers of pipeline.cuh.
+#pragma once
+
+#include <cuda.h>
+
+#include <cuda/ptx>
+
+#include "kernels/epilogue_signal.cuh"
+#include "kernels/kernel_params.h"
+#include "kernels/mainloop_fp8_block128.cuh"
+#include "kernels/pipeline.cuh"
+#include "kernels/ptx.cuh"
+#include "kernels/scheduler.cuh"
+
+namespace signalgemm::kernels {
+
+// Registers per thread after reallocation: 128 * 40 + 256 * 232 = 64512 of the SM's 65536.
+inline constexpr int kProducerRegisters = 40;
+inline constexpr int kMathRegisters = 232;
+
+template <int kBlockM>
+__global__ void __launch_bounds__(kThreads, 1)
+    grouped_gemm_fp8_block128_kernel(const __grid_constant__ CUtensorMap tmap_a,
+                                     const __grid_constant__ CUtensorMap tmap_b,
+                                     const __grid_constant__ CUtensorMap tmap_sfa,
+                                     const __grid_constant__ KernelParams p) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Mainloop = Fp8Block128Mainloop<kBlockM>;
+  namespace cp = cuda::ptx;
+
+  extern __shared__ uint8_t smem_raw[];
+  // 128-byte swizzled TMA tiles and their wgmma descriptors assume 1024-byte aligned tiles.
+  uint8_t* smem = reinterpret_cast<uint8_t*>(
+      (reinterpret_cast<uintptr_t>(smem_raw) + kSmemAlignment - 1) & ~uintptr_t(kSmemAlignment - 1));
+  const SmemPlan plan{kBlockM, p.stages};
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + plan.barrier_offset());
+  uint64_t* empty = full + p.stages;
+
+  const int warpgroup = threadIdx.x / 128;
+  const int lane = threadIdx.x % 32;
+  constexpr int kProducerThread = kMathThreads;
+
+  if (threadIdx.x == kProducerThread) {
+    for (int s = 0; s < p.stages; ++s) {
+      cp::mbarrier_init(&full[s], 1);                   // the producer's arrive.expect_tx
+      cp::mbarrier_init(&empty[s], kMathThreads / 32);  // one arrive per MMA warp
+    }
+    // The copy engine (async proxy) updates these barriers: make their initialization visible to it.
+    cp::fence_proxy_async(cp::space_shared);
+  }
+  __syncthreads();
+
+  if (warpgroup == kMathWarpgroups) {
+    ptx::setmaxnreg_dec<kProducerRegisters>();
+    if (threadIdx.x == kProducerThread) {
+      PipelineState pipe{0, 0, p.stages};
+      DeviceTileWalker walker = make_tile_walker(p);
+      detail::Tile tile;
+      while (walker.next(tile))
+        Mainloop::load_tile(&tmap_a, &tmap_b, &tmap_sfa, smem, plan, full, empty, pipe, tile, p.num_k_blocks);
+    } else if (threadIdx.x / 32 == kProducerThread / 32 + 1) {
+      report_masked_m_out_of_range(p, lane);
+    }
+  } else {
+    ptx::setmaxnreg_inc<kMathRegisters>();
+    PipelineState pipe{0, 0, p.stages};
+    DeviceTileWalker walker = make_tile_walker(p);
+    uint8_t* staging = smem + plan.staging_offset();
+    const int weight_blocks_128 = (p.layout.n + 127) / 128;
+    detail::Tile tile;
+    while (walker.next(tile)) {
+      // kBlockN == 128, so a tile's weight rows share one 128x128 scale block per K block.
+      const float* sfb_row = p.sfb + (int64_t(tile.expert) * weight_blocks_128 + tile.n_block) * p.num_k_blocks;
+      float acc[Mainloop::kAccRegs];
+      Mainloop::mma_tile(acc, smem, plan, full, empty, pipe, sfb_row, p.num_k_blocks, warpgroup, lane);
+      const int valid_rows = min(kBlockM, walker.expert_m() - tile.m_block * kBlockM);
+      store_tile_and_signal<kBlockM>(acc, p, tile, valid_rows, staging, threadIdx.x);
+    }
+  }
+#endif
+}
+
+}  // namespace signalgemm::kernels

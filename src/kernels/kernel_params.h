@@ -1,0 +1,60 @@
+// Parameters and shared-memory plan of the persistent masked grouped GEMM kernel, shared by the
+// host launcher (which sizes shared memory and picks stages from it) and the device code.
+#pragma once
+
+#include <cstdint>
+
+#include "signalgemm/signals.h"
+
+namespace signalgemm::kernels {
+
+// Every kernel computes the swapped product C^T = B * A^T: weight rows fill the MMA's 64-row M
+// dimension (one warpgroup per 64 rows), tokens fill its N dimension (8..256), so a decode step
+// with a handful of tokens per expert wastes no MMA rows.
+inline constexpr int kBlockN = 128;              // weight rows (output columns) per tile
+inline constexpr int kMathWarpgroups = kBlockN / 64;
+inline constexpr int kMathThreads = kMathWarpgroups * 128;
+inline constexpr int kThreads = kMathThreads + 128;  // + one producer warpgroup
+inline constexpr int kBlockK = 128;              // bytes of K per stage (128 e4m3 = one scale block)
+inline constexpr int kSmemAlignment = 1024;      // 128-byte swizzle repeats every 1024 bytes
+
+struct KernelParams {
+  SignalLayout layout;  // experts, max_m, n, tile shape, signal granularity
+  int num_k_blocks;     // K / kBlockK
+  int stages;
+
+  const float* sfb;             // weight scales [E][ceil(N/128)][K/128]
+  void* out;                    // bf16 [E][max_m][N] with the strides below
+  int64_t out_row_stride;       // bytes
+  int64_t out_expert_stride;    // bytes
+  const int32_t* masked_m;      // [E]
+  const float* alpha;           // [E] or null
+  uint32_t* signals;            // layout.counter_count() counters, or null
+  bool signal_sys_scope;
+  int32_t* error_flag;          // or null
+};
+
+// Where each buffer lives in dynamic shared memory (offsets from a 1024-byte aligned base).
+struct SmemPlan {
+  int block_m = 0;
+  int stages = 0;
+
+  SG_HD static int round_up(int x, int a) { return (x + a - 1) / a * a; }
+  SG_HD int a_bytes() const { return block_m * kBlockK; }              // token tile, 128 B rows
+  SG_HD int b_bytes() const { return kBlockN * kBlockK; }              // weight tile
+  SG_HD int sfa_bytes() const { return round_up(block_m * 4, 128); }   // TMA wants 128 B alignment
+  SG_HD int stage_bytes() const { return a_bytes() + b_bytes() + sfa_bytes(); }
+  // Output staging: one row per token, padded 16 bytes so the transposed writes spread over banks.
+  SG_HD static constexpr int staging_pitch() { return kBlockN * 2 + 16; }
+  SG_HD int staging_bytes() const { return block_m * staging_pitch(); }
+
+  SG_HD int a_offset(int s) const { return s * a_bytes(); }
+  SG_HD int b_offset(int s) const { return stages * a_bytes() + s * b_bytes(); }
+  SG_HD int sfa_offset(int s) const { return stages * (a_bytes() + b_bytes()) + s * sfa_bytes(); }
+  SG_HD int staging_offset() const { return stages * stage_bytes(); }
+  SG_HD int barrier_offset() const { return round_up(staging_offset() + staging_bytes(), 8); }
+  // full[stages] then empty[stages], 8 bytes each; plus slack to align the base at run time.
+  SG_HD int total_bytes() const { return barrier_offset() + 2 * stages * 8 + kSmemAlignment; }
+};
+
+}  // namespace signalgemm::kernels

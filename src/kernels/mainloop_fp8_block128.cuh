@@ -1,0 +1,107 @@
+// Mainloop for fp8_block128 operands (DeepSeek-style): e4m3 tokens with fp32 scales per 1x128,
+// e4m3 weights with fp32 scales per 128x128.
+//
+// Each 128-wide K block is multiplied by the tensor cores into a fresh fp32 partial (Hopper's FP8
+// MMA accumulates with reduced precision, so long K sums are not left to it), then promoted into
+// the real accumulator with both scales applied: acc += partial * sfb * sfa[token].
+#pragma once
+
+#include <cuda.h>
+#include <cuda/ptx>
+
+#include "kernels/kernel_params.h"
+#include "kernels/pipeline.cuh"
+#include "kernels/ptx.cuh"
+#include "signalgemm/detail/tile_schedule.h"
+
+namespace signalgemm::kernels {
+
+template <int kBlockM>
+struct Fp8Block128Mainloop {
+  using Mma = ptx::WgmmaF8<kBlockM>;
+  static constexpr int kAccRegs = Mma::kRegs;       // kBlockM / 2 fp32 per thread
+  static constexpr int kColumnPairs = kBlockM / 8;  // token pairs (c, c+1) a thread holds
+  static constexpr int kKSteps = kBlockK / 32;      // wgmma k32 steps per stage
+
+  // Bytes the copy engine delivers into one stage (the scale box is exactly kBlockM floats).
+  static constexpr uint32_t kStageTxBytes = kBlockM * kBlockK + kBlockN * kBlockK + kBlockM * 4;
+
+  // Producer (one thread): streams the K blocks of one tile into the ring.
+  __device__ __forceinline__ static void load_tile(const CUtensorMap* tmap_a, const CUtensorMap* tmap_b,
+                                   const CUtensorMap* tmap_sfa, uint8_t* smem, const SmemPlan& plan,
+                                   uint64_t* full, uint64_t* empty, PipelineState& pipe,
+                                   const detail::Tile& tile, int num_k_blocks) {
+    namespace cp = cuda::ptx;
+    const int token0 = tile.m_block * kBlockM;
+    const int weight0 = tile.n_block * kBlockN;
+    for (int kb = 0; kb < num_k_blocks; ++kb) {
+      // Wait until the MMA warps released this slot (the first lap passes: parity of the phase
+      // before the barrier's first one).
+      mbarrier_wait(&empty[pipe.stage], pipe.phase ^ 1);
+      const uint32_t tx_bytes = kStageTxBytes;  // by value: cuda::ptx takes a reference
+      cp::mbarrier_arrive_expect_tx(cp::sem_release, cp::scope_cta, cp::space_shared, &full[pipe.stage], tx_bytes);
+      const int32_t a_coords[3] = {kb * kBlockK, token0, tile.expert};
+      const int32_t b_coords[3] = {kb * kBlockK, weight0, tile.expert};
+      const int32_t sfa_coords[2] = {token0, tile.expert * num_k_blocks + kb};
+      cp::cp_async_bulk_tensor(cp::space_cluster, cp::space_global, smem + plan.a_offset(pipe.stage), tmap_a,
+                               a_coords, &full[pipe.stage]);
+      cp::cp_async_bulk_tensor(cp::space_cluster, cp::space_global, smem + plan.b_offset(pipe.stage), tmap_b,
+                               b_coords, &full[pipe.stage]);
+      cp::cp_async_bulk_tensor(cp::space_cluster, cp::space_global, smem + plan.sfa_offset(pipe.stage), tmap_sfa,
+                               sfa_coords, &full[pipe.stage]);
+      pipe.advance();
+    }
+  }
+
+  // One MMA warpgroup: accumulates its 64 weight rows x kBlockM tokens of the tile.
+  // Accumulator layout (wgmma m64nN): register i of lane l in warp w of the warpgroup holds
+  //   weight row 16*w + l/4 + 8*((i/2)%2), token column 8*(i/4) + 2*(l%4) + i%2.
+  __device__ __forceinline__ static void mma_tile(float (&acc)[kAccRegs], uint8_t* smem, const SmemPlan& plan, uint64_t* full,
+                                  uint64_t* empty, PipelineState& pipe, const float* sfb_row, int num_k_blocks,
+                                  int warpgroup, int lane) {
+#pragma unroll
+    for (int i = 0; i < kAccRegs; ++i) acc[i] = 0.f;
+
+    // The weight scale of the next K block is fetched one iteration ahead to hide its latency.
+    float sfb_next = __ldg(sfb_row);
+    for (int kb = 0; kb < num_k_blocks; ++kb) {
+      const float sfb = sfb_next;
+      if (kb + 1 < num_k_blocks) sfb_next = __ldg(sfb_row + kb + 1);
+
+      mbarrier_wait(&full[pipe.stage], pipe.phase);
+      const uint8_t* stage_a = smem + plan.a_offset(pipe.stage);
+      const uint8_t* stage_b = smem + plan.b_offset(pipe.stage) + warpgroup * 64 * kBlockK;
+      const float* stage_sfa = reinterpret_cast<const float*>(smem + plan.sfa_offset(pipe.stage));
+
+      float partial[kAccRegs];
+      const uint64_t desc_weights = ptx::smem_desc_kmajor_sw128(stage_b);
+      const uint64_t desc_tokens = ptx::smem_desc_kmajor_sw128(stage_a);
+      ptx::wgmma_fence();
+#pragma unroll
+      for (int k = 0; k < kKSteps; ++k) {
+        // 32 bytes of K per step, in the descriptor's 16-byte units.
+        Mma::mma(partial, desc_weights + 2 * k, desc_tokens + 2 * k, /*accumulate=*/k > 0);
+      }
+      ptx::wgmma_commit();
+      ptx::wgmma_wait<0>();
+      ptx::fence_registers(partial);
+
+      // Promote with both scales; the token scales are read from the stage, so release it after.
+#pragma unroll
+      for (int j = 0; j < kColumnPairs; ++j) {
+        const float2 token_scale = *reinterpret_cast<const float2*>(stage_sfa + 8 * j + 2 * (lane % 4));
+        const float s0 = sfb * token_scale.x;
+        const float s1 = sfb * token_scale.y;
+        acc[4 * j + 0] = fmaf(partial[4 * j + 0], s0, acc[4 * j + 0]);
+        acc[4 * j + 1] = fmaf(partial[4 * j + 1], s1, acc[4 * j + 1]);
+        acc[4 * j + 2] = fmaf(partial[4 * j + 2], s0, acc[4 * j + 2]);
+        acc[4 * j + 3] = fmaf(partial[4 * j + 3], s1, acc[4 * j + 3]);
+      }
+      // This warp no longer reads the stage (MMAs complete, scales consumed): hand it back.
+      if (lane == 0) cuda::ptx::mbarrier_arrive(&empty[pipe.stage]);
+      pipe.advance();
+    }
+  }
+};
+
+}  // namespace signalgemm::kernels

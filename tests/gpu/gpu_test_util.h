@@ -1,0 +1,187 @@
+// Helpers shared by the GPU tests: skip without a Hopper GPU, device buffers, problem setup from
+// the CPU reference's quantizers, and result checks.
+#pragma once
+
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "signalgemm/gemm.h"
+#include "signalgemm/reference.h"
+
+namespace signalgemm::test {
+
+#define SG_CUDA_CHECK(expr)                                                                        \
+  do {                                                                                             \
+    cudaError_t err_ = (expr);                                                                     \
+    ASSERT_EQ(err_, cudaSuccess) << #expr << ": " << cudaGetErrorString(err_);                     \
+  } while (0)
+
+inline bool have_hopper_gpu() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    cudaGetLastError();
+    return false;
+  }
+  cudaDeviceProp prop{};
+  cudaGetDeviceProperties(&prop, 0);
+  return prop.major == 9 && prop.minor == 0;
+}
+
+#define SG_REQUIRE_HOPPER()                                                                        \
+  do {                                                                                             \
+    if (!::signalgemm::test::have_hopper_gpu()) GTEST_SKIP() << "no Hopper (sm_90) GPU: skipped";  \
+  } while (0)
+
+// Owning device allocation.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
+    if (bytes > 0 && cudaMalloc(&ptr_, bytes) != cudaSuccess) ptr_ = nullptr;
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& o) noexcept { *this = std::move(o); }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    std::swap(ptr_, o.ptr_);
+    std::swap(bytes_, o.bytes_);
+    return *this;
+  }
+  ~DeviceBuffer() {
+    if (ptr_ != nullptr) cudaFree(ptr_);
+  }
+  template <typename T = void>
+  T* get() const {
+    return static_cast<T*>(ptr_);
+  }
+  size_t bytes() const { return bytes_; }
+
+  template <typename T>
+  static DeviceBuffer from(const std::vector<T>& host) {
+    DeviceBuffer b(host.size() * sizeof(T));
+    cudaMemcpy(b.ptr_, host.data(), b.bytes_, cudaMemcpyHostToDevice);
+    return b;
+  }
+  template <typename T>
+  std::vector<T> to_host() const {
+    std::vector<T> host(bytes_ / sizeof(T));
+    cudaMemcpy(host.data(), ptr_, bytes_, cudaMemcpyDeviceToHost);
+    return host;
+  }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+inline std::vector<float> random_normal(size_t count, std::mt19937& rng, float stddev = 1.f) {
+  std::normal_distribution<float> dist(0.f, stddev);
+  std::vector<float> v(count);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+// Bit pattern the output is filled with before every launch: a bf16 NaN nobody computes.
+inline constexpr uint16_t kPoison = 0x7fa5;
+
+// An fp8_block128 problem: quantized on the host, uploaded with optional padded strides.
+struct Fp8Problem {
+  int experts = 0, max_m = 0, n = 0, k = 0;
+  int64_t a_row_stride = 0, b_row_stride = 0, out_row_stride = 0;  // bytes (0 = packed)
+  ref::QuantizedOperand a, b;
+  std::vector<float> alpha;
+  DeviceBuffer d_a, d_sfa, d_b, d_sfb, d_alpha, d_out, d_masked_m;
+
+  // Uploads operands with the strides requested (padding bytes get random garbage).
+  void build(int experts_, int max_m_, int n_, int k_, std::mt19937& rng, int a_pad = 0, int b_pad = 0,
+             int out_pad = 0) {
+    experts = experts_, max_m = max_m_, n = n_, k = k_;
+    const auto xa = random_normal(size_t(experts) * max_m * k, rng);
+    const auto xb = random_normal(size_t(experts) * n * k, rng, 0.05f);
+    a = ref::quantize(Format::fp8_block128, ref::Role::a, xa.data(), experts, max_m, k);
+    b = ref::quantize(Format::fp8_block128, ref::Role::b, xb.data(), experts, n, k);
+    alpha.resize(experts);
+    std::uniform_real_distribution<float> ua(0.5f, 2.f);
+    for (auto& x : alpha) x = ua(rng);
+    a_row_stride = k + a_pad;
+    b_row_stride = k + b_pad;
+    out_row_stride = int64_t(n) * 2 + out_pad;
+    d_a = upload_strided(a.data, experts * max_m, k, a_row_stride, rng);
+    d_b = upload_strided(b.data, experts * n, k, b_row_stride, rng);
+    d_sfa = DeviceBuffer::from(a.scales);
+    d_sfb = DeviceBuffer::from(b.scales);
+    d_alpha = DeviceBuffer::from(alpha);
+    d_out = DeviceBuffer(size_t(experts) * max_m * out_row_stride);
+    d_masked_m = DeviceBuffer(sizeof(int32_t) * experts);
+  }
+
+  static DeviceBuffer upload_strided(const std::vector<uint8_t>& packed, int rows, int row_bytes, int64_t stride,
+                                     std::mt19937& rng) {
+    std::vector<uint8_t> host(size_t(rows) * stride);
+    for (auto& x : host) x = uint8_t(rng());
+    for (int r = 0; r < rows; ++r) std::memcpy(&host[size_t(r) * stride], &packed[size_t(r) * row_bytes], row_bytes);
+    return DeviceBuffer::from(host);
+  }
+
+  GroupedGemmArgs args() const {
+    GroupedGemmArgs g;
+    g.num_experts = experts, g.max_m = max_m, g.n = n, g.k = k;
+    g.a = OperandArgs{Format::fp8_block128, d_a.get(), d_sfa.get(), a_row_stride, 0};
+    g.b = OperandArgs{Format::fp8_block128, d_b.get(), d_sfb.get(), b_row_stride, 0};
+    g.out = d_out.get();
+    g.out_row_stride = out_row_stride;
+    g.masked_m = d_masked_m.get<int32_t>();
+    g.alpha = d_alpha.get<float>();
+    return g;
+  }
+
+  void set_masked_m(const std::vector<int32_t>& m) {
+    cudaMemcpy(d_masked_m.get(), m.data(), sizeof(int32_t) * m.size(), cudaMemcpyHostToDevice);
+  }
+  void poison_output() {
+    std::vector<uint16_t> p(d_out.bytes() / 2, kPoison);
+    cudaMemcpy(d_out.get(), p.data(), d_out.bytes(), cudaMemcpyHostToDevice);
+  }
+  // Output as bf16 bits, [experts][max_m][out_row_stride / 2].
+  std::vector<uint16_t> output() const { return d_out.to_host<uint16_t>(); }
+};
+
+// Per-expert ||C - ref|| / ||ref|| over rows < masked_m, and every row >= masked_m (and every
+// padding column) still poisoned. Returns a description of the first failure, or "".
+inline std::string check_output(const Fp8Problem& p, const std::vector<int32_t>& masked_m,
+                                const std::vector<double>& reference, double tolerance = 2e-3) {
+  const auto out = p.output();
+  const int64_t pitch = p.out_row_stride / 2;
+  for (int e = 0; e < p.experts; ++e) {
+    const int m = std::clamp(masked_m[e], 0, p.max_m);
+    double err2 = 0, ref2 = 0;
+    for (int i = 0; i < p.max_m; ++i) {
+      for (int64_t j = 0; j < pitch; ++j) {
+        const uint16_t bits = out[(size_t(e) * p.max_m + i) * pitch + j];
+        if (i >= m || j >= p.n) {
+          if (bits != kPoison)
+            return "expert " + std::to_string(e) + " row " + std::to_string(i) + " col " + std::to_string(j) +
+                   " written but outside masked_m/n";
+          continue;
+        }
+        const double got = ref::bf16_to_float(bits);
+        const double want = reference[(size_t(e) * p.max_m + i) * p.n + j];
+        if (!std::isfinite(got))
+          return "expert " + std::to_string(e) + " row " + std::to_string(i) + " col " + std::to_string(j) +
+                 " not finite (unwritten?)";
+        err2 += (got - want) * (got - want);
+        ref2 += want * want;
+      }
+    }
+    if (m > 0 && std::sqrt(err2 / std::max(ref2, 1e-300)) > tolerance)
+      return "expert " + std::to_string(e) + ": relative error " + std::to_string(std::sqrt(err2 / ref2));
+  }
+  return "";
+}
+
+}  // namespace signalgemm::test

@@ -1,0 +1,205 @@
+// fp8_block128 masked grouped GEMM on the GPU against the float64 CPU reference: values, masked
+// rows untouched, signal counts, strides, clamping, persistence, CUDA-graph replay.
+#include <algorithm>
+#include <numeric>
+
+#include "gpu_test_util.h"
+#include "signalgemm/gemm.h"
+
+namespace signalgemm::test {
+namespace {
+
+// Reference for every row (masked_m = max_m): rows < masked_m do not depend on masked_m.
+std::vector<double> full_reference(const Fp8Problem& p) {
+  const std::vector<int32_t> all(p.experts, p.max_m);
+  return ref::masked_grouped_gemm(p.a, p.b, all.data(), p.alpha.data());
+}
+
+struct RunResult {
+  Status status;
+  std::vector<uint32_t> signals;
+};
+
+// Poisons the output, sets masked_m and the signal base, launches, synchronizes.
+RunResult run(Fp8Problem& p, GroupedGemmArgs args, const std::vector<int32_t>& masked_m, uint32_t signal_base = 7) {
+  p.set_masked_m(masked_m);
+  p.poison_output();
+  DeviceBuffer d_signals;
+  if (args.granularity != SignalGranularity::none) {
+    const SignalLayout layout = signal_layout(args);
+    d_signals = DeviceBuffer::from(std::vector<uint32_t>(layout.counter_count(), signal_base));
+    args.signals = d_signals.get<uint32_t>();
+  }
+  RunResult r;
+  r.status = grouped_gemm_nt_masked(args);
+  if (cudaDeviceSynchronize() != cudaSuccess) r.status = Status{StatusCode::cuda_error, "kernel failed"};
+  if (args.signals != nullptr) r.signals = d_signals.to_host<uint32_t>();
+  return r;
+}
+
+void expect_signals(const GroupedGemmArgs& args, const std::vector<int32_t>& masked_m,
+                    const std::vector<uint32_t>& signals, uint32_t base = 7) {
+  const SignalLayout layout = signal_layout(args);
+  ASSERT_EQ(int64_t(signals.size()), layout.counter_count());
+  for (int e = 0; e < args.num_experts; ++e) {
+    const int blocks = layout.granularity == SignalGranularity::per_row_block ? layout.row_blocks_per_expert() : 1;
+    for (int rb = 0; rb < blocks; ++rb)
+      EXPECT_EQ(signals[layout.counter_index(e, rb)], base + layout.expected(masked_m[e], rb))
+          << "expert " << e << " row block " << rb << " masked_m " << masked_m[e];
+  }
+}
+
+TEST(Fp8Block128Gemm, EveryTileConfigAndEdgeMaskedM) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(2026);
+  Fp8Problem p;
+  p.build(/*experts=*/7, /*max_m=*/200, /*n=*/328, /*k=*/512, rng);  // n: a partial column block
+  const auto reference = full_reference(p);
+  const std::vector<int32_t> masked_m = {0, 1, 63, 64, 65, 127, 200};
+  for (int block_m : {32, 64, 128}) {
+    for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block}) {
+      GroupedGemmArgs args = p.args();
+      args.config.block_m = block_m;
+      args.granularity = g;
+      const RunResult r = run(p, args, masked_m);
+      ASSERT_TRUE(r.status.ok()) << r.status.message;
+      EXPECT_EQ(check_output(p, masked_m, reference), "") << "block_m " << block_m;
+      expect_signals(args, masked_m, r.signals);
+    }
+  }
+}
+
+TEST(Fp8Block128Gemm, ManyExpertsRandomMaskedMHeuristicConfig) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(7);
+  Fp8Problem p;
+  p.build(32, 130, 256, 384, rng);
+  const auto reference = full_reference(p);
+  for (int trial = 0; trial < 3; ++trial) {
+    std::vector<int32_t> masked_m(32);
+    for (auto& m : masked_m) m = int(rng() % 131);
+    masked_m[0] = 0, masked_m[1] = 130, masked_m[2] = 1, masked_m[3] = 128, masked_m[4] = 129;
+    GroupedGemmArgs args = p.args();
+    args.expected_m = 40 + 40 * trial;
+    args.granularity = SignalGranularity::per_expert;
+    const RunResult r = run(p, args, masked_m);
+    ASSERT_TRUE(r.status.ok()) << r.status.message;
+    EXPECT_EQ(check_output(p, masked_m, reference), "") << "trial " << trial;
+    expect_signals(args, masked_m, r.signals);
+  }
+}
+
+// Both SPEC §6 (N, K) pairs, with few rows so the float64 reference stays quick.
+TEST(Fp8Block128Gemm, DeepSeekShapes) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(11);
+  struct Shape { int experts, max_m, n, k; std::vector<int32_t> masked_m; };
+  for (const Shape& s : {Shape{1, 72, 4096, 7168, {65}}, Shape{2, 40, 7168, 2048, {33, 0}}}) {
+    Fp8Problem p;
+    p.build(s.experts, s.max_m, s.n, s.k, rng);
+    const auto reference = ref::masked_grouped_gemm(p.a, p.b, s.masked_m.data(), p.alpha.data());
+    GroupedGemmArgs args = p.args();
+    args.granularity = SignalGranularity::per_row_block;
+    const RunResult r = run(p, args, s.masked_m);
+    ASSERT_TRUE(r.status.ok()) << r.status.message;
+    EXPECT_EQ(check_output(p, s.masked_m, reference), "") << "n " << s.n << " k " << s.k;
+    expect_signals(args, s.masked_m, r.signals);
+  }
+}
+
+TEST(Fp8Block128Gemm, PaddedStridesAndFewSms) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(5);
+  Fp8Problem p;
+  p.build(5, 96, 512, 256, rng, /*a_pad=*/48, /*b_pad=*/16, /*out_pad=*/32);
+  const auto reference = full_reference(p);
+  const std::vector<int32_t> masked_m = {96, 3, 0, 50, 77};
+  for (int sm_count : {1, 3}) {
+    GroupedGemmArgs args = p.args();
+    args.sm_count = sm_count;
+    args.granularity = SignalGranularity::per_expert;
+    args.scope = SignalScope::sys;
+    const RunResult r = run(p, args, masked_m);
+    ASSERT_TRUE(r.status.ok()) << r.status.message;
+    EXPECT_EQ(check_output(p, masked_m, reference), "") << "sm_count " << sm_count;
+    expect_signals(args, masked_m, r.signals);
+  }
+}
+
+TEST(Fp8Block128Gemm, OutOfRangeMaskedMIsClampedAndReported) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(3);
+  Fp8Problem p;
+  p.build(3, 64, 256, 256, rng);
+  const auto reference = full_reference(p);
+  DeviceBuffer flag = DeviceBuffer::from(std::vector<int32_t>{0});
+  GroupedGemmArgs args = p.args();
+  args.error_flag = flag.get<int32_t>();
+  const RunResult r = run(p, args, {-4, 1000, 10});
+  ASSERT_TRUE(r.status.ok()) << r.status.message;
+  EXPECT_EQ(check_output(p, {0, 64, 10}, reference), "");
+  EXPECT_EQ(flag.to_host<int32_t>()[0] & kErrorMaskedMOutOfRange, kErrorMaskedMOutOfRange);
+
+  DeviceBuffer clean = DeviceBuffer::from(std::vector<int32_t>{0});
+  args.error_flag = clean.get<int32_t>();
+  ASSERT_TRUE(run(p, args, {0, 64, 10}).status.ok());
+  EXPECT_EQ(clean.to_host<int32_t>()[0], 0);
+}
+
+TEST(Fp8Block128Gemm, CudaGraphReplayMatchesDirectLaunch) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(17);
+  Fp8Problem p;
+  p.build(4, 64, 256, 512, rng);
+  const auto reference = full_reference(p);
+  const std::vector<int32_t> masked_m = {64, 17, 0, 33};
+  p.set_masked_m(masked_m);
+  DeviceBuffer d_signals = DeviceBuffer::from(std::vector<uint32_t>(4, 0));
+  GroupedGemmArgs args = p.args();
+  args.granularity = SignalGranularity::per_expert;
+  args.signals = d_signals.get<uint32_t>();
+
+  cudaStream_t stream;
+  SG_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  args.stream = stream;
+  p.poison_output();
+  ASSERT_TRUE(grouped_gemm_nt_masked(args).ok());
+  SG_CUDA_CHECK(cudaStreamSynchronize(stream));
+  const auto direct = p.output();
+
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  SG_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  SG_CUDA_CHECK(cudaMemsetAsync(d_signals.get(), 0, d_signals.bytes(), stream));
+  const Status captured = grouped_gemm_nt_masked(args);
+  SG_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+  ASSERT_TRUE(captured.ok()) << captured.message;
+  SG_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  for (int replay = 0; replay < 3; ++replay) {
+    p.poison_output();
+    SG_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+    SG_CUDA_CHECK(cudaStreamSynchronize(stream));
+    EXPECT_EQ(p.output(), direct) << "replay " << replay;
+    expect_signals(args, masked_m, d_signals.to_host<uint32_t>(), 0);
+  }
+  EXPECT_EQ(check_output(p, masked_m, reference), "");
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+TEST(Fp8Block128Gemm, UnsupportedFormatPairIsReportedNotLaunched) {
+  GroupedGemmArgs args;
+  args.num_experts = 1, args.max_m = 16, args.n = 128, args.k = 128;
+  static uint8_t dummy[256] __attribute__((aligned(16)));
+  args.a = OperandArgs{Format::nvfp4, dummy, dummy, 0, 0};
+  args.b = OperandArgs{Format::nvfp4, dummy, dummy, 0, 0};
+  args.out = dummy;
+  args.masked_m = reinterpret_cast<const int32_t*>(dummy);
+  const Status s = grouped_gemm_nt_masked(args);
+  EXPECT_EQ(s.code, StatusCode::unsupported);
+  EXPECT_NE(s.message.find("a.format"), std::string::npos) << s.message;
+}
+
+}  // namespace
+}  // namespace signalgemm::test

@@ -1,0 +1,53 @@
+// The configuration heuristic (docs/configuration.md) as a pure function.
+#include <gtest/gtest.h>
+
+#include "host/config.h"
+#include "kernels/kernel_params.h"
+
+namespace signalgemm::host {
+namespace {
+
+constexpr int kH100SmemPerBlock = 232448;
+
+TEST(Config, BlockMCoversTypicalDecodeSpreadInOneBlock) {
+  EXPECT_EQ(choose_tile_config(256, 16, kH100SmemPerBlock, {}).block_m, 32);
+  EXPECT_EQ(choose_tile_config(256, 32, kH100SmemPerBlock, {}).block_m, 64);   // 1.3 * 32 > 32
+  EXPECT_EQ(choose_tile_config(256, 64, kH100SmemPerBlock, {}).block_m, 128);
+  EXPECT_EQ(choose_tile_config(4096, 1024, kH100SmemPerBlock, {}).block_m, 128);
+  EXPECT_EQ(choose_tile_config(20, 0, kH100SmemPerBlock, {}).block_m, 32);   // hint defaults to max_m
+  EXPECT_EQ(choose_tile_config(40, 1000, kH100SmemPerBlock, {}).block_m, 64);  // hint clamped to max_m
+}
+
+TEST(Config, DeepestRingThatFits) {
+  for (int block_m : kSupportedBlockM) {
+    const TileConfig cfg = choose_tile_config(1024, 0, kH100SmemPerBlock, TileConfig{block_m, 0, 0});
+    EXPECT_EQ(cfg.block_n, kBlockN);
+    EXPECT_GE(cfg.stages, 4) << "block_m " << block_m;
+    EXPECT_LE(kernels::SmemPlan{block_m, cfg.stages}.total_bytes(), kH100SmemPerBlock);
+    if (cfg.stages < kMaxStages)
+      EXPECT_GT(kernels::SmemPlan{block_m, cfg.stages + 1}.total_bytes(), kH100SmemPerBlock);
+  }
+}
+
+TEST(Config, OverrideIsKept) {
+  const TileConfig cfg = choose_tile_config(1024, 0, kH100SmemPerBlock, TileConfig{32, 128, 3});
+  EXPECT_EQ(cfg.block_m, 32);
+  EXPECT_EQ(cfg.block_n, 128);
+  EXPECT_EQ(cfg.stages, 3);
+}
+
+TEST(Config, SmemPlanIsAlignedForTmaAndWgmma) {
+  for (int block_m : kSupportedBlockM) {
+    const kernels::SmemPlan plan{block_m, 5};
+    for (int s = 0; s < 5; ++s) {
+      EXPECT_EQ(plan.a_offset(s) % 1024, 0);
+      EXPECT_EQ(plan.b_offset(s) % 1024, 0);
+      EXPECT_EQ(plan.sfa_offset(s) % 128, 0);
+    }
+    EXPECT_EQ(plan.staging_offset() % 16, 0);
+    EXPECT_EQ(plan.barrier_offset() % 8, 0);
+  }
+}
+
+}  // namespace
+}  // namespace signalgemm::host

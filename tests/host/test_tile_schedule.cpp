@@ -1,0 +1,145 @@
+// The masked tile enumeration and the expected signal values, on the CPU. The device scheduler
+// runs the same MaskedTileWalker, so what holds here holds in the kernel.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <random>
+#include <set>
+#include <tuple>
+#include <vector>
+
+#include "signalgemm/detail/tile_schedule.h"
+#include "signalgemm/signals.h"
+
+namespace signalgemm {
+namespace {
+
+using detail::MaskedTileWalker;
+using detail::Tile;
+
+SignalLayout make_layout(int experts, int max_m, int n, int block_m, SignalGranularity g) {
+  return SignalLayout{experts, max_m, n, block_m, 128, g};
+}
+
+// Every tile of every CTA, in visiting order per CTA.
+std::vector<std::vector<Tile>> walk_all(const SignalLayout& layout, const std::vector<int32_t>& masked_m, int ctas) {
+  std::vector<std::vector<Tile>> per_cta(ctas);
+  for (int c = 0; c < ctas; ++c) {
+    MaskedTileWalker<const int32_t*> walker(layout, masked_m.data(), c, ctas);
+    Tile t;
+    while (walker.next(t)) per_cta[c].push_back(t);
+  }
+  return per_cta;
+}
+
+TEST(TileSchedule, CoversExactlyTheRealTilesOnce) {
+  std::mt19937 rng(1234);
+  for (int trial = 0; trial < 200; ++trial) {
+    const int experts = 1 + rng() % 40;
+    const int max_m = 1 + rng() % 300;
+    const int n = 8 * (1 + rng() % 100);
+    const int block_m = (trial % 3 == 0) ? 32 : (trial % 3 == 1 ? 64 : 128);
+    const int ctas = 1 + rng() % 140;
+    std::vector<int32_t> masked_m(experts);
+    for (auto& m : masked_m) m = rng() % 5 == 0 ? 0 : int(rng() % (max_m + 1));
+    const SignalLayout layout = make_layout(experts, max_m, n, block_m, SignalGranularity::per_expert);
+
+    std::set<std::tuple<int, int, int>> seen;
+    for (const auto& tiles : walk_all(layout, masked_m, ctas))
+      for (const Tile& t : tiles) {
+        ASSERT_TRUE(seen.insert({t.expert, t.m_block, t.n_block}).second) << "tile visited twice";
+        ASSERT_LT(t.m_block * block_m, masked_m[t.expert]) << "tile of padding rows";
+        ASSERT_LT(t.n_block * 128, n);
+      }
+    size_t expected_tiles = 0;
+    for (int m : masked_m) expected_tiles += size_t((m + block_m - 1) / block_m) * ((n + 127) / 128);
+    EXPECT_EQ(seen.size(), expected_tiles);
+  }
+}
+
+TEST(TileSchedule, ExpertMajorWithRowBlocksInnermost) {
+  const std::vector<int32_t> masked_m = {130, 0, 5};
+  const SignalLayout layout = make_layout(3, 256, 256, 64, SignalGranularity::per_expert);
+  const auto tiles = walk_all(layout, masked_m, 1)[0];
+  const std::vector<std::tuple<int, int, int>> expected = {
+      {0, 0, 0}, {0, 1, 0}, {0, 2, 0}, {0, 0, 1}, {0, 1, 1}, {0, 2, 1}, {2, 0, 0}, {2, 0, 1}};
+  ASSERT_EQ(tiles.size(), expected.size());
+  for (size_t i = 0; i < tiles.size(); ++i)
+    EXPECT_EQ(std::make_tuple(tiles[i].expert, tiles[i].m_block, tiles[i].n_block), expected[i]) << "tile " << i;
+}
+
+TEST(TileSchedule, BalancedToOneTileAcrossCtas) {
+  const std::vector<int32_t> masked_m = {33, 64, 1, 200, 0, 17, 64, 128};
+  const SignalLayout layout = make_layout(8, 256, 7168, 64, SignalGranularity::per_expert);
+  const auto per_cta = walk_all(layout, masked_m, 132);
+  size_t lo = SIZE_MAX, hi = 0;
+  for (const auto& tiles : per_cta) {
+    lo = std::min(lo, tiles.size());
+    hi = std::max(hi, tiles.size());
+  }
+  EXPECT_LE(hi - lo, 1u);
+}
+
+TEST(TileSchedule, ClampsOutOfRangeMaskedM) {
+  const std::vector<int32_t> masked_m = {-5, 1000};
+  const SignalLayout layout = make_layout(2, 100, 128, 64, SignalGranularity::per_expert);
+  const auto tiles = walk_all(layout, masked_m, 3);
+  int count = 0;
+  for (const auto& cta : tiles)
+    for (const Tile& t : cta) {
+      EXPECT_EQ(t.expert, 1);
+      EXPECT_LT(t.m_block * 64, 100);
+      ++count;
+    }
+  EXPECT_EQ(count, 2);  // ceil(100 / 64) row blocks x 1 column block
+}
+
+// The counters the kernel bumps (one add per tile) end exactly at expected().
+TEST(Signals, ExpectedMatchesOneAddPerTile) {
+  std::mt19937 rng(99);
+  for (SignalGranularity g : {SignalGranularity::per_expert, SignalGranularity::per_row_block}) {
+    for (int trial = 0; trial < 100; ++trial) {
+      const int experts = 1 + rng() % 33;
+      const int max_m = 1 + rng() % 260;
+      const int n = 8 * (1 + rng() % 64);
+      const int block_m = 32 << (rng() % 3);
+      std::vector<int32_t> masked_m(experts);
+      for (auto& m : masked_m) m = int(rng() % (max_m + 1));
+      masked_m[0] = 0;
+      masked_m[experts - 1] = max_m;
+      const SignalLayout layout = make_layout(experts, max_m, n, block_m, g);
+      std::vector<uint32_t> counters(layout.counter_count(), 0);
+      for (const auto& cta : walk_all(layout, masked_m, 1 + rng() % 100))
+        for (const Tile& t : cta) ++counters.at(layout.counter_index(t.expert, t.m_block));
+      for (int e = 0; e < experts; ++e) {
+        if (g == SignalGranularity::per_expert) {
+          EXPECT_EQ(counters[e], layout.expected(masked_m[e]));
+          EXPECT_EQ(layout.covered_rows(masked_m[e], 0), masked_m[e]);
+        } else {
+          for (int rb = 0; rb < layout.row_blocks_per_expert(); ++rb)
+            EXPECT_EQ(counters[layout.counter_index(e, rb)], layout.expected(masked_m[e], rb));
+        }
+      }
+    }
+  }
+}
+
+TEST(Signals, ZeroRowsMeansNothingToWaitFor) {
+  const SignalLayout pe = make_layout(4, 64, 256, 64, SignalGranularity::per_expert);
+  EXPECT_EQ(pe.expected(0), 0u);
+  EXPECT_EQ(pe.expected(1), 2u);
+  EXPECT_EQ(pe.expected(64), 2u);
+  EXPECT_EQ(pe.counter_count(), 4);
+  const SignalLayout prb = make_layout(4, 100, 256, 32, SignalGranularity::per_row_block);
+  EXPECT_EQ(prb.counter_count(), 16);  // ceil(100 / 32) = 4 per expert
+  EXPECT_EQ(prb.expected(33, 0), 2u);
+  EXPECT_EQ(prb.expected(33, 1), 2u);
+  EXPECT_EQ(prb.expected(33, 2), 0u);
+  EXPECT_EQ(prb.covered_rows(33, 1), 1);
+  EXPECT_EQ(prb.covered_rows(33, 0), 32);
+  EXPECT_EQ(prb.covered_rows(33, 2), 0);
+  EXPECT_EQ(prb.expected(500, 3), 2u);  // clamped to max_m = 100: 4 row blocks
+}
+
+}  // namespace
+}  // namespace signalgemm
