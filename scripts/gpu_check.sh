@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The one command for the GPU machine: every GPU test, compute-sanitizer on small cases, and the
+# benchmark, then a short table. Uses a carried ./build when its binaries run here, else builds.
+# Logs go to $OUT (the device tool's output folder) or /tmp/signalgemm-gpu-check.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PATH="/usr/local/cuda/bin:$PATH"
+LOGS=${OUT:-/tmp/signalgemm-gpu-check}
+mkdir -p "$LOGS"
+
+echo "== device"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader || true
+date -u +"%Y-%m-%d %H:%M UTC"
+
+BUILD=build
+if ! "$BUILD/tests/signalgemm_gpu_tests" --gtest_list_tests >/dev/null 2>&1; then
+  echo "== the carried build does not run here; building in build-gpu"
+  BUILD=build-gpu
+  tests=ON
+  cmake --find-package -DNAME=GTest -DCOMPILER_ID=GNU -DLANGUAGE=CXX -DMODE=EXIST >/dev/null 2>&1 || tests=OFF
+  cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSIGNALGEMM_BUILD_TESTS=$tests >"$LOGS/build.log" 2>&1 &&
+    cmake --build "$BUILD" -j "$(nproc)" >>"$LOGS/build.log" 2>&1 || { tail -30 "$LOGS/build.log"; exit 1; }
+fi
+
+declare -a TABLE
+step() {  # step NAME COMMAND...: runs it, logs it, records the verdict and gtest's summary
+  local name=$1; shift
+  local start=$SECONDS
+  "$@" >"$LOGS/$name.log" 2>&1
+  local rc=$?
+  local verdict=PASS; ((rc == 0)) || verdict="FAIL(rc=$rc)"
+  local note
+  note=$(grep -E "^\[  PASSED  \]|^\[  FAILED  \]|^\[  SKIPPED \]|ERROR SUMMARY|RACECHECK SUMMARY" "$LOGS/$name.log" | tr '\n' ' ' | cut -c1-90)
+  TABLE+=("$(printf '%-12s %-12s %5ss  %s' "$name" "$verdict" $((SECONDS - start)) "$note")")
+  echo "== $name: $verdict"
+  ((rc == 0)) || tail -40 "$LOGS/$name.log"
+}
+
+SMALL='Fp8Block128Gemm.PaddedStridesAndFewSms:Fp8Block128Gemm.OutOfRangeMaskedMIsClampedAndReported:Fp8Block128Gemm.EveryTileConfigAndEdgeMaskedM'
+step cpu_tests "$BUILD/tests/signalgemm_cpu_tests"
+step gpu_tests "$BUILD/tests/signalgemm_gpu_tests"
+for tool in memcheck racecheck synccheck; do
+  step "$tool" compute-sanitizer --tool "$tool" --error-exitcode 1 "$BUILD/tests/signalgemm_gpu_tests" --gtest_filter="$SMALL"
+done
+step bench "$BUILD/bench/signalgemm-bench" --compare-signals --csv "$LOGS/bench.csv"
+
+echo
+echo "== benchmark (full output in $LOGS/bench.log)"
+cat "$LOGS/bench.log"
+echo
+echo "== summary"
+printf '%s\n' "${TABLE[@]}"
