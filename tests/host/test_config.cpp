@@ -23,9 +23,9 @@ TEST(Config, DeepestRingThatFits) {
     const TileConfig cfg = choose_tile_config(1024, 0, kH100SmemPerBlock, TileConfig{block_m, 0, 0});
     EXPECT_EQ(cfg.block_n, kBlockN);
     EXPECT_GE(cfg.stages, 4) << "block_m " << block_m;
-    EXPECT_LE(kernels::SmemPlan{block_m, cfg.stages}.total_bytes(), kH100SmemPerBlock);
+    EXPECT_LE((kernels::SmemPlan{block_m, cfg.stages}.total_bytes()), kH100SmemPerBlock);
     if (cfg.stages < kMaxStages)
-      EXPECT_GT(kernels::SmemPlan{block_m, cfg.stages + 1}.total_bytes(), kH100SmemPerBlock);
+      EXPECT_GT((kernels::SmemPlan{block_m, cfg.stages + 1}.total_bytes()), kH100SmemPerBlock);
   }
 }
 
