@@ -79,6 +79,9 @@ TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRows) {
       p.poison_output();
       SG_CUDA_CHECK(cudaMemset(snapshot.get(), 0xff, snapshot.bytes()));
       SG_CUDA_CHECK(cudaMemset(signals.get(), 0, signals.bytes()));
+      // The set-up above ran on the legacy stream, which does not order the non-blocking streams
+      // below: finish it before either kernel starts.
+      SG_CUDA_CHECK(cudaDeviceSynchronize());
       // Consumer first, so it is already spinning when the first tiles complete.
       snapshot_on_signal<<<kConsumerBlocks, 256, 0, consumer_stream>>>(
           p.d_out.get<uint16_t>(), snapshot.get<uint16_t>(), pitch, p.d_masked_m.get<int32_t>(), layout,
