@@ -1,0 +1,63 @@
+// The MoE combine on one GPU, overlapped with the down GEMM through SignalGEMM's signals.
+//
+//   out[t, :] = sum_{k < topk, topk_idx[t, k] >= 0} topk_weights[t, k] * C[e_k, i_k, :]
+//
+// where (e_k, i_k) is the expert row that served slot k of token t. Two phases in one kernel:
+//   send:   as soon as a counter (expert or row block) completes, copy its rows of C into the
+//           token-slot buffer recv[t * topk + k, :] and count the arrival on the token (release);
+//   reduce: once every slot of a token has arrived (acquire), sum the slots in the fixed order
+//           k = 0..topk-1 in fp32 and store bf16. The order never depends on timing, so the
+//           result is deterministic.
+// The send phase is what overlaps the GEMM: it starts on each expert the moment it is signalled.
+// Across GPUs the send becomes a store into the token owner's window (the multi-GPU combine).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "signalgemm/signals.h"
+#include "signalgemm/types.h"
+
+namespace signalgemm {
+
+struct CombineArgs {
+  // GEMM output and its signals (what the GEMM launch was given).
+  const void* gemm_out = nullptr;  // bf16 [E][max_m][N]
+  int64_t gemm_out_row_stride = 0;     // bytes; 0 = packed
+  int64_t gemm_out_expert_stride = 0;  // bytes; 0 = packed
+  const int32_t* masked_m = nullptr;   // [E]
+  SignalLayout layout;                 // signal_layout(gemm args)
+  const uint32_t* signals = nullptr;
+  uint32_t signal_base = 0;  // counters' value before the GEMM launch
+  SignalScope scope = SignalScope::gpu;
+
+  // Routing, as a low-latency dispatch produces it.
+  int num_tokens = 0;
+  int topk = 0;
+  const int32_t* topk_idx = nullptr;      // [num_tokens][topk], expert id or -1 (slot unused)
+  const float* topk_weights = nullptr;    // [num_tokens][topk]
+  const int32_t* row_source = nullptr;    // [E][max_m]: t * topk + k for real rows
+
+  // Workspace (combine_workspace_bytes): token-slot rows and per-token arrival counts. The
+  // arrival counts must be zero at launch: clear the workspace (cudaMemsetAsync) before each use.
+  void* workspace = nullptr;
+  void* out = nullptr;  // bf16 [num_tokens][N]
+
+  int num_blocks = 0;            // CTAs of the combine (the SMs the GEMM leaves free); 0 = 8
+  uint64_t timeout_ns = 0;       // per wait; 0 = wait forever
+  int32_t* error_flag = nullptr; // ORed with kErrorSignalTimeout on a timeout
+  uint64_t* timeline = nullptr;  // optional, combine_timeline_entries() %globaltimer stamps
+  cudaStream_t stream = nullptr;
+};
+
+// Bytes of workspace for this routing: recv rows (bf16) plus one counter per token.
+size_t combine_workspace_bytes(int num_tokens, int topk, int n);
+
+// Entries of the optional timeline: per counter [signal observed, rows sent], then per block
+// [start, send phase done, end].
+int64_t combine_timeline_entries(const SignalLayout& layout, int num_blocks);
+
+Status combine(const CombineArgs& args);
+
+}  // namespace signalgemm

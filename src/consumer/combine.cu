@@ -1,0 +1,187 @@
+// The single-GPU combine (include/signalgemm/combine.h): send phase driven by the GEMM's signals,
+// then a deterministic per-token reduction.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "signalgemm/combine.h"
+#include "signalgemm/consumer.cuh"
+
+namespace signalgemm {
+namespace {
+
+constexpr int kCombineThreads = 256;
+constexpr int kWarps = kCombineThreads / 32;
+constexpr int kDefaultBlocks = 8;
+
+struct CombineParams {
+  const uint8_t* gemm_out;
+  int64_t row_stride, expert_stride;  // bytes
+  const int32_t* masked_m;
+  SignalLayout layout;
+  const uint32_t* signals;
+  uint32_t signal_base;
+  SignalScope scope;
+  int num_tokens, topk;
+  const int32_t* topk_idx;
+  const float* topk_weights;
+  const int32_t* row_source;
+  __nv_bfloat16* recv;       // [num_tokens * topk][N]
+  uint32_t* token_arrivals;  // [num_tokens]
+  __nv_bfloat16* out;
+  uint64_t timeout_ns;
+  int32_t* error_flag;
+  uint64_t* timeline;
+};
+
+__device__ __forceinline__ uint64_t globaltimer() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+// Rows of N bf16 are moved as 16-byte vectors (N is a multiple of 8, validated by the GEMM).
+__device__ __forceinline__ void copy_row(const uint8_t* src, __nv_bfloat16* dst, int n, int lane) {
+  const uint4* s = reinterpret_cast<const uint4*>(src);
+  uint4* d = reinterpret_cast<uint4*>(dst);
+  for (int v = lane; v < n / 8; v += 32) d[v] = s[v];
+}
+
+__global__ void __launch_bounds__(kCombineThreads) combine_kernel(const CombineParams p) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int n = p.layout.n;
+  const bool per_row_block = p.layout.granularity == SignalGranularity::per_row_block;
+  const int counters_per_expert = per_row_block ? p.layout.row_blocks_per_expert() : 1;
+  const int64_t num_counters = p.layout.counter_count();
+  uint64_t* block_times = p.timeline != nullptr ? p.timeline + 2 * num_counters + 3 * blockIdx.x : nullptr;
+  if (block_times != nullptr && threadIdx.x == 0) block_times[0] = globaltimer();
+
+  // ---- send: counters in the GEMM's (expert-major) order, spread over the blocks.
+  for (int64_t c = blockIdx.x; c < num_counters; c += gridDim.x) {
+    const int e = int(c / counters_per_expert);
+    const int rb = int(c % counters_per_expert);
+    const int m = p.masked_m[e];
+    const uint32_t expected = p.layout.expected(m, rb);
+    if (expected == 0) continue;  // no rows: never signalled
+    if (!block_wait_signal(p.signals + c, p.signal_base + expected, p.scope, p.timeout_ns, p.error_flag)) continue;
+    if (p.timeline != nullptr && threadIdx.x == 0) p.timeline[2 * c] = globaltimer();
+    const int first_row = per_row_block ? rb * p.layout.block_m : 0;
+    const int rows = p.layout.covered_rows(m, rb);
+    for (int r = warp; r < rows; r += kWarps) {
+      const int row = first_row + r;
+      const int source = p.row_source[int64_t(e) * p.layout.max_m + row];
+      if (source < 0) continue;
+      copy_row(p.gemm_out + e * p.expert_stride + row * p.row_stride, p.recv + int64_t(source) * n, n, lane);
+      __syncwarp();
+      // Publish the slot: the warp's row stores are ordered before the release by the warp barrier.
+      if (lane == 0) {
+        asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(p.token_arrivals + source / p.topk) : "memory");
+      }
+    }
+    if (p.timeline != nullptr) {
+      __syncthreads();
+      if (threadIdx.x == 0) p.timeline[2 * c + 1] = globaltimer();
+    }
+  }
+  if (block_times != nullptr && threadIdx.x == 0) block_times[1] = globaltimer();
+
+  // ---- reduce: one warp per token, slots summed in fixed order once all have arrived.
+  for (int t = blockIdx.x * kWarps + warp; t < p.num_tokens; t += gridDim.x * kWarps) {
+    uint32_t slots = 0;
+    for (int k = 0; k < p.topk; ++k) slots += p.topk_idx[int64_t(t) * p.topk + k] >= 0;
+    if (lane == 0) wait_signal(p.token_arrivals + t, slots, SignalScope::gpu, p.timeout_ns, p.error_flag);
+    // The acquire by lane 0 is extended to the warp by the warp barrier.
+    __syncwarp();
+    for (int v = lane; v < n / 8; v += 32) {
+      float sum[8] = {};
+      for (int k = 0; k < p.topk; ++k) {
+        if (p.topk_idx[int64_t(t) * p.topk + k] < 0) continue;
+        const float w = p.topk_weights[int64_t(t) * p.topk + k];
+        const uint4 raw = reinterpret_cast<const uint4*>(p.recv + (int64_t(t) * p.topk + k) * n)[v];
+        const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const float2 f = __bfloat1622float2(h[j]);
+          sum[2 * j] = fmaf(w, f.x, sum[2 * j]);
+          sum[2 * j + 1] = fmaf(w, f.y, sum[2 * j + 1]);
+        }
+      }
+      uint4 packed;
+      __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(&packed);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) o[j] = __floats2bfloat162_rn(sum[2 * j], sum[2 * j + 1]);
+      reinterpret_cast<uint4*>(p.out + int64_t(t) * n)[v] = packed;
+    }
+  }
+  if (block_times != nullptr) {
+    __syncthreads();
+    if (threadIdx.x == 0) block_times[2] = globaltimer();
+  }
+}
+
+Status invalid(const std::string& what) { return Status{StatusCode::invalid_argument, "signalgemm: " + what}; }
+
+}  // namespace
+
+size_t combine_workspace_bytes(int num_tokens, int topk, int n) {
+  const size_t recv = size_t(num_tokens) * topk * n * sizeof(__nv_bfloat16);
+  return recv + size_t(num_tokens) * sizeof(uint32_t);
+}
+
+int64_t combine_timeline_entries(const SignalLayout& layout, int num_blocks) {
+  return 2 * layout.counter_count() + 3 * int64_t(num_blocks > 0 ? num_blocks : kDefaultBlocks);
+}
+
+Status combine(const CombineArgs& a) {
+  if (a.gemm_out == nullptr) return invalid("gemm_out is null");
+  if (a.masked_m == nullptr) return invalid("masked_m is null");
+  if (a.signals == nullptr || a.layout.granularity == SignalGranularity::none)
+    return invalid("signals is null or layout.granularity is none: the combine is driven by the GEMM's signals");
+  if (a.layout.num_experts < 1 || a.layout.max_m < 1 || a.layout.block_m < 1 || a.layout.block_n < 1)
+    return invalid("layout is empty: pass signal_layout(gemm args)");
+  if (a.layout.n < 8 || a.layout.n % 8 != 0) return invalid("layout.n must be a positive multiple of 8");
+  if (a.num_tokens < 0) return invalid("num_tokens must be >= 0");
+  if (a.topk < 1) return invalid("topk must be >= 1");
+  if (a.num_tokens > 0 && (a.topk_idx == nullptr || a.topk_weights == nullptr))
+    return invalid("topk_idx and topk_weights are required");
+  if (a.row_source == nullptr) return invalid("row_source is null");
+  if (a.num_tokens > 0 && (a.workspace == nullptr || reinterpret_cast<uintptr_t>(a.workspace) % 16 != 0))
+    return invalid("workspace is null or not 16-byte aligned");
+  if (a.num_tokens > 0 && (a.out == nullptr || reinterpret_cast<uintptr_t>(a.out) % 16 != 0))
+    return invalid("out is null or not 16-byte aligned");
+  if (reinterpret_cast<uintptr_t>(a.gemm_out) % 16 != 0 || a.gemm_out_row_stride % 16 != 0 ||
+      a.gemm_out_expert_stride % 16 != 0)
+    return invalid("gemm_out and its strides must be 16-byte aligned");
+  if (a.num_blocks < 0) return invalid("num_blocks must be >= 0");
+
+  CombineParams p{};
+  p.gemm_out = static_cast<const uint8_t*>(a.gemm_out);
+  p.row_stride = a.gemm_out_row_stride != 0 ? a.gemm_out_row_stride : int64_t(a.layout.n) * 2;
+  p.expert_stride = a.gemm_out_expert_stride != 0 ? a.gemm_out_expert_stride : p.row_stride * a.layout.max_m;
+  p.masked_m = a.masked_m;
+  p.layout = a.layout;
+  p.signals = a.signals;
+  p.signal_base = a.signal_base;
+  p.scope = a.scope;
+  p.num_tokens = a.num_tokens;
+  p.topk = a.topk;
+  p.topk_idx = a.topk_idx;
+  p.topk_weights = a.topk_weights;
+  p.row_source = a.row_source;
+  p.recv = static_cast<__nv_bfloat16*>(a.workspace);
+  p.token_arrivals = reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(a.workspace) +
+                                                 size_t(a.num_tokens) * a.topk * a.layout.n * 2);
+  p.out = static_cast<__nv_bfloat16*>(a.out);
+  p.timeout_ns = a.timeout_ns;
+  p.error_flag = a.error_flag;
+  p.timeline = a.timeline;
+
+  const int blocks = a.num_blocks > 0 ? a.num_blocks : kDefaultBlocks;
+  combine_kernel<<<blocks, kCombineThreads, 0, a.stream>>>(p);
+  if (cudaError_t err = cudaGetLastError(); err != cudaSuccess)
+    return Status{StatusCode::cuda_error, std::string("signalgemm: combine launch: ") + cudaGetErrorString(err)};
+  return {};
+}
+
+}  // namespace signalgemm
