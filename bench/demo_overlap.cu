@@ -1,0 +1,317 @@
+// Demo: the down GEMM and the MoE combine, run one after the other and then side by side through
+// SignalGEMM's signals, on DeepSeek-V3 decode shapes (N = 7168, K = 2048, top-8 routing).
+// Prints each alone, sequential, overlapped and the overlap efficiency
+//   (sequential - overlapped) / min(GEMM, combine)
+// and writes an SVG timeline of one overlapped run (signal seen / rows sent per counter, phases
+// per combine block) when --svg FILE is given.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "signalgemm/combine.h"
+#include "signalgemm/gemm.h"
+
+using namespace signalgemm;
+
+#define CHECK_CUDA(expr)                                                                       \
+  do {                                                                                         \
+    cudaError_t err_ = (expr);                                                                 \
+    if (err_ != cudaSuccess) {                                                                 \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(err_)); \
+      std::exit(1);                                                                            \
+    }                                                                                          \
+  } while (0)
+#define CHECK_STATUS(expr)                                        \
+  do {                                                            \
+    Status s_ = (expr);                                           \
+    if (!s_.ok()) {                                               \
+      std::fprintf(stderr, "%s\n", s_.message.c_str());           \
+      std::exit(1);                                               \
+    }                                                             \
+  } while (0)
+
+namespace {
+
+constexpr int kN = 7168, kK = 2048, kTopk = 8;
+
+__global__ void fill_random_bytes(uint8_t* p, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    uint32_t h = uint32_t(i) * 2654435761u ^ seed;
+    h ^= h >> 15, h *= 2246822519u, h ^= h >> 13;
+    // e4m3 with exponent field 4..10 (|x| in [2^-3, 2^4)), random sign and mantissa: never NaN or 0.
+    p[i] = uint8_t((h & 0x80) | ((4 + (h >> 8) % 7) << 3) | ((h >> 16) & 7));
+  }
+}
+__global__ void fill_value(float* p, size_t n, float v) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) p[i] = v;
+}
+
+struct Shape {
+  int experts, m;
+};
+
+struct Timings {
+  float gemm_all, gemm_reduced, combine_alone, sequential, overlapped;
+};
+
+float median(std::vector<float> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+void write_svg(const char* path, const std::vector<uint64_t>& tl, const SignalLayout& layout, int blocks,
+               const char* title) {
+  const int64_t counters = layout.counter_count();
+  uint64_t t0 = UINT64_MAX, t1 = 0;
+  for (int b = 0; b < blocks; ++b) {
+    t0 = std::min(t0, tl[2 * counters + 3 * b]);
+    t1 = std::max(t1, tl[2 * counters + 3 * b + 2]);
+  }
+  const double us = (t1 - t0) / 1000.0;
+  const int width = 1000, row_h = 6, top = 40;
+  const int64_t used = std::count_if(tl.begin(), tl.begin() + 2 * counters, [](uint64_t x) { return x != 0; }) / 2;
+  const int height = top + int(used + blocks + 4) * row_h + 40;
+  auto x = [&](uint64_t t) { return 60 + (t - t0) / 1000.0 / us * (width - 80); };
+  FILE* f = std::fopen(path, "w");
+  if (f == nullptr) return;
+  std::fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='%d' height='%d' font-family='monospace' font-size='11'>\n",
+               width, height);
+  std::fprintf(f, "<rect width='100%%' height='100%%' fill='white'/>\n<text x='10' y='16'>%s (%.1f us)</text>\n", title,
+               us);
+  std::fprintf(f, "<text x='10' y='32' fill='#1f77b4'>| signal observed, bar: rows sent to token slots</text>\n");
+  int row = 0;
+  for (int64_t c = 0; c < counters; ++c) {
+    if (tl[2 * c] == 0) continue;
+    const double y = top + row++ * row_h;
+    std::fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%d' fill='#1f77b4'/>\n", x(tl[2 * c]), y,
+                 std::max(1.0, x(tl[2 * c + 1]) - x(tl[2 * c])), row_h - 1);
+  }
+  row += 2;
+  std::fprintf(f, "<text x='10' y='%d' fill='#d62728'>combine blocks: send phase (orange), reduce phase (red)</text>\n",
+               top + row * row_h);
+  row += 1;
+  for (int b = 0; b < blocks; ++b) {
+    const uint64_t* bt = &tl[2 * counters + 3 * b];
+    const double y = top + row++ * row_h;
+    std::fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%d' fill='#ff7f0e'/>\n", x(bt[0]), y,
+                 x(bt[1]) - x(bt[0]), row_h - 1);
+    std::fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%d' fill='#d62728'/>\n", x(bt[1]), y,
+                 std::max(1.0, x(bt[2]) - x(bt[1])), row_h - 1);
+  }
+  std::fprintf(f, "<text x='60' y='%d'>0 us</text><text x='%d' y='%d'>%.0f us</text>\n</svg>\n", height - 10,
+               width - 80, height - 10, us);
+  std::fclose(f);
+}
+
+Timings run_shape(const Shape& shape, int combine_blocks, int iters, std::mt19937& rng, const char* svg) {
+  int sms = 0;
+  CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  // Routing: per-expert counts m * U(0.7, 1.3); rows dealt to token slots at random.
+  std::uniform_real_distribution<double> spread(0.7, 1.3);
+  std::vector<int32_t> masked_m(shape.experts);
+  for (auto& m : masked_m) m = std::max(1, int(std::lround(shape.m * spread(rng))));
+  const int max_m = (*std::max_element(masked_m.begin(), masked_m.end()) + 3) / 4 * 4;
+  std::vector<int> slots;
+  for (int e = 0; e < shape.experts; ++e)
+    for (int i = 0; i < masked_m[e]; ++i) slots.push_back(e * max_m + i);
+  std::shuffle(slots.begin(), slots.end(), rng);
+  const int tokens = int((slots.size() + kTopk - 1) / kTopk);
+  std::vector<int32_t> topk_idx(size_t(tokens) * kTopk, -1), row_source(size_t(shape.experts) * max_m, -1);
+  std::vector<float> weights(size_t(tokens) * kTopk, 0.f);
+  for (size_t s = 0; s < slots.size(); ++s) {
+    topk_idx[s] = slots[s] / max_m;
+    weights[s] = 1.f / kTopk;
+    row_source[slots[s]] = int32_t(s);
+  }
+
+  // Device buffers.
+  const size_t a_bytes = size_t(shape.experts) * max_m * kK, b_bytes = size_t(shape.experts) * kN * kK;
+  const size_t sfa_count = size_t(shape.experts) * (kK / 128) * max_m, sfb_count = size_t(shape.experts) * (kN / 128) * (kK / 128);
+  uint8_t *a, *b;
+  float *sfa, *sfb;
+  void *c, *out, *workspace;
+  int32_t *d_masked_m, *d_topk_idx, *d_row_source;
+  float* d_weights;
+  uint32_t* signals;
+  CHECK_CUDA(cudaMalloc(&a, a_bytes));
+  CHECK_CUDA(cudaMalloc(&b, b_bytes));
+  CHECK_CUDA(cudaMalloc(&sfa, sfa_count * 4));
+  CHECK_CUDA(cudaMalloc(&sfb, sfb_count * 4));
+  CHECK_CUDA(cudaMalloc(&c, size_t(shape.experts) * max_m * kN * 2));
+  CHECK_CUDA(cudaMalloc(&out, size_t(tokens) * kN * 2));
+  const size_t ws_bytes = combine_workspace_bytes(tokens, kTopk, kN);
+  CHECK_CUDA(cudaMalloc(&workspace, ws_bytes));
+  CHECK_CUDA(cudaMalloc(&d_masked_m, masked_m.size() * 4));
+  CHECK_CUDA(cudaMalloc(&d_topk_idx, topk_idx.size() * 4));
+  CHECK_CUDA(cudaMalloc(&d_row_source, row_source.size() * 4));
+  CHECK_CUDA(cudaMalloc(&d_weights, weights.size() * 4));
+  fill_random_bytes<<<1024, 256>>>(a, a_bytes, 1);
+  fill_random_bytes<<<1024, 256>>>(b, b_bytes, 2);
+  fill_value<<<256, 256>>>(sfa, sfa_count, 0.01f);
+  fill_value<<<256, 256>>>(sfb, sfb_count, 0.002f);
+  CHECK_CUDA(cudaMemcpy(d_masked_m, masked_m.data(), masked_m.size() * 4, cudaMemcpyHostToDevice));
+  CHECK_CUDA(cudaMemcpy(d_topk_idx, topk_idx.data(), topk_idx.size() * 4, cudaMemcpyHostToDevice));
+  CHECK_CUDA(cudaMemcpy(d_row_source, row_source.data(), row_source.size() * 4, cudaMemcpyHostToDevice));
+  CHECK_CUDA(cudaMemcpy(d_weights, weights.data(), weights.size() * 4, cudaMemcpyHostToDevice));
+
+  GroupedGemmArgs g;
+  g.num_experts = shape.experts, g.max_m = max_m, g.n = kN, g.k = kK;
+  g.a = {Format::fp8_block128, a, sfa, 0, 0};
+  g.b = {Format::fp8_block128, b, sfb, 0, 0};
+  g.out = c;
+  g.masked_m = d_masked_m;
+  g.expected_m = shape.m;
+  g.granularity = SignalGranularity::per_expert;
+  const SignalLayout layout = signal_layout(g);
+  CHECK_CUDA(cudaMalloc(&signals, layout.counter_count() * 4));
+  g.signals = signals;
+  std::vector<uint64_t> timeline(combine_timeline_entries(layout, combine_blocks), 0);
+  uint64_t* d_timeline;
+  CHECK_CUDA(cudaMalloc(&d_timeline, timeline.size() * 8));
+
+  cudaStream_t s1, s2;
+  CHECK_CUDA(cudaStreamCreateWithFlags(&s1, cudaStreamNonBlocking));
+  CHECK_CUDA(cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking));
+  cudaEvent_t start, stop, fork, join;
+  CHECK_CUDA(cudaEventCreate(&start));
+  CHECK_CUDA(cudaEventCreate(&stop));
+  CHECK_CUDA(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming));
+  CHECK_CUDA(cudaEventCreateWithFlags(&join, cudaEventDisableTiming));
+
+  CombineArgs cb;
+  cb.gemm_out = c;
+  cb.masked_m = d_masked_m;
+  cb.layout = layout;
+  cb.signals = signals;
+  cb.num_tokens = tokens;
+  cb.topk = kTopk;
+  cb.topk_idx = d_topk_idx;
+  cb.topk_weights = d_weights;
+  cb.row_source = d_row_source;
+  cb.workspace = workspace;
+  cb.out = out;
+  cb.num_blocks = combine_blocks;
+  cb.timeout_ns = 5'000'000'000;
+
+  // Every variant clears the counters first, so all time the same memsets.
+  auto clear = [&](cudaStream_t s) {
+    CHECK_CUDA(cudaMemsetAsync(signals, 0, layout.counter_count() * 4, s));
+    CHECK_CUDA(cudaMemsetAsync(static_cast<uint8_t*>(workspace) + ws_bytes - tokens * 4, 0, tokens * 4, s));
+  };
+  enum Variant { kGemmAll, kGemmReduced, kCombineAlone, kSequential, kOverlapped };
+  auto run_variant = [&](Variant v) {
+    GroupedGemmArgs gv = g;
+    CombineArgs cv = cb;
+    if (v == kCombineAlone) {  // signals already complete: the GEMM ran before the timed region
+      gv.stream = s1;
+      clear(s1);
+      CHECK_STATUS(grouped_gemm_nt_masked(gv));
+      CHECK_CUDA(cudaMemsetAsync(static_cast<uint8_t*>(workspace) + ws_bytes - tokens * 4, 0, tokens * 4, s1));
+      CHECK_CUDA(cudaEventRecord(start, s1));
+      cv.stream = s1;
+      CHECK_STATUS(combine(cv));
+      CHECK_CUDA(cudaEventRecord(stop, s1));
+      return;
+    }
+    CHECK_CUDA(cudaEventRecord(start, s1));
+    clear(s1);
+    gv.stream = s1;
+    if (v == kGemmReduced || v == kOverlapped) gv.sm_count = sms - combine_blocks;
+    if (v == kOverlapped) {
+      CHECK_CUDA(cudaEventRecord(fork, s1));
+      CHECK_CUDA(cudaStreamWaitEvent(s2, fork));
+      cv.stream = s2;
+      CHECK_STATUS(combine(cv));  // first, so it waits on the signals as they come
+      CHECK_STATUS(grouped_gemm_nt_masked(gv));
+      CHECK_CUDA(cudaEventRecord(join, s2));
+      CHECK_CUDA(cudaStreamWaitEvent(s1, join));
+    } else {
+      CHECK_STATUS(grouped_gemm_nt_masked(gv));
+      if (v == kSequential) {
+        cv.stream = s1;
+        CHECK_STATUS(combine(cv));
+      }
+    }
+    CHECK_CUDA(cudaEventRecord(stop, s1));
+  };
+  auto time_variant = [&](Variant v) {
+    std::vector<float> ms;
+    for (int i = 0; i < iters + 3; ++i) {
+      run_variant(v);
+      CHECK_CUDA(cudaEventSynchronize(stop));
+      float t = 0;
+      CHECK_CUDA(cudaEventElapsedTime(&t, start, stop));
+      if (i >= 3) ms.push_back(t * 1000.f);
+    }
+    return median(ms);
+  };
+  Timings t{};
+  t.gemm_all = time_variant(kGemmAll);
+  t.gemm_reduced = time_variant(kGemmReduced);
+  t.combine_alone = time_variant(kCombineAlone);
+  t.sequential = time_variant(kSequential);
+  t.overlapped = time_variant(kOverlapped);
+  CHECK_CUDA(cudaDeviceSynchronize());
+
+  if (svg != nullptr) {
+    CHECK_CUDA(cudaMemset(d_timeline, 0, timeline.size() * 8));
+    cb.timeline = d_timeline;
+    run_variant(kOverlapped);
+    CHECK_CUDA(cudaDeviceSynchronize());
+    CHECK_CUDA(cudaMemcpy(timeline.data(), d_timeline, timeline.size() * 8, cudaMemcpyDeviceToHost));
+    char title[160];
+    std::snprintf(title, sizeof(title), "GEMM (E=%d, m=%d, N=%d, K=%d) overlapped with combine on %d SMs",
+                  shape.experts, shape.m, kN, kK, combine_blocks);
+    write_svg(svg, timeline, layout, combine_blocks, title);
+  }
+  for (void* p : {(void*)a, (void*)b, (void*)sfa, (void*)sfb, c, out, workspace, (void*)d_masked_m, (void*)d_topk_idx,
+                  (void*)d_row_source, (void*)d_weights, (void*)signals, (void*)d_timeline})
+    cudaFree(p);
+  cudaStreamDestroy(s1);
+  cudaStreamDestroy(s2);
+  return t;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int combine_blocks = 16, iters = 30;
+  const char* svg = nullptr;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--combine-sms") && i + 1 < argc) combine_blocks = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--iters") && i + 1 < argc) iters = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--svg") && i + 1 < argc) svg = argv[++i];
+    else {
+      std::fprintf(stderr, "usage: %s [--combine-sms N] [--iters N] [--svg FILE]\n", argv[0]);
+      return 2;
+    }
+  }
+  int count = 0;
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0 || cudaGetDeviceProperties(&prop, 0) != cudaSuccess ||
+      prop.major != 9) {
+    std::fprintf(stderr, "signalgemm-demo: a Hopper GPU (sm_90) is required; found none\n");
+    return 2;
+  }
+  std::printf("overlap demo on %s: down GEMM N=%d K=%d fp8_block128, top-%d combine on %d SMs, GEMM on the rest\n",
+              prop.name, kN, kK, kTopk, combine_blocks);
+  std::printf("%4s %5s | %9s %9s %9s | %9s %9s | %s\n", "E", "m", "gemm_us", "gemm_rd", "comb_us", "seq_us", "ovl_us",
+              "overlap eff.");
+  std::mt19937 rng(2026);
+  const Shape shapes[] = {{32, 32}, {32, 128}, {8, 256}};
+  for (const Shape& s : shapes) {
+    const Timings t = run_shape(s, combine_blocks, iters, rng, (&s == &shapes[0]) ? svg : nullptr);
+    const double eff = (t.sequential - t.overlapped) / std::min(t.gemm_all, t.combine_alone);
+    std::printf("%4d %5d | %9.1f %9.1f %9.1f | %9.1f %9.1f | %5.0f%%\n", s.experts, s.m, t.gemm_all, t.gemm_reduced,
+                t.combine_alone, t.sequential, t.overlapped, 100 * eff);
+  }
+  std::printf("gemm_rd: GEMM alone on the SMs it keeps when overlapped; seq: GEMM (all SMs) then combine\n");
+  return 0;
+}
