@@ -15,19 +15,15 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.cuh"
 #include "signalgemm/combine.h"
 #include "signalgemm/gemm.h"
 
 using namespace signalgemm;
+using signalgemm::bench::fill_random_e4m3;
+using signalgemm::bench::fill_random_scale;
 
-#define CHECK_CUDA(expr)                                                                       \
-  do {                                                                                         \
-    cudaError_t err_ = (expr);                                                                 \
-    if (err_ != cudaSuccess) {                                                                 \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(err_)); \
-      std::exit(1);                                                                            \
-    }                                                                                          \
-  } while (0)
+#define CHECK_CUDA SG_BENCH_CHECK_CUDA
 #define CHECK_STATUS(expr)                                        \
   do {                                                            \
     Status s_ = (expr);                                           \
@@ -41,18 +37,6 @@ namespace {
 
 constexpr int kN = 7168, kK = 2048, kTopk = 8;
 
-__global__ void fill_random_bytes(uint8_t* p, size_t n, uint32_t seed) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    uint32_t h = uint32_t(i) * 2654435761u ^ seed;
-    h ^= h >> 15, h *= 2246822519u, h ^= h >> 13;
-    // e4m3 with exponent field 4..10 (|x| in [2^-3, 2^4)), random sign and mantissa: never NaN or 0.
-    p[i] = uint8_t((h & 0x80) | ((4 + (h >> 8) % 7) << 3) | ((h >> 16) & 7));
-  }
-}
-__global__ void fill_value(float* p, size_t n, float v) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) p[i] = v;
-}
-
 struct Shape {
   int experts, m;
 };
@@ -61,10 +45,6 @@ struct Timings {
   float gemm_all, gemm_reduced, combine_alone, sequential, overlapped;
 };
 
-float median(std::vector<float> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 void write_svg(const char* path, const std::vector<uint64_t>& tl, const SignalLayout& layout, int blocks,
                const char* title) {
@@ -152,10 +132,10 @@ Timings run_shape(const Shape& shape, int combine_blocks, int iters, std::mt1993
   CHECK_CUDA(cudaMalloc(&d_topk_idx, topk_idx.size() * 4));
   CHECK_CUDA(cudaMalloc(&d_row_source, row_source.size() * 4));
   CHECK_CUDA(cudaMalloc(&d_weights, weights.size() * 4));
-  fill_random_bytes<<<1024, 256>>>(a, a_bytes, 1);
-  fill_random_bytes<<<1024, 256>>>(b, b_bytes, 2);
-  fill_value<<<256, 256>>>(sfa, sfa_count, 0.01f);
-  fill_value<<<256, 256>>>(sfb, sfb_count, 0.002f);
+  fill_random_e4m3<<<1024, 256>>>(a, a_bytes, 1);
+  fill_random_e4m3<<<1024, 256>>>(b, b_bytes, 2);
+  fill_random_scale<<<256, 256>>>(sfa, sfa_count, 0.01f, 3);
+  fill_random_scale<<<256, 256>>>(sfb, sfb_count, 0.002f, 4);
   CHECK_CUDA(cudaMemcpy(d_masked_m, masked_m.data(), masked_m.size() * 4, cudaMemcpyHostToDevice));
   CHECK_CUDA(cudaMemcpy(d_topk_idx, topk_idx.data(), topk_idx.size() * 4, cudaMemcpyHostToDevice));
   CHECK_CUDA(cudaMemcpy(d_row_source, row_source.data(), row_source.size() * 4, cudaMemcpyHostToDevice));
@@ -250,7 +230,7 @@ Timings run_shape(const Shape& shape, int combine_blocks, int iters, std::mt1993
       CHECK_CUDA(cudaEventElapsedTime(&t, start, stop));
       if (i >= 3) ms.push_back(t * 1000.f);
     }
-    return median(ms);
+    return signalgemm::bench::median(ms);
   };
   Timings t{};
   t.gemm_all = time_variant(kGemmAll);
@@ -293,13 +273,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  int count = 0;
-  cudaDeviceProp prop{};
-  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0 || cudaGetDeviceProperties(&prop, 0) != cudaSuccess ||
-      prop.major != 9) {
-    std::fprintf(stderr, "signalgemm-demo: a Hopper GPU (sm_90) is required; found none\n");
-    return 2;
-  }
+  const cudaDeviceProp prop = signalgemm::bench::require_hopper("signalgemm-demo");
   std::printf("overlap demo on %s: down GEMM N=%d K=%d fp8_block128, top-%d combine on %d SMs, GEMM on the rest\n",
               prop.name, kN, kK, kTopk, combine_blocks);
   std::printf("%4s %5s | %9s %9s %9s | %9s %9s | %s\n", "E", "m", "gemm_us", "gemm_rd", "comb_us", "seq_us", "ovl_us",

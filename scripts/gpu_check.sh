@@ -43,10 +43,14 @@ for tool in memcheck racecheck synccheck; do
   step "$tool" compute-sanitizer --tool "$tool" --error-exitcode 1 "$BUILD/tests/signalgemm_gpu_tests" --gtest_filter="$SMALL"
 done
 step bench "$BUILD/bench/signalgemm-bench" --compare-signals --csv "$LOGS/bench.csv"
+step demo "$BUILD/bench/signalgemm-demo" --svg "$LOGS/overlap_timeline.svg"
 
 echo
 echo "== benchmark (full output in $LOGS/bench.log)"
 cat "$LOGS/bench.log"
+echo
+echo "== overlap demo (timeline: $LOGS/overlap_timeline.svg)"
+cat "$LOGS/demo.log"
 echo
 echo "== summary"
 printf '%s\n' "${TABLE[@]}"
