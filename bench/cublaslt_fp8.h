@@ -1,6 +1,6 @@
 // cuBLASLt baseline: the same masked grouped FP8 GEMM with DeepSeek-style block scales, run as one
-// cublasLtMatmul per expert with that expert's real row count (cuBLASLt cannot skip padded rows,
-// so this is the fairest use of it).
+// cublasLtMatmul per expert with that expert's real row count rounded up to 16 (cuBLASLt cannot
+// skip padded rows, so this is the fairest use of it).
 #pragma once
 
 #include <cuda_runtime.h>
