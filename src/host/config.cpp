@@ -7,12 +7,22 @@
 namespace signalgemm::host {
 
 bool is_supported_block_m(int block_m) {
-  return std::find(std::begin(kSupportedBlockM), std::end(kSupportedBlockM), block_m) != std::end(kSupportedBlockM);
+  return std::any_of(std::begin(kSupportedTiles), std::end(kSupportedTiles),
+                     [&](TileShape t) { return t.block_m == block_m; });
+}
+bool is_supported_block_n(int block_n) {
+  return std::any_of(std::begin(kSupportedTiles), std::end(kSupportedTiles),
+                     [&](TileShape t) { return t.block_n == block_n; });
+}
+bool is_supported_tile(int block_m, int block_n) {
+  return std::any_of(std::begin(kSupportedTiles), std::end(kSupportedTiles),
+                     [&](TileShape t) { return t.block_m == block_m && t.block_n == block_n; });
 }
 
-int max_stages(int block_m, int smem_per_block) {
+int max_stages(int block_m, int block_n, int smem_per_block) {
   int stages = 0;
-  while (stages < kMaxStages && kernels::SmemPlan{block_m, stages + 1}.total_bytes() <= smem_per_block) ++stages;
+  while (stages < kMaxStages && kernels::SmemPlan{block_m, block_n, stages + 1}.total_bytes() <= smem_per_block)
+    ++stages;
   return stages < kMinStages ? 0 : stages;
 }
 
@@ -23,17 +33,19 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
     // the expert's weights. Wasted MMA columns cost nothing while the weights stream from HBM.
     const int hint = expected_m > 0 ? std::min(expected_m, max_m) : max_m;
     const int rows_to_cover = std::min(max_m, (hint * 13 + 9) / 10);
-    config.block_m = kSupportedBlockM[std::size(kSupportedBlockM) - 1];
-    for (int block_m : kSupportedBlockM) {
+    config.block_m = 128;
+    for (int block_m : {32, 64}) {
       if (block_m >= rows_to_cover) {
         config.block_m = block_m;
         break;
       }
     }
   }
-  if (config.block_n == 0) config.block_n = kBlockN;
+  // Once tokens fill 128 MMA columns, the tile is limited by what each K block pulls from L2:
+  // 128 tokens x 256 weight rows moves 48 KB per 4 M MACs instead of 32 KB per 2 M MACs.
+  if (config.block_n == 0) config.block_n = config.block_m == 128 ? 256 : 128;
   // Deepest ring that fits: more bytes in flight per SM is what a weight-streaming GEMM needs.
-  if (config.stages == 0) config.stages = max_stages(config.block_m, smem_per_block);
+  if (config.stages == 0) config.stages = max_stages(config.block_m, config.block_n, smem_per_block);
   return config;
 }
 

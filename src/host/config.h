@@ -6,19 +6,25 @@
 
 namespace signalgemm::host {
 
-// Token-tile heights with a compiled kernel (wgmma N = block_m).
-inline constexpr int kSupportedBlockM[] = {32, 64, 128};
-inline constexpr int kBlockN = 128;
+struct TileShape {
+  int block_m;  // tokens per tile (wgmma N)
+  int block_n;  // weight rows per tile (two MMA warpgroups)
+};
+
+// Tile shapes with a compiled kernel.
+inline constexpr TileShape kSupportedTiles[] = {{32, 128}, {64, 128}, {128, 128}, {128, 256}};
 inline constexpr int kMinStages = 2;
 inline constexpr int kMaxStages = 16;
 
 bool is_supported_block_m(int block_m);
+bool is_supported_block_n(int block_n);
+bool is_supported_tile(int block_m, int block_n);
 
 // Pure function of the problem and the device's shared-memory limit (bytes per block, opt-in).
 // Zero fields of `override_config` are chosen; non-zero ones are kept as given.
 TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, TileConfig override_config);
 
-// Most stages that fit in `smem_per_block` for this block_m (0 if not even kMinStages fit).
-int max_stages(int block_m, int smem_per_block);
+// Most stages that fit in `smem_per_block` for this tile (0 if not even kMinStages fit).
+int max_stages(int block_m, int block_n, int smem_per_block);
 
 }  // namespace signalgemm::host

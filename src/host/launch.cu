@@ -93,11 +93,11 @@ Status encode_token_scale_map(CUtensorMap& map, const void* base, int rows, int 
   return {};
 }
 
-template <int kBlockM>
+template <int kBlockM, int kBlockN>
 Status launch_fp8_block128(const GroupedGemmArgs& args, const TileConfig& cfg, int grid, const CUtensorMap& tmap_a,
                            const CUtensorMap& tmap_b, const CUtensorMap& tmap_sfa, const kernels::KernelParams& params) {
-  auto* kernel = &kernels::grouped_gemm_fp8_block128_kernel<kBlockM>;
-  const int smem = kernels::SmemPlan{kBlockM, cfg.stages}.total_bytes();
+  auto* kernel = &kernels::grouped_gemm_fp8_block128_kernel<kBlockM, kBlockN>;
+  const int smem = kernels::SmemPlan{kBlockM, kBlockN, cfg.stages}.total_bytes();
   if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
       err != cudaSuccess)
     return cuda_failure("cudaFuncSetAttribute", err);
@@ -129,7 +129,8 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
     return Status{StatusCode::cuda_error, "signalgemm: the driver has no cuTensorMapEncodeTiled"};
 
   const TileConfig cfg = host::choose_tile_config(args.max_m, args.expected_m, info.smem_per_block, args.config);
-  if (cfg.stages < host::kMinStages || kernels::SmemPlan{cfg.block_m, cfg.stages}.total_bytes() > info.smem_per_block)
+  if (cfg.stages < host::kMinStages ||
+      kernels::SmemPlan{cfg.block_m, cfg.block_n, cfg.stages}.total_bytes() > info.smem_per_block)
     return Status{StatusCode::invalid_argument, "signalgemm: config.stages = " + std::to_string(cfg.stages) +
                                                     " does not fit in shared memory with block_m = " +
                                                     std::to_string(cfg.block_m)};
@@ -146,7 +147,7 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
       !s.ok())
     return s;
   if (Status s = encode_operand_map(tmap_b, args.b.data, args.num_experts, args.n, args.k, b_row, b_expert,
-                                    kernels::kBlockN, "b");
+                                    cfg.block_n, "b");
       !s.ok())
     return s;
   if (Status s = encode_token_scale_map(tmap_sfa, args.a.scales, args.max_m, args.num_experts * num_k_blocks,
@@ -175,12 +176,17 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   const int sms = args.sm_count > 0 ? std::min(args.sm_count, info.sm_count) : info.sm_count;
   const int grid = static_cast<int>(std::min<int64_t>(sms, max_tiles));
 
-  switch (cfg.block_m) {
-    case 32: return launch_fp8_block128<32>(args, cfg, grid, tmap_a, tmap_b, tmap_sfa, params);
-    case 64: return launch_fp8_block128<64>(args, cfg, grid, tmap_a, tmap_b, tmap_sfa, params);
-    case 128: return launch_fp8_block128<128>(args, cfg, grid, tmap_a, tmap_b, tmap_sfa, params);
-    default: return Status{StatusCode::invalid_argument, "signalgemm: config.block_m unsupported"};
-  }
+  using Launcher = Status (*)(const GroupedGemmArgs&, const TileConfig&, int, const CUtensorMap&, const CUtensorMap&,
+                              const CUtensorMap&, const kernels::KernelParams&);
+  Launcher launcher = nullptr;
+  if (cfg.block_m == 32 && cfg.block_n == 128) launcher = &launch_fp8_block128<32, 128>;
+  if (cfg.block_m == 64 && cfg.block_n == 128) launcher = &launch_fp8_block128<64, 128>;
+  if (cfg.block_m == 128 && cfg.block_n == 128) launcher = &launch_fp8_block128<128, 128>;
+  if (cfg.block_m == 128 && cfg.block_n == 256) launcher = &launch_fp8_block128<128, 256>;
+  if (launcher == nullptr)
+    return Status{StatusCode::invalid_argument, "signalgemm: config " + std::to_string(cfg.block_m) + "x" +
+                                                    std::to_string(cfg.block_n) + " is not a compiled tile"};
+  return launcher(args, cfg, grid, tmap_a, tmap_b, tmap_sfa, params);
 }
 
 }  // namespace signalgemm

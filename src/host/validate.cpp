@@ -125,15 +125,18 @@ Status validate(const GroupedGemmArgs& args) {
   const TileConfig& cfg = args.config;
   c.require(cfg.block_m == 0 || host::is_supported_block_m(cfg.block_m), "config.block_m = ", cfg.block_m,
             " is not supported; use 0 (heuristic), 32, 64 or 128");
-  c.require(cfg.block_n == 0 || cfg.block_n == host::kBlockN, "config.block_n = ", cfg.block_n,
-            " is not supported; use 0 (heuristic) or ", host::kBlockN);
+  c.require(cfg.block_n == 0 || host::is_supported_block_n(cfg.block_n), "config.block_n = ", cfg.block_n,
+            " is not supported; use 0 (heuristic), 128 or 256");
+  c.require(cfg.block_m == 0 || cfg.block_n == 0 || host::is_supported_tile(cfg.block_m, cfg.block_n),
+            "config.block_m = ", cfg.block_m, " with config.block_n = ", cfg.block_n,
+            " is not a compiled tile; compiled: 32x128, 64x128, 128x128, 128x256");
   c.require(cfg.stages == 0 || (cfg.stages >= host::kMinStages && cfg.stages <= host::kMaxStages),
             "config.stages = ", cfg.stages, " must be 0 (heuristic) or in [", host::kMinStages, ", ",
             host::kMaxStages, "]");
 
   // Tile indices are 32-bit on the device; bound them with the smallest tile.
   const int64_t max_tiles = int64_t(args.num_experts) * ((int64_t(args.max_m) + 31) / 32) *
-                            ((int64_t(args.n) + host::kBlockN - 1) / host::kBlockN);
+                            ((int64_t(args.n) + 127) / 128);
   c.require(max_tiles <= std::numeric_limits<int32_t>::max() / 2, "num_experts * max_m * n is too large (",
             max_tiles, " tiles)");
   c.require(int64_t(args.num_experts) * (args.k / 128 + 1) <= std::numeric_limits<int32_t>::max(),

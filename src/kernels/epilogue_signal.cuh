@@ -23,34 +23,39 @@ namespace signalgemm::kernels {
 
 inline constexpr int kEpilogueBarrierId = 1;  // named barrier among the MMA threads
 
-template <int kBlockM>
-__device__ __forceinline__ void store_tile_and_signal(const float (&acc)[kBlockM / 2], const KernelParams& p, const detail::Tile& tile,
+template <int kBlockM, int kBlockN, int kSlices>
+__device__ __forceinline__ void store_tile_and_signal(const float (&acc)[kSlices][kBlockM / 2], const KernelParams& p, const detail::Tile& tile,
                                       int valid_rows, uint8_t* staging, int math_thread) {
   namespace cp = cuda::ptx;
   constexpr int kColumnPairs = kBlockM / 8;
   const int lane = math_thread % 32;
-  const int warp = math_thread / 32;  // 0..7; warp w covers weight rows 16*w .. 16*w+15
+  const int warp = math_thread / 32;  // 0..7
+  constexpr int kWarpgroupRows = kBlockN / kMathWarpgroups;
   const float alpha = p.alpha != nullptr ? __ldg(p.alpha + tile.expert) : 1.f;
 
   // The previous tile's bulk copies have finished reading the staging tile: warp 0 waited for
   // them before it signalled, and only then joins this barrier.
   ptx::named_barrier_sync(kEpilogueBarrierId, kMathThreads);
 
-  // Thread (warp, lane) holds weight rows r and r+8 for token pairs (c, c+1), c = 8j + 2(lane%4):
-  // C's element (token, row) goes to staging[token][row]. Shared-window addresses (32-bit) keep
-  // the 64 stores at constant offsets from one register; generic pointers cost a register each.
-  constexpr int kPitch = SmemPlan::staging_pitch();
-  const uint32_t thread_base = static_cast<uint32_t>(__cvta_generic_to_shared(staging)) +
-                               (16 * warp + lane / 4) * 2 + 2 * (lane % 4) * kPitch;
+  // Thread (warp, lane) holds, per slice, weight rows r and r+8 for token pairs (c, c+1),
+  // c = 8j + 2(lane%4): C's element (token, row) goes to staging[token][row]. Shared-window
+  // addresses (32-bit) keep all stores at constant offsets from one register; generic pointers
+  // would cost a register each.
+  constexpr int kPitch = SmemPlan::staging_pitch(kBlockN);
+  const int first_row = (warp / 4) * kWarpgroupRows + 16 * (warp % 4) + lane / 4;
+  const uint32_t thread_base =
+      static_cast<uint32_t>(__cvta_generic_to_shared(staging)) + first_row * 2 + 2 * (lane % 4) * kPitch;
 #pragma unroll
-  for (int j = 0; j < kColumnPairs; ++j) {
+  for (int slice = 0; slice < kSlices; ++slice)
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const uint32_t addr = thread_base + 8 * j * kPitch + 8 * half * 2;
-      ptx::st_shared_bf16(addr, __float2bfloat16_rn(alpha * acc[4 * j + 2 * half]));
-      ptx::st_shared_bf16(addr + kPitch, __float2bfloat16_rn(alpha * acc[4 * j + 2 * half + 1]));
+    for (int j = 0; j < kColumnPairs; ++j) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const uint32_t addr = thread_base + 8 * j * kPitch + (64 * slice + 8 * half) * 2;
+        ptx::st_shared_bf16(addr, __float2bfloat16_rn(alpha * acc[slice][4 * j + 2 * half]));
+        ptx::st_shared_bf16(addr + kPitch, __float2bfloat16_rn(alpha * acc[slice][4 * j + 2 * half + 1]));
+      }
     }
-  }
   // Generic-proxy writes to shared memory become visible to the async proxy (the bulk copy engine)
   // only through a proxy fence by each writing thread, ordered before the barrier.
   cp::fence_proxy_async(cp::space_shared);
@@ -63,7 +68,7 @@ __device__ __forceinline__ void store_tile_and_signal(const float (&acc)[kBlockM
                       int64_t(tile.m_block) * kBlockM * p.out_row_stride + int64_t(column0) * 2;
   for (int row = lane; row < valid_rows; row += 32) {
     cp::cp_async_bulk(cp::space_global, cp::space_shared, out_tile + row * p.out_row_stride,
-                      staging + row * SmemPlan::staging_pitch(), static_cast<uint32_t>(columns * 2));
+                      staging + row * kPitch, static_cast<uint32_t>(columns * 2));
   }
   cp::cp_async_bulk_commit_group();
   // Full completion (not .read): the signal below promises the writes are done.

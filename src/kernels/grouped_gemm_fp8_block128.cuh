@@ -1,7 +1,7 @@
 // The persistent, warp-specialized masked grouped GEMM for fp8_block128 operands.
 //
-// Warpgroups 0..kMathWarpgroups-1 run the MMAs and the epilogue; the last warpgroup produces:
-// one thread issues every TMA load, another warp scans masked_m for out-of-range values.
+// Warpgroups 0..kMathWarpgroups-1 run the MMAs and the epilogue; the last warp produces: it scans
+// masked_m for out-of-range values, then its lane 0 issues every TMA load.
 // Both roles walk the same tile sequence (scheduler.cuh), so they need no other coordination
 // than the stage barriers of pipeline.cuh.
 #pragma once
@@ -19,25 +19,23 @@
 
 namespace signalgemm::kernels {
 
-// Registers per thread after reallocation: 128 * 40 + 256 * 232 = 64512 of the SM's 65536.
-inline constexpr int kProducerRegisters = 40;
-inline constexpr int kMathRegisters = 232;
-
-template <int kBlockM>
-__global__ void __launch_bounds__(kThreads, 1)
+// __maxnreg__ rather than __launch_bounds__: with the latter ptxas capped this kernel at 168
+// registers, and the 128x256 tile needs ~224 (2 x 64 accumulators + 64 partials per thread).
+template <int kBlockM, int kBlockN>
+__global__ void __maxnreg__(kMaxRegisters)
     grouped_gemm_fp8_block128_kernel(const __grid_constant__ CUtensorMap tmap_a,
                                      const __grid_constant__ CUtensorMap tmap_b,
                                      const __grid_constant__ CUtensorMap tmap_sfa,
                                      const __grid_constant__ KernelParams p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Mainloop = Fp8Block128Mainloop<kBlockM>;
+  using Mainloop = Fp8Block128Mainloop<kBlockM, kBlockN>;
   namespace cp = cuda::ptx;
 
   extern __shared__ uint8_t smem_raw[];
   // 128-byte swizzled TMA tiles and their wgmma descriptors assume 1024-byte aligned tiles.
   uint8_t* smem = reinterpret_cast<uint8_t*>(
       (reinterpret_cast<uintptr_t>(smem_raw) + kSmemAlignment - 1) & ~uintptr_t(kSmemAlignment - 1));
-  const SmemPlan plan{kBlockM, p.stages};
+  const SmemPlan plan{kBlockM, kBlockN, p.stages};
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + plan.barrier_offset());
   uint64_t* empty = full + p.stages;
 
@@ -56,30 +54,30 @@ __global__ void __launch_bounds__(kThreads, 1)
   __syncthreads();
 
   if (warpgroup == kMathWarpgroups) {
-    ptx::setmaxnreg_dec<kProducerRegisters>();
+    report_masked_m_out_of_range(p, lane);
     if (threadIdx.x == kProducerThread) {
       PipelineState pipe{0, 0, p.stages};
       DeviceTileWalker walker = make_tile_walker(p);
       detail::Tile tile;
       while (walker.next(tile))
         Mainloop::load_tile(&tmap_a, &tmap_b, &tmap_sfa, smem, plan, full, empty, pipe, tile, p.num_k_blocks);
-    } else if (threadIdx.x / 32 == kProducerThread / 32 + 1) {
-      report_masked_m_out_of_range(p, lane);
     }
   } else {
-    ptx::setmaxnreg_inc<kMathRegisters>();
     PipelineState pipe{0, 0, p.stages};
     DeviceTileWalker walker = make_tile_walker(p);
     uint8_t* staging = smem + plan.staging_offset();
     const int weight_blocks_128 = (p.layout.n + 127) / 128;
     detail::Tile tile;
     while (walker.next(tile)) {
-      // kBlockN == 128, so a tile's weight rows share one 128x128 scale block per K block.
-      const float* sfb_row = p.sfb + (int64_t(tile.expert) * weight_blocks_128 + tile.n_block) * p.num_k_blocks;
-      float acc[Mainloop::kAccRegs];
+      // This warpgroup's weight rows lie in one 128x128 scale block (see the mainloop). In a last,
+      // partial column block they may lie past N: clamp, those columns are never stored.
+      const int scale_block =
+          min((tile.n_block * kBlockN + warpgroup * Mainloop::kWarpgroupRows) / 128, weight_blocks_128 - 1);
+      const float* sfb_row = p.sfb + (int64_t(tile.expert) * weight_blocks_128 + scale_block) * p.num_k_blocks;
+      float acc[Mainloop::kSlices][Mainloop::kAccRegs];
       Mainloop::mma_tile(acc, smem, plan, full, empty, pipe, sfb_row, p.num_k_blocks, warpgroup, lane);
       const int valid_rows = min(kBlockM, walker.expert_m() - tile.m_block * kBlockM);
-      store_tile_and_signal<kBlockM>(acc, p, tile, valid_rows, staging, threadIdx.x);
+      store_tile_and_signal<kBlockM, kBlockN, Mainloop::kSlices>(acc, p, tile, valid_rows, staging, threadIdx.x);
     }
   }
 #endif

@@ -11,10 +11,15 @@ namespace signalgemm::kernels {
 // Every kernel computes the swapped product C^T = B * A^T: weight rows fill the MMA's 64-row M
 // dimension (one warpgroup per 64 rows), tokens fill its N dimension (8..256), so a decode step
 // with a handful of tokens per expert wastes no MMA rows.
-inline constexpr int kBlockN = 128;              // weight rows (output columns) per tile
-inline constexpr int kMathWarpgroups = kBlockN / 64;
+// Two MMA warpgroups split a tile's block_n weight rows (64 or 128 each: one or two wgmma M slices).
+inline constexpr int kMathWarpgroups = 2;
 inline constexpr int kMathThreads = kMathWarpgroups * 128;
-inline constexpr int kThreads = kMathThreads + 128;  // + one producer warpgroup
+// Plus one producer warp. With 288 threads every thread may hold 224 registers, which the 128x256
+// tile's two accumulator slices need; a full producer warpgroup with setmaxnreg would leave ptxas
+// allocating against the 168-register cap of 384 threads.
+inline constexpr int kThreads = kMathThreads + 32;
+inline constexpr int kMaxRegisters = 224;  // 288 x 224 = 64512 of the SM's 65536
+static_assert(kThreads * kMaxRegisters <= 65536, "one CTA per SM must fit the register file");
 inline constexpr int kBlockK = 128;              // bytes of K per stage (128 e4m3 = one scale block)
 inline constexpr int kSmemAlignment = 1024;      // 128-byte swizzle repeats every 1024 bytes
 
@@ -37,16 +42,17 @@ struct KernelParams {
 // Where each buffer lives in dynamic shared memory (offsets from a 1024-byte aligned base).
 struct SmemPlan {
   int block_m = 0;
+  int block_n = 0;
   int stages = 0;
 
   SG_HD static int round_up(int x, int a) { return (x + a - 1) / a * a; }
   SG_HD int a_bytes() const { return block_m * kBlockK; }              // token tile, 128 B rows
-  SG_HD int b_bytes() const { return kBlockN * kBlockK; }              // weight tile
+  SG_HD int b_bytes() const { return block_n * kBlockK; }              // weight tile
   SG_HD int sfa_bytes() const { return round_up(block_m * 4, 128); }   // TMA wants 128 B alignment
   SG_HD int stage_bytes() const { return a_bytes() + b_bytes() + sfa_bytes(); }
   // Output staging: one row per token, padded 16 bytes so the transposed writes spread over banks.
-  SG_HD static constexpr int staging_pitch() { return kBlockN * 2 + 16; }
-  SG_HD int staging_bytes() const { return block_m * staging_pitch(); }
+  SG_HD static constexpr int staging_pitch(int block_n) { return block_n * 2 + 16; }
+  SG_HD int staging_bytes() const { return block_m * staging_pitch(block_n); }
 
   SG_HD int a_offset(int s) const { return s * a_bytes(); }
   SG_HD int b_offset(int s) const { return stages * a_bytes() + s * b_bytes(); }

@@ -16,12 +16,16 @@
 
 namespace signalgemm::kernels {
 
-template <int kBlockM>
+template <int kBlockM, int kBlockN>
 struct Fp8Block128Mainloop {
   using Mma = ptx::WgmmaF8<kBlockM>;
-  static constexpr int kAccRegs = Mma::kRegs;       // kBlockM / 2 fp32 per thread
-  static constexpr int kColumnPairs = kBlockM / 8;  // token pairs (c, c+1) a thread holds
-  static constexpr int kKSteps = kBlockK / 32;      // wgmma k32 steps per stage
+  static constexpr int kAccRegs = Mma::kRegs;           // kBlockM / 2 fp32 per thread and M slice
+  static constexpr int kColumnPairs = kBlockM / 8;      // token pairs (c, c+1) a thread holds
+  static constexpr int kKSteps = kBlockK / 32;          // wgmma k32 steps per stage
+  static constexpr int kWarpgroupRows = kBlockN / kMathWarpgroups;  // weight rows per warpgroup
+  static constexpr int kSlices = kWarpgroupRows / 64;   // wgmma M slices per warpgroup
+  // 64 or 128 rows, aligned: a warpgroup's rows never straddle two 128x128 weight-scale blocks.
+  static_assert(kSlices == 1 || kSlices == 2, "a warpgroup covers 64 or 128 weight rows");
 
   // Bytes the copy engine delivers into one stage (the scale box is exactly kBlockM floats).
   static constexpr uint32_t kStageTxBytes = kBlockM * kBlockK + kBlockN * kBlockK + kBlockM * 4;
@@ -53,14 +57,19 @@ struct Fp8Block128Mainloop {
     }
   }
 
-  // One MMA warpgroup: accumulates its 64 weight rows x kBlockM tokens of the tile.
-  // Accumulator layout (wgmma m64nN): register i of lane l in warp w of the warpgroup holds
-  //   weight row 16*w + l/4 + 8*((i/2)%2), token column 8*(i/4) + 2*(l%4) + i%2.
-  __device__ __forceinline__ static void mma_tile(float (&acc)[kAccRegs], uint8_t* smem, const SmemPlan& plan, uint64_t* full,
-                                  uint64_t* empty, PipelineState& pipe, const float* sfb_row, int num_k_blocks,
-                                  int warpgroup, int lane) {
+  // One MMA warpgroup: accumulates its kWarpgroupRows weight rows x kBlockM tokens of the tile,
+  // one 64-row slice at a time (the other warpgroup keeps the tensor cores busy meanwhile).
+  // Accumulator layout (wgmma m64nN): register i of slice s, lane l, warp w of the warpgroup holds
+  //   weight row 64*s + 16*w + l/4 + 8*((i/2)%2), token column 8*(i/4) + 2*(l%4) + i%2.
+  // sfb_row: the K-block scales of the 128x128 weight-scale block holding this warpgroup's rows.
+  __device__ __forceinline__ static void mma_tile(float (&acc)[kSlices][kAccRegs], uint8_t* smem,
+                                                  const SmemPlan& plan, uint64_t* full, uint64_t* empty,
+                                                  PipelineState& pipe, const float* sfb_row, int num_k_blocks,
+                                                  int warpgroup, int lane) {
 #pragma unroll
-    for (int i = 0; i < kAccRegs; ++i) acc[i] = 0.f;
+    for (int s = 0; s < kSlices; ++s)
+#pragma unroll
+      for (int i = 0; i < kAccRegs; ++i) acc[s][i] = 0.f;
 
     // The weight scale of the next K block is fetched one iteration ahead to hide its latency.
     float sfb_next = __ldg(sfb_row);
@@ -70,32 +79,36 @@ struct Fp8Block128Mainloop {
 
       mbarrier_wait(&full[pipe.stage], pipe.phase);
       const uint8_t* stage_a = smem + plan.a_offset(pipe.stage);
-      const uint8_t* stage_b = smem + plan.b_offset(pipe.stage) + warpgroup * 64 * kBlockK;
+      const uint8_t* stage_b = smem + plan.b_offset(pipe.stage) + warpgroup * kWarpgroupRows * kBlockK;
       const float* stage_sfa = reinterpret_cast<const float*>(smem + plan.sfa_offset(pipe.stage));
-
-      float partial[kAccRegs];
-      const uint64_t desc_weights = ptx::smem_desc_kmajor_sw128(stage_b);
       const uint64_t desc_tokens = ptx::smem_desc_kmajor_sw128(stage_a);
-      ptx::wgmma_fence();
-#pragma unroll
-      for (int k = 0; k < kKSteps; ++k) {
-        // 32 bytes of K per step, in the descriptor's 16-byte units.
-        Mma::mma(partial, desc_weights + 2 * k, desc_tokens + 2 * k, /*accumulate=*/k > 0);
-      }
-      ptx::wgmma_commit();
-      ptx::wgmma_wait<0>();
-      ptx::fence_registers(partial);
 
-      // Promote with both scales; the token scales are read from the stage, so release it after.
 #pragma unroll
-      for (int j = 0; j < kColumnPairs; ++j) {
-        const float2 token_scale = *reinterpret_cast<const float2*>(stage_sfa + 8 * j + 2 * (lane % 4));
-        const float s0 = sfb * token_scale.x;
-        const float s1 = sfb * token_scale.y;
-        acc[4 * j + 0] = fmaf(partial[4 * j + 0], s0, acc[4 * j + 0]);
-        acc[4 * j + 1] = fmaf(partial[4 * j + 1], s1, acc[4 * j + 1]);
-        acc[4 * j + 2] = fmaf(partial[4 * j + 2], s0, acc[4 * j + 2]);
-        acc[4 * j + 3] = fmaf(partial[4 * j + 3], s1, acc[4 * j + 3]);
+      for (int slice = 0; slice < kSlices; ++slice) {
+        float partial[kAccRegs];
+        const uint64_t desc_weights = ptx::smem_desc_kmajor_sw128(stage_b + slice * 64 * kBlockK);
+        ptx::wgmma_fence();
+#pragma unroll
+        for (int k = 0; k < kKSteps; ++k) {
+          // 32 bytes of K per step, in the descriptor's 16-byte units.
+          Mma::mma(partial, desc_weights + 2 * k, desc_tokens + 2 * k, /*accumulate=*/k > 0);
+        }
+        ptx::wgmma_commit();
+        ptx::wgmma_wait<0>();
+        ptx::fence_registers(partial);
+
+        // Promote with both scales (token scales are read from the stage, so it is released after).
+#pragma unroll
+        for (int j = 0; j < kColumnPairs; ++j) {
+          const float2 token_scale = ptx::ld_shared_f32x2_in_order(stage_sfa + 8 * j + 2 * (lane % 4));
+          const float s0 = sfb * token_scale.x;
+          const float s1 = sfb * token_scale.y;
+          float* a = acc[slice];
+          a[4 * j + 0] = fmaf(partial[4 * j + 0], s0, a[4 * j + 0]);
+          a[4 * j + 1] = fmaf(partial[4 * j + 1], s1, a[4 * j + 1]);
+          a[4 * j + 2] = fmaf(partial[4 * j + 2], s0, a[4 * j + 2]);
+          a[4 * j + 3] = fmaf(partial[4 * j + 3], s1, a[4 * j + 3]);
+        }
       }
       // This warp no longer reads the stage (MMAs complete, scales consumed): hand it back.
       if (lane == 0) cuda::ptx::mbarrier_arrive(&empty[pipe.stage]);

@@ -1,5 +1,5 @@
 // Tiny inline-PTX wrappers for what cuda::ptx (CCCL) does not cover on sm_90a: wgmma, its shared
-// memory descriptors, setmaxnreg, named barriers and the release add that publishes a signal.
+// memory descriptors, 16-bit shared stores, named barriers and the release add that publishes a signal.
 // TMA, mbarrier and proxy fences come from cuda::ptx directly.
 #pragma once
 
@@ -116,14 +116,18 @@ struct WgmmaF8<128> {
 };
 // ---- registers, barriers, signals -----------------------------------------------------------
 
-// Moves registers between warpgroups: the producer needs few, the MMA warpgroups many.
-template <int kRegs>
-__device__ __forceinline__ void setmaxnreg_inc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegs)); }
-template <int kRegs>
-__device__ __forceinline__ void setmaxnreg_dec() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegs)); }
-
 __device__ __forceinline__ void st_shared_bf16(uint32_t smem_addr, __nv_bfloat16 value) {
   asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(smem_addr), "h"(__bfloat16_as_ushort(value)) : "memory");
+}
+
+// A shared load kept in program order (volatile): the promotion's token-scale loads then stay next
+// to their FMAs instead of all being hoisted at once, which cost the 128x256 tile 64 registers.
+__device__ __forceinline__ float2 ld_shared_f32x2_in_order(const float* smem_ptr) {
+  float2 v;
+  asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];\n"
+               : "=f"(v.x), "=f"(v.y)
+               : "r"(static_cast<uint32_t>(__cvta_generic_to_shared(smem_ptr))));
+  return v;
 }
 
 // Barrier among a subset of the CTA's warps (id 0 is __syncthreads).

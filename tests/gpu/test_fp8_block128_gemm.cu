@@ -4,6 +4,7 @@
 #include <numeric>
 
 #include "gpu_test_util.h"
+#include "host/config.h"
 #include "signalgemm/gemm.h"
 
 namespace signalgemm::test {
@@ -53,17 +54,18 @@ TEST(Fp8Block128Gemm, EveryTileConfigAndEdgeMaskedM) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(2026);
   Fp8Problem p;
-  p.build(/*experts=*/7, /*max_m=*/200, /*n=*/328, /*k=*/512, rng);  // n: a partial column block
+  p.build(/*experts=*/7, /*max_m=*/200, /*n=*/328, /*k=*/512, rng);  // n: partial column blocks
   const auto reference = full_reference(p);
   const std::vector<int32_t> masked_m = {0, 1, 63, 64, 65, 127, 200};
-  for (int block_m : {32, 64, 128}) {
+  for (const host::TileShape tile : host::kSupportedTiles) {
     for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block}) {
       GroupedGemmArgs args = p.args();
-      args.config.block_m = block_m;
+      args.config.block_m = tile.block_m;
+      args.config.block_n = tile.block_n;
       args.granularity = g;
       const RunResult r = run(p, args, masked_m);
       ASSERT_TRUE(r.status.ok()) << r.status.message;
-      EXPECT_EQ(check_output(p, masked_m, reference), "") << "block_m " << block_m;
+      EXPECT_EQ(check_output(p, masked_m, reference), "") << tile.block_m << "x" << tile.block_n;
       expect_signals(args, masked_m, r.signals);
     }
   }

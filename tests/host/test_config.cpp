@@ -18,14 +18,19 @@ TEST(Config, BlockMCoversTypicalDecodeSpreadInOneBlock) {
   EXPECT_EQ(choose_tile_config(40, 1000, kH100SmemPerBlock, {}).block_m, 64);  // hint clamped to max_m
 }
 
+TEST(Config, WideTileOnceTokensFillTheMma) {
+  EXPECT_EQ(choose_tile_config(256, 32, kH100SmemPerBlock, {}).block_n, 128);
+  EXPECT_EQ(choose_tile_config(4096, 1024, kH100SmemPerBlock, {}).block_n, 256);
+  EXPECT_EQ(choose_tile_config(4096, 1024, kH100SmemPerBlock, TileConfig{128, 128, 0}).block_n, 128);
+}
+
 TEST(Config, DeepestRingThatFits) {
-  for (int block_m : kSupportedBlockM) {
-    const TileConfig cfg = choose_tile_config(1024, 0, kH100SmemPerBlock, TileConfig{block_m, 0, 0});
-    EXPECT_EQ(cfg.block_n, kBlockN);
-    EXPECT_GE(cfg.stages, 4) << "block_m " << block_m;
-    EXPECT_LE((kernels::SmemPlan{block_m, cfg.stages}.total_bytes()), kH100SmemPerBlock);
+  for (TileShape t : kSupportedTiles) {
+    const TileConfig cfg = choose_tile_config(1024, 0, kH100SmemPerBlock, TileConfig{t.block_m, t.block_n, 0});
+    EXPECT_GE(cfg.stages, 3) << t.block_m << "x" << t.block_n;
+    EXPECT_LE((kernels::SmemPlan{t.block_m, t.block_n, cfg.stages}.total_bytes()), kH100SmemPerBlock);
     if (cfg.stages < kMaxStages)
-      EXPECT_GT((kernels::SmemPlan{block_m, cfg.stages + 1}.total_bytes()), kH100SmemPerBlock);
+      EXPECT_GT((kernels::SmemPlan{t.block_m, t.block_n, cfg.stages + 1}.total_bytes()), kH100SmemPerBlock);
   }
 }
 
@@ -37,8 +42,8 @@ TEST(Config, OverrideIsKept) {
 }
 
 TEST(Config, SmemPlanIsAlignedForTmaAndWgmma) {
-  for (int block_m : kSupportedBlockM) {
-    const kernels::SmemPlan plan{block_m, 5};
+  for (TileShape t : kSupportedTiles) {
+    const kernels::SmemPlan plan{t.block_m, t.block_n, 5};
     for (int s = 0; s < 5; ++s) {
       EXPECT_EQ(plan.a_offset(s) % 1024, 0);
       EXPECT_EQ(plan.b_offset(s) % 1024, 0);
