@@ -1,7 +1,7 @@
 // The persistent, warp-specialized masked grouped GEMM for fp8_block128 operands.
 //
-// Warpgroups 0..kMathWarpgroups-1 run the MMAs and the epilogue; the last warp produces: it scans
-// masked_m for out-of-range values, then its lane 0 issues every TMA load.
+// Warpgroups 0..kMathWarpgroups-1 run the MMAs and the epilogue; in the last warpgroup one thread
+// issues every TMA load and another warp scans masked_m for out-of-range values.
 // Both roles walk the same tile sequence (scheduler.cuh), so they need no other coordination
 // than the stage barriers of pipeline.cuh.
 #pragma once
@@ -19,10 +19,8 @@
 
 namespace signalgemm::kernels {
 
-// __maxnreg__ rather than __launch_bounds__: with the latter ptxas capped this kernel at 168
-// registers, and the 128x256 tile needs ~224 (2 x 64 accumulators + 64 partials per thread).
 template <int kBlockM, int kBlockN>
-__global__ void __maxnreg__(kMaxRegisters)
+__global__ void __launch_bounds__(kThreads, 1)
     grouped_gemm_fp8_block128_kernel(const __grid_constant__ CUtensorMap tmap_a,
                                      const __grid_constant__ CUtensorMap tmap_b,
                                      const __grid_constant__ CUtensorMap tmap_sfa,
@@ -54,7 +52,8 @@ __global__ void __maxnreg__(kMaxRegisters)
   __syncthreads();
 
   if (warpgroup == kMathWarpgroups) {
-    report_masked_m_out_of_range(p, lane);
+    ptx::setmaxnreg_dec<kProducerRegisters>();
+    if (threadIdx.x / 32 == kProducerThread / 32 + 1) report_masked_m_out_of_range(p, lane);
     if (threadIdx.x == kProducerThread) {
       PipelineState pipe{0, 0, p.stages};
       DeviceTileWalker walker = make_tile_walker(p);
@@ -63,6 +62,7 @@ __global__ void __maxnreg__(kMaxRegisters)
         Mainloop::load_tile(&tmap_a, &tmap_b, &tmap_sfa, smem, plan, full, empty, pipe, tile, p.num_k_blocks);
     }
   } else {
+    ptx::setmaxnreg_inc<kMathRegisters>();
     PipelineState pipe{0, 0, p.stages};
     DeviceTileWalker walker = make_tile_walker(p);
     uint8_t* staging = smem + plan.staging_offset();

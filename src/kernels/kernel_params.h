@@ -14,12 +14,11 @@ namespace signalgemm::kernels {
 // Two MMA warpgroups split a tile's block_n weight rows (64 or 128 each: one or two wgmma M slices).
 inline constexpr int kMathWarpgroups = 2;
 inline constexpr int kMathThreads = kMathWarpgroups * 128;
-// Plus one producer warp. With 288 threads every thread may hold 224 registers, which the 128x256
-// tile's two accumulator slices need; a full producer warpgroup with setmaxnreg would leave ptxas
-// allocating against the 168-register cap of 384 threads.
-inline constexpr int kThreads = kMathThreads + 32;
-inline constexpr int kMaxRegisters = 224;  // 288 x 224 = 64512 of the SM's 65536
-static_assert(kThreads * kMaxRegisters <= 65536, "one CTA per SM must fit the register file");
+// Plus one producer warpgroup: Hopper allocates registers per warpgroup, so a lone producer warp
+// would cost as much; the producer gives its registers to the MMA warpgroups with setmaxnreg.
+inline constexpr int kThreads = kMathThreads + 128;
+inline constexpr int kProducerRegisters = 40;
+inline constexpr int kMathRegisters = 232;  // 128 * 40 + 256 * 232 = 64512 of the SM's 65536
 inline constexpr int kBlockK = 128;              // bytes of K per stage (128 e4m3 = one scale block)
 inline constexpr int kSmemAlignment = 1024;      // 128-byte swizzle repeats every 1024 bytes
 

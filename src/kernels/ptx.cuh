@@ -1,5 +1,5 @@
 // Tiny inline-PTX wrappers for what cuda::ptx (CCCL) does not cover on sm_90a: wgmma, its shared
-// memory descriptors, 16-bit shared stores, named barriers and the release add that publishes a signal.
+// memory descriptors, setmaxnreg, 16-bit shared stores, named barriers and the release add that publishes a signal.
 // TMA, mbarrier and proxy fences come from cuda::ptx directly.
 #pragma once
 
@@ -115,6 +115,12 @@ struct WgmmaF8<128> {
   }
 };
 // ---- registers, barriers, signals -----------------------------------------------------------
+
+// Moves registers between warpgroups: the producer needs few, the MMA warpgroups many.
+template <int kRegs>
+__device__ __forceinline__ void setmaxnreg_inc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegs)); }
+template <int kRegs>
+__device__ __forceinline__ void setmaxnreg_dec() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegs)); }
 
 __device__ __forceinline__ void st_shared_bf16(uint32_t smem_addr, __nv_bfloat16 value) {
   asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(smem_addr), "h"(__bfloat16_as_ushort(value)) : "memory");
