@@ -33,16 +33,18 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
     // the expert's weights. Wasted MMA columns cost nothing while the weights stream from HBM.
     const int hint = expected_m > 0 ? std::min(expected_m, max_m) : max_m;
     const int rows_to_cover = std::min(max_m, (hint * 13 + 9) / 10);
-    config.block_m = 128;
-    for (int block_m : {32, 64}) {
+    config.block_m = 128;  // many token blocks per expert: the wide 128x256 tile below
+    for (int block_m : {32, 64, 128, 192}) {
       if (block_m >= rows_to_cover) {
         config.block_m = block_m;
+        config.block_n = config.block_n == 0 ? 128 : config.block_n;
         break;
       }
     }
   }
-  // Once tokens fill 128 MMA columns, the tile is limited by what each K block pulls from L2:
-  // 128 tokens x 256 weight rows moves 48 KB per 4 M MACs instead of 32 KB per 2 M MACs.
+  // When an expert's rows need several token blocks anyway, the tile is limited by what each K
+  // block pulls from L2: 128 tokens x 256 weight rows moves 48 KB per 4 M MACs, 128 x 128 moves
+  // 32 KB per 2 M.
   if (config.block_n == 0) config.block_n = config.block_m == 128 ? 256 : 128;
   // Deepest ring that fits: more bytes in flight per SM is what a weight-streaming GEMM needs.
   if (config.stages == 0) config.stages = max_stages(config.block_m, config.block_n, smem_per_block);

@@ -12,7 +12,7 @@ struct TileShape {
 };
 
 // Tile shapes with a compiled kernel.
-inline constexpr TileShape kSupportedTiles[] = {{32, 128}, {64, 128}, {128, 128}, {128, 256}};
+inline constexpr TileShape kSupportedTiles[] = {{32, 128}, {64, 128}, {128, 128}, {192, 128}, {128, 256}};
 inline constexpr int kMinStages = 2;
 inline constexpr int kMaxStages = 16;
 

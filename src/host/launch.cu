@@ -182,6 +182,7 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   if (cfg.block_m == 32 && cfg.block_n == 128) launcher = &launch_fp8_block128<32, 128>;
   if (cfg.block_m == 64 && cfg.block_n == 128) launcher = &launch_fp8_block128<64, 128>;
   if (cfg.block_m == 128 && cfg.block_n == 128) launcher = &launch_fp8_block128<128, 128>;
+  if (cfg.block_m == 192 && cfg.block_n == 128) launcher = &launch_fp8_block128<192, 128>;
   if (cfg.block_m == 128 && cfg.block_n == 256) launcher = &launch_fp8_block128<128, 256>;
   if (launcher == nullptr)
     return Status{StatusCode::invalid_argument, "signalgemm: config " + std::to_string(cfg.block_m) + "x" +

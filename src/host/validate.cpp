@@ -124,12 +124,12 @@ Status validate(const GroupedGemmArgs& args) {
 
   const TileConfig& cfg = args.config;
   c.require(cfg.block_m == 0 || host::is_supported_block_m(cfg.block_m), "config.block_m = ", cfg.block_m,
-            " is not supported; use 0 (heuristic), 32, 64 or 128");
+            " is not supported; use 0 (heuristic), 32, 64, 128 or 192");
   c.require(cfg.block_n == 0 || host::is_supported_block_n(cfg.block_n), "config.block_n = ", cfg.block_n,
             " is not supported; use 0 (heuristic), 128 or 256");
   c.require(cfg.block_m == 0 || cfg.block_n == 0 || host::is_supported_tile(cfg.block_m, cfg.block_n),
             "config.block_m = ", cfg.block_m, " with config.block_n = ", cfg.block_n,
-            " is not a compiled tile; compiled: 32x128, 64x128, 128x128, 128x256");
+            " is not a compiled tile; compiled: 32x128, 64x128, 128x128, 192x128, 128x256");
   c.require(cfg.stages == 0 || (cfg.stages >= host::kMinStages && cfg.stages <= host::kMaxStages),
             "config.stages = ", cfg.stages, " must be 0 (heuristic) or in [", host::kMinStages, ", ",
             host::kMaxStages, "]");

@@ -13,6 +13,7 @@ TEST(Config, BlockMCoversTypicalDecodeSpreadInOneBlock) {
   EXPECT_EQ(choose_tile_config(256, 16, kH100SmemPerBlock, {}).block_m, 32);
   EXPECT_EQ(choose_tile_config(256, 32, kH100SmemPerBlock, {}).block_m, 64);   // 1.3 * 32 > 32
   EXPECT_EQ(choose_tile_config(256, 64, kH100SmemPerBlock, {}).block_m, 128);
+  EXPECT_EQ(choose_tile_config(4096, 128, kH100SmemPerBlock, {}).block_m, 192);  // 1.3 * 128 = 167
   EXPECT_EQ(choose_tile_config(4096, 1024, kH100SmemPerBlock, {}).block_m, 128);
   EXPECT_EQ(choose_tile_config(20, 0, kH100SmemPerBlock, {}).block_m, 32);   // hint defaults to max_m
   EXPECT_EQ(choose_tile_config(40, 1000, kH100SmemPerBlock, {}).block_m, 64);  // hint clamped to max_m
@@ -20,6 +21,7 @@ TEST(Config, BlockMCoversTypicalDecodeSpreadInOneBlock) {
 
 TEST(Config, WideTileOnceTokensFillTheMma) {
   EXPECT_EQ(choose_tile_config(256, 32, kH100SmemPerBlock, {}).block_n, 128);
+  EXPECT_EQ(choose_tile_config(256, 128, kH100SmemPerBlock, {}).block_n, 128);  // 192 x 128
   EXPECT_EQ(choose_tile_config(4096, 1024, kH100SmemPerBlock, {}).block_n, 256);
   EXPECT_EQ(choose_tile_config(4096, 1024, kH100SmemPerBlock, TileConfig{128, 128, 0}).block_n, 128);
 }
