@@ -41,11 +41,23 @@ __device__ __forceinline__ uint64_t globaltimer() {
   return t;
 }
 
-// Rows of N bf16 are moved as 16-byte vectors (N is a multiple of 8, validated by the GEMM).
+// Rows of N bf16 move as 16-byte vectors (N is a multiple of 8, validated by the GEMM), four per
+// lane in flight: a warp copying one row at a time is otherwise bound by load latency.
+constexpr int kVectorsInFlight = 4;
+
 __device__ __forceinline__ void copy_row(const uint8_t* src, __nv_bfloat16* dst, int n, int lane) {
   const uint4* s = reinterpret_cast<const uint4*>(src);
   uint4* d = reinterpret_cast<uint4*>(dst);
-  for (int v = lane; v < n / 8; v += 32) d[v] = s[v];
+  const int vectors = n / 8;
+  for (int base = lane; base < vectors; base += 32 * kVectorsInFlight) {
+    uint4 v[kVectorsInFlight];
+#pragma unroll
+    for (int i = 0; i < kVectorsInFlight; ++i)
+      if (base + 32 * i < vectors) v[i] = s[base + 32 * i];
+#pragma unroll
+    for (int i = 0; i < kVectorsInFlight; ++i)
+      if (base + 32 * i < vectors) d[base + 32 * i] = v[i];
+  }
 }
 
 __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const CombineParams p) {
@@ -86,25 +98,34 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const CombineP
   }
   if (block_times != nullptr && threadIdx.x == 0) block_times[1] = globaltimer();
 
-  // ---- reduce: one warp per token, slots summed in fixed order once all have arrived.
-  for (int t = blockIdx.x * kWarps + warp; t < p.num_tokens; t += gridDim.x * kWarps) {
+  // ---- reduce: one block per token, slots summed in the fixed order k = 0..topk-1 once all have
+  // arrived. Each thread loads its vector of every slot before summing (topk loads in flight).
+  constexpr int kMaxTopk = 16;
+  for (int t = blockIdx.x; t < p.num_tokens; t += gridDim.x) {
     uint32_t slots = 0;
     for (int k = 0; k < p.topk; ++k) slots += p.topk_idx[int64_t(t) * p.topk + k] >= 0;
-    if (lane == 0) wait_signal(p.token_arrivals + t, slots, SignalScope::gpu, p.timeout_ns, p.error_flag);
-    // The acquire by lane 0 is extended to the warp by the warp barrier.
-    __syncwarp();
-    for (int v = lane; v < n / 8; v += 32) {
+    block_wait_signal(p.token_arrivals + t, slots, SignalScope::gpu, p.timeout_ns, p.error_flag);
+    for (int v = threadIdx.x; v < n / 8; v += kCombineThreads) {
       float sum[8] = {};
-      for (int k = 0; k < p.topk; ++k) {
-        if (p.topk_idx[int64_t(t) * p.topk + k] < 0) continue;
-        const float w = p.topk_weights[int64_t(t) * p.topk + k];
-        const uint4 raw = reinterpret_cast<const uint4*>(p.recv + (int64_t(t) * p.topk + k) * n)[v];
-        const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
+      for (int k0 = 0; k0 < p.topk; k0 += kMaxTopk) {
+        uint4 raw[kMaxTopk];
+        float weight[kMaxTopk];
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const float2 f = __bfloat1622float2(h[j]);
-          sum[2 * j] = fmaf(w, f.x, sum[2 * j]);
-          sum[2 * j + 1] = fmaf(w, f.y, sum[2 * j + 1]);
+        for (int k = 0; k < kMaxTopk; ++k) {
+          const int slot = k0 + k;
+          const bool used = slot < p.topk && p.topk_idx[int64_t(t) * p.topk + slot] >= 0;
+          weight[k] = used ? p.topk_weights[int64_t(t) * p.topk + slot] : 0.f;
+          raw[k] = used ? reinterpret_cast<const uint4*>(p.recv + (int64_t(t) * p.topk + slot) * n)[v] : uint4{};
+        }
+#pragma unroll
+        for (int k = 0; k < kMaxTopk; ++k) {
+          const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw[k]);
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            const float2 f = __bfloat1622float2(h[j]);
+            sum[2 * j] = fmaf(weight[k], f.x, sum[2 * j]);
+            sum[2 * j + 1] = fmaf(weight[k], f.y, sum[2 * j + 1]);
+          }
         }
       }
       uint4 packed;
