@@ -127,6 +127,7 @@ Timings run_shape(const Shape& shape, int combine_blocks, int iters, std::mt1993
   CHECK_CUDA(cudaMalloc(&c, size_t(shape.experts) * max_m * kN * 2));
   CHECK_CUDA(cudaMalloc(&out, size_t(tokens) * kN * 2));
   const size_t ws_bytes = combine_workspace_bytes(tokens, kTopk, kN);
+  const size_t counter_bytes = combine_workspace_counter_bytes(tokens);
   CHECK_CUDA(cudaMalloc(&workspace, ws_bytes));
   CHECK_CUDA(cudaMalloc(&d_masked_m, masked_m.size() * 4));
   CHECK_CUDA(cudaMalloc(&d_topk_idx, topk_idx.size() * 4));
@@ -152,7 +153,10 @@ Timings run_shape(const Shape& shape, int combine_blocks, int iters, std::mt1993
   const SignalLayout layout = signal_layout(g);
   CHECK_CUDA(cudaMalloc(&signals, layout.counter_count() * 4));
   g.signals = signals;
-  std::vector<uint64_t> timeline(combine_timeline_entries(layout, combine_blocks), 0);
+  // The combine grid covers every SM: combine_blocks of them are free while the GEMM runs, the
+  // rest start as the GEMM's CTAs retire (the combine takes its work from queues).
+  const int combine_grid = sms;
+  std::vector<uint64_t> timeline(combine_timeline_entries(layout, combine_grid), 0);
   uint64_t* d_timeline;
   CHECK_CUDA(cudaMalloc(&d_timeline, timeline.size() * 8));
 
@@ -177,13 +181,13 @@ Timings run_shape(const Shape& shape, int combine_blocks, int iters, std::mt1993
   cb.row_source = d_row_source;
   cb.workspace = workspace;
   cb.out = out;
-  cb.num_blocks = combine_blocks;
+  cb.num_blocks = combine_grid;
   cb.timeout_ns = 5'000'000'000;
 
   // Every variant clears the counters first, so all time the same memsets.
   auto clear = [&](cudaStream_t s) {
     CHECK_CUDA(cudaMemsetAsync(signals, 0, layout.counter_count() * 4, s));
-    CHECK_CUDA(cudaMemsetAsync(static_cast<uint8_t*>(workspace) + ws_bytes - tokens * 4, 0, tokens * 4, s));
+    CHECK_CUDA(cudaMemsetAsync(static_cast<uint8_t*>(workspace) + ws_bytes - counter_bytes, 0, counter_bytes, s));
   };
   enum Variant { kGemmAll, kGemmReduced, kCombineAlone, kSequential, kOverlapped };
   auto run_variant = [&](Variant v) {
@@ -193,7 +197,7 @@ Timings run_shape(const Shape& shape, int combine_blocks, int iters, std::mt1993
       gv.stream = s1;
       clear(s1);
       CHECK_STATUS(grouped_gemm_nt_masked(gv));
-      CHECK_CUDA(cudaMemsetAsync(static_cast<uint8_t*>(workspace) + ws_bytes - tokens * 4, 0, tokens * 4, s1));
+      CHECK_CUDA(cudaMemsetAsync(static_cast<uint8_t*>(workspace) + ws_bytes - counter_bytes, 0, counter_bytes, s1));
       CHECK_CUDA(cudaEventRecord(start, s1));
       cv.stream = s1;
       CHECK_STATUS(combine(cv));
@@ -247,9 +251,9 @@ Timings run_shape(const Shape& shape, int combine_blocks, int iters, std::mt1993
     CHECK_CUDA(cudaDeviceSynchronize());
     CHECK_CUDA(cudaMemcpy(timeline.data(), d_timeline, timeline.size() * 8, cudaMemcpyDeviceToHost));
     char title[160];
-    std::snprintf(title, sizeof(title), "GEMM (E=%d, m=%d, N=%d, K=%d) overlapped with combine on %d SMs",
-                  shape.experts, shape.m, kN, kK, combine_blocks);
-    write_svg(svg, timeline, layout, combine_blocks, title);
+    std::snprintf(title, sizeof(title), "GEMM (E=%d, m=%d, N=%d, K=%d) on %d SMs overlapped with the combine",
+                  shape.experts, shape.m, kN, kK, sms - combine_blocks);
+    write_svg(svg, timeline, layout, combine_grid, title);
   }
   for (void* p : {(void*)a, (void*)b, (void*)sfa, (void*)sfb, c, out, workspace, (void*)d_masked_m, (void*)d_topk_idx,
                   (void*)d_row_source, (void*)d_weights, (void*)signals, (void*)d_timeline})
@@ -274,7 +278,8 @@ int main(int argc, char** argv) {
     }
   }
   const cudaDeviceProp prop = signalgemm::bench::require_hopper("signalgemm-demo");
-  std::printf("overlap demo on %s: down GEMM N=%d K=%d fp8_block128, top-%d combine on %d SMs, GEMM on the rest\n",
+  std::printf("overlap demo on %s: down GEMM N=%d K=%d fp8_block128, top-%d combine; overlapped, the GEMM leaves %d SMs "
+              "free and the combine grid takes every SM as the GEMM retires\n",
               prop.name, kN, kK, kTopk, combine_blocks);
   std::printf("%4s %5s | %9s %9s %9s | %9s %9s | %s\n", "E", "m", "gemm_us", "gemm_rd", "comb_us", "seq_us", "ovl_us",
               "overlap eff.");
@@ -286,6 +291,6 @@ int main(int argc, char** argv) {
     std::printf("%4d %5d | %9.1f %9.1f %9.1f | %9.1f %9.1f | %5.0f%%\n", s.experts, s.m, t.gemm_all, t.gemm_reduced,
                 t.combine_alone, t.sequential, t.overlapped, 100 * eff);
   }
-  std::printf("gemm_rd: GEMM alone on the SMs it keeps when overlapped; seq: GEMM (all SMs) then combine\n");
+  std::printf("gemm_rd: GEMM alone on the SMs it keeps when overlapped; seq: GEMM (all SMs) then combine (all SMs)\n");
   return 0;
 }

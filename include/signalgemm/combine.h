@@ -39,20 +39,25 @@ struct CombineArgs {
   const float* topk_weights = nullptr;    // [num_tokens][topk]
   const int32_t* row_source = nullptr;    // [E][max_m]: t * topk + k for real rows
 
-  // Workspace (combine_workspace_bytes): token-slot rows and per-token arrival counts. The
-  // arrival counts must be zero at launch: clear the workspace (cudaMemsetAsync) before each use.
+  // Workspace (combine_workspace_bytes): token-slot rows, then counters (per-token arrivals and
+  // two work queues) that must be zero at launch: clear the last combine_workspace_counter_bytes
+  // of the workspace (cudaMemsetAsync, capturable) before each use.
   void* workspace = nullptr;
   void* out = nullptr;  // bf16 [num_tokens][N]
 
-  int num_blocks = 0;            // CTAs of the combine (the SMs the GEMM leaves free); 0 = 8
+  // CTAs of the combine; 0 = 8. Blocks take work from queues, so a grid larger than the SMs the
+  // GEMM leaves free works too: the extra blocks start as GEMM CTAs retire and help at the end.
+  int num_blocks = 0;
   uint64_t timeout_ns = 0;       // per wait; 0 = wait forever
   int32_t* error_flag = nullptr; // ORed with kErrorSignalTimeout on a timeout
   uint64_t* timeline = nullptr;  // optional, combine_timeline_entries() %globaltimer stamps
   cudaStream_t stream = nullptr;
 };
 
-// Bytes of workspace for this routing: recv rows (bf16) plus one counter per token.
+// Bytes of workspace for this routing: recv rows (bf16) plus the counters.
 size_t combine_workspace_bytes(int num_tokens, int topk, int n);
+// Bytes at the end of the workspace that must be zero when the combine starts.
+size_t combine_workspace_counter_bytes(int num_tokens);
 
 // Entries of the optional timeline: per counter [signal observed, rows sent], then per block
 // [start, send phase done, end].

@@ -29,6 +29,7 @@ struct CombineParams {
   const int32_t* row_source;
   __nv_bfloat16* recv;       // [num_tokens * topk][N]
   uint32_t* token_arrivals;  // [num_tokens]
+  uint32_t* work_queues;     // [2]: next counter to send, next token to reduce
   __nv_bfloat16* out;
   uint64_t timeout_ns;
   int32_t* error_flag;
@@ -69,8 +70,21 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const CombineP
   uint64_t* block_times = p.timeline != nullptr ? p.timeline + 2 * num_counters + 3 * blockIdx.x : nullptr;
   if (block_times != nullptr && threadIdx.x == 0) block_times[0] = globaltimer();
 
-  // ---- send: counters in the GEMM's (expert-major) order, spread over the blocks.
-  for (int64_t c = blockIdx.x; c < num_counters; c += gridDim.x) {
+  // Work is taken from two queues in order, so the blocks that are resident while the GEMM runs
+  // (on the SMs it leaves free) take the counters as they complete, and blocks that only start
+  // once the GEMM's CTAs retire join whatever is left. Relaxed atomics: a queue only hands out
+  // indices; the data it leads to is ordered by the signals and arrival counts.
+  __shared__ int64_t next_item;
+  auto take = [&](uint32_t* queue) {
+    if (threadIdx.x == 0) next_item = atomicAdd(queue, 1u);
+    __syncthreads();
+    const int64_t item = next_item;
+    __syncthreads();  // next_item is rewritten by the next take
+    return item;
+  };
+
+  // ---- send: counters in the GEMM's (expert-major) order.
+  for (int64_t c = take(&p.work_queues[0]); c < num_counters; c = take(&p.work_queues[0])) {
     const int e = int(c / counters_per_expert);
     const int rb = int(c % counters_per_expert);
     const int m = p.masked_m[e];
@@ -101,7 +115,7 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const CombineP
   // ---- reduce: one block per token, slots summed in the fixed order k = 0..topk-1 once all have
   // arrived. Each thread loads its vector of every slot before summing (topk loads in flight).
   constexpr int kMaxTopk = 16;
-  for (int t = blockIdx.x; t < p.num_tokens; t += gridDim.x) {
+  for (int64_t t = take(&p.work_queues[1]); t < p.num_tokens; t = take(&p.work_queues[1])) {
     uint32_t slots = 0;
     for (int k = 0; k < p.topk; ++k) slots += p.topk_idx[int64_t(t) * p.topk + k] >= 0;
     block_wait_signal(p.token_arrivals + t, slots, SignalScope::gpu, p.timeout_ns, p.error_flag);
@@ -147,8 +161,10 @@ Status invalid(const std::string& what) { return Status{StatusCode::invalid_argu
 
 size_t combine_workspace_bytes(int num_tokens, int topk, int n) {
   const size_t recv = size_t(num_tokens) * topk * n * sizeof(__nv_bfloat16);
-  return recv + size_t(num_tokens) * sizeof(uint32_t);
+  return recv + combine_workspace_counter_bytes(num_tokens);
 }
+
+size_t combine_workspace_counter_bytes(int num_tokens) { return (size_t(num_tokens) + 2) * sizeof(uint32_t); }
 
 int64_t combine_timeline_entries(const SignalLayout& layout, int num_blocks) {
   return 2 * layout.counter_count() + 3 * int64_t(num_blocks > 0 ? num_blocks : kDefaultBlocks);
@@ -167,7 +183,7 @@ Status combine(const CombineArgs& a) {
   if (a.num_tokens > 0 && (a.topk_idx == nullptr || a.topk_weights == nullptr))
     return invalid("topk_idx and topk_weights are required");
   if (a.row_source == nullptr) return invalid("row_source is null");
-  if (a.num_tokens > 0 && (a.workspace == nullptr || reinterpret_cast<uintptr_t>(a.workspace) % 16 != 0))
+  if (a.workspace == nullptr || reinterpret_cast<uintptr_t>(a.workspace) % 16 != 0)
     return invalid("workspace is null or not 16-byte aligned");
   if (a.num_tokens > 0 && (a.out == nullptr || reinterpret_cast<uintptr_t>(a.out) % 16 != 0))
     return invalid("out is null or not 16-byte aligned");
@@ -193,6 +209,7 @@ Status combine(const CombineArgs& a) {
   p.recv = static_cast<__nv_bfloat16*>(a.workspace);
   p.token_arrivals = reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(a.workspace) +
                                                  size_t(a.num_tokens) * a.topk * a.layout.n * 2);
+  p.work_queues = p.token_arrivals + a.num_tokens;
   p.out = static_cast<__nv_bfloat16*>(a.out);
   p.timeout_ns = a.timeout_ns;
   p.error_flag = a.error_flag;

@@ -102,9 +102,9 @@ class CombineTest : public ::testing::Test {
     problem.set_masked_m(r.masked_m);
     problem.poison_output();
     cudaMemset(signals.get(), 0, signals.bytes());
-    cudaMemset(workspace.get(), 0xff, workspace.bytes() - sizeof(uint32_t) * r.num_tokens);  // poison rows
-    cudaMemset(static_cast<uint8_t*>(workspace.get()) + workspace.bytes() - sizeof(uint32_t) * r.num_tokens, 0,
-               sizeof(uint32_t) * r.num_tokens);
+    const size_t counter_bytes = combine_workspace_counter_bytes(r.num_tokens);
+    cudaMemset(workspace.get(), 0xff, workspace.bytes() - counter_bytes);  // poison the rows
+    cudaMemset(static_cast<uint8_t*>(workspace.get()) + workspace.bytes() - counter_bytes, 0, counter_bytes);
     cudaDeviceSynchronize();  // the legacy-stream set-up must not race the non-blocking streams
 
     CombineArgs c;
@@ -120,7 +120,7 @@ class CombineTest : public ::testing::Test {
     c.row_source = row_source.get<int32_t>();
     c.workspace = workspace.get();
     c.out = out.get();
-    c.num_blocks = kCombineBlocks;
+    c.num_blocks = kCombineGrid;
     c.timeout_ns = 2'000'000'000;
     c.error_flag = flag.get<int32_t>();
     c.stream = combine_stream;
@@ -140,6 +140,8 @@ class CombineTest : public ::testing::Test {
   }
 
   static constexpr int kExperts = 8, kMaxM = 40, kN = 256, kK = 256, kTopk = 4, kCombineBlocks = 4;
+  // More combine blocks than free SMs: the extra ones start as the GEMM retires.
+  static constexpr int kCombineGrid = 12;
   Fp8Problem problem;
   std::vector<uint16_t> golden;
   int sms = 0;
