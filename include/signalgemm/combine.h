@@ -45,9 +45,13 @@ struct CombineArgs {
   void* workspace = nullptr;
   void* out = nullptr;  // bf16 [num_tokens][N]
 
-  // CTAs of the combine; 0 = 8. Blocks take work from queues, so a grid larger than the SMs the
-  // GEMM leaves free works too: the extra blocks start as GEMM CTAs retire and help at the end.
+  // CTAs of this launch; 0 = 8. Blocks take work from queues in the workspace, so one combine may
+  // be split over several launches sharing the workspace: a small one beside the GEMM (no more
+  // blocks than the SMs the GEMM leaves free: its blocks wait on the GEMM, so they must never
+  // keep it from its SMs) and a full-chip one stream-ordered after the GEMM that joins for the
+  // rest. Each launch must be told its first block index for the timeline.
   int num_blocks = 0;
+  int first_block = 0;
   uint64_t timeout_ns = 0;       // per wait; 0 = wait forever
   int32_t* error_flag = nullptr; // ORed with kErrorSignalTimeout on a timeout
   uint64_t* timeline = nullptr;  // optional, combine_timeline_entries() %globaltimer stamps
@@ -60,7 +64,7 @@ size_t combine_workspace_bytes(int num_tokens, int topk, int n);
 size_t combine_workspace_counter_bytes(int num_tokens);
 
 // Entries of the optional timeline: per counter [signal observed, rows sent], then per block
-// [start, send phase done, end].
+// [start, send phase done, end], for `num_blocks` blocks over all launches of one combine.
 int64_t combine_timeline_entries(const SignalLayout& layout, int num_blocks);
 
 Status combine(const CombineArgs& args);

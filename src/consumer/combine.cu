@@ -34,6 +34,7 @@ struct CombineParams {
   uint64_t timeout_ns;
   int32_t* error_flag;
   uint64_t* timeline;
+  int first_block;
 };
 
 __device__ __forceinline__ uint64_t globaltimer() {
@@ -67,7 +68,8 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const CombineP
   const bool per_row_block = p.layout.granularity == SignalGranularity::per_row_block;
   const int counters_per_expert = per_row_block ? p.layout.row_blocks_per_expert() : 1;
   const int64_t num_counters = p.layout.counter_count();
-  uint64_t* block_times = p.timeline != nullptr ? p.timeline + 2 * num_counters + 3 * blockIdx.x : nullptr;
+  uint64_t* block_times =
+      p.timeline != nullptr ? p.timeline + 2 * num_counters + 3 * (p.first_block + blockIdx.x) : nullptr;
   if (block_times != nullptr && threadIdx.x == 0) block_times[0] = globaltimer();
 
   // Work is taken from two queues in order, so the blocks that are resident while the GEMM runs
@@ -191,6 +193,7 @@ Status combine(const CombineArgs& a) {
       a.gemm_out_expert_stride % 16 != 0)
     return invalid("gemm_out and its strides must be 16-byte aligned");
   if (a.num_blocks < 0) return invalid("num_blocks must be >= 0");
+  if (a.first_block < 0) return invalid("first_block must be >= 0");
 
   CombineParams p{};
   p.gemm_out = static_cast<const uint8_t*>(a.gemm_out);
@@ -214,6 +217,7 @@ Status combine(const CombineArgs& a) {
   p.timeout_ns = a.timeout_ns;
   p.error_flag = a.error_flag;
   p.timeline = a.timeline;
+  p.first_block = a.first_block;
 
   const int blocks = a.num_blocks > 0 ? a.num_blocks : kDefaultBlocks;
   combine_kernel<<<blocks, kCombineThreads, 0, a.stream>>>(p);

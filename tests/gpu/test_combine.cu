@@ -120,12 +120,17 @@ class CombineTest : public ::testing::Test {
     c.row_source = row_source.get<int32_t>();
     c.workspace = workspace.get();
     c.out = out.get();
-    c.num_blocks = kCombineGrid;
+    c.num_blocks = kCombineBlocks;
     c.timeout_ns = 2'000'000'000;
     c.error_flag = flag.get<int32_t>();
     c.stream = combine_stream;
     if (Status s = combine(c); !s.ok()) return s.message;  // consumer first: already waiting
     if (Status s = grouped_gemm_nt_masked(args); !s.ok()) return s.message;
+    CombineArgs helper = c;
+    helper.num_blocks = kHelperBlocks;
+    helper.first_block = kCombineBlocks;
+    helper.stream = gemm_stream;
+    if (Status s = combine(helper); !s.ok()) return s.message;
     if (cudaDeviceSynchronize() != cudaSuccess) return "kernel failed";
 
     const auto want = cpu_combine(r, golden, kMaxM, kN);
@@ -140,8 +145,8 @@ class CombineTest : public ::testing::Test {
   }
 
   static constexpr int kExperts = 8, kMaxM = 40, kN = 256, kK = 256, kTopk = 4, kCombineBlocks = 4;
-  // More combine blocks than free SMs: the extra ones start as the GEMM retires.
-  static constexpr int kCombineGrid = 12;
+  // A second launch of the same combine, stream-ordered after the GEMM, joins through the queues.
+  static constexpr int kHelperBlocks = 8;
   Fp8Problem problem;
   std::vector<uint16_t> golden;
   int sms = 0;
