@@ -270,7 +270,7 @@ Timings run_shape(const Shape& shape, int combine_blocks, int iters, std::mt1993
 }  // namespace
 
 int main(int argc, char** argv) {
-  int combine_blocks = 16, iters = 30;
+  int combine_blocks = 8, iters = 30;
   const char* svg = nullptr;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--combine-sms") && i + 1 < argc) combine_blocks = std::atoi(argv[++i]);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job: build, run the CPU reference self-check, then the benchmark on a Hopper GPU.
-# Without a Hopper GPU it says so and exits non-zero after the self-check.
+# The main job: build, run the CPU reference self-check, then on a Hopper GPU the benchmark and
+# the overlap demo (GEMM + combine through the signals). Without a Hopper GPU it says so and
+# exits non-zero after the self-check. Arguments go to the benchmark.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
@@ -10,4 +11,5 @@ if ! nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | grep
   echo "signalgemm: a Hopper GPU (H100/H200, sm_90) is required for the benchmark; none found." >&2
   exit 2
 fi
-exec build/bench/signalgemm-bench "$@"
+build/bench/signalgemm-bench "$@"
+exec build/bench/signalgemm-demo --svg build/overlap_timeline.svg
