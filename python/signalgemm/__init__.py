@@ -1,0 +1,119 @@
+"""SignalGEMM: masked grouped GEMM with completion signals for NVIDIA Hopper.
+
+Takes any DLPack tensor (torch tensors directly, no copies) and launches on the caller's current
+CUDA stream: torch's current stream when the output is a torch tensor, else the default stream,
+unless ``stream`` is given. Argument names follow FlashInfer's ``grouped_gemm_nt_masked`` where
+they mean the same thing (``dst_signals`` is accepted for ``signals``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Tuple
+
+from . import _C
+
+__all__ = [
+    "grouped_gemm_nt_masked",
+    "expected_signals",
+    "signal_layout",
+    "quantize",
+    "ERROR_MASKED_M_OUT_OF_RANGE",
+]
+
+ERROR_MASKED_M_OUT_OF_RANGE = _C.ERROR_MASKED_M_OUT_OF_RANGE
+
+
+def _current_stream(tensor: Any) -> int:
+    """The CUDA stream handle to launch on for this tensor (0: the default stream)."""
+    try:
+        import torch  # torch is optional: only used when the caller passes torch tensors
+    except ImportError:
+        return 0
+    if isinstance(tensor, torch.Tensor) and tensor.is_cuda:
+        return torch.cuda.current_stream(tensor.device).cuda_stream
+    return 0
+
+
+def _as_pair(value: Any, name: str) -> Tuple[Any, Any]:
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return value[0], value[1]
+    raise TypeError(f"signalgemm: {name} must be a pair (data, scales); use (data, None) for bf16")
+
+
+def grouped_gemm_nt_masked(
+    lhs: Tuple[Any, Any],
+    rhs: Tuple[Any, Any],
+    out: Any,
+    masked_m: Any,
+    *,
+    a_format: str = "fp8_block128",
+    b_format: Optional[str] = None,
+    alpha: Any = None,
+    signals: Any = None,
+    dst_signals: Any = None,
+    granularity: str = "per_expert",
+    scope: str = "gpu",
+    sm_count: Optional[int] = None,
+    expected_m: Optional[int] = None,
+    block_m: int = 0,
+    block_n: int = 0,
+    stages: int = 0,
+    error_flag: Any = None,
+    stream: Optional[int] = None,
+) -> Any:
+    """out[e, i, :] = alpha[e] * A[e, i, :] @ B[e].T for i < masked_m[e]; returns ``out``.
+
+    lhs = (a, sfa): a [E, max_m, K] (fp8: one byte per element; fp4: [E, max_m, K/2] packed),
+    rhs = (b, sfb): b [E, N, K], scales in the layouts of docs/formats.md; out bf16 [E, max_m, N];
+    masked_m int32 [E] on the GPU. ``signals`` (uint32/int32 [counter_count]) receives one release
+    add per finished tile; ``expected_signals`` gives the values the counters reach.
+    """
+    if signals is not None and dst_signals is not None:
+        raise ValueError("signalgemm: pass signals or dst_signals, not both")
+    signals = signals if signals is not None else dst_signals
+    a, sfa = _as_pair(lhs, "lhs")
+    b, sfb = _as_pair(rhs, "rhs")
+    if sm_count is not None and sm_count < 1:
+        raise ValueError(f"signalgemm: sm_count must be >= 1, got {sm_count}")
+    _C.grouped_gemm(
+        a, sfa, b, sfb, out, masked_m,
+        a_format, b_format or a_format,
+        alpha, signals, granularity, scope,
+        sm_count or 0, expected_m or 0, block_m, block_n, stages,
+        _current_stream(out) if stream is None else int(stream),
+        error_flag,
+    )
+    return out
+
+
+def signal_layout(num_experts: int, max_m: int, n: int, *, expected_m: int = 0, block_m: int = 0,
+                  block_n: int = 0, granularity: str = "per_expert") -> dict:
+    """Tile shape and counter count a launch with these sizes uses (what a consumer waits on)."""
+    return _C.signal_layout(num_experts, max_m, n, expected_m, block_m, block_n, granularity)
+
+
+def expected_signals(masked_m: Sequence[int], n: int, max_m: int, *, expected_m: int = 0, block_m: int = 0,
+                     block_n: int = 0, granularity: str = "per_expert") -> list:
+    """Value each counter reaches, as a list indexed like the signals buffer.
+
+    masked_m is host data (a list, or a CPU tensor/array): the consumer side knows it from the
+    dispatch. Counters of experts with masked_m == 0 reach 0: nothing to wait for.
+    """
+    values = [int(v) for v in (masked_m.tolist() if hasattr(masked_m, "tolist") else masked_m)]
+    layout = signal_layout(len(values), max_m, n, expected_m=expected_m, block_m=block_m, block_n=block_n,
+                           granularity=granularity)
+    return _C.expected_signals(values, max_m, n, layout["block_m"], layout["block_n"], granularity)
+
+
+def quantize(x: Any, format: str, role: str = "a"):
+    """Quantizes float32 x [E, rows, K] (numpy, or a CPU tensor via .numpy()) like the C++ reference.
+
+    Returns (data uint8 [E, rows, K*bits/8], scales (float32 or uint8, flat, layout of
+    docs/formats.md; None for bf16), global_scale float32 [E] (nvfp4; else ones)).
+    role: "a" for activations, "b" for weights (fp8_block128 scales 1x128 vs 128x128).
+    """
+    import numpy as np
+
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().float().numpy()
+    return _C.quantize(np.ascontiguousarray(x, dtype=np.float32), format, role)

@@ -1,0 +1,213 @@
+// nanobind module `signalgemm._C`: the C++ API over DLPack tensors (torch, cupy, jax, numpy...).
+// Shape and dtype checks that need the tensors happen here; everything else is the library's own
+// validation, whose message (naming the argument) becomes a ValueError.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstring>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "signalgemm/gemm.h"
+#include "signalgemm/reference.h"
+
+namespace nb = nanobind;
+using namespace signalgemm;
+
+namespace {
+
+using Tensor = nb::ndarray<nb::device::cuda>;
+
+[[noreturn]] void bad(const std::string& message) { throw nb::value_error(("signalgemm: " + message).c_str()); }
+
+Format parse_format(const std::string& name, const char* argument) {
+  for (Format f : {Format::bf16, Format::fp8_block128, Format::nvfp4, Format::mxfp4, Format::mxfp8})
+    if (name == to_string(f)) return f;
+  bad(std::string(argument) + ": unknown format '" + name + "' (bf16, fp8_block128, nvfp4, mxfp4, mxfp8)");
+}
+
+SignalGranularity parse_granularity(const std::string& name) {
+  if (name == "none") return SignalGranularity::none;
+  if (name == "per_expert") return SignalGranularity::per_expert;
+  if (name == "per_row_block") return SignalGranularity::per_row_block;
+  bad("granularity: unknown value '" + name + "' (none, per_expert, per_row_block)");
+}
+
+SignalScope parse_scope(const std::string& name) {
+  if (name == "gpu") return SignalScope::gpu;
+  if (name == "sys") return SignalScope::sys;
+  bad("scope: unknown value '" + name + "' (gpu, sys)");
+}
+
+// Byte stride of dimension d of a DLPack tensor (DLPack strides count elements).
+int64_t byte_stride(const Tensor& t, size_t d) { return t.stride(d) * int64_t(t.itemsize()); }
+
+void require_dims(const Tensor& t, const char* name, size_t ndim) {
+  if (t.ndim() != ndim) bad(std::string(name) + " must have " + std::to_string(ndim) + " dimensions");
+  if (t.stride(ndim - 1) != 1) bad(std::string(name) + " must be contiguous in its last dimension");
+}
+
+void require_dtype(const Tensor& t, const char* name, uint8_t code, int bits, const char* what) {
+  if (t.dtype().code != code || t.dtype().bits != bits) bad(std::string(name) + " must be " + what);
+}
+
+// Elements of a K-major operand's last dimension per logical K element (FP4 packs two per byte).
+int64_t logical_k(Format f, int64_t last_dim) { return element_bits(f) == 4 ? last_dim * 2 : last_dim; }
+
+OperandArgs operand(const Tensor& data, const std::optional<Tensor>& scales, Format format, const char* name) {
+  require_dims(data, name, 3);
+  const int bits = element_bits(format);
+  if (int(data.itemsize()) * 8 != (bits == 4 ? 8 : bits))
+    bad(std::string(name) + ": element size does not match its format " + to_string(format));
+  OperandArgs op;
+  op.format = format;
+  op.data = data.data();
+  op.scales = scales ? scales->data() : nullptr;
+  op.row_stride = byte_stride(data, 1);
+  op.expert_stride = byte_stride(data, 0);
+  return op;
+}
+
+void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<Tensor> sfb, Tensor out,
+                  Tensor masked_m, const std::string& a_format, const std::string& b_format,
+                  std::optional<Tensor> alpha, std::optional<Tensor> signals, const std::string& granularity,
+                  const std::string& scope, int sm_count, int expected_m, int block_m, int block_n, int stages,
+                  uintptr_t stream, std::optional<Tensor> error_flag) {
+  GroupedGemmArgs args;
+  args.a = operand(a, sfa, parse_format(a_format, "a_format"), "a");
+  args.b = operand(b, sfb, parse_format(b_format, "b_format"), "b");
+  require_dims(out, "out", 3);
+  require_dtype(out, "out", uint8_t(nb::dlpack::dtype_code::Bfloat), 16, "bfloat16");
+  require_dims(masked_m, "masked_m", 1);
+  require_dtype(masked_m, "masked_m", uint8_t(nb::dlpack::dtype_code::Int), 32, "int32");
+  args.num_experts = int(a.shape(0));
+  args.max_m = int(a.shape(1));
+  args.k = int(logical_k(args.a.format, a.shape(2)));
+  args.n = int(b.shape(1));
+  if (b.shape(0) != a.shape(0) || out.shape(0) != a.shape(0) || masked_m.shape(0) != a.shape(0))
+    bad("a, b, out and masked_m must have the same number of experts (dimension 0)");
+  if (logical_k(args.b.format, b.shape(2)) != args.k) bad("a and b must have the same K");
+  if (out.shape(1) != a.shape(1) || out.shape(2) != b.shape(1)) bad("out must be [E, max_m, N]");
+  args.out = out.data();
+  args.out_row_stride = byte_stride(out, 1);
+  args.out_expert_stride = byte_stride(out, 0);
+  args.masked_m = static_cast<const int32_t*>(masked_m.data());
+  if (alpha) {
+    require_dtype(*alpha, "alpha", uint8_t(nb::dlpack::dtype_code::Float), 32, "float32");
+    if (alpha->ndim() != 1 || alpha->shape(0) != a.shape(0)) bad("alpha must be float32 [E]");
+    args.alpha = static_cast<const float*>(alpha->data());
+  }
+  args.granularity = signals ? parse_granularity(granularity) : SignalGranularity::none;
+  args.scope = parse_scope(scope);
+  args.sm_count = sm_count;
+  args.expected_m = expected_m;
+  args.config = TileConfig{block_m, block_n, stages};
+  args.stream = reinterpret_cast<cudaStream_t>(stream);
+  if (signals) {
+    if (signals->ndim() != 1 || signals->itemsize() != 4 || signals->stride(0) != 1)
+      bad("signals must be a contiguous 1-D int32/uint32 tensor");
+    const int64_t needed = signal_layout(args).counter_count();
+    if (int64_t(signals->shape(0)) < needed)
+      bad("signals has " + std::to_string(signals->shape(0)) + " counters, needs " + std::to_string(needed));
+    args.signals = static_cast<uint32_t*>(signals->data());
+  }
+  if (error_flag) {
+    if (error_flag->itemsize() != 4 || error_flag->size() < 1) bad("error_flag must be an int32 tensor");
+    args.error_flag = static_cast<int32_t*>(error_flag->data());
+  }
+  const Status s = grouped_gemm_nt_masked(args);
+  if (s.code == StatusCode::invalid_argument || s.code == StatusCode::unsupported) throw nb::value_error(s.message.c_str());
+  if (!s.ok()) throw std::runtime_error(s.message);
+}
+
+nb::dict layout_dict(const SignalLayout& l) {
+  nb::dict d;
+  d["num_experts"] = l.num_experts;
+  d["max_m"] = l.max_m;
+  d["n"] = l.n;
+  d["block_m"] = l.block_m;
+  d["block_n"] = l.block_n;
+  d["counter_count"] = l.counter_count();
+  d["granularity"] = std::string(to_string(l.granularity));
+  return d;
+}
+
+// The tile shape a launch would use, from the sizes alone (no tensors needed).
+nb::dict signal_layout_for(int num_experts, int max_m, int n, int expected_m, int block_m, int block_n,
+                           const std::string& granularity) {
+  GroupedGemmArgs args;
+  args.num_experts = num_experts, args.max_m = max_m, args.n = n;
+  args.expected_m = expected_m;
+  args.config = TileConfig{block_m, block_n, 0};
+  args.granularity = parse_granularity(granularity);
+  return layout_dict(signal_layout(args));
+}
+
+std::vector<uint32_t> expected_signals(const std::vector<int32_t>& masked_m, int max_m, int n, int block_m,
+                                       int block_n, const std::string& granularity) {
+  const SignalLayout l{int(masked_m.size()), max_m, n, block_m, block_n, parse_granularity(granularity)};
+  if (l.granularity == SignalGranularity::none) bad("granularity: expected values need per_expert or per_row_block");
+  if (block_m < 1 || block_n < 1 || max_m < 1 || n < 1) bad("max_m, n, block_m and block_n must be >= 1");
+  std::vector<uint32_t> values(size_t(l.counter_count()));
+  const int per_expert = l.granularity == SignalGranularity::per_row_block ? l.row_blocks_per_expert() : 1;
+  for (int e = 0; e < l.num_experts; ++e)
+    for (int rb = 0; rb < per_expert; ++rb) values[size_t(l.counter_index(e, rb))] = l.expected(masked_m[e], rb);
+  return values;
+}
+
+template <typename T>
+nb::ndarray<nb::numpy, T> to_numpy(std::vector<T> values, std::vector<size_t> shape) {
+  auto* owned = new std::vector<T>(std::move(values));
+  nb::capsule free_owned(owned, [](void* p) noexcept { delete static_cast<std::vector<T>*>(p); });
+  return nb::ndarray<nb::numpy, T>(owned->data(), shape.size(), shape.data(), free_owned);
+}
+
+// Host quantizer (the C++ reference): x float32 [E, rows, K] -> (data uint8, scales, global_scale).
+nb::tuple quantize(nb::ndarray<const float, nb::ndim<3>, nb::c_contig, nb::device::cpu> x, const std::string& format,
+                   const std::string& role) {
+  if (role != "a" && role != "b") bad("role must be 'a' (activations) or 'b' (weights)");
+  const Format f = parse_format(format, "format");
+  ref::QuantizedOperand q;
+  try {
+    q = ref::quantize(f, role == "a" ? ref::Role::a : ref::Role::b, x.data(), int(x.shape(0)), int(x.shape(1)),
+                      int(x.shape(2)));
+  } catch (const std::invalid_argument& e) {
+    bad(e.what());
+  }
+  auto data = to_numpy(std::move(q.data), {size_t(q.experts), size_t(q.rows), size_t(q.row_bytes())});
+  nb::object scales = nb::none();
+  if (f == Format::fp8_block128) {
+    std::vector<float> s(q.scales.size() / 4);
+    std::memcpy(s.data(), q.scales.data(), q.scales.size());
+    scales = nb::cast(to_numpy(std::move(s), {s.size()}));
+  } else if (!q.scales.empty()) {
+    const size_t n = q.scales.size();
+    scales = nb::cast(to_numpy(std::move(q.scales), {n}));
+  }
+  const size_t experts = q.global_scale.size();
+  return nb::make_tuple(data, scales, to_numpy(std::move(q.global_scale), {experts}));
+}
+
+}  // namespace
+
+NB_MODULE(_C, m) {
+  m.doc() = "SignalGEMM: masked grouped GEMM with completion signals for Hopper (C++ core)";
+  m.def("grouped_gemm", &grouped_gemm, nb::arg("a"), nb::arg("sfa").none(), nb::arg("b"), nb::arg("sfb").none(),
+        nb::arg("out"), nb::arg("masked_m"), nb::arg("a_format"), nb::arg("b_format"), nb::arg("alpha").none(),
+        nb::arg("signals").none(), nb::arg("granularity"), nb::arg("scope"), nb::arg("sm_count"),
+        nb::arg("expected_m"), nb::arg("block_m"), nb::arg("block_n"), nb::arg("stages"), nb::arg("stream"),
+        nb::arg("error_flag").none());
+  m.def("signal_layout", &signal_layout_for, nb::arg("num_experts"), nb::arg("max_m"), nb::arg("n"),
+        nb::arg("expected_m") = 0, nb::arg("block_m") = 0, nb::arg("block_n") = 0,
+        nb::arg("granularity") = "per_expert");
+  m.def("expected_signals", &expected_signals, nb::arg("masked_m"), nb::arg("max_m"), nb::arg("n"),
+        nb::arg("block_m"), nb::arg("block_n"), nb::arg("granularity"));
+  m.def("quantize", &quantize, nb::arg("x"), nb::arg("format"), nb::arg("role"));
+  m.attr("ERROR_MASKED_M_OUT_OF_RANGE") = kErrorMaskedMOutOfRange;
+}

@@ -1,0 +1,152 @@
+"""CPU-only tests of the Python module: argument validation (through DLPack tensors that claim a
+CUDA device), the signal contract, and the quantizers against an independent numpy decoding of
+the documented layouts (docs/formats.md)."""
+
+import numpy as np
+import pytest
+
+import signalgemm
+from fake_dlpack import FakeCudaTensor
+
+E, MAX_M, N, K = 4, 64, 256, 512
+
+
+def operands(**override):
+    args = dict(
+        a=FakeCudaTensor((E, MAX_M, K), address=0x7F0000000000),
+        sfa=FakeCudaTensor((E * (K // 128) * MAX_M,), "float", 32, address=0x7F0001000000),
+        b=FakeCudaTensor((E, N, K), address=0x7F0002000000),
+        sfb=FakeCudaTensor((E * (N // 128) * (K // 128),), "float", 32, address=0x7F0003000000),
+        out=FakeCudaTensor((E, MAX_M, N), "bfloat", 16, address=0x7F0004000000),
+        masked_m=FakeCudaTensor((E,), "int", 32, address=0x7F0005000000),
+    )
+    args.update(override)
+    return args
+
+
+def call(**override):
+    kwargs = {k: override.pop(k) for k in list(override) if k not in ("a", "sfa", "b", "sfb", "out", "masked_m")}
+    t = operands(**override)
+    return signalgemm.grouped_gemm_nt_masked((t["a"], t["sfa"]), (t["b"], t["sfb"]), t["out"], t["masked_m"], **kwargs)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (dict(a_format="fp7"), "a_format"),
+        (dict(out=FakeCudaTensor((E, MAX_M, N), "float", 32)), "out must be bfloat16"),
+        (dict(masked_m=FakeCudaTensor((E,), "int", 64)), "masked_m must be int32"),
+        (dict(out=FakeCudaTensor((E, MAX_M, N + 8), "bfloat", 16)), "out must be [E, max_m, N]"),
+        (dict(b=FakeCudaTensor((E + 1, N, K))), "same number of experts"),
+        (dict(b=FakeCudaTensor((E, N, K + 128))), "same K"),
+        (dict(a=FakeCudaTensor((E, MAX_M, 200)), b=FakeCudaTensor((E, N, 200))), "k = 200"),
+        (dict(a=FakeCudaTensor((E, MAX_M, K), address=0x7F0000000008)), "a.data"),
+        (dict(sfb=None), "b.scales"),
+        (dict(a_format="nvfp4", b_format="fp8_block128", a=FakeCudaTensor((E, MAX_M, K // 2))), "not supported"),
+        (dict(granularity="sometimes", signals=FakeCudaTensor((E,), "uint", 32)), "granularity"),
+        (dict(scope="planet"), "scope"),
+        (dict(signals=FakeCudaTensor((E - 1,), "uint", 32)), "needs 4"),
+        (dict(sm_count=0), "sm_count"),
+        (dict(block_m=48), "config.block_m"),
+        (dict(a=FakeCudaTensor((E, MAX_M, K), strides=(MAX_M * K, K, 2))), "contiguous in its last dimension"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_them(override, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        call(**override)
+
+
+def test_host_arrays_are_a_type_error():
+    with pytest.raises(TypeError):
+        signalgemm.grouped_gemm_nt_masked(
+            (np.zeros((E, MAX_M, K), np.uint8), None), (np.zeros((E, N, K), np.uint8), None),
+            np.zeros((E, MAX_M, N), np.float32), np.zeros(E, np.int32))
+
+
+def test_lhs_must_be_a_pair():
+    t = operands()
+    with pytest.raises(TypeError, match="lhs"):
+        signalgemm.grouped_gemm_nt_masked(t["a"], (t["b"], t["sfb"]), t["out"], t["masked_m"])
+
+
+def test_signals_and_dst_signals_are_aliases():
+    s = FakeCudaTensor((E,), "uint", 32)
+    with pytest.raises(ValueError, match="not both"):
+        call(signals=s, dst_signals=s)
+
+
+def test_expected_signals_follow_the_contract():
+    masked_m = [0, 1, 64, 33]
+    layout = signalgemm.signal_layout(4, 64, 300, expected_m=32)
+    assert layout["block_m"] == 64 and layout["block_n"] == 128 and layout["counter_count"] == 4
+    col_blocks = 3  # ceil(300 / 128)
+    assert signalgemm.expected_signals(masked_m, 300, 64, expected_m=32) == [0, col_blocks, col_blocks, col_blocks]
+    per_block = signalgemm.expected_signals(masked_m, 300, 64, block_m=32, block_n=128, granularity="per_row_block")
+    assert per_block == [0, 0, 3, 0, 3, 3, 3, 3]  # 2 row blocks per expert
+    assert signalgemm.expected_signals(np.array([5, 0]), 128, 8, block_m=32, block_n=128) == [1, 0]
+
+
+# ---- quantizers: decode the documented layouts independently in numpy
+
+E4M3 = np.array([((-1) ** (c >> 7)) * (2.0 ** ((c >> 3 & 15) - 7) * (1 + (c & 7) / 8) if (c >> 3 & 15) else
+                  2.0 ** -6 * (c & 7) / 8) for c in range(256)])
+E4M3[[0x7F, 0xFF]] = np.nan
+E2M1 = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6])
+
+
+def random_input(rng, e, rows, k):
+    return (rng.standard_normal((e, rows, k)) * rng.uniform(0.1, 10, (e, rows, 1))).astype(np.float32)
+
+
+def relative_error(got, want):
+    return np.linalg.norm(got - want) / np.linalg.norm(want)
+
+
+def test_fp8_block128_activation_layout_and_round_trip():
+    rng = np.random.default_rng(0)
+    x = random_input(rng, 2, 6, 256)
+    data, scales, global_scale = signalgemm.quantize(x, "fp8_block128", "a")
+    assert data.shape == (2, 6, 256) and data.dtype == np.uint8 and scales.dtype == np.float32
+    sfa = scales.reshape(2, 256 // 128, 8)  # [E][K/128][rows padded to 4]
+    scale_per_element = np.repeat(sfa[:, :, :6].transpose(0, 2, 1), 128, axis=2)
+    np.testing.assert_allclose(sfa[:, :, :6], np.abs(x).reshape(2, 6, 2, 128).max(-1).transpose(0, 2, 1) / 448,
+                               rtol=1e-6)
+    assert relative_error(E4M3[data] * scale_per_element, x) < 0.05
+    np.testing.assert_array_equal(global_scale, np.ones(2, np.float32))
+
+
+def test_fp8_block128_weight_scales_are_128x128_blocks():
+    rng = np.random.default_rng(1)
+    x = random_input(rng, 1, 200, 256)
+    data, scales, _ = signalgemm.quantize(x, "fp8_block128", "b")
+    sfb = scales.reshape(1, 2, 2)  # [E][ceil(200/128)][K/128]
+    per_element = np.repeat(np.repeat(sfb, 128, axis=1)[:, :200], 128, axis=2)
+    assert relative_error(E4M3[data] * per_element, x) < 0.05
+
+
+@pytest.mark.parametrize("fmt, block, decode_scale", [
+    ("nvfp4", 16, lambda s: E4M3[s]),
+    ("mxfp4", 32, lambda s: 2.0 ** (s.astype(np.float64) - 127)),
+])
+def test_fp4_nibbles_and_scales(fmt, block, decode_scale):
+    rng = np.random.default_rng(2)
+    x = random_input(rng, 2, 3, 64)
+    data, scales, global_scale = signalgemm.quantize(x, fmt, "b")
+    assert data.shape == (2, 3, 32)
+    elements = np.stack([E2M1[data & 15], E2M1[data >> 4]], axis=-1).reshape(2, 3, 64)  # low nibble first
+    per_element = np.repeat(decode_scale(scales.reshape(2, 3, 64 // block)), block, axis=2)
+    value = elements * per_element * global_scale.reshape(2, 1, 1)
+    assert relative_error(value, x) < 0.2
+
+
+def test_mxfp8_round_trip():
+    rng = np.random.default_rng(3)
+    x = random_input(rng, 1, 4, 64)
+    data, scales, _ = signalgemm.quantize(x, "mxfp8", "a")
+    per_element = np.repeat(2.0 ** (scales.reshape(1, 4, 2).astype(np.float64) - 127), 32, axis=2)
+    assert relative_error(E4M3[data] * per_element, x) < 0.05
+
+
+def test_quantize_rejects_bad_k():
+    with pytest.raises(ValueError, match="k"):
+        signalgemm.quantize(np.ones((1, 2, 100), np.float32), "fp8_block128", "a")
