@@ -1,59 +1,142 @@
+#include "cublaslt_baseline.h"
+
 #include <cublasLt.h>
 
 #include <map>
 
 #include "bench_util.cuh"
-#include "cublaslt_fp8.h"
 
 namespace signalgemm::bench {
 
 namespace {
-// cuBLASLt's FP8 block-scaled kernels want dimensions in multiples of 16, so each expert's rows are
-// rounded up (the extra rows are computed and discarded: a cost the baseline really has).
-int padded_rows(int rows) { return (rows + 15) / 16 * 16; }
-std::string status_text(cublasStatus_t s) { return "cublasStatus " + std::to_string(int(s)); }
+
+std::string failure(const char* call, cublasStatus_t status) {
+  return std::string(call) + " returned " + cublasLtGetStatusName(status);
+}
+
+// Returns from the enclosing function (which returns std::string) with the failing call's name.
+#define SG_LT_TRY(name, call)                                         \
+  do {                                                                \
+    const cublasStatus_t status_ = (call);                            \
+    if (status_ != CUBLAS_STATUS_SUCCESS) return failure(name, status_); \
+  } while (0)
+
+int round_up(int x, int to) { return (x + to - 1) / to * to; }
+
+template <typename T>
+cublasStatus_t set_attribute(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attribute, const T& value) {
+  return cublasLtMatmulDescSetAttribute(desc, attribute, &value, sizeof(value));
+}
+
 }  // namespace
 
-// Column-major view: our C[m][n] = A[m][k] B[n][k]^T is C^T (n x m) = B (k x n)^T * A (k x m),
-// a TN GEMM (the layout FP8 requires on Hopper) with cuBLAS A := our B and cuBLAS B := our A.
+// Column-major view: our row-major C[m][n] = A[m][k] B[n][k]^T is, column-major, C^T (n x m) =
+// B^T (n x k) * A (k x m) with both operands stored k x rows, leading dimension k: a TN GEMM (the
+// only layout FP8 supports on Hopper) with cuBLAS A := our weights and cuBLAS B := our tokens. So
+// the 128x128 block scales go to cuBLAS A and the 1x128 per-row scales to cuBLAS B.
 struct CublasLtFp8Grouped::Impl {
-  int experts, max_m, n, k;
+  int experts = 0, max_m = 0, n = 0, k = 0, sm_count = 0;
+  std::string init_error;  // set when the handle could not be created
   cublasLtHandle_t handle = nullptr;
   cublasLtMatmulDesc_t desc = nullptr;
   void* workspace = nullptr;
-  size_t workspace_bytes = 64 << 20;
-  float* weight_scales = nullptr;  // 128x128 blocks, per expert
-  float* token_scales = nullptr;   // 1x128 per row, per expert
-  size_t weight_scale_stride = 0, token_scale_stride = 0;
-  struct PerM {
-    cublasLtMatrixLayout_t a, b, c;
-    cublasLtMatmulHeuristicResult_t algo;
+  size_t workspace_bytes = size_t(64) << 20;
+  // The baseline's own scales, per expert. Both dimensions of each scale matrix are padded to a
+  // multiple of 4 floats, so the buffers are large enough whichever way cuBLASLt orders them and
+  // every expert's slice starts 16-byte aligned.
+  float* weight_scales = nullptr;  // 128x128 blocks
+  float* token_scales = nullptr;   // 1x128 per token row
+  size_t weight_scale_stride = 0, token_scale_stride = 0;  // floats per expert
+
+  struct Problem {  // one per distinct padded row count
+    cublasLtMatrixLayout_t weights = nullptr, tokens = nullptr, out = nullptr;
+    cublasLtMatmulAlgo_t algo{};
   };
-  std::map<int, PerM> per_m;
-  std::vector<int> masked_m;
+  std::map<int, Problem> problems;
+  std::vector<int> padded_rows;  // per expert; 0 = nothing to compute
   float alpha = 1.f, beta = 0.f;
+
+  std::string create_descriptor();
+  // Layouts and algorithm for `rows` padded rows; stored only when cuBLASLt has an algorithm.
+  std::string add_problem(int rows, cublasLtMatmulPreference_t preference);
+  std::string describe_problem(int rows, cublasLtMatmulPreference_t preference, Problem& p);
+  static void destroy(Problem& p);
 };
 
-CublasLtFp8Grouped::CublasLtFp8Grouped(int experts, int max_m, int n, int k) : impl_(new Impl) {
+std::string CublasLtFp8Grouped::Impl::create_descriptor() {
+  SG_LT_TRY("cublasLtMatmulDescCreate", cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t transpose = CUBLAS_OP_T, no_transpose = CUBLAS_OP_N;
+  const int32_t weight_mode = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
+  const int32_t token_mode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+  SG_LT_TRY("set TRANSA", set_attribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, transpose));
+  SG_LT_TRY("set TRANSB", set_attribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, no_transpose));
+  SG_LT_TRY("set A_SCALE_MODE BLK128x128_32F", set_attribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, weight_mode));
+  SG_LT_TRY("set B_SCALE_MODE VEC128_32F", set_attribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, token_mode));
+  if (sm_count > 0) SG_LT_TRY("set SM_COUNT_TARGET", set_attribute(desc, CUBLASLT_MATMUL_DESC_SM_COUNT_TARGET, sm_count));
+  // Expert 0's scales so the heuristic sees a complete block-scaled description.
+  SG_LT_TRY("set A_SCALE_POINTER",
+            set_attribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, static_cast<const void*>(weight_scales)));
+  SG_LT_TRY("set B_SCALE_POINTER",
+            set_attribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, static_cast<const void*>(token_scales)));
+  return {};
+}
+
+void CublasLtFp8Grouped::Impl::destroy(Problem& p) {
+  if (p.weights) cublasLtMatrixLayoutDestroy(p.weights);
+  if (p.tokens) cublasLtMatrixLayoutDestroy(p.tokens);
+  if (p.out) cublasLtMatrixLayoutDestroy(p.out);
+  p = Problem{};
+}
+
+std::string CublasLtFp8Grouped::Impl::add_problem(int rows, cublasLtMatmulPreference_t preference) {
+  Problem p;
+  std::string why = describe_problem(rows, preference, p);
+  if (why.empty())
+    problems[rows] = p;
+  else
+    destroy(p);
+  return why;
+}
+
+std::string CublasLtFp8Grouped::Impl::describe_problem(int rows, cublasLtMatmulPreference_t preference, Problem& p) {
+  SG_LT_TRY("cublasLtMatrixLayoutCreate(weights)", cublasLtMatrixLayoutCreate(&p.weights, CUDA_R_8F_E4M3, k, n, k));
+  SG_LT_TRY("cublasLtMatrixLayoutCreate(tokens)", cublasLtMatrixLayoutCreate(&p.tokens, CUDA_R_8F_E4M3, k, rows, k));
+  SG_LT_TRY("cublasLtMatrixLayoutCreate(out)", cublasLtMatrixLayoutCreate(&p.out, CUDA_R_16BF, n, rows, n));
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  SG_LT_TRY("cublasLtMatmulAlgoGetHeuristic",
+            cublasLtMatmulAlgoGetHeuristic(handle, desc, p.weights, p.tokens, p.out, p.out, preference, 1, &result,
+                                           &found));
+  if (found == 0 || result.state != CUBLAS_STATUS_SUCCESS)
+    return "no algorithm for " + std::to_string(rows) + " rows (N=" + std::to_string(n) + ", K=" + std::to_string(k) +
+           ")";
+  p.algo = result.algo;
+  return {};
+}
+
+CublasLtFp8Grouped::CublasLtFp8Grouped(int experts, int max_m, int n, int k, int sm_count) : impl_(new Impl) {
   Impl& s = *impl_;
-  s.experts = experts, s.max_m = max_m, s.n = n, s.k = k;
-  cublasLtCreate(&s.handle);
+  s.experts = experts, s.max_m = max_m, s.n = n, s.k = k, s.sm_count = sm_count;
+  if (const cublasStatus_t st = cublasLtCreate(&s.handle); st != CUBLAS_STATUS_SUCCESS) {
+    s.handle = nullptr;
+    s.init_error = failure("cublasLtCreate", st);
+    return;
+  }
+  const int k_blocks = round_up((k + 127) / 128, 4);
+  s.weight_scale_stride = size_t(round_up((n + 127) / 128, 4)) * k_blocks;
+  s.token_scale_stride = size_t(round_up(max_m, 4)) * k_blocks;
   SG_BENCH_CHECK_CUDA(cudaMalloc(&s.workspace, s.workspace_bytes));
-  s.weight_scale_stride = size_t((n + 127) / 128) * ((k + 127) / 128);
-  s.token_scale_stride = size_t((max_m + 3) / 4 * 4) * ((k + 127) / 128);
-  SG_BENCH_CHECK_CUDA(cudaMalloc(&s.weight_scales, 4 * s.weight_scale_stride * experts));
-  SG_BENCH_CHECK_CUDA(cudaMalloc(&s.token_scales, 4 * s.token_scale_stride * experts));
+  SG_BENCH_CHECK_CUDA(cudaMalloc(&s.weight_scales, sizeof(float) * s.weight_scale_stride * experts));
+  SG_BENCH_CHECK_CUDA(cudaMalloc(&s.token_scales, sizeof(float) * s.token_scale_stride * experts));
   fill_random_scale<<<256, 256>>>(s.weight_scales, s.weight_scale_stride * experts, 1e-3f, 5);
+  SG_BENCH_CHECK_LAUNCH();
   fill_random_scale<<<256, 256>>>(s.token_scales, s.token_scale_stride * experts, 1e-2f, 6);
+  SG_BENCH_CHECK_LAUNCH();
 }
 
 CublasLtFp8Grouped::~CublasLtFp8Grouped() {
   Impl& s = *impl_;
-  for (auto& [m, p] : s.per_m) {
-    cublasLtMatrixLayoutDestroy(p.a);
-    cublasLtMatrixLayoutDestroy(p.b);
-    cublasLtMatrixLayoutDestroy(p.c);
-  }
+  for (auto& [rows, p] : s.problems) Impl::destroy(p);
   if (s.desc) cublasLtMatmulDescDestroy(s.desc);
   if (s.handle) cublasLtDestroy(s.handle);
   cudaFree(s.workspace);
@@ -61,68 +144,60 @@ CublasLtFp8Grouped::~CublasLtFp8Grouped() {
   cudaFree(s.token_scales);
 }
 
-std::string CublasLtFp8Grouped::prepare(const std::vector<int>& masked_m) {
+std::string CublasLtFp8Grouped::prepare(const std::vector<int>& masked_m, const void* tokens, const void* weights,
+                                        void* out, cudaStream_t stream) {
   Impl& s = *impl_;
-  s.masked_m = masked_m;
-  if (cublasStatus_t st = cublasLtMatmulDescCreate(&s.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
-      st != CUBLAS_STATUS_SUCCESS)
-    return "MatmulDescCreate: " + status_text(st);
-  const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
-  const int32_t weight_mode = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
-  const int32_t token_mode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
-  cublasLtMatmulDescSetAttribute(s.desc, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a));
-  cublasLtMatmulDescSetAttribute(s.desc, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b));
-  cublasLtMatmulDescSetAttribute(s.desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &weight_mode, sizeof(weight_mode));
-  cublasLtMatmulDescSetAttribute(s.desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &token_mode, sizeof(token_mode));
-  const void* a_scale = s.weight_scales;
-  const void* b_scale = s.token_scales;
-  cublasLtMatmulDescSetAttribute(s.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a_scale, sizeof(a_scale));
-  cublasLtMatmulDescSetAttribute(s.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scale, sizeof(b_scale));
-
-  cublasLtMatmulPreference_t pref;
-  cublasLtMatmulPreferenceCreate(&pref);
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &s.workspace_bytes,
-                                       sizeof(s.workspace_bytes));
-  std::string error;
-  for (int rows : masked_m) {
-    const int m = padded_rows(rows);
-    if (m == 0 || s.per_m.count(m)) continue;
-    Impl::PerM p{};
-    cublasLtMatrixLayoutCreate(&p.a, CUDA_R_8F_E4M3, s.k, s.n, s.k);
-    cublasLtMatrixLayoutCreate(&p.b, CUDA_R_8F_E4M3, s.k, m, s.k);
-    cublasLtMatrixLayoutCreate(&p.c, CUDA_R_16BF, s.n, m, s.n);
-    int found = 0;
-    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(s.handle, s.desc, p.a, p.b, p.c, p.c, pref, 1, &p.algo,
-                                                             &found);
-    if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
-      error = "no algorithm for m=" + std::to_string(m) + " (" + status_text(st) + ")";
-      cublasLtMatrixLayoutDestroy(p.a);
-      cublasLtMatrixLayoutDestroy(p.b);
-      cublasLtMatrixLayoutDestroy(p.c);
-      break;
-    }
-    s.per_m[m] = p;
+  if (!s.init_error.empty()) return s.init_error;
+  if (s.desc == nullptr) {
+    if (std::string why = s.create_descriptor(); !why.empty()) return why;
   }
-  cublasLtMatmulPreferenceDestroy(pref);
-  return error;
+  s.padded_rows.clear();
+  for (int rows : masked_m) {
+    const int padded = rows <= 0 ? 0 : cublaslt_padded_rows(rows);
+    if (padded > s.max_m) return "padded rows " + std::to_string(padded) + " exceed max_m " + std::to_string(s.max_m);
+    s.padded_rows.push_back(padded);
+  }
+
+  cublasLtMatmulPreference_t preference = nullptr;
+  SG_LT_TRY("cublasLtMatmulPreferenceCreate", cublasLtMatmulPreferenceCreate(&preference));
+  std::string why;
+  if (const cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(
+          preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &s.workspace_bytes, sizeof(s.workspace_bytes));
+      st != CUBLAS_STATUS_SUCCESS)
+    why = failure("set PREF_MAX_WORKSPACE_BYTES", st);
+  for (int rows : s.padded_rows) {
+    if (!why.empty()) break;
+    if (rows > 0 && s.problems.count(rows) == 0) why = s.add_problem(rows, preference);
+  }
+  cublasLtMatmulPreferenceDestroy(preference);
+  if (!why.empty()) return why;
+
+  // One full pass: cuBLASLt may accept a description at heuristic time and refuse it at launch.
+  if (why = run(tokens, weights, out, stream); !why.empty()) return why;
+  SG_BENCH_CHECK_CUDA(cudaStreamSynchronize(stream));
+  SG_BENCH_CHECK_CUDA(cudaGetLastError());
+  return {};
 }
 
-void CublasLtFp8Grouped::run(const void* a, const void* b, void* c, cudaStream_t stream) {
+std::string CublasLtFp8Grouped::run(const void* tokens, const void* weights, void* out, cudaStream_t stream) {
   Impl& s = *impl_;
   for (int e = 0; e < s.experts; ++e) {
-    const int m = padded_rows(s.masked_m[e]);
-    if (m == 0) continue;
-    const Impl::PerM& p = s.per_m.at(m);
-    const void* a_scale = s.weight_scales + s.weight_scale_stride * e;
-    const void* b_scale = s.token_scales + s.token_scale_stride * e;
-    cublasLtMatmulDescSetAttribute(s.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a_scale, sizeof(a_scale));
-    cublasLtMatmulDescSetAttribute(s.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scale, sizeof(b_scale));
-    const uint8_t* weights = static_cast<const uint8_t*>(b) + size_t(e) * s.n * s.k;
-    const uint8_t* tokens = static_cast<const uint8_t*>(a) + size_t(e) * s.max_m * s.k;
-    uint8_t* out = static_cast<uint8_t*>(c) + size_t(e) * s.max_m * s.n * 2;
-    cublasLtMatmul(s.handle, s.desc, &s.alpha, weights, p.a, tokens, p.b, &s.beta, out, p.c, out, p.c, &p.algo.algo,
-                   s.workspace, s.workspace_bytes, stream);
+    const int rows = s.padded_rows[e];
+    if (rows == 0) continue;
+    const Impl::Problem& p = s.problems.at(rows);
+    const void* weight_scales = s.weight_scales + s.weight_scale_stride * e;
+    const void* token_scales = s.token_scales + s.token_scale_stride * e;
+    // cublasLtMatmul reads the descriptor when called, so it can be re-pointed between experts.
+    SG_LT_TRY("set A_SCALE_POINTER", set_attribute(s.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, weight_scales));
+    SG_LT_TRY("set B_SCALE_POINTER", set_attribute(s.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, token_scales));
+    const uint8_t* expert_weights = static_cast<const uint8_t*>(weights) + size_t(e) * s.n * s.k;
+    const uint8_t* expert_tokens = static_cast<const uint8_t*>(tokens) + size_t(e) * s.max_m * s.k;
+    uint8_t* expert_out = static_cast<uint8_t*>(out) + size_t(e) * s.max_m * s.n * 2;
+    SG_LT_TRY("cublasLtMatmul",
+              cublasLtMatmul(s.handle, s.desc, &s.alpha, expert_weights, p.weights, expert_tokens, p.tokens, &s.beta,
+                             expert_out, p.out, expert_out, p.out, &p.algo, s.workspace, s.workspace_bytes, stream));
   }
+  return {};
 }
 
 }  // namespace signalgemm::bench

@@ -1,0 +1,118 @@
+#include "bench_options.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
+
+namespace signalgemm::bench {
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: signalgemm-bench [options]\n"
+    "  --shapes E:m:N:K,...     experts, mean rows per expert, N, K (default: the eight SPEC 6 shapes)\n"
+    "  --format F | FA:FB       operand formats (bf16, fp8_block128, nvfp4, mxfp4, mxfp8); default fp8_block128\n"
+    "  --signals G              none | per_expert | per_row_block (default per_expert)\n"
+    "  --compare-signals        also time signals off, interleaved with on, and print on/off\n"
+    "  --sm-count N             SMs the GEMM may use (default all)\n"
+    "  --block-m N --block-n N --stages N   tile overrides (default: the library's heuristic)\n"
+    "  --iters N                timed runs per variant, median reported (default 50)\n"
+    "  --warmup N               untimed runs per variant first (default 5)\n"
+    "  --seed N                 routing and input seed (default 1)\n"
+    "  --csv FILE               also write every row to FILE\n"
+    "  --no-cublas              skip the cuBLASLt baseline\n";
+
+[[noreturn]] void usage_error(const std::string& why) {
+  std::fprintf(stderr, "signalgemm-bench: %s\n%s", why.c_str(), kUsage);
+  std::exit(2);
+}
+
+// Whole-string integer parse: "12x" or "" is an error, not 12 or 0.
+long parse_int(const std::string& text, const std::string& option, long min_value) {
+  char* end = nullptr;
+  const long v = std::strtol(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0') usage_error(option + ": not an integer: '" + text + "'");
+  if (v < min_value) usage_error(option + " must be >= " + std::to_string(min_value) + ", got " + text);
+  return v;
+}
+
+std::vector<Shape> parse_shapes(const std::string& list) {
+  std::vector<Shape> shapes;
+  std::stringstream items(list);
+  std::string item;
+  while (std::getline(items, item, ',')) {
+    std::stringstream fields(item);
+    std::string field;
+    std::vector<int> v;
+    while (std::getline(fields, field, ':')) v.push_back(int(parse_int(field, "--shapes " + item, 1)));
+    if (v.size() != 4) usage_error("--shapes entry '" + item + "' is not E:m:N:K");
+    shapes.push_back({v[0], v[1], v[2], v[3]});
+  }
+  if (shapes.empty()) usage_error("--shapes is empty");
+  return shapes;
+}
+
+Format parse_format(const std::string& name) {
+  for (Format f : {Format::bf16, Format::fp8_block128, Format::nvfp4, Format::mxfp4, Format::mxfp8})
+    if (name == to_string(f)) return f;
+  usage_error("unknown format '" + name + "'");
+}
+
+SignalGranularity parse_granularity(const std::string& name) {
+  for (SignalGranularity g :
+       {SignalGranularity::none, SignalGranularity::per_expert, SignalGranularity::per_row_block})
+    if (name == to_string(g)) return g;
+  usage_error("unknown --signals '" + name + "'");
+}
+
+}  // namespace
+
+Options parse_options(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string option = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) usage_error("missing value for " + option);
+      return argv[++i];
+    };
+    if (option == "--help" || option == "-h") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    } else if (option == "--shapes") {
+      o.shapes = parse_shapes(value());
+    } else if (option == "--format") {
+      const std::string v = value();
+      const size_t colon = v.find(':');
+      o.a_format = parse_format(v.substr(0, colon));
+      o.b_format = colon == std::string::npos ? o.a_format : parse_format(v.substr(colon + 1));
+    } else if (option == "--signals") {
+      o.signals = parse_granularity(value());
+    } else if (option == "--compare-signals") {
+      o.compare_signals = true;
+    } else if (option == "--no-cublas") {
+      o.cublas = false;
+    } else if (option == "--sm-count") {
+      o.sm_count = int(parse_int(value(), option, 1));
+    } else if (option == "--block-m") {
+      o.config.block_m = int(parse_int(value(), option, 1));
+    } else if (option == "--block-n") {
+      o.config.block_n = int(parse_int(value(), option, 1));
+    } else if (option == "--stages") {
+      o.config.stages = int(parse_int(value(), option, 1));
+    } else if (option == "--iters") {
+      o.iters = int(parse_int(value(), option, 1));
+    } else if (option == "--warmup") {
+      o.warmup = int(parse_int(value(), option, 0));
+    } else if (option == "--seed") {
+      o.seed = uint32_t(parse_int(value(), option, 0));
+    } else if (option == "--csv") {
+      o.csv = value();
+    } else {
+      usage_error("unknown option " + option);
+    }
+  }
+  return o;
+}
+
+}  // namespace signalgemm::bench
