@@ -59,6 +59,10 @@ struct GroupedGemmArgs {
   int expected_m = 0;  // typical masked_m, a hint for the heuristic; 0 = max_m
   TileConfig config;   // override for benchmarking; zero fields = heuristic
   cudaStream_t stream = nullptr;
+  // Programmatic dependent launch: the kernel may start while the previous kernel on the stream
+  // finishes, and waits (griddepcontrol.wait) before it reads any input. Dependents of this
+  // kernel still see its output only at its completion, or through the signals.
+  bool enable_pdl = false;
 };
 
 inline constexpr int32_t kErrorMaskedMOutOfRange = 1;

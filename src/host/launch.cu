@@ -101,7 +101,20 @@ Status launch_fp8_block128(const GroupedGemmArgs& args, const TileConfig& cfg, i
   if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
       err != cudaSuccess)
     return cuda_failure("cudaFuncSetAttribute", err);
-  kernel<<<grid, kernels::kThreads, smem, args.stream>>>(tmap_a, tmap_b, tmap_sfa, params);
+  cudaLaunchConfig_t launch{};
+  launch.gridDim = dim3(grid);
+  launch.blockDim = dim3(kernels::kThreads);
+  launch.dynamicSmemBytes = smem;
+  launch.stream = args.stream;
+  cudaLaunchAttribute pdl{};
+  pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  pdl.val.programmaticStreamSerializationAllowed = 1;
+  if (args.enable_pdl) {
+    launch.attrs = &pdl;
+    launch.numAttrs = 1;
+  }
+  if (cudaError_t err = cudaLaunchKernelEx(&launch, kernel, tmap_a, tmap_b, tmap_sfa, params); err != cudaSuccess)
+    return cuda_failure("kernel launch", err);
   if (cudaError_t err = cudaGetLastError(); err != cudaSuccess) return cuda_failure("kernel launch", err);
   return {};
 }

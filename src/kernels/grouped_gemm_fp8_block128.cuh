@@ -50,6 +50,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     cp::fence_proxy_async(cp::space_shared);
   }
   __syncthreads();
+  // With programmatic dependent launch, the set-up above overlapped the previous kernel's tail;
+  // nothing it writes may be read before this point. Without PDL this returns at once.
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
 
   if (warpgroup == kMathWarpgroups) {
     ptx::setmaxnreg_dec<kProducerRegisters>();

@@ -128,6 +128,30 @@ TEST(Fp8Block128Gemm, PaddedStridesAndFewSms) {
   }
 }
 
+// With PDL the kernel may start during the previous kernel; it must still see that kernel's writes:
+// here the previous "kernel" is the memset that sets masked_m right before the launch.
+TEST(Fp8Block128Gemm, ProgrammaticDependentLaunchSeesPreviousWrites) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(23);
+  Fp8Problem p;
+  p.build(3, 64, 256, 256, rng);
+  const auto reference = full_reference(p);
+  cudaStream_t stream;
+  SG_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  GroupedGemmArgs args = p.args();
+  args.enable_pdl = true;
+  args.stream = stream;
+  p.set_masked_m({64, 64, 64});
+  p.poison_output();
+  SG_CUDA_CHECK(cudaDeviceSynchronize());
+  const std::vector<int32_t> masked_m = {5, 0, 64};
+  SG_CUDA_CHECK(cudaMemcpyAsync(p.d_masked_m.get(), masked_m.data(), 12, cudaMemcpyHostToDevice, stream));
+  ASSERT_TRUE(grouped_gemm_nt_masked(args).ok());
+  SG_CUDA_CHECK(cudaStreamSynchronize(stream));
+  EXPECT_EQ(check_output(p, masked_m, reference), "");
+  cudaStreamDestroy(stream);
+}
+
 TEST(Fp8Block128Gemm, OutOfRangeMaskedMIsClampedAndReported) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(3);
