@@ -1,14 +1,19 @@
 // Epilogue: write one tile of C and publish its completion signal (SPEC §3).
 //
-// The path of a signal, top to bottom:
-//   1. MMA threads write alpha * acc as bf16 into a shared staging tile, transposed back to C's
-//      row-major [token][column] order (the MMA computed C^T).
-//   2. fence.proxy.async.shared::cta + barrier: the copy engine may now read the staging tile.
-//   3. Warp 0 issues one bulk copy per real token row (rows >= masked_m are never written), then
-//      commit_group and wait_group 0: the global writes are complete, not merely read from smem.
-//   4. fence.proxy.async.global: orders those async-proxy writes before the generic-proxy release.
-//   5. __syncwarp, then lane 0 does red.release.{gpu|sys}.add on the tile's counter.
-// Only warp 0's warpgroup waits for the stores; the producer keeps loading the next tile meanwhile.
+// Two roles share one shared-memory staging tile, handed over with two named barriers:
+//   MMA warpgroups (stage_tile):
+//     1. wait until the staging tile is free (the storer has finished reading the previous tile);
+//     2. write alpha * acc as bf16, transposed back to C's row-major [token][column] order (the
+//        MMA computed C^T);
+//     3. fence.proxy.async.shared::cta, then arrive on "staging full" and go on to the next tile:
+//        the MMA warps never wait for global memory.
+//   Storer warp (store_tile_and_signal, in the producer warpgroup):
+//     4. wait for "staging full"; one bulk copy per real token row (rows >= masked_m are never
+//        written); commit_group; wait_group.read 0, then arrive on "staging free";
+//     5. wait_group 0: the global writes are complete, not merely read from shared memory;
+//     6. fence.proxy.async.global: orders those async-proxy writes before the generic-proxy release;
+//     7. __syncwarp, then lane 0 does red.release.{gpu|sys}.add on the tile's counter.
+// So a signal trails its tile's stores by the store latency alone and costs the MMAs nothing.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -21,27 +26,28 @@
 
 namespace signalgemm::kernels {
 
-inline constexpr int kEpilogueBarrierId = 1;  // named barrier among the MMA threads
+// Named barriers between the MMA threads and the storer warp (id 0 is __syncthreads).
+inline constexpr int kStagingFullBarrier = 1;
+inline constexpr int kStagingFreeBarrier = 2;
+inline constexpr int kEpilogueThreads = kMathThreads + 32;
 
 template <int kBlockM, int kBlockN, int kSlices>
-__device__ __forceinline__ void store_tile_and_signal(const float (&acc)[kSlices][kBlockM / 2], const KernelParams& p, const detail::Tile& tile,
-                                      int valid_rows, uint8_t* staging, int math_thread) {
+__device__ __forceinline__ void stage_tile(const float (&acc)[kSlices][kBlockM / 2], float alpha, bool first_tile,
+                                           uint8_t* staging, int math_thread) {
   namespace cp = cuda::ptx;
   constexpr int kColumnPairs = kBlockM / 8;
+  constexpr int kWarpgroupRows = kBlockN / kMathWarpgroups;
+  constexpr int kPitch = SmemPlan::staging_pitch(kBlockN);
   const int lane = math_thread % 32;
   const int warp = math_thread / 32;  // 0..7
-  constexpr int kWarpgroupRows = kBlockN / kMathWarpgroups;
-  const float alpha = p.alpha != nullptr ? __ldg(p.alpha + tile.expert) : 1.f;
 
-  // The previous tile's bulk copies have finished reading the staging tile: warp 0 waited for
-  // them before it signalled, and only then joins this barrier.
-  ptx::named_barrier_sync(kEpilogueBarrierId, kMathThreads);
+  // The storer arrives here once it has read the previous tile out of the staging buffer.
+  if (!first_tile) ptx::named_barrier_sync(kStagingFreeBarrier, kEpilogueThreads);
 
   // Thread (warp, lane) holds, per slice, weight rows r and r+8 for token pairs (c, c+1),
   // c = 8j + 2(lane%4): C's element (token, row) goes to staging[token][row]. Shared-window
   // addresses (32-bit) keep all stores at constant offsets from one register; generic pointers
   // would cost a register each.
-  constexpr int kPitch = SmemPlan::staging_pitch(kBlockN);
   const int first_row = (warp / 4) * kWarpgroupRows + 16 * (warp % 4) + lane / 4;
   const uint32_t thread_base =
       static_cast<uint32_t>(__cvta_generic_to_shared(staging)) + first_row * 2 + 2 * (lane % 4) * kPitch;
@@ -59,18 +65,33 @@ __device__ __forceinline__ void store_tile_and_signal(const float (&acc)[kSlices
   // Generic-proxy writes to shared memory become visible to the async proxy (the bulk copy engine)
   // only through a proxy fence by each writing thread, ordered before the barrier.
   cp::fence_proxy_async(cp::space_shared);
-  ptx::named_barrier_sync(kEpilogueBarrierId, kMathThreads);
+  ptx::named_barrier_arrive(kStagingFullBarrier, kEpilogueThreads);
+}
 
-  if (warp != 0) return;
+// The storer warp's part for one tile; `more_tiles` says whether the MMA threads will stage
+// another tile (they then wait for "staging free").
+template <int kBlockN>
+__device__ __forceinline__ void store_tile_and_signal(const KernelParams& p, const detail::Tile& tile, int block_m,
+                                                      int valid_rows, bool more_tiles, const uint8_t* staging,
+                                                      int lane) {
+  namespace cp = cuda::ptx;
+  constexpr int kPitch = SmemPlan::staging_pitch(kBlockN);
+  ptx::named_barrier_sync(kStagingFullBarrier, kEpilogueThreads);
+
   const int column0 = tile.n_block * kBlockN;
   const int columns = min(kBlockN, p.layout.n - column0);
   uint8_t* out_tile = static_cast<uint8_t*>(p.out) + tile.expert * p.out_expert_stride +
-                      int64_t(tile.m_block) * kBlockM * p.out_row_stride + int64_t(column0) * 2;
+                      int64_t(tile.m_block) * block_m * p.out_row_stride + int64_t(column0) * 2;
   for (int row = lane; row < valid_rows; row += 32) {
-    cp::cp_async_bulk(cp::space_global, cp::space_shared, out_tile + row * p.out_row_stride,
-                      staging + row * kPitch, static_cast<uint32_t>(columns * 2));
+    cp::cp_async_bulk(cp::space_global, cp::space_shared, out_tile + row * p.out_row_stride, staging + row * kPitch,
+                      static_cast<uint32_t>(columns * 2));
   }
   cp::cp_async_bulk_commit_group();
+  // Shared memory has been read: the MMA threads may stage the next tile while the writes land.
+  cp::cp_async_bulk_wait_group_read(cp::n32_t<0>());
+  __syncwarp();
+  if (more_tiles) ptx::named_barrier_arrive(kStagingFreeBarrier, kEpilogueThreads);
+
   // Full completion (not .read): the signal below promises the writes are done.
   cp::cp_async_bulk_wait_group(cp::n32_t<0>());
   // The copies are async-proxy writes; order them before this thread's generic-proxy release.

@@ -1,7 +1,8 @@
 // The persistent, warp-specialized masked grouped GEMM for fp8_block128 operands.
 //
-// Warpgroups 0..kMathWarpgroups-1 run the MMAs and the epilogue; in the last warpgroup one thread
-// issues every TMA load and another warp scans masked_m for out-of-range values.
+// Warpgroups 0..kMathWarpgroups-1 run the MMAs and stage each finished tile in shared memory; in
+// the last warpgroup one thread issues every TMA load, and the next warp (the storer) scans
+// masked_m for out-of-range values, then stores each staged tile and publishes its signal.
 // Both roles walk the same tile sequence (scheduler.cuh), so they need no other coordination
 // than the stage barriers of pipeline.cuh.
 #pragma once
@@ -56,13 +57,21 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (warpgroup == kMathWarpgroups) {
     ptx::setmaxnreg_dec<kProducerRegisters>();
-    if (threadIdx.x / 32 == kProducerThread / 32 + 1) report_masked_m_out_of_range(p, lane);
     if (threadIdx.x == kProducerThread) {
       PipelineState pipe{0, 0, p.stages};
       DeviceTileWalker walker = make_tile_walker(p);
       detail::Tile tile;
       while (walker.next(tile))
         Mainloop::load_tile(&tmap_a, &tmap_b, &tmap_sfa, smem, plan, full, empty, pipe, tile, p.num_k_blocks);
+    } else if (threadIdx.x / 32 == kProducerThread / 32 + 1) {
+      report_masked_m_out_of_range(p, lane);
+      DeviceTileWalker walker = make_tile_walker(p);
+      detail::Tile tile, next;
+      for (bool have = walker.next(tile); have; tile = next) {
+        const int valid_rows = min(kBlockM, walker.expert_m() - tile.m_block * kBlockM);
+        have = walker.next(next);
+        store_tile_and_signal<kBlockN>(p, tile, kBlockM, valid_rows, have, smem + plan.staging_offset(), lane);
+      }
     }
   } else {
     ptx::setmaxnreg_inc<kMathRegisters>();
@@ -71,16 +80,16 @@ __global__ void __launch_bounds__(kThreads, 1)
     uint8_t* staging = smem + plan.staging_offset();
     const int weight_blocks_128 = (p.layout.n + 127) / 128;
     detail::Tile tile;
-    while (walker.next(tile)) {
+    for (bool first_tile = true; walker.next(tile); first_tile = false) {
       // This warpgroup's weight rows lie in one 128x128 scale block (see the mainloop). In a last,
       // partial column block they may lie past N: clamp, those columns are never stored.
       const int scale_block =
           min((tile.n_block * kBlockN + warpgroup * Mainloop::kWarpgroupRows) / 128, weight_blocks_128 - 1);
       const float* sfb_row = p.sfb + (int64_t(tile.expert) * weight_blocks_128 + scale_block) * p.num_k_blocks;
+      const float alpha = p.alpha != nullptr ? __ldg(p.alpha + tile.expert) : 1.f;
       float acc[Mainloop::kSlices][Mainloop::kAccRegs];
       Mainloop::mma_tile(acc, smem, plan, full, empty, pipe, sfb_row, p.num_k_blocks, warpgroup, lane);
-      const int valid_rows = min(kBlockM, walker.expert_m() - tile.m_block * kBlockM);
-      store_tile_and_signal<kBlockM, kBlockN, Mainloop::kSlices>(acc, p, tile, valid_rows, staging, threadIdx.x);
+      stage_tile<kBlockM, kBlockN, Mainloop::kSlices>(acc, alpha, first_tile, staging, threadIdx.x);
     }
   }
 #endif

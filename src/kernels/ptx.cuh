@@ -179,6 +179,11 @@ __device__ __forceinline__ void named_barrier_sync(int id, int num_threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(num_threads) : "memory");
 }
 
+// Arrives at a named barrier without waiting (the other side syncs on it).
+__device__ __forceinline__ void named_barrier_arrive(int id, int num_threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(num_threads) : "memory");
+}
+
 // Publishes a signal: a release add, so every write ordered before it (by program order or, through
 // the preceding barrier, by the other storing threads) is visible to whoever acquires the counter.
 __device__ __forceinline__ void red_release_gpu_add(uint32_t* counter, uint32_t value) {
