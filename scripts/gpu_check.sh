@@ -30,7 +30,7 @@ step() {  # step NAME COMMAND...: runs it, logs it, records the verdict and gtes
   local rc=$?
   local verdict=PASS; ((rc == 0)) || verdict="FAIL(rc=$rc)"
   local note
-  note=$(grep -E "^\[  PASSED  \]|^\[  FAILED  \]|^\[  SKIPPED \]|ERROR SUMMARY|RACECHECK SUMMARY" "$LOGS/$name.log" | tr '\n' ' ' | cut -c1-90)
+  note=$(grep -E "^\[  PASSED  \]|^\[  FAILED  \]|^\[  SKIPPED \]|ERROR SUMMARY|RACECHECK SUMMARY| passed| failed" "$LOGS/$name.log" | tr '\n' ' ' | cut -c1-90)
   TABLE+=("$(printf '%-12s %-12s %5ss  %s' "$name" "$verdict" $((SECONDS - start)) "$note")")
   echo "== $name: $verdict"
   ((rc == 0)) || tail -40 "$LOGS/$name.log"
@@ -42,6 +42,14 @@ step gpu_tests "$BUILD/tests/signalgemm_gpu_tests"
 for tool in memcheck racecheck synccheck; do
   step "$tool" compute-sanitizer --tool "$tool" --error-exitcode 1 "$BUILD/tests/signalgemm_gpu_tests" --gtest_filter="$SMALL"
 done
+# The Python module, built here against this machine's Python and torch (when torch is present).
+python_tests() {
+  python3 -c "import torch, nanobind, scikit_build_core" || { echo "no torch/nanobind here: skipped"; return 0; }
+  rm -rf /tmp/signalgemm-py
+  python3 -m pip install -q --no-build-isolation --no-deps --target /tmp/signalgemm-py . &&
+    (cd python/tests && PYTHONPATH=/tmp/signalgemm-py python3 -m pytest -q -rs -p no:cacheprovider)
+}
+step python python_tests
 step bench "$BUILD/bench/signalgemm-bench" --compare-signals --csv "$LOGS/bench.csv"
 step demo "$BUILD/bench/signalgemm-demo" --svg "$LOGS/overlap_timeline.svg"
 

@@ -33,6 +33,9 @@ class _DLManagedTensor(ctypes.Structure):
     _fields_ = [("dl_tensor", _DLTensor), ("manager_ctx", ctypes.c_void_p), ("deleter", ctypes.c_void_p)]
 
 
+_DELETER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+_no_op_deleter = _DELETER(lambda managed: None)  # the importer calls it when done; nothing to free
+
 _PyCapsule_New = ctypes.pythonapi.PyCapsule_New
 _PyCapsule_New.restype = ctypes.py_object
 _PyCapsule_New.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
@@ -65,6 +68,6 @@ class FakeCudaTensor:
         managed.dl_tensor.shape = shape
         managed.dl_tensor.strides = strides
         managed.dl_tensor.byte_offset = 0
-        managed.deleter = None
+        managed.deleter = ctypes.cast(_no_op_deleter, ctypes.c_void_p)
         _keep_alive.append((managed, shape, strides))
         return _PyCapsule_New(ctypes.addressof(managed), b"dltensor", None)

@@ -4,7 +4,6 @@
 #include <cudaTypedefs.h>
 #include <cuda_runtime.h>
 
-#include <sstream>
 #include <string>
 
 #include "host/config.h"
@@ -35,9 +34,8 @@ Status query_device(DeviceInfo& info) {
   cudaDeviceGetAttribute(&info.major, cudaDevAttrComputeCapabilityMajor, device);
   cudaDeviceGetAttribute(&info.minor, cudaDevAttrComputeCapabilityMinor, device);
   if (info.major != 9 || info.minor != 0) {
-    std::ostringstream msg;
-    msg << "signalgemm: needs a Hopper GPU (sm_90); device " << device << " is sm_" << info.major << info.minor;
-    return Status{StatusCode::no_device, msg.str()};
+    return Status{StatusCode::no_device, "signalgemm: needs a Hopper GPU (sm_90); device " + std::to_string(device) +
+                                             " is sm_" + std::to_string(info.major) + std::to_string(info.minor)};
   }
   return {};
 }

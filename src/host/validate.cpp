@@ -2,7 +2,8 @@
 // problem found is reported with the name of the offending argument.
 #include <cstdint>
 #include <limits>
-#include <sstream>
+#include <string>
+#include <type_traits>
 
 #include "host/config.h"
 #include "signalgemm/gemm.h"
@@ -10,16 +11,24 @@
 namespace signalgemm {
 namespace {
 
+// Message pieces are joined without iostreams: number formatting through a locale crashed when
+// the library was linked into a Python extension next to torch (a second libstdc++ copy).
+void append(std::string& out, const char* part) { out += part; }
+void append(std::string& out, const std::string& part) { out += part; }
+template <typename Integer, typename = std::enable_if_t<std::is_integral_v<Integer>>>
+void append(std::string& out, Integer part) {
+  out += std::to_string(part);
+}
+
 // Collects the first failure; later checks are skipped once one failed.
 class Checker {
  public:
   template <typename... Parts>
   void require(bool condition, StatusCode code, const Parts&... parts) {
     if (condition || !status_.ok()) return;
-    std::ostringstream message;
-    message << "signalgemm: ";
-    (message << ... << parts);
-    status_ = Status{code, message.str()};
+    std::string message = "signalgemm: ";
+    (append(message, parts), ...);
+    status_ = Status{code, std::move(message)};
   }
   template <typename... Parts>
   void require(bool condition, const Parts&... parts) {
