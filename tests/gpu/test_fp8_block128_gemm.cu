@@ -109,6 +109,29 @@ TEST(Fp8Block128Gemm, DeepSeekShapes) {
   }
 }
 
+// Problems smaller than one tile in every direction (TMA boxes larger than the tensor).
+TEST(Fp8Block128Gemm, ProblemsSmallerThanATile) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(31);
+  struct Tiny { int experts, max_m, n, k; std::vector<int32_t> masked_m; };
+  for (const Tiny& t : {Tiny{1, 1, 8, 128, {1}}, Tiny{3, 5, 72, 256, {5, 0, 2}}, Tiny{2, 33, 200, 128, {33, 17}}}) {
+    Fp8Problem p;
+    p.build(t.experts, t.max_m, t.n, t.k, rng);
+    const auto reference = full_reference(p);
+    for (const host::TileShape tile : host::kSupportedTiles) {
+      GroupedGemmArgs args = p.args();
+      args.config.block_m = tile.block_m;
+      args.config.block_n = tile.block_n;
+      args.granularity = SignalGranularity::per_row_block;
+      const RunResult r = run(p, args, t.masked_m);
+      ASSERT_TRUE(r.status.ok()) << r.status.message;
+      EXPECT_EQ(check_output(p, t.masked_m, reference), "")
+          << "E " << t.experts << " max_m " << t.max_m << " n " << t.n << " tile " << tile.block_m << "x" << tile.block_n;
+      expect_signals(args, t.masked_m, r.signals);
+    }
+  }
+}
+
 TEST(Fp8Block128Gemm, PaddedStridesAndFewSms) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(5);
