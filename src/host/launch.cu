@@ -7,7 +7,9 @@
 #include <string>
 
 #include "host/config.h"
-#include "kernels/grouped_gemm_fp8_block128.cuh"
+#include "kernels/grouped_gemm_kernel.cuh"
+#include "kernels/mainloop_bf16.cuh"
+#include "kernels/mainloop_fp8_block128.cuh"
 #include "signalgemm/gemm.h"
 
 namespace signalgemm {
@@ -91,11 +93,11 @@ Status encode_token_scale_map(CUtensorMap& map, const void* base, int rows, int 
   return {};
 }
 
-template <int kBlockM, int kBlockN>
-Status launch_fp8_block128(const GroupedGemmArgs& args, const TileConfig& cfg, int grid, const CUtensorMap& tmap_a,
+template <class Mainloop>
+Status launch_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, int grid, const CUtensorMap& tmap_a,
                            const CUtensorMap& tmap_b, const CUtensorMap& tmap_sfa, const kernels::KernelParams& params) {
-  auto* kernel = &kernels::grouped_gemm_fp8_block128_kernel<kBlockM, kBlockN>;
-  const int smem = kernels::SmemPlan{kBlockM, kBlockN, cfg.stages}.total_bytes();
+  auto* kernel = &kernels::grouped_gemm_kernel<Mainloop>;
+  const int smem = kernels::SmemPlan{Mainloop::kBlockM, Mainloop::kBlockN, cfg.stages}.total_bytes();
   if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
       err != cudaSuccess)
     return cuda_failure("cudaFuncSetAttribute", err);
@@ -146,25 +148,31 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
                                                     " does not fit in shared memory with block_m = " +
                                                     std::to_string(cfg.block_m)};
 
-  const int64_t a_row = args.a.row_stride != 0 ? args.a.row_stride : args.k;
+  // Operands are loaded as byte tensors; a stage holds kBlockK bytes of K (128 e4m3 or 64 bf16).
+  const bool bf16 = args.a.format == Format::bf16;
+  const int k_bytes = args.k * element_bits(args.a.format) / 8;
+  const int64_t a_row = args.a.row_stride != 0 ? args.a.row_stride : k_bytes;
   const int64_t a_expert = args.a.expert_stride != 0 ? args.a.expert_stride : a_row * args.max_m;
-  const int64_t b_row = args.b.row_stride != 0 ? args.b.row_stride : args.k;
+  const int64_t b_row = args.b.row_stride != 0 ? args.b.row_stride : k_bytes;
   const int64_t b_expert = args.b.expert_stride != 0 ? args.b.expert_stride : b_row * args.n;
-  const int num_k_blocks = args.k / kernels::kBlockK;
+  const int num_k_blocks = (k_bytes + kernels::kBlockK - 1) / kernels::kBlockK;
 
   CUtensorMap tmap_a, tmap_b, tmap_sfa;
-  if (Status s = encode_operand_map(tmap_a, args.a.data, args.num_experts, args.max_m, args.k, a_row, a_expert,
+  if (Status s = encode_operand_map(tmap_a, args.a.data, args.num_experts, args.max_m, k_bytes, a_row, a_expert,
                                     cfg.block_m, "a");
       !s.ok())
     return s;
-  if (Status s = encode_operand_map(tmap_b, args.b.data, args.num_experts, args.n, args.k, b_row, b_expert,
+  if (Status s = encode_operand_map(tmap_b, args.b.data, args.num_experts, args.n, k_bytes, b_row, b_expert,
                                     cfg.block_n, "b");
       !s.ok())
     return s;
-  if (Status s = encode_token_scale_map(tmap_sfa, args.a.scales, args.max_m, args.num_experts * num_k_blocks,
-                                        cfg.block_m);
-      !s.ok())
+  if (bf16) {
+    tmap_sfa = tmap_a;  // unused: bf16 has no scales
+  } else if (Status s = encode_token_scale_map(tmap_sfa, args.a.scales, args.max_m,
+                                               args.num_experts * num_k_blocks, cfg.block_m);
+             !s.ok()) {
     return s;
+  }
 
   kernels::KernelParams params{};
   params.layout = SignalLayout{args.num_experts, args.max_m, args.n, cfg.block_m, cfg.block_n, args.granularity};
@@ -190,11 +198,20 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   using Launcher = Status (*)(const GroupedGemmArgs&, const TileConfig&, int, const CUtensorMap&, const CUtensorMap&,
                               const CUtensorMap&, const kernels::KernelParams&);
   Launcher launcher = nullptr;
-  if (cfg.block_m == 32 && cfg.block_n == 128) launcher = &launch_fp8_block128<32, 128>;
-  if (cfg.block_m == 64 && cfg.block_n == 128) launcher = &launch_fp8_block128<64, 128>;
-  if (cfg.block_m == 128 && cfg.block_n == 128) launcher = &launch_fp8_block128<128, 128>;
-  if (cfg.block_m == 192 && cfg.block_n == 128) launcher = &launch_fp8_block128<192, 128>;
-  if (cfg.block_m == 128 && cfg.block_n == 256) launcher = &launch_fp8_block128<128, 256>;
+  // One instantiation per (format pair, compiled tile).
+  using kernels::Bf16Mainloop;
+  using kernels::Fp8Block128Mainloop;
+  const auto pick = [&](auto fp8, auto bf) { if (launcher == nullptr) launcher = bf16 ? bf : fp8; };
+  if (cfg.block_m == 32 && cfg.block_n == 128)
+    pick(&launch_kernel<Fp8Block128Mainloop<32, 128>>, &launch_kernel<Bf16Mainloop<32, 128>>);
+  if (cfg.block_m == 64 && cfg.block_n == 128)
+    pick(&launch_kernel<Fp8Block128Mainloop<64, 128>>, &launch_kernel<Bf16Mainloop<64, 128>>);
+  if (cfg.block_m == 128 && cfg.block_n == 128)
+    pick(&launch_kernel<Fp8Block128Mainloop<128, 128>>, &launch_kernel<Bf16Mainloop<128, 128>>);
+  if (cfg.block_m == 192 && cfg.block_n == 128)
+    pick(&launch_kernel<Fp8Block128Mainloop<192, 128>>, &launch_kernel<Bf16Mainloop<192, 128>>);
+  if (cfg.block_m == 128 && cfg.block_n == 256)
+    pick(&launch_kernel<Fp8Block128Mainloop<128, 256>>, &launch_kernel<Bf16Mainloop<128, 256>>);
   if (launcher == nullptr)
     return Status{StatusCode::invalid_argument, "signalgemm: config " + std::to_string(cfg.block_m) + "x" +
                                                     std::to_string(cfg.block_n) + " is not a compiled tile"};

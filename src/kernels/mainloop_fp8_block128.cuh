@@ -16,8 +16,10 @@
 
 namespace signalgemm::kernels {
 
-template <int kBlockM, int kBlockN>
+template <int kBlockM_, int kBlockN_>
 struct Fp8Block128Mainloop {
+  static constexpr int kBlockM = kBlockM_;
+  static constexpr int kBlockN = kBlockN_;
   using Mma = ptx::WgmmaF8<kBlockM>;
   static constexpr int kAccRegs = Mma::kRegs;           // kBlockM / 2 fp32 per thread and M slice
   static constexpr int kColumnPairs = kBlockM / 8;      // token pairs (c, c+1) a thread holds
@@ -61,11 +63,17 @@ struct Fp8Block128Mainloop {
   // one 64-row slice at a time (the other warpgroup keeps the tensor cores busy meanwhile).
   // Accumulator layout (wgmma m64nN): register i of slice s, lane l, warp w of the warpgroup holds
   //   weight row 64*s + 16*w + l/4 + 8*((i/2)%2), token column 8*(i/4) + 2*(l%4) + i%2.
-  // sfb_row: the K-block scales of the 128x128 weight-scale block holding this warpgroup's rows.
   __device__ __forceinline__ static void mma_tile(float (&acc)[kSlices][kAccRegs], uint8_t* smem,
                                                   const SmemPlan& plan, uint64_t* full, uint64_t* empty,
-                                                  PipelineState& pipe, const float* sfb_row, int num_k_blocks,
+                                                  PipelineState& pipe, const KernelParams& p, const detail::Tile& tile,
                                                   int warpgroup, int lane) {
+    // This warpgroup's weight rows lie in one 128x128 scale block. In a last, partial column
+    // block they may lie past N: clamp, those columns are never stored.
+    const int weight_blocks_128 = (p.layout.n + 127) / 128;
+    const int scale_block = min((tile.n_block * kBlockN + warpgroup * kWarpgroupRows) / 128, weight_blocks_128 - 1);
+    const float* sfb_row = p.sfb + (int64_t(tile.expert) * weight_blocks_128 + scale_block) * p.num_k_blocks;
+    const int num_k_blocks = p.num_k_blocks;
+
 #pragma unroll
     for (int s = 0; s < kSlices; ++s)
 #pragma unroll

@@ -89,8 +89,10 @@ inline std::vector<float> random_normal(size_t count, std::mt19937& rng, float s
 // Bit pattern the output is filled with before every launch: a bf16 NaN nobody computes.
 inline constexpr uint16_t kPoison = 0x7fa5;
 
-// An fp8_block128 problem: quantized on the host, uploaded with optional padded strides.
-struct Fp8Problem {
+// A problem in one operand format (both operands), quantized on the host, uploaded with optional
+// padded strides (bytes).
+struct Problem {
+  Format format = Format::fp8_block128;
   int experts = 0, max_m = 0, n = 0, k = 0;
   int64_t a_row_stride = 0, b_row_stride = 0, out_row_stride = 0;  // bytes (0 = packed)
   ref::QuantizedOperand a, b;
@@ -99,20 +101,21 @@ struct Fp8Problem {
 
   // Uploads operands with the strides requested (padding bytes get random garbage).
   void build(int experts_, int max_m_, int n_, int k_, std::mt19937& rng, int a_pad = 0, int b_pad = 0,
-             int out_pad = 0) {
+             int out_pad = 0, Format format_ = Format::fp8_block128) {
+    format = format_;
     experts = experts_, max_m = max_m_, n = n_, k = k_;
     const auto xa = random_normal(size_t(experts) * max_m * k, rng);
     const auto xb = random_normal(size_t(experts) * n * k, rng, 0.05f);
-    a = ref::quantize(Format::fp8_block128, ref::Role::a, xa.data(), experts, max_m, k);
-    b = ref::quantize(Format::fp8_block128, ref::Role::b, xb.data(), experts, n, k);
+    a = ref::quantize(format, ref::Role::a, xa.data(), experts, max_m, k);
+    b = ref::quantize(format, ref::Role::b, xb.data(), experts, n, k);
     alpha.resize(experts);
     std::uniform_real_distribution<float> ua(0.5f, 2.f);
     for (auto& x : alpha) x = ua(rng);
-    a_row_stride = k + a_pad;
-    b_row_stride = k + b_pad;
+    a_row_stride = a.row_bytes() + a_pad;
+    b_row_stride = b.row_bytes() + b_pad;
     out_row_stride = int64_t(n) * 2 + out_pad;
-    d_a = upload_strided(a.data, experts * max_m, k, a_row_stride, rng);
-    d_b = upload_strided(b.data, experts * n, k, b_row_stride, rng);
+    d_a = upload_strided(a.data, experts * max_m, int(a.row_bytes()), a_row_stride, rng);
+    d_b = upload_strided(b.data, experts * n, int(b.row_bytes()), b_row_stride, rng);
     d_sfa = DeviceBuffer::from(a.scales);
     d_sfb = DeviceBuffer::from(b.scales);
     d_alpha = DeviceBuffer::from(alpha);
@@ -131,8 +134,8 @@ struct Fp8Problem {
   GroupedGemmArgs args() const {
     GroupedGemmArgs g;
     g.num_experts = experts, g.max_m = max_m, g.n = n, g.k = k;
-    g.a = OperandArgs{Format::fp8_block128, d_a.get(), d_sfa.get(), a_row_stride, 0};
-    g.b = OperandArgs{Format::fp8_block128, d_b.get(), d_sfb.get(), b_row_stride, 0};
+    g.a = OperandArgs{format, d_a.get(), d_sfa.get(), a_row_stride, 0};
+    g.b = OperandArgs{format, d_b.get(), d_sfb.get(), b_row_stride, 0};
     g.out = d_out.get();
     g.out_row_stride = out_row_stride;
     g.masked_m = d_masked_m.get<int32_t>();
@@ -150,10 +153,11 @@ struct Fp8Problem {
   // Output as bf16 bits, [experts][max_m][out_row_stride / 2].
   std::vector<uint16_t> output() const { return d_out.to_host<uint16_t>(); }
 };
+using Fp8Problem = Problem;
 
 // Per-expert ||C - ref|| / ||ref|| over rows < masked_m, and every row >= masked_m (and every
 // padding column) still poisoned. Returns a description of the first failure, or "".
-inline std::string check_output(const Fp8Problem& p, const std::vector<int32_t>& masked_m,
+inline std::string check_output(const Problem& p, const std::vector<int32_t>& masked_m,
                                 const std::vector<double>& reference, double tolerance = 2e-3) {
   const auto out = p.output();
   const int64_t pitch = p.out_row_stride / 2;

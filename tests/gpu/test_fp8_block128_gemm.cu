@@ -237,6 +237,27 @@ TEST(Fp8Block128Gemm, CudaGraphReplayMatchesDirectLaunch) {
   cudaStreamDestroy(stream);
 }
 
+// bf16 x bf16: the unscaled mainloop, every tile, K not a multiple of the 64-element stage (the
+// last stage is zero-filled by TMA), a partial column block.
+TEST(Bf16Gemm, EveryTileConfigAndEdgeMaskedM) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(41);
+  Problem p;
+  p.build(/*experts=*/5, /*max_m=*/130, /*n=*/328, /*k=*/520, rng, 0, 0, 0, Format::bf16);
+  const auto reference = full_reference(p);
+  const std::vector<int32_t> masked_m = {0, 1, 65, 128, 130};
+  for (const host::TileShape tile : host::kSupportedTiles) {
+    GroupedGemmArgs args = p.args();
+    args.config.block_m = tile.block_m;
+    args.config.block_n = tile.block_n;
+    args.granularity = SignalGranularity::per_expert;
+    const RunResult r = run(p, args, masked_m);
+    ASSERT_TRUE(r.status.ok()) << r.status.message;
+    EXPECT_EQ(check_output(p, masked_m, reference), "") << tile.block_m << "x" << tile.block_n;
+    expect_signals(args, masked_m, r.signals);
+  }
+}
+
 TEST(Fp8Block128Gemm, UnsupportedFormatPairIsReportedNotLaunched) {
   GroupedGemmArgs args;
   args.num_experts = 1, args.max_m = 16, args.n = 128, args.k = 128;

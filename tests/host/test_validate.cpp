@@ -53,6 +53,12 @@ TEST(Validate, EveryRejectionNamesItsArgument) {
       {"null b.scales", [](auto& a) { a.b.scales = nullptr; }, "b.scales"},
       {"misaligned a.scales", [](auto& a) { a.a.scales = fake(0x20004); }, "a.scales"},
       {"bf16 with scales", [](auto& a) { a.a.format = Format::bf16; }, "a.scales must be null"},
+      {"mixed bf16 and fp8",
+       [](auto& a) {
+         a.a.format = Format::bf16;
+         a.a.scales = nullptr;
+       },
+       "a.format", StatusCode::unsupported},
       {"unknown a.format", [](auto& a) { a.a.format = static_cast<Format>(99); }, "a.format"},
       {"unknown b.format", [](auto& a) { a.b.format = static_cast<Format>(42); }, "b.format"},
       {"k not a multiple of 128", [](auto& a) { a.k = 192; }, "k = 192"},
@@ -127,6 +133,11 @@ TEST(Validate, AcceptsPaddedStridesOptionsAndOverrides) {
       },
       [](auto& a) { a.config = TileConfig{32, 128, 4}; },
       [](auto& a) { a.alpha = nullptr, a.error_flag = fake<int32_t>(0x80000), a.expected_m = 7; },
+      [](auto& a) {  // bf16 x bf16, K only a multiple of 8
+        a.a = OperandArgs{Format::bf16, fake(0x10000), nullptr, 0, 0};
+        a.b = OperandArgs{Format::bf16, fake(0x30000), nullptr, 0, 0};
+        a.k = 520;
+      },
   };
   int index = 0;
   for (const auto& mutate : accepted) {

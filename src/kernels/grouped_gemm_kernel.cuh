@@ -1,4 +1,5 @@
-// The persistent, warp-specialized masked grouped GEMM for fp8_block128 operands.
+// The persistent, warp-specialized masked grouped GEMM, for one operand format's mainloop
+// (mainloop_fp8_block128.cuh, mainloop_bf16.cuh).
 //
 // Warpgroups 0..kMathWarpgroups-1 run the MMAs and stage each finished tile in shared memory; in
 // the last warpgroup one thread issues every TMA load, and the next warp (the storer) scans
@@ -13,21 +14,21 @@
 
 #include "kernels/epilogue_signal.cuh"
 #include "kernels/kernel_params.h"
-#include "kernels/mainloop_fp8_block128.cuh"
 #include "kernels/pipeline.cuh"
 #include "kernels/ptx.cuh"
 #include "kernels/scheduler.cuh"
 
 namespace signalgemm::kernels {
 
-template <int kBlockM, int kBlockN>
+template <class Mainloop>
 __global__ void __launch_bounds__(kThreads, 1)
-    grouped_gemm_fp8_block128_kernel(const __grid_constant__ CUtensorMap tmap_a,
+    grouped_gemm_kernel(const __grid_constant__ CUtensorMap tmap_a,
                                      const __grid_constant__ CUtensorMap tmap_b,
                                      const __grid_constant__ CUtensorMap tmap_sfa,
                                      const __grid_constant__ KernelParams p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Mainloop = Fp8Block128Mainloop<kBlockM, kBlockN>;
+  constexpr int kBlockM = Mainloop::kBlockM;
+  constexpr int kBlockN = Mainloop::kBlockN;
   namespace cp = cuda::ptx;
 
   extern __shared__ uint8_t smem_raw[];
@@ -78,17 +79,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     PipelineState pipe{0, 0, p.stages};
     DeviceTileWalker walker = make_tile_walker(p);
     uint8_t* staging = smem + plan.staging_offset();
-    const int weight_blocks_128 = (p.layout.n + 127) / 128;
     detail::Tile tile;
     for (bool first_tile = true; walker.next(tile); first_tile = false) {
-      // This warpgroup's weight rows lie in one 128x128 scale block (see the mainloop). In a last,
-      // partial column block they may lie past N: clamp, those columns are never stored.
-      const int scale_block =
-          min((tile.n_block * kBlockN + warpgroup * Mainloop::kWarpgroupRows) / 128, weight_blocks_128 - 1);
-      const float* sfb_row = p.sfb + (int64_t(tile.expert) * weight_blocks_128 + scale_block) * p.num_k_blocks;
       const float alpha = p.alpha != nullptr ? __ldg(p.alpha + tile.expert) : 1.f;
       float acc[Mainloop::kSlices][Mainloop::kAccRegs];
-      Mainloop::mma_tile(acc, smem, plan, full, empty, pipe, sfb_row, p.num_k_blocks, warpgroup, lane);
+      Mainloop::mma_tile(acc, smem, plan, full, empty, pipe, p, tile, warpgroup, lane);
       stage_tile<kBlockM, kBlockN, Mainloop::kSlices>(acc, alpha, first_tile, staging, threadIdx.x);
     }
   }

@@ -1,0 +1,81 @@
+// Mainloop for bf16 operands: no scale factors, so the tensor cores accumulate the whole K range
+// directly into the fp32 accumulators (no partial sums, no promotion). A stage holds 64 bf16 of K
+// (one 128-byte swizzled row per token and per weight row), consumed by four k16 wgmma steps.
+#pragma once
+
+#include <cuda.h>
+#include <cuda/ptx>
+
+#include "kernels/kernel_params.h"
+#include "kernels/pipeline.cuh"
+#include "kernels/ptx.cuh"
+#include "signalgemm/detail/tile_schedule.h"
+
+namespace signalgemm::kernels {
+
+template <int kBlockM_, int kBlockN_>
+struct Bf16Mainloop {
+  static constexpr int kBlockM = kBlockM_;
+  static constexpr int kBlockN = kBlockN_;
+  using Mma = ptx::WgmmaBf16<kBlockM>;
+  static constexpr int kAccRegs = Mma::kRegs;
+  static constexpr int kKSteps = kBlockK / 32;  // 32 bytes = 16 bf16 per wgmma step
+  static constexpr int kWarpgroupRows = kBlockN / kMathWarpgroups;
+  static constexpr int kSlices = kWarpgroupRows / 64;
+  static_assert(kSlices == 1 || kSlices == 2, "a warpgroup covers 64 or 128 weight rows");
+  static constexpr uint32_t kStageTxBytes = (kBlockM + kBlockN) * kBlockK;
+
+  // Producer (one thread). The token-scale map is unused: bf16 has no scales.
+  __device__ __forceinline__ static void load_tile(const CUtensorMap* tmap_a, const CUtensorMap* tmap_b,
+                                                   const CUtensorMap*, uint8_t* smem, const SmemPlan& plan,
+                                                   uint64_t* full, uint64_t* empty, PipelineState& pipe,
+                                                   const detail::Tile& tile, int num_k_blocks) {
+    namespace cp = cuda::ptx;
+    for (int kb = 0; kb < num_k_blocks; ++kb) {
+      mbarrier_wait(&empty[pipe.stage], pipe.phase ^ 1);  // slot released (first lap passes)
+      const uint32_t tx_bytes = kStageTxBytes;
+      cp::mbarrier_arrive_expect_tx(cp::sem_release, cp::scope_cta, cp::space_shared, &full[pipe.stage], tx_bytes);
+      // Operand maps are byte tensors: K coordinates are in bytes (2 per bf16).
+      const int32_t a_coords[3] = {kb * kBlockK, tile.m_block * kBlockM, tile.expert};
+      const int32_t b_coords[3] = {kb * kBlockK, tile.n_block * kBlockN, tile.expert};
+      cp::cp_async_bulk_tensor(cp::space_cluster, cp::space_global, smem + plan.a_offset(pipe.stage), tmap_a,
+                               a_coords, &full[pipe.stage]);
+      cp::cp_async_bulk_tensor(cp::space_cluster, cp::space_global, smem + plan.b_offset(pipe.stage), tmap_b,
+                               b_coords, &full[pipe.stage]);
+      pipe.advance();
+    }
+  }
+
+  // Same accumulator layout as the fp8 mainloop (see mainloop_fp8_block128.cuh).
+  __device__ __forceinline__ static void mma_tile(float (&acc)[kSlices][kAccRegs], uint8_t* smem,
+                                                  const SmemPlan& plan, uint64_t* full, uint64_t* empty,
+                                                  PipelineState& pipe, const KernelParams& p, const detail::Tile&,
+                                                  int warpgroup, int lane) {
+#pragma unroll
+    for (int s = 0; s < kSlices; ++s)
+#pragma unroll
+      for (int i = 0; i < kAccRegs; ++i) acc[s][i] = 0.f;
+    for (int kb = 0; kb < p.num_k_blocks; ++kb) {
+      mbarrier_wait(&full[pipe.stage], pipe.phase);
+      const uint64_t desc_tokens = ptx::smem_desc_kmajor_sw128(smem + plan.a_offset(pipe.stage));
+      const uint8_t* stage_b = smem + plan.b_offset(pipe.stage) + warpgroup * kWarpgroupRows * kBlockK;
+      ptx::wgmma_fence();
+#pragma unroll
+      for (int slice = 0; slice < kSlices; ++slice) {
+        const uint64_t desc_weights = ptx::smem_desc_kmajor_sw128(stage_b + slice * 64 * kBlockK);
+#pragma unroll
+        for (int k = 0; k < kKSteps; ++k)
+          Mma::mma(acc[slice], desc_weights + 2 * k, desc_tokens + 2 * k, /*accumulate=*/true);
+      }
+      ptx::wgmma_commit();
+      ptx::wgmma_wait<0>();
+#pragma unroll
+      for (int s = 0; s < kSlices; ++s) ptx::fence_registers(acc[s]);
+      // This warp's MMAs have read the stage: hand it back.
+      if (lane == 0) cuda::ptx::mbarrier_arrive(&empty[pipe.stage]);
+      pipe.advance();
+    }
+  }
+};
+
+}  // namespace signalgemm::kernels
