@@ -84,3 +84,15 @@ def test_cuda_graph_capture_replays():
         torch.cuda.synchronize()
         check(out, t["reference"], masked_m)
         assert signals.cpu().tolist() == signalgemm.expected_signals(masked_m.cpu(), N, MAX_M)
+
+
+def test_bf16_operands():
+    E, MAX_M, N, K = 3, 40, 256, 200
+    gen = torch.Generator(device="cuda").manual_seed(3)
+    a = torch.randn(E, MAX_M, K, device="cuda", generator=gen).bfloat16()
+    b = (torch.randn(E, N, K, device="cuda", generator=gen) * 0.05).bfloat16()
+    masked_m = torch.tensor([40, 0, 7], dtype=torch.int32, device="cuda")
+    out = torch.full((E, MAX_M, N), POISON, dtype=torch.bfloat16, device="cuda")
+    signalgemm.grouped_gemm_nt_masked((a, None), (b, None), out, masked_m, a_format="bf16")
+    torch.cuda.synchronize()
+    check(out, torch.einsum("emk,enk->emn", a.double(), b.double()), masked_m)
