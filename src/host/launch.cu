@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <string>
+#include <utility>
 
 #include "host/config.h"
 #include "kernels/grouped_gemm_kernel.cuh"
@@ -39,6 +40,31 @@ Status query_device(DeviceInfo& info) {
     return Status{StatusCode::no_device, "signalgemm: needs a Hopper GPU (sm_90); device " + std::to_string(device) +
                                              " is sm_" + std::to_string(info.major) + std::to_string(info.minor)};
   }
+  return {};
+}
+
+// A pointer the kernel dereferences must be device-accessible: a plain host pointer would make the
+// kernel fault. The query is a host-side driver call: no synchronization, allowed during capture.
+Status check_device_pointer(const void* ptr, const char* name) {
+  if (ptr == nullptr) return {};
+  cudaPointerAttributes attributes{};
+  if (cudaPointerGetAttributes(&attributes, ptr) != cudaSuccess) {
+    cudaGetLastError();
+    return Status{StatusCode::invalid_argument, std::string("signalgemm: ") + name + " is not a CUDA pointer"};
+  }
+  if (attributes.type == cudaMemoryTypeUnregistered || attributes.devicePointer == nullptr)
+    return Status{StatusCode::invalid_argument,
+                  std::string("signalgemm: ") + name + " is host memory; it must be device (or managed) memory"};
+  return {};
+}
+
+Status check_device_pointers(const GroupedGemmArgs& args) {
+  const std::pair<const void*, const char*> pointers[] = {
+      {args.a.data, "a.data"},   {args.a.scales, "a.scales"},   {args.b.data, "b.data"},
+      {args.b.scales, "b.scales"}, {args.out, "out"},           {args.masked_m, "masked_m"},
+      {args.alpha, "alpha"},     {args.signals, "signals"},     {args.error_flag, "error_flag"}};
+  for (const auto& [ptr, name] : pointers)
+    if (Status s = check_device_pointer(ptr, name); !s.ok()) return s;
   return {};
 }
 
@@ -138,6 +164,7 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   if (Status s = validate(args); !s.ok()) return s;
   DeviceInfo info;
   if (Status s = query_device(info); !s.ok()) return s;
+  if (Status s = check_device_pointers(args); !s.ok()) return s;
   if (tensor_map_encoder() == nullptr)
     return Status{StatusCode::cuda_error, "signalgemm: the driver has no cuTensorMapEncodeTiled"};
 

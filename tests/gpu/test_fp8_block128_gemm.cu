@@ -258,6 +258,26 @@ TEST(Bf16Gemm, EveryTileConfigAndEdgeMaskedM) {
   }
 }
 
+TEST(Fp8Block128Gemm, HostPointersAreRejectedNotLaunched) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(43);
+  Fp8Problem p;
+  p.build(2, 16, 128, 128, rng);
+  const std::vector<int32_t> host_masked_m = {16, 3};
+  GroupedGemmArgs args = p.args();
+  args.masked_m = host_masked_m.data();
+  Status s = grouped_gemm_nt_masked(args);
+  EXPECT_EQ(s.code, StatusCode::invalid_argument);
+  EXPECT_NE(s.message.find("masked_m"), std::string::npos) << s.message;
+  std::vector<uint32_t> host_signals(2);
+  args = p.args();
+  args.signals = host_signals.data();
+  args.granularity = SignalGranularity::per_expert;
+  s = grouped_gemm_nt_masked(args);
+  EXPECT_NE(s.message.find("signals"), std::string::npos) << s.message;
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // nothing was launched, nothing faulted
+}
+
 TEST(Fp8Block128Gemm, UnsupportedFormatPairIsReportedNotLaunched) {
   GroupedGemmArgs args;
   args.num_experts = 1, args.max_m = 16, args.n = 128, args.k = 128;
