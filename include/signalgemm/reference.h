@@ -60,4 +60,15 @@ std::vector<double> masked_grouped_gemm(const QuantizedOperand& a, const Quantiz
 // Per-expert alpha that folds the nvfp4 global scales of both operands (1 for other formats).
 std::vector<float> combined_alpha(const QuantizedOperand& a, const QuantizedOperand& b);
 
+// ---- FlashInfer / TensorRT-LLM swizzled "128x4" scale layout (what FlashInfer's NVFP4
+// grouped_gemm_nt_masked takes), per expert:
+//   [ceil(rows/128)][ceil(cols/4)][32][4][4] bytes, element (r, c) at
+//   ((r/128) * ceil(cols/4) + c/4) * 512 + (r%32) * 16 + ((r%128)/32) * 4 + c%4
+// with cols = K / 16 scale columns; padding bytes are zero. Experts follow one another.
+int64_t flashinfer_128x4_bytes_per_expert(int rows, int cols);
+// Swizzled [E][...] -> SignalGEMM's row-major [E][rows][cols].
+std::vector<uint8_t> scales_from_flashinfer_128x4(const uint8_t* swizzled, int experts, int rows, int cols);
+// Row-major [E][rows][cols] -> swizzled (padding zero): the inverse, for round trips and tests.
+std::vector<uint8_t> scales_to_flashinfer_128x4(const uint8_t* row_major, int experts, int rows, int cols);
+
 }  // namespace signalgemm::ref

@@ -17,6 +17,7 @@ __all__ = [
     "expected_signals",
     "signal_layout",
     "quantize",
+    "scales_from_flashinfer",
     "ERROR_MASKED_M_OUT_OF_RANGE",
 ]
 
@@ -117,3 +118,21 @@ def quantize(x: Any, format: str, role: str = "a"):
     if hasattr(x, "detach"):
         x = x.detach().cpu().float().numpy()
     return _C.quantize(np.ascontiguousarray(x, dtype=np.float32), format, role)
+
+
+def scales_from_flashinfer(sf: Any, num_experts: int, rows: int, k: int, sf_vec_size: int = 16):
+    """FlashInfer's swizzled 128x4 block scales (what its NVFP4 grouped_gemm_nt_masked takes) ->
+    SignalGEMM's row-major uint8 [E, rows, k / sf_vec_size] (docs/formats.md), on the host.
+
+    Lets FlashInfer users reuse their quantized checkpoints without re-quantizing.
+    """
+    import numpy as np
+
+    if hasattr(sf, "detach"):  # a torch tensor (uint8 or float8_e4m3fn): its bytes, on the host
+        import torch
+
+        sf = sf.detach().cpu().contiguous().view(torch.uint8).numpy()
+    if k % sf_vec_size:
+        raise ValueError(f"signalgemm: k = {k} must be a multiple of sf_vec_size = {sf_vec_size}")
+    return _C.scales_from_flashinfer(np.ascontiguousarray(sf, dtype=np.uint8).reshape(-1), num_experts, rows,
+                                     k // sf_vec_size)

@@ -194,6 +194,18 @@ nb::tuple quantize(nb::ndarray<const float, nb::ndim<3>, nb::c_contig, nb::devic
   return nb::make_tuple(data, scales, to_numpy(std::move(q.global_scale), {experts}));
 }
 
+// FlashInfer's swizzled 128x4 scales (any shape, contiguous bytes) -> row-major [E, rows, cols].
+nb::ndarray<nb::numpy, uint8_t> scales_from_flashinfer(nb::ndarray<const uint8_t, nb::c_contig, nb::device::cpu> sf,
+                                                       int experts, int rows, int cols) {
+  if (experts < 1 || rows < 1 || cols < 1) bad("experts, rows and cols must be >= 1");
+  const int64_t needed = int64_t(experts) * ref::flashinfer_128x4_bytes_per_expert(rows, cols);
+  if (int64_t(sf.size()) != needed)
+    bad("sf has " + std::to_string(sf.size()) + " bytes; the 128x4 layout of " + std::to_string(experts) + " x " +
+        std::to_string(rows) + " x " + std::to_string(cols) + " scales has " + std::to_string(needed));
+  return to_numpy(ref::scales_from_flashinfer_128x4(sf.data(), experts, rows, cols),
+                  {size_t(experts), size_t(rows), size_t(cols)});
+}
+
 }  // namespace
 
 NB_MODULE(_C, m) {
@@ -209,5 +221,7 @@ NB_MODULE(_C, m) {
   m.def("expected_signals", &expected_signals, nb::arg("masked_m"), nb::arg("max_m"), nb::arg("n"),
         nb::arg("block_m"), nb::arg("block_n"), nb::arg("granularity"));
   m.def("quantize", &quantize, nb::arg("x"), nb::arg("format"), nb::arg("role"));
+  m.def("scales_from_flashinfer", &scales_from_flashinfer, nb::arg("sf"), nb::arg("experts"), nb::arg("rows"),
+        nb::arg("cols"));
   m.attr("ERROR_MASKED_M_OUT_OF_RANGE") = kErrorMaskedMOutOfRange;
 }

@@ -150,3 +150,18 @@ def test_mxfp8_round_trip():
 def test_quantize_rejects_bad_k():
     with pytest.raises(ValueError, match="k"):
         signalgemm.quantize(np.ones((1, 2, 100), np.float32), "fp8_block128", "a")
+
+
+def test_scales_from_flashinfer_128x4():
+    rows, cols, experts = 130, 5, 2  # k = 80 for sf_vec_size 16
+    row_major = np.arange(1, experts * rows * cols + 1, dtype=np.uint64).astype(np.uint8).reshape(experts, rows, cols)
+    tiles_m, tiles_k = 2, 2
+    swizzled = np.zeros((experts, tiles_m * tiles_k * 512), np.uint8)
+    for e in range(experts):  # the documented formula, written independently
+        for r in range(rows):
+            for c in range(cols):
+                offset = ((r // 128) * tiles_k + c // 4) * 512 + (r % 32) * 16 + ((r % 128) // 32) * 4 + c % 4
+                swizzled[e, offset] = row_major[e, r, c]
+    np.testing.assert_array_equal(signalgemm.scales_from_flashinfer(swizzled, experts, rows, 80), row_major)
+    with pytest.raises(ValueError, match="bytes"):
+        signalgemm.scales_from_flashinfer(swizzled[:, :-1], experts, rows, 80)
