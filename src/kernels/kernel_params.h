@@ -19,15 +19,15 @@ inline constexpr int kMathThreads = kMathWarpgroups * 128;
 inline constexpr int kThreads = kMathThreads + 128;
 inline constexpr int kProducerRegisters = 40;
 inline constexpr int kMathRegisters = 232;  // 128 * 40 + 256 * 232 = 64512 of the SM's 65536
-inline constexpr int kBlockK = 128;              // bytes of K per stage (128 e4m3 = one scale block)
+inline constexpr int kBlockK = 128;              // bytes of K per stage: 128 e4m3 (one scale block) or 64 bf16
 inline constexpr int kSmemAlignment = 1024;      // 128-byte swizzle repeats every 1024 bytes
 
 struct KernelParams {
   SignalLayout layout;  // experts, max_m, n, tile shape, signal granularity
-  int num_k_blocks;     // K / kBlockK
+  int num_k_blocks;     // ceil(K bytes / kBlockK)
   int stages;
 
-  const float* sfb;             // weight scales [E][ceil(N/128)][K/128]
+  const float* sfb;             // fp8_block128 weight scales [E][ceil(N/128)][K/128]
   void* out;                    // bf16 [E][max_m][N] with the strides below
   int64_t out_row_stride;       // bytes
   int64_t out_expert_stride;    // bytes
