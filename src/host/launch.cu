@@ -11,6 +11,7 @@
 #include "kernels/grouped_gemm_kernel.cuh"
 #include "kernels/mainloop_bf16.cuh"
 #include "kernels/mainloop_fp8_block128.cuh"
+#include "kernels/mainloop_nvfp4_weights.cuh"
 #include "signalgemm/gemm.h"
 
 namespace signalgemm {
@@ -83,18 +84,19 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   return encode;
 }
 
-// A 3D K-major byte tensor [experts][rows][k] loaded as (128-byte K, box_rows, 1) boxes with the
-// 128-byte swizzle that the wgmma descriptors expect. Rows past `rows` read as zero.
+// A 3D K-major byte tensor [experts][rows][k] loaded as (box_k bytes, box_rows, 1) boxes. 128-byte
+// boxes get the 128-byte swizzle that the wgmma descriptors expect; narrower ones (packed FP4,
+// dequantized before use) are plain. Rows past `rows` read as zero.
 Status encode_operand_map(CUtensorMap& map, const void* base, int experts, int rows, int k_bytes, int64_t row_stride,
-                          int64_t expert_stride, int box_rows, const char* name) {
+                          int64_t expert_stride, int box_k, int box_rows, const char* name) {
   const cuuint64_t dims[3] = {cuuint64_t(k_bytes), cuuint64_t(rows), cuuint64_t(experts)};
   const cuuint64_t strides[2] = {cuuint64_t(row_stride), cuuint64_t(expert_stride)};
-  const cuuint32_t box[3] = {cuuint32_t(kernels::kBlockK), cuuint32_t(box_rows), 1};
+  const cuuint32_t box[3] = {cuuint32_t(box_k), cuuint32_t(box_rows), 1};
   const cuuint32_t element_strides[3] = {1, 1, 1};
+  const CUtensorMapSwizzle swizzle = box_k == kernels::kBlockK ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_NONE;
   const CUresult r = tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, const_cast<void*>(base), dims,
-                                          strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                                          CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                                          CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+                                          strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle,
+                                          CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS)
     return Status{StatusCode::cuda_error, std::string("signalgemm: cannot build the TMA descriptor of ") + name +
                                               " (CUresult " + std::to_string(int(r)) + ")"};
@@ -123,7 +125,7 @@ template <class Mainloop>
 Status launch_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, int grid, const CUtensorMap& tmap_a,
                            const CUtensorMap& tmap_b, const CUtensorMap& tmap_sfa, const kernels::KernelParams& params) {
   auto* kernel = &kernels::grouped_gemm_kernel<Mainloop>;
-  const int smem = kernels::SmemPlan{Mainloop::kBlockM, Mainloop::kBlockN, cfg.stages}.total_bytes();
+  const int smem = Mainloop::plan(cfg.stages).total_bytes();
   if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
       err != cudaSuccess)
     return cuda_failure("cudaFuncSetAttribute", err);
@@ -143,6 +145,19 @@ Status launch_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, int gri
     return cuda_failure("kernel launch", err);
   if (cudaError_t err = cudaGetLastError(); err != cudaSuccess) return cuda_failure("kernel launch", err);
   return {};
+}
+
+using Launcher = Status (*)(const GroupedGemmArgs&, const TileConfig&, int, const CUtensorMap&, const CUtensorMap&,
+                            const CUtensorMap&, const kernels::KernelParams&);
+
+template <template <int, int> class Mainloop>
+Launcher launcher_for_tile(const TileConfig& cfg) {
+  if (cfg.block_m == 32 && cfg.block_n == 128) return &launch_kernel<Mainloop<32, 128>>;
+  if (cfg.block_m == 64 && cfg.block_n == 128) return &launch_kernel<Mainloop<64, 128>>;
+  if (cfg.block_m == 128 && cfg.block_n == 128) return &launch_kernel<Mainloop<128, 128>>;
+  if (cfg.block_m == 192 && cfg.block_n == 128) return &launch_kernel<Mainloop<192, 128>>;
+  if (cfg.block_m == 128 && cfg.block_n == 256) return &launch_kernel<Mainloop<128, 256>>;
+  return nullptr;
 }
 
 }  // namespace
@@ -175,26 +190,30 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
                                                     " does not fit in shared memory with block_m = " +
                                                     std::to_string(cfg.block_m)};
 
-  // Operands are loaded as byte tensors; a stage holds kBlockK bytes of K (128 e4m3 or 64 bf16).
-  const bool bf16 = args.a.format == Format::bf16;
-  const int k_bytes = args.k * element_bits(args.a.format) / 8;
-  const int64_t a_row = args.a.row_stride != 0 ? args.a.row_stride : k_bytes;
+  // Operands are loaded as byte tensors. A stage holds kBlockK bytes of K of the activations
+  // (128 e4m3 or 64 bf16) and the same K range of the weights (packed FP4: a quarter of the bytes).
+  const bool fp8 = args.a.format == Format::fp8_block128;
+  const bool fp4_weights = args.b.format == Format::nvfp4;
+  const int a_k_bytes = args.k * element_bits(args.a.format) / 8;
+  const int b_k_bytes = args.k * element_bits(args.b.format) / 8;
+  const int b_box_k = fp4_weights ? kernels::kBlockK / 4 : kernels::kBlockK;
+  const int64_t a_row = args.a.row_stride != 0 ? args.a.row_stride : a_k_bytes;
   const int64_t a_expert = args.a.expert_stride != 0 ? args.a.expert_stride : a_row * args.max_m;
-  const int64_t b_row = args.b.row_stride != 0 ? args.b.row_stride : k_bytes;
+  const int64_t b_row = args.b.row_stride != 0 ? args.b.row_stride : b_k_bytes;
   const int64_t b_expert = args.b.expert_stride != 0 ? args.b.expert_stride : b_row * args.n;
-  const int num_k_blocks = (k_bytes + kernels::kBlockK - 1) / kernels::kBlockK;
+  const int num_k_blocks = (a_k_bytes + kernels::kBlockK - 1) / kernels::kBlockK;
 
   CUtensorMap tmap_a, tmap_b, tmap_sfa;
-  if (Status s = encode_operand_map(tmap_a, args.a.data, args.num_experts, args.max_m, k_bytes, a_row, a_expert,
-                                    cfg.block_m, "a");
+  if (Status s = encode_operand_map(tmap_a, args.a.data, args.num_experts, args.max_m, a_k_bytes, a_row, a_expert,
+                                    kernels::kBlockK, cfg.block_m, "a");
       !s.ok())
     return s;
-  if (Status s = encode_operand_map(tmap_b, args.b.data, args.num_experts, args.n, k_bytes, b_row, b_expert,
-                                    cfg.block_n, "b");
+  if (Status s = encode_operand_map(tmap_b, args.b.data, args.num_experts, args.n, b_k_bytes, b_row, b_expert,
+                                    b_box_k, cfg.block_n, "b");
       !s.ok())
     return s;
-  if (bf16) {
-    tmap_sfa = tmap_a;  // unused: bf16 has no scales
+  if (!fp8) {
+    tmap_sfa = tmap_a;  // unused: only fp8_block128 activations have token scales
   } else if (Status s = encode_token_scale_map(tmap_sfa, args.a.scales, args.max_m,
                                                args.num_experts * num_k_blocks, cfg.block_m);
              !s.ok()) {
@@ -205,7 +224,8 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   params.layout = SignalLayout{args.num_experts, args.max_m, args.n, cfg.block_m, cfg.block_n, args.granularity};
   params.num_k_blocks = num_k_blocks;
   params.stages = cfg.stages;
-  params.sfb = static_cast<const float*>(args.b.scales);
+  params.b_scales = args.b.scales;
+  params.b_scale_cols = args.k / 16;
   params.out = args.out;
   params.out_row_stride = args.out_row_stride != 0 ? args.out_row_stride : int64_t(args.n) * 2;
   params.out_expert_stride =
@@ -222,23 +242,10 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   const int sms = args.sm_count > 0 ? std::min(args.sm_count, info.sm_count) : info.sm_count;
   const int grid = static_cast<int>(std::min<int64_t>(sms, max_tiles));
 
-  using Launcher = Status (*)(const GroupedGemmArgs&, const TileConfig&, int, const CUtensorMap&, const CUtensorMap&,
-                              const CUtensorMap&, const kernels::KernelParams&);
-  Launcher launcher = nullptr;
-  // One instantiation per (format pair, compiled tile).
-  using kernels::Bf16Mainloop;
-  using kernels::Fp8Block128Mainloop;
-  const auto pick = [&](auto fp8, auto bf) { if (launcher == nullptr) launcher = bf16 ? bf : fp8; };
-  if (cfg.block_m == 32 && cfg.block_n == 128)
-    pick(&launch_kernel<Fp8Block128Mainloop<32, 128>>, &launch_kernel<Bf16Mainloop<32, 128>>);
-  if (cfg.block_m == 64 && cfg.block_n == 128)
-    pick(&launch_kernel<Fp8Block128Mainloop<64, 128>>, &launch_kernel<Bf16Mainloop<64, 128>>);
-  if (cfg.block_m == 128 && cfg.block_n == 128)
-    pick(&launch_kernel<Fp8Block128Mainloop<128, 128>>, &launch_kernel<Bf16Mainloop<128, 128>>);
-  if (cfg.block_m == 192 && cfg.block_n == 128)
-    pick(&launch_kernel<Fp8Block128Mainloop<192, 128>>, &launch_kernel<Bf16Mainloop<192, 128>>);
-  if (cfg.block_m == 128 && cfg.block_n == 256)
-    pick(&launch_kernel<Fp8Block128Mainloop<128, 256>>, &launch_kernel<Bf16Mainloop<128, 256>>);
+  // One instantiation per (mainloop, compiled tile).
+  const Launcher launcher = fp8           ? launcher_for_tile<kernels::Fp8Block128Mainloop>(cfg)
+                            : fp4_weights ? launcher_for_tile<kernels::Nvfp4WeightsMainloop>(cfg)
+                                          : launcher_for_tile<kernels::Bf16Mainloop>(cfg);
   if (launcher == nullptr)
     return Status{StatusCode::invalid_argument, "signalgemm: config " + std::to_string(cfg.block_m) + "x" +
                                                     std::to_string(cfg.block_n) + " is not a compiled tile"};

@@ -85,12 +85,15 @@ Status validate(const GroupedGemmArgs& args) {
   check_operand(c, "a", args.a, args.max_m, args.k);
   check_operand(c, "b", args.b, args.n, args.k);
 
-  // Mainloops compiled so far: both operands fp8_block128, or both bf16.
+  // Mainloops compiled so far.
   const bool fp8_pair = args.a.format == Format::fp8_block128 && args.b.format == Format::fp8_block128;
   const bool bf16_pair = args.a.format == Format::bf16 && args.b.format == Format::bf16;
-  c.require(fp8_pair || bf16_pair, StatusCode::unsupported, "format pair (a.format = ", to_string(args.a.format),
-            ", b.format = ", to_string(args.b.format),
-            ") is not supported yet; supported: (fp8_block128, fp8_block128), (bf16, bf16)");
+  const bool bf16_nvfp4 = args.a.format == Format::bf16 && args.b.format == Format::nvfp4;
+  c.require(fp8_pair || bf16_pair || bf16_nvfp4, StatusCode::unsupported, "format pair (a.format = ",
+            to_string(args.a.format), ", b.format = ", to_string(args.b.format),
+            ") is not supported yet; supported: (fp8_block128, fp8_block128), (bf16, bf16), (bf16, nvfp4)");
+  // The nvfp4 mainloop reads the four e4m3 scales of a 64-wide K stage as one aligned word.
+  c.require(!bf16_nvfp4 || args.k % 64 == 0, "k = ", args.k, " must be a multiple of 64 for nvfp4 weights");
 
   c.require(static_cast<int>(args.out_type) <= static_cast<int>(OutputType::fp32), "out_type: unknown value ",
             static_cast<int>(args.out_type));

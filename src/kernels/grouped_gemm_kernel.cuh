@@ -35,7 +35,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   // 128-byte swizzled TMA tiles and their wgmma descriptors assume 1024-byte aligned tiles.
   uint8_t* smem = reinterpret_cast<uint8_t*>(
       (reinterpret_cast<uintptr_t>(smem_raw) + kSmemAlignment - 1) & ~uintptr_t(kSmemAlignment - 1));
-  const SmemPlan plan{kBlockM, kBlockN, p.stages};
+  const SmemPlan plan = Mainloop::plan(p.stages);
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + plan.barrier_offset());
   uint64_t* empty = full + p.stages;
 

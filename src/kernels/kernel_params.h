@@ -27,7 +27,9 @@ struct KernelParams {
   int num_k_blocks;     // ceil(K bytes / kBlockK)
   int stages;
 
-  const float* sfb;             // fp8_block128 weight scales [E][ceil(N/128)][K/128]
+  const void* b_scales;         // weight scales: fp8_block128 float [E][ceil(N/128)][K/128];
+                                //   nvfp4 e4m3 bytes [E][N][K/16]
+  int b_scale_cols;             // K / 16 for nvfp4 (bytes per weight row of b_scales)
   void* out;                    // bf16 [E][max_m][N] with the strides below
   int64_t out_row_stride;       // bytes
   int64_t out_expert_stride;    // bytes
@@ -43,20 +45,24 @@ struct SmemPlan {
   int block_m = 0;
   int block_n = 0;
   int stages = 0;
+  int b_row_bytes = kBlockK;  // bytes of one weight row per stage (32 for packed FP4)
+  int dequant_bytes = 0;      // bf16 weight tile the FP4 mainloop dequantizes into (block_n x 128 B)
 
   SG_HD static int round_up(int x, int a) { return (x + a - 1) / a * a; }
   SG_HD int a_bytes() const { return block_m * kBlockK; }              // token tile, 128 B rows
-  SG_HD int b_bytes() const { return block_n * kBlockK; }              // weight tile
+  SG_HD int b_bytes() const { return block_n * b_row_bytes; }          // weight tile
   SG_HD int sfa_bytes() const { return round_up(block_m * 4, 128); }   // TMA wants 128 B alignment
   SG_HD int stage_bytes() const { return a_bytes() + b_bytes() + sfa_bytes(); }
   // Output staging: one row per token, padded 16 bytes so the transposed writes spread over banks.
   SG_HD static constexpr int staging_pitch(int block_n) { return block_n * 2 + 16; }
   SG_HD int staging_bytes() const { return block_m * staging_pitch(block_n); }
 
-  SG_HD int a_offset(int s) const { return s * a_bytes(); }
-  SG_HD int b_offset(int s) const { return stages * a_bytes() + s * b_bytes(); }
-  SG_HD int sfa_offset(int s) const { return stages * (a_bytes() + b_bytes()) + s * sfa_bytes(); }
-  SG_HD int staging_offset() const { return stages * stage_bytes(); }
+  // The dequantized weight tile comes first: it must be 1024-byte aligned like the TMA tiles.
+  SG_HD int dequant_offset() const { return 0; }
+  SG_HD int a_offset(int s) const { return dequant_bytes + s * a_bytes(); }
+  SG_HD int b_offset(int s) const { return dequant_bytes + stages * a_bytes() + s * b_bytes(); }
+  SG_HD int sfa_offset(int s) const { return dequant_bytes + stages * (a_bytes() + b_bytes()) + s * sfa_bytes(); }
+  SG_HD int staging_offset() const { return dequant_bytes + stages * stage_bytes(); }
   SG_HD int barrier_offset() const { return round_up(staging_offset() + staging_bytes(), 8); }
   // full[stages] then empty[stages], 8 bytes each; plus slack to align the base at run time.
   SG_HD int total_bytes() const { return barrier_offset() + 2 * stages * 8 + kSmemAlignment; }

@@ -24,6 +24,7 @@ struct Bf16Mainloop {
   static constexpr int kSlices = kWarpgroupRows / 64;
   static_assert(kSlices == 1 || kSlices == 2, "a warpgroup covers 64 or 128 weight rows");
   static constexpr uint32_t kStageTxBytes = (kBlockM + kBlockN) * kBlockK;
+  SG_HD static SmemPlan plan(int stages) { return SmemPlan{kBlockM, kBlockN, stages}; }
 
   // Producer (one thread). The token-scale map is unused: bf16 has no scales.
   __device__ __forceinline__ static void load_tile(const CUtensorMap* tmap_a, const CUtensorMap* tmap_b,

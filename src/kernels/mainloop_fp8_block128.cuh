@@ -31,6 +31,7 @@ struct Fp8Block128Mainloop {
 
   // Bytes the copy engine delivers into one stage (the scale box is exactly kBlockM floats).
   static constexpr uint32_t kStageTxBytes = kBlockM * kBlockK + kBlockN * kBlockK + kBlockM * 4;
+  SG_HD static SmemPlan plan(int stages) { return SmemPlan{kBlockM, kBlockN, stages}; }
 
   // Producer (one thread): streams the K blocks of one tile into the ring.
   __device__ __forceinline__ static void load_tile(const CUtensorMap* tmap_a, const CUtensorMap* tmap_b,
@@ -71,7 +72,8 @@ struct Fp8Block128Mainloop {
     // block they may lie past N: clamp, those columns are never stored.
     const int weight_blocks_128 = (p.layout.n + 127) / 128;
     const int scale_block = min((tile.n_block * kBlockN + warpgroup * kWarpgroupRows) / 128, weight_blocks_128 - 1);
-    const float* sfb_row = p.sfb + (int64_t(tile.expert) * weight_blocks_128 + scale_block) * p.num_k_blocks;
+    const float* sfb_row =
+        static_cast<const float*>(p.b_scales) + (int64_t(tile.expert) * weight_blocks_128 + scale_block) * p.num_k_blocks;
     const int num_k_blocks = p.num_k_blocks;
 
 #pragma unroll

@@ -89,10 +89,11 @@ inline std::vector<float> random_normal(size_t count, std::mt19937& rng, float s
 // Bit pattern the output is filled with before every launch: a bf16 NaN nobody computes.
 inline constexpr uint16_t kPoison = 0x7fa5;
 
-// A problem in one operand format (both operands), quantized on the host, uploaded with optional
-// padded strides (bytes).
+// A problem with one format per operand, quantized on the host, uploaded with optional padded
+// strides (bytes).
 struct Problem {
-  Format format = Format::fp8_block128;
+  Format a_format = Format::fp8_block128;
+  Format b_format = Format::fp8_block128;
   int experts = 0, max_m = 0, n = 0, k = 0;
   int64_t a_row_stride = 0, b_row_stride = 0, out_row_stride = 0;  // bytes (0 = packed)
   ref::QuantizedOperand a, b;
@@ -101,13 +102,13 @@ struct Problem {
 
   // Uploads operands with the strides requested (padding bytes get random garbage).
   void build(int experts_, int max_m_, int n_, int k_, std::mt19937& rng, int a_pad = 0, int b_pad = 0,
-             int out_pad = 0, Format format_ = Format::fp8_block128) {
-    format = format_;
+             int out_pad = 0, Format a_format_ = Format::fp8_block128, Format b_format_ = Format::fp8_block128) {
+    a_format = a_format_, b_format = b_format_;
     experts = experts_, max_m = max_m_, n = n_, k = k_;
     const auto xa = random_normal(size_t(experts) * max_m * k, rng);
     const auto xb = random_normal(size_t(experts) * n * k, rng, 0.05f);
-    a = ref::quantize(format, ref::Role::a, xa.data(), experts, max_m, k);
-    b = ref::quantize(format, ref::Role::b, xb.data(), experts, n, k);
+    a = ref::quantize(a_format, ref::Role::a, xa.data(), experts, max_m, k);
+    b = ref::quantize(b_format, ref::Role::b, xb.data(), experts, n, k);
     alpha.resize(experts);
     std::uniform_real_distribution<float> ua(0.5f, 2.f);
     for (auto& x : alpha) x = ua(rng);
@@ -134,8 +135,8 @@ struct Problem {
   GroupedGemmArgs args() const {
     GroupedGemmArgs g;
     g.num_experts = experts, g.max_m = max_m, g.n = n, g.k = k;
-    g.a = OperandArgs{format, d_a.get(), d_sfa.get(), a_row_stride, 0};
-    g.b = OperandArgs{format, d_b.get(), d_sfb.get(), b_row_stride, 0};
+    g.a = OperandArgs{a_format, d_a.get(), d_sfa.get(), a_row_stride, 0};
+    g.b = OperandArgs{b_format, d_b.get(), d_sfb.get(), b_row_stride, 0};
     g.out = d_out.get();
     g.out_row_stride = out_row_stride;
     g.masked_m = d_masked_m.get<int32_t>();

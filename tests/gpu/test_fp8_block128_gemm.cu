@@ -243,7 +243,7 @@ TEST(Bf16Gemm, EveryTileConfigAndEdgeMaskedM) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(41);
   Problem p;
-  p.build(/*experts=*/5, /*max_m=*/130, /*n=*/328, /*k=*/520, rng, 0, 0, 0, Format::bf16);
+  p.build(/*experts=*/5, /*max_m=*/130, /*n=*/328, /*k=*/520, rng, 0, 0, 0, Format::bf16, Format::bf16);
   const auto reference = full_reference(p);
   const std::vector<int32_t> masked_m = {0, 1, 65, 128, 130};
   for (const host::TileShape tile : host::kSupportedTiles) {
@@ -276,6 +276,27 @@ TEST(Fp8Block128Gemm, HostPointersAreRejectedNotLaunched) {
   s = grouped_gemm_nt_masked(args);
   EXPECT_NE(s.message.find("signals"), std::string::npos) << s.message;
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // nothing was launched, nothing faulted
+}
+
+// bf16 activations x nvfp4 weights: dequantized in shared memory, exact, every tile; padded strides.
+TEST(Nvfp4WeightsGemm, EveryTileConfigAndEdgeMaskedM) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(47);
+  Problem p;
+  p.build(/*experts=*/5, /*max_m=*/130, /*n=*/328, /*k=*/576, rng, /*a_pad=*/32, /*b_pad=*/16, 0, Format::bf16,
+          Format::nvfp4);
+  const auto reference = full_reference(p);
+  const std::vector<int32_t> masked_m = {0, 1, 65, 128, 130};
+  for (const host::TileShape tile : host::kSupportedTiles) {
+    GroupedGemmArgs args = p.args();
+    args.config.block_m = tile.block_m;
+    args.config.block_n = tile.block_n;
+    args.granularity = SignalGranularity::per_row_block;
+    const RunResult r = run(p, args, masked_m);
+    ASSERT_TRUE(r.status.ok()) << r.status.message;
+    EXPECT_EQ(check_output(p, masked_m, reference), "") << tile.block_m << "x" << tile.block_n;
+    expect_signals(args, masked_m, r.signals);
+  }
 }
 
 TEST(Fp8Block128Gemm, UnsupportedFormatPairIsReportedNotLaunched) {

@@ -72,6 +72,13 @@ TEST(Validate, EveryRejectionNamesItsArgument) {
       {"misaligned b.row_stride", [](auto& a) { a.b.row_stride = 513; }, "b.row_stride"},
       {"short b.expert_stride", [](auto& a) { a.b.expert_stride = 512 * 255; }, "b.expert_stride"},
       {"unsupported format pair", [](auto& a) { a.a.format = a.b.format = Format::nvfp4; }, "a.format", unsupported},
+      {"nvfp4 weights with k not a multiple of 64",
+       [](auto& a) {
+         a.a = OperandArgs{Format::bf16, fake(0x10000), nullptr, 0, 0};
+         a.b.format = Format::nvfp4;
+         a.k = 544;
+       },
+       "multiple of 64"},
       {"unknown out_type", [](auto& a) { a.out_type = static_cast<OutputType>(7); }, "out_type"},
       {"unsupported out_type", [](auto& a) { a.out_type = OutputType::fp16; }, "out_type", unsupported},
       {"null out", [](auto& a) { a.out = nullptr; }, "out is null"},
@@ -133,6 +140,10 @@ TEST(Validate, AcceptsPaddedStridesOptionsAndOverrides) {
       },
       [](auto& a) { a.config = TileConfig{32, 128, 4}; },
       [](auto& a) { a.alpha = nullptr, a.error_flag = fake<int32_t>(0x80000), a.expected_m = 7; },
+      [](auto& a) {  // bf16 activations x nvfp4 weights
+        a.a = OperandArgs{Format::bf16, fake(0x10000), nullptr, 0, 0};
+        a.b.format = Format::nvfp4;
+      },
       [](auto& a) {  // bf16 x bf16, K only a multiple of 8
         a.a = OperandArgs{Format::bf16, fake(0x10000), nullptr, 0, 0};
         a.b = OperandArgs{Format::bf16, fake(0x30000), nullptr, 0, 0};
