@@ -47,6 +47,25 @@ struct Bf16Mainloop {
     }
   }
 
+  // acc += weights (this warpgroup's kWarpgroupRows rows) x tokens over one 64-K stage; both tiles
+  // bf16, 128-byte rows with the 128-byte swizzle. Waits for the MMAs before returning.
+  __device__ __forceinline__ static void multiply_stage(float (&acc)[kSlices][kAccRegs], const uint8_t* tokens,
+                                                        const uint8_t* weights) {
+    const uint64_t desc_tokens = ptx::smem_desc_kmajor_sw128(tokens);
+    ptx::wgmma_fence();
+#pragma unroll
+    for (int slice = 0; slice < kSlices; ++slice) {
+      const uint64_t desc_weights = ptx::smem_desc_kmajor_sw128(weights + slice * 64 * kBlockK);
+#pragma unroll
+      for (int k = 0; k < kKSteps; ++k)
+        Mma::mma(acc[slice], desc_weights + 2 * k, desc_tokens + 2 * k, /*accumulate=*/true);
+    }
+    ptx::wgmma_commit();
+    ptx::wgmma_wait<0>();
+#pragma unroll
+    for (int s = 0; s < kSlices; ++s) ptx::fence_registers(acc[s]);
+  }
+
   // Same accumulator layout as the fp8 mainloop (see mainloop_fp8_block128.cuh).
   __device__ __forceinline__ static void mma_tile(float (&acc)[kSlices][kAccRegs], uint8_t* smem,
                                                   const SmemPlan& plan, uint64_t* full, uint64_t* empty,
@@ -58,20 +77,8 @@ struct Bf16Mainloop {
       for (int i = 0; i < kAccRegs; ++i) acc[s][i] = 0.f;
     for (int kb = 0; kb < p.num_k_blocks; ++kb) {
       mbarrier_wait(&full[pipe.stage], pipe.phase);
-      const uint64_t desc_tokens = ptx::smem_desc_kmajor_sw128(smem + plan.a_offset(pipe.stage));
-      const uint8_t* stage_b = smem + plan.b_offset(pipe.stage) + warpgroup * kWarpgroupRows * kBlockK;
-      ptx::wgmma_fence();
-#pragma unroll
-      for (int slice = 0; slice < kSlices; ++slice) {
-        const uint64_t desc_weights = ptx::smem_desc_kmajor_sw128(stage_b + slice * 64 * kBlockK);
-#pragma unroll
-        for (int k = 0; k < kKSteps; ++k)
-          Mma::mma(acc[slice], desc_weights + 2 * k, desc_tokens + 2 * k, /*accumulate=*/true);
-      }
-      ptx::wgmma_commit();
-      ptx::wgmma_wait<0>();
-#pragma unroll
-      for (int s = 0; s < kSlices; ++s) ptx::fence_registers(acc[s]);
+      multiply_stage(acc, smem + plan.a_offset(pipe.stage),
+                     smem + plan.b_offset(pipe.stage) + warpgroup * kWarpgroupRows * kBlockK);
       // This warp's MMAs have read the stage: hand it back.
       if (lane == 0) cuda::ptx::mbarrier_arrive(&empty[pipe.stage]);
       pipe.advance();

@@ -15,6 +15,7 @@
 #include <cuda/ptx>
 
 #include "kernels/kernel_params.h"
+#include "kernels/mainloop_bf16.cuh"
 #include "kernels/pipeline.cuh"
 #include "kernels/ptx.cuh"
 #include "signalgemm/detail/tile_schedule.h"
@@ -39,9 +40,7 @@ template <int kBlockM_, int kBlockN_>
 struct Nvfp4WeightsMainloop {
   static constexpr int kBlockM = kBlockM_;
   static constexpr int kBlockN = kBlockN_;
-  using Mma = ptx::WgmmaBf16<kBlockM>;
-  static constexpr int kAccRegs = Mma::kRegs;
-  static constexpr int kKSteps = kBlockK / 32;           // 16 bf16 per wgmma step
+  static constexpr int kAccRegs = Bf16Mainloop<kBlockM, kBlockN>::kAccRegs;
   static constexpr int kKPerStage = kBlockK / 2;         // 64 K elements per stage
   static constexpr int kFp4RowBytes = kKPerStage / 2;    // 32 bytes of packed weights per row
   static constexpr int kWarpgroupRows = kBlockN / kMathWarpgroups;
@@ -129,19 +128,7 @@ struct Nvfp4WeightsMainloop {
       cuda::ptx::fence_proxy_async(cuda::ptx::space_shared);
       ptx::named_barrier_sync(barrier_id, 128);
 
-      const uint64_t desc_tokens = ptx::smem_desc_kmajor_sw128(smem + plan.a_offset(pipe.stage));
-      ptx::wgmma_fence();
-#pragma unroll
-      for (int slice = 0; slice < kSlices; ++slice) {
-        const uint64_t desc_weights = ptx::smem_desc_kmajor_sw128(dequant + slice * 64 * kBlockK);
-#pragma unroll
-        for (int k = 0; k < kKSteps; ++k)
-          Mma::mma(acc[slice], desc_weights + 2 * k, desc_tokens + 2 * k, /*accumulate=*/true);
-      }
-      ptx::wgmma_commit();
-      ptx::wgmma_wait<0>();
-#pragma unroll
-      for (int s = 0; s < kSlices; ++s) ptx::fence_registers(acc[s]);
+      Bf16Mainloop<kBlockM, kBlockN>::multiply_stage(acc, smem + plan.a_offset(pipe.stage), dequant);
       // This warp's MMAs and dequantization no longer read the stage: hand it back.
       if (lane == 0) cuda::ptx::mbarrier_arrive(&empty[pipe.stage]);
       pipe.advance();

@@ -50,25 +50,29 @@ void expect_signals(const GroupedGemmArgs& args, const std::vector<int32_t>& mas
   }
 }
 
+// Every compiled tile on one problem: values against the reference, masked rows untouched,
+// signal counts.
+void expect_every_tile_correct(Problem& p, const std::vector<int32_t>& masked_m, SignalGranularity g) {
+  const auto reference = full_reference(p);
+  for (const host::TileShape tile : host::kSupportedTiles) {
+    GroupedGemmArgs args = p.args();
+    args.config.block_m = tile.block_m;
+    args.config.block_n = tile.block_n;
+    args.granularity = g;
+    const RunResult r = run(p, args, masked_m);
+    ASSERT_TRUE(r.status.ok()) << r.status.message;
+    EXPECT_EQ(check_output(p, masked_m, reference), "") << tile.block_m << "x" << tile.block_n;
+    expect_signals(args, masked_m, r.signals);
+  }
+}
+
 TEST(Fp8Block128Gemm, EveryTileConfigAndEdgeMaskedM) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(2026);
   Fp8Problem p;
   p.build(/*experts=*/7, /*max_m=*/200, /*n=*/328, /*k=*/512, rng);  // n: partial column blocks
-  const auto reference = full_reference(p);
-  const std::vector<int32_t> masked_m = {0, 1, 63, 64, 65, 127, 200};
-  for (const host::TileShape tile : host::kSupportedTiles) {
-    for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block}) {
-      GroupedGemmArgs args = p.args();
-      args.config.block_m = tile.block_m;
-      args.config.block_n = tile.block_n;
-      args.granularity = g;
-      const RunResult r = run(p, args, masked_m);
-      ASSERT_TRUE(r.status.ok()) << r.status.message;
-      EXPECT_EQ(check_output(p, masked_m, reference), "") << tile.block_m << "x" << tile.block_n;
-      expect_signals(args, masked_m, r.signals);
-    }
-  }
+  for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block})
+    expect_every_tile_correct(p, {0, 1, 63, 64, 65, 127, 200}, g);
 }
 
 TEST(Fp8Block128Gemm, ManyExpertsRandomMaskedMHeuristicConfig) {
@@ -117,18 +121,8 @@ TEST(Fp8Block128Gemm, ProblemsSmallerThanATile) {
   for (const Tiny& t : {Tiny{1, 1, 8, 128, {1}}, Tiny{3, 5, 72, 256, {5, 0, 2}}, Tiny{2, 33, 200, 128, {33, 17}}}) {
     Fp8Problem p;
     p.build(t.experts, t.max_m, t.n, t.k, rng);
-    const auto reference = full_reference(p);
-    for (const host::TileShape tile : host::kSupportedTiles) {
-      GroupedGemmArgs args = p.args();
-      args.config.block_m = tile.block_m;
-      args.config.block_n = tile.block_n;
-      args.granularity = SignalGranularity::per_row_block;
-      const RunResult r = run(p, args, t.masked_m);
-      ASSERT_TRUE(r.status.ok()) << r.status.message;
-      EXPECT_EQ(check_output(p, t.masked_m, reference), "")
-          << "E " << t.experts << " max_m " << t.max_m << " n " << t.n << " tile " << tile.block_m << "x" << tile.block_n;
-      expect_signals(args, t.masked_m, r.signals);
-    }
+    SCOPED_TRACE("E " + std::to_string(t.experts) + " max_m " + std::to_string(t.max_m) + " n " + std::to_string(t.n));
+    expect_every_tile_correct(p, t.masked_m, SignalGranularity::per_row_block);
   }
 }
 
@@ -244,18 +238,17 @@ TEST(Bf16Gemm, EveryTileConfigAndEdgeMaskedM) {
   std::mt19937 rng(41);
   Problem p;
   p.build(/*experts=*/5, /*max_m=*/130, /*n=*/328, /*k=*/520, rng, 0, 0, 0, Format::bf16, Format::bf16);
-  const auto reference = full_reference(p);
-  const std::vector<int32_t> masked_m = {0, 1, 65, 128, 130};
-  for (const host::TileShape tile : host::kSupportedTiles) {
-    GroupedGemmArgs args = p.args();
-    args.config.block_m = tile.block_m;
-    args.config.block_n = tile.block_n;
-    args.granularity = SignalGranularity::per_expert;
-    const RunResult r = run(p, args, masked_m);
-    ASSERT_TRUE(r.status.ok()) << r.status.message;
-    EXPECT_EQ(check_output(p, masked_m, reference), "") << tile.block_m << "x" << tile.block_n;
-    expect_signals(args, masked_m, r.signals);
-  }
+  expect_every_tile_correct(p, {0, 1, 65, 128, 130}, SignalGranularity::per_expert);
+}
+
+// bf16 activations x nvfp4 weights: dequantized in shared memory, exact, every tile; padded strides.
+TEST(Nvfp4WeightsGemm, EveryTileConfigAndEdgeMaskedM) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(47);
+  Problem p;
+  p.build(/*experts=*/5, /*max_m=*/130, /*n=*/328, /*k=*/576, rng, /*a_pad=*/32, /*b_pad=*/16, 0, Format::bf16,
+          Format::nvfp4);
+  expect_every_tile_correct(p, {0, 1, 65, 128, 130}, SignalGranularity::per_row_block);
 }
 
 TEST(Fp8Block128Gemm, HostPointersAreRejectedNotLaunched) {
@@ -276,27 +269,6 @@ TEST(Fp8Block128Gemm, HostPointersAreRejectedNotLaunched) {
   s = grouped_gemm_nt_masked(args);
   EXPECT_NE(s.message.find("signals"), std::string::npos) << s.message;
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // nothing was launched, nothing faulted
-}
-
-// bf16 activations x nvfp4 weights: dequantized in shared memory, exact, every tile; padded strides.
-TEST(Nvfp4WeightsGemm, EveryTileConfigAndEdgeMaskedM) {
-  SG_REQUIRE_HOPPER();
-  std::mt19937 rng(47);
-  Problem p;
-  p.build(/*experts=*/5, /*max_m=*/130, /*n=*/328, /*k=*/576, rng, /*a_pad=*/32, /*b_pad=*/16, 0, Format::bf16,
-          Format::nvfp4);
-  const auto reference = full_reference(p);
-  const std::vector<int32_t> masked_m = {0, 1, 65, 128, 130};
-  for (const host::TileShape tile : host::kSupportedTiles) {
-    GroupedGemmArgs args = p.args();
-    args.config.block_m = tile.block_m;
-    args.config.block_n = tile.block_n;
-    args.granularity = SignalGranularity::per_row_block;
-    const RunResult r = run(p, args, masked_m);
-    ASSERT_TRUE(r.status.ok()) << r.status.message;
-    EXPECT_EQ(check_output(p, masked_m, reference), "") << tile.block_m << "x" << tile.block_n;
-    expect_signals(args, masked_m, r.signals);
-  }
 }
 
 TEST(Fp8Block128Gemm, UnsupportedFormatPairIsReportedNotLaunched) {
