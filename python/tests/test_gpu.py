@@ -96,3 +96,26 @@ def test_bf16_operands():
     signalgemm.grouped_gemm_nt_masked((a, None), (b, None), out, masked_m, a_format="bf16")
     torch.cuda.synchronize()
     check(out, torch.einsum("emk,enk->emn", a.double(), b.double()), masked_m)
+
+
+E2M1 = [0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6]
+
+
+def test_bf16_activations_with_nvfp4_weights():
+    E, MAX_M, N, K = 3, 24, 256, 128
+    rng = np.random.default_rng(5)
+    xb = (rng.standard_normal((E, N, K)) * 0.05).astype(np.float32)
+    b, sfb, global_scale = signalgemm.quantize(xb, "nvfp4", "b")
+    a = torch.randn(E, MAX_M, K, device="cuda").bfloat16()
+    masked_m = torch.tensor([24, 0, 9], dtype=torch.int32, device="cuda")
+    out = torch.full((E, MAX_M, N), POISON, dtype=torch.bfloat16, device="cuda")
+    alpha = torch.from_numpy(global_scale).cuda()  # nvfp4's per-expert global scale goes into alpha
+    signalgemm.grouped_gemm_nt_masked((a, None), (torch.from_numpy(b).cuda(), torch.from_numpy(sfb).cuda()), out,
+                                      masked_m, a_format="bf16", b_format="nvfp4", alpha=alpha)
+    torch.cuda.synchronize()
+    # Decode the weights independently: low nibble first, one e4m3 scale per 16 along K.
+    codes = torch.from_numpy(np.stack([b & 15, b >> 4], axis=-1).reshape(E, N, K).astype(np.int64))
+    values = torch.tensor(E2M1, dtype=torch.float64)[codes]
+    scales = torch.from_numpy(sfb.reshape(E, N, K // 16).copy()).view(torch.float8_e4m3fn).double()
+    weights = values * scales.repeat_interleave(16, dim=2) * torch.from_numpy(global_scale).double().view(E, 1, 1)
+    check(out, torch.einsum("emk,enk->emn", a.double().cpu(), weights).cuda(), masked_m)
