@@ -1,11 +1,11 @@
 // The persistent, warp-specialized masked grouped GEMM, for one operand format's mainloop
-// (mainloop_fp8_block128.cuh, mainloop_bf16.cuh).
+// (mainloop_fp8_block128.cuh, mainloop_bf16.cuh, mainloop_nvfp4_weights.cuh).
 //
 // Warpgroups 0..kMathWarpgroups-1 run the MMAs and stage each finished tile in shared memory; in
 // the last warpgroup one thread issues every TMA load, and the next warp (the storer) scans
 // masked_m for out-of-range values, then stores each staged tile and publishes its signal.
-// Both roles walk the same tile sequence (scheduler.cuh), so they need no other coordination
-// than the stage barriers of pipeline.cuh.
+// All roles walk the same tile sequence (scheduler.cuh), so they need no other coordination than
+// the stage barriers of pipeline.cuh and the staging hand-over of epilogue_signal.cuh.
 #pragma once
 
 #include <cuda.h>
