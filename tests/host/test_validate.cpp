@@ -1,10 +1,17 @@
-// Argument validation: every rejection, each naming the offending argument. validate() only
-// inspects the struct, so fake (aligned) pointers suffice and no GPU is needed.
+// Argument validation (src/host/validate.cpp): every rejection, each with its status code and a
+// message naming the offending argument, plus the variations that must stay accepted.
+// validate() only inspects the struct, so fake 16-byte-aligned pointers suffice and no GPU is
+// needed. Each case below starts from a valid baseline and changes one thing (plus, where the
+// thing needs it, the minimum that keeps every earlier check passing, e.g. null scales for bf16).
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <functional>
+#include <ostream>
 #include <string>
+#include <vector>
 
+#include "host/config.h"
 #include "signalgemm/gemm.h"
 
 namespace signalgemm {
@@ -15,150 +22,473 @@ T* fake(uintptr_t address) {
   return reinterpret_cast<T*>(address);
 }
 
-GroupedGemmArgs valid_args() {
-  GroupedGemmArgs a;
-  a.num_experts = 4, a.max_m = 64, a.n = 256, a.k = 512;
-  a.a = OperandArgs{Format::fp8_block128, fake(0x10000), fake(0x20000), 0, 0};
-  a.b = OperandArgs{Format::fp8_block128, fake(0x30000), fake(0x40000), 0, 0};
-  a.out = fake(0x50000);
-  a.masked_m = fake<const int32_t>(0x60000);
-  a.alpha = fake<const float>(0x70000);
-  return a;
+// Baseline: fp8_block128 x fp8_block128, E=4, max_m=64, n=256, k=512, packed strides, bf16 out.
+// Packed sizes: a and b rows are 512 bytes (fp8, k=512); out rows are 512 bytes (bf16, n=256).
+constexpr int kExperts = 4, kMaxM = 64, kN = 256, kK = 512;
+constexpr int64_t kOperandRow = 512, kOutRow = 512;
+
+GroupedGemmArgs baseline() {
+  GroupedGemmArgs args;
+  args.num_experts = kExperts;
+  args.max_m = kMaxM;
+  args.n = kN;
+  args.k = kK;
+  args.a = OperandArgs{Format::fp8_block128, fake(0x10000), fake(0x20000), 0, 0};
+  args.b = OperandArgs{Format::fp8_block128, fake(0x30000), fake(0x40000), 0, 0};
+  args.out = fake(0x50000);
+  args.out_type = OutputType::bf16;
+  args.masked_m = fake<const int32_t>(0x60000);
+  return args;
 }
 
-struct Rejection {
-  const char* name;
-  std::function<void(GroupedGemmArgs&)> mutate;
-  const char* argument;  // must appear in the message
-  StatusCode code = StatusCode::invalid_argument;
-};
+// Turns both operands into bf16 (a valid pair without scales).
+void make_bf16_pair(GroupedGemmArgs& args) {
+  args.a.format = args.b.format = Format::bf16;
+  args.a.scales = args.b.scales = nullptr;
+}
+
+// Turns the pair into bf16 activations x nvfp4 weights (scales only on b).
+void make_bf16_nvfp4_pair(GroupedGemmArgs& args) {
+  args.a.format = Format::bf16;
+  args.a.scales = nullptr;
+  args.b.format = Format::nvfp4;
+}
+
+using Mutation = std::function<void(GroupedGemmArgs&)>;
+
+// True when `word` occurs in `text` as a whole token (identifier characters and '.'), so that
+// "n" matches "n = 12 gives ..." but not "num_experts", and "out" does not match "out_type".
+bool names(const std::string& text, const std::string& word) {
+  auto is_token_char = [](char ch) {
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+           ch == '.';
+  };
+  for (size_t at = text.find(word); at != std::string::npos; at = text.find(word, at + 1)) {
+    const bool starts = at == 0 || !is_token_char(text[at - 1]);
+    const size_t end = at + word.size();
+    const bool ends = end == text.size() || !is_token_char(text[end]);
+    if (starts && ends) return true;
+  }
+  return false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Baseline and general behavior
 
 TEST(Validate, BaselineIsValid) {
-  const Status s = validate(valid_args());
-  EXPECT_TRUE(s.ok()) << s.message;
+  const Status s = validate(baseline());
+  EXPECT_EQ(s.code, StatusCode::ok) << s.message;
+  EXPECT_TRUE(s.message.empty()) << s.message;
 }
 
-TEST(Validate, EveryRejectionNamesItsArgument) {
-  const StatusCode unsupported = StatusCode::unsupported;
-  const Rejection cases[] = {
-      {"zero experts", [](auto& a) { a.num_experts = 0; }, "num_experts"},
-      {"negative max_m", [](auto& a) { a.max_m = -1; }, "max_m"},
-      {"zero n", [](auto& a) { a.n = 0; }, "n must"},
-      {"zero k", [](auto& a) { a.k = 0; }, "k must"},
-      {"null a.data", [](auto& a) { a.a.data = nullptr; }, "a.data"},
-      {"null b.data", [](auto& a) { a.b.data = nullptr; }, "b.data"},
-      {"misaligned a.data", [](auto& a) { a.a.data = fake(0x10008); }, "a.data"},
-      {"misaligned b.data", [](auto& a) { a.b.data = fake(0x30004); }, "b.data"},
-      {"null a.scales", [](auto& a) { a.a.scales = nullptr; }, "a.scales"},
-      {"null b.scales", [](auto& a) { a.b.scales = nullptr; }, "b.scales"},
-      {"misaligned a.scales", [](auto& a) { a.a.scales = fake(0x20004); }, "a.scales"},
-      {"bf16 with scales", [](auto& a) { a.a.format = Format::bf16; }, "a.scales must be null"},
-      {"mixed bf16 and fp8",
+TEST(Validate, ReportsOnlyTheFirstProblem) {
+  GroupedGemmArgs args = baseline();
+  args.num_experts = 0;
+  args.a.data = nullptr;
+  args.out = nullptr;
+  const Status s = validate(args);
+  EXPECT_EQ(s.code, StatusCode::invalid_argument);
+  EXPECT_TRUE(names(s.message, "num_experts")) << s.message;
+  EXPECT_FALSE(names(s.message, "a.data")) << s.message;
+  EXPECT_FALSE(names(s.message, "out")) << s.message;
+}
+
+TEST(Validate, ReportsInvalidOperandBeforeUnsupportedPair) {
+  // a.data is null and the pair (nvfp4, fp8_block128) has no mainloop: the operand check runs first.
+  GroupedGemmArgs args = baseline();
+  args.a.format = Format::nvfp4;
+  args.a.data = nullptr;
+  const Status s = validate(args);
+  EXPECT_EQ(s.code, StatusCode::invalid_argument) << s.message;
+  EXPECT_TRUE(names(s.message, "a.data")) << s.message;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rejections, one named case per `c.require(...)` (several per require where the ways to fail differ)
+
+struct Rejection {
+  std::string name;                    // test name suffix: letters, digits, underscores
+  Mutation mutate;                     // applied to baseline()
+  StatusCode code;                     // expected status
+  std::vector<std::string> arguments;  // each must be named as a whole token in the message
+  std::string detail;                  // must appear verbatim in the message ("" = no check)
+};
+
+void PrintTo(const Rejection& r, std::ostream* os) { *os << r.name; }
+
+Rejection reject(std::string name, Mutation mutate, std::vector<std::string> arguments, std::string detail = "",
+                 StatusCode code = StatusCode::invalid_argument) {
+  return Rejection{std::move(name), std::move(mutate), code, std::move(arguments), std::move(detail)};
+}
+
+Rejection unsupported(std::string name, Mutation mutate, std::vector<std::string> arguments,
+                      std::string detail = "") {
+  return reject(std::move(name), std::move(mutate), std::move(arguments), std::move(detail),
+                StatusCode::unsupported);
+}
+
+std::vector<Rejection> problem_size_rejections() {
+  return {
+      reject("NumExpertsZero", [](auto& a) { a.num_experts = 0; }, {"num_experts"}, "got 0"),
+      reject("NumExpertsNegative", [](auto& a) { a.num_experts = -2; }, {"num_experts"}, "got -2"),
+      reject("MaxMZero", [](auto& a) { a.max_m = 0; }, {"max_m"}, "got 0"),
+      reject("MaxMNegative", [](auto& a) { a.max_m = -1; }, {"max_m"}, "got -1"),
+      reject("NZero", [](auto& a) { a.n = 0; }, {"n"}, "got 0"),
+      reject("NNegative", [](auto& a) { a.n = -8; }, {"n"}, "got -8"),
+      reject("KZero", [](auto& a) { a.k = 0; }, {"k"}, "got 0"),
+      reject("KNegative", [](auto& a) { a.k = -128; }, {"k"}, "got -128"),
+  };
+}
+
+// The checks of check_operand(), generated for a (rows = max_m) and for b (rows = n).
+std::vector<Rejection> operand_rejections(const std::string& op, OperandArgs GroupedGemmArgs::*member,
+                                          int64_t rows, uintptr_t data, uintptr_t scales) {
+  const std::string P = op == "a" ? "A" : "B";  // test name prefix
+  const int64_t expert = kOperandRow * rows;
+  std::vector<Rejection> cases = {
+      reject(P + "FormatUnknown", [=](auto& a) { (a.*member).format = static_cast<Format>(99); },
+             {op + ".format"}, "unknown value 99"),
+      reject(P + "FormatUnknownJustPastLast", [=](auto& a) { (a.*member).format = static_cast<Format>(5); },
+             {op + ".format"}, "unknown value 5"),
+      reject(P + "DataNull", [=](auto& a) { (a.*member).data = nullptr; }, {op + ".data"}, "null"),
+      reject(P + "DataMisalignedBy8", [=](auto& a) { (a.*member).data = fake(data + 8); }, {op + ".data"},
+             "16-byte aligned"),
+      reject(P + "DataMisalignedBy1", [=](auto& a) { (a.*member).data = fake(data + 1); }, {op + ".data"},
+             "16-byte aligned"),
+      reject(P + "ScalesNullForFp8", [=](auto& a) { (a.*member).scales = nullptr; }, {op + ".scales"},
+             "is null"),
+      reject(P + "ScalesMisaligned", [=](auto& a) { (a.*member).scales = fake(scales + 4); },
+             {op + ".scales"}, "16-byte aligned"),
+      reject(P + "ScalesGivenForBf16",
+             [=](auto& a) {
+               make_bf16_pair(a);
+               (a.*member).scales = fake(scales);
+             },
+             {op + ".scales"}, "must be null"),
+      reject(P + "RowStrideNegative", [=](auto& a) { (a.*member).row_stride = -16; }, {op + ".row_stride"},
+             ">= 0"),
+      reject(P + "RowStrideSmallerThanRow", [=](auto& a) { (a.*member).row_stride = kOperandRow - 16; },
+             {op + ".row_stride"}, "smaller than one row"),
+      reject(P + "RowStrideNotMultipleOf16", [=](auto& a) { (a.*member).row_stride = kOperandRow + 8; },
+             {op + ".row_stride"}, "multiple of 16"),
+      reject(P + "ExpertStrideNegative", [=](auto& a) { (a.*member).expert_stride = -16; },
+             {op + ".expert_stride"}, ">= 0"),
+      reject(P + "ExpertStrideSmallerThanExpert", [=](auto& a) { (a.*member).expert_stride = expert - 16; },
+             {op + ".expert_stride"}, "smaller than one expert"),
+      // Enough for packed rows, not for the padded row stride given.
+      reject(P + "ExpertStrideSmallerThanPaddedExpert",
+             [=](auto& a) {
+               (a.*member).row_stride = kOperandRow + 128;
+               (a.*member).expert_stride = expert;
+             },
+             {op + ".expert_stride"}, "smaller than one expert"),
+      reject(P + "ExpertStrideNotMultipleOf16", [=](auto& a) { (a.*member).expert_stride = expert + 8; },
+             {op + ".expert_stride"}, "multiple of 16"),
+  };
+  return cases;
+}
+
+std::vector<Rejection> k_rejections() {
+  return {
+      reject("KNotMultipleOf128ForFp8A", [](auto& a) { a.k = 192; }, {"k", "a.format"}, "multiple of 128"),
+      // a is bf16 (no K constraint), so b's scale-block check is the one that fires.
+      reject("KNotMultipleOf128ForFp8B",
+             [](auto& a) {
+               a.a.format = Format::bf16;
+               a.a.scales = nullptr;
+               a.k = 192;
+             },
+             {"k", "b.format"}, "multiple of 128"),
+      reject("KNotMultipleOf16ForNvfp4B",
+             [](auto& a) {
+               make_bf16_nvfp4_pair(a);
+               a.k = 40;
+             },
+             {"k", "b.format"}, "multiple of 16"),
+      // bf16 rows of k=12 elements are 24 bytes: not a TMA row.
+      reject("KGivesRowsNotMultipleOf16BytesA",
+             [](auto& a) {
+               make_bf16_pair(a);
+               a.k = 12;
+             },
+             {"k", "a"}, "24 bytes"),
+      // k=16: 32-byte bf16 rows in a are fine, 8-byte nvfp4 rows in b are not.
+      reject("KGivesRowsNotMultipleOf16BytesB",
+             [](auto& a) {
+               make_bf16_nvfp4_pair(a);
+               a.k = 16;
+             },
+             {"k", "b"}, "8 bytes"),
+      // k=96: a multiple of 16 (scale block) and of 32 (16-byte nvfp4 rows), not of 64.
+      reject("KNotMultipleOf64ForNvfp4Weights",
+             [](auto& a) {
+               make_bf16_nvfp4_pair(a);
+               a.k = 96;
+             },
+             {"k"}, "multiple of 64"),
+  };
+}
+
+std::vector<Rejection> format_pair_rejections() {
+  return {
+      unsupported("PairNvfp4Fp8", [](auto& a) { a.a.format = Format::nvfp4; }, {"a.format", "b.format"},
+                  "nvfp4"),
+      unsupported("PairNvfp4Nvfp4", [](auto& a) { a.a.format = a.b.format = Format::nvfp4; },
+                  {"a.format", "b.format"}, "not supported yet"),
+      unsupported("PairMxfp8Mxfp8", [](auto& a) { a.a.format = a.b.format = Format::mxfp8; },
+                  {"a.format", "b.format"}, "mxfp8"),
+      unsupported("PairMxfp4Mxfp4", [](auto& a) { a.a.format = a.b.format = Format::mxfp4; },
+                  {"a.format", "b.format"}, "mxfp4"),
+      unsupported("PairFp8Bf16",
+                  [](auto& a) {
+                    a.b.format = Format::bf16;
+                    a.b.scales = nullptr;
+                  },
+                  {"a.format", "b.format"}, "not supported yet"),
+      unsupported("PairBf16Fp8",
+                  [](auto& a) {
+                    a.a.format = Format::bf16;
+                    a.a.scales = nullptr;
+                  },
+                  {"a.format", "b.format"}, "not supported yet"),
+      unsupported("PairBf16Mxfp4",
+                  [](auto& a) {
+                    a.a.format = Format::bf16;
+                    a.a.scales = nullptr;
+                    a.b.format = Format::mxfp4;
+                  },
+                  {"a.format", "b.format"}, "mxfp4"),
+  };
+}
+
+std::vector<Rejection> output_rejections() {
+  const int64_t out_expert = kOutRow * kMaxM;
+  return {
+      reject("OutTypeUnknown", [](auto& a) { a.out_type = static_cast<OutputType>(99); }, {"out_type"},
+             "unknown value 99"),
+      unsupported("OutTypeFp16", [](auto& a) { a.out_type = OutputType::fp16; }, {"out_type"}, "fp16"),
+      unsupported("OutTypeFp32", [](auto& a) { a.out_type = OutputType::fp32; }, {"out_type"}, "fp32"),
+      reject("OutNull", [](auto& a) { a.out = nullptr; }, {"out"}, "null"),
+      reject("OutMisaligned", [](auto& a) { a.out = fake(0x50008); }, {"out"}, "16-byte aligned"),
+      // n=12 bf16 outputs are 24-byte rows.
+      reject("NGivesOutputRowsNotMultipleOf16Bytes", [](auto& a) { a.n = 12; }, {"n"}, "24 bytes"),
+      reject("OutRowStrideNegative", [](auto& a) { a.out_row_stride = -16; }, {"out_row_stride"}, ">= 0"),
+      reject("OutRowStrideSmallerThanRow", [](auto& a) { a.out_row_stride = kOutRow - 16; }, {"out_row_stride"},
+             "smaller than one row"),
+      reject("OutRowStrideNotMultipleOf16", [](auto& a) { a.out_row_stride = kOutRow + 8; }, {"out_row_stride"},
+             "multiple of 16"),
+      reject("OutExpertStrideNegative", [](auto& a) { a.out_expert_stride = -16; }, {"out_expert_stride"},
+             ">= 0"),
+      reject("OutExpertStrideSmallerThanExpert", [=](auto& a) { a.out_expert_stride = out_expert - 16; },
+             {"out_expert_stride"}, "smaller than one expert"),
+      reject("OutExpertStrideSmallerThanPaddedExpert",
+             [=](auto& a) {
+               a.out_row_stride = kOutRow + 128;
+               a.out_expert_stride = out_expert;
+             },
+             {"out_expert_stride"}, "smaller than one expert"),
+      reject("OutExpertStrideNotMultipleOf16", [=](auto& a) { a.out_expert_stride = out_expert + 8; },
+             {"out_expert_stride"}, "multiple of 16"),
+  };
+}
+
+std::vector<Rejection> pointer_and_signal_rejections() {
+  return {
+      reject("MaskedMNull", [](auto& a) { a.masked_m = nullptr; }, {"masked_m"}, "null"),
+      reject("MaskedMMisaligned", [](auto& a) { a.masked_m = fake<const int32_t>(0x60002); }, {"masked_m"},
+             "4-byte aligned"),
+      reject("AlphaMisaligned", [](auto& a) { a.alpha = fake<const float>(0x70001); }, {"alpha"},
+             "4-byte aligned"),
+      reject("ErrorFlagMisaligned", [](auto& a) { a.error_flag = fake<int32_t>(0x80002); }, {"error_flag"},
+             "4-byte aligned"),
+      reject("GranularityUnknown", [](auto& a) { a.granularity = static_cast<SignalGranularity>(9); },
+             {"granularity"}, "unknown value 9"),
+      reject("ScopeUnknown", [](auto& a) { a.scope = static_cast<SignalScope>(5); }, {"scope"},
+             "unknown value 5"),
+      reject("PerExpertGranularityWithoutSignals", [](auto& a) { a.granularity = SignalGranularity::per_expert; },
+             {"granularity", "signals"}, "per_expert"),
+      reject("PerRowBlockGranularityWithoutSignals",
+             [](auto& a) { a.granularity = SignalGranularity::per_row_block; }, {"granularity", "signals"},
+             "per_row_block"),
+      reject("SignalsWithoutGranularity", [](auto& a) { a.signals = fake<uint32_t>(0x90000); },
+             {"signals", "granularity"}, "none"),
+      reject("SignalsMisaligned",
+             [](auto& a) {
+               a.signals = fake<uint32_t>(0x90002);
+               a.granularity = SignalGranularity::per_expert;
+             },
+             {"signals"}, "4-byte aligned"),
+  };
+}
+
+std::vector<Rejection> hint_and_config_rejections() {
+  return {
+      reject("SmCountNegative", [](auto& a) { a.sm_count = -1; }, {"sm_count"}, "got -1"),
+      reject("ExpectedMNegative", [](auto& a) { a.expected_m = -1; }, {"expected_m"}, "got -1"),
+      reject("ConfigBlockM48", [](auto& a) { a.config.block_m = 48; }, {"config.block_m"}, "48"),
+      reject("ConfigBlockM256", [](auto& a) { a.config.block_m = 256; }, {"config.block_m"}, "256"),
+      reject("ConfigBlockMNegative", [](auto& a) { a.config.block_m = -32; }, {"config.block_m"}, "-32"),
+      reject("ConfigBlockN64", [](auto& a) { a.config.block_n = 64; }, {"config.block_n"}, "64"),
+      reject("ConfigTile32x256NotCompiled", [](auto& a) { a.config = TileConfig{32, 256, 0}; },
+             {"config.block_m", "config.block_n"}, "not a compiled tile"),
+      reject("ConfigTile192x256NotCompiled", [](auto& a) { a.config = TileConfig{192, 256, 0}; },
+             {"config.block_m", "config.block_n"}, "not a compiled tile"),
+      reject("ConfigStagesBelowMin", [](auto& a) { a.config.stages = host::kMinStages - 1; }, {"config.stages"},
+             "= " + std::to_string(host::kMinStages - 1)),
+      reject("ConfigStagesAboveMax", [](auto& a) { a.config.stages = host::kMaxStages + 1; }, {"config.stages"},
+             "= " + std::to_string(host::kMaxStages + 1)),
+      reject("ConfigStagesNegative", [](auto& a) { a.config.stages = -1; }, {"config.stages"}, "-1"),
+  };
+}
+
+std::vector<Rejection> overflow_rejections() {
+  return {
+      // 1024 experts x 1024 row blocks of 32 x 1024 column blocks of 128 = 2^30 tiles > INT32_MAX / 2.
+      reject("TooManyTiles",
+             [](auto& a) {
+               a.num_experts = 1024;
+               a.max_m = 32768;
+               a.n = 131072;
+             },
+             {"num_experts", "max_m", "n"}, "too large"),
+      // 2^29 tiles pass the tile bound; 2^29 experts x (1024 / 128 + 1) K blocks exceed INT32_MAX.
+      reject("NumExpertsTimesKTooLarge",
+             [](auto& a) {
+               a.num_experts = 1 << 29;
+               a.max_m = 32;
+               a.n = 128;
+               a.k = 1024;
+             },
+             {"num_experts", "k"}, "too large"),
+  };
+}
+
+std::vector<Rejection> all_rejections() {
+  std::vector<Rejection> all;
+  auto add = [&](std::vector<Rejection> more) {
+    for (auto& r : more) all.push_back(std::move(r));
+  };
+  add(problem_size_rejections());
+  add(operand_rejections("a", &GroupedGemmArgs::a, kMaxM, 0x10000, 0x20000));
+  add(operand_rejections("b", &GroupedGemmArgs::b, kN, 0x30000, 0x40000));
+  add(k_rejections());
+  add(format_pair_rejections());
+  add(output_rejections());
+  add(pointer_and_signal_rejections());
+  add(hint_and_config_rejections());
+  add(overflow_rejections());
+  return all;
+}
+
+class ValidateRejects : public ::testing::TestWithParam<Rejection> {};
+
+TEST_P(ValidateRejects, WithCodeAndArgumentName) {
+  const Rejection& r = GetParam();
+  GroupedGemmArgs args = baseline();
+  r.mutate(args);
+  const Status s = validate(args);
+  EXPECT_EQ(s.code, r.code) << r.name << ": message \"" << s.message << "\"";
+  EXPECT_EQ(s.message.rfind("signalgemm: ", 0), 0u) << r.name << ": message \"" << s.message << "\"";
+  for (const std::string& argument : r.arguments)
+    EXPECT_TRUE(names(s.message, argument))
+        << r.name << ": message \"" << s.message << "\" does not name " << argument;
+  EXPECT_NE(s.message.find(r.detail), std::string::npos)
+      << r.name << ": message \"" << s.message << "\" lacks \"" << r.detail << "\"";
+}
+
+INSTANTIATE_TEST_SUITE_P(Validate, ValidateRejects, ::testing::ValuesIn(all_rejections()),
+                         [](const ::testing::TestParamInfo<Rejection>& info) { return info.param.name; });
+
+// ---------------------------------------------------------------------------------------------
+// Variations that must be accepted
+
+struct Acceptance {
+  std::string name;
+  Mutation mutate;
+};
+
+void PrintTo(const Acceptance& a, std::ostream* os) { *os << a.name; }
+
+std::vector<Acceptance> all_acceptances() {
+  return {
+      {"Baseline", [](auto&) {}},
+      {"PackedStridesGivenExplicitly",
        [](auto& a) {
-         a.a.format = Format::bf16;
-         a.a.scales = nullptr;
-       },
-       "a.format", StatusCode::unsupported},
-      {"unknown a.format", [](auto& a) { a.a.format = static_cast<Format>(99); }, "a.format"},
-      {"unknown b.format", [](auto& a) { a.b.format = static_cast<Format>(42); }, "b.format"},
-      {"k not a multiple of 128", [](auto& a) { a.k = 192; }, "k = 192"},
-      {"negative a.row_stride", [](auto& a) { a.a.row_stride = -16; }, "a.row_stride"},
-      {"short a.row_stride", [](auto& a) { a.a.row_stride = 256; }, "a.row_stride"},
-      {"misaligned a.row_stride", [](auto& a) { a.a.row_stride = 520; }, "a.row_stride"},
-      {"short a.expert_stride", [](auto& a) { a.a.expert_stride = 512 * 63; }, "a.expert_stride"},
-      {"misaligned a.expert_stride", [](auto& a) { a.a.expert_stride = 512 * 64 + 8; }, "a.expert_stride"},
-      {"negative a.expert_stride", [](auto& a) { a.a.expert_stride = -512; }, "a.expert_stride"},
-      {"short b.row_stride", [](auto& a) { a.b.row_stride = 496; }, "b.row_stride"},
-      {"misaligned b.row_stride", [](auto& a) { a.b.row_stride = 513; }, "b.row_stride"},
-      {"short b.expert_stride", [](auto& a) { a.b.expert_stride = 512 * 255; }, "b.expert_stride"},
-      {"unsupported format pair", [](auto& a) { a.a.format = a.b.format = Format::nvfp4; }, "a.format", unsupported},
-      {"nvfp4 weights with k not a multiple of 64",
+         a.a.row_stride = kOperandRow, a.a.expert_stride = kOperandRow * kMaxM;
+         a.b.row_stride = kOperandRow, a.b.expert_stride = kOperandRow * kN;
+         a.out_row_stride = kOutRow, a.out_expert_stride = kOutRow * kMaxM;
+       }},
+      {"PaddedARowStride", [](auto& a) { a.a.row_stride = kOperandRow + 128; }},
+      {"PaddedAStrides",
+       [](auto& a) { a.a.row_stride = kOperandRow + 64, a.a.expert_stride = (kOperandRow + 64) * kMaxM + 1024; }},
+      {"PaddedAExpertStrideOnly", [](auto& a) { a.a.expert_stride = kOperandRow * kMaxM + 16; }},
+      {"PaddedBStrides", [](auto& a) { a.b.row_stride = 1024, a.b.expert_stride = 1024 * kN; }},
+      {"PaddedOutStrides", [](auto& a) { a.out_row_stride = 1024, a.out_expert_stride = 1024 * kMaxM; }},
+      {"SmCountZero", [](auto& a) { a.sm_count = 0; }},
+      {"SmCountOne", [](auto& a) { a.sm_count = 1; }},
+      {"SmCount132", [](auto& a) { a.sm_count = 132; }},
+      {"ExpectedMHint", [](auto& a) { a.expected_m = 7; }},
+      {"PerRowBlockSignals",
        [](auto& a) {
-         a.a = OperandArgs{Format::bf16, fake(0x10000), nullptr, 0, 0};
-         a.b.format = Format::nvfp4;
-         a.k = 544;
-       },
-       "multiple of 64"},
-      {"unknown out_type", [](auto& a) { a.out_type = static_cast<OutputType>(7); }, "out_type"},
-      {"unsupported out_type", [](auto& a) { a.out_type = OutputType::fp16; }, "out_type", unsupported},
-      {"null out", [](auto& a) { a.out = nullptr; }, "out is null"},
-      {"misaligned out", [](auto& a) { a.out = fake(0x50002); }, "out must"},
-      {"n gives short output rows", [](auto& a) { a.n = 12; }, "n = 12"},
-      {"negative out_row_stride", [](auto& a) { a.out_row_stride = -512; }, "out_row_stride"},
-      {"short out_row_stride", [](auto& a) { a.out_row_stride = 496; }, "out_row_stride"},
-      {"misaligned out_row_stride", [](auto& a) { a.out_row_stride = 520; }, "out_row_stride"},
-      {"negative out_expert_stride", [](auto& a) { a.out_expert_stride = -16; }, "out_expert_stride"},
-      {"short out_expert_stride", [](auto& a) { a.out_expert_stride = 512 * 63; }, "out_expert_stride"},
-      {"misaligned out_expert_stride", [](auto& a) { a.out_expert_stride = 512 * 64 + 4; }, "out_expert_stride"},
-      {"null masked_m", [](auto& a) { a.masked_m = nullptr; }, "masked_m"},
-      {"misaligned masked_m", [](auto& a) { a.masked_m = fake<const int32_t>(0x60002); }, "masked_m"},
-      {"misaligned alpha", [](auto& a) { a.alpha = fake<const float>(0x70001); }, "alpha"},
-      {"misaligned error_flag", [](auto& a) { a.error_flag = fake<int32_t>(0x80002); }, "error_flag"},
-      {"unknown granularity", [](auto& a) { a.granularity = static_cast<SignalGranularity>(9); }, "granularity"},
-      {"unknown scope", [](auto& a) { a.scope = static_cast<SignalScope>(5); }, "scope"},
-      {"granularity without signals", [](auto& a) { a.granularity = SignalGranularity::per_expert; }, "signals is null"},
-      {"signals without granularity", [](auto& a) { a.signals = fake<uint32_t>(0x90000); }, "granularity is none"},
-      {"misaligned signals",
-       [](auto& a) {
-         a.signals = fake<uint32_t>(0x90002);
+         a.signals = fake<uint32_t>(0x90000);
          a.granularity = SignalGranularity::per_row_block;
-       },
-       "signals must"},
-      {"negative sm_count", [](auto& a) { a.sm_count = -1; }, "sm_count"},
-      {"negative expected_m", [](auto& a) { a.expected_m = -3; }, "expected_m"},
-      {"unsupported config.block_m", [](auto& a) { a.config.block_m = 48; }, "config.block_m"},
-      {"unsupported config.block_n", [](auto& a) { a.config.block_n = 64; }, "config.block_n"},
-      {"config.stages too few", [](auto& a) { a.config.stages = 1; }, "config.stages"},
-      {"config.stages too many", [](auto& a) { a.config.stages = 17; }, "config.stages"},
-      {"too many tiles",
+       }},
+      {"PerExpertSignalsSysScope",
        [](auto& a) {
-         a.num_experts = 1 << 20;
-         a.max_m = 1 << 16;
-       },
-       "too large"},
+         a.signals = fake<uint32_t>(0x90004);  // counters need 4-byte alignment only
+         a.granularity = SignalGranularity::per_expert;
+         a.scope = SignalScope::sys;
+       }},
+      {"FourByteAlignedDevicePointers",
+       [](auto& a) {
+         a.masked_m = fake<const int32_t>(0x60004);
+         a.alpha = fake<const float>(0x70004);
+         a.error_flag = fake<int32_t>(0x80004);
+       }},
+      {"ConfigOverride32x128x4", [](auto& a) { a.config = TileConfig{32, 128, 4}; }},
+      {"ConfigOverride128x256MinStages", [](auto& a) { a.config = TileConfig{128, 256, host::kMinStages}; }},
+      {"ConfigOverride192x128MaxStages", [](auto& a) { a.config = TileConfig{192, 128, host::kMaxStages}; }},
+      {"ConfigOnlyBlockM", [](auto& a) { a.config.block_m = 64; }},
+      {"ConfigOnlyBlockN", [](auto& a) { a.config.block_n = 256; }},
+      {"ConfigOnlyStages", [](auto& a) { a.config.stages = 3; }},
+      {"Bf16Pair", [](auto& a) { make_bf16_pair(a); }},
+      {"Bf16PairKMultipleOf8Only",
+       [](auto& a) {
+         make_bf16_pair(a);
+         a.k = 520;
+       }},
+      {"Bf16Nvfp4Pair", [](auto& a) { make_bf16_nvfp4_pair(a); }},
+      {"Bf16Nvfp4PairSmallestK",
+       [](auto& a) {
+         make_bf16_nvfp4_pair(a);
+         a.k = 64;
+       }},
+      {"SmallestProblem",
+       [](auto& a) {
+         a.num_experts = 1, a.max_m = 1, a.n = 8, a.k = 128;
+       }},
+      // 1024 x 1024 x 1023 tiles: just under the INT32_MAX / 2 bound.
+      {"TilesJustBelowLimit",
+       [](auto& a) {
+         a.num_experts = 1024;
+         a.max_m = 32768;
+         a.n = 131072 - 128;
+       }},
   };
-  for (const Rejection& c : cases) {
-    GroupedGemmArgs args = valid_args();
-    c.mutate(args);
-    const Status s = validate(args);
-    EXPECT_EQ(s.code, c.code) << c.name << ": " << s.message;
-    EXPECT_NE(s.message.find(c.argument), std::string::npos)
-        << c.name << ": message \"" << s.message << "\" does not name " << c.argument;
-  }
 }
 
-TEST(Validate, AcceptsPaddedStridesOptionsAndOverrides) {
-  const std::function<void(GroupedGemmArgs&)> accepted[] = {
-      [](auto& a) { a.a.row_stride = 512 + 64, a.a.expert_stride = (512 + 64) * 64 + 1024; },
-      [](auto& a) { a.b.row_stride = 1024, a.out_row_stride = 1024, a.out_expert_stride = 1024 * 64; },
-      [](auto& a) { a.sm_count = 0; },
-      [](auto& a) { a.sm_count = 1; },
-      [](auto& a) {
-        a.signals = fake<uint32_t>(0x90000);
-        a.granularity = SignalGranularity::per_row_block;
-        a.scope = SignalScope::sys;
-      },
-      [](auto& a) { a.config = TileConfig{32, 128, 4}; },
-      [](auto& a) { a.alpha = nullptr, a.error_flag = fake<int32_t>(0x80000), a.expected_m = 7; },
-      [](auto& a) {  // bf16 activations x nvfp4 weights
-        a.a = OperandArgs{Format::bf16, fake(0x10000), nullptr, 0, 0};
-        a.b.format = Format::nvfp4;
-      },
-      [](auto& a) {  // bf16 x bf16, K only a multiple of 8
-        a.a = OperandArgs{Format::bf16, fake(0x10000), nullptr, 0, 0};
-        a.b = OperandArgs{Format::bf16, fake(0x30000), nullptr, 0, 0};
-        a.k = 520;
-      },
-  };
-  int index = 0;
-  for (const auto& mutate : accepted) {
-    GroupedGemmArgs args = valid_args();
-    mutate(args);
-    const Status s = validate(args);
-    EXPECT_TRUE(s.ok()) << "case " << index << ": " << s.message;
-    ++index;
-  }
+class ValidateAccepts : public ::testing::TestWithParam<Acceptance> {};
+
+TEST_P(ValidateAccepts, Variation) {
+  const Acceptance& c = GetParam();
+  GroupedGemmArgs args = baseline();
+  c.mutate(args);
+  const Status s = validate(args);
+  EXPECT_EQ(s.code, StatusCode::ok) << c.name << ": " << s.message;
 }
+
+INSTANTIATE_TEST_SUITE_P(Validate, ValidateAccepts, ::testing::ValuesIn(all_acceptances()),
+                         [](const ::testing::TestParamInfo<Acceptance>& info) { return info.param.name; });
 
 }  // namespace
 }  // namespace signalgemm
