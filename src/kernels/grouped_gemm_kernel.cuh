@@ -69,9 +69,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       DeviceTileWalker walker = make_tile_walker(p);
       detail::Tile tile, next;
       for (bool have = walker.next(tile); have; tile = next) {
-        const int valid_rows = min(kBlockM, walker.expert_m() - tile.m_block * kBlockM);
         have = walker.next(next);
-        store_tile_and_signal<kBlockN>(p, tile, kBlockM, valid_rows, have, smem + plan.staging_offset(), lane);
+        store_tile_and_signal<kBlockN>(p, tile, kBlockM, tile.rows, have, smem + plan.staging_offset(), lane);
       }
     }
   } else {

@@ -20,9 +20,7 @@ template <int kBlockM_, int kBlockN_>
 struct Fp8Block128Mainloop {
   static constexpr int kBlockM = kBlockM_;
   static constexpr int kBlockN = kBlockN_;
-  using Mma = ptx::WgmmaF8<kBlockM>;
-  static constexpr int kAccRegs = Mma::kRegs;           // kBlockM / 2 fp32 per thread and M slice
-  static constexpr int kColumnPairs = kBlockM / 8;      // token pairs (c, c+1) a thread holds
+  static constexpr int kAccRegs = kBlockM / 2;         // fp32 per thread and M slice
   static constexpr int kKSteps = kBlockK / 32;          // wgmma k32 steps per stage
   static constexpr int kWarpgroupRows = kBlockN / kMathWarpgroups;  // weight rows per warpgroup
   static constexpr int kSlices = kWarpgroupRows / 64;   // wgmma M slices per warpgroup
@@ -64,10 +62,43 @@ struct Fp8Block128Mainloop {
   // one 64-row slice at a time (the other warpgroup keeps the tensor cores busy meanwhile).
   // Accumulator layout (wgmma m64nN): register i of slice s, lane l, warp w of the warpgroup holds
   //   weight row 64*s + 16*w + l/4 + 8*((i/2)%2), token column 8*(i/4) + 2*(l%4) + i%2.
+  // The MMAs cover only the tile's real tokens rounded up to 32 (an expert's last row block is
+  // usually partial); the accumulator columns beyond stay zero and are never stored.
   __device__ __forceinline__ static void mma_tile(float (&acc)[kSlices][kAccRegs], uint8_t* smem,
                                                   const SmemPlan& plan, uint64_t* full, uint64_t* empty,
                                                   PipelineState& pipe, const KernelParams& p, const detail::Tile& tile,
                                                   int warpgroup, int lane) {
+#pragma unroll
+    for (int s = 0; s < kSlices; ++s)
+#pragma unroll
+      for (int i = 0; i < kAccRegs; ++i) acc[s][i] = 0.f;
+    mma_tile_width<kBlockM>((tile.rows + 31) / 32 * 32, acc, smem, plan, full, empty, pipe, p, tile, warpgroup, lane);
+  }
+
+ private:
+  static constexpr int kTokenStep = 32;  // MMA widths: 32, 64, ..., kBlockM
+
+  // Picks the narrowest MMA width that covers `width` tokens.
+  template <int kTokens>
+  __device__ __forceinline__ static void mma_tile_width(int width, float (&acc)[kSlices][kAccRegs], uint8_t* smem,
+                                                        const SmemPlan& plan, uint64_t* full, uint64_t* empty,
+                                                        PipelineState& pipe, const KernelParams& p,
+                                                        const detail::Tile& tile, int warpgroup, int lane) {
+    if constexpr (kTokens > kTokenStep) {
+      if (width <= kTokens - kTokenStep)
+        return mma_tile_width<kTokens - kTokenStep>(width, acc, smem, plan, full, empty, pipe, p, tile, warpgroup,
+                                                    lane);
+    }
+    mma_k_blocks<kTokens>(acc, smem, plan, full, empty, pipe, p, tile, warpgroup, lane);
+  }
+
+  template <int kTokens>
+  __device__ __forceinline__ static void mma_k_blocks(float (&acc)[kSlices][kAccRegs], uint8_t* smem,
+                                                      const SmemPlan& plan, uint64_t* full, uint64_t* empty,
+                                                      PipelineState& pipe, const KernelParams& p,
+                                                      const detail::Tile& tile, int warpgroup, int lane) {
+    using Mma = ptx::WgmmaF8<kTokens>;
+    constexpr int kPartialRegs = Mma::kRegs;
     // This warpgroup's weight rows lie in one 128x128 scale block. In a last, partial column
     // block they may lie past N: clamp, those columns are never stored.
     const int weight_blocks_128 = (p.layout.n + 127) / 128;
@@ -75,11 +106,6 @@ struct Fp8Block128Mainloop {
     const float* sfb_row =
         static_cast<const float*>(p.b_scales) + (int64_t(tile.expert) * weight_blocks_128 + scale_block) * p.num_k_blocks;
     const int num_k_blocks = p.num_k_blocks;
-
-#pragma unroll
-    for (int s = 0; s < kSlices; ++s)
-#pragma unroll
-      for (int i = 0; i < kAccRegs; ++i) acc[s][i] = 0.f;
 
     // The weight scale of the next K block is fetched one iteration ahead to hide its latency.
     float sfb_next = __ldg(sfb_row);
@@ -95,7 +121,7 @@ struct Fp8Block128Mainloop {
 
 #pragma unroll
       for (int slice = 0; slice < kSlices; ++slice) {
-        float partial[kAccRegs];
+        float partial[kPartialRegs];
         const uint64_t desc_weights = ptx::smem_desc_kmajor_sw128(stage_b + slice * 64 * kBlockK);
         ptx::wgmma_fence();
 #pragma unroll
@@ -109,7 +135,7 @@ struct Fp8Block128Mainloop {
 
         // Promote with both scales (token scales are read from the stage, so it is released after).
 #pragma unroll
-        for (int j = 0; j < kColumnPairs; ++j) {
+        for (int j = 0; j < kTokens / 8; ++j) {
           const float2 token_scale = ptx::ld_shared_f32x2_in_order(stage_sfa + 8 * j + 2 * (lane % 4));
           const float s0 = sfb * token_scale.x;
           const float s1 = sfb * token_scale.y;

@@ -15,6 +15,7 @@ struct Tile {
   int expert;
   int m_block;
   int n_block;
+  int rows;  // real rows of the block: block_m, or fewer in an expert's last row block
 };
 
 // Walks the tiles of one persistent CTA in increasing tile order. `MaskedM` is anything indexable
@@ -39,6 +40,8 @@ class MaskedTileWalker {
     tile.expert = expert_;
     tile.n_block = local / expert_row_blocks_;
     tile.m_block = local % expert_row_blocks_;
+    const int rows_left = expert_m_ - tile.m_block * layout_.block_m;
+    tile.rows = rows_left < layout_.block_m ? rows_left : layout_.block_m;
     next_tile_ += stride_;
     return true;
   }
