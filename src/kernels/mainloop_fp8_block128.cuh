@@ -76,7 +76,8 @@ struct Fp8Block128Mainloop {
   }
 
  private:
-  static constexpr int kTokenStep = 32;  // MMA widths: 32, 64, ..., kBlockM
+  static constexpr int kTokenStep = 32;     // MMA widths: 32, 64, ..., kBlockM
+  static constexpr int kScalePrefetch = 4;  // token-scale pairs loaded ahead of their FMAs
 
   // Picks the narrowest MMA width that covers `width` tokens.
   template <int kTokens>
@@ -130,13 +131,22 @@ struct Fp8Block128Mainloop {
           Mma::mma(partial, desc_weights + 2 * k, desc_tokens + 2 * k, /*accumulate=*/k > 0);
         }
         ptx::wgmma_commit();
+
+        // Promote with both scales: acc += partial * sfb * sfa[token]. The token scales come from
+        // the stage (released only after), kScalePrefetch pairs ahead: the first loads overlap the
+        // MMAs, and no FMA waits on a shared-memory load's latency.
+        const float* thread_sfa = stage_sfa + 2 * (lane % 4);
+        float2 token_scales[kScalePrefetch];
+#pragma unroll
+        for (int j = 0; j < kScalePrefetch && j < kTokens / 8; ++j)
+          token_scales[j] = ptx::ld_shared_f32x2_in_order(thread_sfa + 8 * j);
         ptx::wgmma_wait<0>();
         ptx::fence_registers(partial);
-
-        // Promote with both scales (token scales are read from the stage, so it is released after).
 #pragma unroll
         for (int j = 0; j < kTokens / 8; ++j) {
-          const float2 token_scale = ptx::ld_shared_f32x2_in_order(stage_sfa + 8 * j + 2 * (lane % 4));
+          const float2 token_scale = token_scales[j % kScalePrefetch];
+          if (j + kScalePrefetch < kTokens / 8)
+            token_scales[j % kScalePrefetch] = ptx::ld_shared_f32x2_in_order(thread_sfa + 8 * (j + kScalePrefetch));
           const float s0 = sfb * token_scale.x;
           const float s1 = sfb * token_scale.y;
           float* a = acc[slice];
