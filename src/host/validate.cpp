@@ -43,7 +43,19 @@ class Checker {
 bool aligned(const void* p, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 bool valid_format(Format f) { return static_cast<int>(f) <= static_cast<int>(Format::mxfp8); }
 
-void check_operand(Checker& c, const char* name, const OperandArgs& op, int rows, int k) {
+// Strides are the caller's int64 values, so every product of a stride and an extent is computed
+// with an overflow check: a wrapped product would let a too-small stride pass.
+bool multiply(int64_t a, int64_t b, int64_t& product) { return !__builtin_mul_overflow(a, b, &product); }
+
+// cuTensorMapEncodeTiled takes global strides only below 2^40 bytes.
+constexpr int64_t kMaxTmaStride = int64_t(1) << 40;
+
+// Extents are rounded up to whole tiles (at most 256) in int32 (SignalLayout, the launcher).
+constexpr int kMaxExtent = std::numeric_limits<int32_t>::max() - 255;
+
+// Scale tensors are packed (docs/formats.md) and never larger than their packed data, so the data
+// span check below also keeps every scale offset within int64.
+void check_operand(Checker& c, const char* name, const OperandArgs& op, int num_experts, int rows, int k) {
   const std::string n = name;
   c.require(valid_format(op.format), n, ".format: unknown value ", static_cast<int>(op.format));
   if (!valid_format(op.format)) return;
@@ -57,19 +69,36 @@ void check_operand(Checker& c, const char* name, const OperandArgs& op, int rows
   c.require(!scaled || k % scale_block_k(op.format) == 0, "k = ", k, " must be a multiple of ",
             scale_block_k(op.format), " (the scale block of ", n, ".format ", to_string(op.format), ")");
 
+  // The launcher computes a row's bytes as k * bits / 8 in int.
+  c.require(int64_t(k) * element_bits(op.format) <= std::numeric_limits<int32_t>::max(), "k = ", k,
+            " is too large for ", n, ".format ", to_string(op.format), " (a row must stay below 2^31 bits)");
   const int64_t packed_row = int64_t(k) * element_bits(op.format) / 8;
   c.require(op.row_stride >= 0, n, ".row_stride must be >= 0, got ", op.row_stride);
   c.require(op.row_stride == 0 || op.row_stride >= packed_row, n, ".row_stride = ", op.row_stride,
             " is smaller than one row (", packed_row, " bytes)");
   c.require(op.row_stride % 16 == 0, n, ".row_stride = ", op.row_stride, " must be a multiple of 16 bytes (TMA)");
+  c.require(op.row_stride < kMaxTmaStride, n, ".row_stride = ", op.row_stride,
+            " is not below the TMA limit of 2^40 bytes");
   c.require(packed_row % 16 == 0, "k = ", k, " gives rows of ", packed_row, " bytes in ", n,
             "; TMA needs a multiple of 16");
+  if (!c.status().ok()) return;
   const int64_t row_stride = op.row_stride != 0 ? op.row_stride : packed_row;
+  int64_t expert_bytes = 0;
+  c.require(multiply(row_stride, rows, expert_bytes), n, ".row_stride = ", row_stride, " times ", rows,
+            " rows of one expert overflows int64");
   c.require(op.expert_stride >= 0, n, ".expert_stride must be >= 0, got ", op.expert_stride);
-  c.require(op.expert_stride == 0 || op.expert_stride >= row_stride * rows, n, ".expert_stride = ",
-            op.expert_stride, " is smaller than one expert (", row_stride * rows, " bytes)");
+  c.require(op.expert_stride == 0 || op.expert_stride >= expert_bytes, n, ".expert_stride = ", op.expert_stride,
+            " is smaller than one expert (", expert_bytes, " bytes)");
   c.require(op.expert_stride % 16 == 0, n, ".expert_stride = ", op.expert_stride,
             " must be a multiple of 16 bytes (TMA)");
+  if (!c.status().ok()) return;
+  const int64_t expert_stride = op.expert_stride != 0 ? op.expert_stride : expert_bytes;
+  c.require(expert_stride < kMaxTmaStride, n, ".expert_stride = ", op.expert_stride,
+            op.expert_stride == 0 ? " (packed)" : "", " gives ", expert_stride,
+            " bytes per expert, not below the TMA limit of 2^40 bytes");
+  int64_t span = 0;
+  c.require(multiply(expert_stride, num_experts, span), "num_experts = ", num_experts, " times ", n,
+            ".expert_stride = ", expert_stride, " bytes overflows int64");
 }
 
 }  // namespace
@@ -80,10 +109,26 @@ Status validate(const GroupedGemmArgs& args) {
   c.require(args.max_m >= 1, "max_m must be >= 1, got ", args.max_m);
   c.require(args.n >= 1, "n must be >= 1, got ", args.n);
   c.require(args.k >= 1, "k must be >= 1, got ", args.k);
+  c.require(args.max_m <= kMaxExtent, "max_m = ", args.max_m, " is too large; at most ", kMaxExtent,
+            " (rounded up to whole tiles it must fit in int32)");
+  c.require(args.n <= kMaxExtent, "n = ", args.n, " is too large; at most ", kMaxExtent,
+            " (rounded up to whole tiles it must fit in int32)");
+  // Tile indices are 32-bit on the device; bound them with the smallest tile. The factors are
+  // multiplied with overflow checks: E * ceil(max_m/32) * ceil(n/128) can exceed int64.
+  const int64_t max_tile_count = std::numeric_limits<int32_t>::max() / 2;
+  int64_t tile_count = 0;
+  const bool tile_count_fits = multiply(args.num_experts, (int64_t(args.max_m) + 31) / 32, tile_count) &&
+                               multiply(tile_count, (int64_t(args.n) + 127) / 128, tile_count);
+  c.require(tile_count_fits && tile_count <= max_tile_count, "num_experts * max_m * n is too large (",
+            tile_count_fits ? std::to_string(tile_count) : std::string("more than 2^63"),
+            " tiles of 32x128; at most ", max_tile_count, ")");
+  // Cannot overflow: both factors are below 2^31.
+  c.require(int64_t(args.num_experts) * (args.k / 128 + 1) <= std::numeric_limits<int32_t>::max(),
+            "num_experts * k is too large");
   if (!c.status().ok()) return c.status();
 
-  check_operand(c, "a", args.a, args.max_m, args.k);
-  check_operand(c, "b", args.b, args.n, args.k);
+  check_operand(c, "a", args.a, args.num_experts, args.max_m, args.k);
+  check_operand(c, "b", args.b, args.num_experts, args.n, args.k);
 
   // Mainloops compiled so far.
   const bool fp8_pair = args.a.format == Format::fp8_block128 && args.b.format == Format::fp8_block128;
@@ -93,7 +138,9 @@ Status validate(const GroupedGemmArgs& args) {
             to_string(args.a.format), ", b.format = ", to_string(args.b.format),
             ") is not supported yet; supported: (fp8_block128, fp8_block128), (bf16, bf16), (bf16, nvfp4)");
   // The nvfp4 mainloop reads the four e4m3 scales of a 64-wide K stage as one aligned word.
-  c.require(!bf16_nvfp4 || args.k % 64 == 0, "k = ", args.k, " must be a multiple of 64 for nvfp4 weights");
+  // A valid nvfp4 shape (k a multiple of 32) that the mainloop does not implement: unsupported.
+  c.require(!bf16_nvfp4 || args.k % 64 == 0, StatusCode::unsupported, "k = ", args.k,
+            " is not supported yet with nvfp4 weights; the nvfp4 mainloop needs k a multiple of 64");
 
   c.require(static_cast<int>(args.out_type) <= static_cast<int>(OutputType::fp32), "out_type: unknown value ",
             static_cast<int>(args.out_type));
@@ -110,12 +157,19 @@ Status validate(const GroupedGemmArgs& args) {
   c.require(args.out_row_stride % 16 == 0, "out_row_stride = ", args.out_row_stride,
             " must be a multiple of 16 bytes");
   const int64_t out_row_stride = args.out_row_stride != 0 ? args.out_row_stride : out_row;
+  int64_t out_expert_bytes = 0;
+  c.require(multiply(out_row_stride, args.max_m, out_expert_bytes), "out_row_stride = ", out_row_stride,
+            " times max_m = ", args.max_m, " overflows int64");
   c.require(args.out_expert_stride >= 0, "out_expert_stride must be >= 0, got ", args.out_expert_stride);
-  c.require(args.out_expert_stride == 0 || args.out_expert_stride >= out_row_stride * args.max_m,
-            "out_expert_stride = ", args.out_expert_stride, " is smaller than one expert (",
-            out_row_stride * args.max_m, " bytes)");
+  c.require(args.out_expert_stride == 0 || args.out_expert_stride >= out_expert_bytes, "out_expert_stride = ",
+            args.out_expert_stride, " is smaller than one expert (", out_expert_bytes, " bytes)");
   c.require(args.out_expert_stride % 16 == 0, "out_expert_stride = ", args.out_expert_stride,
             " must be a multiple of 16 bytes");
+  // The epilogue addresses expert e at e * out_expert_stride.
+  const int64_t out_expert_stride = args.out_expert_stride != 0 ? args.out_expert_stride : out_expert_bytes;
+  int64_t out_span = 0;
+  c.require(multiply(out_expert_stride, args.num_experts, out_span), "num_experts = ", args.num_experts,
+            " times out_expert_stride = ", out_expert_stride, " bytes overflows int64");
 
   c.require(args.masked_m != nullptr, "masked_m is null");
   c.require(aligned(args.masked_m, 4), "masked_m must be 4-byte aligned");
@@ -147,14 +201,6 @@ Status validate(const GroupedGemmArgs& args) {
   c.require(cfg.stages == 0 || (cfg.stages >= host::kMinStages && cfg.stages <= host::kMaxStages),
             "config.stages = ", cfg.stages, " must be 0 (heuristic) or in [", host::kMinStages, ", ",
             host::kMaxStages, "]");
-
-  // Tile indices are 32-bit on the device; bound them with the smallest tile.
-  const int64_t max_tiles = int64_t(args.num_experts) * ((int64_t(args.max_m) + 31) / 32) *
-                            ((int64_t(args.n) + 127) / 128);
-  c.require(max_tiles <= std::numeric_limits<int32_t>::max() / 2, "num_experts * max_m * n is too large (",
-            max_tiles, " tiles)");
-  c.require(int64_t(args.num_experts) * (args.k / 128 + 1) <= std::numeric_limits<int32_t>::max(),
-            "num_experts * k is too large");
   return c.status();
 }
 

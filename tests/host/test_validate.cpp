@@ -26,6 +26,8 @@ T* fake(uintptr_t address) {
 // Packed sizes: a and b rows are 512 bytes (fp8, k=512); out rows are 512 bytes (bf16, n=256).
 constexpr int kExperts = 4, kMaxM = 64, kN = 256, kK = 512;
 constexpr int64_t kOperandRow = 512, kOutRow = 512;
+// Largest max_m and n: rounded up to a whole tile (at most 256) they still fit in int32.
+constexpr int kMaxExtent = INT32_MAX - 255;
 
 GroupedGemmArgs baseline() {
   GroupedGemmArgs args;
@@ -219,8 +221,9 @@ std::vector<Rejection> k_rejections() {
                a.k = 16;
              },
              {"k", "b"}, "8 bytes"),
-      // k=96: a multiple of 16 (scale block) and of 32 (16-byte nvfp4 rows), not of 64.
-      reject("KNotMultipleOf64ForNvfp4Weights",
+      // k=96: a multiple of 16 (scale block) and of 32 (16-byte nvfp4 rows), so a valid shape, but
+      // the nvfp4 mainloop needs a multiple of 64: unsupported, not invalid.
+      unsupported("KNotMultipleOf64ForNvfp4Weights",
              [](auto& a) {
                make_bf16_nvfp4_pair(a);
                a.k = 96;
@@ -360,6 +363,78 @@ std::vector<Rejection> overflow_rejections() {
                a.k = 1024;
              },
              {"num_experts", "k"}, "too large"),
+      // The product 16384 x (2^26 - 8) x (2^24 - 2) wraps int64 to a negative count, which passed
+      // before the factors were multiplied with overflow checks.
+      reject("TileCountOverflowsInt64",
+             [](auto& a) {
+               a.num_experts = 16384;
+               a.max_m = kMaxExtent;
+               a.n = kMaxExtent;
+               a.k = 128;
+             },
+             {"num_experts", "max_m", "n"}, "more than 2^63"),
+      // Rounding max_m or n up to a whole tile would overflow int32 (SignalLayout::row_blocks_per_expert).
+      reject("MaxMInt32Max", [](auto& a) { a.max_m = INT32_MAX; }, {"max_m"}, "too large"),
+      reject("MaxMJustAboveExtentLimit", [](auto& a) { a.max_m = kMaxExtent + 1; }, {"max_m"}, "too large"),
+      reject("NInt32Max", [](auto& a) { a.n = 2147483640; }, {"n"}, "too large"),
+      // bf16 rows of k = 2^27 elements are 2^31 bits: the launcher's int row size would overflow.
+      reject("KRowBitsOverflowInt32",
+             [](auto& a) {
+               make_bf16_pair(a);
+               a.num_experts = 1;
+               a.k = 1 << 27;
+             },
+             {"k", "a.format"}, "too large"),
+      // TMA takes strides below 2^40 bytes; 1 << 60 with expert_stride 16 passed before (the expert
+      // size wrapped to 0).
+      reject("ARowStrideAboveTmaLimit",
+             [](auto& a) {
+               a.a.row_stride = int64_t(1) << 60;
+               a.a.expert_stride = 16;
+             },
+             {"a.row_stride"}, "2^40"),
+      reject("BExpertStrideAboveTmaLimit", [](auto& a) { a.b.expert_stride = int64_t(1) << 40; },
+             {"b.expert_stride"}, "2^40"),
+      // Packed experts of 2^25 rows x 2^15 bytes are 2^40 bytes: the derived stride is over the limit.
+      reject("APackedExpertStrideAboveTmaLimit",
+             [](auto& a) {
+               a.max_m = 1 << 25;
+               a.a.row_stride = 1 << 15;
+             },
+             {"a.expert_stride"}, "(packed)"),
+      // Row stride 2^39 (within the TMA limit) x 2^25 rows = 2^64: wrapped to 0 before.
+      reject("ARowStrideTimesMaxMOverflows",
+             [](auto& a) {
+               a.max_m = 1 << 25;
+               a.a.row_stride = int64_t(1) << 39;
+               a.a.expert_stride = 16;
+             },
+             {"a.row_stride"}, "overflows"),
+      reject("BRowStrideTimesNOverflows",
+             [](auto& a) {
+               a.n = 1 << 25;
+               a.b.row_stride = int64_t(1) << 39;
+               a.b.expert_stride = 16;
+             },
+             {"b.row_stride"}, "overflows"),
+      // 2^24 experts x 2^39-byte expert stride = 2^63 bytes: not addressable.
+      reject("AExpertStrideTimesNumExpertsOverflows",
+             [](auto& a) {
+               a.num_experts = 1 << 24;
+               a.a.expert_stride = int64_t(1) << 39;
+             },
+             {"num_experts", "a.expert_stride"}, "overflows"),
+      // out_row_stride 2^60 x 64 rows = 2^66: wrapped to 0 before, so out_expert_stride = 16 passed.
+      reject("OutRowStrideTimesMaxMOverflows",
+             [](auto& a) {
+               a.out_row_stride = int64_t(1) << 60;
+               a.out_expert_stride = 16;
+             },
+             {"out_row_stride", "max_m"}, "overflows"),
+      // 4 experts x 2^62 bytes: the epilogue's e * out_expert_stride would wrap.
+      reject("OutExpertStrideTimesNumExpertsOverflows",
+             [](auto& a) { a.out_expert_stride = int64_t(1) << 62; }, {"num_experts", "out_expert_stride"},
+             "overflows"),
   };
 }
 
@@ -466,6 +541,19 @@ std::vector<Acceptance> all_acceptances() {
       {"SmallestProblem",
        [](auto& a) {
          a.num_experts = 1, a.max_m = 1, a.n = 8, a.k = 128;
+       }},
+      {"MaxMAtExtentLimit",
+       [](auto& a) {
+         a.num_experts = 1;
+         a.max_m = kMaxExtent;
+         a.n = 128;
+       }},
+      {"StridesJustBelowTmaLimit",
+       [](auto& a) {
+         a.num_experts = 1;
+         a.a.row_stride = (int64_t(1) << 40) - 16;
+         a.a.expert_stride = (int64_t(1) << 40) - 16;
+         a.max_m = 1;
        }},
       // 1024 x 1024 x 1023 tiles: just under the INT32_MAX / 2 bound.
       {"TilesJustBelowLimit",
