@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "bench_util.cuh"
+#include "timeline_svg.h"
 #include "signalgemm/combine.h"
 #include "signalgemm/gemm.h"
 
@@ -45,50 +46,6 @@ struct Timings {
   float gemm_all, gemm_reduced, combine_alone, sequential, overlapped;
 };
 
-
-void write_svg(const char* path, const std::vector<uint64_t>& tl, const SignalLayout& layout, int blocks,
-               const char* title) {
-  const int64_t counters = layout.counter_count();
-  uint64_t t0 = UINT64_MAX, t1 = 0;
-  for (int b = 0; b < blocks; ++b) {
-    t0 = std::min(t0, tl[2 * counters + 3 * b]);
-    t1 = std::max(t1, tl[2 * counters + 3 * b + 2]);
-  }
-  const double us = (t1 - t0) / 1000.0;
-  const int width = 1000, row_h = 6, top = 40;
-  const int64_t used = std::count_if(tl.begin(), tl.begin() + 2 * counters, [](uint64_t x) { return x != 0; }) / 2;
-  const int height = top + int(used + blocks + 4) * row_h + 40;
-  auto x = [&](uint64_t t) { return 60 + (t - t0) / 1000.0 / us * (width - 80); };
-  FILE* f = std::fopen(path, "w");
-  if (f == nullptr) return;
-  std::fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='%d' height='%d' font-family='monospace' font-size='11'>\n",
-               width, height);
-  std::fprintf(f, "<rect width='100%%' height='100%%' fill='white'/>\n<text x='10' y='16'>%s (%.1f us)</text>\n", title,
-               us);
-  std::fprintf(f, "<text x='10' y='32' fill='#1f77b4'>| signal observed, bar: rows sent to token slots</text>\n");
-  int row = 0;
-  for (int64_t c = 0; c < counters; ++c) {
-    if (tl[2 * c] == 0) continue;
-    const double y = top + row++ * row_h;
-    std::fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%d' fill='#1f77b4'/>\n", x(tl[2 * c]), y,
-                 std::max(1.0, x(tl[2 * c + 1]) - x(tl[2 * c])), row_h - 1);
-  }
-  row += 2;
-  std::fprintf(f, "<text x='10' y='%d' fill='#d62728'>combine blocks: send phase (orange), reduce phase (red)</text>\n",
-               top + row * row_h);
-  row += 1;
-  for (int b = 0; b < blocks; ++b) {
-    const uint64_t* bt = &tl[2 * counters + 3 * b];
-    const double y = top + row++ * row_h;
-    std::fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%d' fill='#ff7f0e'/>\n", x(bt[0]), y,
-                 x(bt[1]) - x(bt[0]), row_h - 1);
-    std::fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%d' fill='#d62728'/>\n", x(bt[1]), y,
-                 std::max(1.0, x(bt[2]) - x(bt[1])), row_h - 1);
-  }
-  std::fprintf(f, "<text x='60' y='%d'>0 us</text><text x='%d' y='%d'>%.0f us</text>\n</svg>\n", height - 10,
-               width - 80, height - 10, us);
-  std::fclose(f);
-}
 
 Timings run_shape(const Shape& shape, int combine_blocks, int iters, std::mt19937& rng, const char* svg) {
   int sms = 0;
@@ -257,7 +214,7 @@ Timings run_shape(const Shape& shape, int combine_blocks, int iters, std::mt1993
     char title[160];
     std::snprintf(title, sizeof(title), "GEMM (E=%d, m=%d, N=%d, K=%d) on %d SMs overlapped with the combine",
                   shape.experts, shape.m, kN, kK, sms - combine_blocks);
-    write_svg(svg, timeline, layout, combine_blocks + sms, title);
+    signalgemm::bench::write_timeline_svg(svg, title, {{"", timeline, layout, combine_blocks + sms}});
   }
   for (void* p : {(void*)a, (void*)b, (void*)sfa, (void*)sfb, c, out, workspace, (void*)d_masked_m, (void*)d_topk_idx,
                   (void*)d_row_source, (void*)d_weights, (void*)signals, (void*)d_timeline})

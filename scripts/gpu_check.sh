@@ -52,6 +52,23 @@ python_tests() {
 step python python_tests
 step bench "$BUILD/bench/signalgemm-bench" --compare-signals --csv "$LOGS/bench.csv"
 step demo "$BUILD/bench/signalgemm-demo" --svg "$LOGS/overlap_timeline.svg"
+# The multi-GPU combine over NCCL's device API (docs/multigpu.md): test and benchmark on two or
+# more GPUs, with libnccl from pip's nvidia-nccl-cu13 where installed; NVLink multicast off.
+EP_NOTE="skipped: fewer than 2 GPUs"
+if (( $(nvidia-smi -L 2>/dev/null | wc -l) >= 2 )); then
+  if [[ -x "$BUILD/tests/signalgemm_ep_tests" && -x "$BUILD/bench/signalgemm-ep-bench" ]]; then
+    nccl_lib=$(python3 -c "import nvidia.nccl as m, os; print(os.path.join(list(m.__path__)[0], 'lib'))" 2>/dev/null)
+    [[ -n "$nccl_lib" && -d "$nccl_lib" ]] && export LD_LIBRARY_PATH="$nccl_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    export NCCL_NVLS_ENABLE=0
+    step ep_tests "$BUILD/tests/signalgemm_ep_tests"
+    step ep_bench "$BUILD/bench/signalgemm-ep-bench" --svg "$LOGS/ep_overlap_timeline.svg" \
+      --svg-throttled "$LOGS/ep_overlap_timeline_throttled.svg"
+    EP_NOTE=""
+  else
+    EP_NOTE="skipped: built without NCCL"
+  fi
+fi
+[[ -n "$EP_NOTE" ]] && echo "== multi-GPU combine: $EP_NOTE"
 
 echo
 echo "== benchmark (full output in $LOGS/bench.log)"
@@ -59,6 +76,11 @@ cat "$LOGS/bench.log"
 echo
 echo "== overlap demo (timeline: $LOGS/overlap_timeline.svg)"
 cat "$LOGS/demo.log"
+if [[ -z "$EP_NOTE" ]]; then
+  echo
+  echo "== multi-GPU combine benchmark (timelines: $LOGS/ep_overlap_timeline*.svg)"
+  cat "$LOGS/ep_bench.log"
+fi
 echo
 echo "== summary"
 printf '%s\n' "${TABLE[@]}"

@@ -7,6 +7,7 @@
 
 #include "signalgemm/combine.h"
 #include "signalgemm/consumer.cuh"
+#include "consumer/combine_device.cuh"
 
 namespace signalgemm {
 namespace {
@@ -37,30 +38,8 @@ struct CombineParams {
   int first_block;
 };
 
-__device__ __forceinline__ uint64_t globaltimer() {
-  uint64_t t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
-
-// Rows of N bf16 move as 16-byte vectors (N is a multiple of 8, validated by the GEMM), four per
-// lane in flight: a warp copying one row at a time is otherwise bound by load latency.
-constexpr int kVectorsInFlight = 4;
-
-__device__ __forceinline__ void copy_row(const uint8_t* src, __nv_bfloat16* dst, int n, int lane) {
-  const uint4* s = reinterpret_cast<const uint4*>(src);
-  uint4* d = reinterpret_cast<uint4*>(dst);
-  const int vectors = n / 8;
-  for (int base = lane; base < vectors; base += 32 * kVectorsInFlight) {
-    uint4 v[kVectorsInFlight];
-#pragma unroll
-    for (int i = 0; i < kVectorsInFlight; ++i)
-      if (base + 32 * i < vectors) v[i] = s[base + 32 * i];
-#pragma unroll
-    for (int i = 0; i < kVectorsInFlight; ++i)
-      if (base + 32 * i < vectors) d[base + 32 * i] = v[i];
-  }
-}
+using detail::copy_row;
+using detail::globaltimer;
 
 __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const CombineParams p) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -116,40 +95,12 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const CombineP
 
   // ---- reduce: one block per token, slots summed in the fixed order k = 0..topk-1 once all have
   // arrived. Each thread loads its vector of every slot before summing (topk loads in flight).
-  constexpr int kMaxTopk = 16;
   for (int64_t t = take(&p.work_queues[1]); t < p.num_tokens; t = take(&p.work_queues[1])) {
     uint32_t slots = 0;
     for (int k = 0; k < p.topk; ++k) slots += p.topk_idx[int64_t(t) * p.topk + k] >= 0;
     block_wait_signal(p.token_arrivals + t, slots, SignalScope::gpu, p.timeout_ns, p.error_flag);
-    for (int v = threadIdx.x; v < n / 8; v += kCombineThreads) {
-      float sum[8] = {};
-      for (int k0 = 0; k0 < p.topk; k0 += kMaxTopk) {
-        uint4 raw[kMaxTopk];
-        float weight[kMaxTopk];
-#pragma unroll
-        for (int k = 0; k < kMaxTopk; ++k) {
-          const int slot = k0 + k;
-          const bool used = slot < p.topk && p.topk_idx[int64_t(t) * p.topk + slot] >= 0;
-          weight[k] = used ? p.topk_weights[int64_t(t) * p.topk + slot] : 0.f;
-          raw[k] = used ? reinterpret_cast<const uint4*>(p.recv + (int64_t(t) * p.topk + slot) * n)[v] : uint4{};
-        }
-#pragma unroll
-        for (int k = 0; k < kMaxTopk; ++k) {
-          const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw[k]);
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            const float2 f = __bfloat1622float2(h[j]);
-            sum[2 * j] = fmaf(weight[k], f.x, sum[2 * j]);
-            sum[2 * j + 1] = fmaf(weight[k], f.y, sum[2 * j + 1]);
-          }
-        }
-      }
-      uint4 packed;
-      __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(&packed);
-#pragma unroll
-      for (int j = 0; j < 4; ++j) o[j] = __floats2bfloat162_rn(sum[2 * j], sum[2 * j + 1]);
-      reinterpret_cast<uint4*>(p.out + int64_t(t) * n)[v] = packed;
-    }
+    detail::reduce_token(p.topk_idx + int64_t(t) * p.topk, p.topk_weights + int64_t(t) * p.topk, p.topk, n,
+                         p.recv + int64_t(t) * p.topk * n, p.out + int64_t(t) * n);
   }
   if (block_times != nullptr) {
     __syncthreads();

@@ -1,0 +1,416 @@
+// Benchmark: the down GEMM and the multi-GPU combine (ep_combine over NCCL's device API), one
+// process driving every GPU, DeepSeek-V3 decode shapes (N = 7168, K = 2048, top-8), E experts per
+// GPU, each row's token owned by a random rank (DeepEP low-latency layout). Per shape, over NVLink
+// and with the sends to other GPUs throttled to --throttle-gbps (a model of a link across
+// machines): the GEMM alone (all SMs, and the SMs it keeps when overlapped), the combine alone,
+// sequential (GEMM, then combine) and overlapped; the hidden fraction
+//   (sequential - overlapped) / combine alone
+// and overlapped / max(GEMM at the same sm_count, combine alone). Every variant runs on all GPUs
+// at once, after a device-side NCCL barrier; a time is the slowest GPU's, median of --iters.
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "bench_util.cuh"
+#include "signalgemm/combine.h"
+#include "signalgemm/ep_combine.h"
+#include "signalgemm/gemm.h"
+#include "timeline_svg.h"
+
+using namespace signalgemm;
+using signalgemm::bench::fill_random_e4m3;
+using signalgemm::bench::fill_random_scale;
+
+#define CHECK_CUDA SG_BENCH_CHECK_CUDA
+#define CHECK_STATUS(expr)                              \
+  do {                                                  \
+    Status s_ = (expr);                                 \
+    if (!s_.ok()) {                                     \
+      std::fprintf(stderr, "%s\n", s_.message.c_str()); \
+      std::exit(1);                                     \
+    }                                                   \
+  } while (0)
+#define CHECK_NCCL(expr)                                                                       \
+  do {                                                                                         \
+    ncclResult_t r_ = (expr);                                                                  \
+    if (r_ != ncclSuccess) {                                                                   \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, ncclGetErrorString(r_)); \
+      std::exit(1);                                                                            \
+    }                                                                                          \
+  } while (0)
+
+namespace {
+
+constexpr int kN = 7168, kK = 2048, kTopk = 8;
+
+struct Shape {
+  int experts, m;  // experts per GPU
+};
+
+int max_m_of(int m) { return (int(m * 1.3) + 2 + 3) / 4 * 4; }
+
+struct Rank {
+  int device = 0, sms = 0;
+  EpCombineContext* context = nullptr;
+  uint8_t *a = nullptr, *b = nullptr;
+  float *sfa = nullptr, *sfb = nullptr, *weights = nullptr;
+  void *c = nullptr, *out = nullptr, *workspace = nullptr;
+  int32_t *masked_m = nullptr, *topk_idx = nullptr, *row_source = nullptr;
+  uint32_t* signals = nullptr;
+  uint64_t* timeline = nullptr;
+  cudaStream_t s1 = nullptr, s2 = nullptr;
+  cudaEvent_t start = nullptr, stop = nullptr, fork = nullptr, join = nullptr;
+  int num_tokens = 0;
+  int64_t remote_rows = 0;
+  GroupedGemmArgs gemm;
+  SignalLayout layout;
+};
+
+struct Times {
+  float gemm_all = 0, gemm_reduced = 0, combine_alone = 0, sequential = 0, overlapped = 0;
+};
+
+enum Variant { kGemmAll, kGemmReduced, kCombineAlone, kSequential, kOverlapped };
+
+class Bench {
+ public:
+  Bench(std::vector<Rank>& ranks, int combine_blocks, int iters) : r_(ranks), combine_blocks_(combine_blocks), iters_(iters) {}
+
+  // Routing for one shape: per GPU and local expert m * U(0.7, 1.3) rows, each from a random
+  // owner rank; each owner's slots in random order; rows of an expert ordered by owner.
+  void set_up(const Shape& shape, std::mt19937& rng) {
+    const int ranks = int(r_.size()), max_m = max_m_of(shape.m);
+    const int slots_per_rank = max_tokens_ * kTopk;
+    std::uniform_real_distribution<double> spread(0.7, 1.3);
+    std::vector<std::vector<int32_t>> masked(ranks, std::vector<int32_t>(shape.experts));
+    std::vector<std::vector<int>> owner_slots(ranks);  // global expert per slot
+    for (int g = 0; g < ranks * shape.experts; ++g) {
+      int& m = masked[g / shape.experts][g % shape.experts];
+      m = std::min(max_m, std::max(1, int(std::lround(shape.m * spread(rng)))));
+      for (int i = 0; i < m; ++i) owner_slots[rng() % ranks].push_back(g);
+    }
+    std::vector<std::vector<std::pair<int, int>>> rows_of(ranks * shape.experts);
+    std::vector<std::vector<int32_t>> topk_idx(ranks);
+    for (int o = 0; o < ranks; ++o) {
+      std::shuffle(owner_slots[o].begin(), owner_slots[o].end(), rng);
+      r_[o].num_tokens = int((owner_slots[o].size() + kTopk - 1) / kTopk);
+      if (r_[o].num_tokens > max_tokens_) {
+        std::fprintf(stderr, "routing has more tokens than the window holds\n");
+        std::exit(1);
+      }
+      topk_idx[o].assign(size_t(r_[o].num_tokens) * kTopk, -1);
+      for (size_t s = 0; s < owner_slots[o].size(); ++s) {
+        topk_idx[o][s] = owner_slots[o][s];
+        rows_of[owner_slots[o][s]].push_back({o, int(s)});
+      }
+    }
+    for (int rank = 0; rank < ranks; ++rank) {
+      Rank& R = r_[rank];
+      CHECK_CUDA(cudaSetDevice(R.device));
+      std::vector<int32_t> row_source(size_t(shape.experts) * max_m, -1);
+      R.remote_rows = 0;
+      for (int e = 0; e < shape.experts; ++e) {
+        auto& rows = rows_of[rank * shape.experts + e];
+        std::sort(rows.begin(), rows.end());
+        for (size_t i = 0; i < rows.size(); ++i) {
+          row_source[size_t(e) * max_m + i] = rows[i].first * slots_per_rank + rows[i].second;
+          R.remote_rows += rows[i].first != rank;
+        }
+      }
+      const std::vector<float> weights(topk_idx[rank].size(), 1.f / kTopk);
+      const size_t a_bytes = size_t(shape.experts) * max_m * kK, b_bytes = size_t(shape.experts) * kN * kK;
+      const size_t sfa = size_t(shape.experts) * (kK / 128) * max_m, sfb = size_t(shape.experts) * (kN / 128) * (kK / 128);
+      CHECK_CUDA(cudaMalloc(&R.a, a_bytes));
+      CHECK_CUDA(cudaMalloc(&R.b, b_bytes));
+      CHECK_CUDA(cudaMalloc(&R.sfa, sfa * 4));
+      CHECK_CUDA(cudaMalloc(&R.sfb, sfb * 4));
+      CHECK_CUDA(cudaMalloc(&R.c, size_t(shape.experts) * max_m * kN * 2));
+      CHECK_CUDA(cudaMalloc(&R.out, size_t(std::max(R.num_tokens, 1)) * kN * 2));
+      CHECK_CUDA(cudaMalloc(&R.workspace, ep_combine_workspace_bytes()));
+      CHECK_CUDA(cudaMalloc(&R.masked_m, shape.experts * 4));
+      CHECK_CUDA(cudaMalloc(&R.topk_idx, std::max<size_t>(topk_idx[rank].size(), 1) * 4));
+      CHECK_CUDA(cudaMalloc(&R.weights, std::max<size_t>(weights.size(), 1) * 4));
+      CHECK_CUDA(cudaMalloc(&R.row_source, row_source.size() * 4));
+      fill_random_e4m3<<<1024, 256>>>(R.a, a_bytes, 1 + rank);
+      fill_random_e4m3<<<1024, 256>>>(R.b, b_bytes, 11 + rank);
+      fill_random_scale<<<256, 256>>>(R.sfa, sfa, 0.01f, 21 + rank);
+      fill_random_scale<<<256, 256>>>(R.sfb, sfb, 0.002f, 31 + rank);
+      CHECK_CUDA(cudaMemcpy(R.masked_m, masked[rank].data(), shape.experts * 4, cudaMemcpyHostToDevice));
+      CHECK_CUDA(cudaMemcpy(R.topk_idx, topk_idx[rank].data(), topk_idx[rank].size() * 4, cudaMemcpyHostToDevice));
+      CHECK_CUDA(cudaMemcpy(R.weights, weights.data(), weights.size() * 4, cudaMemcpyHostToDevice));
+      CHECK_CUDA(cudaMemcpy(R.row_source, row_source.data(), row_source.size() * 4, cudaMemcpyHostToDevice));
+      GroupedGemmArgs& g = R.gemm;
+      g = GroupedGemmArgs{};
+      g.num_experts = shape.experts, g.max_m = max_m, g.n = kN, g.k = kK;
+      g.a = {Format::fp8_block128, R.a, R.sfa, 0, 0};
+      g.b = {Format::fp8_block128, R.b, R.sfb, 0, 0};
+      g.out = R.c;
+      g.masked_m = R.masked_m;
+      g.expected_m = shape.m;
+      g.granularity = SignalGranularity::per_expert;
+      R.layout = signal_layout(g);
+      CHECK_CUDA(cudaMalloc(&R.signals, R.layout.counter_count() * 4));
+      g.signals = R.signals;
+      CHECK_CUDA(cudaMalloc(&R.timeline, combine_timeline_entries(R.layout, combine_blocks_ + R.sms) * 8));
+      CHECK_CUDA(cudaDeviceSynchronize());
+    }
+  }
+
+  void tear_down() {
+    for (Rank& R : r_) {
+      CHECK_CUDA(cudaSetDevice(R.device));
+      CHECK_CUDA(cudaDeviceSynchronize());
+      for (void* p : {(void*)R.a, (void*)R.b, (void*)R.sfa, (void*)R.sfb, R.c, R.out, R.workspace, (void*)R.masked_m,
+                      (void*)R.topk_idx, (void*)R.weights, (void*)R.row_source, (void*)R.signals, (void*)R.timeline})
+        cudaFree(p);
+    }
+  }
+
+  EpCombineArgs combine_args(Rank& R, double throttle, bool with_timeline) {
+    EpCombineArgs c;
+    c.gemm_out = R.c;
+    c.masked_m = R.masked_m;
+    c.layout = R.layout;
+    c.signals = R.signals;
+    c.row_source = R.row_source;
+    c.num_tokens = R.num_tokens;
+    c.topk_idx = R.topk_idx;
+    c.topk_weights = R.weights;
+    c.out = R.out;
+    c.epoch = epoch_;
+    c.workspace = R.workspace;
+    c.num_blocks = R.sms;
+    c.remote_bytes_per_second = throttle;
+    c.timeout_ns = 10'000'000'000ull;
+    c.timeline = with_timeline ? R.timeline : nullptr;
+    return c;
+  }
+
+  // Enqueues one variant on every GPU: untimed set-up, a spin that covers the host's enqueueing,
+  // the device-side barrier that starts all GPUs together, then the timed work.
+  void enqueue(Variant v, double throttle, bool with_timeline = false) {
+    const bool combines = v == kCombineAlone || v == kSequential || v == kOverlapped;
+    if (combines) ++epoch_;
+    for (Rank& R : r_) {
+      CHECK_CUDA(cudaSetDevice(R.device));
+      signalgemm::bench::spin_kernel<<<1, 1, 0, R.s1>>>(200'000);
+      CHECK_CUDA(cudaMemsetAsync(R.signals, 0, R.layout.counter_count() * 4, R.s1));
+      CHECK_CUDA(cudaMemsetAsync(R.workspace, 0, ep_combine_workspace_bytes(), R.s1));
+      GroupedGemmArgs g = R.gemm;
+      g.stream = R.s1;
+      if (v == kCombineAlone) CHECK_STATUS(grouped_gemm_nt_masked(g));  // signals complete before timing
+      CHECK_STATUS(ep_combine_barrier(R.context, R.s1));
+      CHECK_CUDA(cudaEventRecord(R.start, R.s1));
+      EpCombineArgs c = combine_args(R, throttle, with_timeline);
+      c.stream = R.s1;
+      switch (v) {
+        case kGemmAll: CHECK_STATUS(grouped_gemm_nt_masked(g)); break;
+        case kGemmReduced:
+          g.sm_count = R.sms - combine_blocks_;
+          CHECK_STATUS(grouped_gemm_nt_masked(g));
+          break;
+        case kCombineAlone: CHECK_STATUS(ep_combine(R.context, c)); break;
+        case kSequential:
+          CHECK_STATUS(grouped_gemm_nt_masked(g));
+          CHECK_STATUS(ep_combine(R.context, c));
+          break;
+        case kOverlapped: {
+          CHECK_CUDA(cudaEventRecord(R.fork, R.s1));
+          CHECK_CUDA(cudaStreamWaitEvent(R.s2, R.fork));
+          EpCombineArgs beside = c;
+          beside.stream = R.s2;
+          beside.num_blocks = combine_blocks_;
+          CHECK_STATUS(ep_combine(R.context, beside));  // first, so it waits on the signals as they come
+          g.sm_count = R.sms - combine_blocks_;
+          CHECK_STATUS(grouped_gemm_nt_masked(g));
+          c.first_block = combine_blocks_;
+          CHECK_STATUS(ep_combine(R.context, c));
+          CHECK_CUDA(cudaEventRecord(R.join, R.s2));
+          CHECK_CUDA(cudaStreamWaitEvent(R.s1, R.join));
+          break;
+        }
+      }
+      CHECK_CUDA(cudaEventRecord(R.stop, R.s1));
+    }
+  }
+
+  float time(Variant v, double throttle) {
+    std::vector<float> us;
+    for (int i = 0; i < iters_ + 3; ++i) {
+      enqueue(v, throttle);
+      float slowest = 0;
+      for (Rank& R : r_) {
+        CHECK_CUDA(cudaSetDevice(R.device));
+        CHECK_CUDA(cudaEventSynchronize(R.stop));
+        float ms = 0;
+        CHECK_CUDA(cudaEventElapsedTime(&ms, R.start, R.stop));
+        slowest = std::max(slowest, ms * 1000.f);
+      }
+      if (i >= 3) us.push_back(slowest);
+    }
+    return signalgemm::bench::median(us);
+  }
+
+  Times run(double throttle) {
+    Times t;
+    t.gemm_all = time(kGemmAll, 0);
+    t.gemm_reduced = time(kGemmReduced, 0);
+    t.combine_alone = time(kCombineAlone, throttle);
+    t.sequential = time(kSequential, throttle);
+    t.overlapped = time(kOverlapped, throttle);
+    return t;
+  }
+
+  void write_svg(const char* path, double throttle, const std::string& title, const std::string& footer) {
+    for (Rank& R : r_) {
+      CHECK_CUDA(cudaSetDevice(R.device));
+      CHECK_CUDA(cudaMemset(R.timeline, 0, combine_timeline_entries(R.layout, combine_blocks_ + R.sms) * 8));
+      CHECK_CUDA(cudaDeviceSynchronize());
+    }
+    enqueue(kOverlapped, throttle, true);
+    std::vector<signalgemm::bench::TimelinePanel> panels;
+    for (size_t i = 0; i < r_.size(); ++i) {
+      Rank& R = r_[i];
+      CHECK_CUDA(cudaSetDevice(R.device));
+      CHECK_CUDA(cudaDeviceSynchronize());
+      signalgemm::bench::TimelinePanel p;
+      p.label = "GPU " + std::to_string(i) + " (" + std::to_string(R.remote_rows) + " rows to other GPUs)";
+      p.layout = R.layout;
+      p.blocks = combine_blocks_ + R.sms;
+      p.stamps.resize(combine_timeline_entries(R.layout, p.blocks));
+      CHECK_CUDA(cudaMemcpy(p.stamps.data(), R.timeline, p.stamps.size() * 8, cudaMemcpyDeviceToHost));
+      panels.push_back(std::move(p));
+    }
+    signalgemm::bench::write_timeline_svg(path, title, panels, footer);
+  }
+
+  void set_max_tokens(int t) { max_tokens_ = t; }
+
+ private:
+  std::vector<Rank>& r_;
+  int combine_blocks_, iters_;
+  int max_tokens_ = 0;
+  uint32_t epoch_ = 0;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int combine_blocks = 8, iters = 20, gpus = 0;
+  double throttle_gbps = 50;
+  const char* svg = nullptr;
+  const char* svg_throttled = nullptr;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--combine-sms") && i + 1 < argc) combine_blocks = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--iters") && i + 1 < argc) iters = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--gpus") && i + 1 < argc) gpus = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--throttle-gbps") && i + 1 < argc) throttle_gbps = std::atof(argv[++i]);
+    else if (!std::strcmp(argv[i], "--svg") && i + 1 < argc) svg = argv[++i];
+    else if (!std::strcmp(argv[i], "--svg-throttled") && i + 1 < argc) svg_throttled = argv[++i];
+    else {
+      std::fprintf(stderr,
+                   "usage: %s [--gpus N] [--combine-sms N] [--iters N] [--throttle-gbps G] [--svg FILE] "
+                   "[--svg-throttled FILE]\n",
+                   argv[0]);
+      return 2;
+    }
+  }
+  setenv("NCCL_NVLS_ENABLE", "0", 0);  // NVLink multicast stays off
+  const cudaDeviceProp prop = signalgemm::bench::require_hopper("signalgemm-ep-bench");
+  int count = 0;
+  CHECK_CUDA(cudaGetDeviceCount(&count));
+  if (gpus == 0) gpus = count;
+  if (gpus > count) {
+    std::fprintf(stderr, "signalgemm-ep-bench: --gpus %d but %d present\n", gpus, count);
+    return 2;
+  }
+  int version = 0;
+  CHECK_NCCL(ncclGetVersion(&version));
+  char date[32];
+  const std::time_t now = std::time(nullptr);
+  std::strftime(date, sizeof(date), "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
+
+  std::vector<ncclComm_t> comms(gpus);
+  std::vector<int> devices(gpus);
+  for (int i = 0; i < gpus; ++i) devices[i] = i;
+  CHECK_NCCL(ncclCommInitAll(comms.data(), gpus, devices.data()));
+  const Shape shapes[] = {{32, 32}, {32, 128}, {8, 256}};
+  int max_tokens = 0;
+  for (const Shape& s : shapes) max_tokens = std::max(max_tokens, gpus * s.experts * max_m_of(s.m) / kTopk + 1);
+  std::vector<EpCombineContext*> contexts(gpus);
+  CHECK_STATUS(ep_combine_create_all(comms.data(), gpus, EpCombineConfig{max_tokens, kTopk, kN}, contexts.data()));
+  std::vector<Rank> ranks(gpus);
+  for (int i = 0; i < gpus; ++i) {
+    Rank& R = ranks[i];
+    R.device = i;
+    R.context = contexts[i];
+    CHECK_CUDA(cudaSetDevice(i));
+    CHECK_CUDA(cudaDeviceGetAttribute(&R.sms, cudaDevAttrMultiProcessorCount, i));
+    CHECK_CUDA(cudaStreamCreateWithFlags(&R.s1, cudaStreamNonBlocking));
+    CHECK_CUDA(cudaStreamCreateWithFlags(&R.s2, cudaStreamNonBlocking));
+    CHECK_CUDA(cudaEventCreate(&R.start));
+    CHECK_CUDA(cudaEventCreate(&R.stop));
+    CHECK_CUDA(cudaEventCreateWithFlags(&R.fork, cudaEventDisableTiming));
+    CHECK_CUDA(cudaEventCreateWithFlags(&R.join, cudaEventDisableTiming));
+  }
+
+  std::printf("multi-GPU combine benchmark, %s, %d x %s, NCCL %d (device API, LSA windows; NVLS off)\n", date, gpus,
+              prop.name, version);
+  std::printf("down GEMM N=%d K=%d fp8_block128, top-%d combine, E experts per GPU, each row's token owned by a random "
+              "GPU; overlapped: %d SMs beside the GEMM + a full-chip combine launch after it\n",
+              kN, kK, kTopk, combine_blocks);
+  std::printf("link 'nvlink': NVLink as is; 'X GB/s': sends to other GPUs throttled to X GB/s per GPU (a model of a "
+              "link across machines)\n");
+  std::printf("%4s %5s %10s %9s | %8s %8s %8s | %8s %8s | %7s %9s\n", "E", "m", "link", "remote_MB", "gemm_us",
+              "gemm_rd", "comb_us", "seq_us", "ovl_us", "hidden", "ovl/max");
+  Bench bench(ranks, combine_blocks, iters);
+  bench.set_max_tokens(max_tokens);
+  std::mt19937 rng(2026);
+  for (const Shape& s : shapes) {
+    bench.set_up(s, rng);
+    double remote_mb = 0;
+    for (const Rank& R : ranks) remote_mb = std::max(remote_mb, R.remote_rows * kN * 2 / 1e6);
+    for (double throttle : {0.0, throttle_gbps * 1e9}) {
+      if (throttle > 0 && gpus < 2) continue;
+      const Times t = bench.run(throttle);
+      const double hidden = (t.sequential - t.overlapped) / t.combine_alone;
+      const double ratio = t.overlapped / std::max(t.gemm_reduced, t.combine_alone);
+      char link[32];
+      if (throttle > 0) std::snprintf(link, sizeof(link), "%.0f GB/s", throttle_gbps);
+      else std::snprintf(link, sizeof(link), "nvlink");
+      std::printf("%4d %5d %10s %9.1f | %8.1f %8.1f %8.1f | %8.1f %8.1f | %6.0f%% %9.3f\n", s.experts, s.m, link,
+                  remote_mb, t.gemm_all, t.gemm_reduced, t.combine_alone, t.sequential, t.overlapped, 100 * hidden,
+                  ratio);
+      std::fflush(stdout);
+    }
+    if (&s == &shapes[0]) {
+      char title[256], footer[128];
+      std::snprintf(footer, sizeof(footer), "%s, %d x %s", date, gpus, prop.name);
+      if (svg != nullptr) {
+        std::snprintf(title, sizeof(title), "GEMM (E=%d/GPU, m=%d, N=%d, K=%d) on %d SMs overlapped with the combine over NVLink",
+                      s.experts, s.m, kN, kK, ranks[0].sms - combine_blocks);
+        bench.write_svg(svg, 0, title, footer);
+      }
+      if (svg_throttled != nullptr && gpus > 1) {
+        std::snprintf(title, sizeof(title), "GEMM (E=%d/GPU, m=%d) overlapped with the combine, sends throttled to %.0f GB/s",
+                      s.experts, s.m, throttle_gbps);
+        bench.write_svg(svg_throttled, throttle_gbps * 1e9, title, footer);
+      }
+    }
+    bench.tear_down();
+  }
+  std::printf("gemm_rd: GEMM alone on the SMs it keeps when overlapped; seq: GEMM (all SMs) then combine (all SMs); "
+              "hidden = (seq - ovl) / comb; ovl/max = ovl / max(gemm_rd, comb) (target <= 1.1, hidden >= 80%%); "
+              "remote_MB: bytes the busiest GPU sends to others\n");
+  CHECK_STATUS(ep_combine_destroy_all(contexts.data(), gpus));
+  for (auto& c : comms) ncclCommDestroy(c);
+  return 0;
+}

@@ -1,0 +1,121 @@
+// The MoE combine across GPUs (expert parallelism), overlapped with the down GEMM through
+// SignalGEMM's signals, over NCCL 2.28's device API (docs/multigpu.md).
+//
+// N ranks (GPUs) each own E_local experts (global expert id = rank * E_local + local id) and the
+// tokens dispatched from them. Rank r's down GEMM writes C_r[e, i, :] for its local experts; the
+// combine gives each token t of rank o
+//
+//   out_o[t, :] = sum_{k < topk, topk_idx_o[t, k] >= 0} topk_weights_o[t, k] * C_r(k)[e_k, i_k, :]
+//
+// where (r(k), e_k, i_k) is the rank, local expert and row that served slot k. Per rank, one kernel:
+//   send:   as soon as a local GEMM counter completes, every row it covers is stored into the
+//           token owner's receive window (NCCL symmetric memory; a peer's window is reached through
+//           its LSA pointer, so the stores go over NVLink), then the slot's flag in the owner's
+//           window is set to `epoch` with a release at system scope;
+//   reduce: once every used slot of a token carries `epoch` (acquire, system scope), the owner sums
+//           the slots in the fixed order k = 0..topk-1 in fp32 and stores bf16 (deterministic).
+// With N = 1 every owner is the rank itself and this is the single-GPU combine.
+//
+// The receive window is double-buffered by epoch parity, and a sender waits, before its first row
+// to an owner, until that owner has finished reducing epoch - 2 (a flag in the owner's window), so
+// no rank can overwrite rows a slower peer has not summed yet, whatever the routing.
+#pragma once
+
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "signalgemm/signals.h"
+#include "signalgemm/types.h"
+
+namespace signalgemm {
+
+// Sizes of the receive window; identical on every rank.
+struct EpCombineConfig {
+  int max_tokens_per_rank = 0;  // tokens any rank may own in one combine
+  int topk = 0;
+  int n = 0;  // hidden size (columns of C)
+};
+
+// Per-rank NCCL state: the communicator's device communicator (one LSA barrier), and the
+// registered receive window. Opaque; created collectively.
+struct EpCombineContext;
+
+// Collective over `comm`: every rank calls it at the same time (one thread per rank, or one
+// process per rank), with the same config. Allocates the window with ncclMemAlloc on the comm's
+// device, zeroes it, registers it (NCCL_WIN_COLL_SYMMETRIC) and creates an ncclDevComm. Needs
+// every rank within one load/store-accessible (NVLink) domain: GIN (the path across machines) is
+// not used here. The NCCL library must be the 2.28 series the headers come from.
+Status ep_combine_create(ncclComm_t comm, const EpCombineConfig& config, EpCombineContext** context);
+
+// One process driving several GPUs: creates the contexts of `comms[0..count)` (e.g. from
+// ncclCommInitAll), one host thread per rank.
+Status ep_combine_create_all(const ncclComm_t* comms, int count, const EpCombineConfig& config,
+                             EpCombineContext** contexts);
+
+// Collective: deregisters and frees. Every combine using the context must have finished.
+Status ep_combine_destroy(EpCombineContext* context);
+Status ep_combine_destroy_all(EpCombineContext* const* contexts, int count);
+
+int ep_combine_rank(const EpCombineContext* context);
+int ep_combine_num_ranks(const EpCombineContext* context);
+int ep_combine_device(const EpCombineContext* context);
+
+// Enqueues a device-side barrier across all ranks (NCCL LSA barrier, one CTA) on `stream`: every
+// rank's earlier work on its stream is visible to every rank's later work. Used to align ranks
+// before timing; a combine does not need it.
+Status ep_combine_barrier(const EpCombineContext* context, cudaStream_t stream);
+
+struct EpCombineArgs {
+  // This rank's GEMM output and signals (what its GEMM launch was given).
+  const void* gemm_out = nullptr;      // bf16 [E_local][max_m][N]
+  int64_t gemm_out_row_stride = 0;     // bytes; 0 = packed
+  int64_t gemm_out_expert_stride = 0;  // bytes; 0 = packed
+  const int32_t* masked_m = nullptr;   // [E_local]
+  SignalLayout layout;                 // signal_layout(gemm args); layout.n must equal config.n
+  const uint32_t* signals = nullptr;
+  uint32_t signal_base = 0;
+  SignalScope scope = SignalScope::gpu;  // the GEMM's output is read on its own GPU only
+
+  // Rows of this rank's experts, as a low-latency dispatch lays them out: for local expert e and
+  // row i, row_source[e * max_m + i] = owner * (max_tokens_per_rank * topk) + t * topk + k for the
+  // row that serves slot k of token t owned by rank `owner`, or -1 (padding).
+  const int32_t* row_source = nullptr;  // [E_local][max_m]
+
+  // Tokens this rank owns (<= max_tokens_per_rank) and their routing over global experts.
+  int num_tokens = 0;
+  const int32_t* topk_idx = nullptr;    // [num_tokens][topk], global expert id or -1 (unused slot)
+  const float* topk_weights = nullptr;  // [num_tokens][topk]
+  void* out = nullptr;                  // bf16 [num_tokens][N]
+
+  // Sequence number of this combine, the same on every rank, counting 1, 2, 3, ... per context
+  // (never 0: the window starts zeroed). Its parity picks the half of the window.
+  uint32_t epoch = 0;
+
+  // ep_combine_workspace_bytes() of device memory, zeroed (cudaMemsetAsync, capturable) before
+  // each combine; shared by all launches of one combine.
+  void* workspace = nullptr;
+
+  // As CombineArgs: one combine may be split over a few blocks beside the GEMM (on the SMs it
+  // leaves free) and a full-chip launch stream-ordered after it; they share the workspace.
+  int num_blocks = 0;  // 0 = 8
+  int first_block = 0;
+
+  // Model of a slower link: when > 0, rows to other ranks leave this GPU no faster than this many
+  // bytes per second in total (a token bucket over %globaltimer; each row's flag is released once
+  // its transfer would have finished). Shows what the overlap buys where communication dominates.
+  double remote_bytes_per_second = 0;
+
+  uint64_t timeout_ns = 0;        // per wait; 0 = wait forever
+  int32_t* error_flag = nullptr;  // ORed with kErrorSignalTimeout on a timeout
+  uint64_t* timeline = nullptr;   // optional, combine_timeline_entries() stamps (same layout)
+  cudaStream_t stream = nullptr;
+};
+
+size_t ep_combine_workspace_bytes();
+
+Status ep_combine(const EpCombineContext* context, const EpCombineArgs& args);
+
+}  // namespace signalgemm

@@ -1,0 +1,76 @@
+// Device pieces shared by the single-GPU combine (combine.cu) and the multi-GPU one
+// (ep_combine.cu): the clock for timelines, the row copy of the send phase, and the per-token
+// weighted sum of the reduce phase.
+#pragma once
+
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+namespace signalgemm::detail {
+
+__device__ __forceinline__ uint64_t globaltimer() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+// Rows of N bf16 move as 16-byte vectors (N is a multiple of 8, validated by the GEMM), four per
+// lane in flight: a warp copying one row at a time is otherwise bound by load latency. `dst` may
+// be a peer's memory (an NCCL LSA pointer): the stores then travel over NVLink.
+constexpr int kVectorsInFlight = 4;
+
+__device__ __forceinline__ void copy_row(const uint8_t* src, __nv_bfloat16* dst, int n, int lane) {
+  const uint4* s = reinterpret_cast<const uint4*>(src);
+  uint4* d = reinterpret_cast<uint4*>(dst);
+  const int vectors = n / 8;
+  for (int base = lane; base < vectors; base += 32 * kVectorsInFlight) {
+    uint4 v[kVectorsInFlight];
+#pragma unroll
+    for (int i = 0; i < kVectorsInFlight; ++i)
+      if (base + 32 * i < vectors) v[i] = s[base + 32 * i];
+#pragma unroll
+    for (int i = 0; i < kVectorsInFlight; ++i)
+      if (base + 32 * i < vectors) d[base + 32 * i] = v[i];
+  }
+}
+
+// out_row = sum over used slots k (topk_idx_row[k] >= 0) of weights_row[k] * slots[k * n + :],
+// summed in fp32 in the fixed order k = 0..topk-1, stored as bf16: the result never depends on
+// which slot arrived first. The calling block's threads split the row; every thread loads its
+// vector of all slots before summing (topk loads in flight).
+__device__ inline void reduce_token(const int32_t* topk_idx_row, const float* weights_row, int topk, int n,
+                                    const __nv_bfloat16* slots, __nv_bfloat16* out_row) {
+  constexpr int kMaxTopk = 16;
+  for (int v = threadIdx.x; v < n / 8; v += blockDim.x) {
+    float sum[8] = {};
+    for (int k0 = 0; k0 < topk; k0 += kMaxTopk) {
+      uint4 raw[kMaxTopk];
+      float weight[kMaxTopk];
+#pragma unroll
+      for (int k = 0; k < kMaxTopk; ++k) {
+        const int slot = k0 + k;
+        const bool used = slot < topk && topk_idx_row[slot] >= 0;
+        weight[k] = used ? weights_row[slot] : 0.f;
+        raw[k] = used ? reinterpret_cast<const uint4*>(slots + int64_t(slot) * n)[v] : uint4{};
+      }
+#pragma unroll
+      for (int k = 0; k < kMaxTopk; ++k) {
+        const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw[k]);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const float2 f = __bfloat1622float2(h[j]);
+          sum[2 * j] = fmaf(weight[k], f.x, sum[2 * j]);
+          sum[2 * j + 1] = fmaf(weight[k], f.y, sum[2 * j + 1]);
+        }
+      }
+    }
+    uint4 packed;
+    __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(&packed);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) o[j] = __floats2bfloat162_rn(sum[2 * j], sum[2 * j + 1]);
+    reinterpret_cast<uint4*>(out_row)[v] = packed;
+  }
+}
+
+}  // namespace signalgemm::detail

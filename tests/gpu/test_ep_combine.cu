@@ -1,0 +1,384 @@
+// The multi-GPU combine (ep_combine) overlapped with each rank's down GEMM: every rank's output
+// against a float64 CPU combine of the (separately verified) GEMM outputs of all ranks, for fresh
+// random routings and masked_m (0, 1, odd values and max_m in every iteration), both signal
+// granularities. Three set-ups: one process driving every GPU (1,000 iterations), a single rank
+// (the local combine), and one process per GPU (this binary re-executed as workers, sharing the
+// ncclUniqueId on the command line and the GEMM outputs through ncclAllGather).
+//
+// Own main(): `--ep-worker RANK RANKS ID_HEX ITERATIONS` runs one worker rank.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include <nccl.h>
+
+#include "gpu_test_util.h"
+#include "signalgemm/combine.h"
+#include "signalgemm/ep_combine.h"
+#include "signalgemm/gemm.h"
+
+namespace signalgemm::test {
+namespace {
+
+constexpr int kExpertsPerRank = 4, kMaxM = 40, kN = 256, kK = 256, kTopk = 4;
+constexpr int kCombineBlocks = 4;  // beside the GEMM, on the SMs it leaves free
+constexpr int kHelperBlocks = 8;   // stream-ordered after the GEMM, joining through the queues
+
+int max_tokens_per_rank(int ranks) { return ranks * kExpertsPerRank * kMaxM * 12 / 10 / kTopk + 8; }
+
+int hopper_gpu_count() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  for (int d = 0; d < count; ++d) {
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, d) != cudaSuccess || prop.major != 9 || prop.minor != 0) return d;
+  }
+  return count;
+}
+
+// One routing over all ranks, generated identically in every process from the same seed.
+struct EpRouting {
+  int ranks = 0, slots_per_rank = 0;
+  std::vector<std::vector<int32_t>> masked_m, row_source;  // per rank: [E_local], [E_local][max_m]
+  std::vector<int> num_tokens;                             // per rank
+  std::vector<std::vector<int32_t>> topk_idx;              // per rank: [num_tokens][topk], global expert
+  std::vector<std::vector<float>> weights;
+  std::vector<std::vector<std::array<int, 3>>> slot_source;  // per owner slot: (rank, local expert, row)
+};
+
+// Per global expert a count: a quarter 0, one max_m, one 1, the rest uniform in [0, max_m]; each
+// row goes to a random owner rank; each owner's slots are shuffled, with about 10% left unused
+// (topk_idx -1); each expert's rows are ordered by (owner, slot) as a low-latency dispatch lays
+// them out (grouped by source rank).
+EpRouting random_ep_routing(int ranks, std::mt19937& rng) {
+  EpRouting r;
+  r.ranks = ranks;
+  const int experts = ranks * kExpertsPerRank;
+  r.slots_per_rank = max_tokens_per_rank(ranks) * kTopk;
+  std::vector<int> count(experts);
+  for (auto& m : count) m = rng() % 4 == 0 ? 0 : int(rng() % (kMaxM + 1));
+  const int full = int(rng() % experts);
+  count[full] = kMaxM;
+  if (experts > 1) count[(full + 1 + rng() % (experts - 1)) % experts] = 1;
+  std::vector<std::vector<int>> owner_slots(ranks);  // global expert per slot, -1 unused
+  for (int g = 0; g < experts; ++g)
+    for (int i = 0; i < count[g]; ++i) owner_slots[rng() % ranks].push_back(g);
+  std::uniform_real_distribution<float> uw(0.05f, 1.f);
+  r.masked_m.assign(ranks, std::vector<int32_t>(kExpertsPerRank, 0));
+  r.row_source.assign(ranks, std::vector<int32_t>(size_t(kExpertsPerRank) * kMaxM, -1));
+  r.num_tokens.resize(ranks);
+  r.topk_idx.resize(ranks);
+  r.weights.resize(ranks);
+  r.slot_source.resize(ranks);
+  std::vector<std::vector<std::pair<int, int>>> rows_of_expert(experts);  // (owner, slot)
+  for (int o = 0; o < ranks; ++o) {
+    std::shuffle(owner_slots[o].begin(), owner_slots[o].end(), rng);
+    std::vector<int> slots;
+    for (int g : owner_slots[o]) {
+      if (rng() % 10 == 0) slots.push_back(-1);
+      slots.push_back(g);
+    }
+    r.num_tokens[o] = int((slots.size() + kTopk - 1) / kTopk);
+    slots.resize(size_t(r.num_tokens[o]) * kTopk, -1);
+    r.topk_idx[o].assign(slots.begin(), slots.end());
+    r.weights[o].resize(slots.size());
+    r.slot_source[o].assign(slots.size(), {-1, -1, -1});
+    for (size_t s = 0; s < slots.size(); ++s) {
+      r.weights[o][s] = slots[s] >= 0 ? uw(rng) : 0.f;
+      if (slots[s] >= 0) rows_of_expert[slots[s]].push_back({o, int(s)});
+    }
+  }
+  for (int g = 0; g < experts; ++g) {
+    auto& rows = rows_of_expert[g];
+    std::sort(rows.begin(), rows.end());
+    const int rank = g / kExpertsPerRank, e = g % kExpertsPerRank;
+    r.masked_m[rank][e] = int(rows.size());
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const auto [owner, slot] = rows[i];
+      r.row_source[rank][size_t(e) * kMaxM + i] = owner * r.slots_per_rank + slot;
+      r.slot_source[owner][slot] = {rank, e, int(i)};
+    }
+  }
+  return r;
+}
+
+// One rank living in this process: its GPU, its GEMM problem, its combine buffers.
+struct RankState {
+  int rank = 0, device = 0, sms = 0;
+  Problem problem;
+  EpCombineContext* context = nullptr;
+  cudaStream_t gemm_stream = nullptr, combine_stream = nullptr;
+  DeviceBuffer signals, row_source, topk_idx, weights, out, workspace, flag;
+
+  // Builds the rank's problem (seeded by rank, so every process builds the same) and checks its
+  // full GEMM output against the float64 reference; returns that output's bf16 bits.
+  std::vector<uint16_t> build(int rank_, int ranks) {
+    rank = rank_;
+    cudaSetDevice(device);
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    std::mt19937 rng(1000 + rank);
+    problem.build(kExpertsPerRank, kMaxM, kN, kK, rng);
+    const std::vector<int32_t> all(kExpertsPerRank, kMaxM);
+    const auto reference = ref::masked_grouped_gemm(problem.a, problem.b, all.data(), problem.alpha.data());
+    problem.set_masked_m(all);
+    problem.poison_output();
+    EXPECT_TRUE(grouped_gemm_nt_masked(problem.args()).ok());
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_EQ(check_output(problem, all, reference), "") << "rank " << rank;
+    const int tokens = max_tokens_per_rank(ranks);
+    signals = DeviceBuffer(sizeof(uint32_t) * kExpertsPerRank * kMaxM);  // >= any layout's counters
+    row_source = DeviceBuffer(sizeof(int32_t) * kExpertsPerRank * kMaxM);
+    topk_idx = DeviceBuffer(sizeof(int32_t) * tokens * kTopk);
+    weights = DeviceBuffer(sizeof(float) * tokens * kTopk);
+    out = DeviceBuffer(size_t(tokens) * kN * 2);
+    workspace = DeviceBuffer(ep_combine_workspace_bytes());
+    flag = DeviceBuffer::from(std::vector<int32_t>{0});
+    cudaStreamCreateWithFlags(&gemm_stream, cudaStreamNonBlocking);
+    cudaStreamCreateWithFlags(&combine_stream, cudaStreamNonBlocking);
+    return problem.output();
+  }
+  void release() {
+    cudaSetDevice(device);
+    if (gemm_stream) cudaStreamDestroy(gemm_stream);
+    if (combine_stream) cudaStreamDestroy(combine_stream);
+    gemm_stream = combine_stream = nullptr;
+  }
+
+  // Uploads this rank's part of the routing and launches combine (beside), GEMM, combine (after).
+  std::string launch(const EpRouting& r, SignalGranularity g, uint32_t epoch) {
+    cudaSetDevice(device);
+    GroupedGemmArgs args = problem.args();
+    args.granularity = g;
+    args.sm_count = sms - kCombineBlocks;
+    args.stream = gemm_stream;
+    args.signals = signals.get<uint32_t>();
+    const SignalLayout layout = signal_layout(args);
+    problem.set_masked_m(r.masked_m[rank]);
+    problem.poison_output();
+    cudaMemcpy(row_source.get(), r.row_source[rank].data(), r.row_source[rank].size() * 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(topk_idx.get(), r.topk_idx[rank].data(), r.topk_idx[rank].size() * 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(weights.get(), r.weights[rank].data(), r.weights[rank].size() * 4, cudaMemcpyHostToDevice);
+    cudaMemset(out.get(), 0xff, out.bytes());  // poison: bf16 NaN
+    cudaMemset(signals.get(), 0, signals.bytes());
+    cudaMemset(workspace.get(), 0, workspace.bytes());
+    if (cudaDeviceSynchronize() != cudaSuccess) return "set-up failed";
+
+    EpCombineArgs c;
+    c.gemm_out = problem.d_out.get();
+    c.gemm_out_row_stride = problem.out_row_stride;
+    c.masked_m = problem.d_masked_m.get<int32_t>();
+    c.layout = layout;
+    c.signals = signals.get<uint32_t>();
+    c.row_source = row_source.get<int32_t>();
+    c.num_tokens = r.num_tokens[rank];
+    c.topk_idx = topk_idx.get<int32_t>();
+    c.topk_weights = weights.get<float>();
+    c.out = out.get();
+    c.epoch = epoch;
+    c.workspace = workspace.get();
+    c.num_blocks = kCombineBlocks;
+    c.timeout_ns = 5'000'000'000;
+    c.error_flag = flag.get<int32_t>();
+    c.stream = combine_stream;
+    if (Status s = ep_combine(context, c); !s.ok()) return s.message;  // consumer first: already waiting
+    if (Status s = grouped_gemm_nt_masked(args); !s.ok()) return s.message;
+    EpCombineArgs helper = c;
+    helper.num_blocks = kHelperBlocks;
+    helper.first_block = kCombineBlocks;
+    helper.stream = gemm_stream;
+    if (Status s = ep_combine(context, helper); !s.ok()) return s.message;
+    return "";
+  }
+
+  // After launch(): waits and compares with the CPU combine of every rank's golden output.
+  std::string check(const EpRouting& r, const std::vector<std::vector<uint16_t>>& golden) {
+    cudaSetDevice(device);
+    if (cudaError_t e = cudaDeviceSynchronize(); e != cudaSuccess) return std::string("kernel: ") + cudaGetErrorString(e);
+    if (flag.to_host<int32_t>()[0] != 0) return "a wait timed out";
+    const auto got = out.to_host<uint16_t>();
+    const int64_t pitch = problem.out_row_stride / 2;
+    for (int t = 0; t < r.num_tokens[rank]; ++t)
+      for (int j = 0; j < kN; ++j) {
+        double want = 0;
+        for (int k = 0; k < kTopk; ++k) {
+          const int s = t * kTopk + k;
+          if (r.topk_idx[rank][s] < 0) continue;
+          const auto [src, e, i] = r.slot_source[rank][s];
+          want += double(r.weights[rank][s]) * ref::bf16_to_float(golden[src][(size_t(e) * kMaxM + i) * pitch + j]);
+        }
+        const double value = ref::bf16_to_float(got[size_t(t) * kN + j]);
+        if (!(std::abs(value - want) <= 1e-2 * std::abs(want) + 1e-3))
+          return "rank " + std::to_string(rank) + " token " + std::to_string(t) + " col " + std::to_string(j) +
+                 ": got " + std::to_string(value) + " want " + std::to_string(want);
+      }
+    return "";
+  }
+};
+
+SignalGranularity granularity_of(int iteration) {
+  return iteration % 2 == 0 ? SignalGranularity::per_expert : SignalGranularity::per_row_block;
+}
+
+// One process, every rank in it (ncclCommInitAll): returns the number of failing iterations.
+int run_single_process(int ranks, int iterations) {
+  std::vector<ncclComm_t> comms(ranks);
+  std::vector<int> devices(ranks);
+  for (int i = 0; i < ranks; ++i) devices[i] = i;
+  EXPECT_EQ(ncclCommInitAll(comms.data(), ranks, devices.data()), ncclSuccess);
+  std::vector<std::unique_ptr<RankState>> states;
+  std::vector<std::vector<uint16_t>> golden;
+  for (int i = 0; i < ranks; ++i) {
+    states.push_back(std::make_unique<RankState>());
+    states[i]->device = i;
+    golden.push_back(states[i]->build(i, ranks));
+  }
+  std::vector<EpCombineContext*> contexts(ranks, nullptr);
+  const EpCombineConfig config{max_tokens_per_rank(ranks), kTopk, kN};
+  Status s = ep_combine_create_all(comms.data(), ranks, config, contexts.data());
+  EXPECT_TRUE(s.ok()) << s.message;
+  if (!s.ok()) return iterations;
+  for (int i = 0; i < ranks; ++i) states[i]->context = contexts[i];
+
+  std::mt19937 rng(2026 + ranks);
+  int failures = 0;
+  for (int iter = 0; iter < iterations && failures < 3; ++iter) {
+    const EpRouting routing = random_ep_routing(ranks, rng);
+    std::string err;
+    for (auto& st : states)
+      if (err.empty()) err = st->launch(routing, granularity_of(iter), uint32_t(iter + 1));
+    for (auto& st : states) {
+      const std::string e = st->check(routing, golden);
+      if (err.empty()) err = e;
+    }
+    if (!err.empty()) {
+      ADD_FAILURE() << ranks << " ranks, " << to_string(granularity_of(iter)) << ", iteration " << iter << ": " << err;
+      ++failures;
+    }
+  }
+  EXPECT_TRUE(ep_combine_destroy_all(contexts.data(), ranks).ok());
+  for (auto& st : states) st->release();
+  for (auto& c : comms) ncclCommDestroy(c);
+  return failures;
+}
+
+TEST(EpCombine, RejectsBadArguments) {
+  EpCombineArgs a;
+  EXPECT_NE(ep_combine(nullptr, a).message.find("context"), std::string::npos);
+  EpCombineContext* ctx = nullptr;
+  EXPECT_NE(ep_combine_create(nullptr, EpCombineConfig{1, 1, 8}, &ctx).message.find("comm"), std::string::npos);
+  EXPECT_EQ(ctx, nullptr);
+}
+
+TEST(EpCombine, OneProcessAllGpusThousandIterations) {
+  const int gpus = hopper_gpu_count();
+  if (gpus < 2) GTEST_SKIP() << "fewer than 2 Hopper GPUs: skipped";
+  EXPECT_EQ(run_single_process(gpus, 1000), 0);
+}
+
+TEST(EpCombine, SingleRankIsTheLocalCombine) {
+  if (hopper_gpu_count() < 1) GTEST_SKIP() << "no Hopper (sm_90) GPU: skipped";
+  EXPECT_EQ(run_single_process(1, 100), 0);
+}
+
+std::string self_path;
+
+TEST(EpCombine, OneProcessPerGpu) {
+  const int gpus = hopper_gpu_count();
+  if (gpus < 2) GTEST_SKIP() << "fewer than 2 Hopper GPUs: skipped";
+  ncclUniqueId id;
+  ASSERT_EQ(ncclGetUniqueId(&id), ncclSuccess);
+  std::string hex;
+  for (size_t i = 0; i < sizeof(id.internal); ++i) {
+    char b[3];
+    std::snprintf(b, sizeof(b), "%02x", uint8_t(id.internal[i]));
+    hex += b;
+  }
+  std::vector<pid_t> pids;
+  for (int rank = 0; rank < gpus; ++rank) {
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {  // exec at once: a forked child must not touch the parent's CUDA state
+      const std::string r = std::to_string(rank), n = std::to_string(gpus);
+      execl(self_path.c_str(), self_path.c_str(), "--ep-worker", r.c_str(), n.c_str(), hex.c_str(), "200",
+            static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    pids.push_back(pid);
+  }
+  for (int rank = 0; rank < gpus; ++rank) {
+    int status = 0;
+    waitpid(pids[rank], &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << "worker rank " << rank << " exited with status " << status;
+  }
+}
+
+// A worker: one rank, one GPU, ncclCommInitRank. Exit code 0 when every iteration matched.
+int worker_main(int rank, int ranks, const char* hex, int iterations) {
+  ncclUniqueId id;
+  for (size_t i = 0; i < sizeof(id.internal); ++i) id.internal[i] = char(std::stoi(std::string(hex + 2 * i, 2), nullptr, 16));
+  cudaSetDevice(rank);
+  ncclComm_t comm;
+  if (ncclCommInitRank(&comm, ranks, id, rank) != ncclSuccess) {
+    std::fprintf(stderr, "worker %d: ncclCommInitRank failed\n", rank);
+    return 1;
+  }
+  RankState st;
+  st.device = rank;
+  const std::vector<uint16_t> mine = st.build(rank, ranks);
+  if (::testing::Test::HasFailure()) return 1;
+  // Every rank's golden GEMM output, to build the CPU reference of this rank's tokens.
+  DeviceBuffer gathered(mine.size() * 2 * ranks);
+  ncclAllGather(st.problem.d_out.get(), gathered.get(), mine.size() * 2, ncclUint8, comm, st.gemm_stream);
+  cudaStreamSynchronize(st.gemm_stream);
+  const auto all = gathered.to_host<uint16_t>();
+  std::vector<std::vector<uint16_t>> golden(ranks);
+  for (int r = 0; r < ranks; ++r) golden[r].assign(all.begin() + r * mine.size(), all.begin() + (r + 1) * mine.size());
+  if (golden[rank] != mine) {
+    std::fprintf(stderr, "worker %d: all-gathered golden output differs from the local one\n", rank);
+    return 1;
+  }
+  const EpCombineConfig config{max_tokens_per_rank(ranks), kTopk, kN};
+  if (Status s = ep_combine_create(comm, config, &st.context); !s.ok()) {
+    std::fprintf(stderr, "worker %d: %s\n", rank, s.message.c_str());
+    return 1;
+  }
+  std::mt19937 rng(4242 + ranks);  // the same routings in every worker
+  int failures = 0;
+  for (int iter = 0; iter < iterations && failures < 3; ++iter) {
+    const EpRouting routing = random_ep_routing(ranks, rng);
+    std::string err = st.launch(routing, granularity_of(iter), uint32_t(iter + 1));
+    const std::string e = st.check(routing, golden);
+    if (err.empty()) err = e;
+    if (!err.empty()) {
+      std::fprintf(stderr, "worker %d iteration %d: %s\n", rank, iter, err.c_str());
+      ++failures;
+    }
+  }
+  ep_combine_destroy(st.context);
+  st.release();
+  ncclCommDestroy(comm);
+  std::printf("worker %d of %d: %d iterations, %d failing\n", rank, ranks, iterations, failures);
+  return failures == 0 ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace signalgemm::test
+
+int main(int argc, char** argv) {
+  setenv("NCCL_NVLS_ENABLE", "0", 0);  // no NVLink multicast (not used, and not wanted set up)
+  signalgemm::test::self_path = "/proc/self/exe";
+  if (argc == 6 && std::string(argv[1]) == "--ep-worker")
+    return signalgemm::test::worker_main(std::atoi(argv[2]), std::atoi(argv[3]), argv[4], std::atoi(argv[5]));
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
