@@ -1,0 +1,51 @@
+// Which format pairings the dequantizing mainloop (mainloop_dequant_bf16.cuh) computes, and its
+// shared-memory plan. Plain C++ as well, so the host's configuration can size the pipeline.
+#pragma once
+
+#include "kernels/kernel_params.h"
+#include "signalgemm/types.h"
+
+namespace signalgemm::kernels {
+
+// K elements per stage: one 128-byte row of the bf16 tile that the bf16 wgmma reads.
+inline constexpr int kDequantStageK = 64;
+
+SG_HD constexpr int dequant_element_bits(Format f) {
+  return f == Format::bf16 ? 16 : (f == Format::nvfp4 || f == Format::mxfp4) ? 4 : 8;
+}
+// Bytes of one row of an operand per stage, as loaded by TMA (bf16: 128, e4m3: 64, FP4: 32).
+SG_HD constexpr int dequant_stage_row_bytes(Format f) { return kDequantStageK * dequant_element_bits(f) / 8; }
+// bf16 operands are read by the wgmma straight from the stage; the others through a bf16 tile.
+SG_HD constexpr bool dequantized_in_smem(Format f) { return f != Format::bf16; }
+
+// (activations, weights) computed by the dequantizing mainloop. bf16 x nvfp4 has its own
+// mainloop (mainloop_nvfp4_weights.cuh), and bf16 x bf16 and fp8_block128 x fp8_block128 theirs.
+SG_HD constexpr bool is_dequant_bf16_pair(Format a, Format b) {
+  return (a == Format::mxfp8 && b == Format::mxfp8) || (a == Format::mxfp4 && b == Format::mxfp4) ||
+         (a == Format::nvfp4 && b == Format::nvfp4) || (a == Format::bf16 && b == Format::mxfp4) ||
+         (a == Format::bf16 && b == Format::mxfp8) || (a == Format::fp8_block128 && b == Format::nvfp4);
+}
+
+// fp8_block128 activations keep a second fp32 accumulator per 128-K block (their scale is applied
+// when it is promoted), so a warpgroup holds one 64-row slice of weights: block_n = 128, and
+// block_m <= 128 keeps both accumulators within the register budget.
+SG_HD constexpr bool dequant_bf16_tile_compiled(Format a, int block_m, int block_n) {
+  return a != Format::fp8_block128 || (block_n == 128 && block_m <= 128);
+}
+
+// Stage: packed token tile, packed weight tile, fp8_block128 token scales (block_m floats of the
+// stage's 128-K block). Before the ring: two bf16 tiles per dequantized operand (double buffered:
+// the MMAs read one while the next stage is dequantized into the other).
+SG_HD constexpr SmemPlan dequant_bf16_smem_plan(Format a, Format b, int block_m, int block_n, int stages) {
+  const int dequant_rows = (dequantized_in_smem(a) ? block_m : 0) + (dequantized_in_smem(b) ? block_n : 0);
+  return SmemPlan{block_m,
+                  block_n,
+                  stages,
+                  dequant_stage_row_bytes(b),
+                  2 * dequant_rows * kBlockK,
+                  1,
+                  a == Format::fp8_block128 ? 4 : 0,
+                  dequant_stage_row_bytes(a)};
+}
+
+}  // namespace signalgemm::kernels

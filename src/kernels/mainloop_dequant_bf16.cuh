@@ -1,0 +1,306 @@
+// Mainloop for block-scaled operands that Hopper's tensor cores cannot take directly: mxfp8,
+// mxfp4 and nvfp4 on either side, bf16 activations with MX weights, fp8_block128 activations with
+// nvfp4 weights (the pairings of dequant_bf16_plan.h). Every operand that is not bf16 is
+// dequantized in shared memory, element x block scale, into a bf16 tile laid out as the bf16
+// wgmma reads it (128-byte rows, 128-byte swizzle); the tensor cores then run bf16 MMAs with fp32
+// accumulators. The dequantized values are exact (dequant_formats.cuh), so the result is the
+// GEMM of the dequantized operands up to fp32 accumulation order.
+//
+// A stage holds 64 K: per operand its packed rows (32 bytes FP4, 64 bytes e4m3, 128 bytes bf16)
+// loaded by TMA, and for fp8_block128 activations the token scales of the stage's 128-K block.
+// Block scales of MX/nvfp4 operands (one byte per row and 16 or 32 K) are read through the
+// read-only cache by the threads that apply them.
+//
+// Overlap: the bf16 tiles are double buffered. While the MMAs of stage kb run (asynchronously),
+// all 256 MMA threads dequantize stage kb + 1 into the other buffer; one 256-thread barrier per
+// stage then both publishes that buffer and frees the one just read.
+//
+// fp8_block128 activations: e4m3 -> bf16 is exact, but their fp32 scale (per token and 128 K) is
+// not a bf16 factor that could be applied exactly before the MMA. As in the fp8 mainloop, each
+// 128-K block is accumulated into a fresh fp32 partial and promoted: acc += partial * sfa[token].
+#pragma once
+
+#include <cuda.h>
+
+#include <cuda/ptx>
+
+#include "kernels/dequant_bf16_plan.h"
+#include "kernels/dequant_formats.cuh"
+#include "kernels/kernel_params.h"
+#include "kernels/pipeline.cuh"
+#include "kernels/ptx.cuh"
+#include "signalgemm/detail/tile_schedule.h"
+
+namespace signalgemm::kernels {
+
+template <Format kA, Format kB, int kBlockM_, int kBlockN_>
+struct DequantBf16Mainloop {
+  static constexpr int kBlockM = kBlockM_;
+  static constexpr int kBlockN = kBlockN_;
+  static_assert(is_dequant_bf16_pair(kA, kB), "a pairing of the dequantizing mainloop");
+  static_assert(dequant_bf16_tile_compiled(kA, kBlockM, kBlockN), "tile not available for this pairing");
+  using Mma = ptx::WgmmaBf16<kBlockM>;
+  static constexpr int kAccRegs = Mma::kRegs;
+  static constexpr int kWarpgroupRows = kBlockN / kMathWarpgroups;
+  static constexpr int kSlices = kWarpgroupRows / 64;
+  static_assert(kSlices == 1 || kSlices == 2, "a warpgroup covers 64 or 128 weight rows");
+
+  static constexpr bool kDequantA = dequantized_in_smem(kA);
+  static constexpr bool kPromote = kA == Format::fp8_block128;  // per-128-K partials, see above
+  static_assert(!kPromote || kSlices == 1, "one partial accumulator per warpgroup");
+  static constexpr int kARowBytes = dequant_stage_row_bytes(kA);
+  static constexpr int kBRowBytes = dequant_stage_row_bytes(kB);
+  static constexpr uint32_t kStageTxBytes =
+      kBlockM * kARowBytes + kBlockN * kBRowBytes + (kPromote ? kBlockM * 4 : 0);
+  // One buffer of the dequantized area: the bf16 token tile (if dequantized), then the weights.
+  static constexpr int kTokenTileBytes = kDequantA ? kBlockM * kBlockK : 0;
+  static constexpr int kBufferBytes = kTokenTileBytes + kBlockN * kBlockK;
+  // A packed stage is released once dequantized, unless the MMAs or the promotion read it.
+  static constexpr bool kReleaseAfterMma = !kDequantA || kPromote;
+  static constexpr int kChunksPerRow = kDequantStageK / 8;  // 8 elements = one 16-byte bf16 store
+  static constexpr int kBarrierId = 5;                      // 1, 2: epilogue; 3, 4: nvfp4 mainloop
+
+  SG_HD static SmemPlan plan(int stages) { return dequant_bf16_smem_plan(kA, kB, kBlockM, kBlockN, stages); }
+
+  // Producer (one thread).
+  __device__ __forceinline__ static void load_tile(const CUtensorMap* tmap_a, const CUtensorMap* tmap_b,
+                                                   const CUtensorMap* tmap_sfa, uint8_t* smem, const SmemPlan& plan,
+                                                   uint64_t* full, uint64_t* empty, PipelineState& pipe,
+                                                   const detail::Tile& tile, int num_k_blocks) {
+    namespace cp = cuda::ptx;
+    const int token0 = tile.m_block * kBlockM;
+    const int weight0 = tile.n_block * kBlockN;
+    for (int kb = 0; kb < num_k_blocks; ++kb) {
+      mbarrier_wait(&empty[pipe.stage], pipe.phase ^ 1);  // slot released (first lap passes)
+      const uint32_t tx_bytes = kStageTxBytes;
+      cp::mbarrier_arrive_expect_tx(cp::sem_release, cp::scope_cta, cp::space_shared, &full[pipe.stage], tx_bytes);
+      // Operand maps are byte tensors: K coordinates in bytes.
+      const int32_t a_coords[3] = {kb * kARowBytes, token0, tile.expert};
+      const int32_t b_coords[3] = {kb * kBRowBytes, weight0, tile.expert};
+      cp::cp_async_bulk_tensor(cp::space_cluster, cp::space_global, smem + plan.a_offset(pipe.stage), tmap_a,
+                               a_coords, &full[pipe.stage]);
+      cp::cp_async_bulk_tensor(cp::space_cluster, cp::space_global, smem + plan.b_offset(pipe.stage), tmap_b,
+                               b_coords, &full[pipe.stage]);
+      if constexpr (kPromote) {
+        // Token scales of this stage's 128-K block (two stages load the same box).
+        const int32_t sfa_coords[2] = {token0, tile.expert * (num_k_blocks / 2) + kb / 2};
+        cp::cp_async_bulk_tensor(cp::space_cluster, cp::space_global, smem + plan.sfa_offset(pipe.stage),
+                                 tmap_sfa, sfa_coords, &full[pipe.stage]);
+      }
+      pipe.advance();
+    }
+  }
+
+  // Both MMA warpgroups. Accumulator layout as in the bf16 mainloop (wgmma m64nN, see
+  // mainloop_fp8_block128.cuh): register i of slice s, lane l, warp w holds weight row
+  // 64*s + 16*w + l/4 + 8*((i/2)%2) of this warpgroup, token 8*(i/4) + 2*(l%4) + i%2.
+  __device__ __forceinline__ static void mma_tile(float (&acc)[kSlices][kAccRegs], uint8_t* smem,
+                                                  const SmemPlan& plan, uint64_t* full, uint64_t* empty,
+                                                  PipelineState& pipe, const KernelParams& p, const detail::Tile& tile,
+                                                  int warpgroup, int lane) {
+#pragma unroll
+    for (int s = 0; s < kSlices; ++s)
+#pragma unroll
+      for (int i = 0; i < kAccRegs; ++i) acc[s][i] = 0.f;
+    float partial[kPromote ? kAccRegs : 1];
+
+    const int num_k_blocks = p.num_k_blocks;
+    uint8_t* buffers = smem + plan.dequant_offset();
+    PipelineState load = pipe;  // the stage to dequantize next; `pipe` is the stage the MMAs read
+
+    dequantize_stage(smem, plan, full, empty, load, 0, buffers, p, tile, lane);
+    ptx::named_barrier_sync(kBarrierId, kMathThreads);  // buffer 0 complete and visible
+
+    for (int kb = 0; kb < num_k_blocks; ++kb) {
+      uint8_t* buffer = buffers + (kb & 1) * kBufferBytes;
+      const uint8_t* tokens = kDequantA ? buffer : smem + plan.a_offset(pipe.stage);
+      const uint8_t* weights = buffer + kTokenTileBytes + warpgroup * kWarpgroupRows * kBlockK;
+      if constexpr (kPromote)
+        issue_mmas_into_partial(partial, tokens, weights, /*first_of_block=*/(kb & 1) == 0);
+      else
+        issue_mmas(acc, tokens, weights);
+
+      // Meanwhile: the next stage into the other buffer (its MMAs finished before the last barrier).
+      if (kb + 1 < num_k_blocks)
+        dequantize_stage(smem, plan, full, empty, load, kb + 1, buffers + ((kb + 1) & 1) * kBufferBytes, p, tile,
+                         lane);
+
+      ptx::wgmma_wait<0>();
+      if constexpr (kPromote) {
+        ptx::fence_registers(partial);
+        if (kb & 1) promote(acc[0], partial, reinterpret_cast<const float*>(smem + plan.sfa_offset(pipe.stage)), lane);
+      } else {
+#pragma unroll
+        for (int s = 0; s < kSlices; ++s) ptx::fence_registers(acc[s]);
+      }
+      // wgmma_wait is warpgroup-wide: every lane of this warp is done with the stage.
+      if (kReleaseAfterMma && lane == 0) cuda::ptx::mbarrier_arrive(&empty[pipe.stage]);
+      pipe.advance();
+      // Every warp's MMAs have read `buffer` (it may be overwritten next), and the next buffer is
+      // complete; its writers fenced their stores for the tensor cores before arriving.
+      ptx::named_barrier_sync(kBarrierId, kMathThreads);
+    }
+  }
+
+ private:
+  __device__ __forceinline__ static void issue_mmas(float (&acc)[kSlices][kAccRegs], const uint8_t* tokens,
+                                                    const uint8_t* weights) {
+    const uint64_t desc_tokens = ptx::smem_desc_kmajor_sw128(tokens);
+    ptx::wgmma_fence();
+#pragma unroll
+    for (int slice = 0; slice < kSlices; ++slice) {
+      const uint64_t desc_weights = ptx::smem_desc_kmajor_sw128(weights + slice * 64 * kBlockK);
+#pragma unroll
+      for (int k = 0; k < kDequantStageK / 16; ++k)  // 16 bf16 = 32 bytes = 2 descriptor units per step
+        Mma::mma(acc[slice], desc_weights + 2 * k, desc_tokens + 2 * k, /*accumulate=*/true);
+    }
+    ptx::wgmma_commit();
+  }
+
+  __device__ __forceinline__ static void issue_mmas_into_partial(float (&partial)[kAccRegs], const uint8_t* tokens,
+                                                                 const uint8_t* weights, bool first_of_block) {
+    const uint64_t desc_tokens = ptx::smem_desc_kmajor_sw128(tokens);
+    const uint64_t desc_weights = ptx::smem_desc_kmajor_sw128(weights);
+    ptx::wgmma_fence();
+#pragma unroll
+    for (int k = 0; k < kDequantStageK / 16; ++k)
+      Mma::mma(partial, desc_weights + 2 * k, desc_tokens + 2 * k, /*accumulate=*/!(first_of_block && k == 0));
+    ptx::wgmma_commit();
+  }
+
+  // acc += partial * sfa[token] (fp32). The token scales of the stage are block_m floats.
+  __device__ __forceinline__ static void promote(float (&acc)[kAccRegs], const float (&partial)[kAccRegs],
+                                                 const float* stage_sfa, int lane) {
+    const float* thread_sfa = stage_sfa + 2 * (lane % 4);
+#pragma unroll
+    for (int j = 0; j < kBlockM / 8; ++j) {
+      const float2 s = ptx::ld_shared_f32x2_in_order(thread_sfa + 8 * j);
+      acc[4 * j + 0] = fmaf(partial[4 * j + 0], s.x, acc[4 * j + 0]);
+      acc[4 * j + 1] = fmaf(partial[4 * j + 1], s.y, acc[4 * j + 1]);
+      acc[4 * j + 2] = fmaf(partial[4 * j + 2], s.x, acc[4 * j + 2]);
+      acc[4 * j + 3] = fmaf(partial[4 * j + 3], s.y, acc[4 * j + 3]);
+    }
+  }
+
+  // Scale code of the 8 elements (chunk) of row `row` of stage `kb`: one byte of a row-major
+  // [E][rows][K / block] tensor. 0 for fp8_block128 (applied by the promotion instead).
+  template <Format kFormat>
+  __device__ __forceinline__ static uint32_t scale_code(const void* scales, int cols, int64_t row, int kb,
+                                                        int chunk) {
+    if constexpr (kFormat == Format::fp8_block128) {
+      return 0;
+    } else {
+      constexpr int kScaleBlock = kFormat == Format::nvfp4 ? 16 : 32;  // elements per scale along K
+      const uint8_t* row_scales = static_cast<const uint8_t*>(scales) + row * cols;
+      return __ldg(row_scales + kb * (kDequantStageK / kScaleBlock) + chunk / (kScaleBlock / 8));
+    }
+  }
+
+  // Dequantizes elements 8*chunk .. 8*chunk+7 of `row` of a packed stage tile into the bf16 tile.
+  // The packed tiles arrive with the TMA swizzle launch.cu picks for their box width (64-byte
+  // rows: SWIZZLE_64B, 16-byte unit index ^= (row / 2) % 4; 32-byte rows: SWIZZLE_32B, unit
+  // index ^= (row / 4) % 2); the bf16 tile gets the 128-byte swizzle (unit index ^= row % 8).
+  template <Format kFormat>
+  __device__ __forceinline__ static void dequantize_chunk(uint32_t packed_tile, uint32_t bf16_tile, int row,
+                                                          int chunk, uint32_t code) {
+    uint32_t values[4];
+    if constexpr (dequant_element_bits(kFormat) == 8) {
+      const uint32_t unit = (uint32_t(chunk) >> 1) ^ ((uint32_t(row) >> 1) & 3);
+      const uint32_t addr = packed_tile + row * 64 + unit * 16 + (chunk & 1) * 8;
+      uint32_t codes0, codes1;
+      asm volatile("ld.shared.v2.b32 {%0, %1}, [%2];\n" : "=r"(codes0), "=r"(codes1) : "r"(addr) : "memory");
+      dequant::e4m3x4_to_bf16x4(codes0, values[0], values[1]);
+      dequant::e4m3x4_to_bf16x4(codes1, values[2], values[3]);
+    } else {
+      const uint32_t unit = (uint32_t(chunk) >> 2) ^ ((uint32_t(row) >> 2) & 1);
+      const uint32_t addr = packed_tile + row * 32 + unit * 16 + (chunk & 3) * 4;
+      uint32_t codes;
+      asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(codes) : "r"(addr) : "memory");
+      dequant::e2m1x8_to_bf16x8(codes, values);
+    }
+    if constexpr (kFormat != Format::fp8_block128) {
+      const uint32_t scale = kFormat == Format::nvfp4 ? dequant::e4m3_scale_to_bf16x2(code)
+                                                      : dequant::e8m0_scale_to_bf16x2(code);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) values[i] = dequant::mul_bf16x2(values[i], scale);  // one rounding, exact
+    }
+    const uint32_t addr = bf16_tile + row * kBlockK + ((uint32_t(chunk) ^ (uint32_t(row) & 7)) * 16);
+    asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(values[0]), "r"(values[1]),
+                 "r"(values[2]), "r"(values[3])
+                 : "memory");
+  }
+
+  // Rows x 8 chunks of one operand, spread over the 256 MMA threads; rows >= `real_rows` skipped.
+  template <Format kFormat, int kRows>
+  __device__ __forceinline__ static void dequantize_operand(uint32_t packed_tile, uint32_t bf16_tile,
+                                                            const void* scales, int scale_cols, int64_t first_row,
+                                                            int last_scale_row, int real_rows, int kb) {
+    constexpr int kPerThread = kRows * kChunksPerRow / kMathThreads;
+    static_assert(kPerThread * kMathThreads == kRows * kChunksPerRow, "whole chunks per thread");
+    uint32_t codes[kPerThread];
+    // Scale bytes first, all in flight together.
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i) {
+      const int unit = threadIdx.x + i * kMathThreads;
+      const int row = unit / kChunksPerRow;
+      codes[i] = row < real_rows
+                     ? scale_code<kFormat>(scales, scale_cols, first_row + min(row, last_scale_row), kb,
+                                           unit % kChunksPerRow)
+                     : 0;
+    }
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i) {
+      const int unit = threadIdx.x + i * kMathThreads;
+      const int row = unit / kChunksPerRow;
+      if (row < real_rows) dequantize_chunk<kFormat>(packed_tile, bf16_tile, row, unit % kChunksPerRow, codes[i]);
+    }
+  }
+
+  // Waits for stage `load`, dequantizes its non-bf16 operands into `buffer`, fences the stores for
+  // the tensor cores, releases the stage if nothing reads it any more, and advances `load`.
+  __device__ __forceinline__ static void dequantize_stage(uint8_t* smem, const SmemPlan& plan, uint64_t* full,
+                                                          uint64_t* empty, PipelineState& load, int kb,
+                                                          uint8_t* buffer, const KernelParams& p,
+                                                          const detail::Tile& tile, int lane) {
+    mbarrier_wait(&full[load.stage], load.phase);
+    const uint32_t buffer_addr = static_cast<uint32_t>(__cvta_generic_to_shared(buffer));
+    if constexpr (kDequantA) {
+      // Token rows past the tile's real rows are never stored: leave their bf16 rows stale (they
+      // only reach their own output columns). Real rows are < masked_m <= max_m.
+      const int64_t first_token = int64_t(tile.expert) * p.layout.max_m + tile.m_block * kBlockM;
+      dequantize_operand<kA, kBlockM>(static_cast<uint32_t>(__cvta_generic_to_shared(smem + plan.a_offset(load.stage))),
+                                      buffer_addr, p.a_scales, p.a_scale_cols, first_token, kBlockM - 1, tile.rows,
+                                      kb);
+    }
+    // Weight rows past N (a partial last column block) are zero-filled by TMA; their scales are
+    // read from the last real row (any finite value keeps them zero) and never stored.
+    const int first_weight = tile.n_block * kBlockN;
+    dequantize_operand<kB, kBlockN>(static_cast<uint32_t>(__cvta_generic_to_shared(smem + plan.b_offset(load.stage))),
+                                    buffer_addr + kTokenTileBytes, p.b_scales, p.b_scale_cols,
+                                    int64_t(tile.expert) * p.layout.n + first_weight, p.layout.n - 1 - first_weight,
+                                    kBlockN, kb);
+    // The tensor cores read the tile through the async proxy: make this thread's stores visible to it.
+    cuda::ptx::fence_proxy_async(cuda::ptx::space_shared);
+    if constexpr (!kReleaseAfterMma) {
+      __syncwarp();  // every lane of this warp has read its packed bytes
+      if (lane == 0) cuda::ptx::mbarrier_arrive(&empty[load.stage]);
+    }
+    load.advance();
+  }
+};
+
+// One class template per pairing, with the <block_m, block_n> parameters launcher_for_tile takes.
+template <int M, int N>
+using Mxfp8Mxfp8Mainloop = DequantBf16Mainloop<Format::mxfp8, Format::mxfp8, M, N>;
+template <int M, int N>
+using Mxfp4Mxfp4Mainloop = DequantBf16Mainloop<Format::mxfp4, Format::mxfp4, M, N>;
+template <int M, int N>
+using Nvfp4Nvfp4Mainloop = DequantBf16Mainloop<Format::nvfp4, Format::nvfp4, M, N>;
+template <int M, int N>
+using Bf16Mxfp4Mainloop = DequantBf16Mainloop<Format::bf16, Format::mxfp4, M, N>;
+template <int M, int N>
+using Bf16Mxfp8Mainloop = DequantBf16Mainloop<Format::bf16, Format::mxfp8, M, N>;
+template <int M, int N>
+using Fp8Nvfp4Mainloop = DequantBf16Mainloop<Format::fp8_block128, Format::nvfp4, M, N>;
+
+}  // namespace signalgemm::kernels

@@ -1,0 +1,219 @@
+// The dequantizing mainloop's format pairings (mainloop_dequant_bf16.cuh) on the GPU against the
+// float64 CPU reference of the dequantized operands: every pairing x every tile the launcher has
+// for it, edge masked_m, E in {1, 7, 32}, three (N, K) pairs including SPEC §6's at reduced E,
+// padded strides, masked rows and padding columns left poisoned, signal counters.
+//
+// Tolerance: the dequantized operands are exact bf16 values and their products exact in fp32, so
+// the kernel differs from the float64 reference only by the fp32 accumulation order (relative
+// ~1e-6 at these K) and the final rounding to bf16. The output is therefore compared with the
+// reference rounded to bf16: only the rare element whose rounding the accumulation order flips
+// differs, by one bf16 ulp (2^-8 relative), which keeps the per-expert relative Frobenius error
+// near 1e-4 even for a single row. 1e-3 rejects anything that is not exact: one block scale lost
+// or a misplaced 8-element chunk costs >= 1e-2, operands rounded once more to bf16 ~1e-3.
+#include <algorithm>
+#include <string>
+
+#include "gpu_test_util.h"
+#include "host/config.h"
+#include "kernels/dequant_bf16_plan.h"
+#include "signalgemm/gemm.h"
+
+namespace signalgemm::test {
+namespace {
+
+constexpr double kTolerance = 1e-3;
+
+struct Pairing {
+  Format a, b;
+};
+constexpr Pairing kPairings[] = {{Format::mxfp8, Format::mxfp8}, {Format::mxfp4, Format::mxfp4},
+                                 {Format::nvfp4, Format::nvfp4}, {Format::bf16, Format::mxfp4},
+                                 {Format::bf16, Format::mxfp8},  {Format::fp8_block128, Format::nvfp4}};
+
+std::string name(const Pairing& pairing) {
+  return std::string(to_string(pairing.a)) + " x " + to_string(pairing.b);
+}
+
+// Float64 reference for masked_m = max_m everywhere (rows < masked_m do not depend on masked_m),
+// rounded to bf16 as the kernel's output is.
+std::vector<double> rounded_reference(const Problem& p) {
+  const std::vector<int32_t> all(p.experts, p.max_m);
+  std::vector<double> reference = ref::masked_grouped_gemm(p.a, p.b, all.data(), p.alpha.data());
+  for (double& x : reference) x = ref::bf16_to_float(ref::float_to_bf16(static_cast<float>(x)));
+  return reference;
+}
+
+struct RunResult {
+  Status status;
+  std::vector<uint32_t> signals;
+};
+
+// Poisons the output, sets masked_m, starts every counter at `signal_base`, launches, synchronizes.
+RunResult run(Problem& p, GroupedGemmArgs args, const std::vector<int32_t>& masked_m, uint32_t signal_base = 3) {
+  p.set_masked_m(masked_m);
+  p.poison_output();
+  DeviceBuffer d_signals;
+  if (args.granularity != SignalGranularity::none) {
+    const SignalLayout layout = signal_layout(args);
+    d_signals = DeviceBuffer::from(std::vector<uint32_t>(layout.counter_count(), signal_base));
+    args.signals = d_signals.get<uint32_t>();
+  }
+  RunResult r;
+  r.status = grouped_gemm_nt_masked(args);
+  if (cudaError_t err = cudaDeviceSynchronize(); err != cudaSuccess)
+    r.status = Status{StatusCode::cuda_error, std::string("kernel failed: ") + cudaGetErrorString(err)};
+  if (args.signals != nullptr) r.signals = d_signals.to_host<uint32_t>();
+  return r;
+}
+
+// Each counter ends at its base plus exactly what the signal layout announces for masked_m.
+std::string check_signals(const GroupedGemmArgs& args, const std::vector<int32_t>& masked_m,
+                          const std::vector<uint32_t>& signals, uint32_t base = 3) {
+  const SignalLayout layout = signal_layout(args);
+  if (int64_t(signals.size()) != layout.counter_count()) return "wrong counter count";
+  for (int e = 0; e < args.num_experts; ++e) {
+    const int m = std::clamp(masked_m[e], 0, args.max_m);
+    const int blocks = layout.granularity == SignalGranularity::per_row_block ? layout.row_blocks_per_expert() : 1;
+    for (int rb = 0; rb < blocks; ++rb) {
+      const uint32_t got = signals[layout.counter_index(e, rb)];
+      const uint32_t want = base + layout.expected(m, rb);
+      if (got != want)
+        return "expert " + std::to_string(e) + " row block " + std::to_string(rb) + ": counter " +
+               std::to_string(got) + ", expected " + std::to_string(want);
+    }
+  }
+  return "";
+}
+
+// Tiles the launcher has for a pairing (dequant_bf16_tile_compiled), which include every tile the
+// heuristic can choose for it.
+std::vector<host::TileShape> tiles_for(const Pairing& pairing) {
+  std::vector<host::TileShape> tiles;
+  for (const host::TileShape t : host::kSupportedTiles)
+    if (kernels::dequant_bf16_tile_compiled(pairing.a, t.block_m, t.block_n)) tiles.push_back(t);
+  return tiles;
+}
+
+void expect_run_correct(Problem& p, const GroupedGemmArgs& args, const std::vector<int32_t>& masked_m,
+                        const std::vector<double>& reference, const std::string& what) {
+  const RunResult r = run(p, args, masked_m);
+  ASSERT_TRUE(r.status.ok()) << what << ": " << r.status.message;
+  EXPECT_EQ(check_output(p, masked_m, reference, kTolerance), "") << what;
+  if (args.granularity != SignalGranularity::none) EXPECT_EQ(check_signals(args, masked_m, r.signals), "") << what;
+}
+
+// Every pairing x every tile: masked_m at the edges of every token block (0, 1, 63, 64, 65, 127,
+// 128, a partial 192-block, max_m), a partial last column block (n = 328), padded strides.
+TEST(FormatPairings, EveryTileConfigAndEdgeMaskedM) {
+  SG_REQUIRE_HOPPER();
+  const std::vector<int32_t> masked_m = {0, 1, 63, 64, 65, 127, 128, 150, 200};
+  for (const Pairing& pairing : kPairings) {
+    std::mt19937 rng(101);
+    Problem p;
+    p.build(int(masked_m.size()), /*max_m=*/200, /*n=*/328, /*k=*/512, rng, /*a_pad=*/32, /*b_pad=*/16,
+            /*out_pad=*/16, pairing.a, pairing.b);
+    const auto reference = rounded_reference(p);
+    for (const host::TileShape tile : tiles_for(pairing)) {
+      for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block}) {
+        GroupedGemmArgs args = p.args();
+        args.config.block_m = tile.block_m;
+        args.config.block_n = tile.block_n;
+        args.granularity = g;
+        expect_run_correct(p, args, masked_m, reference,
+                           name(pairing) + " tile " + std::to_string(tile.block_m) + "x" +
+                               std::to_string(tile.block_n) + " " + to_string(g));
+      }
+    }
+  }
+}
+
+// E in {1, 7, 32} with the heuristic's own configuration for several expected_m hints.
+TEST(FormatPairings, ExpertCountsWithHeuristicConfig) {
+  SG_REQUIRE_HOPPER();
+  for (const Pairing& pairing : kPairings) {
+    for (const int experts : {1, 7, 32}) {
+      std::mt19937 rng(7 + experts);
+      Problem p;
+      p.build(experts, /*max_m=*/130, /*n=*/256, /*k=*/384, rng, 0, 0, 0, pairing.a, pairing.b);
+      const auto reference = rounded_reference(p);
+      for (const int expected_m : {8, 48, 100, 0}) {
+        std::vector<int32_t> masked_m(experts);
+        for (auto& m : masked_m) m = int(rng() % 131);
+        masked_m[0] = experts == 1 ? 129 : 0;
+        if (experts > 4) masked_m[1] = 130, masked_m[2] = 1, masked_m[3] = 128, masked_m[4] = 64;
+        GroupedGemmArgs args = p.args();
+        args.expected_m = expected_m;
+        args.granularity = SignalGranularity::per_row_block;
+        const TileConfig cfg = select_config(args);
+        EXPECT_TRUE(kernels::dequant_bf16_tile_compiled(pairing.a, cfg.block_m, cfg.block_n)) << name(pairing);
+        expect_run_correct(p, args, masked_m, reference,
+                           name(pairing) + " E " + std::to_string(experts) + " expected_m " +
+                               std::to_string(expected_m) + " tile " + std::to_string(cfg.block_m) + "x" +
+                               std::to_string(cfg.block_n) + "x" + std::to_string(cfg.stages));
+      }
+    }
+  }
+}
+
+// SPEC §6 (N, K) pairs at reduced E and rows (the float64 reference stays quick), plus a third
+// pair with K not a multiple of 128 where the pairing allows it.
+TEST(FormatPairings, SpecShapes) {
+  SG_REQUIRE_HOPPER();
+  struct Shape {
+    int experts, max_m, n, k;
+    std::vector<int32_t> masked_m;
+  };
+  const Shape shapes[] = {{1, 40, 4096, 7168, {33}}, {2, 40, 7168, 2048, {24, 0}}, {3, 70, 1536, 704, {70, 9, 1}}};
+  for (const Pairing& pairing : kPairings) {
+    for (const Shape& s : shapes) {
+      if (s.k % scale_block_k(pairing.a) != 0) continue;  // fp8_block128 activations: k % 128
+      std::mt19937 rng(11);
+      Problem p;
+      p.build(s.experts, s.max_m, s.n, s.k, rng, 0, 0, 0, pairing.a, pairing.b);
+      const auto reference = rounded_reference(p);
+      GroupedGemmArgs args = p.args();
+      args.granularity = SignalGranularity::per_expert;
+      expect_run_correct(p, args, s.masked_m, reference,
+                         name(pairing) + " n " + std::to_string(s.n) + " k " + std::to_string(s.k));
+    }
+  }
+}
+
+// Few SMs: every CTA walks many tiles (the double-buffered bf16 tiles and the ring carry over
+// between tiles), and sys-scope signals.
+TEST(FormatPairings, PersistentCtasWithFewSms) {
+  SG_REQUIRE_HOPPER();
+  const std::vector<int32_t> masked_m = {96, 3, 0, 50, 77};
+  for (const Pairing& pairing : kPairings) {
+    std::mt19937 rng(5);
+    Problem p;
+    p.build(5, 96, 512, 256, rng, 0, 0, 0, pairing.a, pairing.b);
+    const auto reference = rounded_reference(p);
+    for (int sm_count : {1, 3}) {
+      GroupedGemmArgs args = p.args();
+      args.sm_count = sm_count;
+      args.granularity = SignalGranularity::per_expert;
+      args.scope = SignalScope::sys;
+      expect_run_correct(p, args, masked_m, reference, name(pairing) + " sm_count " + std::to_string(sm_count));
+    }
+  }
+}
+
+// A small case for compute-sanitizer (one pairing per mainloop variant: both operands
+// dequantized, bf16 tokens read from the stage, fp8 promotion).
+TEST(FormatPairings, SanitizerSmallCase) {
+  SG_REQUIRE_HOPPER();
+  for (const Pairing pairing : {Pairing{Format::mxfp4, Format::mxfp4}, Pairing{Format::bf16, Format::mxfp8},
+                                Pairing{Format::fp8_block128, Format::nvfp4}, Pairing{Format::nvfp4, Format::nvfp4}}) {
+    std::mt19937 rng(19);
+    Problem p;
+    p.build(3, 33, 136, 256, rng, 0, 0, 0, pairing.a, pairing.b);
+    const auto reference = rounded_reference(p);
+    GroupedGemmArgs args = p.args();
+    args.granularity = SignalGranularity::per_row_block;
+    expect_run_correct(p, args, {33, 0, 5}, reference, name(pairing));
+  }
+}
+
+}  // namespace
+}  // namespace signalgemm::test
