@@ -66,6 +66,7 @@ struct Rank {
   int32_t *masked_m = nullptr, *topk_idx = nullptr, *row_source = nullptr;
   uint32_t* signals = nullptr;
   uint64_t* timeline = nullptr;
+  int32_t* error_flag = nullptr;
   cudaStream_t s1 = nullptr, s2 = nullptr;
   cudaEvent_t start = nullptr, stop = nullptr, fork = nullptr, join = nullptr;
   int num_tokens = 0;
@@ -82,7 +83,8 @@ enum Variant { kGemmAll, kGemmReduced, kCombineAlone, kSequential, kOverlapped }
 
 class Bench {
  public:
-  Bench(std::vector<Rank>& ranks, int combine_blocks, int iters) : r_(ranks), combine_blocks_(combine_blocks), iters_(iters) {}
+  Bench(std::vector<Rank>& ranks, int combine_blocks, int iters, SignalGranularity granularity)
+      : r_(ranks), combine_blocks_(combine_blocks), iters_(iters), granularity_(granularity) {}
 
   // Routing for one shape: per GPU and local expert m * U(0.7, 1.3) rows, each from a random
   // owner rank; each owner's slots in random order; rows of an expert ordered by owner.
@@ -155,7 +157,7 @@ class Bench {
       g.out = R.c;
       g.masked_m = R.masked_m;
       g.expected_m = shape.m;
-      g.granularity = SignalGranularity::per_expert;
+      g.granularity = granularity_;
       R.layout = signal_layout(g);
       CHECK_CUDA(cudaMalloc(&R.signals, R.layout.counter_count() * 4));
       g.signals = R.signals;
@@ -189,7 +191,8 @@ class Bench {
     c.workspace = R.workspace;
     c.num_blocks = R.sms;
     c.remote_bytes_per_second = throttle;
-    c.timeout_ns = 10'000'000'000ull;
+    c.timeout_ns = 2'000'000'000ull;
+    c.error_flag = R.error_flag;
     c.timeline = with_timeline ? R.timeline : nullptr;
     return c;
   }
@@ -252,6 +255,12 @@ class Bench {
         CHECK_CUDA(cudaEventSynchronize(R.stop));
         float ms = 0;
         CHECK_CUDA(cudaEventElapsedTime(&ms, R.start, R.stop));
+        int32_t flag = 0;
+        CHECK_CUDA(cudaMemcpy(&flag, R.error_flag, 4, cudaMemcpyDeviceToHost));
+        if (flag != 0) {
+          std::fprintf(stderr, "GPU %d: a combine wait timed out (variant %d, iteration %d)\n", R.device, int(v), i);
+          std::exit(1);
+        }
         slowest = std::max(slowest, ms * 1000.f);
       }
       if (i >= 3) us.push_back(slowest);
@@ -297,6 +306,7 @@ class Bench {
  private:
   std::vector<Rank>& r_;
   int combine_blocks_, iters_;
+  SignalGranularity granularity_;
   int max_tokens_ = 0;
   uint32_t epoch_ = 0;
 };
@@ -304,26 +314,33 @@ class Bench {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int combine_blocks = 8, iters = 20, gpus = 0;
+  int combine_blocks = 16, iters = 20, gpus = 0;
   double throttle_gbps = 50;
   const char* svg = nullptr;
   const char* svg_throttled = nullptr;
+  SignalGranularity granularity = SignalGranularity::per_expert;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--combine-sms") && i + 1 < argc) combine_blocks = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--iters") && i + 1 < argc) iters = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--gpus") && i + 1 < argc) gpus = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--throttle-gbps") && i + 1 < argc) throttle_gbps = std::atof(argv[++i]);
     else if (!std::strcmp(argv[i], "--svg") && i + 1 < argc) svg = argv[++i];
+    else if (!std::strcmp(argv[i], "--per-row-block")) granularity = SignalGranularity::per_row_block;
     else if (!std::strcmp(argv[i], "--svg-throttled") && i + 1 < argc) svg_throttled = argv[++i];
     else {
       std::fprintf(stderr,
                    "usage: %s [--gpus N] [--combine-sms N] [--iters N] [--throttle-gbps G] [--svg FILE] "
-                   "[--svg-throttled FILE]\n",
+                   "[--svg-throttled FILE] [--per-row-block]\n",
                    argv[0]);
       return 2;
     }
   }
   setenv("NCCL_NVLS_ENABLE", "0", 0);  // NVLink multicast stays off
+  // Every kernel loaded when the context is created: a lazily loaded kernel (the default) is
+  // loaded at its first launch, which can wait for the device to go idle, while a barrier kernel
+  // already running there waits for a GPU the host has not fed yet.
+  setenv("CUDA_MODULE_LOADING", "EAGER", 0);
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   const cudaDeviceProp prop = signalgemm::bench::require_hopper("signalgemm-ep-bench");
   int count = 0;
   CHECK_CUDA(cudaGetDeviceCount(&count));
@@ -360,18 +377,20 @@ int main(int argc, char** argv) {
     CHECK_CUDA(cudaEventCreate(&R.stop));
     CHECK_CUDA(cudaEventCreateWithFlags(&R.fork, cudaEventDisableTiming));
     CHECK_CUDA(cudaEventCreateWithFlags(&R.join, cudaEventDisableTiming));
+    CHECK_CUDA(cudaMalloc(&R.error_flag, 4));
+    CHECK_CUDA(cudaMemset(R.error_flag, 0, 4));
   }
 
   std::printf("multi-GPU combine benchmark, %s, %d x %s, NCCL %d (device API, LSA windows; NVLS off)\n", date, gpus,
               prop.name, version);
   std::printf("down GEMM N=%d K=%d fp8_block128, top-%d combine, E experts per GPU, each row's token owned by a random "
-              "GPU; overlapped: %d SMs beside the GEMM + a full-chip combine launch after it\n",
-              kN, kK, kTopk, combine_blocks);
+              "GPU; %s signals; overlapped: %d SMs beside the GEMM + a full-chip combine launch after it\n",
+              kN, kK, kTopk, to_string(granularity), combine_blocks);
   std::printf("link 'nvlink': NVLink as is; 'X GB/s': sends to other GPUs throttled to X GB/s per GPU (a model of a "
               "link across machines)\n");
   std::printf("%4s %5s %10s %9s | %8s %8s %8s | %8s %8s | %7s %9s\n", "E", "m", "link", "remote_MB", "gemm_us",
               "gemm_rd", "comb_us", "seq_us", "ovl_us", "hidden", "ovl/max");
-  Bench bench(ranks, combine_blocks, iters);
+  Bench bench(ranks, combine_blocks, iters, granularity);
   bench.set_max_tokens(max_tokens);
   std::mt19937 rng(2026);
   for (const Shape& s : shapes) {
@@ -380,6 +399,7 @@ int main(int argc, char** argv) {
     for (const Rank& R : ranks) remote_mb = std::max(remote_mb, R.remote_rows * kN * 2 / 1e6);
     for (double throttle : {0.0, throttle_gbps * 1e9}) {
       if (throttle > 0 && gpus < 2) continue;
+      std::fprintf(stderr, "E=%d m=%d throttle %.0f GB/s...\n", s.experts, s.m, throttle / 1e9);
       const Times t = bench.run(throttle);
       const double hidden = (t.sequential - t.overlapped) / t.combine_alone;
       const double ratio = t.overlapped / std::max(t.gemm_reduced, t.combine_alone);

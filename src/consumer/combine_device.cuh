@@ -15,12 +15,14 @@ __device__ __forceinline__ uint64_t globaltimer() {
   return t;
 }
 
-// Rows of N bf16 move as 16-byte vectors (N is a multiple of 8, validated by the GEMM), four per
-// lane in flight: a warp copying one row at a time is otherwise bound by load latency. `dst` may
-// be a peer's memory (an NCCL LSA pointer): the stores then travel over NVLink.
+// Rows of N bf16 move as 16-byte vectors (N is a multiple of 8, validated by the GEMM), several
+// per lane in flight: a warp copying one row at a time is otherwise bound by load latency. `dst`
+// may be a peer's memory (an NCCL LSA pointer): the stores then travel over NVLink.
 constexpr int kVectorsInFlight = 4;
 
+template <int kInFlight = kVectorsInFlight>
 __device__ __forceinline__ void copy_row(const uint8_t* src, __nv_bfloat16* dst, int n, int lane) {
+  constexpr int kVectorsInFlight = kInFlight;
   const uint4* s = reinterpret_cast<const uint4*>(src);
   uint4* d = reinterpret_cast<uint4*>(dst);
   const int vectors = n / 8;

@@ -48,6 +48,9 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kDefaultBlocks = 8;
 constexpr int kMaxRanks = 64;
+// 16-byte vectors per lane in flight in a row copy: the blocks beside the GEMM are few, so each
+// must keep many bytes in flight (8 KB per warp) to move rows at NVLink rates.
+constexpr int kRowVectorsInFlight = 16;
 constexpr size_t kHeaderBytes = 128;
 constexpr size_t kReducedEpochOffset = 0;
 
@@ -105,6 +108,33 @@ __device__ uint64_t reserve_link(unsigned long long* link_free_at, uint64_t byte
   }
 }
 
+// One warp stores row `row` of local expert `e` into the slot of the token it serves, in the
+// owner's window. Lane 0 returns, for the block's single release, where the slot's flag lives
+// (null for a padding row) and, under the throttle, when the row would have arrived.
+__device__ void send_row(const EpParams& p, int e, int row, int lane, volatile int* owner_ready, uint32_t** flag,
+                         unsigned long long* arrival) {
+  const int source = p.row_source[int64_t(e) * p.layout.max_m + row];
+  if (source < 0) return;  // padding row
+  const int owner = source / p.slots_per_rank, slot = source % p.slots_per_rank;
+  const size_t row_bytes = size_t(p.layout.n) * sizeof(__nv_bfloat16);
+  if (lane == 0) {
+    // Before the first row to this owner: its reduce of epoch - 2 (same half) must be done, or
+    // these stores could overwrite rows it has not summed. Acquire at system scope: the flag is
+    // set by the owner's GPU after its reads.
+    if (!owner_ready[owner]) {
+      const auto* reduced = static_cast<const uint32_t*>(ncclGetPeerPointer(p.window, kReducedEpochOffset, owner));
+      wait_signal(reduced, p.epoch - 2, SignalScope::sys, p.timeout_ns, p.error_flag);
+      owner_ready[owner] = 1;
+    }
+    if (p.ns_per_byte > 0.f && owner != p.rank)
+      *arrival = reserve_link(&p.workspace->link_free_at, row_bytes, p.ns_per_byte);
+    *flag = static_cast<uint32_t*>(ncclGetPeerPointer(p.window, p.flags_offset + size_t(slot) * sizeof(uint32_t), owner));
+  }
+  __syncwarp();  // extends lane 0's acquire to the warp's stores below
+  auto* dst = static_cast<__nv_bfloat16*>(ncclGetPeerPointer(p.window, p.rows_offset + size_t(slot) * row_bytes, owner));
+  copy_row<kRowVectorsInFlight>(p.gemm_out + e * p.expert_stride + row * p.row_stride, dst, p.layout.n, lane);
+}
+
 __global__ void __launch_bounds__(kThreads) ep_combine_kernel(const EpParams p) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int n = p.layout.n;
@@ -116,9 +146,13 @@ __global__ void __launch_bounds__(kThreads) ep_combine_kernel(const EpParams p) 
   if (block_times != nullptr && threadIdx.x == 0) block_times[0] = globaltimer();
 
   // owner_ready[o]: rank o has finished reducing epoch - 2, so this half of its window is free.
-  __shared__ int owner_ready[kMaxRanks];
+  __shared__ volatile int owner_ready[kMaxRanks];
   for (int o = threadIdx.x; o < p.num_ranks; o += kThreads) owner_ready[o] = 0;
   __syncthreads();
+
+  // Per item: the flag each warp's row must set, and when it would have arrived (throttle).
+  __shared__ uint32_t* item_flag[kWarps];
+  __shared__ unsigned long long item_arrival[kWarps];
 
   // Relaxed queue atomics: they only hand out indices; data is ordered by signals and flags.
   __shared__ int64_t next_item;
@@ -130,53 +164,43 @@ __global__ void __launch_bounds__(kThreads) ep_combine_kernel(const EpParams p) 
     return item;
   };
 
-  // ---- send: this rank's counters in the GEMM's order; each row to its token's owner.
-  const size_t row_bytes = size_t(n) * sizeof(__nv_bfloat16);
-  for (int64_t c = take(&p.workspace->work_queues[0]); c < num_counters; c = take(&p.workspace->work_queues[0])) {
+  // ---- send: this rank's counters in the GEMM's order, each split into items of one row per
+  // warp, so that every block (not one per counter) sends as soon as a counter completes; each
+  // row to its token's owner.
+  const int rows_per_counter = per_row_block ? p.layout.block_m : p.layout.max_m;
+  const int items_per_counter = (rows_per_counter + kWarps - 1) / kWarps;
+  const int64_t num_items = num_counters * items_per_counter;
+  for (int64_t item = take(&p.workspace->work_queues[0]); item < num_items;
+       item = take(&p.workspace->work_queues[0])) {
+    const int64_t c = item / items_per_counter;
+    const int chunk = int(item % items_per_counter);
     const int e = int(c / counters_per_expert);
     const int rb = int(c % counters_per_expert);
     const int m = p.masked_m[e];
     const uint32_t expected = p.layout.expected(m, rb);
     if (expected == 0) continue;  // no rows: never signalled
-    if (!block_wait_signal(p.signals + c, p.signal_base + expected, p.scope, p.timeout_ns, p.error_flag)) continue;
-    if (p.timeline != nullptr && threadIdx.x == 0) p.timeline[2 * c] = globaltimer();
-    const int first_row = per_row_block ? rb * p.layout.block_m : 0;
     const int rows = p.layout.covered_rows(m, rb);
-    for (int r = warp; r < rows; r += kWarps) {
-      const int row = first_row + r;
-      const int source = p.row_source[int64_t(e) * p.layout.max_m + row];
-      if (source < 0) continue;
-      const int owner = source / p.slots_per_rank, slot = source % p.slots_per_rank;
-      uint64_t arrival = 0;
-      if (lane == 0) {
-        // Before the first row to this owner: its reduce of epoch - 2 (same half) must be done,
-        // or these stores could overwrite rows it has not summed. Acquire at system scope: the
-        // flag is set by the owner's GPU after its reads.
-        if (!owner_ready[owner]) {
-          const uint32_t* reduced = static_cast<const uint32_t*>(ncclGetPeerPointer(p.window, kReducedEpochOffset, owner));
-          wait_signal(reduced, p.epoch - 2, SignalScope::sys, p.timeout_ns, p.error_flag);
-          owner_ready[owner] = 1;
-        }
-        if (p.ns_per_byte > 0.f && owner != p.rank) arrival = reserve_link(&p.workspace->link_free_at, row_bytes, p.ns_per_byte);
-      }
-      __syncwarp();  // extends lane 0's acquire to the warp's stores below
-      auto* dst = static_cast<__nv_bfloat16*>(
-          ncclGetPeerPointer(p.window, p.rows_offset + size_t(slot) * row_bytes, owner));
-      copy_row(p.gemm_out + e * p.expert_stride + row * p.row_stride, dst, n, lane);
-      __syncwarp();
-      // Publish the slot: the warp's row stores are ordered before lane 0's release by the warp
-      // barrier; system scope, as the reader is another GPU (or this one through NVLink-mapped
-      // memory).
-      if (lane == 0) {
-        while (arrival != 0 && globaltimer() < arrival) __nanosleep(64);
-        uint32_t* flag = static_cast<uint32_t*>(
-            ncclGetPeerPointer(p.window, p.flags_offset + size_t(slot) * sizeof(uint32_t), owner));
-        store_release_sys(flag, p.epoch);
-      }
-    }
-    if (p.timeline != nullptr) {
-      __syncthreads();
-      if (threadIdx.x == 0) p.timeline[2 * c + 1] = globaltimer();
+    if (chunk * kWarps >= rows) continue;  // beyond masked_m: nothing to send
+    if (!block_wait_signal(p.signals + c, p.signal_base + expected, p.scope, p.timeout_ns, p.error_flag)) continue;
+    if (p.timeline != nullptr && threadIdx.x == 0 && chunk == 0) p.timeline[2 * c] = globaltimer();
+    const int first_row = per_row_block ? rb * p.layout.block_m : 0;
+    if (lane == 0) item_flag[warp] = nullptr, item_arrival[warp] = 0;
+    if (const int r = chunk * kWarps + warp; r < rows)
+      send_row(p, e, first_row + r, lane, owner_ready, &item_flag[warp], &item_arrival[warp]);
+    // Publish the item's slots with one release at system scope (the readers are other GPUs):
+    // the block barrier orders every warp's row stores before thread 0's fence, and the fence
+    // before the flag stores makes each of them a release. One fence per item, not per row: a
+    // system-scope fence waits for the NVLink stores to be acknowledged.
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      unsigned long long last_arrival = 0;
+      for (int w = 0; w < kWarps; ++w) last_arrival = item_arrival[w] > last_arrival ? item_arrival[w] : last_arrival;
+      while (globaltimer() < last_arrival) __nanosleep(64);
+      asm volatile("fence.acq_rel.sys;" ::: "memory");
+      for (int w = 0; w < kWarps; ++w)
+        if (item_flag[w] != nullptr) asm volatile("st.relaxed.sys.global.u32 [%0], %1;" ::"l"(item_flag[w]), "r"(p.epoch) : "memory");
+      if (p.timeline != nullptr)
+        atomicMax(reinterpret_cast<unsigned long long*>(p.timeline + 2 * c + 1), (unsigned long long)globaltimer());
     }
   }
   if (block_times != nullptr && threadIdx.x == 0) block_times[1] = globaltimer();

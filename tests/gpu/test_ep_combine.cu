@@ -264,6 +264,24 @@ int run_single_process(int ranks, int iterations) {
       ++failures;
     }
   }
+  // The device-side barrier: every rank enqueues it; all must complete (watchdog: 10 s).
+  for (int round = 0; round < 10; ++round)
+    for (auto& st : states) {
+      cudaSetDevice(st->device);
+      EXPECT_TRUE(ep_combine_barrier(st->context, st->gemm_stream).ok());
+    }
+  for (auto& st : states) {
+    cudaSetDevice(st->device);
+    int waited_ms = 0;
+    while (cudaStreamQuery(st->gemm_stream) == cudaErrorNotReady && waited_ms < 10000) {
+      usleep(1000);
+      ++waited_ms;
+    }
+    if (waited_ms >= 10000) {
+      ADD_FAILURE() << "ep_combine_barrier did not complete on rank " << st->rank;
+      std::_Exit(1);  // a kernel still spins: no clean teardown possible
+    }
+  }
   EXPECT_TRUE(ep_combine_destroy_all(contexts.data(), ranks).ok());
   for (auto& st : states) st->release();
   for (auto& c : comms) ncclCommDestroy(c);
@@ -376,6 +394,9 @@ int worker_main(int rank, int ranks, const char* hex, int iterations) {
 
 int main(int argc, char** argv) {
   setenv("NCCL_NVLS_ENABLE", "0", 0);  // no NVLink multicast (not used, and not wanted set up)
+  // Kernels loaded with the context, not at first launch (which can wait for a device whose
+  // running kernels wait on another GPU).
+  setenv("CUDA_MODULE_LOADING", "EAGER", 0);
   signalgemm::test::self_path = "/proc/self/exe";
   if (argc == 6 && std::string(argv[1]) == "--ep-worker")
     return signalgemm::test::worker_main(std::atoi(argv[2]), std::atoi(argv[3]), argv[4], std::atoi(argv[5]));
