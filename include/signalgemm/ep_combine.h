@@ -10,8 +10,8 @@
 // where (r(k), e_k, i_k) is the rank, local expert and row that served slot k. Per rank, one kernel:
 //   send:   as soon as a local GEMM counter completes, every row it covers is stored into the
 //           token owner's receive window (NCCL symmetric memory; a peer's window is reached through
-//           its LSA pointer, so the stores go over NVLink), then the slot's flag in the owner's
-//           window is set to `epoch` with a release at system scope;
+//           its LSA pointer, so the stores go over NVLink), then the slots' flags in the owner's
+//           window are set to `epoch` after one system-scope fence per item (a release);
 //   reduce: once every used slot of a token carries `epoch` (acquire, system scope), the owner sums
 //           the slots in the fixed order k = 0..topk-1 in fp32 and stores bf16 (deterministic).
 // With N = 1 every owner is the rank itself and this is the single-GPU combine.
@@ -19,6 +19,9 @@
 // The receive window is double-buffered by epoch parity, and a sender waits, before its first row
 // to an owner, until that owner has finished reducing epoch - 2 (a flag in the owner's window), so
 // no rank can overwrite rows a slower peer has not summed yet, whatever the routing.
+//
+// Set CUDA_MODULE_LOADING=EAGER (or launch every kernel once first): a lazily loaded kernel's first
+// launch can wait for its device to go idle while a kernel there waits on another GPU.
 #pragma once
 
 #include <cuda_runtime_api.h>
