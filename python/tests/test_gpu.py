@@ -119,3 +119,55 @@ def test_bf16_activations_with_nvfp4_weights():
     scales = torch.from_numpy(sfb.reshape(E, N, K // 16).copy()).view(torch.float8_e4m3fn).double()
     weights = values * scales.repeat_interleave(16, dim=2) * torch.from_numpy(global_scale).double().view(E, 1, 1)
     check(out, torch.einsum("emk,enk->emn", a.double().cpu(), weights).cuda(), masked_m)
+
+
+def decode_operand(data, scales, global_scale, fmt, role, experts, rows, k):
+    """float64 values (element x block scale x nvfp4 global scale) of a quantized operand, decoded here
+    from the bytes (docs/formats.md), independently of the C++ reference."""
+    if fmt in ("nvfp4", "mxfp4"):
+        codes = torch.from_numpy(np.stack([data & 15, data >> 4], axis=-1).reshape(experts, rows, k).astype(np.int64))
+        values = torch.tensor(E2M1, dtype=torch.float64)[codes]
+    else:  # e4m3
+        values = torch.from_numpy(data.reshape(experts, rows, k).copy()).view(torch.float8_e4m3fn).double()
+    if fmt == "fp8_block128":  # activations: fp32 [E][K/128][round_up(rows, 4)]
+        pad = (rows + 3) // 4 * 4
+        s = torch.from_numpy(scales.copy()).double().view(experts, k // 128, pad)[:, :, :rows].transpose(1, 2)
+        return values * s.repeat_interleave(128, 2)
+    block = 16 if fmt == "nvfp4" else 32
+    raw = torch.from_numpy(scales.reshape(experts, rows, k // block).copy())
+    if fmt == "nvfp4":
+        s = raw.view(torch.float8_e4m3fn).double()
+    else:  # e8m0: 2^(code - 127)
+        s = torch.pow(2.0, raw.double() - 127)
+    values = values * s.repeat_interleave(block, 2)
+    return values * torch.from_numpy(global_scale).double().view(experts, 1, 1)
+
+
+@pytest.mark.parametrize("a_format,b_format", [("mxfp8", "mxfp8"), ("mxfp4", "mxfp4"), ("nvfp4", "nvfp4"),
+                                               ("bf16", "mxfp4"), ("bf16", "mxfp8"), ("fp8_block128", "nvfp4")])
+def test_dequantizing_pairings(a_format, b_format):
+    """The dequantizing mainloop's pairings against an independent float64 decoding; alpha carries
+    the nvfp4 global scales of both sides (as the caller must)."""
+    E, MAX_M, N, K = 3, 70, 264, 256
+    rng = np.random.default_rng(13)
+    xa = rng.standard_normal((E, MAX_M, K)).astype(np.float32)
+    xb = (rng.standard_normal((E, N, K)) * 0.05).astype(np.float32)
+    b, sfb, gs_b = signalgemm.quantize(xb, b_format, "b")
+    if a_format == "bf16":
+        a_t = torch.from_numpy(xa).cuda().bfloat16()
+        lhs, deq_a, gs_a = (a_t, None), a_t.double().cpu(), np.ones(E, np.float32)
+    else:
+        a, sfa, gs_a = signalgemm.quantize(xa, a_format, "a")
+        lhs = (torch.from_numpy(a).cuda(), torch.from_numpy(sfa).cuda())
+        deq_a = decode_operand(a, sfa, np.ones(E, np.float32), a_format, "a", E, MAX_M, K)
+    deq_b = decode_operand(b, sfb, np.ones(E, np.float32), b_format, "b", E, N, K)
+    alpha = torch.from_numpy((gs_a * gs_b).astype(np.float32)).cuda()
+    masked_m = torch.tensor([70, 0, 33], dtype=torch.int32, device="cuda")
+    out = torch.full((E, MAX_M, N), POISON, dtype=torch.bfloat16, device="cuda")
+    signals = torch.zeros(E, dtype=torch.int32, device="cuda")
+    signalgemm.grouped_gemm_nt_masked(lhs, (torch.from_numpy(b).cuda(), torch.from_numpy(sfb).cuda()), out, masked_m,
+                                      a_format=a_format, b_format=b_format, alpha=alpha, signals=signals)
+    torch.cuda.synchronize()
+    reference = torch.einsum("emk,enk->emn", deq_a, deq_b) * alpha.double().cpu().view(-1, 1, 1)
+    check(out, reference.cuda(), masked_m)
+    assert signals.cpu().tolist() == signalgemm.expected_signals(masked_m.cpu(), N, MAX_M)
