@@ -9,7 +9,7 @@
 // A stage holds 64 K: per operand its packed rows (32 bytes FP4, 64 bytes e4m3, 128 bytes bf16)
 // loaded by TMA, and for fp8_block128 activations the token scales of the stage's 128-K block.
 // Block scales of MX/nvfp4 operands (one byte per row and 16 or 32 K) are read through the
-// read-only cache by the threads that apply them.
+// read-only cache by the threads that apply them, one stage ahead of their use.
 //
 // Overlap: the bf16 tiles are double buffered. While the MMAs of stage kb run (asynchronously),
 // all 256 MMA threads dequantize stage kb + 1 into the other buffer; one 256-thread barrier per
@@ -108,7 +108,9 @@ struct DequantBf16Mainloop {
     uint8_t* buffers = smem + plan.dequant_offset();
     PipelineState load = pipe;  // the stage to dequantize next; `pipe` is the stage the MMAs read
 
-    dequantize_stage(smem, plan, full, empty, load, 0, buffers, p, tile, lane);
+    ScaleCodes codes{};
+    load_scale_codes(codes, p, tile, 0);
+    dequantize_stage(smem, plan, full, empty, load, 0, buffers, codes, p, tile, lane);
     ptx::named_barrier_sync(kBarrierId, kMathThreads);  // buffer 0 complete and visible
 
     for (int kb = 0; kb < num_k_blocks; ++kb) {
@@ -122,8 +124,8 @@ struct DequantBf16Mainloop {
 
       // Meanwhile: the next stage into the other buffer (its MMAs finished before the last barrier).
       if (kb + 1 < num_k_blocks)
-        dequantize_stage(smem, plan, full, empty, load, kb + 1, buffers + ((kb + 1) & 1) * kBufferBytes, p, tile,
-                         lane);
+        dequantize_stage(smem, plan, full, empty, load, kb + 1, buffers + ((kb + 1) & 1) * kBufferBytes, codes, p,
+                         tile, lane);
 
       ptx::wgmma_wait<0>();
       if constexpr (kPromote) {
@@ -230,17 +232,27 @@ struct DequantBf16Mainloop {
                  : "memory");
   }
 
-  // Rows x 8 chunks of one operand, spread over the 256 MMA threads; rows >= `real_rows` skipped.
-  template <Format kFormat, int kRows>
-  __device__ __forceinline__ static void dequantize_operand(uint32_t packed_tile, uint32_t bf16_tile,
-                                                            const void* scales, int scale_cols, int64_t first_row,
-                                                            int last_scale_row, int real_rows, int kb) {
-    constexpr int kPerThread = kRows * kChunksPerRow / kMathThreads;
-    static_assert(kPerThread * kMathThreads == kRows * kChunksPerRow, "whole chunks per thread");
-    uint32_t codes[kPerThread];
-    // Scale bytes first, all in flight together.
+  // Rows x 8 chunks of an operand are spread over the 256 MMA threads: unit u = thread + 256 i is
+  // chunk u % 8 of row u / 8. Rows >= `real_rows` are skipped.
+  static constexpr int units_per_thread(int rows) { return rows * kChunksPerRow / kMathThreads; }
+  static_assert(units_per_thread(kBlockM) * kMathThreads == kBlockM * kChunksPerRow, "whole chunks per thread");
+  static constexpr bool kScaledA = kA != Format::bf16 && kA != Format::fp8_block128;
+  static constexpr int kCodesA = kScaledA ? units_per_thread(kBlockM) : 1;
+  static constexpr int kCodesB = units_per_thread(kBlockN);
+
+  // The scale codes of this thread's units of one stage, loaded a stage ahead of their use: the
+  // loads (usually HBM misses for weights) then overlap a whole stage of MMAs.
+  struct ScaleCodes {
+    uint32_t a[kCodesA];
+    uint32_t b[kCodesB];
+  };
+
+  template <Format kFormat, int kRows, int kCodes>
+  __device__ __forceinline__ static void load_operand_codes(uint32_t (&codes)[kCodes], const void* scales,
+                                                            int scale_cols, int64_t first_row, int last_scale_row,
+                                                            int real_rows, int kb) {
 #pragma unroll
-    for (int i = 0; i < kPerThread; ++i) {
+    for (int i = 0; i < kCodes; ++i) {
       const int unit = threadIdx.x + i * kMathThreads;
       const int row = unit / kChunksPerRow;
       codes[i] = row < real_rows
@@ -248,37 +260,54 @@ struct DequantBf16Mainloop {
                                            unit % kChunksPerRow)
                      : 0;
     }
-#pragma unroll
-    for (int i = 0; i < kPerThread; ++i) {
-      const int unit = threadIdx.x + i * kMathThreads;
-      const int row = unit / kChunksPerRow;
-      if (row < real_rows) dequantize_chunk<kFormat>(packed_tile, bf16_tile, row, unit % kChunksPerRow, codes[i]);
-    }
   }
 
-  // Waits for stage `load`, dequantizes its non-bf16 operands into `buffer`, fences the stores for
-  // the tensor cores, releases the stage if nothing reads it any more, and advances `load`.
-  __device__ __forceinline__ static void dequantize_stage(uint8_t* smem, const SmemPlan& plan, uint64_t* full,
-                                                          uint64_t* empty, PipelineState& load, int kb,
-                                                          uint8_t* buffer, const KernelParams& p,
-                                                          const detail::Tile& tile, int lane) {
-    mbarrier_wait(&full[load.stage], load.phase);
-    const uint32_t buffer_addr = static_cast<uint32_t>(__cvta_generic_to_shared(buffer));
-    if constexpr (kDequantA) {
-      // Token rows past the tile's real rows are never stored: leave their bf16 rows stale (they
-      // only reach their own output columns). Real rows are < masked_m <= max_m.
+  __device__ __forceinline__ static void load_scale_codes(ScaleCodes& codes, const KernelParams& p,
+                                                          const detail::Tile& tile, int kb) {
+    if constexpr (kScaledA) {
+      // Real token rows are < masked_m <= max_m: no clamping needed.
       const int64_t first_token = int64_t(tile.expert) * p.layout.max_m + tile.m_block * kBlockM;
-      dequantize_operand<kA, kBlockM>(static_cast<uint32_t>(__cvta_generic_to_shared(smem + plan.a_offset(load.stage))),
-                                      buffer_addr, p.a_scales, p.a_scale_cols, first_token, kBlockM - 1, tile.rows,
-                                      kb);
+      load_operand_codes<kA, kBlockM>(codes.a, p.a_scales, p.a_scale_cols, first_token, kBlockM - 1, tile.rows, kb);
     }
     // Weight rows past N (a partial last column block) are zero-filled by TMA; their scales are
     // read from the last real row (any finite value keeps them zero) and never stored.
     const int first_weight = tile.n_block * kBlockN;
-    dequantize_operand<kB, kBlockN>(static_cast<uint32_t>(__cvta_generic_to_shared(smem + plan.b_offset(load.stage))),
-                                    buffer_addr + kTokenTileBytes, p.b_scales, p.b_scale_cols,
+    load_operand_codes<kB, kBlockN>(codes.b, p.b_scales, p.b_scale_cols,
                                     int64_t(tile.expert) * p.layout.n + first_weight, p.layout.n - 1 - first_weight,
                                     kBlockN, kb);
+  }
+
+  template <Format kFormat, int kRows, int kCodes>
+  __device__ __forceinline__ static void dequantize_operand(uint32_t packed_tile, uint32_t bf16_tile,
+                                                            const uint32_t (&codes)[kCodes], int real_rows) {
+#pragma unroll
+    for (int i = 0; i < units_per_thread(kRows); ++i) {
+      const int unit = threadIdx.x + i * kMathThreads;
+      const int row = unit / kChunksPerRow;
+      if (row < real_rows)
+        dequantize_chunk<kFormat>(packed_tile, bf16_tile, row, unit % kChunksPerRow, i < kCodes ? codes[i] : 0u);
+    }
+  }
+
+  // Waits for stage `load` (stage kb of the tile), dequantizes its non-bf16 operands into `buffer`
+  // with the scale codes in `codes` (loading those of stage kb + 1 into them first), fences the
+  // stores for the tensor cores, releases the stage if nothing reads it any more, advances `load`.
+  __device__ __forceinline__ static void dequantize_stage(uint8_t* smem, const SmemPlan& plan, uint64_t* full,
+                                                          uint64_t* empty, PipelineState& load, int kb,
+                                                          uint8_t* buffer, ScaleCodes& codes, const KernelParams& p,
+                                                          const detail::Tile& tile, int lane) {
+    const ScaleCodes current = codes;
+    if (kb + 1 < p.num_k_blocks) load_scale_codes(codes, p, tile, kb + 1);
+    mbarrier_wait(&full[load.stage], load.phase);
+    const uint32_t buffer_addr = static_cast<uint32_t>(__cvta_generic_to_shared(buffer));
+    if constexpr (kDequantA) {
+      // Token rows past the tile's real rows are never stored: leave their bf16 rows stale (they
+      // only reach their own output columns).
+      dequantize_operand<kA, kBlockM>(static_cast<uint32_t>(__cvta_generic_to_shared(smem + plan.a_offset(load.stage))),
+                                      buffer_addr, current.a, tile.rows);
+    }
+    dequantize_operand<kB, kBlockN>(static_cast<uint32_t>(__cvta_generic_to_shared(smem + plan.b_offset(load.stage))),
+                                    buffer_addr + kTokenTileBytes, current.b, kBlockN);
     // The tensor cores read the tile through the async proxy: make this thread's stores visible to it.
     cuda::ptx::fence_proxy_async(cuda::ptx::space_shared);
     if constexpr (!kReleaseAfterMma) {
