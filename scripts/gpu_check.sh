@@ -52,6 +52,16 @@ python_tests() {
 step python python_tests
 step bench "$BUILD/bench/signalgemm-bench" --compare-signals --csv "$LOGS/bench.csv"
 step demo "$BUILD/bench/signalgemm-demo" --svg "$LOGS/overlap_timeline.svg"
+# Every other operand pairing over the SPEC shapes (time and x floor; fewer iterations).
+formats_bench() {
+  local pairing
+  for pairing in bf16:bf16 bf16:nvfp4 fp8_block128:nvfp4 bf16:mxfp8 bf16:mxfp4 mxfp8:mxfp8 mxfp4:mxfp4 nvfp4:nvfp4; do
+    echo "-- a:b = $pairing"
+    "$BUILD/bench/signalgemm-bench" --format "$pairing" --no-cublas --iters 10 --warmup 2 | grep -E '^ *[0-9]+ +[0-9]+ +[0-9]+' ||
+      return 1
+  done
+}
+step formats formats_bench
 # The multi-GPU combine over NCCL's device API (docs/multigpu.md): test and benchmark on two or
 # more GPUs, with libnccl from pip's nvidia-nccl-cu13 where installed; NVLink multicast off.
 EP_NOTE="skipped: fewer than 2 GPUs"
@@ -76,6 +86,9 @@ cat "$LOGS/bench.log"
 echo
 echo "== overlap demo (timeline: $LOGS/overlap_timeline.svg)"
 cat "$LOGS/demo.log"
+echo
+echo "== other operand pairings (E m N K | max_m | us | TFLOP/s | GB/s | floor_us | x_floor ...)"
+cat "$LOGS/formats.log"
 if [[ -z "$EP_NOTE" ]]; then
   echo
   echo "== multi-GPU combine benchmark (timelines: $LOGS/ep_overlap_timeline*.svg)"
