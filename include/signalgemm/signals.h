@@ -25,14 +25,15 @@ struct SignalLayout {
   int block_n = 0;  // columns per tile
   SignalGranularity granularity = SignalGranularity::none;
 
-  SG_HD int col_blocks() const { return (n + block_n - 1) / block_n; }
-  SG_HD int row_blocks_per_expert() const { return (max_m + block_m - 1) / block_m; }
+  // Rounded up in 64 bits: n and max_m may be close to INT32_MAX (the quotients fit an int).
+  SG_HD int col_blocks() const { return int((int64_t(n) + block_n - 1) / block_n); }
+  SG_HD int row_blocks_per_expert() const { return int((int64_t(max_m) + block_m - 1) / block_m); }
 
   // masked_m as the kernel uses it: clamped into [0, max_m].
   SG_HD int clamp_m(int masked_m) const {
     return masked_m < 0 ? 0 : (masked_m > max_m ? max_m : masked_m);
   }
-  SG_HD int row_blocks(int masked_m) const { return (clamp_m(masked_m) + block_m - 1) / block_m; }
+  SG_HD int row_blocks(int masked_m) const { return int((int64_t(clamp_m(masked_m)) + block_m - 1) / block_m); }
 
   // Number of uint32 counters the caller's buffer must hold.
   SG_HD int64_t counter_count() const {

@@ -143,3 +143,20 @@ TEST(Signals, ZeroRowsMeansNothingToWaitFor) {
 
 }  // namespace
 }  // namespace signalgemm
+
+// Extents near INT32_MAX (signal_layout() is public and may be called without validation): the
+// rounded-up block counts must not overflow.
+TEST(Signals, BlockCountsOfExtentsNearInt32Max) {
+  SignalLayout layout;
+  layout.num_experts = 2;
+  layout.max_m = 2147483647;
+  layout.n = 2147483647;
+  layout.block_m = 32;
+  layout.block_n = 128;
+  layout.granularity = SignalGranularity::per_row_block;
+  EXPECT_EQ(layout.col_blocks(), 16777216);
+  EXPECT_EQ(layout.row_blocks_per_expert(), 67108864);
+  EXPECT_EQ(layout.row_blocks(2147483647), 67108864);
+  EXPECT_EQ(layout.counter_count(), int64_t(2) * 67108864);
+  EXPECT_EQ(layout.expected(2147483647, 67108863), 16777216u);
+}
