@@ -141,9 +141,6 @@ TEST(Signals, ZeroRowsMeansNothingToWaitFor) {
   EXPECT_EQ(prb.expected(500, 3), 2u);  // clamped to max_m = 100: 4 row blocks
 }
 
-}  // namespace
-}  // namespace signalgemm
-
 // Extents near INT32_MAX (signal_layout() is public and may be called without validation): the
 // rounded-up block counts must not overflow.
 TEST(Signals, BlockCountsOfExtentsNearInt32Max) {
@@ -160,3 +157,6 @@ TEST(Signals, BlockCountsOfExtentsNearInt32Max) {
   EXPECT_EQ(layout.counter_count(), int64_t(2) * 67108864);
   EXPECT_EQ(layout.expected(2147483647, 67108863), 16777216u);
 }
+
+}  // namespace
+}  // namespace signalgemm
