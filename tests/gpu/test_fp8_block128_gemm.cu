@@ -70,11 +70,12 @@ TEST(Fp8Block128Gemm, EveryTileConfigAndEdgeMaskedM) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(2026);
   Fp8Problem p;
-  p.build(/*experts=*/8, /*max_m=*/200, /*n=*/328, /*k=*/512, rng);  // n: partial column blocks
+  p.build(/*experts=*/7, /*max_m=*/200, /*n=*/328, /*k=*/512, rng);  // n: partial column blocks
   // Last row blocks of every MMA width (the real rows rounded up to 32): 1 -> 32, 63 -> 64,
   // 65 -> 96, 127 -> 128, 150 -> 160 (192-token tile) and 150 - 128 = 22 -> 32 (128-token tile).
+  // (64 and 128 rows: ManyExpertsRandomMaskedMHeuristicConfig.)
   for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block})
-    expect_every_tile_correct(p, {0, 1, 63, 64, 65, 127, 150, 200}, g);
+    expect_every_tile_correct(p, {0, 1, 63, 65, 127, 150, 200}, g);
 }
 
 TEST(Fp8Block128Gemm, ManyExpertsRandomMaskedMHeuristicConfig) {
@@ -86,7 +87,7 @@ TEST(Fp8Block128Gemm, ManyExpertsRandomMaskedMHeuristicConfig) {
   for (int trial = 0; trial < 3; ++trial) {
     std::vector<int32_t> masked_m(32);
     for (auto& m : masked_m) m = int(rng() % 131);
-    masked_m[0] = 0, masked_m[1] = 130, masked_m[2] = 1, masked_m[3] = 128, masked_m[4] = 129;
+    masked_m[0] = 0, masked_m[1] = 130, masked_m[2] = 1, masked_m[3] = 128, masked_m[4] = 129, masked_m[5] = 64;
     GroupedGemmArgs args = p.args();
     args.expected_m = 40 + 40 * trial;
     args.granularity = SignalGranularity::per_expert;
