@@ -19,14 +19,25 @@ bool is_supported_tile(int block_m, int block_n) {
                      [&](TileShape t) { return t.block_m == block_m && t.block_n == block_n; });
 }
 
-int max_stages(int block_m, int block_n, int smem_per_block) {
+int smem_bytes(int block_m, int block_n, int stages, Format a_format, Format b_format) {
+  // bf16 x nvfp4 stages hold up to 256 K (kernel_params.h); the other mainloops 128 bytes of K.
+  if (a_format == Format::bf16 && b_format == Format::nvfp4)
+    return kernels::nvfp4_weights_smem_plan(block_m, block_n, stages,
+                                            kernels::nvfp4_weights_stage_subs(block_m, block_n))
+        .total_bytes();
+  return kernels::SmemPlan{block_m, block_n, stages}.total_bytes();
+}
+
+int max_stages(int block_m, int block_n, int smem_per_block, Format a_format, Format b_format) {
   int stages = 0;
-  while (stages < kMaxStages && kernels::SmemPlan{block_m, block_n, stages + 1}.total_bytes() <= smem_per_block)
+  while (stages < kMaxStages && smem_bytes(block_m, block_n, stages + 1, a_format, b_format) <= smem_per_block)
     ++stages;
   return stages < kMinStages ? 0 : stages;
 }
 
-TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, TileConfig config) {
+TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, TileConfig config, Format a_format,
+                              Format b_format) {
+  const int requested_block_n = config.block_n;
   if (config.block_m == 0) {
     // Decode routing spreads per-expert counts around the typical value (SPEC §6: x U(0.7, 1.3)),
     // so cover 1.3x the hint with one token block when possible: a second token block re-reads
@@ -46,8 +57,14 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
   // block pulls from L2: 128 tokens x 256 weight rows moves 48 KB per 4 M MACs, 128 x 128 moves
   // 32 KB per 2 M.
   if (config.block_n == 0) config.block_n = config.block_m == 128 ? 256 : 128;
+  // bf16 x nvfp4 decode (one token block of <= 64 rows per expert): 256 weight rows per tile. The
+  // bf16 token tile is larger than the packed weight tile, so it is loaded once per 256 rows
+  // instead of per 128; with the tokens it still leaves 3-4 stages of 256 K.
+  if (a_format == Format::bf16 && b_format == Format::nvfp4 && requested_block_n == 0 && config.block_m <= 64)
+    config.block_n = 256;
   // Deepest ring that fits: more bytes in flight per SM is what a weight-streaming GEMM needs.
-  if (config.stages == 0) config.stages = max_stages(config.block_m, config.block_n, smem_per_block);
+  if (config.stages == 0)
+    config.stages = max_stages(config.block_m, config.block_n, smem_per_block, a_format, b_format);
   return config;
 }
 

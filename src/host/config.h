@@ -21,10 +21,17 @@ bool is_supported_block_n(int block_n);
 bool is_supported_tile(int block_m, int block_n);
 
 // Pure function of the problem and the device's shared-memory limit (bytes per block, opt-in).
-// Zero fields of `override_config` are chosen; non-zero ones are kept as given.
-TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, TileConfig override_config);
+// Zero fields of `override_config` are chosen; non-zero ones are kept as given. The operand formats
+// select the mainloop, whose stage size sets how many stages fit.
+TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, TileConfig override_config,
+                              Format a_format = Format::fp8_block128, Format b_format = Format::fp8_block128);
+
+// Dynamic shared memory of the kernel for these operand formats, tile and stage count.
+int smem_bytes(int block_m, int block_n, int stages, Format a_format = Format::fp8_block128,
+               Format b_format = Format::fp8_block128);
 
 // Most stages that fit in `smem_per_block` for this tile (0 if not even kMinStages fit).
-int max_stages(int block_m, int block_n, int smem_per_block);
+int max_stages(int block_m, int block_n, int smem_per_block, Format a_format = Format::fp8_block128,
+               Format b_format = Format::fp8_block128);
 
 }  // namespace signalgemm::host

@@ -93,7 +93,12 @@ Status encode_operand_map(CUtensorMap& map, const void* base, int experts, int r
   const cuuint64_t strides[2] = {cuuint64_t(row_stride), cuuint64_t(expert_stride)};
   const cuuint32_t box[3] = {cuuint32_t(box_k), cuuint32_t(box_rows), 1};
   const cuuint32_t element_strides[3] = {1, 1, 1};
-  const CUtensorMapSwizzle swizzle = box_k == kernels::kBlockK ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_NONE;
+  // 64- and 32-byte boxes (packed FP4 weights of 128- and 64-K stages) get the matching narrower
+  // swizzle, which the FP4 mainloop undoes on its shared-memory addresses.
+  const CUtensorMapSwizzle swizzle = box_k == kernels::kBlockK ? CU_TENSOR_MAP_SWIZZLE_128B
+                                     : box_k == 64             ? CU_TENSOR_MAP_SWIZZLE_64B
+                                     : box_k == 32             ? CU_TENSOR_MAP_SWIZZLE_32B
+                                                               : CU_TENSOR_MAP_SWIZZLE_NONE;
   const CUresult r = tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, const_cast<void*>(base), dims,
                                           strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle,
                                           CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
@@ -160,6 +165,14 @@ Launcher launcher_for_tile(const TileConfig& cfg) {
   return nullptr;
 }
 
+// bf16 x nvfp4: the common tiles plus the decode tiles of 256 weight rows the heuristic picks
+// for at most 64 tokens per tile (config.cpp).
+Launcher nvfp4_weights_launcher(const TileConfig& cfg) {
+  if (cfg.block_m == 32 && cfg.block_n == 256) return &launch_kernel<kernels::Nvfp4WeightsMainloop<32, 256>>;
+  if (cfg.block_m == 64 && cfg.block_n == 256) return &launch_kernel<kernels::Nvfp4WeightsMainloop<64, 256>>;
+  return launcher_for_tile<kernels::Nvfp4WeightsMainloop>(cfg);
+}
+
 }  // namespace
 
 SignalLayout signal_layout(const GroupedGemmArgs& args) {
@@ -172,7 +185,7 @@ TileConfig select_config(const GroupedGemmArgs& args) {
   const bool have_device = query_device(info).ok();
   // Without a usable device, plan for an H100's 227 KiB so the tile shape is still defined.
   const int smem = have_device ? info.smem_per_block : 232448;
-  return host::choose_tile_config(args.max_m, args.expected_m, smem, args.config);
+  return host::choose_tile_config(args.max_m, args.expected_m, smem, args.config, args.a.format, args.b.format);
 }
 
 Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
@@ -183,9 +196,10 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   if (tensor_map_encoder() == nullptr)
     return Status{StatusCode::cuda_error, "signalgemm: the driver has no cuTensorMapEncodeTiled"};
 
-  const TileConfig cfg = host::choose_tile_config(args.max_m, args.expected_m, info.smem_per_block, args.config);
+  const TileConfig cfg = host::choose_tile_config(args.max_m, args.expected_m, info.smem_per_block, args.config,
+                                                  args.a.format, args.b.format);
   if (cfg.stages < host::kMinStages ||
-      kernels::SmemPlan{cfg.block_m, cfg.block_n, cfg.stages}.total_bytes() > info.smem_per_block)
+      host::smem_bytes(cfg.block_m, cfg.block_n, cfg.stages, args.a.format, args.b.format) > info.smem_per_block)
     return Status{StatusCode::invalid_argument, "signalgemm: config.stages = " + std::to_string(cfg.stages) +
                                                     " does not fit in shared memory with block_m = " +
                                                     std::to_string(cfg.block_m)};
@@ -196,7 +210,12 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   const bool fp4_weights = args.b.format == Format::nvfp4;
   const int a_k_bytes = args.k * element_bits(args.a.format) / 8;
   const int b_k_bytes = args.k * element_bits(args.b.format) / 8;
-  const int b_box_k = fp4_weights ? kernels::kBlockK / 4 : kernels::kBlockK;
+  // bf16 x nvfp4: a stage holds 1, 2 or 4 64-K blocks (kernel_params.h), 32 packed bytes per row each;
+  // tokens are loaded in boxes of 32 rows, only as many as a tile has real tokens.
+  const bool bf16_x_nvfp4 = args.a.format == Format::bf16 && fp4_weights;
+  const int b_box_k = bf16_x_nvfp4 ? 32 * kernels::nvfp4_weights_stage_subs(cfg.block_m, cfg.block_n)
+                                   : kernels::kBlockK;
+  const int a_box_rows = bf16_x_nvfp4 ? kernels::kNvfp4TokenBoxRows : cfg.block_m;
   const int64_t a_row = args.a.row_stride != 0 ? args.a.row_stride : a_k_bytes;
   const int64_t a_expert = args.a.expert_stride != 0 ? args.a.expert_stride : a_row * args.max_m;
   const int64_t b_row = args.b.row_stride != 0 ? args.b.row_stride : b_k_bytes;
@@ -205,7 +224,7 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
 
   CUtensorMap tmap_a, tmap_b, tmap_sfa;
   if (Status s = encode_operand_map(tmap_a, args.a.data, args.num_experts, args.max_m, a_k_bytes, a_row, a_expert,
-                                    kernels::kBlockK, cfg.block_m, "a");
+                                    kernels::kBlockK, a_box_rows, "a");
       !s.ok())
     return s;
   if (Status s = encode_operand_map(tmap_b, args.b.data, args.num_experts, args.n, b_k_bytes, b_row, b_expert,
@@ -244,7 +263,7 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
 
   // One instantiation per (mainloop, compiled tile).
   const Launcher launcher = fp8           ? launcher_for_tile<kernels::Fp8Block128Mainloop>(cfg)
-                            : fp4_weights ? launcher_for_tile<kernels::Nvfp4WeightsMainloop>(cfg)
+                            : fp4_weights ? nvfp4_weights_launcher(cfg)
                                           : launcher_for_tile<kernels::Bf16Mainloop>(cfg);
   if (launcher == nullptr)
     return Status{StatusCode::invalid_argument, "signalgemm: config " + std::to_string(cfg.block_m) + "x" +

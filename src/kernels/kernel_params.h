@@ -47,11 +47,13 @@ struct SmemPlan {
   int stages = 0;
   int b_row_bytes = kBlockK;  // bytes of one weight row per stage (32 for packed FP4)
   int dequant_bytes = 0;      // bf16 weight tile the FP4 mainloop dequantizes into (block_n x 128 B)
+  int a_k_blocks = 1;         // 128-byte K blocks of tokens per stage (nvfp4 weights: up to 4, see below)
+  int sfa_token_bytes = 4;    // token-scale bytes per token and stage (fp8_block128; 0 when none)
 
   SG_HD static int round_up(int x, int a) { return (x + a - 1) / a * a; }
-  SG_HD int a_bytes() const { return block_m * kBlockK; }              // token tile, 128 B rows
+  SG_HD int a_bytes() const { return block_m * kBlockK * a_k_blocks; }  // token tile(s), 128 B rows
   SG_HD int b_bytes() const { return block_n * b_row_bytes; }          // weight tile
-  SG_HD int sfa_bytes() const { return round_up(block_m * 4, 128); }   // TMA wants 128 B alignment
+  SG_HD int sfa_bytes() const { return round_up(block_m * sfa_token_bytes, 128); }  // TMA: 128 B aligned
   SG_HD int stage_bytes() const { return a_bytes() + b_bytes() + sfa_bytes(); }
   // Output staging: one row per token, padded 16 bytes so the transposed writes spread over banks.
   SG_HD static constexpr int staging_pitch(int block_n) { return block_n * 2 + 16; }
@@ -67,5 +69,24 @@ struct SmemPlan {
   // full[stages] then empty[stages], 8 bytes each; plus slack to align the base at run time.
   SG_HD int total_bytes() const { return barrier_offset() + 2 * stages * 8 + kSmemAlignment; }
 };
+
+// bf16 activations x nvfp4 weights (mainloop_nvfp4_weights.cuh): a stage holds `subs` 64-K blocks
+// (one 128-byte swizzled token tile each) and the weights' subs * 32 packed bytes per row; no
+// token scales, no dequantized tile. Most K per stage such that 3 stages fit in an H100's shared
+// memory (2 if none does): decode streams weights, and big stages mean few barrier round trips.
+SG_HD constexpr SmemPlan nvfp4_weights_smem_plan(int block_m, int block_n, int stages, int subs) {
+  return SmemPlan{block_m, block_n, stages, subs * 32, 0, subs, 0};
+}
+SG_HD constexpr int nvfp4_weights_stage_subs(int block_m, int block_n) {
+  constexpr int kH100SmemPerBlock = 232448;
+  for (int min_stages = 3; min_stages >= 2; --min_stages)
+    for (int subs = 4; subs >= 1; subs /= 2) {
+      // SmemPlan::total_bytes() of nvfp4_weights_smem_plan, spelled out to be usable in constexpr.
+      const int stage = subs * (block_m * kBlockK + block_n * 32);
+      const int staging = block_m * SmemPlan::staging_pitch(block_n);
+      if (min_stages * stage + staging + 8 + 2 * min_stages * 8 + kSmemAlignment <= kH100SmemPerBlock) return subs;
+    }
+  return 1;
+}
 
 }  // namespace signalgemm::kernels

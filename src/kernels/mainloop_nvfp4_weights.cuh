@@ -1,12 +1,17 @@
 // Mainloop for bf16 activations x nvfp4 weights (the decode case: FP4 halves the weight bytes).
 //
-// Hopper has no FP4 tensor cores. Each stage brings 64 K of bf16 tokens (128 B rows, swizzled) and
-// 64 K of packed e2m1 weights (32 B rows); every MMA warpgroup dequantizes its own weight rows,
-// e2m1 x e4m3 block scale, into a bf16 tile in the layout the bf16 wgmma reads (128 B rows, 128 B
-// swizzle), then multiplies it like the bf16 mainloop. e2m1 (2 significant bits) times e4m3 (4)
-// fits bf16's 8-bit significand, so the dequantized weights are exact and the result equals the
-// bf16 GEMM of the dequantized operands up to fp32 accumulation order. The per-expert global scale
-// of nvfp4 is folded into alpha by the caller.
+// Hopper has no FP4 tensor cores, but wgmma may take its A operand (here: the weights, which fill
+// the MMA's M dimension in the swapped product) from registers. So each MMA thread dequantizes its
+// own A fragment straight from the packed weights in shared memory into registers (dequant_fp4.cuh:
+// exact, e2m1 x e4m3 fits bf16) and issues the register-operand bf16 wgmma against the token tile
+// in shared memory. No bf16 weight tile, no barrier between dequantization and MMA: the
+// dequantization of one 64x64 block overlaps the MMAs of the previous one.
+//
+// A stage holds kSubs 64-K blocks: kSubs token tiles (128-byte rows, 128-byte swizzle, loaded in
+// boxes of 32 tokens, only as many as the tile has real tokens) and kSubs * 32 packed bytes per
+// weight row (one TMA box, swizzled so the 8 rows a warp reads at once hit different banks). The
+// block scales (e4m3, one per 16 K) are read from global memory by the MMA threads one stage ahead.
+// The per-expert global scale of nvfp4 is folded into alpha by the caller.
 #pragma once
 
 #include <cuda.h>
@@ -14,66 +19,75 @@
 
 #include <cuda/ptx>
 
+#include "kernels/dequant_fp4.cuh"
 #include "kernels/kernel_params.h"
-#include "kernels/mainloop_bf16.cuh"
 #include "kernels/pipeline.cuh"
 #include "kernels/ptx.cuh"
 #include "signalgemm/detail/tile_schedule.h"
 
 namespace signalgemm::kernels {
 
-// bf16 bits of e2m1 code `c` (sign bit 3, exponent bits 2..1, mantissa bit 0): 0, 0.5 and
-// (1 + m/2) * 2^(e-1) otherwise.
-__device__ __forceinline__ uint32_t e2m1_to_bf16_bits(uint32_t c) {
-  const uint32_t e = (c >> 1) & 3, m = c & 1;
-  const uint32_t magnitude = e == 0 ? (m ? 0x3F00u : 0u) : (((e + 126) << 7) | (m << 6));
-  return ((c & 8) << 12) | magnitude;
-}
-
-__device__ __forceinline__ float e4m3_to_float(uint32_t bits) {
-  const uint32_t e = (bits >> 3) & 15, m = bits & 7;
-  const float magnitude = e == 0 ? float(m) * 0x1p-9f : __uint_as_float(((e + 120) << 23) | (m << 20));
-  return (bits & 0x80) ? -magnitude : magnitude;
-}
+// Tokens are loaded and multiplied in steps of 32 (TMA box rows, wgmma N granularity).
+inline constexpr int kNvfp4TokenBoxRows = 32;
 
 template <int kBlockM_, int kBlockN_>
 struct Nvfp4WeightsMainloop {
   static constexpr int kBlockM = kBlockM_;
   static constexpr int kBlockN = kBlockN_;
-  static constexpr int kAccRegs = Bf16Mainloop<kBlockM, kBlockN>::kAccRegs;
-  static constexpr int kKPerStage = kBlockK / 2;         // 64 K elements per stage
-  static constexpr int kFp4RowBytes = kKPerStage / 2;    // 32 bytes of packed weights per row
+  static constexpr int kAccRegs = kBlockM / 2;
+  static constexpr int kSubs = nvfp4_weights_stage_subs(kBlockM, kBlockN);  // 64-K blocks per stage
+  static constexpr int kWeightRowBytes = kSubs * 32;                        // packed bytes per row and stage
+  static constexpr int kSwizzleChunks = kWeightRowBytes / 16;               // TMA swizzle span, 16 B units
   static constexpr int kWarpgroupRows = kBlockN / kMathWarpgroups;
   static constexpr int kSlices = kWarpgroupRows / 64;
   static_assert(kSlices == 1 || kSlices == 2, "a warpgroup covers 64 or 128 weight rows");
-  // Dequantization work: 8 chunks of 8 weights (one 16-byte bf16 store) per row and stage.
-  static constexpr int kThreadsPerRow = 128 / kWarpgroupRows;
-  static constexpr int kChunksPerThread = 8 / kThreadsPerRow;
-  static constexpr uint32_t kStageTxBytes = kBlockM * kBlockK + kBlockN * kFp4RowBytes;
+  static_assert(kBlockM % kNvfp4TokenBoxRows == 0, "token tiles are loaded in boxes of 32 rows");
+  // An MMA group (one commit) covers kSteps k16 steps of one 64-row slice; its A fragments (4
+  // registers per step) are double-buffered. ptxas compiles all of it into 168 registers per thread
+  // (384 threads), so the tiles with the most accumulators use shorter groups.
+  static constexpr int kSteps = kSlices * kAccRegs <= 64 ? 4 : kSlices * kAccRegs <= 96 ? 2 : 1;
+  static constexpr int kGroupsPerSub = 4 / kSteps;
+  // Groups alternate between the two buffers; an even count per stage keeps that across stages.
+  static_assert((kSubs * kGroupsPerSub * kSlices) % 2 == 0, "odd number of MMA groups per stage");
 
-  SG_HD static SmemPlan plan(int stages) {
-    return SmemPlan{kBlockM, kBlockN, stages, kFp4RowBytes, kBlockN * kBlockK};
-  }
+  SG_HD static SmemPlan plan(int stages) { return nvfp4_weights_smem_plan(kBlockM, kBlockN, stages, kSubs); }
 
+  // Producer (one thread). The token-scale map is unused: bf16 tokens have no scales.
   __device__ __forceinline__ static void load_tile(const CUtensorMap* tmap_a, const CUtensorMap* tmap_b,
                                                    const CUtensorMap*, uint8_t* smem, const SmemPlan& plan,
                                                    uint64_t* full, uint64_t* empty, PipelineState& pipe,
                                                    const detail::Tile& tile, int num_k_blocks) {
     namespace cp = cuda::ptx;
-    for (int kb = 0; kb < num_k_blocks; ++kb) {
+    const int token_boxes = (tile.rows + kNvfp4TokenBoxRows - 1) / kNvfp4TokenBoxRows;
+    const int num_stages = (num_k_blocks + kSubs - 1) / kSubs;
+    for (int s = 0; s < num_stages; ++s) {
       mbarrier_wait(&empty[pipe.stage], pipe.phase ^ 1);  // slot released (first lap passes)
-      const uint32_t tx_bytes = kStageTxBytes;
+      // Full boxes count even where they lie past N or max_m (TMA zero-fills them).
+      const uint32_t tx_bytes = kSubs * token_boxes * (kNvfp4TokenBoxRows * kBlockK) + kBlockN * kWeightRowBytes;
       cp::mbarrier_arrive_expect_tx(cp::sem_release, cp::scope_cta, cp::space_shared, &full[pipe.stage], tx_bytes);
-      const int32_t a_coords[3] = {kb * kBlockK, tile.m_block * kBlockM, tile.expert};     // bytes of bf16
-      const int32_t b_coords[3] = {kb * kFp4RowBytes, tile.n_block * kBlockN, tile.expert};  // bytes of fp4
-      cp::cp_async_bulk_tensor(cp::space_cluster, cp::space_global, smem + plan.a_offset(pipe.stage), tmap_a,
-                               a_coords, &full[pipe.stage]);
+      uint8_t* tokens = smem + plan.a_offset(pipe.stage);
+      for (int u = 0; u < kSubs; ++u)
+        for (int box = 0; box < token_boxes; ++box) {
+          // A last stage that reaches past K still gets every token block, a copy of the last real
+          // one: the MMA threads multiply whole stages (a branch between MMA groups would make ptxas
+          // serialize every wgmma), and real tokens times the weights' zero fill past K add 0.
+          const int k_block = min(s * kSubs + u, num_k_blocks - 1);
+          const int32_t a_coords[3] = {k_block * kBlockK, tile.m_block * kBlockM + box * kNvfp4TokenBoxRows,
+                                       tile.expert};  // bytes of bf16
+          cp::cp_async_bulk_tensor(cp::space_cluster, cp::space_global,
+                                   tokens + (u * kBlockM + box * kNvfp4TokenBoxRows) * kBlockK, tmap_a, a_coords,
+                                   &full[pipe.stage]);
+        }
+      const int32_t b_coords[3] = {s * kWeightRowBytes, tile.n_block * kBlockN, tile.expert};  // bytes of fp4
       cp::cp_async_bulk_tensor(cp::space_cluster, cp::space_global, smem + plan.b_offset(pipe.stage), tmap_b,
                                b_coords, &full[pipe.stage]);
       pipe.advance();
     }
   }
 
+  // Accumulator layout as in the other mainloops (register i of slice s, lane l, warp w: weight
+  // row 64s + 16w + l/4 + 8((i/2)%2), token 8(i/4) + 2(l%4) + i%2). The MMAs cover the tile's real
+  // tokens rounded up to 32; the columns beyond stay zero and are never stored.
   __device__ __forceinline__ static void mma_tile(float (&acc)[kSlices][kAccRegs], uint8_t* smem,
                                                   const SmemPlan& plan, uint64_t* full, uint64_t* empty,
                                                   PipelineState& pipe, const KernelParams& p, const detail::Tile& tile,
@@ -82,56 +96,199 @@ struct Nvfp4WeightsMainloop {
     for (int s = 0; s < kSlices; ++s)
 #pragma unroll
       for (int i = 0; i < kAccRegs; ++i) acc[s][i] = 0.f;
-
-    const int thread = threadIdx.x % 128;
-    const int row = thread / kThreadsPerRow;                       // within this warpgroup's rows
-    const int first_chunk = (thread % kThreadsPerRow) * kChunksPerThread;
-    // Scales of this row: 4 e4m3 bytes (one uint32) per stage. Rows past N (a partial last column
-    // block) read the last real row: their weights are zero-filled by TMA and never stored.
-    const int weight_row = min(tile.n_block * kBlockN + warpgroup * kWarpgroupRows + row, p.layout.n - 1);
-    const uint32_t* row_scales = reinterpret_cast<const uint32_t*>(
-        static_cast<const uint8_t*>(p.b_scales) + (int64_t(tile.expert) * p.layout.n + weight_row) * p.b_scale_cols);
-    uint8_t* dequant = smem + plan.dequant_offset() + warpgroup * kWarpgroupRows * kBlockK;
-    const uint32_t dequant_row = static_cast<uint32_t>(__cvta_generic_to_shared(dequant)) + row * kBlockK;
-    const int barrier_id = 3 + warpgroup;  // 1 and 2 belong to the epilogue
-
-    uint32_t scales_next = __ldg(row_scales);
-    for (int kb = 0; kb < p.num_k_blocks; ++kb) {
-      const uint32_t scales = scales_next;
-      if (kb + 1 < p.num_k_blocks) scales_next = __ldg(row_scales + kb + 1);
-      mbarrier_wait(&full[pipe.stage], pipe.phase);
-
-      // The previous K block's MMAs (which read the dequantized tile) are complete in every warp.
-      ptx::named_barrier_sync(barrier_id, 128);
-      const uint8_t* packed = smem + plan.b_offset(pipe.stage) + (warpgroup * kWarpgroupRows + row) * kFp4RowBytes;
+    mma_tile_width<kBlockM>((tile.rows + 31) / 32 * 32, acc, smem, plan, full, empty, pipe, p, tile, warpgroup,
+                            lane);
+    // The fragments carry element * scale * 2^-7 (dequant_fp4.cuh): undo it, exactly.
 #pragma unroll
-      for (int c = 0; c < kChunksPerThread; ++c) {
-        const int chunk = first_chunk + c;  // weights 8*chunk .. 8*chunk+7 of this stage
-        const uint32_t codes = *reinterpret_cast<const uint32_t*>(packed + 4 * chunk);
-        const float scale = e4m3_to_float((scales >> (8 * (chunk / 2))) & 0xff);
-        uint32_t pairs[4];
+    for (int s = 0; s < kSlices; ++s)
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const float lo = __uint_as_float(e2m1_to_bf16_bits((codes >> (8 * i)) & 15) << 16) * scale;
-          const float hi = __uint_as_float(e2m1_to_bf16_bits((codes >> (8 * i + 4)) & 15) << 16) * scale;
-          const __nv_bfloat162 both = __floats2bfloat162_rn(lo, hi);  // exact: see the file comment
-          pairs[i] = *reinterpret_cast<const uint32_t*>(&both);
-        }
-        // 128-byte swizzle, as TMA would have written it: 16-byte chunk index XOR row % 8.
-        const uint32_t addr = dequant_row + ((chunk ^ (row % 8)) * 16);
-        asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(pairs[0]), "r"(pairs[1]),
-                     "r"(pairs[2]), "r"(pairs[3])
-                     : "memory");
+      for (int i = 0; i < kAccRegs; ++i) acc[s][i] *= 128.f;
+  }
+
+ private:
+  template <int kTokens>
+  __device__ __forceinline__ static void mma_tile_width(int width, float (&acc)[kSlices][kAccRegs], uint8_t* smem,
+                                                        const SmemPlan& plan, uint64_t* full, uint64_t* empty,
+                                                        PipelineState& pipe, const KernelParams& p,
+                                                        const detail::Tile& tile, int warpgroup, int lane) {
+    if constexpr (kTokens > kNvfp4TokenBoxRows) {
+      if (width <= kTokens - kNvfp4TokenBoxRows)
+        return mma_tile_width<kTokens - kNvfp4TokenBoxRows>(width, acc, smem, plan, full, empty, pipe, p, tile,
+                                                            warpgroup, lane);
+    }
+    mma_k_loop<kTokens>(acc, smem, plan, full, empty, pipe, p, tile, warpgroup, lane);
+  }
+
+  // Global address of the e4m3 scales of one weight row (4 bytes per 64-K block). Rows past N (a
+  // partial last column block) read the last real row: their weights are zero-filled by TMA.
+  __device__ __forceinline__ static const uint32_t* scale_row(const KernelParams& p, const detail::Tile& tile,
+                                                              int tile_row) {
+    const int row = min(tile.n_block * kBlockN + tile_row, p.layout.n - 1);
+    return reinterpret_cast<const uint32_t*>(static_cast<const uint8_t*>(p.b_scales) +
+                                             (int64_t(tile.expert) * p.layout.n + row) * p.b_scale_cols);
+  }
+
+  template <int kTokens>
+  __device__ __forceinline__ static void mma_k_loop(float (&acc)[kSlices][kAccRegs], uint8_t* smem,
+                                                    const SmemPlan& plan, uint64_t* full, uint64_t* empty,
+                                                    PipelineState& pipe, const KernelParams& p,
+                                                    const detail::Tile& tile, int warpgroup, int lane) {
+    using Mma = ptx::WgmmaBf16Rs<kTokens>;
+    const int warp = (threadIdx.x % 128) / 32;
+    const uint32_t quad = lane % 4;  // which byte of each 32-bit word of packed weights is ours
+    // This thread's weight rows, per slice: r and r + 8 (A-fragment layout), as tile rows.
+    int tile_row[kSlices];
+#pragma unroll
+    for (int sl = 0; sl < kSlices; ++sl) tile_row[sl] = warpgroup * kWarpgroupRows + 64 * sl + 16 * warp + lane / 4;
+
+    // Scale words (4 e4m3 = one 64-K block) per slice, row (r, r+8) and block of the stage: the
+    // current stage's, each replaced by the next stage's as soon as it is consumed.
+    const uint32_t* scales[kSlices][2];
+    uint32_t scale_words[kSlices][2][kSubs];
+    const int num_k_blocks = p.num_k_blocks;
+    const int num_stages = (num_k_blocks + kSubs - 1) / kSubs;
+#pragma unroll
+    for (int sl = 0; sl < kSlices; ++sl)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        scales[sl][h] = scale_row(p, tile, tile_row[sl] + 8 * h);
+#pragma unroll
+        for (int u = 0; u < kSubs; ++u) scale_words[sl][h][u] = load_scale_word(scales[sl][h], u, num_k_blocks);
       }
-      // The tensor cores read the tile through the async proxy: fence each writer's generic stores,
-      // then let the whole warpgroup see them complete.
-      cuda::ptx::fence_proxy_async(cuda::ptx::space_shared);
-      ptx::named_barrier_sync(barrier_id, 128);
 
-      Bf16Mainloop<kBlockM, kBlockN>::multiply_stage(acc, smem + plan.a_offset(pipe.stage), dequant);
-      // This warp's MMAs and dequantization no longer read the stage: hand it back.
-      if (lane == 0) cuda::ptx::mbarrier_arrive(&empty[pipe.stage]);
+    // A fragments of one MMA group (kSteps k16 steps x 4 registers), double-buffered: wgmma reads
+    // them asynchronously, so a buffer is rewritten only once its group is known complete.
+    uint32_t frag[2][kSteps][4];
+#pragma unroll
+    for (int sl = 0; sl < kSlices; ++sl) ptx::fence_registers(acc[sl]);  // zeroed before the first fence
+    PipelineState previous = pipe;  // the stage to release once its MMAs are known complete
+    bool release_pending = false;
+    const uint32_t weights_base = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+
+    // No branch may separate two MMA groups (ptxas would serialize every wgmma): K blocks past K
+    // are multiplied as zeros, the conditional pieces below are predicated.
+    for (int s = 0; s < num_stages; ++s) {
+      // Warm L2 with this thread's scales 8 stages ahead (a 128-byte line holds a row's scales for
+      // 32 64-K blocks); the loads one stage ahead below then wait for L2, not HBM.
+#pragma unroll
+      for (int sl = 0; sl < kSlices; ++sl)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          asm volatile("prefetch.global.L2 [%0];\n" ::"l"(scales[sl][h] + min((s + 8) * kSubs, num_k_blocks - 1)));
+      mbarrier_wait(&full[pipe.stage], pipe.phase);
+      const uint32_t stage_weights = weights_base + plan.b_offset(pipe.stage);
+      const uint8_t* stage_tokens = smem + plan.a_offset(pipe.stage);
+
+#pragma unroll
+      for (int u = 0; u < kSubs; ++u) {
+        const uint64_t desc_tokens = ptx::smem_desc_kmajor_sw128(stage_tokens + u * kBlockM * kBlockK);
+        // The four lanes of a quad hold the same rows and need the same four scales (one per k16
+        // step): each converts the one of step `quad`, the others fetch it with a shuffle.
+        uint32_t quad_scales[kSlices];
+#pragma unroll
+        for (int sl = 0; sl < kSlices; ++sl)
+          quad_scales[sl] = fp4::e4m3x2_to_bf16x2_times_2p119(scale_words[sl][0][u], scale_words[sl][1][u], quad);
+#pragma unroll
+        for (int g = 0; g < kGroupsPerSub; ++g)
+#pragma unroll
+          for (int sl = 0; sl < kSlices; ++sl) {
+            uint32_t(&a)[kSteps][4] = frag[((u * kGroupsPerSub + g) * kSlices + sl) % 2];
+            dequantize_steps(a, stage_weights, tile_row[sl], lane, u, g * kSteps, quad_scales[sl]);
+            // The fragment writes must all precede the fence (ptxas serializes every wgmma
+            // otherwise): the empty volatile asm pins them here, the fence orders them before the MMAs.
+            pin_registers(a);
+            ptx::wgmma_fence();
+#pragma unroll
+            for (int k = 0; k < kSteps; ++k)  // 32 bytes of K per step, in the descriptor's 16-byte units
+              Mma::mma(reinterpret_cast<float(&)[kTokens / 2]>(acc[sl]), a[k], desc_tokens + 2 * (g * kSteps + k));
+            ptx::wgmma_commit();
+            // All but this group are complete: the other fragment buffer is free again, and after the
+            // stage's first group the previous stage has no MMA left reading it.
+            ptx::wgmma_wait<1>();
+            if (u == 0 && g == 0 && sl == 0) arrive_if(&empty[previous.stage], release_pending && lane == 0);
+          }
+        // Next stage's scales of this 64-K block (the word just consumed is free).
+        const int next_block = (s + 1) * kSubs + u;
+#pragma unroll
+        for (int sl = 0; sl < kSlices; ++sl)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) scale_words[sl][h][u] = load_scale_word(scales[sl][h], next_block, num_k_blocks);
+      }
+      previous = pipe;
+      release_pending = true;
       pipe.advance();
+    }
+    ptx::wgmma_wait<0>();
+#pragma unroll
+    for (int sl = 0; sl < kSlices; ++sl) ptx::fence_registers(acc[sl]);
+    arrive_if(&empty[previous.stage], release_pending && lane == 0);
+  }
+
+  // Scale word of 64-K block `block`; 0 (scale 0: the block adds nothing) past K. Branch-free.
+  __device__ __forceinline__ static uint32_t load_scale_word(const uint32_t* row, int block, int num_k_blocks) {
+    const uint32_t word = __ldg(row + min(block, num_k_blocks - 1));
+    return block < num_k_blocks ? word : 0u;
+  }
+
+  // mbarrier arrive under a predicate, without a branch.
+  __device__ __forceinline__ static void arrive_if(uint64_t* barrier, bool condition) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %1, 0;\n@p mbarrier.arrive.shared::cta.b64 _, [%0];\n}\n" ::"r"(
+            static_cast<uint32_t>(__cvta_generic_to_shared(barrier))),
+        "r"(int(condition))
+        : "memory");
+  }
+
+  __device__ __forceinline__ static void pin_registers(uint32_t (&a)[kSteps][4]) {
+#pragma unroll
+    for (int k = 0; k < kSteps; ++k)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) asm volatile("" : "+r"(a[k][i])::"memory");
+  }
+
+  // A fragments of one 64-row slice for k16 steps first_step.. first_step + kSteps - 1 of 64-K
+  // block `u` of the stage: rows r = tile_row and r + 8, K columns 16k + 2*quad + {0, 1}
+  // (registers 0, 1) and + 8 (registers 2, 3) for k16 step k. Those are byte `quad` of each 32-bit
+  // word of the rows' 8 bytes per step: 16- (or 8-) byte loads per row, then byte permutes. The
+  // four columns a thread holds in one k16 step share one scale.
+  // `quad_scales`: bf16x2 [scale of row r, of row r + 8] x 2^119 of k16 step lane % 4.
+  __device__ __forceinline__ static void dequantize_steps(uint32_t (&a)[kSteps][4], uint32_t stage_weights,
+                                                          int tile_row, int lane, int u, int first_step,
+                                                          uint32_t quad_scales) {
+    const uint32_t quad = lane % 4;
+    uint32_t words[2][2 * kSteps];  // [row r, row r + 8][8 bytes per k16 step]
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int c = 0; c < (kSteps + 1) / 2; ++c) {
+        // TMA's swizzle: 16-byte chunk index XOR (row % 8) within each 128-byte span (for 64- and
+        // 32-byte rows, the span covers 2 or 4 rows: same formula on the byte address).
+        const uint32_t logical = (tile_row + 8 * h) * kWeightRowBytes + u * 32 + (first_step + 2 * c) * 8;
+        const uint32_t address = stage_weights + (logical ^ (((logical >> 7) & (kSwizzleChunks - 1)) << 4));
+        if constexpr (kSteps >= 2) {
+          asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+                       : "=r"(words[h][4 * c + 0]), "=r"(words[h][4 * c + 1]), "=r"(words[h][4 * c + 2]),
+                         "=r"(words[h][4 * c + 3])
+                       : "r"(address));
+        } else {
+          asm volatile("ld.shared.v2.b32 {%0, %1}, [%2];\n" : "=r"(words[h][0]), "=r"(words[h][1]) : "r"(address));
+        }
+      }
+    // Picks byte `quad` of word x into byte 0 and of word y into byte 1 (bytes 2, 3: don't care).
+    const uint32_t pick = quad | ((4 + quad) << 4);
+#pragma unroll
+    for (int k = 0; k < kSteps; ++k) {
+      const uint32_t low_cols = fp4::prmt(words[0][2 * k], words[1][2 * k], pick);          // rows r, r+8
+      const uint32_t high_cols = fp4::prmt(words[0][2 * k + 1], words[1][2 * k + 1], pick);  // columns + 8
+      // Bytes in register order: a0 (r, low), a1 (r + 8, low), a2 (r, high), a3 (r + 8, high).
+      const uint32_t packed = fp4::prmt(low_cols, high_cols, 0x5410u);
+      uint32_t values[4];
+      fp4::e2m1x8_to_bf16x8_unscaled(packed, values);
+      const uint32_t scale_pair = __shfl_sync(0xFFFFFFFFu, quad_scales, (lane & ~3) | (first_step + k));  // [r, r+8]
+      a[k][0] = fp4::mul_bf16x2_by_low(values[0], scale_pair);  // row r
+      a[k][1] = fp4::mul_bf16x2_by_high(values[1], scale_pair);  // row r + 8
+      a[k][2] = fp4::mul_bf16x2_by_low(values[2], scale_pair);
+      a[k][3] = fp4::mul_bf16x2_by_high(values[3], scale_pair);
     }
   }
 };

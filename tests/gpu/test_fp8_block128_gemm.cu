@@ -254,6 +254,30 @@ TEST(Nvfp4WeightsGemm, EveryTileConfigAndEdgeMaskedM) {
   expect_every_tile_correct(p, {0, 1, 65, 128, 130}, SignalGranularity::per_row_block);
 }
 
+// bf16 x nvfp4 decode: the heuristic's tiles of 256 weight rows (32x256, 64x256, not overridable),
+// a last stage reaching past K (576 = 2 x 256 + 64), a partial column block, padded strides.
+TEST(Nvfp4WeightsGemm, DecodeTilesOf256WeightRows) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(53);
+  Problem p;
+  p.build(/*experts=*/6, /*max_m=*/64, /*n=*/328, /*k=*/576, rng, /*a_pad=*/32, /*b_pad=*/16, 0, Format::bf16,
+          Format::nvfp4);
+  const auto reference = full_reference(p);
+  const std::vector<int32_t> masked_m = {0, 1, 31, 33, 64, 17};
+  for (const int expected_m : {16, 40}) {  // 1.3 x the hint: 21 -> 32 tokens, 52 -> 64 tokens
+    GroupedGemmArgs args = p.args();
+    args.expected_m = expected_m;
+    args.granularity = SignalGranularity::per_row_block;
+    const TileConfig cfg = select_config(args);
+    EXPECT_EQ(cfg.block_m, expected_m == 16 ? 32 : 64);
+    EXPECT_EQ(cfg.block_n, 256);
+    const RunResult r = run(p, args, masked_m);
+    ASSERT_TRUE(r.status.ok()) << r.status.message;
+    EXPECT_EQ(check_output(p, masked_m, reference), "") << cfg.block_m << "x" << cfg.block_n;
+    expect_signals(args, masked_m, r.signals);
+  }
+}
+
 TEST(Fp8Block128Gemm, HostPointersAreRejectedNotLaunched) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(43);
