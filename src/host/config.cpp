@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "kernels/dequant_bf16_plan.h"
 #include "kernels/kernel_params.h"
 
 namespace signalgemm::host {
@@ -25,6 +26,9 @@ int smem_bytes(int block_m, int block_n, int stages, Format a_format, Format b_f
     return kernels::nvfp4_weights_smem_plan(block_m, block_n, stages,
                                             kernels::nvfp4_weights_stage_subs(block_m, block_n))
         .total_bytes();
+  // Dequantizing mainloop: 64-K packed stages plus two bf16 tiles per dequantized operand.
+  if (kernels::is_dequant_bf16_pair(a_format, b_format))
+    return kernels::dequant_bf16_smem_plan(a_format, b_format, block_m, block_n, stages).total_bytes();
   return kernels::SmemPlan{block_m, block_n, stages}.total_bytes();
 }
 
@@ -38,6 +42,7 @@ int max_stages(int block_m, int block_n, int smem_per_block, Format a_format, Fo
 TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, TileConfig config, Format a_format,
                               Format b_format) {
   const int requested_block_n = config.block_n;
+  const bool explicit_block_m = config.block_m != 0, explicit_block_n = config.block_n != 0;
   if (config.block_m == 0) {
     // Decode routing spreads per-expert counts around the typical value (SPEC §6: x U(0.7, 1.3)),
     // so cover 1.3x the hint with one token block when possible: a second token block re-reads
@@ -57,6 +62,15 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
   // block pulls from L2: 128 tokens x 256 weight rows moves 48 KB per 4 M MACs, 128 x 128 moves
   // 32 KB per 2 M.
   if (config.block_n == 0) config.block_n = config.block_m == 128 ? 256 : 128;
+  // Dequantizing pairings (mxfp8/mxfp4/nvfp4 on both sides, bf16 x MX, fp8_block128 x nvfp4): their
+  // bf16 tiles are double buffered in shared memory, which leaves 128x256 two stages at most, so
+  // the heuristic keeps block_n = 128 there. fp8_block128 x nvfp4 also holds a partial accumulator
+  // per 128-K block, so it has block_m <= 128 only.
+  if (kernels::is_dequant_bf16_pair(a_format, b_format) && !explicit_block_n) {
+    config.block_n = 128;
+    if (!kernels::dequant_bf16_tile_compiled(a_format, config.block_m, config.block_n) && !explicit_block_m)
+      config.block_m = 128;
+  }
   // bf16 x nvfp4 decode (one token block of <= 64 rows per expert): 256 weight rows per tile. The
   // bf16 token tile is larger than the packed weight tile, so it is loaded once per 256 rows
   // instead of per 128; with the tokens it still leaves 3-4 stages of 256 K.

@@ -9,6 +9,7 @@
 
 #include "host/config.h"
 #include "kernels/grouped_gemm_kernel.cuh"
+#include "kernels/mainloop_dequant_bf16.cuh"
 #include "kernels/mainloop_bf16.cuh"
 #include "kernels/mainloop_fp8_block128.cuh"
 #include "kernels/mainloop_nvfp4_weights.cuh"
@@ -165,6 +166,23 @@ Launcher launcher_for_tile(const TileConfig& cfg) {
   return nullptr;
 }
 
+// The dequantizing mainloop (mainloop_dequant_bf16.cuh), one instantiation per pairing and tile;
+// fp8_block128 activations have the tiles of dequant_bf16_tile_compiled only.
+Launcher dequant_bf16_launcher(Format a, Format b, const TileConfig& cfg) {
+  if (!kernels::dequant_bf16_tile_compiled(a, cfg.block_m, cfg.block_n)) return nullptr;
+  if (a == Format::mxfp8 && b == Format::mxfp8) return launcher_for_tile<kernels::Mxfp8Mxfp8Mainloop>(cfg);
+  if (a == Format::mxfp4 && b == Format::mxfp4) return launcher_for_tile<kernels::Mxfp4Mxfp4Mainloop>(cfg);
+  if (a == Format::nvfp4 && b == Format::nvfp4) return launcher_for_tile<kernels::Nvfp4Nvfp4Mainloop>(cfg);
+  if (a == Format::bf16 && b == Format::mxfp4) return launcher_for_tile<kernels::Bf16Mxfp4Mainloop>(cfg);
+  if (a == Format::bf16 && b == Format::mxfp8) return launcher_for_tile<kernels::Bf16Mxfp8Mainloop>(cfg);
+  if (a == Format::fp8_block128 && b == Format::nvfp4) {
+    if (cfg.block_m == 32) return &launch_kernel<kernels::Fp8Nvfp4Mainloop<32, 128>>;
+    if (cfg.block_m == 64) return &launch_kernel<kernels::Fp8Nvfp4Mainloop<64, 128>>;
+    if (cfg.block_m == 128) return &launch_kernel<kernels::Fp8Nvfp4Mainloop<128, 128>>;
+  }
+  return nullptr;
+}
+
 // bf16 x nvfp4: the common tiles plus the decode tiles of 256 weight rows the heuristic picks
 // for at most 64 tokens per tile (config.cpp).
 Launcher nvfp4_weights_launcher(const TileConfig& cfg) {
@@ -216,25 +234,30 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   const int b_box_k = bf16_x_nvfp4 ? 32 * kernels::nvfp4_weights_stage_subs(cfg.block_m, cfg.block_n)
                                    : kernels::kBlockK;
   const int a_box_rows = bf16_x_nvfp4 ? kernels::kNvfp4TokenBoxRows : cfg.block_m;
+  // Dequantizing mainloop: 64-K stages, each operand's packed rows (kernels/dequant_bf16_plan.h).
+  const bool dequant_pair = kernels::is_dequant_bf16_pair(args.a.format, args.b.format);
+  const int a_box_k = dequant_pair ? kernels::dequant_stage_row_bytes(args.a.format) : kernels::kBlockK;
   const int64_t a_row = args.a.row_stride != 0 ? args.a.row_stride : a_k_bytes;
   const int64_t a_expert = args.a.expert_stride != 0 ? args.a.expert_stride : a_row * args.max_m;
   const int64_t b_row = args.b.row_stride != 0 ? args.b.row_stride : b_k_bytes;
   const int64_t b_expert = args.b.expert_stride != 0 ? args.b.expert_stride : b_row * args.n;
-  const int num_k_blocks = (a_k_bytes + kernels::kBlockK - 1) / kernels::kBlockK;
+  const int num_k_blocks = dequant_pair ? args.k / kernels::kDequantStageK
+                                        : (a_k_bytes + kernels::kBlockK - 1) / kernels::kBlockK;
 
   CUtensorMap tmap_a, tmap_b, tmap_sfa;
   if (Status s = encode_operand_map(tmap_a, args.a.data, args.num_experts, args.max_m, a_k_bytes, a_row, a_expert,
-                                    kernels::kBlockK, a_box_rows, "a");
+                                    a_box_k, a_box_rows, "a");
       !s.ok())
     return s;
   if (Status s = encode_operand_map(tmap_b, args.b.data, args.num_experts, args.n, b_k_bytes, b_row, b_expert,
-                                    b_box_k, cfg.block_n, "b");
+                                    dequant_pair ? kernels::dequant_stage_row_bytes(args.b.format) : b_box_k,
+                                    cfg.block_n, "b");
       !s.ok())
     return s;
   if (!fp8) {
     tmap_sfa = tmap_a;  // unused: only fp8_block128 activations have token scales
   } else if (Status s = encode_token_scale_map(tmap_sfa, args.a.scales, args.max_m,
-                                               args.num_experts * num_k_blocks, cfg.block_m);
+                                               args.num_experts * (args.k / 128), cfg.block_m);
              !s.ok()) {
     return s;
   }
@@ -254,6 +277,13 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   params.signals = args.signals;
   params.signal_sys_scope = args.scope == SignalScope::sys;
   params.error_flag = args.error_flag;
+  if (dequant_pair) {
+    // One-byte block scales, row-major [E][rows][K / block] (unused for bf16 and fp8_block128 sides).
+    const int a_block = scale_block_k(args.a.format), b_block = scale_block_k(args.b.format);
+    params.a_scales = args.a.scales;
+    params.a_scale_cols = a_block > 0 ? args.k / a_block : 0;
+    params.b_scale_cols = b_block > 0 ? args.k / b_block : 0;
+  }
 
   // Persistent grid: never more CTAs than tiles could exist (masked_m is not read on the host).
   const int64_t max_tiles = int64_t(args.num_experts) * params.layout.row_blocks_per_expert() *
@@ -262,7 +292,8 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   const int grid = static_cast<int>(std::min<int64_t>(sms, max_tiles));
 
   // One instantiation per (mainloop, compiled tile).
-  const Launcher launcher = fp8           ? launcher_for_tile<kernels::Fp8Block128Mainloop>(cfg)
+  const Launcher launcher = dequant_pair  ? dequant_bf16_launcher(args.a.format, args.b.format, cfg)
+                            : fp8           ? launcher_for_tile<kernels::Fp8Block128Mainloop>(cfg)
                             : fp4_weights ? nvfp4_weights_launcher(cfg)
                                           : launcher_for_tile<kernels::Bf16Mainloop>(cfg);
   if (launcher == nullptr)

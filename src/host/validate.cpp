@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "host/config.h"
+#include "kernels/dequant_bf16_plan.h"
 #include "signalgemm/gemm.h"
 
 namespace signalgemm {
@@ -134,9 +135,20 @@ Status validate(const GroupedGemmArgs& args) {
   const bool fp8_pair = args.a.format == Format::fp8_block128 && args.b.format == Format::fp8_block128;
   const bool bf16_pair = args.a.format == Format::bf16 && args.b.format == Format::bf16;
   const bool bf16_nvfp4 = args.a.format == Format::bf16 && args.b.format == Format::nvfp4;
-  c.require(fp8_pair || bf16_pair || bf16_nvfp4, StatusCode::unsupported, "format pair (a.format = ",
+  const bool dequant_pair = kernels::is_dequant_bf16_pair(args.a.format, args.b.format);
+  c.require(fp8_pair || bf16_pair || bf16_nvfp4 || dequant_pair, StatusCode::unsupported, "format pair (a.format = ",
             to_string(args.a.format), ", b.format = ", to_string(args.b.format),
-            ") is not supported yet; supported: (fp8_block128, fp8_block128), (bf16, bf16), (bf16, nvfp4)");
+            ") is not supported yet; supported: (fp8_block128, fp8_block128), (bf16, bf16), (bf16, nvfp4), "
+            "(mxfp8, mxfp8), (mxfp4, mxfp4), (nvfp4, nvfp4), (bf16, mxfp4), (bf16, mxfp8), (fp8_block128, nvfp4)");
+  // The dequantizing mainloop works in 64-K stages (a valid MX shape may have k = 32 mod 64).
+  c.require(!dequant_pair || args.k % 64 == 0, StatusCode::unsupported, "k = ", args.k,
+            " is not supported yet with a.format ", to_string(args.a.format), " and b.format ",
+            to_string(args.b.format), "; the dequantizing mainloop needs k a multiple of 64");
+  c.require(!dequant_pair || args.config.block_m == 0 || args.config.block_n == 0 ||
+                kernels::dequant_bf16_tile_compiled(args.a.format, args.config.block_m, args.config.block_n),
+            StatusCode::unsupported, "config.block_m = ", args.config.block_m, " with config.block_n = ",
+            args.config.block_n, " is not compiled for a.format ", to_string(args.a.format),
+            "; fp8_block128 activations with nvfp4 weights have 32x128, 64x128 and 128x128");
   // The nvfp4 mainloop reads the four e4m3 scales of a 64-wide K stage as one aligned word.
   // A valid nvfp4 shape (k a multiple of 32) that the mainloop does not implement: unsupported.
   c.require(!bf16_nvfp4 || args.k % 64 == 0, StatusCode::unsupported, "k = ", args.k,

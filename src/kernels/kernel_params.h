@@ -38,6 +38,9 @@ struct KernelParams {
   uint32_t* signals;            // layout.counter_count() counters, or null
   bool signal_sys_scope;
   int32_t* error_flag;          // or null
+  const void* a_scales;         // token scales read by the dequantizing mainloop (mxfp8, mxfp4, nvfp4
+                                //   activations): bytes [E][max_m][K / scale block]
+  int a_scale_cols;             // bytes per token row of a_scales
 };
 
 // Where each buffer lives in dynamic shared memory (offsets from a 1024-byte aligned base).
@@ -49,9 +52,13 @@ struct SmemPlan {
   int dequant_bytes = 0;      // bf16 weight tile the FP4 mainloop dequantizes into (block_n x 128 B)
   int a_k_blocks = 1;         // 128-byte K blocks of tokens per stage (nvfp4 weights: up to 4, see below)
   int sfa_token_bytes = 4;    // token-scale bytes per token and stage (fp8_block128; 0 when none)
+  int a_row_bytes = 0;        // if > 0: bytes of one token row per stage (packed activations of the
+                              //   dequantizing mainloop: 64 e4m3 or 32 FP4); else a_k_blocks * kBlockK
 
   SG_HD static int round_up(int x, int a) { return (x + a - 1) / a * a; }
-  SG_HD int a_bytes() const { return block_m * kBlockK * a_k_blocks; }  // token tile(s), 128 B rows
+  SG_HD int a_bytes() const {  // token tile(s)
+    return a_row_bytes > 0 ? block_m * a_row_bytes : block_m * kBlockK * a_k_blocks;
+  }
   SG_HD int b_bytes() const { return block_n * b_row_bytes; }          // weight tile
   SG_HD int sfa_bytes() const { return round_up(block_m * sfa_token_bytes, 128); }  // TMA: 128 B aligned
   SG_HD int stage_bytes() const { return a_bytes() + b_bytes() + sfa_bytes(); }

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "host/config.h"
+#include "kernels/dequant_bf16_plan.h"
 #include "kernels/kernel_params.h"
 
 namespace signalgemm::host {
@@ -34,6 +35,29 @@ TEST(Config, DeepestRingThatFits) {
     if (cfg.stages < kMaxStages)
       EXPECT_GT((kernels::SmemPlan{t.block_m, t.block_n, cfg.stages + 1}.total_bytes()), kH100SmemPerBlock);
   }
+}
+
+// Dequantizing pairings: block_n 128 whatever block_m, fp8_block128 x nvfp4 at most 128 tokens, and
+// the deepest ring of their own shared-memory plan (two bf16 tiles per dequantized operand).
+TEST(Config, DequantizingPairings) {
+  const Format pairs[][2] = {{Format::mxfp8, Format::mxfp8}, {Format::mxfp4, Format::mxfp4},
+                             {Format::nvfp4, Format::nvfp4}, {Format::bf16, Format::mxfp4},
+                             {Format::bf16, Format::mxfp8},  {Format::fp8_block128, Format::nvfp4}};
+  for (const auto& pair : pairs) {
+    for (const int expected_m : {8, 32, 128, 1024}) {
+      const TileConfig cfg = choose_tile_config(4096, expected_m, kH100SmemPerBlock, {}, pair[0], pair[1]);
+      EXPECT_EQ(cfg.block_n, 128) << to_string(pair[0]) << " x " << to_string(pair[1]) << " m " << expected_m;
+      EXPECT_TRUE(kernels::dequant_bf16_tile_compiled(pair[0], cfg.block_m, cfg.block_n));
+      const auto plan = [&](int stages) {
+        return kernels::dequant_bf16_smem_plan(pair[0], pair[1], cfg.block_m, cfg.block_n, stages).total_bytes();
+      };
+      EXPECT_GE(cfg.stages, kMinStages);
+      EXPECT_LE(plan(cfg.stages), kH100SmemPerBlock);
+      if (cfg.stages < kMaxStages) EXPECT_GT(plan(cfg.stages + 1), kH100SmemPerBlock);
+    }
+  }
+  EXPECT_EQ(choose_tile_config(4096, 128, kH100SmemPerBlock, {}, Format::mxfp4, Format::mxfp4).block_m, 192);
+  EXPECT_EQ(choose_tile_config(4096, 128, kH100SmemPerBlock, {}, Format::fp8_block128, Format::nvfp4).block_m, 128);
 }
 
 TEST(Config, OverrideIsKept) {

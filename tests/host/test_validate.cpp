@@ -236,12 +236,46 @@ std::vector<Rejection> format_pair_rejections() {
   return {
       unsupported("PairNvfp4Fp8", [](auto& a) { a.a.format = Format::nvfp4; }, {"a.format", "b.format"},
                   "nvfp4"),
-      unsupported("PairNvfp4Nvfp4", [](auto& a) { a.a.format = a.b.format = Format::nvfp4; },
+      // Mixed block-scaled pairs have no mainloop (mxfp8 x mxfp8 etc. do: accepted below).
+      unsupported("PairMxfp8Nvfp4",
+                  [](auto& a) {
+                    a.a.format = Format::mxfp8;
+                    a.b.format = Format::nvfp4;
+                  },
                   {"a.format", "b.format"}, "not supported yet"),
-      unsupported("PairMxfp8Mxfp8", [](auto& a) { a.a.format = a.b.format = Format::mxfp8; },
+      unsupported("PairMxfp8Mxfp4",
+                  [](auto& a) {
+                    a.a.format = Format::mxfp8;
+                    a.b.format = Format::mxfp4;
+                  },
                   {"a.format", "b.format"}, "mxfp8"),
-      unsupported("PairMxfp4Mxfp4", [](auto& a) { a.a.format = a.b.format = Format::mxfp4; },
+      unsupported("PairMxfp4Nvfp4",
+                  [](auto& a) {
+                    a.a.format = Format::mxfp4;
+                    a.b.format = Format::nvfp4;
+                  },
                   {"a.format", "b.format"}, "mxfp4"),
+      unsupported("PairMxfp4Bf16",
+                  [](auto& a) {
+                    a.a.format = Format::mxfp4;
+                    a.b.format = Format::bf16;
+                    a.b.scales = nullptr;
+                  },
+                  {"a.format", "b.format"}, "mxfp4"),
+      // k = 32 is a whole MX scale block, but the dequantizing mainloop works in 64-K stages.
+      unsupported("KNotMultipleOf64ForMxPair",
+                  [](auto& a) {
+                    a.a.format = a.b.format = Format::mxfp8;
+                    a.k = 96;
+                    a.a.row_stride = a.b.row_stride = 0;
+                  },
+                  {"k"}, "multiple of 64"),
+      unsupported("Fp8Nvfp4Tile128x256",
+                  [](auto& a) {
+                    a.b.format = Format::nvfp4;
+                    a.config = TileConfig{128, 256, 0};
+                  },
+                  {"config.block_m", "config.block_n"}, "not compiled"),
       unsupported("PairFp8Bf16",
                   [](auto& a) {
                     a.b.format = Format::bf16;
@@ -254,13 +288,6 @@ std::vector<Rejection> format_pair_rejections() {
                     a.a.scales = nullptr;
                   },
                   {"a.format", "b.format"}, "not supported yet"),
-      unsupported("PairBf16Mxfp4",
-                  [](auto& a) {
-                    a.a.format = Format::bf16;
-                    a.a.scales = nullptr;
-                    a.b.format = Format::mxfp4;
-                  },
-                  {"a.format", "b.format"}, "mxfp4"),
   };
 }
 
@@ -533,6 +560,24 @@ std::vector<Acceptance> all_acceptances() {
          a.k = 520;
        }},
       {"Bf16Nvfp4Pair", [](auto& a) { make_bf16_nvfp4_pair(a); }},
+      // The dequantizing mainloop's pairings (mainloop_dequant_bf16.cuh).
+      {"Mxfp8Mxfp8Pair", [](auto& a) { a.a.format = a.b.format = Format::mxfp8; }},
+      {"Mxfp4Mxfp4Pair", [](auto& a) { a.a.format = a.b.format = Format::mxfp4; }},
+      {"Nvfp4Nvfp4Pair", [](auto& a) { a.a.format = a.b.format = Format::nvfp4; }},
+      {"Bf16Mxfp4Pair",
+       [](auto& a) {
+         make_bf16_nvfp4_pair(a);
+         a.b.format = Format::mxfp4;
+       }},
+      {"Bf16Mxfp8Pair",
+       [](auto& a) {
+         make_bf16_nvfp4_pair(a);
+         a.b.format = Format::mxfp8;
+       }},
+      {"Fp8Nvfp4Pair128x128", [](auto& a) {
+         a.b.format = Format::nvfp4;
+         a.config = TileConfig{128, 128, 0};
+       }},
       {"Bf16Nvfp4PairSmallestK",
        [](auto& a) {
          make_bf16_nvfp4_pair(a);
