@@ -5,9 +5,11 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "signalgemm/gemm.h"
@@ -187,6 +189,50 @@ inline std::string check_output(const Problem& p, const std::vector<int32_t>& ma
       return "expert " + std::to_string(e) + ": relative error " + std::to_string(std::sqrt(err2 / ref2));
   }
   return "";
+}
+
+// Each counter ends at its base plus exactly what the signal layout announces for masked_m.
+inline std::string check_signals(const GroupedGemmArgs& args, const std::vector<int32_t>& masked_m,
+                          const std::vector<uint32_t>& signals, uint32_t base = 7) {
+  const SignalLayout layout = signal_layout(args);
+  if (int64_t(signals.size()) != layout.counter_count()) return "wrong counter count";
+  for (int e = 0; e < args.num_experts; ++e) {
+    const int m = std::clamp(masked_m[e], 0, args.max_m);
+    const int blocks = layout.granularity == SignalGranularity::per_row_block ? layout.row_blocks_per_expert() : 1;
+    for (int rb = 0; rb < blocks; ++rb) {
+      const uint32_t got = signals[layout.counter_index(e, rb)];
+      const uint32_t want = base + layout.expected(m, rb);
+      if (got != want)
+        return "expert " + std::to_string(e) + " row block " + std::to_string(rb) + ": counter " +
+               std::to_string(got) + ", expected " + std::to_string(want);
+    }
+  }
+  return "";
+}
+
+
+struct RunResult {
+  Status status;
+  std::vector<uint32_t> signals;
+};
+
+// Poisons the output, sets masked_m, starts every counter at `signal_base`, launches, synchronizes.
+inline RunResult run(Problem& p, GroupedGemmArgs args, const std::vector<int32_t>& masked_m,
+                     uint32_t signal_base = 7) {
+  p.set_masked_m(masked_m);
+  p.poison_output();
+  DeviceBuffer d_signals;
+  if (args.granularity != SignalGranularity::none) {
+    const SignalLayout layout = signal_layout(args);
+    d_signals = DeviceBuffer::from(std::vector<uint32_t>(layout.counter_count(), signal_base));
+    args.signals = d_signals.get<uint32_t>();
+  }
+  RunResult r;
+  r.status = grouped_gemm_nt_masked(args);
+  if (cudaError_t err = cudaDeviceSynchronize(); err != cudaSuccess)
+    r.status = Status{StatusCode::cuda_error, std::string("kernel failed: ") + cudaGetErrorString(err)};
+  if (args.signals != nullptr) r.signals = d_signals.to_host<uint32_t>();
+  return r;
 }
 
 }  // namespace signalgemm::test

@@ -16,38 +16,9 @@ std::vector<double> full_reference(const Fp8Problem& p) {
   return ref::masked_grouped_gemm(p.a, p.b, all.data(), p.alpha.data());
 }
 
-struct RunResult {
-  Status status;
-  std::vector<uint32_t> signals;
-};
-
-// Poisons the output, sets masked_m and the signal base, launches, synchronizes.
-RunResult run(Fp8Problem& p, GroupedGemmArgs args, const std::vector<int32_t>& masked_m, uint32_t signal_base = 7) {
-  p.set_masked_m(masked_m);
-  p.poison_output();
-  DeviceBuffer d_signals;
-  if (args.granularity != SignalGranularity::none) {
-    const SignalLayout layout = signal_layout(args);
-    d_signals = DeviceBuffer::from(std::vector<uint32_t>(layout.counter_count(), signal_base));
-    args.signals = d_signals.get<uint32_t>();
-  }
-  RunResult r;
-  r.status = grouped_gemm_nt_masked(args);
-  if (cudaDeviceSynchronize() != cudaSuccess) r.status = Status{StatusCode::cuda_error, "kernel failed"};
-  if (args.signals != nullptr) r.signals = d_signals.to_host<uint32_t>();
-  return r;
-}
-
 void expect_signals(const GroupedGemmArgs& args, const std::vector<int32_t>& masked_m,
                     const std::vector<uint32_t>& signals, uint32_t base = 7) {
-  const SignalLayout layout = signal_layout(args);
-  ASSERT_EQ(int64_t(signals.size()), layout.counter_count());
-  for (int e = 0; e < args.num_experts; ++e) {
-    const int blocks = layout.granularity == SignalGranularity::per_row_block ? layout.row_blocks_per_expert() : 1;
-    for (int rb = 0; rb < blocks; ++rb)
-      EXPECT_EQ(signals[layout.counter_index(e, rb)], base + layout.expected(masked_m[e], rb))
-          << "expert " << e << " row block " << rb << " masked_m " << masked_m[e];
-  }
+  EXPECT_EQ(check_signals(args, masked_m, signals, base), "");
 }
 
 // Every compiled tile on one problem: values against the reference, masked rows untouched,
