@@ -21,6 +21,16 @@
     }                                                                                            \
   } while (0)
 
+// A library call that must succeed: prints the message that names the bad argument, exits.
+#define SG_BENCH_CHECK_STATUS(expr)                     \
+  do {                                                  \
+    signalgemm::Status s_ = (expr);                     \
+    if (!s_.ok()) {                                     \
+      std::fprintf(stderr, "%s\n", s_.message.c_str()); \
+      std::exit(1);                                     \
+    }                                                   \
+  } while (0)
+
 // After a <<<...>>> launch: launch-configuration errors surface only through cudaGetLastError.
 #define SG_BENCH_CHECK_LAUNCH() SG_BENCH_CHECK_CUDA(cudaGetLastError())
 

@@ -25,14 +25,7 @@ using signalgemm::bench::fill_random_e4m3;
 using signalgemm::bench::fill_random_scale;
 
 #define CHECK_CUDA SG_BENCH_CHECK_CUDA
-#define CHECK_STATUS(expr)                                        \
-  do {                                                            \
-    Status s_ = (expr);                                           \
-    if (!s_.ok()) {                                               \
-      std::fprintf(stderr, "%s\n", s_.message.c_str());           \
-      std::exit(1);                                               \
-    }                                                             \
-  } while (0)
+#define CHECK_STATUS SG_BENCH_CHECK_STATUS
 
 namespace {
 
