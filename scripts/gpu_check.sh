@@ -12,7 +12,7 @@ echo "== device"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader || true
 date -u +"%Y-%m-%d %H:%M UTC"
 
-BUILD=build
+BUILD=${SIGNALGEMM_BUILD:-build}  # a carried build folder (binaries only is enough)
 if ! "$BUILD/tests/signalgemm_gpu_tests" --gtest_list_tests >/dev/null 2>&1; then
   echo "== the carried build does not run here; building in build-gpu"
   BUILD=build-gpu
