@@ -14,6 +14,8 @@
 
 #include <cstdint>
 
+#include "kernels/ptx.cuh"
+
 namespace signalgemm::kernels::dequant {
 
 // bf16 bits of 2^k, for k in [-126, 127].
@@ -21,18 +23,7 @@ constexpr uint32_t bf16_pow2_bits(int k) { return uint32_t(k + 127) << 7; }
 constexpr uint32_t kBf16x2TwoP120 = bf16_pow2_bits(120) * 0x10001u;
 constexpr uint32_t kBf16x2TwoP126 = bf16_pow2_bits(126) * 0x10001u;
 
-__device__ __forceinline__ uint32_t byte_perm(uint32_t a, uint32_t b, uint32_t selector) {
-  uint32_t d;
-  asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(d) : "r"(a), "r"(b), "r"(selector));
-  return d;
-}
-
-// Correctly rounded bf16x2 product; bf16 arithmetic has no flush-to-zero, subnormals are kept.
-__device__ __forceinline__ uint32_t mul_bf16x2(uint32_t a, uint32_t b) {
-  uint32_t d;
-  asm("mul.rn.bf16x2 %0, %1, %2;\n" : "=r"(d) : "r"(a), "r"(b));
-  return d;
-}
+using ptx::mul_bf16x2;
 
 // Two e4m3 codes, one in the low byte of each 16-bit half, -> bf16x2 of their values times 2^-120:
 // the sign moves from bit 7 to bit 15, exponent and mantissa (bits 6..0) move up by 4, so e4m3's
@@ -45,8 +36,8 @@ __device__ __forceinline__ uint32_t e4m3x2_times_2m120(uint32_t pair) {
 // The NaN codes 0x7f/0xff read as +-480; the quantizer never writes them.
 __device__ __forceinline__ void e4m3x4_to_bf16x4(uint32_t codes, uint32_t& lo, uint32_t& hi) {
   // [byte 0, 0, byte 1, 0] and [byte 2, 0, byte 3, 0]: selector 4 picks a byte of the zero word.
-  lo = mul_bf16x2(e4m3x2_times_2m120(byte_perm(codes, 0u, 0x4140u)), kBf16x2TwoP120);
-  hi = mul_bf16x2(e4m3x2_times_2m120(byte_perm(codes, 0u, 0x4342u)), kBf16x2TwoP120);
+  lo = mul_bf16x2(e4m3x2_times_2m120(ptx::prmt(codes, 0u, 0x4140u)), kBf16x2TwoP120);
+  hi = mul_bf16x2(e4m3x2_times_2m120(ptx::prmt(codes, 0u, 0x4342u)), kBf16x2TwoP120);
 }
 
 // Eight e2m1 codes (nibbles of `codes`; element 2i in the low nibble of byte i) -> four bf16x2
@@ -61,7 +52,7 @@ __device__ __forceinline__ void e2m1x8_to_bf16x8(uint32_t codes, uint32_t (&out)
   for (int i = 0; i < 4; ++i) {
     // [low nibble of byte i, 0, high nibble of byte i, 0]; selector 8 replicates the sign of byte
     // 0 of low_nibbles, which is 0.
-    const uint32_t pair = byte_perm(low_nibbles, high_nibbles, 0x8080u | uint32_t(i) | (uint32_t(4 + i) << 8));
+    const uint32_t pair = ptx::prmt(low_nibbles, high_nibbles, 0x8080u | uint32_t(i) | (uint32_t(4 + i) << 8));
     out[i] = mul_bf16x2((pair * 0x1040u) & 0x81C081C0u, kBf16x2TwoP126);
   }
 }

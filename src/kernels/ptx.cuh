@@ -71,6 +71,8 @@ __device__ __forceinline__ uint64_t smem_desc_kmajor_sw128(const void* smem_tile
 #define SG_WGMMA_OPS11 "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95])
 #define SG_WGMMA_D_16 SG_WGMMA_D0 ", " SG_WGMMA_D1
 #define SG_WGMMA_OPS_16 SG_WGMMA_OPS0, SG_WGMMA_OPS1
+#define SG_WGMMA_D_24 SG_WGMMA_D0 ", " SG_WGMMA_D1 ", " SG_WGMMA_D2
+#define SG_WGMMA_OPS_24 SG_WGMMA_OPS0, SG_WGMMA_OPS1, SG_WGMMA_OPS2
 #define SG_WGMMA_D_32 SG_WGMMA_D0 ", " SG_WGMMA_D1 ", " SG_WGMMA_D2 ", " SG_WGMMA_D3
 #define SG_WGMMA_OPS_32 SG_WGMMA_OPS0, SG_WGMMA_OPS1, SG_WGMMA_OPS2, SG_WGMMA_OPS3
 #define SG_WGMMA_D_48 SG_WGMMA_D0 ", " SG_WGMMA_D1 ", " SG_WGMMA_D2 ", " SG_WGMMA_D3 ", " SG_WGMMA_D4 ", " SG_WGMMA_D5
@@ -113,6 +115,48 @@ SG_DEFINE_WGMMA(WgmmaBf16, 32, 16, 17, 18, "m64n32k16.f32.bf16.bf16", "p, 1, 1, 
 SG_DEFINE_WGMMA(WgmmaBf16, 64, 32, 33, 34, "m64n64k16.f32.bf16.bf16", "p, 1, 1, 0, 0")
 SG_DEFINE_WGMMA(WgmmaBf16, 128, 64, 65, 66, "m64n128k16.f32.bf16.bf16", "p, 1, 1, 0, 0")
 SG_DEFINE_WGMMA(WgmmaBf16, 192, 96, 97, 98, "m64n192k16.f32.bf16.bf16", "p, 1, 1, 0, 0")
+
+// D[64 x N] += A[64 x 16] * B[N x 16]^T, bf16, A from registers (four bf16x2 per thread, the
+// mma.m16n8k16 A-fragment layout per warp: warp w of the warpgroup holds rows 16w..16w+15), B
+// K-major from shared memory through its descriptor. Always accumulates (scale-d = 1).
+#define SG_DEFINE_WGMMA_RS(Name, N, REGS, A0, A1, A2, A3, DESC_B)                                          \
+  template <>                                                                                              \
+  struct Name<N> {                                                                                         \
+    static constexpr int kRegs = REGS;                                                                     \
+    __device__ __forceinline__ static void mma(float (&d)[REGS], const uint32_t (&a)[4], uint64_t desc_b) { \
+      asm volatile("wgmma.mma_async.sync.aligned.m64n" #N "k16.f32.bf16.bf16 {" SG_WGMMA_D_##REGS          \
+                   "}, {%" #A0 ", %" #A1 ", %" #A2 ", %" #A3 "}, %" #DESC_B ", 1, 1, 1, 0;\n"                \
+                   : SG_WGMMA_OPS_##REGS                                                                   \
+                   : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));                             \
+    }                                                                                                      \
+  };
+
+template <int N>
+struct WgmmaBf16Rs;
+SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 32, 16, 16, 17, 18, 19, 20)
+SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 48, 24, 24, 25, 26, 27, 28)
+SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 64, 32, 32, 33, 34, 35, 36)
+SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 96, 48, 48, 49, 50, 51, 52)
+SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 128, 64, 64, 65, 66, 67, 68)
+SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 160, 80, 80, 81, 82, 83, 84)
+SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 192, 96, 96, 97, 98, 99, 100)
+
+// ---- register arithmetic used by the dequantizing mainloops ---------------------------------
+
+// Byte permute: byte i of the result is byte (selector nibble i) of {b:a} (a = bytes 0..3); a
+// selector nibble with bit 3 set yields the sign of that byte replicated (0x00 for bytes < 0x80).
+__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t selector) {
+  uint32_t d;
+  asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(d) : "r"(a), "r"(b), "r"(selector));
+  return d;
+}
+
+// Correctly rounded bf16x2 product; bf16 arithmetic has no flush-to-zero, subnormals are kept.
+__device__ __forceinline__ uint32_t mul_bf16x2(uint32_t a, uint32_t b) {
+  uint32_t d;
+  asm("mul.rn.bf16x2 %0, %1, %2;\n" : "=r"(d) : "r"(a), "r"(b));
+  return d;
+}
 
 // ---- registers, barriers, signals -----------------------------------------------------------
 
