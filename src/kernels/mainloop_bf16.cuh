@@ -31,18 +31,13 @@ struct Bf16Mainloop {
                                                    const CUtensorMap*, uint8_t* smem, const SmemPlan& plan,
                                                    uint64_t* full, uint64_t* empty, PipelineState& pipe,
                                                    const detail::Tile& tile, int num_k_blocks) {
-    namespace cp = cuda::ptx;
     for (int kb = 0; kb < num_k_blocks; ++kb) {
-      mbarrier_wait(&empty[pipe.stage], pipe.phase ^ 1);  // slot released (first lap passes)
-      const uint32_t tx_bytes = kStageTxBytes;
-      cp::mbarrier_arrive_expect_tx(cp::sem_release, cp::scope_cta, cp::space_shared, &full[pipe.stage], tx_bytes);
+      uint64_t* stage_full = arm_stage(full, empty, pipe, kStageTxBytes);
       // Operand maps are byte tensors: K coordinates are in bytes (2 per bf16).
       const int32_t a_coords[3] = {kb * kBlockK, tile.m_block * kBlockM, tile.expert};
       const int32_t b_coords[3] = {kb * kBlockK, tile.n_block * kBlockN, tile.expert};
-      cp::cp_async_bulk_tensor(cp::space_cluster, cp::space_global, smem + plan.a_offset(pipe.stage), tmap_a,
-                               a_coords, &full[pipe.stage]);
-      cp::cp_async_bulk_tensor(cp::space_cluster, cp::space_global, smem + plan.b_offset(pipe.stage), tmap_b,
-                               b_coords, &full[pipe.stage]);
+      tma_load(smem + plan.a_offset(pipe.stage), tmap_a, a_coords, stage_full);
+      tma_load(smem + plan.b_offset(pipe.stage), tmap_b, b_coords, stage_full);
       pipe.advance();
     }
   }

@@ -67,25 +67,19 @@ struct DequantBf16Mainloop {
                                                    const CUtensorMap* tmap_sfa, uint8_t* smem, const SmemPlan& plan,
                                                    uint64_t* full, uint64_t* empty, PipelineState& pipe,
                                                    const detail::Tile& tile, int num_k_blocks) {
-    namespace cp = cuda::ptx;
     const int token0 = tile.m_block * kBlockM;
     const int weight0 = tile.n_block * kBlockN;
     for (int kb = 0; kb < num_k_blocks; ++kb) {
-      mbarrier_wait(&empty[pipe.stage], pipe.phase ^ 1);  // slot released (first lap passes)
-      const uint32_t tx_bytes = kStageTxBytes;
-      cp::mbarrier_arrive_expect_tx(cp::sem_release, cp::scope_cta, cp::space_shared, &full[pipe.stage], tx_bytes);
+      uint64_t* stage_full = arm_stage(full, empty, pipe, kStageTxBytes);
       // Operand maps are byte tensors: K coordinates in bytes.
       const int32_t a_coords[3] = {kb * kARowBytes, token0, tile.expert};
       const int32_t b_coords[3] = {kb * kBRowBytes, weight0, tile.expert};
-      cp::cp_async_bulk_tensor(cp::space_cluster, cp::space_global, smem + plan.a_offset(pipe.stage), tmap_a,
-                               a_coords, &full[pipe.stage]);
-      cp::cp_async_bulk_tensor(cp::space_cluster, cp::space_global, smem + plan.b_offset(pipe.stage), tmap_b,
-                               b_coords, &full[pipe.stage]);
+      tma_load(smem + plan.a_offset(pipe.stage), tmap_a, a_coords, stage_full);
+      tma_load(smem + plan.b_offset(pipe.stage), tmap_b, b_coords, stage_full);
       if constexpr (kPromote) {
         // Token scales of this stage's 128-K block (two stages load the same box).
         const int32_t sfa_coords[2] = {token0, tile.expert * (num_k_blocks / 2) + kb / 2};
-        cp::cp_async_bulk_tensor(cp::space_cluster, cp::space_global, smem + plan.sfa_offset(pipe.stage),
-                                 tmap_sfa, sfa_coords, &full[pipe.stage]);
+        tma_load(smem + plan.sfa_offset(pipe.stage), tmap_sfa, sfa_coords, stage_full);
       }
       pipe.advance();
     }

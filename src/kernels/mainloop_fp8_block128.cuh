@@ -36,24 +36,16 @@ struct Fp8Block128Mainloop {
                                    const CUtensorMap* tmap_sfa, uint8_t* smem, const SmemPlan& plan,
                                    uint64_t* full, uint64_t* empty, PipelineState& pipe,
                                    const detail::Tile& tile, int num_k_blocks) {
-    namespace cp = cuda::ptx;
     const int token0 = tile.m_block * kBlockM;
     const int weight0 = tile.n_block * kBlockN;
     for (int kb = 0; kb < num_k_blocks; ++kb) {
-      // Wait until the MMA warps released this slot (the first lap passes: parity of the phase
-      // before the barrier's first one).
-      mbarrier_wait(&empty[pipe.stage], pipe.phase ^ 1);
-      const uint32_t tx_bytes = kStageTxBytes;  // by value: cuda::ptx takes a reference
-      cp::mbarrier_arrive_expect_tx(cp::sem_release, cp::scope_cta, cp::space_shared, &full[pipe.stage], tx_bytes);
+      uint64_t* stage_full = arm_stage(full, empty, pipe, kStageTxBytes);
       const int32_t a_coords[3] = {kb * kBlockK, token0, tile.expert};
       const int32_t b_coords[3] = {kb * kBlockK, weight0, tile.expert};
       const int32_t sfa_coords[2] = {token0, tile.expert * num_k_blocks + kb};
-      cp::cp_async_bulk_tensor(cp::space_cluster, cp::space_global, smem + plan.a_offset(pipe.stage), tmap_a,
-                               a_coords, &full[pipe.stage]);
-      cp::cp_async_bulk_tensor(cp::space_cluster, cp::space_global, smem + plan.b_offset(pipe.stage), tmap_b,
-                               b_coords, &full[pipe.stage]);
-      cp::cp_async_bulk_tensor(cp::space_cluster, cp::space_global, smem + plan.sfa_offset(pipe.stage), tmap_sfa,
-                               sfa_coords, &full[pipe.stage]);
+      tma_load(smem + plan.a_offset(pipe.stage), tmap_a, a_coords, stage_full);
+      tma_load(smem + plan.b_offset(pipe.stage), tmap_b, b_coords, stage_full);
+      tma_load(smem + plan.sfa_offset(pipe.stage), tmap_sfa, sfa_coords, stage_full);
       pipe.advance();
     }
   }

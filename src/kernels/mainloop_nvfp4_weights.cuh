@@ -57,14 +57,12 @@ struct Nvfp4WeightsMainloop {
                                                    const CUtensorMap*, uint8_t* smem, const SmemPlan& plan,
                                                    uint64_t* full, uint64_t* empty, PipelineState& pipe,
                                                    const detail::Tile& tile, int num_k_blocks) {
-    namespace cp = cuda::ptx;
     const int token_boxes = (tile.rows + kNvfp4TokenBoxRows - 1) / kNvfp4TokenBoxRows;
     const int num_stages = (num_k_blocks + kSubs - 1) / kSubs;
     for (int s = 0; s < num_stages; ++s) {
-      mbarrier_wait(&empty[pipe.stage], pipe.phase ^ 1);  // slot released (first lap passes)
       // Full boxes count even where they lie past N or max_m (TMA zero-fills them).
       const uint32_t tx_bytes = kSubs * token_boxes * (kNvfp4TokenBoxRows * kBlockK) + kBlockN * kWeightRowBytes;
-      cp::mbarrier_arrive_expect_tx(cp::sem_release, cp::scope_cta, cp::space_shared, &full[pipe.stage], tx_bytes);
+      uint64_t* stage_full = arm_stage(full, empty, pipe, tx_bytes);
       uint8_t* tokens = smem + plan.a_offset(pipe.stage);
       for (int u = 0; u < kSubs; ++u)
         for (int box = 0; box < token_boxes; ++box) {
@@ -74,13 +72,10 @@ struct Nvfp4WeightsMainloop {
           const int k_block = min(s * kSubs + u, num_k_blocks - 1);
           const int32_t a_coords[3] = {k_block * kBlockK, tile.m_block * kBlockM + box * kNvfp4TokenBoxRows,
                                        tile.expert};  // bytes of bf16
-          cp::cp_async_bulk_tensor(cp::space_cluster, cp::space_global,
-                                   tokens + (u * kBlockM + box * kNvfp4TokenBoxRows) * kBlockK, tmap_a, a_coords,
-                                   &full[pipe.stage]);
+          tma_load(tokens + (u * kBlockM + box * kNvfp4TokenBoxRows) * kBlockK, tmap_a, a_coords, stage_full);
         }
       const int32_t b_coords[3] = {s * kWeightRowBytes, tile.n_block * kBlockN, tile.expert};  // bytes of fp4
-      cp::cp_async_bulk_tensor(cp::space_cluster, cp::space_global, smem + plan.b_offset(pipe.stage), tmap_b,
-                               b_coords, &full[pipe.stage]);
+      tma_load(smem + plan.b_offset(pipe.stage), tmap_b, b_coords, stage_full);
       pipe.advance();
     }
   }
