@@ -47,25 +47,13 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const CombineP
   const bool per_row_block = p.layout.granularity == SignalGranularity::per_row_block;
   const int counters_per_expert = per_row_block ? p.layout.row_blocks_per_expert() : 1;
   const int64_t num_counters = p.layout.counter_count();
-  uint64_t* block_times =
-      p.timeline != nullptr ? p.timeline + 2 * num_counters + 3 * (p.first_block + blockIdx.x) : nullptr;
-  if (block_times != nullptr && threadIdx.x == 0) block_times[0] = globaltimer();
-
-  // Work is taken from two queues in order, so the blocks that are resident while the GEMM runs
-  // (on the SMs it leaves free) take the counters as they complete, and blocks that only start
-  // once the GEMM's CTAs retire join whatever is left. Relaxed atomics: a queue only hands out
-  // indices; the data it leads to is ordered by the signals and arrival counts.
-  __shared__ int64_t next_item;
-  auto take = [&](uint32_t* queue) {
-    if (threadIdx.x == 0) next_item = atomicAdd(queue, 1u);
-    __syncthreads();
-    const int64_t item = next_item;
-    __syncthreads();  // next_item is rewritten by the next take
-    return item;
-  };
+  uint64_t* block_times = detail::start_block_timeline(p.timeline, num_counters, p.first_block);
+  // Work queues (detail::take_work_item): counters for the send phase, tokens for the reduce.
+  uint32_t* const counter_queue = &p.work_queues[0];
+  uint32_t* const token_queue = &p.work_queues[1];
 
   // ---- send: counters in the GEMM's (expert-major) order.
-  for (int64_t c = take(&p.work_queues[0]); c < num_counters; c = take(&p.work_queues[0])) {
+  for (int64_t c = detail::take_work_item(counter_queue); c < num_counters; c = detail::take_work_item(counter_queue)) {
     const int e = int(c / counters_per_expert);
     const int rb = int(c % counters_per_expert);
     const int m = p.masked_m[e];
@@ -95,7 +83,7 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const CombineP
 
   // ---- reduce: one block per token, slots summed in the fixed order k = 0..topk-1 once all have
   // arrived. Each thread loads its vector of every slot before summing (topk loads in flight).
-  for (int64_t t = take(&p.work_queues[1]); t < p.num_tokens; t = take(&p.work_queues[1])) {
+  for (int64_t t = detail::take_work_item(token_queue); t < p.num_tokens; t = detail::take_work_item(token_queue)) {
     uint32_t slots = 0;
     for (int k = 0; k < p.topk; ++k) slots += p.topk_idx[int64_t(t) * p.topk + k] >= 0;
     block_wait_signal(p.token_arrivals + t, slots, SignalScope::gpu, p.timeout_ns, p.error_flag);

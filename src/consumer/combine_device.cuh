@@ -1,6 +1,6 @@
 // Device pieces shared by the single-GPU combine (combine.cu) and the multi-GPU one
-// (ep_combine.cu): the clock for timelines, the row copy of the send phase, and the per-token
-// weighted sum of the reduce phase.
+// (ep_combine.cu): the clock and block stamps of timelines, the work queues, the row copy of the
+// send phase, and the per-token weighted sum of the reduce phase.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -13,6 +13,28 @@ __device__ __forceinline__ uint64_t globaltimer() {
   uint64_t t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   return t;
+}
+
+// This block's [start, send phase done, end] stamps in a combine timeline (after the per-counter
+// pairs), or null without one; stamps the start.
+__device__ __forceinline__ uint64_t* start_block_timeline(uint64_t* timeline, int64_t num_counters, int first_block) {
+  if (timeline == nullptr) return nullptr;
+  uint64_t* block_times = timeline + 2 * num_counters + 3 * (first_block + blockIdx.x);
+  if (threadIdx.x == 0) block_times[0] = globaltimer();
+  return block_times;
+}
+
+// The next work item of a queue for the whole block. Work is taken from queues in order, so the
+// blocks resident while the GEMM runs (on the SMs it leaves free) take counters as they complete,
+// and blocks that start once the GEMM's CTAs retire join whatever is left. Relaxed atomic: a queue
+// only hands out indices; the data they lead to is ordered by signals, flags and arrival counts.
+__device__ __forceinline__ int64_t take_work_item(uint32_t* queue) {
+  __shared__ int64_t next_item;
+  if (threadIdx.x == 0) next_item = atomicAdd(queue, 1u);
+  __syncthreads();
+  const int64_t item = next_item;
+  __syncthreads();  // next_item is rewritten by the next take
+  return item;
 }
 
 // Rows of N bf16 move as 16-byte vectors (N is a multiple of 8, validated by the GEMM), several

@@ -141,9 +141,7 @@ __global__ void __launch_bounds__(kThreads) ep_combine_kernel(const EpParams p) 
   const bool per_row_block = p.layout.granularity == SignalGranularity::per_row_block;
   const int counters_per_expert = per_row_block ? p.layout.row_blocks_per_expert() : 1;
   const int64_t num_counters = p.layout.counter_count();
-  uint64_t* block_times =
-      p.timeline != nullptr ? p.timeline + 2 * num_counters + 3 * (p.first_block + blockIdx.x) : nullptr;
-  if (block_times != nullptr && threadIdx.x == 0) block_times[0] = globaltimer();
+  uint64_t* block_times = detail::start_block_timeline(p.timeline, num_counters, p.first_block);
 
   // owner_ready[o]: rank o has finished reducing epoch - 2, so this half of its window is free.
   __shared__ volatile int owner_ready[kMaxRanks];
@@ -154,15 +152,9 @@ __global__ void __launch_bounds__(kThreads) ep_combine_kernel(const EpParams p) 
   __shared__ uint32_t* item_flag[kWarps];
   __shared__ unsigned long long item_arrival[kWarps];
 
-  // Relaxed queue atomics: they only hand out indices; data is ordered by signals and flags.
-  __shared__ int64_t next_item;
-  auto take = [&](uint32_t* queue) {
-    if (threadIdx.x == 0) next_item = atomicAdd(queue, 1u);
-    __syncthreads();
-    const int64_t item = next_item;
-    __syncthreads();  // next_item is rewritten by the next take
-    return item;
-  };
+  // Work queues (detail::take_work_item): send items, then the owned tokens to reduce.
+  uint32_t* const item_queue = &p.workspace->work_queues[0];
+  uint32_t* const token_queue = &p.workspace->work_queues[1];
 
   // ---- send: this rank's counters in the GEMM's order, each split into items of one row per
   // warp, so that every block (not one per counter) sends as soon as a counter completes; each
@@ -170,8 +162,7 @@ __global__ void __launch_bounds__(kThreads) ep_combine_kernel(const EpParams p) 
   const int rows_per_counter = per_row_block ? p.layout.block_m : p.layout.max_m;
   const int items_per_counter = (rows_per_counter + kWarps - 1) / kWarps;
   const int64_t num_items = num_counters * items_per_counter;
-  for (int64_t item = take(&p.workspace->work_queues[0]); item < num_items;
-       item = take(&p.workspace->work_queues[0])) {
+  for (int64_t item = detail::take_work_item(item_queue); item < num_items; item = detail::take_work_item(item_queue)) {
     const int64_t c = item / items_per_counter;
     const int chunk = int(item % items_per_counter);
     const int e = int(c / counters_per_expert);
@@ -209,7 +200,7 @@ __global__ void __launch_bounds__(kThreads) ep_combine_kernel(const EpParams p) 
   const auto* local_flags = static_cast<const uint32_t*>(ncclGetLocalPointer(p.window, p.flags_offset));
   const auto* local_rows = static_cast<const __nv_bfloat16*>(ncclGetLocalPointer(p.window, p.rows_offset));
   uint32_t reduced_here = 0;
-  for (int64_t t = take(&p.workspace->work_queues[1]); t < p.num_tokens; t = take(&p.workspace->work_queues[1])) {
+  for (int64_t t = detail::take_work_item(token_queue); t < p.num_tokens; t = detail::take_work_item(token_queue)) {
     // One thread per slot waits (acquire, system scope: the writer may be a peer GPU); the block
     // barrier then extends those acquires to every thread's loads of the rows.
     for (int k = threadIdx.x; k < p.topk; k += kThreads)
