@@ -42,10 +42,11 @@ struct Bf16Mainloop {
     }
   }
 
-  // acc += weights (this warpgroup's kWarpgroupRows rows) x tokens over one 64-K stage; both tiles
-  // bf16, 128-byte rows with the 128-byte swizzle. Waits for the MMAs before returning.
-  __device__ __forceinline__ static void multiply_stage(float (&acc)[kSlices][kAccRegs], const uint8_t* tokens,
-                                                        const uint8_t* weights) {
+  // Issues acc += weights (this warpgroup's kWarpgroupRows rows) x tokens over one 64-K stage as
+  // one wgmma commit group; both tiles bf16, 128-byte rows with the 128-byte swizzle. Also the
+  // dequantizing mainloop's MMAs (its bf16 tiles have this layout).
+  __device__ __forceinline__ static void issue_stage_mmas(float (&acc)[kSlices][kAccRegs], const uint8_t* tokens,
+                                                          const uint8_t* weights) {
     const uint64_t desc_tokens = ptx::smem_desc_kmajor_sw128(tokens);
     ptx::wgmma_fence();
 #pragma unroll
@@ -56,6 +57,12 @@ struct Bf16Mainloop {
         Mma::mma(acc[slice], desc_weights + 2 * k, desc_tokens + 2 * k, /*accumulate=*/true);
     }
     ptx::wgmma_commit();
+  }
+
+  // The same, waiting for the MMAs before returning.
+  __device__ __forceinline__ static void multiply_stage(float (&acc)[kSlices][kAccRegs], const uint8_t* tokens,
+                                                        const uint8_t* weights) {
+    issue_stage_mmas(acc, tokens, weights);
     ptx::wgmma_wait<0>();
 #pragma unroll
     for (int s = 0; s < kSlices; ++s) ptx::fence_registers(acc[s]);

@@ -27,6 +27,7 @@
 #include "kernels/dequant_bf16_plan.h"
 #include "kernels/dequant_formats.cuh"
 #include "kernels/kernel_params.h"
+#include "kernels/mainloop_bf16.cuh"
 #include "kernels/pipeline.cuh"
 #include "kernels/ptx.cuh"
 #include "signalgemm/detail/tile_schedule.h"
@@ -114,7 +115,7 @@ struct DequantBf16Mainloop {
       if constexpr (kPromote)
         issue_mmas_into_partial(partial, tokens, weights, /*first_of_block=*/(kb & 1) == 0);
       else
-        issue_mmas(acc, tokens, weights);
+        Bf16Mainloop<kBlockM, kBlockN>::issue_stage_mmas(acc, tokens, weights);
 
       // Meanwhile: the next stage into the other buffer (its MMAs finished before the last barrier).
       if (kb + 1 < num_k_blocks)
@@ -139,19 +140,7 @@ struct DequantBf16Mainloop {
   }
 
  private:
-  __device__ __forceinline__ static void issue_mmas(float (&acc)[kSlices][kAccRegs], const uint8_t* tokens,
-                                                    const uint8_t* weights) {
-    const uint64_t desc_tokens = ptx::smem_desc_kmajor_sw128(tokens);
-    ptx::wgmma_fence();
-#pragma unroll
-    for (int slice = 0; slice < kSlices; ++slice) {
-      const uint64_t desc_weights = ptx::smem_desc_kmajor_sw128(weights + slice * 64 * kBlockK);
-#pragma unroll
-      for (int k = 0; k < kDequantStageK / 16; ++k)  // 16 bf16 = 32 bytes = 2 descriptor units per step
-        Mma::mma(acc[slice], desc_weights + 2 * k, desc_tokens + 2 * k, /*accumulate=*/true);
-    }
-    ptx::wgmma_commit();
-  }
+  static_assert(kDequantStageK * 2 == kBlockK, "a stage's bf16 tiles are the bf16 mainloop's");
 
   __device__ __forceinline__ static void issue_mmas_into_partial(float (&partial)[kAccRegs], const uint8_t* tokens,
                                                                  const uint8_t* weights, bool first_of_block) {
