@@ -28,8 +28,8 @@ def stall_table(rows, col, reasons, title):
     for r in rows:
         for name in reasons:
             totals[name] += int(r[col[name]] or 0)
-    samples = sum(totals.values()) or 1
-    print(f"{title}: {sum(totals.values())} samples")
+    samples = sum(totals.values())
+    print(f"{title}: {samples} samples")
     for name, n in totals.most_common(10):
         if n:
             print(f"  {name[len('stall_'):]:<20} {100 * n / samples:5.1f} %")
@@ -50,7 +50,8 @@ def main():
     samples, executed = col["Warp Stall Sampling (All Samples)"], col["Instructions Executed"]
 
     stall_table(rows, col, reasons, "all warps")
-    mma = [i for i, r in enumerate(rows) if "GMMA" in r[col["Source"]]]
+    is_mma = ["GMMA" in r[col["Source"]] for r in rows]
+    mma = [i for i, m in enumerate(is_mma) if m]
     if mma:
         stall_table(rows[max(0, mma[0] - 200):mma[-1] + 50], col, reasons, "MMA warps (around the wgmmas)")
 
@@ -58,7 +59,7 @@ def main():
     for r in rows:
         mix[opcode(r[col["Source"]].strip())] += int(r[executed] or 0)
     total = sum(mix.values()) or 1
-    wgmmas = sum(int(r[executed] or 0) for r in rows if "GMMA" in r[col["Source"]])
+    wgmmas = sum(int(r[executed] or 0) for r, m in zip(rows, is_mma) if m)
     print(f"instruction mix: {total:.3g} warp instructions" + (f", {total / wgmmas:.1f} per wgmma" if wgmmas else ""))
     for op, n in mix.most_common(15):
         print(f"  {op:<10} {100 * n / total:5.1f} %")
