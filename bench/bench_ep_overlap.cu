@@ -129,7 +129,6 @@ class Bench {
       CHECK_CUDA(cudaMalloc(&R.sfb, sfb * 4));
       CHECK_CUDA(cudaMalloc(&R.c, size_t(shape.experts) * max_m * kN * 2));
       CHECK_CUDA(cudaMalloc(&R.out, size_t(std::max(R.num_tokens, 1)) * kN * 2));
-      CHECK_CUDA(cudaMalloc(&R.workspace, ep_combine_workspace_bytes()));
       CHECK_CUDA(cudaMalloc(&R.masked_m, shape.experts * 4));
       CHECK_CUDA(cudaMalloc(&R.topk_idx, std::max<size_t>(topk_idx[rank].size(), 1) * 4));
       CHECK_CUDA(cudaMalloc(&R.weights, std::max<size_t>(weights.size(), 1) * 4));
@@ -152,6 +151,7 @@ class Bench {
       g.expected_m = shape.m;
       g.granularity = granularity_;
       R.layout = signal_layout(g);
+      CHECK_CUDA(cudaMalloc(&R.workspace, ep_combine_workspace_bytes(R.layout.counter_count())));
       CHECK_CUDA(cudaMalloc(&R.signals, R.layout.counter_count() * 4));
       g.signals = R.signals;
       CHECK_CUDA(cudaMalloc(&R.timeline, combine_timeline_entries(R.layout, combine_blocks_ + R.sms) * 8));
@@ -199,7 +199,7 @@ class Bench {
       CHECK_CUDA(cudaSetDevice(R.device));
       signalgemm::bench::spin_kernel<<<1, 1, 0, R.s1>>>(200'000);
       CHECK_CUDA(cudaMemsetAsync(R.signals, 0, R.layout.counter_count() * 4, R.s1));
-      CHECK_CUDA(cudaMemsetAsync(R.workspace, 0, ep_combine_workspace_bytes(), R.s1));
+      CHECK_CUDA(cudaMemsetAsync(R.workspace, 0, ep_combine_workspace_bytes(R.layout.counter_count()), R.s1));
       GroupedGemmArgs g = R.gemm;
       g.stream = R.s1;
       if (v == kCombineAlone) CHECK_STATUS(grouped_gemm_nt_masked(g));  // signals complete before timing
@@ -312,6 +312,7 @@ int main(int argc, char** argv) {
   const char* svg = nullptr;
   const char* svg_throttled = nullptr;
   SignalGranularity granularity = SignalGranularity::per_expert;
+  std::vector<Shape> shapes = {{32, 32}, {32, 128}, {8, 256}};  // the issue's shapes
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--combine-sms") && i + 1 < argc) combine_blocks = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--iters") && i + 1 < argc) iters = std::atoi(argv[++i]);
@@ -320,10 +321,20 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--svg") && i + 1 < argc) svg = argv[++i];
     else if (!std::strcmp(argv[i], "--per-row-block")) granularity = SignalGranularity::per_row_block;
     else if (!std::strcmp(argv[i], "--svg-throttled") && i + 1 < argc) svg_throttled = argv[++i];
-    else {
+    else if (!std::strcmp(argv[i], "--shapes") && i + 1 < argc) {
+      shapes.clear();
+      for (char* item = std::strtok(argv[++i], ","); item != nullptr; item = std::strtok(nullptr, ",")) {
+        Shape s{};
+        if (std::sscanf(item, "%d:%d", &s.experts, &s.m) != 2 || s.experts < 1 || s.m < 1) {
+          std::fprintf(stderr, "--shapes: '%s' is not E:m\n", item);
+          return 2;
+        }
+        shapes.push_back(s);
+      }
+    } else {
       std::fprintf(stderr,
                    "usage: %s [--gpus N] [--combine-sms N] [--iters N] [--throttle-gbps G] [--svg FILE] "
-                   "[--svg-throttled FILE] [--per-row-block]\n",
+                   "[--svg-throttled FILE] [--per-row-block] [--shapes E:m,...]\n",
                    argv[0]);
       return 2;
     }
@@ -352,7 +363,6 @@ int main(int argc, char** argv) {
   std::vector<int> devices(gpus);
   for (int i = 0; i < gpus; ++i) devices[i] = i;
   CHECK_NCCL(ncclCommInitAll(comms.data(), gpus, devices.data()));
-  const Shape shapes[] = {{32, 32}, {32, 128}, {8, 256}};
   int max_tokens = 0;
   for (const Shape& s : shapes) max_tokens = std::max(max_tokens, gpus * s.experts * max_m_of(s.m) / kTopk + 1);
   std::vector<EpCombineContext*> contexts(gpus);
@@ -390,8 +400,9 @@ int main(int argc, char** argv) {
     bench.set_up(s, rng);
     double remote_mb = 0;
     for (const Rank& R : ranks) remote_mb = std::max(remote_mb, R.remote_rows * kN * 2 / 1e6);
-    for (double throttle : {0.0, throttle_gbps * 1e9}) {
-      if (throttle > 0 && gpus < 2) continue;
+    for (int pass = 0; pass < 2; ++pass) {
+      const double throttle = pass == 0 ? 0.0 : throttle_gbps * 1e9;
+      if (pass == 1 && (throttle <= 0 || gpus < 2)) continue;  // --throttle-gbps 0: NVLink only
       std::fprintf(stderr, "E=%d m=%d throttle %.0f GB/s...\n", s.experts, s.m, throttle / 1e9);
       const Times t = bench.run(throttle);
       const double hidden = (t.sequential - t.overlapped) / t.combine_alone;

@@ -8,17 +8,24 @@
 //   out_o[t, :] = sum_{k < topk, topk_idx_o[t, k] >= 0} topk_weights_o[t, k] * C_r(k)[e_k, i_k, :]
 //
 // where (r(k), e_k, i_k) is the rank, local expert and row that served slot k. Per rank, one kernel:
-//   send:   as soon as a local GEMM counter completes, every row it covers is stored into the
-//           token owner's receive window (NCCL symmetric memory; a peer's window is reached through
-//           its LSA pointer, so the stores go over NVLink), then the slots' flags in the owner's
-//           window are set to `epoch` after one system-scope fence per item (a release);
-//   reduce: once every used slot of a token carries `epoch` (acquire, system scope), the owner sums
-//           the slots in the fixed order k = 0..topk-1 in fp32 and stores bf16 (deterministic).
+//   send:   its warps take rows in the GEMM's counter order; as soon as a counter completes, each
+//           row of another rank's token is stored into the owner's receive window (NCCL symmetric
+//           memory; a peer's window is reached through its LSA pointer, so the stores go over
+//           NVLink); a row of a token this rank owns is not copied (the reduce reads it in place).
+//           The warp finishing a counter's last row releases the flags of all its rows to `epoch`
+//           (one system-scope fence per counter). The last experts' rows, which complete together
+//           at the GEMM's end, are split into chunks so every SM helps send them.
+//   reduce: a block per owned token, once every used slot's flag carries `epoch` (acquire, system
+//           scope), sums the slots in the fixed order k = 0..topk-1 in fp32 and stores bf16
+//           (deterministic).
 // With N = 1 every owner is the rank itself and this is the single-GPU combine.
 //
 // The receive window is double-buffered by epoch parity, and a sender waits, before its first row
 // to an owner, until that owner has finished reducing epoch - 2 (a flag in the owner's window), so
-// no rank can overwrite rows a slower peer has not summed yet, whatever the routing.
+// no rank can overwrite rows a slower peer has not summed yet, whatever the routing. On each rank,
+// gemm_out must stay unchanged until the combine's launches have finished (the reduce reads this
+// rank's own rows in place), and one combine's launches finish before the next one's start (stream
+// order or an event join, as in bench/bench_ep_overlap.cu).
 //
 // Set CUDA_MODULE_LOADING=EAGER (or launch every kernel once first): a lazily loaded kernel's first
 // launch can wait for its device to go idle while a kernel there waits on another GPU.
@@ -38,7 +45,7 @@ namespace signalgemm {
 // Sizes of the receive window; identical on every rank.
 struct EpCombineConfig {
   int max_tokens_per_rank = 0;  // tokens any rank may own in one combine
-  int topk = 0;
+  int topk = 0;  // 1..32
   int n = 0;  // hidden size (columns of C)
 };
 
@@ -97,18 +104,20 @@ struct EpCombineArgs {
   // (never 0: the window starts zeroed). Its parity picks the half of the window.
   uint32_t epoch = 0;
 
-  // ep_combine_workspace_bytes() of device memory, zeroed (cudaMemsetAsync, capturable) before
-  // each combine; shared by all launches of one combine.
+  // ep_combine_workspace_bytes(layout.counter_count()) bytes of device memory, zeroed
+  // (cudaMemsetAsync, capturable) before each combine; shared by all launches of one combine.
   void* workspace = nullptr;
 
   // As CombineArgs: one combine may be split over a few blocks beside the GEMM (on the SMs it
-  // leaves free) and a full-chip launch stream-ordered after it; they share the workspace.
+  // leaves free) and a full-chip launch stream-ordered after it; they share the workspace. A
+  // block fills one SM (768 threads), so num_blocks beside a GEMM is the SMs taken from it.
   int num_blocks = 0;  // 0 = 8
   int first_block = 0;
 
   // Model of a slower link: when > 0, rows to other ranks leave this GPU no faster than this many
-  // bytes per second in total (a token bucket over %globaltimer; each row's flag is released once
-  // its transfer would have finished). Shows what the overlap buys where communication dominates.
+  // bytes per second in total (a token bucket over %globaltimer; each counter's rows to other ranks
+  // are one transfer, and their flags are released once it would have arrived). Shows what the
+  // overlap buys where communication dominates.
   double remote_bytes_per_second = 0;
 
   uint64_t timeout_ns = 0;        // per wait; 0 = wait forever
@@ -117,7 +126,8 @@ struct EpCombineArgs {
   cudaStream_t stream = nullptr;
 };
 
-size_t ep_combine_workspace_bytes();
+// Bytes of the workspace for a GEMM with `num_counters` signal counters (layout.counter_count()).
+size_t ep_combine_workspace_bytes(int64_t num_counters);
 
 Status ep_combine(const EpCombineContext* context, const EpCombineArgs& args);
 

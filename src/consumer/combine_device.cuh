@@ -1,6 +1,6 @@
-// Device pieces shared by the single-GPU combine (combine.cu) and the multi-GPU one
-// (ep_combine.cu): the clock and block stamps of timelines, the work queues, the row copy of the
-// send phase, and the per-token weighted sum of the reduce phase.
+// Device pieces of the combines: the clock and block stamps of timelines (single-GPU combine.cu and
+// multi-GPU ep_combine.cu), and the single-GPU combine's work queues, row copy and per-token
+// weighted sum.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -38,13 +38,10 @@ __device__ __forceinline__ int64_t take_work_item(uint32_t* queue) {
 }
 
 // Rows of N bf16 move as 16-byte vectors (N is a multiple of 8, validated by the GEMM), several
-// per lane in flight: a warp copying one row at a time is otherwise bound by load latency. `dst`
-// may be a peer's memory (an NCCL LSA pointer): the stores then travel over NVLink.
+// per lane in flight: a warp copying one row at a time is otherwise bound by load latency.
 constexpr int kVectorsInFlight = 4;
 
-template <int kInFlight = kVectorsInFlight>
 __device__ __forceinline__ void copy_row(const uint8_t* src, __nv_bfloat16* dst, int n, int lane) {
-  constexpr int kVectorsInFlight = kInFlight;
   const uint4* s = reinterpret_cast<const uint4*>(src);
   uint4* d = reinterpret_cast<uint4*>(dst);
   const int vectors = n / 8;

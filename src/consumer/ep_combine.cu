@@ -6,6 +6,7 @@
 #include <nccl.h>
 #include <nccl_device.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -23,9 +24,11 @@
 namespace signalgemm {
 
 // Receive window of one rank (the same layout on every rank: symmetric memory):
-//   [0, 128)            header: uint32 reduced_epoch (the last epoch whose reduce finished here)
-//   flags[2][slots]     uint32 per token slot: the epoch of the row last stored there
-//   rows[2][slots][N]   bf16 rows, one per token slot (t * topk + k)
+//   [0, 128)                   header: uint32 reduced_epoch (the last epoch whose reduce finished here)
+//   flags[2][slots]            uint32 per token slot: the epoch of the row last published there
+//   local_row[2][slots]        int32: for a slot served by this rank's own GEMM, e * max_m + row of
+//                              gemm_out (such rows are read in place, never copied)
+//   rows[2][slots][N]          bf16 rows from other ranks, one per token slot (t * topk + k)
 // [2]: halves by epoch parity.
 struct EpCombineContext {
   ncclComm_t comm = nullptr;
@@ -36,31 +39,42 @@ struct EpCombineContext {
   ncclWindow_t window = nullptr;
   ncclDevComm dev_comm{};
   bool dev_comm_created = false;
-  size_t flags_offset[2] = {}, rows_offset[2] = {};
+  int chunks = 0;  // per row
+  size_t flags_offset[2] = {}, local_row_offset[2] = {}, rows_offset[2] = {};
 };
 
 namespace {
 
-using detail::copy_row;
 using detail::globaltimer;
 
-constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / 32;
+// One block per SM: two blocks of 768 threads at <= 80 registers exceed the register file, so a
+// launch of B blocks beside the GEMM occupies B SMs and the GEMM's CTAs fit on the rest. Work is
+// taken per warp (24 per SM).
+constexpr int kThreads = 768;
 constexpr int kDefaultBlocks = 8;
 constexpr int kMaxRanks = 64;
-// 16-byte vectors per lane in flight in a row copy: the blocks beside the GEMM are few, so each
-// must keep many bytes in flight (8 KB per warp) to move rows at NVLink rates.
-constexpr int kRowVectorsInFlight = 16;
+constexpr int kMaxTopk = 32;  // slots per token (the reduce keeps their rows' addresses in shared memory)
+// While the GEMM runs, a warp sends a whole row per item: few items, each with many bytes in
+// flight. The rows of the last experts, which complete together at the GEMM's end, are sent one
+// chunk (<= 2 KB, 4 vectors of 16 bytes per lane) per item, so every SM of the full-chip launch
+// takes part. The reduce is per block (a token per block: every thread's loads of all slots in
+// flight at once).
+constexpr int kMaxChunkVectors = 128;
+constexpr int kChunkVectorsPerLane = kMaxChunkVectors / 32;
+constexpr int kRowVectorsPerLane = 8;  // in flight per lane in a whole-row copy
+constexpr int kSlotsPerLoad = 8;       // slot vectors loaded together in the reduce
 constexpr size_t kHeaderBytes = 128;
 constexpr size_t kReducedEpochOffset = 0;
 
-// Local workspace, zeroed before each combine: two work queues, the count of tokens reduced, and
-// the throttle's link clock.
+// Local workspace, zeroed before each combine: the work queues, the count of tokens reduced, the
+// throttle's link clock, and per counter the count of its send items finished.
 struct Workspace {
-  uint32_t work_queues[2];
+  uint32_t send_queue;      // per-warp send items
+  uint32_t token_queue;     // tokens to reduce, per block
   uint32_t reduced_tokens;
   uint32_t pad;
   unsigned long long link_free_at;  // %globaltimer ns at which the modelled link is next idle
+  // followed by uint32 rows_done[counters]: items of each counter finished
 };
 
 struct EpParams {
@@ -80,8 +94,11 @@ struct EpParams {
   __nv_bfloat16* out;
   uint32_t epoch;
   ncclWindow_t window;
-  size_t flags_offset, rows_offset;  // this epoch's half
+  size_t flags_offset, local_row_offset, rows_offset;  // this epoch's half
+  int chunks, chunk_vectors;
+  int first_chunked_expert;  // experts from here on are sent one chunk per item
   Workspace* workspace;
+  uint32_t* rows_done;  // [counters], in the workspace
   float ns_per_byte;  // 0 = no throttle
   uint64_t timeout_ns;
   int32_t* error_flag;
@@ -92,10 +109,21 @@ struct EpParams {
 __device__ __forceinline__ void store_release_sys(uint32_t* p, uint32_t v) {
   asm volatile("st.release.sys.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
 }
+__device__ __forceinline__ void store_relaxed_sys(uint32_t* p, uint32_t v) {
+  asm volatile("st.relaxed.sys.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+__device__ __forceinline__ void store_relaxed_gpu(int32_t* p, int32_t v) {
+  asm volatile("st.relaxed.gpu.global.s32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+__device__ __forceinline__ int32_t load_relaxed_gpu(const int32_t* p) {
+  int32_t v;
+  asm volatile("ld.relaxed.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
 
-// Token bucket shared by every block of this GPU: a row of `bytes` occupies the modelled link for
-// bytes * ns_per_byte from max(now, the end of the previous transfer). Returns when the row would
-// have arrived. A CAS loop: the reservation must read and move the link clock atomically.
+// Token bucket shared by the warps of this GPU: a transfer of `bytes` occupies the modelled link
+// for bytes * ns_per_byte from max(now, the end of the previous one). Returns when it would have
+// arrived. A CAS loop: the reservation must read and move the link clock atomically.
 __device__ uint64_t reserve_link(unsigned long long* link_free_at, uint64_t bytes, float ns_per_byte) {
   const unsigned long long duration = static_cast<unsigned long long>(bytes * ns_per_byte);
   const unsigned long long now = globaltimer();
@@ -108,113 +136,230 @@ __device__ uint64_t reserve_link(unsigned long long* link_free_at, uint64_t byte
   }
 }
 
-// One warp stores row `row` of local expert `e` into the slot of the token it serves, in the
-// owner's window. Lane 0 returns, for the block's single release, where the slot's flag lives
-// (null for a padding row) and, under the throttle, when the row would have arrived.
-__device__ void send_row(const EpParams& p, int e, int row, int lane, volatile int* owner_ready, uint32_t** flag,
-                         unsigned long long* arrival) {
-  const int source = p.row_source[int64_t(e) * p.layout.max_m + row];
-  if (source < 0) return;  // padding row
-  const int owner = source / p.slots_per_rank, slot = source % p.slots_per_rank;
-  const size_t row_bytes = size_t(p.layout.n) * sizeof(__nv_bfloat16);
-  if (lane == 0) {
-    // Before the first row to this owner: its reduce of epoch - 2 (same half) must be done, or
-    // these stores could overwrite rows it has not summed. Acquire at system scope: the flag is
-    // set by the owner's GPU after its reads.
-    if (!owner_ready[owner]) {
-      const auto* reduced = static_cast<const uint32_t*>(ncclGetPeerPointer(p.window, kReducedEpochOffset, owner));
-      wait_signal(reduced, p.epoch - 2, SignalScope::sys, p.timeout_ns, p.error_flag);
-      owner_ready[owner] = 1;
-    }
-    if (p.ns_per_byte > 0.f && owner != p.rank)
-      *arrival = reserve_link(&p.workspace->link_free_at, row_bytes, p.ns_per_byte);
-    *flag = static_cast<uint32_t*>(ncclGetPeerPointer(p.window, p.flags_offset + size_t(slot) * sizeof(uint32_t), owner));
-  }
-  __syncwarp();  // extends lane 0's acquire to the warp's stores below
-  auto* dst = static_cast<__nv_bfloat16*>(ncclGetPeerPointer(p.window, p.rows_offset + size_t(slot) * row_bytes, owner));
-  copy_row<kRowVectorsInFlight>(p.gemm_out + e * p.expert_stride + row * p.row_stride, dst, p.layout.n, lane);
+// The next work item for the calling warp (lane 0 takes it, the warp shares it). Relaxed atomic:
+// the queue only hands out indices; the data they lead to is ordered by signals and flags.
+__device__ __forceinline__ int64_t take_warp_item(uint32_t* queue, int lane) {
+  uint32_t item = 0;
+  if (lane == 0) item = atomicAdd(queue, 1u);
+  return __shfl_sync(0xffffffffu, item, 0);
 }
 
-__global__ void __launch_bounds__(kThreads) ep_combine_kernel(const EpParams p) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int n = p.layout.n;
+// Copies vectors [begin, end) of a row, `kPerLane` vectors per lane in flight.
+template <int kPerLane>
+__device__ __forceinline__ void copy_vectors(const uint4* src, uint4* dst, int begin, int end, int lane) {
+  for (int base = begin + lane; base < end; base += 32 * kPerLane) {
+    uint4 v[kPerLane];
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i)
+      if (base + 32 * i < end) v[i] = src[base + 32 * i];
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i)
+      if (base + 32 * i < end) dst[base + 32 * i] = v[i];
+  }
+}
+
+// Releases the flags of every row of counter `c` to `epoch` (the calling warp finished the last of
+// its items; `rows` = the counter's covered rows). One system-scope fence for the whole counter:
+// such a fence waits for the NVLink stores to be acknowledged, and a fence per row stalls every
+// warp of the SM behind the others' stores. Under the throttle the counter's rows to other ranks
+// are one transfer over the modelled link, and the flags wait for its arrival.
+__device__ void publish_counter(const EpParams& p, int e, int first_row, int rows, int lane) {
+  if (p.ns_per_byte > 0.f) {
+    int remote_rows = 0;
+    for (int r = lane; r < rows; r += 32) {
+      const int source = p.row_source[int64_t(e) * p.layout.max_m + first_row + r];
+      remote_rows += source >= 0 && source / p.slots_per_rank != p.rank;
+    }
+    remote_rows = __reduce_add_sync(0xffffffffu, remote_rows);
+    if (lane == 0 && remote_rows > 0) {
+      const uint64_t arrival = reserve_link(&p.workspace->link_free_at,
+                                            uint64_t(remote_rows) * p.layout.n * sizeof(__nv_bfloat16), p.ns_per_byte);
+      while (globaltimer() < arrival) __nanosleep(256);
+    }
+  }
+  // The caller's acq_rel count made every row's stores happen before lane 0; __syncwarp extends
+  // that to every lane, and each lane's fence then makes its flag stores releases at system scope
+  // (the readers may be other GPUs) covering all those rows.
+  __syncwarp();
+  asm volatile("fence.acq_rel.sys;" ::: "memory");
+  for (int r = lane; r < rows; r += 32) {
+    const int source = p.row_source[int64_t(e) * p.layout.max_m + first_row + r];
+    if (source < 0) continue;  // padding row
+    const int owner = source / p.slots_per_rank, slot = source % p.slots_per_rank;
+    store_relaxed_sys(static_cast<uint32_t*>(ncclGetPeerPointer(p.window, p.flags_offset + slot * sizeof(uint32_t), owner)),
+                      p.epoch);
+  }
+}
+
+// Send item: row `r` of counter `c`, chunks [chunk_begin, chunk_end). A row of another rank's
+// token is stored into the owner's window over NVLink; a row of this rank's own token is not
+// copied: its place in gemm_out is recorded for the reduce. The warp finishing the counter's last
+// item then publishes all its rows' flags.
+__device__ void send_row(const EpParams& p, int64_t c, int r, int chunk_begin, int chunk_end, int lane,
+                         volatile int* owner_ready, unsigned long long* last_send_done) {
   const bool per_row_block = p.layout.granularity == SignalGranularity::per_row_block;
   const int counters_per_expert = per_row_block ? p.layout.row_blocks_per_expert() : 1;
-  const int64_t num_counters = p.layout.counter_count();
-  uint64_t* block_times = detail::start_block_timeline(p.timeline, num_counters, p.first_block);
+  const int e = int(c / counters_per_expert), rb = int(c % counters_per_expert);
+  const int m = p.masked_m[e];
+  const uint32_t expected = p.layout.expected(m, rb);
+  const int rows = p.layout.covered_rows(m, rb);
+  if (expected == 0 || r >= rows) return;  // no such row
+  bool ok = true;  // lane 0 waits (acquire); __syncwarp below extends it to the warp
+  if (lane == 0) ok = wait_signal(p.signals + c, p.signal_base + expected, p.scope, p.timeout_ns, p.error_flag);
+  if (!__shfl_sync(0xffffffffu, ok, 0)) return;
+  if (p.timeline != nullptr && lane == 0 && r == 0 && chunk_begin == 0) p.timeline[2 * c] = globaltimer();
+  const int first_row = per_row_block ? rb * p.layout.block_m : 0;
+  const int row = first_row + r;
+  const int source = p.row_source[int64_t(e) * p.layout.max_m + row];
+  if (source >= 0) {
+    const int owner = source / p.slots_per_rank, slot = source % p.slots_per_rank;
+    // Before the first row to this owner: its reduce of epoch - 2 (same half) must be done, or
+    // these stores could overwrite rows (or local_row entries) it has not summed. Acquire at
+    // system scope: the flag is set by the owner's GPU after its reads.
+    if (lane == 0 && !owner_ready[owner]) {
+      const auto* reduced = static_cast<const uint32_t*>(ncclGetPeerPointer(p.window, kReducedEpochOffset, owner));
+      if (wait_signal(reduced, p.epoch - 2, SignalScope::sys, p.timeout_ns, p.error_flag)) owner_ready[owner] = 1;
+    }
+    __syncwarp();  // extends lane 0's acquires to the warp's loads and stores below
+    if (owner == p.rank) {
+      // Read in place by this rank's reduce (once the flag says so).
+      if (lane == 0 && chunk_begin == 0)
+        store_relaxed_gpu(static_cast<int32_t*>(ncclGetLocalPointer(p.window, p.local_row_offset)) + slot,
+                          e * p.layout.max_m + row);
+    } else {
+      const int begin = chunk_begin * p.chunk_vectors, end = min(chunk_end * p.chunk_vectors, p.layout.n / 8);
+      const auto* src = reinterpret_cast<const uint4*>(p.gemm_out + e * p.expert_stride + row * p.row_stride);
+      auto* dst = static_cast<uint4*>(ncclGetPeerPointer(
+          p.window, p.rows_offset + size_t(slot) * p.layout.n * sizeof(__nv_bfloat16), owner));
+      if (chunk_end - chunk_begin == 1) copy_vectors<kChunkVectorsPerLane>(src, dst, begin, end, lane);
+      else copy_vectors<kRowVectorsPerLane>(src, dst, begin, end, lane);
+    }
+  }
+  // Count this item done: __syncwarp orders every lane's stores before lane 0's add; acq_rel at
+  // GPU scope chains all items' stores of the counter to the warp whose add completes the count.
+  __syncwarp();
+  bool last = false;
+  if (lane == 0) {
+    const uint32_t items = uint32_t(rows) * uint32_t(chunk_end - chunk_begin == p.chunks ? 1 : p.chunks);
+    uint32_t before;
+    asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(before) : "l"(p.rows_done + c) : "memory");
+    last = before + 1 == items;
+  }
+  if (!__shfl_sync(0xffffffffu, last, 0)) return;
+  publish_counter(p, e, first_row, rows, lane);
+  if (lane == 0) {
+    const unsigned long long now = globaltimer();
+    atomicMax(last_send_done, now);
+    if (p.timeline != nullptr) p.timeline[2 * c + 1] = now;
+  }
+}
+
+// Reduce of token `t` by the whole block: out[t] = sum over its used slots, in the fixed order
+// k = 0..topk-1, in fp32, stored as bf16; the result never depends on which slot arrived first.
+// Threads k < topk wait for slot k's flag and find its row: the peer-written row in the window, or
+// this GEMM's own row in place.
+__device__ void reduce_token(const EpParams& p, int t) {
+  __shared__ const uint4* slot_src[kMaxTopk];
+  __shared__ float slot_weight[kMaxTopk];
+  const int experts = p.layout.num_experts;
+  if (threadIdx.x < p.topk) {
+    const int k = threadIdx.x, slot = t * p.topk + k;
+    const int g = p.topk_idx[slot];
+    const uint4* src = nullptr;
+    // Acquire at system scope (a slot's writer may be another GPU); the block barrier below
+    // extends every waiting thread's acquire to all threads' loads.
+    const auto* flags = static_cast<const uint32_t*>(ncclGetLocalPointer(p.window, p.flags_offset));
+    if (g >= 0 && wait_signal(flags + slot, p.epoch, SignalScope::sys, p.timeout_ns, p.error_flag)) {
+      if (g / experts == p.rank) {
+        const int er =
+            load_relaxed_gpu(static_cast<const int32_t*>(ncclGetLocalPointer(p.window, p.local_row_offset)) + slot);
+        src = reinterpret_cast<const uint4*>(p.gemm_out + (er / p.layout.max_m) * p.expert_stride +
+                                             (er % p.layout.max_m) * p.row_stride);
+      } else {
+        src = static_cast<const uint4*>(
+            ncclGetLocalPointer(p.window, p.rows_offset + size_t(slot) * p.layout.n * sizeof(__nv_bfloat16)));
+      }
+    }
+    slot_src[k] = src;
+    slot_weight[k] = src != nullptr ? p.topk_weights[slot] : 0.f;
+  }
+  __syncthreads();
+  auto* out = reinterpret_cast<uint4*>(p.out + int64_t(t) * p.layout.n);
+  for (int v = threadIdx.x; v < p.layout.n / 8; v += kThreads) {
+    float sum[8] = {};
+    for (int k0 = 0; k0 < p.topk; k0 += kSlotsPerLoad) {  // kSlotsPerLoad loads in flight
+      uint4 raw[kSlotsPerLoad];
+#pragma unroll
+      for (int q = 0; q < kSlotsPerLoad; ++q) {
+        const int k = k0 + q;
+        raw[q] = k < p.topk && slot_src[k] != nullptr ? slot_src[k][v] : uint4{};
+      }
+#pragma unroll
+      for (int q = 0; q < kSlotsPerLoad; ++q) {
+        const float w = k0 + q < p.topk ? slot_weight[k0 + q] : 0.f;
+        const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw[q]);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const float2 f = __bfloat1622float2(h[j]);
+          sum[2 * j] = fmaf(w, f.x, sum[2 * j]);
+          sum[2 * j + 1] = fmaf(w, f.y, sum[2 * j + 1]);
+        }
+      }
+    }
+    uint4 packed;
+    __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(&packed);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) o[j] = __floats2bfloat162_rn(sum[2 * j], sum[2 * j + 1]);
+    out[v] = packed;
+  }
+  __syncthreads();  // slot_src and slot_weight are rewritten for the next token
+}
+
+__global__ void __launch_bounds__(kThreads, 1) ep_combine_kernel(const EpParams p) {
+  uint64_t* block_times = detail::start_block_timeline(p.timeline, p.layout.counter_count(), p.first_block);
+  const int lane = threadIdx.x % 32;
 
   // owner_ready[o]: rank o has finished reducing epoch - 2, so this half of its window is free.
   __shared__ volatile int owner_ready[kMaxRanks];
+  __shared__ unsigned long long last_send_done;
   for (int o = threadIdx.x; o < p.num_ranks; o += kThreads) owner_ready[o] = 0;
+  if (threadIdx.x == 0) last_send_done = 0;
   __syncthreads();
 
-  // Per item: the flag each warp's row must set, and when it would have arrived (throttle).
-  __shared__ uint32_t* item_flag[kWarps];
-  __shared__ unsigned long long item_arrival[kWarps];
-
-  // Work queues (detail::take_work_item): send items, then the owned tokens to reduce.
-  uint32_t* const item_queue = &p.workspace->work_queues[0];
-  uint32_t* const token_queue = &p.workspace->work_queues[1];
-
-  // ---- send: this rank's counters in the GEMM's order, each split into items of one row per
-  // warp, so that every block (not one per counter) sends as soon as a counter completes; each
-  // row to its token's owner.
+  // ---- send, per warp: this rank's counters in the GEMM's order, a row per item (a chunk per item
+  // from the first chunked expert on). Warps waiting for a signal never hold up the items ahead.
+  const bool per_row_block = p.layout.granularity == SignalGranularity::per_row_block;
+  const int counters_per_expert = per_row_block ? p.layout.row_blocks_per_expert() : 1;
   const int rows_per_counter = per_row_block ? p.layout.block_m : p.layout.max_m;
-  const int items_per_counter = (rows_per_counter + kWarps - 1) / kWarps;
-  const int64_t num_items = num_counters * items_per_counter;
-  for (int64_t item = detail::take_work_item(item_queue); item < num_items; item = detail::take_work_item(item_queue)) {
-    const int64_t c = item / items_per_counter;
-    const int chunk = int(item % items_per_counter);
-    const int e = int(c / counters_per_expert);
-    const int rb = int(c % counters_per_expert);
-    const int m = p.masked_m[e];
-    const uint32_t expected = p.layout.expected(m, rb);
-    if (expected == 0) continue;  // no rows: never signalled
-    const int rows = p.layout.covered_rows(m, rb);
-    if (chunk * kWarps >= rows) continue;  // beyond masked_m: nothing to send
-    if (!block_wait_signal(p.signals + c, p.signal_base + expected, p.scope, p.timeout_ns, p.error_flag)) continue;
-    if (p.timeline != nullptr && threadIdx.x == 0 && chunk == 0) p.timeline[2 * c] = globaltimer();
-    const int first_row = per_row_block ? rb * p.layout.block_m : 0;
-    if (lane == 0) item_flag[warp] = nullptr, item_arrival[warp] = 0;
-    if (const int r = chunk * kWarps + warp; r < rows)
-      send_row(p, e, first_row + r, lane, owner_ready, &item_flag[warp], &item_arrival[warp]);
-    // Publish the item's slots with one release at system scope (the readers are other GPUs):
-    // the block barrier orders every warp's row stores before thread 0's fence, and the fence
-    // before the flag stores makes each of them a release. One fence per item, not per row: a
-    // system-scope fence waits for the NVLink stores to be acknowledged.
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      unsigned long long last_arrival = 0;
-      for (int w = 0; w < kWarps; ++w) last_arrival = item_arrival[w] > last_arrival ? item_arrival[w] : last_arrival;
-      while (globaltimer() < last_arrival) __nanosleep(64);
-      asm volatile("fence.acq_rel.sys;" ::: "memory");
-      for (int w = 0; w < kWarps; ++w)
-        if (item_flag[w] != nullptr) asm volatile("st.relaxed.sys.global.u32 [%0], %1;" ::"l"(item_flag[w]), "r"(p.epoch) : "memory");
-      if (p.timeline != nullptr)
-        atomicMax(reinterpret_cast<unsigned long long*>(p.timeline + 2 * c + 1), (unsigned long long)globaltimer());
+  const int64_t first_chunked = int64_t(p.first_chunked_expert) * counters_per_expert;  // counter
+  const int64_t row_items = first_chunked * rows_per_counter;
+  const int64_t chunk_items = (p.layout.counter_count() - first_chunked) * rows_per_counter * p.chunks;
+  for (int64_t item = take_warp_item(&p.workspace->send_queue, lane); item < row_items + chunk_items;
+       item = take_warp_item(&p.workspace->send_queue, lane)) {
+    if (item < row_items) {
+      send_row(p, item / rows_per_counter, int(item % rows_per_counter), 0, p.chunks, lane, owner_ready,
+               &last_send_done);
+    } else {
+      const int64_t i = item - row_items, per_counter = int64_t(rows_per_counter) * p.chunks;
+      const int chunk = int(i % p.chunks);
+      send_row(p, first_chunked + i / per_counter, int(i % per_counter / p.chunks), chunk, chunk + 1, lane,
+               owner_ready, &last_send_done);
     }
   }
-  if (block_times != nullptr && threadIdx.x == 0) block_times[1] = globaltimer();
+  __syncthreads();
+  if (block_times != nullptr && threadIdx.x == 0) block_times[1] = last_send_done != 0 ? last_send_done : block_times[0];
 
-  // ---- reduce: one block per token of this rank, once every used slot carries this epoch.
-  const auto* local_flags = static_cast<const uint32_t*>(ncclGetLocalPointer(p.window, p.flags_offset));
-  const auto* local_rows = static_cast<const __nv_bfloat16*>(ncclGetLocalPointer(p.window, p.rows_offset));
+  // ---- reduce, per block: the owned tokens, each once its slots' flags carry this epoch.
   uint32_t reduced_here = 0;
-  for (int64_t t = detail::take_work_item(token_queue); t < p.num_tokens; t = detail::take_work_item(token_queue)) {
-    // One thread per slot waits (acquire, system scope: the writer may be a peer GPU); the block
-    // barrier then extends those acquires to every thread's loads of the rows.
-    for (int k = threadIdx.x; k < p.topk; k += kThreads)
-      if (p.topk_idx[t * p.topk + k] >= 0)
-        wait_signal(local_flags + t * p.topk + k, p.epoch, SignalScope::sys, p.timeout_ns, p.error_flag);
-    __syncthreads();
-    detail::reduce_token(p.topk_idx + t * p.topk, p.topk_weights + t * p.topk, p.topk, n,
-                         local_rows + t * p.topk * n, p.out + t * n);
+  for (int64_t t = detail::take_work_item(&p.workspace->token_queue); t < p.num_tokens;
+       t = detail::take_work_item(&p.workspace->token_queue)) {
+    reduce_token(p, int(t));
     ++reduced_here;
   }
-  // Announce the end of this epoch's reduce once every token is summed: the block barrier orders
-  // the block's row loads before thread 0's acq_rel add; the block completing the count publishes
-  // with a release at system scope, which senders of epoch + 2 acquire before reusing this half.
-  __syncthreads();
+  // Announce the end of this epoch's reduce once every token is summed: the block barrier (end of
+  // reduce_token) orders the block's row loads before thread 0's acq_rel add; the block completing
+  // the count publishes with a release at system scope, which senders of epoch + 2 (on any GPU)
+  // acquire before reusing this half of the window.
   if (threadIdx.x == 0) {
     uint32_t before;
     asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;"
@@ -223,10 +368,7 @@ __global__ void __launch_bounds__(kThreads) ep_combine_kernel(const EpParams p) 
                  : "memory");
     if (before + reduced_here == uint32_t(p.num_tokens))
       store_release_sys(static_cast<uint32_t*>(ncclGetLocalPointer(p.window, kReducedEpochOffset)), p.epoch);
-  }
-  if (block_times != nullptr) {
-    __syncthreads();
-    if (threadIdx.x == 0) block_times[2] = globaltimer();
+    if (block_times != nullptr) block_times[2] = globaltimer();
   }
 }
 
@@ -257,7 +399,7 @@ Status ep_combine_create(ncclComm_t comm, const EpCombineConfig& config, EpCombi
   *context = nullptr;
   if (comm == nullptr) return invalid("comm is null");
   if (config.max_tokens_per_rank < 1) return invalid("config.max_tokens_per_rank must be >= 1");
-  if (config.topk < 1) return invalid("config.topk must be >= 1");
+  if (config.topk < 1 || config.topk > kMaxTopk) return invalid("config.topk must be in [1, 32]");
   if (config.n < 8 || config.n % 8 != 0) return invalid("config.n must be a positive multiple of 8");
   if (int64_t(config.max_tokens_per_rank) * config.topk > (int64_t(1) << 30))
     return invalid("config.max_tokens_per_rank * config.topk is too large for int32 row_source");
@@ -291,11 +433,16 @@ Status ep_combine_create(ncclComm_t comm, const EpCombineConfig& config, EpCombi
   if (status = cuda_status(cudaSetDevice(ctx->device), "cudaSetDevice"); !status.ok()) return fail(status);
 
   const size_t slots = size_t(config.max_tokens_per_rank) * config.topk;
+  const int n_vectors = config.n / 8;
+  ctx->chunks = (n_vectors + kMaxChunkVectors - 1) / kMaxChunkVectors;
   const size_t flags_bytes = align_up(slots * sizeof(uint32_t), 256);
+  const size_t local_row_bytes = align_up(slots * sizeof(int32_t), 256);
   const size_t rows_bytes = align_up(slots * config.n * sizeof(__nv_bfloat16), 256);
-  ctx->flags_offset[0] = kHeaderBytes;
-  ctx->flags_offset[1] = kHeaderBytes + flags_bytes;
-  ctx->rows_offset[0] = align_up(kHeaderBytes + 2 * flags_bytes, 4096);
+  for (int half = 0; half < 2; ++half) {
+    ctx->flags_offset[half] = kHeaderBytes + half * (flags_bytes + local_row_bytes);
+    ctx->local_row_offset[half] = ctx->flags_offset[half] + flags_bytes;
+  }
+  ctx->rows_offset[0] = align_up(kHeaderBytes + 2 * (flags_bytes + local_row_bytes), 4096);
   ctx->rows_offset[1] = ctx->rows_offset[0] + rows_bytes;
   ctx->window_bytes = align_up(ctx->rows_offset[1] + rows_bytes, NCCL_WIN_REQUIRED_ALIGNMENT);
 
@@ -381,7 +528,9 @@ int ep_combine_rank(const EpCombineContext* ctx) { return ctx->rank; }
 int ep_combine_num_ranks(const EpCombineContext* ctx) { return ctx->num_ranks; }
 int ep_combine_device(const EpCombineContext* ctx) { return ctx->device; }
 
-size_t ep_combine_workspace_bytes() { return sizeof(Workspace); }
+size_t ep_combine_workspace_bytes(int64_t num_counters) {
+  return sizeof(Workspace) + size_t(std::max<int64_t>(num_counters, 0)) * sizeof(uint32_t);
+}
 
 Status ep_combine_barrier(const EpCombineContext* ctx, cudaStream_t stream) {
   if (ctx == nullptr) return invalid("context is null");
@@ -411,6 +560,8 @@ Status ep_combine(const EpCombineContext* ctx, const EpCombineArgs& a) {
   if (reinterpret_cast<uintptr_t>(a.gemm_out) % 16 != 0 || a.gemm_out_row_stride % 16 != 0 ||
       a.gemm_out_expert_stride % 16 != 0)
     return invalid("gemm_out and its strides must be 16-byte aligned");
+  if (int64_t(a.layout.num_experts) * a.layout.max_m > INT32_MAX)
+    return invalid("layout.num_experts * layout.max_m must fit in int32");
   if (a.num_blocks < 0) return invalid("num_blocks must be >= 0");
   if (a.first_block < 0) return invalid("first_block must be >= 0");
   if (!(a.remote_bytes_per_second >= 0)) return invalid("remote_bytes_per_second must be >= 0");
@@ -436,8 +587,14 @@ Status ep_combine(const EpCombineContext* ctx, const EpCombineArgs& a) {
   p.epoch = a.epoch;
   p.window = ctx->window;
   p.flags_offset = ctx->flags_offset[a.epoch & 1];
+  p.local_row_offset = ctx->local_row_offset[a.epoch & 1];
   p.rows_offset = ctx->rows_offset[a.epoch & 1];
+  p.chunks = ctx->chunks;
+  p.chunk_vectors = (a.layout.n / 8 + ctx->chunks - 1) / ctx->chunks;
+  // The last eighth of the experts (at least one) complete together at the GEMM's end.
+  p.first_chunked_expert = a.layout.num_experts - std::max(1, (a.layout.num_experts + 7) / 8);
   p.workspace = static_cast<Workspace*>(a.workspace);
+  p.rows_done = reinterpret_cast<uint32_t*>(p.workspace + 1);
   p.ns_per_byte = a.remote_bytes_per_second > 0 ? float(1e9 / a.remote_bytes_per_second) : 0.f;
   p.timeout_ns = a.timeout_ns;
   p.error_flag = a.error_flag;

@@ -140,7 +140,7 @@ struct RankState {
     topk_idx = DeviceBuffer(sizeof(int32_t) * tokens * kTopk);
     weights = DeviceBuffer(sizeof(float) * tokens * kTopk);
     out = DeviceBuffer(size_t(tokens) * kN * 2);
-    workspace = DeviceBuffer(ep_combine_workspace_bytes());
+    workspace = DeviceBuffer(ep_combine_workspace_bytes(kExpertsPerRank * kMaxM));  // >= any layout
     flag = DeviceBuffer::from(std::vector<int32_t>{0});
     cudaStreamCreateWithFlags(&gemm_stream, cudaStreamNonBlocking);
     cudaStreamCreateWithFlags(&combine_stream, cudaStreamNonBlocking);
