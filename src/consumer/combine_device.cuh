@@ -1,6 +1,5 @@
-// Device pieces of the combines: the clock and block stamps of timelines (single-GPU combine.cu and
-// multi-GPU ep_combine.cu), and the single-GPU combine's work queues, row copy and per-token
-// weighted sum.
+// Device pieces of the combines (single-GPU combine.cu, multi-GPU ep_combine.cu): the clock and
+// block stamps of timelines, work queues, row copies, and the single-GPU per-token weighted sum.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -37,23 +36,24 @@ __device__ __forceinline__ int64_t take_work_item(uint32_t* queue) {
   return item;
 }
 
-// Rows of N bf16 move as 16-byte vectors (N is a multiple of 8, validated by the GEMM), several
-// per lane in flight: a warp copying one row at a time is otherwise bound by load latency.
-constexpr int kVectorsInFlight = 4;
-
-__device__ __forceinline__ void copy_row(const uint8_t* src, __nv_bfloat16* dst, int n, int lane) {
-  const uint4* s = reinterpret_cast<const uint4*>(src);
-  uint4* d = reinterpret_cast<uint4*>(dst);
-  const int vectors = n / 8;
-  for (int base = lane; base < vectors; base += 32 * kVectorsInFlight) {
-    uint4 v[kVectorsInFlight];
+// Copies 16-byte vectors [begin, end) of a row, `kPerLane` vectors per lane in flight: a warp
+// copying one row at a time is otherwise bound by load latency. `dst` may be a peer GPU's memory.
+template <int kPerLane>
+__device__ __forceinline__ void copy_vectors(const uint4* src, uint4* dst, int begin, int end, int lane) {
+  for (int base = begin + lane; base < end; base += 32 * kPerLane) {
+    uint4 v[kPerLane];
 #pragma unroll
-    for (int i = 0; i < kVectorsInFlight; ++i)
-      if (base + 32 * i < vectors) v[i] = s[base + 32 * i];
+    for (int i = 0; i < kPerLane; ++i)
+      if (base + 32 * i < end) v[i] = src[base + 32 * i];
 #pragma unroll
-    for (int i = 0; i < kVectorsInFlight; ++i)
-      if (base + 32 * i < vectors) d[base + 32 * i] = v[i];
+    for (int i = 0; i < kPerLane; ++i)
+      if (base + 32 * i < end) dst[base + 32 * i] = v[i];
   }
+}
+
+// A row of N bf16 (N is a multiple of 8, validated by the GEMM), 4 vectors per lane in flight.
+__device__ __forceinline__ void copy_row(const uint8_t* src, __nv_bfloat16* dst, int n, int lane) {
+  copy_vectors<4>(reinterpret_cast<const uint4*>(src), reinterpret_cast<uint4*>(dst), 0, n / 8, lane);
 }
 
 // out_row = sum over used slots k (topk_idx_row[k] >= 0) of weights_row[k] * slots[k * n + :],

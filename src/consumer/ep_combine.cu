@@ -45,6 +45,7 @@ struct EpCombineContext {
 
 namespace {
 
+using detail::copy_vectors;
 using detail::globaltimer;
 
 // One block per SM: two blocks of 768 threads at <= 80 registers exceed the register file, so a
@@ -142,20 +143,6 @@ __device__ __forceinline__ int64_t take_warp_item(uint32_t* queue, int lane) {
   uint32_t item = 0;
   if (lane == 0) item = atomicAdd(queue, 1u);
   return __shfl_sync(0xffffffffu, item, 0);
-}
-
-// Copies vectors [begin, end) of a row, `kPerLane` vectors per lane in flight.
-template <int kPerLane>
-__device__ __forceinline__ void copy_vectors(const uint4* src, uint4* dst, int begin, int end, int lane) {
-  for (int base = begin + lane; base < end; base += 32 * kPerLane) {
-    uint4 v[kPerLane];
-#pragma unroll
-    for (int i = 0; i < kPerLane; ++i)
-      if (base + 32 * i < end) v[i] = src[base + 32 * i];
-#pragma unroll
-    for (int i = 0; i < kPerLane; ++i)
-      if (base + 32 * i < end) dst[base + 32 * i] = v[i];
-  }
 }
 
 // Releases the flags of every row of counter `c` to `epoch` (the calling warp finished the last of
