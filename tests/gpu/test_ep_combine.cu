@@ -26,7 +26,9 @@
 namespace signalgemm::test {
 namespace {
 
-constexpr int kExpertsPerRank = 4, kMaxM = 40, kN = 256, kK = 256, kTopk = 4;
+// kN = 1032: 129 vectors of 16 bytes per row, so the rows of the last expert travel in two chunks,
+// the second one partial (and the GEMM's last column block is partial too).
+constexpr int kExpertsPerRank = 4, kMaxM = 40, kN = 1032, kK = 256, kTopk = 4;
 constexpr int kCombineBlocks = 4;  // beside the GEMM, on the SMs it leaves free
 constexpr int kHelperBlocks = 8;   // stream-ordered after the GEMM, joining through the queues
 
