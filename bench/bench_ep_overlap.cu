@@ -5,8 +5,10 @@
 // machines): the GEMM alone (all SMs, and the SMs it keeps when overlapped), the combine alone,
 // sequential (GEMM, then combine) and overlapped; the hidden fraction
 //   (sequential - overlapped) / combine alone
-// and overlapped / max(GEMM at the same sm_count, combine alone). Every variant runs on all GPUs
-// at once, after a device-side NCCL barrier; a time is the slowest GPU's, median of --iters.
+// and overlapped / max(GEMM at the same sm_count, combine alone); over NVLink also the
+// epilogue-send mode (ep_epilogue_send_*: the GEMM writes rows straight into the owners' windows).
+// Every variant runs on all GPUs at once, after a device-side NCCL barrier; a time is the slowest
+// GPU's, median of --iters.
 #include <cuda_runtime.h>
 #include <nccl.h>
 
@@ -58,6 +60,7 @@ struct Rank {
   void *c = nullptr, *out = nullptr, *workspace = nullptr;
   int32_t *masked_m = nullptr, *topk_idx = nullptr, *row_source = nullptr;
   uint32_t* signals = nullptr;
+  void** out_rows = nullptr;  // epilogue-send mode: each row's slot in its owner's window
   uint64_t* timeline = nullptr;
   int32_t* error_flag = nullptr;
   cudaStream_t s1 = nullptr, s2 = nullptr;
@@ -69,10 +72,10 @@ struct Rank {
 };
 
 struct Times {
-  float gemm_all = 0, gemm_reduced = 0, combine_alone = 0, sequential = 0, overlapped = 0;
+  float gemm_all = 0, gemm_reduced = 0, combine_alone = 0, sequential = 0, overlapped = 0, fused = 0;
 };
 
-enum Variant { kGemmAll, kGemmReduced, kCombineAlone, kSequential, kOverlapped };
+enum Variant { kGemmAll, kGemmReduced, kCombineAlone, kSequential, kOverlapped, kFused };
 
 class Bench {
  public:
@@ -155,6 +158,7 @@ class Bench {
       CHECK_CUDA(cudaMalloc(&R.signals, R.layout.counter_count() * 4));
       g.signals = R.signals;
       CHECK_CUDA(cudaMalloc(&R.timeline, combine_timeline_entries(R.layout, combine_blocks_ + R.sms) * 8));
+      CHECK_CUDA(cudaMalloc(&R.out_rows, size_t(shape.experts) * max_m * sizeof(void*)));
       CHECK_CUDA(cudaDeviceSynchronize());
     }
   }
@@ -164,7 +168,8 @@ class Bench {
       CHECK_CUDA(cudaSetDevice(R.device));
       CHECK_CUDA(cudaDeviceSynchronize());
       for (void* p : {(void*)R.a, (void*)R.b, (void*)R.sfa, (void*)R.sfb, R.c, R.out, R.workspace, (void*)R.masked_m,
-                      (void*)R.topk_idx, (void*)R.weights, (void*)R.row_source, (void*)R.signals, (void*)R.timeline})
+                      (void*)R.topk_idx, (void*)R.weights, (void*)R.row_source, (void*)R.signals, (void*)R.timeline,
+                      (void*)R.out_rows})
         cudaFree(p);
     }
   }
@@ -193,7 +198,7 @@ class Bench {
   // Enqueues one variant on every GPU: untimed set-up, a spin that covers the host's enqueueing,
   // the device-side barrier that starts all GPUs together, then the timed work.
   void enqueue(Variant v, double throttle, bool with_timeline = false) {
-    const bool combines = v == kCombineAlone || v == kSequential || v == kOverlapped;
+    const bool combines = v == kCombineAlone || v == kSequential || v == kOverlapped || v == kFused;
     if (combines) ++epoch_;
     for (Rank& R : r_) {
       CHECK_CUDA(cudaSetDevice(R.device));
@@ -203,6 +208,12 @@ class Bench {
       GroupedGemmArgs g = R.gemm;
       g.stream = R.s1;
       if (v == kCombineAlone) CHECK_STATUS(grouped_gemm_nt_masked(g));  // signals complete before timing
+      uint32_t* fused_counters = nullptr;
+      if (v == kFused) {  // untimed, before the barrier (which the mode needs anyway)
+        EpCombineArgs c = combine_args(R, 0, false);
+        c.stream = R.s1;
+        CHECK_STATUS(ep_epilogue_send_prepare(R.context, c, R.out_rows, &fused_counters));
+      }
       CHECK_STATUS(ep_combine_barrier(R.context, R.s1));
       CHECK_CUDA(cudaEventRecord(R.start, R.s1));
       EpCombineArgs c = combine_args(R, throttle, with_timeline);
@@ -214,6 +225,14 @@ class Bench {
           CHECK_STATUS(grouped_gemm_nt_masked(g));
           break;
         case kCombineAlone: CHECK_STATUS(ep_combine(R.context, c)); break;
+        case kFused:
+          g.out_rows = R.out_rows;
+          g.signals = fused_counters;
+          g.granularity = SignalGranularity::per_expert;
+          g.scope = SignalScope::sys;
+          CHECK_STATUS(grouped_gemm_nt_masked(g));
+          CHECK_STATUS(ep_epilogue_send_reduce(R.context, c));
+          break;
         case kSequential:
           CHECK_STATUS(grouped_gemm_nt_masked(g));
           CHECK_STATUS(ep_combine(R.context, c));
@@ -268,6 +287,7 @@ class Bench {
     t.combine_alone = time(kCombineAlone, throttle);
     t.sequential = time(kSequential, throttle);
     t.overlapped = time(kOverlapped, throttle);
+    if (throttle == 0 && granularity_ == SignalGranularity::per_expert) t.fused = time(kFused, 0);
     return t;
   }
 
@@ -391,8 +411,8 @@ int main(int argc, char** argv) {
               kN, kK, kTopk, to_string(granularity), combine_blocks);
   std::printf("link 'nvlink': NVLink as is; 'X GB/s': sends to other GPUs throttled to X GB/s per GPU (a model of a "
               "link across machines)\n");
-  std::printf("%4s %5s %10s %9s | %8s %8s %8s | %8s %8s | %7s %9s\n", "E", "m", "link", "remote_MB", "gemm_us",
-              "gemm_rd", "comb_us", "seq_us", "ovl_us", "hidden", "ovl/max");
+  std::printf("%4s %5s %10s %9s | %8s %8s %8s | %8s %8s | %7s %9s | %8s %7s %9s\n", "E", "m", "link", "remote_MB",
+              "gemm_us", "gemm_rd", "comb_us", "seq_us", "ovl_us", "hidden", "ovl/max", "fused_us", "hidden", "fus/max");
   Bench bench(ranks, combine_blocks, iters, granularity);
   bench.set_max_tokens(max_tokens);
   std::mt19937 rng(2026);
@@ -410,9 +430,13 @@ int main(int argc, char** argv) {
       char link[32];
       if (throttle > 0) std::snprintf(link, sizeof(link), "%.0f GB/s", throttle_gbps);
       else std::snprintf(link, sizeof(link), "nvlink");
-      std::printf("%4d %5d %10s %9.1f | %8.1f %8.1f %8.1f | %8.1f %8.1f | %6.0f%% %9.3f\n", s.experts, s.m, link,
+      char fused[64] = " |        -       -         -";  // the epilogue-send mode has no throttle model
+      if (t.fused > 0)
+        std::snprintf(fused, sizeof(fused), " | %8.1f %6.0f%% %9.3f", t.fused,
+                      100 * (t.sequential - t.fused) / t.combine_alone, t.fused / std::max(t.gemm_all, t.combine_alone));
+      std::printf("%4d %5d %10s %9.1f | %8.1f %8.1f %8.1f | %8.1f %8.1f | %6.0f%% %9.3f%s\n", s.experts, s.m, link,
                   remote_mb, t.gemm_all, t.gemm_reduced, t.combine_alone, t.sequential, t.overlapped, 100 * hidden,
-                  ratio);
+                  ratio, fused);
       std::fflush(stdout);
     }
     if (&s == &shapes[0]) {
@@ -433,7 +457,9 @@ int main(int argc, char** argv) {
   }
   std::printf("gemm_rd: GEMM alone on the SMs it keeps when overlapped; seq: GEMM (all SMs) then combine (all SMs); "
               "hidden = (seq - ovl) / comb; ovl/max = ovl / max(gemm_rd, comb) (target <= 1.1, hidden >= 80%%); "
-              "remote_MB: bytes the busiest GPU sends to others\n");
+              "remote_MB: bytes the busiest GPU sends to others; fused: the epilogue-send mode (the GEMM on all SMs "
+              "writes rows into the owners' windows, then the reduce), hidden = (seq - fused) / comb, fus/max = fused / "
+              "max(GEMM, comb)\n");
   CHECK_STATUS(ep_combine_destroy_all(contexts.data(), gpus));
   for (auto& c : comms) ncclCommDestroy(c);
   return 0;

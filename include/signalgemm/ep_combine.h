@@ -131,4 +131,20 @@ size_t ep_combine_workspace_bytes(int64_t num_counters);
 
 Status ep_combine(const EpCombineContext* context, const EpCombineArgs& args);
 
+// The other mode: rows sent from the GEMM's epilogue. The GEMM's storer warp writes every row
+// straight into its owner's window (GroupedGemmArgs::out_rows) and counts the expert done in a
+// counter that lives in the window; the owners sum their tokens after their own GEMM, waiting on
+// the producing ranks' counters. No SMs beside the GEMM and no second read of its output. Per
+// combine (same epoch numbering and workspace as ep_combine), on every rank's stream:
+//   ep_epilogue_send_prepare(ctx, args, out_rows, &signals);  // row table, counters zeroed
+//   ep_combine_barrier(ctx, stream);     // every rank prepared, every reduce of epoch - 2 done
+//   GEMM with out_rows, signals, SignalGranularity::per_expert, SignalScope::sys
+//   ep_epilogue_send_reduce(ctx, args);  // args.num_blocks blocks (use the whole GPU)
+// out_rows: device memory for E_local * max_m pointers. Uses args' layout (per_expert, at most 16384
+// experts), masked_m, row_source, tokens, out, epoch, workspace, num_blocks, timeout and stream;
+// the throttle model does not apply.
+Status ep_epilogue_send_prepare(const EpCombineContext* context, const EpCombineArgs& args, void** out_rows,
+                                uint32_t** signals);
+Status ep_epilogue_send_reduce(const EpCombineContext* context, const EpCombineArgs& args);
+
 }  // namespace signalgemm

@@ -65,6 +65,11 @@ constexpr int kChunkVectorsPerLane = kMaxChunkVectors / 32;
 constexpr int kRowVectorsPerLane = 8;  // in flight per lane in a whole-row copy
 constexpr int kSlotsPerLoad = 8;       // slot vectors loaded together in the reduce
 constexpr size_t kHeaderBytes = 128;
+// Rows sent from the GEMM's epilogue: per half, the GEMM's per-expert counters and a copy of its
+// masked_m, read by the owners' reduce.
+constexpr int kEpilogueExperts = 16384;
+constexpr size_t kEpilogueCountersOffset = 4096;
+constexpr size_t kEpilogueMaskedOffset = kEpilogueCountersOffset + 2 * kEpilogueExperts * 4;
 constexpr size_t kReducedEpochOffset = 0;
 
 // Local workspace, zeroed before each combine: the work queues, the count of tokens reduced, the
@@ -115,6 +120,11 @@ __device__ __forceinline__ void store_relaxed_sys(uint32_t* p, uint32_t v) {
 }
 __device__ __forceinline__ void store_relaxed_gpu(int32_t* p, int32_t v) {
   asm volatile("st.relaxed.gpu.global.s32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+__device__ __forceinline__ int32_t load_relaxed_sys(const int32_t* p) {
+  int32_t v;
+  asm volatile("ld.relaxed.sys.global.s32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
 }
 __device__ __forceinline__ int32_t load_relaxed_gpu(const int32_t* p) {
   int32_t v;
@@ -243,30 +253,17 @@ __device__ void send_row(const EpParams& p, int64_t c, int r, int chunk_begin, i
 
 // Reduce of token `t` by the whole block: out[t] = sum over its used slots, in the fixed order
 // k = 0..topk-1, in fp32, stored as bf16; the result never depends on which slot arrived first.
-// Threads k < topk wait for slot k's flag and find its row: the peer-written row in the window, or
-// this GEMM's own row in place.
-__device__ void reduce_token(const EpParams& p, int t) {
+// Thread k < topk calls find_row(slot, global expert) for each used slot k: it waits until the
+// row is there (an acquire) and returns it, or null on timeout; the block barrier then extends
+// every waiting thread's acquire to all threads' loads.
+template <class FindRow>
+__device__ void reduce_token(const EpParams& p, int t, FindRow find_row) {
   __shared__ const uint4* slot_src[kMaxTopk];
   __shared__ float slot_weight[kMaxTopk];
-  const int experts = p.layout.num_experts;
   if (threadIdx.x < p.topk) {
     const int k = threadIdx.x, slot = t * p.topk + k;
     const int g = p.topk_idx[slot];
-    const uint4* src = nullptr;
-    // Acquire at system scope (a slot's writer may be another GPU); the block barrier below
-    // extends every waiting thread's acquire to all threads' loads.
-    const auto* flags = static_cast<const uint32_t*>(ncclGetLocalPointer(p.window, p.flags_offset));
-    if (g >= 0 && wait_signal(flags + slot, p.epoch, SignalScope::sys, p.timeout_ns, p.error_flag)) {
-      if (g / experts == p.rank) {
-        const int er =
-            load_relaxed_gpu(static_cast<const int32_t*>(ncclGetLocalPointer(p.window, p.local_row_offset)) + slot);
-        src = reinterpret_cast<const uint4*>(p.gemm_out + (er / p.layout.max_m) * p.expert_stride +
-                                             (er % p.layout.max_m) * p.row_stride);
-      } else {
-        src = static_cast<const uint4*>(
-            ncclGetLocalPointer(p.window, p.rows_offset + size_t(slot) * p.layout.n * sizeof(__nv_bfloat16)));
-      }
-    }
+    const uint4* src = g >= 0 ? find_row(slot, g) : nullptr;
     slot_src[k] = src;
     slot_weight[k] = src != nullptr ? p.topk_weights[slot] : 0.f;
   }
@@ -300,6 +297,20 @@ __device__ void reduce_token(const EpParams& p, int t) {
     out[v] = packed;
   }
   __syncthreads();  // slot_src and slot_weight are rewritten for the next token
+}
+
+// Announces the end of this epoch's reduce once every token is summed (thread 0 of each block,
+// after its last reduce_token, whose barrier ordered the block's row loads first): the acq_rel
+// adds chain every block's loads to the block completing the count, whose release at system scope
+// publishes it to the senders of epoch + 2 (on any GPU), which may then reuse this half.
+__device__ void count_reduced_tokens(const EpParams& p, uint32_t reduced_here) {
+  uint32_t before;
+  asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;"
+               : "=r"(before)
+               : "l"(&p.workspace->reduced_tokens), "r"(reduced_here)
+               : "memory");
+  if (before + reduced_here == uint32_t(p.num_tokens))
+    store_release_sys(static_cast<uint32_t*>(ncclGetLocalPointer(p.window, kReducedEpochOffset)), p.epoch);
 }
 
 __global__ void __launch_bounds__(kThreads, 1) ep_combine_kernel(const EpParams p) {
@@ -338,23 +349,27 @@ __global__ void __launch_bounds__(kThreads, 1) ep_combine_kernel(const EpParams 
 
   // ---- reduce, per block: the owned tokens, each once its slots' flags carry this epoch.
   uint32_t reduced_here = 0;
+  // A slot's row is complete once its flag carries this epoch (acquire at system scope: the writer
+  // may be another GPU): the peer-written row in the window, or this GEMM's own row in place.
+  const auto* flags = static_cast<const uint32_t*>(ncclGetLocalPointer(p.window, p.flags_offset));
+  const auto* local_rows = static_cast<const int32_t*>(ncclGetLocalPointer(p.window, p.local_row_offset));
+  auto find_row = [&](int slot, int g) -> const uint4* {
+    if (!wait_signal(flags + slot, p.epoch, SignalScope::sys, p.timeout_ns, p.error_flag)) return nullptr;
+    if (g / p.layout.num_experts == p.rank) {
+      const int er = load_relaxed_gpu(local_rows + slot);
+      return reinterpret_cast<const uint4*>(p.gemm_out + (er / p.layout.max_m) * p.expert_stride +
+                                            (er % p.layout.max_m) * p.row_stride);
+    }
+    return static_cast<const uint4*>(
+        ncclGetLocalPointer(p.window, p.rows_offset + size_t(slot) * p.layout.n * sizeof(__nv_bfloat16)));
+  };
   for (int64_t t = detail::take_work_item(&p.workspace->token_queue); t < p.num_tokens;
        t = detail::take_work_item(&p.workspace->token_queue)) {
-    reduce_token(p, int(t));
+    reduce_token(p, int(t), find_row);
     ++reduced_here;
   }
-  // Announce the end of this epoch's reduce once every token is summed: the block barrier (end of
-  // reduce_token) orders the block's row loads before thread 0's acq_rel add; the block completing
-  // the count publishes with a release at system scope, which senders of epoch + 2 (on any GPU)
-  // acquire before reusing this half of the window.
   if (threadIdx.x == 0) {
-    uint32_t before;
-    asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;"
-                 : "=r"(before)
-                 : "l"(&p.workspace->reduced_tokens), "r"(reduced_here)
-                 : "memory");
-    if (before + reduced_here == uint32_t(p.num_tokens))
-      store_release_sys(static_cast<uint32_t*>(ncclGetLocalPointer(p.window, kReducedEpochOffset)), p.epoch);
+    count_reduced_tokens(p, reduced_here);
     if (block_times != nullptr) block_times[2] = globaltimer();
   }
 }
@@ -378,6 +393,45 @@ Status cuda_status(cudaError_t e, const char* what) {
 }
 
 size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+
+// The checks of the arguments both modes use.
+Status check_common_args(const EpCombineContext* ctx, const EpCombineArgs& a) {
+  if (a.layout.n != ctx->config.n) return invalid("layout.n differs from the context's config.n");
+  if (a.row_source == nullptr) return invalid("row_source is null");
+  if (a.num_tokens < 0 || a.num_tokens > ctx->config.max_tokens_per_rank)
+    return invalid("num_tokens must be in [0, config.max_tokens_per_rank]");
+  if (a.num_tokens > 0 && (a.topk_idx == nullptr || a.topk_weights == nullptr))
+    return invalid("topk_idx and topk_weights are required");
+  if (a.num_tokens > 0 && (a.out == nullptr || reinterpret_cast<uintptr_t>(a.out) % 16 != 0))
+    return invalid("out is null or not 16-byte aligned");
+  if (a.epoch == 0) return invalid("epoch must be >= 1 (the window starts zeroed)");
+  if (a.workspace == nullptr || reinterpret_cast<uintptr_t>(a.workspace) % 16 != 0)
+    return invalid("workspace is null or not 16-byte aligned");
+  return {};
+}
+
+// The fields both modes take from the context and the arguments.
+EpParams common_params(const EpCombineContext* ctx, const EpCombineArgs& a) {
+  EpParams p{};
+  p.masked_m = a.masked_m;
+  p.layout = a.layout;
+  p.row_source = a.row_source;
+  p.slots_per_rank = ctx->config.max_tokens_per_rank * ctx->config.topk;
+  p.rank = ctx->rank;
+  p.num_ranks = ctx->num_ranks;
+  p.num_tokens = a.num_tokens;
+  p.topk = ctx->config.topk;
+  p.topk_idx = a.topk_idx;
+  p.topk_weights = a.topk_weights;
+  p.out = static_cast<__nv_bfloat16*>(a.out);
+  p.epoch = a.epoch;
+  p.window = ctx->window;
+  p.rows_offset = ctx->rows_offset[a.epoch & 1];
+  p.workspace = static_cast<Workspace*>(a.workspace);
+  p.timeout_ns = a.timeout_ns;
+  p.error_flag = a.error_flag;
+  return p;
+}
 
 }  // namespace
 
@@ -426,10 +480,10 @@ Status ep_combine_create(ncclComm_t comm, const EpCombineConfig& config, EpCombi
   const size_t local_row_bytes = align_up(slots * sizeof(int32_t), 256);
   const size_t rows_bytes = align_up(slots * config.n * sizeof(__nv_bfloat16), 256);
   for (int half = 0; half < 2; ++half) {
-    ctx->flags_offset[half] = kHeaderBytes + half * (flags_bytes + local_row_bytes);
+    ctx->flags_offset[half] = kEpilogueMaskedOffset + 2 * kEpilogueExperts * 4 + half * (flags_bytes + local_row_bytes);
     ctx->local_row_offset[half] = ctx->flags_offset[half] + flags_bytes;
   }
-  ctx->rows_offset[0] = align_up(kHeaderBytes + 2 * (flags_bytes + local_row_bytes), 4096);
+  ctx->rows_offset[0] = align_up(ctx->flags_offset[1] + flags_bytes + local_row_bytes, 4096);
   ctx->rows_offset[1] = ctx->rows_offset[0] + rows_bytes;
   ctx->window_bytes = align_up(ctx->rows_offset[1] + rows_bytes, NCCL_WIN_REQUIRED_ALIGNMENT);
 
@@ -533,17 +587,7 @@ Status ep_combine(const EpCombineContext* ctx, const EpCombineArgs& a) {
     return invalid("signals is null or layout.granularity is none: the combine is driven by the GEMM's signals");
   if (a.layout.num_experts < 1 || a.layout.max_m < 1 || a.layout.block_m < 1 || a.layout.block_n < 1)
     return invalid("layout is empty: pass signal_layout(gemm args)");
-  if (a.layout.n != ctx->config.n) return invalid("layout.n differs from the context's config.n");
-  if (a.row_source == nullptr) return invalid("row_source is null");
-  if (a.num_tokens < 0 || a.num_tokens > ctx->config.max_tokens_per_rank)
-    return invalid("num_tokens must be in [0, config.max_tokens_per_rank]");
-  if (a.num_tokens > 0 && (a.topk_idx == nullptr || a.topk_weights == nullptr))
-    return invalid("topk_idx and topk_weights are required");
-  if (a.num_tokens > 0 && (a.out == nullptr || reinterpret_cast<uintptr_t>(a.out) % 16 != 0))
-    return invalid("out is null or not 16-byte aligned");
-  if (a.epoch == 0) return invalid("epoch must be >= 1 (the window starts zeroed)");
-  if (a.workspace == nullptr || reinterpret_cast<uintptr_t>(a.workspace) % 16 != 0)
-    return invalid("workspace is null or not 16-byte aligned");
+  if (Status s = check_common_args(ctx, a); !s.ok()) return s;
   if (reinterpret_cast<uintptr_t>(a.gemm_out) % 16 != 0 || a.gemm_out_row_stride % 16 != 0 ||
       a.gemm_out_expert_stride % 16 != 0)
     return invalid("gemm_out and its strides must be 16-byte aligned");
@@ -553,44 +597,107 @@ Status ep_combine(const EpCombineContext* ctx, const EpCombineArgs& a) {
   if (a.first_block < 0) return invalid("first_block must be >= 0");
   if (!(a.remote_bytes_per_second >= 0)) return invalid("remote_bytes_per_second must be >= 0");
 
-  EpParams p{};
+  EpParams p = common_params(ctx, a);
   p.gemm_out = static_cast<const uint8_t*>(a.gemm_out);
   p.row_stride = a.gemm_out_row_stride != 0 ? a.gemm_out_row_stride : int64_t(a.layout.n) * 2;
   p.expert_stride = a.gemm_out_expert_stride != 0 ? a.gemm_out_expert_stride : p.row_stride * a.layout.max_m;
-  p.masked_m = a.masked_m;
-  p.layout = a.layout;
   p.signals = a.signals;
   p.signal_base = a.signal_base;
   p.scope = a.scope;
-  p.row_source = a.row_source;
-  p.slots_per_rank = ctx->config.max_tokens_per_rank * ctx->config.topk;
-  p.rank = ctx->rank;
-  p.num_ranks = ctx->num_ranks;
-  p.num_tokens = a.num_tokens;
-  p.topk = ctx->config.topk;
-  p.topk_idx = a.topk_idx;
-  p.topk_weights = a.topk_weights;
-  p.out = static_cast<__nv_bfloat16*>(a.out);
-  p.epoch = a.epoch;
-  p.window = ctx->window;
   p.flags_offset = ctx->flags_offset[a.epoch & 1];
   p.local_row_offset = ctx->local_row_offset[a.epoch & 1];
-  p.rows_offset = ctx->rows_offset[a.epoch & 1];
   p.chunks = ctx->chunks;
   p.chunk_vectors = (a.layout.n / 8 + ctx->chunks - 1) / ctx->chunks;
   // The last eighth of the experts (at least one) complete together at the GEMM's end.
   p.first_chunked_expert = a.layout.num_experts - std::max(1, (a.layout.num_experts + 7) / 8);
-  p.workspace = static_cast<Workspace*>(a.workspace);
   p.rows_done = reinterpret_cast<uint32_t*>(p.workspace + 1);
   p.ns_per_byte = a.remote_bytes_per_second > 0 ? float(1e9 / a.remote_bytes_per_second) : 0.f;
-  p.timeout_ns = a.timeout_ns;
-  p.error_flag = a.error_flag;
   p.timeline = a.timeline;
   p.first_block = a.first_block;
 
   const int blocks = a.num_blocks > 0 ? a.num_blocks : kDefaultBlocks;
   ep_combine_kernel<<<blocks, kThreads, 0, a.stream>>>(p);
   return cuda_status(cudaGetLastError(), "ep_combine launch");
+}
+
+// ---- Rows sent from the GEMM's epilogue (include/signalgemm/ep_combine.h, docs/multigpu.md).
+namespace {
+
+size_t epilogue_counters_offset(uint32_t epoch) { return kEpilogueCountersOffset + size_t(epoch & 1) * kEpilogueExperts * 4; }
+size_t epilogue_masked_m_offset(uint32_t epoch) { return kEpilogueMaskedOffset + size_t(epoch & 1) * kEpilogueExperts * 4; }
+
+// This rank's row table (each row's slot in its owner's window), its counters of the epoch's half
+// zeroed, and its masked_m published in the window for the owners' reduce.
+__global__ void epilogue_send_prepare_kernel(const EpParams p, void** out_rows, size_t counters_offset,
+                                             size_t masked_offset) {
+  const size_t row_bytes = size_t(p.layout.n) * sizeof(__nv_bfloat16);
+  const int64_t rows = int64_t(p.layout.num_experts) * p.layout.max_m;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < rows; i += int64_t(gridDim.x) * blockDim.x) {
+    const int source = p.row_source[i];
+    out_rows[i] = source < 0 ? nullptr
+                             : ncclGetPeerPointer(p.window, p.rows_offset + size_t(source % p.slots_per_rank) * row_bytes,
+                                                  source / p.slots_per_rank);
+  }
+  auto* counters = static_cast<uint32_t*>(ncclGetLocalPointer(p.window, counters_offset));
+  auto* masked = static_cast<int32_t*>(ncclGetLocalPointer(p.window, masked_offset));
+  for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < p.layout.num_experts; e += gridDim.x * blockDim.x) {
+    counters[e] = 0;
+    masked[e] = p.masked_m[e];
+  }
+}
+
+// Each owned token once the counters of the experts that served it (on their ranks, read through
+// the peer pointers) are complete: the rows are then in this rank's window (the producing GEMM's
+// bulk copies completed before its release at system scope; this acquire pairs with it).
+__global__ void __launch_bounds__(kThreads, 1)
+    epilogue_send_reduce_kernel(const EpParams p, size_t counters_offset, size_t masked_offset) {
+  const int experts = p.layout.num_experts;
+  auto find_row = [&](int slot, int g) -> const uint4* {
+    const int rank = g / experts, e = g % experts;
+    // Written by that rank before the barrier that precedes every GEMM of this epoch.
+    const int m = load_relaxed_sys(static_cast<const int32_t*>(ncclGetPeerPointer(p.window, masked_offset, rank)) + e);
+    const auto* counter = static_cast<const uint32_t*>(ncclGetPeerPointer(p.window, counters_offset + size_t(e) * 4, rank));
+    const uint32_t expected = p.layout.expected(m);
+    if (expected == 0 || !wait_signal(counter, expected, SignalScope::sys, p.timeout_ns, p.error_flag)) return nullptr;
+    return static_cast<const uint4*>(
+        ncclGetLocalPointer(p.window, p.rows_offset + size_t(slot) * p.layout.n * sizeof(__nv_bfloat16)));
+  };
+  uint32_t reduced_here = 0;
+  for (int t = blockIdx.x; t < p.num_tokens; t += gridDim.x, ++reduced_here) reduce_token(p, t, find_row);
+  if (threadIdx.x == 0) count_reduced_tokens(p, reduced_here);
+}
+
+Status check_epilogue_send_args(const EpCombineContext* ctx, const EpCombineArgs& a) {
+  if (ctx == nullptr) return invalid("context is null");
+  if (a.layout.granularity != SignalGranularity::per_expert)
+    return invalid("layout.granularity must be per_expert (the reduce waits on one counter per expert)");
+  if (a.layout.num_experts < 1 || a.layout.num_experts > kEpilogueExperts)
+    return invalid("layout.num_experts must be in [1, 16384]");
+  if (a.masked_m == nullptr) return invalid("masked_m is null");
+  if (Status s = check_common_args(ctx, a); !s.ok()) return s;
+  if (a.num_blocks < 0) return invalid("num_blocks must be >= 0");
+  return {};
+}
+
+
+}  // namespace
+
+Status ep_epilogue_send_prepare(const EpCombineContext* ctx, const EpCombineArgs& a, void** out_rows,
+                                uint32_t** signals) {
+  if (Status s = check_epilogue_send_args(ctx, a); !s.ok()) return s;
+  if (out_rows == nullptr || signals == nullptr) return invalid("out_rows and signals must not be null");
+  *signals = reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(ctx->window_memory) + epilogue_counters_offset(a.epoch));
+  epilogue_send_prepare_kernel<<<64, 256, 0, a.stream>>>(common_params(ctx, a), out_rows,
+                                                         epilogue_counters_offset(a.epoch),
+                                                         epilogue_masked_m_offset(a.epoch));
+  return cuda_status(cudaGetLastError(), "ep_epilogue_send_prepare launch");
+}
+
+Status ep_epilogue_send_reduce(const EpCombineContext* ctx, const EpCombineArgs& a) {
+  if (Status s = check_epilogue_send_args(ctx, a); !s.ok()) return s;
+  epilogue_send_reduce_kernel<<<a.num_blocks > 0 ? a.num_blocks : kDefaultBlocks, kThreads, 0, a.stream>>>(
+      common_params(ctx, a), epilogue_counters_offset(a.epoch), epilogue_masked_m_offset(a.epoch));
+  return cuda_status(cudaGetLastError(), "ep_epilogue_send_reduce launch");
 }
 
 }  // namespace signalgemm

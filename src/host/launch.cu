@@ -63,7 +63,8 @@ Status check_device_pointer(const void* ptr, const char* name) {
 Status check_device_pointers(const GroupedGemmArgs& args) {
   const std::pair<const void*, const char*> pointers[] = {
       {args.a.data, "a.data"},   {args.a.scales, "a.scales"},   {args.b.data, "b.data"},
-      {args.b.scales, "b.scales"}, {args.out, "out"},           {args.masked_m, "masked_m"},
+      {args.b.scales, "b.scales"}, {args.out, "out"},           {args.out_rows, "out_rows"},
+      {args.masked_m, "masked_m"},
       {args.alpha, "alpha"},     {args.signals, "signals"},     {args.error_flag, "error_flag"}};
   for (const auto& [ptr, name] : pointers)
     if (Status s = check_device_pointer(ptr, name); !s.ok()) return s;
@@ -269,6 +270,7 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   params.b_scales = args.b.scales;
   params.b_scale_cols = args.k / 16;
   params.out = args.out;
+  params.out_rows = args.out_rows;
   params.out_row_stride = args.out_row_stride != 0 ? args.out_row_stride : int64_t(args.n) * 2;
   params.out_expert_stride =
       args.out_expert_stride != 0 ? args.out_expert_stride : params.out_row_stride * args.max_m;

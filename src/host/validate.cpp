@@ -158,8 +158,9 @@ Status validate(const GroupedGemmArgs& args) {
             static_cast<int>(args.out_type));
   c.require(args.out_type == OutputType::bf16, StatusCode::unsupported, "out_type ", to_string(args.out_type),
             " is not supported yet; supported: bf16");
-  c.require(args.out != nullptr, "out is null");
+  c.require(args.out != nullptr || args.out_rows != nullptr, "out is null (and no out_rows)");
   c.require(aligned(args.out, 16), "out must be 16-byte aligned (bulk stores)");
+  c.require(aligned(args.out_rows, 8), "out_rows must be 8-byte aligned (a pointer array)");
   const int64_t out_row = int64_t(args.n) * output_bytes(args.out_type);
   c.require(out_row % 16 == 0, "n = ", args.n, " gives output rows of ", out_row,
             " bytes; the bulk stores need a multiple of 16 (n a multiple of 8 for bf16)");

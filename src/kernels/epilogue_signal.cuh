@@ -83,8 +83,13 @@ __device__ __forceinline__ void store_tile_and_signal(const KernelParams& p, con
   uint8_t* out_tile = static_cast<uint8_t*>(p.out) + tile.expert * p.out_expert_stride +
                       int64_t(tile.m_block) * block_m * p.out_row_stride + int64_t(column0) * 2;
   for (int row = lane; row < valid_rows; row += 32) {
-    cp::cp_async_bulk(cp::space_global, cp::space_shared, out_tile + row * p.out_row_stride, staging + row * kPitch,
-                      static_cast<uint32_t>(columns * 2));
+    uint8_t* dst = out_tile + row * p.out_row_stride;
+    if (p.out_rows != nullptr) {
+      dst = static_cast<uint8_t*>(p.out_rows[int64_t(tile.expert) * p.layout.max_m + tile.m_block * block_m + row]);
+      if (dst == nullptr) continue;
+      dst += int64_t(column0) * 2;
+    }
+    cp::cp_async_bulk(cp::space_global, cp::space_shared, dst, staging + row * kPitch, static_cast<uint32_t>(columns * 2));
   }
   cp::cp_async_bulk_commit_group();
   // Shared memory has been read: the MMA threads may stage the next tile while the writes land.

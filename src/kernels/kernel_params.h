@@ -31,6 +31,7 @@ struct KernelParams {
                                 //   nvfp4 e4m3 bytes [E][N][K/16]
   int b_scale_cols;             // K / 16 for nvfp4 (bytes per weight row of b_scales)
   void* out;                    // bf16 [E][max_m][N] with the strides below
+  void* const* out_rows;        // or, when set, one destination per (expert, row)
   int64_t out_row_stride;       // bytes
   int64_t out_expert_stride;    // bytes
   const int32_t* masked_m;      // [E]

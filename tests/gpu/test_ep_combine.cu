@@ -1,9 +1,10 @@
 // The multi-GPU combine (ep_combine) overlapped with each rank's down GEMM: every rank's output
 // against a float64 CPU combine of the (separately verified) GEMM outputs of all ranks, for fresh
 // random routings and masked_m (0, 1, odd values and max_m in every iteration), both signal
-// granularities. Three set-ups: one process driving every GPU (1,000 iterations), a single rank
-// (the local combine), and one process per GPU (this binary re-executed as workers, sharing the
-// ncclUniqueId on the command line and the GEMM outputs through ncclAllGather).
+// granularities, and every third iteration the epilogue-send mode (rows written by the GEMM into
+// the owners' windows). Three set-ups: one process driving every GPU (1,000 iterations), a single
+// rank (the local combine), and one process per GPU (this binary re-executed as workers, sharing
+// the ncclUniqueId on the command line and the GEMM outputs through ncclAllGather).
 //
 // Own main(): `--ep-worker RANK RANKS ID_HEX ITERATIONS` runs one worker rank.
 #include <sys/wait.h>
@@ -119,7 +120,7 @@ struct RankState {
   Problem problem;
   EpCombineContext* context = nullptr;
   cudaStream_t gemm_stream = nullptr, combine_stream = nullptr;
-  DeviceBuffer signals, row_source, topk_idx, weights, out, workspace, flag;
+  DeviceBuffer signals, row_source, topk_idx, weights, out, workspace, flag, out_rows;
 
   // Builds the rank's problem (seeded by rank, so every process builds the same) and checks its
   // full GEMM output against the float64 reference; returns that output's bf16 bits.
@@ -144,6 +145,7 @@ struct RankState {
     out = DeviceBuffer(size_t(tokens) * kN * 2);
     workspace = DeviceBuffer(ep_combine_workspace_bytes(kExpertsPerRank * kMaxM));  // >= any layout
     flag = DeviceBuffer::from(std::vector<int32_t>{0});
+    out_rows = DeviceBuffer(sizeof(void*) * kExpertsPerRank * kMaxM);
     cudaStreamCreateWithFlags(&gemm_stream, cudaStreamNonBlocking);
     cudaStreamCreateWithFlags(&combine_stream, cudaStreamNonBlocking);
     return problem.output();
@@ -155,6 +157,33 @@ struct RankState {
     gemm_stream = combine_stream = nullptr;
   }
 
+  // This rank's masked_m and routing on the device; GEMM output and combine output poisoned.
+  void upload_routing(const EpRouting& r) {
+    problem.set_masked_m(r.masked_m[rank]);
+    problem.poison_output();
+    cudaMemcpy(row_source.get(), r.row_source[rank].data(), r.row_source[rank].size() * 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(topk_idx.get(), r.topk_idx[rank].data(), r.topk_idx[rank].size() * 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(weights.get(), r.weights[rank].data(), r.weights[rank].size() * 4, cudaMemcpyHostToDevice);
+    cudaMemset(out.get(), 0xff, out.bytes());  // poison: bf16 NaN
+  }
+
+  // The combine arguments both modes share.
+  EpCombineArgs combine_args(const EpRouting& r, const SignalLayout& layout, uint32_t epoch) {
+    EpCombineArgs c;
+    c.masked_m = problem.d_masked_m.get<int32_t>();
+    c.layout = layout;
+    c.row_source = row_source.get<int32_t>();
+    c.num_tokens = r.num_tokens[rank];
+    c.topk_idx = topk_idx.get<int32_t>();
+    c.topk_weights = weights.get<float>();
+    c.out = out.get();
+    c.epoch = epoch;
+    c.workspace = workspace.get();
+    c.timeout_ns = 5'000'000'000;
+    c.error_flag = flag.get<int32_t>();
+    return c;
+  }
+
   // Uploads this rank's part of the routing and launches combine (beside), GEMM, combine (after).
   std::string launch(const EpRouting& r, SignalGranularity g, uint32_t epoch) {
     cudaSetDevice(device);
@@ -164,32 +193,16 @@ struct RankState {
     args.stream = gemm_stream;
     args.signals = signals.get<uint32_t>();
     const SignalLayout layout = signal_layout(args);
-    problem.set_masked_m(r.masked_m[rank]);
-    problem.poison_output();
-    cudaMemcpy(row_source.get(), r.row_source[rank].data(), r.row_source[rank].size() * 4, cudaMemcpyHostToDevice);
-    cudaMemcpy(topk_idx.get(), r.topk_idx[rank].data(), r.topk_idx[rank].size() * 4, cudaMemcpyHostToDevice);
-    cudaMemcpy(weights.get(), r.weights[rank].data(), r.weights[rank].size() * 4, cudaMemcpyHostToDevice);
-    cudaMemset(out.get(), 0xff, out.bytes());  // poison: bf16 NaN
+    upload_routing(r);
     cudaMemset(signals.get(), 0, signals.bytes());
     cudaMemset(workspace.get(), 0, workspace.bytes());
     if (cudaDeviceSynchronize() != cudaSuccess) return "set-up failed";
 
-    EpCombineArgs c;
+    EpCombineArgs c = combine_args(r, layout, epoch);
     c.gemm_out = problem.d_out.get();
     c.gemm_out_row_stride = problem.out_row_stride;
-    c.masked_m = problem.d_masked_m.get<int32_t>();
-    c.layout = layout;
     c.signals = signals.get<uint32_t>();
-    c.row_source = row_source.get<int32_t>();
-    c.num_tokens = r.num_tokens[rank];
-    c.topk_idx = topk_idx.get<int32_t>();
-    c.topk_weights = weights.get<float>();
-    c.out = out.get();
-    c.epoch = epoch;
-    c.workspace = workspace.get();
     c.num_blocks = kCombineBlocks;
-    c.timeout_ns = 5'000'000'000;
-    c.error_flag = flag.get<int32_t>();
     c.stream = combine_stream;
     if (Status s = ep_combine(context, c); !s.ok()) return s.message;  // consumer first: already waiting
     if (Status s = grouped_gemm_nt_masked(args); !s.ok()) return s.message;
@@ -198,6 +211,33 @@ struct RankState {
     helper.first_block = kCombineBlocks;
     helper.stream = gemm_stream;
     if (Status s = ep_combine(context, helper); !s.ok()) return s.message;
+    return "";
+  }
+
+  // The epilogue-send mode: the GEMM writes every row into its owner's window; no combine beside it.
+  std::string launch_epilogue_send(const EpRouting& r, uint32_t epoch) {
+    cudaSetDevice(device);
+    GroupedGemmArgs args = problem.args();
+    args.granularity = SignalGranularity::per_expert;
+    args.scope = SignalScope::sys;
+    args.stream = gemm_stream;
+    const SignalLayout layout = signal_layout(args);
+    upload_routing(r);
+    cudaMemset(workspace.get(), 0, workspace.bytes());
+    if (cudaDeviceSynchronize() != cudaSuccess) return "set-up failed";
+
+    EpCombineArgs c = combine_args(r, layout, epoch);
+    c.num_blocks = kHelperBlocks;
+    c.stream = gemm_stream;
+    uint32_t* window_signals = nullptr;
+    if (Status s = ep_epilogue_send_prepare(context, c, out_rows.get<void*>(), &window_signals); !s.ok())
+      return s.message;
+    if (Status s = ep_combine_barrier(context, gemm_stream); !s.ok()) return s.message;
+    args.out = nullptr;
+    args.out_rows = out_rows.get<void*>();
+    args.signals = window_signals;
+    if (Status s = grouped_gemm_nt_masked(args); !s.ok()) return s.message;
+    if (Status s = ep_epilogue_send_reduce(context, c); !s.ok()) return s.message;
     return "";
   }
 
@@ -255,14 +295,19 @@ int run_single_process(int ranks, int iterations) {
   for (int iter = 0; iter < iterations && failures < 3; ++iter) {
     const EpRouting routing = random_ep_routing(ranks, rng);
     std::string err;
+    // Every third iteration in the epilogue-send mode (the same epochs and window).
+    const bool epilogue_send = iter % 3 == 2;
     for (auto& st : states)
-      if (err.empty()) err = st->launch(routing, granularity_of(iter), uint32_t(iter + 1));
+      if (err.empty())
+        err = epilogue_send ? st->launch_epilogue_send(routing, uint32_t(iter + 1))
+                            : st->launch(routing, granularity_of(iter), uint32_t(iter + 1));
     for (auto& st : states) {
       const std::string e = st->check(routing, golden);
       if (err.empty()) err = e;
     }
     if (!err.empty()) {
-      ADD_FAILURE() << ranks << " ranks, " << to_string(granularity_of(iter)) << ", iteration " << iter << ": " << err;
+      ADD_FAILURE() << ranks << " ranks, " << (epilogue_send ? "epilogue send" : to_string(granularity_of(iter)))
+                    << ", iteration " << iter << ": " << err;
       ++failures;
     }
   }

@@ -119,6 +119,30 @@ TEST(Fp8Block128Gemm, PaddedStridesAndFewSms) {
   }
 }
 
+// Row scatter (out_rows, the epilogue-send mode's output): every row through its own pointer, out
+// null; padded output rows; both signal granularities.
+TEST(Fp8Block128Gemm, RowScatterThroughOutRows) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(29);
+  Fp8Problem p;
+  p.build(4, 80, 384, 256, rng, 0, 0, /*out_pad=*/16);
+  const auto reference = full_reference(p);
+  std::vector<void*> rows(size_t(p.experts) * p.max_m);
+  for (size_t i = 0; i < rows.size(); ++i) rows[i] = static_cast<uint8_t*>(p.d_out.get()) + i * p.out_row_stride;
+  DeviceBuffer d_rows = DeviceBuffer::from(rows);
+  const std::vector<int32_t> masked_m = {80, 0, 1, 45};
+  for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block}) {
+    GroupedGemmArgs args = p.args();
+    args.out = nullptr;
+    args.out_rows = d_rows.get<void*>();
+    args.granularity = g;
+    const RunResult r = run(p, args, masked_m);
+    ASSERT_TRUE(r.status.ok()) << r.status.message;
+    EXPECT_EQ(check_output(p, masked_m, reference), "") << to_string(g);
+    expect_signals(args, masked_m, r.signals);
+  }
+}
+
 // With PDL the kernel may start during the previous kernel; it must still see that kernel's writes:
 // here the previous "kernel" is the memset that sets masked_m right before the launch.
 TEST(Fp8Block128Gemm, ProgrammaticDependentLaunchSeesPreviousWrites) {
