@@ -300,6 +300,8 @@ std::vector<Rejection> output_rejections() {
       unsupported("OutTypeFp32", [](auto& a) { a.out_type = OutputType::fp32; }, {"out_type"}, "fp32"),
       reject("OutNull", [](auto& a) { a.out = nullptr; }, {"out"}, "null"),
       reject("OutMisaligned", [](auto& a) { a.out = fake(0x50008); }, {"out"}, "16-byte aligned"),
+      reject("OutRowsMisaligned", [](auto& a) { a.out_rows = fake<void* const>(0x70004); }, {"out_rows"},
+             "8-byte aligned"),
       // n=12 bf16 outputs are 24-byte rows.
       reject("NGivesOutputRowsNotMultipleOf16Bytes", [](auto& a) { a.n = 12; }, {"n"}, "24 bytes"),
       reject("OutRowStrideNegative", [](auto& a) { a.out_row_stride = -16; }, {"out_row_stride"}, ">= 0"),
@@ -526,6 +528,7 @@ std::vector<Acceptance> all_acceptances() {
       {"PaddedAExpertStrideOnly", [](auto& a) { a.a.expert_stride = kOperandRow * kMaxM + 16; }},
       {"PaddedBStrides", [](auto& a) { a.b.row_stride = 1024, a.b.expert_stride = 1024 * kN; }},
       {"PaddedOutStrides", [](auto& a) { a.out_row_stride = 1024, a.out_expert_stride = 1024 * kMaxM; }},
+      {"OutRowsInsteadOfOut", [](auto& a) { a.out = nullptr, a.out_rows = fake<void* const>(0x70000); }},
       {"SmCountZero", [](auto& a) { a.sm_count = 0; }},
       {"SmCountOne", [](auto& a) { a.sm_count = 1; }},
       {"SmCount132", [](auto& a) { a.sm_count = 132; }},
