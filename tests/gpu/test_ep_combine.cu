@@ -338,6 +338,10 @@ int run_single_process(int ranks, int iterations) {
 TEST(EpCombine, RejectsBadArguments) {
   EpCombineArgs a;
   EXPECT_NE(ep_combine(nullptr, a).message.find("context"), std::string::npos);
+  EXPECT_NE(ep_epilogue_send_reduce(nullptr, a).message.find("context"), std::string::npos);
+  void* rows[1];
+  uint32_t* signals = nullptr;
+  EXPECT_NE(ep_epilogue_send_prepare(nullptr, a, rows, &signals).message.find("context"), std::string::npos);
   EpCombineContext* ctx = nullptr;
   EXPECT_NE(ep_combine_create(nullptr, EpCombineConfig{1, 1, 8}, &ctx).message.find("comm"), std::string::npos);
   EXPECT_EQ(ctx, nullptr);
