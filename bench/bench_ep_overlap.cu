@@ -72,10 +72,10 @@ struct Rank {
 };
 
 struct Times {
-  float gemm_all = 0, gemm_reduced = 0, combine_alone = 0, sequential = 0, overlapped = 0, fused = 0;
+  float gemm_all = 0, gemm_reduced = 0, combine_alone = 0, sequential = 0, overlapped = 0, epilogue_send = 0;
 };
 
-enum Variant { kGemmAll, kGemmReduced, kCombineAlone, kSequential, kOverlapped, kFused };
+enum Variant { kGemmAll, kGemmReduced, kCombineAlone, kSequential, kOverlapped, kEpilogueSend };
 
 class Bench {
  public:
@@ -198,7 +198,7 @@ class Bench {
   // Enqueues one variant on every GPU: untimed set-up, a spin that covers the host's enqueueing,
   // the device-side barrier that starts all GPUs together, then the timed work.
   void enqueue(Variant v, double throttle, bool with_timeline = false) {
-    const bool combines = v == kCombineAlone || v == kSequential || v == kOverlapped || v == kFused;
+    const bool combines = v == kCombineAlone || v == kSequential || v == kOverlapped || v == kEpilogueSend;
     if (combines) ++epoch_;
     for (Rank& R : r_) {
       CHECK_CUDA(cudaSetDevice(R.device));
@@ -208,11 +208,11 @@ class Bench {
       GroupedGemmArgs g = R.gemm;
       g.stream = R.s1;
       if (v == kCombineAlone) CHECK_STATUS(grouped_gemm_nt_masked(g));  // signals complete before timing
-      uint32_t* fused_counters = nullptr;
-      if (v == kFused) {  // untimed, before the barrier (which the mode needs anyway)
+      uint32_t* window_counters = nullptr;
+      if (v == kEpilogueSend) {  // untimed, before the barrier (which the mode needs anyway)
         EpCombineArgs c = combine_args(R, 0, false);
         c.stream = R.s1;
-        CHECK_STATUS(ep_epilogue_send_prepare(R.context, c, R.out_rows, &fused_counters));
+        CHECK_STATUS(ep_epilogue_send_prepare(R.context, c, R.out_rows, &window_counters));
       }
       CHECK_STATUS(ep_combine_barrier(R.context, R.s1));
       CHECK_CUDA(cudaEventRecord(R.start, R.s1));
@@ -225,9 +225,9 @@ class Bench {
           CHECK_STATUS(grouped_gemm_nt_masked(g));
           break;
         case kCombineAlone: CHECK_STATUS(ep_combine(R.context, c)); break;
-        case kFused:
+        case kEpilogueSend:
           g.out_rows = R.out_rows;
-          g.signals = fused_counters;
+          g.signals = window_counters;
           g.granularity = SignalGranularity::per_expert;
           g.scope = SignalScope::sys;
           CHECK_STATUS(grouped_gemm_nt_masked(g));
@@ -287,7 +287,7 @@ class Bench {
     t.combine_alone = time(kCombineAlone, throttle);
     t.sequential = time(kSequential, throttle);
     t.overlapped = time(kOverlapped, throttle);
-    if (throttle == 0 && granularity_ == SignalGranularity::per_expert) t.fused = time(kFused, 0);
+    if (throttle == 0 && granularity_ == SignalGranularity::per_expert) t.epilogue_send = time(kEpilogueSend, 0);
     return t;
   }
 
@@ -412,7 +412,7 @@ int main(int argc, char** argv) {
   std::printf("link 'nvlink': NVLink as is; 'X GB/s': sends to other GPUs throttled to X GB/s per GPU (a model of a "
               "link across machines)\n");
   std::printf("%4s %5s %10s %9s | %8s %8s %8s | %8s %8s | %7s %9s | %8s %7s %9s\n", "E", "m", "link", "remote_MB",
-              "gemm_us", "gemm_rd", "comb_us", "seq_us", "ovl_us", "hidden", "ovl/max", "fused_us", "hidden", "fus/max");
+              "gemm_us", "gemm_rd", "comb_us", "seq_us", "ovl_us", "hidden", "ovl/max", "epi_us", "hidden", "epi/max");
   Bench bench(ranks, combine_blocks, iters, granularity);
   bench.set_max_tokens(max_tokens);
   std::mt19937 rng(2026);
@@ -430,13 +430,13 @@ int main(int argc, char** argv) {
       char link[32];
       if (throttle > 0) std::snprintf(link, sizeof(link), "%.0f GB/s", throttle_gbps);
       else std::snprintf(link, sizeof(link), "nvlink");
-      char fused[64] = " |        -       -         -";  // the epilogue-send mode has no throttle model
-      if (t.fused > 0)
-        std::snprintf(fused, sizeof(fused), " | %8.1f %6.0f%% %9.3f", t.fused,
-                      100 * (t.sequential - t.fused) / t.combine_alone, t.fused / std::max(t.gemm_all, t.combine_alone));
+      char epilogue[64] = " |        -       -         -";  // the epilogue-send mode has no throttle model
+      if (t.epilogue_send > 0)
+        std::snprintf(epilogue, sizeof(epilogue), " | %8.1f %6.0f%% %9.3f", t.epilogue_send,
+                      100 * (t.sequential - t.epilogue_send) / t.combine_alone, t.epilogue_send / std::max(t.gemm_all, t.combine_alone));
       std::printf("%4d %5d %10s %9.1f | %8.1f %8.1f %8.1f | %8.1f %8.1f | %6.0f%% %9.3f%s\n", s.experts, s.m, link,
                   remote_mb, t.gemm_all, t.gemm_reduced, t.combine_alone, t.sequential, t.overlapped, 100 * hidden,
-                  ratio, fused);
+                  ratio, epilogue);
       std::fflush(stdout);
     }
     if (&s == &shapes[0]) {
@@ -457,8 +457,8 @@ int main(int argc, char** argv) {
   }
   std::printf("gemm_rd: GEMM alone on the SMs it keeps when overlapped; seq: GEMM (all SMs) then combine (all SMs); "
               "hidden = (seq - ovl) / comb; ovl/max = ovl / max(gemm_rd, comb) (target <= 1.1, hidden >= 80%%); "
-              "remote_MB: bytes the busiest GPU sends to others; fused: the epilogue-send mode (the GEMM on all SMs "
-              "writes rows into the owners' windows, then the reduce), hidden = (seq - fused) / comb, fus/max = fused / "
+              "remote_MB: bytes the busiest GPU sends to others; epi: the epilogue-send mode (the GEMM on all SMs "
+              "writes rows into the owners' windows, then the reduce), hidden = (seq - epi) / comb, epi/max = epi / "
               "max(GEMM, comb)\n");
   CHECK_STATUS(ep_combine_destroy_all(contexts.data(), gpus));
   for (auto& c : comms) ncclCommDestroy(c);

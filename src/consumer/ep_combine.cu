@@ -25,10 +25,13 @@ namespace signalgemm {
 
 // Receive window of one rank (the same layout on every rank: symmetric memory):
 //   [0, 128)                   header: uint32 reduced_epoch (the last epoch whose reduce finished here)
+//   counters[2][16384]         epilogue-send mode: this rank's GEMM counters, one per local expert
+//   masked_m[2][16384]         epilogue-send mode: this rank's masked_m, read by the owners' reduce
 //   flags[2][slots]            uint32 per token slot: the epoch of the row last published there
 //   local_row[2][slots]        int32: for a slot served by this rank's own GEMM, e * max_m + row of
 //                              gemm_out (such rows are read in place, never copied)
-//   rows[2][slots][N]          bf16 rows from other ranks, one per token slot (t * topk + k)
+//   rows[2][slots][N]          bf16 rows from other ranks (in the epilogue-send mode all rows), one per
+//                              token slot (t * topk + k)
 // [2]: halves by epoch parity.
 struct EpCombineContext {
   ncclComm_t comm = nullptr;
@@ -68,7 +71,7 @@ constexpr size_t kHeaderBytes = 128;
 // Rows sent from the GEMM's epilogue: per half, the GEMM's per-expert counters and a copy of its
 // masked_m, read by the owners' reduce.
 constexpr int kEpilogueExperts = 16384;
-constexpr size_t kEpilogueCountersOffset = 4096;
+constexpr size_t kEpilogueCountersOffset = kHeaderBytes;
 constexpr size_t kEpilogueMaskedOffset = kEpilogueCountersOffset + 2 * kEpilogueExperts * 4;
 constexpr size_t kReducedEpochOffset = 0;
 
@@ -396,6 +399,10 @@ size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
 // The checks of the arguments both modes use.
 Status check_common_args(const EpCombineContext* ctx, const EpCombineArgs& a) {
+  if (a.layout.num_experts < 1 || a.layout.max_m < 1 || a.layout.block_m < 1 || a.layout.block_n < 1)
+    return invalid("layout is empty: pass signal_layout(gemm args)");
+  if (int64_t(a.layout.num_experts) * a.layout.max_m > INT32_MAX)
+    return invalid("layout.num_experts * layout.max_m must fit in int32");
   if (a.layout.n != ctx->config.n) return invalid("layout.n differs from the context's config.n");
   if (a.row_source == nullptr) return invalid("row_source is null");
   if (a.num_tokens < 0 || a.num_tokens > ctx->config.max_tokens_per_rank)
@@ -585,14 +592,10 @@ Status ep_combine(const EpCombineContext* ctx, const EpCombineArgs& a) {
   if (a.masked_m == nullptr) return invalid("masked_m is null");
   if (a.signals == nullptr || a.layout.granularity == SignalGranularity::none)
     return invalid("signals is null or layout.granularity is none: the combine is driven by the GEMM's signals");
-  if (a.layout.num_experts < 1 || a.layout.max_m < 1 || a.layout.block_m < 1 || a.layout.block_n < 1)
-    return invalid("layout is empty: pass signal_layout(gemm args)");
   if (Status s = check_common_args(ctx, a); !s.ok()) return s;
   if (reinterpret_cast<uintptr_t>(a.gemm_out) % 16 != 0 || a.gemm_out_row_stride % 16 != 0 ||
       a.gemm_out_expert_stride % 16 != 0)
     return invalid("gemm_out and its strides must be 16-byte aligned");
-  if (int64_t(a.layout.num_experts) * a.layout.max_m > INT32_MAX)
-    return invalid("layout.num_experts * layout.max_m must fit in int32");
   if (a.num_blocks < 0) return invalid("num_blocks must be >= 0");
   if (a.first_block < 0) return invalid("first_block must be >= 0");
   if (!(a.remote_bytes_per_second >= 0)) return invalid("remote_bytes_per_second must be >= 0");
@@ -671,14 +674,12 @@ Status check_epilogue_send_args(const EpCombineContext* ctx, const EpCombineArgs
   if (ctx == nullptr) return invalid("context is null");
   if (a.layout.granularity != SignalGranularity::per_expert)
     return invalid("layout.granularity must be per_expert (the reduce waits on one counter per expert)");
-  if (a.layout.num_experts < 1 || a.layout.num_experts > kEpilogueExperts)
-    return invalid("layout.num_experts must be in [1, 16384]");
+  if (a.layout.num_experts > kEpilogueExperts) return invalid("layout.num_experts must be at most 16384");
   if (a.masked_m == nullptr) return invalid("masked_m is null");
   if (Status s = check_common_args(ctx, a); !s.ok()) return s;
   if (a.num_blocks < 0) return invalid("num_blocks must be >= 0");
   return {};
 }
-
 
 }  // namespace
 
