@@ -294,7 +294,8 @@ struct Row {
 
 std::string describe(const TileConfig& c) {
   if (c.block_m <= 0 || c.block_n <= 0) return "-";
-  return std::to_string(c.block_m) + "x" + std::to_string(c.block_n) + "x" + std::to_string(c.stages);
+  return std::to_string(c.block_m) + "x" + std::to_string(c.block_n) + "x" + std::to_string(c.stages) +
+         (c.cluster > 1 ? "c" + std::to_string(c.cluster) : "");
 }
 
 GroupedGemmArgs gemm_args(const Options& o, const Problem& p, const int32_t* masked_m, const float* alpha,

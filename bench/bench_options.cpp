@@ -17,6 +17,7 @@ constexpr const char* kUsage =
     "  --compare-signals        also time signals off, interleaved with on, and print on/off\n"
     "  --sm-count N             SMs the GEMM may use (default all)\n"
     "  --block-m N --block-n N --stages N   tile overrides (default: the library's heuristic)\n"
+    "  --cluster N              CTAs per cluster, 1 or 2 (default: the library's heuristic)\n"
     "  --iters N                timed runs per variant, median reported (default 50)\n"
     "  --warmup N               untimed runs per variant first (default 5)\n"
     "  --seed N                 routing and input seed (default 1)\n"
@@ -98,6 +99,8 @@ Options parse_options(int argc, char** argv) {
       o.config.block_m = int(parse_int(value(), option, 1));
     } else if (option == "--block-n") {
       o.config.block_n = int(parse_int(value(), option, 1));
+    } else if (option == "--cluster") {
+      o.config.cluster = int(parse_int(value(), option, 1));
     } else if (option == "--stages") {
       o.config.stages = int(parse_int(value(), option, 1));
     } else if (option == "--iters") {

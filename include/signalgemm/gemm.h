@@ -28,6 +28,8 @@ struct TileConfig {
   int block_m = 0;  // rows (tokens) per tile
   int block_n = 0;  // output columns (weight rows) per tile
   int stages = 0;   // shared-memory pipeline stages
+  int cluster = 0;  // CTAs per cluster sharing an operand over TMA multicast: 1, or 2 (fp8_block128
+                    // at 128x256 only); 0 = heuristic
 };
 
 struct GroupedGemmArgs {

@@ -20,6 +20,11 @@ bool is_supported_tile(int block_m, int block_n) {
                      [&](TileShape t) { return t.block_m == block_m && t.block_n == block_n; });
 }
 
+bool is_cluster_tile(int block_m, int block_n) {
+  return std::any_of(std::begin(kClusterTiles), std::end(kClusterTiles),
+                     [&](TileShape t) { return t.block_m == block_m && t.block_n == block_n; });
+}
+
 int smem_bytes(int block_m, int block_n, int stages, Format a_format, Format b_format) {
   // bf16 x nvfp4 stages hold up to 256 K (kernel_params.h); the other mainloops 128 bytes of K.
   if (a_format == Format::bf16 && b_format == Format::nvfp4)
@@ -43,6 +48,9 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
                               Format b_format) {
   const int requested_block_n = config.block_n;
   const bool explicit_block_m = config.block_m != 0, explicit_block_n = config.block_n != 0;
+  // Two-CTA clusters are compiled for kClusterTiles only (validated with explicit tiles): a
+  // cluster request without a tile gets the 128-token one.
+  if (config.cluster == 2 && config.block_m == 0) config.block_m = 128;
   if (config.block_m == 0) {
     // Decode routing spreads per-expert counts around the typical value (SPEC §6: x U(0.7, 1.3)),
     // so cover 1.3x the hint with one token block when possible: a second token block re-reads
@@ -79,6 +87,13 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
   // Deepest ring that fits: more bytes in flight per SM is what a weight-streaming GEMM needs.
   if (config.stages == 0)
     config.stages = max_stages(config.block_m, config.block_n, smem_per_block, a_format, b_format);
+  // fp8_block128 with several token blocks per expert: pair the CTAs that share a weight (or
+  // token) tile into a cluster and multicast it, so it is read from HBM and L2 once, in step.
+  if (config.cluster == 0)
+    config.cluster = a_format == Format::fp8_block128 && b_format == Format::fp8_block128 &&
+                             is_cluster_tile(config.block_m, config.block_n)
+                         ? 2
+                         : 1;
   return config;
 }
 

@@ -13,12 +13,15 @@ struct TileShape {
 
 // Tile shapes with a compiled kernel.
 inline constexpr TileShape kSupportedTiles[] = {{32, 128}, {64, 128}, {128, 128}, {192, 128}, {128, 256}};
+// Tiles also compiled for two-CTA clusters (fp8_block128 x fp8_block128 only).
+inline constexpr TileShape kClusterTiles[] = {{128, 128}, {128, 256}};
 inline constexpr int kMinStages = 2;
 inline constexpr int kMaxStages = 16;
 
 bool is_supported_block_m(int block_m);
 bool is_supported_block_n(int block_n);
 bool is_supported_tile(int block_m, int block_n);
+bool is_cluster_tile(int block_m, int block_n);
 
 // Pure function of the problem and the device's shared-memory limit (bytes per block, opt-in).
 // Zero fields of `override_config` are chosen; non-zero ones are kept as given. The operand formats

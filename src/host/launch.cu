@@ -4,6 +4,7 @@
 #include <cudaTypedefs.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <string>
 #include <utility>
 
@@ -128,25 +129,42 @@ Status encode_token_scale_map(CUtensorMap& map, const void* base, int rows, int 
   return {};
 }
 
+// `grid` persistent CTAs; for a cluster kernel, as many whole clusters of them as can be resident
+// at once (a cluster needs its CTAs on one GPC, so fewer than sm_count / 2 may fit).
 template <class Mainloop>
 Status launch_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, int grid, const CUtensorMap& tmap_a,
                            const CUtensorMap& tmap_b, const CUtensorMap& tmap_sfa, const kernels::KernelParams& params) {
+  constexpr int kCluster = kernels::kClusterOf<Mainloop>;
   auto* kernel = &kernels::grouped_gemm_kernel<Mainloop>;
   const int smem = Mainloop::plan(cfg.stages).total_bytes();
   if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
       err != cudaSuccess)
     return cuda_failure("cudaFuncSetAttribute", err);
   cudaLaunchConfig_t launch{};
-  launch.gridDim = dim3(grid);
   launch.blockDim = dim3(kernels::kThreads);
   launch.dynamicSmemBytes = smem;
   launch.stream = args.stream;
-  cudaLaunchAttribute pdl{};
-  pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  pdl.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchAttribute attrs[2]{};
+  if (kCluster > 1) {
+    attrs[launch.numAttrs].id = cudaLaunchAttributeClusterDimension;
+    attrs[launch.numAttrs].val.clusterDim.x = kCluster;
+    attrs[launch.numAttrs].val.clusterDim.y = 1;
+    attrs[launch.numAttrs].val.clusterDim.z = 1;
+    ++launch.numAttrs;
+    launch.attrs = attrs;
+    launch.gridDim = dim3(kCluster);
+    int resident_clusters = 0;
+    if (cudaError_t err = cudaOccupancyMaxActiveClusters(&resident_clusters, kernel, &launch); err != cudaSuccess)
+      return cuda_failure("cudaOccupancyMaxActiveClusters", err);
+    grid = std::min(grid / kCluster, resident_clusters) * kCluster;
+    if (grid == 0) return Status{StatusCode::cuda_error, "signalgemm: no two-CTA cluster fits on this device"};
+  }
+  launch.gridDim = dim3(grid);
   if (args.enable_pdl) {
-    launch.attrs = &pdl;
-    launch.numAttrs = 1;
+    attrs[launch.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attrs[launch.numAttrs].val.programmaticStreamSerializationAllowed = 1;
+    ++launch.numAttrs;
+    launch.attrs = attrs;
   }
   if (cudaError_t err = cudaLaunchKernelEx(&launch, kernel, tmap_a, tmap_b, tmap_sfa, params); err != cudaSuccess)
     return cuda_failure("kernel launch", err);
@@ -165,6 +183,19 @@ Launcher launcher_for_tile(const TileConfig& cfg) {
   if (cfg.block_m == 192 && cfg.block_n == 128) return &launch_kernel<Mainloop<192, 128>>;
   if (cfg.block_m == 128 && cfg.block_n == 256) return &launch_kernel<Mainloop<128, 256>>;
   return nullptr;
+}
+
+template <int kBlockM, int kBlockN>
+using Fp8Block128Solo = kernels::Fp8Block128Mainloop<kBlockM, kBlockN, 1>;
+
+// fp8_block128 x fp8_block128: every tile, and host::kClusterTiles also in two-CTA clusters.
+Launcher fp8_block128_launcher(const TileConfig& cfg) {
+  if (cfg.cluster == 2) {
+    if (cfg.block_m == 128 && cfg.block_n == 128) return &launch_kernel<kernels::Fp8Block128Mainloop<128, 128, 2>>;
+    if (cfg.block_m == 128 && cfg.block_n == 256) return &launch_kernel<kernels::Fp8Block128Mainloop<128, 256, 2>>;
+    return nullptr;
+  }
+  return launcher_for_tile<Fp8Block128Solo>(cfg);
 }
 
 // The dequantizing mainloop (mainloop_dequant_bf16.cuh), one instantiation per pairing and tile;
@@ -293,15 +324,20 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   const int sms = args.sm_count > 0 ? std::min(args.sm_count, info.sm_count) : info.sm_count;
   const int grid = static_cast<int>(std::min<int64_t>(sms, max_tiles));
 
+  // A cluster needs two CTAs: with sm_count = 1 the pair's tiles run on one CTA (same tiles, same
+  // signals).
+  TileConfig launch_cfg = cfg;
+  if (launch_cfg.cluster > 1 && grid < 2) launch_cfg.cluster = 1;
+
   // One instantiation per (mainloop, compiled tile).
-  const Launcher launcher = dequant_pair  ? dequant_bf16_launcher(args.a.format, args.b.format, cfg)
-                            : fp8           ? launcher_for_tile<kernels::Fp8Block128Mainloop>(cfg)
+  const Launcher launcher = dequant_pair  ? dequant_bf16_launcher(args.a.format, args.b.format, launch_cfg)
+                            : fp8           ? fp8_block128_launcher(launch_cfg)
                             : fp4_weights ? nvfp4_weights_launcher(cfg)
                                           : launcher_for_tile<kernels::Bf16Mainloop>(cfg);
   if (launcher == nullptr)
     return Status{StatusCode::invalid_argument, "signalgemm: config " + std::to_string(cfg.block_m) + "x" +
                                                     std::to_string(cfg.block_n) + " is not a compiled tile"};
-  return launcher(args, cfg, grid, tmap_a, tmap_b, tmap_sfa, params);
+  return launcher(args, launch_cfg, grid, tmap_a, tmap_b, tmap_sfa, params);
 }
 
 }  // namespace signalgemm

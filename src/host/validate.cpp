@@ -214,6 +214,13 @@ Status validate(const GroupedGemmArgs& args) {
   c.require(cfg.stages == 0 || (cfg.stages >= host::kMinStages && cfg.stages <= host::kMaxStages),
             "config.stages = ", cfg.stages, " must be 0 (heuristic) or in [", host::kMinStages, ", ",
             host::kMaxStages, "]");
+  c.require(cfg.cluster >= 0 && cfg.cluster <= 2, "config.cluster = ", cfg.cluster,
+            " must be 0 (heuristic), 1 or 2");
+  c.require(cfg.cluster != 2 || (args.a.format == Format::fp8_block128 && args.b.format == Format::fp8_block128),
+            "config.cluster = 2 needs fp8_block128 operands");
+  c.require(cfg.cluster != 2 || ((cfg.block_m == 0 || cfg.block_m == 128) &&
+                                  (cfg.block_n == 0 || host::is_cluster_tile(128, cfg.block_n))),
+            "config.cluster = 2 is compiled for the 128x128 and 128x256 tiles only (config.block_m = 128)");
   return c.status();
 }
 

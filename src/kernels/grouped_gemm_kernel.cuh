@@ -5,12 +5,15 @@
 // the last warpgroup one thread issues every TMA load, and the next warp (the storer) scans
 // masked_m for out-of-range values, then stores each staged tile and publishes its signal.
 // All roles walk the same tile sequence (scheduler.cuh), so they need no other coordination than
-// the stage barriers of pipeline.cuh and the staging hand-over of epilogue_signal.cuh.
+// the stage barriers of pipeline.cuh and the staging hand-over of epilogue_signal.cuh. A mainloop
+// with kCluster == 2 runs in two-CTA clusters that walk pairs of tiles sharing an operand
+// (tile_schedule.h); the stage barriers then span both CTAs (pipeline.cuh).
 #pragma once
 
 #include <cuda.h>
 
 #include <cuda/ptx>
+#include <type_traits>
 
 #include "kernels/epilogue_signal.cuh"
 #include "kernels/kernel_params.h"
@@ -19,6 +22,25 @@
 #include "kernels/scheduler.cuh"
 
 namespace signalgemm::kernels {
+
+// Mainloops that can run in clusters declare kCluster and load a detail::ClusterWork; the others
+// load a detail::Tile and run one CTA per cluster.
+template <class Mainloop, class = void>
+inline constexpr bool kLoadsClusterWork = false;
+template <class Mainloop>
+inline constexpr bool kLoadsClusterWork<Mainloop, std::void_t<decltype(Mainloop::kCluster)>> = true;
+template <class Mainloop>
+inline constexpr int kClusterOf = [] {
+  if constexpr (kLoadsClusterWork<Mainloop>) return Mainloop::kCluster;
+  else return 1;
+}();
+
+// Every thread of both CTAs: orders what came before (barrier initialization, the last remote
+// arrivals) before what the peer does after.
+__device__ __forceinline__ void cluster_sync() {
+  cuda::ptx::barrier_cluster_arrive(cuda::ptx::sem_release);
+  cuda::ptx::barrier_cluster_wait(cuda::ptx::sem_acquire);
+}
 
 template <class Mainloop>
 __global__ void __launch_bounds__(kThreads, 1)
@@ -29,6 +51,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int kBlockM = Mainloop::kBlockM;
   constexpr int kBlockN = Mainloop::kBlockN;
+  constexpr int kCluster = kClusterOf<Mainloop>;
   namespace cp = cuda::ptx;
 
   extern __shared__ uint8_t smem_raw[];
@@ -46,46 +69,75 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (threadIdx.x == kProducerThread) {
     for (int s = 0; s < p.stages; ++s) {
       cp::mbarrier_init(&full[s], 1);                   // the producer's arrive.expect_tx
-      cp::mbarrier_init(&empty[s], kMathThreads / 32);  // one arrive per MMA warp
+      cp::mbarrier_init(&empty[s], kCluster * kMathThreads / 32);  // one arrive per MMA warp of the cluster
     }
-    // The copy engine (async proxy) updates these barriers: make their initialization visible to it.
+    // The copy engine (async proxy) updates these barriers: make their initialization visible to it,
+    // and in a cluster to the peer CTA, whose copies and arrivals may target them right away.
     cp::fence_proxy_async(cp::space_shared);
+    if constexpr (kCluster > 1) cp::fence_mbarrier_init(cp::sem_release, cp::scope_cluster);
   }
-  __syncthreads();
+  if constexpr (kCluster > 1)
+    cluster_sync();
+  else
+    __syncthreads();
   // With programmatic dependent launch, the set-up above overlapped the previous kernel's tail;
   // nothing it writes may be read before this point. Without PDL this returns at once.
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
 
+  const int rank = kCluster > 1 ? static_cast<int>(cp::get_sreg_cluster_ctarank()) : 0;
   if (warpgroup == kMathWarpgroups) {
     ptx::setmaxnreg_dec<kProducerRegisters>();
     if (threadIdx.x == kProducerThread) {
       PipelineState pipe{0, 0, p.stages};
-      DeviceTileWalker walker = make_tile_walker(p);
-      detail::Tile tile;
-      while (walker.next(tile))
-        Mainloop::load_tile(&tmap_a, &tmap_b, &tmap_sfa, smem, plan, full, empty, pipe, tile, p.num_k_blocks);
+      DeviceWorkWalker<kCluster> walker(p);
+      detail::ClusterWork work;
+      while (walker.next(work)) {
+        if constexpr (kLoadsClusterWork<Mainloop>)
+          Mainloop::load_tile(&tmap_a, &tmap_b, &tmap_sfa, smem, plan, full, empty, pipe, work, rank, p.num_k_blocks);
+        else
+          Mainloop::load_tile(&tmap_a, &tmap_b, &tmap_sfa, smem, plan, full, empty, pipe, work.tile, p.num_k_blocks);
+      }
     } else if (threadIdx.x / 32 == kProducerThread / 32 + 1) {
       report_masked_m_out_of_range(p, lane);
-      DeviceTileWalker walker = make_tile_walker(p);
+      DeviceWorkWalker<kCluster> walker(p);
+      // This CTA's tiles only (a cluster unit may have none for it).
+      auto next_tile = [&](detail::Tile& tile) {
+        detail::ClusterWork work;
+        while (walker.next(work))
+          if (work.has_tile) {
+            tile = work.tile;
+            return true;
+          }
+        return false;
+      };
       detail::Tile tile, next;
-      for (bool have = walker.next(tile); have; tile = next) {
-        have = walker.next(next);
+      for (bool have = next_tile(tile); have; tile = next) {
+        have = next_tile(next);
         store_tile_and_signal<kBlockN>(p, tile, kBlockM, tile.rows, have, smem + plan.staging_offset(), lane);
       }
     }
   } else {
     ptx::setmaxnreg_inc<kMathRegisters>();
     PipelineState pipe{0, 0, p.stages};
-    DeviceTileWalker walker = make_tile_walker(p);
+    DeviceWorkWalker<kCluster> walker(p);
     uint8_t* staging = smem + plan.staging_offset();
-    detail::Tile tile;
-    for (bool first_tile = true; walker.next(tile); first_tile = false) {
+    detail::ClusterWork work;
+    bool first_tile = true;
+    while (walker.next(work)) {
+      if (!work.has_tile) {
+        pass_stages<kCluster>(full, empty, pipe, p.num_k_blocks, lane);
+        continue;
+      }
+      const detail::Tile& tile = work.tile;
       const float alpha = p.alpha != nullptr ? __ldg(p.alpha + tile.expert) : 1.f;
       float acc[Mainloop::kSlices][Mainloop::kAccRegs];
       Mainloop::mma_tile(acc, smem, plan, full, empty, pipe, p, tile, warpgroup, lane);
       stage_tile<kBlockM, kBlockN, Mainloop::kSlices>(acc, alpha, first_tile, staging, threadIdx.x);
+      first_tile = false;
     }
   }
+  // A CTA's shared memory must outlive the peer's last multicast into it and last arrival on it.
+  if constexpr (kCluster > 1) cluster_sync();
 #endif
 }
 

@@ -16,10 +16,12 @@
 
 namespace signalgemm::kernels {
 
-template <int kBlockM_, int kBlockN_>
+// kCluster_ == 2: two CTAs share one operand per unit (tile_schedule.h, PairedTileWalker).
+template <int kBlockM_, int kBlockN_, int kCluster_ = 1>
 struct Fp8Block128Mainloop {
   static constexpr int kBlockM = kBlockM_;
   static constexpr int kBlockN = kBlockN_;
+  static constexpr int kCluster = kCluster_;
   static constexpr int kAccRegs = kBlockM / 2;         // fp32 per thread and M slice
   static constexpr int kKSteps = kBlockK / 32;          // wgmma k32 steps per stage
   static constexpr int kWarpgroupRows = kBlockN / kMathWarpgroups;  // weight rows per warpgroup
@@ -31,21 +33,36 @@ struct Fp8Block128Mainloop {
   static constexpr uint32_t kStageTxBytes = kBlockM * kBlockK + kBlockN * kBlockK + kBlockM * 4;
   SG_HD static SmemPlan plan(int stages) { return SmemPlan{kBlockM, kBlockN, stages}; }
 
-  // Producer (one thread): streams the K blocks of one tile into the ring.
+  // Producer (one thread): streams the K blocks of this CTA's work into the ring. In a cluster,
+  // rank 0 multicasts the shared operand to both CTAs and each CTA loads the rest of its own
+  // tile; rank 1 of a lone tile loads nothing and only arrives, keeping both rings in step.
   __device__ __forceinline__ static void load_tile(const CUtensorMap* tmap_a, const CUtensorMap* tmap_b,
-                                   const CUtensorMap* tmap_sfa, uint8_t* smem, const SmemPlan& plan,
-                                   uint64_t* full, uint64_t* empty, PipelineState& pipe,
-                                   const detail::Tile& tile, int num_k_blocks) {
+                                                   const CUtensorMap* tmap_sfa, uint8_t* smem, const SmemPlan& plan,
+                                                   uint64_t* full, uint64_t* empty, PipelineState& pipe,
+                                                   const detail::ClusterWork& work, int rank, int num_k_blocks) {
+    using detail::ClusterShare;
+    constexpr uint16_t kBothCtas = 0b11;
+    const detail::Tile& tile = work.tile;
     const int token0 = tile.m_block * kBlockM;
     const int weight0 = tile.n_block * kBlockN;
+    const bool multicast_tokens = kCluster > 1 && work.share == ClusterShare::tokens;
+    const bool multicast_weights = kCluster > 1 && work.share == ClusterShare::weights;
     for (int kb = 0; kb < num_k_blocks; ++kb) {
-      uint64_t* stage_full = arm_stage(full, empty, pipe, kStageTxBytes);
-      const int32_t a_coords[3] = {kb * kBlockK, token0, tile.expert};
-      const int32_t b_coords[3] = {kb * kBlockK, weight0, tile.expert};
-      const int32_t sfa_coords[2] = {token0, tile.expert * num_k_blocks + kb};
-      tma_load(smem + plan.a_offset(pipe.stage), tmap_a, a_coords, stage_full);
-      tma_load(smem + plan.b_offset(pipe.stage), tmap_b, b_coords, stage_full);
-      tma_load(smem + plan.sfa_offset(pipe.stage), tmap_sfa, sfa_coords, stage_full);
+      uint64_t* stage_full = arm_stage(full, empty, pipe, work.has_tile ? kStageTxBytes : 0);
+      if (work.has_tile) {
+        const int32_t a_coords[3] = {kb * kBlockK, token0, tile.expert};
+        const int32_t b_coords[3] = {kb * kBlockK, weight0, tile.expert};
+        const int32_t sfa_coords[2] = {token0, tile.expert * num_k_blocks + kb};
+        if (!multicast_tokens)
+          tma_load(smem + plan.a_offset(pipe.stage), tmap_a, a_coords, stage_full);
+        else if (rank == 0)
+          tma_load_multicast(smem + plan.a_offset(pipe.stage), tmap_a, a_coords, stage_full, kBothCtas);
+        if (!multicast_weights)
+          tma_load(smem + plan.b_offset(pipe.stage), tmap_b, b_coords, stage_full);
+        else if (rank == 0)
+          tma_load_multicast(smem + plan.b_offset(pipe.stage), tmap_b, b_coords, stage_full, kBothCtas);
+        tma_load(smem + plan.sfa_offset(pipe.stage), tmap_sfa, sfa_coords, stage_full);
+      }
       pipe.advance();
     }
   }
@@ -149,7 +166,7 @@ struct Fp8Block128Mainloop {
         }
       }
       // This warp no longer reads the stage (MMAs complete, scales consumed): hand it back.
-      if (lane == 0) cuda::ptx::mbarrier_arrive(&empty[pipe.stage]);
+      release_stage<kCluster>(empty, pipe.stage, lane);
       pipe.advance();
     }
   }

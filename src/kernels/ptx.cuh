@@ -192,6 +192,19 @@ __device__ __forceinline__ void named_barrier_arrive(int id, int num_threads) {
 
 // Publishes a signal: a release add, so every write ordered before it (by program order or, through
 // the preceding barrier, by the other storing threads) is visible to whoever acquires the counter.
+// Arrive on the mbarrier at this CTA's `local_barrier` offset in cluster CTA `cta_rank` (itself or
+// a peer). CUDA 13's cuda::ptx spells the shared::cluster form only with .release.cluster, which
+// compiles to a GPU-wide MEMBAR; callers that order no writes before the arrive use .cta instead.
+__device__ __forceinline__ void mbarrier_arrive_cluster_cta_scope(uint64_t* local_barrier, uint32_t cta_rank) {
+  const uint32_t local = static_cast<uint32_t>(__cvta_generic_to_shared(local_barrier));
+  asm volatile(
+      "{\n.reg .b32 remote;\n"
+      "mapa.shared::cluster.u32 remote, %0, %1;\n"
+      "mbarrier.arrive.release.cta.shared::cluster.b64 _, [remote];\n}\n" ::"r"(local),
+      "r"(cta_rank)
+      : "memory");
+}
+
 __device__ __forceinline__ void red_release_gpu_add(uint32_t* counter, uint32_t value) {
   asm volatile("red.release.gpu.global.add.u32 [%0], %1;\n" ::"l"(counter), "r"(value) : "memory");
 }

@@ -3,6 +3,8 @@
 // reads or writes out of bounds; the flag tells the caller their routing was wrong).
 #pragma once
 
+#include <cuda/ptx>
+
 #include "kernels/kernel_params.h"
 #include "signalgemm/detail/tile_schedule.h"
 #include "signalgemm/gemm.h"
@@ -14,6 +16,32 @@ using DeviceTileWalker = detail::MaskedTileWalker<const int32_t*>;
 __device__ __forceinline__ DeviceTileWalker make_tile_walker(const KernelParams& p) {
   return DeviceTileWalker(p.layout, p.masked_m, static_cast<int>(blockIdx.x), static_cast<int>(gridDim.x));
 }
+
+// The work of this CTA, one step per tile (kCluster == 1) or per unit of a two-CTA cluster
+// (tile_schedule.h): every role of the CTA walks the same sequence.
+template <int kCluster>
+struct DeviceWorkWalker;
+
+template <>
+struct DeviceWorkWalker<1> {
+  DeviceTileWalker tiles;
+  __device__ explicit DeviceWorkWalker(const KernelParams& p) : tiles(make_tile_walker(p)) {}
+  __device__ bool next(detail::ClusterWork& work) {
+    work.has_tile = true;
+    work.share = detail::ClusterShare::none;
+    return tiles.next(work.tile);
+  }
+};
+
+template <>
+struct DeviceWorkWalker<2> {
+  detail::PairedTileWalker<const int32_t*> units;
+  __device__ explicit DeviceWorkWalker(const KernelParams& p)
+      : units(p.layout, p.masked_m, static_cast<int>(cuda::ptx::get_sreg_clusterid_x()),
+              static_cast<int>(cuda::ptx::get_sreg_nclusterid_x()),
+              static_cast<int>(cuda::ptx::get_sreg_cluster_ctarank())) {}
+  __device__ bool next(detail::ClusterWork& work) { return units.next(work); }
+};
 
 // One warp of CTA 0 scans masked_m; the flag is only ever OR-ed, so no ordering is needed.
 __device__ __forceinline__ void report_masked_m_out_of_range(const KernelParams& p, int lane) {

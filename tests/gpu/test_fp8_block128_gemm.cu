@@ -25,16 +25,47 @@ void expect_signals(const GroupedGemmArgs& args, const std::vector<int32_t>& mas
 // signal counts.
 void expect_every_tile_correct(Problem& p, const std::vector<int32_t>& masked_m, SignalGranularity g) {
   const auto reference = full_reference(p);
-  for (const host::TileShape tile : host::kSupportedTiles) {
-    GroupedGemmArgs args = p.args();
-    args.config.block_m = tile.block_m;
-    args.config.block_n = tile.block_n;
-    args.granularity = g;
-    const RunResult r = run(p, args, masked_m);
-    ASSERT_TRUE(r.status.ok()) << r.status.message;
-    EXPECT_EQ(check_output(p, masked_m, reference), "") << tile.block_m << "x" << tile.block_n;
-    expect_signals(args, masked_m, r.signals);
-  }
+  for (const host::TileShape tile : host::kSupportedTiles)
+    for (int cluster : {1, 2}) {
+      if (cluster == 2 && !host::is_cluster_tile(tile.block_m, tile.block_n)) continue;
+      if (cluster == 2 && !(p.a_format == Format::fp8_block128 && p.b_format == Format::fp8_block128)) continue;
+      GroupedGemmArgs args = p.args();
+      args.config.block_m = tile.block_m;
+      args.config.block_n = tile.block_n;
+      args.config.cluster = cluster;
+      args.granularity = g;
+      const RunResult r = run(p, args, masked_m);
+      ASSERT_TRUE(r.status.ok()) << r.status.message;
+      EXPECT_EQ(check_output(p, masked_m, reference), "") << tile.block_m << "x" << tile.block_n << " cluster " << cluster;
+      expect_signals(args, masked_m, r.signals);
+    }
+}
+
+// Two-CTA clusters: every share mode (row-block pairs, an odd row block, the lone last column of
+// N = 600 where rank 1 idles), masked_m from 0 to max_m, and grids of 1 CTA (no cluster), 3 CTAs
+// (one cluster) and all SMs.
+TEST(Fp8Block128Gemm, ClusterPairsEveryShareMode) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(77);
+  Fp8Problem p;
+  p.build(/*experts=*/8, /*max_m=*/520, /*n=*/600, /*k=*/384, rng);
+  const auto reference = full_reference(p);
+  const std::vector<int32_t> masked_m = {0, 1, 129, 256, 257, 385, 511, 520};
+  for (int block_n : {128, 256})
+  for (int sm_count : {0, 1, 3})
+    for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block}) {
+      GroupedGemmArgs args = p.args();
+      args.config.block_m = 128;
+      args.config.block_n = block_n;
+      args.config.cluster = 2;
+      args.sm_count = sm_count;
+      args.granularity = g;
+      const RunResult r = run(p, args, masked_m);
+      ASSERT_TRUE(r.status.ok()) << r.status.message;
+      EXPECT_EQ(check_output(p, masked_m, reference), "")
+          << "128x" << block_n << " sm_count " << sm_count << " " << to_string(g);
+      expect_signals(args, masked_m, r.signals);
+    }
 }
 
 TEST(Fp8Block128Gemm, EveryTileConfigAndEdgeMaskedM) {

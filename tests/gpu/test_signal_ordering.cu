@@ -33,11 +33,8 @@ __global__ void snapshot_on_signal(const uint16_t* out, uint16_t* snapshot, int6
   }
 }
 
-TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRows) {
-  SG_REQUIRE_HOPPER();
-  std::mt19937 rng(42);
-  Fp8Problem p;
-  p.build(/*experts=*/16, /*max_m=*/96, /*n=*/1024, /*k=*/1024, rng);
+// 1000 launches per granularity with a consumer on the SMs the GEMM leaves free.
+void expect_consumer_never_sees_unfinished_rows(Fp8Problem& p, const TileConfig& config, std::mt19937& rng) {
 
   // Golden output, checked against the float64 reference once; rows < masked_m never depend on
   // masked_m and the kernel is deterministic, so every later launch must reproduce it bit for bit.
@@ -62,6 +59,7 @@ TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRows) {
 
   for (auto granularity : {SignalGranularity::per_expert, SignalGranularity::per_row_block}) {
     GroupedGemmArgs args = p.args();
+    args.config = config;
     args.granularity = granularity;
     args.sm_count = sms - kConsumerBlocks;
     args.stream = gemm_stream;
@@ -114,6 +112,28 @@ TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRows) {
   EXPECT_EQ(timeout_flag.to_host<int32_t>()[0], 0) << "a consumer wait timed out";
   cudaStreamDestroy(gemm_stream);
   cudaStreamDestroy(consumer_stream);
+}
+
+TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRows) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(42);
+  Fp8Problem p;
+  p.build(/*experts=*/16, /*max_m=*/96, /*n=*/1024, /*k=*/1024, rng);
+  expect_consumer_never_sees_unfinished_rows(p, TileConfig{}, rng);
+}
+
+// Two-CTA clusters (128x256 tiles): row-block pairs sharing weights, odd row blocks sharing tokens,
+// and a lone last column (N = 1280: five column blocks) where rank 1 idles.
+TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRowsOfClusterPairs) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(43);
+  Fp8Problem p;
+  p.build(/*experts=*/8, /*max_m=*/300, /*n=*/1280, /*k=*/512, rng);
+  TileConfig config;
+  config.block_m = 128;
+  config.block_n = 256;
+  config.cluster = 2;
+  expect_consumer_never_sees_unfinished_rows(p, config, rng);
 }
 
 }  // namespace

@@ -27,6 +27,18 @@ TEST(Config, WideTileOnceTokensFillTheMma) {
   EXPECT_EQ(choose_tile_config(4096, 1024, kH100SmemPerBlock, TileConfig{128, 128, 0}).block_n, 128);
 }
 
+TEST(Config, ClusterPairsForTheWideFp8TileOnly) {
+  EXPECT_EQ(choose_tile_config(4096, 1024, kH100SmemPerBlock, {}).cluster, 2);  // 128 x 256
+  EXPECT_EQ(choose_tile_config(4096, 256, kH100SmemPerBlock, {}).cluster, 2);
+  EXPECT_EQ(choose_tile_config(256, 128, kH100SmemPerBlock, {}).cluster, 1);  // 192 x 128
+  EXPECT_EQ(choose_tile_config(256, 32, kH100SmemPerBlock, {}).cluster, 1);
+  EXPECT_EQ(choose_tile_config(4096, 1024, kH100SmemPerBlock, TileConfig{128, 256, 0, 1}).cluster, 1);
+  EXPECT_EQ(choose_tile_config(4096, 1024, kH100SmemPerBlock, {}, Format::bf16, Format::bf16).cluster, 1);
+  const TileConfig forced = choose_tile_config(256, 32, kH100SmemPerBlock, TileConfig{0, 0, 0, 2});
+  EXPECT_EQ(forced.block_m, 128);  // the tile clusters are compiled for
+  EXPECT_EQ(forced.block_n, 256);
+}
+
 TEST(Config, DeepestRingThatFits) {
   for (TileShape t : kSupportedTiles) {
     const TileConfig cfg = choose_tile_config(1024, 0, kH100SmemPerBlock, TileConfig{t.block_m, t.block_n, 0});

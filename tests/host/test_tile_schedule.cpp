@@ -94,6 +94,67 @@ TEST(TileSchedule, ClampsOutOfRangeMaskedM) {
   EXPECT_EQ(count, 2);  // ceil(100 / 64) row blocks x 1 column block
 }
 
+// Two-CTA clusters: the units of all clusters cover the same tiles as MaskedTileWalker, once each;
+// both ranks of a unit see the same expert and share mode, and the shared operand is the same
+// block (weights: one n_block, tokens: one m_block); only a lone tile leaves rank 1 idle.
+TEST(PairedTileSchedule, CoversExactlyTheRealTilesOnceWithSharedOperands) {
+  using detail::ClusterShare;
+  using detail::ClusterWork;
+  using detail::PairedTileWalker;
+  std::mt19937 rng(4321);
+  for (int trial = 0; trial < 300; ++trial) {
+    const int experts = 1 + rng() % 20;
+    const int max_m = 1 + rng() % 700;
+    const int n = 8 * (1 + rng() % 120);
+    const int block_m = 128;
+    const int clusters = 1 + rng() % 70;
+    std::vector<int32_t> masked_m(experts);
+    for (auto& m : masked_m) m = rng() % 6 == 0 ? 0 : int(rng() % (max_m + 1));
+    if (trial % 7 == 0) masked_m[0] = max_m + 50;  // clamped like the single-CTA walker
+    SignalLayout layout = make_layout(experts, max_m, n, block_m, SignalGranularity::per_expert);
+    layout.block_n = 256;
+
+    std::set<std::tuple<int, int, int>> seen;
+    size_t idle = 0;
+    for (int c = 0; c < clusters; ++c) {
+      PairedTileWalker<const int32_t*> rank0(layout, masked_m.data(), c, clusters, 0);
+      PairedTileWalker<const int32_t*> rank1(layout, masked_m.data(), c, clusters, 1);
+      ClusterWork w0, w1;
+      while (true) {
+        const bool more0 = rank0.next(w0), more1 = rank1.next(w1);
+        ASSERT_EQ(more0, more1) << "the ranks of a cluster walk the same units";
+        if (!more0) break;
+        ASSERT_EQ(w0.share, w1.share);
+        ASSERT_EQ(w0.tile.expert, w1.tile.expert);
+        ASSERT_TRUE(w0.has_tile);
+        if (w0.share == ClusterShare::weights) EXPECT_EQ(w0.tile.n_block, w1.tile.n_block);
+        if (w0.share == ClusterShare::tokens) EXPECT_EQ(w0.tile.m_block, w1.tile.m_block);
+        if (w0.share == ClusterShare::none) {
+          EXPECT_FALSE(w1.has_tile);
+          ++idle;
+        }
+        for (const ClusterWork* w : {&w0, &w1}) {
+          if (!w->has_tile) continue;
+          const Tile& t = w->tile;
+          ASSERT_TRUE(seen.insert({t.expert, t.m_block, t.n_block}).second) << "tile visited twice";
+          const int m = layout.clamp_m(masked_m[t.expert]);
+          ASSERT_LT(t.m_block * block_m, m) << "tile of padding rows";
+          EXPECT_EQ(t.rows, std::min(block_m, m - t.m_block * block_m));
+          ASSERT_LT(t.n_block * 256, n);
+        }
+      }
+    }
+    size_t expected_tiles = 0, lone_tiles = 0;
+    for (int m : masked_m) {
+      const int r = layout.row_blocks(m), cols = layout.col_blocks();
+      expected_tiles += size_t(r) * cols;
+      lone_tiles += (r % 2) * (cols % 2);
+    }
+    EXPECT_EQ(seen.size(), expected_tiles);
+    EXPECT_EQ(idle, lone_tiles) << "only an odd row block in an odd last column runs alone";
+  }
+}
+
 // The counters the kernel bumps (one add per tile) end exactly at expected().
 TEST(Signals, ExpectedMatchesOneAddPerTile) {
   std::mt19937 rng(99);

@@ -370,6 +370,16 @@ std::vector<Rejection> hint_and_config_rejections() {
       reject("ConfigStagesAboveMax", [](auto& a) { a.config.stages = host::kMaxStages + 1; }, {"config.stages"},
              "= " + std::to_string(host::kMaxStages + 1)),
       reject("ConfigStagesNegative", [](auto& a) { a.config.stages = -1; }, {"config.stages"}, "-1"),
+      reject("ConfigCluster3", [](auto& a) { a.config.cluster = 3; }, {"config.cluster"}, "= 3"),
+      reject("ConfigClusterNegative", [](auto& a) { a.config.cluster = -1; }, {"config.cluster"}, "-1"),
+      reject("ConfigCluster2Tile64x128", [](auto& a) { a.config = TileConfig{64, 128, 0, 2}; }, {"config.cluster"},
+             "128x128 and 128x256 tiles only"),
+      reject("ConfigCluster2Bf16",
+             [](auto& a) {
+               make_bf16_pair(a);
+               a.config.cluster = 2;
+             },
+             {"config.cluster"}, "fp8_block128"),
   };
 }
 
@@ -556,6 +566,9 @@ std::vector<Acceptance> all_acceptances() {
       {"ConfigOnlyBlockM", [](auto& a) { a.config.block_m = 64; }},
       {"ConfigOnlyBlockN", [](auto& a) { a.config.block_n = 256; }},
       {"ConfigOnlyStages", [](auto& a) { a.config.stages = 3; }},
+      {"ConfigCluster2", [](auto& a) { a.config = TileConfig{128, 256, 0, 2}; }},
+      {"ConfigCluster2Heuristic", [](auto& a) { a.config.cluster = 2; }},
+      {"ConfigCluster1", [](auto& a) { a.config = TileConfig{128, 256, 3, 1}; }},
       {"Bf16Pair", [](auto& a) { make_bf16_pair(a); }},
       {"Bf16PairKMultipleOf8Only",
        [](auto& a) {

@@ -69,4 +69,91 @@ class MaskedTileWalker {
   int expert_m_ = 0;
 };
 
+// Two-CTA clusters (fp8_block128 at 128 x 256 tiles; docs/configuration.md): the CTAs of a cluster
+// run two tiles that share an operand, which one CTA loads for both with a TMA multicast. Both
+// CTAs then read each K block at the same moment, so a weight tile used by several row blocks is
+// fetched from HBM once instead of by CTAs that have drifted apart (ncu measured 1.6x the unique
+// bytes without this at E8 m256). A unit is one such pair; per expert, for each pair of column
+// blocks (n0, n0 + 1):
+//   for n in (n0, n0 + 1): for p < r/2:  share weights: rank k runs (row block 2p + k, n)
+//   if r is odd:                         share tokens:  rank k runs (row block r - 1, n0 + k)
+// with r the expert's row blocks. An odd last column block gives units of its own column, and
+// the odd row block there has no partner: rank 0 runs it alone (ClusterShare::none) while rank 1
+// only keeps the pipeline in step. Cluster c of G visits units c, c+G, ...; the tiles covered are
+// exactly MaskedTileWalker's, so signal values do not change.
+enum class ClusterShare : int { none, weights, tokens };
+
+struct ClusterWork {
+  Tile tile;           // this CTA's tile, if has_tile
+  bool has_tile;       // false only for rank 1 of a lone tile
+  ClusterShare share;  // which operand rank 0 multicasts to both CTAs
+};
+
+template <typename MaskedM>
+class PairedTileWalker {
+ public:
+  SG_HD PairedTileWalker(const SignalLayout& layout, MaskedM masked_m, int cluster, int num_clusters, int rank)
+      : layout_(layout), masked_m_(masked_m), next_unit_(cluster), stride_(num_clusters), rank_(rank) {
+    load_expert(0);
+  }
+
+  SG_HD bool next(ClusterWork& work) {
+    while (expert_ < layout_.num_experts && next_unit_ >= expert_first_ + expert_units_) {
+      expert_first_ += expert_units_;
+      load_expert(expert_ + 1);
+    }
+    if (expert_ >= layout_.num_experts) return false;
+    const int local = next_unit_ - expert_first_;
+    next_unit_ += stride_;
+
+    const int half_rows = row_blocks_ / 2, odd_rows = row_blocks_ % 2;
+    const int group_units = 2 * half_rows + odd_rows;  // units of a full pair of column blocks
+    const int group = local / group_units;
+    int j = local % group_units;
+    const int n0 = 2 * group;
+    const bool lone_column = n0 + 1 == layout_.col_blocks();  // the last group holds one column
+    work.tile.expert = expert_;
+    work.has_tile = true;
+    if (j < (lone_column ? half_rows : 2 * half_rows)) {
+      work.share = ClusterShare::weights;
+      work.tile.n_block = n0 + j / half_rows;
+      work.tile.m_block = 2 * (j % half_rows) + rank_;
+    } else if (!lone_column) {
+      work.share = ClusterShare::tokens;
+      work.tile.n_block = n0 + rank_;
+      work.tile.m_block = row_blocks_ - 1;
+    } else {
+      work.share = ClusterShare::none;
+      work.tile.n_block = n0;
+      work.tile.m_block = row_blocks_ - 1;
+      work.has_tile = rank_ == 0;
+    }
+    const int rows_left = expert_m_ - work.tile.m_block * layout_.block_m;
+    work.tile.rows = rows_left < layout_.block_m ? rows_left : layout_.block_m;
+    return true;
+  }
+
+ private:
+  SG_HD void load_expert(int e) {
+    expert_ = e;
+    if (e >= layout_.num_experts) return;
+    expert_m_ = layout_.clamp_m(int(masked_m_[e]));
+    row_blocks_ = (expert_m_ + layout_.block_m - 1) / layout_.block_m;
+    const int c = layout_.col_blocks();
+    const int half_rows = row_blocks_ / 2, odd_rows = row_blocks_ % 2;
+    expert_units_ = (c / 2) * (2 * half_rows + odd_rows) + (c % 2) * (half_rows + odd_rows);
+  }
+
+  SignalLayout layout_;
+  MaskedM masked_m_;
+  int next_unit_;
+  int stride_;
+  int rank_;
+  int expert_ = 0;
+  int expert_first_ = 0;  // index of the first unit of expert_
+  int expert_units_ = 0;
+  int row_blocks_ = 0;
+  int expert_m_ = 0;
+};
+
 }  // namespace signalgemm::detail
