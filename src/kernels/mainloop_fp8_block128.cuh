@@ -129,6 +129,7 @@ struct Fp8Block128Mainloop {
       const float* stage_sfa = reinterpret_cast<const float*>(smem + plan.sfa_offset(pipe.stage));
       const uint64_t desc_tokens = ptx::smem_desc_kmajor_sw128(stage_a);
 
+      float2 scaled_tokens[kSlices == 2 ? kTokens / 8 : 1];  // sfb * sfa of this thread's token pairs
 #pragma unroll
       for (int slice = 0; slice < kSlices; ++slice) {
         float partial[kPartialRegs];
@@ -141,9 +142,33 @@ struct Fp8Block128Mainloop {
         }
         ptx::wgmma_commit();
 
-        // Promote with both scales: acc += partial * sfb * sfa[token]. The token scales come from
-        // the stage (released only after), kScalePrefetch pairs ahead: the first loads overlap the
-        // MMAs, and no FMA waits on a shared-memory load's latency.
+        // Promote with both scales: acc += partial * sfb * sfa[token].
+        if constexpr (kSlices == 2) {
+          // Both slices lie in one weight-scale block and see the same tokens: scale once per
+          // stage (the loads overlap the first slice's MMAs) and reuse it, halving the shared
+          // loads and multiplies.
+          if (slice == 0) {
+#pragma unroll
+            for (int j = 0; j < kTokens / 8; ++j) {
+              const float2 token_scale = ptx::ld_shared_f32x2_in_order(stage_sfa + 2 * (lane % 4) + 8 * j);
+              scaled_tokens[j] = make_float2(sfb * token_scale.x, sfb * token_scale.y);
+            }
+          }
+          ptx::wgmma_wait<0>();
+          ptx::fence_registers(partial);
+#pragma unroll
+          for (int j = 0; j < kTokens / 8; ++j) {
+            float* a = acc[slice];
+            a[4 * j + 0] = fmaf(partial[4 * j + 0], scaled_tokens[j].x, a[4 * j + 0]);
+            a[4 * j + 1] = fmaf(partial[4 * j + 1], scaled_tokens[j].y, a[4 * j + 1]);
+            a[4 * j + 2] = fmaf(partial[4 * j + 2], scaled_tokens[j].x, a[4 * j + 2]);
+            a[4 * j + 3] = fmaf(partial[4 * j + 3], scaled_tokens[j].y, a[4 * j + 3]);
+          }
+          continue;
+        }
+        // One slice: the token scales come from the stage (released only after), kScalePrefetch
+        // pairs ahead: the first loads overlap the MMAs, and no FMA waits on a shared-memory load's
+        // latency.
         const float* thread_sfa = stage_sfa + 2 * (lane % 4);
         float2 token_scales[kScalePrefetch];
 #pragma unroll
