@@ -59,6 +59,7 @@ def grouped_gemm_nt_masked(
     block_m: int = 0,
     block_n: int = 0,
     stages: int = 0,
+    cluster: int = 0,
     error_flag: Any = None,
     stream: Optional[int] = None,
 ) -> Any:
@@ -80,7 +81,7 @@ def grouped_gemm_nt_masked(
         a, sfa, b, sfb, out, masked_m,
         a_format, b_format or a_format,
         alpha, signals, granularity, scope,
-        sm_count or 0, expected_m or 0, block_m, block_n, stages,
+        sm_count or 0, expected_m or 0, block_m, block_n, stages, cluster,
         _current_stream(out) if stream is None else int(stream),
         error_flag,
     )

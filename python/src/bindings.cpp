@@ -78,7 +78,7 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
                   Tensor masked_m, const std::string& a_format, const std::string& b_format,
                   std::optional<Tensor> alpha, std::optional<Tensor> signals, const std::string& granularity,
                   const std::string& scope, int sm_count, int expected_m, int block_m, int block_n, int stages,
-                  uintptr_t stream, std::optional<Tensor> error_flag) {
+                  int cluster, uintptr_t stream, std::optional<Tensor> error_flag) {
   GroupedGemmArgs args;
   args.a = operand(a, sfa, parse_format(a_format, "a_format"), "a");
   args.b = operand(b, sfb, parse_format(b_format, "b_format"), "b");
@@ -107,7 +107,7 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
   args.scope = parse_scope(scope);
   args.sm_count = sm_count;
   args.expected_m = expected_m;
-  args.config = TileConfig{block_m, block_n, stages};
+  args.config = TileConfig{block_m, block_n, stages, cluster};
   args.stream = reinterpret_cast<cudaStream_t>(stream);
   if (signals) {
     if (signals->ndim() != 1 || signals->itemsize() != 4 || signals->stride(0) != 1)
@@ -213,7 +213,7 @@ NB_MODULE(_C, m) {
   m.def("grouped_gemm", &grouped_gemm, nb::arg("a"), nb::arg("sfa").none(), nb::arg("b"), nb::arg("sfb").none(),
         nb::arg("out"), nb::arg("masked_m"), nb::arg("a_format"), nb::arg("b_format"), nb::arg("alpha").none(),
         nb::arg("signals").none(), nb::arg("granularity"), nb::arg("scope"), nb::arg("sm_count"),
-        nb::arg("expected_m"), nb::arg("block_m"), nb::arg("block_n"), nb::arg("stages"), nb::arg("stream"),
+        nb::arg("expected_m"), nb::arg("block_m"), nb::arg("block_n"), nb::arg("stages"), nb::arg("cluster"), nb::arg("stream"),
         nb::arg("error_flag").none());
   m.def("signal_layout", &signal_layout_for, nb::arg("num_experts"), nb::arg("max_m"), nb::arg("n"),
         nb::arg("expected_m") = 0, nb::arg("block_m") = 0, nb::arg("block_n") = 0,
