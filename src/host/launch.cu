@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <string>
 #include <utility>
 
@@ -22,6 +23,8 @@ namespace {
 Status cuda_failure(const char* what, cudaError_t err) {
   return Status{StatusCode::cuda_error, std::string("signalgemm: ") + what + ": " + cudaGetErrorString(err)};
 }
+
+inline constexpr int kMaxCachedDevices = 64;
 
 struct DeviceInfo {
   int sm_count = 0;
@@ -129,6 +132,35 @@ Status encode_token_scale_map(CUtensorMap& map, const void* base, int rows, int 
   return {};
 }
 
+// How many clusters of `launch` fit on the device at once, queried once per kernel and device (one
+// CTA per SM whatever the stage count, so the answer does not depend on it).
+// The occupancy query is not a stream operation, but it is not documented as allowed while the
+// stream is being captured into a graph: then, before the first eager launch has cached it, assume
+// every SM pair fits (a cluster that does not fit only starts later: correct, and slower).
+template <class Kernel>
+Status resident_cluster_count(Kernel* kernel, const cudaLaunchConfig_t& launch, int& clusters) {
+  static std::atomic<int> cached[kMaxCachedDevices] = {};  // relaxed: every writer stores the same value
+  int device = 0;
+  if (cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) return cuda_failure("cudaGetDevice", err);
+  const bool cacheable = device >= 0 && device < kMaxCachedDevices;
+  if (cacheable && (clusters = cached[device].load(std::memory_order_relaxed)) > 0) return {};
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(launch.stream, &capture) != cudaSuccess) {
+    cudaGetLastError();  // not sticky; treat an unanswerable stream as capturing
+    capture = cudaStreamCaptureStatusActive;
+  }
+  if (capture != cudaStreamCaptureStatusNone) {
+    int sms = 0;
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    clusters = sms / int(launch.gridDim.x);
+    return {};
+  }
+  if (cudaError_t err = cudaOccupancyMaxActiveClusters(&clusters, kernel, &launch); err != cudaSuccess)
+    return cuda_failure("cudaOccupancyMaxActiveClusters", err);
+  if (cacheable) cached[device].store(clusters, std::memory_order_relaxed);
+  return {};
+}
+
 // `grid` persistent CTAs; for a cluster kernel, as many whole clusters of them as can be resident
 // at once (a cluster needs its CTAs on one GPC, so fewer than sm_count / 2 may fit).
 template <class Mainloop>
@@ -154,8 +186,7 @@ Status launch_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, int gri
     launch.attrs = attrs;
     launch.gridDim = dim3(kCluster);
     int resident_clusters = 0;
-    if (cudaError_t err = cudaOccupancyMaxActiveClusters(&resident_clusters, kernel, &launch); err != cudaSuccess)
-      return cuda_failure("cudaOccupancyMaxActiveClusters", err);
+    if (Status s = resident_cluster_count(kernel, launch, resident_clusters); !s.ok()) return s;
     grid = std::min(grid / kCluster, resident_clusters) * kCluster;
     if (grid == 0) return Status{StatusCode::cuda_error, "signalgemm: no two-CTA cluster fits on this device"};
   }

@@ -218,8 +218,9 @@ TEST(Fp8Block128Gemm, OutOfRangeMaskedMIsClampedAndReported) {
   EXPECT_EQ(clean.to_host<int32_t>()[0], 0);
 }
 
-TEST(Fp8Block128Gemm, CudaGraphReplayMatchesDirectLaunch) {
-  SG_REQUIRE_HOPPER();
+// A graph captured before any eager launch of the kernel (the cluster kernel then sizes its grid
+// without the occupancy query) and one captured after, both replayed three times.
+void expect_graph_replay_matches_direct_launch(const TileConfig& config, bool capture_first) {
   std::mt19937 rng(17);
   Fp8Problem p;
   p.build(4, 64, 256, 512, rng);
@@ -228,16 +229,21 @@ TEST(Fp8Block128Gemm, CudaGraphReplayMatchesDirectLaunch) {
   p.set_masked_m(masked_m);
   DeviceBuffer d_signals = DeviceBuffer::from(std::vector<uint32_t>(4, 0));
   GroupedGemmArgs args = p.args();
+  args.config = config;
   args.granularity = SignalGranularity::per_expert;
   args.signals = d_signals.get<uint32_t>();
 
   cudaStream_t stream;
   SG_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   args.stream = stream;
-  p.poison_output();
-  ASSERT_TRUE(grouped_gemm_nt_masked(args).ok());
-  SG_CUDA_CHECK(cudaStreamSynchronize(stream));
-  const auto direct = p.output();
+  std::vector<uint16_t> direct;
+  auto direct_launch = [&] {
+    p.poison_output();
+    EXPECT_TRUE(grouped_gemm_nt_masked(args).ok());
+    EXPECT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    direct = p.output();
+  };
+  if (!capture_first) direct_launch();
 
   cudaGraph_t graph;
   cudaGraphExec_t exec;
@@ -247,6 +253,7 @@ TEST(Fp8Block128Gemm, CudaGraphReplayMatchesDirectLaunch) {
   SG_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
   ASSERT_TRUE(captured.ok()) << captured.message;
   SG_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  if (capture_first) direct_launch();
   for (int replay = 0; replay < 3; ++replay) {
     p.poison_output();
     SG_CUDA_CHECK(cudaGraphLaunch(exec, stream));
@@ -258,6 +265,15 @@ TEST(Fp8Block128Gemm, CudaGraphReplayMatchesDirectLaunch) {
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   cudaStreamDestroy(stream);
+}
+
+TEST(Fp8Block128Gemm, CudaGraphReplayMatchesDirectLaunch) {
+  SG_REQUIRE_HOPPER();
+  expect_graph_replay_matches_direct_launch(TileConfig{}, /*capture_first=*/false);
+  // Two-CTA clusters, captured before this test's eager launch (run alone, the kernel's first launch
+  // in the process: its grid is then sized without the occupancy query) and after it.
+  expect_graph_replay_matches_direct_launch(TileConfig{128, 128, 0, 2}, /*capture_first=*/true);
+  expect_graph_replay_matches_direct_launch(TileConfig{128, 256, 0, 2}, /*capture_first=*/false);
 }
 
 // bf16 x bf16: the unscaled mainloop, every tile, K not a multiple of the 64-element stage (the
