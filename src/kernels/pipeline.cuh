@@ -8,7 +8,9 @@
 // In a two-CTA cluster (kCluster == 2) rank 0's copy engine writes a shared operand into both
 // CTAs' stage, so a stage may be refilled only when the MMA warps of both CTAs have released it:
 // every MMA warp arrives on empty[s] of both CTAs (count 2 x 8), and each CTA's full[s] still
-// expects every byte that lands in its own shared memory, whoever issued the copy.
+// expects every byte that lands in its own shared memory, whoever issued the copy. The peer's bytes
+// may land before this CTA's producer arms the phase: the transaction count then runs negative,
+// and the phase still cannot complete before the local arrive.expect_tx (its pending arrival).
 #pragma once
 
 #include <cuda.h>
