@@ -142,52 +142,45 @@ struct Fp8Block128Mainloop {
         }
         ptx::wgmma_commit();
 
-        // Promote with both scales: acc += partial * sfb * sfa[token].
+        // Promote with both scales: acc += partial * sfb * sfa[token]. Two slices lie in one
+        // weight-scale block and see the same tokens, so sfb * sfa is formed once per stage (its
+        // loads overlap the first slice's MMAs) and reused: half the shared loads and multiplies.
+        // One slice loads its token scales kScalePrefetch pairs ahead instead (registers are short
+        // at 192 tokens): the first loads overlap the MMAs, and no FMA waits on a load's latency.
+        // Either way the scales come from the stage, which is released only after.
+        const float* thread_sfa = stage_sfa + 2 * (lane % 4);
+        float2 token_scales[kScalePrefetch];
         if constexpr (kSlices == 2) {
-          // Both slices lie in one weight-scale block and see the same tokens: scale once per
-          // stage (the loads overlap the first slice's MMAs) and reuse it, halving the shared
-          // loads and multiplies.
           if (slice == 0) {
 #pragma unroll
             for (int j = 0; j < kTokens / 8; ++j) {
-              const float2 token_scale = ptx::ld_shared_f32x2_in_order(stage_sfa + 2 * (lane % 4) + 8 * j);
+              const float2 token_scale = ptx::ld_shared_f32x2_in_order(thread_sfa + 8 * j);
               scaled_tokens[j] = make_float2(sfb * token_scale.x, sfb * token_scale.y);
             }
           }
-          ptx::wgmma_wait<0>();
-          ptx::fence_registers(partial);
+        } else {
 #pragma unroll
-          for (int j = 0; j < kTokens / 8; ++j) {
-            float* a = acc[slice];
-            a[4 * j + 0] = fmaf(partial[4 * j + 0], scaled_tokens[j].x, a[4 * j + 0]);
-            a[4 * j + 1] = fmaf(partial[4 * j + 1], scaled_tokens[j].y, a[4 * j + 1]);
-            a[4 * j + 2] = fmaf(partial[4 * j + 2], scaled_tokens[j].x, a[4 * j + 2]);
-            a[4 * j + 3] = fmaf(partial[4 * j + 3], scaled_tokens[j].y, a[4 * j + 3]);
-          }
-          continue;
+          for (int j = 0; j < kScalePrefetch && j < kTokens / 8; ++j)
+            token_scales[j] = ptx::ld_shared_f32x2_in_order(thread_sfa + 8 * j);
         }
-        // One slice: the token scales come from the stage (released only after), kScalePrefetch
-        // pairs ahead: the first loads overlap the MMAs, and no FMA waits on a shared-memory load's
-        // latency.
-        const float* thread_sfa = stage_sfa + 2 * (lane % 4);
-        float2 token_scales[kScalePrefetch];
-#pragma unroll
-        for (int j = 0; j < kScalePrefetch && j < kTokens / 8; ++j)
-          token_scales[j] = ptx::ld_shared_f32x2_in_order(thread_sfa + 8 * j);
         ptx::wgmma_wait<0>();
         ptx::fence_registers(partial);
 #pragma unroll
         for (int j = 0; j < kTokens / 8; ++j) {
-          const float2 token_scale = token_scales[j % kScalePrefetch];
-          if (j + kScalePrefetch < kTokens / 8)
-            token_scales[j % kScalePrefetch] = ptx::ld_shared_f32x2_in_order(thread_sfa + 8 * (j + kScalePrefetch));
-          const float s0 = sfb * token_scale.x;
-          const float s1 = sfb * token_scale.y;
+          float2 scale;
+          if constexpr (kSlices == 2) {
+            scale = scaled_tokens[j];
+          } else {
+            const float2 token_scale = token_scales[j % kScalePrefetch];
+            if (j + kScalePrefetch < kTokens / 8)
+              token_scales[j % kScalePrefetch] = ptx::ld_shared_f32x2_in_order(thread_sfa + 8 * (j + kScalePrefetch));
+            scale = make_float2(sfb * token_scale.x, sfb * token_scale.y);
+          }
           float* a = acc[slice];
-          a[4 * j + 0] = fmaf(partial[4 * j + 0], s0, a[4 * j + 0]);
-          a[4 * j + 1] = fmaf(partial[4 * j + 1], s1, a[4 * j + 1]);
-          a[4 * j + 2] = fmaf(partial[4 * j + 2], s0, a[4 * j + 2]);
-          a[4 * j + 3] = fmaf(partial[4 * j + 3], s1, a[4 * j + 3]);
+          a[4 * j + 0] = fmaf(partial[4 * j + 0], scale.x, a[4 * j + 0]);
+          a[4 * j + 1] = fmaf(partial[4 * j + 1], scale.y, a[4 * j + 1]);
+          a[4 * j + 2] = fmaf(partial[4 * j + 2], scale.x, a[4 * j + 2]);
+          a[4 * j + 3] = fmaf(partial[4 * j + 3], scale.y, a[4 * j + 3]);
         }
       }
       // This warp no longer reads the stage (MMAs complete, scales consumed): hand it back.
