@@ -29,7 +29,7 @@ struct TileConfig {
   int block_n = 0;  // output columns (weight rows) per tile
   int stages = 0;   // shared-memory pipeline stages
   int cluster = 0;  // CTAs per cluster sharing an operand over TMA multicast: 1, or 2 (fp8_block128
-                    // at 128x256 only); 0 = heuristic
+                    // at 128x128 and 128x256 only); 0 = heuristic
 };
 
 struct GroupedGemmArgs {

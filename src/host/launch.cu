@@ -177,7 +177,7 @@ Status launch_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, int gri
   launch.dynamicSmemBytes = smem;
   launch.stream = args.stream;
   cudaLaunchAttribute attrs[2]{};
-  if (kCluster > 1) {
+  if constexpr (kCluster > 1) {
     attrs[launch.numAttrs].id = cudaLaunchAttributeClusterDimension;
     attrs[launch.numAttrs].val.clusterDim.x = kCluster;
     attrs[launch.numAttrs].val.clusterDim.y = 1;

@@ -29,11 +29,10 @@ template <class Mainloop, class = void>
 inline constexpr bool kLoadsClusterWork = false;
 template <class Mainloop>
 inline constexpr bool kLoadsClusterWork<Mainloop, std::void_t<decltype(Mainloop::kCluster)>> = true;
+template <class Mainloop, class = void>
+inline constexpr int kClusterOf = 1;
 template <class Mainloop>
-inline constexpr int kClusterOf = [] {
-  if constexpr (kLoadsClusterWork<Mainloop>) return Mainloop::kCluster;
-  else return 1;
-}();
+inline constexpr int kClusterOf<Mainloop, std::void_t<decltype(Mainloop::kCluster)>> = Mainloop::kCluster;
 
 // Every thread of both CTAs: orders what came before (barrier initialization, the last remote
 // arrivals) before what the peer does after.

@@ -190,8 +190,6 @@ __device__ __forceinline__ void named_barrier_arrive(int id, int num_threads) {
   asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(num_threads) : "memory");
 }
 
-// Publishes a signal: a release add, so every write ordered before it (by program order or, through
-// the preceding barrier, by the other storing threads) is visible to whoever acquires the counter.
 // Arrive on the mbarrier at this CTA's `local_barrier` offset in cluster CTA `cta_rank` (itself or
 // a peer). CUDA 13's cuda::ptx spells the shared::cluster form only with .release.cluster, which
 // compiles to a GPU-wide MEMBAR; callers that order no writes before the arrive use .cta instead.
@@ -205,6 +203,8 @@ __device__ __forceinline__ void mbarrier_arrive_cluster_cta_scope(uint64_t* loca
       : "memory");
 }
 
+// Publishes a signal: a release add, so every write ordered before it (by program order or, through
+// the preceding barrier, by the other storing threads) is visible to whoever acquires the counter.
 __device__ __forceinline__ void red_release_gpu_add(uint32_t* counter, uint32_t value) {
   asm volatile("red.release.gpu.global.add.u32 [%0], %1;\n" ::"l"(counter), "r"(value) : "memory");
 }
