@@ -27,8 +27,8 @@ void expect_every_tile_correct(Problem& p, const std::vector<int32_t>& masked_m,
   const auto reference = full_reference(p);
   for (const host::TileShape tile : host::kSupportedTiles)
     for (int cluster : {1, 2}) {
-      if (cluster == 2 && !host::is_cluster_tile(tile.block_m, tile.block_n)) continue;
-      if (cluster == 2 && !(p.a_format == Format::fp8_block128 && p.b_format == Format::fp8_block128)) continue;
+      const bool fp8_pair = p.a_format == Format::fp8_block128 && p.b_format == Format::fp8_block128;
+      if (cluster == 2 && !(fp8_pair && host::is_cluster_tile(tile.block_m, tile.block_n))) continue;
       GroupedGemmArgs args = p.args();
       args.config.block_m = tile.block_m;
       args.config.block_n = tile.block_n;
@@ -52,20 +52,20 @@ TEST(Fp8Block128Gemm, ClusterPairsEveryShareMode) {
   const auto reference = full_reference(p);
   const std::vector<int32_t> masked_m = {0, 1, 129, 256, 257, 385, 511, 520};
   for (int block_n : {128, 256})
-  for (int sm_count : {0, 1, 3})
-    for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block}) {
-      GroupedGemmArgs args = p.args();
-      args.config.block_m = 128;
-      args.config.block_n = block_n;
-      args.config.cluster = 2;
-      args.sm_count = sm_count;
-      args.granularity = g;
-      const RunResult r = run(p, args, masked_m);
-      ASSERT_TRUE(r.status.ok()) << r.status.message;
-      EXPECT_EQ(check_output(p, masked_m, reference), "")
-          << "128x" << block_n << " sm_count " << sm_count << " " << to_string(g);
-      expect_signals(args, masked_m, r.signals);
-    }
+    for (int sm_count : {0, 1, 3})
+      for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block}) {
+        GroupedGemmArgs args = p.args();
+        args.config.block_m = 128;
+        args.config.block_n = block_n;
+        args.config.cluster = 2;
+        args.sm_count = sm_count;
+        args.granularity = g;
+        const RunResult r = run(p, args, masked_m);
+        ASSERT_TRUE(r.status.ok()) << r.status.message;
+        EXPECT_EQ(check_output(p, masked_m, reference), "")
+            << "128x" << block_n << " sm_count " << sm_count << " " << to_string(g);
+        expect_signals(args, masked_m, r.signals);
+      }
 }
 
 TEST(Fp8Block128Gemm, EveryTileConfigAndEdgeMaskedM) {
