@@ -18,31 +18,32 @@ struct Tile {
   int rows;  // real rows of the block: block_m, or fewer in an expert's last row block
 };
 
-// The expert that holds work item `index` (a tile, or a cluster unit below), with kItems(r, c) work
-// items per expert of r row blocks and c column blocks. `MaskedM` is anything indexable by expert that
-// yields masked_m (a device pointer on the GPU, a std::vector on the CPU). Item indices only grow,
-// so the cursor only moves forward: O(1) amortized per step.
-template <typename MaskedM, int (*kItems)(int r, int c)>
-class ExpertCursor {
+// Walks the tiles of one persistent CTA in increasing tile order. `MaskedM` is anything indexable
+// by expert that yields masked_m (a device pointer on the GPU, a std::vector on the CPU).
+// Each step costs O(1) amortized: tile indices only grow, so the expert cursor only moves forward.
+template <typename MaskedM>
+class MaskedTileWalker {
  public:
-  SG_HD ExpertCursor(const SignalLayout& layout, MaskedM masked_m) : layout_(layout), masked_m_(masked_m) {
+  SG_HD MaskedTileWalker(const SignalLayout& layout, MaskedM masked_m, int cta, int num_ctas)
+      : layout_(layout), masked_m_(masked_m), next_tile_(cta), stride_(num_ctas) {
     load_expert(0);
   }
 
-  // Moves to the expert of item `index` and returns its index there; -1 past the last expert.
-  SG_HD int seek(int index) {
-    while (expert_ < layout_.num_experts && index >= first_ + items_) {
-      first_ += items_;
+  // Returns false when this CTA has no tiles left.
+  SG_HD bool next(Tile& tile) {
+    while (expert_ < layout_.num_experts && next_tile_ >= expert_first_ + expert_tiles_) {
+      expert_first_ += expert_tiles_;
       load_expert(expert_ + 1);
     }
-    return expert_ < layout_.num_experts ? index - first_ : -1;
-  }
-
-  SG_HD int row_blocks() const { return row_blocks_; }
-  // The tile of row block m_block, column block n_block of the current expert.
-  SG_HD Tile tile(int m_block, int n_block) const {
-    const int rows_left = expert_m_ - m_block * layout_.block_m;
-    return Tile{expert_, m_block, n_block, rows_left < layout_.block_m ? rows_left : layout_.block_m};
+    if (expert_ >= layout_.num_experts) return false;
+    const int local = next_tile_ - expert_first_;
+    tile.expert = expert_;
+    tile.n_block = local / expert_row_blocks_;
+    tile.m_block = local % expert_row_blocks_;
+    const int rows_left = expert_m_ - tile.m_block * layout_.block_m;
+    tile.rows = rows_left < layout_.block_m ? rows_left : layout_.block_m;
+    next_tile_ += stride_;
+    return true;
   }
 
  private:
@@ -50,41 +51,19 @@ class ExpertCursor {
     expert_ = e;
     if (e >= layout_.num_experts) return;
     expert_m_ = layout_.clamp_m(int(masked_m_[e]));
-    row_blocks_ = (expert_m_ + layout_.block_m - 1) / layout_.block_m;
-    items_ = kItems(row_blocks_, layout_.col_blocks());
+    expert_row_blocks_ = (expert_m_ + layout_.block_m - 1) / layout_.block_m;
+    expert_tiles_ = expert_row_blocks_ * layout_.col_blocks();
   }
 
   SignalLayout layout_;
   MaskedM masked_m_;
-  int expert_ = 0;
-  int first_ = 0;  // index of the first item of expert_
-  int items_ = 0;
-  int row_blocks_ = 0;
-  int expert_m_ = 0;
-};
-
-SG_HD int tiles_of_expert(int r, int c) { return r * c; }
-
-// Walks the tiles of one persistent CTA in increasing tile order.
-template <typename MaskedM>
-class MaskedTileWalker {
- public:
-  SG_HD MaskedTileWalker(const SignalLayout& layout, MaskedM masked_m, int cta, int num_ctas)
-      : cursor_(layout, masked_m), next_tile_(cta), stride_(num_ctas) {}
-
-  // Returns false when this CTA has no tiles left.
-  SG_HD bool next(Tile& tile) {
-    const int local = cursor_.seek(next_tile_);
-    if (local < 0) return false;
-    next_tile_ += stride_;
-    tile = cursor_.tile(local % cursor_.row_blocks(), local / cursor_.row_blocks());
-    return true;
-  }
-
- private:
-  ExpertCursor<MaskedM, tiles_of_expert> cursor_;
   int next_tile_;
   int stride_;
+  int expert_ = 0;
+  int expert_first_ = 0;  // index of the first tile of expert_
+  int expert_tiles_ = 0;
+  int expert_row_blocks_ = 0;
+  int expert_m_ = 0;
 };
 
 // Two-CTA clusters (fp8_block128 at 128 x 256 tiles; docs/configuration.md): the CTAs of a cluster
@@ -107,48 +86,71 @@ struct ClusterWork {
   ClusterShare share;  // which operand rank 0 multicasts to both CTAs
 };
 
-// Units of an expert: per full pair of column blocks 2 * (r / 2) + r % 2, and r / 2 + r % 2 for an
-// odd last column block.
-SG_HD int units_of_expert(int r, int c) { return (c / 2) * (2 * (r / 2) + r % 2) + (c % 2) * (r / 2 + r % 2); }
-
 template <typename MaskedM>
 class PairedTileWalker {
  public:
   SG_HD PairedTileWalker(const SignalLayout& layout, MaskedM masked_m, int cluster, int num_clusters, int rank)
-      : cursor_(layout, masked_m), col_blocks_(layout.col_blocks()), next_unit_(cluster), stride_(num_clusters),
-        rank_(rank) {}
+      : layout_(layout), masked_m_(masked_m), next_unit_(cluster), stride_(num_clusters), rank_(rank) {
+    load_expert(0);
+  }
 
   SG_HD bool next(ClusterWork& work) {
-    const int local = cursor_.seek(next_unit_);
-    if (local < 0) return false;
+    while (expert_ < layout_.num_experts && next_unit_ >= expert_first_ + expert_units_) {
+      expert_first_ += expert_units_;
+      load_expert(expert_ + 1);
+    }
+    if (expert_ >= layout_.num_experts) return false;
+    const int local = next_unit_ - expert_first_;
     next_unit_ += stride_;
 
-    const int r = cursor_.row_blocks(), half_rows = r / 2;
-    const int group_units = 2 * half_rows + r % 2;  // units of a full pair of column blocks
-    const int n0 = 2 * (local / group_units);
-    const int j = local % group_units;
-    const bool lone_column = n0 + 1 == col_blocks_;  // the last group holds one column
+    const int half_rows = row_blocks_ / 2, odd_rows = row_blocks_ % 2;
+    const int group_units = 2 * half_rows + odd_rows;  // units of a full pair of column blocks
+    const int group = local / group_units;
+    int j = local % group_units;
+    const int n0 = 2 * group;
+    const bool lone_column = n0 + 1 == layout_.col_blocks();  // the last group holds one column
+    work.tile.expert = expert_;
     work.has_tile = true;
     if (j < (lone_column ? half_rows : 2 * half_rows)) {
       work.share = ClusterShare::weights;
-      work.tile = cursor_.tile(2 * (j % half_rows) + rank_, n0 + j / half_rows);
+      work.tile.n_block = n0 + j / half_rows;
+      work.tile.m_block = 2 * (j % half_rows) + rank_;
     } else if (!lone_column) {
       work.share = ClusterShare::tokens;
-      work.tile = cursor_.tile(r - 1, n0 + rank_);
+      work.tile.n_block = n0 + rank_;
+      work.tile.m_block = row_blocks_ - 1;
     } else {
       work.share = ClusterShare::none;
-      work.tile = cursor_.tile(r - 1, n0);
+      work.tile.n_block = n0;
+      work.tile.m_block = row_blocks_ - 1;
       work.has_tile = rank_ == 0;
     }
+    const int rows_left = expert_m_ - work.tile.m_block * layout_.block_m;
+    work.tile.rows = rows_left < layout_.block_m ? rows_left : layout_.block_m;
     return true;
   }
 
  private:
-  ExpertCursor<MaskedM, units_of_expert> cursor_;
-  int col_blocks_;
+  SG_HD void load_expert(int e) {
+    expert_ = e;
+    if (e >= layout_.num_experts) return;
+    expert_m_ = layout_.clamp_m(int(masked_m_[e]));
+    row_blocks_ = (expert_m_ + layout_.block_m - 1) / layout_.block_m;
+    const int c = layout_.col_blocks();
+    const int half_rows = row_blocks_ / 2, odd_rows = row_blocks_ % 2;
+    expert_units_ = (c / 2) * (2 * half_rows + odd_rows) + (c % 2) * (half_rows + odd_rows);
+  }
+
+  SignalLayout layout_;
+  MaskedM masked_m_;
   int next_unit_;
   int stride_;
   int rank_;
+  int expert_ = 0;
+  int expert_first_ = 0;  // index of the first unit of expert_
+  int expert_units_ = 0;
+  int row_blocks_ = 0;
+  int expert_m_ = 0;
 };
 
 }  // namespace signalgemm::detail
