@@ -696,9 +696,23 @@ Status ep_epilogue_send_prepare(const EpCombineContext* ctx, const EpCombineArgs
 
 Status ep_epilogue_send_reduce(const EpCombineContext* ctx, const EpCombineArgs& a) {
   if (Status s = check_epilogue_send_args(ctx, a); !s.ok()) return s;
-  epilogue_send_reduce_kernel<<<a.num_blocks > 0 ? a.num_blocks : kDefaultBlocks, kThreads, 0, a.stream>>>(
-      common_params(ctx, a), epilogue_counters_offset(a.epoch), epilogue_masked_m_offset(a.epoch));
-  return cuda_status(cudaGetLastError(), "ep_epilogue_send_reduce launch");
+  // Programmatic dependent launch: once the GEMM before it on the stream has started everywhere
+  // (griddepcontrol.launch_dependents), the reduce blocks take the SMs its CTAs leave, so their
+  // waits already run when the last experts finish. No griddepcontrol.wait is needed: the rows are
+  // acquired through the counters, and everything else the reduce reads (routing, masked_m, the
+  // window) was written by kernels that completed before that GEMM started.
+  cudaLaunchAttribute overlap{};
+  overlap.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  overlap.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t launch{};
+  launch.gridDim = dim3(a.num_blocks > 0 ? a.num_blocks : kDefaultBlocks);
+  launch.blockDim = dim3(kThreads);
+  launch.stream = a.stream;
+  launch.attrs = &overlap;
+  launch.numAttrs = 1;
+  return cuda_status(cudaLaunchKernelEx(&launch, epilogue_send_reduce_kernel, common_params(ctx, a),
+                                        epilogue_counters_offset(a.epoch), epilogue_masked_m_offset(a.epoch)),
+                     "ep_epilogue_send_reduce launch");
 }
 
 }  // namespace signalgemm

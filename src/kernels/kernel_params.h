@@ -18,7 +18,9 @@ inline constexpr int kMathThreads = kMathWarpgroups * 128;
 // would cost as much; the producer gives its registers to the MMA warpgroups with setmaxnreg.
 inline constexpr int kThreads = kMathThreads + 128;
 inline constexpr int kProducerRegisters = 40;
-inline constexpr int kMathRegisters = 232;  // 128 * 40 + 256 * 232 = 64512 of the SM's 65536
+// 128 * 40 + 256 * 232 = 64512 of the SM's 65536. Producer 48 + MMA 232 (all 65536) hangs: the
+// MMA warps' setmaxnreg.inc then waits forever for registers (H200, 2026-11-26).
+inline constexpr int kMathRegisters = 232;
 inline constexpr int kBlockK = 128;              // bytes of K per stage: 128 e4m3 (one scale block) or 64 bf16
 inline constexpr int kSmemAlignment = 1024;      // 128-byte swizzle repeats every 1024 bytes
 
