@@ -113,6 +113,9 @@ struct EpCombineArgs {
   // block fills one SM (768 threads), so num_blocks beside a GEMM is the SMs taken from it.
   int num_blocks = 0;  // 0 = 8
   int first_block = 0;
+  // Tokens a reduce block sums together (one round of row loads for all of them), 1 to 4; 0 = the
+  // tokens per SM, rounded. Every launch of one combine must pass the same value.
+  int reduce_tokens = 0;
 
   // Model of a slower link: when > 0, rows to other ranks leave this GPU no faster than this many
   // bytes per second in total (a token bucket over %globaltimer; each counter's rows to other ranks

@@ -6,6 +6,8 @@
 #include <nccl.h>
 #include <nccl_device.h>
 
+#include <cuda/ptx>
+
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -67,6 +69,7 @@ constexpr int kMaxChunkVectors = 128;
 constexpr int kChunkVectorsPerLane = kMaxChunkVectors / 32;
 constexpr int kRowVectorsPerLane = 8;  // in flight per lane in a whole-row copy
 constexpr int kSlotsPerLoad = 8;       // slot vectors loaded together in the reduce
+constexpr int kReduceTokens = 4;       // most tokens a reduce block sums together (reduce_group)
 constexpr size_t kHeaderBytes = 128;
 // Rows sent from the GEMM's epilogue: per half, the GEMM's per-expert counters and a copy of its
 // masked_m, read by the owners' reduce.
@@ -110,6 +113,7 @@ struct EpParams {
   uint32_t* rows_done;  // [counters], in the workspace
   float ns_per_byte;  // 0 = no throttle
   uint64_t timeout_ns;
+  int reduce_tokens;  // EpCombineArgs::reduce_tokens (0 = reduce_group picks)
   int32_t* error_flag;
   uint64_t* timeline;
   int first_block;
@@ -254,36 +258,43 @@ __device__ void send_row(const EpParams& p, int64_t c, int r, int chunk_begin, i
   }
 }
 
-// Reduce of token `t` by the whole block: out[t] = sum over its used slots, in the fixed order
-// k = 0..topk-1, in fp32, stored as bf16; the result never depends on which slot arrived first.
-// Thread k < topk calls find_row(slot, global expert) for each used slot k: it waits until the
-// row is there (an acquire) and returns it, or null on timeout; the block barrier then extends
-// every waiting thread's acquire to all threads' loads.
+// Reduce of tokens first_token .. first_token + count - 1 (count <= kReduceTokens) by the whole
+// block: out[t] = sum over t's used slots, in the fixed order k = 0..topk-1, in fp32, stored as
+// bf16; the result never depends on which slot arrived first. Thread i < count * topk calls
+// find_row(slot, global expert) for slot i of the group: it waits until the row is there (an
+// acquire) and returns it, or null on timeout; the block barrier then extends every waiting
+// thread's acquire to all threads' loads.
 template <class FindRow>
-__device__ void reduce_token(const EpParams& p, int t, FindRow find_row) {
-  __shared__ const uint4* slot_src[kMaxTopk];
-  __shared__ float slot_weight[kMaxTopk];
-  if (threadIdx.x < p.topk) {
-    const int k = threadIdx.x, slot = t * p.topk + k;
+__device__ void reduce_tokens(const EpParams& p, int first_token, int count, FindRow find_row) {
+  __shared__ const uint4* slot_src[kReduceTokens * kMaxTopk];
+  __shared__ float slot_weight[kReduceTokens * kMaxTopk];
+  // One thread per slot of the group: its waits run side by side.
+  if (threadIdx.x < count * p.topk) {
+    const int slot = first_token * p.topk + threadIdx.x;
     const int g = p.topk_idx[slot];
     const uint4* src = g >= 0 ? find_row(slot, g) : nullptr;
-    slot_src[k] = src;
-    slot_weight[k] = src != nullptr ? p.topk_weights[slot] : 0.f;
+    slot_src[threadIdx.x] = src;
+    slot_weight[threadIdx.x] = src != nullptr ? p.topk_weights[slot] : 0.f;
   }
   __syncthreads();
-  auto* out = reinterpret_cast<uint4*>(p.out + int64_t(t) * p.layout.n);
-  for (int v = threadIdx.x; v < p.layout.n / 8; v += kThreads) {
+  // The group's output vectors as one range: every thread busy, one round of loads per
+  // kThreads vectors rather than per token.
+  const int vectors = p.layout.n / 8;
+  for (int item = threadIdx.x; item < count * vectors; item += kThreads) {
+    const int token = item / vectors, v = item - token * vectors;
+    const uint4* const* src = slot_src + token * p.topk;
+    const float* weight = slot_weight + token * p.topk;
     float sum[8] = {};
     for (int k0 = 0; k0 < p.topk; k0 += kSlotsPerLoad) {  // kSlotsPerLoad loads in flight
       uint4 raw[kSlotsPerLoad];
 #pragma unroll
       for (int q = 0; q < kSlotsPerLoad; ++q) {
         const int k = k0 + q;
-        raw[q] = k < p.topk && slot_src[k] != nullptr ? slot_src[k][v] : uint4{};
+        raw[q] = k < p.topk && src[k] != nullptr ? src[k][v] : uint4{};
       }
 #pragma unroll
       for (int q = 0; q < kSlotsPerLoad; ++q) {
-        const float w = k0 + q < p.topk ? slot_weight[k0 + q] : 0.f;
+        const float w = k0 + q < p.topk ? weight[k0 + q] : 0.f;
         const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw[q]);
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
@@ -297,13 +308,25 @@ __device__ void reduce_token(const EpParams& p, int t, FindRow find_row) {
     __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(&packed);
 #pragma unroll
     for (int j = 0; j < 4; ++j) o[j] = __floats2bfloat162_rn(sum[2 * j], sum[2 * j + 1]);
-    out[v] = packed;
+    reinterpret_cast<uint4*>(p.out + int64_t(first_token + token) * p.layout.n)[v] = packed;
   }
-  __syncthreads();  // slot_src and slot_weight are rewritten for the next token
+  __syncthreads();  // slot_src and slot_weight are rewritten for the next group
+}
+
+// Tokens per reduce group (EpCombineArgs::reduce_tokens); by default tokens per SM, rounded to
+// the nearest (1 to kReduceTokens), so a block's tokens share one round of row loads and SMs
+// rarely idle. Measured in the epilogue-send mode on 2 x H200 (tokens per GPU, us for groups of
+// 1 / 2 / 3 / 4): E32 m32 (131-133) 143.3 / 145.3 / 147.8 / 149.7; E8 m256 (about 256) 110.4 /
+// 106.8 / 108.6 / 110.4; E32 m128 (about 512) 251.9 / 242.7 / 246.3 / 239.7. From the SM count,
+// not the grid: the beside mode's two launches share one queue of groups.
+__device__ __forceinline__ int reduce_group(const EpParams& p) {
+  if (p.reduce_tokens > 0) return p.reduce_tokens;
+  const int sms = static_cast<int>(cuda::ptx::get_sreg_nsmid());
+  return max(1, min(kReduceTokens, (p.num_tokens + sms / 2) / sms));
 }
 
 // Announces the end of this epoch's reduce once every token is summed (thread 0 of each block,
-// after its last reduce_token, whose barrier ordered the block's row loads first): the acq_rel
+// after its last reduce_tokens, whose barrier ordered the block's row loads first): the acq_rel
 // adds chain every block's loads to the block completing the count, whose release at system scope
 // publishes it to the senders of epoch + 2 (on any GPU), which may then reuse this half.
 __device__ void count_reduced_tokens(const EpParams& p, uint32_t reduced_here) {
@@ -366,10 +389,13 @@ __global__ void __launch_bounds__(kThreads, 1) ep_combine_kernel(const EpParams 
     return static_cast<const uint4*>(
         ncclGetLocalPointer(p.window, p.rows_offset + size_t(slot) * p.layout.n * sizeof(__nv_bfloat16)));
   };
-  for (int64_t t = detail::take_work_item(&p.workspace->token_queue); t < p.num_tokens;
-       t = detail::take_work_item(&p.workspace->token_queue)) {
-    reduce_token(p, int(t), find_row);
-    ++reduced_here;
+  // Queue items are groups of consecutive tokens.
+  const int group_tokens = reduce_group(p);
+  for (int64_t group = detail::take_work_item(&p.workspace->token_queue); group * group_tokens < p.num_tokens;
+       group = detail::take_work_item(&p.workspace->token_queue)) {
+    const int first = int(group * group_tokens), count = min(group_tokens, p.num_tokens - first);
+    reduce_tokens(p, first, count, find_row);
+    reduced_here += count;
   }
   if (threadIdx.x == 0) {
     count_reduced_tokens(p, reduced_here);
@@ -414,6 +440,7 @@ Status check_common_args(const EpCombineContext* ctx, const EpCombineArgs& a) {
   if (a.epoch == 0) return invalid("epoch must be >= 1 (the window starts zeroed)");
   if (a.workspace == nullptr || reinterpret_cast<uintptr_t>(a.workspace) % 16 != 0)
     return invalid("workspace is null or not 16-byte aligned");
+  if (a.reduce_tokens < 0 || a.reduce_tokens > kReduceTokens) return invalid("reduce_tokens must be in [0, 4]");
   return {};
 }
 
@@ -437,6 +464,7 @@ EpParams common_params(const EpCombineContext* ctx, const EpCombineArgs& a) {
   p.workspace = static_cast<Workspace*>(a.workspace);
   p.timeout_ns = a.timeout_ns;
   p.error_flag = a.error_flag;
+  p.reduce_tokens = a.reduce_tokens;
   return p;
 }
 
@@ -666,7 +694,12 @@ __global__ void __launch_bounds__(kThreads, 1)
         ncclGetLocalPointer(p.window, p.rows_offset + size_t(slot) * p.layout.n * sizeof(__nv_bfloat16)));
   };
   uint32_t reduced_here = 0;
-  for (int t = blockIdx.x; t < p.num_tokens; t += gridDim.x, ++reduced_here) reduce_token(p, t, find_row);
+  const int group_tokens = reduce_group(p);
+  for (int first = blockIdx.x * group_tokens; first < p.num_tokens; first += gridDim.x * group_tokens) {
+    const int count = min(group_tokens, p.num_tokens - first);
+    reduce_tokens(p, first, count, find_row);
+    reduced_here += count;
+  }
   if (threadIdx.x == 0) count_reduced_tokens(p, reduced_here);
 }
 

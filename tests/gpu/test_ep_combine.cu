@@ -181,6 +181,7 @@ struct RankState {
     c.workspace = workspace.get();
     c.timeout_ns = 5'000'000'000;
     c.error_flag = flag.get<int32_t>();
+    c.reduce_tokens = int(epoch % 4);  // 0 (one token per block here) to 3: groups and partial groups
     return c;
   }
 
