@@ -144,8 +144,11 @@ Status ep_combine(const EpCombineContext* context, const EpCombineArgs& args);
 //   GEMM with out_rows, signals, SignalGranularity::per_expert, SignalScope::sys
 //   ep_epilogue_send_reduce(ctx, args);  // args.num_blocks blocks (use the whole GPU)
 // out_rows: device memory for E_local * max_m pointers. Uses args' layout (per_expert, at most 16384
-// experts), masked_m, row_source, tokens, out, epoch, workspace, num_blocks, timeout and stream;
-// the throttle model does not apply.
+// experts), masked_m, row_source, tokens, out, epoch, workspace, num_blocks, reduce_tokens, timeout
+// and stream; the throttle model does not apply. The reduce is a programmatic dependent launch: it
+// may start while the kernel before it on the stream runs, once that kernel has issued
+// griddepcontrol.launch_dependents (the GEMM does, after its own inputs are ready). Enqueue it
+// right after the GEMM, as above, not after another kernel that triggers early.
 Status ep_epilogue_send_prepare(const EpCombineContext* context, const EpCombineArgs& args, void** out_rows,
                                 uint32_t** signals);
 Status ep_epilogue_send_reduce(const EpCombineContext* context, const EpCombineArgs& args);
