@@ -68,8 +68,10 @@ struct GroupedGemmArgs {
   TileConfig config;   // override for benchmarking; zero fields = heuristic
   cudaStream_t stream = nullptr;
   // Programmatic dependent launch: the kernel may start while the previous kernel on the stream
-  // finishes, and waits (griddepcontrol.wait) before it reads any input. Dependents of this
-  // kernel still see its output only at its completion, or through the signals.
+  // finishes, and waits (griddepcontrol.wait) before it reads any input. Whatever this flag, the
+  // kernel then issues griddepcontrol.launch_dependents: a kernel launched after it with
+  // programmatic serialization may start on the SMs its CTAs leave, and sees its output only
+  // through the signals or after griddepcontrol.wait (which waits for its completion).
   bool enable_pdl = false;
 };
 
