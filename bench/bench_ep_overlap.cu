@@ -73,9 +73,21 @@ struct Rank {
 
 struct Times {
   float gemm_all = 0, gemm_reduced = 0, combine_alone = 0, sequential = 0, overlapped = 0, epilogue_send = 0;
+  float epilogue_gemm = 0, epilogue_reduce = 0;  // the epilogue-send mode's two parts, each alone
 };
 
-enum Variant { kGemmAll, kGemmReduced, kCombineAlone, kSequential, kOverlapped, kEpilogueSend };
+// kEpilogueGemm: the epilogue-send GEMM without the reduce (what the sends cost the GEMM);
+// kEpilogueReduce: its reduce alone, the GEMM and its sends complete before the timed part.
+enum Variant {
+  kGemmAll,
+  kGemmReduced,
+  kCombineAlone,
+  kSequential,
+  kOverlapped,
+  kEpilogueSend,
+  kEpilogueGemm,
+  kEpilogueReduce
+};
 
 class Bench {
  public:
@@ -198,7 +210,8 @@ class Bench {
   // Enqueues one variant on every GPU: untimed set-up, a spin that covers the host's enqueueing,
   // the device-side barrier that starts all GPUs together, then the timed work.
   void enqueue(Variant v, double throttle, bool with_timeline = false) {
-    const bool combines = v == kCombineAlone || v == kSequential || v == kOverlapped || v == kEpilogueSend;
+    const bool epilogue = v == kEpilogueSend || v == kEpilogueGemm || v == kEpilogueReduce;
+    const bool combines = v == kCombineAlone || v == kSequential || v == kOverlapped || epilogue;
     if (combines) ++epoch_;
     for (Rank& R : r_) {
       CHECK_CUDA(cudaSetDevice(R.device));
@@ -209,30 +222,43 @@ class Bench {
       g.stream = R.s1;
       if (v == kCombineAlone) CHECK_STATUS(grouped_gemm_nt_masked(g));  // signals complete before timing
       uint32_t* window_counters = nullptr;
-      if (v == kEpilogueSend) {  // untimed, before the barrier (which the mode needs anyway)
+      GroupedGemmArgs sending = g;  // the epilogue-send mode's GEMM
+      if (epilogue) {  // untimed, before the barrier (which the mode needs anyway)
         EpCombineArgs c = combine_args(R, 0, false);
         c.stream = R.s1;
         CHECK_STATUS(ep_epilogue_send_prepare(R.context, c, R.out_rows, &window_counters));
+        sending.out_rows = R.out_rows;
+        sending.signals = window_counters;
+        sending.granularity = SignalGranularity::per_expert;
+        sending.scope = SignalScope::sys;
+      }
+      if (v == kEpilogueReduce) {  // every rank's rows sent before the barrier below
+        CHECK_STATUS(ep_combine_barrier(R.context, R.s1));
+        CHECK_STATUS(grouped_gemm_nt_masked(sending));
       }
       CHECK_STATUS(ep_combine_barrier(R.context, R.s1));
       CHECK_CUDA(cudaEventRecord(R.start, R.s1));
       EpCombineArgs c = combine_args(R, throttle, with_timeline);
       c.stream = R.s1;
       switch (v) {
-        case kGemmAll: CHECK_STATUS(grouped_gemm_nt_masked(g)); break;
+        case kGemmAll:
+          if (getenv("SG_EXP_GEMM_SYS")) g.scope = SignalScope::sys;
+          CHECK_STATUS(grouped_gemm_nt_masked(g));
+          break;
         case kGemmReduced:
           g.sm_count = R.sms - combine_blocks_;
           CHECK_STATUS(grouped_gemm_nt_masked(g));
           break;
         case kCombineAlone: CHECK_STATUS(ep_combine(R.context, c)); break;
         case kEpilogueSend:
-          g.out_rows = R.out_rows;
-          g.signals = window_counters;
-          g.granularity = SignalGranularity::per_expert;
-          g.scope = SignalScope::sys;
-          CHECK_STATUS(grouped_gemm_nt_masked(g));
+          CHECK_STATUS(grouped_gemm_nt_masked(sending));
           CHECK_STATUS(ep_epilogue_send_reduce(R.context, c));
           break;
+        case kEpilogueGemm:
+          if (getenv("SG_EXP_EPI_GPU")) sending.scope = SignalScope::gpu;
+          CHECK_STATUS(grouped_gemm_nt_masked(sending));
+          break;
+        case kEpilogueReduce: CHECK_STATUS(ep_epilogue_send_reduce(R.context, c)); break;
         case kSequential:
           CHECK_STATUS(grouped_gemm_nt_masked(g));
           CHECK_STATUS(ep_combine(R.context, c));
@@ -287,7 +313,11 @@ class Bench {
     t.combine_alone = time(kCombineAlone, throttle);
     t.sequential = time(kSequential, throttle);
     t.overlapped = time(kOverlapped, throttle);
-    if (throttle == 0 && granularity_ == SignalGranularity::per_expert) t.epilogue_send = time(kEpilogueSend, 0);
+    if (throttle == 0 && granularity_ == SignalGranularity::per_expert) {
+      t.epilogue_send = time(kEpilogueSend, 0);
+      t.epilogue_gemm = time(kEpilogueGemm, 0);
+      t.epilogue_reduce = time(kEpilogueReduce, 0);
+    }
     return t;
   }
 
@@ -411,8 +441,9 @@ int main(int argc, char** argv) {
               kN, kK, kTopk, to_string(granularity), combine_blocks);
   std::printf("link 'nvlink': NVLink as is; 'X GB/s': sends to other GPUs throttled to X GB/s per GPU (a model of a "
               "link across machines)\n");
-  std::printf("%4s %5s %10s %9s | %8s %8s %8s | %8s %8s | %7s %9s | %8s %7s %9s\n", "E", "m", "link", "remote_MB",
-              "gemm_us", "gemm_rd", "comb_us", "seq_us", "ovl_us", "hidden", "ovl/max", "epi_us", "hidden", "epi/max");
+  std::printf("%4s %5s %10s %9s | %8s %8s %8s | %8s %8s | %7s %9s | %8s %7s %9s %8s %8s\n", "E", "m", "link",
+              "remote_MB", "gemm_us", "gemm_rd", "comb_us", "seq_us", "ovl_us", "hidden", "ovl/max", "epi_us", "hidden",
+              "epi/max", "epi_gemm", "epi_rd");
   Bench bench(ranks, combine_blocks, iters, granularity);
   bench.set_max_tokens(max_tokens);
   std::mt19937 rng(2026);
@@ -430,10 +461,11 @@ int main(int argc, char** argv) {
       char link[32];
       if (throttle > 0) std::snprintf(link, sizeof(link), "%.0f GB/s", throttle_gbps);
       else std::snprintf(link, sizeof(link), "nvlink");
-      char epilogue[64] = " |        -       -         -";  // the epilogue-send mode has no throttle model
+      char epilogue[96] = " |        -       -         -        -        -";  // no throttle model there
       if (t.epilogue_send > 0)
-        std::snprintf(epilogue, sizeof(epilogue), " | %8.1f %6.0f%% %9.3f", t.epilogue_send,
-                      100 * (t.sequential - t.epilogue_send) / t.combine_alone, t.epilogue_send / std::max(t.gemm_all, t.combine_alone));
+        std::snprintf(epilogue, sizeof(epilogue), " | %8.1f %6.0f%% %9.3f %8.1f %8.1f", t.epilogue_send,
+                      100 * (t.sequential - t.epilogue_send) / t.combine_alone,
+                      t.epilogue_send / std::max(t.gemm_all, t.combine_alone), t.epilogue_gemm, t.epilogue_reduce);
       std::printf("%4d %5d %10s %9.1f | %8.1f %8.1f %8.1f | %8.1f %8.1f | %6.0f%% %9.3f%s\n", s.experts, s.m, link,
                   remote_mb, t.gemm_all, t.gemm_reduced, t.combine_alone, t.sequential, t.overlapped, 100 * hidden,
                   ratio, epilogue);
@@ -459,7 +491,7 @@ int main(int argc, char** argv) {
               "hidden = (seq - ovl) / comb; ovl/max = ovl / max(gemm_rd, comb) (target <= 1.1, hidden >= 80%%); "
               "remote_MB: bytes the busiest GPU sends to others; epi: the epilogue-send mode (the GEMM on all SMs "
               "writes rows into the owners' windows, then the reduce), hidden = (seq - epi) / comb, epi/max = epi / "
-              "max(GEMM, comb)\n");
+              "max(GEMM, comb); epi_gemm: that GEMM with its sends, no reduce; epi_rd: its reduce alone (rows already in)\n");
   CHECK_STATUS(ep_combine_destroy_all(contexts.data(), gpus));
   for (auto& c : comms) ncclCommDestroy(c);
   return 0;

@@ -7,13 +7,17 @@
 //        MMA computed C^T);
 //     3. fence.proxy.async.shared::cta, then arrive on "staging full" and go on to the next tile:
 //        the MMA warps never wait for global memory.
-//   Storer warp (store_tile_and_signal, in the producer warpgroup):
+//   Storer warp (store_tile, in the producer warpgroup):
 //     4. wait for "staging full"; one bulk copy per real token row (rows >= masked_m are never
 //        written); commit_group; wait_group.read 0, then arrive on "staging free";
 //     5. wait_group 0: the global writes are complete, not merely read from shared memory;
 //     6. fence.proxy.async.global: orders those async-proxy writes before the generic-proxy release;
-//     7. __syncwarp, then lane 0 does red.release.{gpu|sys}.add on the tile's counter.
-// So a signal trails its tile's stores by the store latency alone and costs the MMAs nothing.
+//     7. __syncwarp, then lane 0 counts the tile stored in shared memory (st.release.cta).
+//   Signaler warp (signal_stored_tiles, the next warp):
+//     8. acquire that count; fence.acq_rel.{gpu|sys} once for every tile stored so far;
+//     9. red.relaxed.{gpu|sys}.add on each of those tiles' counters (fence + relaxed add = release).
+// So a signal trails its tile's stores by the store latency alone and costs the MMAs nothing; the
+// scope's fence (at system scope it waits for NVLink writes to be acknowledged) delays no store.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -68,12 +72,12 @@ __device__ __forceinline__ void stage_tile(const float (&acc)[kSlices][kBlockM /
   ptx::named_barrier_arrive(kStagingFullBarrier, kEpilogueThreads);
 }
 
-// The storer warp's part for one tile; `more_tiles` says whether the MMA threads will stage
-// another tile (they then wait for "staging free").
+// The storer warp's part for the `tile_index`-th tile of this CTA; `more_tiles` says whether the
+// MMA threads will stage another tile (they then wait for "staging free").
 template <int kBlockN>
-__device__ __forceinline__ void store_tile_and_signal(const KernelParams& p, const detail::Tile& tile, int block_m,
-                                                      int valid_rows, bool more_tiles, const uint8_t* staging,
-                                                      int lane) {
+__device__ __forceinline__ void store_tile(const KernelParams& p, const detail::Tile& tile, uint32_t tile_index,
+                                          int block_m, int valid_rows, bool more_tiles, const uint8_t* staging,
+                                          uint32_t* tiles_stored, int lane) {
   namespace cp = cuda::ptx;
   constexpr int kPitch = SmemPlan::staging_pitch(kBlockN);
   ptx::named_barrier_sync(kStagingFullBarrier, kEpilogueThreads);
@@ -97,19 +101,43 @@ __device__ __forceinline__ void store_tile_and_signal(const KernelParams& p, con
   __syncwarp();
   if (more_tiles) ptx::named_barrier_arrive(kStagingFreeBarrier, kEpilogueThreads);
 
-  // Full completion (not .read): the signal below promises the writes are done.
+  // Full completion (not .read): the count below promises the writes are done.
   cp::cp_async_bulk_wait_group(cp::n32_t<0>());
   // The copies are async-proxy writes; order them before this thread's generic-proxy release.
   cp::fence_proxy_async(cp::space_global);
   // Every lane's rows are complete before lane 0 publishes; the warp barrier orders memory among
   // the lanes and the release below is cumulative over what lane 0 has observed.
   __syncwarp();
-  if (lane == 0 && p.signals != nullptr) {
+  // Hand the tile to the signaler warp (CTA scope: it acquires this count before its fence).
+  if (lane == 0) ptx::st_release_cta_shared(tiles_stored, tile_index + 1);
+}
+
+// The signaler warp (lane 0): bumps each stored tile's counter in the storer's order. The fence
+// that makes a counter a release at the signal's scope is the expensive part (a system-scope one
+// waits for this SM's writes over NVLink to be acknowledged, ~1 us): it runs here, off the
+// storer's path, and once for all tiles stored since the last one.
+template <class CtaTiles>
+__device__ __forceinline__ void signal_stored_tiles(const KernelParams& p, CtaTiles& tiles, const uint32_t* tiles_stored) {
+  if (p.signals == nullptr) return;
+  uint32_t fenced = 0;  // tiles stored and ordered before this warp's last fence
+  detail::Tile tile;
+  for (uint32_t index = 0; tiles.next(tile); ++index) {
+    if (index >= fenced) {
+      uint32_t stored;
+      while ((stored = ptx::ld_acquire_cta_shared(tiles_stored)) <= index) __nanosleep(64);
+      // Acquired above (CTA scope) from the storer's release: its completed writes now precede
+      // this fence, which with the relaxed adds below forms a release at the signal's scope.
+      if (p.signal_sys_scope)
+        ptx::fence_acq_rel_sys();
+      else
+        ptx::fence_acq_rel_gpu();
+      fenced = stored;
+    }
     uint32_t* counter = p.signals + p.layout.counter_index(tile.expert, tile.m_block);
     if (p.signal_sys_scope)
-      ptx::red_release_sys_add(counter, 1);
+      ptx::red_relaxed_sys_add(counter, 1);
     else
-      ptx::red_release_gpu_add(counter, 1);
+      ptx::red_relaxed_gpu_add(counter, 1);
   }
 }
 

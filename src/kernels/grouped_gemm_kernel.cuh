@@ -2,8 +2,9 @@
 // (mainloop_fp8_block128.cuh, mainloop_bf16.cuh, mainloop_nvfp4_weights.cuh, mainloop_dequant_bf16.cuh).
 //
 // Warpgroups 0..kMathWarpgroups-1 run the MMAs and stage each finished tile in shared memory; in
-// the last warpgroup one thread issues every TMA load, and the next warp (the storer) scans
-// masked_m for out-of-range values, then stores each staged tile and publishes its signal.
+// the last warpgroup one thread issues every TMA load, the next warp (the storer) scans masked_m
+// for out-of-range values, then stores each staged tile, and one thread of the warp after that
+// publishes the stored tiles' signals.
 // All roles walk the same tile sequence (scheduler.cuh), so they need no other coordination than
 // the stage barriers of pipeline.cuh and the staging hand-over of epilogue_signal.cuh. A mainloop
 // with kCluster == 2 runs in two-CTA clusters that walk pairs of tiles sharing an operand
@@ -41,6 +42,22 @@ __device__ __forceinline__ void cluster_sync() {
   cuda::ptx::barrier_cluster_wait(cuda::ptx::sem_acquire);
 }
 
+// The tiles of one CTA in schedule order (a cluster unit may have none for it).
+template <int kCluster>
+struct CtaTiles {
+  DeviceWorkWalker<kCluster> walker;
+  __device__ explicit CtaTiles(const KernelParams& p) : walker(p) {}
+  __device__ bool next(detail::Tile& tile) {
+    detail::ClusterWork work;
+    while (walker.next(work))
+      if (work.has_tile) {
+        tile = work.tile;
+        return true;
+      }
+    return false;
+  }
+};
+
 template <class Mainloop>
 __global__ void __launch_bounds__(kThreads, 1)
     grouped_gemm_kernel(const __grid_constant__ CUtensorMap tmap_a,
@@ -60,6 +77,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const SmemPlan plan = Mainloop::plan(p.stages);
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + plan.barrier_offset());
   uint64_t* empty = full + p.stages;
+  uint32_t* tiles_stored = reinterpret_cast<uint32_t*>(empty + p.stages);  // storer -> signaler
 
   const int warpgroup = threadIdx.x / 128;
   const int lane = threadIdx.x % 32;
@@ -70,6 +88,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       cp::mbarrier_init(&full[s], 1);                   // the producer's arrive.expect_tx
       cp::mbarrier_init(&empty[s], kCluster * kMathThreads / 32);  // one arrive per MMA warp of the cluster
     }
+    *tiles_stored = 0;
     // The copy engine (async proxy) updates these barriers: make their initialization visible to it,
     // and in a cluster to the peer CTA, whose copies and arrivals may target them right away.
     cp::fence_proxy_async(cp::space_shared);
@@ -102,22 +121,17 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     } else if (threadIdx.x / 32 == kProducerThread / 32 + 1) {
       report_masked_m_out_of_range(p, lane);
-      DeviceWorkWalker<kCluster> walker(p);
-      // This CTA's tiles only (a cluster unit may have none for it).
-      auto next_tile = [&](detail::Tile& tile) {
-        detail::ClusterWork work;
-        while (walker.next(work))
-          if (work.has_tile) {
-            tile = work.tile;
-            return true;
-          }
-        return false;
-      };
+      CtaTiles<kCluster> tiles(p);
       detail::Tile tile, next;
-      for (bool have = next_tile(tile); have; tile = next) {
-        have = next_tile(next);
-        store_tile_and_signal<kBlockN>(p, tile, kBlockM, tile.rows, have, smem + plan.staging_offset(), lane);
+      uint32_t index = 0;
+      for (bool have = tiles.next(tile); have; tile = next, ++index) {
+        have = tiles.next(next);
+        store_tile<kBlockN>(p, tile, index, kBlockM, tile.rows, have, smem + plan.staging_offset(), tiles_stored,
+                            lane);
       }
+    } else if (threadIdx.x == kProducerThread + 64) {
+      CtaTiles<kCluster> tiles(p);
+      signal_stored_tiles(p, tiles, tiles_stored);
     }
   } else {
     ptx::setmaxnreg_inc<kMathRegisters>();

@@ -212,4 +212,30 @@ __device__ __forceinline__ void red_release_sys_add(uint32_t* counter, uint32_t 
   asm volatile("red.release.sys.global.add.u32 [%0], %1;\n" ::"l"(counter), "r"(value) : "memory");
 }
 
+// Fence + relaxed add: with the fence before it, a release pattern (PTX memory model), so one
+// fence can publish several counters.
+__device__ __forceinline__ void fence_acq_rel_gpu() { asm volatile("fence.acq_rel.gpu;\n" ::: "memory"); }
+__device__ __forceinline__ void fence_acq_rel_sys() { asm volatile("fence.acq_rel.sys;\n" ::: "memory"); }
+__device__ __forceinline__ void red_relaxed_gpu_add(uint32_t* counter, uint32_t value) {
+  asm volatile("red.relaxed.gpu.global.add.u32 [%0], %1;\n" ::"l"(counter), "r"(value) : "memory");
+}
+__device__ __forceinline__ void red_relaxed_sys_add(uint32_t* counter, uint32_t value) {
+  asm volatile("red.relaxed.sys.global.add.u32 [%0], %1;\n" ::"l"(counter), "r"(value) : "memory");
+}
+
+// A count in shared memory handed between two warps of one CTA (release / acquire at CTA scope).
+__device__ __forceinline__ void st_release_cta_shared(uint32_t* address, uint32_t value) {
+  asm volatile("st.release.cta.shared::cta.u32 [%0], %1;\n" ::"r"(static_cast<uint32_t>(__cvta_generic_to_shared(address))),
+               "r"(value)
+               : "memory");
+}
+__device__ __forceinline__ uint32_t ld_acquire_cta_shared(const uint32_t* address) {
+  uint32_t value;
+  asm volatile("ld.acquire.cta.shared::cta.u32 %0, [%1];\n"
+               : "=r"(value)
+               : "r"(static_cast<uint32_t>(__cvta_generic_to_shared(address)))
+               : "memory");
+  return value;
+}
+
 }  // namespace signalgemm::kernels::ptx
