@@ -241,10 +241,7 @@ class Bench {
       EpCombineArgs c = combine_args(R, throttle, with_timeline);
       c.stream = R.s1;
       switch (v) {
-        case kGemmAll:
-          if (getenv("SG_EXP_GEMM_SYS")) g.scope = SignalScope::sys;
-          CHECK_STATUS(grouped_gemm_nt_masked(g));
-          break;
+        case kGemmAll: CHECK_STATUS(grouped_gemm_nt_masked(g)); break;
         case kGemmReduced:
           g.sm_count = R.sms - combine_blocks_;
           CHECK_STATUS(grouped_gemm_nt_masked(g));
@@ -254,10 +251,7 @@ class Bench {
           CHECK_STATUS(grouped_gemm_nt_masked(sending));
           CHECK_STATUS(ep_epilogue_send_reduce(R.context, c));
           break;
-        case kEpilogueGemm:
-          if (getenv("SG_EXP_EPI_GPU")) sending.scope = SignalScope::gpu;
-          CHECK_STATUS(grouped_gemm_nt_masked(sending));
-          break;
+        case kEpilogueGemm: CHECK_STATUS(grouped_gemm_nt_masked(sending)); break;
         case kEpilogueReduce: CHECK_STATUS(ep_epilogue_send_reduce(R.context, c)); break;
         case kSequential:
           CHECK_STATUS(grouped_gemm_nt_masked(g));
