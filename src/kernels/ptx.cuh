@@ -223,15 +223,17 @@ __device__ __forceinline__ void red_relaxed_sys_add(uint32_t* counter, uint32_t 
   asm volatile("red.relaxed.sys.global.add.u32 [%0], %1;\n" ::"l"(counter), "r"(value) : "memory");
 }
 
-// A count in shared memory handed between two warps of one CTA (release / acquire at CTA scope).
-__device__ __forceinline__ void st_release_cta_shared(uint32_t* address, uint32_t value) {
-  asm volatile("st.release.cta.shared::cta.u32 [%0], %1;\n" ::"r"(static_cast<uint32_t>(__cvta_generic_to_shared(address))),
+// A count in shared memory handed between two warps of one CTA: atomics with release / acquire at
+// CTA scope (compute-sanitizer's racecheck follows atomics, not plain release/acquire accesses).
+__device__ __forceinline__ void red_release_cta_shared_add(uint32_t* address, uint32_t value) {
+  asm volatile("red.release.cta.shared::cta.add.u32 [%0], %1;\n" ::"r"(
+                   static_cast<uint32_t>(__cvta_generic_to_shared(address))),
                "r"(value)
                : "memory");
 }
-__device__ __forceinline__ uint32_t ld_acquire_cta_shared(const uint32_t* address) {
+__device__ __forceinline__ uint32_t atom_acquire_cta_shared_load(uint32_t* address) {
   uint32_t value;
-  asm volatile("ld.acquire.cta.shared::cta.u32 %0, [%1];\n"
+  asm volatile("atom.acquire.cta.shared::cta.add.u32 %0, [%1], 0;\n"
                : "=r"(value)
                : "r"(static_cast<uint32_t>(__cvta_generic_to_shared(address)))
                : "memory");
