@@ -77,7 +77,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const SmemPlan plan = Mainloop::plan(p.stages);
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + plan.barrier_offset());
   uint64_t* empty = full + p.stages;
-  auto& handoff = *reinterpret_cast<StoreHandoff*>(empty + p.stages);  // storer -> signaler
+  uint32_t* tiles_stored = reinterpret_cast<uint32_t*>(empty + p.stages);  // storer -> signaler
 
   const int warpgroup = threadIdx.x / 128;
   const int lane = threadIdx.x % 32;
@@ -88,8 +88,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       cp::mbarrier_init(&full[s], 1);                   // the producer's arrive.expect_tx
       cp::mbarrier_init(&empty[s], kCluster * kMathThreads / 32);  // one arrive per MMA warp of the cluster
     }
-    handoff.tiles_stored = 0;
-    cp::mbarrier_init(&handoff.doorbell, 1);  // the storer's arrive after each tile
+    *tiles_stored = 0;
     // The copy engine (async proxy) updates these barriers: make their initialization visible to it,
     // and in a cluster to the peer CTA, whose copies and arrivals may target them right away.
     cp::fence_proxy_async(cp::space_shared);
@@ -126,11 +125,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       detail::Tile tile, next;
       for (bool have = tiles.next(tile); have; tile = next) {
         have = tiles.next(next);
-        store_tile<kBlockN>(p, tile, kBlockM, tile.rows, have, smem + plan.staging_offset(), handoff, lane);
+        store_tile<kBlockN>(p, tile, kBlockM, tile.rows, have, smem + plan.staging_offset(), tiles_stored, lane);
       }
     } else if (threadIdx.x == kProducerThread + 64) {
       CtaTiles<kCluster> tiles(p);
-      signal_stored_tiles(p, tiles, handoff);
+      signal_stored_tiles(p, tiles, tiles_stored);
     }
   } else {
     ptx::setmaxnreg_inc<kMathRegisters>();

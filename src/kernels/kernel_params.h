@@ -76,9 +76,9 @@ struct SmemPlan {
   SG_HD int sfa_offset(int s) const { return dequant_bytes + stages * (a_bytes() + b_bytes()) + s * sfa_bytes(); }
   SG_HD int staging_offset() const { return dequant_bytes + stages * stage_bytes(); }
   SG_HD int barrier_offset() const { return round_up(staging_offset() + staging_bytes(), 8); }
-  // full[stages] then empty[stages], 8 bytes each, and the storer -> signaler hand-over (16 bytes,
-  // epilogue_signal.cuh); plus slack to align the base at run time.
-  SG_HD int total_bytes() const { return barrier_offset() + 2 * stages * 8 + 16 + kSmemAlignment; }
+  // full[stages] then empty[stages], 8 bytes each, and the storer's count of stored tiles for the
+  // signaler (epilogue_signal.cuh; 8 bytes with padding); plus slack to align the base at run time.
+  SG_HD int total_bytes() const { return barrier_offset() + 2 * stages * 8 + 8 + kSmemAlignment; }
 };
 
 // bf16 activations x nvfp4 weights (mainloop_nvfp4_weights.cuh): a stage holds `subs` 64-K blocks
@@ -95,7 +95,7 @@ SG_HD constexpr int nvfp4_weights_stage_subs(int block_m, int block_n) {
       // SmemPlan::total_bytes() of nvfp4_weights_smem_plan, spelled out to be usable in constexpr.
       const int stage = subs * (block_m * kBlockK + block_n * 32);
       const int staging = block_m * SmemPlan::staging_pitch(block_n);
-      if (min_stages * stage + staging + 8 + 2 * min_stages * 8 + 16 + kSmemAlignment <= kH100SmemPerBlock) return subs;
+      if (min_stages * stage + staging + 8 + 2 * min_stages * 8 + 8 + kSmemAlignment <= kH100SmemPerBlock) return subs;
     }
   return 1;
 }
