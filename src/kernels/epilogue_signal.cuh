@@ -12,12 +12,14 @@
 //        written); commit_group; wait_group.read 0, then arrive on "staging free";
 //     5. wait_group 0: the global writes are complete, not merely read from shared memory;
 //     6. fence.proxy.async.global: orders those async-proxy writes before the generic-proxy release;
-//     7. __syncwarp, then lane 0 counts the tile stored in shared memory (red.release.cta).
-//   Signaler (signal_stored_tiles, one thread of the next warp), polling that count:
-//     8. acquire that count; fence.acq_rel.{gpu|sys} once for every tile stored so far;
-//     9. red.relaxed.{gpu|sys}.add on each of those tiles' counters (fence + relaxed add = release).
-// So a signal trails its tile's stores by the store latency alone and costs the MMAs nothing; the
-// scope's fence (at system scope it waits for NVLink writes to be acknowledged) delays no store.
+//     7. __syncwarp, then lane 0 does red.release.gpu.add on the tile's counter; or, for system-scope
+//        signals, counts the tile stored in shared memory (red.release.cta) for the signaler:
+//   Signaler (signal_stored_tiles, one thread of the next warp; system scope only), polling that count:
+//     8. acquire that count; fence.acq_rel.sys once for every tile stored so far;
+//     9. red.relaxed.sys.add on each of those tiles' counters (fence + relaxed add = release).
+// So a signal trails its tile's stores by the store latency alone and costs the MMAs nothing. The
+// system-scope fence waits for the SM's NVLink writes to be acknowledged (~1 us): on the storer it
+// cost the epilogue-send GEMM 7% at E=32, m=128; a signaler for GPU scope cost the fp8 kernel ~1%.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -101,24 +103,30 @@ __device__ __forceinline__ void store_tile(const KernelParams& p, const detail::
   __syncwarp();
   if (more_tiles) ptx::named_barrier_arrive(kStagingFreeBarrier, kEpilogueThreads);
 
-  // Full completion (not .read): the count below promises the writes are done.
+  // Full completion (not .read): the signal below promises the writes are done.
   cp::cp_async_bulk_wait_group(cp::n32_t<0>());
   // The copies are async-proxy writes; order them before this thread's generic-proxy release.
   cp::fence_proxy_async(cp::space_global);
   // Every lane's rows are complete before lane 0 publishes; the warp barrier orders memory among
   // the lanes and the release below is cumulative over what lane 0 has observed.
   __syncwarp();
-  // Hand the tile to the signaler (CTA scope: it acquires this count before its fence).
-  if (lane == 0) ptx::red_release_cta_shared_add(tiles_stored, 1);
+  if (lane != 0 || p.signals == nullptr) return;
+  if (p.signal_sys_scope) {
+    // Hand the tile to the signaler (CTA scope: it acquires this count before its fence).
+    ptx::red_release_cta_shared_add(tiles_stored, 1);
+  } else {
+    // A GPU-scope release is cheap: publish here (the signaler would cost the fp8 kernel ~1%).
+    ptx::red_release_gpu_add(p.signals + p.layout.counter_index(tile.expert, tile.m_block), 1);
+  }
 }
 
-// The signaler warp (lane 0): bumps each stored tile's counter in the storer's order. The fence
-// that makes a counter a release at the signal's scope is the expensive part (a system-scope one
-// waits for this SM's writes over NVLink to be acknowledged, ~1 us): it runs here, off the
-// storer's path, and once for all tiles stored since the last one.
+// The signaler (one thread) of system-scope signals: bumps each stored tile's counter in the
+// storer's order. The system-scope fence is the expensive part (it waits for this SM's writes over
+// NVLink to be acknowledged, ~1 us): it runs here, off the storer's path, once for all tiles stored
+// since the last one.
 template <class CtaTiles>
 __device__ __forceinline__ void signal_stored_tiles(const KernelParams& p, CtaTiles& tiles, uint32_t* tiles_stored) {
-  if (p.signals == nullptr) return;
+  if (p.signals == nullptr || !p.signal_sys_scope) return;
   uint32_t fenced = 0;  // tiles stored and ordered before this thread's last fence
   detail::Tile tile;
   for (uint32_t index = 0; tiles.next(tile); ++index) {
@@ -132,18 +140,11 @@ __device__ __forceinline__ void signal_stored_tiles(const KernelParams& p, CtaTi
            sleep_ns = min(2 * sleep_ns, 512u))
         __nanosleep(sleep_ns);
       // Acquired above (CTA scope) from the storer's release: its completed writes now precede
-      // this fence, which with the relaxed adds below forms a release at the signal's scope.
-      if (p.signal_sys_scope)
-        ptx::fence_acq_rel_sys();
-      else
-        ptx::fence_acq_rel_gpu();
+      // this fence, which with the relaxed adds below forms a release at system scope.
+      ptx::fence_acq_rel_sys();
       fenced = stored;
     }
-    uint32_t* counter = p.signals + p.layout.counter_index(tile.expert, tile.m_block);
-    if (p.signal_sys_scope)
-      ptx::red_relaxed_sys_add(counter, 1);
-    else
-      ptx::red_relaxed_gpu_add(counter, 1);
+    ptx::red_relaxed_sys_add(p.signals + p.layout.counter_index(tile.expert, tile.m_block), 1);
   }
 }
 

@@ -208,17 +208,10 @@ __device__ __forceinline__ void mbarrier_arrive_cluster_cta_scope(uint64_t* loca
 __device__ __forceinline__ void red_release_gpu_add(uint32_t* counter, uint32_t value) {
   asm volatile("red.release.gpu.global.add.u32 [%0], %1;\n" ::"l"(counter), "r"(value) : "memory");
 }
-__device__ __forceinline__ void red_release_sys_add(uint32_t* counter, uint32_t value) {
-  asm volatile("red.release.sys.global.add.u32 [%0], %1;\n" ::"l"(counter), "r"(value) : "memory");
-}
 
 // Fence + relaxed add: with the fence before it, a release pattern (PTX memory model), so one
-// fence can publish several counters.
-__device__ __forceinline__ void fence_acq_rel_gpu() { asm volatile("fence.acq_rel.gpu;\n" ::: "memory"); }
+// fence can publish several counters (the signaler, epilogue_signal.cuh).
 __device__ __forceinline__ void fence_acq_rel_sys() { asm volatile("fence.acq_rel.sys;\n" ::: "memory"); }
-__device__ __forceinline__ void red_relaxed_gpu_add(uint32_t* counter, uint32_t value) {
-  asm volatile("red.relaxed.gpu.global.add.u32 [%0], %1;\n" ::"l"(counter), "r"(value) : "memory");
-}
 __device__ __forceinline__ void red_relaxed_sys_add(uint32_t* counter, uint32_t value) {
   asm volatile("red.relaxed.sys.global.add.u32 [%0], %1;\n" ::"l"(counter), "r"(value) : "memory");
 }
