@@ -7,7 +7,7 @@
 //        MMA computed C^T);
 //     3. fence.proxy.async.shared::cta, then arrive on "staging full" and go on to the next tile:
 //        the MMA warps never wait for global memory.
-//   Storer warp (store_tile, in the producer warpgroup):
+//   Storer warp (store_tile_and_signal, in the producer warpgroup):
 //     4. wait for "staging full"; one bulk copy per real token row (rows >= masked_m are never
 //        written); commit_group; wait_group.read 0, then arrive on "staging free";
 //     5. wait_group 0: the global writes are complete, not merely read from shared memory;
@@ -77,9 +77,9 @@ __device__ __forceinline__ void stage_tile(const float (&acc)[kSlices][kBlockM /
 // The storer warp's part for one tile; `more_tiles` says whether the MMA threads will stage
 // another tile (they then wait for "staging free").
 template <int kBlockN>
-__device__ __forceinline__ void store_tile(const KernelParams& p, const detail::Tile& tile, int block_m,
-                                          int valid_rows, bool more_tiles, const uint8_t* staging,
-                                          uint32_t* tiles_stored, int lane) {
+__device__ __forceinline__ void store_tile_and_signal(const KernelParams& p, const detail::Tile& tile, int block_m,
+                                                      int valid_rows, bool more_tiles, const uint8_t* staging,
+                                                      uint32_t* tiles_stored, int lane) {
   namespace cp = cuda::ptx;
   constexpr int kPitch = SmemPlan::staging_pitch(kBlockN);
   ptx::named_barrier_sync(kStagingFullBarrier, kEpilogueThreads);

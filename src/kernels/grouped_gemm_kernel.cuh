@@ -3,8 +3,8 @@
 //
 // Warpgroups 0..kMathWarpgroups-1 run the MMAs and stage each finished tile in shared memory; in
 // the last warpgroup one thread issues every TMA load, the next warp (the storer) scans masked_m
-// for out-of-range values, then stores each staged tile, and one thread of the warp after that
-// publishes the stored tiles' signals.
+// for out-of-range values, then stores each staged tile and publishes its signal (system-scope
+// signals through one thread of the warp after that, epilogue_signal.cuh).
 // All roles walk the same tile sequence (scheduler.cuh), so they need no other coordination than
 // the stage barriers of pipeline.cuh and the staging hand-over of epilogue_signal.cuh. A mainloop
 // with kCluster == 2 runs in two-CTA clusters that walk pairs of tiles sharing an operand
@@ -125,7 +125,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       detail::Tile tile, next;
       for (bool have = tiles.next(tile); have; tile = next) {
         have = tiles.next(next);
-        store_tile<kBlockN>(p, tile, kBlockM, tile.rows, have, smem + plan.staging_offset(), tiles_stored, lane);
+        store_tile_and_signal<kBlockN>(p, tile, kBlockM, tile.rows, have, smem + plan.staging_offset(), tiles_stored,
+                                       lane);
       }
     } else if (threadIdx.x == kProducerThread + 64) {
       CtaTiles<kCluster> tiles(p);
