@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The one command for the GPU machine: every GPU test, compute-sanitizer on small cases, and the
 # benchmark, then a short table. Uses a carried ./build when its binaries run here, else builds.
-# Logs go to $OUT (the device tool's output folder) or /tmp/signalgemm-gpu-check.
+# Logs go to a fresh folder under /tmp; with $OUT set (the device tool's output folder, which
+# returns at most 8 files) the tables and timelines are copied there and every log in one archive.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/usr/local/cuda/bin:$PATH"
-LOGS=${OUT:-/tmp/signalgemm-gpu-check}
-mkdir -p "$LOGS"
+LOGS=$(mktemp -d /tmp/signalgemm-gpu-check.XXXXXX)
 
 echo "== device"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader || true
@@ -23,12 +23,13 @@ if ! "$BUILD/tests/signalgemm_gpu_tests" --gtest_list_tests >/dev/null 2>&1; the
 fi
 
 declare -a TABLE
+FAILED_STEPS=0
 step() {  # step NAME COMMAND...: runs it, logs it, records the verdict and gtest's summary
   local name=$1; shift
   local start=$SECONDS
   "$@" >"$LOGS/$name.log" 2>&1
   local rc=$?
-  local verdict=PASS; ((rc == 0)) || verdict="FAIL(rc=$rc)"
+  local verdict=PASS; ((rc == 0)) || { verdict="FAIL(rc=$rc)"; FAILED_STEPS=$((FAILED_STEPS + 1)); }
   local note
   note=$(grep -E "^\[  PASSED  \]|^\[  FAILED  \]|^\[  SKIPPED \]|ERROR SUMMARY|RACECHECK SUMMARY| passed| failed" "$LOGS/$name.log" | tr '\n' ' ' | cut -c1-90)
   TABLE+=("$(printf '%-12s %-12s %5ss  %s' "$name" "$verdict" $((SECONDS - start)) "$note")")
@@ -99,3 +100,14 @@ fi
 echo
 echo "== summary"
 printf '%s\n' "${TABLE[@]}"
+if [[ -n "${OUT:-}" ]]; then
+  mkdir -p "$OUT"
+  for f in bench.log bench.csv ep_bench.log overlap_timeline.svg ep_overlap_timeline.svg; do
+    [[ -f "$LOGS/$f" ]] && cp "$LOGS/$f" "$OUT/"
+  done
+  tar -czf "$OUT/gpu_check_logs.tar.gz" -C "$LOGS" .
+  echo "logs: $LOGS (copied to \$OUT: the tables, the timelines, gpu_check_logs.tar.gz)"
+else
+  echo "logs: $LOGS"
+fi
+exit $((FAILED_STEPS > 0))  # non-zero when any step failed
