@@ -658,7 +658,11 @@ size_t epilogue_counters_offset(uint32_t epoch) { return kEpilogueCountersOffset
 size_t epilogue_masked_m_offset(uint32_t epoch) { return kEpilogueMaskedOffset + size_t(epoch & 1) * kEpilogueExperts * 4; }
 
 // This rank's row table (each row's slot in its owner's window), its counters of the epoch's half
-// zeroed, and its masked_m published in the window for the owners' reduce.
+// zeroed, its masked_m published in the window for the owners' reduce, and the reduced gate
+// (`reduced_epoch`, read by ep_combine's senders) opened for the previous combine: whichever mode
+// it ran in, its reduce on this rank finished before this kernel started (stream order), and the
+// release at system scope passes that on to the peers that acquire the gate. The epilogue-send
+// reduce itself then has nothing to publish at its end, where it would lengthen the combine.
 __global__ void epilogue_send_prepare_kernel(const EpParams p, void** out_rows, size_t counters_offset,
                                              size_t masked_offset) {
   const size_t row_bytes = size_t(p.layout.n) * sizeof(__nv_bfloat16);
@@ -675,6 +679,8 @@ __global__ void epilogue_send_prepare_kernel(const EpParams p, void** out_rows, 
     counters[e] = 0;
     masked[e] = p.masked_m[e];
   }
+  if (blockIdx.x == 0 && threadIdx.x == 0)
+    store_release_sys(static_cast<uint32_t*>(ncclGetLocalPointer(p.window, kReducedEpochOffset)), p.epoch - 1);
 }
 
 // Each owned token once the counters of the experts that served it (on their ranks, read through
@@ -698,14 +704,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     return static_cast<const uint4*>(
         ncclGetLocalPointer(p.window, p.rows_offset + size_t(slot) * p.layout.n * sizeof(__nv_bfloat16)));
   };
-  uint32_t reduced_here = 0;
+  // No reduced gate to publish here: the next combine's prepare (or reduce) does (see above).
   const int group_tokens = reduce_group(p);
-  for (int first = blockIdx.x * group_tokens; first < p.num_tokens; first += gridDim.x * group_tokens) {
-    const int count = min(group_tokens, p.num_tokens - first);
-    reduce_tokens(p, first, count, find_row);
-    reduced_here += count;
-  }
-  if (threadIdx.x == 0) count_reduced_tokens(p, reduced_here);
+  for (int first = blockIdx.x * group_tokens; first < p.num_tokens; first += gridDim.x * group_tokens)
+    reduce_tokens(p, first, min(group_tokens, p.num_tokens - first), find_row);
 }
 
 Status check_epilogue_send_args(const EpCombineContext* ctx, const EpCombineArgs& a) {
