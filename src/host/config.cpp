@@ -48,6 +48,7 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
                               Format b_format) {
   const int requested_block_n = config.block_n;
   const bool explicit_block_m = config.block_m != 0, explicit_block_n = config.block_n != 0;
+  int rows_to_cover = 0;  // by one token block, when the heuristic picks block_m
   // Two-CTA clusters are compiled for kClusterTiles only (validated with explicit tiles): a
   // cluster request without a tile gets the 128-token one.
   if (config.cluster == 2 && config.block_m == 0) config.block_m = 128;
@@ -56,7 +57,7 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
     // so cover 1.3x the hint with one token block when possible: a second token block re-reads
     // the expert's weights. Wasted MMA columns cost nothing while the weights stream from HBM.
     const int hint = expected_m > 0 ? std::min(expected_m, max_m) : max_m;
-    const int rows_to_cover = std::min(max_m, (hint * 13 + 9) / 10);
+    rows_to_cover = std::min(max_m, (hint * 13 + 9) / 10);
     config.block_m = 128;  // many token blocks per expert: the wide 128x256 tile below
     for (int block_m : {32, 64, 128, 192}) {
       if (block_m >= rows_to_cover) {
@@ -82,8 +83,12 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
   // bf16 x nvfp4 decode (one token block of <= 64 rows per expert): 256 weight rows per tile. The
   // bf16 token tile is larger than the packed weight tile, so it is loaded once per 256 rows
   // instead of per 128; with the tokens it still leaves 3-4 stages of 256 K.
-  if (a_format == Format::bf16 && b_format == Format::nvfp4 && requested_block_n == 0 && config.block_m <= 64)
+  // 48 tokens where they cover the expert: the smaller token tile leaves room for 3 stages of 256 K
+  // beside the block scales' buffer, where 64 x 256 fits 128-K stages only.
+  if (a_format == Format::bf16 && b_format == Format::nvfp4 && requested_block_n == 0 && config.block_m <= 64) {
     config.block_n = 256;
+    if (!explicit_block_m && config.block_m == 64 && rows_to_cover <= 48) config.block_m = 48;
+  }
   // Deepest ring that fits: more bytes in flight per SM is what a weight-streaming GEMM needs.
   if (config.stages == 0)
     config.stages = max_stages(config.block_m, config.block_n, smem_per_block, a_format, b_format);

@@ -250,6 +250,7 @@ Launcher dequant_bf16_launcher(Format a, Format b, const TileConfig& cfg) {
 // for at most 64 tokens per tile (config.cpp).
 Launcher nvfp4_weights_launcher(const TileConfig& cfg) {
   if (cfg.block_m == 32 && cfg.block_n == 256) return &launch_kernel<kernels::Nvfp4WeightsMainloop<32, 256>>;
+  if (cfg.block_m == 48 && cfg.block_n == 256) return &launch_kernel<kernels::Nvfp4WeightsMainloop<48, 256>>;
   if (cfg.block_m == 64 && cfg.block_n == 256) return &launch_kernel<kernels::Nvfp4WeightsMainloop<64, 256>>;
   return launcher_for_tile<kernels::Nvfp4WeightsMainloop>(cfg);
 }
@@ -296,7 +297,7 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   const bool bf16_x_nvfp4 = args.a.format == Format::bf16 && fp4_weights;
   const int b_box_k = bf16_x_nvfp4 ? 32 * kernels::nvfp4_weights_stage_subs(cfg.block_m, cfg.block_n)
                                    : kernels::kBlockK;
-  const int a_box_rows = bf16_x_nvfp4 ? kernels::kNvfp4TokenBoxRows : cfg.block_m;
+  const int a_box_rows = bf16_x_nvfp4 ? kernels::nvfp4_token_box_rows(cfg.block_m) : cfg.block_m;
   // Dequantizing mainloop: 64-K stages, each operand's packed rows (kernels/dequant_bf16_plan.h).
   const bool dequant_pair = kernels::is_dequant_bf16_pair(args.a.format, args.b.format);
   const int a_box_k = dequant_pair ? kernels::dequant_stage_row_bytes(args.a.format) : kernels::kBlockK;

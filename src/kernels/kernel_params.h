@@ -57,6 +57,8 @@ struct SmemPlan {
   int sfa_token_bytes = 4;    // token-scale bytes per token and stage (fp8_block128; 0 when none)
   int a_row_bytes = 0;        // if > 0: bytes of one token row per stage (packed activations of the
                               //   dequantizing mainloop: 64 e4m3 or 32 FP4); else a_k_blocks * kBlockK
+  int scale_buffer_bytes = 0; // outside the ring: the weight scales the MMA threads copy in themselves
+                              //   (bf16 x nvfp4: two stages' worth, block_n rows x 4 B per 64-K block)
 
   SG_HD static int round_up(int x, int a) { return (x + a - 1) / a * a; }
   SG_HD int a_bytes() const {  // token tile(s)
@@ -75,7 +77,8 @@ struct SmemPlan {
   SG_HD int b_offset(int s) const { return dequant_bytes + stages * a_bytes() + s * b_bytes(); }
   SG_HD int sfa_offset(int s) const { return dequant_bytes + stages * (a_bytes() + b_bytes()) + s * sfa_bytes(); }
   SG_HD int staging_offset() const { return dequant_bytes + stages * stage_bytes(); }
-  SG_HD int barrier_offset() const { return round_up(staging_offset() + staging_bytes(), 8); }
+  SG_HD int scale_buffer_offset() const { return staging_offset() + staging_bytes(); }
+  SG_HD int barrier_offset() const { return round_up(scale_buffer_offset() + scale_buffer_bytes, 8); }
   // full[stages] then empty[stages], 8 bytes each, and the storer's count of stored tiles for the
   // signaler (epilogue_signal.cuh; 8 bytes with padding); plus slack to align the base at run time.
   SG_HD int total_bytes() const { return barrier_offset() + 2 * stages * 8 + 8 + kSmemAlignment; }
@@ -83,10 +86,11 @@ struct SmemPlan {
 
 // bf16 activations x nvfp4 weights (mainloop_nvfp4_weights.cuh): a stage holds `subs` 64-K blocks
 // (one 128-byte swizzled token tile each) and the weights' subs * 32 packed bytes per row; no
-// token scales, no dequantized tile. Most K per stage such that 3 stages fit in an H100's shared
+// token scales, no dequantized tile; beside the ring, two stages of the weights' block scales
+// (4 bytes per row and 64-K block). Most K per stage such that 3 stages fit in an H100's shared
 // memory (2 if none does): decode streams weights, and big stages mean few barrier round trips.
 SG_HD constexpr SmemPlan nvfp4_weights_smem_plan(int block_m, int block_n, int stages, int subs) {
-  return SmemPlan{block_m, block_n, stages, subs * 32, 0, subs, 0};
+  return SmemPlan{block_m, block_n, stages, subs * 32, 0, subs, 0, 0, 2 * block_n * subs * 4};
 }
 SG_HD constexpr int nvfp4_weights_stage_subs(int block_m, int block_n) {
   constexpr int kH100SmemPerBlock = 232448;
@@ -95,7 +99,9 @@ SG_HD constexpr int nvfp4_weights_stage_subs(int block_m, int block_n) {
       // SmemPlan::total_bytes() of nvfp4_weights_smem_plan, spelled out to be usable in constexpr.
       const int stage = subs * (block_m * kBlockK + block_n * 32);
       const int staging = block_m * SmemPlan::staging_pitch(block_n);
-      if (min_stages * stage + staging + 8 + 2 * min_stages * 8 + 8 + kSmemAlignment <= kH100SmemPerBlock) return subs;
+      const int scales = 2 * block_n * subs * 4;
+      if (min_stages * stage + staging + scales + 2 * min_stages * 8 + 8 + kSmemAlignment <= kH100SmemPerBlock)
+        return subs;
     }
   return 1;
 }

@@ -8,9 +8,10 @@
 // dequantization of one 64x64 block overlaps the MMAs of the previous one.
 //
 // A stage holds kSubs 64-K blocks: kSubs token tiles (128-byte rows, 128-byte swizzle, loaded in
-// boxes of 32 tokens, only as many as the tile has real tokens) and kSubs * 32 packed bytes per
+// boxes of 32 or 16 tokens, only as many as the tile has real tokens) and kSubs * 32 packed bytes per
 // weight row (one TMA box, swizzled so the 8 rows a warp reads at once hit different banks). The
-// block scales (e4m3, one per 16 K) are read from global memory by the MMA threads one stage ahead.
+// block scales (e4m3, one per 16 K) are copied into shared memory by the MMA threads (cp.async),
+// one stage ahead.
 // The per-expert global scale of nvfp4 is folded into alpha by the caller.
 #pragma once
 
@@ -27,8 +28,10 @@
 
 namespace signalgemm::kernels {
 
-// Tokens are loaded in boxes of 32 rows; the MMAs cover 32, 48, 64, 96, ... of them (mma_tile_width).
-inline constexpr int kNvfp4TokenBoxRows = 32;
+// Tokens are loaded in boxes of 32 rows (16 for the 48-token tile; more, smaller boxes cost the
+// producer thread issue time at the big tiles); the MMAs cover 32, 48, 64, 96, ... of them
+// (mma_tile_width).
+SG_HD constexpr int nvfp4_token_box_rows(int block_m) { return block_m % 32 == 0 ? 32 : 16; }
 
 template <int kBlockM_, int kBlockN_>
 struct Nvfp4WeightsMainloop {
@@ -41,7 +44,8 @@ struct Nvfp4WeightsMainloop {
   static constexpr int kWarpgroupRows = kBlockN / kMathWarpgroups;
   static constexpr int kSlices = kWarpgroupRows / 64;
   static_assert(kSlices == 1 || kSlices == 2, "a warpgroup covers 64 or 128 weight rows");
-  static_assert(kBlockM % kNvfp4TokenBoxRows == 0, "token tiles are loaded in boxes of 32 rows");
+  static constexpr int kTokenBoxRows = nvfp4_token_box_rows(kBlockM);
+  static_assert(kBlockM % kTokenBoxRows == 0, "token tiles are loaded in whole boxes");
   // An MMA group (one commit) covers kSteps k16 steps of one 64-row slice; its A fragments (4
   // registers per step) are double-buffered. ptxas compiles all of it into 168 registers per thread
   // (384 threads), so the tiles with the most accumulators use shorter groups.
@@ -57,11 +61,12 @@ struct Nvfp4WeightsMainloop {
                                                    const CUtensorMap*, uint8_t* smem, const SmemPlan& plan,
                                                    uint64_t* full, uint64_t* empty, PipelineState& pipe,
                                                    const detail::Tile& tile, int num_k_blocks) {
-    const int token_boxes = (tile.rows + kNvfp4TokenBoxRows - 1) / kNvfp4TokenBoxRows;
+    // The MMAs read at least 32 token rows (mma_tile_width): load those too.
+    const int token_boxes = max((tile.rows + kTokenBoxRows - 1) / kTokenBoxRows, 32 / kTokenBoxRows);
     const int num_stages = (num_k_blocks + kSubs - 1) / kSubs;
     for (int s = 0; s < num_stages; ++s) {
       // Full boxes count even where they lie past N or max_m (TMA zero-fills them).
-      const uint32_t tx_bytes = kSubs * token_boxes * (kNvfp4TokenBoxRows * kBlockK) + kBlockN * kWeightRowBytes;
+      const uint32_t tx_bytes = kSubs * token_boxes * (kTokenBoxRows * kBlockK) + kBlockN * kWeightRowBytes;
       uint64_t* stage_full = arm_stage(full, empty, pipe, tx_bytes);
       uint8_t* tokens = smem + plan.a_offset(pipe.stage);
       for (int u = 0; u < kSubs; ++u)
@@ -70,9 +75,9 @@ struct Nvfp4WeightsMainloop {
           // one: the MMA threads multiply whole stages (a branch between MMA groups would make ptxas
           // serialize every wgmma), and real tokens times the weights' zero fill past K add 0.
           const int k_block = min(s * kSubs + u, num_k_blocks - 1);
-          const int32_t a_coords[3] = {k_block * kBlockK, tile.m_block * kBlockM + box * kNvfp4TokenBoxRows,
+          const int32_t a_coords[3] = {k_block * kBlockK, tile.m_block * kBlockM + box * kTokenBoxRows,
                                        tile.expert};  // bytes of bf16
-          tma_load(tokens + (u * kBlockM + box * kNvfp4TokenBoxRows) * kBlockK, tmap_a, a_coords, stage_full);
+          tma_load(tokens + (u * kBlockM + box * kTokenBoxRows) * kBlockK, tmap_a, a_coords, stage_full);
         }
       const int32_t b_coords[3] = {s * kWeightRowBytes, tile.n_block * kBlockN, tile.expert};  // bytes of fp4
       tma_load(smem + plan.b_offset(pipe.stage), tmap_b, b_coords, stage_full);
@@ -109,8 +114,8 @@ struct Nvfp4WeightsMainloop {
                                                         const detail::Tile& tile, int warpgroup, int lane) {
     // 64 -> 48 -> 32 tokens: at m = 32 about half the experts have 33..41 rows, and the MMA time
     // shows in the decode time (48-wide MMAs took ~4 % off E = 32, m = 32, 4096 x 7168 on the H100).
-    constexpr int kNarrower = kTokens == 64 || kTokens == 48 ? kTokens - 16 : kTokens - kNvfp4TokenBoxRows;
-    if constexpr (kTokens > kNvfp4TokenBoxRows) {
+    constexpr int kNarrower = kTokens == 64 || kTokens == 48 ? kTokens - 16 : kTokens - 32;
+    if constexpr (kTokens > 32) {
       if (width <= kNarrower)
         return mma_tile_width<kNarrower>(width, acc, smem, plan, full, empty, pipe, p, tile, warpgroup, lane);
     }
@@ -126,6 +131,26 @@ struct Nvfp4WeightsMainloop {
                                              (int64_t(tile.expert) * p.layout.n + row) * p.b_scale_cols);
   }
 
+  // Copies stage `stage`'s block scales of this quad's rows (2 per slice, kSubs words each) into
+  // slot `slot` of the scale buffer ([2][kBlockN rows][kSubs] words); the quad's four lanes share
+  // the words. Words past K are zero (scale 0: the zero-filled weights there add nothing). No
+  // branch: the copies sit between two MMA groups.
+  __device__ __forceinline__ static void copy_stage_scales(uint32_t scale_buffer, int slot, int stage,
+                                                           const KernelParams& p, const detail::Tile& tile,
+                                                           int first_row, uint32_t quad) {
+    constexpr int kWords = 2 * kSlices * kSubs;  // per quad and stage
+#pragma unroll
+    for (int j = 0; j < (kWords + 3) / 4; ++j) {
+      const int f = int(quad) + 4 * j;  // flat index: row i = f / kSubs (slice i / 2, half i % 2), word f % kSubs
+      const int i = f / kSubs, u = f % kSubs;
+      const int row = first_row + 64 * (i / 2) + 8 * (i % 2);
+      const int block = stage * kSubs + u;
+      ptx::cp_async_4(scale_buffer + ((slot * kBlockN + row) * kSubs + u) * 4,
+                      scale_row(p, tile, row) + min(block, p.num_k_blocks - 1), f < kWords && block < p.num_k_blocks);
+    }
+    ptx::cp_async_commit();
+  }
+
   template <int kTokens>
   __device__ __forceinline__ static void mma_k_loop(float (&acc)[kSlices][kAccRegs], uint8_t* smem,
                                                     const SmemPlan& plan, uint64_t* full, uint64_t* empty,
@@ -139,20 +164,19 @@ struct Nvfp4WeightsMainloop {
 #pragma unroll
     for (int sl = 0; sl < kSlices; ++sl) tile_row[sl] = warpgroup * kWarpgroupRows + 64 * sl + 16 * warp + lane / 4;
 
-    // Scale words (4 e4m3 = one 64-K block) per slice, row (r, r+8) and block of the stage: the
-    // current stage's, each replaced by the next stage's as soon as it is consumed.
-    const uint32_t* scales[kSlices][2];
-    uint32_t scale_words[kSlices][2][kSubs];
-    const int num_k_blocks = p.num_k_blocks;
-    const int num_stages = (num_k_blocks + kSubs - 1) / kSubs;
+    // Block scales (4 e4m3 = one 64-K block per word) come through shared memory: each stage's are
+    // copied in by cp.async during the stage before. Loaded into registers instead (ld.global one
+    // stage ahead), they cost this loop ~16% at E=32, m=32 on the H100: ptxas gives those loads the
+    // scoreboards of the weight tile's ld.shared, which then wait for global memory.
+    const uint32_t* scales[kSlices][2];  // for the L2 prefetch
 #pragma unroll
     for (int sl = 0; sl < kSlices; ++sl)
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        scales[sl][h] = scale_row(p, tile, tile_row[sl] + 8 * h);
-#pragma unroll
-        for (int u = 0; u < kSubs; ++u) scale_words[sl][h][u] = load_scale_word(scales[sl][h], u, num_k_blocks);
-      }
+      for (int h = 0; h < 2; ++h) scales[sl][h] = scale_row(p, tile, tile_row[sl] + 8 * h);
+    const int num_k_blocks = p.num_k_blocks;
+    const int num_stages = (num_k_blocks + kSubs - 1) / kSubs;
+    const uint32_t scale_buffer = static_cast<uint32_t>(__cvta_generic_to_shared(smem + plan.scale_buffer_offset()));
+    copy_stage_scales(scale_buffer, 0, 0, p, tile, tile_row[0], quad);
 
     // A fragments of one MMA group (kSteps k16 steps x 4 registers), double-buffered: wgmma reads
     // them asynchronously, so a buffer is rewritten only once its group is known complete.
@@ -167,14 +191,21 @@ struct Nvfp4WeightsMainloop {
     // are multiplied as zeros, the conditional pieces below are predicated.
     for (int s = 0; s < num_stages; ++s) {
       // Warm L2 with this thread's scales 8 stages ahead (a 128-byte line holds a row's scales for
-      // 32 64-K blocks); the loads one stage ahead below then wait for L2, not HBM.
+      // 32 64-K blocks); the copies one stage ahead below then wait for L2, not HBM.
 #pragma unroll
       for (int sl = 0; sl < kSlices; ++sl)
 #pragma unroll
         for (int h = 0; h < 2; ++h)
           asm volatile("prefetch.global.L2 [%0];\n" ::"l"(scales[sl][h] + min((s + 8) * kSubs, num_k_blocks - 1)));
+      // This stage's scales are in (each lane waits for its copies; the warp barrier shows them to
+      // the quad and orders the quad's reads of the other slot, in the stage before, before the
+      // copies that now overwrite it with the next stage's).
+      ptx::cp_async_wait_all();
+      __syncwarp();
+      copy_stage_scales(scale_buffer, (s + 1) % 2, s + 1, p, tile, tile_row[0], quad);
       mbarrier_wait(&full[pipe.stage], pipe.phase);
       const uint32_t stage_weights = weights_base + plan.b_offset(pipe.stage);
+      const uint32_t stage_scales = scale_buffer + (s % 2) * kBlockN * kSubs * 4;
       const uint8_t* stage_tokens = smem + plan.a_offset(pipe.stage);
 
 #pragma unroll
@@ -185,7 +216,9 @@ struct Nvfp4WeightsMainloop {
         uint32_t quad_scales[kSlices];
 #pragma unroll
         for (int sl = 0; sl < kSlices; ++sl)
-          quad_scales[sl] = fp4::e4m3x2_to_bf16x2_times_2p119(scale_words[sl][0][u], scale_words[sl][1][u], quad);
+          quad_scales[sl] = fp4::e4m3x2_to_bf16x2_times_2p119(
+              ptx::ld_shared_u32(stage_scales + (tile_row[sl] * kSubs + u) * 4),
+              ptx::ld_shared_u32(stage_scales + ((tile_row[sl] + 8) * kSubs + u) * 4), quad);
 #pragma unroll
         for (int g = 0; g < kGroupsPerSub; ++g)
 #pragma unroll
@@ -205,12 +238,6 @@ struct Nvfp4WeightsMainloop {
             ptx::wgmma_wait<1>();
             if (u == 0 && g == 0 && sl == 0) arrive_if(&empty[previous.stage], release_pending && lane == 0);
           }
-        // Next stage's scales of this 64-K block (the word just consumed is free).
-        const int next_block = (s + 1) * kSubs + u;
-#pragma unroll
-        for (int sl = 0; sl < kSlices; ++sl)
-#pragma unroll
-          for (int h = 0; h < 2; ++h) scale_words[sl][h][u] = load_scale_word(scales[sl][h], next_block, num_k_blocks);
       }
       previous = pipe;
       release_pending = true;
@@ -220,12 +247,10 @@ struct Nvfp4WeightsMainloop {
 #pragma unroll
     for (int sl = 0; sl < kSlices; ++sl) ptx::fence_registers(acc[sl]);
     arrive_if(&empty[previous.stage], release_pending && lane == 0);
-  }
-
-  // Scale word of 64-K block `block`; 0 (scale 0: the block adds nothing) past K. Branch-free.
-  __device__ __forceinline__ static uint32_t load_scale_word(const uint32_t* row, int block, int num_k_blocks) {
-    const uint32_t word = __ldg(row + min(block, num_k_blocks - 1));
-    return block < num_k_blocks ? word : 0u;
+    // The copies of the stage after the last (all zero-filled) land before the next tile's first
+    // copies into slot 0 could race them, and before the quad reads slot 0 again.
+    ptx::cp_async_wait_all();
+    __syncwarp();
   }
 
   // mbarrier arrive under a predicate, without a branch.

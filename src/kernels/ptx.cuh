@@ -166,6 +166,21 @@ __device__ __forceinline__ void setmaxnreg_inc() { asm volatile("setmaxnreg.inc.
 template <int kRegs>
 __device__ __forceinline__ void setmaxnreg_dec() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegs)); }
 
+// 4-byte asynchronous copy global -> shared (LDGSTS); zero-filled when !valid. Its completion is
+// tracked by cp.async groups, not by the register scoreboards that ordinary loads share with
+// ld.shared (a global load in flight would hold up every shared load waiting on the same one).
+__device__ __forceinline__ void cp_async_4(uint32_t smem_addr, const void* gmem, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr), "l"(gmem), "r"(valid ? 4 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+__device__ __forceinline__ uint32_t ld_shared_u32(uint32_t smem_addr) {
+  uint32_t value;
+  asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(value) : "r"(smem_addr) : "memory");
+  return value;
+}
+
 __device__ __forceinline__ void st_shared_bf16(uint32_t smem_addr, __nv_bfloat16 value) {
   asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(smem_addr), "h"(__bfloat16_as_ushort(value)) : "memory");
 }

@@ -306,12 +306,12 @@ TEST(Nvfp4WeightsGemm, DecodeTilesOf256WeightRows) {
           Format::nvfp4);
   const auto reference = full_reference(p);
   const std::vector<int32_t> masked_m = {0, 1, 31, 33, 64, 17};
-  for (const int expected_m : {16, 40}) {  // 1.3 x the hint: 21 -> 32 tokens, 52 -> 64 tokens
+  for (const int expected_m : {16, 32, 40}) {  // 1.3 x the hint: 21 -> 32 tokens, 42 -> 48, 52 -> 64
     GroupedGemmArgs args = p.args();
     args.expected_m = expected_m;
     args.granularity = SignalGranularity::per_row_block;
     const TileConfig cfg = select_config(args);
-    EXPECT_EQ(cfg.block_m, expected_m == 16 ? 32 : 64);
+    EXPECT_EQ(cfg.block_m, expected_m == 16 ? 32 : expected_m == 32 ? 48 : 64);
     EXPECT_EQ(cfg.block_n, 256);
     const RunResult r = run(p, args, masked_m);
     ASSERT_TRUE(r.status.ok()) << r.status.message;

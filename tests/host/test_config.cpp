@@ -72,6 +72,30 @@ TEST(Config, DequantizingPairings) {
   EXPECT_EQ(choose_tile_config(4096, 128, kH100SmemPerBlock, {}, Format::fp8_block128, Format::nvfp4).block_m, 128);
 }
 
+// bf16 x nvfp4 decode: 256 weight rows per tile, and 48 tokens where 1.3x the hint fits them
+// (3 stages of 256 K beside the block-scale buffer, each stage's tiles 1024-byte aligned).
+TEST(Config, Nvfp4WeightsDecodeTiles) {
+  const auto pick = [](int expected_m) {
+    return choose_tile_config(4096, expected_m, kH100SmemPerBlock, {}, Format::bf16, Format::nvfp4);
+  };
+  EXPECT_EQ(pick(16).block_m, 32);
+  EXPECT_EQ(pick(32).block_m, 48);
+  EXPECT_EQ(pick(40).block_m, 64);
+  for (int expected_m : {16, 32, 40}) {
+    const TileConfig cfg = pick(expected_m);
+    EXPECT_EQ(cfg.block_n, 256);
+    EXPECT_GE(cfg.stages, 3);
+    const int subs = kernels::nvfp4_weights_stage_subs(cfg.block_m, cfg.block_n);
+    const auto plan = kernels::nvfp4_weights_smem_plan(cfg.block_m, cfg.block_n, cfg.stages, subs);
+    EXPECT_LE(plan.total_bytes(), kH100SmemPerBlock);
+    for (int s = 0; s < cfg.stages; ++s) {
+      EXPECT_EQ(plan.a_offset(s) % 1024, 0);
+      EXPECT_EQ(plan.b_offset(s) % 1024, 0);
+    }
+  }
+  EXPECT_EQ(kernels::nvfp4_weights_stage_subs(48, 256), 4);
+}
+
 TEST(Config, OverrideIsKept) {
   const TileConfig cfg = choose_tile_config(1024, 0, kH100SmemPerBlock, TileConfig{32, 128, 3});
   EXPECT_EQ(cfg.block_m, 32);
