@@ -139,14 +139,16 @@ struct Nvfp4WeightsMainloop {
                                                            const KernelParams& p, const detail::Tile& tile,
                                                            int first_row, uint32_t quad) {
     constexpr int kWords = 2 * kSlices * kSubs;  // per quad and stage
+    // Every lane copies real words: a zero-filling copy still writes its destination.
+    static_assert(kWords % 4 == 0, "the four lanes of a quad copy the same number of scale words");
 #pragma unroll
-    for (int j = 0; j < (kWords + 3) / 4; ++j) {
+    for (int j = 0; j < kWords / 4; ++j) {
       const int f = int(quad) + 4 * j;  // flat index: row i = f / kSubs (slice i / 2, half i % 2), word f % kSubs
       const int i = f / kSubs, u = f % kSubs;
       const int row = first_row + 64 * (i / 2) + 8 * (i % 2);
       const int block = stage * kSubs + u;
       ptx::cp_async_4(scale_buffer + ((slot * kBlockN + row) * kSubs + u) * 4,
-                      scale_row(p, tile, row) + min(block, p.num_k_blocks - 1), f < kWords && block < p.num_k_blocks);
+                      scale_row(p, tile, row) + min(block, p.num_k_blocks - 1), block < p.num_k_blocks);
     }
     ptx::cp_async_commit();
   }
