@@ -23,7 +23,9 @@ void expect_signals(const GroupedGemmArgs& args, const std::vector<int32_t>& mas
 
 // Every compiled tile on one problem: values against the reference, masked rows untouched,
 // signal counts.
-void expect_every_tile_correct(Problem& p, const std::vector<int32_t>& masked_m, SignalGranularity g) {
+// sm_count > 0: a persistent grid of that many CTAs, each running many tiles in a row.
+void expect_every_tile_correct(Problem& p, const std::vector<int32_t>& masked_m, SignalGranularity g,
+                               int sm_count = 0) {
   const auto reference = full_reference(p);
   for (const host::TileShape tile : host::kSupportedTiles)
     for (int cluster : {1, 2}) {
@@ -34,9 +36,11 @@ void expect_every_tile_correct(Problem& p, const std::vector<int32_t>& masked_m,
       args.config.block_n = tile.block_n;
       args.config.cluster = cluster;
       args.granularity = g;
+      args.sm_count = sm_count;
       const RunResult r = run(p, args, masked_m);
       ASSERT_TRUE(r.status.ok()) << r.status.message;
-      EXPECT_EQ(check_output(p, masked_m, reference), "") << tile.block_m << "x" << tile.block_n << " cluster " << cluster;
+      EXPECT_EQ(check_output(p, masked_m, reference), "")
+          << tile.block_m << "x" << tile.block_n << " cluster " << cluster << " sm_count " << sm_count;
       expect_signals(args, masked_m, r.signals);
     }
 }
@@ -293,11 +297,13 @@ TEST(Nvfp4WeightsGemm, EveryTileConfigAndEdgeMaskedM) {
   Problem p;
   p.build(/*experts=*/5, /*max_m=*/130, /*n=*/328, /*k=*/576, rng, /*a_pad=*/32, /*b_pad=*/16, 0, Format::bf16,
           Format::nvfp4);
-  expect_every_tile_correct(p, {0, 1, 65, 128, 130}, SignalGranularity::per_row_block);
+  for (int sm_count : {0, 3})  // 3: many tiles per CTA (the scale buffer and fragments carried across tiles)
+    expect_every_tile_correct(p, {0, 1, 65, 128, 130}, SignalGranularity::per_row_block, sm_count);
 }
 
-// bf16 x nvfp4 decode: the heuristic's tiles of 256 weight rows (32x256, 64x256, not overridable),
-// a last stage reaching past K (576 = 2 x 256 + 64), a partial column block, padded strides.
+// bf16 x nvfp4 decode: the heuristic's tiles of 256 weight rows (32x256, 48x256, 64x256, not overridable),
+// a last stage reaching past K (576 = 2 x 256 + 64), a partial column block, padded strides, all SMs
+// and a grid of 2 CTAs.
 TEST(Nvfp4WeightsGemm, DecodeTilesOf256WeightRows) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(53);
@@ -306,18 +312,20 @@ TEST(Nvfp4WeightsGemm, DecodeTilesOf256WeightRows) {
           Format::nvfp4);
   const auto reference = full_reference(p);
   const std::vector<int32_t> masked_m = {0, 1, 31, 33, 64, 17};
-  for (const int expected_m : {16, 32, 40}) {  // 1.3 x the hint: 21 -> 32 tokens, 42 -> 48, 52 -> 64
-    GroupedGemmArgs args = p.args();
-    args.expected_m = expected_m;
-    args.granularity = SignalGranularity::per_row_block;
-    const TileConfig cfg = select_config(args);
-    EXPECT_EQ(cfg.block_m, expected_m == 16 ? 32 : expected_m == 32 ? 48 : 64);
-    EXPECT_EQ(cfg.block_n, 256);
-    const RunResult r = run(p, args, masked_m);
-    ASSERT_TRUE(r.status.ok()) << r.status.message;
-    EXPECT_EQ(check_output(p, masked_m, reference), "") << cfg.block_m << "x" << cfg.block_n;
-    expect_signals(args, masked_m, r.signals);
-  }
+  for (const int expected_m : {16, 32, 40})  // 1.3 x the hint: 21 -> 32 tokens, 42 -> 48, 52 -> 64
+    for (const int sm_count : {0, 2}) {        // 2: several tiles per CTA
+      GroupedGemmArgs args = p.args();
+      args.expected_m = expected_m;
+      args.granularity = SignalGranularity::per_row_block;
+      args.sm_count = sm_count;
+      const TileConfig cfg = select_config(args);
+      EXPECT_EQ(cfg.block_m, expected_m == 16 ? 32 : expected_m == 32 ? 48 : 64);
+      EXPECT_EQ(cfg.block_n, 256);
+      const RunResult r = run(p, args, masked_m);
+      ASSERT_TRUE(r.status.ok()) << r.status.message;
+      EXPECT_EQ(check_output(p, masked_m, reference), "") << cfg.block_m << "x" << cfg.block_n << " sm_count " << sm_count;
+      expect_signals(args, masked_m, r.signals);
+    }
 }
 
 TEST(Fp8Block128Gemm, HostPointersAreRejectedNotLaunched) {
