@@ -60,28 +60,28 @@ struct SmemPlan {
   int scale_buffer_bytes = 0; // outside the ring: the weight scales the MMA threads copy in themselves
                               //   (bf16 x nvfp4: two stages' worth, block_n rows x 4 B per 64-K block)
 
-  SG_HD static int round_up(int x, int a) { return (x + a - 1) / a * a; }
-  SG_HD int a_bytes() const {  // token tile(s)
+  SG_HD static constexpr int round_up(int x, int a) { return (x + a - 1) / a * a; }
+  SG_HD constexpr int a_bytes() const {  // token tile(s)
     return a_row_bytes > 0 ? block_m * a_row_bytes : block_m * kBlockK * a_k_blocks;
   }
-  SG_HD int b_bytes() const { return block_n * b_row_bytes; }          // weight tile
-  SG_HD int sfa_bytes() const { return round_up(block_m * sfa_token_bytes, 128); }  // TMA: 128 B aligned
-  SG_HD int stage_bytes() const { return a_bytes() + b_bytes() + sfa_bytes(); }
+  SG_HD constexpr int b_bytes() const { return block_n * b_row_bytes; }          // weight tile
+  SG_HD constexpr int sfa_bytes() const { return round_up(block_m * sfa_token_bytes, 128); }  // TMA: 128 B aligned
+  SG_HD constexpr int stage_bytes() const { return a_bytes() + b_bytes() + sfa_bytes(); }
   // Output staging: one row per token, padded 16 bytes so the transposed writes spread over banks.
   SG_HD static constexpr int staging_pitch(int block_n) { return block_n * 2 + 16; }
-  SG_HD int staging_bytes() const { return block_m * staging_pitch(block_n); }
+  SG_HD constexpr int staging_bytes() const { return block_m * staging_pitch(block_n); }
 
   // The dequantized weight tile comes first: it must be 1024-byte aligned like the TMA tiles.
-  SG_HD int dequant_offset() const { return 0; }
-  SG_HD int a_offset(int s) const { return dequant_bytes + s * a_bytes(); }
-  SG_HD int b_offset(int s) const { return dequant_bytes + stages * a_bytes() + s * b_bytes(); }
-  SG_HD int sfa_offset(int s) const { return dequant_bytes + stages * (a_bytes() + b_bytes()) + s * sfa_bytes(); }
-  SG_HD int staging_offset() const { return dequant_bytes + stages * stage_bytes(); }
-  SG_HD int scale_buffer_offset() const { return staging_offset() + staging_bytes(); }
-  SG_HD int barrier_offset() const { return round_up(scale_buffer_offset() + scale_buffer_bytes, 8); }
+  SG_HD constexpr int dequant_offset() const { return 0; }
+  SG_HD constexpr int a_offset(int s) const { return dequant_bytes + s * a_bytes(); }
+  SG_HD constexpr int b_offset(int s) const { return dequant_bytes + stages * a_bytes() + s * b_bytes(); }
+  SG_HD constexpr int sfa_offset(int s) const { return dequant_bytes + stages * (a_bytes() + b_bytes()) + s * sfa_bytes(); }
+  SG_HD constexpr int staging_offset() const { return dequant_bytes + stages * stage_bytes(); }
+  SG_HD constexpr int scale_buffer_offset() const { return staging_offset() + staging_bytes(); }
+  SG_HD constexpr int barrier_offset() const { return round_up(scale_buffer_offset() + scale_buffer_bytes, 8); }
   // full[stages] then empty[stages], 8 bytes each, and the storer's count of stored tiles for the
   // signaler (epilogue_signal.cuh; 8 bytes with padding); plus slack to align the base at run time.
-  SG_HD int total_bytes() const { return barrier_offset() + 2 * stages * 8 + 8 + kSmemAlignment; }
+  SG_HD constexpr int total_bytes() const { return barrier_offset() + 2 * stages * 8 + 8 + kSmemAlignment; }
 };
 
 // bf16 activations x nvfp4 weights (mainloop_nvfp4_weights.cuh): a stage holds `subs` 64-K blocks
@@ -95,14 +95,8 @@ SG_HD constexpr SmemPlan nvfp4_weights_smem_plan(int block_m, int block_n, int s
 SG_HD constexpr int nvfp4_weights_stage_subs(int block_m, int block_n) {
   constexpr int kH100SmemPerBlock = 232448;
   for (int min_stages = 3; min_stages >= 2; --min_stages)
-    for (int subs = 4; subs >= 1; subs /= 2) {
-      // SmemPlan::total_bytes() of nvfp4_weights_smem_plan, spelled out to be usable in constexpr.
-      const int stage = subs * (block_m * kBlockK + block_n * 32);
-      const int staging = block_m * SmemPlan::staging_pitch(block_n);
-      const int scales = 2 * block_n * subs * 4;
-      if (min_stages * stage + staging + scales + 2 * min_stages * 8 + 8 + kSmemAlignment <= kH100SmemPerBlock)
-        return subs;
-    }
+    for (int subs = 4; subs >= 1; subs /= 2)
+      if (nvfp4_weights_smem_plan(block_m, block_n, min_stages, subs).total_bytes() <= kH100SmemPerBlock) return subs;
   return 1;
 }
 
