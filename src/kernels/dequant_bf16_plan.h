@@ -33,11 +33,16 @@ SG_HD constexpr bool dequant_bf16_tile_compiled(Format a, int block_m, int block
   return a != Format::fp8_block128 || (block_n == 128 && block_m <= 128);
 }
 
+// Operands with one-byte block scales (MX, nvfp4): their scales are copied into shared memory.
+SG_HD constexpr bool has_byte_scales(Format f) { return f == Format::mxfp8 || f == Format::mxfp4 || f == Format::nvfp4; }
+
 // Stage: packed token tile, packed weight tile, fp8_block128 token scales (block_m floats of the
 // stage's 128-K block). Before the ring: two bf16 tiles per dequantized operand (double buffered:
-// the MMAs read one while the next stage is dequantized into the other).
+// the MMAs read one while the next stage is dequantized into the other). After the staging tile:
+// three stages' block scales, one 32-bit word per scaled row.
 SG_HD constexpr SmemPlan dequant_bf16_smem_plan(Format a, Format b, int block_m, int block_n, int stages) {
   const int dequant_rows = (dequantized_in_smem(a) ? block_m : 0) + (dequantized_in_smem(b) ? block_n : 0);
+  const int scaled_rows = (has_byte_scales(a) ? block_m : 0) + (has_byte_scales(b) ? block_n : 0);
   return SmemPlan{block_m,
                   block_n,
                   stages,
@@ -45,7 +50,8 @@ SG_HD constexpr SmemPlan dequant_bf16_smem_plan(Format a, Format b, int block_m,
                   2 * dequant_rows * kBlockK,
                   1,
                   a == Format::fp8_block128 ? 4 : 0,
-                  dequant_stage_row_bytes(a)};
+                  dequant_stage_row_bytes(a),
+                  3 * scaled_rows * 4};
 }
 
 }  // namespace signalgemm::kernels

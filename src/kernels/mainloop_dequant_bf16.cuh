@@ -8,8 +8,11 @@
 //
 // A stage holds 64 K: per operand its packed rows (32 bytes FP4, 64 bytes e4m3, 128 bytes bf16)
 // loaded by TMA, and for fp8_block128 activations the token scales of the stage's 128-K block.
-// Block scales of MX/nvfp4 operands (one byte per row and 16 or 32 K) are read through the
-// read-only cache by the threads that apply them, one stage ahead of their use.
+// Block scales of MX/nvfp4 operands (one byte per row and 16 or 32 K: 2 or 4 bytes per row and
+// stage) are copied into shared memory with cp.async three stages ahead of their use, one 32-bit word
+// per row and stage (the aligned word that holds them). Loaded into registers with ld.global they
+// cost 10-24% (H100, 2026-11-26): ptxas gives such loads the scoreboards of the packed tiles'
+// ld.shared, whose consumers then wait for global memory.
 //
 // Overlap: the bf16 tiles are double buffered. While the MMAs of stage kb run (asynchronously),
 // all 256 MMA threads dequantize stage kb + 1 into the other buffer; one 256-thread barrier per
@@ -103,9 +106,17 @@ struct DequantBf16Mainloop {
     uint8_t* buffers = smem + plan.dequant_offset();
     PipelineState load = pipe;  // the stage to dequantize next; `pipe` is the stage the MMAs read
 
-    ScaleCodes codes{};
-    load_scale_codes(codes, p, tile, 0);
-    dequantize_stage(smem, plan, full, empty, load, 0, buffers, codes, p, tile, lane);
+    // Scales of stages 0, 1, 2 into slots 0, 1, 2 (stage kb in slot kb % 3, copied three stages
+    // ahead). Each thread copies and waits for the same rows' words every time, so its own waits
+    // order its copies (the previous tile's last ones included); the barrier shows stages 0 and 1
+    // to all, and the barrier that ended the previous tile ordered every read of the slots before.
+    const uint32_t scale_slots = static_cast<uint32_t>(__cvta_generic_to_shared(smem + plan.scale_buffer_offset()));
+    const ScaleCursor cursor = scale_cursor(p, tile);
+    ptx::cp_async_wait_all();
+    for (int kb = 0; kb < 3; ++kb) copy_stage_scales(scale_slots + kb * kScaleSlotBytes, cursor, p, kb);
+    ptx::cp_async_wait_group<1>();
+    ptx::named_barrier_sync(kBarrierId, kMathThreads);
+    dequantize_stage(smem, plan, full, empty, load, 0, buffers, scale_slots, cursor, tile, lane);
     ptx::named_barrier_sync(kBarrierId, kMathThreads);  // buffer 0 complete and visible
 
     for (int kb = 0; kb < num_k_blocks; ++kb) {
@@ -117,10 +128,15 @@ struct DequantBf16Mainloop {
       else
         Bf16Mainloop<kBlockM, kBlockN>::issue_stage_mmas(acc, tokens, weights);
 
+      // Scales of stage kb + 3 into the slot of stage kb, whose dequantization ended before the last
+      // barrier; those of stage kb + 2 are waited for before the next barrier, which shows them to
+      // every thread (each copy has two stages to land).
+      const int slot = kb % 3;
+      copy_stage_scales(scale_slots + slot * kScaleSlotBytes, cursor, p, kb + 3);
       // Meanwhile: the next stage into the other buffer (its MMAs finished before the last barrier).
       if (kb + 1 < num_k_blocks)
-        dequantize_stage(smem, plan, full, empty, load, kb + 1, buffers + ((kb + 1) & 1) * kBufferBytes, codes, p,
-                         tile, lane);
+        dequantize_stage(smem, plan, full, empty, load, kb + 1, buffers + ((kb + 1) & 1) * kBufferBytes,
+                         scale_slots + (slot == 2 ? 0 : slot + 1) * kScaleSlotBytes, cursor, tile, lane);
 
       ptx::wgmma_wait<0>();
       if constexpr (kPromote) {
@@ -133,6 +149,7 @@ struct DequantBf16Mainloop {
       // wgmma_wait is warpgroup-wide: every lane of this warp is done with the stage.
       if (kReleaseAfterMma && lane == 0) cuda::ptx::mbarrier_arrive(&empty[pipe.stage]);
       pipe.advance();
+      ptx::cp_async_wait_group<1>();
       // Every warp's MMAs have read `buffer` (it may be overwritten next), and the next buffer is
       // complete; its writers fenced their stores for the tensor cores before arriving.
       ptx::named_barrier_sync(kBarrierId, kMathThreads);
@@ -164,20 +181,6 @@ struct DequantBf16Mainloop {
       acc[4 * j + 1] = fmaf(partial[4 * j + 1], s.y, acc[4 * j + 1]);
       acc[4 * j + 2] = fmaf(partial[4 * j + 2], s.x, acc[4 * j + 2]);
       acc[4 * j + 3] = fmaf(partial[4 * j + 3], s.y, acc[4 * j + 3]);
-    }
-  }
-
-  // Scale code of the 8 elements (chunk) of row `row` of stage `kb`: one byte of a row-major
-  // [E][rows][K / block] tensor. 0 for fp8_block128 (applied by the promotion instead).
-  template <Format kFormat>
-  __device__ __forceinline__ static uint32_t scale_code(const void* scales, int cols, int64_t row, int kb,
-                                                        int chunk) {
-    if constexpr (kFormat == Format::fp8_block128) {
-      return 0;
-    } else {
-      constexpr int kScaleBlock = kFormat == Format::nvfp4 ? 16 : 32;  // elements per scale along K
-      const uint8_t* row_scales = static_cast<const uint8_t*>(scales) + row * cols;
-      return __ldg(row_scales + kb * (kDequantStageK / kScaleBlock) + chunk / (kScaleBlock / 8));
     }
   }
 
@@ -219,78 +222,126 @@ struct DequantBf16Mainloop {
   // chunk u % 8 of row u / 8. Rows >= `real_rows` are skipped.
   static constexpr int units_per_thread(int rows) { return rows * kChunksPerRow / kMathThreads; }
   static_assert(units_per_thread(kBlockM) * kMathThreads == kBlockM * kChunksPerRow, "whole chunks per thread");
-  static constexpr bool kScaledA = kA != Format::bf16 && kA != Format::fp8_block128;
-  static constexpr int kCodesA = kScaledA ? units_per_thread(kBlockM) : 1;
-  static constexpr int kCodesB = units_per_thread(kBlockN);
 
-  // The scale codes of this thread's units of one stage, loaded a stage ahead of their use: the
-  // loads (usually HBM misses for weights) then overlap a whole stage of MMAs.
-  struct ScaleCodes {
-    uint32_t a[kCodesA];
-    uint32_t b[kCodesB];
+  // Block scales in shared memory: per slot (stage kb % 3) one word per scaled row, the token rows
+  // first. A row's bytes of a stage sit at byte (address % 4) of its word.
+  static constexpr bool kScaledA = has_byte_scales(kA);
+  static_assert(has_byte_scales(kB), "the weights of every pairing here have block scales");
+  static constexpr int kScaleRowsA = kScaledA ? kBlockM : 0;
+  static constexpr int kScaleSlotBytes = (kScaleRowsA + kBlockN) * 4;
+  template <Format kFormat>
+  static constexpr int kScaleBlock = kFormat == Format::nvfp4 ? 16 : 32;  // elements per scale along K
+
+  static constexpr int kScaledRows = kScaleRowsA + kBlockN;
+  static constexpr int kCopyRows = (kScaledRows + kMathThreads - 1) / kMathThreads;  // per thread
+  static constexpr int kUnitsA = has_byte_scales(kA) ? units_per_thread(kBlockM) : 0;
+  static constexpr int kUnitsB = units_per_thread(kBlockN);
+  template <Format kFormat>
+  static constexpr int kStageScaleBytes = kDequantStageK / kScaleBlock<kFormat>;  // per row: 2 (MX) or 4 (nvfp4)
+
+  // What a thread needs of the block scales for a whole tile, worked out once at its start:
+  // the global address of stage 0's bytes of each row it copies, and for each of its dequantized
+  // units the byte of the row's slot word that holds the unit's scale in stage 0. In stage kb that
+  // byte is (byte + kb * kStageScaleBytes) % 4: the stage's bytes start at the row's address
+  // + kb * kStageScaleBytes, and they never straddle two words (see copy_stage_scales).
+  struct ScaleCursor {
+    uintptr_t copy_source[kCopyRows];
+    uint32_t unit_byte_a[kUnitsA > 0 ? kUnitsA : 1];
+    uint32_t unit_byte_b[kUnitsB];
   };
 
-  template <Format kFormat, int kRows, int kCodes>
-  __device__ __forceinline__ static void load_operand_codes(uint32_t (&codes)[kCodes], const void* scales,
-                                                            int scale_cols, int64_t first_row, int last_scale_row,
-                                                            int real_rows, int kb) {
+  // Scale tensor row of scaled row r of the tile (tokens, then weights). Token rows past the tile's
+  // real rows read its last real row (their values are never used); weight rows past N (a partial
+  // last column block, zero-filled by TMA) the last real weight row.
+  __device__ __forceinline__ static uintptr_t scale_row_address(const KernelParams& p, const detail::Tile& tile,
+                                                                int r) {
+    if (kScaledA && r < kScaleRowsA) {
+      const int64_t row = int64_t(tile.expert) * p.layout.max_m + tile.m_block * kBlockM + min(r, tile.rows - 1);
+      return reinterpret_cast<uintptr_t>(p.a_scales) + row * p.a_scale_cols;
+    }
+    const int64_t row = int64_t(tile.expert) * p.layout.n + min(tile.n_block * kBlockN + r - kScaleRowsA, p.layout.n - 1);
+    return reinterpret_cast<uintptr_t>(p.b_scales) + row * p.b_scale_cols;
+  }
+
+  template <Format kFormat, int kUnits>
+  __device__ __forceinline__ static void unit_bytes(uint32_t (&bytes)[kUnits], const KernelParams& p,
+                                                    const detail::Tile& tile, int first_scale_row) {
 #pragma unroll
-    for (int i = 0; i < kCodes; ++i) {
+    for (int i = 0; i < kUnits; ++i) {
       const int unit = threadIdx.x + i * kMathThreads;
-      const int row = unit / kChunksPerRow;
-      codes[i] = row < real_rows
-                     ? scale_code<kFormat>(scales, scale_cols, first_row + min(row, last_scale_row), kb,
-                                           unit % kChunksPerRow)
-                     : 0;
+      const uint32_t row_byte = uint32_t(scale_row_address(p, tile, first_scale_row + unit / kChunksPerRow)) & 3;
+      bytes[i] = row_byte + (unit % kChunksPerRow) / (kScaleBlock<kFormat> / 8);
     }
   }
 
-  __device__ __forceinline__ static void load_scale_codes(ScaleCodes& codes, const KernelParams& p,
-                                                          const detail::Tile& tile, int kb) {
-    if constexpr (kScaledA) {
-      // Real token rows are < masked_m <= max_m: no clamping needed.
-      const int64_t first_token = int64_t(tile.expert) * p.layout.max_m + tile.m_block * kBlockM;
-      load_operand_codes<kA, kBlockM>(codes.a, p.a_scales, p.a_scale_cols, first_token, kBlockM - 1, tile.rows, kb);
-    }
-    // Weight rows past N (a partial last column block) are zero-filled by TMA; their scales are
-    // read from the last real row (any finite value keeps them zero) and never stored.
-    const int first_weight = tile.n_block * kBlockN;
-    load_operand_codes<kB, kBlockN>(codes.b, p.b_scales, p.b_scale_cols,
-                                    int64_t(tile.expert) * p.layout.n + first_weight, p.layout.n - 1 - first_weight,
-                                    kBlockN, kb);
+  __device__ __forceinline__ static ScaleCursor scale_cursor(const KernelParams& p, const detail::Tile& tile) {
+    ScaleCursor cursor;
+#pragma unroll
+    for (int j = 0; j < kCopyRows; ++j)
+      cursor.copy_source[j] = scale_row_address(p, tile, min(int(threadIdx.x) + j * kMathThreads, kScaledRows - 1));
+    if constexpr (kUnitsA > 0) unit_bytes<kA>(cursor.unit_byte_a, p, tile, 0);
+    unit_bytes<kB>(cursor.unit_byte_b, p, tile, kScaleRowsA);
+    return cursor;
   }
 
-  template <Format kFormat, int kRows, int kCodes>
-  __device__ __forceinline__ static void dequantize_operand(uint32_t packed_tile, uint32_t bf16_tile,
-                                                            const uint32_t (&codes)[kCodes], int real_rows) {
+  // Copies stage kb's block scales (zeros past K) into a slot: each thread some rows' words, each
+  // the aligned word that holds the row's 2 or 4 bytes (read from the first of them on, so never
+  // past the tensor's end). The scale tensors are 16-byte aligned and their rows hold an even
+  // number of bytes (a multiple of 4 for nvfp4), so a row's bytes never straddle two words.
+  __device__ __forceinline__ static void copy_stage_scales(uint32_t slot, const ScaleCursor& cursor,
+                                                           const KernelParams& p, int kb) {
+    const bool in_k = kb < p.num_k_blocks;
+    const int stage = min(kb, p.num_k_blocks - 1);
+#pragma unroll
+    for (int j = 0; j < kCopyRows; ++j) {
+      const int r = threadIdx.x + j * kMathThreads;
+      if (kScaledRows % kMathThreads != 0 && r >= kScaledRows) break;
+      const bool token = kScaledA && r < kScaleRowsA;
+      const int bytes = token ? kStageScaleBytes<kA> : kStageScaleBytes<kB>;
+      const uintptr_t first = cursor.copy_source[j] + stage * bytes;
+      ptx::cp_async_4_partial(slot + r * 4, reinterpret_cast<const void*>(first & ~uintptr_t(3)),
+                              in_k ? uint32_t(first & 3) + bytes : 0u);
+    }
+    ptx::cp_async_commit();
+  }
+
+  template <Format kFormat, int kRows, int kUnits>
+  __device__ __forceinline__ static void dequantize_operand(uint32_t packed_tile, uint32_t bf16_tile, uint32_t slot,
+                                                            const uint32_t (&unit_byte)[kUnits], int first_scale_row,
+                                                            int kb, int real_rows) {
 #pragma unroll
     for (int i = 0; i < units_per_thread(kRows); ++i) {
       const int unit = threadIdx.x + i * kMathThreads;
-      const int row = unit / kChunksPerRow;
-      if (row < real_rows)
-        dequantize_chunk<kFormat>(packed_tile, bf16_tile, row, unit % kChunksPerRow, i < kCodes ? codes[i] : 0u);
+      const int row = unit / kChunksPerRow, chunk = unit % kChunksPerRow;
+      if (row < real_rows) {
+        uint32_t code = 0;
+        if constexpr (has_byte_scales(kFormat)) {
+          const uint32_t word = ptx::ld_shared_u32(slot + (first_scale_row + row) * 4);
+          code = ptx::prmt(word, 0u, 0x4440u | ((unit_byte[i] + uint32_t(kb * kStageScaleBytes<kFormat>)) & 3));
+        }
+        dequantize_chunk<kFormat>(packed_tile, bf16_tile, row, chunk, code);
+      }
     }
   }
 
   // Waits for stage `load` (stage kb of the tile), dequantizes its non-bf16 operands into `buffer`
-  // with the scale codes in `codes` (loading those of stage kb + 1 into them first), fences the
-  // stores for the tensor cores, releases the stage if nothing reads it any more, advances `load`.
+  // with the block scales in `slot`, fences the stores for the tensor cores, releases the stage if
+  // nothing reads it any more, advances `load`.
   __device__ __forceinline__ static void dequantize_stage(uint8_t* smem, const SmemPlan& plan, uint64_t* full,
                                                           uint64_t* empty, PipelineState& load, int kb,
-                                                          uint8_t* buffer, ScaleCodes& codes, const KernelParams& p,
+                                                          uint8_t* buffer, uint32_t slot, const ScaleCursor& cursor,
                                                           const detail::Tile& tile, int lane) {
-    const ScaleCodes current = codes;
-    if (kb + 1 < p.num_k_blocks) load_scale_codes(codes, p, tile, kb + 1);
     mbarrier_wait(&full[load.stage], load.phase);
     const uint32_t buffer_addr = static_cast<uint32_t>(__cvta_generic_to_shared(buffer));
     if constexpr (kDequantA) {
       // Token rows past the tile's real rows are never stored: leave their bf16 rows stale (they
       // only reach their own output columns).
       dequantize_operand<kA, kBlockM>(static_cast<uint32_t>(__cvta_generic_to_shared(smem + plan.a_offset(load.stage))),
-                                      buffer_addr, current.a, tile.rows);
+                                      buffer_addr, slot, cursor.unit_byte_a, 0, kb, tile.rows);
     }
     dequantize_operand<kB, kBlockN>(static_cast<uint32_t>(__cvta_generic_to_shared(smem + plan.b_offset(load.stage))),
-                                    buffer_addr + kTokenTileBytes, current.b, kBlockN);
+                                    buffer_addr + kTokenTileBytes, slot, cursor.unit_byte_b, kScaleRowsA, kb,
+                                    kBlockN);
     // The tensor cores read the tile through the async proxy: make this thread's stores visible to it.
     cuda::ptx::fence_proxy_async(cuda::ptx::space_shared);
     if constexpr (!kReleaseAfterMma) {

@@ -173,8 +173,15 @@ __device__ __forceinline__ void cp_async_4(uint32_t smem_addr, const void* gmem,
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr), "l"(gmem), "r"(valid ? 4 : 0)
                : "memory");
 }
+// The same with the first `src_bytes` (0..4) bytes read and the rest zero-filled.
+__device__ __forceinline__ void cp_async_4_partial(uint32_t smem_addr, const void* gmem, uint32_t src_bytes) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr), "l"(gmem), "r"(src_bytes)
+               : "memory");
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+template <int kPending>  // all but the kPending most recent groups complete
+__device__ __forceinline__ void cp_async_wait_group() { asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory"); }
 __device__ __forceinline__ uint32_t ld_shared_u32(uint32_t smem_addr) {
   uint32_t value;
   asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(value) : "r"(smem_addr) : "memory");
