@@ -1,0 +1,85 @@
+// Random problems for every operand pairing, with the library's own configuration: shapes, masked_m,
+// strides, SM counts, signal granularity and scope drawn at random (fixed seeds), so shapes no other
+// test names (odd N, short K, one row, many experts, few SMs) meet every mainloop.
+//
+// The reference is the float64 product rounded to bf16, as the kernel's output is; the products are
+// exact (or, for fp8 x fp8, accumulated per 128-K block by the tensor cores), so the kernel differs
+// only where the fp32 accumulation order flips a rounding, by one bf16 ulp. 2e-3 relative per
+// expert rejects a lost scale, a misplaced chunk or a stale row.
+#include <algorithm>
+#include <string>
+
+#include "gpu_test_util.h"
+#include "signalgemm/gemm.h"
+
+namespace signalgemm::test {
+namespace {
+
+struct Pairing {
+  Format a, b;
+};
+constexpr Pairing kEveryPairing[] = {
+    {Format::fp8_block128, Format::fp8_block128}, {Format::bf16, Format::bf16},   {Format::bf16, Format::nvfp4},
+    {Format::mxfp8, Format::mxfp8},               {Format::mxfp4, Format::mxfp4}, {Format::nvfp4, Format::nvfp4},
+    {Format::bf16, Format::mxfp4},                {Format::bf16, Format::mxfp8},  {Format::fp8_block128, Format::nvfp4}};
+
+// K granule the pairing accepts: the fp8_block128 scale block, else the 64-element stage of the
+// FP4 / MX mainloops (bf16 x bf16 takes any multiple of 8; 16 keeps it varied).
+int k_granule(const Pairing& pairing) {
+  if (pairing.a == Format::fp8_block128 || pairing.b == Format::fp8_block128) return 128;
+  return pairing.a == Format::bf16 && pairing.b == Format::bf16 ? 16 : 64;
+}
+
+TEST(RandomProblems, EveryPairingWithTheHeuristicConfig) {
+  SG_REQUIRE_HOPPER();
+  constexpr int kTrials = 6;
+  constexpr double kMaxMacs = 1.2e8;  // keeps the float64 reference quick
+  for (const Pairing& pairing : kEveryPairing) {
+    for (int trial = 0; trial < kTrials; ++trial) {
+      std::mt19937 rng(1000 * int(pairing.a) + 100 * int(pairing.b) + trial);
+      auto uniform = [&](int lo, int hi) { return lo + int(rng() % uint32_t(hi - lo + 1)); };
+      int experts = uniform(0, 3) == 0 ? uniform(20, 40) : uniform(1, 8);
+      int max_m = uniform(0, 2) == 0 ? uniform(1, 16) : uniform(17, 300);
+      const int n = 8 * uniform(2, 100);
+      const int k = k_granule(pairing) * uniform(1, std::max(1, 1024 / k_granule(pairing)));
+      while (double(experts) * max_m * n * k > kMaxMacs) {
+        if (max_m > 8) max_m = max_m * 3 / 4;
+        else if (experts > 1) --experts;
+        else break;
+      }
+      const int a_pad = 16 * uniform(0, 2), b_pad = 16 * uniform(0, 2), out_pad = 16 * uniform(0, 1);
+      Problem p;
+      p.build(experts, max_m, n, k, rng, a_pad, b_pad, out_pad, pairing.a, pairing.b);
+      const std::vector<int32_t> every_row(experts, max_m);
+      std::vector<double> reference = ref::masked_grouped_gemm(p.a, p.b, every_row.data(), p.alpha.data());
+      for (double& x : reference) x = ref::bf16_to_float(ref::float_to_bf16(static_cast<float>(x)));
+
+      std::vector<int32_t> masked_m(experts);
+      for (auto& m : masked_m) {
+        const int pick = uniform(0, 9);
+        m = pick == 0 ? 0 : pick == 1 ? max_m : pick == 2 ? 1 : uniform(0, max_m);
+      }
+      GroupedGemmArgs args = p.args();
+      args.expected_m = uniform(0, 1) == 0 ? 0 : uniform(1, max_m);
+      args.sm_count = uniform(0, 2) == 0 ? uniform(1, 16) : 0;
+      const SignalGranularity granularities[] = {SignalGranularity::none, SignalGranularity::per_expert,
+                                                 SignalGranularity::per_row_block};
+      args.granularity = granularities[uniform(0, 2)];
+      args.scope = uniform(0, 1) == 0 ? SignalScope::gpu : SignalScope::sys;
+      const TileConfig cfg = select_config(args);
+      const std::string what = std::string(to_string(pairing.a)) + " x " + to_string(pairing.b) + " trial " +
+                               std::to_string(trial) + ": E " + std::to_string(experts) + " max_m " +
+                               std::to_string(max_m) + " n " + std::to_string(n) + " k " + std::to_string(k) +
+                               " sm_count " + std::to_string(args.sm_count) + " tile " +
+                               std::to_string(cfg.block_m) + "x" + std::to_string(cfg.block_n) + "x" +
+                               std::to_string(cfg.stages) + "c" + std::to_string(cfg.cluster);
+      const RunResult r = run(p, args, masked_m);
+      ASSERT_TRUE(r.status.ok()) << what << ": " << r.status.message;
+      EXPECT_EQ(check_output(p, masked_m, reference), "") << what;
+      if (args.granularity != SignalGranularity::none) EXPECT_EQ(check_signals(args, masked_m, r.signals), "") << what;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace signalgemm::test
