@@ -25,11 +25,19 @@ bool is_cluster_tile(int block_m, int block_n) {
                      [&](TileShape t) { return t.block_m == block_m && t.block_n == block_n; });
 }
 
+bool nvfp4_decode_with_fp8_tokens(Format a_format, Format b_format, int block_m, int block_n) {
+  return a_format == Format::fp8_block128 && b_format == Format::nvfp4 && block_m <= 64 && block_n == 256;
+}
+
 int smem_bytes(int block_m, int block_n, int stages, Format a_format, Format b_format) {
   // bf16 x nvfp4 stages hold up to 256 K (kernel_params.h); the other mainloops 128 bytes of K.
   if (a_format == Format::bf16 && b_format == Format::nvfp4)
     return kernels::nvfp4_weights_smem_plan(block_m, block_n, stages,
                                             kernels::nvfp4_weights_stage_subs(block_m, block_n))
+        .total_bytes();
+  if (nvfp4_decode_with_fp8_tokens(a_format, b_format, block_m, block_n))
+    return kernels::nvfp4_weights_smem_plan(block_m, block_n, stages,
+                                            kernels::nvfp4_weights_stage_subs(block_m, block_n, true), true)
         .total_bytes();
   // Dequantizing mainloop: 64-K packed stages plus two bf16 tiles per dequantized operand.
   if (kernels::is_dequant_bf16_pair(a_format, b_format))
@@ -85,7 +93,10 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
   // instead of per 128; with the tokens it still leaves 3-4 stages of 256 K.
   // 48 tokens where they cover the expert: the smaller token tile leaves room for 3 stages of 256 K
   // beside the block scales' buffer, where 64 x 256 fits 128-K stages only.
-  if (a_format == Format::bf16 && b_format == Format::nvfp4 && requested_block_n == 0 && config.block_m <= 64) {
+  // fp8_block128 x nvfp4 decode takes the same tiles (the register-operand mainloop, with the tokens
+  // converted to bf16 in shared memory).
+  if ((a_format == Format::bf16 || a_format == Format::fp8_block128) && b_format == Format::nvfp4 &&
+      requested_block_n == 0 && config.block_m <= 64) {
     config.block_n = 256;
     if (!explicit_block_m && config.block_m == 64 && rows_to_cover <= 48) config.block_m = 48;
   }

@@ -255,6 +255,14 @@ Launcher nvfp4_weights_launcher(const TileConfig& cfg) {
   return launcher_for_tile<kernels::Nvfp4WeightsMainloop>(cfg);
 }
 
+// fp8_block128 x nvfp4 on the decode tiles of 256 weight rows (host::nvfp4_decode_with_fp8_tokens).
+Launcher nvfp4_weights_fp8_tokens_launcher(const TileConfig& cfg) {
+  if (cfg.block_m == 32) return &launch_kernel<kernels::Nvfp4WeightsMainloop<32, 256, true>>;
+  if (cfg.block_m == 48) return &launch_kernel<kernels::Nvfp4WeightsMainloop<48, 256, true>>;
+  if (cfg.block_m == 64) return &launch_kernel<kernels::Nvfp4WeightsMainloop<64, 256, true>>;
+  return nullptr;
+}
+
 }  // namespace
 
 SignalLayout signal_layout(const GroupedGemmArgs& args) {
@@ -294,19 +302,25 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   const int b_k_bytes = args.k * element_bits(args.b.format) / 8;
   // bf16 x nvfp4: a stage holds 1, 2 or 4 64-K blocks (kernel_params.h), 32 packed bytes per row each;
   // tokens are loaded in boxes of 32 rows, only as many as a tile has real tokens.
+  // fp8_block128 x nvfp4 decode tiles: the same mainloop, one e4m3 box per token box and stage.
+  const bool fp8_tokens_rs = host::nvfp4_decode_with_fp8_tokens(args.a.format, args.b.format, cfg.block_m, cfg.block_n);
   const bool bf16_x_nvfp4 = args.a.format == Format::bf16 && fp4_weights;
-  const int b_box_k = bf16_x_nvfp4 ? 32 * kernels::nvfp4_weights_stage_subs(cfg.block_m, cfg.block_n)
-                                   : kernels::kBlockK;
-  const int a_box_rows = bf16_x_nvfp4 ? kernels::nvfp4_token_box_rows(cfg.block_m) : cfg.block_m;
+  const bool rs_nvfp4 = bf16_x_nvfp4 || fp8_tokens_rs;
+  const int rs_subs = kernels::nvfp4_weights_stage_subs(cfg.block_m, cfg.block_n, fp8_tokens_rs);
+  const int b_box_k = rs_nvfp4 ? 32 * rs_subs : kernels::kBlockK;
+  const int a_box_rows = rs_nvfp4 ? kernels::nvfp4_token_box_rows(cfg.block_m) : cfg.block_m;
   // Dequantizing mainloop: 64-K stages, each operand's packed rows (kernels/dequant_bf16_plan.h).
-  const bool dequant_pair = kernels::is_dequant_bf16_pair(args.a.format, args.b.format);
-  const int a_box_k = dequant_pair ? kernels::dequant_stage_row_bytes(args.a.format) : kernels::kBlockK;
+  const bool dequant_pair = kernels::is_dequant_bf16_pair(args.a.format, args.b.format) && !fp8_tokens_rs;
+  const int a_box_k = dequant_pair ? kernels::dequant_stage_row_bytes(args.a.format)
+                      : fp8_tokens_rs ? 64 * rs_subs
+                                      : kernels::kBlockK;
   const int64_t a_row = args.a.row_stride != 0 ? args.a.row_stride : a_k_bytes;
   const int64_t a_expert = args.a.expert_stride != 0 ? args.a.expert_stride : a_row * args.max_m;
   const int64_t b_row = args.b.row_stride != 0 ? args.b.row_stride : b_k_bytes;
   const int64_t b_expert = args.b.expert_stride != 0 ? args.b.expert_stride : b_row * args.n;
-  const int num_k_blocks = dequant_pair ? args.k / kernels::kDequantStageK
-                                        : (a_k_bytes + kernels::kBlockK - 1) / kernels::kBlockK;
+  // 64-K blocks for the dequantizing and nvfp4 mainloops, 128-byte K blocks of tokens otherwise.
+  const int num_k_blocks = dequant_pair || fp8_tokens_rs ? args.k / kernels::kDequantStageK
+                                                        : (a_k_bytes + kernels::kBlockK - 1) / kernels::kBlockK;
 
   CUtensorMap tmap_a, tmap_b, tmap_sfa;
   if (Status s = encode_operand_map(tmap_a, args.a.data, args.num_experts, args.max_m, a_k_bytes, a_row, a_expert,
@@ -362,7 +376,8 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   if (launch_cfg.cluster > 1 && grid < 2) launch_cfg.cluster = 1;
 
   // One instantiation per (mainloop, compiled tile).
-  const Launcher launcher = dequant_pair  ? dequant_bf16_launcher(args.a.format, args.b.format, launch_cfg)
+  const Launcher launcher = fp8_tokens_rs ? nvfp4_weights_fp8_tokens_launcher(cfg)
+                            : dequant_pair  ? dequant_bf16_launcher(args.a.format, args.b.format, launch_cfg)
                             : fp8           ? fp8_block128_launcher(launch_cfg)
                             : fp4_weights ? nvfp4_weights_launcher(cfg)
                                           : launcher_for_tile<kernels::Bf16Mainloop>(cfg);

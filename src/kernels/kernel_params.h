@@ -89,15 +89,23 @@ struct SmemPlan {
 // token scales, no dequantized tile; beside the ring, two stages of the weights' block scales
 // (4 bytes per row and 64-K block). Most K per stage such that 3 stages fit in an H100's shared
 // memory (2 if none does): decode streams weights, and big stages mean few barrier round trips.
-SG_HD constexpr SmemPlan nvfp4_weights_smem_plan(int block_m, int block_n, int stages, int subs) {
-  return SmemPlan{block_m, block_n, stages, subs * 32, 0, subs, 0, 0, 2 * block_n * subs * 4};
+// fp8_block128 activations (fp8_tokens): a token row of a stage holds its bf16 tiles (what the MMAs
+// read, subs x 128 bytes) and then the e4m3 bytes TMA loads (subs x 64), which the MMA threads
+// convert; plus the stage's token scales (one float per token and 128-K block), so a stage holds
+// whole 128-K blocks (subs 2 or 4).
+SG_HD constexpr SmemPlan nvfp4_weights_smem_plan(int block_m, int block_n, int stages, int subs,
+                                                 bool fp8_tokens = false) {
+  return fp8_tokens ? SmemPlan{block_m, block_n, stages, subs * 32, 0, subs, 4 * (subs / 2), subs * 192,
+                               2 * block_n * subs * 4}
+                    : SmemPlan{block_m, block_n, stages, subs * 32, 0, subs, 0, 0, 2 * block_n * subs * 4};
 }
-SG_HD constexpr int nvfp4_weights_stage_subs(int block_m, int block_n) {
+SG_HD constexpr int nvfp4_weights_stage_subs(int block_m, int block_n, bool fp8_tokens = false) {
   constexpr int kH100SmemPerBlock = 232448;
   for (int min_stages = 3; min_stages >= 2; --min_stages)
-    for (int subs = 4; subs >= 1; subs /= 2)
-      if (nvfp4_weights_smem_plan(block_m, block_n, min_stages, subs).total_bytes() <= kH100SmemPerBlock) return subs;
-  return 1;
+    for (int subs = 4; subs >= (fp8_tokens ? 2 : 1); subs /= 2)
+      if (nvfp4_weights_smem_plan(block_m, block_n, min_stages, subs, fp8_tokens).total_bytes() <= kH100SmemPerBlock)
+        return subs;
+  return fp8_tokens ? 2 : 1;
 }
 
 }  // namespace signalgemm::kernels

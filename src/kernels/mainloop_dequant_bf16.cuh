@@ -62,7 +62,7 @@ struct DequantBf16Mainloop {
   // A packed stage is released once dequantized, unless the MMAs or the promotion read it.
   static constexpr bool kReleaseAfterMma = !kDequantA || kPromote;
   static constexpr int kChunksPerRow = kDequantStageK / 8;  // 8 elements = one 16-byte bf16 store
-  static constexpr int kBarrierId = 5;                      // 1, 2: epilogue; 3, 4: nvfp4 mainloop
+  static constexpr int kBarrierId = 5;                      // 1, 2: epilogue; 3: nvfp4 mainloop (fp8 tokens)
 
   SG_HD static SmemPlan plan(int stages) { return dequant_bf16_smem_plan(kA, kB, kBlockM, kBlockN, stages); }
 

@@ -13,6 +13,11 @@
 // block scales (e4m3, one per 16 K) are copied into shared memory by the MMA threads (cp.async),
 // one stage ahead.
 // The per-expert global scale of nvfp4 is folded into alpha by the caller.
+//
+// fp8_block128 activations x nvfp4 weights (kFp8Tokens, the decode tiles only): TMA loads the e4m3
+// tokens and their scales; each stage the 256 MMA threads convert the tokens into the bf16 tiles
+// above (exact), and the MMAs of each 128-K block accumulate into a partial that is then promoted
+// with the token scale (acc += partial * sfa), as in the fp8 mainloop.
 #pragma once
 
 #include <cuda.h>
@@ -20,6 +25,7 @@
 
 #include <cuda/ptx>
 
+#include "kernels/dequant_formats.cuh"
 #include "kernels/dequant_fp4.cuh"
 #include "kernels/kernel_params.h"
 #include "kernels/pipeline.cuh"
@@ -33,38 +39,70 @@ namespace signalgemm::kernels {
 // (mma_tile_width).
 SG_HD constexpr int nvfp4_token_box_rows(int block_m) { return block_m % 32 == 0 ? 32 : 16; }
 
-template <int kBlockM_, int kBlockN_>
+// kFp8Tokens: fp8_block128 activations (see above).
+template <int kBlockM_, int kBlockN_, bool kFp8Tokens = false>
 struct Nvfp4WeightsMainloop {
   static constexpr int kBlockM = kBlockM_;
   static constexpr int kBlockN = kBlockN_;
   static constexpr int kAccRegs = kBlockM / 2;
-  static constexpr int kSubs = nvfp4_weights_stage_subs(kBlockM, kBlockN);  // 64-K blocks per stage
+  static constexpr int kSubs = nvfp4_weights_stage_subs(kBlockM, kBlockN, kFp8Tokens);  // 64-K blocks per stage
+  static_assert(!kFp8Tokens || kSubs % 2 == 0, "fp8 tokens: a stage holds whole 128-K blocks");
+  static constexpr int kFp8RowBytes = kSubs * 64;                          // e4m3 bytes per token row and stage
+  static constexpr int kBf16TileBytes = kSubs * kBlockM * kBlockK;         // the stage's bf16 token tiles
   static constexpr int kWeightRowBytes = kSubs * 32;                        // packed bytes per row and stage
   static constexpr int kSwizzleChunks = kWeightRowBytes / 16;               // TMA swizzle span, 16 B units
   static constexpr int kWarpgroupRows = kBlockN / kMathWarpgroups;
   static constexpr int kSlices = kWarpgroupRows / 64;
   static_assert(kSlices == 1 || kSlices == 2, "a warpgroup covers 64 or 128 weight rows");
   static constexpr int kTokenBoxRows = nvfp4_token_box_rows(kBlockM);
+  static constexpr int kTokenBarrier = 3;  // named barrier of the fp8 token conversion (1, 2: epilogue; 5: dequant)
   static_assert(kBlockM % kTokenBoxRows == 0, "token tiles are loaded in whole boxes");
   // An MMA group (one commit) covers kSteps k16 steps of one 64-row slice; its A fragments (4
   // registers per step) are double-buffered. ptxas compiles all of it into 168 registers per thread
   // (384 threads), so the tiles with the most accumulators use shorter groups.
-  static constexpr int kSteps = kSlices * kAccRegs <= 64 ? 4 : kSlices * kAccRegs <= 96 ? 2 : 1;
+  // fp8 tokens hold a partial accumulator beside each accumulator (48x256: 96 registers in all, 4
+  // steps still fit; 64x256: 128, 2 steps).
+  static constexpr int kSteps = kFp8Tokens ? (2 * kSlices * kAccRegs <= 96 ? 4 : 2)
+                                           : kSlices * kAccRegs <= 64 ? 4 : kSlices * kAccRegs <= 96 ? 2 : 1;
   static constexpr int kGroupsPerSub = 4 / kSteps;
   // Groups alternate between the two buffers; an even count per stage keeps that across stages.
   static_assert((kSubs * kGroupsPerSub * kSlices) % 2 == 0, "odd number of MMA groups per stage");
 
-  SG_HD static SmemPlan plan(int stages) { return nvfp4_weights_smem_plan(kBlockM, kBlockN, stages, kSubs); }
+  SG_HD static SmemPlan plan(int stages) {
+    return nvfp4_weights_smem_plan(kBlockM, kBlockN, stages, kSubs, kFp8Tokens);
+  }
 
   // Producer (one thread). The token-scale map is unused: bf16 tokens have no scales.
   __device__ __forceinline__ static void load_tile(const CUtensorMap* tmap_a, const CUtensorMap* tmap_b,
-                                                   const CUtensorMap*, uint8_t* smem, const SmemPlan& plan,
+                                                   const CUtensorMap* tmap_sfa, uint8_t* smem, const SmemPlan& plan,
                                                    uint64_t* full, uint64_t* empty, PipelineState& pipe,
                                                    const detail::Tile& tile, int num_k_blocks) {
     // The MMAs read at least 32 token rows (mma_tile_width): load those too.
     const int token_boxes = max((tile.rows + kTokenBoxRows - 1) / kTokenBoxRows, 32 / kTokenBoxRows);
     const int num_stages = (num_k_blocks + kSubs - 1) / kSubs;
     for (int s = 0; s < num_stages; ++s) {
+      if constexpr (kFp8Tokens) {
+        // One box per token box covers the stage's K (zero-filled past K), and the scales of its
+        // 128-K blocks (clamped to the last: past K the partials are zero).
+        const uint32_t tx_bytes = token_boxes * kTokenBoxRows * kFp8RowBytes + kBlockN * kWeightRowBytes +
+                                  (kSubs / 2) * kBlockM * 4;
+        uint64_t* stage_full = arm_stage(full, empty, pipe, tx_bytes);
+        uint8_t* fp8_tokens = smem + plan.a_offset(pipe.stage) + kBf16TileBytes;
+        for (int box = 0; box < token_boxes; ++box) {
+          const int32_t a_coords[3] = {s * kFp8RowBytes, tile.m_block * kBlockM + box * kTokenBoxRows, tile.expert};
+          tma_load(fp8_tokens + box * kTokenBoxRows * kFp8RowBytes, tmap_a, a_coords, stage_full);
+        }
+        const int blocks_128 = num_k_blocks / 2;
+        for (int j = 0; j < kSubs / 2; ++j) {
+          const int32_t sfa_coords[2] = {tile.m_block * kBlockM,
+                                         tile.expert * blocks_128 + min(s * (kSubs / 2) + j, blocks_128 - 1)};
+          tma_load(smem + plan.sfa_offset(pipe.stage) + j * kBlockM * 4, tmap_sfa, sfa_coords, stage_full);
+        }
+        const int32_t b_coords[3] = {s * kWeightRowBytes, tile.n_block * kBlockN, tile.expert};
+        tma_load(smem + plan.b_offset(pipe.stage), tmap_b, b_coords, stage_full);
+        pipe.advance();
+        continue;
+      }
       // Full boxes count even where they lie past N or max_m (TMA zero-fills them).
       const uint32_t tx_bytes = kSubs * token_boxes * (kTokenBoxRows * kBlockK) + kBlockN * kWeightRowBytes;
       uint64_t* stage_full = arm_stage(full, empty, pipe, tx_bytes);
@@ -153,6 +191,56 @@ struct Nvfp4WeightsMainloop {
     ptx::cp_async_commit();
   }
 
+  // fp8 tokens: the stage's e4m3 rows (`rows` of them, all the token boxes loaded) into its bf16
+  // tiles, 16 elements per job, by all MMA threads. The e4m3 rows arrive as TMA wrote them (128-byte
+  // rows with the 128-byte swizzle: 16-byte chunk ^= row % 8; 256-byte rows unswizzled); the bf16
+  // tiles get the 128-byte swizzle the token descriptors expect.
+  __device__ __forceinline__ static void convert_tokens(uint32_t stage_tokens, int rows) {
+    constexpr int kChunks = kFp8RowBytes / 16;
+    const uint32_t fp8_rows = stage_tokens + kBf16TileBytes;
+    for (int job = threadIdx.x; job < rows * kChunks; job += kMathThreads) {
+      const uint32_t row = job / kChunks, q = job % kChunks;
+      const uint32_t source = kFp8RowBytes == 128 ? (q ^ (row % 8)) : q;
+      uint32_t codes[4];
+      asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+                   : "=r"(codes[0]), "=r"(codes[1]), "=r"(codes[2]), "=r"(codes[3])
+                   : "r"(fp8_rows + row * kFp8RowBytes + source * 16));
+      uint32_t values[8];
+#pragma unroll
+      for (int w = 0; w < 4; ++w) dequant::e4m3x4_to_bf16x4(codes[w], values[2 * w], values[2 * w + 1]);
+      // Elements 16q.. 16q + 15: 64-K block q / 4, its 16-byte chunks 2 (q % 4) and 2 (q % 4) + 1.
+      const uint32_t tile_row = stage_tokens + (q / 4) * kBlockM * kBlockK + row * kBlockK;
+      const uint32_t chunk = 2 * (q % 4);
+      asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(tile_row + ((chunk ^ (row % 8)) * 16)),
+                   "r"(values[0]), "r"(values[1]), "r"(values[2]), "r"(values[3])
+                   : "memory");
+      asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(tile_row + (((chunk + 1) ^ (row % 8)) * 16)),
+                   "r"(values[4]), "r"(values[5]), "r"(values[6]), "r"(values[7])
+                   : "memory");
+    }
+    // The wgmmas read the tiles through the async proxy; then every MMA thread's rows are in.
+    cuda::ptx::fence_proxy_async(cuda::ptx::space_shared);
+    ptx::named_barrier_sync(kTokenBarrier, kMathThreads);
+  }
+
+  // acc += partial * sfa[token] for one 128-K block (its token scales: kBlockM floats in the stage).
+  template <int kTokens>
+  __device__ __forceinline__ static void promote(float (&acc)[kSlices][kAccRegs], float (&partial)[kSlices][kAccRegs],
+                                                 const float* block_sfa, int lane) {
+    const float* thread_sfa = block_sfa + 2 * (lane % 4);
+#pragma unroll
+    for (int j = 0; j < kTokens / 8; ++j) {
+      const float2 scale = ptx::ld_shared_f32x2_in_order(thread_sfa + 8 * j);
+#pragma unroll
+      for (int sl = 0; sl < kSlices; ++sl) {
+        acc[sl][4 * j + 0] = fmaf(partial[sl][4 * j + 0], scale.x, acc[sl][4 * j + 0]);
+        acc[sl][4 * j + 1] = fmaf(partial[sl][4 * j + 1], scale.y, acc[sl][4 * j + 1]);
+        acc[sl][4 * j + 2] = fmaf(partial[sl][4 * j + 2], scale.x, acc[sl][4 * j + 2]);
+        acc[sl][4 * j + 3] = fmaf(partial[sl][4 * j + 3], scale.y, acc[sl][4 * j + 3]);
+      }
+    }
+  }
+
   template <int kTokens>
   __device__ __forceinline__ static void mma_k_loop(float (&acc)[kSlices][kAccRegs], uint8_t* smem,
                                                     const SmemPlan& plan, uint64_t* full, uint64_t* empty,
@@ -183,6 +271,10 @@ struct Nvfp4WeightsMainloop {
     // A fragments of one MMA group (kSteps k16 steps x 4 registers), double-buffered: wgmma reads
     // them asynchronously, so a buffer is rewritten only once its group is known complete.
     uint32_t frag[2][kSteps][4];
+    // fp8 tokens: the MMAs of each 128-K block accumulate here first (unused otherwise).
+    float partial[kSlices][kFp8Tokens ? kAccRegs : 1];
+    const int loaded_token_rows =
+        max((tile.rows + kTokenBoxRows - 1) / kTokenBoxRows, 32 / kTokenBoxRows) * kTokenBoxRows;
 #pragma unroll
     for (int sl = 0; sl < kSlices; ++sl) ptx::fence_registers(acc[sl]);  // zeroed before the first fence
     PipelineState previous = pipe;  // the stage to release once its MMAs are known complete
@@ -206,6 +298,7 @@ struct Nvfp4WeightsMainloop {
       __syncwarp();
       copy_stage_scales(scale_buffer, (s + 1) % 2, s + 1, p, tile, tile_row[0], quad);
       mbarrier_wait(&full[pipe.stage], pipe.phase);
+      if constexpr (kFp8Tokens) convert_tokens(weights_base + plan.a_offset(pipe.stage), loaded_token_rows);
       const uint32_t stage_weights = weights_base + plan.b_offset(pipe.stage);
       const uint32_t stage_scales = scale_buffer + (s % 2) * kBlockN * kSubs * 4;
       const uint8_t* stage_tokens = smem + plan.a_offset(pipe.stage);
@@ -232,14 +325,29 @@ struct Nvfp4WeightsMainloop {
             pin_registers(a);
             ptx::wgmma_fence();
 #pragma unroll
-            for (int k = 0; k < kSteps; ++k)  // 32 bytes of K per step, in the descriptor's 16-byte units
-              Mma::mma(reinterpret_cast<float(&)[kTokens / 2]>(acc[sl]), a[k], desc_tokens + 2 * (g * kSteps + k));
+            for (int k = 0; k < kSteps; ++k) {  // 32 bytes of K per step, in the descriptor's 16-byte units
+              if constexpr (kFp8Tokens)  // a 128-K block's first MMA starts its partial afresh
+                Mma::mma(reinterpret_cast<float(&)[kTokens / 2]>(partial[sl]), a[k],
+                         desc_tokens + 2 * (g * kSteps + k), !(u % 2 == 0 && g == 0 && k == 0));
+              else
+                Mma::mma(reinterpret_cast<float(&)[kTokens / 2]>(acc[sl]), a[k], desc_tokens + 2 * (g * kSteps + k));
+            }
             ptx::wgmma_commit();
             // All but this group are complete: the other fragment buffer is free again, and after the
             // stage's first group the previous stage has no MMA left reading it.
             ptx::wgmma_wait<1>();
             if (u == 0 && g == 0 && sl == 0) arrive_if(&empty[previous.stage], release_pending && lane == 0);
           }
+        if constexpr (kFp8Tokens) {
+          // A 128-K block's MMAs all issued: wait for them, fold the partials in with the token scales.
+          if (u % 2 == 1) {
+            ptx::wgmma_wait<0>();
+#pragma unroll
+            for (int sl = 0; sl < kSlices; ++sl) ptx::fence_registers(partial[sl]);
+            promote<kTokens>(acc, partial,
+                             reinterpret_cast<const float*>(smem + plan.sfa_offset(pipe.stage)) + (u / 2) * kBlockM, lane);
+          }
+        }
       }
       previous = pipe;
       release_pending = true;

@@ -118,8 +118,9 @@ SG_DEFINE_WGMMA(WgmmaBf16, 192, 96, 97, 98, "m64n192k16.f32.bf16.bf16", "p, 1, 1
 
 // D[64 x N] += A[64 x 16] * B[N x 16]^T, bf16, A from registers (four bf16x2 per thread, the
 // mma.m16n8k16 A-fragment layout per warp: warp w of the warpgroup holds rows 16w..16w+15), B
-// K-major from shared memory through its descriptor. Always accumulates (scale-d = 1).
-#define SG_DEFINE_WGMMA_RS(Name, N, REGS, A0, A1, A2, A3, DESC_B)                                          \
+// K-major from shared memory through its descriptor. Accumulates (scale-d = 1), or, in the second
+// form, only if `accumulate` (else D = A * B).
+#define SG_DEFINE_WGMMA_RS(Name, N, REGS, A0, A1, A2, A3, DESC_B, ACC)                                          \
   template <>                                                                                              \
   struct Name<N> {                                                                                         \
     static constexpr int kRegs = REGS;                                                                     \
@@ -129,17 +130,26 @@ SG_DEFINE_WGMMA(WgmmaBf16, 192, 96, 97, 98, "m64n192k16.f32.bf16.bf16", "p, 1, 1
                    : SG_WGMMA_OPS_##REGS                                                                   \
                    : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));                             \
     }                                                                                                      \
+    /* The same with scale-d from `accumulate` (false: d = A * B, the previous d ignored). */              \
+    __device__ __forceinline__ static void mma(float (&d)[REGS], const uint32_t (&a)[4], uint64_t desc_b,   \
+                                               bool accumulate) {                                          \
+      asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" #ACC ", 0;\n"                                       \
+                   "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32.bf16.bf16 {" SG_WGMMA_D_##REGS          \
+                   "}, {%" #A0 ", %" #A1 ", %" #A2 ", %" #A3 "}, %" #DESC_B ", p, 1, 1, 0;\n}\n"            \
+                   : SG_WGMMA_OPS_##REGS                                                                   \
+                   : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(int(accumulate)));      \
+    }                                                                                                      \
   };
 
 template <int N>
 struct WgmmaBf16Rs;
-SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 32, 16, 16, 17, 18, 19, 20)
-SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 48, 24, 24, 25, 26, 27, 28)
-SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 64, 32, 32, 33, 34, 35, 36)
-SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 96, 48, 48, 49, 50, 51, 52)
-SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 128, 64, 64, 65, 66, 67, 68)
-SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 160, 80, 80, 81, 82, 83, 84)
-SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 192, 96, 96, 97, 98, 99, 100)
+SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 32, 16, 16, 17, 18, 19, 20, 21)
+SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 48, 24, 24, 25, 26, 27, 28, 29)
+SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 64, 32, 32, 33, 34, 35, 36, 37)
+SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 96, 48, 48, 49, 50, 51, 52, 53)
+SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 128, 64, 64, 65, 66, 67, 68, 69)
+SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 160, 80, 80, 81, 82, 83, 84, 85)
+SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 192, 96, 96, 97, 98, 99, 100, 101)
 
 // ---- register arithmetic used by the dequantizing mainloops ---------------------------------
 

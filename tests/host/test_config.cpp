@@ -58,6 +58,11 @@ TEST(Config, DequantizingPairings) {
   for (const auto& pair : pairs) {
     for (const int expected_m : {8, 32, 128, 1024}) {
       const TileConfig cfg = choose_tile_config(4096, expected_m, kH100SmemPerBlock, {}, pair[0], pair[1]);
+      // fp8_block128 x nvfp4 decode runs on the nvfp4 mainloop's tiles (Nvfp4WeightsDecodeTiles).
+      if (nvfp4_decode_with_fp8_tokens(pair[0], pair[1], cfg.block_m, cfg.block_n)) {
+        EXPECT_LE(expected_m, 32);
+        continue;
+      }
       EXPECT_EQ(cfg.block_n, 128) << to_string(pair[0]) << " x " << to_string(pair[1]) << " m " << expected_m;
       EXPECT_TRUE(kernels::dequant_bf16_tile_compiled(pair[0], cfg.block_m, cfg.block_n));
       const auto plan = [&](int stages) {
@@ -72,25 +77,37 @@ TEST(Config, DequantizingPairings) {
   EXPECT_EQ(choose_tile_config(4096, 128, kH100SmemPerBlock, {}, Format::fp8_block128, Format::nvfp4).block_m, 128);
 }
 
-// bf16 x nvfp4 decode: 256 weight rows per tile, and 48 tokens where 1.3x the hint fits them
-// (3 stages of 256 K beside the block-scale buffer, each stage's tiles 1024-byte aligned).
+// bf16 x nvfp4 and fp8_block128 x nvfp4 decode: 256 weight rows per tile, and 48 tokens where 1.3x
+// the hint fits them (at least 3 stages beside the block-scale buffer, each stage's tiles 1024-byte
+// aligned; fp8 tokens: whole 128-K blocks per stage, the e4m3 rows after the bf16 tiles also
+// 1024-byte aligned, the token scales 128-byte aligned).
 TEST(Config, Nvfp4WeightsDecodeTiles) {
-  const auto pick = [](int expected_m) {
-    return choose_tile_config(4096, expected_m, kH100SmemPerBlock, {}, Format::bf16, Format::nvfp4);
-  };
-  EXPECT_EQ(pick(16).block_m, 32);
-  EXPECT_EQ(pick(32).block_m, 48);
-  EXPECT_EQ(pick(40).block_m, 64);
-  for (int expected_m : {16, 32, 40}) {
-    const TileConfig cfg = pick(expected_m);
-    EXPECT_EQ(cfg.block_n, 256);
-    EXPECT_GE(cfg.stages, 3);
-    const int subs = kernels::nvfp4_weights_stage_subs(cfg.block_m, cfg.block_n);
-    const auto plan = kernels::nvfp4_weights_smem_plan(cfg.block_m, cfg.block_n, cfg.stages, subs);
-    EXPECT_LE(plan.total_bytes(), kH100SmemPerBlock);
-    for (int s = 0; s < cfg.stages; ++s) {
-      EXPECT_EQ(plan.a_offset(s) % 1024, 0);
-      EXPECT_EQ(plan.b_offset(s) % 1024, 0);
+  for (const Format tokens : {Format::bf16, Format::fp8_block128}) {
+    const bool fp8 = tokens == Format::fp8_block128;
+    const auto pick = [&](int expected_m) {
+      return choose_tile_config(4096, expected_m, kH100SmemPerBlock, {}, tokens, Format::nvfp4);
+    };
+    EXPECT_EQ(pick(16).block_m, 32);
+    EXPECT_EQ(pick(32).block_m, 48);
+    EXPECT_EQ(pick(40).block_m, 64);
+    for (int expected_m : {16, 32, 40}) {
+      const TileConfig cfg = pick(expected_m);
+      EXPECT_EQ(cfg.block_n, 256);
+      EXPECT_GE(cfg.stages, 3);
+      EXPECT_EQ(nvfp4_decode_with_fp8_tokens(tokens, Format::nvfp4, cfg.block_m, cfg.block_n), fp8);
+      const int subs = kernels::nvfp4_weights_stage_subs(cfg.block_m, cfg.block_n, fp8);
+      if (fp8) EXPECT_EQ(subs % 2, 0);
+      const auto plan = kernels::nvfp4_weights_smem_plan(cfg.block_m, cfg.block_n, cfg.stages, subs, fp8);
+      EXPECT_LE(plan.total_bytes(), kH100SmemPerBlock);
+      EXPECT_EQ(plan.total_bytes(), smem_bytes(cfg.block_m, cfg.block_n, cfg.stages, tokens, Format::nvfp4));
+      for (int s = 0; s < cfg.stages; ++s) {
+        EXPECT_EQ(plan.a_offset(s) % 1024, 0);
+        EXPECT_EQ(plan.b_offset(s) % 1024, 0);
+        if (fp8) {
+          EXPECT_EQ((plan.a_offset(s) + subs * cfg.block_m * 128) % 1024, 0);
+          EXPECT_EQ(plan.sfa_offset(s) % 128, 0);
+        }
+      }
     }
   }
   EXPECT_EQ(kernels::nvfp4_weights_stage_subs(48, 256), 4);
