@@ -25,8 +25,9 @@ bool is_cluster_tile(int block_m, int block_n) {
                      [&](TileShape t) { return t.block_m == block_m && t.block_n == block_n; });
 }
 
-bool nvfp4_decode_with_fp8_tokens(Format a_format, Format b_format, int block_m, int block_n) {
-  return a_format == Format::fp8_block128 && b_format == Format::nvfp4 && block_m <= 64 && block_n == 256;
+bool nvfp4_weights_with_fp8_tokens(Format a_format, Format b_format, int block_m, int block_n) {
+  return a_format == Format::fp8_block128 && b_format == Format::nvfp4 &&
+         ((block_m <= 64 && block_n == 256) || (block_m == 128 && block_n == 128));
 }
 
 int smem_bytes(int block_m, int block_n, int stages, Format a_format, Format b_format) {
@@ -35,7 +36,7 @@ int smem_bytes(int block_m, int block_n, int stages, Format a_format, Format b_f
     return kernels::nvfp4_weights_smem_plan(block_m, block_n, stages,
                                             kernels::nvfp4_weights_stage_subs(block_m, block_n))
         .total_bytes();
-  if (nvfp4_decode_with_fp8_tokens(a_format, b_format, block_m, block_n))
+  if (nvfp4_weights_with_fp8_tokens(a_format, b_format, block_m, block_n))
     return kernels::nvfp4_weights_smem_plan(block_m, block_n, stages,
                                             kernels::nvfp4_weights_stage_subs(block_m, block_n, true), true)
         .total_bytes();
@@ -94,7 +95,7 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
   // 48 tokens where they cover the expert: the smaller token tile leaves room for 3 stages of 256 K
   // beside the block scales' buffer, where 64 x 256 fits 128-K stages only.
   // fp8_block128 x nvfp4 decode takes the same tiles (the register-operand mainloop, with the tokens
-  // converted to bf16 in shared memory).
+  // converted to bf16 in shared memory; its 128x128 tile runs that mainloop too).
   if ((a_format == Format::bf16 || a_format == Format::fp8_block128) && b_format == Format::nvfp4 &&
       requested_block_n == 0 && config.block_m <= 64) {
     config.block_n = 256;

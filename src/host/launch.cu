@@ -255,11 +255,12 @@ Launcher nvfp4_weights_launcher(const TileConfig& cfg) {
   return launcher_for_tile<kernels::Nvfp4WeightsMainloop>(cfg);
 }
 
-// fp8_block128 x nvfp4 on the decode tiles of 256 weight rows (host::nvfp4_decode_with_fp8_tokens).
+// fp8_block128 x nvfp4 on the tiles of host::nvfp4_weights_with_fp8_tokens.
 Launcher nvfp4_weights_fp8_tokens_launcher(const TileConfig& cfg) {
-  if (cfg.block_m == 32) return &launch_kernel<kernels::Nvfp4WeightsMainloop<32, 256, true>>;
-  if (cfg.block_m == 48) return &launch_kernel<kernels::Nvfp4WeightsMainloop<48, 256, true>>;
-  if (cfg.block_m == 64) return &launch_kernel<kernels::Nvfp4WeightsMainloop<64, 256, true>>;
+  if (cfg.block_n == 256 && cfg.block_m == 32) return &launch_kernel<kernels::Nvfp4WeightsMainloop<32, 256, true>>;
+  if (cfg.block_n == 256 && cfg.block_m == 48) return &launch_kernel<kernels::Nvfp4WeightsMainloop<48, 256, true>>;
+  if (cfg.block_n == 256 && cfg.block_m == 64) return &launch_kernel<kernels::Nvfp4WeightsMainloop<64, 256, true>>;
+  if (cfg.block_n == 128 && cfg.block_m == 128) return &launch_kernel<kernels::Nvfp4WeightsMainloop<128, 128, true>>;
   return nullptr;
 }
 
@@ -302,8 +303,8 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   const int b_k_bytes = args.k * element_bits(args.b.format) / 8;
   // bf16 x nvfp4: a stage holds 1, 2 or 4 64-K blocks (kernel_params.h), 32 packed bytes per row each;
   // tokens are loaded in boxes of 32 rows, only as many as a tile has real tokens.
-  // fp8_block128 x nvfp4 decode tiles: the same mainloop, one e4m3 box per token box and stage.
-  const bool fp8_tokens_rs = host::nvfp4_decode_with_fp8_tokens(args.a.format, args.b.format, cfg.block_m, cfg.block_n);
+  // fp8_block128 x nvfp4 on the nvfp4 mainloop's tiles: one e4m3 box per token box and stage.
+  const bool fp8_tokens_rs = host::nvfp4_weights_with_fp8_tokens(args.a.format, args.b.format, cfg.block_m, cfg.block_n);
   const bool bf16_x_nvfp4 = args.a.format == Format::bf16 && fp4_weights;
   const bool rs_nvfp4 = bf16_x_nvfp4 || fp8_tokens_rs;
   const int rs_subs = kernels::nvfp4_weights_stage_subs(cfg.block_m, cfg.block_n, fp8_tokens_rs);

@@ -14,7 +14,7 @@
 // one stage ahead.
 // The per-expert global scale of nvfp4 is folded into alpha by the caller.
 //
-// fp8_block128 activations x nvfp4 weights (kFp8Tokens, the decode tiles only): TMA loads the e4m3
+// fp8_block128 activations x nvfp4 weights (kFp8Tokens; the decode tiles and 128x128): TMA loads the e4m3
 // tokens and their scales; each stage the 256 MMA threads convert the tokens into the bf16 tiles
 // above (exact), and the MMAs of each 128-K block accumulate into a partial that is then promoted
 // with the token scale (acc += partial * sfa), as in the fp8 mainloop.
@@ -61,8 +61,8 @@ struct Nvfp4WeightsMainloop {
   // registers per step) are double-buffered. ptxas compiles all of it into 168 registers per thread
   // (384 threads), so the tiles with the most accumulators use shorter groups.
   // fp8 tokens hold a partial accumulator beside each accumulator (48x256: 96 registers in all, 4
-  // steps still fit; 64x256: 128, 2 steps).
-  static constexpr int kSteps = kFp8Tokens ? (2 * kSlices * kAccRegs <= 96 ? 4 : 2)
+  // steps still fit; 64x256: 128, 2 steps; 128x128: 128 in one slice, 1 step).
+  static constexpr int kSteps = kFp8Tokens ? (2 * kSlices * kAccRegs <= 96 ? 4 : kAccRegs < 64 ? 2 : 1)
                                            : kSlices * kAccRegs <= 64 ? 4 : kSlices * kAccRegs <= 96 ? 2 : 1;
   static constexpr int kGroupsPerSub = 4 / kSteps;
   // Groups alternate between the two buffers; an even count per stage keeps that across stages.

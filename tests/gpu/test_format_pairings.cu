@@ -104,7 +104,7 @@ TEST(FormatPairings, ExpertCountsWithHeuristicConfig) {
         args.granularity = SignalGranularity::per_row_block;
         const TileConfig cfg = select_config(args);
         EXPECT_TRUE(kernels::dequant_bf16_tile_compiled(pairing.a, cfg.block_m, cfg.block_n) ||
-                    host::nvfp4_decode_with_fp8_tokens(pairing.a, pairing.b, cfg.block_m, cfg.block_n))
+                    host::nvfp4_weights_with_fp8_tokens(pairing.a, pairing.b, cfg.block_m, cfg.block_n))
             << name(pairing);
         expect_run_correct(p, args, masked_m, reference,
                            name(pairing) + " E " + std::to_string(experts) + " expected_m " +

@@ -58,11 +58,9 @@ TEST(Config, DequantizingPairings) {
   for (const auto& pair : pairs) {
     for (const int expected_m : {8, 32, 128, 1024}) {
       const TileConfig cfg = choose_tile_config(4096, expected_m, kH100SmemPerBlock, {}, pair[0], pair[1]);
-      // fp8_block128 x nvfp4 decode runs on the nvfp4 mainloop's tiles (Nvfp4WeightsDecodeTiles).
-      if (nvfp4_decode_with_fp8_tokens(pair[0], pair[1], cfg.block_m, cfg.block_n)) {
-        EXPECT_LE(expected_m, 32);
-        continue;
-      }
+      // fp8_block128 x nvfp4 runs on the nvfp4 mainloop's tiles (Nvfp4WeightsDecodeTiles,
+      // Fp8TokensNvfp4WeightsWideTile).
+      if (nvfp4_weights_with_fp8_tokens(pair[0], pair[1], cfg.block_m, cfg.block_n)) continue;
       EXPECT_EQ(cfg.block_n, 128) << to_string(pair[0]) << " x " << to_string(pair[1]) << " m " << expected_m;
       EXPECT_TRUE(kernels::dequant_bf16_tile_compiled(pair[0], cfg.block_m, cfg.block_n));
       const auto plan = [&](int stages) {
@@ -94,7 +92,7 @@ TEST(Config, Nvfp4WeightsDecodeTiles) {
       const TileConfig cfg = pick(expected_m);
       EXPECT_EQ(cfg.block_n, 256);
       EXPECT_GE(cfg.stages, 3);
-      EXPECT_EQ(nvfp4_decode_with_fp8_tokens(tokens, Format::nvfp4, cfg.block_m, cfg.block_n), fp8);
+      EXPECT_EQ(nvfp4_weights_with_fp8_tokens(tokens, Format::nvfp4, cfg.block_m, cfg.block_n), fp8);
       const int subs = kernels::nvfp4_weights_stage_subs(cfg.block_m, cfg.block_n, fp8);
       if (fp8) EXPECT_EQ(subs % 2, 0);
       const auto plan = kernels::nvfp4_weights_smem_plan(cfg.block_m, cfg.block_n, cfg.stages, subs, fp8);
@@ -111,6 +109,30 @@ TEST(Config, Nvfp4WeightsDecodeTiles) {
     }
   }
   EXPECT_EQ(kernels::nvfp4_weights_stage_subs(48, 256), 4);
+}
+
+// fp8_block128 x nvfp4 beyond decode: 128x128 on the nvfp4 mainloop with fp8 tokens (whole 128-K
+// blocks per stage, at least 3 stages, the tiles aligned as above).
+TEST(Config, Fp8TokensNvfp4WeightsWideTile) {
+  for (int expected_m : {128, 1024}) {
+    const TileConfig cfg = choose_tile_config(4096, expected_m, kH100SmemPerBlock, {}, Format::fp8_block128, Format::nvfp4);
+    EXPECT_EQ(cfg.block_m, 128);
+    EXPECT_EQ(cfg.block_n, 128);
+    EXPECT_TRUE(nvfp4_weights_with_fp8_tokens(Format::fp8_block128, Format::nvfp4, cfg.block_m, cfg.block_n));
+    const int subs = kernels::nvfp4_weights_stage_subs(128, 128, true);
+    EXPECT_EQ(subs % 2, 0);
+    EXPECT_GE(cfg.stages, 3);
+    const auto plan = kernels::nvfp4_weights_smem_plan(128, 128, cfg.stages, subs, true);
+    EXPECT_EQ(plan.total_bytes(), smem_bytes(128, 128, cfg.stages, Format::fp8_block128, Format::nvfp4));
+    EXPECT_LE(plan.total_bytes(), kH100SmemPerBlock);
+    for (int s = 0; s < cfg.stages; ++s) {
+      EXPECT_EQ(plan.a_offset(s) % 1024, 0);
+      EXPECT_EQ((plan.a_offset(s) + subs * 128 * 128) % 1024, 0);
+      EXPECT_EQ(plan.b_offset(s) % 1024, 0);
+      EXPECT_EQ(plan.sfa_offset(s) % 128, 0);
+    }
+  }
+  EXPECT_FALSE(nvfp4_weights_with_fp8_tokens(Format::fp8_block128, Format::nvfp4, 64, 128));  // dequantizing
 }
 
 TEST(Config, OverrideIsKept) {
