@@ -139,33 +139,6 @@ TEST(FormatPairings, SpecShapes) {
   }
 }
 
-// fp8_block128 x nvfp4 decode: the heuristic's tiles of 256 weight rows (32x256, 48x256, 64x256) run
-// the register-operand nvfp4 mainloop with the e4m3 tokens converted to bf16 in shared memory and
-// a partial accumulator per 128-K block; K = 640 leaves the last stage partly past K; a partial
-// column block, padded strides, all SMs and a grid of 2 CTAs (several tiles per CTA).
-TEST(FormatPairings, Fp8TokensNvfp4DecodeTiles) {
-  SG_REQUIRE_HOPPER();
-  std::mt19937 rng(59);
-  Problem p;
-  p.build(/*experts=*/6, /*max_m=*/64, /*n=*/328, /*k=*/640, rng, /*a_pad=*/32, /*b_pad=*/16, 0,
-          Format::fp8_block128, Format::nvfp4);
-  const auto reference = rounded_reference(p);
-  const std::vector<int32_t> masked_m = {0, 1, 31, 33, 64, 17};
-  for (const int expected_m : {16, 32, 40})  // 1.3 x the hint: 21 -> 32 tokens, 42 -> 48, 52 -> 64
-    for (const int sm_count : {0, 2}) {
-      GroupedGemmArgs args = p.args();
-      args.expected_m = expected_m;
-      args.granularity = SignalGranularity::per_row_block;
-      args.sm_count = sm_count;
-      const TileConfig cfg = select_config(args);
-      EXPECT_EQ(cfg.block_m, expected_m == 16 ? 32 : expected_m == 32 ? 48 : 64);
-      EXPECT_EQ(cfg.block_n, 256);
-      expect_run_correct(p, args, masked_m, reference,
-                         "tile " + std::to_string(cfg.block_m) + "x256x" + std::to_string(cfg.stages) +
-                             " sm_count " + std::to_string(sm_count));
-    }
-}
-
 // Few SMs: every CTA walks many tiles (the double-buffered bf16 tiles and the ring carry over
 // between tiles), and sys-scope signals.
 TEST(FormatPairings, PersistentCtasWithFewSms) {

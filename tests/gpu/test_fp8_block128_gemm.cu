@@ -301,31 +301,35 @@ TEST(Nvfp4WeightsGemm, EveryTileConfigAndEdgeMaskedM) {
     expect_every_tile_correct(p, {0, 1, 65, 128, 130}, SignalGranularity::per_row_block, sm_count);
 }
 
-// bf16 x nvfp4 decode: the heuristic's tiles of 256 weight rows (32x256, 48x256, 64x256, not overridable),
-// a last stage reaching past K (576 = 2 x 256 + 64), a partial column block, padded strides, all SMs
-// and a grid of 2 CTAs.
+// nvfp4 weights with bf16 or fp8_block128 tokens on decode: the heuristic's tiles of 256 weight
+// rows (32x256, 48x256, 64x256, not overridable), a last stage reaching past K (bf16: 576 = 2 x 256
+// + 64; fp8_block128, whose stages hold whole 128-K blocks: 640), a partial column block, padded
+// strides, all SMs and a grid of 2 CTAs.
 TEST(Nvfp4WeightsGemm, DecodeTilesOf256WeightRows) {
   SG_REQUIRE_HOPPER();
-  std::mt19937 rng(53);
-  Problem p;
-  p.build(/*experts=*/6, /*max_m=*/64, /*n=*/328, /*k=*/576, rng, /*a_pad=*/32, /*b_pad=*/16, 0, Format::bf16,
-          Format::nvfp4);
-  const auto reference = full_reference(p);
-  const std::vector<int32_t> masked_m = {0, 1, 31, 33, 64, 17};
-  for (const int expected_m : {16, 32, 40})  // 1.3 x the hint: 21 -> 32 tokens, 42 -> 48, 52 -> 64
-    for (const int sm_count : {0, 2}) {        // 2: several tiles per CTA
-      GroupedGemmArgs args = p.args();
-      args.expected_m = expected_m;
-      args.granularity = SignalGranularity::per_row_block;
-      args.sm_count = sm_count;
-      const TileConfig cfg = select_config(args);
-      EXPECT_EQ(cfg.block_m, expected_m == 16 ? 32 : expected_m == 32 ? 48 : 64);
-      EXPECT_EQ(cfg.block_n, 256);
-      const RunResult r = run(p, args, masked_m);
-      ASSERT_TRUE(r.status.ok()) << r.status.message;
-      EXPECT_EQ(check_output(p, masked_m, reference), "") << cfg.block_m << "x" << cfg.block_n << " sm_count " << sm_count;
-      expect_signals(args, masked_m, r.signals);
-    }
+  for (const Format tokens : {Format::bf16, Format::fp8_block128}) {
+    std::mt19937 rng(53);
+    Problem p;
+    p.build(/*experts=*/6, /*max_m=*/64, /*n=*/328, /*k=*/tokens == Format::bf16 ? 576 : 640, rng, /*a_pad=*/32,
+            /*b_pad=*/16, 0, tokens, Format::nvfp4);
+    const auto reference = full_reference(p);
+    const std::vector<int32_t> masked_m = {0, 1, 31, 33, 64, 17};
+    for (const int expected_m : {16, 32, 40})  // 1.3 x the hint: 21 -> 32 tokens, 42 -> 48, 52 -> 64
+      for (const int sm_count : {0, 2}) {        // 2: several tiles per CTA
+        GroupedGemmArgs args = p.args();
+        args.expected_m = expected_m;
+        args.granularity = SignalGranularity::per_row_block;
+        args.sm_count = sm_count;
+        const TileConfig cfg = select_config(args);
+        EXPECT_EQ(cfg.block_m, expected_m == 16 ? 32 : expected_m == 32 ? 48 : 64);
+        EXPECT_EQ(cfg.block_n, 256);
+        const RunResult r = run(p, args, masked_m);
+        ASSERT_TRUE(r.status.ok()) << r.status.message;
+        EXPECT_EQ(check_output(p, masked_m, reference), "")
+            << to_string(tokens) << " " << cfg.block_m << "x" << cfg.block_n << " sm_count " << sm_count;
+        expect_signals(args, masked_m, r.signals);
+      }
+  }
 }
 
 TEST(Fp8Block128Gemm, HostPointersAreRejectedNotLaunched) {
