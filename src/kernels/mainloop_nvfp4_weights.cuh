@@ -1,4 +1,5 @@
-// Mainloop for bf16 activations x nvfp4 weights (the decode case: FP4 halves the weight bytes).
+// Mainloop for bf16 (or fp8_block128, below) activations x nvfp4 weights (the decode case: FP4
+// halves the weight bytes).
 //
 // Hopper has no FP4 tensor cores, but wgmma may take its A operand (here: the weights, which fill
 // the MMA's M dimension in the swapped product) from registers. So each MMA thread dequantizes its
@@ -72,7 +73,7 @@ struct Nvfp4WeightsMainloop {
     return nvfp4_weights_smem_plan(kBlockM, kBlockN, stages, kSubs, kFp8Tokens);
   }
 
-  // Producer (one thread). The token-scale map is unused: bf16 tokens have no scales.
+  // Producer (one thread). The token-scale map is used by fp8 tokens only: bf16 tokens have no scales.
   __device__ __forceinline__ static void load_tile(const CUtensorMap* tmap_a, const CUtensorMap* tmap_b,
                                                    const CUtensorMap* tmap_sfa, uint8_t* smem, const SmemPlan& plan,
                                                    uint64_t* full, uint64_t* empty, PipelineState& pipe,
