@@ -57,8 +57,8 @@ struct SmemPlan {
   int sfa_token_bytes = 4;    // token-scale bytes per token and stage (fp8_block128; 0 when none)
   int a_row_bytes = 0;        // if > 0: bytes of one token row per stage (packed activations of the
                               //   dequantizing mainloop: 64 e4m3 or 32 FP4); else a_k_blocks * kBlockK
-  int scale_buffer_bytes = 0; // outside the ring: the weight scales the MMA threads copy in themselves
-                              //   (bf16 x nvfp4: two stages' worth, block_n rows x 4 B per 64-K block)
+  int scale_buffer_bytes = 0; // outside the ring: the block scales the MMA threads copy in themselves
+                              //   (nvfp4 weights mainloop: two stages' worth; dequantizing one: three)
 
   SG_HD static constexpr int round_up(int x, int a) { return (x + a - 1) / a * a; }
   SG_HD constexpr int a_bytes() const {  // token tile(s)
@@ -95,9 +95,8 @@ struct SmemPlan {
 // whole 128-K blocks (subs 2 or 4).
 SG_HD constexpr SmemPlan nvfp4_weights_smem_plan(int block_m, int block_n, int stages, int subs,
                                                  bool fp8_tokens = false) {
-  return fp8_tokens ? SmemPlan{block_m, block_n, stages, subs * 32, 0, subs, 4 * (subs / 2), subs * 192,
-                               2 * block_n * subs * 4}
-                    : SmemPlan{block_m, block_n, stages, subs * 32, 0, subs, 0, 0, 2 * block_n * subs * 4};
+  return SmemPlan{block_m, block_n, stages, subs * 32, 0, subs, fp8_tokens ? 4 * (subs / 2) : 0,
+                  fp8_tokens ? subs * 192 : 0, 2 * block_n * subs * 4};
 }
 SG_HD constexpr int nvfp4_weights_stage_subs(int block_m, int block_n, bool fp8_tokens = false) {
   constexpr int kH100SmemPerBlock = 232448;

@@ -100,7 +100,7 @@ struct DequantBf16Mainloop {
     for (int s = 0; s < kSlices; ++s)
 #pragma unroll
       for (int i = 0; i < kAccRegs; ++i) acc[s][i] = 0.f;
-    float partial[kPromote ? kAccRegs : 1];
+    float partial[1][kPromote ? kAccRegs : 1];  // one slice (kPromote)
 
     const int num_k_blocks = p.num_k_blocks;
     uint8_t* buffers = smem + plan.dequant_offset();
@@ -124,7 +124,7 @@ struct DequantBf16Mainloop {
       const uint8_t* tokens = kDequantA ? buffer : smem + plan.a_offset(pipe.stage);
       const uint8_t* weights = buffer + kTokenTileBytes + warpgroup * kWarpgroupRows * kBlockK;
       if constexpr (kPromote)
-        issue_mmas_into_partial(partial, tokens, weights, /*first_of_block=*/(kb & 1) == 0);
+        issue_mmas_into_partial(partial[0], tokens, weights, /*first_of_block=*/(kb & 1) == 0);
       else
         Bf16Mainloop<kBlockM, kBlockN>::issue_stage_mmas(acc, tokens, weights);
 
@@ -140,8 +140,11 @@ struct DequantBf16Mainloop {
 
       ptx::wgmma_wait<0>();
       if constexpr (kPromote) {
-        ptx::fence_registers(partial);
-        if (kb & 1) promote(acc[0], partial, reinterpret_cast<const float*>(smem + plan.sfa_offset(pipe.stage)), lane);
+        ptx::fence_registers(partial[0]);
+        // The stage's token scales: block_m floats of its 128-K block.
+        if (kb & 1)
+          ptx::promote_partials<kBlockM>(acc, partial, reinterpret_cast<const float*>(smem + plan.sfa_offset(pipe.stage)),
+                                         lane);
       } else {
 #pragma unroll
         for (int s = 0; s < kSlices; ++s) ptx::fence_registers(acc[s]);
@@ -168,20 +171,6 @@ struct DequantBf16Mainloop {
     for (int k = 0; k < kDequantStageK / 16; ++k)
       Mma::mma(partial, desc_weights + 2 * k, desc_tokens + 2 * k, /*accumulate=*/!(first_of_block && k == 0));
     ptx::wgmma_commit();
-  }
-
-  // acc += partial * sfa[token] (fp32). The token scales of the stage are block_m floats.
-  __device__ __forceinline__ static void promote(float (&acc)[kAccRegs], const float (&partial)[kAccRegs],
-                                                 const float* stage_sfa, int lane) {
-    const float* thread_sfa = stage_sfa + 2 * (lane % 4);
-#pragma unroll
-    for (int j = 0; j < kBlockM / 8; ++j) {
-      const float2 s = ptx::ld_shared_f32x2_in_order(thread_sfa + 8 * j);
-      acc[4 * j + 0] = fmaf(partial[4 * j + 0], s.x, acc[4 * j + 0]);
-      acc[4 * j + 1] = fmaf(partial[4 * j + 1], s.y, acc[4 * j + 1]);
-      acc[4 * j + 2] = fmaf(partial[4 * j + 2], s.x, acc[4 * j + 2]);
-      acc[4 * j + 3] = fmaf(partial[4 * j + 3], s.y, acc[4 * j + 3]);
-    }
   }
 
   // Dequantizes elements 8*chunk .. 8*chunk+7 of `row` of a packed stage tile into the bf16 tile.
@@ -228,13 +217,13 @@ struct DequantBf16Mainloop {
   static constexpr bool kScaledA = has_byte_scales(kA);
   static_assert(has_byte_scales(kB), "the weights of every pairing here have block scales");
   static constexpr int kScaleRowsA = kScaledA ? kBlockM : 0;
-  static constexpr int kScaleSlotBytes = (kScaleRowsA + kBlockN) * 4;
+  static constexpr int kScaledRows = kScaleRowsA + kBlockN;
+  static constexpr int kScaleSlotBytes = kScaledRows * 4;
   template <Format kFormat>
   static constexpr int kScaleBlock = kFormat == Format::nvfp4 ? 16 : 32;  // elements per scale along K
 
-  static constexpr int kScaledRows = kScaleRowsA + kBlockN;
   static constexpr int kCopyRows = (kScaledRows + kMathThreads - 1) / kMathThreads;  // per thread
-  static constexpr int kUnitsA = has_byte_scales(kA) ? units_per_thread(kBlockM) : 0;
+  static constexpr int kUnitsA = kScaledA ? units_per_thread(kBlockM) : 0;
   static constexpr int kUnitsB = units_per_thread(kBlockN);
   template <Format kFormat>
   static constexpr int kStageScaleBytes = kDequantStageK / kScaleBlock<kFormat>;  // per row: 2 (MX) or 4 (nvfp4)

@@ -73,13 +73,18 @@ struct Nvfp4WeightsMainloop {
     return nvfp4_weights_smem_plan(kBlockM, kBlockN, stages, kSubs, kFp8Tokens);
   }
 
+  // Token boxes a tile loads per stage: its real rows, and at least the 32 the MMAs read
+  // (mma_tile_width).
+  __device__ __forceinline__ static int loaded_token_boxes(int rows) {
+    return max((rows + kTokenBoxRows - 1) / kTokenBoxRows, 32 / kTokenBoxRows);
+  }
+
   // Producer (one thread). The token-scale map is used by fp8 tokens only: bf16 tokens have no scales.
   __device__ __forceinline__ static void load_tile(const CUtensorMap* tmap_a, const CUtensorMap* tmap_b,
                                                    const CUtensorMap* tmap_sfa, uint8_t* smem, const SmemPlan& plan,
                                                    uint64_t* full, uint64_t* empty, PipelineState& pipe,
                                                    const detail::Tile& tile, int num_k_blocks) {
-    // The MMAs read at least 32 token rows (mma_tile_width): load those too.
-    const int token_boxes = max((tile.rows + kTokenBoxRows - 1) / kTokenBoxRows, 32 / kTokenBoxRows);
+    const int token_boxes = loaded_token_boxes(tile.rows);
     const int num_stages = (num_k_blocks + kSubs - 1) / kSubs;
     for (int s = 0; s < num_stages; ++s) {
       if constexpr (kFp8Tokens) {
@@ -224,24 +229,6 @@ struct Nvfp4WeightsMainloop {
     ptx::named_barrier_sync(kTokenBarrier, kMathThreads);
   }
 
-  // acc += partial * sfa[token] for one 128-K block (its token scales: kBlockM floats in the stage).
-  template <int kTokens>
-  __device__ __forceinline__ static void promote(float (&acc)[kSlices][kAccRegs], float (&partial)[kSlices][kAccRegs],
-                                                 const float* block_sfa, int lane) {
-    const float* thread_sfa = block_sfa + 2 * (lane % 4);
-#pragma unroll
-    for (int j = 0; j < kTokens / 8; ++j) {
-      const float2 scale = ptx::ld_shared_f32x2_in_order(thread_sfa + 8 * j);
-#pragma unroll
-      for (int sl = 0; sl < kSlices; ++sl) {
-        acc[sl][4 * j + 0] = fmaf(partial[sl][4 * j + 0], scale.x, acc[sl][4 * j + 0]);
-        acc[sl][4 * j + 1] = fmaf(partial[sl][4 * j + 1], scale.y, acc[sl][4 * j + 1]);
-        acc[sl][4 * j + 2] = fmaf(partial[sl][4 * j + 2], scale.x, acc[sl][4 * j + 2]);
-        acc[sl][4 * j + 3] = fmaf(partial[sl][4 * j + 3], scale.y, acc[sl][4 * j + 3]);
-      }
-    }
-  }
-
   template <int kTokens>
   __device__ __forceinline__ static void mma_k_loop(float (&acc)[kSlices][kAccRegs], uint8_t* smem,
                                                     const SmemPlan& plan, uint64_t* full, uint64_t* empty,
@@ -274,6 +261,8 @@ struct Nvfp4WeightsMainloop {
     uint32_t frag[2][kSteps][4];
     // fp8 tokens: the MMAs of each 128-K block accumulate here first (unused otherwise).
     float partial[kSlices][kFp8Tokens ? kAccRegs : 1];
+    // loaded_token_boxes(tile.rows) rows, spelled out: through the helper, ptxas (13.0) allocates
+    // registers so that it serializes the 48x256 fp8-token wgmmas.
     const int loaded_token_rows =
         max((tile.rows + kTokenBoxRows - 1) / kTokenBoxRows, 32 / kTokenBoxRows) * kTokenBoxRows;
 #pragma unroll
@@ -345,8 +334,9 @@ struct Nvfp4WeightsMainloop {
             ptx::wgmma_wait<0>();
 #pragma unroll
             for (int sl = 0; sl < kSlices; ++sl) ptx::fence_registers(partial[sl]);
-            promote<kTokens>(acc, partial,
-                             reinterpret_cast<const float*>(smem + plan.sfa_offset(pipe.stage)) + (u / 2) * kBlockM, lane);
+            // The block's token scales: kBlockM floats per 128-K block in the stage.
+            ptx::promote_partials<kTokens>(
+                acc, partial, reinterpret_cast<const float*>(smem + plan.sfa_offset(pipe.stage)) + (u / 2) * kBlockM, lane);
           }
         }
       }

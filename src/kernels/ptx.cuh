@@ -212,6 +212,27 @@ __device__ __forceinline__ float2 ld_shared_f32x2_in_order(const float* smem_ptr
   return v;
 }
 
+// Promotion of per-128-K partial accumulators (fp32): acc[s] += partial[s] * sfa[token] for
+// kSlices accumulator sets over the same tokens, the first kTokens of them. wgmma m64nN layout:
+// register 4j + i of a thread holds token 8j + 2 (lane % 4) + i % 2, so each token-scale pair is
+// loaded once for every slice. `block_sfa`: the block's per-token scales in shared memory.
+template <int kTokens, int kSlices, int kRegs>
+__device__ __forceinline__ void promote_partials(float (&acc)[kSlices][kRegs], float (&partial)[kSlices][kRegs],
+                                                 const float* block_sfa, int lane) {
+  const float* thread_sfa = block_sfa + 2 * (lane % 4);
+#pragma unroll
+  for (int j = 0; j < kTokens / 8; ++j) {
+    const float2 scale = ld_shared_f32x2_in_order(thread_sfa + 8 * j);
+#pragma unroll
+    for (int s = 0; s < kSlices; ++s) {
+      acc[s][4 * j + 0] = fmaf(partial[s][4 * j + 0], scale.x, acc[s][4 * j + 0]);
+      acc[s][4 * j + 1] = fmaf(partial[s][4 * j + 1], scale.y, acc[s][4 * j + 1]);
+      acc[s][4 * j + 2] = fmaf(partial[s][4 * j + 2], scale.x, acc[s][4 * j + 2]);
+      acc[s][4 * j + 3] = fmaf(partial[s][4 * j + 3], scale.y, acc[s][4 * j + 3]);
+    }
+  }
+}
+
 // Barrier among a subset of the CTA's warps (id 0 is __syncthreads).
 __device__ __forceinline__ void named_barrier_sync(int id, int num_threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(num_threads) : "memory");
