@@ -31,14 +31,14 @@ bool nvfp4_weights_with_fp8_tokens(Format a_format, Format b_format, int block_m
 }
 
 int smem_bytes(int block_m, int block_n, int stages, Format a_format, Format b_format) {
-  // bf16 x nvfp4 stages hold up to 256 K (kernel_params.h); the other mainloops 128 bytes of K.
-  if (a_format == Format::bf16 && b_format == Format::nvfp4)
-    return kernels::nvfp4_weights_smem_plan(block_m, block_n, stages,
-                                            kernels::nvfp4_weights_stage_subs(block_m, block_n))
+  // bf16 x FP4 weight stages hold up to 256 K (kernel_params.h); the other mainloops 128 bytes of K.
+  if (kernels::is_bf16_fp4_weights_pair(a_format, b_format))
+    return kernels::fp4_weights_smem_plan(block_m, block_n, stages,
+                                            kernels::fp4_weights_stage_subs(block_m, block_n))
         .total_bytes();
   if (nvfp4_weights_with_fp8_tokens(a_format, b_format, block_m, block_n))
-    return kernels::nvfp4_weights_smem_plan(block_m, block_n, stages,
-                                            kernels::nvfp4_weights_stage_subs(block_m, block_n, true), true)
+    return kernels::fp4_weights_smem_plan(block_m, block_n, stages,
+                                            kernels::fp4_weights_stage_subs(block_m, block_n, true), true)
         .total_bytes();
   // Dequantizing mainloop: 64-K packed stages plus two bf16 tiles per dequantized operand.
   if (kernels::is_dequant_bf16_pair(a_format, b_format))
@@ -80,7 +80,7 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
   // block pulls from L2: 128 tokens x 256 weight rows moves 48 KB per 4 M MACs, 128 x 128 moves
   // 32 KB per 2 M.
   if (config.block_n == 0) config.block_n = config.block_m == 128 ? 256 : 128;
-  // Dequantizing pairings (mxfp8/mxfp4/nvfp4 on both sides, bf16 x MX, fp8_block128 x nvfp4): their
+  // Dequantizing pairings (mxfp8/mxfp4/nvfp4 on both sides, bf16 x mxfp8, fp8_block128 x nvfp4): their
   // bf16 tiles are double buffered in shared memory, which leaves 128x256 two stages at most, so
   // the heuristic keeps block_n = 128 there. fp8_block128 x nvfp4 also holds a partial accumulator
   // per 128-K block, so it has block_m <= 128 only.
@@ -89,14 +89,15 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
     if (!kernels::dequant_bf16_tile_compiled(a_format, config.block_m, config.block_n) && !explicit_block_m)
       config.block_m = 128;
   }
-  // bf16 x nvfp4 decode (one token block of <= 64 rows per expert): 256 weight rows per tile. The
+  // bf16 x FP4 weights at decode (one token block of <= 64 rows per expert): 256 weight rows per tile. The
   // bf16 token tile is larger than the packed weight tile, so it is loaded once per 256 rows
   // instead of per 128; with the tokens it still leaves 3-4 stages of 256 K.
   // 48 tokens where they cover the expert: the smaller token tile leaves room for 3 stages of 256 K
   // beside the block scales' buffer, where 64 x 256 fits 128-K stages only.
   // fp8_block128 x nvfp4 decode takes the same tiles (the register-operand mainloop, with the tokens
   // converted to bf16 in shared memory; its 128x128 tile runs that mainloop too).
-  if ((a_format == Format::bf16 || a_format == Format::fp8_block128) && b_format == Format::nvfp4 &&
+  if ((kernels::is_bf16_fp4_weights_pair(a_format, b_format) ||
+       (a_format == Format::fp8_block128 && b_format == Format::nvfp4)) &&
       requested_block_n == 0 && config.block_m <= 64) {
     config.block_n = 256;
     if (!explicit_block_m && config.block_m == 64 && rows_to_cover <= 48) config.block_m = 48;

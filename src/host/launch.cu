@@ -14,7 +14,7 @@
 #include "kernels/mainloop_dequant_bf16.cuh"
 #include "kernels/mainloop_bf16.cuh"
 #include "kernels/mainloop_fp8_block128.cuh"
-#include "kernels/mainloop_nvfp4_weights.cuh"
+#include "kernels/mainloop_fp4_weights.cuh"
 #include "signalgemm/gemm.h"
 
 namespace signalgemm {
@@ -236,7 +236,6 @@ Launcher dequant_bf16_launcher(Format a, Format b, const TileConfig& cfg) {
   if (a == Format::mxfp8 && b == Format::mxfp8) return launcher_for_tile<kernels::Mxfp8Mxfp8Mainloop>(cfg);
   if (a == Format::mxfp4 && b == Format::mxfp4) return launcher_for_tile<kernels::Mxfp4Mxfp4Mainloop>(cfg);
   if (a == Format::nvfp4 && b == Format::nvfp4) return launcher_for_tile<kernels::Nvfp4Nvfp4Mainloop>(cfg);
-  if (a == Format::bf16 && b == Format::mxfp4) return launcher_for_tile<kernels::Bf16Mxfp4Mainloop>(cfg);
   if (a == Format::bf16 && b == Format::mxfp8) return launcher_for_tile<kernels::Bf16Mxfp8Mainloop>(cfg);
   if (a == Format::fp8_block128 && b == Format::nvfp4) {
     if (cfg.block_m == 32) return &launch_kernel<kernels::Fp8Nvfp4Mainloop<32, 128>>;
@@ -246,21 +245,26 @@ Launcher dequant_bf16_launcher(Format a, Format b, const TileConfig& cfg) {
   return nullptr;
 }
 
-// bf16 x nvfp4: the common tiles plus the decode tiles of 256 weight rows the heuristic picks
-// for at most 64 tokens per tile (config.cpp).
-Launcher nvfp4_weights_launcher(const TileConfig& cfg) {
-  if (cfg.block_m == 32 && cfg.block_n == 256) return &launch_kernel<kernels::Nvfp4WeightsMainloop<32, 256>>;
-  if (cfg.block_m == 48 && cfg.block_n == 256) return &launch_kernel<kernels::Nvfp4WeightsMainloop<48, 256>>;
-  if (cfg.block_m == 64 && cfg.block_n == 256) return &launch_kernel<kernels::Nvfp4WeightsMainloop<64, 256>>;
-  return launcher_for_tile<kernels::Nvfp4WeightsMainloop>(cfg);
+// bf16 x FP4 weights: the common tiles plus the decode tiles of 256 weight rows the heuristic
+// picks for at most 64 tokens per tile (config.cpp).
+template <template <int, int> class Mainloop>
+Launcher fp4_weights_launcher(const TileConfig& cfg) {
+  if (cfg.block_m == 32 && cfg.block_n == 256) return &launch_kernel<Mainloop<32, 256>>;
+  if (cfg.block_m == 48 && cfg.block_n == 256) return &launch_kernel<Mainloop<48, 256>>;
+  if (cfg.block_m == 64 && cfg.block_n == 256) return &launch_kernel<Mainloop<64, 256>>;
+  return launcher_for_tile<Mainloop>(cfg);
+}
+Launcher fp4_weights_launcher(Format weights, const TileConfig& cfg) {
+  return weights == Format::nvfp4 ? fp4_weights_launcher<kernels::Bf16Nvfp4Mainloop>(cfg)
+                                  : fp4_weights_launcher<kernels::Bf16Mxfp4Mainloop>(cfg);
 }
 
 // fp8_block128 x nvfp4 on the tiles of host::nvfp4_weights_with_fp8_tokens.
 Launcher nvfp4_weights_fp8_tokens_launcher(const TileConfig& cfg) {
-  if (cfg.block_n == 256 && cfg.block_m == 32) return &launch_kernel<kernels::Nvfp4WeightsMainloop<32, 256, true>>;
-  if (cfg.block_n == 256 && cfg.block_m == 48) return &launch_kernel<kernels::Nvfp4WeightsMainloop<48, 256, true>>;
-  if (cfg.block_n == 256 && cfg.block_m == 64) return &launch_kernel<kernels::Nvfp4WeightsMainloop<64, 256, true>>;
-  if (cfg.block_n == 128 && cfg.block_m == 128) return &launch_kernel<kernels::Nvfp4WeightsMainloop<128, 128, true>>;
+  if (cfg.block_n == 256 && cfg.block_m == 32) return &launch_kernel<kernels::Fp4WeightsMainloop<32, 256, Format::nvfp4, true>>;
+  if (cfg.block_n == 256 && cfg.block_m == 48) return &launch_kernel<kernels::Fp4WeightsMainloop<48, 256, Format::nvfp4, true>>;
+  if (cfg.block_n == 256 && cfg.block_m == 64) return &launch_kernel<kernels::Fp4WeightsMainloop<64, 256, Format::nvfp4, true>>;
+  if (cfg.block_n == 128 && cfg.block_m == 128) return &launch_kernel<kernels::Fp4WeightsMainloop<128, 128, Format::nvfp4, true>>;
   return nullptr;
 }
 
@@ -298,18 +302,17 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   // Operands are loaded as byte tensors. A stage holds kBlockK bytes of K of the activations
   // (128 e4m3 or 64 bf16) and the same K range of the weights (packed FP4: a quarter of the bytes).
   const bool fp8 = args.a.format == Format::fp8_block128;
-  const bool fp4_weights = args.b.format == Format::nvfp4;
   const int a_k_bytes = args.k * element_bits(args.a.format) / 8;
   const int b_k_bytes = args.k * element_bits(args.b.format) / 8;
-  // bf16 x nvfp4: a stage holds 1, 2 or 4 64-K blocks (kernel_params.h), 32 packed bytes per row each;
+  // bf16 x FP4 weights: a stage holds 1, 2 or 4 64-K blocks (kernel_params.h), 32 packed bytes per row each;
   // tokens are loaded in boxes of 32 rows, only as many as a tile has real tokens.
   // fp8_block128 x nvfp4 on the nvfp4 mainloop's tiles: one e4m3 box per token box and stage.
   const bool fp8_tokens_rs = host::nvfp4_weights_with_fp8_tokens(args.a.format, args.b.format, cfg.block_m, cfg.block_n);
-  const bool bf16_x_nvfp4 = args.a.format == Format::bf16 && fp4_weights;
-  const bool rs_nvfp4 = bf16_x_nvfp4 || fp8_tokens_rs;
-  const int rs_subs = kernels::nvfp4_weights_stage_subs(cfg.block_m, cfg.block_n, fp8_tokens_rs);
+  const bool bf16_fp4_weights = kernels::is_bf16_fp4_weights_pair(args.a.format, args.b.format);
+  const bool rs_nvfp4 = bf16_fp4_weights || fp8_tokens_rs;
+  const int rs_subs = kernels::fp4_weights_stage_subs(cfg.block_m, cfg.block_n, fp8_tokens_rs);
   const int b_box_k = rs_nvfp4 ? 32 * rs_subs : kernels::kBlockK;
-  const int a_box_rows = rs_nvfp4 ? kernels::nvfp4_token_box_rows(cfg.block_m) : cfg.block_m;
+  const int a_box_rows = rs_nvfp4 ? kernels::fp4_weights_token_box_rows(cfg.block_m) : cfg.block_m;
   // Dequantizing mainloop: 64-K stages, each operand's packed rows (kernels/dequant_bf16_plan.h).
   const bool dequant_pair = kernels::is_dequant_bf16_pair(args.a.format, args.b.format) && !fp8_tokens_rs;
   const int a_box_k = dequant_pair ? kernels::dequant_stage_row_bytes(args.a.format)
@@ -346,7 +349,9 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   params.num_k_blocks = num_k_blocks;
   params.stages = cfg.stages;
   params.b_scales = args.b.scales;
-  params.b_scale_cols = args.k / 16;
+  // One-byte block scales are row-major [E][rows][K / block] (fp8_block128's floats: not used).
+  const int a_block = scale_block_k(args.a.format), b_block = scale_block_k(args.b.format);
+  params.b_scale_cols = b_block > 0 ? args.k / b_block : 0;
   params.out = args.out;
   params.out_rows = args.out_rows;
   params.out_row_stride = args.out_row_stride != 0 ? args.out_row_stride : int64_t(args.n) * 2;
@@ -357,12 +362,9 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   params.signals = args.signals;
   params.signal_sys_scope = args.scope == SignalScope::sys;
   params.error_flag = args.error_flag;
-  if (dequant_pair) {
-    // One-byte block scales, row-major [E][rows][K / block] (unused for bf16 and fp8_block128 sides).
-    const int a_block = scale_block_k(args.a.format), b_block = scale_block_k(args.b.format);
+  if (dequant_pair) {  // token scales (unused for bf16 and fp8_block128 sides)
     params.a_scales = args.a.scales;
     params.a_scale_cols = a_block > 0 ? args.k / a_block : 0;
-    params.b_scale_cols = b_block > 0 ? args.k / b_block : 0;
   }
 
   // Persistent grid: never more CTAs than tiles could exist (masked_m is not read on the host).
@@ -380,7 +382,7 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   const Launcher launcher = fp8_tokens_rs ? nvfp4_weights_fp8_tokens_launcher(cfg)
                             : dequant_pair  ? dequant_bf16_launcher(args.a.format, args.b.format, launch_cfg)
                             : fp8           ? fp8_block128_launcher(launch_cfg)
-                            : fp4_weights ? nvfp4_weights_launcher(cfg)
+                            : bf16_fp4_weights ? fp4_weights_launcher(args.b.format, cfg)
                                           : launcher_for_tile<kernels::Bf16Mainloop>(cfg);
   if (launcher == nullptr)
     return Status{StatusCode::invalid_argument, "signalgemm: config " + std::to_string(cfg.block_m) + "x" +

@@ -1,5 +1,5 @@
-// Register-side dequantization of nvfp4 weights for the register-operand (RS) wgmma, and that
-// wgmma's wrappers. Used by mainloop_nvfp4_weights.cuh.
+// Register-side dequantization of FP4 weights (nvfp4, mxfp4) for the register-operand (RS) wgmma.
+// Used by mainloop_fp4_weights.cuh.
 //
 // Exactness: an e2m1 element (2 significant bits) times its e4m3 block scale (4) has at most 6
 // significant bits and lies in [2^-10, 2688]: every product is a bf16, and the products below are
@@ -14,6 +14,9 @@
 // The scale is turned into bf16(scale * 2^119) (exact: e4m3 spans 2^-9..448, so 2^110..1.75*2^127),
 // and one bf16x2 multiply gives element * scale * 2^-7, exact. The accumulators therefore hold the
 // product times 2^-7; the mainloop multiplies them by 2^7 (exact) at the end of a tile.
+// mxfp4: e8m0 scales span 2^-127..2^127, too wide for one such offset, so the element is first
+// multiplied by 2^126 (exact: its value) and then by the scale, rounded once: the dequantizing
+// mainloop's arithmetic, exact for scales up to 2^125 (docs/formats.md).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -75,6 +78,18 @@ __device__ __forceinline__ uint32_t e4m3x2_to_bf16x2_times_2p119(uint32_t scales
   constexpr uint32_t kTwoP120 = ((120u + 127u) << 7) * 0x10001u;
   constexpr uint32_t kTwoP119 = ((119u + 127u) << 7) * 0x10001u;
   return mul_bf16x2(mul_bf16x2(tiny, kTwoP120), kTwoP119);
+}
+
+// Two e8m0 scales (byte `byte` of `scales_a` and of `scales_b`) -> bf16x2 of 2^(code - 127) each
+// (low half from scales_a), exact: the code is bf16's exponent field, except 0 (2^-127, the bf16
+// subnormal 0x0040) and 0xFF (NaN, 0x7FC0), as dequant::e8m0_scale_to_bf16x2.
+__device__ __forceinline__ uint32_t e8m0x2_to_bf16x2(uint32_t scales_a, uint32_t scales_b, uint32_t byte) {
+  const uint32_t pair = prmt(scales_a, scales_b, byte | ((4 + byte) << 8)) & 0x00FF00FFu;  // [a, 0, b, 0]
+  // Per half, bit 8 of code + 0xFF is clear only for code 0, bit 8 of code + 1 set only for 0xFF:
+  // moved to bit 6, either sets the mantissa bit those two codes need.
+  const uint32_t zero = (~(pair + 0x00FF00FFu) >> 2) & 0x00400040u;
+  const uint32_t nan = ((pair + 0x00010001u) >> 2) & 0x00400040u;
+  return (pair << 7) | zero | nan;
 }
 
 }  // namespace signalgemm::kernels::fp4

@@ -84,7 +84,7 @@ struct SmemPlan {
   SG_HD constexpr int total_bytes() const { return barrier_offset() + 2 * stages * 8 + 8 + kSmemAlignment; }
 };
 
-// bf16 activations x nvfp4 weights (mainloop_nvfp4_weights.cuh): a stage holds `subs` 64-K blocks
+// bf16 activations x nvfp4 weights (mainloop_fp4_weights.cuh): a stage holds `subs` 64-K blocks
 // (one 128-byte swizzled token tile each) and the weights' subs * 32 packed bytes per row; no
 // token scales, no dequantized tile; beside the ring, two stages of the weights' block scales
 // (4 bytes per row and 64-K block). Most K per stage such that 3 stages fit in an H100's shared
@@ -93,16 +93,16 @@ struct SmemPlan {
 // read, subs x 128 bytes) and then the e4m3 bytes TMA loads (subs x 64), which the MMA threads
 // convert; plus the stage's token scales (one float per token and 128-K block), so a stage holds
 // whole 128-K blocks (subs 2 or 4).
-SG_HD constexpr SmemPlan nvfp4_weights_smem_plan(int block_m, int block_n, int stages, int subs,
+SG_HD constexpr SmemPlan fp4_weights_smem_plan(int block_m, int block_n, int stages, int subs,
                                                  bool fp8_tokens = false) {
   return SmemPlan{block_m, block_n, stages, subs * 32, 0, subs, fp8_tokens ? 4 * (subs / 2) : 0,
                   fp8_tokens ? subs * 192 : 0, 2 * block_n * subs * 4};
 }
-SG_HD constexpr int nvfp4_weights_stage_subs(int block_m, int block_n, bool fp8_tokens = false) {
+SG_HD constexpr int fp4_weights_stage_subs(int block_m, int block_n, bool fp8_tokens = false) {
   constexpr int kH100SmemPerBlock = 232448;
   for (int min_stages = 3; min_stages >= 2; --min_stages)
     for (int subs = 4; subs >= (fp8_tokens ? 2 : 1); subs /= 2)
-      if (nvfp4_weights_smem_plan(block_m, block_n, min_stages, subs, fp8_tokens).total_bytes() <= kH100SmemPerBlock)
+      if (fp4_weights_smem_plan(block_m, block_n, min_stages, subs, fp8_tokens).total_bytes() <= kH100SmemPerBlock)
         return subs;
   return fp8_tokens ? 2 : 1;
 }

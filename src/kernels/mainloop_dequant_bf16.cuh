@@ -1,5 +1,5 @@
 // Mainloop for block-scaled operands that Hopper's tensor cores cannot take directly: mxfp8,
-// mxfp4 and nvfp4 on either side, bf16 activations with MX weights, fp8_block128 activations with
+// mxfp4 and nvfp4 on either side, bf16 activations with mxfp8 weights, fp8_block128 activations with
 // nvfp4 weights (the pairings of dequant_bf16_plan.h). Every operand that is not bf16 is
 // dequantized in shared memory, element x block scale, into a bf16 tile laid out as the bf16
 // wgmma reads it (128-byte rows, 128-byte swizzle); the tensor cores then run bf16 MMAs with fp32
@@ -348,8 +348,6 @@ template <int M, int N>
 using Mxfp4Mxfp4Mainloop = DequantBf16Mainloop<Format::mxfp4, Format::mxfp4, M, N>;
 template <int M, int N>
 using Nvfp4Nvfp4Mainloop = DequantBf16Mainloop<Format::nvfp4, Format::nvfp4, M, N>;
-template <int M, int N>
-using Bf16Mxfp4Mainloop = DequantBf16Mainloop<Format::bf16, Format::mxfp4, M, N>;
 template <int M, int N>
 using Bf16Mxfp8Mainloop = DequantBf16Mainloop<Format::bf16, Format::mxfp8, M, N>;
 template <int M, int N>

@@ -98,6 +98,7 @@ struct Problem {
   Format b_format = Format::fp8_block128;
   int experts = 0, max_m = 0, n = 0, k = 0;
   int64_t a_row_stride = 0, b_row_stride = 0, out_row_stride = 0;  // bytes (0 = packed)
+  std::vector<float> b_expert_gain;  // if set before build: expert e's weights x b_expert_gain[e]
   ref::QuantizedOperand a, b;
   std::vector<float> alpha;
   DeviceBuffer d_a, d_sfa, d_b, d_sfb, d_alpha, d_out, d_masked_m;
@@ -108,7 +109,9 @@ struct Problem {
     a_format = a_format_, b_format = b_format_;
     experts = experts_, max_m = max_m_, n = n_, k = k_;
     const auto xa = random_normal(size_t(experts) * max_m * k, rng);
-    const auto xb = random_normal(size_t(experts) * n * k, rng, 0.05f);
+    auto xb = random_normal(size_t(experts) * n * k, rng, 0.05f);
+    for (size_t e = 0; e < b_expert_gain.size() && int(e) < experts; ++e)
+      for (size_t i = e * n * k; i < (e + 1) * n * k; ++i) xb[i] *= b_expert_gain[e];
     a = ref::quantize(a_format, ref::Role::a, xa.data(), experts, max_m, k);
     b = ref::quantize(b_format, ref::Role::b, xb.data(), experts, n, k);
     alpha.resize(experts);

@@ -290,28 +290,61 @@ TEST(Bf16Gemm, EveryTileConfigAndEdgeMaskedM) {
   expect_every_tile_correct(p, {0, 1, 65, 128, 130}, SignalGranularity::per_expert);
 }
 
-// bf16 activations x nvfp4 weights: dequantized in shared memory, exact, every tile; padded strides.
-TEST(Nvfp4WeightsGemm, EveryTileConfigAndEdgeMaskedM) {
+// bf16 activations x FP4 weights (nvfp4, mxfp4): dequantized into the MMAs' registers, exact,
+// every tile; padded strides. k = 576: mxfp4 rows hold 18 scale bytes, so every other row's
+// scales start in the middle of a 32-bit word.
+TEST(Fp4WeightsGemm, EveryTileConfigAndEdgeMaskedM) {
   SG_REQUIRE_HOPPER();
-  std::mt19937 rng(47);
-  Problem p;
-  p.build(/*experts=*/5, /*max_m=*/130, /*n=*/328, /*k=*/576, rng, /*a_pad=*/32, /*b_pad=*/16, 0, Format::bf16,
-          Format::nvfp4);
-  for (int sm_count : {0, 3})  // 3: many tiles per CTA (the scale buffer and fragments carried across tiles)
-    expect_every_tile_correct(p, {0, 1, 65, 128, 130}, SignalGranularity::per_row_block, sm_count);
+  for (const Format weights : {Format::nvfp4, Format::mxfp4}) {
+    SCOPED_TRACE(to_string(weights));
+    std::mt19937 rng(47);
+    Problem p;
+    p.build(/*experts=*/5, /*max_m=*/130, /*n=*/328, /*k=*/576, rng, /*a_pad=*/32, /*b_pad=*/16, 0, Format::bf16,
+            weights);
+    for (int sm_count : {0, 3})  // 3: many tiles per CTA (the scale buffer and fragments carried across tiles)
+      expect_every_tile_correct(p, {0, 1, 65, 128, 130}, SignalGranularity::per_row_block, sm_count);
+  }
 }
 
-// nvfp4 weights with bf16 or fp8_block128 tokens on decode: the heuristic's tiles of 256 weight
-// rows (32x256, 48x256, 64x256, not overridable), a last stage reaching past K (bf16: 576 = 2 x 256
-// + 64; fp8_block128, whose stages hold whole 128-K blocks: 640), a partial column block, padded
-// strides, all SMs and a grid of 2 CTAs.
-TEST(Nvfp4WeightsGemm, DecodeTilesOf256WeightRows) {
+// Block scales far from 1, per expert (weights scaled by 2^-100 .. 2^100 before quantization):
+// every e8m0 exponent path of the FP4-weights mainloop (dequant_fp4.cuh) and of the dequantizing
+// one (bf16 x mxfp8) against the float64 reference, on decode and wide tiles.
+TEST(Fp4WeightsGemm, BlockScalesAcrossTheExponentRange) {
   SG_REQUIRE_HOPPER();
-  for (const Format tokens : {Format::bf16, Format::fp8_block128}) {
+  for (const Format weights : {Format::mxfp4, Format::nvfp4, Format::mxfp8}) {
+    SCOPED_TRACE(to_string(weights));
+    std::mt19937 rng(59);
+    Problem p;
+    p.b_expert_gain = {0x1p-100f, 0x1p-40f, 1.f, 0x1p40f, 0x1p100f};
+    p.build(/*experts=*/5, /*max_m=*/40, /*n=*/264, /*k=*/320, rng, 0, 0, 0, Format::bf16, weights);
+    const auto reference = full_reference(p);
+    const std::vector<int32_t> masked_m = {40, 7, 33, 1, 40};
+    for (const TileConfig config : {TileConfig{}, TileConfig{128, 128, 0, 0}}) {
+      GroupedGemmArgs args = p.args();
+      args.expected_m = 32;
+      args.config = config;
+      args.granularity = SignalGranularity::per_expert;
+      const RunResult r = run(p, args, masked_m);
+      ASSERT_TRUE(r.status.ok()) << r.status.message;
+      EXPECT_EQ(check_output(p, masked_m, reference), "") << "block_m " << config.block_m;
+      expect_signals(args, masked_m, r.signals);
+    }
+  }
+}
+
+// FP4 weights on decode (bf16 tokens x nvfp4 or mxfp4, fp8_block128 tokens x nvfp4): the
+// heuristic's tiles of 256 weight rows (32x256, 48x256, 64x256, not overridable), a last stage
+// reaching past K (bf16: 576 = 2 x 256 + 64; fp8_block128, whose stages hold whole 128-K blocks:
+// 640), a partial column block, padded strides, all SMs and a grid of 2 CTAs.
+TEST(Fp4WeightsGemm, DecodeTilesOf256WeightRows) {
+  SG_REQUIRE_HOPPER();
+  const Format pairs[][2] = {
+      {Format::bf16, Format::nvfp4}, {Format::bf16, Format::mxfp4}, {Format::fp8_block128, Format::nvfp4}};
+  for (const auto& [tokens, weights] : pairs) {
     std::mt19937 rng(53);
     Problem p;
     p.build(/*experts=*/6, /*max_m=*/64, /*n=*/328, /*k=*/tokens == Format::bf16 ? 576 : 640, rng, /*a_pad=*/32,
-            /*b_pad=*/16, 0, tokens, Format::nvfp4);
+            /*b_pad=*/16, 0, tokens, weights);
     const auto reference = full_reference(p);
     const std::vector<int32_t> masked_m = {0, 1, 31, 33, 64, 17};
     for (const int expected_m : {16, 32, 40})  // 1.3 x the hint: 21 -> 32 tokens, 42 -> 48, 52 -> 64
@@ -326,7 +359,8 @@ TEST(Nvfp4WeightsGemm, DecodeTilesOf256WeightRows) {
         const RunResult r = run(p, args, masked_m);
         ASSERT_TRUE(r.status.ok()) << r.status.message;
         EXPECT_EQ(check_output(p, masked_m, reference), "")
-            << to_string(tokens) << " " << cfg.block_m << "x" << cfg.block_n << " sm_count " << sm_count;
+            << to_string(tokens) << " x " << to_string(weights) << " " << cfg.block_m << "x" << cfg.block_n
+            << " sm_count " << sm_count;
         expect_signals(args, masked_m, r.signals);
       }
   }

@@ -52,13 +52,16 @@ TEST(Config, DeepestRingThatFits) {
 // Dequantizing pairings: block_n 128 whatever block_m, fp8_block128 x nvfp4 at most 128 tokens, and
 // the deepest ring of their own shared-memory plan (two bf16 tiles per dequantized operand).
 TEST(Config, DequantizingPairings) {
-  const Format pairs[][2] = {{Format::mxfp8, Format::mxfp8}, {Format::mxfp4, Format::mxfp4},
-                             {Format::nvfp4, Format::nvfp4}, {Format::bf16, Format::mxfp4},
-                             {Format::bf16, Format::mxfp8},  {Format::fp8_block128, Format::nvfp4}};
+  const Format pairs[][2] = {{Format::mxfp8, Format::mxfp8},
+                             {Format::mxfp4, Format::mxfp4},
+                             {Format::nvfp4, Format::nvfp4},
+                             {Format::bf16, Format::mxfp8},
+                             {Format::fp8_block128, Format::nvfp4}};
   for (const auto& pair : pairs) {
+    EXPECT_TRUE(kernels::is_dequant_bf16_pair(pair[0], pair[1]));
     for (const int expected_m : {8, 32, 128, 1024}) {
       const TileConfig cfg = choose_tile_config(4096, expected_m, kH100SmemPerBlock, {}, pair[0], pair[1]);
-      // fp8_block128 x nvfp4 runs on the nvfp4 mainloop's tiles (Nvfp4WeightsDecodeTiles,
+      // fp8_block128 x nvfp4 runs on the FP4-weights mainloop's tiles (Fp4WeightsDecodeTiles,
       // Fp8TokensNvfp4WeightsWideTile).
       if (nvfp4_weights_with_fp8_tokens(pair[0], pair[1], cfg.block_m, cfg.block_n)) continue;
       EXPECT_EQ(cfg.block_n, 128) << to_string(pair[0]) << " x " << to_string(pair[1]) << " m " << expected_m;
@@ -75,15 +78,19 @@ TEST(Config, DequantizingPairings) {
   EXPECT_EQ(choose_tile_config(4096, 128, kH100SmemPerBlock, {}, Format::fp8_block128, Format::nvfp4).block_m, 128);
 }
 
-// bf16 x nvfp4 and fp8_block128 x nvfp4 decode: 256 weight rows per tile, and 48 tokens where 1.3x
-// the hint fits them (at least 3 stages beside the block-scale buffer, each stage's tiles 1024-byte
-// aligned; fp8 tokens: whole 128-K blocks per stage, the e4m3 rows after the bf16 tiles also
-// 1024-byte aligned, the token scales 128-byte aligned).
-TEST(Config, Nvfp4WeightsDecodeTiles) {
-  for (const Format tokens : {Format::bf16, Format::fp8_block128}) {
+// bf16 x nvfp4, bf16 x mxfp4 and fp8_block128 x nvfp4 decode: 256 weight rows per tile, and 48
+// tokens where 1.3x the hint fits them (at least 3 stages beside the block-scale buffer, each
+// stage's tiles 1024-byte aligned; fp8 tokens: whole 128-K blocks per stage, the e4m3 rows after
+// the bf16 tiles also 1024-byte aligned, the token scales 128-byte aligned).
+TEST(Config, Fp4WeightsDecodeTiles) {
+  const Format pairs[][2] = {
+      {Format::bf16, Format::nvfp4}, {Format::bf16, Format::mxfp4}, {Format::fp8_block128, Format::nvfp4}};
+  for (const auto& [tokens, weights] : pairs) {
     const bool fp8 = tokens == Format::fp8_block128;
+    EXPECT_EQ(kernels::is_bf16_fp4_weights_pair(tokens, weights), !fp8);
+    EXPECT_FALSE(kernels::is_dequant_bf16_pair(tokens, weights) && !fp8);
     const auto pick = [&](int expected_m) {
-      return choose_tile_config(4096, expected_m, kH100SmemPerBlock, {}, tokens, Format::nvfp4);
+      return choose_tile_config(4096, expected_m, kH100SmemPerBlock, {}, tokens, weights);
     };
     EXPECT_EQ(pick(16).block_m, 32);
     EXPECT_EQ(pick(32).block_m, 48);
@@ -92,12 +99,12 @@ TEST(Config, Nvfp4WeightsDecodeTiles) {
       const TileConfig cfg = pick(expected_m);
       EXPECT_EQ(cfg.block_n, 256);
       EXPECT_GE(cfg.stages, 3);
-      EXPECT_EQ(nvfp4_weights_with_fp8_tokens(tokens, Format::nvfp4, cfg.block_m, cfg.block_n), fp8);
-      const int subs = kernels::nvfp4_weights_stage_subs(cfg.block_m, cfg.block_n, fp8);
+      EXPECT_EQ(nvfp4_weights_with_fp8_tokens(tokens, weights, cfg.block_m, cfg.block_n), fp8);
+      const int subs = kernels::fp4_weights_stage_subs(cfg.block_m, cfg.block_n, fp8);
       if (fp8) EXPECT_EQ(subs % 2, 0);
-      const auto plan = kernels::nvfp4_weights_smem_plan(cfg.block_m, cfg.block_n, cfg.stages, subs, fp8);
+      const auto plan = kernels::fp4_weights_smem_plan(cfg.block_m, cfg.block_n, cfg.stages, subs, fp8);
       EXPECT_LE(plan.total_bytes(), kH100SmemPerBlock);
-      EXPECT_EQ(plan.total_bytes(), smem_bytes(cfg.block_m, cfg.block_n, cfg.stages, tokens, Format::nvfp4));
+      EXPECT_EQ(plan.total_bytes(), smem_bytes(cfg.block_m, cfg.block_n, cfg.stages, tokens, weights));
       for (int s = 0; s < cfg.stages; ++s) {
         EXPECT_EQ(plan.a_offset(s) % 1024, 0);
         EXPECT_EQ(plan.b_offset(s) % 1024, 0);
@@ -108,7 +115,7 @@ TEST(Config, Nvfp4WeightsDecodeTiles) {
       }
     }
   }
-  EXPECT_EQ(kernels::nvfp4_weights_stage_subs(48, 256), 4);
+  EXPECT_EQ(kernels::fp4_weights_stage_subs(48, 256), 4);
 }
 
 // fp8_block128 x nvfp4 beyond decode: 128x128 on the nvfp4 mainloop with fp8 tokens (whole 128-K
@@ -119,10 +126,10 @@ TEST(Config, Fp8TokensNvfp4WeightsWideTile) {
     EXPECT_EQ(cfg.block_m, 128);
     EXPECT_EQ(cfg.block_n, 128);
     EXPECT_TRUE(nvfp4_weights_with_fp8_tokens(Format::fp8_block128, Format::nvfp4, cfg.block_m, cfg.block_n));
-    const int subs = kernels::nvfp4_weights_stage_subs(128, 128, true);
+    const int subs = kernels::fp4_weights_stage_subs(128, 128, true);
     EXPECT_EQ(subs % 2, 0);
     EXPECT_GE(cfg.stages, 3);
-    const auto plan = kernels::nvfp4_weights_smem_plan(128, 128, cfg.stages, subs, true);
+    const auto plan = kernels::fp4_weights_smem_plan(128, 128, cfg.stages, subs, true);
     EXPECT_EQ(plan.total_bytes(), smem_bytes(128, 128, cfg.stages, Format::fp8_block128, Format::nvfp4));
     EXPECT_LE(plan.total_bytes(), kH100SmemPerBlock);
     for (int s = 0; s < cfg.stages; ++s) {

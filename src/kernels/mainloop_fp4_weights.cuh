@@ -1,18 +1,18 @@
-// Mainloop for bf16 (or fp8_block128, below) activations x nvfp4 weights (the decode case: FP4
-// halves the weight bytes).
+// Mainloop for bf16 activations x nvfp4 or mxfp4 weights, and fp8_block128 activations x nvfp4
+// weights (below): the decode case, where FP4 halves the weight bytes.
 //
 // Hopper has no FP4 tensor cores, but wgmma may take its A operand (here: the weights, which fill
 // the MMA's M dimension in the swapped product) from registers. So each MMA thread dequantizes its
 // own A fragment straight from the packed weights in shared memory into registers (dequant_fp4.cuh:
-// exact, e2m1 x e4m3 fits bf16) and issues the register-operand bf16 wgmma against the token tile
+// exact, e2m1 x e4m3 always fits bf16, e2m1 x e8m0 in the range docs/formats.md states) and issues the register-operand bf16 wgmma against the token tile
 // in shared memory. No bf16 weight tile, no barrier between dequantization and MMA: the
 // dequantization of one 64x64 block overlaps the MMAs of the previous one.
 //
 // A stage holds kSubs 64-K blocks: kSubs token tiles (128-byte rows, 128-byte swizzle, loaded in
 // boxes of 32 or 16 tokens, only as many as the tile has real tokens) and kSubs * 32 packed bytes per
 // weight row (one TMA box, swizzled so the 8 rows a warp reads at once hit different banks). The
-// block scales (e4m3, one per 16 K) are copied into shared memory by the MMA threads (cp.async),
-// one stage ahead.
+// block scales (nvfp4: e4m3, one per 16 K; mxfp4: e8m0, one per 32 K) are copied into shared memory
+// by the MMA threads (cp.async), one stage ahead.
 // The per-expert global scale of nvfp4 is folded into alpha by the caller.
 //
 // fp8_block128 activations x nvfp4 weights (kFp8Tokens; the decode tiles and 128x128): TMA loads the e4m3
@@ -38,15 +38,20 @@ namespace signalgemm::kernels {
 // Tokens are loaded in boxes of 32 rows (16 for the 48-token tile; more, smaller boxes cost the
 // producer thread issue time at the big tiles); the MMAs cover 32, 48, 64, 96, ... of them
 // (mma_tile_width).
-SG_HD constexpr int nvfp4_token_box_rows(int block_m) { return block_m % 32 == 0 ? 32 : 16; }
+SG_HD constexpr int fp4_weights_token_box_rows(int block_m) { return block_m % 32 == 0 ? 32 : 16; }
 
-// kFp8Tokens: fp8_block128 activations (see above).
-template <int kBlockM_, int kBlockN_, bool kFp8Tokens = false>
-struct Nvfp4WeightsMainloop {
+// kWeights: nvfp4 or mxfp4. kFp8Tokens: fp8_block128 activations (see above; nvfp4 weights only).
+template <int kBlockM_, int kBlockN_, Format kWeights = Format::nvfp4, bool kFp8Tokens = false>
+struct Fp4WeightsMainloop {
+  static_assert(kWeights == Format::nvfp4 || kWeights == Format::mxfp4, "FP4 weights: nvfp4 or mxfp4");
+  static_assert(!kFp8Tokens || kWeights == Format::nvfp4, "fp8_block128 tokens are paired with nvfp4 weights");
+  static constexpr bool kNvfp4 = kWeights == Format::nvfp4;
+  // A weight row's scale bytes per 64-K block: 4 e4m3 (one per k16 step) or 2 e8m0 (per 2 steps).
+  static constexpr int kScaleBytesPerSub = kNvfp4 ? 4 : 2;
   static constexpr int kBlockM = kBlockM_;
   static constexpr int kBlockN = kBlockN_;
   static constexpr int kAccRegs = kBlockM / 2;
-  static constexpr int kSubs = nvfp4_weights_stage_subs(kBlockM, kBlockN, kFp8Tokens);  // 64-K blocks per stage
+  static constexpr int kSubs = fp4_weights_stage_subs(kBlockM, kBlockN, kFp8Tokens);  // 64-K blocks per stage
   static_assert(!kFp8Tokens || kSubs % 2 == 0, "fp8 tokens: a stage holds whole 128-K blocks");
   static constexpr int kFp8RowBytes = kSubs * 64;                          // e4m3 bytes per token row and stage
   static constexpr int kBf16TileBytes = kSubs * kBlockM * kBlockK;         // the stage's bf16 token tiles
@@ -55,7 +60,7 @@ struct Nvfp4WeightsMainloop {
   static constexpr int kWarpgroupRows = kBlockN / kMathWarpgroups;
   static constexpr int kSlices = kWarpgroupRows / 64;
   static_assert(kSlices == 1 || kSlices == 2, "a warpgroup covers 64 or 128 weight rows");
-  static constexpr int kTokenBoxRows = nvfp4_token_box_rows(kBlockM);
+  static constexpr int kTokenBoxRows = fp4_weights_token_box_rows(kBlockM);
   static constexpr int kTokenBarrier = 3;  // named barrier of the fp8 token conversion (1, 2: epilogue; 5: dequant)
   static_assert(kBlockM % kTokenBoxRows == 0, "token tiles are loaded in whole boxes");
   // An MMA group (one commit) covers kSteps k16 steps of one 64-row slice; its A fragments (4
@@ -70,7 +75,7 @@ struct Nvfp4WeightsMainloop {
   static_assert((kSubs * kGroupsPerSub * kSlices) % 2 == 0, "odd number of MMA groups per stage");
 
   SG_HD static SmemPlan plan(int stages) {
-    return nvfp4_weights_smem_plan(kBlockM, kBlockN, stages, kSubs, kFp8Tokens);
+    return fp4_weights_smem_plan(kBlockM, kBlockN, stages, kSubs, kFp8Tokens);
   }
 
   // Token boxes a tile loads per stage: its real rows, and at least the 32 the MMAs read
@@ -143,11 +148,13 @@ struct Nvfp4WeightsMainloop {
       for (int i = 0; i < kAccRegs; ++i) acc[s][i] = 0.f;
     mma_tile_width<kBlockM>(max(32, (tile.rows + 15) / 16 * 16), acc, smem, plan, full, empty, pipe, p, tile,
                             warpgroup, lane);
-    // The fragments carry element * scale * 2^-7 (dequant_fp4.cuh): undo it, exactly.
+    // nvfp4 fragments carry element * scale * 2^-7 (dequant_fp4.cuh): undo it, exactly.
+    if constexpr (kNvfp4) {
 #pragma unroll
-    for (int s = 0; s < kSlices; ++s)
+      for (int s = 0; s < kSlices; ++s)
 #pragma unroll
-      for (int i = 0; i < kAccRegs; ++i) acc[s][i] *= 128.f;
+        for (int i = 0; i < kAccRegs; ++i) acc[s][i] *= 128.f;
+    }
   }
 
  private:
@@ -166,19 +173,30 @@ struct Nvfp4WeightsMainloop {
     mma_k_loop<kTokens>(acc, smem, plan, full, empty, pipe, p, tile, warpgroup, lane);
   }
 
-  // Global address of the e4m3 scales of one weight row (4 bytes per 64-K block). Rows past N (a
-  // partial last column block) read the last real row: their weights are zero-filled by TMA.
-  __device__ __forceinline__ static const uint32_t* scale_row(const KernelParams& p, const detail::Tile& tile,
-                                                              int tile_row) {
+  // Global address of the block scales of one weight row (kScaleBytesPerSub bytes per 64-K
+  // block). Rows past N (a partial last column block) read the last real row: their weights are
+  // zero-filled by TMA.
+  __device__ __forceinline__ static const uint8_t* scale_row(const KernelParams& p, const detail::Tile& tile,
+                                                             int tile_row) {
     const int row = min(tile.n_block * kBlockN + tile_row, p.layout.n - 1);
-    return reinterpret_cast<const uint32_t*>(static_cast<const uint8_t*>(p.b_scales) +
-                                             (int64_t(tile.expert) * p.layout.n + row) * p.b_scale_cols);
+    return static_cast<const uint8_t*>(p.b_scales) + (int64_t(tile.expert) * p.layout.n + row) * p.b_scale_cols;
+  }
+
+  // The first scale of 64-K block `block` in a weight row's scales.
+  __device__ __forceinline__ static const uint8_t* block_scales(const uint8_t* row, int block) {
+    if constexpr (kNvfp4)
+      return reinterpret_cast<const uint8_t*>(reinterpret_cast<const uint32_t*>(row) + block);
+    else
+      return row + 2 * block;
   }
 
   // Copies stage `stage`'s block scales of this quad's rows (2 per slice, kSubs words each) into
   // slot `slot` of the scale buffer ([2][kBlockN rows][kSubs] words); the quad's four lanes share
-  // the words. Words past K are zero (scale 0: the zero-filled weights there add nothing). No
-  // branch: the copies sit between two MMA groups.
+  // the words. nvfp4: a 64-K block's word is its four scales. mxfp4: the aligned word that holds
+  // its two (read from the first of them on, so never past the tensor's end; with k a multiple of
+  // 64 a row's scales start at an even byte, so the two never straddle words): bytes
+  // mx_scale_byte(...) and the next. Words past K are zero (scale 0: the zero-filled weights there
+  // add nothing). No branch: the copies sit between two MMA groups.
   __device__ __forceinline__ static void copy_stage_scales(uint32_t scale_buffer, int slot, int stage,
                                                            const KernelParams& p, const detail::Tile& tile,
                                                            int first_row, uint32_t quad) {
@@ -191,8 +209,15 @@ struct Nvfp4WeightsMainloop {
       const int i = f / kSubs, u = f % kSubs;
       const int row = first_row + 64 * (i / 2) + 8 * (i % 2);
       const int block = stage * kSubs + u;
-      ptx::cp_async_4(scale_buffer + ((slot * kBlockN + row) * kSubs + u) * 4,
-                      scale_row(p, tile, row) + min(block, p.num_k_blocks - 1), block < p.num_k_blocks);
+      const uint32_t destination = scale_buffer + ((slot * kBlockN + row) * kSubs + u) * 4;
+      const uint8_t* first = block_scales(scale_row(p, tile, row), min(block, p.num_k_blocks - 1));
+      if constexpr (kNvfp4) {
+        ptx::cp_async_4(destination, first, block < p.num_k_blocks);
+      } else {
+        const uintptr_t address = reinterpret_cast<uintptr_t>(first);
+        ptx::cp_async_4_partial(destination, reinterpret_cast<const void*>(address & ~uintptr_t(3)),
+                                block < p.num_k_blocks ? uint32_t(address & 3) + 2 : 0u);
+      }
     }
     ptx::cp_async_commit();
   }
@@ -246,11 +271,14 @@ struct Nvfp4WeightsMainloop {
     // copied in by cp.async during the stage before. Loaded into registers instead (ld.global one
     // stage ahead), they cost this loop ~16% at E=32, m=32 on the H100: ptxas gives those loads the
     // scoreboards of the weight tile's ld.shared, which then wait for global memory.
-    const uint32_t* scales[kSlices][2];  // for the L2 prefetch
+    const uint8_t* scales[kSlices][2];  // for the L2 prefetch
 #pragma unroll
     for (int sl = 0; sl < kSlices; ++sl)
 #pragma unroll
       for (int h = 0; h < 2; ++h) scales[sl][h] = scale_row(p, tile, tile_row[sl] + 8 * h);
+    // mxfp4: where the row's scales start within their word (0 or 2; the same for all of this
+    // thread's rows, which lie a multiple of 8 rows apart, 8 * k / 32 bytes: a multiple of 4).
+    const uint32_t mx_row_byte = uint32_t(reinterpret_cast<uintptr_t>(scales[0][0])) & 3;
     const int num_k_blocks = p.num_k_blocks;
     const int num_stages = (num_k_blocks + kSubs - 1) / kSubs;
     const uint32_t scale_buffer = static_cast<uint32_t>(__cvta_generic_to_shared(smem + plan.scale_buffer_offset()));
@@ -280,7 +308,7 @@ struct Nvfp4WeightsMainloop {
       for (int sl = 0; sl < kSlices; ++sl)
 #pragma unroll
         for (int h = 0; h < 2; ++h)
-          asm volatile("prefetch.global.L2 [%0];\n" ::"l"(scales[sl][h] + min((s + 8) * kSubs, num_k_blocks - 1)));
+          asm volatile("prefetch.global.L2 [%0];\n" ::"l"(block_scales(scales[sl][h], min((s + 8) * kSubs, num_k_blocks - 1))));
       // This stage's scales are in (each lane waits for its copies; the warp barrier shows them to
       // the quad and orders the quad's reads of the other slot, in the stage before, before the
       // copies that now overwrite it with the next stage's).
@@ -300,10 +328,14 @@ struct Nvfp4WeightsMainloop {
         // step): each converts the one of step `quad`, the others fetch it with a shuffle.
         uint32_t quad_scales[kSlices];
 #pragma unroll
-        for (int sl = 0; sl < kSlices; ++sl)
-          quad_scales[sl] = fp4::e4m3x2_to_bf16x2_times_2p119(
-              ptx::ld_shared_u32(stage_scales + (tile_row[sl] * kSubs + u) * 4),
-              ptx::ld_shared_u32(stage_scales + ((tile_row[sl] + 8) * kSubs + u) * 4), quad);
+        for (int sl = 0; sl < kSlices; ++sl) {
+          const uint32_t word_r = ptx::ld_shared_u32(stage_scales + (tile_row[sl] * kSubs + u) * 4);
+          const uint32_t word_r8 = ptx::ld_shared_u32(stage_scales + ((tile_row[sl] + 8) * kSubs + u) * 4);
+          if constexpr (kNvfp4)
+            quad_scales[sl] = fp4::e4m3x2_to_bf16x2_times_2p119(word_r, word_r8, quad);
+          else  // step `quad` of 64-K block s * kSubs + u
+            quad_scales[sl] = fp4::e8m0x2_to_bf16x2(word_r, word_r8, mx_scale_byte(mx_row_byte, s * kSubs + u) + quad / 2);
+        }
 #pragma unroll
         for (int g = 0; g < kGroupsPerSub; ++g)
 #pragma unroll
@@ -354,6 +386,12 @@ struct Nvfp4WeightsMainloop {
     __syncwarp();
   }
 
+  // mxfp4: byte of a row's slot word where 64-K block `block`'s first scale sits (its second: the
+  // next byte), given where the row's scales start (mx_row_byte): each block adds 2 bytes.
+  __device__ __forceinline__ static uint32_t mx_scale_byte(uint32_t mx_row_byte, int block) {
+    return (mx_row_byte + 2 * uint32_t(block)) & 3;
+  }
+
   // mbarrier arrive under a predicate, without a branch.
   __device__ __forceinline__ static void arrive_if(uint64_t* barrier, bool condition) {
     asm volatile(
@@ -375,7 +413,7 @@ struct Nvfp4WeightsMainloop {
   // (registers 0, 1) and + 8 (registers 2, 3) for k16 step k. Those are byte `quad` of each 32-bit
   // word of the rows' 8 bytes per step: 16- (or 8-) byte loads per row, then byte permutes. The
   // four columns a thread holds in one k16 step share one scale.
-  // `quad_scales`: bf16x2 [scale of row r, of row r + 8] x 2^119 of k16 step lane % 4.
+  // `quad_scales`: bf16x2 [scale of row r, of row r + 8] of k16 step lane % 4 (nvfp4: x 2^119).
   __device__ __forceinline__ static void dequantize_steps(uint32_t (&a)[kSteps][4], uint32_t stage_weights,
                                                           int tile_row, int lane, int u, int first_step,
                                                           uint32_t quad_scales) {
@@ -408,6 +446,12 @@ struct Nvfp4WeightsMainloop {
       const uint32_t packed = fp4::prmt(low_cols, high_cols, 0x5410u);
       uint32_t values[4];
       fp4::e2m1x8_to_bf16x8_unscaled(packed, values);
+      // mxfp4: the exact values first (x 2^126, exact), so that the e8m0 scale's whole range
+      // multiplies them with one rounding, as the dequantizing mainloop does (dequant_formats.cuh).
+      if constexpr (!kNvfp4) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) values[i] = ptx::mul_bf16x2(values[i], dequant::kBf16x2TwoP126);
+      }
       const uint32_t scale_pair = __shfl_sync(0xFFFFFFFFu, quad_scales, (lane & ~3) | (first_step + k));  // [r, r+8]
       a[k][0] = fp4::mul_bf16x2_by_low(values[0], scale_pair);  // row r
       a[k][1] = fp4::mul_bf16x2_by_high(values[1], scale_pair);  // row r + 8
@@ -416,5 +460,10 @@ struct Nvfp4WeightsMainloop {
     }
   }
 };
+
+template <int M, int N>
+using Bf16Nvfp4Mainloop = Fp4WeightsMainloop<M, N, Format::nvfp4>;
+template <int M, int N>
+using Bf16Mxfp4Mainloop = Fp4WeightsMainloop<M, N, Format::mxfp4>;
 
 }  // namespace signalgemm::kernels
