@@ -118,6 +118,24 @@ TEST(Config, Fp4WeightsDecodeTiles) {
   EXPECT_EQ(kernels::fp4_weights_stage_subs(48, 256), 4);
 }
 
+// Several token blocks per expert: bf16 x nvfp4 takes the wide 128x256 tile, bf16 x mxfp4 192x128
+// (measured faster there); an explicit tile is kept.
+TEST(Config, Fp4WeightsManyTokenBlocks) {
+  for (const int expected_m : {256, 1024}) {
+    const TileConfig nv = choose_tile_config(4096, expected_m, kH100SmemPerBlock, {}, Format::bf16, Format::nvfp4);
+    EXPECT_EQ(nv.block_m, 128);
+    EXPECT_EQ(nv.block_n, 256);
+    const TileConfig mx = choose_tile_config(4096, expected_m, kH100SmemPerBlock, {}, Format::bf16, Format::mxfp4);
+    EXPECT_EQ(mx.block_m, 192);
+    EXPECT_EQ(mx.block_n, 128);
+    EXPECT_GE(mx.stages, 3);
+  }
+  const TileConfig given =
+      choose_tile_config(4096, 256, kH100SmemPerBlock, TileConfig{128, 256, 0}, Format::bf16, Format::mxfp4);
+  EXPECT_EQ(given.block_m, 128);
+  EXPECT_EQ(given.block_n, 256);
+}
+
 // fp8_block128 x nvfp4 beyond decode: 128x128 on the nvfp4 mainloop with fp8 tokens (whole 128-K
 // blocks per stage, at least 3 stages, the tiles aligned as above).
 TEST(Config, Fp8TokensNvfp4WeightsWideTile) {
