@@ -25,9 +25,11 @@ bool is_cluster_tile(int block_m, int block_n) {
                      [&](TileShape t) { return t.block_m == block_m && t.block_n == block_n; });
 }
 
-bool nvfp4_weights_with_fp8_tokens(Format a_format, Format b_format, int block_m, int block_n) {
-  return a_format == Format::fp8_block128 && b_format == Format::nvfp4 &&
-         ((block_m <= 64 && block_n == 256) || (block_m == 128 && block_n == 128));
+bool fp4_weights_with_converted_tokens(Format a_format, Format b_format, int block_m, int block_n) {
+  const bool pair = (a_format == Format::fp8_block128 && b_format == Format::nvfp4) ||
+                    (a_format == Format::nvfp4 && b_format == Format::nvfp4) ||
+                    (a_format == Format::mxfp4 && b_format == Format::mxfp4);
+  return pair && ((block_m <= 64 && block_n == 256) || (block_m == 128 && block_n == 128));
 }
 
 int smem_bytes(int block_m, int block_n, int stages, Format a_format, Format b_format) {
@@ -36,9 +38,9 @@ int smem_bytes(int block_m, int block_n, int stages, Format a_format, Format b_f
     return kernels::fp4_weights_smem_plan(block_m, block_n, stages,
                                             kernels::fp4_weights_stage_subs(block_m, block_n))
         .total_bytes();
-  if (nvfp4_weights_with_fp8_tokens(a_format, b_format, block_m, block_n))
+  if (fp4_weights_with_converted_tokens(a_format, b_format, block_m, block_n))
     return kernels::fp4_weights_smem_plan(block_m, block_n, stages,
-                                            kernels::fp4_weights_stage_subs(block_m, block_n, true), true)
+                                          kernels::fp4_weights_stage_subs(block_m, block_n, a_format), a_format)
         .total_bytes();
   // Dequantizing mainloop: 64-K packed stages plus two bf16 tiles per dequantized operand.
   if (kernels::is_dequant_bf16_pair(a_format, b_format))
@@ -102,10 +104,11 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
   // instead of per 128; with the tokens it still leaves 3-4 stages of 256 K.
   // 48 tokens where they cover the expert: the smaller token tile leaves room for 3 stages of 256 K
   // beside the block scales' buffer, where 64 x 256 fits 128-K stages only.
-  // fp8_block128 x nvfp4 decode takes the same tiles (the register-operand mainloop, with the tokens
-  // converted to bf16 in shared memory; its 128x128 tile runs that mainloop too).
+  // fp8_block128 x nvfp4, nvfp4 x nvfp4 and mxfp4 x mxfp4 decode take the same tiles (the
+  // register-operand mainloop, with the tokens converted to bf16 in shared memory; 128x128 runs
+  // that mainloop too).
   if ((kernels::is_bf16_fp4_weights_pair(a_format, b_format) ||
-       (a_format == Format::fp8_block128 && b_format == Format::nvfp4)) &&
+       fp4_weights_with_converted_tokens(a_format, b_format, config.block_m, 256)) &&
       requested_block_n == 0 && config.block_m <= 64) {
     config.block_n = 256;
     if (!explicit_block_m && config.block_m == 64 && rows_to_cover <= 48) config.block_m = 48;

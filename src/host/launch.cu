@@ -259,13 +259,23 @@ Launcher fp4_weights_launcher(Format weights, const TileConfig& cfg) {
                                   : fp4_weights_launcher<kernels::Bf16Mxfp4Mainloop>(cfg);
 }
 
-// fp8_block128 x nvfp4 on the tiles of host::nvfp4_weights_with_fp8_tokens.
-Launcher nvfp4_weights_fp8_tokens_launcher(const TileConfig& cfg) {
-  if (cfg.block_n == 256 && cfg.block_m == 32) return &launch_kernel<kernels::Fp4WeightsMainloop<32, 256, Format::nvfp4, true>>;
-  if (cfg.block_n == 256 && cfg.block_m == 48) return &launch_kernel<kernels::Fp4WeightsMainloop<48, 256, Format::nvfp4, true>>;
-  if (cfg.block_n == 256 && cfg.block_m == 64) return &launch_kernel<kernels::Fp4WeightsMainloop<64, 256, Format::nvfp4, true>>;
-  if (cfg.block_n == 128 && cfg.block_m == 128) return &launch_kernel<kernels::Fp4WeightsMainloop<128, 128, Format::nvfp4, true>>;
+// Converted tokens on the tiles of host::fp4_weights_with_converted_tokens.
+template <Format kWeights, Format kTokens>
+Launcher converted_tokens_launcher(const TileConfig& cfg) {
+  using kernels::Fp4WeightsMainloop;
+  if (cfg.block_n == 256 && cfg.block_m == 32) return &launch_kernel<Fp4WeightsMainloop<32, 256, kWeights, kTokens>>;
+  if (cfg.block_n == 256 && cfg.block_m == 48) return &launch_kernel<Fp4WeightsMainloop<48, 256, kWeights, kTokens>>;
+  if (cfg.block_n == 256 && cfg.block_m == 64) return &launch_kernel<Fp4WeightsMainloop<64, 256, kWeights, kTokens>>;
+  if (cfg.block_n == 128 && cfg.block_m == 128) return &launch_kernel<Fp4WeightsMainloop<128, 128, kWeights, kTokens>>;
   return nullptr;
+}
+Launcher converted_tokens_launcher(Format tokens, const TileConfig& cfg) {
+  switch (tokens) {
+    case Format::fp8_block128: return converted_tokens_launcher<Format::nvfp4, Format::fp8_block128>(cfg);
+    case Format::nvfp4: return converted_tokens_launcher<Format::nvfp4, Format::nvfp4>(cfg);
+    case Format::mxfp4: return converted_tokens_launcher<Format::mxfp4, Format::mxfp4>(cfg);
+    default: return nullptr;
+  }
 }
 
 }  // namespace
@@ -306,24 +316,26 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   const int b_k_bytes = args.k * element_bits(args.b.format) / 8;
   // bf16 x FP4 weights: a stage holds 1, 2 or 4 64-K blocks (kernel_params.h), 32 packed bytes per row each;
   // tokens are loaded in boxes of 32 rows, only as many as a tile has real tokens.
-  // fp8_block128 x nvfp4 on the nvfp4 mainloop's tiles: one e4m3 box per token box and stage.
-  const bool fp8_tokens_rs = host::nvfp4_weights_with_fp8_tokens(args.a.format, args.b.format, cfg.block_m, cfg.block_n);
+  // Converted tokens (fp8_block128, nvfp4, mxfp4) on its tiles: one box of their bytes per token box and stage.
+  const bool converted_tokens_rs =
+      host::fp4_weights_with_converted_tokens(args.a.format, args.b.format, cfg.block_m, cfg.block_n);
   const bool bf16_fp4_weights = kernels::is_bf16_fp4_weights_pair(args.a.format, args.b.format);
-  const bool rs_nvfp4 = bf16_fp4_weights || fp8_tokens_rs;
-  const int rs_subs = kernels::fp4_weights_stage_subs(cfg.block_m, cfg.block_n, fp8_tokens_rs);
-  const int b_box_k = rs_nvfp4 ? 32 * rs_subs : kernels::kBlockK;
-  const int a_box_rows = rs_nvfp4 ? kernels::fp4_weights_token_box_rows(cfg.block_m) : cfg.block_m;
+  const bool rs_fp4_weights = bf16_fp4_weights || converted_tokens_rs;
+  const int rs_subs =
+      kernels::fp4_weights_stage_subs(cfg.block_m, cfg.block_n, converted_tokens_rs ? args.a.format : Format::bf16);
+  const int b_box_k = rs_fp4_weights ? 32 * rs_subs : kernels::kBlockK;
+  const int a_box_rows = rs_fp4_weights ? kernels::fp4_weights_token_box_rows(cfg.block_m) : cfg.block_m;
   // Dequantizing mainloop: 64-K stages, each operand's packed rows (kernels/dequant_bf16_plan.h).
-  const bool dequant_pair = kernels::is_dequant_bf16_pair(args.a.format, args.b.format) && !fp8_tokens_rs;
+  const bool dequant_pair = kernels::is_dequant_bf16_pair(args.a.format, args.b.format) && !converted_tokens_rs;
   const int a_box_k = dequant_pair ? kernels::dequant_stage_row_bytes(args.a.format)
-                      : fp8_tokens_rs ? 64 * rs_subs
+                      : converted_tokens_rs ? rs_subs * kernels::kDequantStageK * element_bits(args.a.format) / 8
                                       : kernels::kBlockK;
   const int64_t a_row = args.a.row_stride != 0 ? args.a.row_stride : a_k_bytes;
   const int64_t a_expert = args.a.expert_stride != 0 ? args.a.expert_stride : a_row * args.max_m;
   const int64_t b_row = args.b.row_stride != 0 ? args.b.row_stride : b_k_bytes;
   const int64_t b_expert = args.b.expert_stride != 0 ? args.b.expert_stride : b_row * args.n;
   // 64-K blocks for the dequantizing and nvfp4 mainloops, 128-byte K blocks of tokens otherwise.
-  const int num_k_blocks = dequant_pair || fp8_tokens_rs ? args.k / kernels::kDequantStageK
+  const int num_k_blocks = dequant_pair || converted_tokens_rs ? args.k / kernels::kDequantStageK
                                                         : (a_k_bytes + kernels::kBlockK - 1) / kernels::kBlockK;
 
   CUtensorMap tmap_a, tmap_b, tmap_sfa;
@@ -362,7 +374,7 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   params.signals = args.signals;
   params.signal_sys_scope = args.scope == SignalScope::sys;
   params.error_flag = args.error_flag;
-  if (dequant_pair) {  // token scales (unused for bf16 and fp8_block128 sides)
+  if (dequant_pair || converted_tokens_rs) {  // one-byte token scales (unused for bf16 and fp8_block128 sides)
     params.a_scales = args.a.scales;
     params.a_scale_cols = a_block > 0 ? args.k / a_block : 0;
   }
@@ -379,7 +391,7 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   if (launch_cfg.cluster > 1 && grid < 2) launch_cfg.cluster = 1;
 
   // One instantiation per (mainloop, compiled tile).
-  const Launcher launcher = fp8_tokens_rs ? nvfp4_weights_fp8_tokens_launcher(cfg)
+  const Launcher launcher = converted_tokens_rs ? converted_tokens_launcher(args.a.format, cfg)
                             : dequant_pair  ? dequant_bf16_launcher(args.a.format, args.b.format, launch_cfg)
                             : fp8           ? fp8_block128_launcher(launch_cfg)
                             : bf16_fp4_weights ? fp4_weights_launcher(args.b.format, cfg)

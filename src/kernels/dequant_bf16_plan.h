@@ -24,7 +24,8 @@ SG_HD constexpr bool is_bf16_fp4_weights_pair(Format a, Format b) {
 }
 
 // (activations, weights) computed by the dequantizing mainloop. bf16 x FP4 weights have their own
-// mainloop (above; fp8_block128 x nvfp4 too, on the tiles of host::nvfp4_weights_with_fp8_tokens),
+// mainloop (above; fp8_block128 x nvfp4, nvfp4 x nvfp4 and mxfp4 x mxfp4 too, on the tiles of
+// host::fp4_weights_with_converted_tokens),
 // and bf16 x bf16 and fp8_block128 x fp8_block128 theirs.
 SG_HD constexpr bool is_dequant_bf16_pair(Format a, Format b) {
   return (a == Format::mxfp8 && b == Format::mxfp8) || (a == Format::mxfp4 && b == Format::mxfp4) ||

@@ -84,27 +84,33 @@ struct SmemPlan {
   SG_HD constexpr int total_bytes() const { return barrier_offset() + 2 * stages * 8 + 8 + kSmemAlignment; }
 };
 
-// bf16 activations x nvfp4 weights (mainloop_fp4_weights.cuh): a stage holds `subs` 64-K blocks
+// bf16 activations x FP4 weights (mainloop_fp4_weights.cuh): a stage holds `subs` 64-K blocks
 // (one 128-byte swizzled token tile each) and the weights' subs * 32 packed bytes per row; no
 // token scales, no dequantized tile; beside the ring, two stages of the weights' block scales
 // (4 bytes per row and 64-K block). Most K per stage such that 3 stages fit in an H100's shared
 // memory (2 if none does): decode streams weights, and big stages mean few barrier round trips.
-// fp8_block128 activations (fp8_tokens): a token row of a stage holds its bf16 tiles (what the MMAs
-// read, subs x 128 bytes) and then the e4m3 bytes TMA loads (subs x 64), which the MMA threads
-// convert; plus the stage's token scales (one float per token and 128-K block), so a stage holds
-// whole 128-K blocks (subs 2 or 4).
+// Activations the MMA threads convert to bf16 first (`tokens`, else bf16): a token row of a stage
+// holds its bf16 tiles (what the MMAs read, subs x 128 bytes) and then the bytes TMA loads, which
+// the MMA threads convert. fp8_block128: subs x 64 e4m3 bytes, plus the stage's token scales (one
+// float per token and 128-K block), so a stage holds whole 128-K blocks (subs 2 or 4). nvfp4 and
+// mxfp4: subs x 32 packed bytes, and their block scales beside the ring (three stages' worth, 4
+// bytes per token row and 64-K block).
+SG_HD constexpr bool converts_tokens(Format tokens) { return tokens != Format::bf16; }
+SG_HD constexpr bool fp4_tokens(Format tokens) { return tokens == Format::nvfp4 || tokens == Format::mxfp4; }
 SG_HD constexpr SmemPlan fp4_weights_smem_plan(int block_m, int block_n, int stages, int subs,
-                                                 bool fp8_tokens = false) {
-  return SmemPlan{block_m, block_n, stages, subs * 32, 0, subs, fp8_tokens ? 4 * (subs / 2) : 0,
-                  fp8_tokens ? subs * 192 : 0, 2 * block_n * subs * 4};
+                                               Format tokens = Format::bf16) {
+  const bool fp8 = tokens == Format::fp8_block128, fp4 = fp4_tokens(tokens);
+  return SmemPlan{block_m, block_n, stages, subs * 32, 0, subs, fp8 ? 4 * (subs / 2) : 0,
+                  fp8 ? subs * 192 : fp4 ? subs * 160 : 0, 2 * block_n * subs * 4 + (fp4 ? 3 * block_m * subs * 4 : 0)};
 }
-SG_HD constexpr int fp4_weights_stage_subs(int block_m, int block_n, bool fp8_tokens = false) {
+SG_HD constexpr int fp4_weights_stage_subs(int block_m, int block_n, Format tokens = Format::bf16) {
   constexpr int kH100SmemPerBlock = 232448;
+  const bool fp8 = tokens == Format::fp8_block128;
   for (int min_stages = 3; min_stages >= 2; --min_stages)
-    for (int subs = 4; subs >= (fp8_tokens ? 2 : 1); subs /= 2)
-      if (fp4_weights_smem_plan(block_m, block_n, min_stages, subs, fp8_tokens).total_bytes() <= kH100SmemPerBlock)
+    for (int subs = 4; subs >= (fp8 ? 2 : 1); subs /= 2)
+      if (fp4_weights_smem_plan(block_m, block_n, min_stages, subs, tokens).total_bytes() <= kH100SmemPerBlock)
         return subs;
-  return fp8_tokens ? 2 : 1;
+  return fp8 ? 2 : 1;
 }
 
 }  // namespace signalgemm::kernels

@@ -15,10 +15,13 @@
 // by the MMA threads (cp.async), one stage ahead.
 // The per-expert global scale of nvfp4 is folded into alpha by the caller.
 //
-// fp8_block128 activations x nvfp4 weights (kFp8Tokens; the decode tiles and 128x128): TMA loads the e4m3
+// fp8_block128 activations x nvfp4 weights (the decode tiles and 128x128): TMA loads the e4m3
 // tokens and their scales; each stage the 256 MMA threads convert the tokens into the bf16 tiles
 // above (exact), and the MMAs of each 128-K block accumulate into a partial that is then promoted
 // with the token scale (acc += partial * sfa), as in the fp8 mainloop.
+// nvfp4 x nvfp4 and mxfp4 x mxfp4 (the same tiles): TMA loads the packed tokens, the MMA threads copy
+// their block scales (cp.async, two stages ahead) and convert element x scale into the bf16 tiles
+// (exact, as the dequantizing mainloop does); the MMAs then run as for bf16 tokens.
 #pragma once
 
 #include <cuda.h>
@@ -40,20 +43,27 @@ namespace signalgemm::kernels {
 // (mma_tile_width).
 SG_HD constexpr int fp4_weights_token_box_rows(int block_m) { return block_m % 32 == 0 ? 32 : 16; }
 
-// kWeights: nvfp4 or mxfp4. kFp8Tokens: fp8_block128 activations (see above; nvfp4 weights only).
-template <int kBlockM_, int kBlockN_, Format kWeights = Format::nvfp4, bool kFp8Tokens = false>
+// kWeights: nvfp4 or mxfp4. kTokenFormat: bf16, or converted by the MMA threads (see above):
+// fp8_block128 or nvfp4 with nvfp4 weights, mxfp4 with mxfp4 weights.
+template <int kBlockM_, int kBlockN_, Format kWeights = Format::nvfp4, Format kTokenFormat = Format::bf16>
 struct Fp4WeightsMainloop {
   static_assert(kWeights == Format::nvfp4 || kWeights == Format::mxfp4, "FP4 weights: nvfp4 or mxfp4");
-  static_assert(!kFp8Tokens || kWeights == Format::nvfp4, "fp8_block128 tokens are paired with nvfp4 weights");
+  static_assert(kTokenFormat == Format::bf16 || kTokenFormat == kWeights ||
+                    (kTokenFormat == Format::fp8_block128 && kWeights == Format::nvfp4),
+                "token formats: bf16, the weights' own, or fp8_block128 with nvfp4");
   static constexpr bool kNvfp4 = kWeights == Format::nvfp4;
+  static constexpr bool kFp8Tokens = kTokenFormat == Format::fp8_block128;  // partials promoted per 128 K
+  static constexpr bool kFp4Tokens = fp4_tokens(kTokenFormat);              // block scales copied by the MMA threads
+  static constexpr bool kConvertTokens = converts_tokens(kTokenFormat);
   // A weight row's scale bytes per 64-K block: 4 e4m3 (one per k16 step) or 2 e8m0 (per 2 steps).
   static constexpr int kScaleBytesPerSub = kNvfp4 ? 4 : 2;
   static constexpr int kBlockM = kBlockM_;
   static constexpr int kBlockN = kBlockN_;
   static constexpr int kAccRegs = kBlockM / 2;
-  static constexpr int kSubs = fp4_weights_stage_subs(kBlockM, kBlockN, kFp8Tokens);  // 64-K blocks per stage
+  static constexpr int kSubs = fp4_weights_stage_subs(kBlockM, kBlockN, kTokenFormat);  // 64-K blocks per stage
   static_assert(!kFp8Tokens || kSubs % 2 == 0, "fp8 tokens: a stage holds whole 128-K blocks");
   static constexpr int kFp8RowBytes = kSubs * 64;                          // e4m3 bytes per token row and stage
+  static constexpr int kPackedTokenRowBytes = kFp4Tokens ? kSubs * 32 : kFp8RowBytes;  // as TMA loads them
   static constexpr int kBf16TileBytes = kSubs * kBlockM * kBlockK;         // the stage's bf16 token tiles
   static constexpr int kWeightRowBytes = kSubs * 32;                        // packed bytes per row and stage
   static constexpr int kSwizzleChunks = kWeightRowBytes / 16;               // TMA swizzle span, 16 B units
@@ -61,7 +71,7 @@ struct Fp4WeightsMainloop {
   static constexpr int kSlices = kWarpgroupRows / 64;
   static_assert(kSlices == 1 || kSlices == 2, "a warpgroup covers 64 or 128 weight rows");
   static constexpr int kTokenBoxRows = fp4_weights_token_box_rows(kBlockM);
-  static constexpr int kTokenBarrier = 3;  // named barrier of the fp8 token conversion (1, 2: epilogue; 5: dequant)
+  static constexpr int kTokenBarrier = 3;  // named barrier of the token conversion (1, 2: epilogue; 5: dequant)
   static_assert(kBlockM % kTokenBoxRows == 0, "token tiles are loaded in whole boxes");
   // An MMA group (one commit) covers kSteps k16 steps of one 64-row slice; its A fragments (4
   // registers per step) are double-buffered. ptxas compiles all of it into 168 registers per thread
@@ -75,7 +85,7 @@ struct Fp4WeightsMainloop {
   static_assert((kSubs * kGroupsPerSub * kSlices) % 2 == 0, "odd number of MMA groups per stage");
 
   SG_HD static SmemPlan plan(int stages) {
-    return fp4_weights_smem_plan(kBlockM, kBlockN, stages, kSubs, kFp8Tokens);
+    return fp4_weights_smem_plan(kBlockM, kBlockN, stages, kSubs, kTokenFormat);
   }
 
   // Token boxes a tile loads per stage: its real rows, and at least the 32 the MMAs read
@@ -84,7 +94,8 @@ struct Fp4WeightsMainloop {
     return max((rows + kTokenBoxRows - 1) / kTokenBoxRows, 32 / kTokenBoxRows);
   }
 
-  // Producer (one thread). The token-scale map is used by fp8 tokens only: bf16 tokens have no scales.
+  // Producer (one thread). The token-scale map is used by fp8 tokens only: bf16 tokens have no
+  // scales, FP4 tokens' are copied by the MMA threads.
   __device__ __forceinline__ static void load_tile(const CUtensorMap* tmap_a, const CUtensorMap* tmap_b,
                                                    const CUtensorMap* tmap_sfa, uint8_t* smem, const SmemPlan& plan,
                                                    uint64_t* full, uint64_t* empty, PipelineState& pipe,
@@ -92,6 +103,21 @@ struct Fp4WeightsMainloop {
     const int token_boxes = loaded_token_boxes(tile.rows);
     const int num_stages = (num_k_blocks + kSubs - 1) / kSubs;
     for (int s = 0; s < num_stages; ++s) {
+      if constexpr (kFp4Tokens) {
+        // One box per token box covers the stage's K (zero-filled past K).
+        const uint32_t tx_bytes = token_boxes * kTokenBoxRows * kPackedTokenRowBytes + kBlockN * kWeightRowBytes;
+        uint64_t* stage_full = arm_stage(full, empty, pipe, tx_bytes);
+        uint8_t* packed_tokens = smem + plan.a_offset(pipe.stage) + kBf16TileBytes;
+        for (int box = 0; box < token_boxes; ++box) {
+          const int32_t a_coords[3] = {s * kPackedTokenRowBytes, tile.m_block * kBlockM + box * kTokenBoxRows,
+                                       tile.expert};
+          tma_load(packed_tokens + box * kTokenBoxRows * kPackedTokenRowBytes, tmap_a, a_coords, stage_full);
+        }
+        const int32_t b_coords[3] = {s * kWeightRowBytes, tile.n_block * kBlockN, tile.expert};
+        tma_load(smem + plan.b_offset(pipe.stage), tmap_b, b_coords, stage_full);
+        pipe.advance();
+        continue;
+      }
       if constexpr (kFp8Tokens) {
         // One box per token box covers the stage's K (zero-filled past K), and the scales of its
         // 128-K blocks (clamped to the last: past K the partials are zero).
@@ -222,6 +248,86 @@ struct Fp4WeightsMainloop {
     ptx::cp_async_commit();
   }
 
+  // FP4 tokens: their block scales, a word per token row and 64-K block as for the weights (the
+  // aligned word holding the block's scales), in a three-slot buffer after the weights' two slots:
+  // stage s in slot s % 3, copied two stages ahead by all MMA threads, so that each copy is waited
+  // for by its thread at the top of the stage before its use and then shown to every thread by
+  // that stage's conversion barrier. Rows past the tile's real ones read its last real row (their
+  // values are never stored).
+  static constexpr int kTokenScaleWords = kBlockM * kSubs;  // per slot
+  __device__ __forceinline__ static uint32_t token_scale_slot(uint32_t scale_buffer, int slot) {
+    return scale_buffer + (2 * kBlockN * kSubs + slot * kTokenScaleWords) * 4;
+  }
+  __device__ __forceinline__ static const uint8_t* token_scale_row(const KernelParams& p, const detail::Tile& tile,
+                                                                   int row) {
+    const int64_t token = int64_t(tile.expert) * p.layout.max_m + tile.m_block * kBlockM + min(row, tile.rows - 1);
+    return static_cast<const uint8_t*>(p.a_scales) + token * p.a_scale_cols;
+  }
+  __device__ __forceinline__ static void copy_token_scales(uint32_t scale_buffer, int stage, const KernelParams& p,
+                                                           const detail::Tile& tile) {
+    const uint32_t slot = token_scale_slot(scale_buffer, stage % 3);
+#pragma unroll
+    for (int j = 0; j < (kTokenScaleWords + kMathThreads - 1) / kMathThreads; ++j) {
+      const int f = threadIdx.x + j * kMathThreads;  // word f: row f / kSubs, 64-K block f % kSubs of the stage
+      const int row = min(f, kTokenScaleWords - 1) / kSubs, block = stage * kSubs + f % kSubs;
+      const uintptr_t first =
+          reinterpret_cast<uintptr_t>(block_scales(token_scale_row(p, tile, row), min(block, p.num_k_blocks - 1)));
+      const uint32_t bytes = block < p.num_k_blocks ? uint32_t(first & 3) + kScaleBytesPerSub : 0u;
+      ptx::cp_async_4_partial_if(slot + f * 4, reinterpret_cast<const void*>(first & ~uintptr_t(3)), bytes,
+                                 kTokenScaleWords % kMathThreads == 0 || f < kTokenScaleWords);
+    }
+  }
+
+  // FP4 tokens: the stage's packed rows (all kBlockM: a fixed count of jobs per thread, no branch
+  // while the previous stage's MMAs are in flight; rows not loaded hold stale bytes, whose values
+  // land in MMA columns that are never stored) into its bf16 tiles, 16 elements (8 bytes, one
+  // scale) per job: element x scale, exact as in the dequantizing mainloop. The packed rows arrive
+  // with the TMA swizzle of their width (as the weights'); the bf16 tiles get the 128-byte swizzle.
+  __device__ __forceinline__ static void convert_fp4_tokens(uint32_t stage_tokens, uint32_t scale_slot,
+                                                            const KernelParams& p, const detail::Tile& tile, int stage) {
+    constexpr int kGroups = kSubs * 4;  // 16-element groups per row and stage
+    constexpr int kJobs = kBlockM * kGroups;
+    const uint32_t packed_rows = stage_tokens + kBf16TileBytes;
+#pragma unroll
+    for (int j = 0; j < (kJobs + kMathThreads - 1) / kMathThreads; ++j) {
+      const int job = threadIdx.x + j * kMathThreads;
+      if (kJobs % kMathThreads != 0 && job >= kJobs) break;
+      const uint32_t row = job / kGroups, g = job % kGroups;
+      const uint32_t logical = row * kPackedTokenRowBytes + g * 8;
+      const uint32_t address = packed_rows + (logical ^ (((logical >> 7) & (kPackedTokenRowBytes / 16 - 1)) << 4));
+      uint32_t codes0, codes1;
+      asm volatile("ld.shared.v2.b32 {%0, %1}, [%2];\n" : "=r"(codes0), "=r"(codes1) : "r"(address) : "memory");
+      const uint32_t word = ptx::ld_shared_u32(scale_slot + (row * kSubs + g / 4) * 4);
+      uint32_t byte;
+      if constexpr (kNvfp4) {
+        byte = g % 4;
+      } else {  // the block's first byte within the word, then one per 32 K
+        const uint32_t row_byte = uint32_t(reinterpret_cast<uintptr_t>(token_scale_row(p, tile, row))) & 3;
+        byte = mx_scale_byte(row_byte, stage * kSubs + g / 4) + (g % 4) / 2;
+      }
+      const uint32_t code = (word >> (8 * byte)) & 0xFF;
+      const uint32_t scale = kNvfp4 ? dequant::e4m3_scale_to_bf16x2(code) : dequant::e8m0_scale_to_bf16x2(code);
+      uint32_t values[8];
+      dequant::e2m1x8_to_bf16x8(codes0, reinterpret_cast<uint32_t(&)[4]>(values[0]));
+      dequant::e2m1x8_to_bf16x8(codes1, reinterpret_cast<uint32_t(&)[4]>(values[4]));
+#pragma unroll
+      for (int i = 0; i < 8; ++i) values[i] = ptx::mul_bf16x2(values[i], scale);  // one rounding, exact
+      // Elements 16g .. 16g + 15: 64-K block g / 4, its 16-byte chunks 2 (g % 4) and 2 (g % 4) + 1.
+      const uint32_t tile_row = stage_tokens + (g / 4) * kBlockM * kBlockK + row * kBlockK;
+      const uint32_t chunk = 2 * (g % 4);
+      asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(tile_row + ((chunk ^ (row % 8)) * 16)),
+                   "r"(values[0]), "r"(values[1]), "r"(values[2]), "r"(values[3])
+                   : "memory");
+      asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(tile_row + (((chunk + 1) ^ (row % 8)) * 16)),
+                   "r"(values[4]), "r"(values[5]), "r"(values[6]), "r"(values[7])
+                   : "memory");
+    }
+    // The wgmmas read the tiles through the async proxy; then every MMA thread's rows are in (and
+    // the token scales waited for at the top of this stage, for the next one).
+    cuda::ptx::fence_proxy_async(cuda::ptx::space_shared);
+    ptx::named_barrier_sync(kTokenBarrier, kMathThreads);
+  }
+
   // fp8 tokens: the stage's e4m3 rows (`rows` of them, all the token boxes loaded) into its bf16
   // tiles, 16 elements per job, by all MMA threads. The e4m3 rows arrive as TMA wrote them (128-byte
   // rows with the 128-byte swizzle: 16-byte chunk ^= row % 8; 256-byte rows unswizzled); the bf16
@@ -283,6 +389,14 @@ struct Fp4WeightsMainloop {
     const int num_stages = (num_k_blocks + kSubs - 1) / kSubs;
     const uint32_t scale_buffer = static_cast<uint32_t>(__cvta_generic_to_shared(smem + plan.scale_buffer_offset()));
     copy_stage_scales(scale_buffer, 0, 0, p, tile, tile_row[0], quad);
+    if constexpr (kFp4Tokens) {
+      // Token scales of stages 0 and 1 (then two ahead, see copy_token_scales), in and shown to all
+      // before stage 0's conversion. The previous tile's conversions ended at their barrier.
+      copy_token_scales(scale_buffer, 0, p, tile);
+      copy_token_scales(scale_buffer, 1, p, tile);
+      ptx::cp_async_wait_all();
+      ptx::named_barrier_sync(kTokenBarrier, kMathThreads);
+    }
 
     // A fragments of one MMA group (kSteps k16 steps x 4 registers), double-buffered: wgmma reads
     // them asynchronously, so a buffer is rewritten only once its group is known complete.
@@ -314,9 +428,14 @@ struct Fp4WeightsMainloop {
       // copies that now overwrite it with the next stage's).
       ptx::cp_async_wait_all();
       __syncwarp();
+      // FP4 tokens: stage s + 2's token scales into the slot that stage s - 1's conversion read
+      // before its barrier (committed with the weights' copies).
+      if constexpr (kFp4Tokens) copy_token_scales(scale_buffer, s + 2, p, tile);
       copy_stage_scales(scale_buffer, (s + 1) % 2, s + 1, p, tile, tile_row[0], quad);
       mbarrier_wait(&full[pipe.stage], pipe.phase);
       if constexpr (kFp8Tokens) convert_tokens(weights_base + plan.a_offset(pipe.stage), loaded_token_rows);
+      if constexpr (kFp4Tokens)
+        convert_fp4_tokens(weights_base + plan.a_offset(pipe.stage), token_scale_slot(scale_buffer, s % 3), p, tile, s);
       const uint32_t stage_weights = weights_base + plan.b_offset(pipe.stage);
       const uint32_t stage_scales = scale_buffer + (s % 2) * kBlockN * kSubs * 4;
       const uint8_t* stage_tokens = smem + plan.a_offset(pipe.stage);

@@ -332,19 +332,23 @@ TEST(Fp4WeightsGemm, BlockScalesAcrossTheExponentRange) {
   }
 }
 
-// FP4 weights on decode (bf16 tokens x nvfp4 or mxfp4, fp8_block128 tokens x nvfp4): the
-// heuristic's tiles of 256 weight rows (32x256, 48x256, 64x256, not overridable), a last stage
-// reaching past K (bf16: 576 = 2 x 256 + 64; fp8_block128, whose stages hold whole 128-K blocks:
-// 640), a partial column block, padded strides, all SMs and a grid of 2 CTAs.
+// FP4 weights on decode (bf16 tokens x nvfp4 or mxfp4; tokens converted in shared memory:
+// fp8_block128 x nvfp4, nvfp4 x nvfp4, mxfp4 x mxfp4): the heuristic's tiles of 256 weight rows
+// (32x256, 48x256, 64x256, not overridable), a last stage reaching past K (576 = 2 x 256 + 64,
+// where mxfp4 rows hold 18 scale bytes; fp8_block128, whose stages hold whole 128-K blocks: 640),
+// a partial column block, padded strides, all SMs and a grid of 2 CTAs.
 TEST(Fp4WeightsGemm, DecodeTilesOf256WeightRows) {
   SG_REQUIRE_HOPPER();
-  const Format pairs[][2] = {
-      {Format::bf16, Format::nvfp4}, {Format::bf16, Format::mxfp4}, {Format::fp8_block128, Format::nvfp4}};
+  const Format pairs[][2] = {{Format::bf16, Format::nvfp4},
+                             {Format::bf16, Format::mxfp4},
+                             {Format::fp8_block128, Format::nvfp4},
+                             {Format::nvfp4, Format::nvfp4},
+                             {Format::mxfp4, Format::mxfp4}};
   for (const auto& [tokens, weights] : pairs) {
     std::mt19937 rng(53);
     Problem p;
-    p.build(/*experts=*/6, /*max_m=*/64, /*n=*/328, /*k=*/tokens == Format::bf16 ? 576 : 640, rng, /*a_pad=*/32,
-            /*b_pad=*/16, 0, tokens, weights);
+    p.build(/*experts=*/6, /*max_m=*/64, /*n=*/328, /*k=*/tokens == Format::fp8_block128 ? 640 : 576, rng,
+            /*a_pad=*/32, /*b_pad=*/16, 0, tokens, weights);
     const auto reference = full_reference(p);
     const std::vector<int32_t> masked_m = {0, 1, 31, 33, 64, 17};
     for (const int expected_m : {16, 32, 40})  // 1.3 x the hint: 21 -> 32 tokens, 42 -> 48, 52 -> 64

@@ -63,7 +63,7 @@ TEST(Config, DequantizingPairings) {
       const TileConfig cfg = choose_tile_config(4096, expected_m, kH100SmemPerBlock, {}, pair[0], pair[1]);
       // fp8_block128 x nvfp4 runs on the FP4-weights mainloop's tiles (Fp4WeightsDecodeTiles,
       // Fp8TokensNvfp4WeightsWideTile).
-      if (nvfp4_weights_with_fp8_tokens(pair[0], pair[1], cfg.block_m, cfg.block_n)) continue;
+      if (fp4_weights_with_converted_tokens(pair[0], pair[1], cfg.block_m, cfg.block_n)) continue;
       EXPECT_EQ(cfg.block_n, 128) << to_string(pair[0]) << " x " << to_string(pair[1]) << " m " << expected_m;
       EXPECT_TRUE(kernels::dequant_bf16_tile_compiled(pair[0], cfg.block_m, cfg.block_n));
       const auto plan = [&](int stages) {
@@ -78,17 +78,20 @@ TEST(Config, DequantizingPairings) {
   EXPECT_EQ(choose_tile_config(4096, 128, kH100SmemPerBlock, {}, Format::fp8_block128, Format::nvfp4).block_m, 128);
 }
 
-// bf16 x nvfp4, bf16 x mxfp4 and fp8_block128 x nvfp4 decode: 256 weight rows per tile, and 48
-// tokens where 1.3x the hint fits them (at least 3 stages beside the block-scale buffer, each
-// stage's tiles 1024-byte aligned; fp8 tokens: whole 128-K blocks per stage, the e4m3 rows after
-// the bf16 tiles also 1024-byte aligned, the token scales 128-byte aligned).
+// FP4 weights at decode (bf16 x nvfp4, bf16 x mxfp4; converted tokens: fp8_block128 x nvfp4,
+// nvfp4 x nvfp4, mxfp4 x mxfp4): 256 weight rows per tile, and 48 tokens where 1.3x the hint fits
+// them (at least 3 stages beside the block-scale buffer, each stage's tiles 1024-byte aligned;
+// converted tokens: their loaded bytes after the bf16 tiles also 1024-byte aligned; fp8 tokens:
+// whole 128-K blocks per stage, the token scales 128-byte aligned).
 TEST(Config, Fp4WeightsDecodeTiles) {
-  const Format pairs[][2] = {
-      {Format::bf16, Format::nvfp4}, {Format::bf16, Format::mxfp4}, {Format::fp8_block128, Format::nvfp4}};
+  const Format pairs[][2] = {{Format::bf16, Format::nvfp4},
+                             {Format::bf16, Format::mxfp4},
+                             {Format::fp8_block128, Format::nvfp4},
+                             {Format::nvfp4, Format::nvfp4},
+                             {Format::mxfp4, Format::mxfp4}};
   for (const auto& [tokens, weights] : pairs) {
-    const bool fp8 = tokens == Format::fp8_block128;
-    EXPECT_EQ(kernels::is_bf16_fp4_weights_pair(tokens, weights), !fp8);
-    EXPECT_FALSE(kernels::is_dequant_bf16_pair(tokens, weights) && !fp8);
+    const bool fp8 = tokens == Format::fp8_block128, converted = tokens != Format::bf16;
+    EXPECT_EQ(kernels::is_bf16_fp4_weights_pair(tokens, weights), !converted);
     const auto pick = [&](int expected_m) {
       return choose_tile_config(4096, expected_m, kH100SmemPerBlock, {}, tokens, weights);
     };
@@ -99,19 +102,18 @@ TEST(Config, Fp4WeightsDecodeTiles) {
       const TileConfig cfg = pick(expected_m);
       EXPECT_EQ(cfg.block_n, 256);
       EXPECT_GE(cfg.stages, 3);
-      EXPECT_EQ(nvfp4_weights_with_fp8_tokens(tokens, weights, cfg.block_m, cfg.block_n), fp8);
-      const int subs = kernels::fp4_weights_stage_subs(cfg.block_m, cfg.block_n, fp8);
+      EXPECT_EQ(fp4_weights_with_converted_tokens(tokens, weights, cfg.block_m, cfg.block_n), converted);
+      const Format plan_tokens = converted ? tokens : Format::bf16;
+      const int subs = kernels::fp4_weights_stage_subs(cfg.block_m, cfg.block_n, plan_tokens);
       if (fp8) EXPECT_EQ(subs % 2, 0);
-      const auto plan = kernels::fp4_weights_smem_plan(cfg.block_m, cfg.block_n, cfg.stages, subs, fp8);
+      const auto plan = kernels::fp4_weights_smem_plan(cfg.block_m, cfg.block_n, cfg.stages, subs, plan_tokens);
       EXPECT_LE(plan.total_bytes(), kH100SmemPerBlock);
       EXPECT_EQ(plan.total_bytes(), smem_bytes(cfg.block_m, cfg.block_n, cfg.stages, tokens, weights));
       for (int s = 0; s < cfg.stages; ++s) {
         EXPECT_EQ(plan.a_offset(s) % 1024, 0);
         EXPECT_EQ(plan.b_offset(s) % 1024, 0);
-        if (fp8) {
-          EXPECT_EQ((plan.a_offset(s) + subs * cfg.block_m * 128) % 1024, 0);
-          EXPECT_EQ(plan.sfa_offset(s) % 128, 0);
-        }
+        if (converted) EXPECT_EQ((plan.a_offset(s) + subs * cfg.block_m * 128) % 1024, 0);
+        if (fp8) EXPECT_EQ(plan.sfa_offset(s) % 128, 0);
       }
     }
   }
@@ -143,11 +145,11 @@ TEST(Config, Fp8TokensNvfp4WeightsWideTile) {
     const TileConfig cfg = choose_tile_config(4096, expected_m, kH100SmemPerBlock, {}, Format::fp8_block128, Format::nvfp4);
     EXPECT_EQ(cfg.block_m, 128);
     EXPECT_EQ(cfg.block_n, 128);
-    EXPECT_TRUE(nvfp4_weights_with_fp8_tokens(Format::fp8_block128, Format::nvfp4, cfg.block_m, cfg.block_n));
-    const int subs = kernels::fp4_weights_stage_subs(128, 128, true);
+    EXPECT_TRUE(fp4_weights_with_converted_tokens(Format::fp8_block128, Format::nvfp4, cfg.block_m, cfg.block_n));
+    const int subs = kernels::fp4_weights_stage_subs(128, 128, Format::fp8_block128);
     EXPECT_EQ(subs % 2, 0);
     EXPECT_GE(cfg.stages, 3);
-    const auto plan = kernels::fp4_weights_smem_plan(128, 128, cfg.stages, subs, true);
+    const auto plan = kernels::fp4_weights_smem_plan(128, 128, cfg.stages, subs, Format::fp8_block128);
     EXPECT_EQ(plan.total_bytes(), smem_bytes(128, 128, cfg.stages, Format::fp8_block128, Format::nvfp4));
     EXPECT_LE(plan.total_bytes(), kH100SmemPerBlock);
     for (int s = 0; s < cfg.stages; ++s) {
@@ -157,7 +159,7 @@ TEST(Config, Fp8TokensNvfp4WeightsWideTile) {
       EXPECT_EQ(plan.sfa_offset(s) % 128, 0);
     }
   }
-  EXPECT_FALSE(nvfp4_weights_with_fp8_tokens(Format::fp8_block128, Format::nvfp4, 64, 128));  // dequantizing
+  EXPECT_FALSE(fp4_weights_with_converted_tokens(Format::fp8_block128, Format::nvfp4, 64, 128));  // dequantizing
 }
 
 TEST(Config, OverrideIsKept) {
