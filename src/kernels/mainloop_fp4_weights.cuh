@@ -276,6 +276,7 @@ struct Fp4WeightsMainloop {
       ptx::cp_async_4_partial_if(slot + f * 4, reinterpret_cast<const void*>(first & ~uintptr_t(3)), bytes,
                                  kTokenScaleWords % kMathThreads == 0 || f < kTokenScaleWords);
     }
+    ptx::cp_async_commit();  // cp.async.wait_group waits for committed groups only
   }
 
   // FP4 tokens: the stage's packed rows (all kBlockM: a fixed count of jobs per thread, no branch
@@ -429,7 +430,7 @@ struct Fp4WeightsMainloop {
       ptx::cp_async_wait_all();
       __syncwarp();
       // FP4 tokens: stage s + 2's token scales into the slot that stage s - 1's conversion read
-      // before its barrier (committed with the weights' copies).
+      // before its barrier.
       if constexpr (kFp4Tokens) copy_token_scales(scale_buffer, s + 2, p, tile);
       copy_stage_scales(scale_buffer, (s + 1) % 2, s + 1, p, tile, tile_row[0], quad);
       mbarrier_wait(&full[pipe.stage], pipe.phase);

@@ -74,7 +74,10 @@ TEST(Config, DequantizingPairings) {
       if (cfg.stages < kMaxStages) EXPECT_GT(plan(cfg.stages + 1), kH100SmemPerBlock);
     }
   }
-  EXPECT_EQ(choose_tile_config(4096, 128, kH100SmemPerBlock, {}, Format::mxfp4, Format::mxfp4).block_m, 192);
+  EXPECT_EQ(choose_tile_config(4096, 128, kH100SmemPerBlock, {}, Format::mxfp8, Format::mxfp8).block_m, 192);
+  // The FP4 pairs run 128x128 on the FP4-weights mainloop instead of 192x128.
+  EXPECT_EQ(choose_tile_config(4096, 128, kH100SmemPerBlock, {}, Format::mxfp4, Format::mxfp4).block_m, 128);
+  EXPECT_EQ(choose_tile_config(4096, 128, kH100SmemPerBlock, {}, Format::nvfp4, Format::nvfp4).block_m, 128);
   EXPECT_EQ(choose_tile_config(4096, 128, kH100SmemPerBlock, {}, Format::fp8_block128, Format::nvfp4).block_m, 128);
 }
 
