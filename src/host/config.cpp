@@ -28,19 +28,22 @@ bool is_cluster_tile(int block_m, int block_n) {
 bool fp4_weights_with_converted_tokens(Format a_format, Format b_format, int block_m, int block_n) {
   const bool pair = (a_format == Format::fp8_block128 && b_format == Format::nvfp4) ||
                     (a_format == Format::nvfp4 && b_format == Format::nvfp4) ||
-                    (a_format == Format::mxfp4 && b_format == Format::mxfp4);
+                    (a_format == Format::mxfp4 && b_format == Format::mxfp4) ||
+                    (a_format == Format::mxfp8 && b_format == Format::mxfp8);
   return pair && ((block_m <= 64 && block_n == 256) || (block_m == 128 && block_n == 128));
 }
 
 int smem_bytes(int block_m, int block_n, int stages, Format a_format, Format b_format) {
   // bf16 x FP4 weight stages hold up to 256 K (kernel_params.h); the other mainloops 128 bytes of K.
   if (kernels::is_bf16_fp4_weights_pair(a_format, b_format))
-    return kernels::fp4_weights_smem_plan(block_m, block_n, stages,
-                                            kernels::fp4_weights_stage_subs(block_m, block_n))
+    return kernels::fp4_weights_smem_plan(
+               block_m, block_n, stages, kernels::fp4_weights_stage_subs(block_m, block_n, Format::bf16, b_format),
+               Format::bf16, b_format)
         .total_bytes();
   if (fp4_weights_with_converted_tokens(a_format, b_format, block_m, block_n))
     return kernels::fp4_weights_smem_plan(block_m, block_n, stages,
-                                          kernels::fp4_weights_stage_subs(block_m, block_n, a_format), a_format)
+                                          kernels::fp4_weights_stage_subs(block_m, block_n, a_format, b_format),
+                                          a_format, b_format)
         .total_bytes();
   // Dequantizing mainloop: 64-K packed stages plus two bf16 tiles per dequantized operand.
   if (kernels::is_dequant_bf16_pair(a_format, b_format))

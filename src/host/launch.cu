@@ -236,7 +236,6 @@ Launcher dequant_bf16_launcher(Format a, Format b, const TileConfig& cfg) {
   if (a == Format::mxfp8 && b == Format::mxfp8) return launcher_for_tile<kernels::Mxfp8Mxfp8Mainloop>(cfg);
   if (a == Format::mxfp4 && b == Format::mxfp4) return launcher_for_tile<kernels::Mxfp4Mxfp4Mainloop>(cfg);
   if (a == Format::nvfp4 && b == Format::nvfp4) return launcher_for_tile<kernels::Nvfp4Nvfp4Mainloop>(cfg);
-  if (a == Format::bf16 && b == Format::mxfp8) return launcher_for_tile<kernels::Bf16Mxfp8Mainloop>(cfg);
   if (a == Format::fp8_block128 && b == Format::nvfp4) {
     if (cfg.block_m == 32) return &launch_kernel<kernels::Fp8Nvfp4Mainloop<32, 128>>;
     if (cfg.block_m == 64) return &launch_kernel<kernels::Fp8Nvfp4Mainloop<64, 128>>;
@@ -255,8 +254,9 @@ Launcher fp4_weights_launcher(const TileConfig& cfg) {
   return launcher_for_tile<Mainloop>(cfg);
 }
 Launcher fp4_weights_launcher(Format weights, const TileConfig& cfg) {
-  return weights == Format::nvfp4 ? fp4_weights_launcher<kernels::Bf16Nvfp4Mainloop>(cfg)
-                                  : fp4_weights_launcher<kernels::Bf16Mxfp4Mainloop>(cfg);
+  return weights == Format::nvfp4   ? fp4_weights_launcher<kernels::Bf16Nvfp4Mainloop>(cfg)
+         : weights == Format::mxfp4 ? fp4_weights_launcher<kernels::Bf16Mxfp4Mainloop>(cfg)
+                                    : fp4_weights_launcher<kernels::Bf16Mxfp8Mainloop>(cfg);
 }
 
 // Converted tokens on the tiles of host::fp4_weights_with_converted_tokens.
@@ -274,6 +274,7 @@ Launcher converted_tokens_launcher(Format tokens, const TileConfig& cfg) {
     case Format::fp8_block128: return converted_tokens_launcher<Format::nvfp4, Format::fp8_block128>(cfg);
     case Format::nvfp4: return converted_tokens_launcher<Format::nvfp4, Format::nvfp4>(cfg);
     case Format::mxfp4: return converted_tokens_launcher<Format::mxfp4, Format::mxfp4>(cfg);
+    case Format::mxfp8: return converted_tokens_launcher<Format::mxfp8, Format::mxfp8>(cfg);
     default: return nullptr;
   }
 }
@@ -321,9 +322,9 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
       host::fp4_weights_with_converted_tokens(args.a.format, args.b.format, cfg.block_m, cfg.block_n);
   const bool bf16_fp4_weights = kernels::is_bf16_fp4_weights_pair(args.a.format, args.b.format);
   const bool rs_fp4_weights = bf16_fp4_weights || converted_tokens_rs;
-  const int rs_subs =
-      kernels::fp4_weights_stage_subs(cfg.block_m, cfg.block_n, converted_tokens_rs ? args.a.format : Format::bf16);
-  const int b_box_k = rs_fp4_weights ? 32 * rs_subs : kernels::kBlockK;
+  const int rs_subs = kernels::fp4_weights_stage_subs(
+      cfg.block_m, cfg.block_n, converted_tokens_rs ? args.a.format : Format::bf16, args.b.format);
+  const int b_box_k = rs_fp4_weights ? kernels::bytes_per_64k(args.b.format) * rs_subs : kernels::kBlockK;
   const int a_box_rows = rs_fp4_weights ? kernels::fp4_weights_token_box_rows(cfg.block_m) : cfg.block_m;
   // Dequantizing mainloop: 64-K stages, each operand's packed rows (kernels/dequant_bf16_plan.h).
   const bool dequant_pair = kernels::is_dequant_bf16_pair(args.a.format, args.b.format) && !converted_tokens_rs;

@@ -20,7 +20,7 @@ SG_HD constexpr bool dequantized_in_smem(Format f) { return f != Format::bf16; }
 
 // bf16 activations x FP4 weights: the register-operand mainloop (mainloop_fp4_weights.cuh).
 SG_HD constexpr bool is_bf16_fp4_weights_pair(Format a, Format b) {
-  return a == Format::bf16 && (b == Format::nvfp4 || b == Format::mxfp4);
+  return a == Format::bf16 && (b == Format::nvfp4 || b == Format::mxfp4 || b == Format::mxfp8);
 }
 
 // (activations, weights) computed by the dequantizing mainloop. bf16 x FP4 weights have their own
@@ -29,8 +29,7 @@ SG_HD constexpr bool is_bf16_fp4_weights_pair(Format a, Format b) {
 // and bf16 x bf16 and fp8_block128 x fp8_block128 theirs.
 SG_HD constexpr bool is_dequant_bf16_pair(Format a, Format b) {
   return (a == Format::mxfp8 && b == Format::mxfp8) || (a == Format::mxfp4 && b == Format::mxfp4) ||
-         (a == Format::nvfp4 && b == Format::nvfp4) || (a == Format::bf16 && b == Format::mxfp8) ||
-         (a == Format::fp8_block128 && b == Format::nvfp4);
+         (a == Format::nvfp4 && b == Format::nvfp4) || (a == Format::fp8_block128 && b == Format::nvfp4);
 }
 
 // fp8_block128 activations keep a second fp32 accumulator per 128-K block (their scale is applied

@@ -95,22 +95,39 @@ struct SmemPlan {
 // float per token and 128-K block), so a stage holds whole 128-K blocks (subs 2 or 4). nvfp4 and
 // mxfp4: subs x 32 packed bytes, and their block scales beside the ring (three stages' worth, 4
 // bytes per token row and 64-K block).
+// mxfp8 weights (and tokens) take 64 bytes per row and 64-K block instead of 32, so their stages
+// hold at most 128 K (a TMA box row with the 128-byte swizzle is at most 128 bytes).
 SG_HD constexpr bool converts_tokens(Format tokens) { return tokens != Format::bf16; }
-SG_HD constexpr bool fp4_tokens(Format tokens) { return tokens == Format::nvfp4 || tokens == Format::mxfp4; }
-SG_HD constexpr SmemPlan fp4_weights_smem_plan(int block_m, int block_n, int stages, int subs,
-                                               Format tokens = Format::bf16) {
-  const bool fp8 = tokens == Format::fp8_block128, fp4 = fp4_tokens(tokens);
-  return SmemPlan{block_m, block_n, stages, subs * 32, 0, subs, fp8 ? 4 * (subs / 2) : 0,
-                  fp8 ? subs * 192 : fp4 ? subs * 160 : 0, 2 * block_n * subs * 4 + (fp4 ? 3 * block_m * subs * 4 : 0)};
+SG_HD constexpr bool byte_scaled_tokens(Format tokens) {
+  return tokens == Format::nvfp4 || tokens == Format::mxfp4 || tokens == Format::mxfp8;
 }
-SG_HD constexpr int fp4_weights_stage_subs(int block_m, int block_n, Format tokens = Format::bf16) {
+SG_HD constexpr int bytes_per_64k(Format f) { return f == Format::nvfp4 || f == Format::mxfp4 ? 32 : 64; }
+SG_HD constexpr SmemPlan fp4_weights_smem_plan(int block_m, int block_n, int stages, int subs,
+                                               Format tokens = Format::bf16, Format weights = Format::nvfp4) {
+  const bool fp8 = tokens == Format::fp8_block128, scaled = byte_scaled_tokens(tokens);
+  return SmemPlan{block_m,
+                  block_n,
+                  stages,
+                  subs * bytes_per_64k(weights),
+                  0,
+                  subs,
+                  fp8 ? 4 * (subs / 2) : 0,
+                  fp8 || scaled ? subs * (128 + bytes_per_64k(tokens)) : 0,
+                  2 * block_n * subs * 4 + (scaled ? 3 * block_m * subs * 4 : 0)};
+}
+SG_HD constexpr int fp4_weights_stage_subs(int block_m, int block_n, Format tokens = Format::bf16,
+                                           Format weights = Format::nvfp4) {
   constexpr int kH100SmemPerBlock = 232448;
   const bool fp8 = tokens == Format::fp8_block128;
+  const bool wide_rows = bytes_per_64k(weights) == 64 || (byte_scaled_tokens(tokens) && bytes_per_64k(tokens) == 64);
+  // fp8 tokens: whole 128-K blocks per stage; 64-byte rows: 128 K as well (a 64-K stage would leave
+  // the 128-weight-row tiles an odd number of MMA groups and scale words per quad).
+  const int most = wide_rows ? 2 : 4, least = fp8 || wide_rows ? 2 : 1;
   for (int min_stages = 3; min_stages >= 2; --min_stages)
-    for (int subs = 4; subs >= (fp8 ? 2 : 1); subs /= 2)
-      if (fp4_weights_smem_plan(block_m, block_n, min_stages, subs, tokens).total_bytes() <= kH100SmemPerBlock)
+    for (int subs = most; subs >= least; subs /= 2)
+      if (fp4_weights_smem_plan(block_m, block_n, min_stages, subs, tokens, weights).total_bytes() <= kH100SmemPerBlock)
         return subs;
-  return fp8 ? 2 : 1;
+  return least;
 }
 
 }  // namespace signalgemm::kernels

@@ -1,6 +1,5 @@
 // Mainloop for block-scaled operands that Hopper's tensor cores cannot take directly: mxfp8,
-// mxfp4 and nvfp4 on either side, bf16 activations with mxfp8 weights, fp8_block128 activations with
-// nvfp4 weights (the pairings of dequant_bf16_plan.h). Every operand that is not bf16 is
+// mxfp4 and nvfp4 on both sides, fp8_block128 activations with nvfp4 weights (the pairings of dequant_bf16_plan.h). Every operand that is not bf16 is
 // dequantized in shared memory, element x block scale, into a bf16 tile laid out as the bf16
 // wgmma reads it (128-byte rows, 128-byte swizzle); the tensor cores then run bf16 MMAs with fp32
 // accumulators. The dequantized values are exact (dequant_formats.cuh), so the result is the
@@ -348,8 +347,6 @@ template <int M, int N>
 using Mxfp4Mxfp4Mainloop = DequantBf16Mainloop<Format::mxfp4, Format::mxfp4, M, N>;
 template <int M, int N>
 using Nvfp4Nvfp4Mainloop = DequantBf16Mainloop<Format::nvfp4, Format::nvfp4, M, N>;
-template <int M, int N>
-using Bf16Mxfp8Mainloop = DequantBf16Mainloop<Format::bf16, Format::mxfp8, M, N>;
 template <int M, int N>
 using Fp8Nvfp4Mainloop = DequantBf16Mainloop<Format::fp8_block128, Format::nvfp4, M, N>;
 

@@ -47,25 +47,27 @@ SG_HD constexpr int fp4_weights_token_box_rows(int block_m) { return block_m % 3
 // fp8_block128 or nvfp4 with nvfp4 weights, mxfp4 with mxfp4 weights.
 template <int kBlockM_, int kBlockN_, Format kWeights = Format::nvfp4, Format kTokenFormat = Format::bf16>
 struct Fp4WeightsMainloop {
-  static_assert(kWeights == Format::nvfp4 || kWeights == Format::mxfp4, "FP4 weights: nvfp4 or mxfp4");
+  static_assert(kWeights == Format::nvfp4 || kWeights == Format::mxfp4 || kWeights == Format::mxfp8,
+                "weights: nvfp4, mxfp4 or mxfp8");
   static_assert(kTokenFormat == Format::bf16 || kTokenFormat == kWeights ||
                     (kTokenFormat == Format::fp8_block128 && kWeights == Format::nvfp4),
                 "token formats: bf16, the weights' own, or fp8_block128 with nvfp4");
   static constexpr bool kNvfp4 = kWeights == Format::nvfp4;
   static constexpr bool kFp8Tokens = kTokenFormat == Format::fp8_block128;  // partials promoted per 128 K
-  static constexpr bool kFp4Tokens = fp4_tokens(kTokenFormat);              // block scales copied by the MMA threads
+  static constexpr bool kScaledTokens = byte_scaled_tokens(kTokenFormat);  // block scales copied by the MMA threads
+  static constexpr bool kFp8Weights = kWeights == Format::mxfp8;            // one e4m3 byte per element
   static constexpr bool kConvertTokens = converts_tokens(kTokenFormat);
   // A weight row's scale bytes per 64-K block: 4 e4m3 (one per k16 step) or 2 e8m0 (per 2 steps).
   static constexpr int kScaleBytesPerSub = kNvfp4 ? 4 : 2;
   static constexpr int kBlockM = kBlockM_;
   static constexpr int kBlockN = kBlockN_;
   static constexpr int kAccRegs = kBlockM / 2;
-  static constexpr int kSubs = fp4_weights_stage_subs(kBlockM, kBlockN, kTokenFormat);  // 64-K blocks per stage
+  static constexpr int kSubs = fp4_weights_stage_subs(kBlockM, kBlockN, kTokenFormat, kWeights);  // 64-K blocks per stage
   static_assert(!kFp8Tokens || kSubs % 2 == 0, "fp8 tokens: a stage holds whole 128-K blocks");
   static constexpr int kFp8RowBytes = kSubs * 64;                          // e4m3 bytes per token row and stage
-  static constexpr int kPackedTokenRowBytes = kFp4Tokens ? kSubs * 32 : kFp8RowBytes;  // as TMA loads them
+  static constexpr int kPackedTokenRowBytes = kSubs * bytes_per_64k(kTokenFormat);  // converted tokens, as TMA loads them
   static constexpr int kBf16TileBytes = kSubs * kBlockM * kBlockK;         // the stage's bf16 token tiles
-  static constexpr int kWeightRowBytes = kSubs * 32;                        // packed bytes per row and stage
+  static constexpr int kWeightRowBytes = kSubs * bytes_per_64k(kWeights);   // packed bytes per row and stage
   static constexpr int kSwizzleChunks = kWeightRowBytes / 16;               // TMA swizzle span, 16 B units
   static constexpr int kWarpgroupRows = kBlockN / kMathWarpgroups;
   static constexpr int kSlices = kWarpgroupRows / 64;
@@ -85,7 +87,7 @@ struct Fp4WeightsMainloop {
   static_assert((kSubs * kGroupsPerSub * kSlices) % 2 == 0, "odd number of MMA groups per stage");
 
   SG_HD static SmemPlan plan(int stages) {
-    return fp4_weights_smem_plan(kBlockM, kBlockN, stages, kSubs, kTokenFormat);
+    return fp4_weights_smem_plan(kBlockM, kBlockN, stages, kSubs, kTokenFormat, kWeights);
   }
 
   // Token boxes a tile loads per stage: its real rows, and at least the 32 the MMAs read
@@ -103,7 +105,7 @@ struct Fp4WeightsMainloop {
     const int token_boxes = loaded_token_boxes(tile.rows);
     const int num_stages = (num_k_blocks + kSubs - 1) / kSubs;
     for (int s = 0; s < num_stages; ++s) {
-      if constexpr (kFp4Tokens) {
+      if constexpr (kScaledTokens) {
         // One box per token box covers the stage's K (zero-filled past K).
         const uint32_t tx_bytes = token_boxes * kTokenBoxRows * kPackedTokenRowBytes + kBlockN * kWeightRowBytes;
         uint64_t* stage_full = arm_stage(full, empty, pipe, tx_bytes);
@@ -294,10 +296,24 @@ struct Fp4WeightsMainloop {
       const int job = threadIdx.x + j * kMathThreads;
       if (kJobs % kMathThreads != 0 && job >= kJobs) break;
       const uint32_t row = job / kGroups, g = job % kGroups;
-      const uint32_t logical = row * kPackedTokenRowBytes + g * 8;
+      constexpr int kGroupBytes = bytes_per_64k(kTokenFormat) / 4;  // 8 (FP4) or 16 (e4m3)
+      const uint32_t logical = row * kPackedTokenRowBytes + g * kGroupBytes;
       const uint32_t address = packed_rows + (logical ^ (((logical >> 7) & (kPackedTokenRowBytes / 16 - 1)) << 4));
-      uint32_t codes0, codes1;
-      asm volatile("ld.shared.v2.b32 {%0, %1}, [%2];\n" : "=r"(codes0), "=r"(codes1) : "r"(address) : "memory");
+      uint32_t values[8];
+      if constexpr (kGroupBytes == 16) {
+        uint32_t codes[4];
+        asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(codes[0]), "=r"(codes[1]), "=r"(codes[2]), "=r"(codes[3])
+                     : "r"(address)
+                     : "memory");
+#pragma unroll
+        for (int w = 0; w < 4; ++w) dequant::e4m3x4_to_bf16x4(codes[w], values[2 * w], values[2 * w + 1]);
+      } else {
+        uint32_t codes0, codes1;
+        asm volatile("ld.shared.v2.b32 {%0, %1}, [%2];\n" : "=r"(codes0), "=r"(codes1) : "r"(address) : "memory");
+        dequant::e2m1x8_to_bf16x8(codes0, reinterpret_cast<uint32_t(&)[4]>(values[0]));
+        dequant::e2m1x8_to_bf16x8(codes1, reinterpret_cast<uint32_t(&)[4]>(values[4]));
+      }
       const uint32_t word = ptx::ld_shared_u32(scale_slot + (row * kSubs + g / 4) * 4);
       uint32_t byte;
       if constexpr (kNvfp4) {
@@ -308,9 +324,6 @@ struct Fp4WeightsMainloop {
       }
       const uint32_t code = (word >> (8 * byte)) & 0xFF;
       const uint32_t scale = kNvfp4 ? dequant::e4m3_scale_to_bf16x2(code) : dequant::e8m0_scale_to_bf16x2(code);
-      uint32_t values[8];
-      dequant::e2m1x8_to_bf16x8(codes0, reinterpret_cast<uint32_t(&)[4]>(values[0]));
-      dequant::e2m1x8_to_bf16x8(codes1, reinterpret_cast<uint32_t(&)[4]>(values[4]));
 #pragma unroll
       for (int i = 0; i < 8; ++i) values[i] = ptx::mul_bf16x2(values[i], scale);  // one rounding, exact
       // Elements 16g .. 16g + 15: 64-K block g / 4, its 16-byte chunks 2 (g % 4) and 2 (g % 4) + 1.
@@ -390,7 +403,7 @@ struct Fp4WeightsMainloop {
     const int num_stages = (num_k_blocks + kSubs - 1) / kSubs;
     const uint32_t scale_buffer = static_cast<uint32_t>(__cvta_generic_to_shared(smem + plan.scale_buffer_offset()));
     copy_stage_scales(scale_buffer, 0, 0, p, tile, tile_row[0], quad);
-    if constexpr (kFp4Tokens) {
+    if constexpr (kScaledTokens) {
       // Token scales of stages 0 and 1 (then two ahead, see copy_token_scales), in and shown to all
       // before stage 0's conversion. The previous tile's conversions ended at their barrier.
       copy_token_scales(scale_buffer, 0, p, tile);
@@ -431,11 +444,11 @@ struct Fp4WeightsMainloop {
       __syncwarp();
       // FP4 tokens: stage s + 2's token scales into the slot that stage s - 1's conversion read
       // before its barrier.
-      if constexpr (kFp4Tokens) copy_token_scales(scale_buffer, s + 2, p, tile);
+      if constexpr (kScaledTokens) copy_token_scales(scale_buffer, s + 2, p, tile);
       copy_stage_scales(scale_buffer, (s + 1) % 2, s + 1, p, tile, tile_row[0], quad);
       mbarrier_wait(&full[pipe.stage], pipe.phase);
       if constexpr (kFp8Tokens) convert_tokens(weights_base + plan.a_offset(pipe.stage), loaded_token_rows);
-      if constexpr (kFp4Tokens)
+      if constexpr (kScaledTokens)
         convert_fp4_tokens(weights_base + plan.a_offset(pipe.stage), token_scale_slot(scale_buffer, s % 3), p, tile, s);
       const uint32_t stage_weights = weights_base + plan.b_offset(pipe.stage);
       const uint32_t stage_scales = scale_buffer + (s % 2) * kBlockN * kSubs * 4;
@@ -538,6 +551,10 @@ struct Fp4WeightsMainloop {
                                                           int tile_row, int lane, int u, int first_step,
                                                           uint32_t quad_scales) {
     const uint32_t quad = lane % 4;
+    if constexpr (kFp8Weights) {
+      dequantize_e4m3_steps(a, stage_weights, tile_row, lane, u, first_step, quad_scales);
+      return;
+    }
     uint32_t words[2][2 * kSteps];  // [row r, row r + 8][8 bytes per k16 step]
 #pragma unroll
     for (int h = 0; h < 2; ++h)
@@ -579,11 +596,46 @@ struct Fp4WeightsMainloop {
       a[k][3] = fp4::mul_bf16x2_by_high(values[3], scale_pair);
     }
   }
+
+  // mxfp8 weights: the same fragments from e4m3 bytes, 16 per row and k16 step (one 16-byte load
+  // per row and step): columns 2*quad + {0, 1} are bytes 2*quad, 2*quad + 1 of the step's first 8,
+  // columns + 8 the same bytes of its last 8. Each pair becomes its exact value (e4m3 x 2^-120 by
+  // bit moves, then x 2^120) and is multiplied by its e8m0 scale, rounded once: the dequantizing
+  // mainloop's arithmetic (dequant_formats.cuh).
+  __device__ __forceinline__ static void dequantize_e4m3_steps(uint32_t (&a)[kSteps][4], uint32_t stage_weights,
+                                                               int tile_row, int lane, int u, int first_step,
+                                                               uint32_t quad_scales) {
+    const uint32_t quad = lane % 4;
+    // Bytes 2*quad and 2*quad + 1 of an 8-byte pair of words into bytes 0 and 2 (1, 3: don't care).
+    const uint32_t pick = (2 * quad) | ((2 * quad + 1) << 8);
+#pragma unroll
+    for (int k = 0; k < kSteps; ++k) {
+      uint32_t words[2][4];  // [row r, row r + 8][the step's 16 bytes]
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const uint32_t logical = (tile_row + 8 * h) * kWeightRowBytes + u * 64 + (first_step + k) * 16;
+        const uint32_t address = stage_weights + (logical ^ (((logical >> 7) & (kSwizzleChunks - 1)) << 4));
+        asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(words[h][0]), "=r"(words[h][1]), "=r"(words[h][2]), "=r"(words[h][3])
+                     : "r"(address));
+      }
+      const uint32_t scale_pair = __shfl_sync(0xFFFFFFFFu, quad_scales, (lane & ~3) | (first_step + k));  // [r, r+8]
+      // Register order: a0 (r, low columns), a1 (r + 8, low), a2 (r, high), a3 (r + 8, high).
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const uint32_t pair = fp4::prmt(words[i % 2][2 * (i / 2)], words[i % 2][2 * (i / 2) + 1], pick);
+        const uint32_t value = ptx::mul_bf16x2(dequant::e4m3x2_times_2m120(pair), dequant::kBf16x2TwoP120);
+        a[k][i] = i % 2 == 0 ? fp4::mul_bf16x2_by_low(value, scale_pair) : fp4::mul_bf16x2_by_high(value, scale_pair);
+      }
+    }
+  }
 };
 
 template <int M, int N>
 using Bf16Nvfp4Mainloop = Fp4WeightsMainloop<M, N, Format::nvfp4>;
 template <int M, int N>
 using Bf16Mxfp4Mainloop = Fp4WeightsMainloop<M, N, Format::mxfp4>;
+template <int M, int N>
+using Bf16Mxfp8Mainloop = Fp4WeightsMainloop<M, N, Format::mxfp8>;
 
 }  // namespace signalgemm::kernels

@@ -290,12 +290,12 @@ TEST(Bf16Gemm, EveryTileConfigAndEdgeMaskedM) {
   expect_every_tile_correct(p, {0, 1, 65, 128, 130}, SignalGranularity::per_expert);
 }
 
-// bf16 activations x FP4 weights (nvfp4, mxfp4): dequantized into the MMAs' registers, exact,
-// every tile; padded strides. k = 576: mxfp4 rows hold 18 scale bytes, so every other row's
-// scales start in the middle of a 32-bit word.
+// bf16 activations x nvfp4, mxfp4 or mxfp8 weights: dequantized into the MMAs' registers, exact,
+// every tile; padded strides. k = 576: MX rows hold 18 scale bytes, so every other row's scales
+// start in the middle of a 32-bit word, and the last stage reaches past K.
 TEST(Fp4WeightsGemm, EveryTileConfigAndEdgeMaskedM) {
   SG_REQUIRE_HOPPER();
-  for (const Format weights : {Format::nvfp4, Format::mxfp4}) {
+  for (const Format weights : {Format::nvfp4, Format::mxfp4, Format::mxfp8}) {
     SCOPED_TRACE(to_string(weights));
     std::mt19937 rng(47);
     Problem p;
@@ -332,18 +332,17 @@ TEST(Fp4WeightsGemm, BlockScalesAcrossTheExponentRange) {
   }
 }
 
-// FP4 weights on decode (bf16 tokens x nvfp4 or mxfp4; tokens converted in shared memory:
-// fp8_block128 x nvfp4, nvfp4 x nvfp4, mxfp4 x mxfp4): the heuristic's tiles of 256 weight rows
+// Weights dequantized in registers on decode (bf16 tokens x nvfp4, mxfp4 or mxfp8; tokens converted
+// in shared memory: fp8_block128 x nvfp4, nvfp4 x nvfp4, mxfp4 x mxfp4, mxfp8 x mxfp8): the heuristic's tiles of 256 weight rows
 // (32x256, 48x256, 64x256, not overridable), a last stage reaching past K (576 = 2 x 256 + 64,
 // where mxfp4 rows hold 18 scale bytes; fp8_block128, whose stages hold whole 128-K blocks: 640),
 // a partial column block, padded strides, all SMs and a grid of 2 CTAs.
 TEST(Fp4WeightsGemm, DecodeTilesOf256WeightRows) {
   SG_REQUIRE_HOPPER();
-  const Format pairs[][2] = {{Format::bf16, Format::nvfp4},
-                             {Format::bf16, Format::mxfp4},
-                             {Format::fp8_block128, Format::nvfp4},
-                             {Format::nvfp4, Format::nvfp4},
-                             {Format::mxfp4, Format::mxfp4}};
+  const Format pairs[][2] = {{Format::bf16, Format::nvfp4},  {Format::bf16, Format::mxfp4},
+                             {Format::bf16, Format::mxfp8},  {Format::fp8_block128, Format::nvfp4},
+                             {Format::nvfp4, Format::nvfp4}, {Format::mxfp4, Format::mxfp4},
+                             {Format::mxfp8, Format::mxfp8}};
   for (const auto& [tokens, weights] : pairs) {
     std::mt19937 rng(53);
     Problem p;

@@ -55,7 +55,6 @@ TEST(Config, DequantizingPairings) {
   const Format pairs[][2] = {{Format::mxfp8, Format::mxfp8},
                              {Format::mxfp4, Format::mxfp4},
                              {Format::nvfp4, Format::nvfp4},
-                             {Format::bf16, Format::mxfp8},
                              {Format::fp8_block128, Format::nvfp4}};
   for (const auto& pair : pairs) {
     EXPECT_TRUE(kernels::is_dequant_bf16_pair(pair[0], pair[1]));
@@ -74,26 +73,27 @@ TEST(Config, DequantizingPairings) {
       if (cfg.stages < kMaxStages) EXPECT_GT(plan(cfg.stages + 1), kH100SmemPerBlock);
     }
   }
-  EXPECT_EQ(choose_tile_config(4096, 128, kH100SmemPerBlock, {}, Format::mxfp8, Format::mxfp8).block_m, 192);
-  // The FP4 pairs run 128x128 on the FP4-weights mainloop instead of 192x128.
-  EXPECT_EQ(choose_tile_config(4096, 128, kH100SmemPerBlock, {}, Format::mxfp4, Format::mxfp4).block_m, 128);
-  EXPECT_EQ(choose_tile_config(4096, 128, kH100SmemPerBlock, {}, Format::nvfp4, Format::nvfp4).block_m, 128);
+  // These pairs run 128x128 on the FP4-weights mainloop (converted tokens) instead of 192x128.
+  for (const Format f : {Format::mxfp8, Format::mxfp4, Format::nvfp4})
+    EXPECT_EQ(choose_tile_config(4096, 128, kH100SmemPerBlock, {}, f, f).block_m, 128) << to_string(f);
+  EXPECT_EQ(choose_tile_config(4096, 128, kH100SmemPerBlock, TileConfig{192, 0, 0}, Format::mxfp8, Format::mxfp8).block_m,
+            192);  // given: kept (the dequantizing mainloop)
   EXPECT_EQ(choose_tile_config(4096, 128, kH100SmemPerBlock, {}, Format::fp8_block128, Format::nvfp4).block_m, 128);
 }
 
-// FP4 weights at decode (bf16 x nvfp4, bf16 x mxfp4; converted tokens: fp8_block128 x nvfp4,
-// nvfp4 x nvfp4, mxfp4 x mxfp4): 256 weight rows per tile, and 48 tokens where 1.3x the hint fits
+// Weights dequantized in registers at decode (bf16 x nvfp4, bf16 x mxfp4, bf16 x mxfp8; converted
+// tokens: fp8_block128 x nvfp4, nvfp4 x nvfp4, mxfp4 x mxfp4, mxfp8 x mxfp8): 256 weight rows per tile, and 48 tokens where 1.3x the hint fits
 // them (at least 3 stages beside the block-scale buffer, each stage's tiles 1024-byte aligned;
 // converted tokens: their loaded bytes after the bf16 tiles also 1024-byte aligned; fp8 tokens:
 // whole 128-K blocks per stage, the token scales 128-byte aligned).
 TEST(Config, Fp4WeightsDecodeTiles) {
-  const Format pairs[][2] = {{Format::bf16, Format::nvfp4},
-                             {Format::bf16, Format::mxfp4},
-                             {Format::fp8_block128, Format::nvfp4},
-                             {Format::nvfp4, Format::nvfp4},
-                             {Format::mxfp4, Format::mxfp4}};
+  const Format pairs[][2] = {{Format::bf16, Format::nvfp4},         {Format::bf16, Format::mxfp4},
+                             {Format::bf16, Format::mxfp8},         {Format::fp8_block128, Format::nvfp4},
+                             {Format::nvfp4, Format::nvfp4},        {Format::mxfp4, Format::mxfp4},
+                             {Format::mxfp8, Format::mxfp8}};
   for (const auto& [tokens, weights] : pairs) {
     const bool fp8 = tokens == Format::fp8_block128, converted = tokens != Format::bf16;
+    const bool wide_rows = weights == Format::mxfp8;  // 64 bytes per row and 64-K block: stages of 128 K
     EXPECT_EQ(kernels::is_bf16_fp4_weights_pair(tokens, weights), !converted);
     const auto pick = [&](int expected_m) {
       return choose_tile_config(4096, expected_m, kH100SmemPerBlock, {}, tokens, weights);
@@ -107,9 +107,11 @@ TEST(Config, Fp4WeightsDecodeTiles) {
       EXPECT_GE(cfg.stages, 3);
       EXPECT_EQ(fp4_weights_with_converted_tokens(tokens, weights, cfg.block_m, cfg.block_n), converted);
       const Format plan_tokens = converted ? tokens : Format::bf16;
-      const int subs = kernels::fp4_weights_stage_subs(cfg.block_m, cfg.block_n, plan_tokens);
+      const int subs = kernels::fp4_weights_stage_subs(cfg.block_m, cfg.block_n, plan_tokens, weights);
       if (fp8) EXPECT_EQ(subs % 2, 0);
-      const auto plan = kernels::fp4_weights_smem_plan(cfg.block_m, cfg.block_n, cfg.stages, subs, plan_tokens);
+      if (wide_rows) EXPECT_EQ(subs, 2);
+      const auto plan =
+          kernels::fp4_weights_smem_plan(cfg.block_m, cfg.block_n, cfg.stages, subs, plan_tokens, weights);
       EXPECT_LE(plan.total_bytes(), kH100SmemPerBlock);
       EXPECT_EQ(plan.total_bytes(), smem_bytes(cfg.block_m, cfg.block_n, cfg.stages, tokens, weights));
       for (int s = 0; s < cfg.stages; ++s) {
