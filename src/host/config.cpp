@@ -25,7 +25,7 @@ bool is_cluster_tile(int block_m, int block_n) {
                      [&](TileShape t) { return t.block_m == block_m && t.block_n == block_n; });
 }
 
-bool fp4_weights_with_converted_tokens(Format a_format, Format b_format, int block_m, int block_n) {
+bool register_weights_with_converted_tokens(Format a_format, Format b_format, int block_m, int block_n) {
   const bool pair = (a_format == Format::fp8_block128 && b_format == Format::nvfp4) ||
                     (a_format == Format::nvfp4 && b_format == Format::nvfp4) ||
                     (a_format == Format::mxfp4 && b_format == Format::mxfp4) ||
@@ -34,16 +34,16 @@ bool fp4_weights_with_converted_tokens(Format a_format, Format b_format, int blo
 }
 
 int smem_bytes(int block_m, int block_n, int stages, Format a_format, Format b_format) {
-  // bf16 x FP4 weight stages hold up to 256 K (kernel_params.h); the other mainloops 128 bytes of K.
-  if (kernels::is_bf16_fp4_weights_pair(a_format, b_format))
-    return kernels::fp4_weights_smem_plan(
-               block_m, block_n, stages, kernels::fp4_weights_stage_subs(block_m, block_n, Format::bf16, b_format),
+  // Register-weights stages hold up to 256 K (kernel_params.h); the other mainloops 128 bytes of K.
+  if (kernels::is_bf16_register_weights_pair(a_format, b_format))
+    return kernels::register_weights_smem_plan(
+               block_m, block_n, stages, kernels::register_weights_stage_subs(block_m, block_n, Format::bf16, b_format),
                Format::bf16, b_format)
         .total_bytes();
-  if (fp4_weights_with_converted_tokens(a_format, b_format, block_m, block_n))
-    return kernels::fp4_weights_smem_plan(block_m, block_n, stages,
-                                          kernels::fp4_weights_stage_subs(block_m, block_n, a_format, b_format),
-                                          a_format, b_format)
+  if (register_weights_with_converted_tokens(a_format, b_format, block_m, block_n))
+    return kernels::register_weights_smem_plan(
+               block_m, block_n, stages, kernels::register_weights_stage_subs(block_m, block_n, a_format, b_format),
+               a_format, b_format)
         .total_bytes();
   // Dequantizing mainloop: 64-K packed stages plus two bf16 tiles per dequantized operand.
   if (kernels::is_dequant_bf16_pair(a_format, b_format))
@@ -95,16 +95,18 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
   }
   // Dequantizing pairings (mxfp8/mxfp4/nvfp4 on both sides, bf16 x mxfp8, fp8_block128 x nvfp4): their
   // bf16 tiles are double buffered in shared memory, which leaves 128x256 two stages at most, so
-  // the heuristic keeps block_n = 128 there. Where the tokens may be converted on the FP4-weights
-  // mainloop (fp8_block128 x nvfp4, nvfp4 x nvfp4, mxfp4 x mxfp4) 192 tokens become 128x128 on it:
-  // fp8_block128 x nvfp4 holds a partial accumulator per 128-K block, so it has block_m <= 128
-  // only, and the FP4 pairs ran 12-17% faster that way than on 192x128 (H100, 2026-11-26, E32 m128).
+  // the heuristic keeps block_n = 128 there. Where FP4 weights may take converted tokens on the
+  // register-operand mainloop (fp8_block128 x nvfp4, nvfp4 x nvfp4, mxfp4 x mxfp4) 192 tokens become
+  // 128x128 on it: fp8_block128 x nvfp4 holds a partial accumulator per 128-K block, so it has
+  // block_m <= 128 only, and the FP4 pairs ran 12-17% faster that way than on 192x128 (H100,
+  // 2026-11-26, E32 m128). mxfp8 x mxfp8 keeps 192x128 (5% faster there than its 128x128).
   if (kernels::is_dequant_bf16_pair(a_format, b_format) && !explicit_block_n) {
     config.block_n = 128;
-    if (!explicit_block_m && config.block_m > 128 && fp4_weights_with_converted_tokens(a_format, b_format, 128, 128))
+    if (!explicit_block_m && config.block_m > 128 && a_format != Format::mxfp8 &&
+        register_weights_with_converted_tokens(a_format, b_format, 128, 128))
       config.block_m = 128;
   }
-  // bf16 x FP4 weights at decode (one token block of <= 64 rows per expert): 256 weight rows per tile. The
+  // bf16 x FP4 / mxfp8 weights at decode (one token block of <= 64 rows per expert): 256 weight rows per tile. The
   // bf16 token tile is larger than the packed weight tile, so it is loaded once per 256 rows
   // instead of per 128; with the tokens it still leaves 3-4 stages of 256 K.
   // 48 tokens where they cover the expert: the smaller token tile leaves room for 3 stages of 256 K
@@ -112,8 +114,8 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
   // fp8_block128 x nvfp4, nvfp4 x nvfp4 and mxfp4 x mxfp4 decode take the same tiles (the
   // register-operand mainloop, with the tokens converted to bf16 in shared memory; 128x128 runs
   // that mainloop too).
-  if ((kernels::is_bf16_fp4_weights_pair(a_format, b_format) ||
-       fp4_weights_with_converted_tokens(a_format, b_format, config.block_m, 256)) &&
+  if ((kernels::is_bf16_register_weights_pair(a_format, b_format) ||
+       register_weights_with_converted_tokens(a_format, b_format, config.block_m, 256)) &&
       requested_block_n == 0 && config.block_m <= 64) {
     config.block_n = 256;
     if (!explicit_block_m && config.block_m == 64 && rows_to_cover <= 48) config.block_m = 48;

@@ -29,11 +29,11 @@ bool is_cluster_tile(int block_m, int block_n);
 TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, TileConfig override_config,
                               Format a_format = Format::fp8_block128, Format b_format = Format::fp8_block128);
 
-// Activations converted to bf16 by the MMA threads of the register-operand FP4-weights mainloop:
+// Activations converted to bf16 by the MMA threads of the register-operand register-weights mainloop:
 // fp8_block128 x nvfp4, nvfp4 x nvfp4 and mxfp4 x mxfp4 on the decode tiles of 256 weight rows
 // (block_m <= 64) or on 128x128 (else the dequantizing mainloop: 32x128, 64x128, and for the FP4
 // pairs 192x128 and 128x256).
-bool fp4_weights_with_converted_tokens(Format a_format, Format b_format, int block_m, int block_n);
+bool register_weights_with_converted_tokens(Format a_format, Format b_format, int block_m, int block_n);
 // Dynamic shared memory of the kernel for these operand formats, tile and stage count.
 int smem_bytes(int block_m, int block_n, int stages, Format a_format = Format::fp8_block128,
                Format b_format = Format::fp8_block128);

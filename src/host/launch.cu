@@ -11,10 +11,10 @@
 
 #include "host/config.h"
 #include "kernels/grouped_gemm_kernel.cuh"
-#include "kernels/mainloop_dequant_bf16.cuh"
 #include "kernels/mainloop_bf16.cuh"
+#include "kernels/mainloop_dequant_bf16.cuh"
 #include "kernels/mainloop_fp8_block128.cuh"
-#include "kernels/mainloop_fp4_weights.cuh"
+#include "kernels/mainloop_register_weights.cuh"
 #include "signalgemm/gemm.h"
 
 namespace signalgemm {
@@ -100,7 +100,7 @@ Status encode_operand_map(CUtensorMap& map, const void* base, int experts, int r
   const cuuint32_t box[3] = {cuuint32_t(box_k), cuuint32_t(box_rows), 1};
   const cuuint32_t element_strides[3] = {1, 1, 1};
   // 64- and 32-byte boxes (packed FP4 weights of 128- and 64-K stages) get the matching narrower
-  // swizzle, which the FP4 mainloop undoes on its shared-memory addresses.
+  // swizzle, which the register-weights mainloop undoes on its shared-memory addresses.
   const CUtensorMapSwizzle swizzle = box_k == kernels::kBlockK ? CU_TENSOR_MAP_SWIZZLE_128B
                                      : box_k == 64             ? CU_TENSOR_MAP_SWIZZLE_64B
                                      : box_k == 32             ? CU_TENSOR_MAP_SWIZZLE_32B
@@ -244,38 +244,47 @@ Launcher dequant_bf16_launcher(Format a, Format b, const TileConfig& cfg) {
   return nullptr;
 }
 
-// bf16 x FP4 weights: the common tiles plus the decode tiles of 256 weight rows the heuristic
+// bf16 x FP4 / mxfp8 weights: the common tiles plus the decode tiles of 256 weight rows the heuristic
 // picks for at most 64 tokens per tile (config.cpp).
 template <template <int, int> class Mainloop>
-Launcher fp4_weights_launcher(const TileConfig& cfg) {
+Launcher register_weights_launcher(const TileConfig& cfg) {
   if (cfg.block_m == 32 && cfg.block_n == 256) return &launch_kernel<Mainloop<32, 256>>;
   if (cfg.block_m == 48 && cfg.block_n == 256) return &launch_kernel<Mainloop<48, 256>>;
   if (cfg.block_m == 64 && cfg.block_n == 256) return &launch_kernel<Mainloop<64, 256>>;
   return launcher_for_tile<Mainloop>(cfg);
 }
-Launcher fp4_weights_launcher(Format weights, const TileConfig& cfg) {
-  return weights == Format::nvfp4   ? fp4_weights_launcher<kernels::Bf16Nvfp4Mainloop>(cfg)
-         : weights == Format::mxfp4 ? fp4_weights_launcher<kernels::Bf16Mxfp4Mainloop>(cfg)
-                                    : fp4_weights_launcher<kernels::Bf16Mxfp8Mainloop>(cfg);
+Launcher register_weights_launcher(Format weights, const TileConfig& cfg) {
+  return weights == Format::nvfp4   ? register_weights_launcher<kernels::Bf16Nvfp4Mainloop>(cfg)
+         : weights == Format::mxfp4 ? register_weights_launcher<kernels::Bf16Mxfp4Mainloop>(cfg)
+                                    : register_weights_launcher<kernels::Bf16Mxfp8Mainloop>(cfg);
 }
 
-// Converted tokens on the tiles of host::fp4_weights_with_converted_tokens.
+// Converted tokens on the tiles of host::register_weights_with_converted_tokens.
 template <Format kWeights, Format kTokens>
 Launcher converted_tokens_launcher(const TileConfig& cfg) {
-  using kernels::Fp4WeightsMainloop;
-  if (cfg.block_n == 256 && cfg.block_m == 32) return &launch_kernel<Fp4WeightsMainloop<32, 256, kWeights, kTokens>>;
-  if (cfg.block_n == 256 && cfg.block_m == 48) return &launch_kernel<Fp4WeightsMainloop<48, 256, kWeights, kTokens>>;
-  if (cfg.block_n == 256 && cfg.block_m == 64) return &launch_kernel<Fp4WeightsMainloop<64, 256, kWeights, kTokens>>;
-  if (cfg.block_n == 128 && cfg.block_m == 128) return &launch_kernel<Fp4WeightsMainloop<128, 128, kWeights, kTokens>>;
+  using kernels::RegisterWeightsMainloop;
+  if (cfg.block_n == 256 && cfg.block_m == 32)
+    return &launch_kernel<RegisterWeightsMainloop<32, 256, kWeights, kTokens>>;
+  if (cfg.block_n == 256 && cfg.block_m == 48)
+    return &launch_kernel<RegisterWeightsMainloop<48, 256, kWeights, kTokens>>;
+  if (cfg.block_n == 256 && cfg.block_m == 64)
+    return &launch_kernel<RegisterWeightsMainloop<64, 256, kWeights, kTokens>>;
+  if (cfg.block_n == 128 && cfg.block_m == 128)
+    return &launch_kernel<RegisterWeightsMainloop<128, 128, kWeights, kTokens>>;
   return nullptr;
 }
 Launcher converted_tokens_launcher(Format tokens, const TileConfig& cfg) {
   switch (tokens) {
-    case Format::fp8_block128: return converted_tokens_launcher<Format::nvfp4, Format::fp8_block128>(cfg);
-    case Format::nvfp4: return converted_tokens_launcher<Format::nvfp4, Format::nvfp4>(cfg);
-    case Format::mxfp4: return converted_tokens_launcher<Format::mxfp4, Format::mxfp4>(cfg);
-    case Format::mxfp8: return converted_tokens_launcher<Format::mxfp8, Format::mxfp8>(cfg);
-    default: return nullptr;
+    case Format::fp8_block128:
+      return converted_tokens_launcher<Format::nvfp4, Format::fp8_block128>(cfg);
+    case Format::nvfp4:
+      return converted_tokens_launcher<Format::nvfp4, Format::nvfp4>(cfg);
+    case Format::mxfp4:
+      return converted_tokens_launcher<Format::mxfp4, Format::mxfp4>(cfg);
+    case Format::mxfp8:
+      return converted_tokens_launcher<Format::mxfp8, Format::mxfp8>(cfg);
+    default:
+      return nullptr;
   }
 }
 
@@ -315,29 +324,29 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   const bool fp8 = args.a.format == Format::fp8_block128;
   const int a_k_bytes = args.k * element_bits(args.a.format) / 8;
   const int b_k_bytes = args.k * element_bits(args.b.format) / 8;
-  // bf16 x FP4 weights: a stage holds 1, 2 or 4 64-K blocks (kernel_params.h), 32 packed bytes per row each;
+  // Register weights: a stage holds 1, 2 or 4 64-K blocks (kernel_params.h), 32 (FP4) or 64 (mxfp8) bytes per row each;
   // tokens are loaded in boxes of 32 rows, only as many as a tile has real tokens.
   // Converted tokens (fp8_block128, nvfp4, mxfp4) on its tiles: one box of their bytes per token box and stage.
   const bool converted_tokens_rs =
-      host::fp4_weights_with_converted_tokens(args.a.format, args.b.format, cfg.block_m, cfg.block_n);
-  const bool bf16_fp4_weights = kernels::is_bf16_fp4_weights_pair(args.a.format, args.b.format);
-  const bool rs_fp4_weights = bf16_fp4_weights || converted_tokens_rs;
-  const int rs_subs = kernels::fp4_weights_stage_subs(
+      host::register_weights_with_converted_tokens(args.a.format, args.b.format, cfg.block_m, cfg.block_n);
+  const bool bf16_register_weights = kernels::is_bf16_register_weights_pair(args.a.format, args.b.format);
+  const bool rs_register_weights = bf16_register_weights || converted_tokens_rs;
+  const int rs_subs = kernels::register_weights_stage_subs(
       cfg.block_m, cfg.block_n, converted_tokens_rs ? args.a.format : Format::bf16, args.b.format);
-  const int b_box_k = rs_fp4_weights ? kernels::bytes_per_64k(args.b.format) * rs_subs : kernels::kBlockK;
-  const int a_box_rows = rs_fp4_weights ? kernels::fp4_weights_token_box_rows(cfg.block_m) : cfg.block_m;
+  const int b_box_k = rs_register_weights ? kernels::bytes_per_64k(args.b.format) * rs_subs : kernels::kBlockK;
+  const int a_box_rows = rs_register_weights ? kernels::register_weights_token_box_rows(cfg.block_m) : cfg.block_m;
   // Dequantizing mainloop: 64-K stages, each operand's packed rows (kernels/dequant_bf16_plan.h).
   const bool dequant_pair = kernels::is_dequant_bf16_pair(args.a.format, args.b.format) && !converted_tokens_rs;
-  const int a_box_k = dequant_pair ? kernels::dequant_stage_row_bytes(args.a.format)
+  const int a_box_k = dequant_pair          ? kernels::dequant_stage_row_bytes(args.a.format)
                       : converted_tokens_rs ? rs_subs * kernels::kDequantStageK * element_bits(args.a.format) / 8
-                                      : kernels::kBlockK;
+                                            : kernels::kBlockK;
   const int64_t a_row = args.a.row_stride != 0 ? args.a.row_stride : a_k_bytes;
   const int64_t a_expert = args.a.expert_stride != 0 ? args.a.expert_stride : a_row * args.max_m;
   const int64_t b_row = args.b.row_stride != 0 ? args.b.row_stride : b_k_bytes;
   const int64_t b_expert = args.b.expert_stride != 0 ? args.b.expert_stride : b_row * args.n;
   // 64-K blocks for the dequantizing and nvfp4 mainloops, 128-byte K blocks of tokens otherwise.
   const int num_k_blocks = dequant_pair || converted_tokens_rs ? args.k / kernels::kDequantStageK
-                                                        : (a_k_bytes + kernels::kBlockK - 1) / kernels::kBlockK;
+                                                               : (a_k_bytes + kernels::kBlockK - 1) / kernels::kBlockK;
 
   CUtensorMap tmap_a, tmap_b, tmap_sfa;
   if (Status s = encode_operand_map(tmap_a, args.a.data, args.num_experts, args.max_m, a_k_bytes, a_row, a_expert,
@@ -392,11 +401,11 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   if (launch_cfg.cluster > 1 && grid < 2) launch_cfg.cluster = 1;
 
   // One instantiation per (mainloop, compiled tile).
-  const Launcher launcher = converted_tokens_rs ? converted_tokens_launcher(args.a.format, cfg)
-                            : dequant_pair  ? dequant_bf16_launcher(args.a.format, args.b.format, launch_cfg)
-                            : fp8           ? fp8_block128_launcher(launch_cfg)
-                            : bf16_fp4_weights ? fp4_weights_launcher(args.b.format, cfg)
-                                          : launcher_for_tile<kernels::Bf16Mainloop>(cfg);
+  const Launcher launcher = converted_tokens_rs     ? converted_tokens_launcher(args.a.format, cfg)
+                            : dequant_pair          ? dequant_bf16_launcher(args.a.format, args.b.format, launch_cfg)
+                            : fp8                   ? fp8_block128_launcher(launch_cfg)
+                            : bf16_register_weights ? register_weights_launcher(args.b.format, cfg)
+                                                    : launcher_for_tile<kernels::Bf16Mainloop>(cfg);
   if (launcher == nullptr)
     return Status{StatusCode::invalid_argument, "signalgemm: config " + std::to_string(cfg.block_m) + "x" +
                                                     std::to_string(cfg.block_n) + " is not a compiled tile"};

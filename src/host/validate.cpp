@@ -134,10 +134,10 @@ Status validate(const GroupedGemmArgs& args) {
   // Mainloops compiled so far.
   const bool fp8_pair = args.a.format == Format::fp8_block128 && args.b.format == Format::fp8_block128;
   const bool bf16_pair = args.a.format == Format::bf16 && args.b.format == Format::bf16;
-  const bool bf16_fp4 = kernels::is_bf16_fp4_weights_pair(args.a.format, args.b.format);
+  const bool bf16_register_weights = kernels::is_bf16_register_weights_pair(args.a.format, args.b.format);
   const bool dequant_pair = kernels::is_dequant_bf16_pair(args.a.format, args.b.format);
-  c.require(fp8_pair || bf16_pair || bf16_fp4 || dequant_pair, StatusCode::unsupported, "format pair (a.format = ",
-            to_string(args.a.format), ", b.format = ", to_string(args.b.format),
+  c.require(fp8_pair || bf16_pair || bf16_register_weights || dequant_pair, StatusCode::unsupported,
+            "format pair (a.format = ", to_string(args.a.format), ", b.format = ", to_string(args.b.format),
             ") is not supported yet; supported: (fp8_block128, fp8_block128), (bf16, bf16), (bf16, nvfp4), "
             "(mxfp8, mxfp8), (mxfp4, mxfp4), (nvfp4, nvfp4), (bf16, mxfp4), (bf16, mxfp8), (fp8_block128, nvfp4)");
   // The dequantizing mainloop works in 64-K stages (a valid MX shape may have k = 32 mod 64).
@@ -149,10 +149,11 @@ Status validate(const GroupedGemmArgs& args) {
             StatusCode::unsupported, "config.block_m = ", args.config.block_m, " with config.block_n = ",
             args.config.block_n, " is not compiled for a.format ", to_string(args.a.format),
             "; fp8_block128 activations with nvfp4 weights have 32x128, 64x128 and 128x128");
-  // The FP4-weights mainloop works in 64-K blocks and reads a block's scales from one aligned word.
-  // A valid FP4 shape (k a multiple of 32) that the mainloop does not implement: unsupported.
-  c.require(!bf16_fp4 || args.k % 64 == 0, StatusCode::unsupported, "k = ", args.k, " is not supported yet with ",
-            to_string(args.b.format), " weights; the FP4-weights mainloop needs k a multiple of 64");
+  // The register-weights mainloop works in 64-K blocks and reads a block's scales from one aligned word.
+  // A valid block-scaled shape (k a multiple of 32) that the mainloop does not implement: unsupported.
+  c.require(!bf16_register_weights || args.k % 64 == 0, StatusCode::unsupported, "k = ", args.k,
+            " is not supported yet with ", to_string(args.b.format),
+            " weights; the register-weights mainloop needs k a multiple of 64");
 
   c.require(static_cast<int>(args.out_type) <= static_cast<int>(OutputType::fp32), "out_type: unknown value ",
             static_cast<int>(args.out_type));

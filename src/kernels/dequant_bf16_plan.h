@@ -18,14 +18,14 @@ SG_HD constexpr int dequant_stage_row_bytes(Format f) { return kDequantStageK * 
 // bf16 operands are read by the wgmma straight from the stage; the others through a bf16 tile.
 SG_HD constexpr bool dequantized_in_smem(Format f) { return f != Format::bf16; }
 
-// bf16 activations x FP4 weights: the register-operand mainloop (mainloop_fp4_weights.cuh).
-SG_HD constexpr bool is_bf16_fp4_weights_pair(Format a, Format b) {
+// bf16 activations x FP4 or mxfp8 weights: the register-operand mainloop (mainloop_register_weights.cuh).
+SG_HD constexpr bool is_bf16_register_weights_pair(Format a, Format b) {
   return a == Format::bf16 && (b == Format::nvfp4 || b == Format::mxfp4 || b == Format::mxfp8);
 }
 
-// (activations, weights) computed by the dequantizing mainloop. bf16 x FP4 weights have their own
+// (activations, weights) computed by the dequantizing mainloop. bf16 x those weights have their own
 // mainloop (above; fp8_block128 x nvfp4, nvfp4 x nvfp4 and mxfp4 x mxfp4 too, on the tiles of
-// host::fp4_weights_with_converted_tokens),
+// host::register_weights_with_converted_tokens),
 // and bf16 x bf16 and fp8_block128 x fp8_block128 theirs.
 SG_HD constexpr bool is_dequant_bf16_pair(Format a, Format b) {
   return (a == Format::mxfp8 && b == Format::mxfp8) || (a == Format::mxfp4 && b == Format::mxfp4) ||

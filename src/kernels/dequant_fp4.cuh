@@ -1,5 +1,5 @@
 // Register-side dequantization of FP4 weights (nvfp4, mxfp4) for the register-operand (RS) wgmma.
-// Used by mainloop_fp4_weights.cuh.
+// Used by mainloop_register_weights.cuh.
 //
 // Exactness: an e2m1 element (2 significant bits) times its e4m3 block scale (4) has at most 6
 // significant bits and lies in [2^-10, 2688]: every product is a bf16, and the products below are

@@ -51,14 +51,14 @@ struct SmemPlan {
   int block_m = 0;
   int block_n = 0;
   int stages = 0;
-  int b_row_bytes = kBlockK;  // bytes of one weight row per stage (32 for packed FP4)
+  int b_row_bytes = kBlockK;  // bytes of one weight row per stage (32 per 64 K for packed FP4)
   int dequant_bytes = 0;      // bf16 weight tile the FP4 mainloop dequantizes into (block_n x 128 B)
   int a_k_blocks = 1;         // 128-byte K blocks of tokens per stage (nvfp4 weights: up to 4, see below)
   int sfa_token_bytes = 4;    // token-scale bytes per token and stage (fp8_block128; 0 when none)
   int a_row_bytes = 0;        // if > 0: bytes of one token row per stage (packed activations of the
                               //   dequantizing mainloop: 64 e4m3 or 32 FP4); else a_k_blocks * kBlockK
-  int scale_buffer_bytes = 0; // outside the ring: the block scales the MMA threads copy in themselves
-                              //   (nvfp4 weights mainloop: two stages' worth; dequantizing one: three)
+  int scale_buffer_bytes = 0;  // outside the ring: the block scales the MMA threads copy in themselves
+                               //   (nvfp4 weights mainloop: two stages' worth; dequantizing one: three)
 
   SG_HD static constexpr int round_up(int x, int a) { return (x + a - 1) / a * a; }
   SG_HD constexpr int a_bytes() const {  // token tile(s)
@@ -84,7 +84,7 @@ struct SmemPlan {
   SG_HD constexpr int total_bytes() const { return barrier_offset() + 2 * stages * 8 + 8 + kSmemAlignment; }
 };
 
-// bf16 activations x FP4 weights (mainloop_fp4_weights.cuh): a stage holds `subs` 64-K blocks
+// bf16 activations x FP4 or mxfp8 weights (mainloop_register_weights.cuh): a stage holds `subs` 64-K blocks
 // (one 128-byte swizzled token tile each) and the weights' subs * 32 packed bytes per row; no
 // token scales, no dequantized tile; beside the ring, two stages of the weights' block scales
 // (4 bytes per row and 64-K block). Most K per stage such that 3 stages fit in an H100's shared
@@ -102,8 +102,8 @@ SG_HD constexpr bool byte_scaled_tokens(Format tokens) {
   return tokens == Format::nvfp4 || tokens == Format::mxfp4 || tokens == Format::mxfp8;
 }
 SG_HD constexpr int bytes_per_64k(Format f) { return f == Format::nvfp4 || f == Format::mxfp4 ? 32 : 64; }
-SG_HD constexpr SmemPlan fp4_weights_smem_plan(int block_m, int block_n, int stages, int subs,
-                                               Format tokens = Format::bf16, Format weights = Format::nvfp4) {
+SG_HD constexpr SmemPlan register_weights_smem_plan(int block_m, int block_n, int stages, int subs,
+                                                    Format tokens = Format::bf16, Format weights = Format::nvfp4) {
   const bool fp8 = tokens == Format::fp8_block128, scaled = byte_scaled_tokens(tokens);
   return SmemPlan{block_m,
                   block_n,
@@ -115,8 +115,8 @@ SG_HD constexpr SmemPlan fp4_weights_smem_plan(int block_m, int block_n, int sta
                   fp8 || scaled ? subs * (128 + bytes_per_64k(tokens)) : 0,
                   2 * block_n * subs * 4 + (scaled ? 3 * block_m * subs * 4 : 0)};
 }
-SG_HD constexpr int fp4_weights_stage_subs(int block_m, int block_n, Format tokens = Format::bf16,
-                                           Format weights = Format::nvfp4) {
+SG_HD constexpr int register_weights_stage_subs(int block_m, int block_n, Format tokens = Format::bf16,
+                                                Format weights = Format::nvfp4) {
   constexpr int kH100SmemPerBlock = 232448;
   const bool fp8 = tokens == Format::fp8_block128;
   const bool wide_rows = bytes_per_64k(weights) == 64 || (byte_scaled_tokens(tokens) && bytes_per_64k(tokens) == 64);
@@ -125,7 +125,8 @@ SG_HD constexpr int fp4_weights_stage_subs(int block_m, int block_n, Format toke
   const int most = wide_rows ? 2 : 4, least = fp8 || wide_rows ? 2 : 1;
   for (int min_stages = 3; min_stages >= 2; --min_stages)
     for (int subs = most; subs >= least; subs /= 2)
-      if (fp4_weights_smem_plan(block_m, block_n, min_stages, subs, tokens, weights).total_bytes() <= kH100SmemPerBlock)
+      if (register_weights_smem_plan(block_m, block_n, min_stages, subs, tokens, weights).total_bytes() <=
+          kH100SmemPerBlock)
         return subs;
   return least;
 }

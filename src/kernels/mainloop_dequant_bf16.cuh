@@ -1,7 +1,7 @@
 // Mainloop for block-scaled operands that Hopper's tensor cores cannot take directly: mxfp8,
-// mxfp4 and nvfp4 on both sides, fp8_block128 activations with nvfp4 weights (the pairings of dequant_bf16_plan.h). Every operand that is not bf16 is
-// dequantized in shared memory, element x block scale, into a bf16 tile laid out as the bf16
-// wgmma reads it (128-byte rows, 128-byte swizzle); the tensor cores then run bf16 MMAs with fp32
+// mxfp4 and nvfp4 on both sides, fp8_block128 activations with nvfp4 weights (the pairings of dequant_bf16_plan.h).
+// Every operand that is not bf16 is dequantized in shared memory, element x block scale, into a bf16 tile laid out as
+// the bf16 wgmma reads it (128-byte rows, 128-byte swizzle); the tensor cores then run bf16 MMAs with fp32
 // accumulators. The dequantized values are exact (dequant_formats.cuh), so the result is the
 // GEMM of the dequantized operands up to fp32 accumulation order.
 //
@@ -142,8 +142,8 @@ struct DequantBf16Mainloop {
         ptx::fence_registers(partial[0]);
         // The stage's token scales: block_m floats of its 128-K block.
         if (kb & 1)
-          ptx::promote_partials<kBlockM>(acc, partial, reinterpret_cast<const float*>(smem + plan.sfa_offset(pipe.stage)),
-                                         lane);
+          ptx::promote_partials<kBlockM>(acc, partial,
+                                         reinterpret_cast<const float*>(smem + plan.sfa_offset(pipe.stage)), lane);
       } else {
 #pragma unroll
         for (int s = 0; s < kSlices; ++s) ptx::fence_registers(acc[s]);

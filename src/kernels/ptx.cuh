@@ -192,10 +192,10 @@ __device__ __forceinline__ void cp_async_4_partial(uint32_t smem_addr, const voi
 // still write its destination).
 __device__ __forceinline__ void cp_async_4_partial_if(uint32_t smem_addr, const void* gmem, uint32_t src_bytes,
                                                       bool copy) {
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %3, 0;\n@p cp.async.ca.shared.global [%0], [%1], 4, %2;\n}\n" ::"r"(
-                   smem_addr),
-               "l"(gmem), "r"(src_bytes), "r"(int(copy))
-               : "memory");
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %3, 0;\n@p cp.async.ca.shared.global [%0], [%1], 4, %2;\n}\n" ::"r"(smem_addr),
+      "l"(gmem), "r"(src_bytes), "r"(int(copy))
+      : "memory");
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }

@@ -1,8 +1,9 @@
 // The block-scaled format pairings beyond fp8_block128 and bf16 x FP4 weights (the dequantizing
 // mainloop, mainloop_dequant_bf16.cuh, and for fp8_block128 / nvfp4 / mxfp4 tokens with FP4 weights
-// the FP4-weights one on 128x128 and the decode tiles) on the GPU against the float64 CPU
-// reference of the dequantized operands: every pairing x every tile the launcher has for it, edge masked_m, E in {1, 7, 32}, three (N, K) pairs including SPEC §6's at reduced E,
-// padded strides, masked rows and padding columns left poisoned, signal counters.
+// the register-weights one on 128x128 and the decode tiles) on the GPU against the float64 CPU
+// reference of the dequantized operands: every pairing x every tile the launcher has for it, edge masked_m, E in {1, 7,
+// 32}, three (N, K) pairs including SPEC §6's at reduced E, padded strides, masked rows and padding columns left
+// poisoned, signal counters.
 //
 // Tolerance: the dequantized operands are exact bf16 values and their products exact in fp32, so
 // the kernel differs from the float64 reference only by the fp32 accumulation order (relative
@@ -105,7 +106,7 @@ TEST(FormatPairings, ExpertCountsWithHeuristicConfig) {
         args.granularity = SignalGranularity::per_row_block;
         const TileConfig cfg = select_config(args);
         EXPECT_TRUE(kernels::dequant_bf16_tile_compiled(pairing.a, cfg.block_m, cfg.block_n) ||
-                    host::fp4_weights_with_converted_tokens(pairing.a, pairing.b, cfg.block_m, cfg.block_n))
+                    host::register_weights_with_converted_tokens(pairing.a, pairing.b, cfg.block_m, cfg.block_n))
             << name(pairing);
         expect_run_correct(p, args, masked_m, reference,
                            name(pairing) + " E " + std::to_string(experts) + " expected_m " +

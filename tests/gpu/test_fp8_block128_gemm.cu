@@ -293,7 +293,7 @@ TEST(Bf16Gemm, EveryTileConfigAndEdgeMaskedM) {
 // bf16 activations x nvfp4, mxfp4 or mxfp8 weights: dequantized into the MMAs' registers, exact,
 // every tile; padded strides. k = 576: MX rows hold 18 scale bytes, so every other row's scales
 // start in the middle of a 32-bit word, and the last stage reaches past K.
-TEST(Fp4WeightsGemm, EveryTileConfigAndEdgeMaskedM) {
+TEST(RegisterWeightsGemm, EveryTileConfigAndEdgeMaskedM) {
   SG_REQUIRE_HOPPER();
   for (const Format weights : {Format::nvfp4, Format::mxfp4, Format::mxfp8}) {
     SCOPED_TRACE(to_string(weights));
@@ -307,9 +307,9 @@ TEST(Fp4WeightsGemm, EveryTileConfigAndEdgeMaskedM) {
 }
 
 // Block scales far from 1, per expert (weights scaled by 2^-100 .. 2^100 before quantization):
-// every e8m0 exponent path of the FP4-weights mainloop (dequant_fp4.cuh) and of the dequantizing
+// every e8m0 exponent path of the register-weights mainloop (dequant_fp4.cuh) and of the dequantizing
 // one (bf16 x mxfp8) against the float64 reference, on decode and wide tiles.
-TEST(Fp4WeightsGemm, BlockScalesAcrossTheExponentRange) {
+TEST(RegisterWeightsGemm, BlockScalesAcrossTheExponentRange) {
   SG_REQUIRE_HOPPER();
   for (const Format weights : {Format::mxfp4, Format::nvfp4, Format::mxfp8}) {
     SCOPED_TRACE(to_string(weights));
@@ -333,11 +333,11 @@ TEST(Fp4WeightsGemm, BlockScalesAcrossTheExponentRange) {
 }
 
 // Weights dequantized in registers on decode (bf16 tokens x nvfp4, mxfp4 or mxfp8; tokens converted
-// in shared memory: fp8_block128 x nvfp4, nvfp4 x nvfp4, mxfp4 x mxfp4, mxfp8 x mxfp8): the heuristic's tiles of 256 weight rows
-// (32x256, 48x256, 64x256, not overridable), a last stage reaching past K (576 = 2 x 256 + 64,
-// where mxfp4 rows hold 18 scale bytes; fp8_block128, whose stages hold whole 128-K blocks: 640),
-// a partial column block, padded strides, all SMs and a grid of 2 CTAs.
-TEST(Fp4WeightsGemm, DecodeTilesOf256WeightRows) {
+// in shared memory: fp8_block128 x nvfp4, nvfp4 x nvfp4, mxfp4 x mxfp4, mxfp8 x mxfp8): the heuristic's tiles of 256
+// weight rows (32x256, 48x256, 64x256, not overridable), a last stage reaching past K (576 = 2 x 256 + 64, where mxfp4
+// rows hold 18 scale bytes; fp8_block128, whose stages hold whole 128-K blocks: 640), a partial column block, padded
+// strides, all SMs and a grid of 2 CTAs.
+TEST(RegisterWeightsGemm, DecodeTilesOf256WeightRows) {
   SG_REQUIRE_HOPPER();
   const Format pairs[][2] = {{Format::bf16, Format::nvfp4},  {Format::bf16, Format::mxfp4},
                              {Format::bf16, Format::mxfp8},  {Format::fp8_block128, Format::nvfp4},

@@ -60,9 +60,9 @@ TEST(Config, DequantizingPairings) {
     EXPECT_TRUE(kernels::is_dequant_bf16_pair(pair[0], pair[1]));
     for (const int expected_m : {8, 32, 128, 1024}) {
       const TileConfig cfg = choose_tile_config(4096, expected_m, kH100SmemPerBlock, {}, pair[0], pair[1]);
-      // fp8_block128 x nvfp4 runs on the FP4-weights mainloop's tiles (Fp4WeightsDecodeTiles,
+      // fp8_block128 x nvfp4 runs on the register-weights mainloop's tiles (RegisterWeightsDecodeTiles,
       // Fp8TokensNvfp4WeightsWideTile).
-      if (fp4_weights_with_converted_tokens(pair[0], pair[1], cfg.block_m, cfg.block_n)) continue;
+      if (register_weights_with_converted_tokens(pair[0], pair[1], cfg.block_m, cfg.block_n)) continue;
       EXPECT_EQ(cfg.block_n, 128) << to_string(pair[0]) << " x " << to_string(pair[1]) << " m " << expected_m;
       EXPECT_TRUE(kernels::dequant_bf16_tile_compiled(pair[0], cfg.block_m, cfg.block_n));
       const auto plan = [&](int stages) {
@@ -73,28 +73,27 @@ TEST(Config, DequantizingPairings) {
       if (cfg.stages < kMaxStages) EXPECT_GT(plan(cfg.stages + 1), kH100SmemPerBlock);
     }
   }
-  // These pairs run 128x128 on the FP4-weights mainloop (converted tokens) instead of 192x128.
-  for (const Format f : {Format::mxfp8, Format::mxfp4, Format::nvfp4})
+  // The FP4 pairs run 128x128 on the register-operand mainloop (converted tokens) instead of 192x128.
+  for (const Format f : {Format::mxfp4, Format::nvfp4})
     EXPECT_EQ(choose_tile_config(4096, 128, kH100SmemPerBlock, {}, f, f).block_m, 128) << to_string(f);
-  EXPECT_EQ(choose_tile_config(4096, 128, kH100SmemPerBlock, TileConfig{192, 0, 0}, Format::mxfp8, Format::mxfp8).block_m,
-            192);  // given: kept (the dequantizing mainloop)
+  EXPECT_EQ(choose_tile_config(4096, 128, kH100SmemPerBlock, {}, Format::mxfp8, Format::mxfp8).block_m, 192);
   EXPECT_EQ(choose_tile_config(4096, 128, kH100SmemPerBlock, {}, Format::fp8_block128, Format::nvfp4).block_m, 128);
 }
 
 // Weights dequantized in registers at decode (bf16 x nvfp4, bf16 x mxfp4, bf16 x mxfp8; converted
-// tokens: fp8_block128 x nvfp4, nvfp4 x nvfp4, mxfp4 x mxfp4, mxfp8 x mxfp8): 256 weight rows per tile, and 48 tokens where 1.3x the hint fits
-// them (at least 3 stages beside the block-scale buffer, each stage's tiles 1024-byte aligned;
+// tokens: fp8_block128 x nvfp4, nvfp4 x nvfp4, mxfp4 x mxfp4, mxfp8 x mxfp8): 256 weight rows per tile, and 48 tokens
+// where 1.3x the hint fits them (at least 3 stages beside the block-scale buffer, each stage's tiles 1024-byte aligned;
 // converted tokens: their loaded bytes after the bf16 tiles also 1024-byte aligned; fp8 tokens:
 // whole 128-K blocks per stage, the token scales 128-byte aligned).
-TEST(Config, Fp4WeightsDecodeTiles) {
-  const Format pairs[][2] = {{Format::bf16, Format::nvfp4},         {Format::bf16, Format::mxfp4},
-                             {Format::bf16, Format::mxfp8},         {Format::fp8_block128, Format::nvfp4},
-                             {Format::nvfp4, Format::nvfp4},        {Format::mxfp4, Format::mxfp4},
+TEST(Config, RegisterWeightsDecodeTiles) {
+  const Format pairs[][2] = {{Format::bf16, Format::nvfp4},  {Format::bf16, Format::mxfp4},
+                             {Format::bf16, Format::mxfp8},  {Format::fp8_block128, Format::nvfp4},
+                             {Format::nvfp4, Format::nvfp4}, {Format::mxfp4, Format::mxfp4},
                              {Format::mxfp8, Format::mxfp8}};
   for (const auto& [tokens, weights] : pairs) {
     const bool fp8 = tokens == Format::fp8_block128, converted = tokens != Format::bf16;
     const bool wide_rows = weights == Format::mxfp8;  // 64 bytes per row and 64-K block: stages of 128 K
-    EXPECT_EQ(kernels::is_bf16_fp4_weights_pair(tokens, weights), !converted);
+    EXPECT_EQ(kernels::is_bf16_register_weights_pair(tokens, weights), !converted);
     const auto pick = [&](int expected_m) {
       return choose_tile_config(4096, expected_m, kH100SmemPerBlock, {}, tokens, weights);
     };
@@ -105,13 +104,13 @@ TEST(Config, Fp4WeightsDecodeTiles) {
       const TileConfig cfg = pick(expected_m);
       EXPECT_EQ(cfg.block_n, 256);
       EXPECT_GE(cfg.stages, 3);
-      EXPECT_EQ(fp4_weights_with_converted_tokens(tokens, weights, cfg.block_m, cfg.block_n), converted);
+      EXPECT_EQ(register_weights_with_converted_tokens(tokens, weights, cfg.block_m, cfg.block_n), converted);
       const Format plan_tokens = converted ? tokens : Format::bf16;
-      const int subs = kernels::fp4_weights_stage_subs(cfg.block_m, cfg.block_n, plan_tokens, weights);
+      const int subs = kernels::register_weights_stage_subs(cfg.block_m, cfg.block_n, plan_tokens, weights);
       if (fp8) EXPECT_EQ(subs % 2, 0);
       if (wide_rows) EXPECT_EQ(subs, 2);
       const auto plan =
-          kernels::fp4_weights_smem_plan(cfg.block_m, cfg.block_n, cfg.stages, subs, plan_tokens, weights);
+          kernels::register_weights_smem_plan(cfg.block_m, cfg.block_n, cfg.stages, subs, plan_tokens, weights);
       EXPECT_LE(plan.total_bytes(), kH100SmemPerBlock);
       EXPECT_EQ(plan.total_bytes(), smem_bytes(cfg.block_m, cfg.block_n, cfg.stages, tokens, weights));
       for (int s = 0; s < cfg.stages; ++s) {
@@ -122,12 +121,12 @@ TEST(Config, Fp4WeightsDecodeTiles) {
       }
     }
   }
-  EXPECT_EQ(kernels::fp4_weights_stage_subs(48, 256), 4);
+  EXPECT_EQ(kernels::register_weights_stage_subs(48, 256), 4);
 }
 
 // Several token blocks per expert: bf16 x nvfp4 takes the wide 128x256 tile, bf16 x mxfp4 192x128
 // (measured faster there); an explicit tile is kept.
-TEST(Config, Fp4WeightsManyTokenBlocks) {
+TEST(Config, RegisterWeightsManyTokenBlocks) {
   for (const int expected_m : {256, 1024}) {
     const TileConfig nv = choose_tile_config(4096, expected_m, kH100SmemPerBlock, {}, Format::bf16, Format::nvfp4);
     EXPECT_EQ(nv.block_m, 128);
@@ -150,11 +149,11 @@ TEST(Config, Fp8TokensNvfp4WeightsWideTile) {
     const TileConfig cfg = choose_tile_config(4096, expected_m, kH100SmemPerBlock, {}, Format::fp8_block128, Format::nvfp4);
     EXPECT_EQ(cfg.block_m, 128);
     EXPECT_EQ(cfg.block_n, 128);
-    EXPECT_TRUE(fp4_weights_with_converted_tokens(Format::fp8_block128, Format::nvfp4, cfg.block_m, cfg.block_n));
-    const int subs = kernels::fp4_weights_stage_subs(128, 128, Format::fp8_block128);
+    EXPECT_TRUE(register_weights_with_converted_tokens(Format::fp8_block128, Format::nvfp4, cfg.block_m, cfg.block_n));
+    const int subs = kernels::register_weights_stage_subs(128, 128, Format::fp8_block128);
     EXPECT_EQ(subs % 2, 0);
     EXPECT_GE(cfg.stages, 3);
-    const auto plan = kernels::fp4_weights_smem_plan(128, 128, cfg.stages, subs, Format::fp8_block128);
+    const auto plan = kernels::register_weights_smem_plan(128, 128, cfg.stages, subs, Format::fp8_block128);
     EXPECT_EQ(plan.total_bytes(), smem_bytes(128, 128, cfg.stages, Format::fp8_block128, Format::nvfp4));
     EXPECT_LE(plan.total_bytes(), kH100SmemPerBlock);
     for (int s = 0; s < cfg.stages; ++s) {
@@ -164,7 +163,7 @@ TEST(Config, Fp8TokensNvfp4WeightsWideTile) {
       EXPECT_EQ(plan.sfa_offset(s) % 128, 0);
     }
   }
-  EXPECT_FALSE(fp4_weights_with_converted_tokens(Format::fp8_block128, Format::nvfp4, 64, 128));  // dequantizing
+  EXPECT_FALSE(register_weights_with_converted_tokens(Format::fp8_block128, Format::nvfp4, 64, 128));  // dequantizing
 }
 
 TEST(Config, OverrideIsKept) {

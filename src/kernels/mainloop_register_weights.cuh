@@ -1,27 +1,31 @@
-// Mainloop for bf16 activations x nvfp4 or mxfp4 weights, and fp8_block128 activations x nvfp4
-// weights (below): the decode case, where FP4 halves the weight bytes.
+// Mainloop for weights dequantized into the MMAs' registers: bf16 activations x nvfp4, mxfp4 or
+// mxfp8 weights, and activations converted to bf16 in shared memory first (below): fp8_block128 x
+// nvfp4, nvfp4 x nvfp4, mxfp4 x mxfp4, mxfp8 x mxfp8. The decode case, where the weight stream is
+// the cost and low-precision weights halve or quarter it.
 //
-// Hopper has no FP4 tensor cores, but wgmma may take its A operand (here: the weights, which fill
-// the MMA's M dimension in the swapped product) from registers. So each MMA thread dequantizes its
-// own A fragment straight from the packed weights in shared memory into registers (dequant_fp4.cuh:
-// exact, e2m1 x e4m3 always fits bf16, e2m1 x e8m0 in the range docs/formats.md states) and issues the register-operand bf16 wgmma against the token tile
-// in shared memory. No bf16 weight tile, no barrier between dequantization and MMA: the
+// Hopper has no FP4 tensor cores (and no MX scaling), but wgmma may take its A operand (here: the
+// weights, which fill the MMA's M dimension in the swapped product) from registers. So each MMA
+// thread dequantizes its own A fragment straight from the packed weights in shared memory into
+// registers (dequant_fp4.cuh: exact, e2m1 x e4m3 always fits bf16, e2m1 / e4m3 x e8m0 in the range
+// docs/formats.md states) and issues the register-operand bf16 wgmma against the token tile in
+// shared memory. No bf16 weight tile, no barrier between dequantization and MMA: the
 // dequantization of one 64x64 block overlaps the MMAs of the previous one.
 //
 // A stage holds kSubs 64-K blocks: kSubs token tiles (128-byte rows, 128-byte swizzle, loaded in
-// boxes of 32 or 16 tokens, only as many as the tile has real tokens) and kSubs * 32 packed bytes per
-// weight row (one TMA box, swizzled so the 8 rows a warp reads at once hit different banks). The
-// block scales (nvfp4: e4m3, one per 16 K; mxfp4: e8m0, one per 32 K) are copied into shared memory
-// by the MMA threads (cp.async), one stage ahead.
+// boxes of 32 or 16 tokens, only as many as the tile has real tokens) and kSubs * 32 (FP4) or 64
+// (e4m3) bytes per weight row (one TMA box, swizzled so the 8 rows a warp reads at once hit
+// different banks). The block scales (nvfp4: e4m3, one per 16 K; MX: e8m0, one per 32 K) are
+// copied into shared memory by the MMA threads (cp.async), one stage ahead.
 // The per-expert global scale of nvfp4 is folded into alpha by the caller.
 //
 // fp8_block128 activations x nvfp4 weights (the decode tiles and 128x128): TMA loads the e4m3
 // tokens and their scales; each stage the 256 MMA threads convert the tokens into the bf16 tiles
 // above (exact), and the MMAs of each 128-K block accumulate into a partial that is then promoted
 // with the token scale (acc += partial * sfa), as in the fp8 mainloop.
-// nvfp4 x nvfp4 and mxfp4 x mxfp4 (the same tiles): TMA loads the packed tokens, the MMA threads copy
-// their block scales (cp.async, two stages ahead) and convert element x scale into the bf16 tiles
-// (exact, as the dequantizing mainloop does); the MMAs then run as for bf16 tokens.
+// nvfp4, mxfp4 and mxfp8 tokens with weights of their own format (the same tiles): TMA loads the
+// packed tokens, the MMA threads copy their block scales (cp.async, two stages ahead) and convert
+// element x scale into the bf16 tiles (exact, as the dequantizing mainloop does); the MMAs then run
+// as for bf16 tokens.
 #pragma once
 
 #include <cuda.h>
@@ -41,12 +45,12 @@ namespace signalgemm::kernels {
 // Tokens are loaded in boxes of 32 rows (16 for the 48-token tile; more, smaller boxes cost the
 // producer thread issue time at the big tiles); the MMAs cover 32, 48, 64, 96, ... of them
 // (mma_tile_width).
-SG_HD constexpr int fp4_weights_token_box_rows(int block_m) { return block_m % 32 == 0 ? 32 : 16; }
+SG_HD constexpr int register_weights_token_box_rows(int block_m) { return block_m % 32 == 0 ? 32 : 16; }
 
-// kWeights: nvfp4 or mxfp4. kTokenFormat: bf16, or converted by the MMA threads (see above):
-// fp8_block128 or nvfp4 with nvfp4 weights, mxfp4 with mxfp4 weights.
+// kWeights: nvfp4, mxfp4 or mxfp8. kTokenFormat: bf16, or converted by the MMA threads (see above):
+// fp8_block128 with nvfp4 weights, or the weights' own format.
 template <int kBlockM_, int kBlockN_, Format kWeights = Format::nvfp4, Format kTokenFormat = Format::bf16>
-struct Fp4WeightsMainloop {
+struct RegisterWeightsMainloop {
   static_assert(kWeights == Format::nvfp4 || kWeights == Format::mxfp4 || kWeights == Format::mxfp8,
                 "weights: nvfp4, mxfp4 or mxfp8");
   static_assert(kTokenFormat == Format::bf16 || kTokenFormat == kWeights ||
@@ -54,7 +58,7 @@ struct Fp4WeightsMainloop {
                 "token formats: bf16, the weights' own, or fp8_block128 with nvfp4");
   static constexpr bool kNvfp4 = kWeights == Format::nvfp4;
   static constexpr bool kFp8Tokens = kTokenFormat == Format::fp8_block128;  // partials promoted per 128 K
-  static constexpr bool kScaledTokens = byte_scaled_tokens(kTokenFormat);  // block scales copied by the MMA threads
+  static constexpr bool kScaledTokens = byte_scaled_tokens(kTokenFormat);   // block scales copied by the MMA threads
   static constexpr bool kFp8Weights = kWeights == Format::mxfp8;            // one e4m3 byte per element
   static constexpr bool kConvertTokens = converts_tokens(kTokenFormat);
   // A weight row's scale bytes per 64-K block: 4 e4m3 (one per k16 step) or 2 e8m0 (per 2 steps).
@@ -62,17 +66,19 @@ struct Fp4WeightsMainloop {
   static constexpr int kBlockM = kBlockM_;
   static constexpr int kBlockN = kBlockN_;
   static constexpr int kAccRegs = kBlockM / 2;
-  static constexpr int kSubs = fp4_weights_stage_subs(kBlockM, kBlockN, kTokenFormat, kWeights);  // 64-K blocks per stage
+  static constexpr int kSubs =
+      register_weights_stage_subs(kBlockM, kBlockN, kTokenFormat, kWeights);  // 64-K blocks per stage
   static_assert(!kFp8Tokens || kSubs % 2 == 0, "fp8 tokens: a stage holds whole 128-K blocks");
-  static constexpr int kFp8RowBytes = kSubs * 64;                          // e4m3 bytes per token row and stage
-  static constexpr int kPackedTokenRowBytes = kSubs * bytes_per_64k(kTokenFormat);  // converted tokens, as TMA loads them
+  static constexpr int kFp8RowBytes = kSubs * 64;  // e4m3 bytes per token row and stage
+  static constexpr int kPackedTokenRowBytes =
+      kSubs * bytes_per_64k(kTokenFormat);                                 // converted tokens, as TMA loads them
   static constexpr int kBf16TileBytes = kSubs * kBlockM * kBlockK;         // the stage's bf16 token tiles
-  static constexpr int kWeightRowBytes = kSubs * bytes_per_64k(kWeights);   // packed bytes per row and stage
-  static constexpr int kSwizzleChunks = kWeightRowBytes / 16;               // TMA swizzle span, 16 B units
+  static constexpr int kWeightRowBytes = kSubs * bytes_per_64k(kWeights);  // packed bytes per row and stage
+  static constexpr int kSwizzleChunks = kWeightRowBytes / 16;              // TMA swizzle span, 16 B units
   static constexpr int kWarpgroupRows = kBlockN / kMathWarpgroups;
   static constexpr int kSlices = kWarpgroupRows / 64;
   static_assert(kSlices == 1 || kSlices == 2, "a warpgroup covers 64 or 128 weight rows");
-  static constexpr int kTokenBoxRows = fp4_weights_token_box_rows(kBlockM);
+  static constexpr int kTokenBoxRows = register_weights_token_box_rows(kBlockM);
   static constexpr int kTokenBarrier = 3;  // named barrier of the token conversion (1, 2: epilogue; 5: dequant)
   static_assert(kBlockM % kTokenBoxRows == 0, "token tiles are loaded in whole boxes");
   // An MMA group (one commit) covers kSteps k16 steps of one 64-row slice; its A fragments (4
@@ -80,14 +86,18 @@ struct Fp4WeightsMainloop {
   // (384 threads), so the tiles with the most accumulators use shorter groups.
   // fp8 tokens hold a partial accumulator beside each accumulator (48x256: 96 registers in all, 4
   // steps still fit; 64x256: 128, 2 steps; 128x128: 128 in one slice, 1 step).
-  static constexpr int kSteps = kFp8Tokens ? (2 * kSlices * kAccRegs <= 96 ? 4 : kAccRegs < 64 ? 2 : 1)
-                                           : kSlices * kAccRegs <= 64 ? 4 : kSlices * kAccRegs <= 96 ? 2 : 1;
+  static constexpr int kSteps = kFp8Tokens                 ? (2 * kSlices * kAccRegs <= 96 ? 4
+                                                              : kAccRegs < 64              ? 2
+                                                                                           : 1)
+                                : kSlices * kAccRegs <= 64 ? 4
+                                : kSlices * kAccRegs <= 96 ? 2
+                                                           : 1;
   static constexpr int kGroupsPerSub = 4 / kSteps;
   // Groups alternate between the two buffers; an even count per stage keeps that across stages.
   static_assert((kSubs * kGroupsPerSub * kSlices) % 2 == 0, "odd number of MMA groups per stage");
 
   SG_HD static SmemPlan plan(int stages) {
-    return fp4_weights_smem_plan(kBlockM, kBlockN, stages, kSubs, kTokenFormat, kWeights);
+    return register_weights_smem_plan(kBlockM, kBlockN, stages, kSubs, kTokenFormat, kWeights);
   }
 
   // Token boxes a tile loads per stage: its real rows, and at least the 32 the MMAs read
@@ -97,7 +107,7 @@ struct Fp4WeightsMainloop {
   }
 
   // Producer (one thread). The token-scale map is used by fp8 tokens only: bf16 tokens have no
-  // scales, FP4 tokens' are copied by the MMA threads.
+  // scales, block-scaled tokens' are copied by the MMA threads.
   __device__ __forceinline__ static void load_tile(const CUtensorMap* tmap_a, const CUtensorMap* tmap_b,
                                                    const CUtensorMap* tmap_sfa, uint8_t* smem, const SmemPlan& plan,
                                                    uint64_t* full, uint64_t* empty, PipelineState& pipe,
@@ -123,8 +133,8 @@ struct Fp4WeightsMainloop {
       if constexpr (kFp8Tokens) {
         // One box per token box covers the stage's K (zero-filled past K), and the scales of its
         // 128-K blocks (clamped to the last: past K the partials are zero).
-        const uint32_t tx_bytes = token_boxes * kTokenBoxRows * kFp8RowBytes + kBlockN * kWeightRowBytes +
-                                  (kSubs / 2) * kBlockM * 4;
+        const uint32_t tx_bytes =
+            token_boxes * kTokenBoxRows * kFp8RowBytes + kBlockN * kWeightRowBytes + (kSubs / 2) * kBlockM * 4;
         uint64_t* stage_full = arm_stage(full, empty, pipe, tx_bytes);
         uint8_t* fp8_tokens = smem + plan.a_offset(pipe.stage) + kBf16TileBytes;
         for (int box = 0; box < token_boxes; ++box) {
@@ -156,7 +166,7 @@ struct Fp4WeightsMainloop {
                                        tile.expert};  // bytes of bf16
           tma_load(tokens + (u * kBlockM + box * kTokenBoxRows) * kBlockK, tmap_a, a_coords, stage_full);
         }
-      const int32_t b_coords[3] = {s * kWeightRowBytes, tile.n_block * kBlockN, tile.expert};  // bytes of fp4
+      const int32_t b_coords[3] = {s * kWeightRowBytes, tile.n_block * kBlockN, tile.expert};  // bytes
       tma_load(smem + plan.b_offset(pipe.stage), tmap_b, b_coords, stage_full);
       pipe.advance();
     }
@@ -166,16 +176,16 @@ struct Fp4WeightsMainloop {
   // row 64s + 16w + l/4 + 8((i/2)%2), token 8(i/4) + 2(l%4) + i%2). The MMAs cover the tile's real
   // tokens rounded up to 16 (at least 32, then 48, 64, 96, ...); the columns beyond stay zero and
   // are never stored.
-  __device__ __forceinline__ static void mma_tile(float (&acc)[kSlices][kAccRegs], uint8_t* smem,
-                                                  const SmemPlan& plan, uint64_t* full, uint64_t* empty,
-                                                  PipelineState& pipe, const KernelParams& p, const detail::Tile& tile,
-                                                  int warpgroup, int lane) {
+  __device__ __forceinline__ static void mma_tile(float (&acc)[kSlices][kAccRegs], uint8_t* smem, const SmemPlan& plan,
+                                                  uint64_t* full, uint64_t* empty, PipelineState& pipe,
+                                                  const KernelParams& p, const detail::Tile& tile, int warpgroup,
+                                                  int lane) {
 #pragma unroll
     for (int s = 0; s < kSlices; ++s)
 #pragma unroll
       for (int i = 0; i < kAccRegs; ++i) acc[s][i] = 0.f;
-    mma_tile_width<kBlockM>(max(32, (tile.rows + 15) / 16 * 16), acc, smem, plan, full, empty, pipe, p, tile,
-                            warpgroup, lane);
+    mma_tile_width<kBlockM>(max(32, (tile.rows + 15) / 16 * 16), acc, smem, plan, full, empty, pipe, p, tile, warpgroup,
+                            lane);
     // nvfp4 fragments carry element * scale * 2^-7 (dequant_fp4.cuh): undo it, exactly.
     if constexpr (kNvfp4) {
 #pragma unroll
@@ -220,7 +230,7 @@ struct Fp4WeightsMainloop {
 
   // Copies stage `stage`'s block scales of this quad's rows (2 per slice, kSubs words each) into
   // slot `slot` of the scale buffer ([2][kBlockN rows][kSubs] words); the quad's four lanes share
-  // the words. nvfp4: a 64-K block's word is its four scales. mxfp4: the aligned word that holds
+  // the words. nvfp4: a 64-K block's word is its four scales. MX: the aligned word that holds
   // its two (read from the first of them on, so never past the tensor's end; with k a multiple of
   // 64 a row's scales start at an even byte, so the two never straddle words): bytes
   // mx_scale_byte(...) and the next. Words past K are zero (scale 0: the zero-filled weights there
@@ -250,8 +260,9 @@ struct Fp4WeightsMainloop {
     ptx::cp_async_commit();
   }
 
-  // FP4 tokens: their block scales, a word per token row and 64-K block as for the weights (the
-  // aligned word holding the block's scales), in a three-slot buffer after the weights' two slots:
+  // Block-scaled tokens (nvfp4, MX): their block scales, a word per token row and 64-K block as for
+  // the weights (the aligned word holding the block's scales), in a three-slot buffer after the
+  // weights' two slots:
   // stage s in slot s % 3, copied two stages ahead by all MMA threads, so that each copy is waited
   // for by its thread at the top of the stage before its use and then shown to every thread by
   // that stage's conversion barrier. Rows past the tile's real ones read its last real row (their
@@ -281,13 +292,14 @@ struct Fp4WeightsMainloop {
     ptx::cp_async_commit();  // cp.async.wait_group waits for committed groups only
   }
 
-  // FP4 tokens: the stage's packed rows (all kBlockM: a fixed count of jobs per thread, no branch
-  // while the previous stage's MMAs are in flight; rows not loaded hold stale bytes, whose values
-  // land in MMA columns that are never stored) into its bf16 tiles, 16 elements (8 bytes, one
+  // Block-scaled tokens: the stage's packed rows (all kBlockM: a fixed count of jobs per thread, no
+  // branch while the previous stage's MMAs are in flight; rows not loaded hold stale bytes, whose values
+  // land in MMA columns that are never stored) into its bf16 tiles, 16 elements (8 or 16 bytes, one
   // scale) per job: element x scale, exact as in the dequantizing mainloop. The packed rows arrive
   // with the TMA swizzle of their width (as the weights'); the bf16 tiles get the 128-byte swizzle.
-  __device__ __forceinline__ static void convert_fp4_tokens(uint32_t stage_tokens, uint32_t scale_slot,
-                                                            const KernelParams& p, const detail::Tile& tile, int stage) {
+  __device__ __forceinline__ static void convert_scaled_tokens(uint32_t stage_tokens, uint32_t scale_slot,
+                                                               const KernelParams& p, const detail::Tile& tile,
+                                                               int stage) {
     constexpr int kGroups = kSubs * 4;  // 16-element groups per row and stage
     constexpr int kJobs = kBlockM * kGroups;
     const uint32_t packed_rows = stage_tokens + kBf16TileBytes;
@@ -396,7 +408,7 @@ struct Fp4WeightsMainloop {
     for (int sl = 0; sl < kSlices; ++sl)
 #pragma unroll
       for (int h = 0; h < 2; ++h) scales[sl][h] = scale_row(p, tile, tile_row[sl] + 8 * h);
-    // mxfp4: where the row's scales start within their word (0 or 2; the same for all of this
+    // MX: where the row's scales start within their word (0 or 2; the same for all of this
     // thread's rows, which lie a multiple of 8 rows apart, 8 * k / 32 bytes: a multiple of 4).
     const uint32_t mx_row_byte = uint32_t(reinterpret_cast<uintptr_t>(scales[0][0])) & 3;
     const int num_k_blocks = p.num_k_blocks;
@@ -436,7 +448,8 @@ struct Fp4WeightsMainloop {
       for (int sl = 0; sl < kSlices; ++sl)
 #pragma unroll
         for (int h = 0; h < 2; ++h)
-          asm volatile("prefetch.global.L2 [%0];\n" ::"l"(block_scales(scales[sl][h], min((s + 8) * kSubs, num_k_blocks - 1))));
+          asm volatile(
+              "prefetch.global.L2 [%0];\n" ::"l"(block_scales(scales[sl][h], min((s + 8) * kSubs, num_k_blocks - 1))));
       // This stage's scales are in (each lane waits for its copies; the warp barrier shows them to
       // the quad and orders the quad's reads of the other slot, in the stage before, before the
       // copies that now overwrite it with the next stage's).
@@ -449,7 +462,8 @@ struct Fp4WeightsMainloop {
       mbarrier_wait(&full[pipe.stage], pipe.phase);
       if constexpr (kFp8Tokens) convert_tokens(weights_base + plan.a_offset(pipe.stage), loaded_token_rows);
       if constexpr (kScaledTokens)
-        convert_fp4_tokens(weights_base + plan.a_offset(pipe.stage), token_scale_slot(scale_buffer, s % 3), p, tile, s);
+        convert_scaled_tokens(weights_base + plan.a_offset(pipe.stage), token_scale_slot(scale_buffer, s % 3), p, tile,
+                              s);
       const uint32_t stage_weights = weights_base + plan.b_offset(pipe.stage);
       const uint32_t stage_scales = scale_buffer + (s % 2) * kBlockN * kSubs * 4;
       const uint8_t* stage_tokens = smem + plan.a_offset(pipe.stage);
@@ -467,7 +481,8 @@ struct Fp4WeightsMainloop {
           if constexpr (kNvfp4)
             quad_scales[sl] = fp4::e4m3x2_to_bf16x2_times_2p119(word_r, word_r8, quad);
           else  // step `quad` of 64-K block s * kSubs + u
-            quad_scales[sl] = fp4::e8m0x2_to_bf16x2(word_r, word_r8, mx_scale_byte(mx_row_byte, s * kSubs + u) + quad / 2);
+            quad_scales[sl] =
+                fp4::e8m0x2_to_bf16x2(word_r, word_r8, mx_scale_byte(mx_row_byte, s * kSubs + u) + quad / 2);
         }
 #pragma unroll
         for (int g = 0; g < kGroupsPerSub; ++g)
@@ -481,9 +496,9 @@ struct Fp4WeightsMainloop {
             ptx::wgmma_fence();
 #pragma unroll
             for (int k = 0; k < kSteps; ++k) {  // 32 bytes of K per step, in the descriptor's 16-byte units
-              if constexpr (kFp8Tokens)  // a 128-K block's first MMA starts its partial afresh
-                Mma::mma(reinterpret_cast<float(&)[kTokens / 2]>(partial[sl]), a[k],
-                         desc_tokens + 2 * (g * kSteps + k), !(u % 2 == 0 && g == 0 && k == 0));
+              if constexpr (kFp8Tokens)         // a 128-K block's first MMA starts its partial afresh
+                Mma::mma(reinterpret_cast<float(&)[kTokens / 2]>(partial[sl]), a[k], desc_tokens + 2 * (g * kSteps + k),
+                         !(u % 2 == 0 && g == 0 && k == 0));
               else
                 Mma::mma(reinterpret_cast<float(&)[kTokens / 2]>(acc[sl]), a[k], desc_tokens + 2 * (g * kSteps + k));
             }
@@ -501,7 +516,8 @@ struct Fp4WeightsMainloop {
             for (int sl = 0; sl < kSlices; ++sl) ptx::fence_registers(partial[sl]);
             // The block's token scales: kBlockM floats per 128-K block in the stage.
             ptx::promote_partials<kTokens>(
-                acc, partial, reinterpret_cast<const float*>(smem + plan.sfa_offset(pipe.stage)) + (u / 2) * kBlockM, lane);
+                acc, partial, reinterpret_cast<const float*>(smem + plan.sfa_offset(pipe.stage)) + (u / 2) * kBlockM,
+                lane);
           }
         }
       }
@@ -519,7 +535,7 @@ struct Fp4WeightsMainloop {
     __syncwarp();
   }
 
-  // mxfp4: byte of a row's slot word where 64-K block `block`'s first scale sits (its second: the
+  // MX: byte of a row's slot word where 64-K block `block`'s first scale sits (its second: the
   // next byte), given where the row's scales start (mx_row_byte): each block adds 2 bytes.
   __device__ __forceinline__ static uint32_t mx_scale_byte(uint32_t mx_row_byte, int block) {
     return (mx_row_byte + 2 * uint32_t(block)) & 3;
@@ -527,11 +543,10 @@ struct Fp4WeightsMainloop {
 
   // mbarrier arrive under a predicate, without a branch.
   __device__ __forceinline__ static void arrive_if(uint64_t* barrier, bool condition) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %1, 0;\n@p mbarrier.arrive.shared::cta.b64 _, [%0];\n}\n" ::"r"(
-            static_cast<uint32_t>(__cvta_generic_to_shared(barrier))),
-        "r"(int(condition))
-        : "memory");
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %1, 0;\n@p mbarrier.arrive.shared::cta.b64 _, [%0];\n}\n" ::"r"(
+                     static_cast<uint32_t>(__cvta_generic_to_shared(barrier))),
+                 "r"(int(condition))
+                 : "memory");
   }
 
   __device__ __forceinline__ static void pin_registers(uint32_t (&a)[kSteps][4]) {
@@ -577,7 +592,7 @@ struct Fp4WeightsMainloop {
     const uint32_t pick = quad | ((4 + quad) << 4);
 #pragma unroll
     for (int k = 0; k < kSteps; ++k) {
-      const uint32_t low_cols = fp4::prmt(words[0][2 * k], words[1][2 * k], pick);          // rows r, r+8
+      const uint32_t low_cols = fp4::prmt(words[0][2 * k], words[1][2 * k], pick);           // rows r, r+8
       const uint32_t high_cols = fp4::prmt(words[0][2 * k + 1], words[1][2 * k + 1], pick);  // columns + 8
       // Bytes in register order: a0 (r, low), a1 (r + 8, low), a2 (r, high), a3 (r + 8, high).
       const uint32_t packed = fp4::prmt(low_cols, high_cols, 0x5410u);
@@ -590,8 +605,8 @@ struct Fp4WeightsMainloop {
         for (int i = 0; i < 4; ++i) values[i] = ptx::mul_bf16x2(values[i], dequant::kBf16x2TwoP126);
       }
       const uint32_t scale_pair = __shfl_sync(0xFFFFFFFFu, quad_scales, (lane & ~3) | (first_step + k));  // [r, r+8]
-      a[k][0] = fp4::mul_bf16x2_by_low(values[0], scale_pair);  // row r
-      a[k][1] = fp4::mul_bf16x2_by_high(values[1], scale_pair);  // row r + 8
+      a[k][0] = fp4::mul_bf16x2_by_low(values[0], scale_pair);                                            // row r
+      a[k][1] = fp4::mul_bf16x2_by_high(values[1], scale_pair);                                           // row r + 8
       a[k][2] = fp4::mul_bf16x2_by_low(values[2], scale_pair);
       a[k][3] = fp4::mul_bf16x2_by_high(values[3], scale_pair);
     }
@@ -632,10 +647,10 @@ struct Fp4WeightsMainloop {
 };
 
 template <int M, int N>
-using Bf16Nvfp4Mainloop = Fp4WeightsMainloop<M, N, Format::nvfp4>;
+using Bf16Nvfp4Mainloop = RegisterWeightsMainloop<M, N, Format::nvfp4>;
 template <int M, int N>
-using Bf16Mxfp4Mainloop = Fp4WeightsMainloop<M, N, Format::mxfp4>;
+using Bf16Mxfp4Mainloop = RegisterWeightsMainloop<M, N, Format::mxfp4>;
 template <int M, int N>
-using Bf16Mxfp8Mainloop = Fp4WeightsMainloop<M, N, Format::mxfp8>;
+using Bf16Mxfp8Mainloop = RegisterWeightsMainloop<M, N, Format::mxfp8>;
 
 }  // namespace signalgemm::kernels
