@@ -6,7 +6,7 @@
 // Hopper has no FP4 tensor cores (and no MX scaling), but wgmma may take its A operand (here: the
 // weights, which fill the MMA's M dimension in the swapped product) from registers. So each MMA
 // thread dequantizes its own A fragment straight from the packed weights in shared memory into
-// registers (dequant_fp4.cuh: exact, e2m1 x e4m3 always fits bf16, e2m1 / e4m3 x e8m0 in the range
+// registers (dequant_fragments.cuh: exact, e2m1 x e4m3 always fits bf16, e2m1 / e4m3 x e8m0 in the range
 // docs/formats.md states) and issues the register-operand bf16 wgmma against the token tile in
 // shared memory. No bf16 weight tile, no barrier between dequantization and MMA: the
 // dequantization of one 64x64 block overlaps the MMAs of the previous one.
@@ -34,7 +34,7 @@
 #include <cuda/ptx>
 
 #include "kernels/dequant_formats.cuh"
-#include "kernels/dequant_fp4.cuh"
+#include "kernels/dequant_fragments.cuh"
 #include "kernels/kernel_params.h"
 #include "kernels/pipeline.cuh"
 #include "kernels/ptx.cuh"
@@ -186,7 +186,7 @@ struct RegisterWeightsMainloop {
       for (int i = 0; i < kAccRegs; ++i) acc[s][i] = 0.f;
     mma_tile_width<kBlockM>(max(32, (tile.rows + 15) / 16 * 16), acc, smem, plan, full, empty, pipe, p, tile, warpgroup,
                             lane);
-    // nvfp4 fragments carry element * scale * 2^-7 (dequant_fp4.cuh): undo it, exactly.
+    // nvfp4 fragments carry element * scale * 2^-7 (dequant_fragments.cuh): undo it, exactly.
     if constexpr (kNvfp4) {
 #pragma unroll
       for (int s = 0; s < kSlices; ++s)
@@ -479,10 +479,10 @@ struct RegisterWeightsMainloop {
           const uint32_t word_r = ptx::ld_shared_u32(stage_scales + (tile_row[sl] * kSubs + u) * 4);
           const uint32_t word_r8 = ptx::ld_shared_u32(stage_scales + ((tile_row[sl] + 8) * kSubs + u) * 4);
           if constexpr (kNvfp4)
-            quad_scales[sl] = fp4::e4m3x2_to_bf16x2_times_2p119(word_r, word_r8, quad);
+            quad_scales[sl] = fragments::e4m3x2_to_bf16x2_times_2p119(word_r, word_r8, quad);
           else  // step `quad` of 64-K block s * kSubs + u
             quad_scales[sl] =
-                fp4::e8m0x2_to_bf16x2(word_r, word_r8, mx_scale_byte(mx_row_byte, s * kSubs + u) + quad / 2);
+                fragments::e8m0x2_to_bf16x2(word_r, word_r8, mx_scale_byte(mx_row_byte, s * kSubs + u) + quad / 2);
         }
 #pragma unroll
         for (int g = 0; g < kGroupsPerSub; ++g)
@@ -592,12 +592,12 @@ struct RegisterWeightsMainloop {
     const uint32_t pick = quad | ((4 + quad) << 4);
 #pragma unroll
     for (int k = 0; k < kSteps; ++k) {
-      const uint32_t low_cols = fp4::prmt(words[0][2 * k], words[1][2 * k], pick);           // rows r, r+8
-      const uint32_t high_cols = fp4::prmt(words[0][2 * k + 1], words[1][2 * k + 1], pick);  // columns + 8
+      const uint32_t low_cols = fragments::prmt(words[0][2 * k], words[1][2 * k], pick);           // rows r, r+8
+      const uint32_t high_cols = fragments::prmt(words[0][2 * k + 1], words[1][2 * k + 1], pick);  // columns + 8
       // Bytes in register order: a0 (r, low), a1 (r + 8, low), a2 (r, high), a3 (r + 8, high).
-      const uint32_t packed = fp4::prmt(low_cols, high_cols, 0x5410u);
+      const uint32_t packed = fragments::prmt(low_cols, high_cols, 0x5410u);
       uint32_t values[4];
-      fp4::e2m1x8_to_bf16x8_unscaled(packed, values);
+      fragments::e2m1x8_to_bf16x8_unscaled(packed, values);
       // mxfp4: the exact values first (x 2^126, exact), so that the e8m0 scale's whole range
       // multiplies them with one rounding, as the dequantizing mainloop does (dequant_formats.cuh).
       if constexpr (!kNvfp4) {
@@ -605,10 +605,10 @@ struct RegisterWeightsMainloop {
         for (int i = 0; i < 4; ++i) values[i] = ptx::mul_bf16x2(values[i], dequant::kBf16x2TwoP126);
       }
       const uint32_t scale_pair = __shfl_sync(0xFFFFFFFFu, quad_scales, (lane & ~3) | (first_step + k));  // [r, r+8]
-      a[k][0] = fp4::mul_bf16x2_by_low(values[0], scale_pair);                                            // row r
-      a[k][1] = fp4::mul_bf16x2_by_high(values[1], scale_pair);                                           // row r + 8
-      a[k][2] = fp4::mul_bf16x2_by_low(values[2], scale_pair);
-      a[k][3] = fp4::mul_bf16x2_by_high(values[3], scale_pair);
+      a[k][0] = fragments::mul_bf16x2_by_low(values[0], scale_pair);                                            // row r
+      a[k][1] = fragments::mul_bf16x2_by_high(values[1], scale_pair);                                           // row r + 8
+      a[k][2] = fragments::mul_bf16x2_by_low(values[2], scale_pair);
+      a[k][3] = fragments::mul_bf16x2_by_high(values[3], scale_pair);
     }
   }
 
@@ -638,9 +638,9 @@ struct RegisterWeightsMainloop {
       // Register order: a0 (r, low columns), a1 (r + 8, low), a2 (r, high), a3 (r + 8, high).
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        const uint32_t pair = fp4::prmt(words[i % 2][2 * (i / 2)], words[i % 2][2 * (i / 2) + 1], pick);
+        const uint32_t pair = fragments::prmt(words[i % 2][2 * (i / 2)], words[i % 2][2 * (i / 2) + 1], pick);
         const uint32_t value = ptx::mul_bf16x2(dequant::e4m3x2_times_2m120(pair), dequant::kBf16x2TwoP120);
-        a[k][i] = i % 2 == 0 ? fp4::mul_bf16x2_by_low(value, scale_pair) : fp4::mul_bf16x2_by_high(value, scale_pair);
+        a[k][i] = i % 2 == 0 ? fragments::mul_bf16x2_by_low(value, scale_pair) : fragments::mul_bf16x2_by_high(value, scale_pair);
       }
     }
   }

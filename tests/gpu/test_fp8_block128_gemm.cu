@@ -307,7 +307,7 @@ TEST(RegisterWeightsGemm, EveryTileConfigAndEdgeMaskedM) {
 }
 
 // Block scales far from 1, per expert (weights scaled by 2^-100 .. 2^100 before quantization):
-// every e8m0 exponent path of the register-weights mainloop (dequant_fp4.cuh) and of the dequantizing
+// every e8m0 exponent path of the register-weights mainloop (dequant_fragments.cuh) and of the dequantizing
 // one (bf16 x mxfp8) against the float64 reference, on decode and wide tiles.
 TEST(RegisterWeightsGemm, BlockScalesAcrossTheExponentRange) {
   SG_REQUIRE_HOPPER();

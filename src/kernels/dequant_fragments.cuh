@@ -1,5 +1,6 @@
-// Register-side dequantization of FP4 weights (nvfp4, mxfp4) for the register-operand (RS) wgmma.
-// Used by mainloop_register_weights.cuh.
+// Register-side dequantization of weight fragments for the register-operand (RS) wgmma of
+// mainloop_register_weights.cuh: e2m1 codes, e4m3 and e8m0 scale pairs, and the scale multiplies
+// (e4m3 elements of mxfp8 use dequant_formats.cuh's conversion).
 //
 // Exactness: an e2m1 element (2 significant bits) times its e4m3 block scale (4) has at most 6
 // significant bits and lies in [2^-10, 2688]: every product is a bf16, and the products below are
@@ -25,7 +26,7 @@
 
 #include "kernels/ptx.cuh"
 
-namespace signalgemm::kernels::fp4 {
+namespace signalgemm::kernels::fragments {
 
 using ptx::mul_bf16x2;
 using ptx::prmt;
@@ -92,4 +93,4 @@ __device__ __forceinline__ uint32_t e8m0x2_to_bf16x2(uint32_t scales_a, uint32_t
   return (pair << 7) | zero | nan;
 }
 
-}  // namespace signalgemm::kernels::fp4
+}  // namespace signalgemm::kernels::fragments
