@@ -260,6 +260,21 @@ struct RegisterWeightsMainloop {
     ptx::cp_async_commit();
   }
 
+  // Converted tokens: elements 16g .. 16g + 15 of a token row of the stage (8 bf16x2) into its bf16
+  // tiles: 64-K block g / 4, its 16-byte chunks 2 (g % 4) and 2 (g % 4) + 1, with the 128-byte
+  // swizzle the token descriptors expect.
+  __device__ __forceinline__ static void store_bf16_group(uint32_t stage_tokens, uint32_t row, uint32_t g,
+                                                          const uint32_t (&values)[8]) {
+    const uint32_t tile_row = stage_tokens + (g / 4) * kBlockM * kBlockK + row * kBlockK;
+    const uint32_t chunk = 2 * (g % 4);
+    asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(tile_row + ((chunk ^ (row % 8)) * 16)),
+                 "r"(values[0]), "r"(values[1]), "r"(values[2]), "r"(values[3])
+                 : "memory");
+    asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(tile_row + (((chunk + 1) ^ (row % 8)) * 16)),
+                 "r"(values[4]), "r"(values[5]), "r"(values[6]), "r"(values[7])
+                 : "memory");
+  }
+
   // Block-scaled tokens (nvfp4, MX): their block scales, a word per token row and 64-K block as for
   // the weights (the aligned word holding the block's scales), in a three-slot buffer after the
   // weights' two slots:
@@ -338,15 +353,7 @@ struct RegisterWeightsMainloop {
       const uint32_t scale = kNvfp4 ? dequant::e4m3_scale_to_bf16x2(code) : dequant::e8m0_scale_to_bf16x2(code);
 #pragma unroll
       for (int i = 0; i < 8; ++i) values[i] = ptx::mul_bf16x2(values[i], scale);  // one rounding, exact
-      // Elements 16g .. 16g + 15: 64-K block g / 4, its 16-byte chunks 2 (g % 4) and 2 (g % 4) + 1.
-      const uint32_t tile_row = stage_tokens + (g / 4) * kBlockM * kBlockK + row * kBlockK;
-      const uint32_t chunk = 2 * (g % 4);
-      asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(tile_row + ((chunk ^ (row % 8)) * 16)),
-                   "r"(values[0]), "r"(values[1]), "r"(values[2]), "r"(values[3])
-                   : "memory");
-      asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(tile_row + (((chunk + 1) ^ (row % 8)) * 16)),
-                   "r"(values[4]), "r"(values[5]), "r"(values[6]), "r"(values[7])
-                   : "memory");
+      store_bf16_group(stage_tokens, row, g, values);
     }
     // The wgmmas read the tiles through the async proxy; then every MMA thread's rows are in (and
     // the token scales waited for at the top of this stage, for the next one).
@@ -371,15 +378,7 @@ struct RegisterWeightsMainloop {
       uint32_t values[8];
 #pragma unroll
       for (int w = 0; w < 4; ++w) dequant::e4m3x4_to_bf16x4(codes[w], values[2 * w], values[2 * w + 1]);
-      // Elements 16q.. 16q + 15: 64-K block q / 4, its 16-byte chunks 2 (q % 4) and 2 (q % 4) + 1.
-      const uint32_t tile_row = stage_tokens + (q / 4) * kBlockM * kBlockK + row * kBlockK;
-      const uint32_t chunk = 2 * (q % 4);
-      asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(tile_row + ((chunk ^ (row % 8)) * 16)),
-                   "r"(values[0]), "r"(values[1]), "r"(values[2]), "r"(values[3])
-                   : "memory");
-      asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(tile_row + (((chunk + 1) ^ (row % 8)) * 16)),
-                   "r"(values[4]), "r"(values[5]), "r"(values[6]), "r"(values[7])
-                   : "memory");
+      store_bf16_group(stage_tokens, row, q, values);
     }
     // The wgmmas read the tiles through the async proxy; then every MMA thread's rows are in.
     cuda::ptx::fence_proxy_async(cuda::ptx::space_shared);
