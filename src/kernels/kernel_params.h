@@ -97,7 +97,6 @@ struct SmemPlan {
 // bytes per token row and 64-K block).
 // mxfp8 weights (and tokens) take 64 bytes per row and 64-K block instead of 32, so their stages
 // hold at most 128 K (a TMA box row with the 128-byte swizzle is at most 128 bytes).
-SG_HD constexpr bool converts_tokens(Format tokens) { return tokens != Format::bf16; }
 SG_HD constexpr bool byte_scaled_tokens(Format tokens) {
   return tokens == Format::nvfp4 || tokens == Format::mxfp4 || tokens == Format::mxfp8;
 }

@@ -6,8 +6,8 @@
 // Hopper has no FP4 tensor cores (and no MX scaling), but wgmma may take its A operand (here: the
 // weights, which fill the MMA's M dimension in the swapped product) from registers. So each MMA
 // thread dequantizes its own A fragment straight from the packed weights in shared memory into
-// registers (dequant_fragments.cuh: exact, e2m1 x e4m3 always fits bf16, e2m1 / e4m3 x e8m0 in the range
-// docs/formats.md states) and issues the register-operand bf16 wgmma against the token tile in
+// registers (dequant_fragments.cuh: exact, e2m1 x e4m3 always fits bf16, e2m1 / e4m3 x e8m0 in
+// the range docs/formats.md states) and issues the register-operand bf16 wgmma against the token tile in
 // shared memory. No bf16 weight tile, no barrier between dequantization and MMA: the
 // dequantization of one 64x64 block overlaps the MMAs of the previous one.
 //
@@ -60,7 +60,6 @@ struct RegisterWeightsMainloop {
   static constexpr bool kFp8Tokens = kTokenFormat == Format::fp8_block128;  // partials promoted per 128 K
   static constexpr bool kScaledTokens = byte_scaled_tokens(kTokenFormat);   // block scales copied by the MMA threads
   static constexpr bool kFp8Weights = kWeights == Format::mxfp8;            // one e4m3 byte per element
-  static constexpr bool kConvertTokens = converts_tokens(kTokenFormat);
   // A weight row's scale bytes per 64-K block: 4 e4m3 (one per k16 step) or 2 e8m0 (per 2 steps).
   static constexpr int kScaleBytesPerSub = kNvfp4 ? 4 : 2;
   static constexpr int kBlockM = kBlockM_;
@@ -174,8 +173,8 @@ struct RegisterWeightsMainloop {
 
   // Accumulator layout as in the other mainloops (register i of slice s, lane l, warp w: weight
   // row 64s + 16w + l/4 + 8((i/2)%2), token 8(i/4) + 2(l%4) + i%2). The MMAs cover the tile's real
-  // tokens rounded up to 16 (at least 32, then 48, 64, 96, ...); the columns beyond stay zero and
-  // are never stored.
+  // tokens rounded up to 16 (at least 32, then 48, 64, 96, ...); the columns beyond are never
+  // stored (with converted tokens they may hold the products of stale rows).
   __device__ __forceinline__ static void mma_tile(float (&acc)[kSlices][kAccRegs], uint8_t* smem, const SmemPlan& plan,
                                                   uint64_t* full, uint64_t* empty, PipelineState& pipe,
                                                   const KernelParams& p, const detail::Tile& tile, int warpgroup,
@@ -277,11 +276,10 @@ struct RegisterWeightsMainloop {
 
   // Block-scaled tokens (nvfp4, MX): their block scales, a word per token row and 64-K block as for
   // the weights (the aligned word holding the block's scales), in a three-slot buffer after the
-  // weights' two slots:
-  // stage s in slot s % 3, copied two stages ahead by all MMA threads, so that each copy is waited
-  // for by its thread at the top of the stage before its use and then shown to every thread by
-  // that stage's conversion barrier. Rows past the tile's real ones read its last real row (their
-  // values are never stored).
+  // weights' two slots: stage s in slot s % 3, copied two stages ahead by all MMA threads, so that
+  // each copy is waited for by its thread at the top of the stage before its use and then shown to
+  // every thread by that stage's conversion barrier. Rows past the tile's real ones read its last
+  // real row (their values are never stored).
   static constexpr int kTokenScaleWords = kBlockM * kSubs;  // per slot
   __device__ __forceinline__ static uint32_t token_scale_slot(uint32_t scale_buffer, int slot) {
     return scale_buffer + (2 * kBlockN * kSubs + slot * kTokenScaleWords) * 4;
@@ -308,10 +306,11 @@ struct RegisterWeightsMainloop {
   }
 
   // Block-scaled tokens: the stage's packed rows (all kBlockM: a fixed count of jobs per thread, no
-  // branch while the previous stage's MMAs are in flight; rows not loaded hold stale bytes, whose values
-  // land in MMA columns that are never stored) into its bf16 tiles, 16 elements (8 or 16 bytes, one
-  // scale) per job: element x scale, exact as in the dequantizing mainloop. The packed rows arrive
-  // with the TMA swizzle of their width (as the weights'); the bf16 tiles get the 128-byte swizzle.
+  // branch while the previous stage's MMAs are in flight; rows not loaded hold stale bytes, whose
+  // values land in MMA columns that are never stored) into its bf16 tiles, 16 elements (8 or 16
+  // bytes, one scale) per job: element x scale, exact as in the dequantizing mainloop. The packed
+  // rows arrive with the TMA swizzle of their width (as the weights'); the bf16 tiles get the
+  // 128-byte swizzle.
   __device__ __forceinline__ static void convert_scaled_tokens(uint32_t stage_tokens, uint32_t scale_slot,
                                                                const KernelParams& p, const detail::Tile& tile,
                                                                int stage) {
