@@ -6,7 +6,11 @@
 // exact (or, for fp8 x fp8, accumulated per 128-K block by the tensor cores), so the kernel differs
 // only where the fp32 accumulation order flips a rounding, by one bf16 ulp. 2e-3 relative per
 // expert rejects a lost scale, a misplaced chunk or a stale row.
+//
+// A longer soak on the GPU machine: SIGNALGEMM_RANDOM_TRIALS (trials per pairing, default 6) and
+// SIGNALGEMM_RANDOM_SEED (added to every trial's seed, default 0) draw other problems.
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 
 #include "gpu_test_util.h"
@@ -30,13 +34,19 @@ int k_granule(const Pairing& pairing) {
   return pairing.a == Format::bf16 && pairing.b == Format::bf16 ? 16 : 64;
 }
 
+int env_int(const char* name, int fallback) {
+  const char* value = std::getenv(name);
+  return value != nullptr && *value != '\0' ? std::atoi(value) : fallback;
+}
+
 TEST(RandomProblems, EveryPairingWithTheHeuristicConfig) {
   SG_REQUIRE_HOPPER();
-  constexpr int kTrials = 6;
+  const int trials = env_int("SIGNALGEMM_RANDOM_TRIALS", 6);
+  const int seed = env_int("SIGNALGEMM_RANDOM_SEED", 0);
   constexpr double kMaxMacs = 1.2e8;  // keeps the float64 reference quick
   for (const Pairing& pairing : kEveryPairing) {
-    for (int trial = 0; trial < kTrials; ++trial) {
-      std::mt19937 rng(1000 * int(pairing.a) + 100 * int(pairing.b) + trial);
+    for (int trial = 0; trial < trials; ++trial) {
+      std::mt19937 rng(1000 * int(pairing.a) + 100 * int(pairing.b) + trial + seed);
       auto uniform = [&](int lo, int hi) { return lo + int(rng() % uint32_t(hi - lo + 1)); };
       int experts = uniform(0, 3) == 0 ? uniform(20, 40) : uniform(1, 8);
       int max_m = uniform(0, 2) == 0 ? uniform(1, 16) : uniform(17, 300);
@@ -68,7 +78,7 @@ TEST(RandomProblems, EveryPairingWithTheHeuristicConfig) {
       args.scope = uniform(0, 1) == 0 ? SignalScope::gpu : SignalScope::sys;
       const TileConfig cfg = select_config(args);
       const std::string what = std::string(to_string(pairing.a)) + " x " + to_string(pairing.b) + " trial " +
-                               std::to_string(trial) + ": E " + std::to_string(experts) + " max_m " +
+                               std::to_string(trial) + " seed " + std::to_string(seed) + ": E " + std::to_string(experts) + " max_m " +
                                std::to_string(max_m) + " n " + std::to_string(n) + " k " + std::to_string(k) +
                                " sm_count " + std::to_string(args.sm_count) + " tile " +
                                std::to_string(cfg.block_m) + "x" + std::to_string(cfg.block_n) + "x" +
