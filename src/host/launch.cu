@@ -326,7 +326,7 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   const int b_k_bytes = args.k * element_bits(args.b.format) / 8;
   // Register weights: a stage holds 1, 2 or 4 64-K blocks (kernel_params.h), 32 (FP4) or 64 (mxfp8) bytes per row each;
   // tokens are loaded in boxes of 32 rows, only as many as a tile has real tokens.
-  // Converted tokens (fp8_block128, nvfp4, mxfp4) on its tiles: one box of their bytes per token box and stage.
+  // Converted tokens (fp8_block128, nvfp4, mxfp4, mxfp8) on its tiles: one box of their bytes per token box and stage.
   const bool converted_tokens_rs =
       host::register_weights_with_converted_tokens(args.a.format, args.b.format, cfg.block_m, cfg.block_n);
   const bool bf16_register_weights = kernels::is_bf16_register_weights_pair(args.a.format, args.b.format);
@@ -344,7 +344,8 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   const int64_t a_expert = args.a.expert_stride != 0 ? args.a.expert_stride : a_row * args.max_m;
   const int64_t b_row = args.b.row_stride != 0 ? args.b.row_stride : b_k_bytes;
   const int64_t b_expert = args.b.expert_stride != 0 ? args.b.expert_stride : b_row * args.n;
-  // 64-K blocks for the dequantizing and nvfp4 mainloops, 128-byte K blocks of tokens otherwise.
+  // 64-K blocks for the dequantizing and register-weights mainloops (bf16 tokens: 128 bytes are 64 K too),
+  // 128-byte K blocks of tokens otherwise.
   const int num_k_blocks = dequant_pair || converted_tokens_rs ? args.k / kernels::kDequantStageK
                                                                : (a_k_bytes + kernels::kBlockK - 1) / kernels::kBlockK;
 
