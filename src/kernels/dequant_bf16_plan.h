@@ -15,8 +15,6 @@ SG_HD constexpr int dequant_element_bits(Format f) {
 }
 // Bytes of one row of an operand per stage, as loaded by TMA (bf16: 128, e4m3: 64, FP4: 32).
 SG_HD constexpr int dequant_stage_row_bytes(Format f) { return kDequantStageK * dequant_element_bits(f) / 8; }
-// bf16 operands are read by the wgmma straight from the stage; the others through a bf16 tile.
-SG_HD constexpr bool dequantized_in_smem(Format f) { return f != Format::bf16; }
 
 // bf16 activations x FP4 or mxfp8 weights: the register-operand mainloop (mainloop_register_weights.cuh).
 SG_HD constexpr bool is_bf16_register_weights_pair(Format a, Format b) {
@@ -43,11 +41,11 @@ SG_HD constexpr bool dequant_bf16_tile_compiled(Format a, int block_m, int block
 SG_HD constexpr bool has_byte_scales(Format f) { return f == Format::mxfp8 || f == Format::mxfp4 || f == Format::nvfp4; }
 
 // Stage: packed token tile, packed weight tile, fp8_block128 token scales (block_m floats of the
-// stage's 128-K block). Before the ring: two bf16 tiles per dequantized operand (double buffered:
+// stage's 128-K block). Before the ring: two bf16 tiles per operand (double buffered:
 // the MMAs read one while the next stage is dequantized into the other). After the staging tile:
 // three stages' block scales, one 32-bit word per scaled row.
 SG_HD constexpr SmemPlan dequant_bf16_smem_plan(Format a, Format b, int block_m, int block_n, int stages) {
-  const int dequant_rows = (dequantized_in_smem(a) ? block_m : 0) + (dequantized_in_smem(b) ? block_n : 0);
+  const int dequant_rows = block_m + block_n;  // both operands of every pairing here go through bf16 tiles
   const int scaled_rows = (has_byte_scales(a) ? block_m : 0) + (has_byte_scales(b) ? block_n : 0);
   return SmemPlan{block_m,
                   block_n,

@@ -1,12 +1,12 @@
 // Mainloop for block-scaled operands that Hopper's tensor cores cannot take directly: mxfp8,
-// mxfp4 and nvfp4 on both sides, fp8_block128 activations with nvfp4 weights (the pairings of dequant_bf16_plan.h).
-// Every operand that is not bf16 is dequantized in shared memory, element x block scale, into a bf16 tile laid out as
-// the bf16 wgmma reads it (128-byte rows, 128-byte swizzle); the tensor cores then run bf16 MMAs with fp32
-// accumulators. The dequantized values are exact (dequant_formats.cuh), so the result is the
+// mxfp4 and nvfp4 on both sides, fp8_block128 activations with nvfp4 weights (the pairings of
+// dequant_bf16_plan.h; their decode tiles and 128x128 run on mainloop_register_weights.cuh). Both
+// operands are dequantized in shared memory, element x block scale, into bf16 tiles laid out as
+// the bf16 wgmma reads them (128-byte rows, 128-byte swizzle); the tensor cores then run bf16 MMAs
+// with fp32 accumulators. The dequantized values are exact (dequant_formats.cuh), so the result is the
 // GEMM of the dequantized operands up to fp32 accumulation order.
 //
-// A stage holds 64 K: per operand its packed rows (32 bytes FP4, 64 bytes e4m3, 128 bytes bf16)
-// loaded by TMA, and for fp8_block128 activations the token scales of the stage's 128-K block.
+// A stage holds 64 K: per operand its packed rows (32 bytes FP4, 64 bytes e4m3) loaded by TMA, and for fp8_block128 activations the token scales of the stage's 128-K block.
 // Block scales of MX/nvfp4 operands (one byte per row and 16 or 32 K: 2 or 4 bytes per row and
 // stage) are copied into shared memory with cp.async three stages ahead of their use, one 32-bit word
 // per row and stage (the aligned word that holds them). Loaded into registers with ld.global they
@@ -48,18 +48,17 @@ struct DequantBf16Mainloop {
   static constexpr int kSlices = kWarpgroupRows / 64;
   static_assert(kSlices == 1 || kSlices == 2, "a warpgroup covers 64 or 128 weight rows");
 
-  static constexpr bool kDequantA = dequantized_in_smem(kA);
   static constexpr bool kPromote = kA == Format::fp8_block128;  // per-128-K partials, see above
   static_assert(!kPromote || kSlices == 1, "one partial accumulator per warpgroup");
   static constexpr int kARowBytes = dequant_stage_row_bytes(kA);
   static constexpr int kBRowBytes = dequant_stage_row_bytes(kB);
   static constexpr uint32_t kStageTxBytes =
       kBlockM * kARowBytes + kBlockN * kBRowBytes + (kPromote ? kBlockM * 4 : 0);
-  // One buffer of the dequantized area: the bf16 token tile (if dequantized), then the weights.
-  static constexpr int kTokenTileBytes = kDequantA ? kBlockM * kBlockK : 0;
+  // One buffer of the dequantized area: the bf16 token tile, then the weights.
+  static constexpr int kTokenTileBytes = kBlockM * kBlockK;
   static constexpr int kBufferBytes = kTokenTileBytes + kBlockN * kBlockK;
-  // A packed stage is released once dequantized, unless the MMAs or the promotion read it.
-  static constexpr bool kReleaseAfterMma = !kDequantA || kPromote;
+  // A packed stage is released once dequantized, unless the promotion reads its token scales.
+  static constexpr bool kReleaseAfterMma = kPromote;
   static constexpr int kChunksPerRow = kDequantStageK / 8;  // 8 elements = one 16-byte bf16 store
   static constexpr int kBarrierId = 5;                      // 1, 2: epilogue; 3: nvfp4 mainloop (fp8 tokens)
 
@@ -120,7 +119,7 @@ struct DequantBf16Mainloop {
 
     for (int kb = 0; kb < num_k_blocks; ++kb) {
       uint8_t* buffer = buffers + (kb & 1) * kBufferBytes;
-      const uint8_t* tokens = kDequantA ? buffer : smem + plan.a_offset(pipe.stage);
+      const uint8_t* tokens = buffer;
       const uint8_t* weights = buffer + kTokenTileBytes + warpgroup * kWarpgroupRows * kBlockK;
       if constexpr (kPromote)
         issue_mmas_into_partial(partial[0], tokens, weights, /*first_of_block=*/(kb & 1) == 0);
@@ -321,12 +320,10 @@ struct DequantBf16Mainloop {
                                                           const detail::Tile& tile, int lane) {
     mbarrier_wait(&full[load.stage], load.phase);
     const uint32_t buffer_addr = static_cast<uint32_t>(__cvta_generic_to_shared(buffer));
-    if constexpr (kDequantA) {
-      // Token rows past the tile's real rows are never stored: leave their bf16 rows stale (they
-      // only reach their own output columns).
-      dequantize_operand<kA, kBlockM>(static_cast<uint32_t>(__cvta_generic_to_shared(smem + plan.a_offset(load.stage))),
-                                      buffer_addr, slot, cursor.unit_byte_a, 0, kb, tile.rows);
-    }
+    // Token rows past the tile's real rows are never stored: leave their bf16 rows stale (they
+    // only reach their own output columns).
+    dequantize_operand<kA, kBlockM>(static_cast<uint32_t>(__cvta_generic_to_shared(smem + plan.a_offset(load.stage))),
+                                    buffer_addr, slot, cursor.unit_byte_a, 0, kb, tile.rows);
     dequantize_operand<kB, kBlockN>(static_cast<uint32_t>(__cvta_generic_to_shared(smem + plan.b_offset(load.stage))),
                                     buffer_addr + kTokenTileBytes, slot, cursor.unit_byte_b, kScaleRowsA, kb,
                                     kBlockN);
