@@ -6,7 +6,8 @@
 // with fp32 accumulators. The dequantized values are exact (dequant_formats.cuh), so the result is the
 // GEMM of the dequantized operands up to fp32 accumulation order.
 //
-// A stage holds 64 K: per operand its packed rows (32 bytes FP4, 64 bytes e4m3) loaded by TMA, and for fp8_block128 activations the token scales of the stage's 128-K block.
+// A stage holds 64 K: per operand its packed rows (32 bytes FP4, 64 bytes e4m3) loaded by TMA,
+// and for fp8_block128 activations the token scales of the stage's 128-K block.
 // Block scales of MX/nvfp4 operands (one byte per row and 16 or 32 K: 2 or 4 bytes per row and
 // stage) are copied into shared memory with cp.async three stages ahead of their use, one 32-bit word
 // per row and stage (the aligned word that holds them). Loaded into registers with ld.global they
