@@ -338,7 +338,7 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   // Dequantizing mainloop: 64-K stages, each operand's packed rows (kernels/dequant_bf16_plan.h).
   const bool dequant_pair = kernels::is_dequant_bf16_pair(args.a.format, args.b.format) && !converted_tokens_rs;
   const int a_box_k = dequant_pair          ? kernels::dequant_stage_row_bytes(args.a.format)
-                      : converted_tokens_rs ? rs_subs * kernels::kDequantStageK * element_bits(args.a.format) / 8
+                      : converted_tokens_rs ? rs_subs * kernels::bytes_per_64k(args.a.format)
                                             : kernels::kBlockK;
   const int64_t a_row = args.a.row_stride != 0 ? args.a.row_stride : a_k_bytes;
   const int64_t a_expert = args.a.expert_stride != 0 ? args.a.expert_stride : a_row * args.max_m;

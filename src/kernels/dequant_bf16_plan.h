@@ -13,7 +13,7 @@ inline constexpr int kDequantStageK = 64;
 SG_HD constexpr int dequant_element_bits(Format f) {
   return f == Format::bf16 ? 16 : (f == Format::nvfp4 || f == Format::mxfp4) ? 4 : 8;
 }
-// Bytes of one row of an operand per stage, as loaded by TMA (bf16: 128, e4m3: 64, FP4: 32).
+// Bytes of one row of an operand per stage, as loaded by TMA (e4m3: 64, FP4: 32).
 SG_HD constexpr int dequant_stage_row_bytes(Format f) { return kDequantStageK * dequant_element_bits(f) / 8; }
 
 // bf16 activations x FP4 or mxfp8 weights: the register-operand mainloop (mainloop_register_weights.cuh).
@@ -21,10 +21,9 @@ SG_HD constexpr bool is_bf16_register_weights_pair(Format a, Format b) {
   return a == Format::bf16 && (b == Format::nvfp4 || b == Format::mxfp4 || b == Format::mxfp8);
 }
 
-// (activations, weights) computed by the dequantizing mainloop. bf16 x those weights have their own
-// mainloop (above; fp8_block128 x nvfp4, nvfp4 x nvfp4 and mxfp4 x mxfp4 too, on the tiles of
-// host::register_weights_with_converted_tokens),
-// and bf16 x bf16 and fp8_block128 x fp8_block128 theirs.
+// (activations, weights) computed by the dequantizing mainloop; their decode tiles and 128x128 run on
+// the register-weights mainloop (host::register_weights_with_converted_tokens). bf16 x bf16 and
+// fp8_block128 x fp8_block128 have their own mainloops.
 SG_HD constexpr bool is_dequant_bf16_pair(Format a, Format b) {
   return (a == Format::mxfp8 && b == Format::mxfp8) || (a == Format::mxfp4 && b == Format::mxfp4) ||
          (a == Format::nvfp4 && b == Format::nvfp4) || (a == Format::fp8_block128 && b == Format::nvfp4);

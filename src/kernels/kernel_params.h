@@ -52,13 +52,14 @@ struct SmemPlan {
   int block_n = 0;
   int stages = 0;
   int b_row_bytes = kBlockK;  // bytes of one weight row per stage (32 per 64 K for packed FP4)
-  int dequant_bytes = 0;      // bf16 weight tile the FP4 mainloop dequantizes into (block_n x 128 B)
+  int dequant_bytes = 0;      // the dequantizing mainloop's double-buffered bf16 tiles
   int a_k_blocks = 1;         // 128-byte K blocks of tokens per stage (nvfp4 weights: up to 4, see below)
   int sfa_token_bytes = 4;    // token-scale bytes per token and stage (fp8_block128; 0 when none)
   int a_row_bytes = 0;        // if > 0: bytes of one token row per stage (packed activations of the
                               //   dequantizing mainloop: 64 e4m3 or 32 FP4); else a_k_blocks * kBlockK
   int scale_buffer_bytes = 0;  // outside the ring: the block scales the MMA threads copy in themselves
-                               //   (nvfp4 weights mainloop: two stages' worth; dequantizing one: three)
+                               //   (register-weights mainloop: two stages' worth of weight scales, three of
+                               //   token scales; dequantizing one: three)
 
   SG_HD static constexpr int round_up(int x, int a) { return (x + a - 1) / a * a; }
   SG_HD constexpr int a_bytes() const {  // token tile(s)
@@ -85,16 +86,16 @@ struct SmemPlan {
 };
 
 // bf16 activations x FP4 or mxfp8 weights (mainloop_register_weights.cuh): a stage holds `subs` 64-K blocks
-// (one 128-byte swizzled token tile each) and the weights' subs * 32 packed bytes per row; no
+// (one 128-byte swizzled token tile each) and the weights' subs * 32 (FP4) or 64 (e4m3) bytes per row; no
 // token scales, no dequantized tile; beside the ring, two stages of the weights' block scales
 // (4 bytes per row and 64-K block). Most K per stage such that 3 stages fit in an H100's shared
 // memory (2 if none does): decode streams weights, and big stages mean few barrier round trips.
 // Activations the MMA threads convert to bf16 first (`tokens`, else bf16): a token row of a stage
 // holds its bf16 tiles (what the MMAs read, subs x 128 bytes) and then the bytes TMA loads, which
 // the MMA threads convert. fp8_block128: subs x 64 e4m3 bytes, plus the stage's token scales (one
-// float per token and 128-K block), so a stage holds whole 128-K blocks (subs 2 or 4). nvfp4 and
-// mxfp4: subs x 32 packed bytes, and their block scales beside the ring (three stages' worth, 4
-// bytes per token row and 64-K block).
+// float per token and 128-K block), so a stage holds whole 128-K blocks (subs 2 or 4). nvfp4, mxfp4
+// and mxfp8: subs x 32 (FP4) or 64 (e4m3) bytes, and their block scales beside the ring (three
+// stages' worth, 4 bytes per token row and 64-K block).
 // mxfp8 weights (and tokens) take 64 bytes per row and 64-K block instead of 32, so their stages
 // hold at most 128 K (a TMA box row with the 128-byte swizzle is at most 128 bytes).
 SG_HD constexpr bool byte_scaled_tokens(Format tokens) {

@@ -59,6 +59,7 @@ struct RegisterWeightsMainloop {
   static constexpr bool kNvfp4 = kWeights == Format::nvfp4;
   static constexpr bool kFp8Tokens = kTokenFormat == Format::fp8_block128;  // partials promoted per 128 K
   static constexpr bool kScaledTokens = byte_scaled_tokens(kTokenFormat);   // block scales copied by the MMA threads
+  static constexpr bool kConvertTokens = kTokenFormat != Format::bf16;      // loaded packed, converted in the stage
   static constexpr bool kFp8Weights = kWeights == Format::mxfp8;            // one e4m3 byte per element
   // A weight row's scale bytes per 64-K block: 4 e4m3 (one per k16 step) or 2 e8m0 (per 2 steps).
   static constexpr int kScaleBytesPerSub = kNvfp4 ? 4 : 2;
@@ -68,7 +69,6 @@ struct RegisterWeightsMainloop {
   static constexpr int kSubs =
       register_weights_stage_subs(kBlockM, kBlockN, kTokenFormat, kWeights);  // 64-K blocks per stage
   static_assert(!kFp8Tokens || kSubs % 2 == 0, "fp8 tokens: a stage holds whole 128-K blocks");
-  static constexpr int kFp8RowBytes = kSubs * 64;  // e4m3 bytes per token row and stage
   static constexpr int kPackedTokenRowBytes =
       kSubs * bytes_per_64k(kTokenFormat);                                 // converted tokens, as TMA loads them
   static constexpr int kBf16TileBytes = kSubs * kBlockM * kBlockK;         // the stage's bf16 token tiles
@@ -114,9 +114,13 @@ struct RegisterWeightsMainloop {
     const int token_boxes = loaded_token_boxes(tile.rows);
     const int num_stages = (num_k_blocks + kSubs - 1) / kSubs;
     for (int s = 0; s < num_stages; ++s) {
-      if constexpr (kScaledTokens) {
-        // One box per token box covers the stage's K (zero-filled past K).
-        const uint32_t tx_bytes = token_boxes * kTokenBoxRows * kPackedTokenRowBytes + kBlockN * kWeightRowBytes;
+      if constexpr (kConvertTokens) {
+        // One box per token box covers the stage's K (zero-filled past K); fp8_block128 tokens also
+        // bring the scales of the stage's 128-K blocks (clamped to the last: past K the partials are
+        // zero). Block-scaled tokens' scales are copied by the MMA threads.
+        constexpr uint32_t kTokenScaleTxBytes = kFp8Tokens ? (kSubs / 2) * kBlockM * 4 : 0;
+        const uint32_t tx_bytes = token_boxes * kTokenBoxRows * kPackedTokenRowBytes + kBlockN * kWeightRowBytes +
+                                  kTokenScaleTxBytes;
         uint64_t* stage_full = arm_stage(full, empty, pipe, tx_bytes);
         uint8_t* packed_tokens = smem + plan.a_offset(pipe.stage) + kBf16TileBytes;
         for (int box = 0; box < token_boxes; ++box) {
@@ -124,27 +128,13 @@ struct RegisterWeightsMainloop {
                                        tile.expert};
           tma_load(packed_tokens + box * kTokenBoxRows * kPackedTokenRowBytes, tmap_a, a_coords, stage_full);
         }
-        const int32_t b_coords[3] = {s * kWeightRowBytes, tile.n_block * kBlockN, tile.expert};
-        tma_load(smem + plan.b_offset(pipe.stage), tmap_b, b_coords, stage_full);
-        pipe.advance();
-        continue;
-      }
-      if constexpr (kFp8Tokens) {
-        // One box per token box covers the stage's K (zero-filled past K), and the scales of its
-        // 128-K blocks (clamped to the last: past K the partials are zero).
-        const uint32_t tx_bytes =
-            token_boxes * kTokenBoxRows * kFp8RowBytes + kBlockN * kWeightRowBytes + (kSubs / 2) * kBlockM * 4;
-        uint64_t* stage_full = arm_stage(full, empty, pipe, tx_bytes);
-        uint8_t* fp8_tokens = smem + plan.a_offset(pipe.stage) + kBf16TileBytes;
-        for (int box = 0; box < token_boxes; ++box) {
-          const int32_t a_coords[3] = {s * kFp8RowBytes, tile.m_block * kBlockM + box * kTokenBoxRows, tile.expert};
-          tma_load(fp8_tokens + box * kTokenBoxRows * kFp8RowBytes, tmap_a, a_coords, stage_full);
-        }
-        const int blocks_128 = num_k_blocks / 2;
-        for (int j = 0; j < kSubs / 2; ++j) {
-          const int32_t sfa_coords[2] = {tile.m_block * kBlockM,
-                                         tile.expert * blocks_128 + min(s * (kSubs / 2) + j, blocks_128 - 1)};
-          tma_load(smem + plan.sfa_offset(pipe.stage) + j * kBlockM * 4, tmap_sfa, sfa_coords, stage_full);
+        if constexpr (kFp8Tokens) {
+          const int blocks_128 = num_k_blocks / 2;
+          for (int j = 0; j < kSubs / 2; ++j) {
+            const int32_t sfa_coords[2] = {tile.m_block * kBlockM,
+                                           tile.expert * blocks_128 + min(s * (kSubs / 2) + j, blocks_128 - 1)};
+            tma_load(smem + plan.sfa_offset(pipe.stage) + j * kBlockM * 4, tmap_sfa, sfa_coords, stage_full);
+          }
         }
         const int32_t b_coords[3] = {s * kWeightRowBytes, tile.n_block * kBlockN, tile.expert};
         tma_load(smem + plan.b_offset(pipe.stage), tmap_b, b_coords, stage_full);
@@ -284,10 +274,18 @@ struct RegisterWeightsMainloop {
   __device__ __forceinline__ static uint32_t token_scale_slot(uint32_t scale_buffer, int slot) {
     return scale_buffer + (2 * kBlockN * kSubs + slot * kTokenScaleWords) * 4;
   }
+  __device__ __forceinline__ static int64_t token_index(const KernelParams& p, const detail::Tile& tile, int row) {
+    return int64_t(tile.expert) * p.layout.max_m + tile.m_block * kBlockM + min(row, tile.rows - 1);
+  }
   __device__ __forceinline__ static const uint8_t* token_scale_row(const KernelParams& p, const detail::Tile& tile,
                                                                    int row) {
-    const int64_t token = int64_t(tile.expert) * p.layout.max_m + tile.m_block * kBlockM + min(row, tile.rows - 1);
-    return static_cast<const uint8_t*>(p.a_scales) + token * p.a_scale_cols;
+    return static_cast<const uint8_t*>(p.a_scales) + token_index(p, tile, row) * p.a_scale_cols;
+  }
+  // Where that row's scales start within their word (0 or 2): the address's low bits, in 32 bits.
+  __device__ __forceinline__ static uint32_t token_scale_row_byte(const KernelParams& p, const detail::Tile& tile,
+                                                                  int row) {
+    return (uint32_t(reinterpret_cast<uintptr_t>(p.a_scales)) +
+            uint32_t(token_index(p, tile, row)) * uint32_t(p.a_scale_cols)) & 3;
   }
   __device__ __forceinline__ static void copy_token_scales(uint32_t scale_buffer, int stage, const KernelParams& p,
                                                            const detail::Tile& tile) {
@@ -345,8 +343,7 @@ struct RegisterWeightsMainloop {
       if constexpr (kNvfp4) {
         byte = g % 4;
       } else {  // the block's first byte within the word, then one per 32 K
-        const uint32_t row_byte = uint32_t(reinterpret_cast<uintptr_t>(token_scale_row(p, tile, row))) & 3;
-        byte = mx_scale_byte(row_byte, stage * kSubs + g / 4) + (g % 4) / 2;
+        byte = mx_scale_byte(token_scale_row_byte(p, tile, row), stage * kSubs + g / 4) + (g % 4) / 2;
       }
       const uint32_t code = (word >> (8 * byte)) & 0xFF;
       const uint32_t scale = kNvfp4 ? dequant::e4m3_scale_to_bf16x2(code) : dequant::e8m0_scale_to_bf16x2(code);
@@ -365,15 +362,15 @@ struct RegisterWeightsMainloop {
   // rows with the 128-byte swizzle: 16-byte chunk ^= row % 8; 256-byte rows unswizzled); the bf16
   // tiles get the 128-byte swizzle the token descriptors expect.
   __device__ __forceinline__ static void convert_tokens(uint32_t stage_tokens, int rows) {
-    constexpr int kChunks = kFp8RowBytes / 16;
+    constexpr int kChunks = kPackedTokenRowBytes / 16;
     const uint32_t fp8_rows = stage_tokens + kBf16TileBytes;
     for (int job = threadIdx.x; job < rows * kChunks; job += kMathThreads) {
       const uint32_t row = job / kChunks, q = job % kChunks;
-      const uint32_t source = kFp8RowBytes == 128 ? (q ^ (row % 8)) : q;
+      const uint32_t source = kPackedTokenRowBytes == 128 ? (q ^ (row % 8)) : q;
       uint32_t codes[4];
       asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
                    : "=r"(codes[0]), "=r"(codes[1]), "=r"(codes[2]), "=r"(codes[3])
-                   : "r"(fp8_rows + row * kFp8RowBytes + source * 16));
+                   : "r"(fp8_rows + row * kPackedTokenRowBytes + source * 16));
       uint32_t values[8];
 #pragma unroll
       for (int w = 0; w < 4; ++w) dequant::e4m3x4_to_bf16x4(codes[w], values[2 * w], values[2 * w + 1]);

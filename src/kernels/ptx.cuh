@@ -179,14 +179,13 @@ __device__ __forceinline__ void setmaxnreg_dec() { asm volatile("setmaxnreg.dec.
 // 4-byte asynchronous copy global -> shared (LDGSTS); zero-filled when !valid. Its completion is
 // tracked by cp.async groups, not by the register scoreboards that ordinary loads share with
 // ld.shared (a global load in flight would hold up every shared load waiting on the same one).
-__device__ __forceinline__ void cp_async_4(uint32_t smem_addr, const void* gmem, bool valid) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr), "l"(gmem), "r"(valid ? 4 : 0)
-               : "memory");
-}
-// The same with the first `src_bytes` (0..4) bytes read and the rest zero-filled.
+// Copies 4 bytes, of which the first `src_bytes` (0..4) are read and the rest zero-filled.
 __device__ __forceinline__ void cp_async_4_partial(uint32_t smem_addr, const void* gmem, uint32_t src_bytes) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr), "l"(gmem), "r"(src_bytes)
                : "memory");
+}
+__device__ __forceinline__ void cp_async_4(uint32_t smem_addr, const void* gmem, bool valid) {
+  cp_async_4_partial(smem_addr, gmem, valid ? 4u : 0u);
 }
 // The same under a predicate: no copy at all where `copy` is false (a zero-filling copy would
 // still write its destination).
