@@ -59,7 +59,7 @@ int max_stages(int block_m, int block_n, int smem_per_block, Format a_format, Fo
 }
 
 TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, TileConfig config, Format a_format,
-                              Format b_format) {
+                              Format b_format, int k) {
   const int requested_block_n = config.block_n;
   const bool explicit_block_m = config.block_m != 0, explicit_block_n = config.block_n != 0;
   int rows_to_cover = 0;  // by one token block, when the heuristic picks block_m
@@ -124,10 +124,11 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
   if (config.stages == 0)
     config.stages = max_stages(config.block_m, config.block_n, smem_per_block, a_format, b_format);
   // fp8_block128 with several token blocks per expert: pair the CTAs that share a weight (or
-  // token) tile into a cluster and multicast it, so it is read from HBM and L2 once, in step.
+  // token) tile into a cluster and multicast it, so it is read from HBM and L2 once, in step. With
+  // short K the pair's lockstep costs more than the shared loads save (kClusterMinK).
   if (config.cluster == 0)
     config.cluster = a_format == Format::fp8_block128 && b_format == Format::fp8_block128 &&
-                             is_cluster_tile(config.block_m, config.block_n)
+                             is_cluster_tile(config.block_m, config.block_n) && (k == 0 || k >= kClusterMinK)
                          ? 2
                          : 1;
   return config;

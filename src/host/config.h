@@ -25,9 +25,16 @@ bool is_cluster_tile(int block_m, int block_n);
 
 // Pure function of the problem and the device's shared-memory limit (bytes per block, opt-in).
 // Zero fields of `override_config` are chosen; non-zero ones are kept as given. The operand formats
-// select the mainloop, whose stage size sets how many stages fit.
+// select the mainloop, whose stage size sets how many stages fit; `k` (0: not known, taken as long)
+// decides whether the wide fp8 tile runs in clusters.
 TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, TileConfig override_config,
-                              Format a_format = Format::fp8_block128, Format b_format = Format::fp8_block128);
+                              Format a_format = Format::fp8_block128, Format b_format = Format::fp8_block128,
+                              int k = 0);
+
+// fp8_block128 tiles pair into two-CTA clusters only from this K on (H100, 2026-11-26: with K <= 2048
+// the 128x256 tile ran 1-6% faster alone, with K >= 4096 up to 3.5% faster in pairs; see
+// docs/configuration.md).
+inline constexpr int kClusterMinK = 4096;
 
 // Activations converted to bf16 by the MMA threads of the register-operand register-weights mainloop:
 // fp8_block128 x nvfp4, nvfp4 x nvfp4 and mxfp4 x mxfp4 on the decode tiles of 256 weight rows

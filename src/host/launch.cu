@@ -300,7 +300,8 @@ TileConfig select_config(const GroupedGemmArgs& args) {
   const bool have_device = query_device(info).ok();
   // Without a usable device, plan for an H100's 227 KiB so the tile shape is still defined.
   const int smem = have_device ? info.smem_per_block : 232448;
-  return host::choose_tile_config(args.max_m, args.expected_m, smem, args.config, args.a.format, args.b.format);
+  return host::choose_tile_config(args.max_m, args.expected_m, smem, args.config, args.a.format, args.b.format,
+                                  args.k);
 }
 
 Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
@@ -312,7 +313,7 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
     return Status{StatusCode::cuda_error, "signalgemm: the driver has no cuTensorMapEncodeTiled"};
 
   const TileConfig cfg = host::choose_tile_config(args.max_m, args.expected_m, info.smem_per_block, args.config,
-                                                  args.a.format, args.b.format);
+                                                  args.a.format, args.b.format, args.k);
   if (cfg.stages < host::kMinStages ||
       host::smem_bytes(cfg.block_m, cfg.block_n, cfg.stages, args.a.format, args.b.format) > info.smem_per_block)
     return Status{StatusCode::invalid_argument, "signalgemm: config.stages = " + std::to_string(cfg.stages) +

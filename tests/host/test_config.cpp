@@ -34,6 +34,13 @@ TEST(Config, ClusterPairsForTheWideFp8TileOnly) {
   EXPECT_EQ(choose_tile_config(256, 32, kH100SmemPerBlock, {}).cluster, 1);
   EXPECT_EQ(choose_tile_config(4096, 1024, kH100SmemPerBlock, TileConfig{128, 256, 0, 1}).cluster, 1);
   EXPECT_EQ(choose_tile_config(4096, 1024, kH100SmemPerBlock, {}, Format::bf16, Format::bf16).cluster, 1);
+  // Short K: the wide tile runs alone (kClusterMinK); a requested cluster is kept.
+  const Format fp8 = Format::fp8_block128;
+  EXPECT_EQ(choose_tile_config(4096, 256, kH100SmemPerBlock, {}, fp8, fp8, 2048).cluster, 1);
+  EXPECT_EQ(choose_tile_config(4096, 256, kH100SmemPerBlock, {}, fp8, fp8, 1536).cluster, 1);
+  EXPECT_EQ(choose_tile_config(4096, 256, kH100SmemPerBlock, {}, fp8, fp8, 4096).cluster, 2);
+  EXPECT_EQ(choose_tile_config(4096, 256, kH100SmemPerBlock, {}, fp8, fp8, 7168).cluster, 2);
+  EXPECT_EQ(choose_tile_config(4096, 256, kH100SmemPerBlock, TileConfig{0, 0, 0, 2}, fp8, fp8, 2048).cluster, 2);
   const TileConfig forced = choose_tile_config(256, 32, kH100SmemPerBlock, TileConfig{0, 0, 0, 2});
   EXPECT_EQ(forced.block_m, 128);  // the tile clusters are compiled for
   EXPECT_EQ(forced.block_n, 256);
