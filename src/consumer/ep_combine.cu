@@ -57,6 +57,9 @@ using detail::globaltimer;
 // launch of B blocks beside the GEMM occupies B SMs and the GEMM's CTAs fit on the rest. Work is
 // taken per warp (24 per SM).
 constexpr int kThreads = 768;
+// The epilogue-send reduce runs alone on the SMs the GEMM leaves (one block per SM, <= 64
+// registers): 1024 threads cover a 7168-column row's 896 vectors in one round of loads.
+constexpr int kReduceThreads = 1024;
 constexpr int kDefaultBlocks = 8;
 constexpr int kMaxRanks = 64;
 constexpr int kMaxTopk = 32;  // slots per token (the reduce keeps their rows' addresses in shared memory)
@@ -278,9 +281,9 @@ __device__ void reduce_tokens(const EpParams& p, int first_token, int count, Fin
   }
   __syncthreads();
   // The group's output vectors as one range: every thread busy, one round of loads per
-  // kThreads vectors rather than per token.
+  // blockDim.x vectors rather than per token.
   const int vectors = p.layout.n / 8;
-  for (int item = threadIdx.x; item < count * vectors; item += kThreads) {
+  for (int item = threadIdx.x; item < count * vectors; item += blockDim.x) {
     const int token = item / vectors, v = item - token * vectors;
     const uint4* const* src = slot_src + token * p.topk;
     const float* weight = slot_weight + token * p.topk;
@@ -686,7 +689,7 @@ __global__ void epilogue_send_prepare_kernel(const EpParams p, void** out_rows, 
 // Each owned token once the counters of the experts that served it (on their ranks, read through
 // the peer pointers) are complete: the rows are then in this rank's window (the producing GEMM's
 // bulk copies completed before its release at system scope; this acquire pairs with it).
-__global__ void __launch_bounds__(kThreads, 1)
+__global__ void __launch_bounds__(kReduceThreads, 1)
     epilogue_send_reduce_kernel(const EpParams p, size_t counters_offset, size_t masked_offset) {
   const int experts = p.layout.num_experts;
   auto find_row = [&](int slot, int g) -> const uint4* {
@@ -746,7 +749,7 @@ Status ep_epilogue_send_reduce(const EpCombineContext* ctx, const EpCombineArgs&
   overlap.val.programmaticStreamSerializationAllowed = 1;
   cudaLaunchConfig_t launch{};
   launch.gridDim = dim3(a.num_blocks > 0 ? a.num_blocks : kDefaultBlocks);
-  launch.blockDim = dim3(kThreads);
+  launch.blockDim = dim3(kReduceThreads);
   launch.stream = a.stream;
   launch.attrs = &overlap;
   launch.numAttrs = 1;
