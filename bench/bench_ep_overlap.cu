@@ -91,8 +91,9 @@ enum Variant {
 
 class Bench {
  public:
-  Bench(std::vector<Rank>& ranks, int combine_blocks, int iters, SignalGranularity granularity)
-      : r_(ranks), combine_blocks_(combine_blocks), iters_(iters), granularity_(granularity) {}
+  Bench(std::vector<Rank>& ranks, int combine_blocks, int iters, SignalGranularity granularity, int reduce_tokens)
+      : r_(ranks), combine_blocks_(combine_blocks), iters_(iters), reduce_tokens_(reduce_tokens),
+        granularity_(granularity) {}
 
   // Routing for one shape: per GPU and local expert m * U(0.7, 1.3) rows, each from a random
   // owner rank; each owner's slots in random order; rows of an expert ordered by owner.
@@ -200,6 +201,7 @@ class Bench {
     c.epoch = epoch_;
     c.workspace = R.workspace;
     c.num_blocks = R.sms;
+    c.reduce_tokens = reduce_tokens_;
     c.remote_bytes_per_second = throttle;
     c.timeout_ns = 2'000'000'000ull;
     c.error_flag = R.error_flag;
@@ -342,7 +344,7 @@ class Bench {
 
  private:
   std::vector<Rank>& r_;
-  int combine_blocks_, iters_;
+  int combine_blocks_, iters_, reduce_tokens_;
   SignalGranularity granularity_;
   int max_tokens_ = 0;
   uint32_t epoch_ = 0;
@@ -351,7 +353,7 @@ class Bench {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int combine_blocks = 16, iters = 20, gpus = 0;
+  int combine_blocks = 16, iters = 20, gpus = 0, reduce_tokens = 0;
   double throttle_gbps = 50;
   const char* svg = nullptr;
   const char* svg_throttled = nullptr;
@@ -361,6 +363,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--combine-sms") && i + 1 < argc) combine_blocks = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--iters") && i + 1 < argc) iters = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--gpus") && i + 1 < argc) gpus = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--reduce-tokens") && i + 1 < argc) reduce_tokens = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--throttle-gbps") && i + 1 < argc) throttle_gbps = std::atof(argv[++i]);
     else if (!std::strcmp(argv[i], "--svg") && i + 1 < argc) svg = argv[++i];
     else if (!std::strcmp(argv[i], "--per-row-block")) granularity = SignalGranularity::per_row_block;
@@ -378,7 +381,7 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: %s [--gpus N] [--combine-sms N] [--iters N] [--throttle-gbps G] [--svg FILE] "
-                   "[--svg-throttled FILE] [--per-row-block] [--shapes E:m,...]\n",
+                   "[--svg-throttled FILE] [--per-row-block] [--reduce-tokens 0-4] [--shapes E:m,...]\n",
                    argv[0]);
       return 2;
     }
@@ -438,7 +441,7 @@ int main(int argc, char** argv) {
   std::printf("%4s %5s %10s %9s | %8s %8s %8s | %8s %8s | %7s %9s | %8s %7s %9s %8s %8s\n", "E", "m", "link",
               "remote_MB", "gemm_us", "gemm_rd", "comb_us", "seq_us", "ovl_us", "hidden", "ovl/max", "epi_us", "hidden",
               "epi/max", "epi_gemm", "epi_rd");
-  Bench bench(ranks, combine_blocks, iters, granularity);
+  Bench bench(ranks, combine_blocks, iters, granularity, reduce_tokens);
   bench.set_max_tokens(max_tokens);
   std::mt19937 rng(2026);
   for (const Shape& s : shapes) {

@@ -143,7 +143,8 @@ Status ep_combine(const EpCombineContext* context, const EpCombineArgs& args);
 //                                                              // reuse gate of the previous combine opened
 //   ep_combine_barrier(ctx, stream);     // every rank prepared, every reduce of epoch - 2 done
 //   GEMM with out_rows, signals, SignalGranularity::per_expert, SignalScope::sys
-//   ep_epilogue_send_reduce(ctx, args);  // args.num_blocks blocks (use the whole GPU)
+//   ep_epilogue_send_reduce(ctx, args);  // args.num_blocks blocks (use the whole GPU); tokens in the
+//                                        // order the prepare kernel chose (likely complete first)
 // out_rows: device memory for E_local * max_m pointers. Uses args' layout (per_expert, at most 16384
 // experts), masked_m, row_source, tokens, out, epoch, workspace, num_blocks, reduce_tokens, timeout
 // and stream; the throttle model does not apply. The reduce is a programmatic dependent launch: it

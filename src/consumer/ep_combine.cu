@@ -6,6 +6,7 @@
 #include <nccl.h>
 #include <nccl_device.h>
 
+#include <cub/block/block_scan.cuh>
 #include <cuda/ptx>
 
 #include <algorithm>
@@ -46,6 +47,9 @@ struct EpCombineContext {
   bool dev_comm_created = false;
   int chunks = 0;  // per row
   size_t flags_offset[2] = {}, local_row_offset[2] = {}, rows_offset[2] = {};
+  // Epilogue-send mode: the owned tokens' slots {t * topk + k, global expert} in the order the
+  // reduce takes them (written by the prepare kernel; local memory, one combine at a time).
+  int2* reduce_slots = nullptr;  // [max_tokens_per_rank * topk]
 };
 
 namespace {
@@ -117,6 +121,7 @@ struct EpParams {
   float ns_per_byte;  // 0 = no throttle
   uint64_t timeout_ns;
   int reduce_tokens;  // EpCombineArgs::reduce_tokens (0 = reduce_group picks)
+  int2* reduce_slots;  // EpCombineContext::reduce_slots
   int32_t* error_flag;
   uint64_t* timeline;
   int first_block;
@@ -261,20 +266,31 @@ __device__ void send_row(const EpParams& p, int64_t c, int r, int chunk_begin, i
   }
 }
 
-// Reduce of tokens first_token .. first_token + count - 1 (count <= kReduceTokens) by the whole
-// block: out[t] = sum over t's used slots, in the fixed order k = 0..topk-1, in fp32, stored as
-// bf16; the result never depends on which slot arrived first. Thread i < count * topk calls
-// find_row(slot, global expert) for slot i of the group: it waits until the row is there (an
-// acquire) and returns it, or null on timeout; the block barrier then extends every waiting
-// thread's acquire to all threads' loads.
+// Reduce of `count` (<= kReduceTokens) tokens by the whole block: out[t] = sum over t's used slots,
+// in the fixed order k = 0..topk-1, in fp32, stored as bf16; the result never depends on which
+// slot arrived first. The tokens are positions first .. first + count - 1 of `ordered_slots`
+// (slot t * topk + k and its global expert, topk entries per token), or without it tokens first ..
+// first + count - 1. Thread i < count * topk calls find_row(slot, global expert) for slot i of the
+// group: it waits until the row is there (an acquire) and returns it, or null on timeout; the
+// block barrier then extends every waiting thread's acquire to all threads' loads.
 template <class FindRow>
-__device__ void reduce_tokens(const EpParams& p, int first_token, int count, FindRow find_row) {
+__device__ void reduce_tokens(const EpParams& p, int first, int count, FindRow find_row,
+                              const int2* ordered_slots = nullptr) {
   __shared__ const uint4* slot_src[kReduceTokens * kMaxTopk];
   __shared__ float slot_weight[kReduceTokens * kMaxTopk];
+  __shared__ int group_token[kReduceTokens];
   // One thread per slot of the group: its waits run side by side.
   if (threadIdx.x < count * p.topk) {
-    const int slot = first_token * p.topk + threadIdx.x;
-    const int g = p.topk_idx[slot];
+    int slot, g;
+    if (ordered_slots != nullptr) {
+      const int2 entry = ordered_slots[first * p.topk + threadIdx.x];
+      slot = entry.x;
+      g = entry.y;
+    } else {
+      slot = first * p.topk + threadIdx.x;
+      g = p.topk_idx[slot];
+    }
+    if (threadIdx.x % p.topk == 0) group_token[threadIdx.x / p.topk] = slot / p.topk;
     const uint4* src = g >= 0 ? find_row(slot, g) : nullptr;
     slot_src[threadIdx.x] = src;
     slot_weight[threadIdx.x] = src != nullptr ? p.topk_weights[slot] : 0.f;
@@ -311,9 +327,9 @@ __device__ void reduce_tokens(const EpParams& p, int first_token, int count, Fin
     __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(&packed);
 #pragma unroll
     for (int j = 0; j < 4; ++j) o[j] = __floats2bfloat162_rn(sum[2 * j], sum[2 * j + 1]);
-    reinterpret_cast<uint4*>(p.out + int64_t(first_token + token) * p.layout.n)[v] = packed;
+    reinterpret_cast<uint4*>(p.out + int64_t(group_token[token]) * p.layout.n)[v] = packed;
   }
-  __syncthreads();  // slot_src and slot_weight are rewritten for the next group
+  __syncthreads();  // slot_src, slot_weight and group_token are rewritten for the next group
 }
 
 // Tokens per reduce group (EpCombineArgs::reduce_tokens); by default tokens per SM, rounded to
@@ -468,6 +484,7 @@ EpParams common_params(const EpCombineContext* ctx, const EpCombineArgs& a) {
   p.timeout_ns = a.timeout_ns;
   p.error_flag = a.error_flag;
   p.reduce_tokens = a.reduce_tokens;
+  p.reduce_slots = ctx->reduce_slots;
   return p;
 }
 
@@ -500,6 +517,7 @@ Status ep_combine_create(ncclComm_t comm, const EpCombineConfig& config, EpCombi
     if (ctx->dev_comm_created) ncclDevCommDestroy(comm, &ctx->dev_comm);
     if (ctx->window != nullptr) ncclCommWindowDeregister(comm, ctx->window);
     if (ctx->window_memory != nullptr) ncclMemFree(ctx->window_memory);
+    if (ctx->reduce_slots != nullptr) cudaFree(ctx->reduce_slots);
     delete ctx;
     cudaSetDevice(saved_device);
     return s;
@@ -525,6 +543,9 @@ Status ep_combine_create(ncclComm_t comm, const EpCombineConfig& config, EpCombi
   ctx->rows_offset[1] = ctx->rows_offset[0] + rows_bytes;
   ctx->window_bytes = align_up(ctx->rows_offset[1] + rows_bytes, NCCL_WIN_REQUIRED_ALIGNMENT);
 
+  if (status = cuda_status(cudaMalloc(&ctx->reduce_slots, slots * sizeof(int2)), "cudaMalloc(reduce_slots)");
+      !status.ok())
+    return fail(status);
   // ncclMemAlloc: memory NCCL can map into every peer's address space (cuMem), as windows need.
   if (status = nccl_status(ncclMemAlloc(&ctx->window_memory, ctx->window_bytes), "ncclMemAlloc"); !status.ok())
     return fail(status);
@@ -586,6 +607,10 @@ Status ep_combine_destroy(EpCombineContext* ctx) {
   }
   if (ctx->window_memory != nullptr) {
     Status s = nccl_status(ncclMemFree(ctx->window_memory), "ncclMemFree");
+    if (status.ok()) status = s;
+  }
+  if (ctx->reduce_slots != nullptr) {
+    Status s = cuda_status(cudaFree(ctx->reduce_slots), "cudaFree(reduce_slots)");
     if (status.ok()) status = s;
   }
   delete ctx;
@@ -660,14 +685,55 @@ namespace {
 size_t epilogue_counters_offset(uint32_t epoch) { return kEpilogueCountersOffset + size_t(epoch & 1) * kEpilogueExperts * 4; }
 size_t epilogue_masked_m_offset(uint32_t epoch) { return kEpilogueMaskedOffset + size_t(epoch & 1) * kEpilogueExperts * 4; }
 
+constexpr int kPrepareThreads = 256;
+constexpr int kReadinessBuckets = kPrepareThreads;  // one per thread of the prepare kernel's scan
+
+// The owned tokens' slots in the order their rows are likely to be complete, for the reduce: every
+// rank's GEMM finishes its local experts in index order (tile_schedule.h: expert-major), so a
+// token is ready about when its slot with the highest local expert index is, and that index
+// (quantized into kReadinessBuckets) is its key. The reduce's blocks start as the GEMM's CTAs
+// leave, the first ones before the GEMM's last round ends; in this order they sum tokens whose rows
+// are already in instead of waiting on the last experts beside tokens that are (2 x H200: see
+// docs/performance.md). A counting sort by one block; the order within a key is whatever the
+// atomics give: each token's sum does not depend on when it runs.
+__device__ void order_slots_by_readiness(const EpParams& p, int2* ordered) {
+  using Scan = cub::BlockScan<int, kPrepareThreads>;
+  __shared__ typename Scan::TempStorage scan;
+  __shared__ int next[kReadinessBuckets];
+  const int experts = p.layout.num_experts;
+  auto key_of = [&](int t) {
+    int last = 0;
+    for (int k = 0; k < p.topk; ++k) {
+      const int g = p.topk_idx[t * p.topk + k];
+      if (g >= 0) last = max(last, g % experts);
+    }
+    return int(int64_t(last) * kReadinessBuckets / experts);
+  };
+  next[threadIdx.x] = 0;
+  __syncthreads();
+  for (int t = threadIdx.x; t < p.num_tokens; t += kPrepareThreads) atomicAdd(&next[key_of(t)], 1);
+  __syncthreads();
+  int first;  // of this thread's key
+  Scan(scan).ExclusiveSum(next[threadIdx.x], first);
+  next[threadIdx.x] = first;  // each thread reads and writes only its own key's entry
+  __syncthreads();
+  for (int t = threadIdx.x; t < p.num_tokens; t += kPrepareThreads) {
+    const int position = atomicAdd(&next[key_of(t)], 1);
+    for (int k = 0; k < p.topk; ++k)
+      ordered[position * p.topk + k] = make_int2(t * p.topk + k, p.topk_idx[t * p.topk + k]);
+  }
+}
+
 // This rank's row table (each row's slot in its owner's window), its counters of the epoch's half
 // zeroed, its masked_m published in the window for the owners' reduce, and the reduced gate
 // (`reduced_epoch`, read by ep_combine's senders) opened for the previous combine: whichever mode
 // it ran in, its reduce on this rank finished before this kernel started (stream order), and the
 // release at system scope passes that on to the peers that acquire the gate. The epilogue-send
 // reduce itself then has nothing to publish at its end, where it would lengthen the combine.
-__global__ void epilogue_send_prepare_kernel(const EpParams p, void** out_rows, size_t counters_offset,
-                                             size_t masked_offset) {
+// Block 0 also orders the owned tokens for the reduce (order_slots_by_readiness).
+__global__ void __launch_bounds__(kPrepareThreads)
+    epilogue_send_prepare_kernel(const EpParams p, void** out_rows, size_t counters_offset, size_t masked_offset) {
+  if (blockIdx.x == 0) order_slots_by_readiness(p, p.reduce_slots);
   const size_t row_bytes = size_t(p.layout.n) * sizeof(__nv_bfloat16);
   const int64_t rows = int64_t(p.layout.num_experts) * p.layout.max_m;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < rows; i += int64_t(gridDim.x) * blockDim.x) {
@@ -708,9 +774,11 @@ __global__ void __launch_bounds__(kReduceThreads, 1)
         ncclGetLocalPointer(p.window, p.rows_offset + size_t(slot) * p.layout.n * sizeof(__nv_bfloat16)));
   };
   // No reduced gate to publish here: the next combine's prepare (or reduce) does (see above).
+  // Groups in the prepare kernel's readiness order: the blocks that start first (as the GEMM's
+  // CTAs leave) take the tokens most likely complete.
   const int group_tokens = reduce_group(p);
   for (int first = blockIdx.x * group_tokens; first < p.num_tokens; first += gridDim.x * group_tokens)
-    reduce_tokens(p, first, min(group_tokens, p.num_tokens - first), find_row);
+    reduce_tokens(p, first, min(group_tokens, p.num_tokens - first), find_row, p.reduce_slots);
 }
 
 Status check_epilogue_send_args(const EpCombineContext* ctx, const EpCombineArgs& a) {
@@ -731,7 +799,7 @@ Status ep_epilogue_send_prepare(const EpCombineContext* ctx, const EpCombineArgs
   if (Status s = check_epilogue_send_args(ctx, a); !s.ok()) return s;
   if (out_rows == nullptr || signals == nullptr) return invalid("out_rows and signals must not be null");
   *signals = reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(ctx->window_memory) + epilogue_counters_offset(a.epoch));
-  epilogue_send_prepare_kernel<<<64, 256, 0, a.stream>>>(common_params(ctx, a), out_rows,
+  epilogue_send_prepare_kernel<<<64, kPrepareThreads, 0, a.stream>>>(common_params(ctx, a), out_rows,
                                                          epilogue_counters_offset(a.epoch),
                                                          epilogue_masked_m_offset(a.epoch));
   return cuda_status(cudaGetLastError(), "ep_epilogue_send_prepare launch");
