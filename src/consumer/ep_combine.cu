@@ -685,8 +685,10 @@ namespace {
 size_t epilogue_counters_offset(uint32_t epoch) { return kEpilogueCountersOffset + size_t(epoch & 1) * kEpilogueExperts * 4; }
 size_t epilogue_masked_m_offset(uint32_t epoch) { return kEpilogueMaskedOffset + size_t(epoch & 1) * kEpilogueExperts * 4; }
 
-constexpr int kPrepareThreads = 256;
-constexpr int kReadinessBuckets = kPrepareThreads;  // one per thread of the prepare kernel's scan
+// One prepare block sorts the tokens (a block per SM would not help: the scan is block-wide), so
+// it is as wide as a block goes; the others only fill the row table.
+constexpr int kPrepareThreads = 1024;
+constexpr int kReadinessBuckets = 256;  // <= kPrepareThreads: a bucket per scanning thread
 
 // The owned tokens' slots in the order their rows are likely to be complete, for the reduce: every
 // rank's GEMM finishes its local experts in index order (tile_schedule.h: expert-major), so a
@@ -709,13 +711,14 @@ __device__ void order_slots_by_readiness(const EpParams& p, int2* ordered) {
     }
     return int(int64_t(last) * kReadinessBuckets / experts);
   };
-  next[threadIdx.x] = 0;
+  const bool has_bucket = threadIdx.x < kReadinessBuckets;
+  if (has_bucket) next[threadIdx.x] = 0;
   __syncthreads();
   for (int t = threadIdx.x; t < p.num_tokens; t += kPrepareThreads) atomicAdd(&next[key_of(t)], 1);
   __syncthreads();
-  int first;  // of this thread's key
-  Scan(scan).ExclusiveSum(next[threadIdx.x], first);
-  next[threadIdx.x] = first;  // each thread reads and writes only its own key's entry
+  int first;  // of this thread's bucket
+  Scan(scan).ExclusiveSum(has_bucket ? next[threadIdx.x] : 0, first);
+  if (has_bucket) next[threadIdx.x] = first;  // each thread reads and writes only its own bucket's entry
   __syncthreads();
   for (int t = threadIdx.x; t < p.num_tokens; t += kPrepareThreads) {
     const int position = atomicAdd(&next[key_of(t)], 1);
