@@ -802,9 +802,8 @@ Status ep_epilogue_send_prepare(const EpCombineContext* ctx, const EpCombineArgs
   if (Status s = check_epilogue_send_args(ctx, a); !s.ok()) return s;
   if (out_rows == nullptr || signals == nullptr) return invalid("out_rows and signals must not be null");
   *signals = reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(ctx->window_memory) + epilogue_counters_offset(a.epoch));
-  epilogue_send_prepare_kernel<<<64, kPrepareThreads, 0, a.stream>>>(common_params(ctx, a), out_rows,
-                                                         epilogue_counters_offset(a.epoch),
-                                                         epilogue_masked_m_offset(a.epoch));
+  epilogue_send_prepare_kernel<<<64, kPrepareThreads, 0, a.stream>>>(
+      common_params(ctx, a), out_rows, epilogue_counters_offset(a.epoch), epilogue_masked_m_offset(a.epoch));
   return cuda_status(cudaGetLastError(), "ep_epilogue_send_prepare launch");
 }
 
@@ -814,7 +813,8 @@ Status ep_epilogue_send_reduce(const EpCombineContext* ctx, const EpCombineArgs&
   // (griddepcontrol.launch_dependents), the reduce blocks take the SMs its CTAs leave, so their
   // waits already run when the last experts finish. No griddepcontrol.wait is needed: the rows are
   // acquired through the counters, and everything else the reduce reads (routing, masked_m, the
-  // window) was written by kernels that completed before that GEMM started.
+  // window, the prepare kernel's token order) was written by kernels that completed before that
+  // GEMM started.
   cudaLaunchAttribute overlap{};
   overlap.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   overlap.val.programmaticStreamSerializationAllowed = 1;
