@@ -291,9 +291,12 @@ __device__ void reduce_tokens(const EpParams& p, int first, int count, FindRow f
       g = p.topk_idx[slot];
     }
     if (threadIdx.x % p.topk == 0) group_token[threadIdx.x / p.topk] = slot / p.topk;
+    // The weight is loaded before the wait (the routing was written before the GEMM started), so
+    // it is not one more round trip after the row arrives.
+    const float weight = g >= 0 ? p.topk_weights[slot] : 0.f;
     const uint4* src = g >= 0 ? find_row(slot, g) : nullptr;
     slot_src[threadIdx.x] = src;
-    slot_weight[threadIdx.x] = src != nullptr ? p.topk_weights[slot] : 0.f;
+    slot_weight[threadIdx.x] = src != nullptr ? weight : 0.f;
   }
   __syncthreads();
   // The group's output vectors as one range: every thread busy, one round of loads per
