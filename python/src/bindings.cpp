@@ -155,7 +155,9 @@ nb::dict signal_layout_for(int num_experts, int max_m, int n, int expected_m, in
   args.expected_m = expected_m;
   args.config = TileConfig{block_m, block_n, 0};
   args.granularity = parse_granularity(granularity);
-  if (workspace && activation_workspace_bytes(args) > 0) args.a.format = Format::bf16;
+  GroupedGemmArgs probe = args;  // whether the pairing converts does not depend on K
+  probe.k = 64;
+  if (workspace && activation_workspace_bytes(probe) > 0) args.a.format = Format::bf16;
   return layout_dict(signal_layout(args));
 }
 
