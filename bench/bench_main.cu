@@ -337,8 +337,16 @@ Row measure_shape(const Options& o, const Shape& shape, cudaStream_t stream) {
   fill_random_scale<<<1, 64, 0, stream>>>(static_cast<float*>(alpha.get()), shape.experts, 0.75f, o.seed);
   SG_BENCH_CHECK_LAUNCH();
 
-  const GroupedGemmArgs base =
+  GroupedGemmArgs base =
       gemm_args(o, p, static_cast<const int32_t*>(masked_m.get()), static_cast<const float*>(alpha.get()), stream);
+  // Block-scaled activations of a one-format pairing: converted once per launch (timed with it).
+  DeviceBuffer workspace;
+  if (o.workspace && activation_workspace_bytes(base) > 0) {
+    workspace = device_alloc(activation_workspace_bytes(base));
+    base.workspace = workspace.get();
+    base.workspace_bytes = activation_workspace_bytes(base);
+    row.notes.push_back("activations converted in a workspace");
+  }
   row.tile = describe(select_config(base));
   // Counters only add and wrap harmlessly, so they are zeroed once and never reset between launches.
   const int64_t counters = signal_layout(base).counter_count();

@@ -22,7 +22,9 @@ constexpr const char* kUsage =
     "  --warmup N               untimed runs per variant first (default 5)\n"
     "  --seed N                 routing and input seed (default 1)\n"
     "  --csv FILE               also write every row to FILE\n"
-    "  --no-cublas              skip the cuBLASLt baseline\n";
+    "  --no-cublas              skip the cuBLASLt baseline\n"
+    "  --no-workspace           nvfp4, mxfp4, mxfp8 on both sides: no activation workspace (each tile converts\n"
+    "                           its tokens); default: converted once into one, timed with the GEMM\n";
 
 [[noreturn]] void usage_error(const std::string& why) {
   std::fprintf(stderr, "signalgemm-bench: %s\n%s", why.c_str(), kUsage);
@@ -91,6 +93,8 @@ Options parse_options(int argc, char** argv) {
       o.signals = parse_granularity(value());
     } else if (option == "--compare-signals") {
       o.compare_signals = true;
+    } else if (option == "--no-workspace") {
+      o.workspace = false;
     } else if (option == "--no-cublas") {
       o.cublas = false;
     } else if (option == "--sm-count") {

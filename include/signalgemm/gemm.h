@@ -63,6 +63,14 @@ struct GroupedGemmArgs {
   // outside [0, max_m] (it then computes with the clamped value). Never cleared by the kernel.
   int32_t* error_flag = nullptr;
 
+  // Optional device scratch, 16-byte aligned, for activations of a block-scaled pairing of one
+  // format (nvfp4, mxfp4 or mxfp8 on both sides): with at least activation_workspace_bytes(args)
+  // bytes, a first kernel converts the real rows (i < masked_m[e]) to bf16 here once, exactly, and
+  // the GEMM then runs as bf16 x the weights' format; without, each tile converts its tokens
+  // itself, once per column block (docs/formats.md). Ignored by the other pairings.
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+
   int sm_count = 0;    // use at most this many SMs; 0 = all
   int expected_m = 0;  // typical masked_m, a hint for the heuristic; 0 = max_m
   TileConfig config;   // override for benchmarking; zero fields = heuristic
@@ -86,6 +94,10 @@ TileConfig select_config(const GroupedGemmArgs& args);
 
 // The signal layout a launch with these arguments would use: what consumers wait on.
 SignalLayout signal_layout(const GroupedGemmArgs& args);
+
+// Bytes of `workspace` with which this launch converts its activations once (E * max_m * K bf16),
+// or 0 for the pairings that do not use one.
+size_t activation_workspace_bytes(const GroupedGemmArgs& args);
 
 // Validates, then launches on args.stream. No host-device synchronization, no allocation.
 Status grouped_gemm_nt_masked(const GroupedGemmArgs& args);

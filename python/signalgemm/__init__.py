@@ -16,6 +16,7 @@ __all__ = [
     "grouped_gemm_nt_masked",
     "expected_signals",
     "signal_layout",
+    "activation_workspace_bytes",
     "quantize",
     "scales_from_flashinfer",
     "ERROR_MASKED_M_OUT_OF_RANGE",
@@ -62,6 +63,7 @@ def grouped_gemm_nt_masked(
     cluster: int = 0,
     error_flag: Any = None,
     stream: Optional[int] = None,
+    workspace: Any = None,
 ) -> Any:
     """out[e, i, :] = alpha[e] * A[e, i, :] @ B[e].T for i < masked_m[e]; returns ``out``.
 
@@ -69,6 +71,10 @@ def grouped_gemm_nt_masked(
     rhs = (b, sfb): b [E, N, K], scales in the layouts of docs/formats.md; out bf16 [E, max_m, N];
     masked_m int32 [E] on the GPU. ``signals`` (uint32/int32 [counter_count]) receives one release
     add per finished tile; ``expected_signals`` gives the values the counters reach.
+
+    nvfp4, mxfp4 or mxfp8 on both sides: the activations are first converted to bf16 once, into
+    ``workspace`` (a device tensor of ``activation_workspace_bytes`` bytes); None allocates it with
+    torch for torch inputs, False converts inside the GEMM instead (slower: once per column block).
     """
     if signals is not None and dst_signals is not None:
         raise ValueError("signalgemm: pass signals or dst_signals, not both")
@@ -77,33 +83,60 @@ def grouped_gemm_nt_masked(
     b, sfb = _as_pair(rhs, "rhs")
     if sm_count is not None and sm_count < 1:
         raise ValueError(f"signalgemm: sm_count must be >= 1, got {sm_count}")
+    b_format = b_format or a_format
+    if workspace is None:
+        workspace = _allocate_workspace(a, a_format, b_format)
     _C.grouped_gemm(
         a, sfa, b, sfb, out, masked_m,
-        a_format, b_format or a_format,
+        a_format, b_format,
         alpha, signals, granularity, scope,
         sm_count or 0, expected_m or 0, block_m, block_n, stages, cluster,
         _current_stream(out) if stream is None else int(stream),
-        error_flag,
+        error_flag, workspace if workspace is not False else None,
     )
     return out
 
 
+def activation_workspace_bytes(num_experts: int, max_m: int, k: int, a_format: str, b_format: Optional[str] = None) -> int:
+    """Bytes of the workspace in which a launch with these formats converts its activations (0: none used)."""
+    return _C.activation_workspace_bytes(num_experts, max_m, k, a_format, b_format or a_format)
+
+
+def _allocate_workspace(a: Any, a_format: str, b_format: str) -> Any:
+    """A torch workspace for the pairings that use one (torch's caching allocator: cheap, graph-safe)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not isinstance(a, torch.Tensor) or not a.is_cuda or a.dim() != 3:
+        return None
+    k = a.shape[2] * (2 if a_format in ("nvfp4", "mxfp4") else 1)
+    nbytes = activation_workspace_bytes(a.shape[0], a.shape[1], k, a_format, b_format)
+    return torch.empty(nbytes, dtype=torch.uint8, device=a.device) if nbytes > 0 else None
+
+
 def signal_layout(num_experts: int, max_m: int, n: int, *, expected_m: int = 0, block_m: int = 0,
-                  block_n: int = 0, granularity: str = "per_expert") -> dict:
-    """Tile shape and counter count a launch with these sizes uses (what a consumer waits on)."""
-    return _C.signal_layout(num_experts, max_m, n, expected_m, block_m, block_n, granularity)
+                  block_n: int = 0, granularity: str = "per_expert", a_format: str = "fp8_block128",
+                  b_format: Optional[str] = None, workspace: bool = True) -> dict:
+    """Tile shape and counter count a launch with these sizes and formats uses (what a consumer waits
+    on). ``workspace``: whether the launch converts its activations in one (the default of
+    ``grouped_gemm_nt_masked`` for torch inputs), which gives it the tiles of bf16 activations."""
+    return _C.signal_layout(num_experts, max_m, n, expected_m, block_m, block_n, granularity, a_format,
+                            b_format or a_format, 0, bool(workspace))
 
 
 def expected_signals(masked_m: Sequence[int], n: int, max_m: int, *, expected_m: int = 0, block_m: int = 0,
-                     block_n: int = 0, granularity: str = "per_expert") -> list:
+                     block_n: int = 0, granularity: str = "per_expert", a_format: str = "fp8_block128",
+                     b_format: Optional[str] = None, workspace: bool = True) -> list:
     """Value each counter reaches, as a list indexed like the signals buffer.
 
     masked_m is host data (a list, or a CPU tensor/array): the consumer side knows it from the
-    dispatch. Counters of experts with masked_m == 0 reach 0: nothing to wait for.
+    dispatch. Counters of experts with masked_m == 0 reach 0: nothing to wait for. Pass the
+    launch's formats (and ``workspace``): they choose the tile, hence what each counter counts.
     """
     values = [int(v) for v in (masked_m.tolist() if hasattr(masked_m, "tolist") else masked_m)]
     layout = signal_layout(len(values), max_m, n, expected_m=expected_m, block_m=block_m, block_n=block_n,
-                           granularity=granularity)
+                           granularity=granularity, a_format=a_format, b_format=b_format, workspace=workspace)
     return _C.expected_signals(values, max_m, n, layout["block_m"], layout["block_n"], granularity)
 
 

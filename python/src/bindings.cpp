@@ -78,7 +78,7 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
                   Tensor masked_m, const std::string& a_format, const std::string& b_format,
                   std::optional<Tensor> alpha, std::optional<Tensor> signals, const std::string& granularity,
                   const std::string& scope, int sm_count, int expected_m, int block_m, int block_n, int stages,
-                  int cluster, uintptr_t stream, std::optional<Tensor> error_flag) {
+                  int cluster, uintptr_t stream, std::optional<Tensor> error_flag, std::optional<Tensor> workspace) {
   GroupedGemmArgs args;
   args.a = operand(a, sfa, parse_format(a_format, "a_format"), "a");
   args.b = operand(b, sfb, parse_format(b_format, "b_format"), "b");
@@ -121,6 +121,10 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
     if (error_flag->itemsize() != 4 || error_flag->size() < 1) bad("error_flag must be an int32 tensor");
     args.error_flag = static_cast<int32_t*>(error_flag->data());
   }
+  if (workspace) {
+    args.workspace = workspace->data();
+    args.workspace_bytes = workspace->nbytes();
+  }
   const Status s = grouped_gemm_nt_masked(args);
   if (s.code == StatusCode::invalid_argument || s.code == StatusCode::unsupported) throw nb::value_error(s.message.c_str());
   if (!s.ok()) throw std::runtime_error(s.message);
@@ -139,14 +143,31 @@ nb::dict layout_dict(const SignalLayout& l) {
 }
 
 // The tile shape a launch would use, from the sizes alone (no tensors needed).
+// The tile (hence the counters) depends on the formats, and for the pairings that convert their
+// activations in a workspace on whether one is used: the launch then runs as bf16 activations.
 nb::dict signal_layout_for(int num_experts, int max_m, int n, int expected_m, int block_m, int block_n,
-                           const std::string& granularity) {
+                           const std::string& granularity, const std::string& a_format, const std::string& b_format,
+                           int k, bool workspace) {
   GroupedGemmArgs args;
-  args.num_experts = num_experts, args.max_m = max_m, args.n = n;
+  args.num_experts = num_experts, args.max_m = max_m, args.n = n, args.k = k;
+  args.a.format = parse_format(a_format, "a_format");
+  args.b.format = parse_format(b_format, "b_format");
   args.expected_m = expected_m;
   args.config = TileConfig{block_m, block_n, 0};
   args.granularity = parse_granularity(granularity);
+  GroupedGemmArgs probe = args;  // whether the pairing converts does not depend on K
+  probe.k = 64;
+  if (workspace && activation_workspace_bytes(probe) > 0) args.a.format = Format::bf16;
   return layout_dict(signal_layout(args));
+}
+
+size_t workspace_bytes_for(int num_experts, int max_m, int k, const std::string& a_format,
+                           const std::string& b_format) {
+  GroupedGemmArgs args;
+  args.num_experts = num_experts, args.max_m = max_m, args.k = k;
+  args.a.format = parse_format(a_format, "a_format");
+  args.b.format = parse_format(b_format, "b_format");
+  return activation_workspace_bytes(args);
 }
 
 std::vector<uint32_t> expected_signals(const std::vector<int32_t>& masked_m, int max_m, int n, int block_m,
@@ -214,10 +235,13 @@ NB_MODULE(_C, m) {
         nb::arg("out"), nb::arg("masked_m"), nb::arg("a_format"), nb::arg("b_format"), nb::arg("alpha").none(),
         nb::arg("signals").none(), nb::arg("granularity"), nb::arg("scope"), nb::arg("sm_count"),
         nb::arg("expected_m"), nb::arg("block_m"), nb::arg("block_n"), nb::arg("stages"), nb::arg("cluster"), nb::arg("stream"),
-        nb::arg("error_flag").none());
+        nb::arg("error_flag").none(), nb::arg("workspace").none());
   m.def("signal_layout", &signal_layout_for, nb::arg("num_experts"), nb::arg("max_m"), nb::arg("n"),
         nb::arg("expected_m") = 0, nb::arg("block_m") = 0, nb::arg("block_n") = 0,
-        nb::arg("granularity") = "per_expert");
+        nb::arg("granularity") = "per_expert", nb::arg("a_format") = "fp8_block128",
+        nb::arg("b_format") = "fp8_block128", nb::arg("k") = 0, nb::arg("workspace") = true);
+  m.def("activation_workspace_bytes", &workspace_bytes_for, nb::arg("num_experts"), nb::arg("max_m"), nb::arg("k"),
+        nb::arg("a_format"), nb::arg("b_format"));
   m.def("expected_signals", &expected_signals, nb::arg("masked_m"), nb::arg("max_m"), nb::arg("n"),
         nb::arg("block_m"), nb::arg("block_n"), nb::arg("granularity"));
   m.def("quantize", &quantize, nb::arg("x"), nb::arg("format"), nb::arg("role"));

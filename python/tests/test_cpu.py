@@ -86,6 +86,21 @@ def test_expected_signals_follow_the_contract():
     assert signalgemm.expected_signals(np.array([5, 0]), 128, 8, block_m=32, block_n=128) == [1, 0]
 
 
+def test_signal_layout_follows_the_formats_and_the_workspace():
+    # bf16 x nvfp4 at decode: 256 weight rows per tile, 48 tokens where 1.3 x 32 fit.
+    layout = signalgemm.signal_layout(4, 64, 4096, expected_m=32, a_format="bf16", b_format="nvfp4")
+    assert (layout["block_m"], layout["block_n"]) == (48, 256)
+    # nvfp4 x nvfp4 at m = 128: converted in a workspace it runs as bf16 x nvfp4 (192 x 128), without
+    # one on its own 128 x 128.
+    with_ws = signalgemm.signal_layout(4, 176, 4096, expected_m=128, a_format="nvfp4", b_format="nvfp4")
+    as_bf16 = signalgemm.signal_layout(4, 176, 4096, expected_m=128, a_format="bf16", b_format="nvfp4")
+    without = signalgemm.signal_layout(4, 176, 4096, expected_m=128, a_format="nvfp4", workspace=False)
+    assert (with_ws["block_m"], with_ws["block_n"]) == (as_bf16["block_m"], as_bf16["block_n"]) == (192, 128)
+    assert (without["block_m"], without["block_n"]) == (128, 128)
+    assert signalgemm.activation_workspace_bytes(4, 176, 4096, "nvfp4") == 4 * 176 * 4096 * 2
+    assert signalgemm.activation_workspace_bytes(4, 176, 4096, "bf16", "nvfp4") == 0
+
+
 # ---- quantizers: decode the documented layouts independently in numpy
 
 E4M3 = np.array([((-1) ** (c >> 7)) * (2.0 ** ((c >> 3 & 15) - 7) * (1 + (c & 7) / 8) if (c >> 3 & 15) else

@@ -170,4 +170,15 @@ def test_dequantizing_pairings(a_format, b_format):
     torch.cuda.synchronize()
     reference = torch.einsum("emk,enk->emn", deq_a, deq_b) * alpha.double().cpu().view(-1, 1, 1)
     check(out, reference.cuda(), masked_m)
-    assert signals.cpu().tolist() == signalgemm.expected_signals(masked_m.cpu(), N, MAX_M)
+    assert signals.cpu().tolist() == signalgemm.expected_signals(masked_m.cpu(), N, MAX_M, a_format=a_format,
+                                                                 b_format=b_format)
+    if a_format == b_format:  # the activations were converted in a workspace; now inside the GEMM
+        out.fill_(POISON)
+        signals.zero_()
+        signalgemm.grouped_gemm_nt_masked(lhs, (torch.from_numpy(b).cuda(), torch.from_numpy(sfb).cuda()), out,
+                                          masked_m, a_format=a_format, b_format=b_format, alpha=alpha,
+                                          signals=signals, workspace=False)
+        torch.cuda.synchronize()
+        check(out, reference.cuda(), masked_m)
+        assert signals.cpu().tolist() == signalgemm.expected_signals(masked_m.cpu(), N, MAX_M, a_format=a_format,
+                                                                     b_format=b_format, workspace=False)

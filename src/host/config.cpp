@@ -33,6 +33,28 @@ bool register_weights_with_converted_tokens(Format a_format, Format b_format, in
   return pair && ((block_m <= 64 && block_n == 256) || (block_m == 128 && block_n == 128));
 }
 
+bool converts_activations(Format a_format, Format b_format) {
+  return a_format == b_format && (a_format == Format::nvfp4 || a_format == Format::mxfp4 || a_format == Format::mxfp8);
+}
+
+size_t converted_activation_bytes(const GroupedGemmArgs& args) {
+  if (!converts_activations(args.a.format, args.b.format) || args.num_experts < 1 || args.max_m < 1 || args.k < 1)
+    return 0;
+  return size_t(args.num_experts) * size_t(args.max_m) * size_t(args.k) * 2;
+}
+
+bool uses_activation_workspace(const GroupedGemmArgs& args) {
+  return args.workspace != nullptr && converts_activations(args.a.format, args.b.format);
+}
+
+GroupedGemmArgs with_converted_activations(const GroupedGemmArgs& args) {
+  GroupedGemmArgs converted = args;
+  converted.a = OperandArgs{Format::bf16, args.workspace, nullptr, 0, 0};
+  converted.workspace = nullptr;
+  converted.workspace_bytes = 0;
+  return converted;
+}
+
 int smem_bytes(int block_m, int block_n, int stages, Format a_format, Format b_format) {
   // Register-weights stages hold up to 256 K (kernel_params.h); the other mainloops 128 bytes of K.
   if (kernels::is_bf16_register_weights_pair(a_format, b_format))

@@ -41,6 +41,15 @@ inline constexpr int kClusterMinK = 4096;
 // (block_m <= 64) or on 128x128 (else the dequantizing mainloop: 32x128, 64x128, and for the FP4
 // pairs 192x128 and 128x256).
 bool register_weights_with_converted_tokens(Format a_format, Format b_format, int block_m, int block_n);
+// Pairings whose activations a workspace converts to bf16 once (GroupedGemmArgs::workspace):
+// nvfp4, mxfp4 or mxfp8 on both sides. Bytes it takes: bf16 [E][max_m][K].
+bool converts_activations(Format a_format, Format b_format);
+size_t converted_activation_bytes(const GroupedGemmArgs& args);
+// Whether this launch converts its activations first (a workspace given and used).
+bool uses_activation_workspace(const GroupedGemmArgs& args);
+// The launch that follows the conversion: bf16 activations in the workspace, the rest as given.
+GroupedGemmArgs with_converted_activations(const GroupedGemmArgs& args);
+
 // Dynamic shared memory of the kernel for these operand formats, tile and stage count.
 int smem_bytes(int block_m, int block_n, int stages, Format a_format = Format::fp8_block128,
                Format b_format = Format::fp8_block128);

@@ -14,6 +14,7 @@
 #include "kernels/mainloop_bf16.cuh"
 #include "kernels/mainloop_dequant_bf16.cuh"
 #include "kernels/mainloop_fp8_block128.cuh"
+#include "kernels/convert_activations.cuh"
 #include "kernels/mainloop_register_weights.cuh"
 #include "signalgemm/gemm.h"
 
@@ -69,7 +70,8 @@ Status check_device_pointers(const GroupedGemmArgs& args) {
       {args.a.data, "a.data"},   {args.a.scales, "a.scales"},   {args.b.data, "b.data"},
       {args.b.scales, "b.scales"}, {args.out, "out"},           {args.out_rows, "out_rows"},
       {args.masked_m, "masked_m"},
-      {args.alpha, "alpha"},     {args.signals, "signals"},     {args.error_flag, "error_flag"}};
+      {args.alpha, "alpha"},     {args.signals, "signals"},     {args.error_flag, "error_flag"},
+      {args.workspace, "workspace"}};
   for (const auto& [ptr, name] : pointers)
     if (Status s = check_device_pointer(ptr, name); !s.ok()) return s;
   return {};
@@ -288,14 +290,49 @@ Launcher converted_tokens_launcher(Format tokens, const TileConfig& cfg) {
   }
 }
 
+// Converts the activations into the workspace (kernels/convert_activations.cuh) on args.stream.
+Status convert_activations(const GroupedGemmArgs& args, const DeviceInfo& info) {
+  const int64_t groups = int64_t(args.num_experts) * args.max_m * (args.k / 16);
+  const int grid = static_cast<int>(std::clamp<int64_t>((groups + 255) / 256, 1, int64_t(info.sm_count) * 8));
+  const int element_bytes = element_bits(args.a.format) * args.k / 8;
+  const int64_t row_stride = args.a.row_stride != 0 ? args.a.row_stride : element_bytes;
+  const int64_t expert_stride = args.a.expert_stride != 0 ? args.a.expert_stride : row_stride * args.max_m;
+  cudaLaunchAttribute pdl{};
+  pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  pdl.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t launch{};
+  launch.gridDim = dim3(grid);
+  launch.blockDim = dim3(256);
+  launch.stream = args.stream;
+  launch.attrs = &pdl;
+  launch.numAttrs = args.enable_pdl ? 1 : 0;
+  auto run = [&](auto kernel) {
+    return cudaLaunchKernelEx(&launch, kernel, static_cast<const uint8_t*>(args.a.data), row_stride, expert_stride,
+                              static_cast<const uint8_t*>(args.a.scales), args.masked_m, args.num_experts, args.max_m,
+                              args.k, static_cast<__nv_bfloat16*>(args.workspace), args.enable_pdl);
+  };
+  const cudaError_t err = args.a.format == Format::nvfp4   ? run(kernels::convert_activations_kernel<Format::nvfp4>)
+                          : args.a.format == Format::mxfp4 ? run(kernels::convert_activations_kernel<Format::mxfp4>)
+                                                           : run(kernels::convert_activations_kernel<Format::mxfp8>);
+  return err == cudaSuccess ? Status{} : cuda_failure("activation conversion launch", err);
+}
+
+// The arguments whose kernel a launch with `args` runs (after converting its activations, if it does).
+GroupedGemmArgs launched_args(const GroupedGemmArgs& args) {
+  return host::uses_activation_workspace(args) ? host::with_converted_activations(args) : args;
+}
+
 }  // namespace
+
+size_t activation_workspace_bytes(const GroupedGemmArgs& args) { return host::converted_activation_bytes(args); }
 
 SignalLayout signal_layout(const GroupedGemmArgs& args) {
   const TileConfig cfg = select_config(args);
   return SignalLayout{args.num_experts, args.max_m, args.n, cfg.block_m, cfg.block_n, args.granularity};
 }
 
-TileConfig select_config(const GroupedGemmArgs& args) {
+TileConfig select_config(const GroupedGemmArgs& given) {
+  const GroupedGemmArgs args = launched_args(given);
   DeviceInfo info;
   const bool have_device = query_device(info).ok();
   // Without a usable device, plan for an H100's 227 KiB so the tile shape is still defined.
@@ -311,6 +348,14 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   if (Status s = check_device_pointers(args); !s.ok()) return s;
   if (tensor_map_encoder() == nullptr)
     return Status{StatusCode::cuda_error, "signalgemm: the driver has no cuTensorMapEncodeTiled"};
+  if (host::uses_activation_workspace(args)) {
+    if (Status s = convert_activations(args, info); !s.ok()) return s;
+    // The GEMM may start its set-up while the conversion ends; it reads the workspace only after
+    // its griddepcontrol.wait, which waits for the conversion grid to complete.
+    GroupedGemmArgs converted = host::with_converted_activations(args);
+    converted.enable_pdl = true;
+    return grouped_gemm_nt_masked(converted);
+  }
 
   const TileConfig cfg = host::choose_tile_config(args.max_m, args.expected_m, info.smem_per_block, args.config,
                                                   args.a.format, args.b.format, args.k);

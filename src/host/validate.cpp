@@ -185,6 +185,14 @@ Status validate(const GroupedGemmArgs& args) {
   c.require(multiply(out_expert_stride, args.num_experts, out_span), "num_experts = ", args.num_experts,
             " times out_expert_stride = ", out_expert_stride, " bytes overflows int64");
 
+  c.require(aligned(args.workspace, 16), "workspace must be 16-byte aligned");
+  if (host::uses_activation_workspace(args)) {
+    const size_t needed = host::converted_activation_bytes(args);
+    c.require(args.workspace_bytes >= needed, "workspace_bytes = ", args.workspace_bytes, " is too small; ",
+              to_string(args.a.format), " activations converted to bf16 take ", needed,
+              " bytes (activation_workspace_bytes)");
+  }
+
   c.require(args.masked_m != nullptr, "masked_m is null");
   c.require(aligned(args.masked_m, 4), "masked_m must be 4-byte aligned");
   c.require(aligned(args.alpha, 4), "alpha must be 4-byte aligned");

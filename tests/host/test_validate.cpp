@@ -333,6 +333,16 @@ std::vector<Rejection> pointer_and_signal_rejections() {
              "4-byte aligned"),
       reject("ErrorFlagMisaligned", [](auto& a) { a.error_flag = fake<int32_t>(0x80002); }, {"error_flag"},
              "4-byte aligned"),
+      reject("WorkspaceMisaligned", [](auto& a) { a.workspace = fake(0x90008); }, {"workspace"},
+             "16-byte aligned"),
+      // nvfp4 activations converted to bf16: 4 x 64 x 512 x 2 bytes.
+      reject("WorkspaceTooSmall",
+             [](auto& a) {
+               a.a.format = a.b.format = Format::nvfp4;
+               a.workspace = fake(0x90000);
+               a.workspace_bytes = size_t(kExperts) * kMaxM * kK * 2 - 1;
+             },
+             {"workspace_bytes"}, "262144 bytes"),
       reject("GranularityUnknown", [](auto& a) { a.granularity = static_cast<SignalGranularity>(9); },
              {"granularity"}, "unknown value 9"),
       reject("ScopeUnknown", [](auto& a) { a.scope = static_cast<SignalScope>(5); }, {"scope"},
@@ -576,6 +586,18 @@ std::vector<Acceptance> all_acceptances() {
          a.k = 520;
        }},
       {"Bf16Nvfp4Pair", [](auto& a) { make_bf16_nvfp4_pair(a); }},
+      {"Mxfp8PairWithWorkspace",
+       [](auto& a) {
+         a.a.format = a.b.format = Format::mxfp8;
+         a.workspace = fake(0x90000);
+         a.workspace_bytes = activation_workspace_bytes(a);
+       }},
+      // Pairings that convert nothing ignore a workspace, whatever its size.
+      {"Fp8PairIgnoresWorkspace",
+       [](auto& a) {
+         a.workspace = fake(0x90000);
+         a.workspace_bytes = 16;
+       }},
       // The dequantizing mainloop's pairings (mainloop_dequant_bf16.cuh).
       {"Mxfp8Mxfp8Pair", [](auto& a) { a.a.format = a.b.format = Format::mxfp8; }},
       {"Mxfp4Mxfp4Pair", [](auto& a) { a.a.format = a.b.format = Format::mxfp4; }},
