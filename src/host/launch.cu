@@ -10,11 +10,11 @@
 #include <utility>
 
 #include "host/config.h"
+#include "kernels/convert_activations.cuh"
 #include "kernels/grouped_gemm_kernel.cuh"
 #include "kernels/mainloop_bf16.cuh"
 #include "kernels/mainloop_dequant_bf16.cuh"
 #include "kernels/mainloop_fp8_block128.cuh"
-#include "kernels/convert_activations.cuh"
 #include "kernels/mainloop_register_weights.cuh"
 #include "signalgemm/gemm.h"
 
