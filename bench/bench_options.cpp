@@ -23,8 +23,8 @@ constexpr const char* kUsage =
     "  --seed N                 routing and input seed (default 1)\n"
     "  --csv FILE               also write every row to FILE\n"
     "  --no-cublas              skip the cuBLASLt baseline\n"
-    "  --no-workspace           nvfp4, mxfp4, mxfp8 on both sides: no activation workspace (each tile converts\n"
-    "                           its tokens); default: converted once into one, timed with the GEMM\n";
+    "  --no-workspace           nvfp4, mxfp4, mxfp8 on both sides, fp8_block128 x nvfp4: no activation workspace\n"
+    "                           (each tile converts its tokens); default: converted once into one, timed with the GEMM\n";
 
 [[noreturn]] void usage_error(const std::string& why) {
   std::fprintf(stderr, "signalgemm-bench: %s\n%s", why.c_str(), kUsage);

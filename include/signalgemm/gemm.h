@@ -63,11 +63,12 @@ struct GroupedGemmArgs {
   // outside [0, max_m] (it then computes with the clamped value). Never cleared by the kernel.
   int32_t* error_flag = nullptr;
 
-  // Optional device scratch, 16-byte aligned, for activations of a block-scaled pairing of one
-  // format (nvfp4, mxfp4 or mxfp8 on both sides): with at least activation_workspace_bytes(args)
-  // bytes, a first kernel converts the real rows (i < masked_m[e]) to bf16 here once, exactly, and
-  // the GEMM then runs as bf16 x the weights' format; without, each tile converts its tokens
-  // itself, once per column block (docs/formats.md). Ignored by the other pairings.
+  // Optional device scratch, 16-byte aligned, for activations the tensor cores cannot take as they
+  // are: nvfp4, mxfp4 or mxfp8 on both sides, and fp8_block128 x nvfp4. With at least
+  // activation_workspace_bytes(args) bytes, a first kernel converts the real rows (i < masked_m[e])
+  // to bf16 here once, exactly, and the GEMM then runs as bf16 x the weights' format (fp8_block128:
+  // reading the bf16 copy and still applying the token scales); without, each tile converts its
+  // tokens itself, once per column block (docs/formats.md). Ignored by the other pairings.
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
 

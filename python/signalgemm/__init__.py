@@ -72,9 +72,10 @@ def grouped_gemm_nt_masked(
     masked_m int32 [E] on the GPU. ``signals`` (uint32/int32 [counter_count]) receives one release
     add per finished tile; ``expected_signals`` gives the values the counters reach.
 
-    nvfp4, mxfp4 or mxfp8 on both sides: the activations are first converted to bf16 once, into
-    ``workspace`` (a device tensor of ``activation_workspace_bytes`` bytes); None allocates it with
-    torch for torch inputs, False converts inside the GEMM instead (slower: once per column block).
+    nvfp4, mxfp4 or mxfp8 on both sides, or fp8_block128 x nvfp4: the activations are first converted
+    to bf16 once, into ``workspace`` (a device tensor of ``activation_workspace_bytes`` bytes); None
+    allocates it with torch for torch inputs, False converts inside the GEMM instead (slower: once
+    per column block).
     """
     if signals is not None and dst_signals is not None:
         raise ValueError("signalgemm: pass signals or dst_signals, not both")

@@ -157,7 +157,9 @@ nb::dict signal_layout_for(int num_experts, int max_m, int n, int expected_m, in
   args.granularity = parse_granularity(granularity);
   GroupedGemmArgs probe = args;  // whether the pairing converts does not depend on K
   probe.k = 64;
-  if (workspace && activation_workspace_bytes(probe) > 0) args.a.format = Format::bf16;
+  // One-format pairings then run as bf16 activations; fp8_block128 tokens keep their pairing's tiles.
+  if (workspace && args.a.format == args.b.format && activation_workspace_bytes(probe) > 0)
+    args.a.format = Format::bf16;
   return layout_dict(signal_layout(args));
 }
 

@@ -34,7 +34,8 @@ bool register_weights_with_converted_tokens(Format a_format, Format b_format, in
 }
 
 bool converts_activations(Format a_format, Format b_format) {
-  return a_format == b_format && (a_format == Format::nvfp4 || a_format == Format::mxfp4 || a_format == Format::mxfp8);
+  return (a_format == b_format && (a_format == Format::nvfp4 || a_format == Format::mxfp4 || a_format == Format::mxfp8)) ||
+         (a_format == Format::fp8_block128 && b_format == Format::nvfp4);
 }
 
 size_t converted_activation_bytes(const GroupedGemmArgs& args) {
@@ -43,8 +44,10 @@ size_t converted_activation_bytes(const GroupedGemmArgs& args) {
   return size_t(args.num_experts) * size_t(args.max_m) * size_t(args.k) * 2;
 }
 
-bool uses_activation_workspace(const GroupedGemmArgs& args) {
-  return args.workspace != nullptr && converts_activations(args.a.format, args.b.format);
+bool uses_activation_workspace(const GroupedGemmArgs& args, const TileConfig& config) {
+  if (args.workspace == nullptr || !converts_activations(args.a.format, args.b.format)) return false;
+  return args.a.format != Format::fp8_block128 ||
+         register_weights_with_converted_tokens(args.a.format, args.b.format, config.block_m, config.block_n);
 }
 
 GroupedGemmArgs with_converted_activations(const GroupedGemmArgs& args) {
@@ -55,7 +58,7 @@ GroupedGemmArgs with_converted_activations(const GroupedGemmArgs& args) {
   return converted;
 }
 
-int smem_bytes(int block_m, int block_n, int stages, Format a_format, Format b_format) {
+int smem_bytes(int block_m, int block_n, int stages, Format a_format, Format b_format, bool tokens_in_workspace) {
   // Register-weights stages hold up to 256 K (kernel_params.h); the other mainloops 128 bytes of K.
   if (kernels::is_bf16_register_weights_pair(a_format, b_format))
     return kernels::register_weights_smem_plan(
@@ -64,8 +67,9 @@ int smem_bytes(int block_m, int block_n, int stages, Format a_format, Format b_f
         .total_bytes();
   if (register_weights_with_converted_tokens(a_format, b_format, block_m, block_n))
     return kernels::register_weights_smem_plan(
-               block_m, block_n, stages, kernels::register_weights_stage_subs(block_m, block_n, a_format, b_format),
-               a_format, b_format)
+               block_m, block_n, stages,
+               kernels::register_weights_stage_subs(block_m, block_n, a_format, b_format, tokens_in_workspace),
+               a_format, b_format, tokens_in_workspace)
         .total_bytes();
   // Dequantizing mainloop: 64-K packed stages plus two bf16 tiles per dequantized operand.
   if (kernels::is_dequant_bf16_pair(a_format, b_format))
@@ -73,15 +77,17 @@ int smem_bytes(int block_m, int block_n, int stages, Format a_format, Format b_f
   return kernels::SmemPlan{block_m, block_n, stages}.total_bytes();
 }
 
-int max_stages(int block_m, int block_n, int smem_per_block, Format a_format, Format b_format) {
+int max_stages(int block_m, int block_n, int smem_per_block, Format a_format, Format b_format,
+               bool tokens_in_workspace) {
   int stages = 0;
-  while (stages < kMaxStages && smem_bytes(block_m, block_n, stages + 1, a_format, b_format) <= smem_per_block)
+  while (stages < kMaxStages &&
+         smem_bytes(block_m, block_n, stages + 1, a_format, b_format, tokens_in_workspace) <= smem_per_block)
     ++stages;
   return stages < kMinStages ? 0 : stages;
 }
 
 TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, TileConfig config, Format a_format,
-                              Format b_format, int k) {
+                              Format b_format, int k, bool tokens_in_workspace) {
   const int requested_block_n = config.block_n;
   const bool explicit_block_m = config.block_m != 0, explicit_block_n = config.block_n != 0;
   int rows_to_cover = 0;  // by one token block, when the heuristic picks block_m
@@ -144,7 +150,10 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
   }
   // Deepest ring that fits: more bytes in flight per SM is what a weight-streaming GEMM needs.
   if (config.stages == 0)
-    config.stages = max_stages(config.block_m, config.block_n, smem_per_block, a_format, b_format);
+    config.stages = max_stages(config.block_m, config.block_n, smem_per_block, a_format, b_format,
+                               tokens_in_workspace &&
+                                   register_weights_with_converted_tokens(a_format, b_format, config.block_m,
+                                                                          config.block_n));
   // fp8_block128 with several token blocks per expert: pair the CTAs that share a weight (or
   // token) tile into a cluster and multicast it, so it is read from HBM and L2 once, in step. With
   // short K the pair's lockstep costs more than the shared loads save (kClusterMinK).

@@ -27,9 +27,11 @@ bool is_cluster_tile(int block_m, int block_n);
 // Zero fields of `override_config` are chosen; non-zero ones are kept as given. The operand formats
 // select the mainloop, whose stage size sets how many stages fit; `k` (0: not known, taken as long)
 // decides whether the wide fp8 tile runs in clusters.
+// `tokens_in_workspace`: fp8_block128 tokens converted to bf16 beforehand (uses_activation_workspace),
+// whose stages are smaller.
 TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, TileConfig override_config,
                               Format a_format = Format::fp8_block128, Format b_format = Format::fp8_block128,
-                              int k = 0);
+                              int k = 0, bool tokens_in_workspace = false);
 
 // fp8_block128 tiles pair into two-CTA clusters only from this K on (H100, 2026-11-26: with K <= 2048
 // the 128x256 tile ran 1-6% faster alone, with K >= 4096 up to 3.5% faster in pairs; see
@@ -42,20 +44,24 @@ inline constexpr int kClusterMinK = 4096;
 // pairs 192x128 and 128x256).
 bool register_weights_with_converted_tokens(Format a_format, Format b_format, int block_m, int block_n);
 // Pairings whose activations a workspace converts to bf16 once (GroupedGemmArgs::workspace):
-// nvfp4, mxfp4 or mxfp8 on both sides. Bytes it takes: bf16 [E][max_m][K].
+// nvfp4, mxfp4 or mxfp8 on both sides, and fp8_block128 x nvfp4. Bytes it takes: bf16 [E][max_m][K].
 bool converts_activations(Format a_format, Format b_format);
 size_t converted_activation_bytes(const GroupedGemmArgs& args);
-// Whether this launch converts its activations first (a workspace given and used).
-bool uses_activation_workspace(const GroupedGemmArgs& args);
-// The launch that follows the conversion: bf16 activations in the workspace, the rest as given.
+// Whether this launch converts its activations first (a workspace given and used): the one-format
+// pairings always, fp8_block128 x nvfp4 on the tiles whose tokens the register-weights mainloop
+// reads as bf16 (register_weights_with_converted_tokens: the ones the heuristic picks).
+bool uses_activation_workspace(const GroupedGemmArgs& args, const TileConfig& config);
+// One-format pairings: the launch that follows the conversion, bf16 activations in the workspace
+// (then a pairing of its own, with its own tiles); fp8_block128 tokens keep their format and
+// scales, and the launch reads their bf16 copy (launch.cu).
 GroupedGemmArgs with_converted_activations(const GroupedGemmArgs& args);
 
 // Dynamic shared memory of the kernel for these operand formats, tile and stage count.
 int smem_bytes(int block_m, int block_n, int stages, Format a_format = Format::fp8_block128,
-               Format b_format = Format::fp8_block128);
+               Format b_format = Format::fp8_block128, bool tokens_in_workspace = false);
 
 // Most stages that fit in `smem_per_block` for this tile (0 if not even kMinStages fit).
 int max_stages(int block_m, int block_n, int smem_per_block, Format a_format = Format::fp8_block128,
-               Format b_format = Format::fp8_block128);
+               Format b_format = Format::fp8_block128, bool tokens_in_workspace = false);
 
 }  // namespace signalgemm::host

@@ -261,24 +261,26 @@ Launcher register_weights_launcher(Format weights, const TileConfig& cfg) {
                                     : register_weights_launcher<kernels::Bf16Mxfp8Mainloop>(cfg);
 }
 
-// Converted tokens on the tiles of host::register_weights_with_converted_tokens.
-template <Format kWeights, Format kTokens>
+// Converted tokens on the tiles of host::register_weights_with_converted_tokens (kInWorkspace:
+// fp8_block128 tokens converted to bf16 before the launch).
+template <Format kWeights, Format kTokens, bool kInWorkspace = false>
 Launcher converted_tokens_launcher(const TileConfig& cfg) {
   using kernels::RegisterWeightsMainloop;
   if (cfg.block_n == 256 && cfg.block_m == 32)
-    return &launch_kernel<RegisterWeightsMainloop<32, 256, kWeights, kTokens>>;
+    return &launch_kernel<RegisterWeightsMainloop<32, 256, kWeights, kTokens, kInWorkspace>>;
   if (cfg.block_n == 256 && cfg.block_m == 48)
-    return &launch_kernel<RegisterWeightsMainloop<48, 256, kWeights, kTokens>>;
+    return &launch_kernel<RegisterWeightsMainloop<48, 256, kWeights, kTokens, kInWorkspace>>;
   if (cfg.block_n == 256 && cfg.block_m == 64)
-    return &launch_kernel<RegisterWeightsMainloop<64, 256, kWeights, kTokens>>;
+    return &launch_kernel<RegisterWeightsMainloop<64, 256, kWeights, kTokens, kInWorkspace>>;
   if (cfg.block_n == 128 && cfg.block_m == 128)
-    return &launch_kernel<RegisterWeightsMainloop<128, 128, kWeights, kTokens>>;
+    return &launch_kernel<RegisterWeightsMainloop<128, 128, kWeights, kTokens, kInWorkspace>>;
   return nullptr;
 }
-Launcher converted_tokens_launcher(Format tokens, const TileConfig& cfg) {
+Launcher converted_tokens_launcher(Format tokens, const TileConfig& cfg, bool tokens_in_workspace) {
   switch (tokens) {
     case Format::fp8_block128:
-      return converted_tokens_launcher<Format::nvfp4, Format::fp8_block128>(cfg);
+      return tokens_in_workspace ? converted_tokens_launcher<Format::nvfp4, Format::fp8_block128, true>(cfg)
+                                 : converted_tokens_launcher<Format::nvfp4, Format::fp8_block128>(cfg);
     case Format::nvfp4:
       return converted_tokens_launcher<Format::nvfp4, Format::nvfp4>(cfg);
     case Format::mxfp4:
@@ -311,16 +313,35 @@ Status convert_activations(const GroupedGemmArgs& args, const DeviceInfo& info) 
                               static_cast<const uint8_t*>(args.a.scales), args.masked_m, args.num_experts, args.max_m,
                               args.k, static_cast<__nv_bfloat16*>(args.workspace), args.enable_pdl);
   };
-  const cudaError_t err = args.a.format == Format::nvfp4   ? run(kernels::convert_activations_kernel<Format::nvfp4>)
-                          : args.a.format == Format::mxfp4 ? run(kernels::convert_activations_kernel<Format::mxfp4>)
-                                                           : run(kernels::convert_activations_kernel<Format::mxfp8>);
+  const cudaError_t err =
+      args.a.format == Format::nvfp4   ? run(kernels::convert_activations_kernel<Format::nvfp4>)
+      : args.a.format == Format::mxfp4 ? run(kernels::convert_activations_kernel<Format::mxfp4>)
+      : args.a.format == Format::mxfp8 ? run(kernels::convert_activations_kernel<Format::mxfp8>)
+                                       : run(kernels::convert_activations_kernel<Format::fp8_block128>);
   return err == cudaSuccess ? Status{} : cuda_failure("activation conversion launch", err);
 }
 
-// The arguments whose kernel a launch with `args` runs (after converting its activations, if it does).
-GroupedGemmArgs launched_args(const GroupedGemmArgs& args) {
-  return host::uses_activation_workspace(args) ? host::with_converted_activations(args) : args;
+// The tile configuration of a launch with `args` on a device with this much shared memory, and
+// whether it converts its activations into the workspace first (host::uses_activation_workspace).
+// One-format pairings then run as bf16 activations (their own tiles); fp8_block128 tokens keep the
+// tiles of their pairing, with the smaller stages of bf16 tokens read from the workspace.
+TileConfig launch_config(const GroupedGemmArgs& args, int smem, bool& converts) {
+  const TileConfig cfg = host::choose_tile_config(args.max_m, args.expected_m, smem, args.config, args.a.format,
+                                                  args.b.format, args.k);
+  converts = host::uses_activation_workspace(args, cfg);
+  if (!converts) return cfg;
+  if (args.a.format != Format::fp8_block128) {
+    const GroupedGemmArgs bf16 = host::with_converted_activations(args);
+    return host::choose_tile_config(bf16.max_m, bf16.expected_m, smem, bf16.config, bf16.a.format, bf16.b.format,
+                                    bf16.k);
+  }
+  return host::choose_tile_config(args.max_m, args.expected_m, smem, args.config, args.a.format, args.b.format, args.k,
+                                  /*tokens_in_workspace=*/true);
 }
+
+// Launches the GEMM kernel; `tokens_in_workspace`: fp8_block128 tokens converted to bf16 in
+// args.workspace (their scales still in a.scales).
+Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, bool tokens_in_workspace);
 
 }  // namespace
 
@@ -331,14 +352,12 @@ SignalLayout signal_layout(const GroupedGemmArgs& args) {
   return SignalLayout{args.num_experts, args.max_m, args.n, cfg.block_m, cfg.block_n, args.granularity};
 }
 
-TileConfig select_config(const GroupedGemmArgs& given) {
-  const GroupedGemmArgs args = launched_args(given);
+TileConfig select_config(const GroupedGemmArgs& args) {
   DeviceInfo info;
   const bool have_device = query_device(info).ok();
   // Without a usable device, plan for an H100's 227 KiB so the tile shape is still defined.
-  const int smem = have_device ? info.smem_per_block : 232448;
-  return host::choose_tile_config(args.max_m, args.expected_m, smem, args.config, args.a.format, args.b.format,
-                                  args.k);
+  bool converts = false;
+  return launch_config(args, have_device ? info.smem_per_block : 232448, converts);
 }
 
 Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
@@ -348,19 +367,26 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   if (Status s = check_device_pointers(args); !s.ok()) return s;
   if (tensor_map_encoder() == nullptr)
     return Status{StatusCode::cuda_error, "signalgemm: the driver has no cuTensorMapEncodeTiled"};
-  if (host::uses_activation_workspace(args)) {
-    if (Status s = convert_activations(args, info); !s.ok()) return s;
-    // The GEMM may start its set-up while the conversion ends; it reads the workspace only after
-    // its griddepcontrol.wait, which waits for the conversion grid to complete.
-    GroupedGemmArgs converted = host::with_converted_activations(args);
-    converted.enable_pdl = true;
-    return grouped_gemm_nt_masked(converted);
-  }
+  bool converts = false;
+  launch_config(args, info.smem_per_block, converts);
+  if (!converts) return launch_gemm(args, info, false);
+  if (Status s = convert_activations(args, info); !s.ok()) return s;
+  // The GEMM may start its set-up while the conversion ends; it reads the workspace only after its
+  // griddepcontrol.wait, which waits for the conversion grid to complete.
+  GroupedGemmArgs converted = args.a.format == Format::fp8_block128 ? args : host::with_converted_activations(args);
+  converted.enable_pdl = true;
+  return args.a.format == Format::fp8_block128 ? launch_gemm(converted, info, true)
+                                                : grouped_gemm_nt_masked(converted);
+}
 
+namespace {
+
+Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, bool tokens_in_workspace) {
   const TileConfig cfg = host::choose_tile_config(args.max_m, args.expected_m, info.smem_per_block, args.config,
-                                                  args.a.format, args.b.format, args.k);
+                                                  args.a.format, args.b.format, args.k, tokens_in_workspace);
   if (cfg.stages < host::kMinStages ||
-      host::smem_bytes(cfg.block_m, cfg.block_n, cfg.stages, args.a.format, args.b.format) > info.smem_per_block)
+      host::smem_bytes(cfg.block_m, cfg.block_n, cfg.stages, args.a.format, args.b.format, tokens_in_workspace) >
+          info.smem_per_block)
     return Status{StatusCode::invalid_argument, "signalgemm: config.stages = " + std::to_string(cfg.stages) +
                                                     " does not fit in shared memory with block_m = " +
                                                     std::to_string(cfg.block_m)};
@@ -368,7 +394,8 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   // Operands are loaded as byte tensors. A stage holds kBlockK bytes of K of the activations
   // (128 e4m3 or 64 bf16) and the same K range of the weights (packed FP4: a quarter of the bytes).
   const bool fp8 = args.a.format == Format::fp8_block128;
-  const int a_k_bytes = args.k * element_bits(args.a.format) / 8;
+  // fp8_block128 tokens in the workspace: packed bf16 rows.
+  const int a_k_bytes = args.k * (tokens_in_workspace ? 16 : element_bits(args.a.format)) / 8;
   const int b_k_bytes = args.k * element_bits(args.b.format) / 8;
   // Register weights: a stage holds 1, 2 or 4 64-K blocks (kernel_params.h), 32 (FP4) or 64 (mxfp8) bytes per row each;
   // tokens are loaded in boxes of 32 rows, only as many as a tile has real tokens.
@@ -378,16 +405,16 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   const bool bf16_register_weights = kernels::is_bf16_register_weights_pair(args.a.format, args.b.format);
   const bool rs_register_weights = bf16_register_weights || converted_tokens_rs;
   const int rs_subs = kernels::register_weights_stage_subs(
-      cfg.block_m, cfg.block_n, converted_tokens_rs ? args.a.format : Format::bf16, args.b.format);
+      cfg.block_m, cfg.block_n, converted_tokens_rs ? args.a.format : Format::bf16, args.b.format, tokens_in_workspace);
   const int b_box_k = rs_register_weights ? kernels::bytes_per_64k(args.b.format) * rs_subs : kernels::kBlockK;
   const int a_box_rows = rs_register_weights ? kernels::register_weights_token_box_rows(cfg.block_m) : cfg.block_m;
   // Dequantizing mainloop: 64-K stages, each operand's packed rows (kernels/dequant_bf16_plan.h).
   const bool dequant_pair = kernels::is_dequant_bf16_pair(args.a.format, args.b.format) && !converted_tokens_rs;
   const int a_box_k = dequant_pair          ? kernels::dequant_stage_row_bytes(args.a.format)
-                      : converted_tokens_rs ? rs_subs * kernels::bytes_per_64k(args.a.format)
-                                            : kernels::kBlockK;
-  const int64_t a_row = args.a.row_stride != 0 ? args.a.row_stride : a_k_bytes;
-  const int64_t a_expert = args.a.expert_stride != 0 ? args.a.expert_stride : a_row * args.max_m;
+                      : converted_tokens_rs && !tokens_in_workspace ? rs_subs * kernels::bytes_per_64k(args.a.format)
+                                                                    : kernels::kBlockK;
+  const int64_t a_row = args.a.row_stride != 0 && !tokens_in_workspace ? args.a.row_stride : a_k_bytes;
+  const int64_t a_expert = args.a.expert_stride != 0 && !tokens_in_workspace ? args.a.expert_stride : a_row * args.max_m;
   const int64_t b_row = args.b.row_stride != 0 ? args.b.row_stride : b_k_bytes;
   const int64_t b_expert = args.b.expert_stride != 0 ? args.b.expert_stride : b_row * args.n;
   // 64-K blocks for the dequantizing and register-weights mainloops (bf16 tokens: 128 bytes are 64 K too),
@@ -396,8 +423,8 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
                                                                : (a_k_bytes + kernels::kBlockK - 1) / kernels::kBlockK;
 
   CUtensorMap tmap_a, tmap_b, tmap_sfa;
-  if (Status s = encode_operand_map(tmap_a, args.a.data, args.num_experts, args.max_m, a_k_bytes, a_row, a_expert,
-                                    a_box_k, a_box_rows, "a");
+  if (Status s = encode_operand_map(tmap_a, tokens_in_workspace ? args.workspace : args.a.data, args.num_experts,
+                                    args.max_m, a_k_bytes, a_row, a_expert, a_box_k, a_box_rows, "a");
       !s.ok())
     return s;
   if (Status s = encode_operand_map(tmap_b, args.b.data, args.num_experts, args.n, b_k_bytes, b_row, b_expert,
@@ -448,7 +475,7 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   if (launch_cfg.cluster > 1 && grid < 2) launch_cfg.cluster = 1;
 
   // One instantiation per (mainloop, compiled tile).
-  const Launcher launcher = converted_tokens_rs     ? converted_tokens_launcher(args.a.format, cfg)
+  const Launcher launcher = converted_tokens_rs     ? converted_tokens_launcher(args.a.format, cfg, tokens_in_workspace)
                             : dequant_pair          ? dequant_bf16_launcher(args.a.format, args.b.format, launch_cfg)
                             : fp8                   ? fp8_block128_launcher(launch_cfg)
                             : bf16_register_weights ? register_weights_launcher(args.b.format, cfg)
@@ -459,4 +486,5 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   return launcher(args, launch_cfg, grid, tmap_a, tmap_b, tmap_sfa, params);
 }
 
+}  // namespace
 }  // namespace signalgemm

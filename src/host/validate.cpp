@@ -186,7 +186,7 @@ Status validate(const GroupedGemmArgs& args) {
             " times out_expert_stride = ", out_expert_stride, " bytes overflows int64");
 
   c.require(aligned(args.workspace, 16), "workspace must be 16-byte aligned");
-  if (host::uses_activation_workspace(args)) {
+  if (args.workspace != nullptr && host::converts_activations(args.a.format, args.b.format)) {
     const size_t needed = host::converted_activation_bytes(args);
     c.require(args.workspace_bytes >= needed, "workspace_bytes = ", args.workspace_bytes, " is too small; ",
               to_string(args.a.format), " activations converted to bf16 take ", needed,

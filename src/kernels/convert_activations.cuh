@@ -1,7 +1,8 @@
-// Block-scaled activations (nvfp4, mxfp4, mxfp8) converted once to bf16 rows, for the launch that
-// then multiplies them as bf16 with the weights' own format (GroupedGemmArgs::workspace). The
-// register-weights mainloop would otherwise convert an expert's tokens again in every column block
-// of its tile sequence. Element x block scale with the arithmetic of that conversion
+// Block-scaled activations converted once to bf16 rows (GroupedGemmArgs::workspace): nvfp4, mxfp4
+// and mxfp8 element x block scale, for the launch that then multiplies them as bf16 with the
+// weights' own format; fp8_block128 elements alone, for the register-weights mainloop that still
+// promotes with their scales. The register-weights mainloop would otherwise convert an expert's
+// tokens again in every column block of its tile sequence. The arithmetic is that conversion's
 // (dequant_formats.cuh: exact, one rounding that never rounds), so the products the MMAs see are
 // the same.
 #pragma once
@@ -23,9 +24,13 @@ __global__ void __launch_bounds__(256) convert_activations_kernel(const uint8_t*
                                                                   int64_t expert_stride, const uint8_t* scales,
                                                                   const int32_t* masked_m, int experts, int max_m,
                                                                   int k, __nv_bfloat16* out, bool wait_for_previous) {
-  static_assert(kFormat == Format::nvfp4 || kFormat == Format::mxfp4 || kFormat == Format::mxfp8,
-                "one-byte block scales");
-  constexpr bool kFp4 = kFormat != Format::mxfp8;
+  static_assert(kFormat == Format::nvfp4 || kFormat == Format::mxfp4 || kFormat == Format::mxfp8 ||
+                    kFormat == Format::fp8_block128,
+                "FP4 or e4m3 elements");
+  constexpr bool kFp4 = kFormat == Format::nvfp4 || kFormat == Format::mxfp4;
+  // fp8_block128: the elements alone (exact); their fp32 scale per 128 K is not a bf16 factor, so
+  // the GEMM still applies it when it promotes each 128-K block's partial sums.
+  constexpr bool kScaled = kFormat != Format::fp8_block128;
   constexpr int kScaleBlock = kFormat == Format::nvfp4 ? 16 : 32;
   // With programmatic dependent launch, the kernel before may still run: wait before reading.
   if (wait_for_previous) asm volatile("griddepcontrol.wait;\n" ::: "memory");
@@ -37,9 +42,11 @@ __global__ void __launch_bounds__(256) convert_activations_kernel(const uint8_t*
     const int e = int(row / max_m), r = int(row % max_m);
     if (r >= min(max(__ldg(masked_m + e), 0), max_m)) continue;
     const uint8_t* elements = data + e * expert_stride + r * row_stride + g * (kFp4 ? 8 : 16);
-    const uint32_t code = __ldg(scales + row * (k / kScaleBlock) + g * 16 / kScaleBlock);
-    const uint32_t scale = kFormat == Format::nvfp4 ? dequant::e4m3_scale_to_bf16x2(code)
-                                                    : dequant::e8m0_scale_to_bf16x2(code);
+    uint32_t scale = 0;
+    if constexpr (kScaled) {
+      const uint32_t code = __ldg(scales + row * (k / kScaleBlock) + g * 16 / kScaleBlock);
+      scale = kFormat == Format::nvfp4 ? dequant::e4m3_scale_to_bf16x2(code) : dequant::e8m0_scale_to_bf16x2(code);
+    }
     uint32_t values[8];
     if constexpr (kFp4) {
       const uint2 codes = __ldg(reinterpret_cast<const uint2*>(elements));
@@ -52,8 +59,10 @@ __global__ void __launch_bounds__(256) convert_activations_kernel(const uint8_t*
       dequant::e4m3x4_to_bf16x4(codes.z, values[4], values[5]);
       dequant::e4m3x4_to_bf16x4(codes.w, values[6], values[7]);
     }
+    if constexpr (kScaled) {
 #pragma unroll
-    for (int j = 0; j < 8; ++j) values[j] = dequant::mul_bf16x2(values[j], scale);  // one rounding, exact
+      for (int j = 0; j < 8; ++j) values[j] = dequant::mul_bf16x2(values[j], scale);  // one rounding, exact
+    }
     uint4* destination = reinterpret_cast<uint4*>(out + row * k + g * 16);
     destination[0] = make_uint4(values[0], values[1], values[2], values[3]);
     destination[1] = make_uint4(values[4], values[5], values[6], values[7]);

@@ -102,9 +102,13 @@ SG_HD constexpr bool byte_scaled_tokens(Format tokens) {
   return tokens == Format::nvfp4 || tokens == Format::mxfp4 || tokens == Format::mxfp8;
 }
 SG_HD constexpr int bytes_per_64k(Format f) { return f == Format::nvfp4 || f == Format::mxfp4 ? 32 : 64; }
+// `tokens_in_workspace`: fp8_block128 tokens already converted to bf16 (GroupedGemmArgs::workspace):
+// a stage holds their bf16 tiles, loaded by TMA, and still their scales.
 SG_HD constexpr SmemPlan register_weights_smem_plan(int block_m, int block_n, int stages, int subs,
-                                                    Format tokens = Format::bf16, Format weights = Format::nvfp4) {
+                                                    Format tokens = Format::bf16, Format weights = Format::nvfp4,
+                                                    bool tokens_in_workspace = false) {
   const bool fp8 = tokens == Format::fp8_block128, scaled = byte_scaled_tokens(tokens);
+  const bool packed_tokens = (fp8 && !tokens_in_workspace) || scaled;
   return SmemPlan{block_m,
                   block_n,
                   stages,
@@ -112,20 +116,24 @@ SG_HD constexpr SmemPlan register_weights_smem_plan(int block_m, int block_n, in
                   0,
                   subs,
                   fp8 ? 4 * (subs / 2) : 0,
-                  fp8 || scaled ? subs * (128 + bytes_per_64k(tokens)) : 0,
+                  packed_tokens ? subs * (128 + bytes_per_64k(tokens)) : 0,
                   2 * block_n * subs * 4 + (scaled ? 3 * block_m * subs * 4 : 0)};
 }
 SG_HD constexpr int register_weights_stage_subs(int block_m, int block_n, Format tokens = Format::bf16,
-                                                Format weights = Format::nvfp4) {
+                                                Format weights = Format::nvfp4, bool tokens_in_workspace = false) {
   constexpr int kH100SmemPerBlock = 232448;
   const bool fp8 = tokens == Format::fp8_block128;
   const bool wide_rows = bytes_per_64k(weights) == 64 || (byte_scaled_tokens(tokens) && bytes_per_64k(tokens) == 64);
   // fp8 tokens: whole 128-K blocks per stage; 64-byte rows: 128 K as well (a 64-K stage would leave
-  // the 128-weight-row tiles an odd number of MMA groups and scale words per quad).
-  const int most = wide_rows ? 2 : 4, least = fp8 || wide_rows ? 2 : 1;
+  // the 128-weight-row tiles an odd number of MMA groups and scale words per quad). fp8 tokens'
+  // scales come in one TMA box per 128-K block, kBlockM floats apart, and a TMA destination must
+  // be 128-byte aligned: 48 tokens (192 bytes) keep one block per stage.
+  const bool unaligned_scale_boxes = fp8 && (block_m * 4) % 128 != 0;
+  const int most = wide_rows || unaligned_scale_boxes ? 2 : 4, least = fp8 || wide_rows ? 2 : 1;
   for (int min_stages = 3; min_stages >= 2; --min_stages)
     for (int subs = most; subs >= least; subs /= 2)
-      if (register_weights_smem_plan(block_m, block_n, min_stages, subs, tokens, weights).total_bytes() <=
+      if (register_weights_smem_plan(block_m, block_n, min_stages, subs, tokens, weights, tokens_in_workspace)
+              .total_bytes() <=
           kH100SmemPerBlock)
         return subs;
   return least;

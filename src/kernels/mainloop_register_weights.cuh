@@ -48,9 +48,14 @@ namespace signalgemm::kernels {
 SG_HD constexpr int register_weights_token_box_rows(int block_m) { return block_m % 32 == 0 ? 32 : 16; }
 
 // kWeights: nvfp4, mxfp4 or mxfp8. kTokenFormat: bf16, or converted by the MMA threads (see above):
-// fp8_block128 with nvfp4 weights, or the weights' own format.
-template <int kBlockM_, int kBlockN_, Format kWeights = Format::nvfp4, Format kTokenFormat = Format::bf16>
+// fp8_block128 with nvfp4 weights, or the weights' own format. kTokensInWorkspace: fp8_block128
+// tokens converted to bf16 before the launch (GroupedGemmArgs::workspace), loaded as bf16 tokens
+// are, with their scales still promoting the partials.
+template <int kBlockM_, int kBlockN_, Format kWeights = Format::nvfp4, Format kTokenFormat = Format::bf16,
+          bool kTokensInWorkspace = false>
 struct RegisterWeightsMainloop {
+  static_assert(!kTokensInWorkspace || kTokenFormat == Format::fp8_block128,
+                "only fp8_block128 tokens keep a scale once converted");
   static_assert(kWeights == Format::nvfp4 || kWeights == Format::mxfp4 || kWeights == Format::mxfp8,
                 "weights: nvfp4, mxfp4 or mxfp8");
   static_assert(kTokenFormat == Format::bf16 || kTokenFormat == kWeights ||
@@ -59,7 +64,8 @@ struct RegisterWeightsMainloop {
   static constexpr bool kNvfp4 = kWeights == Format::nvfp4;
   static constexpr bool kFp8Tokens = kTokenFormat == Format::fp8_block128;  // partials promoted per 128 K
   static constexpr bool kScaledTokens = byte_scaled_tokens(kTokenFormat);   // block scales copied by the MMA threads
-  static constexpr bool kConvertTokens = kTokenFormat != Format::bf16;      // loaded packed, converted in the stage
+  static constexpr bool kConvertTokens =
+      kTokenFormat != Format::bf16 && !kTokensInWorkspace;  // loaded packed, converted in the stage
   static constexpr bool kFp8Weights = kWeights == Format::mxfp8;            // one e4m3 byte per element
   // A weight row's scale bytes per 64-K block: 4 e4m3 (one per k16 step) or 2 e8m0 (per 2 steps).
   static constexpr int kScaleBytesPerSub = kNvfp4 ? 4 : 2;
@@ -67,8 +73,10 @@ struct RegisterWeightsMainloop {
   static constexpr int kBlockN = kBlockN_;
   static constexpr int kAccRegs = kBlockM / 2;
   static constexpr int kSubs =
-      register_weights_stage_subs(kBlockM, kBlockN, kTokenFormat, kWeights);  // 64-K blocks per stage
+      register_weights_stage_subs(kBlockM, kBlockN, kTokenFormat, kWeights, kTokensInWorkspace);  // 64-K blocks per stage
   static_assert(!kFp8Tokens || kSubs % 2 == 0, "fp8 tokens: a stage holds whole 128-K blocks");
+  static_assert(!kFp8Tokens || kSubs == 2 || (kBlockM * 4) % 128 == 0,
+                "the token scales' TMA boxes (one per 128-K block) land 128-byte aligned");
   static constexpr int kPackedTokenRowBytes =
       kSubs * bytes_per_64k(kTokenFormat);                                 // converted tokens, as TMA loads them
   static constexpr int kBf16TileBytes = kSubs * kBlockM * kBlockK;         // the stage's bf16 token tiles
@@ -96,8 +104,11 @@ struct RegisterWeightsMainloop {
   static_assert((kSubs * kGroupsPerSub * kSlices) % 2 == 0, "odd number of MMA groups per stage");
 
   SG_HD static SmemPlan plan(int stages) {
-    return register_weights_smem_plan(kBlockM, kBlockN, stages, kSubs, kTokenFormat, kWeights);
+    return register_weights_smem_plan(kBlockM, kBlockN, stages, kSubs, kTokenFormat, kWeights, kTokensInWorkspace);
   }
+
+  // fp8_block128 tokens: the scales of a stage's 128-K blocks, kBlockM floats each.
+  static constexpr uint32_t kTokenScaleTxBytes = kFp8Tokens ? (kSubs / 2) * kBlockM * 4 : 0;
 
   // Token boxes a tile loads per stage: its real rows, and at least the 32 the MMAs read
   // (mma_tile_width).
@@ -118,7 +129,6 @@ struct RegisterWeightsMainloop {
         // One box per token box covers the stage's K (zero-filled past K); fp8_block128 tokens also
         // bring the scales of the stage's 128-K blocks (clamped to the last: past K the partials are
         // zero). Block-scaled tokens' scales are copied by the MMA threads.
-        constexpr uint32_t kTokenScaleTxBytes = kFp8Tokens ? (kSubs / 2) * kBlockM * 4 : 0;
         const uint32_t tx_bytes = token_boxes * kTokenBoxRows * kPackedTokenRowBytes + kBlockN * kWeightRowBytes +
                                   kTokenScaleTxBytes;
         uint64_t* stage_full = arm_stage(full, empty, pipe, tx_bytes);
@@ -128,21 +138,15 @@ struct RegisterWeightsMainloop {
                                        tile.expert};
           tma_load(packed_tokens + box * kTokenBoxRows * kPackedTokenRowBytes, tmap_a, a_coords, stage_full);
         }
-        if constexpr (kFp8Tokens) {
-          const int blocks_128 = num_k_blocks / 2;
-          for (int j = 0; j < kSubs / 2; ++j) {
-            const int32_t sfa_coords[2] = {tile.m_block * kBlockM,
-                                           tile.expert * blocks_128 + min(s * (kSubs / 2) + j, blocks_128 - 1)};
-            tma_load(smem + plan.sfa_offset(pipe.stage) + j * kBlockM * 4, tmap_sfa, sfa_coords, stage_full);
-          }
-        }
+        if constexpr (kFp8Tokens) load_token_scales(tmap_sfa, smem + plan.sfa_offset(pipe.stage), stage_full, tile, s, num_k_blocks);
         const int32_t b_coords[3] = {s * kWeightRowBytes, tile.n_block * kBlockN, tile.expert};
         tma_load(smem + plan.b_offset(pipe.stage), tmap_b, b_coords, stage_full);
         pipe.advance();
         continue;
       }
       // Full boxes count even where they lie past N or max_m (TMA zero-fills them).
-      const uint32_t tx_bytes = kSubs * token_boxes * (kTokenBoxRows * kBlockK) + kBlockN * kWeightRowBytes;
+      const uint32_t tx_bytes =
+          kSubs * token_boxes * (kTokenBoxRows * kBlockK) + kBlockN * kWeightRowBytes + kTokenScaleTxBytes;
       uint64_t* stage_full = arm_stage(full, empty, pipe, tx_bytes);
       uint8_t* tokens = smem + plan.a_offset(pipe.stage);
       for (int u = 0; u < kSubs; ++u)
@@ -155,9 +159,22 @@ struct RegisterWeightsMainloop {
                                        tile.expert};  // bytes of bf16
           tma_load(tokens + (u * kBlockM + box * kTokenBoxRows) * kBlockK, tmap_a, a_coords, stage_full);
         }
+      if constexpr (kFp8Tokens) load_token_scales(tmap_sfa, smem + plan.sfa_offset(pipe.stage), stage_full, tile, s, num_k_blocks);
       const int32_t b_coords[3] = {s * kWeightRowBytes, tile.n_block * kBlockN, tile.expert};  // bytes
       tma_load(smem + plan.b_offset(pipe.stage), tmap_b, b_coords, stage_full);
       pipe.advance();
+    }
+  }
+
+  // fp8_block128 tokens: stage s's token scales (clamped to the last 128-K block: past K the partials
+  // are zero).
+  __device__ __forceinline__ static void load_token_scales(const CUtensorMap* tmap_sfa, uint8_t* stage_scales,
+                                                           uint64_t* stage_full, const detail::Tile& tile, int s,
+                                                           int num_k_blocks) {
+    const int blocks_128 = num_k_blocks / 2;
+    for (int j = 0; j < kSubs / 2; ++j) {
+      const int32_t sfa_coords[2] = {tile.m_block * kBlockM, tile.expert * blocks_128 + min(s * (kSubs / 2) + j, blocks_128 - 1)};
+      tma_load(stage_scales + j * kBlockM * 4, tmap_sfa, sfa_coords, stage_full);
     }
   }
 
@@ -455,7 +472,8 @@ struct RegisterWeightsMainloop {
       if constexpr (kScaledTokens) copy_token_scales(scale_buffer, s + 2, p, tile);
       copy_stage_scales(scale_buffer, (s + 1) % 2, s + 1, p, tile, tile_row[0], quad);
       mbarrier_wait(&full[pipe.stage], pipe.phase);
-      if constexpr (kFp8Tokens) convert_tokens(weights_base + plan.a_offset(pipe.stage), loaded_token_rows);
+      if constexpr (kFp8Tokens && kConvertTokens)
+        convert_tokens(weights_base + plan.a_offset(pipe.stage), loaded_token_rows);
       if constexpr (kScaledTokens)
         convert_scaled_tokens(weights_base + plan.a_offset(pipe.stage), token_scale_slot(scale_buffer, s % 3), p, tile,
                               s);

@@ -177,22 +177,26 @@ TEST(FormatPairings, SanitizerSmallCase) {
   }
 }
 
-// Activations of a one-format pairing converted once into a workspace (GroupedGemmArgs::workspace),
-// then bf16 x the weights' format: the same products as the conversion inside the GEMM, so the same
-// tolerance. Padded activation strides (the conversion reads them; the workspace is packed), edge
-// masked_m, decode and wide tiles, few SMs; the tile and the signal layout are those of the bf16
-// launch; a workspace too small is an error naming workspace_bytes.
+// Activations converted once into a workspace (GroupedGemmArgs::workspace): of a one-format pairing,
+// then bf16 x the weights' format; fp8_block128 tokens, then read as bf16 by the register-weights
+// mainloop, which still promotes with their scales. The same products as the conversion inside the
+// GEMM, so the same tolerance. Padded activation strides (the conversion reads them; the workspace
+// is packed), edge masked_m, decode and wide tiles, few SMs; the tile and the signal layout are
+// those of the bf16 launch (fp8 tokens: of their own pairing); a workspace too small is an error
+// naming workspace_bytes.
 TEST(FormatPairings, ActivationsConvertedOnceInTheWorkspace) {
   SG_REQUIRE_HOPPER();
   const std::vector<int32_t> masked_m = {0, 1, 65, 130, 37};
   for (const Pairing pairing : {Pairing{Format::nvfp4, Format::nvfp4}, Pairing{Format::mxfp4, Format::mxfp4},
-                                Pairing{Format::mxfp8, Format::mxfp8}}) {
+                                Pairing{Format::mxfp8, Format::mxfp8}, Pairing{Format::fp8_block128, Format::nvfp4}}) {
+    const bool fp8 = pairing.a == Format::fp8_block128;
+    const int k = fp8 ? 640 : 576;  // whole 128-K blocks for fp8_block128
     std::mt19937 rng(61);
     Problem p;
-    p.build(5, 130, 328, 576, rng, /*a_pad=*/32, /*b_pad=*/16, /*out_pad=*/16, pairing.a, pairing.b);
+    p.build(5, 130, 328, k, rng, /*a_pad=*/32, /*b_pad=*/16, /*out_pad=*/16, pairing.a, pairing.b);
     const auto reference = rounded_reference(p);
     GroupedGemmArgs probe = p.args();
-    ASSERT_EQ(activation_workspace_bytes(probe), size_t(5) * 130 * 576 * 2);
+    ASSERT_EQ(activation_workspace_bytes(probe), size_t(5) * 130 * k * 2);
     DeviceBuffer workspace(activation_workspace_bytes(probe));
     for (const int expected_m : {32, 0})  // the decode tiles, then the heuristic's wide tile
       for (const int sm_count : {0, 3}) {
@@ -203,7 +207,7 @@ TEST(FormatPairings, ActivationsConvertedOnceInTheWorkspace) {
         args.sm_count = sm_count;
         args.granularity = expected_m == 0 ? SignalGranularity::per_row_block : SignalGranularity::per_expert;
         GroupedGemmArgs as_bf16 = args;
-        as_bf16.a = OperandArgs{Format::bf16, workspace.get(), nullptr, 0, 0};
+        if (!fp8) as_bf16.a = OperandArgs{Format::bf16, workspace.get(), nullptr, 0, 0};
         as_bf16.workspace = nullptr;
         const TileConfig cfg = select_config(args), bf16_cfg = select_config(as_bf16);
         EXPECT_EQ(cfg.block_m, bf16_cfg.block_m);
