@@ -34,8 +34,9 @@ bool register_weights_with_converted_tokens(Format a_format, Format b_format, in
 }
 
 bool converts_activations(Format a_format, Format b_format) {
-  return (a_format == b_format && (a_format == Format::nvfp4 || a_format == Format::mxfp4 || a_format == Format::mxfp8)) ||
-         (a_format == Format::fp8_block128 && b_format == Format::nvfp4);
+  const bool one_format =
+      a_format == b_format && (a_format == Format::nvfp4 || a_format == Format::mxfp4 || a_format == Format::mxfp8);
+  return one_format || (a_format == Format::fp8_block128 && b_format == Format::nvfp4);
 }
 
 size_t converted_activation_bytes(const GroupedGemmArgs& args) {

@@ -405,16 +405,19 @@ Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, bool tok
   const bool bf16_register_weights = kernels::is_bf16_register_weights_pair(args.a.format, args.b.format);
   const bool rs_register_weights = bf16_register_weights || converted_tokens_rs;
   const int rs_subs = kernels::register_weights_stage_subs(
-      cfg.block_m, cfg.block_n, converted_tokens_rs ? args.a.format : Format::bf16, args.b.format, tokens_in_workspace);
+      cfg.block_m, cfg.block_n, converted_tokens_rs ? args.a.format : Format::bf16, args.b.format,
+      tokens_in_workspace);
   const int b_box_k = rs_register_weights ? kernels::bytes_per_64k(args.b.format) * rs_subs : kernels::kBlockK;
   const int a_box_rows = rs_register_weights ? kernels::register_weights_token_box_rows(cfg.block_m) : cfg.block_m;
   // Dequantizing mainloop: 64-K stages, each operand's packed rows (kernels/dequant_bf16_plan.h).
   const bool dequant_pair = kernels::is_dequant_bf16_pair(args.a.format, args.b.format) && !converted_tokens_rs;
   const int a_box_k = dequant_pair          ? kernels::dequant_stage_row_bytes(args.a.format)
-                      : converted_tokens_rs && !tokens_in_workspace ? rs_subs * kernels::bytes_per_64k(args.a.format)
-                                                                    : kernels::kBlockK;
+                      : converted_tokens_rs && !tokens_in_workspace
+                          ? rs_subs * kernels::bytes_per_64k(args.a.format)
+                          : kernels::kBlockK;
   const int64_t a_row = args.a.row_stride != 0 && !tokens_in_workspace ? args.a.row_stride : a_k_bytes;
-  const int64_t a_expert = args.a.expert_stride != 0 && !tokens_in_workspace ? args.a.expert_stride : a_row * args.max_m;
+  const int64_t a_expert =
+      args.a.expert_stride != 0 && !tokens_in_workspace ? args.a.expert_stride : a_row * args.max_m;
   const int64_t b_row = args.b.row_stride != 0 ? args.b.row_stride : b_k_bytes;
   const int64_t b_expert = args.b.expert_stride != 0 ? args.b.expert_stride : b_row * args.n;
   // 64-K blocks for the dequantizing and register-weights mainloops (bf16 tokens: 128 bytes are 64 K too),
@@ -475,7 +478,7 @@ Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, bool tok
   if (launch_cfg.cluster > 1 && grid < 2) launch_cfg.cluster = 1;
 
   // One instantiation per (mainloop, compiled tile).
-  const Launcher launcher = converted_tokens_rs     ? converted_tokens_launcher(args.a.format, cfg, tokens_in_workspace)
+  const Launcher launcher = converted_tokens_rs ? converted_tokens_launcher(args.a.format, cfg, tokens_in_workspace)
                             : dequant_pair          ? dequant_bf16_launcher(args.a.format, args.b.format, launch_cfg)
                             : fp8                   ? fp8_block128_launcher(launch_cfg)
                             : bf16_register_weights ? register_weights_launcher(args.b.format, cfg)

@@ -72,8 +72,8 @@ struct RegisterWeightsMainloop {
   static constexpr int kBlockM = kBlockM_;
   static constexpr int kBlockN = kBlockN_;
   static constexpr int kAccRegs = kBlockM / 2;
-  static constexpr int kSubs =
-      register_weights_stage_subs(kBlockM, kBlockN, kTokenFormat, kWeights, kTokensInWorkspace);  // 64-K blocks per stage
+  static constexpr int kSubs =  // 64-K blocks per stage
+      register_weights_stage_subs(kBlockM, kBlockN, kTokenFormat, kWeights, kTokensInWorkspace);
   static_assert(!kFp8Tokens || kSubs % 2 == 0, "fp8 tokens: a stage holds whole 128-K blocks");
   static_assert(!kFp8Tokens || kSubs == 2 || (kBlockM * 4) % 128 == 0,
                 "the token scales' TMA boxes (one per 128-K block) land 128-byte aligned");
@@ -138,7 +138,8 @@ struct RegisterWeightsMainloop {
                                        tile.expert};
           tma_load(packed_tokens + box * kTokenBoxRows * kPackedTokenRowBytes, tmap_a, a_coords, stage_full);
         }
-        if constexpr (kFp8Tokens) load_token_scales(tmap_sfa, smem + plan.sfa_offset(pipe.stage), stage_full, tile, s, num_k_blocks);
+        if constexpr (kFp8Tokens)
+          load_token_scales(tmap_sfa, smem + plan.sfa_offset(pipe.stage), stage_full, tile, s, num_k_blocks);
         const int32_t b_coords[3] = {s * kWeightRowBytes, tile.n_block * kBlockN, tile.expert};
         tma_load(smem + plan.b_offset(pipe.stage), tmap_b, b_coords, stage_full);
         pipe.advance();
@@ -159,7 +160,8 @@ struct RegisterWeightsMainloop {
                                        tile.expert};  // bytes of bf16
           tma_load(tokens + (u * kBlockM + box * kTokenBoxRows) * kBlockK, tmap_a, a_coords, stage_full);
         }
-      if constexpr (kFp8Tokens) load_token_scales(tmap_sfa, smem + plan.sfa_offset(pipe.stage), stage_full, tile, s, num_k_blocks);
+      if constexpr (kFp8Tokens)
+        load_token_scales(tmap_sfa, smem + plan.sfa_offset(pipe.stage), stage_full, tile, s, num_k_blocks);
       const int32_t b_coords[3] = {s * kWeightRowBytes, tile.n_block * kBlockN, tile.expert};  // bytes
       tma_load(smem + plan.b_offset(pipe.stage), tmap_b, b_coords, stage_full);
       pipe.advance();
@@ -173,7 +175,8 @@ struct RegisterWeightsMainloop {
                                                            int num_k_blocks) {
     const int blocks_128 = num_k_blocks / 2;
     for (int j = 0; j < kSubs / 2; ++j) {
-      const int32_t sfa_coords[2] = {tile.m_block * kBlockM, tile.expert * blocks_128 + min(s * (kSubs / 2) + j, blocks_128 - 1)};
+      const int32_t sfa_coords[2] = {tile.m_block * kBlockM,
+                                     tile.expert * blocks_128 + min(s * (kSubs / 2) + j, blocks_128 - 1)};
       tma_load(stage_scales + j * kBlockM * 4, tmap_sfa, sfa_coords, stage_full);
     }
   }
