@@ -339,9 +339,10 @@ TileConfig launch_config(const GroupedGemmArgs& args, int smem, bool& converts) 
                                   /*tokens_in_workspace=*/true);
 }
 
-// Launches the GEMM kernel; `tokens_in_workspace`: fp8_block128 tokens converted to bf16 in
-// args.workspace (their scales still in a.scales).
-Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, bool tokens_in_workspace);
+// Launches the GEMM kernel with the tile configuration launch_config chose; `tokens_in_workspace`:
+// fp8_block128 tokens converted to bf16 in args.workspace (their scales still in a.scales).
+Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const TileConfig& cfg,
+                   bool tokens_in_workspace);
 
 }  // namespace
 
@@ -368,22 +369,21 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   if (tensor_map_encoder() == nullptr)
     return Status{StatusCode::cuda_error, "signalgemm: the driver has no cuTensorMapEncodeTiled"};
   bool converts = false;
-  launch_config(args, info.smem_per_block, converts);
-  if (!converts) return launch_gemm(args, info, false);
+  const TileConfig cfg = launch_config(args, info.smem_per_block, converts);
+  if (!converts) return launch_gemm(args, info, cfg, false);
   if (Status s = convert_activations(args, info); !s.ok()) return s;
   // The GEMM may start its set-up while the conversion ends; it reads the workspace only after its
   // griddepcontrol.wait, which waits for the conversion grid to complete.
-  GroupedGemmArgs converted = args.a.format == Format::fp8_block128 ? args : host::with_converted_activations(args);
+  const bool fp8_tokens = args.a.format == Format::fp8_block128;
+  GroupedGemmArgs converted = fp8_tokens ? args : host::with_converted_activations(args);
   converted.enable_pdl = true;
-  return args.a.format == Format::fp8_block128 ? launch_gemm(converted, info, true)
-                                                : grouped_gemm_nt_masked(converted);
+  return launch_gemm(converted, info, cfg, fp8_tokens);
 }
 
 namespace {
 
-Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, bool tokens_in_workspace) {
-  const TileConfig cfg = host::choose_tile_config(args.max_m, args.expected_m, info.smem_per_block, args.config,
-                                                  args.a.format, args.b.format, args.k, tokens_in_workspace);
+Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const TileConfig& cfg,
+                   bool tokens_in_workspace) {
   if (cfg.stages < host::kMinStages ||
       host::smem_bytes(cfg.block_m, cfg.block_n, cfg.stages, args.a.format, args.b.format, tokens_in_workspace) >
           info.smem_per_block)
