@@ -24,6 +24,7 @@ constexpr const char* kUsage =
     "  --csv FILE               also write every row to FILE\n"
     "  --no-cublas              skip the cuBLASLt baseline\n"
     "  --no-workspace           nvfp4, mxfp4, mxfp8 on both sides, fp8_block128 x nvfp4: no activation workspace\n"
+    "  --mma-fragments          nvfp4 weights packed once (pack_mma_fragments) and read in that layout\n"
     "                           (each tile converts its tokens); default: converted once into one, timed with the GEMM\n";
 
 [[noreturn]] void usage_error(const std::string& why) {
@@ -95,6 +96,8 @@ Options parse_options(int argc, char** argv) {
       o.compare_signals = true;
     } else if (option == "--no-workspace") {
       o.workspace = false;
+    } else if (option == "--mma-fragments") {
+      o.mma_fragments = true;
     } else if (option == "--no-cublas") {
       o.cublas = false;
     } else if (option == "--sm-count") {

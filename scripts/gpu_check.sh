@@ -40,6 +40,7 @@ step() {  # step NAME COMMAND...: runs it, logs it, records the verdict and gtes
 # One small case per mainloop (fp8, bf16, bf16 x nvfp4, the dequantizing pairings) plus the fp8 edge cases.
 SMALL='Fp8Block128Gemm.PaddedStridesAndFewSms:Fp8Block128Gemm.ClusterPairsEveryShareMode:Fp8Block128Gemm.OutOfRangeMaskedMIsClampedAndReported:Fp8Block128Gemm.EveryTileConfigAndEdgeMaskedM'
 SMALL+=':Bf16Gemm.EveryTileConfigAndEdgeMaskedM:RegisterWeightsGemm.DecodeTilesOf256WeightRows:FormatPairings.SanitizerSmallCase:FormatPairings.PersistentCtasWithFewSms'
+SMALL+=':MmaFragments.GpuPackingEqualsTheCpuPacking:MmaFragments.DecodeTilesOf256WeightRows'
 step cpu_tests "$BUILD/tests/signalgemm_cpu_tests"
 step gpu_tests "$BUILD/tests/signalgemm_gpu_tests"
 for tool in memcheck racecheck synccheck; do
@@ -63,8 +64,13 @@ formats_bench() {
     "$BUILD/bench/signalgemm-bench" --format "$pairing" --no-cublas --iters 10 --warmup 2 | grep -E '^ *[0-9]+ +[0-9]+ +[0-9]+' ||
       return 1
   done
+  echo "-- a:b = bf16:nvfp4, weights in the mma_fragments layout"
+  "$BUILD/bench/signalgemm-bench" --format bf16:nvfp4 --mma-fragments --no-cublas --iters 10 --warmup 2 |
+    grep -E '^ *[0-9]+ +[0-9]+ +[0-9]+'
 }
 step formats formats_bench
+# What one SM sustains for the decode MMA shapes, alone and with the dequantization (bench/wgmma_rates.cu).
+step wgmma_rates "$BUILD/bench/signalgemm-wgmma-rates"
 # The multi-GPU combine over NCCL's device API (docs/multigpu.md): test and benchmark on two or
 # more GPUs, with libnccl from pip's nvidia-nccl-cu13 where installed; NVLink multicast off.
 EP_NOTE="skipped: fewer than 2 GPUs"
@@ -92,6 +98,9 @@ cat "$LOGS/demo.log"
 echo
 echo "== other operand pairings (E m N K | max_m | us | TFLOP/s | GB/s | floor_us | x_floor ...)"
 cat "$LOGS/formats.log"
+echo
+echo "== wgmma rates per SM"
+cat "$LOGS/wgmma_rates.log"
 if [[ -z "$EP_NOTE" ]]; then
   echo
   echo "== multi-GPU combine benchmark (timelines: $LOGS/ep_overlap_timeline*.svg)"

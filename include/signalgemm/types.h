@@ -22,6 +22,13 @@ enum class Format : uint8_t {
   mxfp8,         // e4m3; e8m0 scale per 32 along K
 };
 
+// How an operand's elements are arranged in memory (docs/formats.md).
+enum class OperandLayout : uint8_t {
+  rows,           // K-major rows with the operand's strides
+  mma_fragments,  // nvfp4 weights rearranged once by pack_mma_fragments() into the order the
+                  // register-operand MMAs read them (cheaper dequantization at decode)
+};
+
 enum class OutputType : uint8_t { bf16, fp16, fp32 };
 
 // How completion is announced (SPEC §3).
@@ -38,6 +45,7 @@ enum class SignalScope : uint8_t {
 };
 
 const char* to_string(Format f);
+const char* to_string(OperandLayout l);
 const char* to_string(OutputType t);
 const char* to_string(SignalGranularity g);
 const char* to_string(SignalScope s);

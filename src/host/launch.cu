@@ -116,6 +116,27 @@ Status encode_operand_map(CUtensorMap& map, const void* base, int experts, int r
   return {};
 }
 
+// nvfp4 weights in the mma_fragments layout (detail/mma_fragments.h) as a 4D byte tensor
+// [experts][64-row slices][64 * (64-K blocks) rows][32 bytes], loaded per stage as the `subs`
+// 64-K blocks of the tile's `block_n / 64` slices (2 KB each, in that order; no swizzle).
+Status encode_fragment_map(CUtensorMap& map, const void* base, int experts, int n, int k, int subs, int block_n) {
+  const int slices = (n + 63) / 64, k_blocks = (k + 63) / 64;
+  const cuuint64_t dims[4] = {32, cuuint64_t(k_blocks) * 64, cuuint64_t(slices), cuuint64_t(experts)};
+  const cuuint64_t strides[3] = {32, cuuint64_t(k_blocks) * detail::kFragmentBlockBytes,
+                                 cuuint64_t(detail::mma_fragment_bytes_per_expert(n, k))};
+  const cuuint32_t box[4] = {32, cuuint32_t(subs * 64), cuuint32_t(block_n / 64), 1};
+  const cuuint32_t element_strides[4] = {1, 1, 1, 1};
+  const CUresult r = tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 4, const_cast<void*>(base), dims,
+                                          strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                          CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                          CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS)
+    return Status{StatusCode::cuda_error,
+                  "signalgemm: cannot build the TMA descriptor of b (mma_fragments; CUresult " + std::to_string(int(r)) +
+                      ")"};
+  return {};
+}
+
 // Token scales of fp8_block128 activations: float [experts * K/128][round_up(max_m, 4)], loaded as
 // rows of block_m consecutive tokens.
 Status encode_token_scale_map(CUtensorMap& map, const void* base, int rows, int scale_rows, int box_rows) {
@@ -430,9 +451,14 @@ Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const Ti
                                     args.max_m, a_k_bytes, a_row, a_expert, a_box_k, a_box_rows, "a");
       !s.ok())
     return s;
-  if (Status s = encode_operand_map(tmap_b, args.b.data, args.num_experts, args.n, b_k_bytes, b_row, b_expert,
-                                    dequant_pair ? kernels::dequant_stage_row_bytes(args.b.format) : b_box_k,
-                                    cfg.block_n, "b");
+  const bool fragment_weights = args.b.layout == OperandLayout::mma_fragments;
+  if (Status s = fragment_weights ? encode_fragment_map(tmap_b, args.b.data, args.num_experts, args.n, args.k, rs_subs,
+                                                        cfg.block_n)
+                                  : encode_operand_map(tmap_b, args.b.data, args.num_experts, args.n, b_k_bytes, b_row,
+                                                       b_expert,
+                                                       dequant_pair ? kernels::dequant_stage_row_bytes(args.b.format)
+                                                                    : b_box_k,
+                                                       cfg.block_n, "b");
       !s.ok())
     return s;
   if (!fp8) {
@@ -481,6 +507,7 @@ Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const Ti
   const Launcher launcher = converted_tokens_rs ? converted_tokens_launcher(args.a.format, cfg, tokens_in_workspace)
                             : dequant_pair          ? dequant_bf16_launcher(args.a.format, args.b.format, launch_cfg)
                             : fp8                   ? fp8_block128_launcher(launch_cfg)
+                            : fragment_weights      ? register_weights_launcher<kernels::Bf16Nvfp4FragmentMainloop>(cfg)
                             : bf16_register_weights ? register_weights_launcher(args.b.format, cfg)
                                                     : launcher_for_tile<kernels::Bf16Mainloop>(cfg);
   if (launcher == nullptr)

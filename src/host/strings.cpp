@@ -13,6 +13,14 @@ const char* to_string(Format f) {
   return "unknown";
 }
 
+const char* to_string(OperandLayout l) {
+  switch (l) {
+    case OperandLayout::rows: return "rows";
+    case OperandLayout::mma_fragments: return "mma_fragments";
+  }
+  return "unknown";
+}
+
 const char* to_string(OutputType t) {
   switch (t) {
     case OutputType::bf16: return "bf16";

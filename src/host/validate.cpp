@@ -102,6 +102,27 @@ void check_operand(Checker& c, const char* name, const OperandArgs& op, int num_
             ".expert_stride = ", expert_stride, " bytes overflows int64");
 }
 
+// Fragment-ordered weights (OperandLayout::mma_fragments) feed only the register-weights mainloop
+// with bf16 tokens: bf16 activations, or nvfp4 ones converted into a large enough workspace.
+void check_layouts(Checker& c, const GroupedGemmArgs& args) {
+  const auto known = [](OperandLayout l) { return l == OperandLayout::rows || l == OperandLayout::mma_fragments; };
+  c.require(known(args.a.layout), "a.layout: unknown value ", static_cast<int>(args.a.layout));
+  c.require(known(args.b.layout), "b.layout: unknown value ", static_cast<int>(args.b.layout));
+  c.require(args.a.layout == OperandLayout::rows, "a.layout must be rows (mma_fragments is a weights layout)");
+  if (args.b.layout != OperandLayout::mma_fragments) return;
+  c.require(args.b.format == Format::nvfp4, StatusCode::unsupported, "b.layout mma_fragments needs b.format nvfp4, got ",
+            to_string(args.b.format));
+  c.require(args.b.row_stride == 0 && args.b.expert_stride == 0,
+            "b.layout mma_fragments has no strides (the packed blocks are contiguous); b.row_stride and "
+            "b.expert_stride must be 0");
+  const bool converted_nvfp4 = args.a.format == Format::nvfp4 && args.workspace != nullptr &&
+                               args.workspace_bytes >= host::converted_activation_bytes(args);
+  c.require(args.a.format == Format::bf16 || converted_nvfp4, StatusCode::unsupported,
+            "b.layout mma_fragments is supported with a.format bf16, or nvfp4 with a workspace "
+            "(activation_workspace_bytes); got a.format ",
+            to_string(args.a.format), args.a.format == Format::nvfp4 ? " without a large enough workspace" : "");
+}
+
 }  // namespace
 
 Status validate(const GroupedGemmArgs& args) {
@@ -130,6 +151,7 @@ Status validate(const GroupedGemmArgs& args) {
 
   check_operand(c, "a", args.a, args.num_experts, args.max_m, args.k);
   check_operand(c, "b", args.b, args.num_experts, args.n, args.k);
+  check_layouts(c, args);
 
   // Mainloops compiled so far.
   const bool fp8_pair = args.a.format == Format::fp8_block128 && args.b.format == Format::fp8_block128;

@@ -25,6 +25,7 @@
 #include <cstdint>
 
 #include "kernels/ptx.cuh"
+#include "signalgemm/detail/mma_fragments.h"
 
 namespace signalgemm::kernels::fragments {
 
@@ -63,6 +64,18 @@ __device__ __forceinline__ void e2m1x8_to_bf16x8_unscaled(uint32_t packed, uint3
     const uint32_t pair = prmt(low_nibbles, high_nibbles, 0x8080u | i | ((4 + i) << 8));
     out[i] = (pair * 0x1040u) & 0x81C081C0u;
   }
+}
+
+// Fragment-ordered weights (detail/mma_fragments.h): `fields` holds one register's four 2-bit
+// fields in bits 0-1, 4-5, 8-9, 12-13 (the rest is ignored); they become the selector of a byte
+// permute over the two tables, which returns the register's bf16x2 bits of value * 2^-126. The
+// mask and the table-half bit take one LOP3 with the constant in a register.
+__device__ __forceinline__ uint32_t fragment_register_bits(uint32_t fields) {
+  uint32_t selector;
+  asm("{\n.reg .b32 high_half;\nmov.b32 high_half, 0x4040;\nlop3.b32 %0, %1, 0x3333, high_half, 0xEA;\n}\n"
+      : "=r"(selector)
+      : "r"(fields));  // (fields & 0x3333) | 0x4040
+  return prmt(detail::kFragmentLowByteTable, detail::kFragmentHighByteTable, selector);
 }
 
 // Two e4m3 scales (byte `byte` of `scales_a` and of `scales_b`) -> bf16x2 of scale * 2^119 each

@@ -38,6 +38,7 @@
 #include "kernels/kernel_params.h"
 #include "kernels/pipeline.cuh"
 #include "kernels/ptx.cuh"
+#include "signalgemm/detail/mma_fragments.h"
 #include "signalgemm/detail/tile_schedule.h"
 
 namespace signalgemm::kernels {
@@ -51,8 +52,10 @@ SG_HD constexpr int register_weights_token_box_rows(int block_m) { return block_
 // fp8_block128 with nvfp4 weights, or the weights' own format. kTokensInWorkspace: fp8_block128
 // tokens converted to bf16 before the launch (GroupedGemmArgs::workspace), loaded as bf16 tokens
 // are, with their scales still promoting the partials.
+// kFragmentWeights: nvfp4 weights in the mma_fragments layout (detail/mma_fragments.h), loaded
+// as whole 2 KB blocks, each thread's fragments one 16-byte load per group.
 template <int kBlockM_, int kBlockN_, Format kWeights = Format::nvfp4, Format kTokenFormat = Format::bf16,
-          bool kTokensInWorkspace = false>
+          bool kTokensInWorkspace = false, bool kFragmentWeights = false>
 struct RegisterWeightsMainloop {
   static_assert(!kTokensInWorkspace || kTokenFormat == Format::fp8_block128,
                 "only fp8_block128 tokens keep a scale once converted");
@@ -62,6 +65,8 @@ struct RegisterWeightsMainloop {
                     (kTokenFormat == Format::fp8_block128 && kWeights == Format::nvfp4),
                 "token formats: bf16, the weights' own, or fp8_block128 with nvfp4");
   static constexpr bool kNvfp4 = kWeights == Format::nvfp4;
+  static_assert(!kFragmentWeights || (kWeights == Format::nvfp4 && kTokenFormat == Format::bf16),
+                "fragment-ordered weights: nvfp4, with bf16 tokens");
   static constexpr bool kFp8Tokens = kTokenFormat == Format::fp8_block128;  // partials promoted per 128 K
   static constexpr bool kScaledTokens = byte_scaled_tokens(kTokenFormat);   // block scales copied by the MMA threads
   static constexpr bool kConvertTokens =
@@ -162,8 +167,15 @@ struct RegisterWeightsMainloop {
         }
       if constexpr (kFp8Tokens)
         load_token_scales(tmap_sfa, smem + plan.sfa_offset(pipe.stage), stage_full, tile, s, num_k_blocks);
-      const int32_t b_coords[3] = {s * kWeightRowBytes, tile.n_block * kBlockN, tile.expert};  // bytes
-      tma_load(smem + plan.b_offset(pipe.stage), tmap_b, b_coords, stage_full);
+      if constexpr (kFragmentWeights) {
+        // [expert][64-row slice][64 x 64-K rows of 32 bytes]: the stage's kSubs blocks of each of the
+        // tile's slices, slice after slice (past N or K: zero fill, the weights' zero codes).
+        const int32_t b_coords[4] = {0, s * kSubs * 64, tile.n_block * (kBlockN / 64), tile.expert};
+        tma_load(smem + plan.b_offset(pipe.stage), tmap_b, b_coords, stage_full);
+      } else {
+        const int32_t b_coords[3] = {s * kWeightRowBytes, tile.n_block * kBlockN, tile.expert};  // bytes
+        tma_load(smem + plan.b_offset(pipe.stage), tmap_b, b_coords, stage_full);
+      }
       pipe.advance();
     }
   }
@@ -581,11 +593,20 @@ struct RegisterWeightsMainloop {
   __device__ __forceinline__ static void dequantize_steps(uint32_t (&a)[kSteps][4], uint32_t stage_weights,
                                                           int tile_row, int lane, int u, int first_step,
                                                           uint32_t quad_scales) {
-    const uint32_t quad = lane % 4;
-    if constexpr (kFp8Weights) {
+    if constexpr (kFp8Weights)
       dequantize_e4m3_steps(a, stage_weights, tile_row, lane, u, first_step, quad_scales);
-      return;
-    }
+    else if constexpr (kFragmentWeights)
+      dequantize_fragment_steps(a, stage_weights, tile_row, lane, u, first_step, quad_scales);
+    else
+      dequantize_e2m1_row_steps(a, stage_weights, tile_row, lane, u, first_step, quad_scales);
+  }
+
+  // FP4 weights in rows (the TMA-swizzled rows of the stage): the fragment bytes gathered with byte
+  // permutes, then the e2m1 conversion.
+  __device__ __forceinline__ static void dequantize_e2m1_row_steps(uint32_t (&a)[kSteps][4], uint32_t stage_weights,
+                                                                   int tile_row, int lane, int u, int first_step,
+                                                                   uint32_t quad_scales) {
+    const uint32_t quad = lane % 4;
     uint32_t words[2][2 * kSteps];  // [row r, row r + 8][8 bytes per k16 step]
 #pragma unroll
     for (int h = 0; h < 2; ++h)
@@ -628,6 +649,40 @@ struct RegisterWeightsMainloop {
     }
   }
 
+  // Fragment-ordered nvfp4 weights: the stage holds, per 64-row slice, its kSubs 2 KB blocks; this
+  // thread's words of steps first_step.. are at 16 * (its index in the warpgroup) + 4 * step in
+  // the block (a warp reads 512 contiguous bytes: no bank conflict). Per register a shift, a LOP3
+  // and a byte permute give the bf16 bits of value * 2^-126 (detail/mma_fragments.h), then the
+  // scale multiply as above: the same products as the rows layout, exactly.
+  __device__ __forceinline__ static void dequantize_fragment_steps(uint32_t (&a)[kSteps][4], uint32_t stage_weights,
+                                                                   int tile_row, int lane, int u, int first_step,
+                                                                   uint32_t quad_scales) {
+    const int slice = tile_row / 64;
+    const int thread = (tile_row % 64) / 16 * 32 + lane;
+    const uint32_t address = stage_weights + (slice * kSubs + u) * detail::kFragmentBlockBytes + thread * 16 +
+                             first_step * 4;
+    uint32_t words[4];
+    if constexpr (kSteps == 4) {
+      asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+                   : "=r"(words[0]), "=r"(words[1]), "=r"(words[2]), "=r"(words[3])
+                   : "r"(address));
+    } else if constexpr (kSteps == 2) {
+      asm volatile("ld.shared.v2.b32 {%0, %1}, [%2];\n" : "=r"(words[0]), "=r"(words[1]) : "r"(address));
+    } else {
+      words[0] = ptx::ld_shared_u32(address);
+    }
+#pragma unroll
+    for (int k = 0; k < kSteps; ++k) {
+      const uint32_t scale_pair = __shfl_sync(0xFFFFFFFFu, quad_scales, (lane & ~3) | (first_step + k));  // [r, r+8]
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const uint32_t bits = fragments::fragment_register_bits(words[k] >> detail::fragment_field_shift(i));
+        a[k][i] = i % 2 == 0 ? fragments::mul_bf16x2_by_low(bits, scale_pair)     // row r
+                             : fragments::mul_bf16x2_by_high(bits, scale_pair);   // row r + 8
+      }
+    }
+  }
+
   // mxfp8 weights: the same fragments from e4m3 bytes, 16 per row and k16 step (one 16-byte load
   // per row and step): columns 2*quad + {0, 1} are bytes 2*quad, 2*quad + 1 of the step's first 8,
   // columns + 8 the same bytes of its last 8. Each pair becomes its exact value (e4m3 x 2^-120 by
@@ -664,6 +719,8 @@ struct RegisterWeightsMainloop {
 
 template <int M, int N>
 using Bf16Nvfp4Mainloop = RegisterWeightsMainloop<M, N, Format::nvfp4>;
+template <int M, int N>
+using Bf16Nvfp4FragmentMainloop = RegisterWeightsMainloop<M, N, Format::nvfp4, Format::bf16, false, true>;
 template <int M, int N>
 using Bf16Mxfp4Mainloop = RegisterWeightsMainloop<M, N, Format::mxfp4>;
 template <int M, int N>

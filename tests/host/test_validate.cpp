@@ -232,6 +232,46 @@ std::vector<Rejection> k_rejections() {
   };
 }
 
+// OperandLayout::mma_fragments: nvfp4 weights for the register-weights mainloop with bf16 tokens.
+void make_fragment_weights(GroupedGemmArgs& args) {
+  make_bf16_nvfp4_pair(args);
+  args.b.layout = OperandLayout::mma_fragments;
+}
+
+std::vector<Rejection> layout_rejections() {
+  return {
+      reject("ALayoutFragments", [](auto& a) { a.a.layout = OperandLayout::mma_fragments; }, {"a.layout"}, "rows"),
+      reject("BLayoutUnknown", [](auto& a) { a.b.layout = static_cast<OperandLayout>(7); }, {"b.layout"},
+             "unknown value 7"),
+      unsupported("FragmentsNeedNvfp4Weights",
+                  [](auto& a) {
+                    make_fragment_weights(a);
+                    a.b.format = Format::mxfp4;
+                  },
+                  {"b.layout", "b.format"}, "mxfp4"),
+      reject("FragmentsHaveNoRowStride",
+             [](auto& a) {
+               make_fragment_weights(a);
+               a.b.row_stride = a.k;
+             },
+             {"b.row_stride", "b.expert_stride"}, "must be 0"),
+      unsupported("FragmentsWithFp8Tokens",
+                  [](auto& a) {
+                    make_fragment_weights(a);
+                    a.a.format = Format::fp8_block128;
+                    a.a.scales = fake(0x20000);
+                  },
+                  {"b.layout", "a.format"}, "fp8_block128"),
+      unsupported("FragmentsWithNvfp4TokensWithoutWorkspace",
+                  [](auto& a) {
+                    make_fragment_weights(a);
+                    a.a.format = Format::nvfp4;
+                    a.a.scales = fake(0x20000);
+                  },
+                  {"b.layout", "a.format"}, "without a large enough workspace"),
+  };
+}
+
 std::vector<Rejection> format_pair_rejections() {
   return {
       unsupported("PairNvfp4Fp8", [](auto& a) { a.a.format = Format::nvfp4; }, {"a.format", "b.format"},
@@ -497,6 +537,7 @@ std::vector<Rejection> all_rejections() {
   add(operand_rejections("b", &GroupedGemmArgs::b, kN, 0x30000, 0x40000));
   add(k_rejections());
   add(format_pair_rejections());
+  add(layout_rejections());
   add(output_rejections());
   add(pointer_and_signal_rejections());
   add(hint_and_config_rejections());
@@ -615,6 +656,15 @@ std::vector<Acceptance> all_acceptances() {
       {"Fp8Nvfp4Pair128x128", [](auto& a) {
          a.b.format = Format::nvfp4;
          a.config = TileConfig{128, 128, 0};
+       }},
+      {"Nvfp4FragmentWeights", [](auto& a) { make_fragment_weights(a); }},
+      {"Nvfp4FragmentWeightsWithConvertedTokens",
+       [](auto& a) {
+         make_fragment_weights(a);
+         a.a.format = Format::nvfp4;
+         a.a.scales = fake(0x20000);
+         a.workspace = fake(0x70000);
+         a.workspace_bytes = size_t(a.num_experts) * a.max_m * a.k * 2;
        }},
       {"Bf16Nvfp4PairSmallestK",
        [](auto& a) {

@@ -1,0 +1,64 @@
+// The fragment-ordered nvfp4 weight layout (OperandLayout::mma_fragments, docs/formats.md), shared
+// by the packers (CPU reference, GPU kernel) and the register-weights mainloop that reads it.
+//
+// Per expert, the weights are cut into 64-row x 64-K blocks, [ceil(N/64)][ceil(K/64)] of them,
+// 2048 bytes each (rows and columns past N and K hold code 0). Within a block, the 32-bit word
+// 4t + k belongs to MMA thread t (0..127) of a warpgroup and k16 step k (0..3): the eight e2m1
+// elements of its A fragment for that step. So a thread loads its four steps with one 16-byte
+// load, and a warp's loads are 512 contiguous bytes.
+//
+// A fragment has four bf16x2 registers i; register i of thread t = 32w + l holds row
+// 16w + l/4 + 8(i%2) and columns 16k + 2(l%4) + 8(i/2) + {0, 1} (low half, high half), the
+// mma.m16n8k16 A layout that wgmma's register operand uses. Each element is stored as two 2-bit
+// fields of its code s e1 e0 m: L = e0 m and H = s e1, which index a byte table (below) for the
+// low and the high byte of the bf16 of its value times 2^-126. Register i's four fields
+// (L_lo, H_lo, L_hi, H_hi) sit at bits kFieldShift[i] + 4f (f = 0..3), so
+//   selector = ((word >> kFieldShift[i]) & 0x3333) | 0x4040
+// is a byte-permute selector (prmt) over the table that yields the register's bf16x2 bits.
+#pragma once
+
+#include <cstdint>
+
+#include "signalgemm/types.h"  // SG_HD
+
+namespace signalgemm::detail {
+
+inline constexpr int kFragmentBlockRows = 64;
+inline constexpr int kFragmentBlockK = 64;
+inline constexpr int kFragmentBlockBytes = kFragmentBlockRows * kFragmentBlockK / 2;  // 2048
+inline constexpr int kFragmentWordsPerBlock = kFragmentBlockBytes / 4;                // 512
+
+// Bit offset of register i's fields in its step's word.
+SG_HD constexpr int fragment_field_shift(int reg) { return (reg / 2) * 16 + (reg % 2) * 2; }
+
+// Byte table of the selectors: bytes 0..3 are the low byte of bf16(value * 2^-126) for L = 0..3
+// (e0 << 7 | m << 6), bytes 4..7 the high byte for H = 0..3 (s << 7 | e1).
+inline constexpr uint32_t kFragmentLowByteTable = 0xC0804000u;
+inline constexpr uint32_t kFragmentHighByteTable = 0x81800100u;
+
+// Row and column within its 64x64 block of element `half` (0: low, 1: high) of register `reg` in
+// word `word` of the block.
+SG_HD constexpr int fragment_element_row(int word, int reg) {
+  const int thread = word / 4, warp = thread / 32, lane = thread % 32;
+  return 16 * warp + lane / 4 + 8 * (reg % 2);
+}
+SG_HD constexpr int fragment_element_col(int word, int reg, int half) {
+  const int thread = word / 4, step = word % 4, lane = thread % 32;
+  return 16 * step + 2 * (lane % 4) + 8 * (reg / 2) + half;
+}
+
+// The word's bits contributed by e2m1 code `code` as element `half` of register `reg`.
+SG_HD constexpr uint32_t fragment_code_bits(uint32_t code, int reg, int half) {
+  const uint32_t low = code & 3;                                // L = e0 m
+  const uint32_t high = ((code >> 3) & 1) << 1 | ((code >> 2) & 1);  // H = s e1
+  const int shift = fragment_field_shift(reg) + 8 * half;
+  return low << shift | high << (shift + 4);
+}
+
+// Bytes of the fragment-ordered weights of `experts` experts of n rows and k columns.
+SG_HD constexpr int64_t mma_fragment_bytes_per_expert(int n, int k) {
+  return int64_t((n + kFragmentBlockRows - 1) / kFragmentBlockRows) * ((k + kFragmentBlockK - 1) / kFragmentBlockK) *
+         kFragmentBlockBytes;
+}
+
+}  // namespace signalgemm::detail

@@ -1,0 +1,52 @@
+// Host side of pack_mma_fragments (gemm.h): argument checks and the launch of the packing kernel.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <string>
+
+#include "kernels/pack_mma_fragments.cuh"
+#include "signalgemm/gemm.h"
+
+namespace signalgemm {
+
+size_t mma_fragment_bytes(int experts, int n, int k) {
+  if (experts < 1 || n < 1 || k < 1) return 0;
+  return size_t(experts) * size_t(detail::mma_fragment_bytes_per_expert(n, k));
+}
+
+Status pack_mma_fragments(const OperandArgs& weights, int experts, int n, int k, void* packed, cudaStream_t stream) {
+  auto invalid = [](const std::string& message) {
+    return Status{StatusCode::invalid_argument, "signalgemm::pack_mma_fragments: " + message};
+  };
+  if (weights.format != Format::nvfp4)
+    return invalid(std::string("weights.format must be nvfp4, got ") + to_string(weights.format));
+  if (weights.layout != OperandLayout::rows)
+    return invalid(std::string("weights.layout must be rows, got ") + to_string(weights.layout));
+  if (experts < 1 || n < 1 || k < 1)
+    return invalid("experts, n and k must be >= 1, got " + std::to_string(experts) + ", " + std::to_string(n) + ", " +
+                   std::to_string(k));
+  if (k % 16 != 0) return invalid("k = " + std::to_string(k) + " must be a multiple of 16 (the nvfp4 scale block)");
+  if (weights.data == nullptr) return invalid("weights.data is null");
+  if (packed == nullptr) return invalid("packed is null");
+  if (reinterpret_cast<uintptr_t>(packed) % 16 != 0) return invalid("packed must be 16-byte aligned");
+  const int64_t row_bytes = k / 2;
+  const int64_t row_stride = weights.row_stride != 0 ? weights.row_stride : row_bytes;
+  if (row_stride < row_bytes)
+    return invalid("weights.row_stride = " + std::to_string(weights.row_stride) + " is smaller than one row (" +
+                   std::to_string(row_bytes) + " bytes)");
+  const int64_t expert_stride = weights.expert_stride != 0 ? weights.expert_stride : row_stride * n;
+  if (expert_stride < row_stride * n)
+    return invalid("weights.expert_stride = " + std::to_string(weights.expert_stride) + " is smaller than one expert (" +
+                   std::to_string(row_stride * n) + " bytes)");
+  const int64_t words = int64_t(mma_fragment_bytes(experts, n, k)) / 4;
+  const int grid = static_cast<int>(std::clamp<int64_t>((words + 255) / 256, 1, 65535));
+  kernels::pack_mma_fragments_kernel<<<grid, 256, 0, stream>>>(static_cast<const uint8_t*>(weights.data), row_stride,
+                                                               expert_stride, experts, n, k,
+                                                               static_cast<uint32_t*>(packed));
+  if (cudaError_t err = cudaGetLastError(); err != cudaSuccess)
+    return Status{StatusCode::cuda_error,
+                  std::string("signalgemm::pack_mma_fragments: kernel launch: ") + cudaGetErrorString(err)};
+  return {};
+}
+
+}  // namespace signalgemm

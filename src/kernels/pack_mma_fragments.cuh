@@ -1,0 +1,44 @@
+// nvfp4 weights from K-major rows into the mma_fragments layout (detail/mma_fragments.h), once,
+// when the weights are loaded: one thread per 32-bit word, i.e. per MMA thread and k16 step of a
+// 64x64 block, gathering its eight e2m1 codes (rows and columns past n and k give code 0).
+#pragma once
+
+#include <cstdint>
+
+#include "signalgemm/detail/mma_fragments.h"
+
+namespace signalgemm::kernels {
+
+__global__ void __launch_bounds__(256) pack_mma_fragments_kernel(const uint8_t* rows, int64_t row_stride,
+                                                                 int64_t expert_stride, int experts, int n, int k,
+                                                                 uint32_t* packed) {
+  using namespace detail;
+  const int slices = (n + kFragmentBlockRows - 1) / kFragmentBlockRows;
+  const int k_blocks = (k + kFragmentBlockK - 1) / kFragmentBlockK;
+  const int64_t total = int64_t(experts) * slices * k_blocks * kFragmentWordsPerBlock;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const int word = int(i % kFragmentWordsPerBlock);
+    const int64_t block = i / kFragmentWordsPerBlock;  // (expert, slice, k block), k block fastest
+    const int k_block = int(block % k_blocks);
+    const int slice = int(block / k_blocks % slices);
+    const int expert = int(block / (int64_t(k_blocks) * slices));
+    uint32_t bits = 0;
+#pragma unroll
+    for (int reg = 0; reg < 4; ++reg) {
+      const int row = slice * kFragmentBlockRows + fragment_element_row(word, reg);
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int col = k_block * kFragmentBlockK + fragment_element_col(word, reg, half);
+        uint32_t code = 0;
+        if (row < n && col < k) {
+          const uint8_t byte = rows[expert * expert_stride + row * row_stride + col / 2];
+          code = col % 2 == 0 ? byte & 0xF : byte >> 4;  // element 2j: low nibble of byte j
+        }
+        bits |= fragment_code_bits(code, reg, half);
+      }
+    }
+    packed[i] = bits;
+  }
+}
+
+}  // namespace signalgemm::kernels

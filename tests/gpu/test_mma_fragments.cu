@@ -1,0 +1,166 @@
+// nvfp4 weights in the mma_fragments layout (pack_mma_fragments, OperandLayout::mma_fragments) on
+// the GPU: the packing kernel writes exactly the CPU packer's bytes, and the GEMM on packed weights
+// gives bit for bit the output of the same launch on the weights' rows (the same products, summed
+// in the same order), and both match the float64 reference: every compiled tile, the decode tiles
+// of 256 weight rows, a last stage past K, a partial 64-row slice and column block, few SMs, nvfp4
+// activations through the workspace. Bad arguments are errors that name them.
+#include <string>
+
+#include "gpu_test_util.h"
+#include "host/config.h"
+#include "signalgemm/gemm.h"
+
+namespace signalgemm::test {
+namespace {
+
+std::vector<double> full_reference(const Problem& p) {
+  const std::vector<int32_t> all(p.experts, p.max_m);
+  return ref::masked_grouped_gemm(p.a, p.b, all.data(), p.alpha.data());
+}
+
+// The weights of `p` (rows, with their padded stride) packed on the GPU.
+DeviceBuffer pack(const Problem& p) {
+  DeviceBuffer packed(mma_fragment_bytes(p.experts, p.n, p.k));
+  const Status s = pack_mma_fragments(p.args().b, p.experts, p.n, p.k, packed.get());
+  EXPECT_TRUE(s.ok()) << s.message;
+  const cudaError_t err = cudaDeviceSynchronize();
+  EXPECT_EQ(err, cudaSuccess) << cudaGetErrorString(err);
+  return packed;
+}
+
+GroupedGemmArgs with_fragments(GroupedGemmArgs args, const DeviceBuffer& packed) {
+  args.b.data = packed.get();
+  args.b.row_stride = 0;
+  args.b.expert_stride = 0;
+  args.b.layout = OperandLayout::mma_fragments;
+  return args;
+}
+
+// Runs `args` on the rows layout and on the packed weights: outputs equal bit for bit, and right.
+void expect_same_as_rows(Problem& p, const DeviceBuffer& packed, const GroupedGemmArgs& args,
+                         const std::vector<int32_t>& masked_m, const std::vector<double>& reference,
+                         const std::string& what) {
+  const RunResult rows = run(p, args, masked_m);
+  ASSERT_TRUE(rows.status.ok()) << what << ": " << rows.status.message;
+  const std::vector<uint16_t> rows_out = p.output();
+  const GroupedGemmArgs fragments = with_fragments(args, packed);
+  const RunResult r = run(p, fragments, masked_m);
+  ASSERT_TRUE(r.status.ok()) << what << ": " << r.status.message;
+  EXPECT_EQ(check_output(p, masked_m, reference), "") << what;
+  EXPECT_TRUE(p.output() == rows_out) << what << ": output differs from the rows layout's";
+  if (args.granularity != SignalGranularity::none) EXPECT_EQ(check_signals(fragments, masked_m, r.signals), "") << what;
+}
+
+TEST(MmaFragments, GpuPackingEqualsTheCpuPacking) {
+  SG_REQUIRE_HOPPER();
+  struct Shape {
+    int experts, n, k, b_pad;
+  };
+  for (const Shape s : {Shape{3, 328, 576, 16}, Shape{1, 64, 64, 0}, Shape{2, 100, 208, 48}}) {
+    std::mt19937 rng(71 + s.n);
+    Problem p;
+    p.build(s.experts, 8, s.n, s.k, rng, 0, s.b_pad, 0, Format::bf16, Format::nvfp4);
+    const DeviceBuffer packed = pack(p);
+    EXPECT_TRUE(packed.to_host<uint8_t>() == ref::pack_mma_fragments(p.b))
+        << "experts " << s.experts << " n " << s.n << " k " << s.k;
+  }
+}
+
+// Every compiled tile (config override) and few SMs, edge masked_m, per-row-block signals.
+TEST(MmaFragments, EveryTileConfigAndEdgeMaskedM) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(47);
+  Problem p;
+  p.build(/*experts=*/5, /*max_m=*/130, /*n=*/328, /*k=*/576, rng, /*a_pad=*/32, /*b_pad=*/16, 0, Format::bf16,
+          Format::nvfp4);
+  const DeviceBuffer packed = pack(p);
+  const auto reference = full_reference(p);
+  const std::vector<int32_t> masked_m = {0, 1, 65, 128, 130};
+  for (const host::TileShape tile : host::kSupportedTiles)
+    for (const int sm_count : {0, 3}) {
+      GroupedGemmArgs args = p.args();
+      args.config.block_m = tile.block_m;
+      args.config.block_n = tile.block_n;
+      args.granularity = SignalGranularity::per_row_block;
+      args.sm_count = sm_count;
+      expect_same_as_rows(p, packed, args, masked_m, reference,
+                          std::to_string(tile.block_m) + "x" + std::to_string(tile.block_n) + " sm_count " +
+                              std::to_string(sm_count));
+    }
+}
+
+// The heuristic's decode tiles of 256 weight rows (32x256, 48x256, 64x256), a last stage past K.
+TEST(MmaFragments, DecodeTilesOf256WeightRows) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(53);
+  Problem p;
+  p.build(/*experts=*/6, /*max_m=*/64, /*n=*/328, /*k=*/576, rng, /*a_pad=*/32, /*b_pad=*/16, 0, Format::bf16,
+          Format::nvfp4);
+  const DeviceBuffer packed = pack(p);
+  const auto reference = full_reference(p);
+  const std::vector<int32_t> masked_m = {0, 1, 31, 33, 64, 17};
+  for (const int expected_m : {16, 32, 40})
+    for (const int sm_count : {0, 2}) {
+      GroupedGemmArgs args = p.args();
+      args.expected_m = expected_m;
+      args.granularity = SignalGranularity::per_expert;
+      args.scope = SignalScope::sys;
+      args.sm_count = sm_count;
+      const TileConfig cfg = select_config(with_fragments(args, packed));
+      EXPECT_EQ(cfg.block_m, expected_m == 16 ? 32 : expected_m == 32 ? 48 : 64);  // 1.3 x the hint, rounded up
+      EXPECT_EQ(cfg.block_n, 256);
+      expect_same_as_rows(p, packed, args, masked_m, reference,
+                          "expected_m " + std::to_string(expected_m) + " tile " + std::to_string(cfg.block_m) +
+                              "x256 sm_count " + std::to_string(sm_count));
+    }
+}
+
+// nvfp4 activations converted once into the workspace, then bf16 x the packed weights.
+TEST(MmaFragments, Nvfp4ActivationsThroughTheWorkspace) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(61);
+  Problem p;
+  p.build(5, 130, 328, 576, rng, /*a_pad=*/32, /*b_pad=*/16, 0, Format::nvfp4, Format::nvfp4);
+  const DeviceBuffer packed = pack(p);
+  const auto reference = full_reference(p);
+  DeviceBuffer workspace(activation_workspace_bytes(p.args()));
+  for (const int expected_m : {32, 0}) {
+    GroupedGemmArgs args = p.args();
+    args.workspace = workspace.get();
+    args.workspace_bytes = workspace.bytes();
+    args.expected_m = expected_m;
+    args.granularity = SignalGranularity::per_row_block;
+    expect_same_as_rows(p, packed, args, {0, 1, 65, 130, 37}, reference,
+                        "nvfp4 x nvfp4, expected_m " + std::to_string(expected_m));
+  }
+  // Without the workspace the tokens would be converted inside the GEMM: not with packed weights.
+  const Status s = validate(with_fragments(p.args(), packed));
+  EXPECT_EQ(s.code, StatusCode::unsupported);
+  EXPECT_NE(s.message.find("b.layout"), std::string::npos) << s.message;
+}
+
+TEST(MmaFragments, BadArgumentsAreNamed) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(3);
+  Problem p;
+  p.build(2, 8, 128, 128, rng, 0, 0, 0, Format::bf16, Format::nvfp4);
+  DeviceBuffer packed(mma_fragment_bytes(2, 128, 128));
+  EXPECT_EQ(mma_fragment_bytes(2, 128, 128), size_t(2) * 2 * 2 * 2048);
+  OperandArgs weights = p.args().b;
+  auto message = [&](const OperandArgs& w, int n, int k, void* out) {
+    const Status s = pack_mma_fragments(w, 2, n, k, out);
+    EXPECT_EQ(s.code, StatusCode::invalid_argument);
+    return s.message;
+  };
+  EXPECT_NE(message(weights, 128, 128, nullptr).find("packed"), std::string::npos);
+  OperandArgs mx = weights;
+  mx.format = Format::mxfp4;
+  EXPECT_NE(message(mx, 128, 128, packed.get()).find("weights.format"), std::string::npos);
+  OperandArgs narrow = weights;
+  narrow.row_stride = 16;
+  EXPECT_NE(message(narrow, 128, 128, packed.get()).find("weights.row_stride"), std::string::npos);
+  EXPECT_NE(message(weights, 128, 120, packed.get()).find("k = 120"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace signalgemm::test
