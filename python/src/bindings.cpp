@@ -74,14 +74,39 @@ OperandArgs operand(const Tensor& data, const std::optional<Tensor>& scales, For
   return op;
 }
 
+// nvfp4 weights packed by pack_mma_fragments: uint8 [E, ceil(N/64), ceil(K/64), 2048], contiguous.
+OperandArgs fragment_operand(const Tensor& data, const std::optional<Tensor>& scales, Format format, int n, int k) {
+  if (format != Format::nvfp4) bad("b: packed mma_fragments weights are nvfp4; b_format is " + std::string(to_string(format)));
+  if (data.ndim() != 4 || data.itemsize() != 1 || int64_t(data.shape(0)) < 1 || data.shape(1) != size_t((n + 63) / 64) ||
+      data.shape(2) != size_t((k + 63) / 64) || data.shape(3) != 2048 || data.stride(3) != 1 || data.stride(2) != 2048 ||
+      data.stride(1) != int64_t(data.shape(2)) * 2048 || data.stride(0) != int64_t(data.shape(1)) * data.stride(1))
+    bad("b: packed mma_fragments weights must be a contiguous uint8 [E, ceil(N/64), ceil(K/64), 2048] tensor "
+        "(pack_mma_fragments) for N = " + std::to_string(n) + ", K = " + std::to_string(k));
+  OperandArgs op;
+  op.format = format;
+  op.data = data.data();
+  op.scales = scales ? scales->data() : nullptr;
+  op.layout = OperandLayout::mma_fragments;
+  return op;
+}
+
+// b_n > 0: b holds packed mma_fragments weights of N = b_n rows (rows layout otherwise).
 void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<Tensor> sfb, Tensor out,
                   Tensor masked_m, const std::string& a_format, const std::string& b_format,
                   std::optional<Tensor> alpha, std::optional<Tensor> signals, const std::string& granularity,
                   const std::string& scope, int sm_count, int expected_m, int block_m, int block_n, int stages,
-                  int cluster, uintptr_t stream, std::optional<Tensor> error_flag, std::optional<Tensor> workspace) {
+                  int cluster, uintptr_t stream, std::optional<Tensor> error_flag, std::optional<Tensor> workspace,
+                  int b_n) {
   GroupedGemmArgs args;
   args.a = operand(a, sfa, parse_format(a_format, "a_format"), "a");
-  args.b = operand(b, sfb, parse_format(b_format, "b_format"), "b");
+  const bool fragments = b_n > 0;
+  if (fragments) {
+    require_dims(a, "a", 3);
+    args.b = fragment_operand(b, sfb, parse_format(b_format, "b_format"), b_n,
+                              int(logical_k(args.a.format, a.shape(2))));
+  } else {
+    args.b = operand(b, sfb, parse_format(b_format, "b_format"), "b");
+  }
   require_dims(out, "out", 3);
   require_dtype(out, "out", uint8_t(nb::dlpack::dtype_code::Bfloat), 16, "bfloat16");
   require_dims(masked_m, "masked_m", 1);
@@ -89,11 +114,11 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
   args.num_experts = int(a.shape(0));
   args.max_m = int(a.shape(1));
   args.k = int(logical_k(args.a.format, a.shape(2)));
-  args.n = int(b.shape(1));
+  args.n = fragments ? b_n : int(b.shape(1));
   if (b.shape(0) != a.shape(0) || out.shape(0) != a.shape(0) || masked_m.shape(0) != a.shape(0))
     bad("a, b, out and masked_m must have the same number of experts (dimension 0)");
-  if (logical_k(args.b.format, b.shape(2)) != args.k) bad("a and b must have the same K");
-  if (out.shape(1) != a.shape(1) || out.shape(2) != b.shape(1)) bad("out must be [E, max_m, N]");
+  if (!fragments && logical_k(args.b.format, b.shape(2)) != args.k) bad("a and b must have the same K");
+  if (out.shape(1) != a.shape(1) || out.shape(2) != size_t(args.n)) bad("out must be [E, max_m, N]");
   args.out = out.data();
   args.out_row_stride = byte_stride(out, 1);
   args.out_expert_stride = byte_stride(out, 0);
@@ -127,6 +152,26 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
   }
   const Status s = grouped_gemm_nt_masked(args);
   if (s.code == StatusCode::invalid_argument || s.code == StatusCode::unsupported) throw nb::value_error(s.message.c_str());
+  if (!s.ok()) throw std::runtime_error(s.message);
+}
+
+// nvfp4 weights b (uint8 [E, N, K/2], any strides) -> `packed` (contiguous uint8, at least
+// mma_fragment_bytes), on `stream`.
+void pack_fragments(Tensor b, Tensor packed, uintptr_t stream) {
+  require_dims(b, "b", 3);
+  if (b.itemsize() != 1) bad("b must be uint8 (packed nvfp4 bytes)");
+  const int experts = int(b.shape(0)), n = int(b.shape(1)), k = int(b.shape(2)) * 2;
+  if (packed.itemsize() != 1 || int64_t(packed.nbytes()) < int64_t(mma_fragment_bytes(experts, n, k)))
+    bad("packed must be uint8 with at least mma_fragment_bytes(E, N, K) = " +
+        std::to_string(mma_fragment_bytes(experts, n, k)) + " bytes");
+  OperandArgs weights;
+  weights.format = Format::nvfp4;
+  weights.data = b.data();
+  weights.row_stride = byte_stride(b, 1);
+  weights.expert_stride = byte_stride(b, 0);
+  const Status s =
+      pack_mma_fragments(weights, experts, n, k, packed.data(), reinterpret_cast<cudaStream_t>(stream));
+  if (s.code == StatusCode::invalid_argument) throw nb::value_error(s.message.c_str());
   if (!s.ok()) throw std::runtime_error(s.message);
 }
 
@@ -237,7 +282,9 @@ NB_MODULE(_C, m) {
         nb::arg("out"), nb::arg("masked_m"), nb::arg("a_format"), nb::arg("b_format"), nb::arg("alpha").none(),
         nb::arg("signals").none(), nb::arg("granularity"), nb::arg("scope"), nb::arg("sm_count"),
         nb::arg("expected_m"), nb::arg("block_m"), nb::arg("block_n"), nb::arg("stages"), nb::arg("cluster"), nb::arg("stream"),
-        nb::arg("error_flag").none(), nb::arg("workspace").none());
+        nb::arg("error_flag").none(), nb::arg("workspace").none(), nb::arg("b_n") = 0);
+  m.def("pack_mma_fragments", &pack_fragments, nb::arg("b"), nb::arg("packed"), nb::arg("stream"));
+  m.def("mma_fragment_bytes", &mma_fragment_bytes, nb::arg("experts"), nb::arg("n"), nb::arg("k"));
   m.def("signal_layout", &signal_layout_for, nb::arg("num_experts"), nb::arg("max_m"), nb::arg("n"),
         nb::arg("expected_m") = 0, nb::arg("block_m") = 0, nb::arg("block_n") = 0,
         nb::arg("granularity") = "per_expert", nb::arg("a_format") = "fp8_block128",

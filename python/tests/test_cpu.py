@@ -56,6 +56,20 @@ def test_bad_arguments_raise_value_error_naming_them(override, message):
         call(**override)
 
 
+def test_packed_mma_fragments_are_checked():
+    bf16 = dict(a=FakeCudaTensor((E, MAX_M, K), "bfloat", 16), sfa=None, a_format="bf16")
+    packed = signalgemm.MmaFragments(FakeCudaTensor((E, N // 64, K // 64, 2048), "uint", 8), N, K)
+    sfb = FakeCudaTensor((E * N * K // 16,), "uint", 8)
+    with pytest.raises(ValueError, match="packed mma_fragments weights are nvfp4"):
+        call(b=packed, sfb=sfb, b_format="mxfp4", **bf16)
+    wrong = signalgemm.MmaFragments(FakeCudaTensor((E, N // 64 + 1, K // 64, 2048), "uint", 8), N, K)
+    with pytest.raises(ValueError, match=r"\[E, ceil\(N/64\), ceil\(K/64\), 2048\]"):
+        call(b=wrong, sfb=sfb, b_format="nvfp4", **bf16)
+    # fp8_block128 activations would be converted inside the GEMM: not with packed weights.
+    with pytest.raises(ValueError, match="b.layout"):
+        call(b=packed, sfb=sfb, b_format="nvfp4")
+
+
 def test_host_arrays_are_a_type_error():
     with pytest.raises(TypeError):
         signalgemm.grouped_gemm_nt_masked(

@@ -121,6 +121,34 @@ def test_bf16_activations_with_nvfp4_weights():
     check(out, torch.einsum("emk,enk->emn", a.double().cpu(), weights).cuda(), masked_m)
 
 
+@pytest.mark.parametrize("a_format", ["bf16", "nvfp4"])
+def test_nvfp4_weights_packed_in_mma_fragment_order(a_format):
+    """Weights packed once by pack_mma_fragments give the rows layout's output bit for bit (decode and
+    wide tiles, a partial 64-row block and column block, K past a whole stage)."""
+    E, MAX_M, N, K = 4, 80, 328, 576
+    rng = np.random.default_rng(17)
+    b, sfb, _ = signalgemm.quantize((rng.standard_normal((E, N, K)) * 0.05).astype(np.float32), "nvfp4", "b")
+    b, sfb = torch.from_numpy(b).cuda(), torch.from_numpy(sfb).cuda()
+    if a_format == "bf16":
+        a, sfa = torch.randn(E, MAX_M, K, device="cuda").bfloat16(), None
+    else:
+        qa, qsfa, _ = signalgemm.quantize(rng.standard_normal((E, MAX_M, K)).astype(np.float32), "nvfp4", "a")
+        a, sfa = torch.from_numpy(qa).cuda(), torch.from_numpy(qsfa).cuda()
+    packed = signalgemm.pack_mma_fragments(b)
+    assert packed.data.shape == (E, 6, 9, 2048) and (packed.n, packed.k) == (N, K)
+    masked_m = torch.tensor([80, 0, 17, 33], dtype=torch.int32, device="cuda")
+    for expected_m in (24, 0):
+        outs = []
+        for weights in (b, packed):
+            out = torch.full((E, MAX_M, N), POISON, dtype=torch.bfloat16, device="cuda")
+            signalgemm.grouped_gemm_nt_masked((a, sfa), (weights, sfb), out, masked_m, a_format=a_format,
+                                              b_format="nvfp4", expected_m=expected_m)
+            outs.append(out)
+        torch.cuda.synchronize()
+        assert torch.equal(outs[0], outs[1]), f"expected_m {expected_m}"
+        assert bool((outs[1][1] == POISON).all()) and bool((outs[1][2, 17:] == POISON).all())
+
+
 def decode_operand(data, scales, global_scale, fmt, role, experts, rows, k):
     """float64 values (element x block scale x nvfp4 global scale) of a quantized operand, decoded here
     from the bytes (docs/formats.md), independently of the C++ reference."""
