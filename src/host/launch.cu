@@ -117,14 +117,17 @@ Status encode_operand_map(CUtensorMap& map, const void* base, int experts, int r
 }
 
 // nvfp4 weights in the mma_fragments layout (detail/mma_fragments.h) as a 4D byte tensor
-// [experts][64-row slices][64 * (64-K blocks) rows][32 bytes], loaded per stage as the `subs`
-// 64-K blocks of the tile's `block_n / 64` slices (2 KB each, in that order; no swizzle).
+// [experts][64-row slices][8 * (64-K blocks) rows][256 bytes] (256 bytes: the widest box row, so the
+// fewest requests), loaded per stage as the `subs` 64-K blocks of the tile's `block_n / 64` slices
+// (2 KB each, in that order; no swizzle).
 Status encode_fragment_map(CUtensorMap& map, const void* base, int experts, int n, int k, int subs, int block_n) {
+  constexpr int kRowBytes = 256, kRowsPerBlock = detail::kFragmentBlockBytes / kRowBytes;
   const int slices = (n + 63) / 64, k_blocks = (k + 63) / 64;
-  const cuuint64_t dims[4] = {32, cuuint64_t(k_blocks) * 64, cuuint64_t(slices), cuuint64_t(experts)};
-  const cuuint64_t strides[3] = {32, cuuint64_t(k_blocks) * detail::kFragmentBlockBytes,
+  const cuuint64_t dims[4] = {kRowBytes, cuuint64_t(k_blocks) * kRowsPerBlock, cuuint64_t(slices),
+                              cuuint64_t(experts)};
+  const cuuint64_t strides[3] = {kRowBytes, cuuint64_t(k_blocks) * detail::kFragmentBlockBytes,
                                  cuuint64_t(detail::mma_fragment_bytes_per_expert(n, k))};
-  const cuuint32_t box[4] = {32, cuuint32_t(subs * 64), cuuint32_t(block_n / 64), 1};
+  const cuuint32_t box[4] = {kRowBytes, cuuint32_t(subs * kRowsPerBlock), cuuint32_t(block_n / 64), 1};
   const cuuint32_t element_strides[4] = {1, 1, 1, 1};
   const CUresult r = tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 4, const_cast<void*>(base), dims,
                                           strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,

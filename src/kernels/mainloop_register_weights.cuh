@@ -168,9 +168,9 @@ struct RegisterWeightsMainloop {
       if constexpr (kFp8Tokens)
         load_token_scales(tmap_sfa, smem + plan.sfa_offset(pipe.stage), stage_full, tile, s, num_k_blocks);
       if constexpr (kFragmentWeights) {
-        // [expert][64-row slice][64 x 64-K rows of 32 bytes]: the stage's kSubs blocks of each of the
+        // [expert][64-row slice][8 x 64-K rows of 256 bytes]: the stage's kSubs blocks of each of the
         // tile's slices, slice after slice (past N or K: zero fill, the weights' zero codes).
-        const int32_t b_coords[4] = {0, s * kSubs * 64, tile.n_block * (kBlockN / 64), tile.expert};
+        const int32_t b_coords[4] = {0, s * kSubs * 8, tile.n_block * (kBlockN / 64), tile.expert};
         tma_load(smem + plan.b_offset(pipe.stage), tmap_b, b_coords, stage_full);
       } else {
         const int32_t b_coords[3] = {s * kWeightRowBytes, tile.n_block * kBlockN, tile.expert};  // bytes
