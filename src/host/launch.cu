@@ -455,6 +455,12 @@ Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const Ti
       !s.ok())
     return s;
   const bool fragment_weights = args.b.layout == OperandLayout::mma_fragments;
+  // Only the register-weights mainloop with bf16 tokens reads fragment-ordered weights (validate()
+  // admits no other pairing; this keeps any other path from reading them as rows).
+  if (fragment_weights && !bf16_register_weights)
+    return Status{StatusCode::unsupported, "signalgemm: b.layout mma_fragments is not supported on config " +
+                                               std::to_string(cfg.block_m) + "x" + std::to_string(cfg.block_n) +
+                                               " with a.format " + to_string(args.a.format)};
   if (Status s = fragment_weights ? encode_fragment_map(tmap_b, args.b.data, args.num_experts, args.n, args.k, rs_subs,
                                                         cfg.block_n)
                                   : encode_operand_map(tmap_b, args.b.data, args.num_experts, args.n, b_k_bytes, b_row,
