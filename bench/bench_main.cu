@@ -339,11 +339,11 @@ Row measure_shape(const Options& o, const Shape& shape, cudaStream_t stream) {
 
   GroupedGemmArgs base =
       gemm_args(o, p, static_cast<const int32_t*>(masked_m.get()), static_cast<const float*>(alpha.get()), stream);
-  // nvfp4 weights rearranged once, as at model load (not timed).
-  if (o.mma_fragments && p.b_format == Format::nvfp4) {
+  // FP4 weights rearranged once, as at model load (not timed).
+  if (o.mma_fragments && (p.b_format == Format::nvfp4 || p.b_format == Format::mxfp4)) {
     for (InputSet& in : inputs) {
       DeviceBuffer packed = device_alloc(mma_fragment_bytes(shape.experts, shape.n, shape.k));
-      const OperandArgs rows{Format::nvfp4, in.b.get(), in.sfb.get(), 0, 0};
+      const OperandArgs rows{p.b_format, in.b.get(), in.sfb.get(), 0, 0};
       if (const Status s = pack_mma_fragments(rows, shape.experts, shape.n, shape.k, packed.get(), stream); !s.ok()) {
         std::fprintf(stderr, "%s\n", s.message.c_str());
         std::exit(1);

@@ -24,7 +24,7 @@ constexpr const char* kUsage =
     "  --csv FILE               also write every row to FILE\n"
     "  --no-cublas              skip the cuBLASLt baseline\n"
     "  --no-workspace           nvfp4, mxfp4, mxfp8 on both sides, fp8_block128 x nvfp4: no activation workspace\n"
-    "  --mma-fragments          nvfp4 weights packed once (pack_mma_fragments) and read in that layout\n"
+    "  --mma-fragments          FP4 weights packed once (pack_mma_fragments) and read in that layout\n"
     "                           (each tile converts its tokens); default: converted once into one, timed with the GEMM\n";
 
 [[noreturn]] void usage_error(const std::string& why) {

@@ -25,7 +25,7 @@ struct Options {
   bool compare_signals = false;  // also time signals off, interleaved with signals on
   bool cublas = true;
   bool workspace = true;  // nvfp4², mxfp4², mxfp8², fp8 x nvfp4: activations converted once (GroupedGemmArgs::workspace)
-  bool mma_fragments = false;  // nvfp4 weights packed once into OperandLayout::mma_fragments
+  bool mma_fragments = false;  // FP4 weights packed once into OperandLayout::mma_fragments
   int sm_count = 0;  // 0 = all
   TileConfig config;  // zero fields = heuristic
   int iters = 50;

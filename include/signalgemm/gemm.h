@@ -21,8 +21,8 @@ struct OperandArgs {
   const void* scales = nullptr;  // per docs/formats.md; must be null for bf16
   int64_t row_stride = 0;        // bytes between consecutive rows; 0 = packed (K elements)
   int64_t expert_stride = 0;     // bytes between experts; 0 = packed (rows * row_stride)
-  // mma_fragments: B only, nvfp4, with bf16 activations (or nvfp4 ones converted in a workspace);
-  // data as written by pack_mma_fragments (strides must be 0), scales as for rows.
+  // mma_fragments: B only, nvfp4 or mxfp4, with bf16 activations (or ones of the weights' format
+  // converted in a workspace); data as written by pack_mma_fragments (strides 0), scales as for rows.
   OperandLayout layout = OperandLayout::rows;
 };
 
@@ -106,11 +106,11 @@ size_t activation_workspace_bytes(const GroupedGemmArgs& args);
 // Validates, then launches on args.stream. No host-device synchronization, no allocation.
 Status grouped_gemm_nt_masked(const GroupedGemmArgs& args);
 
-// Bytes of nvfp4 weights [experts][n][k] in the mma_fragments layout (docs/formats.md): 64x64
+// Bytes of FP4 weights [experts][n][k] in the mma_fragments layout (docs/formats.md): 64x64
 // blocks of 2048 bytes, n and k rounded up to multiples of 64.
 size_t mma_fragment_bytes(int experts, int n, int k);
 
-// Rewrites nvfp4 weights (`weights`: format nvfp4, layout rows, any strides; its scales are not
+// Rewrites FP4 weights (`weights`: format nvfp4 or mxfp4, layout rows, any strides; its scales are not
 // touched and keep serving the GEMM) into `packed` (device memory, mma_fragment_bytes, 16-byte
 // aligned) in the mma_fragments layout, on `stream`. Done once, when the weights are loaded.
 Status pack_mma_fragments(const OperandArgs& weights, int experts, int n, int k, void* packed,

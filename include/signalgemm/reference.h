@@ -72,7 +72,7 @@ std::vector<uint8_t> scales_from_flashinfer_128x4(const uint8_t* swizzled, int e
 std::vector<uint8_t> scales_to_flashinfer_128x4(const uint8_t* row_major, int experts, int rows, int cols);
 
 // ---- the mma_fragments weight layout (OperandLayout::mma_fragments; detail/mma_fragments.h):
-// nvfp4 weights (format nvfp4; throws std::invalid_argument otherwise) rearranged as
+// FP4 weights (nvfp4 or mxfp4; throws std::invalid_argument otherwise) rearranged as
 // pack_mma_fragments (gemm.h) does on the GPU; mma_fragment_bytes(experts, rows, k) bytes.
 std::vector<uint8_t> pack_mma_fragments(const QuantizedOperand& weights);
 

@@ -25,7 +25,7 @@ enum class Format : uint8_t {
 // How an operand's elements are arranged in memory (docs/formats.md).
 enum class OperandLayout : uint8_t {
   rows,           // K-major rows with the operand's strides
-  mma_fragments,  // nvfp4 weights rearranged once by pack_mma_fragments() into the order the
+  mma_fragments,  // FP4 weights rearranged once by pack_mma_fragments() into the order the
                   // register-operand MMAs read them (cheaper dequantization at decode)
 };
 

@@ -45,7 +45,7 @@ def _as_pair(value: Any, name: str) -> Tuple[Any, Any]:
 
 
 class MmaFragments:
-    """nvfp4 weights rearranged once by ``pack_mma_fragments`` (docs/formats.md, the mma_fragments
+    """FP4 weights (nvfp4, mxfp4) rearranged once by ``pack_mma_fragments`` (docs/formats.md, the mma_fragments
     layout): pass it as the weights of ``rhs`` with its unchanged scales, ``rhs=(packed, sfb)``.
     ``data``: uint8 [E, ceil(N/64), ceil(K/64), 2048]; ``n``, ``k``: the weights' logical sizes."""
 
@@ -56,13 +56,14 @@ class MmaFragments:
 
 
 def pack_mma_fragments(b: Any, *, stream: Optional[int] = None) -> MmaFragments:
-    """Rearranges nvfp4 weights b (uint8 [E, N, K/2] on the GPU, torch) into the mma_fragments layout,
-    once, at load time: the GEMM then dequantizes them with fewer instructions (bf16 activations, or
-    nvfp4 ones with the default workspace), with bit-identical results."""
+    """Rearranges FP4 weights b (nvfp4 or mxfp4 bytes, uint8 [E, N, K/2] on the GPU, torch) into the
+    mma_fragments layout, once, at load time: the GEMM then dequantizes them with fewer instructions
+    (bf16 activations, or ones of the weights' format with the default workspace), with bit-identical
+    results."""
     import torch
 
     if not isinstance(b, torch.Tensor) or not b.is_cuda or b.dim() != 3:
-        raise TypeError("signalgemm: pack_mma_fragments takes a CUDA torch tensor [E, N, K/2] of nvfp4 bytes")
+        raise TypeError("signalgemm: pack_mma_fragments takes a CUDA torch tensor [E, N, K/2] of FP4 bytes")
     experts, n, k = b.shape[0], b.shape[1], b.shape[2] * 2
     packed = torch.empty((experts, (n + 63) // 64, (k + 63) // 64, 2048), dtype=torch.uint8, device=b.device)
     _C.pack_mma_fragments(b.view(torch.uint8), packed, _current_stream(b) if stream is None else int(stream))
@@ -95,7 +96,7 @@ def grouped_gemm_nt_masked(
     """out[e, i, :] = alpha[e] * A[e, i, :] @ B[e].T for i < masked_m[e]; returns ``out``.
 
     lhs = (a, sfa): a [E, max_m, K] (fp8: one byte per element; fp4: [E, max_m, K/2] packed),
-    rhs = (b, sfb): b [E, N, K] (or nvfp4 weights packed by ``pack_mma_fragments``), scales in the
+    rhs = (b, sfb): b [E, N, K] (or FP4 weights packed by ``pack_mma_fragments``), scales in the
     layouts of docs/formats.md; out bf16 [E, max_m, N];
     masked_m int32 [E] on the GPU. ``signals`` (uint32/int32 [counter_count]) receives one release
     add per finished tile; ``expected_signals`` gives the values the counters reach.
@@ -111,7 +112,7 @@ def grouped_gemm_nt_masked(
     a, sfa = _as_pair(lhs, "lhs")
     b, sfb = _as_pair(rhs, "rhs")
     b_n = 0
-    if isinstance(b, MmaFragments):  # packed nvfp4 weights: the layout says N, the data not
+    if isinstance(b, MmaFragments):  # packed FP4 weights: the layout says N, the data not
         b, b_n = b.data, b.n
     if sm_count is not None and sm_count < 1:
         raise ValueError(f"signalgemm: sm_count must be >= 1, got {sm_count}")

@@ -74,9 +74,10 @@ OperandArgs operand(const Tensor& data, const std::optional<Tensor>& scales, For
   return op;
 }
 
-// nvfp4 weights packed by pack_mma_fragments: uint8 [E, ceil(N/64), ceil(K/64), 2048], contiguous.
+// FP4 weights packed by pack_mma_fragments: uint8 [E, ceil(N/64), ceil(K/64), 2048], contiguous.
 OperandArgs fragment_operand(const Tensor& data, const std::optional<Tensor>& scales, Format format, int n, int k) {
-  if (format != Format::nvfp4) bad("b: packed mma_fragments weights are nvfp4; b_format is " + std::string(to_string(format)));
+  if (format != Format::nvfp4 && format != Format::mxfp4)
+    bad("b: packed mma_fragments weights are nvfp4 or mxfp4; b_format is " + std::string(to_string(format)));
   if (data.ndim() != 4 || data.itemsize() != 1 || int64_t(data.shape(0)) < 1 || data.shape(1) != size_t((n + 63) / 64) ||
       data.shape(2) != size_t((k + 63) / 64) || data.shape(3) != 2048 || data.stride(3) != 1 || data.stride(2) != 2048 ||
       data.stride(1) != int64_t(data.shape(2)) * 2048 || data.stride(0) != int64_t(data.shape(1)) * data.stride(1))
@@ -155,7 +156,7 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
   if (!s.ok()) throw std::runtime_error(s.message);
 }
 
-// nvfp4 weights b (uint8 [E, N, K/2], any strides) -> `packed` (contiguous uint8, at least
+// FP4 weights b (nvfp4 or mxfp4 bytes, uint8 [E, N, K/2], any strides) -> `packed` (contiguous uint8, at least
 // mma_fragment_bytes), on `stream`.
 void pack_fragments(Tensor b, Tensor packed, uintptr_t stream) {
   require_dims(b, "b", 3);
@@ -165,7 +166,7 @@ void pack_fragments(Tensor b, Tensor packed, uintptr_t stream) {
     bad("packed must be uint8 with at least mma_fragment_bytes(E, N, K) = " +
         std::to_string(mma_fragment_bytes(experts, n, k)) + " bytes");
   OperandArgs weights;
-  weights.format = Format::nvfp4;
+  weights.format = Format::nvfp4;  // the layout moves e2m1 codes: the same for mxfp4
   weights.data = b.data();
   weights.row_stride = byte_stride(b, 1);
   weights.expert_stride = byte_stride(b, 0);

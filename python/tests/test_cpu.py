@@ -60,8 +60,8 @@ def test_packed_mma_fragments_are_checked():
     bf16 = dict(a=FakeCudaTensor((E, MAX_M, K), "bfloat", 16), sfa=None, a_format="bf16")
     packed = signalgemm.MmaFragments(FakeCudaTensor((E, N // 64, K // 64, 2048), "uint", 8), N, K)
     sfb = FakeCudaTensor((E * N * K // 16,), "uint", 8)
-    with pytest.raises(ValueError, match="packed mma_fragments weights are nvfp4"):
-        call(b=packed, sfb=sfb, b_format="mxfp4", **bf16)
+    with pytest.raises(ValueError, match="packed mma_fragments weights are nvfp4 or mxfp4"):
+        call(b=packed, sfb=sfb, b_format="mxfp8", **bf16)
     wrong = signalgemm.MmaFragments(FakeCudaTensor((E, N // 64 + 1, K // 64, 2048), "uint", 8), N, K)
     with pytest.raises(ValueError, match=r"\[E, ceil\(N/64\), ceil\(K/64\), 2048\]"):
         call(b=wrong, sfb=sfb, b_format="nvfp4", **bf16)

@@ -121,13 +121,13 @@ def test_bf16_activations_with_nvfp4_weights():
     check(out, torch.einsum("emk,enk->emn", a.double().cpu(), weights).cuda(), masked_m)
 
 
-@pytest.mark.parametrize("a_format", ["bf16", "nvfp4"])
-def test_nvfp4_weights_packed_in_mma_fragment_order(a_format):
+@pytest.mark.parametrize("a_format,b_format", [("bf16", "nvfp4"), ("nvfp4", "nvfp4"), ("bf16", "mxfp4")])
+def test_fp4_weights_packed_in_mma_fragment_order(a_format, b_format):
     """Weights packed once by pack_mma_fragments give the rows layout's output bit for bit (decode and
     wide tiles, a partial 64-row block and column block, K past a whole stage)."""
     E, MAX_M, N, K = 4, 80, 328, 576
     rng = np.random.default_rng(17)
-    b, sfb, _ = signalgemm.quantize((rng.standard_normal((E, N, K)) * 0.05).astype(np.float32), "nvfp4", "b")
+    b, sfb, _ = signalgemm.quantize((rng.standard_normal((E, N, K)) * 0.05).astype(np.float32), b_format, "b")
     b, sfb = torch.from_numpy(b).cuda(), torch.from_numpy(sfb).cuda()
     if a_format == "bf16":
         a, sfa = torch.randn(E, MAX_M, K, device="cuda").bfloat16(), None
@@ -142,7 +142,7 @@ def test_nvfp4_weights_packed_in_mma_fragment_order(a_format):
         for weights in (b, packed):
             out = torch.full((E, MAX_M, N), POISON, dtype=torch.bfloat16, device="cuda")
             signalgemm.grouped_gemm_nt_masked((a, sfa), (weights, sfb), out, masked_m, a_format=a_format,
-                                              b_format="nvfp4", expected_m=expected_m)
+                                              b_format=b_format, expected_m=expected_m)
             outs.append(out)
         torch.cuda.synchronize()
         assert torch.equal(outs[0], outs[1]), f"expected_m {expected_m}"

@@ -516,7 +516,9 @@ Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const Ti
   const Launcher launcher = converted_tokens_rs ? converted_tokens_launcher(args.a.format, cfg, tokens_in_workspace)
                             : dequant_pair          ? dequant_bf16_launcher(args.a.format, args.b.format, launch_cfg)
                             : fp8                   ? fp8_block128_launcher(launch_cfg)
-                            : fragment_weights      ? register_weights_launcher<kernels::Bf16Nvfp4FragmentMainloop>(cfg)
+                            : fragment_weights && args.b.format == Format::nvfp4
+                                ? register_weights_launcher<kernels::Bf16Nvfp4FragmentMainloop>(cfg)
+                            : fragment_weights      ? register_weights_launcher<kernels::Bf16Mxfp4FragmentMainloop>(cfg)
                             : bf16_register_weights ? register_weights_launcher(args.b.format, cfg)
                                                     : launcher_for_tile<kernels::Bf16Mainloop>(cfg);
   if (launcher == nullptr)

@@ -18,14 +18,16 @@ Status pack_mma_fragments(const OperandArgs& weights, int experts, int n, int k,
   auto invalid = [](const std::string& message) {
     return Status{StatusCode::invalid_argument, "signalgemm::pack_mma_fragments: " + message};
   };
-  if (weights.format != Format::nvfp4)
-    return invalid(std::string("weights.format must be nvfp4, got ") + to_string(weights.format));
+  if (weights.format != Format::nvfp4 && weights.format != Format::mxfp4)
+    return invalid(std::string("weights.format must be nvfp4 or mxfp4, got ") + to_string(weights.format));
   if (weights.layout != OperandLayout::rows)
     return invalid(std::string("weights.layout must be rows, got ") + to_string(weights.layout));
   if (experts < 1 || n < 1 || k < 1)
     return invalid("experts, n and k must be >= 1, got " + std::to_string(experts) + ", " + std::to_string(n) + ", " +
                    std::to_string(k));
-  if (k % 16 != 0) return invalid("k = " + std::to_string(k) + " must be a multiple of 16 (the nvfp4 scale block)");
+  if (k % scale_block_k(weights.format) != 0)
+    return invalid("k = " + std::to_string(k) + " must be a multiple of " + std::to_string(scale_block_k(weights.format)) +
+                   " (the scale block of " + to_string(weights.format) + ")");
   if (weights.data == nullptr) return invalid("weights.data is null");
   if (packed == nullptr) return invalid("packed is null");
   if (reinterpret_cast<uintptr_t>(packed) % 16 != 0) return invalid("packed must be 16-byte aligned");

@@ -110,17 +110,19 @@ void check_layouts(Checker& c, const GroupedGemmArgs& args) {
   c.require(known(args.b.layout), "b.layout: unknown value ", static_cast<int>(args.b.layout));
   c.require(args.a.layout == OperandLayout::rows, "a.layout must be rows (mma_fragments is a weights layout)");
   if (args.b.layout != OperandLayout::mma_fragments) return;
-  c.require(args.b.format == Format::nvfp4, StatusCode::unsupported, "b.layout mma_fragments needs b.format nvfp4, got ",
-            to_string(args.b.format));
+  c.require(args.b.format == Format::nvfp4 || args.b.format == Format::mxfp4, StatusCode::unsupported,
+            "b.layout mma_fragments needs b.format nvfp4 or mxfp4, got ", to_string(args.b.format));
   c.require(args.b.row_stride == 0 && args.b.expert_stride == 0,
             "b.layout mma_fragments has no strides (the packed blocks are contiguous); b.row_stride and "
             "b.expert_stride must be 0");
-  const bool converted_nvfp4 = args.a.format == Format::nvfp4 && args.workspace != nullptr &&
-                               args.workspace_bytes >= host::converted_activation_bytes(args);
-  c.require(args.a.format == Format::bf16 || converted_nvfp4, StatusCode::unsupported,
-            "b.layout mma_fragments is supported with a.format bf16, or nvfp4 with a workspace "
+  // The weights' own format on both sides converts to bf16 in the workspace.
+  const bool own_format = args.a.format == args.b.format;
+  const bool converted = own_format && args.workspace != nullptr &&
+                         args.workspace_bytes >= host::converted_activation_bytes(args);
+  c.require(args.a.format == Format::bf16 || converted, StatusCode::unsupported,
+            "b.layout mma_fragments is supported with a.format bf16, or the weights' own format with a workspace "
             "(activation_workspace_bytes); got a.format ",
-            to_string(args.a.format), args.a.format == Format::nvfp4 ? " without a large enough workspace" : "");
+            to_string(args.a.format), own_format ? " without a large enough workspace" : "");
 }
 
 }  // namespace

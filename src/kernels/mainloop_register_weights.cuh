@@ -52,7 +52,7 @@ SG_HD constexpr int register_weights_token_box_rows(int block_m) { return block_
 // fp8_block128 with nvfp4 weights, or the weights' own format. kTokensInWorkspace: fp8_block128
 // tokens converted to bf16 before the launch (GroupedGemmArgs::workspace), loaded as bf16 tokens
 // are, with their scales still promoting the partials.
-// kFragmentWeights: nvfp4 weights in the mma_fragments layout (detail/mma_fragments.h), loaded
+// kFragmentWeights: FP4 weights in the mma_fragments layout (detail/mma_fragments.h), loaded
 // as whole 2 KB blocks, each thread's fragments one 16-byte load per group.
 template <int kBlockM_, int kBlockN_, Format kWeights = Format::nvfp4, Format kTokenFormat = Format::bf16,
           bool kTokensInWorkspace = false, bool kFragmentWeights = false>
@@ -65,8 +65,9 @@ struct RegisterWeightsMainloop {
                     (kTokenFormat == Format::fp8_block128 && kWeights == Format::nvfp4),
                 "token formats: bf16, the weights' own, or fp8_block128 with nvfp4");
   static constexpr bool kNvfp4 = kWeights == Format::nvfp4;
-  static_assert(!kFragmentWeights || (kWeights == Format::nvfp4 && kTokenFormat == Format::bf16),
-                "fragment-ordered weights: nvfp4, with bf16 tokens");
+  static_assert(!kFragmentWeights || ((kWeights == Format::nvfp4 || kWeights == Format::mxfp4) &&
+                                       kTokenFormat == Format::bf16),
+                "fragment-ordered weights: nvfp4 or mxfp4, with bf16 tokens");
   static constexpr bool kFp8Tokens = kTokenFormat == Format::fp8_block128;  // partials promoted per 128 K
   static constexpr bool kScaledTokens = byte_scaled_tokens(kTokenFormat);   // block scales copied by the MMA threads
   static constexpr bool kConvertTokens =
@@ -649,7 +650,7 @@ struct RegisterWeightsMainloop {
     }
   }
 
-  // Fragment-ordered nvfp4 weights: the stage holds, per 64-row slice, its kSubs 2 KB blocks; this
+  // Fragment-ordered FP4 weights: the stage holds, per 64-row slice, its kSubs 2 KB blocks; this
   // thread's words of steps first_step.. are at 16 * (its index in the warpgroup) + 4 * step in
   // the block (a warp reads 512 contiguous bytes: no bank conflict). Per register a shift, a LOP3
   // and a byte permute give the bf16 bits of value * 2^-126 (detail/mma_fragments.h), then the
@@ -676,7 +677,9 @@ struct RegisterWeightsMainloop {
       const uint32_t scale_pair = __shfl_sync(0xFFFFFFFFu, quad_scales, (lane & ~3) | (first_step + k));  // [r, r+8]
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        const uint32_t bits = fragments::fragment_register_bits(words[k] >> detail::fragment_field_shift(i));
+        uint32_t bits = fragments::fragment_register_bits(words[k] >> detail::fragment_field_shift(i));
+        // mxfp4: the exact values first (x 2^126), then the e8m0 scale, as the rows layout does.
+        if constexpr (!kNvfp4) bits = ptx::mul_bf16x2(bits, dequant::kBf16x2TwoP126);
         a[k][i] = i % 2 == 0 ? fragments::mul_bf16x2_by_low(bits, scale_pair)     // row r
                              : fragments::mul_bf16x2_by_high(bits, scale_pair);   // row r + 8
       }
@@ -721,6 +724,8 @@ template <int M, int N>
 using Bf16Nvfp4Mainloop = RegisterWeightsMainloop<M, N, Format::nvfp4>;
 template <int M, int N>
 using Bf16Nvfp4FragmentMainloop = RegisterWeightsMainloop<M, N, Format::nvfp4, Format::bf16, false, true>;
+template <int M, int N>
+using Bf16Mxfp4FragmentMainloop = RegisterWeightsMainloop<M, N, Format::mxfp4, Format::bf16, false, true>;
 template <int M, int N>
 using Bf16Mxfp4Mainloop = RegisterWeightsMainloop<M, N, Format::mxfp4>;
 template <int M, int N>

@@ -9,7 +9,8 @@ namespace signalgemm::ref {
 
 std::vector<uint8_t> pack_mma_fragments(const QuantizedOperand& weights) {
   using namespace detail;
-  if (weights.format != Format::nvfp4) throw std::invalid_argument("pack_mma_fragments: weights must be nvfp4");
+  if (weights.format != Format::nvfp4 && weights.format != Format::mxfp4)
+    throw std::invalid_argument("pack_mma_fragments: weights must be nvfp4 or mxfp4");
   const int n = weights.rows, k = weights.k;
   const int slices = (n + kFragmentBlockRows - 1) / kFragmentBlockRows;
   const int k_blocks = (k + kFragmentBlockK - 1) / kFragmentBlockK;

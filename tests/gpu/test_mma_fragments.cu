@@ -1,4 +1,4 @@
-// nvfp4 weights in the mma_fragments layout (pack_mma_fragments, OperandLayout::mma_fragments) on
+// FP4 weights (nvfp4, mxfp4) in the mma_fragments layout (pack_mma_fragments, OperandLayout::mma_fragments) on
 // the GPU: the packing kernel writes exactly the CPU packer's bytes, and the GEMM on packed weights
 // gives bit for bit the output of the same launch on the weights' rows (the same products, summed
 // in the same order), and both match the float64 reference: every compiled tile, the decode tiles
@@ -69,10 +69,12 @@ TEST(MmaFragments, GpuPackingEqualsTheCpuPacking) {
 // Every compiled tile (config override) and few SMs, edge masked_m, per-row-block signals.
 TEST(MmaFragments, EveryTileConfigAndEdgeMaskedM) {
   SG_REQUIRE_HOPPER();
+  for (const Format weights : {Format::nvfp4, Format::mxfp4}) {
+  SCOPED_TRACE(to_string(weights));
   std::mt19937 rng(47);
   Problem p;
   p.build(/*experts=*/5, /*max_m=*/130, /*n=*/328, /*k=*/576, rng, /*a_pad=*/32, /*b_pad=*/16, 0, Format::bf16,
-          Format::nvfp4);
+          weights);
   const DeviceBuffer packed = pack(p);
   const auto reference = full_reference(p);
   const std::vector<int32_t> masked_m = {0, 1, 65, 128, 130};
@@ -87,15 +89,18 @@ TEST(MmaFragments, EveryTileConfigAndEdgeMaskedM) {
                           std::to_string(tile.block_m) + "x" + std::to_string(tile.block_n) + " sm_count " +
                               std::to_string(sm_count));
     }
+  }
 }
 
 // The heuristic's decode tiles of 256 weight rows (32x256, 48x256, 64x256), a last stage past K.
 TEST(MmaFragments, DecodeTilesOf256WeightRows) {
   SG_REQUIRE_HOPPER();
+  for (const Format weights : {Format::nvfp4, Format::mxfp4}) {
+  SCOPED_TRACE(to_string(weights));
   std::mt19937 rng(53);
   Problem p;
   p.build(/*experts=*/6, /*max_m=*/64, /*n=*/328, /*k=*/576, rng, /*a_pad=*/32, /*b_pad=*/16, 0, Format::bf16,
-          Format::nvfp4);
+          weights);
   const DeviceBuffer packed = pack(p);
   const auto reference = full_reference(p);
   const std::vector<int32_t> masked_m = {0, 1, 31, 33, 64, 17};
@@ -113,14 +118,17 @@ TEST(MmaFragments, DecodeTilesOf256WeightRows) {
                           "expected_m " + std::to_string(expected_m) + " tile " + std::to_string(cfg.block_m) +
                               "x256 sm_count " + std::to_string(sm_count));
     }
+  }
 }
 
-// nvfp4 activations converted once into the workspace, then bf16 x the packed weights.
-TEST(MmaFragments, Nvfp4ActivationsThroughTheWorkspace) {
+// Activations of the weights' format converted once into the workspace, then bf16 x the packed weights.
+TEST(MmaFragments, Fp4ActivationsThroughTheWorkspace) {
   SG_REQUIRE_HOPPER();
+  for (const Format format : {Format::nvfp4, Format::mxfp4}) {
+  SCOPED_TRACE(to_string(format));
   std::mt19937 rng(61);
   Problem p;
-  p.build(5, 130, 328, 576, rng, /*a_pad=*/32, /*b_pad=*/16, 0, Format::nvfp4, Format::nvfp4);
+  p.build(5, 130, 328, 576, rng, /*a_pad=*/32, /*b_pad=*/16, 0, format, format);
   const DeviceBuffer packed = pack(p);
   const auto reference = full_reference(p);
   DeviceBuffer workspace(activation_workspace_bytes(p.args()));
@@ -131,12 +139,13 @@ TEST(MmaFragments, Nvfp4ActivationsThroughTheWorkspace) {
     args.expected_m = expected_m;
     args.granularity = SignalGranularity::per_row_block;
     expect_same_as_rows(p, packed, args, {0, 1, 65, 130, 37}, reference,
-                        "nvfp4 x nvfp4, expected_m " + std::to_string(expected_m));
+                        "expected_m " + std::to_string(expected_m));
   }
   // Without the workspace the tokens would be converted inside the GEMM: not with packed weights.
   const Status s = validate(with_fragments(p.args(), packed));
   EXPECT_EQ(s.code, StatusCode::unsupported);
   EXPECT_NE(s.message.find("b.layout"), std::string::npos) << s.message;
+  }
 }
 
 TEST(MmaFragments, BadArgumentsAreNamed) {
@@ -154,7 +163,7 @@ TEST(MmaFragments, BadArgumentsAreNamed) {
   };
   EXPECT_NE(message(weights, 128, 128, nullptr).find("packed"), std::string::npos);
   OperandArgs mx = weights;
-  mx.format = Format::mxfp4;
+  mx.format = Format::mxfp8;
   EXPECT_NE(message(mx, 128, 128, packed.get()).find("weights.format"), std::string::npos);
   OperandArgs narrow = weights;
   narrow.row_stride = 16;

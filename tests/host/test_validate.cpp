@@ -243,12 +243,12 @@ std::vector<Rejection> layout_rejections() {
       reject("ALayoutFragments", [](auto& a) { a.a.layout = OperandLayout::mma_fragments; }, {"a.layout"}, "rows"),
       reject("BLayoutUnknown", [](auto& a) { a.b.layout = static_cast<OperandLayout>(7); }, {"b.layout"},
              "unknown value 7"),
-      unsupported("FragmentsNeedNvfp4Weights",
+      unsupported("FragmentsNeedFp4Weights",
                   [](auto& a) {
                     make_fragment_weights(a);
-                    a.b.format = Format::mxfp4;
+                    a.b.format = Format::mxfp8;
                   },
-                  {"b.layout", "b.format"}, "mxfp4"),
+                  {"b.layout", "b.format"}, "mxfp8"),
       reject("FragmentsHaveNoRowStride",
              [](auto& a) {
                make_fragment_weights(a);
@@ -658,6 +658,11 @@ std::vector<Acceptance> all_acceptances() {
          a.config = TileConfig{128, 128, 0};
        }},
       {"Nvfp4FragmentWeights", [](auto& a) { make_fragment_weights(a); }},
+      {"Mxfp4FragmentWeights",
+       [](auto& a) {
+         make_fragment_weights(a);
+         a.b.format = Format::mxfp4;
+       }},
       {"Nvfp4FragmentWeightsWithConvertedTokens",
        [](auto& a) {
          make_fragment_weights(a);

@@ -87,7 +87,7 @@ TEST(MmaFragments, HandComputedPositions) {
 TEST(MmaFragments, RejectsOtherFormats) {
   std::mt19937 rng(1);
   std::vector<float> x(64 * 64, 0.5f);
-  const QuantizedOperand q = quantize(Format::mxfp4, Role::b, x.data(), 1, 64, 64);
+  const QuantizedOperand q = quantize(Format::mxfp8, Role::b, x.data(), 1, 64, 64);
   EXPECT_THROW(pack_mma_fragments(q), std::invalid_argument);
 }
 

@@ -1,4 +1,4 @@
-// The fragment-ordered nvfp4 weight layout (OperandLayout::mma_fragments, docs/formats.md), shared
+// The fragment-ordered FP4 (nvfp4, mxfp4) weight layout (OperandLayout::mma_fragments, docs/formats.md), shared
 // by the packers (CPU reference, GPU kernel) and the register-weights mainloop that reads it.
 //
 // Per expert, the weights are cut into 64-row x 64-K blocks, [ceil(N/64)][ceil(K/64)] of them,
