@@ -64,9 +64,11 @@ formats_bench() {
     "$BUILD/bench/signalgemm-bench" --format "$pairing" --no-cublas --iters 10 --warmup 2 | grep -E '^ *[0-9]+ +[0-9]+ +[0-9]+' ||
       return 1
   done
-  echo "-- a:b = bf16:nvfp4, weights in the mma_fragments layout"
-  "$BUILD/bench/signalgemm-bench" --format bf16:nvfp4 --mma-fragments --no-cublas --iters 10 --warmup 2 |
-    grep -E '^ *[0-9]+ +[0-9]+ +[0-9]+'
+  for pairing in bf16:nvfp4 bf16:mxfp4; do
+    echo "-- a:b = $pairing, weights in the mma_fragments layout"
+    "$BUILD/bench/signalgemm-bench" --format "$pairing" --mma-fragments --no-cublas --iters 10 --warmup 2 |
+      grep -E '^ *[0-9]+ +[0-9]+ +[0-9]+' || return 1
+  done
 }
 step formats formats_bench
 # What one SM sustains for the decode MMA shapes, alone and with the dequantization (bench/wgmma_rates.cu).
