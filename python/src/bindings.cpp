@@ -78,9 +78,10 @@ OperandArgs operand(const Tensor& data, const std::optional<Tensor>& scales, For
 OperandArgs fragment_operand(const Tensor& data, const std::optional<Tensor>& scales, Format format, int n, int k) {
   if (format != Format::nvfp4 && format != Format::mxfp4)
     bad("b: packed mma_fragments weights are nvfp4 or mxfp4; b_format is " + std::string(to_string(format)));
-  if (data.ndim() != 4 || data.itemsize() != 1 || int64_t(data.shape(0)) < 1 || data.shape(1) != size_t((n + 63) / 64) ||
-      data.shape(2) != size_t((k + 63) / 64) || data.shape(3) != 2048 || data.stride(3) != 1 || data.stride(2) != 2048 ||
-      data.stride(1) != int64_t(data.shape(2)) * 2048 || data.stride(0) != int64_t(data.shape(1)) * data.stride(1))
+  const bool shaped = data.ndim() == 4 && data.itemsize() == 1 && data.shape(1) == size_t((n + 63) / 64) &&
+                      data.shape(2) == size_t((k + 63) / 64) && data.shape(3) == 2048;
+  if (!shaped || data.stride(3) != 1 || data.stride(2) != 2048 || data.stride(1) != int64_t(data.shape(2)) * 2048 ||
+      data.stride(0) != int64_t(data.shape(1)) * data.stride(1))
     bad("b: packed mma_fragments weights must be a contiguous uint8 [E, ceil(N/64), ceil(K/64), 2048] tensor "
         "(pack_mma_fragments) for N = " + std::to_string(n) + ", K = " + std::to_string(k));
   OperandArgs op;

@@ -134,9 +134,8 @@ Status encode_fragment_map(CUtensorMap& map, const void* base, int experts, int 
                                           CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                                           CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS)
-    return Status{StatusCode::cuda_error,
-                  "signalgemm: cannot build the TMA descriptor of b (mma_fragments; CUresult " + std::to_string(int(r)) +
-                      ")"};
+    return Status{StatusCode::cuda_error, "signalgemm: cannot build the TMA descriptor of b (mma_fragments; CUresult " +
+                                              std::to_string(int(r)) + ")"};
   return {};
 }
 

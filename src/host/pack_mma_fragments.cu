@@ -26,8 +26,9 @@ Status pack_mma_fragments(const OperandArgs& weights, int experts, int n, int k,
     return invalid("experts, n and k must be >= 1, got " + std::to_string(experts) + ", " + std::to_string(n) + ", " +
                    std::to_string(k));
   if (k % scale_block_k(weights.format) != 0)
-    return invalid("k = " + std::to_string(k) + " must be a multiple of " + std::to_string(scale_block_k(weights.format)) +
-                   " (the scale block of " + to_string(weights.format) + ")");
+    return invalid("k = " + std::to_string(k) + " must be a multiple of " +
+                   std::to_string(scale_block_k(weights.format)) + " (the scale block of " + to_string(weights.format) +
+                   ")");
   if (weights.data == nullptr) return invalid("weights.data is null");
   if (packed == nullptr) return invalid("packed is null");
   if (reinterpret_cast<uintptr_t>(packed) % 16 != 0) return invalid("packed must be 16-byte aligned");
@@ -38,8 +39,8 @@ Status pack_mma_fragments(const OperandArgs& weights, int experts, int n, int k,
                    std::to_string(row_bytes) + " bytes)");
   const int64_t expert_stride = weights.expert_stride != 0 ? weights.expert_stride : row_stride * n;
   if (expert_stride < row_stride * n)
-    return invalid("weights.expert_stride = " + std::to_string(weights.expert_stride) + " is smaller than one expert (" +
-                   std::to_string(row_stride * n) + " bytes)");
+    return invalid("weights.expert_stride = " + std::to_string(weights.expert_stride) +
+                   " is smaller than one expert (" + std::to_string(row_stride * n) + " bytes)");
   const int64_t words = int64_t(mma_fragment_bytes(experts, n, k)) / 4;
   const int grid = static_cast<int>(std::clamp<int64_t>((words + 255) / 256, 1, 65535));
   kernels::pack_mma_fragments_kernel<<<grid, 256, 0, stream>>>(static_cast<const uint8_t*>(weights.data), row_stride,

@@ -70,25 +70,25 @@ TEST(MmaFragments, GpuPackingEqualsTheCpuPacking) {
 TEST(MmaFragments, EveryTileConfigAndEdgeMaskedM) {
   SG_REQUIRE_HOPPER();
   for (const Format weights : {Format::nvfp4, Format::mxfp4}) {
-  SCOPED_TRACE(to_string(weights));
-  std::mt19937 rng(47);
-  Problem p;
-  p.build(/*experts=*/5, /*max_m=*/130, /*n=*/328, /*k=*/576, rng, /*a_pad=*/32, /*b_pad=*/16, 0, Format::bf16,
-          weights);
-  const DeviceBuffer packed = pack(p);
-  const auto reference = full_reference(p);
-  const std::vector<int32_t> masked_m = {0, 1, 65, 128, 130};
-  for (const host::TileShape tile : host::kSupportedTiles)
-    for (const int sm_count : {0, 3}) {
-      GroupedGemmArgs args = p.args();
-      args.config.block_m = tile.block_m;
-      args.config.block_n = tile.block_n;
-      args.granularity = SignalGranularity::per_row_block;
-      args.sm_count = sm_count;
-      expect_same_as_rows(p, packed, args, masked_m, reference,
-                          std::to_string(tile.block_m) + "x" + std::to_string(tile.block_n) + " sm_count " +
-                              std::to_string(sm_count));
-    }
+    SCOPED_TRACE(to_string(weights));
+    std::mt19937 rng(47);
+    Problem p;
+    p.build(/*experts=*/5, /*max_m=*/130, /*n=*/328, /*k=*/576, rng, /*a_pad=*/32, /*b_pad=*/16, 0, Format::bf16,
+            weights);
+    const DeviceBuffer packed = pack(p);
+    const auto reference = full_reference(p);
+    const std::vector<int32_t> masked_m = {0, 1, 65, 128, 130};
+    for (const host::TileShape tile : host::kSupportedTiles)
+      for (const int sm_count : {0, 3}) {
+        GroupedGemmArgs args = p.args();
+        args.config.block_m = tile.block_m;
+        args.config.block_n = tile.block_n;
+        args.granularity = SignalGranularity::per_row_block;
+        args.sm_count = sm_count;
+        expect_same_as_rows(p, packed, args, masked_m, reference,
+                            std::to_string(tile.block_m) + "x" + std::to_string(tile.block_n) + " sm_count " +
+                                std::to_string(sm_count));
+      }
   }
 }
 
@@ -96,28 +96,28 @@ TEST(MmaFragments, EveryTileConfigAndEdgeMaskedM) {
 TEST(MmaFragments, DecodeTilesOf256WeightRows) {
   SG_REQUIRE_HOPPER();
   for (const Format weights : {Format::nvfp4, Format::mxfp4}) {
-  SCOPED_TRACE(to_string(weights));
-  std::mt19937 rng(53);
-  Problem p;
-  p.build(/*experts=*/6, /*max_m=*/64, /*n=*/328, /*k=*/576, rng, /*a_pad=*/32, /*b_pad=*/16, 0, Format::bf16,
-          weights);
-  const DeviceBuffer packed = pack(p);
-  const auto reference = full_reference(p);
-  const std::vector<int32_t> masked_m = {0, 1, 31, 33, 64, 17};
-  for (const int expected_m : {16, 32, 40})
-    for (const int sm_count : {0, 2}) {
-      GroupedGemmArgs args = p.args();
-      args.expected_m = expected_m;
-      args.granularity = SignalGranularity::per_expert;
-      args.scope = SignalScope::sys;
-      args.sm_count = sm_count;
-      const TileConfig cfg = select_config(with_fragments(args, packed));
-      EXPECT_EQ(cfg.block_m, expected_m == 16 ? 32 : expected_m == 32 ? 48 : 64);  // 1.3 x the hint, rounded up
-      EXPECT_EQ(cfg.block_n, 256);
-      expect_same_as_rows(p, packed, args, masked_m, reference,
-                          "expected_m " + std::to_string(expected_m) + " tile " + std::to_string(cfg.block_m) +
-                              "x256 sm_count " + std::to_string(sm_count));
-    }
+    SCOPED_TRACE(to_string(weights));
+    std::mt19937 rng(53);
+    Problem p;
+    p.build(/*experts=*/6, /*max_m=*/64, /*n=*/328, /*k=*/576, rng, /*a_pad=*/32, /*b_pad=*/16, 0, Format::bf16,
+            weights);
+    const DeviceBuffer packed = pack(p);
+    const auto reference = full_reference(p);
+    const std::vector<int32_t> masked_m = {0, 1, 31, 33, 64, 17};
+    for (const int expected_m : {16, 32, 40})
+      for (const int sm_count : {0, 2}) {
+        GroupedGemmArgs args = p.args();
+        args.expected_m = expected_m;
+        args.granularity = SignalGranularity::per_expert;
+        args.scope = SignalScope::sys;
+        args.sm_count = sm_count;
+        const TileConfig cfg = select_config(with_fragments(args, packed));
+        EXPECT_EQ(cfg.block_m, expected_m == 16 ? 32 : expected_m == 32 ? 48 : 64);  // 1.3 x the hint, rounded up
+        EXPECT_EQ(cfg.block_n, 256);
+        expect_same_as_rows(p, packed, args, masked_m, reference,
+                            "expected_m " + std::to_string(expected_m) + " tile " + std::to_string(cfg.block_m) +
+                                "x256 sm_count " + std::to_string(sm_count));
+      }
   }
 }
 
@@ -125,26 +125,25 @@ TEST(MmaFragments, DecodeTilesOf256WeightRows) {
 TEST(MmaFragments, Fp4ActivationsThroughTheWorkspace) {
   SG_REQUIRE_HOPPER();
   for (const Format format : {Format::nvfp4, Format::mxfp4}) {
-  SCOPED_TRACE(to_string(format));
-  std::mt19937 rng(61);
-  Problem p;
-  p.build(5, 130, 328, 576, rng, /*a_pad=*/32, /*b_pad=*/16, 0, format, format);
-  const DeviceBuffer packed = pack(p);
-  const auto reference = full_reference(p);
-  DeviceBuffer workspace(activation_workspace_bytes(p.args()));
-  for (const int expected_m : {32, 0}) {
-    GroupedGemmArgs args = p.args();
-    args.workspace = workspace.get();
-    args.workspace_bytes = workspace.bytes();
-    args.expected_m = expected_m;
-    args.granularity = SignalGranularity::per_row_block;
-    expect_same_as_rows(p, packed, args, {0, 1, 65, 130, 37}, reference,
-                        "expected_m " + std::to_string(expected_m));
-  }
-  // Without the workspace the tokens would be converted inside the GEMM: not with packed weights.
-  const Status s = validate(with_fragments(p.args(), packed));
-  EXPECT_EQ(s.code, StatusCode::unsupported);
-  EXPECT_NE(s.message.find("b.layout"), std::string::npos) << s.message;
+    SCOPED_TRACE(to_string(format));
+    std::mt19937 rng(61);
+    Problem p;
+    p.build(5, 130, 328, 576, rng, /*a_pad=*/32, /*b_pad=*/16, 0, format, format);
+    const DeviceBuffer packed = pack(p);
+    const auto reference = full_reference(p);
+    DeviceBuffer workspace(activation_workspace_bytes(p.args()));
+    for (const int expected_m : {32, 0}) {
+      GroupedGemmArgs args = p.args();
+      args.workspace = workspace.get();
+      args.workspace_bytes = workspace.bytes();
+      args.expected_m = expected_m;
+      args.granularity = SignalGranularity::per_row_block;
+      expect_same_as_rows(p, packed, args, {0, 1, 65, 130, 37}, reference, "expected_m " + std::to_string(expected_m));
+    }
+    // Without the workspace the tokens would be converted inside the GEMM: not with packed weights.
+    const Status s = validate(with_fragments(p.args(), packed));
+    EXPECT_EQ(s.code, StatusCode::unsupported);
+    EXPECT_NE(s.message.find("b.layout"), std::string::npos) << s.message;
   }
 }
 

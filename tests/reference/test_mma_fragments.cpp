@@ -77,9 +77,9 @@ TEST(MmaFragments, EveryWordDecodesToItsElements) {
 TEST(MmaFragments, HandComputedPositions) {
   EXPECT_EQ(fragment_element_row(0, 0), 0);
   EXPECT_EQ(fragment_element_col(0, 0, 1), 1);
-  EXPECT_EQ(fragment_element_row(4 * 5, 1), 1 + 8);         // thread 5: row 1 (+8 for odd registers)
-  EXPECT_EQ(fragment_element_col(4 * 5, 2, 0), 2 + 8);      // thread 5: quad 1 -> column 2 (+8 for registers 2, 3)
-  EXPECT_EQ(fragment_element_row(4 * 100, 0), 48 + 1);     // warp 3, lane 4
+  EXPECT_EQ(fragment_element_row(4 * 5, 1), 1 + 8);     // thread 5: row 1 (+8 for odd registers)
+  EXPECT_EQ(fragment_element_col(4 * 5, 2, 0), 2 + 8);  // thread 5: quad 1 -> column 2 (+8 for registers 2, 3)
+  EXPECT_EQ(fragment_element_row(4 * 100, 0), 48 + 1);  // warp 3, lane 4
   EXPECT_EQ(fragment_element_col(4 * 100 + 3, 3, 1), 48 + 0 + 8 + 1);  // step 3
   EXPECT_EQ(fragment_field_shift(3), 18);
 }

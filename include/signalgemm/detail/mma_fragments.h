@@ -49,7 +49,7 @@ SG_HD constexpr int fragment_element_col(int word, int reg, int half) {
 
 // The word's bits contributed by e2m1 code `code` as element `half` of register `reg`.
 SG_HD constexpr uint32_t fragment_code_bits(uint32_t code, int reg, int half) {
-  const uint32_t low = code & 3;                                // L = e0 m
+  const uint32_t low = code & 3;                                     // L = e0 m
   const uint32_t high = ((code >> 3) & 1) << 1 | ((code >> 2) & 1);  // H = s e1
   const int shift = fragment_field_shift(reg) + 8 * half;
   return low << shift | high << (shift + 4);
