@@ -116,7 +116,7 @@ Status encode_operand_map(CUtensorMap& map, const void* base, int experts, int r
   return {};
 }
 
-// nvfp4 weights in the mma_fragments layout (detail/mma_fragments.h) as a 4D byte tensor
+// FP4 weights in the mma_fragments layout (detail/mma_fragments.h) as a 4D byte tensor
 // [experts][64-row slices][8 * (64-K blocks) rows][256 bytes] (256 bytes: the widest box row, so the
 // fewest requests), loaded per stage as the `subs` 64-K blocks of the tile's `block_n / 64` slices
 // (2 KB each, in that order; no swizzle).

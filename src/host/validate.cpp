@@ -103,7 +103,8 @@ void check_operand(Checker& c, const char* name, const OperandArgs& op, int num_
 }
 
 // Fragment-ordered weights (OperandLayout::mma_fragments) feed only the register-weights mainloop
-// with bf16 tokens: bf16 activations, or nvfp4 ones converted into a large enough workspace.
+// with bf16 tokens: bf16 activations, or ones of the weights' format converted in a large enough
+// workspace.
 void check_layouts(Checker& c, const GroupedGemmArgs& args) {
   const auto known = [](OperandLayout l) { return l == OperandLayout::rows || l == OperandLayout::mma_fragments; };
   c.require(known(args.a.layout), "a.layout: unknown value ", static_cast<int>(args.a.layout));

@@ -1,4 +1,4 @@
-// nvfp4 weights from K-major rows into the mma_fragments layout (detail/mma_fragments.h), once,
+// FP4 weights (nvfp4, mxfp4) from K-major rows into the mma_fragments layout (detail/mma_fragments.h), once,
 // when the weights are loaded: one thread per 32-bit word, i.e. per MMA thread and k16 step of a
 // 64x64 block, gathering its eight e2m1 codes (rows and columns past n and k give code 0).
 #pragma once
@@ -22,22 +22,11 @@ __global__ void __launch_bounds__(256) pack_mma_fragments_kernel(const uint8_t* 
     const int k_block = int(block % k_blocks);
     const int slice = int(block / k_blocks % slices);
     const int expert = int(block / (int64_t(k_blocks) * slices));
-    uint32_t bits = 0;
-#pragma unroll
-    for (int reg = 0; reg < 4; ++reg) {
-      const int row = slice * kFragmentBlockRows + fragment_element_row(word, reg);
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int col = k_block * kFragmentBlockK + fragment_element_col(word, reg, half);
-        uint32_t code = 0;
-        if (row < n && col < k) {
-          const uint8_t byte = rows[expert * expert_stride + row * row_stride + col / 2];
-          code = col % 2 == 0 ? byte & 0xF : byte >> 4;  // element 2j: low nibble of byte j
-        }
-        bits |= fragment_code_bits(code, reg, half);
-      }
-    }
-    packed[i] = bits;
+    const uint8_t* expert_rows = rows + expert * expert_stride;
+    packed[i] = fragment_word(word, [&](int block_row, int block_col) -> uint32_t {
+      const int row = slice * kFragmentBlockRows + block_row, col = k_block * kFragmentBlockK + block_col;
+      return row < n && col < k ? e2m1_code_of(expert_rows[row * row_stride + col / 2], col) : 0;
+    });
   }
 }
 

@@ -15,22 +15,17 @@ std::vector<uint8_t> pack_mma_fragments(const QuantizedOperand& weights) {
   const int slices = (n + kFragmentBlockRows - 1) / kFragmentBlockRows;
   const int k_blocks = (k + kFragmentBlockK - 1) / kFragmentBlockK;
   std::vector<uint8_t> packed(size_t(weights.experts) * mma_fragment_bytes_per_expert(n, k));
-  auto code = [&](int e, int row, int col) -> uint32_t {
-    if (row >= n || col >= k) return 0;
-    const uint8_t byte = weights.data[size_t(e) * weights.expert_bytes() + size_t(row) * weights.row_bytes() + col / 2];
-    return col % 2 == 0 ? byte & 0xF : byte >> 4;
-  };
   size_t offset = 0;
   for (int e = 0; e < weights.experts; ++e)
     for (int s = 0; s < slices; ++s)
       for (int b = 0; b < k_blocks; ++b)
         for (int word = 0; word < kFragmentWordsPerBlock; ++word, offset += 4) {
-          uint32_t bits = 0;
-          for (int reg = 0; reg < 4; ++reg)
-            for (int half = 0; half < 2; ++half)
-              bits |= fragment_code_bits(code(e, s * kFragmentBlockRows + fragment_element_row(word, reg),
-                                              b * kFragmentBlockK + fragment_element_col(word, reg, half)),
-                                         reg, half);
+          const uint32_t bits = fragment_word(word, [&](int block_row, int block_col) -> uint32_t {
+            const int row = s * kFragmentBlockRows + block_row, col = b * kFragmentBlockK + block_col;
+            if (row >= n || col >= k) return 0;
+            return e2m1_code_of(
+                weights.data[size_t(e) * weights.expert_bytes() + size_t(row) * weights.row_bytes() + col / 2], col);
+          });
           for (int i = 0; i < 4; ++i) packed[offset + i] = uint8_t(bits >> (8 * i));  // little-endian words
         }
   return packed;

@@ -55,6 +55,21 @@ SG_HD constexpr uint32_t fragment_code_bits(uint32_t code, int reg, int half) {
   return low << shift | high << (shift + 4);
 }
 
+// Code of element `col` of a K-major FP4 row from its byte: element 2j is the low nibble of byte j.
+SG_HD constexpr uint32_t e2m1_code_of(uint8_t byte, int col) { return col % 2 == 0 ? byte & 0xFu : byte >> 4; }
+
+// Word `word` of a 64x64 block whose element (row, col) (within the block) has e2m1 code
+// code_at(row, col): what both packers (the GPU kernel, the CPU reference) write.
+template <class CodeAt>
+SG_HD uint32_t fragment_word(int word, const CodeAt& code_at) {
+  uint32_t bits = 0;
+  for (int reg = 0; reg < 4; ++reg)
+    for (int half = 0; half < 2; ++half)
+      bits |= fragment_code_bits(code_at(fragment_element_row(word, reg), fragment_element_col(word, reg, half)), reg,
+                                 half);
+  return bits;
+}
+
 // Bytes of the fragment-ordered weights of `experts` experts of n rows and k columns.
 SG_HD constexpr int64_t mma_fragment_bytes_per_expert(int n, int k) {
   return int64_t((n + kFragmentBlockRows - 1) / kFragmentBlockRows) * ((k + kFragmentBlockK - 1) / kFragmentBlockK) *
