@@ -4,7 +4,10 @@
 // - m64nNk16 bf16 wgmmas with A from registers (RS) or shared memory (SS), alone, fed by the nvfp4
 //   dequantization of the rows layout or of the mma_fragments layout (mainloop_register_weights.cuh),
 //   with the dequantization in the same warps beside them or in warpgroups of its own;
-// - e4m3 k32 wgmmas alone and in the fp8_block128 pattern (drain and promote every 128-K block).
+// - e4m3 k32 wgmmas alone and in the fp8_block128 pattern (drain and promote every 128-K block);
+// - whether one instruction kind (FFMA, FMUL, HMUL2, LOP3, PRMT, IMAD) overlaps the wgmmas of its
+//   own warps: a loop of (ALU work feeding the next group's A fragment; fence; 4 RS wgmmas; commit;
+//   wait for all but that group), its cycles per group with either half alone and with both.
 //
 //   signalgemm-wgmma-rates [--groups N]
 //
@@ -239,6 +242,104 @@ __global__ void __launch_bounds__(128 * (kWarpgroups + kDequantWarpgroups), 1)
   if (threadIdx.x % 128 == 0) cycles[2 * blockIdx.x + dequant_role] = stop - start;
 }
 
+// ---- per-pipe overlap: ALU work of one kind beside the warps' own wgmmas ----------------------
+
+enum class AluOp { ffma, fmul, hmul2, lop3, prmt, imad };
+constexpr const char* kAluOpNames[] = {"FFMA", "FMUL", "HMUL2", "LOP3", "PRMT", "IMAD"};
+
+// kLen rounds of 8 independent chains (volatile asm: ptxas keeps them and their count).
+template <AluOp kOp, int kLen>
+__device__ __forceinline__ void alu_chains(uint32_t (&x)[8]) {
+#pragma unroll
+  for (int i = 0; i < kLen; ++i)
+#pragma unroll
+    for (int c = 0; c < 8; ++c) {
+      if constexpr (kOp == AluOp::ffma) asm volatile("fma.rn.f32 %0, %0, 0f3F800001, 0f3A000000;" : "+f"(reinterpret_cast<float&>(x[c])));
+      if constexpr (kOp == AluOp::fmul) asm volatile("mul.rn.f32 %0, %0, 0f3F800001;" : "+f"(reinterpret_cast<float&>(x[c])));
+      if constexpr (kOp == AluOp::hmul2)
+        asm volatile("{\n.reg .b32 t;\nmov.b32 t, 0x3F803F80;\nmul.rn.bf16x2 %0, %0, t;\n}\n" : "+r"(x[c]));
+      if constexpr (kOp == AluOp::lop3) asm volatile("lop3.b32 %0, %0, 0x5A5A5A5A, 0x0F0F0F0F, 0x96;" : "+r"(x[c]));
+      if constexpr (kOp == AluOp::prmt) asm volatile("prmt.b32 %0, %0, 0x12345678, 0x3210;" : "+r"(x[c]));
+      if constexpr (kOp == AluOp::imad) asm volatile("mad.lo.u32 %0, %0, 0x10001, 0x3;" : "+r"(x[c]));
+    }
+}
+
+// Cycles per group and warpgroup: kAlu instructions per thread (0: none) feeding one bit of the
+// next group's A fragment, then (kMma) four RS m64nNk16 wgmmas, commit, wait for all but it.
+template <AluOp kOp, int kAlu, bool kMma, int kN>
+__global__ void __launch_bounds__(256, 1) overlap_kernel(int groups, long long* cycles) {
+  extern __shared__ __align__(1024) uint8_t smem[];
+  for (int i = threadIdx.x; i < kSmemBytes / 4; i += blockDim.x) reinterpret_cast<uint32_t*>(smem)[i] = 0x3C003C00u ^ (i & 0xFF);
+  __syncthreads();
+  const uint64_t desc_b = sg::ptx::smem_desc_kmajor_sw128(smem);
+  float acc[kN / 2];
+#pragma unroll
+  for (int i = 0; i < kN / 2; ++i) acc[i] = 0.f;
+  sg::ptx::fence_registers(acc);
+  uint32_t a[2][4] = {{0x3C003C00u + threadIdx.x, 0x3C003C01u, 0x3C003C02u, 0x3C003C03u},
+                      {0x3C003C04u + threadIdx.x, 0x3C003C05u, 0x3C003C06u, 0x3C003C07u}};
+  uint32_t x[8];
+#pragma unroll
+  for (int c = 0; c < 8; ++c) x[c] = 0x3F800000u + threadIdx.x + c;
+  const long long start = clock64();
+  for (int g2 = 0; g2 < groups; g2 += 2)
+#pragma unroll
+    for (int b = 0; b < 2; ++b) {  // unrolled: the fragment buffers stay in registers
+      if constexpr (kAlu > 0) {
+        alu_chains<kOp, kAlu / 8>(x);
+        a[b][0] = (a[b][0] & ~0x10000u) | (x[0] & 0x10000u);  // the group waits for the ALU work
+      }
+      if constexpr (kMma) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) asm volatile("" : "+r"(a[b][i])::"memory");
+        sg::ptx::wgmma_fence();
+#pragma unroll
+        for (int k = 0; k < 4; ++k) sg::ptx::WgmmaBf16Rs<kN>::mma(acc, a[b], desc_b + 2 * k);
+        sg::ptx::wgmma_commit();
+        sg::ptx::wgmma_wait<1>();
+      }
+    }
+  sg::ptx::wgmma_wait<0>();
+  sg::ptx::fence_registers(acc);
+  const long long stop = clock64();
+  uint32_t sink = 0;
+  for (int i = 0; i < kN / 2; ++i) sink ^= __float_as_uint(acc[i]);
+  for (int c = 0; c < 8; ++c) sink ^= x[c];
+  if (threadIdx.x % 128 == 0) cycles[2 * blockIdx.x + threadIdx.x / 128] = (stop - start) / groups;
+  if (sink == 0x12345678u) cycles[0] = 0;
+}
+
+template <class Kernel>
+long long overlap_cycles(Kernel kernel, int warpgroups, int groups, int sms, long long* cycles) {
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+  cudaMemset(cycles, 0, 2 * sms * sizeof(long long));
+  kernel<<<sms, 128 * warpgroups, kSmemBytes>>>(groups, cycles);
+  if (cudaDeviceSynchronize() != cudaSuccess) return -1;
+  std::vector<long long> c(2 * sms);
+  cudaMemcpy(c.data(), cycles, 2 * sms * sizeof(long long), cudaMemcpyDeviceToHost);
+  return *std::max_element(c.begin(), c.end());
+}
+
+// One row: the ALU work alone, the wgmmas alone, both; and the ALU cycles added per instruction.
+template <AluOp kOp, int kN, int kAlu>
+void overlap_row(int warpgroups, int groups, int sms, long long* cycles) {
+  const long long alu = overlap_cycles(overlap_kernel<kOp, kAlu, false, kN>, warpgroups, groups, sms, cycles);
+  const long long mma = overlap_cycles(overlap_kernel<kOp, 0, true, kN>, warpgroups, groups, sms, cycles);
+  const long long both = overlap_cycles(overlap_kernel<kOp, kAlu, true, kN>, warpgroups, groups, sms, cycles);
+  std::printf("%-6s x %3d, m64n%-3d x %d wg: alone %5lld, wgmmas alone %5lld, both %5lld cycles per group "
+              "(%.2f cycles per instruction beside the wgmmas, %.2f alone)\n",
+              kAluOpNames[int(kOp)], kAlu, kN, warpgroups, alu, mma, both, double(both - mma) / (kAlu * warpgroups),
+              double(alu) / (kAlu * warpgroups));
+}
+
+template <AluOp kOp>
+void overlap_rows(int groups, int sms, long long* cycles) {
+  for (int warpgroups = 1; warpgroups <= 2; ++warpgroups) {
+    overlap_row<kOp, 32, 64>(warpgroups, groups, sms, cycles);
+    overlap_row<kOp, 128, 256>(warpgroups, groups, sms, cycles);
+  }
+}
+
 struct Variant {
   const char* name;
   int n, warpgroups, k_per_mma, slices, dequant_warpgroups;
@@ -329,5 +430,14 @@ int main(int argc, char** argv) {
                   double(groups) * 4 * 1024 * v.dequant_warpgroups / worst[1]);
     std::printf("\n");
   }
+  std::printf("\nALU work beside the same warps' wgmmas (per SM sub-partition: one warp per warpgroup), cycles per "
+              "group of 4 wgmmas:\n");
+  const int overlap_groups = 2000;
+  overlap_rows<AluOp::ffma>(overlap_groups, sms, cycles);
+  overlap_rows<AluOp::fmul>(overlap_groups, sms, cycles);
+  overlap_rows<AluOp::hmul2>(overlap_groups, sms, cycles);
+  overlap_rows<AluOp::lop3>(overlap_groups, sms, cycles);
+  overlap_rows<AluOp::prmt>(overlap_groups, sms, cycles);
+  overlap_rows<AluOp::imad>(overlap_groups, sms, cycles);
   return 0;
 }

@@ -70,12 +70,24 @@ __device__ __forceinline__ void e2m1x8_to_bf16x8_unscaled(uint32_t packed, uint3
 // fields in bits 0-1, 4-5, 8-9, 12-13 (the rest is ignored); they become the selector of a byte
 // permute over the two tables, which returns the register's bf16x2 bits of value * 2^-126. The
 // mask and the table-half bit take one LOP3 with the constant in a register.
-__device__ __forceinline__ uint32_t fragment_register_bits(uint32_t fields) {
+// `low_table` is detail::kFragmentLowByteTable held in a register (fragment_low_table()).
+__device__ __forceinline__ uint32_t fragment_register_bits(uint32_t fields, uint32_t low_table) {
   uint32_t selector;
   asm("{\n.reg .b32 high_half;\nmov.b32 high_half, 0x4040;\nlop3.b32 %0, %1, 0x3333, high_half, 0xEA;\n}\n"
       : "=r"(selector)
       : "r"(fields));  // (fields & 0x3333) | 0x4040
-  return prmt(detail::kFragmentLowByteTable, detail::kFragmentHighByteTable, selector);
+  return prmt(low_table, detail::kFragmentHighByteTable, selector);
+}
+
+// The byte permute takes one table as an immediate, the other from a vector register. Given as a
+// constant, ptxas keeps it in a uniform register and copies it into a vector register before every
+// permute (16 extra instructions per MMA group); loaded from memory it is opaque to ptxas and stays
+// in one register. The variable is never written.
+static __device__ uint32_t fragment_low_table_storage = detail::kFragmentLowByteTable;
+__device__ __forceinline__ uint32_t fragment_low_table() {
+  uint32_t table;
+  asm volatile("ld.global.nc.u32 %0, [%1];\n" : "=r"(table) : "l"(&fragment_low_table_storage));
+  return table;
 }
 
 // Two e4m3 scales (byte `byte` of `scales_a` and of `scales_b`) -> bf16x2 of scale * 2^119 each

@@ -466,6 +466,7 @@ struct RegisterWeightsMainloop {
     PipelineState previous = pipe;  // the stage to release once its MMAs are known complete
     bool release_pending = false;
     const uint32_t weights_base = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+    const uint32_t low_table = kFragmentWeights ? fragments::fragment_low_table() : 0u;
 
     // No branch may separate two MMA groups (ptxas would serialize every wgmma): K blocks past K
     // are multiplied as zeros, the conditional pieces below are predicated.
@@ -518,7 +519,7 @@ struct RegisterWeightsMainloop {
 #pragma unroll
           for (int sl = 0; sl < kSlices; ++sl) {
             uint32_t(&a)[kSteps][4] = frag[((u * kGroupsPerSub + g) * kSlices + sl) % 2];
-            dequantize_steps(a, stage_weights, tile_row[sl], lane, u, g * kSteps, quad_scales[sl]);
+            dequantize_steps(a, stage_weights, tile_row[sl], lane, u, g * kSteps, quad_scales[sl], low_table);
             // The fragment writes must all precede the fence (ptxas serializes every wgmma
             // otherwise): the empty volatile asm pins them here, the fence orders them before the MMAs.
             pin_registers(a);
@@ -593,11 +594,11 @@ struct RegisterWeightsMainloop {
   // `quad_scales`: bf16x2 [scale of row r, of row r + 8] of k16 step lane % 4 (nvfp4: x 2^119).
   __device__ __forceinline__ static void dequantize_steps(uint32_t (&a)[kSteps][4], uint32_t stage_weights,
                                                           int tile_row, int lane, int u, int first_step,
-                                                          uint32_t quad_scales) {
+                                                          uint32_t quad_scales, uint32_t low_table) {
     if constexpr (kFp8Weights)
       dequantize_e4m3_steps(a, stage_weights, tile_row, lane, u, first_step, quad_scales);
     else if constexpr (kFragmentWeights)
-      dequantize_fragment_steps(a, stage_weights, tile_row, lane, u, first_step, quad_scales);
+      dequantize_fragment_steps(a, stage_weights, tile_row, lane, u, first_step, quad_scales, low_table);
     else
       dequantize_e2m1_row_steps(a, stage_weights, tile_row, lane, u, first_step, quad_scales);
   }
@@ -657,7 +658,7 @@ struct RegisterWeightsMainloop {
   // scale multiply as above: the same products as the rows layout, exactly.
   __device__ __forceinline__ static void dequantize_fragment_steps(uint32_t (&a)[kSteps][4], uint32_t stage_weights,
                                                                    int tile_row, int lane, int u, int first_step,
-                                                                   uint32_t quad_scales) {
+                                                                   uint32_t quad_scales, uint32_t low_table) {
     const int slice = tile_row / 64;
     const int thread = (tile_row % 64) / 16 * 32 + lane;
     const uint32_t address = stage_weights + (slice * kSubs + u) * detail::kFragmentBlockBytes + thread * 16 +
@@ -677,7 +678,7 @@ struct RegisterWeightsMainloop {
       const uint32_t scale_pair = __shfl_sync(0xFFFFFFFFu, quad_scales, (lane & ~3) | (first_step + k));  // [r, r+8]
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        uint32_t bits = fragments::fragment_register_bits(words[k] >> detail::fragment_field_shift(i));
+        uint32_t bits = fragments::fragment_register_bits(words[k] >> detail::fragment_field_shift(i), low_table);
         // mxfp4: the exact values first (x 2^126), then the e8m0 scale, as the rows layout does.
         if constexpr (!kNvfp4) bits = ptx::mul_bf16x2(bits, dequant::kBf16x2TwoP126);
         a[k][i] = i % 2 == 0 ? fragments::mul_bf16x2_by_low(bits, scale_pair)     // row r
