@@ -106,6 +106,7 @@ struct RegisterWeightsMainloop {
                                 : kSlices * kAccRegs <= 96 ? 2
                                                            : 1;
   static constexpr int kGroupsPerSub = 4 / kSteps;
+  static constexpr int kGroupsPerStage = kSubs * kGroupsPerSub * kSlices;
   // Groups alternate between the two buffers; an even count per stage keeps that across stages.
   static_assert((kSubs * kGroupsPerSub * kSlices) % 2 == 0, "odd number of MMA groups per stage");
 
@@ -498,6 +499,10 @@ struct RegisterWeightsMainloop {
       const uint32_t stage_scales = scale_buffer + (s % 2) * kBlockN * kSubs * 4;
       const uint8_t* stage_tokens = smem + plan.a_offset(pipe.stage);
 
+      // Fragment-ordered weights: each MMA group's words are loaded one group ahead, under the
+      // previous group's conversion, so that no conversion waits for its shared load.
+      uint32_t fragment_words[2][4];  // [group % 2]: this thread's words of the group's steps
+      if constexpr (kFragmentWeights) load_fragment_words(fragment_words[0], stage_weights, tile_row[0], lane, 0, 0);
 #pragma unroll
       for (int u = 0; u < kSubs; ++u) {
         const uint64_t desc_tokens = ptx::smem_desc_kmajor_sw128(stage_tokens + u * kBlockM * kBlockK);
@@ -518,8 +523,19 @@ struct RegisterWeightsMainloop {
         for (int g = 0; g < kGroupsPerSub; ++g)
 #pragma unroll
           for (int sl = 0; sl < kSlices; ++sl) {
-            uint32_t(&a)[kSteps][4] = frag[((u * kGroupsPerSub + g) * kSlices + sl) % 2];
-            dequantize_steps(a, stage_weights, tile_row[sl], lane, u, g * kSteps, quad_scales[sl], low_table);
+            const int group = (u * kGroupsPerSub + g) * kSlices + sl;  // within the stage
+            uint32_t(&a)[kSteps][4] = frag[group % 2];
+            if constexpr (kFragmentWeights) {
+              if (group + 1 < kGroupsPerStage) {
+                const int next_sl = (group + 1) % kSlices, next_g = (group + 1) / kSlices % kGroupsPerSub;
+                const int next_u = (group + 1) / kSlices / kGroupsPerSub;
+                load_fragment_words(fragment_words[(group + 1) % 2], stage_weights, tile_row[next_sl], lane, next_u,
+                                    next_g * kSteps);
+              }
+              convert_fragment_words(a, fragment_words[group % 2], lane, g * kSteps, quad_scales[sl], low_table);
+            } else {
+              dequantize_steps(a, stage_weights, tile_row[sl], lane, u, g * kSteps, quad_scales[sl]);
+            }
             // The fragment writes must all precede the fence (ptxas serializes every wgmma
             // otherwise): the empty volatile asm pins them here, the fence orders them before the MMAs.
             pin_registers(a);
@@ -594,11 +610,9 @@ struct RegisterWeightsMainloop {
   // `quad_scales`: bf16x2 [scale of row r, of row r + 8] of k16 step lane % 4 (nvfp4: x 2^119).
   __device__ __forceinline__ static void dequantize_steps(uint32_t (&a)[kSteps][4], uint32_t stage_weights,
                                                           int tile_row, int lane, int u, int first_step,
-                                                          uint32_t quad_scales, uint32_t low_table) {
+                                                          uint32_t quad_scales) {
     if constexpr (kFp8Weights)
       dequantize_e4m3_steps(a, stage_weights, tile_row, lane, u, first_step, quad_scales);
-    else if constexpr (kFragmentWeights)
-      dequantize_fragment_steps(a, stage_weights, tile_row, lane, u, first_step, quad_scales, low_table);
     else
       dequantize_e2m1_row_steps(a, stage_weights, tile_row, lane, u, first_step, quad_scales);
   }
@@ -653,17 +667,13 @@ struct RegisterWeightsMainloop {
 
   // Fragment-ordered FP4 weights: the stage holds, per 64-row slice, its kSubs 2 KB blocks; this
   // thread's words of steps first_step.. are at 16 * (its index in the warpgroup) + 4 * step in
-  // the block (a warp reads 512 contiguous bytes: no bank conflict). Per register a shift, a LOP3
-  // and a byte permute give the bf16 bits of value * 2^-126 (detail/mma_fragments.h), then the
-  // scale multiply as above: the same products as the rows layout, exactly.
-  __device__ __forceinline__ static void dequantize_fragment_steps(uint32_t (&a)[kSteps][4], uint32_t stage_weights,
-                                                                   int tile_row, int lane, int u, int first_step,
-                                                                   uint32_t quad_scales, uint32_t low_table) {
+  // the block (a warp reads 512 contiguous bytes: no bank conflict).
+  __device__ __forceinline__ static void load_fragment_words(uint32_t (&words)[4], uint32_t stage_weights,
+                                                             int tile_row, int lane, int u, int first_step) {
     const int slice = tile_row / 64;
     const int thread = (tile_row % 64) / 16 * 32 + lane;
     const uint32_t address = stage_weights + (slice * kSubs + u) * detail::kFragmentBlockBytes + thread * 16 +
                              first_step * 4;
-    uint32_t words[4];
     if constexpr (kSteps == 4) {
       asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
                    : "=r"(words[0]), "=r"(words[1]), "=r"(words[2]), "=r"(words[3])
@@ -673,6 +683,14 @@ struct RegisterWeightsMainloop {
     } else {
       words[0] = ptx::ld_shared_u32(address);
     }
+  }
+
+  // The A fragments from those words: per register a shift, a LOP3 and a byte permute give the bf16
+  // bits of value * 2^-126 (detail/mma_fragments.h), then the scale multiply as for the rows
+  // layout: the same products, exactly.
+  __device__ __forceinline__ static void convert_fragment_words(uint32_t (&a)[kSteps][4], const uint32_t (&words)[4],
+                                                                int lane, int first_step, uint32_t quad_scales,
+                                                                uint32_t low_table) {
 #pragma unroll
     for (int k = 0; k < kSteps; ++k) {
       const uint32_t scale_pair = __shfl_sync(0xFFFFFFFFu, quad_scales, (lane & ~3) | (first_step + k));  // [r, r+8]
