@@ -8,8 +8,10 @@
 // thread dequantizes its own A fragment straight from the packed weights in shared memory into
 // registers (dequant_fragments.cuh: exact, e2m1 x e4m3 always fits bf16, e2m1 / e4m3 x e8m0 in
 // the range docs/formats.md states) and issues the register-operand bf16 wgmma against the token tile in
-// shared memory. No bf16 weight tile, no barrier between dequantization and MMA: the
-// dequantization of one 64x64 block overlaps the MMAs of the previous one.
+// shared memory. No bf16 weight tile, no barrier between dequantization and MMA: one 64x64
+// block is dequantized while the previous one's MMAs are in flight. (On Hopper that hides latency,
+// not time: an SM sub-partition's ALU work adds to its tensor cores' time, signalgemm-wgmma-rates,
+// so the loop's cost is its instruction count per weight.)
 //
 // A stage holds kSubs 64-K blocks: kSubs token tiles (128-byte rows, 128-byte swizzle, loaded in
 // boxes of 32 or 16 tokens, only as many as the tile has real tokens) and kSubs * 32 (FP4) or 64
@@ -108,7 +110,7 @@ struct RegisterWeightsMainloop {
   static constexpr int kGroupsPerSub = 4 / kSteps;
   static constexpr int kGroupsPerStage = kSubs * kGroupsPerSub * kSlices;
   // Groups alternate between the two buffers; an even count per stage keeps that across stages.
-  static_assert((kSubs * kGroupsPerSub * kSlices) % 2 == 0, "odd number of MMA groups per stage");
+  static_assert(kGroupsPerStage % 2 == 0, "odd number of MMA groups per stage");
 
   SG_HD static SmemPlan plan(int stages) {
     return register_weights_smem_plan(kBlockM, kBlockN, stages, kSubs, kTokenFormat, kWeights, kTokensInWorkspace);
