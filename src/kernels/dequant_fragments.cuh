@@ -66,17 +66,26 @@ __device__ __forceinline__ void e2m1x8_to_bf16x8_unscaled(uint32_t packed, uint3
   }
 }
 
-// Fragment-ordered weights (detail/mma_fragments.h): `fields` holds one register's four 2-bit
-// fields in bits 0-1, 4-5, 8-9, 12-13 (the rest is ignored); they become the selector of a byte
-// permute over the two tables, which returns the register's bf16x2 bits of value * 2^-126. The
-// mask and the table-half bit take one LOP3 with the constant in a register.
+// Fragment-ordered weights (detail/mma_fragments.h): a step's word holds its four registers' 2-bit
+// fields, register i's at bits fragment_field_shift(i) + 4f (f = 0..3). Masked and given the
+// table-half bit, (word & 0x3333) | 0x4040 is the byte-permute selector over the two tables that
+// returns register 0's bf16x2 bits of value * 2^-126; its upper half is register 2's, and the
+// same of word >> 2 holds registers 1 and 3. A permute reads only its selector's low 16 bits, so
+// the four selectors take 2 LOP3 and 3 shifts (one LOP3 per register would take 4 and 3).
 // `low_table` is detail::kFragmentLowByteTable held in a register (fragment_low_table()).
-__device__ __forceinline__ uint32_t fragment_register_bits(uint32_t fields, uint32_t low_table) {
-  uint32_t selector;
-  asm("{\n.reg .b32 high_half;\nmov.b32 high_half, 0x4040;\nlop3.b32 %0, %1, 0x3333, high_half, 0xEA;\n}\n"
-      : "=r"(selector)
-      : "r"(fields));  // (fields & 0x3333) | 0x4040
-  return prmt(low_table, detail::kFragmentHighByteTable, selector);
+__device__ __forceinline__ void fragment_step_bits(uint32_t word, uint32_t low_table, uint32_t (&bits)[4]) {
+  static_assert(detail::fragment_field_shift(1) == 2 && detail::fragment_field_shift(2) == 16 &&
+                    detail::fragment_field_shift(3) == 18,
+                "selectors of registers 0, 2 and of 1, 3 share a word");
+  uint32_t selectors[2];  // registers {0, 2} and {1, 3}
+#pragma unroll
+  for (int j = 0; j < 2; ++j)
+    asm("{\n.reg .b32 table_half;\nmov.b32 table_half, 0x40404040;\nlop3.b32 %0, %1, 0x33333333, table_half, 0xEA;\n}\n"
+        : "=r"(selectors[j])
+        : "r"(word >> (2 * j)));  // (fields & 0x33333333) | 0x40404040
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+    bits[i] = prmt(low_table, detail::kFragmentHighByteTable, selectors[i % 2] >> (16 * (i / 2)));
 }
 
 // The byte permute takes one table as an immediate, the other from a vector register. Given as a

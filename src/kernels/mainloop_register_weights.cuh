@@ -46,8 +46,8 @@
 namespace signalgemm::kernels {
 
 // Tokens are loaded in boxes of 32 rows (16 for the 48-token tile; more, smaller boxes cost the
-// producer thread issue time at the big tiles); the MMAs cover 32, 48, 64, 96, ... of them
-// (mma_tile_width).
+// producer thread issue time at the big tiles), at least 32; the MMAs cover the real ones
+// rounded up to 8 (mma_tile_width).
 SG_HD constexpr int register_weights_token_box_rows(int block_m) { return block_m % 32 == 0 ? 32 : 16; }
 
 // kWeights: nvfp4, mxfp4 or mxfp8. kTokenFormat: bf16, or converted by the MMA threads (see above):
@@ -94,6 +94,8 @@ struct RegisterWeightsMainloop {
   static constexpr int kSlices = kWarpgroupRows / 64;
   static_assert(kSlices == 1 || kSlices == 2, "a warpgroup covers 64 or 128 weight rows");
   static constexpr int kTokenBoxRows = register_weights_token_box_rows(kBlockM);
+  // MMA widths step by 8 tokens (mma_tile_width).
+  static constexpr bool kFineWidths = kBlockM <= 64 && !kFp8Tokens;
   static constexpr int kTokenBarrier = 3;  // named barrier of the token conversion (1, 2: epilogue; 5: dequant)
   static_assert(kBlockM % kTokenBoxRows == 0, "token tiles are loaded in whole boxes");
   // An MMA group (one commit) covers kSteps k16 steps of one 64-row slice; its A fragments (4
@@ -199,7 +201,7 @@ struct RegisterWeightsMainloop {
 
   // Accumulator layout as in the other mainloops (register i of slice s, lane l, warp w: weight
   // row 64s + 16w + l/4 + 8((i/2)%2), token 8(i/4) + 2(l%4) + i%2). The MMAs cover the tile's real
-  // tokens rounded up to 16 (at least 32, then 48, 64, 96, ...); the columns beyond are never
+  // tokens rounded up to 8 (up to 64; then 96, 128, ...); the columns beyond are never
   // stored (with converted tokens they may hold the products of stale rows).
   __device__ __forceinline__ static void mma_tile(float (&acc)[kSlices][kAccRegs], uint8_t* smem, const SmemPlan& plan,
                                                   uint64_t* full, uint64_t* empty, PipelineState& pipe,
@@ -209,8 +211,8 @@ struct RegisterWeightsMainloop {
     for (int s = 0; s < kSlices; ++s)
 #pragma unroll
       for (int i = 0; i < kAccRegs; ++i) acc[s][i] = 0.f;
-    mma_tile_width<kBlockM>(max(32, (tile.rows + 15) / 16 * 16), acc, smem, plan, full, empty, pipe, p, tile, warpgroup,
-                            lane);
+    const int width = kFineWidths ? max(8, (tile.rows + 7) / 8 * 8) : max(32, (tile.rows + 15) / 16 * 16);
+    mma_tile_width<kBlockM>(width, acc, smem, plan, full, empty, pipe, p, tile, warpgroup, lane);
     // nvfp4 fragments carry element * scale * 2^-7 (dequant_fragments.cuh): undo it, exactly.
     if constexpr (kNvfp4) {
 #pragma unroll
@@ -226,10 +228,14 @@ struct RegisterWeightsMainloop {
                                                         const SmemPlan& plan, uint64_t* full, uint64_t* empty,
                                                         PipelineState& pipe, const KernelParams& p,
                                                         const detail::Tile& tile, int warpgroup, int lane) {
-    // 64 -> 48 -> 32 tokens: at m = 32 about half the experts have 33..41 rows, and the MMA time
-    // shows in the decode time (48-wide MMAs took ~4 % off E = 32, m = 32, 4096 x 7168 on the H100).
-    constexpr int kNarrower = kTokens == 64 || kTokens == 48 ? kTokens - 16 : kTokens - 32;
-    if constexpr (kTokens > 32) {
+    // An SM sub-partition's tensor time per register-operand MMA is proportional to its width, and
+    // at decode it is a third of the loop's time. The decode tiles (up to 64 tokens) step by 8, the
+    // MMA's granularity, down to 16 (at m = 32 the experts hold 22..42 rows); the others, and fp8
+    // tokens, by 16 to 32 below 64 tokens and by 32 above (their finer chains made ptxas 13.0
+    // serialize the wgmmas: C7511, C7512).
+    constexpr int kNarrowest = kFineWidths ? 16 : 32;
+    constexpr int kNarrower = kFineWidths ? kTokens - 8 : kTokens > 64 ? kTokens - 32 : kTokens - 16;
+    if constexpr (kTokens > kNarrowest) {
       if (width <= kNarrower)
         return mma_tile_width<kNarrower>(width, acc, smem, plan, full, empty, pipe, p, tile, warpgroup, lane);
     }
@@ -687,7 +693,7 @@ struct RegisterWeightsMainloop {
     }
   }
 
-  // The A fragments from those words: per register a shift, a LOP3 and a byte permute give the bf16
+  // The A fragments from those words: per step 2 LOP3, 3 shifts and 4 byte permutes give the bf16
   // bits of value * 2^-126 (detail/mma_fragments.h), then the scale multiply as for the rows
   // layout: the same products, exactly.
   __device__ __forceinline__ static void convert_fragment_words(uint32_t (&a)[kSteps][4], const uint32_t (&words)[4],
@@ -696,13 +702,14 @@ struct RegisterWeightsMainloop {
 #pragma unroll
     for (int k = 0; k < kSteps; ++k) {
       const uint32_t scale_pair = __shfl_sync(0xFFFFFFFFu, quad_scales, (lane & ~3) | (first_step + k));  // [r, r+8]
+      uint32_t bits[4];
+      fragments::fragment_step_bits(words[k], low_table, bits);
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        uint32_t bits = fragments::fragment_register_bits(words[k] >> detail::fragment_field_shift(i), low_table);
         // mxfp4: the exact values first (x 2^126), then the e8m0 scale, as the rows layout does.
-        if constexpr (!kNvfp4) bits = ptx::mul_bf16x2(bits, dequant::kBf16x2TwoP126);
-        a[k][i] = i % 2 == 0 ? fragments::mul_bf16x2_by_low(bits, scale_pair)     // row r
-                             : fragments::mul_bf16x2_by_high(bits, scale_pair);   // row r + 8
+        if constexpr (!kNvfp4) bits[i] = ptx::mul_bf16x2(bits[i], dequant::kBf16x2TwoP126);
+        a[k][i] = i % 2 == 0 ? fragments::mul_bf16x2_by_low(bits[i], scale_pair)     // row r
+                             : fragments::mul_bf16x2_by_high(bits[i], scale_pair);   // row r + 8
       }
     }
   }

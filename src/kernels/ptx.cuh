@@ -69,6 +69,18 @@ __device__ __forceinline__ uint64_t smem_desc_kmajor_sw128(const void* smem_tile
 #define SG_WGMMA_OPS9 "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79])
 #define SG_WGMMA_OPS10 "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87])
 #define SG_WGMMA_OPS11 "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95])
+// Register counts that are not a multiple of 8 (the narrow register-operand MMAs: n8, n24, n40,
+// n56): the whole blocks, then the first half of the next.
+#define SG_WGMMA_D_4 "%0, %1, %2, %3"
+#define SG_WGMMA_OPS_4 "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+#define SG_WGMMA_D_8 SG_WGMMA_D0
+#define SG_WGMMA_OPS_8 SG_WGMMA_OPS0
+#define SG_WGMMA_D_12 SG_WGMMA_D0 ", %8, %9, %10, %11"
+#define SG_WGMMA_OPS_12 SG_WGMMA_OPS0, "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11])
+#define SG_WGMMA_D_20 SG_WGMMA_D0 ", " SG_WGMMA_D1 ", %16, %17, %18, %19"
+#define SG_WGMMA_OPS_20 SG_WGMMA_OPS0, SG_WGMMA_OPS1, "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19])
+#define SG_WGMMA_D_28 SG_WGMMA_D0 ", " SG_WGMMA_D1 ", " SG_WGMMA_D2 ", %24, %25, %26, %27"
+#define SG_WGMMA_OPS_28 SG_WGMMA_OPS0, SG_WGMMA_OPS1, SG_WGMMA_OPS2, "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27])
 #define SG_WGMMA_D_16 SG_WGMMA_D0 ", " SG_WGMMA_D1
 #define SG_WGMMA_OPS_16 SG_WGMMA_OPS0, SG_WGMMA_OPS1
 #define SG_WGMMA_D_24 SG_WGMMA_D0 ", " SG_WGMMA_D1 ", " SG_WGMMA_D2
@@ -143,8 +155,13 @@ SG_DEFINE_WGMMA(WgmmaBf16, 192, 96, 97, 98, "m64n192k16.f32.bf16.bf16", "p, 1, 1
 
 template <int N>
 struct WgmmaBf16Rs;
+SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 8, 4, 4, 5, 6, 7, 8, 9)
+SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 16, 8, 8, 9, 10, 11, 12, 13)
+SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 24, 12, 12, 13, 14, 15, 16, 17)
 SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 32, 16, 16, 17, 18, 19, 20, 21)
+SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 40, 20, 20, 21, 22, 23, 24, 25)
 SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 48, 24, 24, 25, 26, 27, 28, 29)
+SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 56, 28, 28, 29, 30, 31, 32, 33)
 SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 64, 32, 32, 33, 34, 35, 36, 37)
 SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 96, 48, 48, 49, 50, 51, 52, 53)
 SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 128, 64, 64, 65, 66, 67, 68, 69)

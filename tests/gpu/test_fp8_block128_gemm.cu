@@ -346,10 +346,12 @@ TEST(RegisterWeightsGemm, DecodeTilesOf256WeightRows) {
   for (const auto& [tokens, weights] : pairs) {
     std::mt19937 rng(53);
     Problem p;
-    p.build(/*experts=*/6, /*max_m=*/64, /*n=*/328, /*k=*/tokens == Format::fp8_block128 ? 640 : 576, rng,
+    p.build(/*experts=*/12, /*max_m=*/64, /*n=*/328, /*k=*/tokens == Format::fp8_block128 ? 640 : 576, rng,
             /*a_pad=*/32, /*b_pad=*/16, 0, tokens, weights);
     const auto reference = full_reference(p);
-    const std::vector<int32_t> masked_m = {0, 1, 31, 33, 64, 17};
+    // Every MMA width of every decode tile (the real tokens of a block rounded up to 8, at least
+    // 16: mma_tile_width): 16 .. 32, 16 .. 48 and 16 .. 64 tokens.
+    const std::vector<int32_t> masked_m = {0, 1, 9, 17, 24, 25, 33, 40, 41, 49, 57, 64};
     for (const int expected_m : {16, 32, 40})  // 1.3 x the hint: 21 -> 32 tokens, 42 -> 48, 52 -> 64
       for (const int sm_count : {0, 2}) {        // 2: several tiles per CTA
         GroupedGemmArgs args = p.args();

@@ -99,11 +99,13 @@ TEST(MmaFragments, DecodeTilesOf256WeightRows) {
     SCOPED_TRACE(to_string(weights));
     std::mt19937 rng(53);
     Problem p;
-    p.build(/*experts=*/6, /*max_m=*/64, /*n=*/328, /*k=*/576, rng, /*a_pad=*/32, /*b_pad=*/16, 0, Format::bf16,
+    p.build(/*experts=*/12, /*max_m=*/64, /*n=*/328, /*k=*/576, rng, /*a_pad=*/32, /*b_pad=*/16, 0, Format::bf16,
             weights);
     const DeviceBuffer packed = pack(p);
     const auto reference = full_reference(p);
-    const std::vector<int32_t> masked_m = {0, 1, 31, 33, 64, 17};
+    // Every MMA width of every decode tile (the real tokens of a block rounded up to 8, at least
+    // 16: mma_tile_width): 16 .. 32, 16 .. 48 and 16 .. 64 tokens.
+    const std::vector<int32_t> masked_m = {0, 1, 9, 17, 24, 25, 33, 40, 41, 49, 57, 64};
     for (const int expected_m : {16, 32, 40})
       for (const int sm_count : {0, 2}) {
         GroupedGemmArgs args = p.args();
