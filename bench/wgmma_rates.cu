@@ -266,7 +266,9 @@ __device__ __forceinline__ void alu_chains(uint32_t (&x)[8]) {
 
 // Cycles per group and warpgroup: kAlu instructions per thread (0: none) feeding one bit of the
 // next group's A fragment, then (kMma) four RS m64nNk16 wgmmas, commit, wait for all but it.
-template <AluOp kOp, int kAlu, bool kMma, int kN>
+// kPingPong (two warpgroups): their wgmma issues alternate, each warpgroup issuing only after the
+// other has issued its group (two named barriers), so that one converts while the other's MMAs run.
+template <AluOp kOp, int kAlu, bool kMma, int kN, bool kPingPong = false>
 __global__ void __launch_bounds__(256, 1) overlap_kernel(int groups, long long* cycles) {
   extern __shared__ __align__(1024) uint8_t smem[];
   for (int i = threadIdx.x; i < kSmemBytes / 4; i += blockDim.x) reinterpret_cast<uint32_t*>(smem)[i] = 0x3C003C00u ^ (i & 0xFF);
@@ -281,6 +283,9 @@ __global__ void __launch_bounds__(256, 1) overlap_kernel(int groups, long long* 
   uint32_t x[8];
 #pragma unroll
   for (int c = 0; c < 8; ++c) x[c] = 0x3F800000u + threadIdx.x + c;
+  const int warpgroup = threadIdx.x / 128;
+  // Warpgroup 0 issues first: warpgroup 1's arrival opens its barrier (1) once.
+  if (kPingPong && warpgroup == 1) sg::ptx::named_barrier_arrive(1, 256);
   const long long start = clock64();
   for (int g2 = 0; g2 < groups; g2 += 2)
 #pragma unroll
@@ -292,13 +297,17 @@ __global__ void __launch_bounds__(256, 1) overlap_kernel(int groups, long long* 
       if constexpr (kMma) {
 #pragma unroll
         for (int i = 0; i < 4; ++i) asm volatile("" : "+r"(a[b][i])::"memory");
+        if constexpr (kPingPong) sg::ptx::named_barrier_sync(1 + warpgroup, 256);
         sg::ptx::wgmma_fence();
 #pragma unroll
         for (int k = 0; k < 4; ++k) sg::ptx::WgmmaBf16Rs<kN>::mma(acc, a[b], desc_b + 2 * k);
         sg::ptx::wgmma_commit();
+        if constexpr (kPingPong) sg::ptx::named_barrier_arrive(2 - warpgroup, 256);
         sg::ptx::wgmma_wait<1>();
       }
     }
+  // Warpgroup 1's last arrival (for a turn that never comes) is still open: warpgroup 0 takes it.
+  if (kPingPong && warpgroup == 0) sg::ptx::named_barrier_sync(1, 256);
   sg::ptx::wgmma_wait<0>();
   sg::ptx::fence_registers(acc);
   const long long stop = clock64();
@@ -330,6 +339,19 @@ void overlap_row(int warpgroups, int groups, int sms, long long* cycles) {
               "(%.2f cycles per instruction beside the wgmmas, %.2f alone)\n",
               kAluOpNames[int(kOp)], kAlu, kN, warpgroups, alu, mma, both, double(both - mma) / (kAlu * warpgroups),
               double(alu) / (kAlu * warpgroups));
+}
+
+// Two warpgroups, ALU work and wgmmas in each, with and without the ping-pong order.
+template <AluOp kOp, int kN, int kAlu>
+void pingpong_row(int groups, int sms, long long* cycles) {
+  const long long alu = overlap_cycles(overlap_kernel<kOp, kAlu, false, kN>, 2, groups, sms, cycles);
+  const long long mma = overlap_cycles(overlap_kernel<kOp, 0, true, kN>, 2, groups, sms, cycles);
+  const long long both = overlap_cycles(overlap_kernel<kOp, kAlu, true, kN>, 2, groups, sms, cycles);
+  const long long mma_pp = overlap_cycles(overlap_kernel<kOp, 0, true, kN, true>, 2, groups, sms, cycles);
+  const long long pp = overlap_cycles(overlap_kernel<kOp, kAlu, true, kN, true>, 2, groups, sms, cycles);
+  std::printf("%-6s x %3d, m64n%-3d x 2 wg: alone %5lld, wgmmas alone %5lld, both %5lld; ping-pong: wgmmas alone "
+              "%5lld, both %5lld cycles per group\n",
+              kAluOpNames[int(kOp)], kAlu, kN, alu, mma, both, mma_pp, pp);
 }
 
 template <AluOp kOp>
@@ -439,5 +461,12 @@ int main(int argc, char** argv) {
   overlap_rows<AluOp::lop3>(overlap_groups, sms, cycles);
   overlap_rows<AluOp::prmt>(overlap_groups, sms, cycles);
   overlap_rows<AluOp::imad>(overlap_groups, sms, cycles);
+  std::printf("\nThe same with two warpgroups whose wgmma issues alternate (ping-pong), per group:\n");
+  pingpong_row<AluOp::lop3, 32, 64>(overlap_groups, sms, cycles);
+  pingpong_row<AluOp::lop3, 48, 64>(overlap_groups, sms, cycles);
+  pingpong_row<AluOp::lop3, 48, 32>(overlap_groups, sms, cycles);
+  pingpong_row<AluOp::hmul2, 48, 64>(overlap_groups, sms, cycles);
+  pingpong_row<AluOp::ffma, 48, 64>(overlap_groups, sms, cycles);
+  pingpong_row<AluOp::ffma, 128, 256>(overlap_groups, sms, cycles);
   return 0;
 }
