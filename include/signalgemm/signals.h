@@ -25,15 +25,20 @@ struct SignalLayout {
   int block_n = 0;  // columns per tile
   SignalGranularity granularity = SignalGranularity::none;
 
-  // Rounded up in 64 bits: n and max_m may be close to INT32_MAX (the quotients fit an int).
-  SG_HD int col_blocks() const { return int((int64_t(n) + block_n - 1) / block_n); }
-  SG_HD int row_blocks_per_expert() const { return int((int64_t(max_m) + block_m - 1) / block_m); }
+  // a / b rounded up, for a >= 0 and b > 0, without the a + b - 1 that may pass INT32_MAX: one
+  // 32-bit unsigned division (the tile walkers run these per expert between two tiles, where a
+  // 64-bit division cost the decode kernels ~4% of the MMA warps' time: docs/performance.md).
+  SG_HD static int ceil_div(int a, int b) {
+    return int((uint32_t(a) + uint32_t(b) - 1u) / uint32_t(b));  // < 2^32: a, b < 2^31
+  }
+  SG_HD int col_blocks() const { return ceil_div(n, block_n); }
+  SG_HD int row_blocks_per_expert() const { return ceil_div(max_m, block_m); }
 
   // masked_m as the kernel uses it: clamped into [0, max_m].
   SG_HD int clamp_m(int masked_m) const {
     return masked_m < 0 ? 0 : (masked_m > max_m ? max_m : masked_m);
   }
-  SG_HD int row_blocks(int masked_m) const { return int((int64_t(clamp_m(masked_m)) + block_m - 1) / block_m); }
+  SG_HD int row_blocks(int masked_m) const { return ceil_div(clamp_m(masked_m), block_m); }
 
   // Number of uint32 counters the caller's buffer must hold.
   SG_HD int64_t counter_count() const {

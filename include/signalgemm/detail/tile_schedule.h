@@ -51,11 +51,13 @@ class MaskedTileWalker {
     expert_ = e;
     if (e >= layout_.num_experts) return;
     expert_m_ = layout_.clamp_m(int(masked_m_[e]));
-    expert_row_blocks_ = (expert_m_ + layout_.block_m - 1) / layout_.block_m;
+    expert_row_blocks_ = SignalLayout::ceil_div(expert_m_, layout_.block_m);
     expert_tiles_ = expert_row_blocks_ * layout_.col_blocks();
   }
 
-  SignalLayout layout_;
+  // By reference (on the GPU: the kernel's parameters), so that the MMA warps do not hold a copy
+  // in registers across the K loop.
+  const SignalLayout& layout_;
   MaskedM masked_m_;
   int next_tile_;
   int stride_;
@@ -135,13 +137,15 @@ class PairedTileWalker {
     expert_ = e;
     if (e >= layout_.num_experts) return;
     expert_m_ = layout_.clamp_m(int(masked_m_[e]));
-    row_blocks_ = (expert_m_ + layout_.block_m - 1) / layout_.block_m;
+    row_blocks_ = SignalLayout::ceil_div(expert_m_, layout_.block_m);
     const int c = layout_.col_blocks();
     const int half_rows = row_blocks_ / 2, odd_rows = row_blocks_ % 2;
     expert_units_ = (c / 2) * (2 * half_rows + odd_rows) + (c % 2) * (half_rows + odd_rows);
   }
 
-  SignalLayout layout_;
+  // By reference (on the GPU: the kernel's parameters), so that the MMA warps do not hold a copy
+  // in registers across the K loop.
+  const SignalLayout& layout_;
   MaskedM masked_m_;
   int next_unit_;
   int stride_;
