@@ -211,6 +211,9 @@ struct RegisterWeightsMainloop {
     for (int s = 0; s < kSlices; ++s)
 #pragma unroll
       for (int i = 0; i < kAccRegs; ++i) acc[s][i] = 0.f;
+    // The real tokens rounded up to the chain's step (the chain ends at its narrowest width). Kept
+    // in this form: other spellings of the same value made ptxas 13.0 serialize the wgmmas of
+    // fp8-token kernels (C7511).
     const int width = kFineWidths ? max(8, (tile.rows + 7) / 8 * 8) : max(32, (tile.rows + 15) / 16 * 16);
     mma_tile_width<kBlockM>(width, acc, smem, plan, full, empty, pipe, p, tile, warpgroup, lane);
     // nvfp4 fragments carry element * scale * 2^-7 (dequant_fragments.cuh): undo it, exactly.

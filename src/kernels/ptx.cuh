@@ -69,10 +69,8 @@ __device__ __forceinline__ uint64_t smem_desc_kmajor_sw128(const void* smem_tile
 #define SG_WGMMA_OPS9 "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79])
 #define SG_WGMMA_OPS10 "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87])
 #define SG_WGMMA_OPS11 "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95])
-// Register counts that are not a multiple of 8 (the narrow register-operand MMAs: n8, n24, n40,
-// n56): the whole blocks, then the first half of the next.
-#define SG_WGMMA_D_4 "%0, %1, %2, %3"
-#define SG_WGMMA_OPS_4 "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+// Register counts that are not a multiple of 8 (the narrow register-operand MMAs n24, n40, n56):
+// the whole blocks, then the first half of the next.
 #define SG_WGMMA_D_8 SG_WGMMA_D0
 #define SG_WGMMA_OPS_8 SG_WGMMA_OPS0
 #define SG_WGMMA_D_12 SG_WGMMA_D0 ", %8, %9, %10, %11"
@@ -155,7 +153,6 @@ SG_DEFINE_WGMMA(WgmmaBf16, 192, 96, 97, 98, "m64n192k16.f32.bf16.bf16", "p, 1, 1
 
 template <int N>
 struct WgmmaBf16Rs;
-SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 8, 4, 4, 5, 6, 7, 8, 9)
 SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 16, 8, 8, 9, 10, 11, 12, 13)
 SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 24, 12, 12, 13, 14, 15, 16, 17)
 SG_DEFINE_WGMMA_RS(WgmmaBf16Rs, 32, 16, 16, 17, 18, 19, 20, 21)
