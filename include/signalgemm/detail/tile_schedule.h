@@ -28,6 +28,8 @@ class MaskedTileWalker {
       : layout_(layout), masked_m_(masked_m), next_tile_(cta), stride_(num_ctas) {
     load_expert(0);
   }
+  // The walker keeps a reference to the layout, which must outlive it.
+  MaskedTileWalker(SignalLayout&&, MaskedM, int, int) = delete;
 
   // Returns false when this CTA has no tiles left.
   SG_HD bool next(Tile& tile) {
@@ -95,6 +97,7 @@ class PairedTileWalker {
       : layout_(layout), masked_m_(masked_m), next_unit_(cluster), stride_(num_clusters), rank_(rank) {
     load_expert(0);
   }
+  PairedTileWalker(SignalLayout&&, MaskedM, int, int, int) = delete;  // keeps a reference, as above
 
   SG_HD bool next(ClusterWork& work) {
     while (expert_ < layout_.num_experts && next_unit_ >= expert_first_ + expert_units_) {
