@@ -131,17 +131,19 @@ TEST(Config, RegisterWeightsDecodeTiles) {
   EXPECT_EQ(kernels::register_weights_stage_subs(48, 256), 4);
 }
 
-// Several token blocks per expert: bf16 x nvfp4 takes the wide 128x256 tile, bf16 x mxfp4 192x128
-// (measured faster there); an explicit tile is kept.
+// Several token blocks per expert: bf16 x FP4 weights take 192x128 (measured faster there than
+// the wide 128x256 tile), bf16 x mxfp8 keeps 128x256; an explicit tile is kept.
 TEST(Config, RegisterWeightsManyTokenBlocks) {
   for (const int expected_m : {256, 1024}) {
-    const TileConfig nv = choose_tile_config(4096, expected_m, kH100SmemPerBlock, {}, Format::bf16, Format::nvfp4);
-    EXPECT_EQ(nv.block_m, 128);
-    EXPECT_EQ(nv.block_n, 256);
-    const TileConfig mx = choose_tile_config(4096, expected_m, kH100SmemPerBlock, {}, Format::bf16, Format::mxfp4);
-    EXPECT_EQ(mx.block_m, 192);
-    EXPECT_EQ(mx.block_n, 128);
-    EXPECT_GE(mx.stages, 3);
+    for (const Format weights : {Format::nvfp4, Format::mxfp4}) {
+      const TileConfig cfg = choose_tile_config(4096, expected_m, kH100SmemPerBlock, {}, Format::bf16, weights);
+      EXPECT_EQ(cfg.block_m, 192);
+      EXPECT_EQ(cfg.block_n, 128);
+      EXPECT_GE(cfg.stages, 3);
+    }
+    const TileConfig mx8 = choose_tile_config(4096, expected_m, kH100SmemPerBlock, {}, Format::bf16, Format::mxfp8);
+    EXPECT_EQ(mx8.block_m, 128);
+    EXPECT_EQ(mx8.block_n, 256);
   }
   const TileConfig given =
       choose_tile_config(4096, 256, kH100SmemPerBlock, TileConfig{128, 256, 0}, Format::bf16, Format::mxfp4);
