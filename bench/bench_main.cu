@@ -353,13 +353,13 @@ Row measure_shape(const Options& o, const Shape& shape, cudaStream_t stream) {
     base.b.layout = OperandLayout::mma_fragments;
     row.notes.push_back("weights in the mma_fragments layout");
   }
-  // Block-scaled activations of a one-format pairing: converted once per launch (timed with it).
+  // The workspace: activations converted once per launch (timed with it), or the tile counter.
   DeviceBuffer workspace;
-  if (o.workspace && activation_workspace_bytes(base) > 0) {
-    workspace = device_alloc(activation_workspace_bytes(base));
+  if (o.workspace) {
+    workspace = device_alloc(workspace_bytes(base));
     base.workspace = workspace.get();
-    base.workspace_bytes = activation_workspace_bytes(base);
-    row.notes.push_back("activations converted in a workspace");
+    base.workspace_bytes = workspace_bytes(base);
+    if (activation_workspace_bytes(base) > 0) row.notes.push_back("activations converted in a workspace");
   }
   row.tile = describe(select_config(base));
   // Counters only add and wrap harmlessly, so they are zeroed once and never reset between launches.

@@ -23,7 +23,8 @@ constexpr const char* kUsage =
     "  --seed N                 routing and input seed (default 1)\n"
     "  --csv FILE               also write every row to FILE\n"
     "  --no-cublas              skip the cuBLASLt baseline\n"
-    "  --no-workspace           nvfp4, mxfp4, mxfp8 on both sides, fp8_block128 x nvfp4: no activation workspace\n"
+    "  --no-workspace           no workspace: activations converted per tile (nvfp4, mxfp4, mxfp8 on both\n"
+    "                           sides, fp8_block128 x nvfp4), tiles walked in a fixed order (the others)\n"
     "  --mma-fragments          FP4 weights packed once (pack_mma_fragments) and read in that layout\n"
     "                           (each tile converts its tokens); default: converted once into one, timed with the GEMM\n";
 
@@ -98,6 +99,7 @@ Options parse_options(int argc, char** argv) {
       o.workspace = false;
     } else if (option == "--mma-fragments") {
       o.mma_fragments = true;
+
     } else if (option == "--no-cublas") {
       o.cublas = false;
     } else if (option == "--sm-count") {

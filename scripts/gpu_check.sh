@@ -40,7 +40,7 @@ step() {  # step NAME COMMAND...: runs it, logs it, records the verdict and gtes
 # One small case per mainloop (fp8, bf16, bf16 x nvfp4, the dequantizing pairings) plus the fp8 edge cases.
 SMALL='Fp8Block128Gemm.PaddedStridesAndFewSms:Fp8Block128Gemm.ClusterPairsEveryShareMode:Fp8Block128Gemm.OutOfRangeMaskedMIsClampedAndReported:Fp8Block128Gemm.EveryTileConfigAndEdgeMaskedM'
 SMALL+=':Bf16Gemm.EveryTileConfigAndEdgeMaskedM:RegisterWeightsGemm.DecodeTilesOf256WeightRows:FormatPairings.SanitizerSmallCase:FormatPairings.PersistentCtasWithFewSms'
-SMALL+=':MmaFragments.GpuPackingEqualsTheCpuPacking:MmaFragments.DecodeTilesOf256WeightRows'
+SMALL+=':MmaFragments.GpuPackingEqualsTheCpuPacking:MmaFragments.DecodeTilesOf256WeightRows:Fp8Block128Gemm.DynamicTilesFromAWorkspace'
 step cpu_tests "$BUILD/tests/signalgemm_cpu_tests"
 step gpu_tests "$BUILD/tests/signalgemm_gpu_tests"
 for tool in memcheck racecheck synccheck; do

@@ -66,12 +66,16 @@ struct GroupedGemmArgs {
   // outside [0, max_m] (it then computes with the clamped value). Never cleared by the kernel.
   int32_t* error_flag = nullptr;
 
-  // Optional device scratch, 16-byte aligned, for activations the tensor cores cannot take as they
-  // are: nvfp4, mxfp4 or mxfp8 on both sides, and fp8_block128 x nvfp4. With at least
-  // activation_workspace_bytes(args) bytes, a first kernel converts the real rows (i < masked_m[e])
-  // to bf16 here once, exactly, and the GEMM then runs as bf16 x the weights' format (fp8_block128:
-  // reading the bf16 copy and still applying the token scales); without, each tile converts its
-  // tokens itself, once per column block (docs/formats.md). Ignored by the other pairings.
+  // Optional device scratch, 16-byte aligned, of at least workspace_bytes(args) bytes; the launch
+  // owns it until it completes (one workspace per launch in flight). For activations the tensor
+  // cores cannot take as they are (nvfp4, mxfp4 or mxfp8 on both sides, and fp8_block128 x nvfp4),
+  // a first kernel converts the real rows (i < masked_m[e]) to bf16 here once, exactly, and the
+  // GEMM then runs as bf16 x the weights' format (fp8_block128: reading the bf16 copy and still
+  // applying the token scales); without, each tile converts its tokens itself, once per column
+  // block (docs/formats.md). Every other pairing keeps a tile counter here (16 bytes), zeroed by
+  // the launch, from which its CTAs take tiles dynamically: a CTA done early takes more, which
+  // balances the grid when tiles differ (docs/configuration.md); without, each CTA runs a fixed
+  // share of the tiles.
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
 
@@ -102,6 +106,10 @@ SignalLayout signal_layout(const GroupedGemmArgs& args);
 // Bytes of `workspace` with which this launch converts its activations once (E * max_m * K bf16),
 // or 0 for the pairings that do not use one.
 size_t activation_workspace_bytes(const GroupedGemmArgs& args);
+
+// Bytes of `workspace` this launch runs best with: activation_workspace_bytes for the pairings that
+// convert their activations, else 16 (the tile counter of dynamic scheduling).
+size_t workspace_bytes(const GroupedGemmArgs& args);
 
 // Validates, then launches on args.stream. No host-device synchronization, no allocation.
 Status grouped_gemm_nt_masked(const GroupedGemmArgs& args);

@@ -19,6 +19,7 @@ __all__ = [
     "expected_signals",
     "signal_layout",
     "activation_workspace_bytes",
+    "workspace_bytes",
     "quantize",
     "scales_from_flashinfer",
     "ERROR_MASKED_M_OUT_OF_RANGE",
@@ -101,10 +102,10 @@ def grouped_gemm_nt_masked(
     masked_m int32 [E] on the GPU. ``signals`` (uint32/int32 [counter_count]) receives one release
     add per finished tile; ``expected_signals`` gives the values the counters reach.
 
-    nvfp4, mxfp4 or mxfp8 on both sides, or fp8_block128 x nvfp4: the activations are first converted
-    to bf16 once, into ``workspace`` (a device tensor of ``activation_workspace_bytes`` bytes); None
-    allocates it with torch for torch inputs, False converts inside the GEMM instead (slower: once
-    per column block).
+    ``workspace`` (a device tensor of ``workspace_bytes`` bytes; None allocates it with torch for
+    torch inputs, False runs without): nvfp4, mxfp4 or mxfp8 on both sides, or fp8_block128 x nvfp4,
+    convert their activations to bf16 there once (without: once per column block, slower); the
+    other pairings keep a tile counter there, from which the CTAs take tiles dynamically.
     """
     if signals is not None and dst_signals is not None:
         raise ValueError("signalgemm: pass signals or dst_signals, not both")
@@ -135,8 +136,14 @@ def activation_workspace_bytes(num_experts: int, max_m: int, k: int, a_format: s
     return _C.activation_workspace_bytes(num_experts, max_m, k, a_format, b_format or a_format)
 
 
+def workspace_bytes(num_experts: int, max_m: int, k: int, a_format: str, b_format: Optional[str] = None) -> int:
+    """Bytes of the workspace a launch with these formats runs best with (converted activations, or the
+    16-byte tile counter of dynamic scheduling)."""
+    return _C.workspace_bytes(num_experts, max_m, k, a_format, b_format or a_format)
+
+
 def _allocate_workspace(a: Any, a_format: str, b_format: str) -> Any:
-    """A torch workspace for the pairings that use one (torch's caching allocator: cheap, graph-safe)."""
+    """A torch workspace (torch's caching allocator: cheap, graph-safe)."""
     try:
         import torch
     except ImportError:
@@ -144,7 +151,7 @@ def _allocate_workspace(a: Any, a_format: str, b_format: str) -> Any:
     if not isinstance(a, torch.Tensor) or not a.is_cuda or a.dim() != 3:
         return None
     k = a.shape[2] * (2 if a_format in ("nvfp4", "mxfp4") else 1)
-    nbytes = activation_workspace_bytes(a.shape[0], a.shape[1], k, a_format, b_format)
+    nbytes = workspace_bytes(a.shape[0], a.shape[1], k, a_format, b_format)
     return torch.empty(nbytes, dtype=torch.uint8, device=a.device) if nbytes > 0 else None
 
 

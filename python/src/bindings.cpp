@@ -210,13 +210,13 @@ nb::dict signal_layout_for(int num_experts, int max_m, int n, int expected_m, in
   return layout_dict(signal_layout(args));
 }
 
-size_t workspace_bytes_for(int num_experts, int max_m, int k, const std::string& a_format,
-                           const std::string& b_format) {
+GroupedGemmArgs sizes_and_formats(int num_experts, int max_m, int k, const std::string& a_format,
+                                  const std::string& b_format) {
   GroupedGemmArgs args;
   args.num_experts = num_experts, args.max_m = max_m, args.k = k;
   args.a.format = parse_format(a_format, "a_format");
   args.b.format = parse_format(b_format, "b_format");
-  return activation_workspace_bytes(args);
+  return args;
 }
 
 std::vector<uint32_t> expected_signals(const std::vector<int32_t>& masked_m, int max_m, int n, int block_m,
@@ -291,8 +291,18 @@ NB_MODULE(_C, m) {
         nb::arg("expected_m") = 0, nb::arg("block_m") = 0, nb::arg("block_n") = 0,
         nb::arg("granularity") = "per_expert", nb::arg("a_format") = "fp8_block128",
         nb::arg("b_format") = "fp8_block128", nb::arg("k") = 0, nb::arg("workspace") = true);
-  m.def("activation_workspace_bytes", &workspace_bytes_for, nb::arg("num_experts"), nb::arg("max_m"), nb::arg("k"),
-        nb::arg("a_format"), nb::arg("b_format"));
+  m.def(
+      "activation_workspace_bytes",
+      [](int e, int max_m, int k, const std::string& a, const std::string& b) {
+        return activation_workspace_bytes(sizes_and_formats(e, max_m, k, a, b));
+      },
+      nb::arg("num_experts"), nb::arg("max_m"), nb::arg("k"), nb::arg("a_format"), nb::arg("b_format"));
+  m.def(
+      "workspace_bytes",
+      [](int e, int max_m, int k, const std::string& a, const std::string& b) {
+        return workspace_bytes(sizes_and_formats(e, max_m, k, a, b));
+      },
+      nb::arg("num_experts"), nb::arg("max_m"), nb::arg("k"), nb::arg("a_format"), nb::arg("b_format"));
   m.def("expected_signals", &expected_signals, nb::arg("masked_m"), nb::arg("max_m"), nb::arg("n"),
         nb::arg("block_m"), nb::arg("block_n"), nb::arg("granularity"));
   m.def("quantize", &quantize, nb::arg("x"), nb::arg("format"), nb::arg("role"));

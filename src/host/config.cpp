@@ -51,6 +51,11 @@ bool uses_activation_workspace(const GroupedGemmArgs& args, const TileConfig& co
          register_weights_with_converted_tokens(args.a.format, args.b.format, config.block_m, config.block_n);
 }
 
+bool takes_tiles_dynamically(const GroupedGemmArgs& args, const TileConfig* config) {
+  return args.workspace != nullptr && args.workspace_bytes >= kTileCounterBytes &&
+         !converts_activations(args.a.format, args.b.format) && (config == nullptr || config->cluster <= 1);
+}
+
 GroupedGemmArgs with_converted_activations(const GroupedGemmArgs& args) {
   GroupedGemmArgs converted = args;
   converted.a = OperandArgs{Format::bf16, args.workspace, nullptr, 0, 0};
@@ -88,7 +93,7 @@ int max_stages(int block_m, int block_n, int smem_per_block, Format a_format, Fo
 }
 
 TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, TileConfig config, Format a_format,
-                              Format b_format, int k, bool tokens_in_workspace) {
+                              Format b_format, int k, bool tokens_in_workspace, bool dynamic_tiles) {
   const int requested_block_n = config.block_n;
   const bool explicit_block_m = config.block_m != 0, explicit_block_n = config.block_n != 0;
   int rows_to_cover = 0;  // by one token block, when the heuristic picks block_m
@@ -157,9 +162,11 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
                                                                           config.block_n));
   // fp8_block128 with several token blocks per expert: pair the CTAs that share a weight (or
   // token) tile into a cluster and multicast it, so it is read from HBM and L2 once, in step. With
-  // short K the pair's lockstep costs more than the shared loads save (kClusterMinK).
+  // short K the pair's lockstep costs more than the shared loads save (kClusterMinK). CTAs that take
+  // tiles dynamically run alone: that balances the grid better than the pairs' shared loads gain
+  // (H100, 2026-11-26: 1-5% faster on the eight SPEC shapes; docs/performance.md).
   if (config.cluster == 0)
-    config.cluster = a_format == Format::fp8_block128 && b_format == Format::fp8_block128 &&
+    config.cluster = !dynamic_tiles && a_format == Format::fp8_block128 && b_format == Format::fp8_block128 &&
                              is_cluster_tile(config.block_m, config.block_n) && (k == 0 || k >= kClusterMinK)
                          ? 2
                          : 1;

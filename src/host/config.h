@@ -29,9 +29,11 @@ bool is_cluster_tile(int block_m, int block_n);
 // decides whether the wide fp8 tile runs in clusters.
 // `tokens_in_workspace`: fp8_block128 tokens converted to bf16 beforehand (uses_activation_workspace),
 // whose stages are smaller.
+// `dynamic_tiles`: the CTAs take tiles from a counter (takes_tiles_dynamically), which the static
+// cluster pairs cannot, so clusters are not chosen.
 TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, TileConfig override_config,
                               Format a_format = Format::fp8_block128, Format b_format = Format::fp8_block128,
-                              int k = 0, bool tokens_in_workspace = false);
+                              int k = 0, bool tokens_in_workspace = false, bool dynamic_tiles = false);
 
 // fp8_block128 tiles pair into two-CTA clusters only from this K on (H100, 2026-11-26: with K <= 2048
 // the 128x256 tile ran 1-6% faster alone, with K >= 4096 up to 3.5% faster in pairs; see
@@ -51,6 +53,12 @@ size_t converted_activation_bytes(const GroupedGemmArgs& args);
 // pairings always, fp8_block128 x nvfp4 on the tiles whose tokens the register-weights mainloop
 // reads as bf16 (register_weights_with_converted_tokens: the ones the heuristic picks).
 bool uses_activation_workspace(const GroupedGemmArgs& args, const TileConfig& config);
+// Dynamic tile scheduling (kernels/tile_ring.cuh): a launch that converts no activations and has a
+// workspace of at least kTileCounterBytes keeps the grid's tile counter there, and its CTAs take
+// tiles from it (a CTA done early takes more); the launch zeroes it first. Single CTAs only: with
+// `config` (when given) asking for clusters, the pairs walk their static order.
+inline constexpr size_t kTileCounterBytes = 16;
+bool takes_tiles_dynamically(const GroupedGemmArgs& args, const TileConfig* config = nullptr);
 // One-format pairings: the launch that follows the conversion, bf16 activations in the workspace
 // (then a pairing of its own, with its own tiles); fp8_block128 tokens keep their format and
 // scales, and the launch reads their bf16 copy (launch.cu).

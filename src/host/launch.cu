@@ -350,7 +350,8 @@ Status convert_activations(const GroupedGemmArgs& args, const DeviceInfo& info) 
 // tiles of their pairing, with the smaller stages of bf16 tokens read from the workspace.
 TileConfig launch_config(const GroupedGemmArgs& args, int smem, bool& converts) {
   const TileConfig cfg = host::choose_tile_config(args.max_m, args.expected_m, smem, args.config, args.a.format,
-                                                  args.b.format, args.k);
+                                                  args.b.format, args.k, /*tokens_in_workspace=*/false,
+                                                  host::takes_tiles_dynamically(args));
   converts = host::uses_activation_workspace(args, cfg);
   if (!converts) return cfg;
   if (args.a.format != Format::fp8_block128) {
@@ -370,6 +371,11 @@ Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const Ti
 }  // namespace
 
 size_t activation_workspace_bytes(const GroupedGemmArgs& args) { return host::converted_activation_bytes(args); }
+
+size_t workspace_bytes(const GroupedGemmArgs& args) {
+  return host::converts_activations(args.a.format, args.b.format) ? host::converted_activation_bytes(args)
+                                                                  : host::kTileCounterBytes;
+}
 
 SignalLayout signal_layout(const GroupedGemmArgs& args) {
   const TileConfig cfg = select_config(args);
@@ -510,6 +516,14 @@ Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const Ti
   // signals).
   TileConfig launch_cfg = cfg;
   if (launch_cfg.cluster > 1 && grid < 2) launch_cfg.cluster = 1;
+
+  // The CTAs take tiles from a counter at the workspace's start, zeroed here on the stream (a graph
+  // node when captured); the kernel never resets it, so a launch needs no state from the last one.
+  if (host::takes_tiles_dynamically(args, &launch_cfg)) {
+    params.tile_counter = static_cast<uint32_t*>(args.workspace);
+    if (cudaError_t err = cudaMemsetAsync(params.tile_counter, 0, sizeof(uint32_t), args.stream); err != cudaSuccess)
+      return cuda_failure("cudaMemsetAsync (tile counter)", err);
+  }
 
   // One instantiation per (mainloop, compiled tile).
   const Launcher launcher = converted_tokens_rs ? converted_tokens_launcher(args.a.format, cfg, tokens_in_workspace)

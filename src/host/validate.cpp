@@ -216,6 +216,10 @@ Status validate(const GroupedGemmArgs& args) {
     c.require(args.workspace_bytes >= needed, "workspace_bytes = ", args.workspace_bytes, " is too small; ",
               to_string(args.a.format), " activations converted to bf16 take ", needed,
               " bytes (activation_workspace_bytes)");
+  } else if (args.workspace != nullptr) {
+    c.require(args.workspace_bytes >= host::kTileCounterBytes, "workspace_bytes = ", args.workspace_bytes,
+              " is too small for the tile counter of dynamic scheduling (", host::kTileCounterBytes,
+              " bytes, workspace_bytes())");
   }
 
   c.require(args.masked_m != nullptr, "masked_m is null");

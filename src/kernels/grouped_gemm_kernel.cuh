@@ -5,10 +5,11 @@
 // the last warpgroup one thread issues every TMA load, the next warp (the storer) scans masked_m
 // for out-of-range values, then stores each staged tile and publishes its signal (system-scope
 // signals through one thread of the warp after that, epilogue_signal.cuh).
-// All roles walk the same tile sequence (scheduler.cuh), so they need no other coordination than
-// the stage barriers of pipeline.cuh and the staging hand-over of epilogue_signal.cuh. A mainloop
-// with kCluster == 2 runs in two-CTA clusters that walk pairs of tiles sharing an operand
-// (tile_schedule.h); the stage barriers then span both CTAs (pipeline.cuh).
+// The producer thread picks the tiles (scheduler.cuh: in order, or from a grid-wide counter) and
+// hands each to the other roles through the tile ring (tile_ring.cuh); beyond that they coordinate
+// only through the stage barriers of pipeline.cuh and the staging hand-over of epilogue_signal.cuh.
+// A mainloop with kCluster == 2 runs in two-CTA clusters that walk pairs of tiles sharing an
+// operand (tile_schedule.h); the stage barriers then span both CTAs (pipeline.cuh).
 #pragma once
 
 #include <cuda.h>
@@ -21,6 +22,7 @@
 #include "kernels/pipeline.cuh"
 #include "kernels/ptx.cuh"
 #include "kernels/scheduler.cuh"
+#include "kernels/tile_ring.cuh"
 
 namespace signalgemm::kernels {
 
@@ -42,22 +44,6 @@ __device__ __forceinline__ void cluster_sync() {
   cuda::ptx::barrier_cluster_wait(cuda::ptx::sem_acquire);
 }
 
-// The tiles of one CTA in schedule order (a cluster unit may have none for it).
-template <int kCluster>
-struct CtaTiles {
-  DeviceWorkWalker<kCluster> walker;
-  __device__ explicit CtaTiles(const KernelParams& p) : walker(p) {}
-  __device__ bool next(detail::Tile& tile) {
-    detail::ClusterWork work;
-    while (walker.next(work))
-      if (work.has_tile) {
-        tile = work.tile;
-        return true;
-      }
-    return false;
-  }
-};
-
 template <class Mainloop>
 __global__ void __launch_bounds__(kThreads, 1)
     grouped_gemm_kernel(const __grid_constant__ CUtensorMap tmap_a,
@@ -78,6 +64,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + plan.barrier_offset());
   uint64_t* empty = full + p.stages;
   uint32_t* tiles_stored = reinterpret_cast<uint32_t*>(empty + p.stages);  // storer -> signaler
+  const TileRing ring(smem + plan.tile_ring_offset());
 
   const int warpgroup = threadIdx.x / 128;
   const int lane = threadIdx.x % 32;
@@ -89,6 +76,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       cp::mbarrier_init(&empty[s], kCluster * kMathThreads / 32);  // one arrive per MMA warp of the cluster
     }
     *tiles_stored = 0;
+    // Every tile is read by the 8 MMA warps, the storer warp and, for system-scope signals, the signaler.
+    const bool sys_signaler = p.signals != nullptr && p.signal_sys_scope;
+    ring.init(kMathThreads / 32 + 1 + (sys_signaler ? 1 : 0));
     // The copy engine (async proxy) updates these barriers: make their initialization visible to it,
     // and in a cluster to the peer CTA, whose copies and arrivals may target them right away.
     cp::fence_proxy_async(cp::space_shared);
@@ -111,17 +101,36 @@ __global__ void __launch_bounds__(kThreads, 1)
     ptx::setmaxnreg_dec<kProducerRegisters>();
     if (threadIdx.x == kProducerThread) {
       PipelineState pipe{0, 0, p.stages};
-      DeviceWorkWalker<kCluster> walker(p);
+      TileRingCursor ring_cursor;
       detail::ClusterWork work;
-      while (walker.next(work)) {
+      const auto publish_and_load = [&] {
+        tile_ring_put(ring, ring_cursor, work, /*end=*/false);
         if constexpr (kLoadsClusterWork<Mainloop>)
           Mainloop::load_tile(&tmap_a, &tmap_b, &tmap_sfa, smem, plan, full, empty, pipe, work, rank, p.num_k_blocks);
         else
           Mainloop::load_tile(&tmap_a, &tmap_b, &tmap_sfa, smem, plan, full, empty, pipe, work.tile, p.num_k_blocks);
+      };
+      if (kCluster == 1 && p.tile_counter != nullptr) {
+        // Dynamic: the grid's next tile, whichever CTA asks. Tiles are still numbered expert-major,
+        // so experts finish in order. The ticket needs no ordering (masked_m is read-only), and the
+        // next one is taken while this tile's loads are issued, off the MMA warps' path.
+        DeviceTileWalker tiles = make_tile_walker(p);
+        work.has_tile = true;
+        work.share = detail::ClusterShare::none;
+        uint32_t index = atomicAdd(p.tile_counter, 1u);
+        while (tiles.at(static_cast<int>(index), work.tile)) {
+          const uint32_t next_index = atomicAdd(p.tile_counter, 1u);
+          publish_and_load();
+          index = next_index;
+        }
+      } else {
+        DeviceWorkWalker<kCluster> walker(p);
+        while (walker.next(work)) publish_and_load();
       }
+      tile_ring_put(ring, ring_cursor, work, /*end=*/true);
     } else if (threadIdx.x / 32 == kProducerThread / 32 + 1) {
       report_masked_m_out_of_range(p, lane);
-      CtaTiles<kCluster> tiles(p);
+      RingTiles</*kWarp=*/true> tiles{ring, lane};
       detail::Tile tile, next;
       for (bool have = tiles.next(tile); have; tile = next) {
         have = tiles.next(next);
@@ -129,17 +138,17 @@ __global__ void __launch_bounds__(kThreads, 1)
                                        lane);
       }
     } else if (threadIdx.x == kProducerThread + 64) {
-      CtaTiles<kCluster> tiles(p);
+      RingTiles</*kWarp=*/false> tiles{ring};
       signal_stored_tiles(p, tiles, tiles_stored);
     }
   } else {
     ptx::setmaxnreg_inc<kMathRegisters>();
     PipelineState pipe{0, 0, p.stages};
-    DeviceWorkWalker<kCluster> walker(p);
+    TileRingCursor ring_cursor;
     uint8_t* staging = smem + plan.staging_offset();
     detail::ClusterWork work;
     bool first_tile = true;
-    while (walker.next(work)) {
+    while (tile_ring_take(ring, ring_cursor, work, lane)) {
       if (!work.has_tile) {
         pass_stages<kCluster>(full, empty, pipe, p.num_k_blocks, lane);
         continue;

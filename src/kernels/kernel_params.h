@@ -44,7 +44,12 @@ struct KernelParams {
   const void* a_scales;         // token scales read by the dequantizing mainloop (mxfp8, mxfp4, nvfp4
                                 //   activations): bytes [E][max_m][K / scale block]
   int a_scale_cols;             // bytes per token row of a_scales
+  uint32_t* tile_counter;       // zero before the launch: CTAs take tiles dynamically (tile_ring.cuh,
+                                //   single-CTA kernels only); null: each CTA walks its share in order
 };
+
+// The producer's tile hand-over ring (tile_ring.cuh): 4 slots of 16 bytes and two mbarriers each.
+inline constexpr int kTileRingBytes = 4 * (16 + 16);
 
 // Where each buffer lives in dynamic shared memory (offsets from a 1024-byte aligned base).
 struct SmemPlan {
@@ -80,9 +85,11 @@ struct SmemPlan {
   SG_HD constexpr int staging_offset() const { return dequant_bytes + stages * stage_bytes(); }
   SG_HD constexpr int scale_buffer_offset() const { return staging_offset() + staging_bytes(); }
   SG_HD constexpr int barrier_offset() const { return round_up(scale_buffer_offset() + scale_buffer_bytes, 8); }
-  // full[stages] then empty[stages], 8 bytes each, and the storer's count of stored tiles for the
-  // signaler (epilogue_signal.cuh; 8 bytes with padding); plus slack to align the base at run time.
-  SG_HD constexpr int total_bytes() const { return barrier_offset() + 2 * stages * 8 + 8 + kSmemAlignment; }
+  // full[stages] then empty[stages], 8 bytes each, the storer's count of stored tiles for the
+  // signaler (epilogue_signal.cuh; 8 bytes with padding), then the tile ring; plus slack to align
+  // the base at run time.
+  SG_HD constexpr int tile_ring_offset() const { return barrier_offset() + 2 * stages * 8 + 8; }
+  SG_HD constexpr int total_bytes() const { return tile_ring_offset() + kTileRingBytes + kSmemAlignment; }
 };
 
 // bf16 activations x FP4 or mxfp8 weights (mainloop_register_weights.cuh): a stage holds `subs` 64-K blocks

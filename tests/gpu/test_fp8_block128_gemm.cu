@@ -72,6 +72,39 @@ TEST(Fp8Block128Gemm, ClusterPairsEveryShareMode) {
       }
 }
 
+// Dynamic tiles (a workspace holds the grid's tile counter): every single-CTA tile, masked_m from
+// 0 to max_m, grids of 3 and all CTAs, both granularities; the workspace starts as garbage
+// (the launch zeroes its counter) and serves two launches in a row.
+TEST(Fp8Block128Gemm, DynamicTilesFromAWorkspace) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(404);
+  Fp8Problem p;
+  p.build(/*experts=*/6, /*max_m=*/300, /*n=*/456, /*k=*/384, rng);
+  const auto reference = full_reference(p);
+  const std::vector<int32_t> masked_m = {0, 1, 129, 300, 63, 257};
+  std::vector<uint8_t> garbage(256);
+  for (auto& x : garbage) x = uint8_t(rng());
+  DeviceBuffer workspace = DeviceBuffer::from(garbage);
+  for (const host::TileShape tile : host::kSupportedTiles)
+    for (int sm_count : {0, 3})
+      for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block})
+        for (int launch = 0; launch < 2; ++launch) {
+          GroupedGemmArgs args = p.args();
+          args.config.block_m = tile.block_m;
+          args.config.block_n = tile.block_n;
+          args.config.cluster = 1;
+          args.sm_count = sm_count;
+          args.granularity = g;
+          args.workspace = workspace.get();
+          args.workspace_bytes = workspace.bytes();
+          const RunResult r = run(p, args, masked_m);
+          ASSERT_TRUE(r.status.ok()) << r.status.message;
+          EXPECT_EQ(check_output(p, masked_m, reference), "")
+              << tile.block_m << "x" << tile.block_n << " sm_count " << sm_count << " launch " << launch;
+          expect_signals(args, masked_m, r.signals);
+        }
+}
+
 TEST(Fp8Block128Gemm, EveryTileConfigAndEdgeMaskedM) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(2026);

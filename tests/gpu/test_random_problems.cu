@@ -73,6 +73,13 @@ bool run_random_problem(const Pairing& pairing, int trial, int seed, ChooseConfi
   args.granularity = granularities[uniform(0, 2)];
   args.scope = uniform(0, 1) == 0 ? SignalScope::gpu : SignalScope::sys;
   args.config = choose(rng);
+  // Half the launches with a workspace: converted activations, or the dynamic tile counter.
+  DeviceBuffer workspace;
+  if (uniform(0, 1) == 0) {
+    workspace = DeviceBuffer(workspace_bytes(args));
+    args.workspace = workspace.get();
+    args.workspace_bytes = workspace.bytes();
+  }
   if (validate(args).code == StatusCode::unsupported) return false;
   const TileConfig cfg = select_config(args);
   const std::string what = std::string(to_string(pairing.a)) + " x " + to_string(pairing.b) + " trial " +
@@ -80,7 +87,7 @@ bool run_random_problem(const Pairing& pairing, int trial, int seed, ChooseConfi
                            " max_m " + std::to_string(max_m) + " n " + std::to_string(n) + " k " + std::to_string(k) +
                            " sm_count " + std::to_string(args.sm_count) + " tile " + std::to_string(cfg.block_m) + "x" +
                            std::to_string(cfg.block_n) + "x" + std::to_string(cfg.stages) + "c" +
-                           std::to_string(cfg.cluster);
+                           std::to_string(cfg.cluster) + (args.workspace != nullptr ? " with a workspace" : "");
   const std::vector<int32_t> every_row(experts, max_m);
   std::vector<double> reference = ref::masked_grouped_gemm(p.a, p.b, every_row.data(), p.alpha.data());
   for (double& x : reference) x = ref::bf16_to_float(ref::float_to_bf16(static_cast<float>(x)));

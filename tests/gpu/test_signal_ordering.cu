@@ -33,8 +33,10 @@ __global__ void snapshot_on_signal(const uint16_t* out, uint16_t* snapshot, int6
   }
 }
 
-// 1000 launches per granularity with a consumer on the SMs the GEMM leaves free.
-void expect_consumer_never_sees_unfinished_rows(Fp8Problem& p, const TileConfig& config, std::mt19937& rng) {
+// 1000 launches per granularity with a consumer on the SMs the GEMM leaves free; `dynamic_tiles`:
+// with a workspace, so the CTAs take tiles from a counter.
+void expect_consumer_never_sees_unfinished_rows(Fp8Problem& p, const TileConfig& config, std::mt19937& rng,
+                                                bool dynamic_tiles = false) {
 
   // Golden output, checked against the float64 reference once; rows < masked_m never depend on
   // masked_m and the kernel is deterministic, so every later launch must reproduce it bit for bit.
@@ -63,6 +65,12 @@ void expect_consumer_never_sees_unfinished_rows(Fp8Problem& p, const TileConfig&
     args.granularity = granularity;
     args.sm_count = sms - kConsumerBlocks;
     args.stream = gemm_stream;
+    DeviceBuffer workspace;
+    if (dynamic_tiles) {
+      workspace = DeviceBuffer(workspace_bytes(args));
+      args.workspace = workspace.get();
+      args.workspace_bytes = workspace.bytes();
+    }
     const SignalLayout layout = signal_layout(args);
     DeviceBuffer signals(sizeof(uint32_t) * layout.counter_count());
     args.signals = signals.get<uint32_t>();
@@ -120,6 +128,18 @@ TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRows) {
   Fp8Problem p;
   p.build(/*experts=*/16, /*max_m=*/96, /*n=*/1024, /*k=*/1024, rng);
   expect_consumer_never_sees_unfinished_rows(p, TileConfig{}, rng);
+}
+
+// CTAs taking tiles dynamically (128x256 tiles, where experts span several rounds of the grid).
+TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRowsOfDynamicTiles) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(44);
+  Fp8Problem p;
+  p.build(/*experts=*/8, /*max_m=*/300, /*n=*/1280, /*k=*/512, rng);
+  TileConfig config;
+  config.block_m = 128;
+  config.block_n = 256;
+  expect_consumer_never_sees_unfinished_rows(p, config, rng, /*dynamic_tiles=*/true);
 }
 
 // Two-CTA clusters (128x256 tiles): row-block pairs sharing weights, odd row blocks sharing tokens,

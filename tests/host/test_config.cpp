@@ -41,6 +41,12 @@ TEST(Config, ClusterPairsForTheWideFp8TileOnly) {
   EXPECT_EQ(choose_tile_config(4096, 256, kH100SmemPerBlock, {}, fp8, fp8, 4096).cluster, 2);
   EXPECT_EQ(choose_tile_config(4096, 256, kH100SmemPerBlock, {}, fp8, fp8, 7168).cluster, 2);
   EXPECT_EQ(choose_tile_config(4096, 256, kH100SmemPerBlock, TileConfig{0, 0, 0, 2}, fp8, fp8, 2048).cluster, 2);
+  // CTAs that take tiles dynamically run alone unless a cluster is asked for.
+  EXPECT_EQ(choose_tile_config(4096, 256, kH100SmemPerBlock, {}, fp8, fp8, 7168, false, /*dynamic_tiles=*/true).cluster,
+            1);
+  EXPECT_EQ(
+      choose_tile_config(4096, 256, kH100SmemPerBlock, TileConfig{0, 0, 0, 2}, fp8, fp8, 7168, false, true).cluster,
+      2);
   const TileConfig forced = choose_tile_config(256, 32, kH100SmemPerBlock, TileConfig{0, 0, 0, 2});
   EXPECT_EQ(forced.block_m, 128);  // the tile clusters are compiled for
   EXPECT_EQ(forced.block_n, 256);

@@ -80,6 +80,41 @@ TEST(TileSchedule, BalancedToOneTileAcrossCtas) {
   EXPECT_LE(hi - lo, 1u);
 }
 
+// Dynamic scheduling: CTAs take tile numbers from one counter in any interleaving; each CTA's
+// numbers only grow, and at() then yields exactly the tiles a single walker visits, in its order.
+TEST(TileSchedule, DynamicTicketsCoverTheSameTilesInOrder) {
+  std::mt19937 rng(99);
+  for (int trial = 0; trial < 100; ++trial) {
+    const int experts = 1 + rng() % 20;
+    const int max_m = 1 + rng() % 300;
+    const SignalLayout layout = make_layout(experts, max_m, 8 * (1 + rng() % 60), 64, SignalGranularity::per_expert);
+    std::vector<int32_t> masked_m(experts);
+    for (auto& m : masked_m) m = rng() % 4 == 0 ? 0 : int(rng() % (max_m + 1));
+    const std::vector<Tile> in_order = walk_all(layout, masked_m, 1)[0];
+
+    const int ctas = 1 + rng() % 12;
+    std::vector<MaskedTileWalker<const int32_t*>> walkers;
+    for (int c = 0; c < ctas; ++c) walkers.emplace_back(layout, masked_m.data(), c, ctas);
+    std::vector<bool> done(ctas, false);
+    std::vector<Tile> by_ticket;
+    for (int ticket = 0, live = ctas; live > 0; ++ticket) {
+      int c = int(rng() % ctas);
+      while (done[c]) c = (c + 1) % ctas;
+      Tile t;
+      if (walkers[c].at(ticket, t)) {
+        by_ticket.push_back(t);
+      } else {
+        done[c] = true;
+        --live;
+      }
+    }
+    ASSERT_EQ(by_ticket.size(), in_order.size());
+    for (size_t i = 0; i < in_order.size(); ++i)
+      EXPECT_EQ(std::make_tuple(by_ticket[i].expert, by_ticket[i].m_block, by_ticket[i].n_block, by_ticket[i].rows),
+                std::make_tuple(in_order[i].expert, in_order[i].m_block, in_order[i].n_block, in_order[i].rows));
+  }
+}
+
 TEST(TileSchedule, ClampsOutOfRangeMaskedM) {
   const std::vector<int32_t> masked_m = {-5, 1000};
   const SignalLayout layout = make_layout(2, 100, 128, 64, SignalGranularity::per_expert);

@@ -383,6 +383,12 @@ std::vector<Rejection> pointer_and_signal_rejections() {
                a.workspace_bytes = size_t(kExperts) * kMaxM * kK * 2 - 1;
              },
              {"workspace_bytes"}, "262144 bytes"),
+      reject("WorkspaceTooSmallForTheTileCounter",
+             [](auto& a) {
+               a.workspace = fake(0x90000);
+               a.workspace_bytes = 8;
+             },
+             {"workspace_bytes"}, "tile counter"),
       reject("GranularityUnknown", [](auto& a) { a.granularity = static_cast<SignalGranularity>(9); },
              {"granularity"}, "unknown value 9"),
       reject("ScopeUnknown", [](auto& a) { a.scope = static_cast<SignalScope>(5); }, {"scope"},
@@ -633,11 +639,11 @@ std::vector<Acceptance> all_acceptances() {
          a.workspace = fake(0x90000);
          a.workspace_bytes = activation_workspace_bytes(a);
        }},
-      // Pairings that convert nothing ignore a workspace, whatever its size.
-      {"Fp8PairIgnoresWorkspace",
+      // Pairings that convert nothing keep the dynamic scheduler's tile counter in a workspace.
+      {"Fp8PairWithTileCounterWorkspace",
        [](auto& a) {
          a.workspace = fake(0x90000);
-         a.workspace_bytes = 16;
+         a.workspace_bytes = workspace_bytes(a);
        }},
       // The dequantizing mainloop's pairings (mainloop_dequant_bf16.cuh).
       {"Mxfp8Mxfp8Pair", [](auto& a) { a.a.format = a.b.format = Format::mxfp8; }},

@@ -48,6 +48,13 @@ class MaskedTileWalker {
     return true;
   }
 
+  // Dynamic scheduling (tile_ring.cuh): the tile numbered `index`, which must not be below the
+  // last index asked for. Returns false past the last tile.
+  SG_HD bool at(int index, Tile& tile) {
+    next_tile_ = index;
+    return next(tile);
+  }
+
  private:
   SG_HD void load_expert(int e) {
     expert_ = e;
