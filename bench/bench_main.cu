@@ -355,7 +355,7 @@ Row measure_shape(const Options& o, const Shape& shape, cudaStream_t stream) {
   }
   // The workspace: activations converted once per launch (timed with it), or the tile counter.
   DeviceBuffer workspace;
-  if (o.workspace) {
+  if (o.workspace && workspace_bytes(base) > 0) {
     workspace = device_alloc(workspace_bytes(base));
     base.workspace = workspace.get();
     base.workspace_bytes = workspace_bytes(base);

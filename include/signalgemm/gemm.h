@@ -72,10 +72,10 @@ struct GroupedGemmArgs {
   // a first kernel converts the real rows (i < masked_m[e]) to bf16 here once, exactly, and the
   // GEMM then runs as bf16 x the weights' format (fp8_block128: reading the bf16 copy and still
   // applying the token scales); without, each tile converts its tokens itself, once per column
-  // block (docs/formats.md). Every other pairing keeps a tile counter here (16 bytes), zeroed by
-  // the launch, from which its CTAs take tiles dynamically: a CTA done early takes more, which
-  // balances the grid when tiles differ (docs/configuration.md); without, each CTA runs a fixed
-  // share of the tiles.
+  // block (docs/formats.md). fp8_block128 x fp8_block128 keeps a tile counter here (16 bytes),
+  // zeroed by the launch, from which its CTAs take tiles dynamically: a CTA done early takes more,
+  // which balances the grid when tiles differ (docs/configuration.md); without, each CTA runs a
+  // fixed share of the tiles. The other pairings ignore it.
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
 
@@ -108,7 +108,8 @@ SignalLayout signal_layout(const GroupedGemmArgs& args);
 size_t activation_workspace_bytes(const GroupedGemmArgs& args);
 
 // Bytes of `workspace` this launch runs best with: activation_workspace_bytes for the pairings that
-// convert their activations, else 16 (the tile counter of dynamic scheduling).
+// convert their activations, 16 (the tile counter of dynamic scheduling) for fp8_block128 x
+// fp8_block128, else 0.
 size_t workspace_bytes(const GroupedGemmArgs& args);
 
 // Validates, then launches on args.stream. No host-device synchronization, no allocation.

@@ -104,8 +104,9 @@ def grouped_gemm_nt_masked(
 
     ``workspace`` (a device tensor of ``workspace_bytes`` bytes; None allocates it with torch for
     torch inputs, False runs without): nvfp4, mxfp4 or mxfp8 on both sides, or fp8_block128 x nvfp4,
-    convert their activations to bf16 there once (without: once per column block, slower); the
-    other pairings keep a tile counter there, from which the CTAs take tiles dynamically.
+    convert their activations to bf16 there once (without: once per column block, slower);
+    fp8_block128 x fp8_block128 keeps a tile counter there, from which the CTAs take tiles
+    dynamically.
     """
     if signals is not None and dst_signals is not None:
         raise ValueError("signalgemm: pass signals or dst_signals, not both")
@@ -137,8 +138,8 @@ def activation_workspace_bytes(num_experts: int, max_m: int, k: int, a_format: s
 
 
 def workspace_bytes(num_experts: int, max_m: int, k: int, a_format: str, b_format: Optional[str] = None) -> int:
-    """Bytes of the workspace a launch with these formats runs best with (converted activations, or the
-    16-byte tile counter of dynamic scheduling)."""
+    """Bytes of the workspace a launch with these formats runs best with (converted activations, the
+    16-byte tile counter of dynamic scheduling for fp8_block128 x fp8_block128, else 0)."""
     return _C.workspace_bytes(num_experts, max_m, k, a_format, b_format or a_format)
 
 

@@ -113,9 +113,9 @@ def test_signal_layout_follows_the_formats_and_the_workspace():
     assert (without["block_m"], without["block_n"]) == (128, 128)
     assert signalgemm.activation_workspace_bytes(4, 176, 4096, "nvfp4") == 4 * 176 * 4096 * 2
     assert signalgemm.activation_workspace_bytes(4, 176, 4096, "bf16", "nvfp4") == 0
-    # Pairings that convert nothing keep the 16-byte tile counter of dynamic scheduling there.
+    # fp8_block128 x fp8_block128 keeps the 16-byte tile counter of dynamic scheduling there.
     assert signalgemm.workspace_bytes(4, 176, 4096, "nvfp4") == 4 * 176 * 4096 * 2
-    assert signalgemm.workspace_bytes(4, 176, 4096, "bf16", "nvfp4") == 16
+    assert signalgemm.workspace_bytes(4, 176, 4096, "bf16", "nvfp4") == 0
     assert signalgemm.workspace_bytes(4, 176, 4096, "fp8_block128") == 16
 
 

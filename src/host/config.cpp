@@ -53,7 +53,8 @@ bool uses_activation_workspace(const GroupedGemmArgs& args, const TileConfig& co
 
 bool takes_tiles_dynamically(const GroupedGemmArgs& args, const TileConfig* config) {
   return args.workspace != nullptr && args.workspace_bytes >= kTileCounterBytes &&
-         !converts_activations(args.a.format, args.b.format) && (config == nullptr || config->cluster <= 1);
+         args.a.format == Format::fp8_block128 && args.b.format == Format::fp8_block128 &&
+         (config == nullptr || config->cluster <= 1);
 }
 
 GroupedGemmArgs with_converted_activations(const GroupedGemmArgs& args) {

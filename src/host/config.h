@@ -53,10 +53,12 @@ size_t converted_activation_bytes(const GroupedGemmArgs& args);
 // pairings always, fp8_block128 x nvfp4 on the tiles whose tokens the register-weights mainloop
 // reads as bf16 (register_weights_with_converted_tokens: the ones the heuristic picks).
 bool uses_activation_workspace(const GroupedGemmArgs& args, const TileConfig& config);
-// Dynamic tile scheduling (kernels/tile_ring.cuh): a launch that converts no activations and has a
+// Dynamic tile scheduling (kernels/tile_ring.cuh): an fp8_block128 x fp8_block128 launch with a
 // workspace of at least kTileCounterBytes keeps the grid's tile counter there, and its CTAs take
 // tiles from it (a CTA done early takes more); the launch zeroes it first. Single CTAs only: with
-// `config` (when given) asking for clusters, the pairs walk their static order.
+// `config` (when given) asking for clusters, the pairs walk their static order. The other mainloops
+// walk the static order: on the H100 (2026-11-26) dynamic tiles made the register-weights ones
+// 5-22% slower (bf16 x nvfp4, mxfp4, mxfp8 at E32 m128 and E=8; docs/performance.md).
 inline constexpr size_t kTileCounterBytes = 16;
 bool takes_tiles_dynamically(const GroupedGemmArgs& args, const TileConfig* config = nullptr);
 // One-format pairings: the launch that follows the conversion, bf16 activations in the workspace

@@ -373,8 +373,9 @@ Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const Ti
 size_t activation_workspace_bytes(const GroupedGemmArgs& args) { return host::converted_activation_bytes(args); }
 
 size_t workspace_bytes(const GroupedGemmArgs& args) {
-  return host::converts_activations(args.a.format, args.b.format) ? host::converted_activation_bytes(args)
-                                                                  : host::kTileCounterBytes;
+  if (host::converts_activations(args.a.format, args.b.format)) return host::converted_activation_bytes(args);
+  const bool fp8_pair = args.a.format == Format::fp8_block128 && args.b.format == Format::fp8_block128;
+  return fp8_pair ? host::kTileCounterBytes : 0;
 }
 
 SignalLayout signal_layout(const GroupedGemmArgs& args) {

@@ -75,7 +75,7 @@ bool run_random_problem(const Pairing& pairing, int trial, int seed, ChooseConfi
   args.config = choose(rng);
   // Half the launches with a workspace: converted activations, or the dynamic tile counter.
   DeviceBuffer workspace;
-  if (uniform(0, 1) == 0) {
+  if (uniform(0, 1) == 0 && workspace_bytes(args) > 0) {
     workspace = DeviceBuffer(workspace_bytes(args));
     args.workspace = workspace.get();
     args.workspace_bytes = workspace.bytes();
