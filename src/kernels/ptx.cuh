@@ -224,6 +224,22 @@ __device__ __forceinline__ void st_shared_bf16(uint32_t smem_addr, __nv_bfloat16
   asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(smem_addr), "h"(__bfloat16_as_ushort(value)) : "memory");
 }
 
+// Two floats rounded to bf16 (one cvt.rn.bf16x2.f32): `lo` in the low half.
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  const __nv_bfloat162 pair = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&pair);
+}
+
+// Four 8x8 b16 matrices, each held as an MMA fragment (lane l: row l / 4, columns 2 (l % 4) and
+// +1 in one register), stored transposed: row c of matrix i (8 contiguous b16, 16-byte aligned)
+// goes to the address lane 8 i + c gives.
+__device__ __forceinline__ void stmatrix_x4_trans(uint32_t smem_row_addr, uint32_t r0, uint32_t r1, uint32_t r2,
+                                                  uint32_t r3) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(smem_row_addr),
+               "r"(r0), "r"(r1), "r"(r2), "r"(r3)
+               : "memory");
+}
+
 // A shared load kept in program order (volatile): the promotion's token-scale loads then stay next
 // to their FMAs instead of all being hoisted at once, which cost the 128x256 tile 64 registers.
 __device__ __forceinline__ float2 ld_shared_f32x2_in_order(const float* smem_ptr) {
