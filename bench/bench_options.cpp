@@ -99,7 +99,6 @@ Options parse_options(int argc, char** argv) {
       o.workspace = false;
     } else if (option == "--mma-fragments") {
       o.mma_fragments = true;
-
     } else if (option == "--no-cublas") {
       o.cublas = false;
     } else if (option == "--sm-count") {

@@ -51,10 +51,13 @@ bool uses_activation_workspace(const GroupedGemmArgs& args, const TileConfig& co
          register_weights_with_converted_tokens(args.a.format, args.b.format, config.block_m, config.block_n);
 }
 
+bool uses_tile_counter(Format a_format, Format b_format) {
+  return a_format == Format::fp8_block128 && b_format == Format::fp8_block128;
+}
+
 bool takes_tiles_dynamically(const GroupedGemmArgs& args, const TileConfig* config) {
   return args.workspace != nullptr && args.workspace_bytes >= kTileCounterBytes &&
-         args.a.format == Format::fp8_block128 && args.b.format == Format::fp8_block128 &&
-         (config == nullptr || config->cluster <= 1);
+         uses_tile_counter(args.a.format, args.b.format) && (config == nullptr || config->cluster <= 1);
 }
 
 GroupedGemmArgs with_converted_activations(const GroupedGemmArgs& args) {

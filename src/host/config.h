@@ -60,6 +60,7 @@ bool uses_activation_workspace(const GroupedGemmArgs& args, const TileConfig& co
 // walk the static order: on the H100 (2026-11-26) dynamic tiles made the register-weights ones
 // 5-22% slower (bf16 x nvfp4, mxfp4, mxfp8 at E32 m128 and E=8; docs/performance.md).
 inline constexpr size_t kTileCounterBytes = 16;
+bool uses_tile_counter(Format a_format, Format b_format);  // the pairings that take tiles dynamically
 bool takes_tiles_dynamically(const GroupedGemmArgs& args, const TileConfig* config = nullptr);
 // One-format pairings: the launch that follows the conversion, bf16 activations in the workspace
 // (then a pairing of its own, with its own tiles); fp8_block128 tokens keep their format and

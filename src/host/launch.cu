@@ -374,8 +374,7 @@ size_t activation_workspace_bytes(const GroupedGemmArgs& args) { return host::co
 
 size_t workspace_bytes(const GroupedGemmArgs& args) {
   if (host::converts_activations(args.a.format, args.b.format)) return host::converted_activation_bytes(args);
-  const bool fp8_pair = args.a.format == Format::fp8_block128 && args.b.format == Format::fp8_block128;
-  return fp8_pair ? host::kTileCounterBytes : 0;
+  return host::uses_tile_counter(args.a.format, args.b.format) ? host::kTileCounterBytes : 0;
 }
 
 SignalLayout signal_layout(const GroupedGemmArgs& args) {

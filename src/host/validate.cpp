@@ -216,8 +216,7 @@ Status validate(const GroupedGemmArgs& args) {
     c.require(args.workspace_bytes >= needed, "workspace_bytes = ", args.workspace_bytes, " is too small; ",
               to_string(args.a.format), " activations converted to bf16 take ", needed,
               " bytes (activation_workspace_bytes)");
-  } else if (args.workspace != nullptr && args.a.format == Format::fp8_block128 &&
-             args.b.format == Format::fp8_block128) {
+  } else if (args.workspace != nullptr && host::uses_tile_counter(args.a.format, args.b.format)) {
     c.require(args.workspace_bytes >= host::kTileCounterBytes, "workspace_bytes = ", args.workspace_bytes,
               " is too small for the tile counter of dynamic scheduling (", host::kTileCounterBytes,
               " bytes, workspace_bytes())");

@@ -53,7 +53,8 @@ struct TileRing {
   }
 };
 
-// The position of one role in the ring.
+// The position of one role in the ring. (PipelineState with kTileRingSlots stages would do the same,
+// but its run-time count made ptxas serialize the wgmmas of three fp8 x nvfp4 kernels: C7511.)
 struct TileRingCursor {
   int slot = 0;
   uint32_t phase = 0;
