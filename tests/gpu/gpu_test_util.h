@@ -163,6 +163,19 @@ using Fp8Problem = Problem;
 
 // Per-expert ||C - ref|| / ||ref|| over rows < masked_m, and every row >= masked_m (and every
 // padding column) still poisoned. Returns a description of the first failure, or "".
+// One bf16 rounding step at `x`: the spacing of bf16 values around it.
+inline double bf16_ulp(double x) {
+  int exponent = 0;
+  std::frexp(std::max(std::fabs(x), 1e-30), &exponent);  // |x| in [2^(exponent-1), 2^exponent)
+  return std::ldexp(1.0, exponent - 8);                  // 7 stored mantissa bits
+}
+
+// Per expert, ||C - ref|| / ||ref|| <= tolerance over its real rows, every other row and column
+// still poisoned. An expert of a few elements (one row of a narrow N) can miss that bound through one
+// legitimate rounding flip: the kernel rounds its fp32 sum and the reference its float64 sum to bf16,
+// and where the two straddle a rounding boundary they land one step apart (bf16's step is 2^-8..2^-7
+// of the value). So an expert also passes when no element is off by more than one step and at most
+// 1% of them (at least one) are off at all; a lost scale or a misplaced chunk is off by far more.
 inline std::string check_output(const Problem& p, const std::vector<int32_t>& masked_m,
                                 const std::vector<double>& reference, double tolerance = 2e-3) {
   const auto out = p.output();
@@ -170,6 +183,7 @@ inline std::string check_output(const Problem& p, const std::vector<int32_t>& ma
   for (int e = 0; e < p.experts; ++e) {
     const int m = std::clamp(masked_m[e], 0, p.max_m);
     double err2 = 0, ref2 = 0;
+    int64_t elements = 0, off_by_one_step = 0, off_by_more = 0;
     for (int i = 0; i < p.max_m; ++i) {
       for (int64_t j = 0; j < pitch; ++j) {
         const uint16_t bits = out[(size_t(e) * p.max_m + i) * pitch + j];
@@ -186,10 +200,18 @@ inline std::string check_output(const Problem& p, const std::vector<int32_t>& ma
                  " not finite (unwritten?)";
         err2 += (got - want) * (got - want);
         ref2 += want * want;
+        ++elements;
+        const double error = std::fabs(got - want);
+        if (error > bf16_ulp(want)) ++off_by_more;
+        else if (error > 0) ++off_by_one_step;
       }
     }
-    if (m > 0 && std::sqrt(err2 / std::max(ref2, 1e-300)) > tolerance)
-      return "expert " + std::to_string(e) + ": relative error " + std::to_string(std::sqrt(err2 / ref2));
+    const double relative = std::sqrt(err2 / std::max(ref2, 1e-300));
+    const bool rounding_flips_only = off_by_more == 0 && off_by_one_step <= std::max<int64_t>(1, elements / 100);
+    if (m > 0 && relative > tolerance && !rounding_flips_only)
+      return "expert " + std::to_string(e) + ": relative error " + std::to_string(relative) + " (" +
+             std::to_string(m) + " rows, " + std::to_string(elements) + " elements, " + std::to_string(off_by_more) +
+             " off by more than one bf16 step, " + std::to_string(off_by_one_step) + " by one)";
   }
   return "";
 }
