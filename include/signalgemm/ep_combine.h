@@ -15,9 +15,9 @@
 //           The warp finishing a counter's last row releases the flags of all its rows to `epoch`
 //           (one system-scope fence per counter). The last experts' rows, which complete together
 //           at the GEMM's end, are split into chunks so every SM helps send them.
-//   reduce: a block per owned token, once every used slot's flag carries `epoch` (acquire, system
-//           scope), sums the slots in the fixed order k = 0..topk-1 in fp32 and stores bf16
-//           (deterministic).
+//   reduce: a block per group of up to 4 owned tokens (EpCombineArgs::reduce_tokens), once every
+//           used slot's flag carries `epoch` (acquire, system scope), sums the slots in the fixed
+//           order k = 0..topk-1 in fp32 and stores bf16 (deterministic).
 // With N = 1 every owner is the rank itself and this is the single-GPU combine.
 //
 // The receive window is double-buffered by epoch parity, and a sender waits, before its first row

@@ -97,7 +97,7 @@ inline constexpr int32_t kErrorMaskedMOutOfRange = 1;
 Status validate(const GroupedGemmArgs& args);
 
 // The configuration a launch with these arguments would use (heuristic plus override).
-// Queries the current device for its SM count unless sm_count is given.
+// Queries the current device's shared-memory limit (an H100's when there is no device).
 TileConfig select_config(const GroupedGemmArgs& args);
 
 // The signal layout a launch with these arguments would use: what consumers wait on.

@@ -7,7 +7,7 @@
 //
 //   per_expert:    counter e             reaches  row_blocks(e) * col_blocks
 //   per_row_block: counter e*R + rb      reaches  col_blocks if rb < row_blocks(e), else 0
-//                  with R = ceil(max_m / block_m) counters per expert (signal_block_m == block_m)
+//                  with R = ceil(max_m / block_m) counters per expert (block_m: the tile's token rows)
 //
 // An expert with masked_m == 0 has no tiles: its counters reach 0 and are never touched, so a
 // consumer reads expected() == 0 as "nothing to wait for".

@@ -35,7 +35,7 @@ enum class OutputType : uint8_t { bf16, fp16, fp32 };
 enum class SignalGranularity : uint8_t {
   none,           // no signals
   per_expert,     // one counter per expert
-  per_row_block,  // one counter per (expert, block of `signal_block_m` rows)
+  per_row_block,  // one counter per (expert, block of SignalLayout::block_m rows)
 };
 
 // Who must be able to see the output once a counter reaches its expected value.
@@ -50,9 +50,9 @@ const char* to_string(OutputType t);
 const char* to_string(SignalGranularity g);
 const char* to_string(SignalScope s);
 
-// Elements along K covered by one scale factor, for the operand role given (fp8_block128 differs
-// between A and B only in the N/M direction, which is not counted here). 0 for unscaled formats.
-SG_HD int scale_block_k(Format f) {
+// Elements along K covered by one scale factor (fp8_block128 differs between A and B only in the
+// N/M direction, which is not counted here). 0 for unscaled formats.
+SG_HD constexpr int scale_block_k(Format f) {
   switch (f) {
     case Format::fp8_block128: return 128;
     case Format::nvfp4: return 16;
@@ -63,7 +63,7 @@ SG_HD int scale_block_k(Format f) {
 }
 
 // Storage bits of one element.
-SG_HD int element_bits(Format f) {
+SG_HD constexpr int element_bits(Format f) {
   switch (f) {
     case Format::bf16: return 16;
     case Format::nvfp4:

@@ -59,24 +59,24 @@ __device__ __forceinline__ void copy_row(const uint8_t* src, __nv_bfloat16* dst,
 // out_row = sum over used slots k (topk_idx_row[k] >= 0) of weights_row[k] * slots[k * n + :],
 // summed in fp32 in the fixed order k = 0..topk-1, stored as bf16: the result never depends on
 // which slot arrived first. The calling block's threads split the row; every thread loads its
-// vector of all slots before summing (topk loads in flight).
+// vector of up to kSlotsPerLoad slots before summing them (that many loads in flight).
 __device__ inline void reduce_token(const int32_t* topk_idx_row, const float* weights_row, int topk, int n,
                                     const __nv_bfloat16* slots, __nv_bfloat16* out_row) {
-  constexpr int kMaxTopk = 16;
+  constexpr int kSlotsPerLoad = 16;  // slots whose vectors are loaded together
   for (int v = threadIdx.x; v < n / 8; v += blockDim.x) {
     float sum[8] = {};
-    for (int k0 = 0; k0 < topk; k0 += kMaxTopk) {
-      uint4 raw[kMaxTopk];
-      float weight[kMaxTopk];
+    for (int k0 = 0; k0 < topk; k0 += kSlotsPerLoad) {
+      uint4 raw[kSlotsPerLoad];
+      float weight[kSlotsPerLoad];
 #pragma unroll
-      for (int k = 0; k < kMaxTopk; ++k) {
+      for (int k = 0; k < kSlotsPerLoad; ++k) {
         const int slot = k0 + k;
         const bool used = slot < topk && topk_idx_row[slot] >= 0;
         weight[k] = used ? weights_row[slot] : 0.f;
         raw[k] = used ? reinterpret_cast<const uint4*>(slots + int64_t(slot) * n)[v] : uint4{};
       }
 #pragma unroll
-      for (int k = 0; k < kMaxTopk; ++k) {
+      for (int k = 0; k < kSlotsPerLoad; ++k) {
         const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw[k]);
 #pragma unroll
         for (int j = 0; j < 4; ++j) {

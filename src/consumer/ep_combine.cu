@@ -70,8 +70,8 @@ constexpr int kMaxTopk = 32;  // slots per token (the reduce keeps their rows' a
 // While the GEMM runs, a warp sends a whole row per item: few items, each with many bytes in
 // flight. The rows of the last experts, which complete together at the GEMM's end, are sent one
 // chunk (<= 2 KB, 4 vectors of 16 bytes per lane) per item, so every SM of the full-chip launch
-// takes part. The reduce is per block (a token per block: every thread's loads of all slots in
-// flight at once).
+// takes part. The reduce is per block (a group of up to kReduceTokens tokens per block, each
+// thread's loads of kSlotsPerLoad slots in flight at once).
 constexpr int kMaxChunkVectors = 128;
 constexpr int kChunkVectorsPerLane = kMaxChunkVectors / 32;
 constexpr int kRowVectorsPerLane = 8;  // in flight per lane in a whole-row copy

@@ -131,7 +131,7 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
     config.block_m = 192;
     config.block_n = 128;
   }
-  // Dequantizing pairings (mxfp8/mxfp4/nvfp4 on both sides, bf16 x mxfp8, fp8_block128 x nvfp4): their
+  // Dequantizing pairings (mxfp8/mxfp4/nvfp4 on both sides, fp8_block128 x nvfp4): their
   // bf16 tiles are double buffered in shared memory, which leaves 128x256 two stages at most, so
   // the heuristic keeps block_n = 128 there. Where FP4 weights may take converted tokens on the
   // register-operand mainloop (fp8_block128 x nvfp4, nvfp4 x nvfp4, mxfp4 x mxfp4) 192 tokens become
@@ -149,7 +149,7 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
   // instead of per 128; with the tokens it still leaves 3-4 stages of 256 K.
   // 48 tokens where they cover the expert: the smaller token tile leaves room for 3 stages of 256 K
   // beside the block scales' buffer, where 64 x 256 fits 128-K stages only.
-  // fp8_block128 x nvfp4, nvfp4 x nvfp4 and mxfp4 x mxfp4 decode take the same tiles (the
+  // fp8_block128 x nvfp4, nvfp4 x nvfp4, mxfp4 x mxfp4 and mxfp8 x mxfp8 decode take the same tiles (the
   // register-operand mainloop, with the tokens converted to bf16 in shared memory; 128x128 runs
   // that mainloop too).
   if ((kernels::is_bf16_register_weights_pair(a_format, b_format) ||

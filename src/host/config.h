@@ -11,7 +11,8 @@ struct TileShape {
   int block_n;  // weight rows per tile (two MMA warpgroups)
 };
 
-// Tile shapes with a compiled kernel.
+// Tile shapes a TileConfig may name (the register-weights pairings also compile 32x256, 48x256 and
+// 64x256 for the heuristic's own use).
 inline constexpr TileShape kSupportedTiles[] = {{32, 128}, {64, 128}, {128, 128}, {192, 128}, {128, 256}};
 // Tiles also compiled for two-CTA clusters (fp8_block128 x fp8_block128 only).
 inline constexpr TileShape kClusterTiles[] = {{128, 128}, {128, 256}};
@@ -41,7 +42,7 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
 inline constexpr int kClusterMinK = 4096;
 
 // Activations converted to bf16 by the MMA threads of the register-operand register-weights mainloop:
-// fp8_block128 x nvfp4, nvfp4 x nvfp4 and mxfp4 x mxfp4 on the decode tiles of 256 weight rows
+// fp8_block128 x nvfp4, nvfp4 x nvfp4, mxfp4 x mxfp4 and mxfp8 x mxfp8 on the decode tiles of 256 weight rows
 // (block_m <= 64) or on 128x128 (else the dequantizing mainloop: 32x128, 64x128, and for the FP4
 // pairs 192x128 and 128x256).
 bool register_weights_with_converted_tokens(Format a_format, Format b_format, int block_m, int block_n);

@@ -93,8 +93,8 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
 }
 
 // A 3D K-major byte tensor [experts][rows][k] loaded as (box_k bytes, box_rows, 1) boxes. 128-byte
-// boxes get the 128-byte swizzle that the wgmma descriptors expect; narrower ones (packed FP4,
-// dequantized before use) are plain. Rows past `rows` read as zero.
+// boxes get the 128-byte swizzle that the wgmma descriptors expect (narrower ones: below). Rows past
+// `rows` read as zero.
 Status encode_operand_map(CUtensorMap& map, const void* base, int experts, int rows, int k_bytes, int64_t row_stride,
                           int64_t expert_stride, int box_k, int box_rows, const char* name) {
   const cuuint64_t dims[3] = {cuuint64_t(k_bytes), cuuint64_t(rows), cuuint64_t(experts)};
@@ -122,12 +122,13 @@ Status encode_operand_map(CUtensorMap& map, const void* base, int experts, int r
 // (2 KB each, in that order; no swizzle).
 Status encode_fragment_map(CUtensorMap& map, const void* base, int experts, int n, int k, int subs, int block_n) {
   constexpr int kRowBytes = 256, kRowsPerBlock = detail::kFragmentBlockBytes / kRowBytes;
-  const int slices = (n + 63) / 64, k_blocks = (k + 63) / 64;
+  const int slices = (n + detail::kFragmentBlockRows - 1) / detail::kFragmentBlockRows;
+  const int k_blocks = (k + detail::kFragmentBlockK - 1) / detail::kFragmentBlockK;
   const cuuint64_t dims[4] = {kRowBytes, cuuint64_t(k_blocks) * kRowsPerBlock, cuuint64_t(slices),
                               cuuint64_t(experts)};
   const cuuint64_t strides[3] = {kRowBytes, cuuint64_t(k_blocks) * detail::kFragmentBlockBytes,
                                  cuuint64_t(detail::mma_fragment_bytes_per_expert(n, k))};
-  const cuuint32_t box[4] = {kRowBytes, cuuint32_t(subs * kRowsPerBlock), cuuint32_t(block_n / 64), 1};
+  const cuuint32_t box[4] = {kRowBytes, cuuint32_t(subs * kRowsPerBlock), cuuint32_t(block_n / detail::kFragmentBlockRows), 1};
   const cuuint32_t element_strides[4] = {1, 1, 1, 1};
   const CUresult r = tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 4, const_cast<void*>(base), dims,
                                           strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
@@ -385,9 +386,9 @@ SignalLayout signal_layout(const GroupedGemmArgs& args) {
 TileConfig select_config(const GroupedGemmArgs& args) {
   DeviceInfo info;
   const bool have_device = query_device(info).ok();
-  // Without a usable device, plan for an H100's 227 KiB so the tile shape is still defined.
+  // Without a usable device, plan for an H100's so the tile shape is still defined.
   bool converts = false;
-  return launch_config(args, have_device ? info.smem_per_block : 232448, converts);
+  return launch_config(args, have_device ? info.smem_per_block : kernels::kH100SmemPerBlock, converts);
 }
 
 Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
@@ -478,7 +479,7 @@ Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const Ti
   if (!fp8) {
     tmap_sfa = tmap_a;  // unused: only fp8_block128 activations have token scales
   } else if (Status s = encode_token_scale_map(tmap_sfa, args.a.scales, args.max_m,
-                                               args.num_experts * (args.k / 128), cfg.block_m);
+                                               args.num_experts * (args.k / scale_block_k(Format::fp8_block128)), cfg.block_m);
              !s.ok()) {
     return s;
   }

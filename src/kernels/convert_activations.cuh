@@ -31,7 +31,7 @@ __global__ void __launch_bounds__(256) convert_activations_kernel(const uint8_t*
   // fp8_block128: the elements alone (exact); their fp32 scale per 128 K is not a bf16 factor, so
   // the GEMM still applies it when it promotes each 128-K block's partial sums.
   constexpr bool kScaled = kFormat != Format::fp8_block128;
-  constexpr int kScaleBlock = kFormat == Format::nvfp4 ? 16 : 32;
+  constexpr int kScaleBlock = scale_block_k(kFormat);
   // With programmatic dependent launch, the kernel before may still run: wait before reading.
   if (wait_for_previous) asm volatile("griddepcontrol.wait;\n" ::: "memory");
   const int groups = k / 16;  // per row

@@ -10,11 +10,8 @@ namespace signalgemm::kernels {
 // K elements per stage: one 128-byte row of the bf16 tile that the bf16 wgmma reads.
 inline constexpr int kDequantStageK = 64;
 
-SG_HD constexpr int dequant_element_bits(Format f) {
-  return f == Format::bf16 ? 16 : (f == Format::nvfp4 || f == Format::mxfp4) ? 4 : 8;
-}
 // Bytes of one row of an operand per stage, as loaded by TMA (e4m3: 64, FP4: 32).
-SG_HD constexpr int dequant_stage_row_bytes(Format f) { return kDequantStageK * dequant_element_bits(f) / 8; }
+SG_HD constexpr int dequant_stage_row_bytes(Format f) { return kDequantStageK * element_bits(f) / 8; }
 
 // bf16 activations x FP4 or mxfp8 weights: the register-operand mainloop (mainloop_register_weights.cuh).
 SG_HD constexpr bool is_bf16_register_weights_pair(Format a, Format b) {

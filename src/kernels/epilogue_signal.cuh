@@ -32,9 +32,7 @@
 
 namespace signalgemm::kernels {
 
-// Named barriers between the MMA threads and the storer warp (id 0 is __syncthreads).
-inline constexpr int kStagingFullBarrier = 1;
-inline constexpr int kStagingFreeBarrier = 2;
+// The MMA threads and the storer warp meet at kStagingFullBarrier / kStagingFreeBarrier.
 inline constexpr int kEpilogueThreads = kMathThreads + 32;
 
 template <int kBlockM, int kBlockN, int kSlices>

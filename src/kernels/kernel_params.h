@@ -17,6 +17,15 @@ inline constexpr int kMathThreads = kMathWarpgroups * 128;
 // Plus one producer warpgroup: Hopper allocates registers per warpgroup, so a lone producer warp
 // would cost as much; the producer gives its registers to the MMA warpgroups with setmaxnreg.
 inline constexpr int kThreads = kMathThreads + 128;
+
+// Named barrier ids, one registry so no two users collide (id 0 is __syncthreads): the MMA threads
+// and the storer warp around the staged tile (epilogue_signal.cuh), the MMA threads around the
+// tokens they convert (register-weights mainloop) and around a dequantized stage (dequantizing
+// mainloop).
+inline constexpr int kStagingFullBarrier = 1;
+inline constexpr int kStagingFreeBarrier = 2;
+inline constexpr int kTokenConversionBarrier = 3;
+inline constexpr int kDequantBarrier = 5;
 inline constexpr int kProducerRegisters = 40;
 // 128 * 40 + 256 * 232 = 64512 of the SM's 65536. Producer 48 + MMA 232 (all 65536) hangs: the
 // MMA warps' setmaxnreg.inc then waits forever for registers (H200, 2026-11-26).
@@ -30,8 +39,8 @@ struct KernelParams {
   int stages;
 
   const void* b_scales;         // weight scales: fp8_block128 float [E][ceil(N/128)][K/128];
-                                //   nvfp4 e4m3 bytes [E][N][K/16]
-  int b_scale_cols;             // K / 16 for nvfp4 (bytes per weight row of b_scales)
+                                //   byte-scaled weights (nvfp4, MX) bytes [E][N][K / scale block]
+  int b_scale_cols;             // K / scale block for byte-scaled weights (bytes per weight row of b_scales)
   void* out;                    // bf16 [E][max_m][N] with the strides below
   void* const* out_rows;        // or, when set, one destination per (expert, row)
   int64_t out_row_stride;       // bytes
@@ -48,8 +57,9 @@ struct KernelParams {
                                 //   single-CTA kernels only); null: each CTA walks its share in order
 };
 
-// The producer's tile hand-over ring (tile_ring.cuh): 4 slots of 16 bytes and two mbarriers each.
-inline constexpr int kTileRingBytes = 4 * (16 + 16);
+// The producer's tile hand-over ring (tile_ring.cuh): slots of 16 bytes and two mbarriers each.
+inline constexpr int kTileRingSlots = 4;
+inline constexpr int kTileRingBytes = kTileRingSlots * (16 + 2 * 8);
 
 // Where each buffer lives in dynamic shared memory (offsets from a 1024-byte aligned base).
 struct SmemPlan {
@@ -126,9 +136,12 @@ SG_HD constexpr SmemPlan register_weights_smem_plan(int block_m, int block_n, in
                   packed_tokens ? subs * (128 + bytes_per_64k(tokens)) : 0,
                   2 * block_n * subs * 4 + (scaled ? 3 * block_m * subs * 4 : 0)};
 }
+// An H100's opt-in shared memory per block (227 KiB): the budget the stage counts are planned for
+// when no device says otherwise.
+inline constexpr int kH100SmemPerBlock = 232448;
+
 SG_HD constexpr int register_weights_stage_subs(int block_m, int block_n, Format tokens = Format::bf16,
                                                 Format weights = Format::nvfp4, bool tokens_in_workspace = false) {
-  constexpr int kH100SmemPerBlock = 232448;
   const bool fp8 = tokens == Format::fp8_block128;
   const bool wide_rows = bytes_per_64k(weights) == 64 || (byte_scaled_tokens(tokens) && bytes_per_64k(tokens) == 64);
   // fp8 tokens: whole 128-K blocks per stage; 64-byte rows: 128 K as well (a 64-K stage would leave

@@ -61,7 +61,6 @@ struct DequantBf16Mainloop {
   // A packed stage is released once dequantized, unless the promotion reads its token scales.
   static constexpr bool kReleaseAfterMma = kPromote;
   static constexpr int kChunksPerRow = kDequantStageK / 8;  // 8 elements = one 16-byte bf16 store
-  static constexpr int kBarrierId = 5;                      // 1, 2: epilogue; 3: nvfp4 mainloop (fp8 tokens)
 
   SG_HD static SmemPlan plan(int stages) { return dequant_bf16_smem_plan(kA, kB, kBlockM, kBlockN, stages); }
 
@@ -114,9 +113,9 @@ struct DequantBf16Mainloop {
     ptx::cp_async_wait_all();
     for (int kb = 0; kb < 3; ++kb) copy_stage_scales(scale_slots + kb * kScaleSlotBytes, cursor, p, kb);
     ptx::cp_async_wait_group<1>();
-    ptx::named_barrier_sync(kBarrierId, kMathThreads);
+    ptx::named_barrier_sync(kDequantBarrier, kMathThreads);
     dequantize_stage(smem, plan, full, empty, load, 0, buffers, scale_slots, cursor, tile, lane);
-    ptx::named_barrier_sync(kBarrierId, kMathThreads);  // buffer 0 complete and visible
+    ptx::named_barrier_sync(kDequantBarrier, kMathThreads);  // buffer 0 complete and visible
 
     for (int kb = 0; kb < num_k_blocks; ++kb) {
       uint8_t* buffer = buffers + (kb & 1) * kBufferBytes;
@@ -154,7 +153,7 @@ struct DequantBf16Mainloop {
       ptx::cp_async_wait_group<1>();
       // Every warp's MMAs have read `buffer` (it may be overwritten next), and the next buffer is
       // complete; its writers fenced their stores for the tensor cores before arriving.
-      ptx::named_barrier_sync(kBarrierId, kMathThreads);
+      ptx::named_barrier_sync(kDequantBarrier, kMathThreads);
     }
   }
 
@@ -180,7 +179,7 @@ struct DequantBf16Mainloop {
   __device__ __forceinline__ static void dequantize_chunk(uint32_t packed_tile, uint32_t bf16_tile, int row,
                                                           int chunk, uint32_t code) {
     uint32_t values[4];
-    if constexpr (dequant_element_bits(kFormat) == 8) {
+    if constexpr (element_bits(kFormat) == 8) {
       const uint32_t unit = (uint32_t(chunk) >> 1) ^ ((uint32_t(row) >> 1) & 3);
       const uint32_t addr = packed_tile + row * 64 + unit * 16 + (chunk & 1) * 8;
       uint32_t codes0, codes1;
@@ -219,7 +218,7 @@ struct DequantBf16Mainloop {
   static constexpr int kScaledRows = kScaleRowsA + kBlockN;
   static constexpr int kScaleSlotBytes = kScaledRows * 4;
   template <Format kFormat>
-  static constexpr int kScaleBlock = kFormat == Format::nvfp4 ? 16 : 32;  // elements per scale along K
+  static constexpr int kScaleBlock = scale_block_k(kFormat);  // elements per scale along K
 
   static constexpr int kCopyRows = (kScaledRows + kMathThreads - 1) / kMathThreads;  // per thread
   static constexpr int kUnitsA = kScaledA ? units_per_thread(kBlockM) : 0;

@@ -46,8 +46,8 @@
 namespace signalgemm::kernels {
 
 // Tokens are loaded in boxes of 32 rows (16 for the 48-token tile; more, smaller boxes cost the
-// producer thread issue time at the big tiles), at least 32; the MMAs cover the real ones
-// rounded up to 8 (mma_tile_width).
+// producer thread issue time at the big tiles), at least 32; the MMAs cover only the real ones
+// (mma_tile_width).
 SG_HD constexpr int register_weights_token_box_rows(int block_m) { return block_m % 32 == 0 ? 32 : 16; }
 
 // kWeights: nvfp4, mxfp4 or mxfp8. kTokenFormat: bf16, or converted by the MMA threads (see above):
@@ -96,7 +96,6 @@ struct RegisterWeightsMainloop {
   static constexpr int kTokenBoxRows = register_weights_token_box_rows(kBlockM);
   // MMA widths step by 8 tokens (mma_tile_width).
   static constexpr bool kFineWidths = kBlockM <= 64 && !kFp8Tokens;
-  static constexpr int kTokenBarrier = 3;  // named barrier of the token conversion (1, 2: epilogue; 5: dequant)
   static_assert(kBlockM % kTokenBoxRows == 0, "token tiles are loaded in whole boxes");
   // An MMA group (one commit) covers kSteps k16 steps of one 64-row slice; its A fragments (4
   // registers per step) are double-buffered. ptxas compiles all of it into 168 registers per thread
@@ -201,7 +200,7 @@ struct RegisterWeightsMainloop {
 
   // Accumulator layout as in the other mainloops (register i of slice s, lane l, warp w: weight
   // row 64s + 16w + l/4 + 8((i/2)%2), token 8(i/4) + 2(l%4) + i%2). The MMAs cover the tile's real
-  // tokens rounded up to 8 (up to 64; then 96, 128, ...); the columns beyond are never
+  // tokens rounded up to the step of mma_tile_width's chain; the columns beyond are never
   // stored (with converted tokens they may hold the products of stale rows).
   __device__ __forceinline__ static void mma_tile(float (&acc)[kSlices][kAccRegs], uint8_t* smem, const SmemPlan& plan,
                                                   uint64_t* full, uint64_t* empty, PipelineState& pipe,
@@ -399,7 +398,7 @@ struct RegisterWeightsMainloop {
     // The wgmmas read the tiles through the async proxy; then every MMA thread's rows are in (and
     // the token scales waited for at the top of this stage, for the next one).
     cuda::ptx::fence_proxy_async(cuda::ptx::space_shared);
-    ptx::named_barrier_sync(kTokenBarrier, kMathThreads);
+    ptx::named_barrier_sync(kTokenConversionBarrier, kMathThreads);
   }
 
   // fp8 tokens: the stage's e4m3 rows (`rows` of them, all the token boxes loaded) into its bf16
@@ -423,7 +422,7 @@ struct RegisterWeightsMainloop {
     }
     // The wgmmas read the tiles through the async proxy; then every MMA thread's rows are in.
     cuda::ptx::fence_proxy_async(cuda::ptx::space_shared);
-    ptx::named_barrier_sync(kTokenBarrier, kMathThreads);
+    ptx::named_barrier_sync(kTokenConversionBarrier, kMathThreads);
   }
 
   template <int kTokens>
@@ -461,7 +460,7 @@ struct RegisterWeightsMainloop {
       copy_token_scales(scale_buffer, 0, p, tile);
       copy_token_scales(scale_buffer, 1, p, tile);
       ptx::cp_async_wait_all();
-      ptx::named_barrier_sync(kTokenBarrier, kMathThreads);
+      ptx::named_barrier_sync(kTokenConversionBarrier, kMathThreads);
     }
 
     // A fragments of one MMA group (kSteps k16 steps x 4 registers), double-buffered: wgmma reads
@@ -496,7 +495,7 @@ struct RegisterWeightsMainloop {
       // copies that now overwrite it with the next stage's).
       ptx::cp_async_wait_all();
       __syncwarp();
-      // FP4 tokens: stage s + 2's token scales into the slot that stage s - 1's conversion read
+      // Block-scaled tokens: stage s + 2's token scales into the slot that stage s - 1's conversion read
       // before its barrier.
       if constexpr (kScaledTokens) copy_token_scales(scale_buffer, s + 2, p, tile);
       copy_stage_scales(scale_buffer, (s + 1) % 2, s + 1, p, tile, tile_row[0], quad);

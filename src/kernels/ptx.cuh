@@ -1,5 +1,7 @@
-// Tiny inline-PTX wrappers for what cuda::ptx (CCCL) does not cover on sm_90a: wgmma, its shared
-// memory descriptors, setmaxnreg, 16-bit shared stores, named barriers and the release add that publishes a signal.
+// Tiny inline-PTX wrappers for what cuda::ptx (CCCL) does not cover on sm_90a: wgmma and its shared
+// memory descriptors, setmaxnreg, shared-memory stores and loads (stmatrix, cp.async), byte
+// permutes and bf16x2 packing and arithmetic, the fp8 promotion, named barriers, the cluster-scope
+// arrive, and the atomics that publish a signal.
 // TMA, mbarrier and proxy fences come from cuda::ptx directly.
 #pragma once
 

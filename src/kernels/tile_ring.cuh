@@ -21,8 +21,6 @@
 
 namespace signalgemm::kernels {
 
-inline constexpr int kTileRingSlots = 4;
-
 struct TileRingSlot {
   int expert;  // < 0: no more tiles
   int m_block;

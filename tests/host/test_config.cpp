@@ -8,7 +8,7 @@
 namespace signalgemm::host {
 namespace {
 
-constexpr int kH100SmemPerBlock = 232448;
+using kernels::kH100SmemPerBlock;
 
 TEST(Config, BlockMCoversTypicalDecodeSpreadInOneBlock) {
   EXPECT_EQ(choose_tile_config(256, 16, kH100SmemPerBlock, {}).block_m, 32);

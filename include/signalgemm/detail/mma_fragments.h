@@ -12,8 +12,8 @@
 // mma.m16n8k16 A layout that wgmma's register operand uses. Each element is stored as two 2-bit
 // fields of its code s e1 e0 m: L = e0 m and H = s e1, which index a byte table (below) for the
 // low and the high byte of the bf16 of its value times 2^-126. Register i's four fields
-// (L_lo, H_lo, L_hi, H_hi) sit at bits kFieldShift[i] + 4f (f = 0..3), so
-//   selector = ((word >> kFieldShift[i]) & 0x3333) | 0x4040
+// (L_lo, H_lo, L_hi, H_hi) sit at bits fragment_field_shift(i) + 4f (f = 0..3), so
+//   selector = ((word >> fragment_field_shift(i)) & 0x3333) | 0x4040
 // is a byte-permute selector (prmt) over the table that yields the register's bf16x2 bits.
 #pragma once
 
@@ -70,7 +70,7 @@ SG_HD uint32_t fragment_word(int word, const CodeAt& code_at) {
   return bits;
 }
 
-// Bytes of the fragment-ordered weights of `experts` experts of n rows and k columns.
+// Bytes of the fragment-ordered weights of one expert of n rows and k columns.
 SG_HD constexpr int64_t mma_fragment_bytes_per_expert(int n, int k) {
   return int64_t((n + kFragmentBlockRows - 1) / kFragmentBlockRows) * ((k + kFragmentBlockK - 1) / kFragmentBlockK) *
          kFragmentBlockBytes;

@@ -77,7 +77,7 @@ class MaskedTileWalker {
   int expert_m_ = 0;
 };
 
-// Two-CTA clusters (fp8_block128 at 128 x 256 tiles; docs/configuration.md): the CTAs of a cluster
+// Two-CTA clusters (fp8_block128 at 128 x 128 and 128 x 256 tiles; docs/configuration.md): the CTAs of a cluster
 // run two tiles that share an operand, which one CTA loads for both with a TMA multicast. Both
 // CTAs then read each K block at the same moment, so a weight tile used by several row blocks is
 // fetched from HBM once instead of by CTAs that have drifted apart (ncu at E8 m256: 414 MB read
