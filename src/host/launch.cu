@@ -128,7 +128,8 @@ Status encode_fragment_map(CUtensorMap& map, const void* base, int experts, int 
                               cuuint64_t(experts)};
   const cuuint64_t strides[3] = {kRowBytes, cuuint64_t(k_blocks) * detail::kFragmentBlockBytes,
                                  cuuint64_t(detail::mma_fragment_bytes_per_expert(n, k))};
-  const cuuint32_t box[4] = {kRowBytes, cuuint32_t(subs * kRowsPerBlock), cuuint32_t(block_n / detail::kFragmentBlockRows), 1};
+  const cuuint32_t box[4] = {kRowBytes, cuuint32_t(subs * kRowsPerBlock),
+                             cuuint32_t(block_n / detail::kFragmentBlockRows), 1};
   const cuuint32_t element_strides[4] = {1, 1, 1, 1};
   const CUresult r = tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 4, const_cast<void*>(base), dims,
                                           strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
@@ -479,7 +480,8 @@ Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const Ti
   if (!fp8) {
     tmap_sfa = tmap_a;  // unused: only fp8_block128 activations have token scales
   } else if (Status s = encode_token_scale_map(tmap_sfa, args.a.scales, args.max_m,
-                                               args.num_experts * (args.k / scale_block_k(Format::fp8_block128)), cfg.block_m);
+                                               args.num_experts * (args.k / scale_block_k(Format::fp8_block128)),
+                                               cfg.block_m);
              !s.ok()) {
     return s;
   }

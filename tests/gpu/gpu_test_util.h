@@ -161,8 +161,6 @@ struct Problem {
 };
 using Fp8Problem = Problem;
 
-// Per-expert ||C - ref|| / ||ref|| over rows < masked_m, and every row >= masked_m (and every
-// padding column) still poisoned. Returns a description of the first failure, or "".
 // One bf16 rounding step at `x`: the spacing of bf16 values around it.
 inline double bf16_ulp(double x) {
   int exponent = 0;
@@ -176,6 +174,7 @@ inline double bf16_ulp(double x) {
 // and where the two straddle a rounding boundary they land one step apart (bf16's step is 2^-8..2^-7
 // of the value). So an expert also passes when no element is off by more than one step and at most
 // 1% of them (at least one) are off at all; a lost scale or a misplaced chunk is off by far more.
+// Returns a description of the first failure, or "".
 inline std::string check_output(const Problem& p, const std::vector<int32_t>& masked_m,
                                 const std::vector<double>& reference, double tolerance = 2e-3) {
   const auto out = p.output();
