@@ -169,14 +169,25 @@ inline double bf16_ulp(double x) {
 }
 
 // Per expert, ||C - ref|| / ||ref|| <= tolerance over its real rows, every other row and column
-// still poisoned. An expert of a few elements (one row of a narrow N) can miss that bound through one
-// legitimate rounding flip: the kernel rounds its fp32 sum and the reference its float64 sum to bf16,
-// and where the two straddle a rounding boundary they land one step apart (bf16's step is 2^-8..2^-7
-// of the value). So an expert also passes when no element is off by more than one step and at most
-// 1% of them (at least one) are off at all; a lost scale or a misplaced chunk is off by far more.
+// still poisoned. An expert of a few elements (one row of a narrow N) can miss that bound through
+// legitimate rounding flips: the kernel rounds its fp32 sum and the reference its float64 sum to
+// bf16, and where the two straddle a rounding boundary they land one step apart (bf16's step is
+// 2^-8..2^-7 of the value). So an expert also passes when no element is off by more than one step
+// and at most 1% of them (at least one) are off at all; a lost scale or a misplaced chunk is off by
+// far more.
+// fp8_block128 x fp8_block128 (`abs_product_sums` given: |alpha| * sum_k |a * b| per element, as
+// fp8_abs_product_sums returns): Hopper's FP8 MMAs accumulate each 128-K block with ~14-bit sums
+// (the kernel promotes every block to fp32), which flips roundings more often (4-25% of the
+// elements in experts of 16-112 elements, H100, 2026-11-27) and, where the terms cancel, can miss
+// by more than one step. There an element may be off by one step plus 2^-11 of its sum of |terms|
+// (a lost scale or a wrong chunk is off by ~1/sqrt(K) of it and more), and up to 40% (at least 3)
+// of an expert's elements may be off (25% seen in one of 16 elements; a wrong rounding mode would
+// flip about half, and the other pairings' tests hold their shared epilogue to 1%).
 // Returns a description of the first failure, or "".
 inline std::string check_output(const Problem& p, const std::vector<int32_t>& masked_m,
-                                const std::vector<double>& reference, double tolerance = 2e-3) {
+                                const std::vector<double>& reference, double tolerance = 2e-3,
+                                const std::vector<double>* abs_product_sums = nullptr) {
+  constexpr double kFp8AccumulationError = 1.0 / 2048;
   const auto out = p.output();
   const int64_t pitch = p.out_row_stride / 2;
   for (int e = 0; e < p.experts; ++e) {
@@ -192,8 +203,9 @@ inline std::string check_output(const Problem& p, const std::vector<int32_t>& ma
                    " written but outside masked_m/n";
           continue;
         }
+        const size_t index = (size_t(e) * p.max_m + i) * p.n + j;
         const double got = ref::bf16_to_float(bits);
-        const double want = reference[(size_t(e) * p.max_m + i) * p.n + j];
+        const double want = reference[index];
         if (!std::isfinite(got))
           return "expert " + std::to_string(e) + " row " + std::to_string(i) + " col " + std::to_string(j) +
                  " not finite (unwritten?)";
@@ -201,18 +213,35 @@ inline std::string check_output(const Problem& p, const std::vector<int32_t>& ma
         ref2 += want * want;
         ++elements;
         const double error = std::fabs(got - want);
-        if (error > bf16_ulp(want)) ++off_by_more;
+        const double allowed =
+            bf16_ulp(want) + (abs_product_sums != nullptr ? kFp8AccumulationError * (*abs_product_sums)[index] : 0.0);
+        if (error > allowed) ++off_by_more;
         else if (error > 0) ++off_by_one_step;
       }
     }
     const double relative = std::sqrt(err2 / std::max(ref2, 1e-300));
-    const bool rounding_flips_only = off_by_more == 0 && off_by_one_step <= std::max<int64_t>(1, elements / 100);
+    const int64_t flips_allowed =
+        abs_product_sums != nullptr ? std::max<int64_t>(3, elements * 2 / 5) : std::max<int64_t>(1, elements / 100);
+    const bool rounding_flips_only = off_by_more == 0 && off_by_one_step <= flips_allowed;
     if (m > 0 && relative > tolerance && !rounding_flips_only)
       return "expert " + std::to_string(e) + ": relative error " + std::to_string(relative) + " (" +
              std::to_string(m) + " rows, " + std::to_string(elements) + " elements, " + std::to_string(off_by_more) +
-             " off by more than one bf16 step, " + std::to_string(off_by_one_step) + " by one)";
+             " off by more than allowed, " + std::to_string(off_by_one_step) + " by one step)";
   }
   return "";
+}
+
+// |alpha| * sum_k |a * b| for every element of an fp8_block128 x fp8_block128 problem (all rows):
+// the scale of the MMAs' accumulation error, for check_output. e4m3's sign is bit 7 and the block
+// scales are positive, so clearing the sign bits gives |a| and |b|.
+inline std::vector<double> fp8_abs_product_sums(const Problem& p) {
+  ref::QuantizedOperand a = p.a, b = p.b;
+  for (auto& x : a.data) x &= 0x7f;
+  for (auto& x : b.data) x &= 0x7f;
+  const std::vector<int32_t> every_row(p.experts, p.max_m);
+  std::vector<double> sums = ref::masked_grouped_gemm(a, b, every_row.data(), p.alpha.data());
+  for (double& x : sums) x = std::fabs(x);
+  return sums;
 }
 
 // Each counter ends at its base plus exactly what the signal layout announces for masked_m.
