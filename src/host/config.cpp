@@ -84,6 +84,8 @@ int smem_bytes(int block_m, int block_n, int stages, Format a_format, Format b_f
   // Dequantizing mainloop: 64-K packed stages plus two bf16 tiles per dequantized operand.
   if (kernels::is_dequant_bf16_pair(a_format, b_format))
     return kernels::dequant_bf16_smem_plan(a_format, b_format, block_m, block_n, stages).total_bytes();
+  if (a_format == Format::fp8_block128 && b_format == Format::fp8_block128)
+    return kernels::fp8_block128_smem_plan(block_m, block_n, stages).total_bytes();
   return kernels::SmemPlan{block_m, block_n, stages}.total_bytes();
 }
 

@@ -159,6 +159,25 @@ Status encode_token_scale_map(CUtensorMap& map, const void* base, int rows, int 
   return {};
 }
 
+// Weight scales of fp8_block128 weights, float [experts][ceil(N/128)][K/128], as one flat row (a 2D
+// tensor of one row: the encoder refuses rank 1): a stage loads the 16-byte aligned box of 4 floats
+// that holds each scale it needs (a box's first element must lie on 16 bytes, H100 2026-11-27: an
+// illegal instruction otherwise; floats past the end read as zero).
+Status encode_weight_scale_map(CUtensorMap& map, const void* base, int64_t count) {
+  const cuuint64_t dims[2] = {cuuint64_t(count), 1};
+  const cuuint64_t strides[1] = {cuuint64_t(count * 4 + 15) / 16 * 16};  // one row: any multiple of 16
+  const cuuint32_t box[2] = {kernels::kWeightScaleBox, 1};
+  const cuuint32_t element_strides[2] = {1, 1};
+  const CUresult r = tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, const_cast<void*>(base), dims,
+                                          strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                          CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_NONE,
+                                          CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS)
+    return Status{StatusCode::cuda_error,
+                  "signalgemm: cannot build the TMA descriptor of b.scales (CUresult " + std::to_string(int(r)) + ")"};
+  return {};
+}
+
 // How many clusters of `launch` fit on the device at once, queried once per kernel and device (one
 // CTA per SM whatever the stage count, so the answer does not depend on it).
 // The occupancy query is not a stream operation, but it is not documented as allowed while the
@@ -190,9 +209,14 @@ Status resident_cluster_count(Kernel* kernel, const cudaLaunchConfig_t& launch, 
 
 // `grid` persistent CTAs; for a cluster kernel, as many whole clusters of them as can be resident
 // at once (a cluster needs its CTAs on one GPC, so fewer than sm_count / 2 may fit).
+// The TMA descriptors of one launch (a scale map is a copy of `a` where the formats have no such scales).
+struct TensorMaps {
+  CUtensorMap a, b, sfa, sfb;
+};
+
 template <class Mainloop>
-Status launch_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, int grid, const CUtensorMap& tmap_a,
-                           const CUtensorMap& tmap_b, const CUtensorMap& tmap_sfa, const kernels::KernelParams& params) {
+Status launch_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, int grid, const TensorMaps& maps,
+                     const kernels::KernelParams& params) {
   constexpr int kCluster = kernels::kClusterOf<Mainloop>;
   auto* kernel = &kernels::grouped_gemm_kernel<Mainloop>;
   const int smem = Mainloop::plan(cfg.stages).total_bytes();
@@ -224,14 +248,15 @@ Status launch_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, int gri
     ++launch.numAttrs;
     launch.attrs = attrs;
   }
-  if (cudaError_t err = cudaLaunchKernelEx(&launch, kernel, tmap_a, tmap_b, tmap_sfa, params); err != cudaSuccess)
+  if (cudaError_t err = cudaLaunchKernelEx(&launch, kernel, maps.a, maps.b, maps.sfa, maps.sfb, params);
+      err != cudaSuccess)
     return cuda_failure("kernel launch", err);
   if (cudaError_t err = cudaGetLastError(); err != cudaSuccess) return cuda_failure("kernel launch", err);
   return {};
 }
 
-using Launcher = Status (*)(const GroupedGemmArgs&, const TileConfig&, int, const CUtensorMap&, const CUtensorMap&,
-                            const CUtensorMap&, const kernels::KernelParams&);
+using Launcher = Status (*)(const GroupedGemmArgs&, const TileConfig&, int, const TensorMaps&,
+                            const kernels::KernelParams&);
 
 template <template <int, int> class Mainloop>
 Launcher launcher_for_tile(const TileConfig& cfg) {
@@ -456,8 +481,8 @@ Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const Ti
   const int num_k_blocks = dequant_pair || converted_tokens_rs ? args.k / kernels::kDequantStageK
                                                                : (a_k_bytes + kernels::kBlockK - 1) / kernels::kBlockK;
 
-  CUtensorMap tmap_a, tmap_b, tmap_sfa;
-  if (Status s = encode_operand_map(tmap_a, tokens_in_workspace ? args.workspace : args.a.data, args.num_experts,
+  TensorMaps maps;
+  if (Status s = encode_operand_map(maps.a, tokens_in_workspace ? args.workspace : args.a.data, args.num_experts,
                                     args.max_m, a_k_bytes, a_row, a_expert, a_box_k, a_box_rows, "a");
       !s.ok())
     return s;
@@ -468,22 +493,30 @@ Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const Ti
     return Status{StatusCode::unsupported, "signalgemm: b.layout mma_fragments is not supported on config " +
                                                std::to_string(cfg.block_m) + "x" + std::to_string(cfg.block_n) +
                                                " with a.format " + to_string(args.a.format)};
-  if (Status s = fragment_weights ? encode_fragment_map(tmap_b, args.b.data, args.num_experts, args.n, args.k, rs_subs,
+  if (Status s = fragment_weights ? encode_fragment_map(maps.b, args.b.data, args.num_experts, args.n, args.k, rs_subs,
                                                         cfg.block_n)
-                                  : encode_operand_map(tmap_b, args.b.data, args.num_experts, args.n, b_k_bytes, b_row,
+                                  : encode_operand_map(maps.b, args.b.data, args.num_experts, args.n, b_k_bytes, b_row,
                                                        b_expert,
                                                        dequant_pair ? kernels::dequant_stage_row_bytes(args.b.format)
                                                                     : b_box_k,
                                                        cfg.block_n, "b");
       !s.ok())
     return s;
-  if (!fp8) {
-    tmap_sfa = tmap_a;  // unused: only fp8_block128 activations have token scales
-  } else if (Status s = encode_token_scale_map(tmap_sfa, args.a.scales, args.max_m,
-                                               args.num_experts * (args.k / scale_block_k(Format::fp8_block128)),
-                                               cfg.block_m);
-             !s.ok()) {
-    return s;
+  // Scale maps only where the mainloop loads those scales with TMA: fp8_block128 tokens' (all
+  // pairings) and fp8_block128 weights' (fp8_block128 x fp8_block128). The others copy `a`, unused.
+  maps.sfa = maps.sfb = maps.a;
+  const int scale_k_blocks = args.k / scale_block_k(Format::fp8_block128);
+  if (fp8) {
+    if (Status s = encode_token_scale_map(maps.sfa, args.a.scales, args.max_m, args.num_experts * scale_k_blocks,
+                                          cfg.block_m);
+        !s.ok())
+      return s;
+  }
+  if (fp8 && args.b.format == Format::fp8_block128) {
+    if (Status s = encode_weight_scale_map(maps.sfb, args.b.scales,
+                                           int64_t(args.num_experts) * ((args.n + 127) / 128) * scale_k_blocks);
+        !s.ok())
+      return s;
   }
 
   kernels::KernelParams params{};
@@ -540,7 +573,7 @@ Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const Ti
   if (launcher == nullptr)
     return Status{StatusCode::invalid_argument, "signalgemm: config " + std::to_string(cfg.block_m) + "x" +
                                                     std::to_string(cfg.block_n) + " is not a compiled tile"};
-  return launcher(args, launch_cfg, grid, tmap_a, tmap_b, tmap_sfa, params);
+  return launcher(args, launch_cfg, grid, maps, params);
 }
 
 }  // namespace

@@ -49,6 +49,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     grouped_gemm_kernel(const __grid_constant__ CUtensorMap tmap_a,
                                      const __grid_constant__ CUtensorMap tmap_b,
                                      const __grid_constant__ CUtensorMap tmap_sfa,
+                                     const __grid_constant__ CUtensorMap tmap_sfb,
                                      const __grid_constant__ KernelParams p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int kBlockM = Mainloop::kBlockM;
@@ -106,7 +107,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       const auto publish_and_load = [&] {
         tile_ring_put(ring, ring_cursor, work, /*end=*/false);
         if constexpr (kLoadsClusterWork<Mainloop>)
-          Mainloop::load_tile(&tmap_a, &tmap_b, &tmap_sfa, smem, plan, full, empty, pipe, work, rank, p.num_k_blocks);
+          Mainloop::load_tile(&tmap_a, &tmap_b, &tmap_sfa, &tmap_sfb, smem, plan, full, empty, pipe, work, rank, p);
         else
           Mainloop::load_tile(&tmap_a, &tmap_b, &tmap_sfa, smem, plan, full, empty, pipe, work.tile, p.num_k_blocks);
       };

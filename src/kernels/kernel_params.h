@@ -75,6 +75,8 @@ struct SmemPlan {
   int scale_buffer_bytes = 0;  // outside the ring: the block scales the MMA threads copy in themselves
                                //   (register-weights mainloop: two stages' worth of weight scales, three of
                                //   token scales; dequantizing one: three)
+  int sfb_stage_bytes = 0;     // per stage, beside the ring: the weight scales TMA loads with the stage
+                               //   (fp8_block128: one 128-byte slot per MMA warpgroup)
 
   SG_HD static constexpr int round_up(int x, int a) { return (x + a - 1) / a * a; }
   SG_HD constexpr int a_bytes() const {  // token tile(s)
@@ -94,13 +96,26 @@ struct SmemPlan {
   SG_HD constexpr int sfa_offset(int s) const { return dequant_bytes + stages * (a_bytes() + b_bytes()) + s * sfa_bytes(); }
   SG_HD constexpr int staging_offset() const { return dequant_bytes + stages * stage_bytes(); }
   SG_HD constexpr int scale_buffer_offset() const { return staging_offset() + staging_bytes(); }
-  SG_HD constexpr int barrier_offset() const { return round_up(scale_buffer_offset() + scale_buffer_bytes, 8); }
+  SG_HD constexpr int sfb_offset(int s) const {
+    return scale_buffer_offset() + scale_buffer_bytes + s * sfb_stage_bytes;
+  }
+  SG_HD constexpr int barrier_offset() const { return round_up(sfb_offset(stages), 8); }
   // full[stages] then empty[stages], 8 bytes each, the storer's count of stored tiles for the
   // signaler (epilogue_signal.cuh; 8 bytes with padding), then the tile ring; plus slack to align
   // the base at run time.
   SG_HD constexpr int tile_ring_offset() const { return barrier_offset() + 2 * stages * 8 + 8; }
   SG_HD constexpr int total_bytes() const { return tile_ring_offset() + kTileRingBytes + kSmemAlignment; }
 };
+
+// fp8_block128 x fp8_block128 (mainloop_fp8_block128.cuh): 128-K stages with the token scales in the
+// stage and, beside the ring, each MMA warpgroup's weight scale of the stage: the 16-byte aligned
+// box of kWeightScaleBox floats that holds it, in a 128-byte aligned slot (TMA's alignments).
+inline constexpr int kWeightScaleBox = 4;  // 16 bytes: TMA's smallest box
+SG_HD constexpr SmemPlan fp8_block128_smem_plan(int block_m, int block_n, int stages) {
+  SmemPlan plan{block_m, block_n, stages};
+  plan.sfb_stage_bytes = kMathWarpgroups * 128;
+  return plan;
+}
 
 // bf16 activations x FP4 or mxfp8 weights (mainloop_register_weights.cuh): a stage holds `subs` 64-K blocks
 // (one 128-byte swizzled token tile each) and the weights' subs * 32 (FP4) or 64 (e4m3) bytes per row; no

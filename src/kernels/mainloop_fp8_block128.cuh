@@ -29,17 +29,20 @@ struct Fp8Block128Mainloop {
   // 64 or 128 rows, aligned: a warpgroup's rows never straddle two 128x128 weight-scale blocks.
   static_assert(kSlices == 1 || kSlices == 2, "a warpgroup covers 64 or 128 weight rows");
 
-  // Bytes the copy engine delivers into one stage (the scale box is exactly kBlockM floats).
-  static constexpr uint32_t kStageTxBytes = kBlockM * kBlockK + kBlockN * kBlockK + kBlockM * 4;
-  SG_HD static SmemPlan plan(int stages) { return SmemPlan{kBlockM, kBlockN, stages}; }
+  // Bytes the copy engine delivers into one stage: tokens, weights, the token scales (a box of
+  // exactly kBlockM floats) and each MMA warpgroup's box of weight scales.
+  static constexpr uint32_t kStageTxBytes =
+      kBlockM * kBlockK + kBlockN * kBlockK + kBlockM * 4 + kMathWarpgroups * kWeightScaleBox * 4;
+  SG_HD static SmemPlan plan(int stages) { return fp8_block128_smem_plan(kBlockM, kBlockN, stages); }
 
   // Producer (one thread): streams the K blocks of this CTA's work into the ring. In a cluster,
   // rank 0 multicasts the shared operand to both CTAs and each CTA loads the rest of its own
   // tile; rank 1 of a lone tile loads nothing and only arrives, keeping both rings in step.
   __device__ __forceinline__ static void load_tile(const CUtensorMap* tmap_a, const CUtensorMap* tmap_b,
-                                                   const CUtensorMap* tmap_sfa, uint8_t* smem, const SmemPlan& plan,
-                                                   uint64_t* full, uint64_t* empty, PipelineState& pipe,
-                                                   const detail::ClusterWork& work, int rank, int num_k_blocks) {
+                                                   const CUtensorMap* tmap_sfa, const CUtensorMap* tmap_sfb,
+                                                   uint8_t* smem, const SmemPlan& plan, uint64_t* full,
+                                                   uint64_t* empty, PipelineState& pipe,
+                                                   const detail::ClusterWork& work, int rank, const KernelParams& p) {
     using detail::ClusterShare;
     constexpr uint16_t kBothCtas = 0b11;
     const detail::Tile& tile = work.tile;
@@ -47,6 +50,10 @@ struct Fp8Block128Mainloop {
     const int weight0 = tile.n_block * kBlockN;
     const bool multicast_tokens = kCluster > 1 && work.share == ClusterShare::tokens;
     const bool multicast_weights = kCluster > 1 && work.share == ClusterShare::weights;
+    const int num_k_blocks = p.num_k_blocks;
+    int32_t weight_scale_rows[kMathWarpgroups];  // element index of each MMA warpgroup's first scale
+#pragma unroll
+    for (int wg = 0; wg < kMathWarpgroups; ++wg) weight_scale_rows[wg] = weight_scale_row(p, tile, wg);
     for (int kb = 0; kb < num_k_blocks; ++kb) {
       uint64_t* stage_full = arm_stage(full, empty, pipe, work.has_tile ? kStageTxBytes : 0);
       if (work.has_tile) {
@@ -62,6 +69,14 @@ struct Fp8Block128Mainloop {
         else if (rank == 0)
           tma_load_multicast(smem + plan.b_offset(pipe.stage), tmap_b, b_coords, stage_full, kBothCtas);
         tma_load(smem + plan.sfa_offset(pipe.stage), tmap_sfa, sfa_coords, stage_full);
+        // The weight scales travel with the stage, a pipeline depth ahead of their use, instead of
+        // each MMA thread loading them from global memory: an L2 round trip every tile started with.
+        // A box must start on 16 bytes: the aligned 4 floats that hold this K block's scale.
+#pragma unroll
+        for (int wg = 0; wg < kMathWarpgroups; ++wg) {
+          const int32_t sfb_coords[2] = {(weight_scale_rows[wg] + kb) & ~(kWeightScaleBox - 1), 0};
+          tma_load(smem + plan.sfb_offset(pipe.stage) + 128 * wg, tmap_sfb, sfb_coords, stage_full);
+        }
       }
       pipe.advance();
     }
@@ -86,6 +101,17 @@ struct Fp8Block128Mainloop {
 
  private:
   static constexpr int kTokenStep = 32;     // MMA widths: 32, 64, ..., kBlockM
+
+  // Where the weight scales of MMA warpgroup `warpgroup` in `tile` start in b_scales (floats
+  // [expert][ceil(N/128)][K/128]): its weight rows lie in one 128x128 scale block. In a last,
+  // partial column block they may lie past N: clamp, those columns are never stored. (An int32
+  // index, as TMA coordinates are: launch validation keeps b_scales below 2^31 floats.)
+  __device__ __forceinline__ static int32_t weight_scale_row(const KernelParams& p, const detail::Tile& tile,
+                                                             int warpgroup) {
+    const int weight_blocks_128 = (p.layout.n + 127) / 128;
+    const int scale_block = min((tile.n_block * kBlockN + warpgroup * kWarpgroupRows) / 128, weight_blocks_128 - 1);
+    return (tile.expert * weight_blocks_128 + scale_block) * p.num_k_blocks;
+  }
   static constexpr int kScalePrefetch = 4;  // token-scale pairs loaded ahead of their FMAs
 
   // Picks the narrowest MMA width that covers `width` tokens.
@@ -109,21 +135,13 @@ struct Fp8Block128Mainloop {
                                                       const detail::Tile& tile, int warpgroup, int lane) {
     using Mma = ptx::WgmmaF8<kTokens>;
     constexpr int kPartialRegs = Mma::kRegs;
-    // This warpgroup's weight rows lie in one 128x128 scale block. In a last, partial column
-    // block they may lie past N: clamp, those columns are never stored.
-    const int weight_blocks_128 = (p.layout.n + 127) / 128;
-    const int scale_block = min((tile.n_block * kBlockN + warpgroup * kWarpgroupRows) / 128, weight_blocks_128 - 1);
-    const float* sfb_row =
-        static_cast<const float*>(p.b_scales) + (int64_t(tile.expert) * weight_blocks_128 + scale_block) * p.num_k_blocks;
     const int num_k_blocks = p.num_k_blocks;
-
-    // The weight scale of the next K block is fetched one iteration ahead to hide its latency.
-    float sfb_next = __ldg(sfb_row);
+    const int32_t sfb_index = weight_scale_row(p, tile, warpgroup);
     for (int kb = 0; kb < num_k_blocks; ++kb) {
-      const float sfb = sfb_next;
-      if (kb + 1 < num_k_blocks) sfb_next = __ldg(sfb_row + kb + 1);
-
       mbarrier_wait(&full[pipe.stage], pipe.phase);
+      // This warpgroup's weight scale of the K block, within the aligned box load_tile fetched.
+      const float* stage_sfb = reinterpret_cast<const float*>(smem + plan.sfb_offset(pipe.stage) + 128 * warpgroup);
+      const float sfb = ptx::ld_shared_f32_in_order(stage_sfb + ((sfb_index + kb) & (kWeightScaleBox - 1)));
       const uint8_t* stage_a = smem + plan.a_offset(pipe.stage);
       const uint8_t* stage_b = smem + plan.b_offset(pipe.stage) + warpgroup * kWarpgroupRows * kBlockK;
       const float* stage_sfa = reinterpret_cast<const float*>(smem + plan.sfa_offset(pipe.stage));

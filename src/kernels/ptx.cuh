@@ -252,6 +252,13 @@ __device__ __forceinline__ float2 ld_shared_f32x2_in_order(const float* smem_ptr
   return v;
 }
 
+// A scalar shared load kept in program order (volatile): after the barrier wait that publishes it.
+__device__ __forceinline__ float ld_shared_f32_in_order(const float* smem_ptr) {
+  float v;
+  asm volatile("ld.shared.f32 %0, [%1];\n" : "=f"(v) : "r"(static_cast<uint32_t>(__cvta_generic_to_shared(smem_ptr))));
+  return v;
+}
+
 // Promotion of per-128-K partial accumulators (fp32): acc[s] += partial[s] * sfa[token] for
 // kSlices accumulator sets over the same tokens, the first kTokens of them. wgmma m64nN layout:
 // register 4j + i of a thread holds token 8j + 2 (lane % 4) + i % 2, so each token-scale pair is

@@ -56,9 +56,9 @@ TEST(Config, DeepestRingThatFits) {
   for (TileShape t : kSupportedTiles) {
     const TileConfig cfg = choose_tile_config(1024, 0, kH100SmemPerBlock, TileConfig{t.block_m, t.block_n, 0});
     EXPECT_GE(cfg.stages, 3) << t.block_m << "x" << t.block_n;
-    EXPECT_LE((kernels::SmemPlan{t.block_m, t.block_n, cfg.stages}.total_bytes()), kH100SmemPerBlock);
+    EXPECT_LE(kernels::fp8_block128_smem_plan(t.block_m, t.block_n, cfg.stages).total_bytes(), kH100SmemPerBlock);
     if (cfg.stages < kMaxStages)
-      EXPECT_GT((kernels::SmemPlan{t.block_m, t.block_n, cfg.stages + 1}.total_bytes()), kH100SmemPerBlock);
+      EXPECT_GT(kernels::fp8_block128_smem_plan(t.block_m, t.block_n, cfg.stages + 1).total_bytes(), kH100SmemPerBlock);
   }
 }
 
@@ -190,11 +190,13 @@ TEST(Config, OverrideIsKept) {
 
 TEST(Config, SmemPlanIsAlignedForTmaAndWgmma) {
   for (TileShape t : kSupportedTiles) {
-    const kernels::SmemPlan plan{t.block_m, t.block_n, 5};
+    const kernels::SmemPlan plan = kernels::fp8_block128_smem_plan(t.block_m, t.block_n, 5);
     for (int s = 0; s < 5; ++s) {
       EXPECT_EQ(plan.a_offset(s) % 1024, 0);
       EXPECT_EQ(plan.b_offset(s) % 1024, 0);
       EXPECT_EQ(plan.sfa_offset(s) % 128, 0);
+      EXPECT_EQ(plan.sfb_offset(s) % 128, 0);  // TMA destinations
+      EXPECT_LE(plan.sfb_offset(s) + plan.sfb_stage_bytes, plan.barrier_offset());
     }
     EXPECT_EQ(plan.staging_offset() % 16, 0);
     EXPECT_EQ(plan.barrier_offset() % 8, 0);

@@ -468,6 +468,15 @@ std::vector<Rejection> overflow_rejections() {
                a.k = 128;
              },
              {"num_experts", "max_m", "n"}, "more than 2^63"),
+      // 4096 experts x 512 x 1024 blocks of 128x128 = 2^31 fp8_block128 weight scales: past the int32
+      // TMA coordinate that loads them.
+      reject("WeightScalesPastInt32",
+             [](auto& a) {
+               a.num_experts = 4096;
+               a.n = 1 << 16;
+               a.k = 1 << 17;
+             },
+             {"b.scales"}, "more than 2^31 - 1"),
       // Rounding max_m or n up to a whole tile would overflow int32 (SignalLayout::row_blocks_per_expert).
       reject("MaxMInt32Max", [](auto& a) { a.max_m = INT32_MAX; }, {"max_m"}, "too large"),
       reject("MaxMJustAboveExtentLimit", [](auto& a) { a.max_m = kMaxExtent + 1; }, {"max_m"}, "too large"),
