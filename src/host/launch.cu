@@ -141,41 +141,37 @@ Status encode_fragment_map(CUtensorMap& map, const void* base, int experts, int 
   return {};
 }
 
-// Token scales of fp8_block128 activations: float [experts * K/128][round_up(max_m, 4)], loaded as
-// rows of block_m consecutive tokens.
-Status encode_token_scale_map(CUtensorMap& map, const void* base, int rows, int scale_rows, int box_rows) {
-  const int pitch = (rows + 3) / 4 * 4;
-  const cuuint64_t dims[2] = {cuuint64_t(rows), cuuint64_t(scale_rows)};
-  const cuuint64_t strides[1] = {cuuint64_t(pitch) * 4};
-  const cuuint32_t box[2] = {cuuint32_t(box_rows), 1};
+// A 2D fp32 scale tensor of `rows` rows of `cols` floats, `pitch_bytes` apart, loaded unswizzled as
+// boxes of `box_cols` floats of one row.
+Status encode_scale_map(CUtensorMap& map, const void* base, int64_t cols, int64_t rows, int64_t pitch_bytes,
+                        int box_cols, const char* name) {
+  const cuuint64_t dims[2] = {cuuint64_t(cols), cuuint64_t(rows)};
+  const cuuint64_t strides[1] = {cuuint64_t(pitch_bytes)};
+  const cuuint32_t box[2] = {cuuint32_t(box_cols), 1};
   const cuuint32_t element_strides[2] = {1, 1};
   const CUresult r = tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, const_cast<void*>(base), dims,
                                           strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
                                           CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_NONE,
                                           CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS)
-    return Status{StatusCode::cuda_error,
-                  "signalgemm: cannot build the TMA descriptor of a.scales (CUresult " + std::to_string(int(r)) + ")"};
+    return Status{StatusCode::cuda_error, std::string("signalgemm: cannot build the TMA descriptor of ") + name +
+                                              " (CUresult " + std::to_string(int(r)) + ")"};
   return {};
 }
 
-// Weight scales of fp8_block128 weights, float [experts][ceil(N/128)][K/128], as one flat row (a 2D
-// tensor of one row: the encoder refuses rank 1): a stage loads the 16-byte aligned box of 4 floats
-// that holds each scale it needs (a box's first element must lie on 16 bytes, H100 2026-11-27: an
-// illegal instruction otherwise; floats past the end read as zero).
+// Token scales of fp8_block128 activations: float [experts * K/128][round_up(max_m, 4)], loaded as
+// rows of block_m consecutive tokens.
+Status encode_token_scale_map(CUtensorMap& map, const void* base, int rows, int scale_rows, int box_rows) {
+  const int64_t pitch = (rows + 3) / 4 * 4;
+  return encode_scale_map(map, base, rows, scale_rows, pitch * 4, box_rows, "a.scales");
+}
+
+// Weight scales of fp8_block128 weights, float [experts][ceil(N/128)][K/128], as one flat row (the
+// encoder refuses rank 1): a stage loads the 16-byte aligned box of 4 floats that holds each scale it
+// needs (a box's first element must lie on 16 bytes, H100 2026-11-27: an illegal instruction
+// otherwise; floats past the end read as zero).
 Status encode_weight_scale_map(CUtensorMap& map, const void* base, int64_t count) {
-  const cuuint64_t dims[2] = {cuuint64_t(count), 1};
-  const cuuint64_t strides[1] = {cuuint64_t(count * 4 + 15) / 16 * 16};  // one row: any multiple of 16
-  const cuuint32_t box[2] = {kernels::kWeightScaleBox, 1};
-  const cuuint32_t element_strides[2] = {1, 1};
-  const CUresult r = tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, const_cast<void*>(base), dims,
-                                          strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                                          CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_NONE,
-                                          CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS)
-    return Status{StatusCode::cuda_error,
-                  "signalgemm: cannot build the TMA descriptor of b.scales (CUresult " + std::to_string(int(r)) + ")"};
-  return {};
+  return encode_scale_map(map, base, count, 1, (count * 4 + 15) / 16 * 16, kernels::kWeightScaleBox, "b.scales");
 }
 
 // How many clusters of `launch` fit on the device at once, queried once per kernel and device (one
