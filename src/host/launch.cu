@@ -203,13 +203,13 @@ Status resident_cluster_count(Kernel* kernel, const cudaLaunchConfig_t& launch, 
   return {};
 }
 
-// `grid` persistent CTAs; for a cluster kernel, as many whole clusters of them as can be resident
-// at once (a cluster needs its CTAs on one GPC, so fewer than sm_count / 2 may fit).
 // The TMA descriptors of one launch (a scale map is a copy of `a` where the formats have no such scales).
 struct TensorMaps {
   CUtensorMap a, b, sfa, sfb;
 };
 
+// `grid` persistent CTAs; for a cluster kernel, as many whole clusters of them as can be resident
+// at once (a cluster needs its CTAs on one GPC, so fewer than sm_count / 2 may fit).
 template <class Mainloop>
 Status launch_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, int grid, const TensorMaps& maps,
                      const kernels::KernelParams& params) {
