@@ -101,6 +101,7 @@ struct Fp8Block128Mainloop {
 
  private:
   static constexpr int kTokenStep = 32;     // MMA widths: 32, 64, ..., kBlockM
+  static constexpr int kScalePrefetch = 4;  // token-scale pairs loaded ahead of their FMAs
 
   // Where the weight scales of MMA warpgroup `warpgroup` in `tile` start in b_scales (floats
   // [expert][ceil(N/128)][K/128]): its weight rows lie in one 128x128 scale block. In a last,
@@ -112,7 +113,6 @@ struct Fp8Block128Mainloop {
     const int scale_block = min((tile.n_block * kBlockN + warpgroup * kWarpgroupRows) / 128, weight_blocks_128 - 1);
     return (tile.expert * weight_blocks_128 + scale_block) * p.num_k_blocks;
   }
-  static constexpr int kScalePrefetch = 4;  // token-scale pairs loaded ahead of their FMAs
 
   // Picks the narrowest MMA width that covers `width` tokens.
   template <int kTokens>
