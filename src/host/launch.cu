@@ -507,12 +507,11 @@ Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const Ti
                                           cfg.block_m);
         !s.ok())
       return s;
-  }
-  if (fp8 && args.b.format == Format::fp8_block128) {
-    if (Status s = encode_weight_scale_map(maps.sfb, args.b.scales,
-                                           int64_t(args.num_experts) * ((args.n + 127) / 128) * scale_k_blocks);
-        !s.ok())
-      return s;
+    if (args.b.format == Format::fp8_block128)
+      if (Status s = encode_weight_scale_map(maps.sfb, args.b.scales,
+                                             int64_t(args.num_experts) * ((args.n + 127) / 128) * scale_k_blocks);
+          !s.ok())
+        return s;
   }
 
   kernels::KernelParams params{};

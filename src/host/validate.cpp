@@ -69,11 +69,6 @@ void check_operand(Checker& c, const char* name, const OperandArgs& op, int num_
   c.require(op.scales == nullptr || aligned(op.scales, 16), n, ".scales must be 16-byte aligned (TMA)");
   c.require(!scaled || k % scale_block_k(op.format) == 0, "k = ", k, " must be a multiple of ",
             scale_block_k(op.format), " (the scale block of ", n, ".format ", to_string(op.format), ")");
-  // fp8_block128 weight scales are loaded by one int32 TMA coordinate into a flat row (launch.cu).
-  c.require(op.format != Format::fp8_block128 || n != "b" ||
-                int64_t(num_experts) * ((rows + 127) / 128) * (k / 128) <= std::numeric_limits<int32_t>::max(),
-            n, ".scales: ", num_experts, " experts x ", (rows + 127) / 128, " x ", k / 128,
-            " 128x128 blocks is more than 2^31 - 1 weight scales");
 
   // The launcher computes a row's bytes as k * bits / 8 in int.
   c.require(int64_t(k) * element_bits(op.format) <= std::numeric_limits<int32_t>::max(), "k = ", k,
@@ -159,6 +154,11 @@ Status validate(const GroupedGemmArgs& args) {
 
   check_operand(c, "a", args.a, args.num_experts, args.max_m, args.k);
   check_operand(c, "b", args.b, args.num_experts, args.n, args.k);
+  // fp8_block128 weight scales are loaded by one int32 TMA coordinate into a flat row (launch.cu).
+  const int64_t weight_blocks = int64_t(args.num_experts) * ((args.n + 127) / 128) * (args.k / 128);
+  c.require(args.b.format != Format::fp8_block128 || weight_blocks <= std::numeric_limits<int32_t>::max(),
+            "b.scales: ", args.num_experts, " experts x ", (args.n + 127) / 128, " x ", args.k / 128,
+            " 128x128 blocks is more than 2^31 - 1 weight scales");
   check_layouts(c, args);
 
   // Mainloops compiled so far.
