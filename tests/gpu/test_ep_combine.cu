@@ -426,7 +426,9 @@ int worker_main(int rank, int ranks, const char* hex, int iterations) {
   int failures = 0;
   for (int iter = 0; iter < iterations && failures < 3; ++iter) {
     const EpRouting routing = random_ep_routing(ranks, rng);
-    std::string err = st.launch(routing, granularity_of(iter), uint32_t(iter + 1));
+    // The modes as in run_single_process; here each rank's process enqueues only its own launches.
+    std::string err = iter % 3 == 2 ? st.launch_epilogue_send(routing, uint32_t(iter + 1))
+                                    : st.launch(routing, granularity_of(iter), uint32_t(iter + 1));
     const std::string e = st.check(routing, golden);
     if (err.empty()) err = e;
     if (!err.empty()) {
