@@ -155,6 +155,91 @@ TEST(Fp8Block128Gemm, DeepSeekShapes) {
   }
 }
 
+// Prefill-sized problems (SPEC §6: m >= 1024): many row blocks per expert on the heuristic's large
+// tiles (fp8: 128x256 in two-CTA clusters at K >= 4096, or dynamic tiles from a workspace; bf16 x
+// nvfp4: 192x128 on the register-weights mainloop; bf16: 128x256). The float64 reference is too slow
+// for every row, so it covers the rows at each side of every 64-row boundary (the edges of 128- and
+// 192-row tiles), the last real row and a few random ones, all columns (the last column block is
+// partial); every other real row must be written and finite, every row past masked_m untouched.
+TEST(PrefillShapes, SampledRowsAgainstTheReference) {
+  SG_REQUIRE_HOPPER();
+  constexpr int kExperts = 4, kMaxM = 1100, kN = 2176, kK = 4096;
+  const std::vector<int32_t> masked_m = {1100, 1023, 0, 517};
+  struct Pairing { Format a, b; };
+  for (const Pairing pairing : {Pairing{Format::fp8_block128, Format::fp8_block128}, Pairing{Format::bf16, Format::nvfp4},
+                                Pairing{Format::bf16, Format::bf16}}) {
+    const std::string what = std::string(to_string(pairing.a)) + " x " + to_string(pairing.b);
+    std::mt19937 rng(77);
+    Problem p;
+    p.build(kExperts, kMaxM, kN, kK, rng, 0, 0, 0, pairing.a, pairing.b);
+    // Sampled rows and their float64 reference, per expert.
+    std::vector<std::vector<int>> rows(kExperts);
+    for (int e = 0; e < kExperts; ++e) {
+      const int m = masked_m[e];
+      for (int edge = 64; edge < m; edge += 64)
+        for (int row : {edge - 1, edge}) rows[e].push_back(row);
+      if (m > 0) rows[e].insert(rows[e].end(), {0, m - 1, int(rng() % m), int(rng() % m)});
+    }
+    std::vector<std::vector<double>> reference(kExperts);
+    std::vector<double> b_row(kK);
+    for (int e = 0; e < kExperts; ++e) {
+      if (rows[e].empty()) continue;
+      std::vector<std::vector<double>> a_rows(rows[e].size(), std::vector<double>(kK));
+      for (size_t r = 0; r < rows[e].size(); ++r)
+        for (int c = 0; c < kK; ++c) a_rows[r][c] = ref::dequantize_element(p.a, e, rows[e][r], c);
+      reference[e].assign(rows[e].size() * kN, 0.0);
+      for (int j = 0; j < kN; ++j) {
+        for (int c = 0; c < kK; ++c) b_row[c] = ref::dequantize_element(p.b, e, j, c);
+        for (size_t r = 0; r < rows[e].size(); ++r) {
+          double sum = 0;
+          for (int c = 0; c < kK; ++c) sum += a_rows[r][c] * b_row[c];
+          reference[e][r * kN + j] = double(p.alpha[e]) * sum;
+        }
+      }
+    }
+    DeviceBuffer workspace;
+    for (const bool with_workspace : {false, true}) {
+      GroupedGemmArgs args = p.args();
+      args.expected_m = 1024;
+      args.granularity = SignalGranularity::per_row_block;
+      if (with_workspace) {
+        workspace = DeviceBuffer(std::max<size_t>(workspace_bytes(args), 16));
+        args.workspace = workspace.get();
+        args.workspace_bytes = workspace.bytes();
+      }
+      const TileConfig config = select_config(args);
+      SCOPED_TRACE(what + (with_workspace ? ", workspace" : "") + ", tile " + std::to_string(config.block_m) + "x" +
+                   std::to_string(config.block_n) + " cluster " + std::to_string(config.cluster));
+      const RunResult r = run(p, args, masked_m);
+      ASSERT_TRUE(r.status.ok()) << r.status.message;
+      expect_signals(args, masked_m, r.signals);
+      const auto out = p.output();
+      const int64_t pitch = p.out_row_stride / 2;
+      for (int e = 0; e < kExperts; ++e) {
+        int unwritten = 0, overwritten = 0;
+        for (int i = 0; i < kMaxM; ++i)
+          for (int j = 0; j < kN; ++j) {
+            const uint16_t bits = out[(size_t(e) * kMaxM + i) * pitch + j];
+            if (i >= masked_m[e]) overwritten += bits != kPoison;
+            else unwritten += !std::isfinite(ref::bf16_to_float(bits));
+          }
+        EXPECT_EQ(overwritten, 0) << "expert " << e << ": elements written past masked_m";
+        EXPECT_EQ(unwritten, 0) << "expert " << e << ": real elements left poisoned or not finite";
+        double err2 = 0, ref2 = 0;
+        for (size_t r = 0; r < rows[e].size(); ++r)
+          for (int j = 0; j < kN; ++j) {
+            const double got = ref::bf16_to_float(out[(size_t(e) * kMaxM + rows[e][r]) * pitch + j]);
+            const double want = reference[e][r * kN + j];
+            err2 += (got - want) * (got - want);
+            ref2 += want * want;
+          }
+        if (!rows[e].empty())
+          EXPECT_LE(std::sqrt(err2 / ref2), 2e-3) << "expert " << e << ", " << rows[e].size() << " sampled rows";
+      }
+    }
+  }
+}
+
 // Problems smaller than one tile in every direction (TMA boxes larger than the tensor).
 TEST(Fp8Block128Gemm, ProblemsSmallerThanATile) {
   SG_REQUIRE_HOPPER();
