@@ -26,6 +26,7 @@ inline constexpr int kStagingFullBarrier = 1;
 inline constexpr int kStagingFreeBarrier = 2;
 inline constexpr int kTokenConversionBarrier = 3;
 inline constexpr int kDequantBarrier = 5;
+inline constexpr int kScaleProductBarrier = 6;  // + MMA warpgroup: fp8_block128's scale products
 inline constexpr int kProducerRegisters = 40;
 // 128 * 40 + 256 * 232 = 64512 of the SM's 65536. Producer 48 + MMA 232 (all 65536) hangs: the
 // MMA warps' setmaxnreg.inc then waits forever for registers (H200, 2026-11-26).
@@ -109,10 +110,13 @@ struct SmemPlan {
 
 // fp8_block128 x fp8_block128 (mainloop_fp8_block128.cuh): 128-K stages with the token scales in the
 // stage and, beside the ring, each MMA warpgroup's weight scale of the stage: the 16-byte aligned
-// box of kWeightScaleBox floats that holds it, in a 128-byte aligned slot (TMA's alignments).
+// box of kWeightScaleBox floats that holds it, in a 128-byte aligned slot (TMA's alignments); and
+// each MMA warpgroup's scale products (weight scale x token scale, one float per token) of two
+// stages, which its threads form once per token and share.
 inline constexpr int kWeightScaleBox = 4;  // 16 bytes: TMA's smallest box
 SG_HD constexpr SmemPlan fp8_block128_smem_plan(int block_m, int block_n, int stages) {
   SmemPlan plan{block_m, block_n, stages};
+  plan.scale_buffer_bytes = kMathWarpgroups * 2 * block_m * 4;
   plan.sfb_stage_bytes = kMathWarpgroups * 128;
   return plan;
 }

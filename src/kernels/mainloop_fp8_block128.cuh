@@ -137,15 +137,20 @@ struct Fp8Block128Mainloop {
     constexpr int kPartialRegs = Mma::kRegs;
     const int num_k_blocks = p.num_k_blocks;
     const int32_t sfb_index = weight_scale_row(p, tile, warpgroup);
+    const int warpgroup_thread = threadIdx.x % 128;
+    // This warpgroup's two buffers of scale products (sfb * sfa[token]), by the K block's parity.
+    // The barrier of each K block, and this one before the tile's first (the previous tile may have
+    // ended on either parity), let a thread write a buffer only once every thread of the warpgroup
+    // has finished reading what it held.
+    float* const products = reinterpret_cast<float*>(smem + plan.scale_buffer_offset()) + warpgroup * 2 * kBlockM;
+    ptx::named_barrier_sync(kScaleProductBarrier + warpgroup, 128);
     for (int kb = 0; kb < num_k_blocks; ++kb) {
       mbarrier_wait(&full[pipe.stage], pipe.phase);
-      // This warpgroup's weight scale of the K block, within the aligned box load_tile fetched.
-      const float* stage_sfb = reinterpret_cast<const float*>(smem + plan.sfb_offset(pipe.stage) + 128 * warpgroup);
-      const float sfb = ptx::ld_shared_f32_in_order(stage_sfb + ((sfb_index + kb) & (kWeightScaleBox - 1)));
       const uint8_t* stage_a = smem + plan.a_offset(pipe.stage);
       const uint8_t* stage_b = smem + plan.b_offset(pipe.stage) + warpgroup * kWarpgroupRows * kBlockK;
       const float* stage_sfa = reinterpret_cast<const float*>(smem + plan.sfa_offset(pipe.stage));
       const uint64_t desc_tokens = ptx::smem_desc_kmajor_sw128(stage_a);
+      float* const stage_products = products + (kb & 1) * kBlockM;
 
       float2 scaled_tokens[kSlices == 2 ? kTokens / 8 : 1];  // sfb * sfa of this thread's token pairs
 #pragma unroll
@@ -160,26 +165,35 @@ struct Fp8Block128Mainloop {
         }
         ptx::wgmma_commit();
 
-        // Promote with both scales: acc += partial * sfb * sfa[token]. Two slices lie in one
-        // weight-scale block and see the same tokens, so sfb * sfa is formed once per stage (its
-        // loads overlap the first slice's MMAs) and reused: half the shared loads and multiplies.
-        // One slice loads its token scales kScalePrefetch pairs ahead instead (registers are short
-        // at 192 tokens): the first loads overlap the MMAs, and no FMA waits on a load's latency.
-        // Either way the scales come from the stage, which is released only after.
-        const float* thread_sfa = stage_sfa + 2 * (lane % 4);
+        // Promote with both scales: acc += partial * sfb * sfa[token]. Each product is formed once
+        // per stage by one thread of the warpgroup (while the first slice's MMAs run) and shared
+        // through shared memory: every thread needs kTokens / 4 of them, and each token's product
+        // is needed by 32 threads, so forming them in place took kTokens / 4 multiplies per thread
+        // and stage, issue slots the tensor cores do not give back (signalgemm-wgmma-rates).
+        // The warpgroup barrier publishes them. Two slices see the same tokens: their products are loaded once per stage. One slice loads
+        // them kScalePrefetch pairs ahead instead (registers are short at 192 tokens).
+        const float* thread_products = stage_products + 2 * (lane % 4);
         float2 token_scales[kScalePrefetch];
-        if constexpr (kSlices == 2) {
-          if (slice == 0) {
+        if (slice == 0) {
+          // This warpgroup's weight scale of the K block, within the aligned box load_tile fetched.
+          const float* stage_sfb =
+              reinterpret_cast<const float*>(smem + plan.sfb_offset(pipe.stage) + 128 * warpgroup);
+          const float sfb = ptx::ld_shared_f32_in_order(stage_sfb + ((sfb_index + kb) & (kWeightScaleBox - 1)));
 #pragma unroll
-            for (int j = 0; j < kTokens / 8; ++j) {
-              const float2 token_scale = ptx::ld_shared_f32x2_in_order(thread_sfa + 8 * j);
-              scaled_tokens[j] = make_float2(sfb * token_scale.x, sfb * token_scale.y);
-            }
+          for (int t0 = 0; t0 < kTokens; t0 += 128) {
+            const int token = t0 + warpgroup_thread;
+            if (token < kTokens) ptx::st_shared_f32(stage_products + token, sfb * ptx::ld_shared_f32_in_order(stage_sfa + token));
           }
-        } else {
+          ptx::named_barrier_sync(kScaleProductBarrier + warpgroup, 128);
+          if constexpr (kSlices == 2) {
+#pragma unroll
+            for (int j = 0; j < kTokens / 8; ++j) scaled_tokens[j] = ptx::ld_shared_f32x2_in_order(thread_products + 8 * j);
+          }
+        }
+        if constexpr (kSlices == 1) {
 #pragma unroll
           for (int j = 0; j < kScalePrefetch && j < kTokens / 8; ++j)
-            token_scales[j] = ptx::ld_shared_f32x2_in_order(thread_sfa + 8 * j);
+            token_scales[j] = ptx::ld_shared_f32x2_in_order(thread_products + 8 * j);
         }
         ptx::wgmma_wait<0>();
         ptx::fence_registers(partial);
@@ -189,10 +203,9 @@ struct Fp8Block128Mainloop {
           if constexpr (kSlices == 2) {
             scale = scaled_tokens[j];
           } else {
-            const float2 token_scale = token_scales[j % kScalePrefetch];
+            scale = token_scales[j % kScalePrefetch];
             if (j + kScalePrefetch < kTokens / 8)
-              token_scales[j % kScalePrefetch] = ptx::ld_shared_f32x2_in_order(thread_sfa + 8 * (j + kScalePrefetch));
-            scale = make_float2(sfb * token_scale.x, sfb * token_scale.y);
+              token_scales[j % kScalePrefetch] = ptx::ld_shared_f32x2_in_order(thread_products + 8 * (j + kScalePrefetch));
           }
           float* a = acc[slice];
           a[4 * j + 0] = fmaf(partial[4 * j + 0], scale.x, a[4 * j + 0]);

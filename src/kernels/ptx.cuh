@@ -252,6 +252,11 @@ __device__ __forceinline__ float2 ld_shared_f32x2_in_order(const float* smem_ptr
   return v;
 }
 
+__device__ __forceinline__ void st_shared_f32(float* smem_ptr, float value) {
+  asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(static_cast<uint32_t>(__cvta_generic_to_shared(smem_ptr))), "f"(value)
+               : "memory");
+}
+
 // A scalar shared load kept in program order (volatile): after the barrier wait that publishes it.
 __device__ __forceinline__ float ld_shared_f32_in_order(const float* smem_ptr) {
   float v;
