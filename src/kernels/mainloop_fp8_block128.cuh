@@ -133,10 +133,7 @@ struct Fp8Block128Mainloop {
                                                       const SmemPlan& plan, uint64_t* full, uint64_t* empty,
                                                       PipelineState& pipe, const KernelParams& p,
                                                       const detail::Tile& tile, int warpgroup_of_thread, int lane) {
-    // Broadcast from lane 0: the compiler then knows the index is the same across the warp and keeps
-    // the weight descriptors derived from it in uniform registers, instead of computing them per
-    // thread and moving them over (R2UR) before every wgmma.
-    const int warpgroup = __shfl_sync(0xffffffffu, warpgroup_of_thread, 0);
+    const int warpgroup = ptx::warp_uniform(warpgroup_of_thread);  // uniform weight descriptors
     using Mma = ptx::WgmmaF8<kTokens>;
     constexpr int kPartialRegs = Mma::kRegs;
     const int num_k_blocks = p.num_k_blocks;
