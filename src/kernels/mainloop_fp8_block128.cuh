@@ -171,8 +171,9 @@ struct Fp8Block128Mainloop {
         // through shared memory: every thread needs kTokens / 4 of them, and each token's product
         // is needed by 32 threads, so forming them in place took kTokens / 4 multiplies per thread
         // and stage, issue slots the tensor cores do not give back (signalgemm-wgmma-rates).
-        // The warpgroup barrier publishes them. Two slices see the same tokens: their products are loaded once per stage. One slice loads
-        // them kScalePrefetch pairs ahead instead (registers are short at 192 tokens).
+        // The warpgroup barrier publishes them. Two slices see the same tokens: their products are
+        // loaded once per stage. One slice loads them kScalePrefetch pairs ahead instead (registers
+        // are short at 192 tokens).
         const float* thread_products = stage_products + 2 * (lane % 4);
         float2 token_scales[kScalePrefetch];
         if (slice == 0) {
@@ -183,12 +184,14 @@ struct Fp8Block128Mainloop {
 #pragma unroll
           for (int t0 = 0; t0 < kTokens; t0 += 128) {
             const int token = t0 + warpgroup_thread;
-            if (token < kTokens) ptx::st_shared_f32(stage_products + token, sfb * ptx::ld_shared_f32_in_order(stage_sfa + token));
+            if (token < kTokens)
+              ptx::st_shared_f32(stage_products + token, sfb * ptx::ld_shared_f32_in_order(stage_sfa + token));
           }
           ptx::named_barrier_sync(kScaleProductBarrier + warpgroup, 128);
           if constexpr (kSlices == 2) {
 #pragma unroll
-            for (int j = 0; j < kTokens / 8; ++j) scaled_tokens[j] = ptx::ld_shared_f32x2_in_order(thread_products + 8 * j);
+            for (int j = 0; j < kTokens / 8; ++j)
+              scaled_tokens[j] = ptx::ld_shared_f32x2_in_order(thread_products + 8 * j);
           }
         }
         if constexpr (kSlices == 1) {
@@ -206,7 +209,8 @@ struct Fp8Block128Mainloop {
           } else {
             scale = token_scales[j % kScalePrefetch];
             if (j + kScalePrefetch < kTokens / 8)
-              token_scales[j % kScalePrefetch] = ptx::ld_shared_f32x2_in_order(thread_products + 8 * (j + kScalePrefetch));
+              token_scales[j % kScalePrefetch] =
+                  ptx::ld_shared_f32x2_in_order(thread_products + 8 * (j + kScalePrefetch));
           }
           float* a = acc[slice];
           a[4 * j + 0] = fmaf(partial[4 * j + 0], scale.x, a[4 * j + 0]);

@@ -1,5 +1,6 @@
 // fp8_block128 masked grouped GEMM on the GPU against the float64 CPU reference: values, masked
-// rows untouched, signal counts, strides, clamping, persistence, CUDA-graph replay.
+// rows untouched, signal counts, strides, clamping, persistence, CUDA-graph replay; and the bf16 and
+// register-weights mainloops' tiles, and prefill-sized problems of three pairings.
 #include <algorithm>
 #include <numeric>
 
@@ -166,8 +167,8 @@ TEST(PrefillShapes, SampledRowsAgainstTheReference) {
   constexpr int kExperts = 4, kMaxM = 1100, kN = 2176, kK = 4096;
   const std::vector<int32_t> masked_m = {1100, 1023, 0, 517};
   struct Pairing { Format a, b; };
-  for (const Pairing pairing : {Pairing{Format::fp8_block128, Format::fp8_block128}, Pairing{Format::bf16, Format::nvfp4},
-                                Pairing{Format::bf16, Format::bf16}}) {
+  for (const Pairing pairing : {Pairing{Format::fp8_block128, Format::fp8_block128},
+                                Pairing{Format::bf16, Format::nvfp4}, Pairing{Format::bf16, Format::bf16}}) {
     const std::string what = std::string(to_string(pairing.a)) + " x " + to_string(pairing.b);
     std::mt19937 rng(77);
     Problem p;
