@@ -1,6 +1,9 @@
 // Epilogue: write one tile of C and publish its completion signal (SPEC §3).
 //
-// Two roles share one shared-memory staging tile, handed over with two named barriers:
+// Two roles share one shared-memory staging tile, handed over with two named barriers (or, with
+// kPerWarpgroup, one pair per MMA warpgroup: each stages its own columns, so the one that finishes
+// its share of a tile first stages it and starts the next tile without waiting for the other: the fp8
+// kernel, 0.5-1.7% faster at E = 8 on the H100, 2026-11-27):
 //   MMA warpgroups (stage_tile):
 //     1. wait until the staging tile is free (the storer has finished reading the previous tile);
 //     2. write alpha * acc as bf16, transposed back to C's row-major [token][column] order (the
@@ -32,21 +35,35 @@
 
 namespace signalgemm::kernels {
 
-// The MMA threads and the storer warp meet at kStagingFullBarrier / kStagingFreeBarrier.
-inline constexpr int kEpilogueThreads = kMathThreads + 32;
+// The staging hand-over: the MMA threads and the storer warp meet at the "staging full" and
+// "staging free" barriers, all of them at one pair, or (kPerWarpgroup) each MMA warpgroup with the
+// storer at its own pair.
+template <bool kPerWarpgroup>
+struct StagingBarriers {
+  static constexpr int kThreads = (kPerWarpgroup ? 128 : kMathThreads) + 32;
+  static constexpr int kPairs = kPerWarpgroup ? kMathWarpgroups : 1;
+  __device__ static int full(int pair) {
+    return kPerWarpgroup ? kWarpgroupStagingFullBarrier + pair : kStagingFullBarrier;
+  }
+  __device__ static int free(int pair) {
+    return kPerWarpgroup ? kWarpgroupStagingFreeBarrier + pair : kStagingFreeBarrier;
+  }
+};
 
-template <int kBlockM, int kBlockN, int kSlices>
+template <int kBlockM, int kBlockN, int kSlices, bool kPerWarpgroup>
 __device__ __forceinline__ void stage_tile(const float (&acc)[kSlices][kBlockM / 2], float alpha, bool first_tile,
                                            uint8_t* staging, int math_thread) {
   namespace cp = cuda::ptx;
+  using Barriers = StagingBarriers<kPerWarpgroup>;
   constexpr int kTokenGroups = kBlockM / 8;
   constexpr int kWarpgroupRows = kBlockN / kMathWarpgroups;
   constexpr int kPitch = SmemPlan::staging_pitch(kBlockN);
   const int lane = math_thread % 32;
   const int warp = math_thread / 32;  // 0..7
+  const int pair = kPerWarpgroup ? warp / 4 : 0;
 
   // The storer arrives here once it has read the previous tile out of the staging buffer.
-  if (!first_tile) ptx::named_barrier_sync(kStagingFreeBarrier, kEpilogueThreads);
+  if (!first_tile) ptx::named_barrier_sync(Barriers::free(pair), Barriers::kThreads);
 
   // Thread (warp, lane) holds, per slice, weight rows r and r+8 for token pairs (c, c+1),
   // c = 8j + 2(lane%4); C's element (token, row) goes to staging[token][row]. Shared-window
@@ -93,18 +110,21 @@ __device__ __forceinline__ void stage_tile(const float (&acc)[kSlices][kBlockM /
   // Generic-proxy writes to shared memory become visible to the async proxy (the bulk copy engine)
   // only through a proxy fence by each writing thread, ordered before the barrier.
   cp::fence_proxy_async(cp::space_shared);
-  ptx::named_barrier_arrive(kStagingFullBarrier, kEpilogueThreads);
+  ptx::named_barrier_arrive(Barriers::full(pair), Barriers::kThreads);
 }
 
 // The storer warp's part for one tile; `more_tiles` says whether the MMA threads will stage
 // another tile (they then wait for "staging free").
-template <int kBlockN>
+template <int kBlockN, bool kPerWarpgroup>
 __device__ __forceinline__ void store_tile_and_signal(const KernelParams& p, const detail::Tile& tile, int block_m,
                                                       int valid_rows, bool more_tiles, const uint8_t* staging,
                                                       uint32_t* tiles_stored, int lane) {
   namespace cp = cuda::ptx;
+  using Barriers = StagingBarriers<kPerWarpgroup>;
   constexpr int kPitch = SmemPlan::staging_pitch(kBlockN);
-  ptx::named_barrier_sync(kStagingFullBarrier, kEpilogueThreads);
+#pragma unroll
+  for (int pair = 0; pair < Barriers::kPairs; ++pair)
+    ptx::named_barrier_sync(Barriers::full(pair), Barriers::kThreads);
 
   const int column0 = tile.n_block * kBlockN;
   const int columns = min(kBlockN, p.layout.n - column0);
@@ -123,7 +143,11 @@ __device__ __forceinline__ void store_tile_and_signal(const KernelParams& p, con
   // Shared memory has been read: the MMA threads may stage the next tile while the writes land.
   cp::cp_async_bulk_wait_group_read(cp::n32_t<0>());
   __syncwarp();
-  if (more_tiles) ptx::named_barrier_arrive(kStagingFreeBarrier, kEpilogueThreads);
+  if (more_tiles) {
+#pragma unroll
+    for (int pair = 0; pair < Barriers::kPairs; ++pair)
+      ptx::named_barrier_arrive(Barriers::free(pair), Barriers::kThreads);
+  }
 
   // Full completion (not .read): the signal below promises the writes are done.
   cp::cp_async_bulk_wait_group(cp::n32_t<0>());

@@ -37,6 +37,14 @@ inline constexpr int kClusterOf = 1;
 template <class Mainloop>
 inline constexpr int kClusterOf<Mainloop, std::void_t<decltype(Mainloop::kCluster)>> = Mainloop::kCluster;
 
+// Mainloops may also declare kStagingPerWarpgroup: each MMA warpgroup hands its share of a tile to
+// the storer on its own (epilogue_signal.cuh). Default false.
+template <class Mainloop, class = void>
+inline constexpr bool kStagingPerWarpgroupOf = false;
+template <class Mainloop>
+inline constexpr bool kStagingPerWarpgroupOf<Mainloop, std::void_t<decltype(Mainloop::kStagingPerWarpgroup)>> =
+    Mainloop::kStagingPerWarpgroup;
+
 // Every thread of both CTAs: orders what came before (barrier initialization, the last remote
 // arrivals) before what the peer does after.
 __device__ __forceinline__ void cluster_sync() {
@@ -135,8 +143,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       detail::Tile tile, next;
       for (bool have = tiles.next(tile); have; tile = next) {
         have = tiles.next(next);
-        store_tile_and_signal<kBlockN>(p, tile, kBlockM, tile.rows, have, smem + plan.staging_offset(), tiles_stored,
-                                       lane);
+        store_tile_and_signal<kBlockN, kStagingPerWarpgroupOf<Mainloop>>(p, tile, kBlockM, tile.rows, have,
+                                                                         smem + plan.staging_offset(), tiles_stored,
+                                                                         lane);
       }
     } else if (threadIdx.x == kProducerThread + 64) {
       RingTiles</*kWarp=*/false> tiles{ring};
@@ -158,7 +167,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       const float alpha = p.alpha != nullptr ? __ldg(p.alpha + tile.expert) : 1.f;
       float acc[Mainloop::kSlices][Mainloop::kAccRegs];
       Mainloop::mma_tile(acc, smem, plan, full, empty, pipe, p, tile, warpgroup, lane);
-      stage_tile<kBlockM, kBlockN, Mainloop::kSlices>(acc, alpha, first_tile, staging, threadIdx.x);
+      stage_tile<kBlockM, kBlockN, Mainloop::kSlices, kStagingPerWarpgroupOf<Mainloop>>(acc, alpha, first_tile,
+                                                                                       staging, threadIdx.x);
       first_tile = false;
     }
   }

@@ -19,14 +19,17 @@ inline constexpr int kMathThreads = kMathWarpgroups * 128;
 inline constexpr int kThreads = kMathThreads + 128;
 
 // Named barrier ids, one registry so no two users collide (id 0 is __syncthreads): the MMA threads
-// and the storer warp around the staged tile (epilogue_signal.cuh), the MMA threads around the
-// tokens they convert (register-weights mainloop) and around a dequantized stage (dequantizing
-// mainloop), and each MMA warpgroup around its scale products (fp8_block128 mainloop: ids 6, 7).
+// and the storer warp around the staged tile (epilogue_signal.cuh: both MMA warpgroups at once, or
+// each at its own pair, ids 8..11), the MMA threads around the tokens they convert (register-weights
+// mainloop) and around a dequantized stage (dequantizing mainloop), and each MMA warpgroup around
+// its scale products (fp8_block128 mainloop: ids 6, 7).
 inline constexpr int kStagingFullBarrier = 1;
 inline constexpr int kStagingFreeBarrier = 2;
 inline constexpr int kTokenConversionBarrier = 3;
 inline constexpr int kDequantBarrier = 5;
-inline constexpr int kScaleProductBarrier = 6;  // + MMA warpgroup index
+inline constexpr int kScaleProductBarrier = 6;           // + MMA warpgroup index
+inline constexpr int kWarpgroupStagingFullBarrier = 8;   // + MMA warpgroup index
+inline constexpr int kWarpgroupStagingFreeBarrier = 10;  // + MMA warpgroup index
 inline constexpr int kProducerRegisters = 40;
 // 128 * 40 + 256 * 232 = 64512 of the SM's 65536. Producer 48 + MMA 232 (all 65536) hangs: the
 // MMA warps' setmaxnreg.inc then waits forever for registers (H200, 2026-11-26).

@@ -26,6 +26,8 @@ struct Fp8Block128Mainloop {
   static constexpr int kKSteps = kBlockK / 32;          // wgmma k32 steps per stage
   static constexpr int kWarpgroupRows = kBlockN / kMathWarpgroups;  // weight rows per warpgroup
   static constexpr int kSlices = kWarpgroupRows / 64;   // wgmma M slices per warpgroup
+  // Each MMA warpgroup stages its share of a tile and goes on (epilogue_signal.cuh).
+  static constexpr bool kStagingPerWarpgroup = true;
   // 64 or 128 rows, aligned: a warpgroup's rows never straddle two 128x128 weight-scale blocks.
   static_assert(kSlices == 1 || kSlices == 2, "a warpgroup covers 64 or 128 weight rows");
 
