@@ -40,11 +40,16 @@ void expect_consumer_never_sees_unfinished_rows(Fp8Problem& p, const TileConfig&
 
   // Golden output, checked against the float64 reference once; rows < masked_m never depend on
   // masked_m and the kernel is deterministic, so every later launch must reproduce it bit for bit.
+  // It runs the tile configuration under test, which also loads that kernel before the consumer
+  // spins beside it: with lazy module loading (CUDA's default) a kernel's first launch waits for
+  // the device to go idle, i.e. for the spinning consumer to time out (docs/signals.md).
   const std::vector<int32_t> all_rows(p.experts, p.max_m);
   const auto reference = ref::masked_grouped_gemm(p.a, p.b, all_rows.data(), p.alpha.data());
   p.set_masked_m(all_rows);
   p.poison_output();
-  ASSERT_TRUE(grouped_gemm_nt_masked(p.args()).ok());
+  GroupedGemmArgs golden_args = p.args();
+  golden_args.config = config;
+  ASSERT_TRUE(grouped_gemm_nt_masked(golden_args).ok());
   SG_CUDA_CHECK(cudaDeviceSynchronize());
   ASSERT_EQ(check_output(p, all_rows, reference), "");
   const auto golden = p.output();
