@@ -76,4 +76,11 @@ int smem_bytes(int block_m, int block_n, int stages, Format a_format = Format::f
 int max_stages(int block_m, int block_n, int smem_per_block, Format a_format = Format::fp8_block128,
                Format b_format = Format::fp8_block128, bool tokens_in_workspace = false);
 
+// fp8_block128 weight scales: one float per expert and 128x128 block, [E][ceil(N/128)][K/128]. The
+// kernel loads them by one int32 TMA coordinate into a flat row, so validation bounds this count.
+inline int64_t fp8_weight_scale_count(const GroupedGemmArgs& args) {
+  const int block = scale_block_k(Format::fp8_block128);
+  return int64_t(args.num_experts) * ((args.n + block - 1) / block) * (args.k / block);
+}
+
 }  // namespace signalgemm::host

@@ -508,8 +508,7 @@ Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const Ti
         !s.ok())
       return s;
     if (args.b.format == Format::fp8_block128)
-      if (Status s = encode_weight_scale_map(maps.sfb, args.b.scales,
-                                             int64_t(args.num_experts) * ((args.n + 127) / 128) * scale_k_blocks);
+      if (Status s = encode_weight_scale_map(maps.sfb, args.b.scales, host::fp8_weight_scale_count(args));
           !s.ok())
         return s;
   }

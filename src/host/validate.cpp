@@ -154,9 +154,8 @@ Status validate(const GroupedGemmArgs& args) {
 
   check_operand(c, "a", args.a, args.num_experts, args.max_m, args.k);
   check_operand(c, "b", args.b, args.num_experts, args.n, args.k);
-  // fp8_block128 weight scales are loaded by one int32 TMA coordinate into a flat row (launch.cu).
-  const int64_t weight_blocks = int64_t(args.num_experts) * ((args.n + 127) / 128) * (args.k / 128);
-  c.require(args.b.format != Format::fp8_block128 || weight_blocks <= std::numeric_limits<int32_t>::max(),
+  c.require(args.b.format != Format::fp8_block128 ||
+                host::fp8_weight_scale_count(args) <= std::numeric_limits<int32_t>::max(),
             "b.scales: ", args.num_experts, " experts x ", (args.n + 127) / 128, " x ", args.k / 128,
             " 128x128 blocks is more than 2^31 - 1 weight scales");
   check_layouts(c, args);

@@ -103,7 +103,7 @@ struct Fp8Block128Mainloop {
 
  private:
   static constexpr int kTokenStep = 32;     // MMA widths: 32, 64, ..., kBlockM
-  static constexpr int kScalePrefetch = 4;  // token-scale pairs loaded ahead of their FMAs
+  static constexpr int kScalePrefetch = 4;  // scale-product pairs loaded ahead of their FMAs (one slice)
 
   // Where the weight scales of MMA warpgroup `warpgroup` in `tile` start in b_scales (floats
   // [expert][ceil(N/128)][K/128]): its weight rows lie in one 128x128 scale block. In a last,
