@@ -170,6 +170,8 @@ class Bench {
       CHECK_CUDA(cudaMalloc(&R.workspace, ep_combine_workspace_bytes(R.layout.counter_count())));
       CHECK_CUDA(cudaMalloc(&R.signals, R.layout.counter_count() * 4));
       g.signals = R.signals;
+      // Loaded now: a step's barrier may spin on this GPU while it waits for the others (docs/signals.md).
+      CHECK_STATUS(load_kernels(g));
       CHECK_CUDA(cudaMalloc(&R.timeline, combine_timeline_entries(R.layout, combine_blocks_ + R.sms) * 8));
       CHECK_CUDA(cudaMalloc(&R.out_rows, size_t(shape.experts) * max_m * sizeof(void*)));
       CHECK_CUDA(cudaDeviceSynchronize());
@@ -387,10 +389,6 @@ int main(int argc, char** argv) {
     }
   }
   setenv("NCCL_NVLS_ENABLE", "0", 0);  // NVLink multicast stays off
-  // Every kernel loaded when the context is created: a lazily loaded kernel (the default) is
-  // loaded at its first launch, which can wait for the device to go idle, while a barrier kernel
-  // already running there waits for a GPU the host has not fed yet.
-  setenv("CUDA_MODULE_LOADING", "EAGER", 0);
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   const cudaDeviceProp prop = signalgemm::bench::require_hopper("signalgemm-ep-bench");
   int count = 0;

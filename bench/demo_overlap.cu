@@ -103,6 +103,8 @@ Timings run_shape(const Shape& shape, int combine_blocks, int iters, std::mt1993
   const SignalLayout layout = signal_layout(g);
   CHECK_CUDA(cudaMalloc(&signals, layout.counter_count() * 4));
   g.signals = signals;
+  // The GEMM's kernel loaded before the combine first spins beside it (docs/signals.md).
+  CHECK_STATUS(load_kernels(g));
   // Overlapped, the combine runs as two launches sharing its work queues: combine_blocks CTAs on
   // the SMs the GEMM leaves free, and a full-chip launch ordered after the GEMM for what is left.
   std::vector<uint64_t> timeline(combine_timeline_entries(layout, combine_blocks + sms), 0);

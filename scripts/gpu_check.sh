@@ -43,6 +43,9 @@ SMALL+=':Bf16Gemm.EveryTileConfigAndEdgeMaskedM:RegisterWeightsGemm.DecodeTilesO
 SMALL+=':MmaFragments.GpuPackingEqualsTheCpuPacking:MmaFragments.DecodeTilesOf256WeightRows:Fp8Block128Gemm.DynamicTilesFromAWorkspace'
 step cpu_tests "$BUILD/tests/signalgemm_cpu_tests"
 step gpu_tests "$BUILD/tests/signalgemm_gpu_tests"
+# A fresh process under lazy module loading (CUDA's default): a configuration's first launch beside a
+# consumer already spinning on its signals, after load_kernels (docs/signals.md).
+step lazy_loading env CUDA_MODULE_LOADING=LAZY "$BUILD/tests/signalgemm_gpu_tests" --gtest_filter='SignalOrdering.*'
 for tool in memcheck racecheck synccheck; do
   step "$tool" compute-sanitizer --tool "$tool" --error-exitcode 1 "$BUILD/tests/signalgemm_gpu_tests" --gtest_filter="$SMALL"
 done

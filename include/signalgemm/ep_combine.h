@@ -27,8 +27,9 @@
 // rank's own rows in place), and one combine's launches finish before the next one's start (stream
 // order or an event join, as in bench/bench_ep_overlap.cu).
 //
-// Set CUDA_MODULE_LOADING=EAGER (or launch every kernel once first): a lazily loaded kernel's first
-// launch can wait for its device to go idle while a kernel there waits on another GPU.
+// ep_combine_create loads the combine's kernels; call load_kernels(gemm args) for the GEMM before the
+// first step: a lazily loaded kernel's first launch can wait for its device to go idle while a
+// kernel there waits on another GPU.
 #pragma once
 
 #include <cuda_runtime_api.h>

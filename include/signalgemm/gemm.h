@@ -115,6 +115,12 @@ size_t workspace_bytes(const GroupedGemmArgs& args);
 // Validates, then launches on args.stream. No host-device synchronization, no allocation.
 Status grouped_gemm_nt_masked(const GroupedGemmArgs& args);
 
+// Loads, without launching, the kernels grouped_gemm_nt_masked(args) would launch on the current
+// device. Call it once before a consumer first spins beside such a launch: under CUDA's default
+// lazy module loading, a kernel's first launch loads it and may wait for the device to go idle,
+// i.e. for the spinning consumer (docs/signals.md). Validates like the launch; reads no device memory.
+Status load_kernels(const GroupedGemmArgs& args);
+
 // Bytes of FP4 weights [experts][n][k] in the mma_fragments layout (docs/formats.md): 64x64
 // blocks of 2048 bytes, n and k rounded up to multiples of 64.
 size_t mma_fragment_bytes(int experts, int n, int k);

@@ -93,6 +93,7 @@ def grouped_gemm_nt_masked(
     error_flag: Any = None,
     stream: Optional[int] = None,
     workspace: Any = None,
+    load_only: bool = False,
 ) -> Any:
     """out[e, i, :] = alpha[e] * A[e, i, :] @ B[e].T for i < masked_m[e]; returns ``out``.
 
@@ -107,6 +108,10 @@ def grouped_gemm_nt_masked(
     convert their activations to bf16 there once (without: once per column block, slower);
     fp8_block128 x fp8_block128 keeps a tile counter there, from which the CTAs take tiles
     dynamically.
+
+    ``load_only=True`` loads the kernels this call would launch and returns without launching: call it
+    once before a consumer first spins beside the launch (under CUDA's default lazy module loading, a
+    kernel's first launch may wait for the device to go idle; docs/signals.md).
     """
     if signals is not None and dst_signals is not None:
         raise ValueError("signalgemm: pass signals or dst_signals, not both")
@@ -127,7 +132,7 @@ def grouped_gemm_nt_masked(
         alpha, signals, granularity, scope,
         sm_count or 0, expected_m or 0, block_m, block_n, stages, cluster,
         _current_stream(out) if stream is None else int(stream),
-        error_flag, workspace if workspace is not False else None, b_n,
+        error_flag, workspace if workspace is not False else None, b_n, load_only,
     )
     return out
 

@@ -98,7 +98,7 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
                   std::optional<Tensor> alpha, std::optional<Tensor> signals, const std::string& granularity,
                   const std::string& scope, int sm_count, int expected_m, int block_m, int block_n, int stages,
                   int cluster, uintptr_t stream, std::optional<Tensor> error_flag, std::optional<Tensor> workspace,
-                  int b_n) {
+                  int b_n, bool load_only) {
   GroupedGemmArgs args;
   args.a = operand(a, sfa, parse_format(a_format, "a_format"), "a");
   const bool fragments = b_n > 0;
@@ -152,7 +152,7 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
     args.workspace = workspace->data();
     args.workspace_bytes = workspace->nbytes();
   }
-  const Status s = grouped_gemm_nt_masked(args);
+  const Status s = load_only ? load_kernels(args) : grouped_gemm_nt_masked(args);
   if (s.code == StatusCode::invalid_argument || s.code == StatusCode::unsupported) throw nb::value_error(s.message.c_str());
   if (!s.ok()) throw std::runtime_error(s.message);
 }
@@ -284,7 +284,8 @@ NB_MODULE(_C, m) {
         nb::arg("out"), nb::arg("masked_m"), nb::arg("a_format"), nb::arg("b_format"), nb::arg("alpha").none(),
         nb::arg("signals").none(), nb::arg("granularity"), nb::arg("scope"), nb::arg("sm_count"),
         nb::arg("expected_m"), nb::arg("block_m"), nb::arg("block_n"), nb::arg("stages"), nb::arg("cluster"), nb::arg("stream"),
-        nb::arg("error_flag").none(), nb::arg("workspace").none(), nb::arg("b_n") = 0);
+        nb::arg("error_flag").none(), nb::arg("workspace").none(), nb::arg("b_n") = 0,
+        nb::arg("load_only") = false);
   m.def("pack_mma_fragments", &pack_fragments, nb::arg("b"), nb::arg("packed"), nb::arg("stream"));
   m.def("mma_fragment_bytes", &mma_fragment_bytes, nb::arg("experts"), nb::arg("n"), nb::arg("k"));
   m.def("signal_layout", &signal_layout_for, nb::arg("num_experts"), nb::arg("max_m"), nb::arg("n"),

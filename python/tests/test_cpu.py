@@ -56,6 +56,11 @@ def test_bad_arguments_raise_value_error_naming_them(override, message):
         call(**override)
 
 
+def test_load_only_validates_like_the_launch():
+    with pytest.raises(ValueError, match="config.block_m"):
+        call(block_m=48, load_only=True)
+
+
 def test_packed_mma_fragments_are_checked():
     bf16 = dict(a=FakeCudaTensor((E, MAX_M, K), "bfloat", 16), sfa=None, a_format="bf16")
     packed = signalgemm.MmaFragments(FakeCudaTensor((E, N // 64, K // 64, 2048), "uint", 8), N, K)

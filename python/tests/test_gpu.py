@@ -63,6 +63,22 @@ def test_matches_torch_reference_and_signals(granularity):
     assert signals.cpu().tolist() == expected
 
 
+def test_load_only_launches_nothing():
+    E, MAX_M, N, K = 3, 64, 256, 256
+    t = make_problem(E, MAX_M, N, K, seed=4)
+    masked_m = torch.tensor([5, 0, 64], dtype=torch.int32, device="cuda")
+    out = torch.full((E, MAX_M, N), POISON, dtype=torch.bfloat16, device="cuda")
+    signals = torch.zeros(E, dtype=torch.int32, device="cuda")
+    args = ((t["a"], t["sfa"]), (t["b"], t["sfb"]), out, masked_m)
+    signalgemm.grouped_gemm_nt_masked(*args, alpha=t["alpha"], signals=signals, load_only=True)
+    torch.cuda.synchronize()
+    assert bool((out == POISON).all()) and signals.count_nonzero().item() == 0
+    signalgemm.grouped_gemm_nt_masked(*args, alpha=t["alpha"], signals=signals)
+    torch.cuda.synchronize()
+    check(out, t["reference"], masked_m)
+    assert signals.cpu().tolist() == signalgemm.expected_signals(masked_m.cpu(), N, MAX_M)
+
+
 def test_cuda_graph_capture_replays():
     E, MAX_M, N, K = 4, 64, 256, 256
     t = make_problem(E, MAX_M, N, K, seed=2)

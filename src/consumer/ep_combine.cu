@@ -431,6 +431,9 @@ __global__ void ep_barrier_kernel(const ncclDevComm comm) {
   barrier.sync(ncclCoopCta(), cuda::memory_order_acq_rel);
 }
 
+// Loads every kernel of the combine (defined below); see ep_combine_create.
+Status load_combine_kernels();
+
 Status invalid(const std::string& what) { return Status{StatusCode::invalid_argument, "signalgemm: " + what}; }
 
 Status nccl_status(ncclResult_t r, const char* what) {
@@ -573,6 +576,10 @@ Status ep_combine_create(ncclComm_t comm, const EpCombineConfig& config, EpCombi
                        "signalgemm: the multi-GPU combine needs every rank in one NVLink (LSA) domain; this comm has " +
                            std::to_string(ctx->num_ranks) + " ranks, " + std::to_string(ctx->dev_comm.lsaSize) +
                            " load/store accessible (across machines it needs GIN: docs/multigpu.md)"});
+  // Under lazy module loading a kernel's first launch may wait for its device to go idle, and in a
+  // combine step a kernel on this device may wait for a peer that the host has not fed yet: load
+  // them all now, during the set-up.
+  if (status = load_combine_kernels(); !status.ok()) return fail(status);
   cudaSetDevice(saved_device);
   *context = ctx;
   return {};
@@ -785,6 +792,15 @@ __global__ void __launch_bounds__(kReduceThreads, 1)
   const int group_tokens = reduce_group(p);
   for (int first = blockIdx.x * group_tokens; first < p.num_tokens; first += gridDim.x * group_tokens)
     reduce_tokens(p, first, min(group_tokens, p.num_tokens - first), find_row, p.reduce_slots);
+}
+
+Status load_combine_kernels() {
+  cudaFuncAttributes attributes;
+  for (const void* kernel : {reinterpret_cast<const void*>(ep_combine_kernel), reinterpret_cast<const void*>(ep_barrier_kernel),
+                             reinterpret_cast<const void*>(epilogue_send_prepare_kernel),
+                             reinterpret_cast<const void*>(epilogue_send_reduce_kernel)})
+    if (Status s = cuda_status(cudaFuncGetAttributes(&attributes, kernel), "cudaFuncGetAttributes"); !s.ok()) return s;
+  return {};
 }
 
 Status check_epilogue_send_args(const EpCombineContext* ctx, const EpCombineArgs& a) {

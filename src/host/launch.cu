@@ -251,94 +251,121 @@ Status launch_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, int gri
   return {};
 }
 
-using Launcher = Status (*)(const GroupedGemmArgs&, const TileConfig&, int, const TensorMaps&,
-                            const kernels::KernelParams&);
+// Loads a kernel without launching it (cudaFuncGetAttributes forces a lazily loaded module in).
+template <class Mainloop>
+Status load_kernel() {
+  cudaFuncAttributes attributes;
+  if (cudaError_t err = cudaFuncGetAttributes(&attributes, &kernels::grouped_gemm_kernel<Mainloop>); err != cudaSuccess)
+    return cuda_failure("cudaFuncGetAttributes", err);
+  return {};
+}
+
+// One compiled kernel: its launch and its load. Empty where the tile is not compiled.
+struct KernelEntry {
+  Status (*launch)(const GroupedGemmArgs&, const TileConfig&, int, const TensorMaps&,
+                   const kernels::KernelParams&) = nullptr;
+  Status (*load)() = nullptr;
+};
+template <class Mainloop>
+KernelEntry entry() {
+  return {&launch_kernel<Mainloop>, &load_kernel<Mainloop>};
+}
 
 template <template <int, int> class Mainloop>
-Launcher launcher_for_tile(const TileConfig& cfg) {
-  if (cfg.block_m == 32 && cfg.block_n == 128) return &launch_kernel<Mainloop<32, 128>>;
-  if (cfg.block_m == 64 && cfg.block_n == 128) return &launch_kernel<Mainloop<64, 128>>;
-  if (cfg.block_m == 128 && cfg.block_n == 128) return &launch_kernel<Mainloop<128, 128>>;
-  if (cfg.block_m == 192 && cfg.block_n == 128) return &launch_kernel<Mainloop<192, 128>>;
-  if (cfg.block_m == 128 && cfg.block_n == 256) return &launch_kernel<Mainloop<128, 256>>;
-  return nullptr;
+KernelEntry kernel_for_tile(const TileConfig& cfg) {
+  if (cfg.block_m == 32 && cfg.block_n == 128) return entry<Mainloop<32, 128>>();
+  if (cfg.block_m == 64 && cfg.block_n == 128) return entry<Mainloop<64, 128>>();
+  if (cfg.block_m == 128 && cfg.block_n == 128) return entry<Mainloop<128, 128>>();
+  if (cfg.block_m == 192 && cfg.block_n == 128) return entry<Mainloop<192, 128>>();
+  if (cfg.block_m == 128 && cfg.block_n == 256) return entry<Mainloop<128, 256>>();
+  return {};
 }
 
 template <int kBlockM, int kBlockN>
 using Fp8Block128Solo = kernels::Fp8Block128Mainloop<kBlockM, kBlockN, 1>;
 
 // fp8_block128 x fp8_block128: every tile, and host::kClusterTiles also in two-CTA clusters.
-Launcher fp8_block128_launcher(const TileConfig& cfg) {
+KernelEntry fp8_block128_kernel(const TileConfig& cfg) {
   if (cfg.cluster == 2) {
-    if (cfg.block_m == 128 && cfg.block_n == 128) return &launch_kernel<kernels::Fp8Block128Mainloop<128, 128, 2>>;
-    if (cfg.block_m == 128 && cfg.block_n == 256) return &launch_kernel<kernels::Fp8Block128Mainloop<128, 256, 2>>;
-    return nullptr;
+    if (cfg.block_m == 128 && cfg.block_n == 128) return entry<kernels::Fp8Block128Mainloop<128, 128, 2>>();
+    if (cfg.block_m == 128 && cfg.block_n == 256) return entry<kernels::Fp8Block128Mainloop<128, 256, 2>>();
+    return {};
   }
-  return launcher_for_tile<Fp8Block128Solo>(cfg);
+  return kernel_for_tile<Fp8Block128Solo>(cfg);
 }
 
 // The dequantizing mainloop (mainloop_dequant_bf16.cuh), one instantiation per pairing and tile;
 // fp8_block128 activations have the tiles of dequant_bf16_tile_compiled only.
-Launcher dequant_bf16_launcher(Format a, Format b, const TileConfig& cfg) {
-  if (!kernels::dequant_bf16_tile_compiled(a, cfg.block_m, cfg.block_n)) return nullptr;
-  if (a == Format::mxfp8 && b == Format::mxfp8) return launcher_for_tile<kernels::Mxfp8Mxfp8Mainloop>(cfg);
-  if (a == Format::mxfp4 && b == Format::mxfp4) return launcher_for_tile<kernels::Mxfp4Mxfp4Mainloop>(cfg);
-  if (a == Format::nvfp4 && b == Format::nvfp4) return launcher_for_tile<kernels::Nvfp4Nvfp4Mainloop>(cfg);
+KernelEntry dequant_bf16_kernel(Format a, Format b, const TileConfig& cfg) {
+  if (!kernels::dequant_bf16_tile_compiled(a, cfg.block_m, cfg.block_n)) return {};
+  if (a == Format::mxfp8 && b == Format::mxfp8) return kernel_for_tile<kernels::Mxfp8Mxfp8Mainloop>(cfg);
+  if (a == Format::mxfp4 && b == Format::mxfp4) return kernel_for_tile<kernels::Mxfp4Mxfp4Mainloop>(cfg);
+  if (a == Format::nvfp4 && b == Format::nvfp4) return kernel_for_tile<kernels::Nvfp4Nvfp4Mainloop>(cfg);
   if (a == Format::fp8_block128 && b == Format::nvfp4) {
-    if (cfg.block_m == 32) return &launch_kernel<kernels::Fp8Nvfp4Mainloop<32, 128>>;
-    if (cfg.block_m == 64) return &launch_kernel<kernels::Fp8Nvfp4Mainloop<64, 128>>;
-    if (cfg.block_m == 128) return &launch_kernel<kernels::Fp8Nvfp4Mainloop<128, 128>>;
+    if (cfg.block_m == 32) return entry<kernels::Fp8Nvfp4Mainloop<32, 128>>();
+    if (cfg.block_m == 64) return entry<kernels::Fp8Nvfp4Mainloop<64, 128>>();
+    if (cfg.block_m == 128) return entry<kernels::Fp8Nvfp4Mainloop<128, 128>>();
   }
-  return nullptr;
+  return {};
 }
 
 // bf16 x FP4 / mxfp8 weights: the common tiles plus the decode tiles of 256 weight rows the heuristic
 // picks for at most 64 tokens per tile (config.cpp).
 template <template <int, int> class Mainloop>
-Launcher register_weights_launcher(const TileConfig& cfg) {
-  if (cfg.block_m == 32 && cfg.block_n == 256) return &launch_kernel<Mainloop<32, 256>>;
-  if (cfg.block_m == 48 && cfg.block_n == 256) return &launch_kernel<Mainloop<48, 256>>;
-  if (cfg.block_m == 64 && cfg.block_n == 256) return &launch_kernel<Mainloop<64, 256>>;
-  return launcher_for_tile<Mainloop>(cfg);
+KernelEntry register_weights_kernel(const TileConfig& cfg) {
+  if (cfg.block_m == 32 && cfg.block_n == 256) return entry<Mainloop<32, 256>>();
+  if (cfg.block_m == 48 && cfg.block_n == 256) return entry<Mainloop<48, 256>>();
+  if (cfg.block_m == 64 && cfg.block_n == 256) return entry<Mainloop<64, 256>>();
+  return kernel_for_tile<Mainloop>(cfg);
 }
-Launcher register_weights_launcher(Format weights, const TileConfig& cfg) {
-  return weights == Format::nvfp4   ? register_weights_launcher<kernels::Bf16Nvfp4Mainloop>(cfg)
-         : weights == Format::mxfp4 ? register_weights_launcher<kernels::Bf16Mxfp4Mainloop>(cfg)
-                                    : register_weights_launcher<kernels::Bf16Mxfp8Mainloop>(cfg);
+KernelEntry register_weights_kernel(Format weights, const TileConfig& cfg) {
+  return weights == Format::nvfp4   ? register_weights_kernel<kernels::Bf16Nvfp4Mainloop>(cfg)
+         : weights == Format::mxfp4 ? register_weights_kernel<kernels::Bf16Mxfp4Mainloop>(cfg)
+                                    : register_weights_kernel<kernels::Bf16Mxfp8Mainloop>(cfg);
 }
 
 // Converted tokens on the tiles of host::register_weights_with_converted_tokens (kInWorkspace:
 // fp8_block128 tokens converted to bf16 before the launch).
 template <Format kWeights, Format kTokens, bool kInWorkspace = false>
-Launcher converted_tokens_launcher(const TileConfig& cfg) {
+KernelEntry converted_tokens_kernel(const TileConfig& cfg) {
   using kernels::RegisterWeightsMainloop;
   if (cfg.block_n == 256 && cfg.block_m == 32)
-    return &launch_kernel<RegisterWeightsMainloop<32, 256, kWeights, kTokens, kInWorkspace>>;
+    return entry<RegisterWeightsMainloop<32, 256, kWeights, kTokens, kInWorkspace>>();
   if (cfg.block_n == 256 && cfg.block_m == 48)
-    return &launch_kernel<RegisterWeightsMainloop<48, 256, kWeights, kTokens, kInWorkspace>>;
+    return entry<RegisterWeightsMainloop<48, 256, kWeights, kTokens, kInWorkspace>>();
   if (cfg.block_n == 256 && cfg.block_m == 64)
-    return &launch_kernel<RegisterWeightsMainloop<64, 256, kWeights, kTokens, kInWorkspace>>;
+    return entry<RegisterWeightsMainloop<64, 256, kWeights, kTokens, kInWorkspace>>();
   if (cfg.block_n == 128 && cfg.block_m == 128)
-    return &launch_kernel<RegisterWeightsMainloop<128, 128, kWeights, kTokens, kInWorkspace>>;
-  return nullptr;
+    return entry<RegisterWeightsMainloop<128, 128, kWeights, kTokens, kInWorkspace>>();
+  return {};
 }
-Launcher converted_tokens_launcher(Format tokens, const TileConfig& cfg, bool tokens_in_workspace) {
+KernelEntry converted_tokens_kernel(Format tokens, const TileConfig& cfg, bool tokens_in_workspace) {
   switch (tokens) {
     case Format::fp8_block128:
-      return tokens_in_workspace ? converted_tokens_launcher<Format::nvfp4, Format::fp8_block128, true>(cfg)
-                                 : converted_tokens_launcher<Format::nvfp4, Format::fp8_block128>(cfg);
+      return tokens_in_workspace ? converted_tokens_kernel<Format::nvfp4, Format::fp8_block128, true>(cfg)
+                                 : converted_tokens_kernel<Format::nvfp4, Format::fp8_block128>(cfg);
     case Format::nvfp4:
-      return converted_tokens_launcher<Format::nvfp4, Format::nvfp4>(cfg);
+      return converted_tokens_kernel<Format::nvfp4, Format::nvfp4>(cfg);
     case Format::mxfp4:
-      return converted_tokens_launcher<Format::mxfp4, Format::mxfp4>(cfg);
+      return converted_tokens_kernel<Format::mxfp4, Format::mxfp4>(cfg);
     case Format::mxfp8:
-      return converted_tokens_launcher<Format::mxfp8, Format::mxfp8>(cfg);
+      return converted_tokens_kernel<Format::mxfp8, Format::mxfp8>(cfg);
     default:
-      return nullptr;
+      return {};
   }
 }
 
-// Converts the activations into the workspace (kernels/convert_activations.cuh) on args.stream.
+// The activation conversion kernel (kernels/convert_activations.cuh) of format `a`.
+using ConversionKernel = void (*)(const uint8_t*, int64_t, int64_t, const uint8_t*, const int32_t*, int, int, int,
+                                  __nv_bfloat16*, bool);
+ConversionKernel conversion_kernel(Format a) {
+  return a == Format::nvfp4   ? kernels::convert_activations_kernel<Format::nvfp4>
+         : a == Format::mxfp4 ? kernels::convert_activations_kernel<Format::mxfp4>
+         : a == Format::mxfp8 ? kernels::convert_activations_kernel<Format::mxfp8>
+                              : kernels::convert_activations_kernel<Format::fp8_block128>;
+}
+
+// Converts the activations into the workspace on args.stream.
 Status convert_activations(const GroupedGemmArgs& args, const DeviceInfo& info) {
   const int64_t groups = int64_t(args.num_experts) * args.max_m * (args.k / 16);
   const int grid = static_cast<int>(std::clamp<int64_t>((groups + 255) / 256, 1, int64_t(info.sm_count) * 8));
@@ -354,17 +381,49 @@ Status convert_activations(const GroupedGemmArgs& args, const DeviceInfo& info) 
   launch.stream = args.stream;
   launch.attrs = &pdl;
   launch.numAttrs = args.enable_pdl ? 1 : 0;
-  auto run = [&](auto kernel) {
-    return cudaLaunchKernelEx(&launch, kernel, static_cast<const uint8_t*>(args.a.data), row_stride, expert_stride,
-                              static_cast<const uint8_t*>(args.a.scales), args.masked_m, args.num_experts, args.max_m,
-                              args.k, static_cast<__nv_bfloat16*>(args.workspace), args.enable_pdl);
-  };
-  const cudaError_t err =
-      args.a.format == Format::nvfp4   ? run(kernels::convert_activations_kernel<Format::nvfp4>)
-      : args.a.format == Format::mxfp4 ? run(kernels::convert_activations_kernel<Format::mxfp4>)
-      : args.a.format == Format::mxfp8 ? run(kernels::convert_activations_kernel<Format::mxfp8>)
-                                       : run(kernels::convert_activations_kernel<Format::fp8_block128>);
+  const cudaError_t err = cudaLaunchKernelEx(
+      &launch, conversion_kernel(args.a.format), static_cast<const uint8_t*>(args.a.data), row_stride, expert_stride,
+      static_cast<const uint8_t*>(args.a.scales), args.masked_m, args.num_experts, args.max_m, args.k,
+      static_cast<__nv_bfloat16*>(args.workspace), args.enable_pdl);
   return err == cudaSuccess ? Status{} : cuda_failure("activation conversion launch", err);
+}
+
+// The kernel a launch with these (possibly converted) arguments and this configuration runs: one
+// instantiation per (mainloop, compiled tile); empty where the tile is not compiled.
+KernelEntry select_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, bool tokens_in_workspace) {
+  const bool converted_tokens_rs =
+      host::register_weights_with_converted_tokens(args.a.format, args.b.format, cfg.block_m, cfg.block_n);
+  const bool fragment_weights = args.b.layout == OperandLayout::mma_fragments;
+  if (converted_tokens_rs) return converted_tokens_kernel(args.a.format, cfg, tokens_in_workspace);
+  if (kernels::is_dequant_bf16_pair(args.a.format, args.b.format))
+    return dequant_bf16_kernel(args.a.format, args.b.format, cfg);
+  if (args.a.format == Format::fp8_block128) return fp8_block128_kernel(cfg);
+  if (fragment_weights && args.b.format == Format::nvfp4)
+    return register_weights_kernel<kernels::Bf16Nvfp4FragmentMainloop>(cfg);
+  if (fragment_weights) return register_weights_kernel<kernels::Bf16Mxfp4FragmentMainloop>(cfg);
+  if (kernels::is_bf16_register_weights_pair(args.a.format, args.b.format))
+    return register_weights_kernel(args.b.format, cfg);
+  return kernel_for_tile<kernels::Bf16Mainloop>(cfg);
+}
+
+Status not_compiled(const TileConfig& cfg) {
+  return Status{StatusCode::invalid_argument, "signalgemm: config " + std::to_string(cfg.block_m) + "x" +
+                                                  std::to_string(cfg.block_n) + " is not a compiled tile"};
+}
+
+// Persistent grid: never more CTAs than tiles could exist (masked_m is not read on the host).
+int persistent_grid(const GroupedGemmArgs& args, const TileConfig& cfg, const DeviceInfo& info) {
+  const SignalLayout layout{args.num_experts, args.max_m, args.n, cfg.block_m, cfg.block_n, args.granularity};
+  const int64_t max_tiles = int64_t(args.num_experts) * layout.row_blocks_per_expert() * layout.col_blocks();
+  const int sms = args.sm_count > 0 ? std::min(args.sm_count, info.sm_count) : info.sm_count;
+  return static_cast<int>(std::min<int64_t>(sms, max_tiles));
+}
+
+// A cluster needs two CTAs: with a grid of one (sm_count = 1) the pair's tiles run on one CTA
+// (same tiles, same signals).
+TileConfig config_for_grid(TileConfig cfg, int grid) {
+  if (cfg.cluster > 1 && grid < 2) cfg.cluster = 1;
+  return cfg;
 }
 
 // The tile configuration of a launch with `args` on a device with this much shared memory, and
@@ -430,6 +489,26 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   GroupedGemmArgs converted = fp8_tokens ? args : host::with_converted_activations(args);
   converted.enable_pdl = true;
   return launch_gemm(converted, info, cfg, fp8_tokens);
+}
+
+Status load_kernels(const GroupedGemmArgs& args) {
+  if (Status s = validate(args); !s.ok()) return s;
+  DeviceInfo info;
+  if (Status s = query_device(info); !s.ok()) return s;
+  bool converts = false;
+  const TileConfig cfg = launch_config(args, info.smem_per_block, converts);
+  if (converts) {
+    cudaFuncAttributes attributes;
+    if (cudaError_t err = cudaFuncGetAttributes(&attributes, conversion_kernel(args.a.format)); err != cudaSuccess)
+      return cuda_failure("cudaFuncGetAttributes", err);
+  }
+  // The arguments and configuration grouped_gemm_nt_masked launches with.
+  const bool tokens_in_workspace = converts && args.a.format == Format::fp8_block128;
+  const GroupedGemmArgs launched = converts && !tokens_in_workspace ? host::with_converted_activations(args) : args;
+  const TileConfig launch_cfg = config_for_grid(cfg, persistent_grid(launched, cfg, info));
+  const KernelEntry kernel = select_kernel(launched, launch_cfg, tokens_in_workspace);
+  if (kernel.load == nullptr) return not_compiled(cfg);
+  return kernel.load();
 }
 
 namespace {
@@ -536,16 +615,8 @@ Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const Ti
     params.a_scale_cols = a_block > 0 ? args.k / a_block : 0;
   }
 
-  // Persistent grid: never more CTAs than tiles could exist (masked_m is not read on the host).
-  const int64_t max_tiles = int64_t(args.num_experts) * params.layout.row_blocks_per_expert() *
-                            params.layout.col_blocks();
-  const int sms = args.sm_count > 0 ? std::min(args.sm_count, info.sm_count) : info.sm_count;
-  const int grid = static_cast<int>(std::min<int64_t>(sms, max_tiles));
-
-  // A cluster needs two CTAs: with sm_count = 1 the pair's tiles run on one CTA (same tiles, same
-  // signals).
-  TileConfig launch_cfg = cfg;
-  if (launch_cfg.cluster > 1 && grid < 2) launch_cfg.cluster = 1;
+  const int grid = persistent_grid(args, cfg, info);
+  const TileConfig launch_cfg = config_for_grid(cfg, grid);
 
   // The CTAs take tiles from a counter at the workspace's start, zeroed here on the stream (a graph
   // node when captured); the kernel never resets it, so a launch needs no state from the last one.
@@ -555,19 +626,9 @@ Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const Ti
       return cuda_failure("cudaMemsetAsync (tile counter)", err);
   }
 
-  // One instantiation per (mainloop, compiled tile).
-  const Launcher launcher = converted_tokens_rs ? converted_tokens_launcher(args.a.format, cfg, tokens_in_workspace)
-                            : dequant_pair          ? dequant_bf16_launcher(args.a.format, args.b.format, launch_cfg)
-                            : fp8                   ? fp8_block128_launcher(launch_cfg)
-                            : fragment_weights && args.b.format == Format::nvfp4
-                                ? register_weights_launcher<kernels::Bf16Nvfp4FragmentMainloop>(cfg)
-                            : fragment_weights      ? register_weights_launcher<kernels::Bf16Mxfp4FragmentMainloop>(cfg)
-                            : bf16_register_weights ? register_weights_launcher(args.b.format, cfg)
-                                                    : launcher_for_tile<kernels::Bf16Mainloop>(cfg);
-  if (launcher == nullptr)
-    return Status{StatusCode::invalid_argument, "signalgemm: config " + std::to_string(cfg.block_m) + "x" +
-                                                    std::to_string(cfg.block_n) + " is not a compiled tile"};
-  return launcher(args, launch_cfg, grid, maps, params);
+  const KernelEntry kernel = select_kernel(args, launch_cfg, tokens_in_workspace);
+  if (kernel.launch == nullptr) return not_compiled(cfg);
+  return kernel.launch(args, launch_cfg, grid, maps, params);
 }
 
 }  // namespace

@@ -448,9 +448,6 @@ int worker_main(int rank, int ranks, const char* hex, int iterations) {
 
 int main(int argc, char** argv) {
   setenv("NCCL_NVLS_ENABLE", "0", 0);  // no NVLink multicast (not used, and not wanted set up)
-  // Kernels loaded with the context, not at first launch (which can wait for a device whose
-  // running kernels wait on another GPU).
-  setenv("CUDA_MODULE_LOADING", "EAGER", 0);
   signalgemm::test::self_path = "/proc/self/exe";
   if (argc == 6 && std::string(argv[1]) == "--ep-worker")
     return signalgemm::test::worker_main(std::atoi(argv[2]), std::atoi(argv[3]), argv[4], std::atoi(argv[5]));

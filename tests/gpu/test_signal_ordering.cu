@@ -33,6 +33,62 @@ __global__ void snapshot_on_signal(const uint16_t* out, uint16_t* snapshot, int6
   }
 }
 
+// load_kernels lets a configuration's first launch run beside a consumer that already spins on its
+// signals. Under lazy module loading (CUDA's default) that launch would otherwise load the kernel
+// and wait for the device to go idle: for the consumer to time out. This file's other tests use
+// other tile configurations, so when this suite runs in a fresh process (scripts/gpu_check.sh) the
+// launch below is the kernel's first; elsewhere in the binary it may have been loaded already.
+TEST(SignalOrdering, LoadedKernelsFirstLaunchBesideASpinningConsumer) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(45);
+  Fp8Problem p;
+  p.build(/*experts=*/6, /*max_m=*/200, /*n=*/640, /*k=*/384, rng);
+  std::vector<int32_t> masked_m = {0, 1, 77, 200, 129, 3};
+  p.set_masked_m(masked_m);
+  p.poison_output();
+  const auto reference = ref::masked_grouped_gemm(p.a, p.b, masked_m.data(), p.alpha.data());
+  int sms = 0;
+  SG_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  constexpr int kConsumerBlocks = 8;
+  GroupedGemmArgs args = p.args();
+  args.config.block_m = 192;
+  args.config.block_n = 128;
+  args.granularity = SignalGranularity::per_row_block;
+  args.sm_count = sms - kConsumerBlocks;
+  const SignalLayout layout = signal_layout(args);
+  DeviceBuffer signals(sizeof(uint32_t) * layout.counter_count());
+  SG_CUDA_CHECK(cudaMemset(signals.get(), 0, signals.bytes()));
+  args.signals = signals.get<uint32_t>();
+  DeviceBuffer snapshot(p.d_out.bytes());
+  SG_CUDA_CHECK(cudaMemset(snapshot.get(), 0xff, snapshot.bytes()));
+  DeviceBuffer timeout_flag = DeviceBuffer::from(std::vector<int32_t>{0});
+  cudaStream_t gemm_stream, consumer_stream;
+  SG_CUDA_CHECK(cudaStreamCreateWithFlags(&gemm_stream, cudaStreamNonBlocking));
+  SG_CUDA_CHECK(cudaStreamCreateWithFlags(&consumer_stream, cudaStreamNonBlocking));
+  args.stream = gemm_stream;
+
+  ASSERT_TRUE(load_kernels(args).ok());
+  SG_CUDA_CHECK(cudaDeviceSynchronize());
+  snapshot_on_signal<<<kConsumerBlocks, 256, 0, consumer_stream>>>(
+      p.d_out.get<uint16_t>(), snapshot.get<uint16_t>(), p.out_row_stride / 2, p.d_masked_m.get<int32_t>(), layout,
+      signals.get<uint32_t>(), timeout_flag.get<int32_t>());
+  SG_CUDA_CHECK(cudaGetLastError());
+  const Status s = grouped_gemm_nt_masked(args);
+  ASSERT_TRUE(s.ok()) << s.message;
+  SG_CUDA_CHECK(cudaDeviceSynchronize());
+  EXPECT_EQ(timeout_flag.to_host<int32_t>()[0], 0) << "the consumer's wait timed out: the launch waited for it";
+  EXPECT_EQ(check_output(p, masked_m, reference), "");
+  const auto out = p.output(), seen = snapshot.to_host<uint16_t>();
+  const int64_t pitch = p.out_row_stride / 2;
+  int64_t differing = 0;
+  for (int e = 0; e < p.experts; ++e)
+    for (int i = 0; i < masked_m[e]; ++i)
+      for (int j = 0; j < p.n; ++j) differing += seen[(e * p.max_m + i) * pitch + j] != out[(e * p.max_m + i) * pitch + j];
+  EXPECT_EQ(differing, 0) << "elements the consumer saw differ from the final output";
+  cudaStreamDestroy(gemm_stream);
+  cudaStreamDestroy(consumer_stream);
+}
+
 // 1000 launches per granularity with a consumer on the SMs the GEMM leaves free; `dynamic_tiles`:
 // with a workspace, so the CTAs take tiles from a counter.
 void expect_consumer_never_sees_unfinished_rows(Fp8Problem& p, const TileConfig& config, std::mt19937& rng,
@@ -41,8 +97,7 @@ void expect_consumer_never_sees_unfinished_rows(Fp8Problem& p, const TileConfig&
   // Golden output, checked against the float64 reference once; rows < masked_m never depend on
   // masked_m and the kernel is deterministic, so every later launch must reproduce it bit for bit.
   // It runs the tile configuration under test, which also loads that kernel before the consumer
-  // spins beside it: with lazy module loading (CUDA's default) a kernel's first launch waits for
-  // the device to go idle, i.e. for the spinning consumer to time out (docs/signals.md).
+  // spins beside it (as load_kernels would; see the test above).
   const std::vector<int32_t> all_rows(p.experts, p.max_m);
   const auto reference = ref::masked_grouped_gemm(p.a, p.b, all_rows.data(), p.alpha.data());
   p.set_masked_m(all_rows);

@@ -574,6 +574,8 @@ TEST_P(ValidateRejects, WithCodeAndArgumentName) {
         << r.name << ": message \"" << s.message << "\" does not name " << argument;
   EXPECT_NE(s.message.find(r.detail), std::string::npos)
       << r.name << ": message \"" << s.message << "\" lacks \"" << r.detail << "\"";
+  // load_kernels checks its arguments as the launch does, before it touches any device.
+  EXPECT_EQ(load_kernels(args).message, s.message) << r.name;
 }
 
 INSTANTIATE_TEST_SUITE_P(Validate, ValidateRejects, ::testing::ValuesIn(all_rejections()),
