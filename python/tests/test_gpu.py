@@ -13,13 +13,12 @@ if not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0)
 POISON = -12345.0
 
 
-def make_problem(experts, max_m, n, k, seed):
+def make_problem(experts, max_m, n, k, seed, dev="cuda"):
     rng = np.random.default_rng(seed)
     xa = rng.standard_normal((experts, max_m, k)).astype(np.float32)
     xb = (rng.standard_normal((experts, n, k)) * 0.05).astype(np.float32)
     a, sfa, _ = signalgemm.quantize(xa, "fp8_block128", "a")
     b, sfb, _ = signalgemm.quantize(xb, "fp8_block128", "b")
-    dev = "cuda"
     t = dict(
         a=torch.from_numpy(a).to(dev).view(torch.float8_e4m3fn),
         sfa=torch.from_numpy(sfa).to(dev),
@@ -77,6 +76,22 @@ def test_load_only_launches_nothing():
     torch.cuda.synchronize()
     check(out, t["reference"], masked_m)
     assert signals.cpu().tolist() == signalgemm.expected_signals(masked_m.cpu(), N, MAX_M)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_runs_on_the_tensors_device_and_rejects_a_mix():
+    E, MAX_M, N, K = 3, 64, 256, 256
+    t = make_problem(E, MAX_M, N, K, seed=5, dev="cuda:1")
+    masked_m = torch.tensor([64, 7, 0], dtype=torch.int32, device="cuda:1")
+    out = torch.full((E, MAX_M, N), POISON, dtype=torch.bfloat16, device="cuda:1")
+    torch.cuda.set_device(0)
+    signalgemm.grouped_gemm_nt_masked((t["a"], t["sfa"]), (t["b"], t["sfb"]), out, masked_m, alpha=t["alpha"])
+    torch.cuda.synchronize(1)
+    assert torch.cuda.current_device() == 0
+    check(out, t["reference"], masked_m)
+    out0 = torch.zeros((E, MAX_M, N), dtype=torch.bfloat16, device="cuda:0")
+    with pytest.raises(ValueError, match="a.data is on device 1, the launch runs on the current device 0"):
+        signalgemm.grouped_gemm_nt_masked((t["a"], t["sfa"]), (t["b"], t["sfb"]), out0, masked_m.to("cuda:0"))
 
 
 def test_cuda_graph_capture_replays():

@@ -510,6 +510,33 @@ TEST(Fp8Block128Gemm, HostPointersAreRejectedNotLaunched) {
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // nothing was launched, nothing faulted
 }
 
+// Operands of one launch on another GPU than the current one: named, not launched.
+TEST(Fp8Block128Gemm, OperandsOnAnotherDeviceAreRejectedNotLaunched) {
+  SG_REQUIRE_HOPPER();
+  int devices = 0;
+  SG_CUDA_CHECK(cudaGetDeviceCount(&devices));
+  if (devices < 2) GTEST_SKIP() << "needs two GPUs";
+  std::mt19937 rng(46);
+  Fp8Problem p;
+  p.build(2, 16, 128, 128, rng);  // on device 0
+  SG_CUDA_CHECK(cudaSetDevice(1));
+  DeviceBuffer signals_on_1(2 * sizeof(uint32_t));
+  GroupedGemmArgs args = p.args();
+  Status s = grouped_gemm_nt_masked(args);  // current device 1, operands on 0
+  EXPECT_EQ(s.code, StatusCode::invalid_argument);
+  EXPECT_NE(s.message.find("a.data is on device 0, the launch runs on the current device 1"), std::string::npos)
+      << s.message;
+  SG_CUDA_CHECK(cudaSetDevice(0));
+  args.signals = signals_on_1.get<uint32_t>();
+  args.granularity = SignalGranularity::per_expert;
+  s = grouped_gemm_nt_masked(args);
+  EXPECT_NE(s.message.find("signals is on device 1"), std::string::npos) << s.message;
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // nothing was launched, nothing faulted
+  SG_CUDA_CHECK(cudaSetDevice(1));
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  SG_CUDA_CHECK(cudaSetDevice(0));
+}
+
 TEST(Fp8Block128Gemm, UnsupportedFormatPairIsReportedNotLaunched) {
   GroupedGemmArgs args;
   args.num_experts = 1, args.max_m = 16, args.n = 128, args.k = 128;
