@@ -59,17 +59,18 @@ Status check_device_pointer(const void* ptr, const char* name) {
     cudaGetLastError();
     return Status{StatusCode::invalid_argument, std::string("signalgemm: ") + name + " is not a CUDA pointer"};
   }
-  if (attributes.type == cudaMemoryTypeUnregistered || attributes.devicePointer == nullptr)
-    return Status{StatusCode::invalid_argument,
-                  std::string("signalgemm: ") + name + " is host memory; it must be device (or managed) memory"};
-  // Device memory of another GPU: the launch runs on the current device, whose TMA and loads would
-  // fault there (or cross NVLink where peer access is on).
+  // Device memory of another GPU (without peer access it has no address on this one, so this
+  // comes first): the launch runs on the current device, whose loads would fault there, or cross
+  // NVLink where peer access is on.
   int device = 0;
   if (attributes.type == cudaMemoryTypeDevice && cudaGetDevice(&device) == cudaSuccess && attributes.device != device)
     return Status{StatusCode::invalid_argument, std::string("signalgemm: ") + name + " is on device " +
                                                     std::to_string(attributes.device) +
                                                     ", the launch runs on the current device " +
                                                     std::to_string(device) + " (cudaSetDevice)"};
+  if (attributes.type == cudaMemoryTypeUnregistered || attributes.devicePointer == nullptr)
+    return Status{StatusCode::invalid_argument,
+                  std::string("signalgemm: ") + name + " is host memory; it must be device (or managed) memory"};
   return {};
 }
 
