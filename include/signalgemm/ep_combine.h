@@ -51,7 +51,9 @@ struct EpCombineConfig {
 };
 
 // Per-rank NCCL state: the communicator's device communicator (one LSA barrier), and the
-// registered receive window. Opaque; created collectively.
+// registered receive window. Opaque; created collectively. Every call taking a context runs on the
+// context's device (ep_combine_device), whatever the current device, which it leaves unchanged;
+// the streams passed must belong to that device.
 struct EpCombineContext;
 
 // Collective over `comm`: every rank calls it at the same time (one thread per rank, or one

@@ -5,9 +5,10 @@
 
 #include <string>
 
+#include "consumer/combine_device.cuh"
+#include "host/device_pointers.h"
 #include "signalgemm/combine.h"
 #include "signalgemm/consumer.cuh"
-#include "consumer/combine_device.cuh"
 
 namespace signalgemm {
 namespace {
@@ -133,6 +134,18 @@ Status combine(const CombineArgs& a) {
     return invalid("gemm_out and its strides must be 16-byte aligned");
   if (a.num_blocks < 0) return invalid("num_blocks must be >= 0");
   if (a.first_block < 0) return invalid("first_block must be >= 0");
+  if (Status s = host::check_device_pointers({{a.gemm_out, "gemm_out"},
+                                              {a.masked_m, "masked_m"},
+                                              {a.signals, "signals"},
+                                              {a.topk_idx, "topk_idx"},
+                                              {a.topk_weights, "topk_weights"},
+                                              {a.row_source, "row_source"},
+                                              {a.workspace, "workspace"},
+                                              {a.out, "out"},
+                                              {a.error_flag, "error_flag"},
+                                              {a.timeline, "timeline"}});
+      !s.ok())
+    return s;
 
   CombineParams p{};
   p.gemm_out = static_cast<const uint8_t*>(a.gemm_out);

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "consumer/combine_device.cuh"
+#include "host/device_pointers.h"
 #include "signalgemm/combine.h"
 #include "signalgemm/consumer.cuh"
 #include "signalgemm/ep_combine.h"
@@ -431,6 +432,23 @@ __global__ void ep_barrier_kernel(const ncclDevComm comm) {
   barrier.sync(ncclCoopCta(), cuda::memory_order_acq_rel);
 }
 
+// A context's calls run on its device, whatever the current one (restored afterwards), so one host
+// thread can drive every rank's context, as NCCL's own calls do.
+class OnDevice {
+ public:
+  explicit OnDevice(int device) {
+    if (cudaGetDevice(&saved_) != cudaSuccess || saved_ == device || cudaSetDevice(device) != cudaSuccess) saved_ = -1;
+  }
+  ~OnDevice() {
+    if (saved_ >= 0) cudaSetDevice(saved_);
+  }
+  OnDevice(const OnDevice&) = delete;
+  OnDevice& operator=(const OnDevice&) = delete;
+
+ private:
+  int saved_ = -1;
+};
+
 // Loads every kernel of the combine (defined below); see ep_combine_create.
 Status load_combine_kernels();
 
@@ -466,7 +484,15 @@ Status check_common_args(const EpCombineContext* ctx, const EpCombineArgs& a) {
   if (a.workspace == nullptr || reinterpret_cast<uintptr_t>(a.workspace) % 16 != 0)
     return invalid("workspace is null or not 16-byte aligned");
   if (a.reduce_tokens < 0 || a.reduce_tokens > kReduceTokens) return invalid("reduce_tokens must be in [0, 4]");
-  return {};
+  // Last, on the context's device (the callers switch to it first).
+  return host::check_device_pointers({{a.masked_m, "masked_m"},
+                                      {a.row_source, "row_source"},
+                                      {a.topk_idx, "topk_idx"},
+                                      {a.topk_weights, "topk_weights"},
+                                      {a.out, "out"},
+                                      {a.workspace, "workspace"},
+                                      {a.error_flag, "error_flag"},
+                                      {a.timeline, "timeline"}});
 }
 
 // The fields both modes take from the context and the arguments.
@@ -603,9 +629,7 @@ Status ep_combine_create_all(const ncclComm_t* comms, int count, const EpCombine
 
 Status ep_combine_destroy(EpCombineContext* ctx) {
   if (ctx == nullptr) return {};
-  int saved_device = 0;
-  cudaGetDevice(&saved_device);
-  cudaSetDevice(ctx->device);
+  const OnDevice on_device(ctx->device);
   Status status = cuda_status(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
   if (ctx->dev_comm_created) {
     Status s = nccl_status(ncclDevCommDestroy(ctx->comm, &ctx->dev_comm), "ncclDevCommDestroy");
@@ -624,7 +648,6 @@ Status ep_combine_destroy(EpCombineContext* ctx) {
     if (status.ok()) status = s;
   }
   delete ctx;
-  cudaSetDevice(saved_device);
   return status;
 }
 
@@ -648,12 +671,14 @@ size_t ep_combine_workspace_bytes(int64_t num_counters) {
 
 Status ep_combine_barrier(const EpCombineContext* ctx, cudaStream_t stream) {
   if (ctx == nullptr) return invalid("context is null");
+  const OnDevice on_device(ctx->device);
   ep_barrier_kernel<<<1, 32, 0, stream>>>(ctx->dev_comm);
   return cuda_status(cudaGetLastError(), "ep_combine_barrier launch");
 }
 
 Status ep_combine(const EpCombineContext* ctx, const EpCombineArgs& a) {
   if (ctx == nullptr) return invalid("context is null");
+  const OnDevice on_device(ctx->device);
   if (a.gemm_out == nullptr) return invalid("gemm_out is null");
   if (a.masked_m == nullptr) return invalid("masked_m is null");
   if (a.signals == nullptr || a.layout.granularity == SignalGranularity::none)
@@ -665,6 +690,7 @@ Status ep_combine(const EpCombineContext* ctx, const EpCombineArgs& a) {
   if (a.num_blocks < 0) return invalid("num_blocks must be >= 0");
   if (a.first_block < 0) return invalid("first_block must be >= 0");
   if (!(a.remote_bytes_per_second >= 0)) return invalid("remote_bytes_per_second must be >= 0");
+  if (Status s = host::check_device_pointers({{a.gemm_out, "gemm_out"}, {a.signals, "signals"}}); !s.ok()) return s;
 
   EpParams p = common_params(ctx, a);
   p.gemm_out = static_cast<const uint8_t*>(a.gemm_out);
@@ -818,8 +844,11 @@ Status check_epilogue_send_args(const EpCombineContext* ctx, const EpCombineArgs
 
 Status ep_epilogue_send_prepare(const EpCombineContext* ctx, const EpCombineArgs& a, void** out_rows,
                                 uint32_t** signals) {
+  if (ctx == nullptr) return invalid("context is null");
+  const OnDevice on_device(ctx->device);
   if (Status s = check_epilogue_send_args(ctx, a); !s.ok()) return s;
   if (out_rows == nullptr || signals == nullptr) return invalid("out_rows and signals must not be null");
+  if (Status s = host::check_device_pointer(out_rows, "out_rows"); !s.ok()) return s;
   *signals = reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(ctx->window_memory) + epilogue_counters_offset(a.epoch));
   epilogue_send_prepare_kernel<<<64, kPrepareThreads, 0, a.stream>>>(
       common_params(ctx, a), out_rows, epilogue_counters_offset(a.epoch), epilogue_masked_m_offset(a.epoch));
@@ -827,6 +856,8 @@ Status ep_epilogue_send_prepare(const EpCombineContext* ctx, const EpCombineArgs
 }
 
 Status ep_epilogue_send_reduce(const EpCombineContext* ctx, const EpCombineArgs& a) {
+  if (ctx == nullptr) return invalid("context is null");
+  const OnDevice on_device(ctx->device);
   if (Status s = check_epilogue_send_args(ctx, a); !s.ok()) return s;
   // Programmatic dependent launch: once the GEMM before it on the stream has started everywhere
   // (griddepcontrol.launch_dependents), the reduce blocks take the SMs its CTAs leave, so their

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "host/config.h"
+#include "host/device_pointers.h"
 #include "kernels/convert_activations.cuh"
 #include "kernels/grouped_gemm_kernel.cuh"
 #include "kernels/mainloop_bf16.cuh"
@@ -50,40 +51,18 @@ Status query_device(DeviceInfo& info) {
   return {};
 }
 
-// A pointer the kernel dereferences must be device-accessible: a plain host pointer would make the
-// kernel fault. The query is a host-side driver call: no synchronization, allowed during capture.
-Status check_device_pointer(const void* ptr, const char* name) {
-  if (ptr == nullptr) return {};
-  cudaPointerAttributes attributes{};
-  if (cudaPointerGetAttributes(&attributes, ptr) != cudaSuccess) {
-    cudaGetLastError();
-    return Status{StatusCode::invalid_argument, std::string("signalgemm: ") + name + " is not a CUDA pointer"};
-  }
-  // Device memory of another GPU (without peer access it has no address on this one, so this
-  // comes first): the launch runs on the current device, whose loads would fault there, or cross
-  // NVLink where peer access is on.
-  int device = 0;
-  if (attributes.type == cudaMemoryTypeDevice && cudaGetDevice(&device) == cudaSuccess && attributes.device != device)
-    return Status{StatusCode::invalid_argument, std::string("signalgemm: ") + name + " is on device " +
-                                                    std::to_string(attributes.device) +
-                                                    ", the launch runs on the current device " +
-                                                    std::to_string(device) + " (cudaSetDevice)"};
-  if (attributes.type == cudaMemoryTypeUnregistered || attributes.devicePointer == nullptr)
-    return Status{StatusCode::invalid_argument,
-                  std::string("signalgemm: ") + name + " is host memory; it must be device (or managed) memory"};
-  return {};
-}
-
 Status check_device_pointers(const GroupedGemmArgs& args) {
-  const std::pair<const void*, const char*> pointers[] = {
-      {args.a.data, "a.data"},   {args.a.scales, "a.scales"},   {args.b.data, "b.data"},
-      {args.b.scales, "b.scales"}, {args.out, "out"},           {args.out_rows, "out_rows"},
-      {args.masked_m, "masked_m"},
-      {args.alpha, "alpha"},     {args.signals, "signals"},     {args.error_flag, "error_flag"},
-      {args.workspace, "workspace"}};
-  for (const auto& [ptr, name] : pointers)
-    if (Status s = check_device_pointer(ptr, name); !s.ok()) return s;
-  return {};
+  return host::check_device_pointers({{args.a.data, "a.data"},
+                                      {args.a.scales, "a.scales"},
+                                      {args.b.data, "b.data"},
+                                      {args.b.scales, "b.scales"},
+                                      {args.out, "out"},
+                                      {args.out_rows, "out_rows"},
+                                      {args.masked_m, "masked_m"},
+                                      {args.alpha, "alpha"},
+                                      {args.signals, "signals"},
+                                      {args.error_flag, "error_flag"},
+                                      {args.workspace, "workspace"}});
 }
 
 // The driver's tensor-map encoder, fetched through the runtime so the library needs no libcuda

@@ -189,5 +189,28 @@ TEST(Combine, RejectsMissingArguments) {
   EXPECT_NE(combine(c).message.find("signals"), std::string::npos);
 }
 
+// Pointers the kernel would dereference are checked before the launch: a host buffer is named.
+TEST(Combine, HostPointersAreRejectedNotLaunched) {
+  SG_REQUIRE_HOPPER();
+  DeviceBuffer device(4096);
+  static uint8_t host[4096] __attribute__((aligned(16)));
+  CombineArgs c;
+  c.gemm_out = device.get();
+  c.masked_m = device.get<int32_t>();
+  c.layout = SignalLayout{1, 8, 8, 64, 128, SignalGranularity::per_expert};
+  c.signals = device.get<uint32_t>();
+  c.num_tokens = 1;
+  c.topk = 1;
+  c.topk_idx = device.get<int32_t>();
+  c.topk_weights = device.get<float>();
+  c.row_source = device.get<int32_t>();
+  c.workspace = device.get();
+  c.out = host;
+  const Status s = combine(c);
+  EXPECT_EQ(s.code, StatusCode::invalid_argument);
+  EXPECT_NE(s.message.find("out is host memory"), std::string::npos) << s.message;
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // nothing was launched, nothing faulted
+}
+
 }  // namespace
 }  // namespace signalgemm::test

@@ -312,11 +312,17 @@ int run_single_process(int ranks, int iterations) {
       ++failures;
     }
   }
-  // The device-side barrier: every rank enqueues it; all must complete (watchdog: 10 s).
+  // The device-side barrier: every rank enqueues it; all must complete (watchdog: 10 s). Enqueued
+  // while another rank's device is current: a context's calls run on its own device.
   for (int round = 0; round < 10; ++round)
     for (auto& st : states) {
-      cudaSetDevice(st->device);
-      EXPECT_TRUE(ep_combine_barrier(st->context, st->gemm_stream).ok());
+      const int other = (st->device + 1) % ranks;
+      cudaSetDevice(other);
+      const Status barrier = ep_combine_barrier(st->context, st->gemm_stream);
+      EXPECT_TRUE(barrier.ok()) << barrier.message;
+      int current = -1;
+      cudaGetDevice(&current);
+      EXPECT_EQ(current, other) << "ep_combine_barrier changed the current device";
     }
   for (auto& st : states) {
     cudaSetDevice(st->device);

@@ -1,0 +1,37 @@
+#include "host/device_pointers.h"
+
+#include <cuda_runtime_api.h>
+
+#include <string>
+
+namespace signalgemm::host {
+
+Status check_device_pointer(const void* ptr, const char* name) {
+  if (ptr == nullptr) return {};
+  cudaPointerAttributes attributes{};
+  if (cudaPointerGetAttributes(&attributes, ptr) != cudaSuccess) {
+    cudaGetLastError();
+    return Status{StatusCode::invalid_argument, std::string("signalgemm: ") + name + " is not a CUDA pointer"};
+  }
+  // Device memory of another GPU (without peer access it has no address on this one, so this
+  // comes first): kernels run on the current device, whose loads would fault there, or cross
+  // NVLink where peer access is on.
+  int device = 0;
+  if (attributes.type == cudaMemoryTypeDevice && cudaGetDevice(&device) == cudaSuccess && attributes.device != device)
+    return Status{StatusCode::invalid_argument, std::string("signalgemm: ") + name + " is on device " +
+                                                    std::to_string(attributes.device) +
+                                                    ", the launch runs on the current device " +
+                                                    std::to_string(device) + " (cudaSetDevice)"};
+  if (attributes.type == cudaMemoryTypeUnregistered || attributes.devicePointer == nullptr)
+    return Status{StatusCode::invalid_argument,
+                  std::string("signalgemm: ") + name + " is host memory; it must be device (or managed) memory"};
+  return {};
+}
+
+Status check_device_pointers(std::initializer_list<std::pair<const void*, const char*>> pointers) {
+  for (const auto& [ptr, name] : pointers)
+    if (Status s = check_device_pointer(ptr, name); !s.ok()) return s;
+  return {};
+}
+
+}  // namespace signalgemm::host
