@@ -1,7 +1,6 @@
 // nanobind module `signalgemm._C`: the C++ API over DLPack tensors (torch, cupy, jax, numpy...).
 // Shape and dtype checks that need the tensors happen here; everything else is the library's own
 // validation, whose message (naming the argument) becomes a ValueError.
-#include <cuda_runtime_api.h>
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/optional.h>
@@ -15,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "host/devices.h"
 #include "signalgemm/gemm.h"
 #include "signalgemm/reference.h"
 
@@ -93,27 +93,6 @@ OperandArgs fragment_operand(const Tensor& data, const std::optional<Tensor>& sc
   return op;
 }
 
-// The calls below run on the device of their output tensor, as torch's operators do, whatever the
-// current device (restored afterwards); the library rejects operands on any other device.
-class OnDevice {
- public:
-  explicit OnDevice(const Tensor& t) {
-    if (cudaGetDevice(&previous_) != cudaSuccess || previous_ == t.device_id() ||
-        cudaSetDevice(t.device_id()) != cudaSuccess) {
-      cudaGetLastError();  // no device (the CPU tests' fake tensors): validation answers first
-      previous_ = -1;
-    }
-  }
-  ~OnDevice() {
-    if (previous_ >= 0) cudaSetDevice(previous_);
-  }
-  OnDevice(const OnDevice&) = delete;
-  OnDevice& operator=(const OnDevice&) = delete;
-
- private:
-  int previous_ = -1;
-};
-
 // b_n > 0: b holds packed mma_fragments weights of N = b_n rows (rows layout otherwise).
 void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<Tensor> sfb, Tensor out,
                   Tensor masked_m, const std::string& a_format, const std::string& b_format,
@@ -174,7 +153,9 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
     args.workspace = workspace->data();
     args.workspace_bytes = workspace->nbytes();
   }
-  const OnDevice on_out_device(out);
+  // On the output's device, as torch's operators run, whatever the current one (restored after);
+  // the library rejects operands on any other device.
+  const host::ScopedDevice on_out_device(out.device_id());
   const Status s = load_only ? load_kernels(args) : grouped_gemm_nt_masked(args);
   if (s.code == StatusCode::invalid_argument || s.code == StatusCode::unsupported) throw nb::value_error(s.message.c_str());
   if (!s.ok()) throw std::runtime_error(s.message);
@@ -194,7 +175,7 @@ void pack_fragments(Tensor b, Tensor packed, uintptr_t stream) {
   weights.data = b.data();
   weights.row_stride = byte_stride(b, 1);
   weights.expert_stride = byte_stride(b, 0);
-  const OnDevice on_packed_device(packed);
+  const host::ScopedDevice on_packed_device(packed.device_id());
   const Status s =
       pack_mma_fragments(weights, experts, n, k, packed.data(), reinterpret_cast<cudaStream_t>(stream));
   if (s.code == StatusCode::invalid_argument) throw nb::value_error(s.message.c_str());

@@ -6,7 +6,7 @@
 #include <string>
 
 #include "consumer/combine_device.cuh"
-#include "host/device_pointers.h"
+#include "host/devices.h"
 #include "signalgemm/combine.h"
 #include "signalgemm/consumer.cuh"
 

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "consumer/combine_device.cuh"
-#include "host/device_pointers.h"
+#include "host/devices.h"
 #include "signalgemm/combine.h"
 #include "signalgemm/consumer.cuh"
 #include "signalgemm/ep_combine.h"
@@ -432,23 +432,6 @@ __global__ void ep_barrier_kernel(const ncclDevComm comm) {
   barrier.sync(ncclCoopCta(), cuda::memory_order_acq_rel);
 }
 
-// A context's calls run on its device, whatever the current one (restored afterwards), so one host
-// thread can drive every rank's context, as NCCL's own calls do.
-class OnDevice {
- public:
-  explicit OnDevice(int device) {
-    if (cudaGetDevice(&saved_) != cudaSuccess || saved_ == device || cudaSetDevice(device) != cudaSuccess) saved_ = -1;
-  }
-  ~OnDevice() {
-    if (saved_ >= 0) cudaSetDevice(saved_);
-  }
-  OnDevice(const OnDevice&) = delete;
-  OnDevice& operator=(const OnDevice&) = delete;
-
- private:
-  int saved_ = -1;
-};
-
 // Loads every kernel of the combine (defined below); see ep_combine_create.
 Status load_combine_kernels();
 
@@ -542,8 +525,6 @@ Status ep_combine_create(ncclComm_t comm, const EpCombineConfig& config, EpCombi
   auto* ctx = new EpCombineContext;
   ctx->comm = comm;
   ctx->config = config;
-  int saved_device = 0;
-  cudaGetDevice(&saved_device);
   Status status;
   auto fail = [&](Status s) {
     if (ctx->dev_comm_created) ncclDevCommDestroy(comm, &ctx->dev_comm);
@@ -551,15 +532,14 @@ Status ep_combine_create(ncclComm_t comm, const EpCombineConfig& config, EpCombi
     if (ctx->window_memory != nullptr) ncclMemFree(ctx->window_memory);
     if (ctx->reduce_slots != nullptr) cudaFree(ctx->reduce_slots);
     delete ctx;
-    cudaSetDevice(saved_device);
     return s;
   };
   if (status = nccl_status(ncclCommCuDevice(comm, &ctx->device), "ncclCommCuDevice"); !status.ok()) return fail(status);
+  const host::ScopedDevice on_device(ctx->device);  // set up on the comm's device
   if (status = nccl_status(ncclCommUserRank(comm, &ctx->rank), "ncclCommUserRank"); !status.ok()) return fail(status);
   if (status = nccl_status(ncclCommCount(comm, &ctx->num_ranks), "ncclCommCount"); !status.ok()) return fail(status);
   if (ctx->num_ranks > kMaxRanks)
     return fail(Status{StatusCode::unsupported, "signalgemm: more than 64 ranks in comm"});
-  if (status = cuda_status(cudaSetDevice(ctx->device), "cudaSetDevice"); !status.ok()) return fail(status);
 
   const size_t slots = size_t(config.max_tokens_per_rank) * config.topk;
   const int n_vectors = config.n / 8;
@@ -606,7 +586,6 @@ Status ep_combine_create(ncclComm_t comm, const EpCombineConfig& config, EpCombi
   // combine step a kernel on this device may wait for a peer that the host has not fed yet: load
   // them all now, during the set-up.
   if (status = load_combine_kernels(); !status.ok()) return fail(status);
-  cudaSetDevice(saved_device);
   *context = ctx;
   return {};
 }
@@ -629,7 +608,7 @@ Status ep_combine_create_all(const ncclComm_t* comms, int count, const EpCombine
 
 Status ep_combine_destroy(EpCombineContext* ctx) {
   if (ctx == nullptr) return {};
-  const OnDevice on_device(ctx->device);
+  const host::ScopedDevice on_device(ctx->device);  // its calls run on its device
   Status status = cuda_status(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
   if (ctx->dev_comm_created) {
     Status s = nccl_status(ncclDevCommDestroy(ctx->comm, &ctx->dev_comm), "ncclDevCommDestroy");
@@ -671,14 +650,14 @@ size_t ep_combine_workspace_bytes(int64_t num_counters) {
 
 Status ep_combine_barrier(const EpCombineContext* ctx, cudaStream_t stream) {
   if (ctx == nullptr) return invalid("context is null");
-  const OnDevice on_device(ctx->device);
+  const host::ScopedDevice on_device(ctx->device);  // its calls run on its device
   ep_barrier_kernel<<<1, 32, 0, stream>>>(ctx->dev_comm);
   return cuda_status(cudaGetLastError(), "ep_combine_barrier launch");
 }
 
 Status ep_combine(const EpCombineContext* ctx, const EpCombineArgs& a) {
   if (ctx == nullptr) return invalid("context is null");
-  const OnDevice on_device(ctx->device);
+  const host::ScopedDevice on_device(ctx->device);  // its calls run on its device
   if (a.gemm_out == nullptr) return invalid("gemm_out is null");
   if (a.masked_m == nullptr) return invalid("masked_m is null");
   if (a.signals == nullptr || a.layout.granularity == SignalGranularity::none)
@@ -845,7 +824,7 @@ Status check_epilogue_send_args(const EpCombineContext* ctx, const EpCombineArgs
 Status ep_epilogue_send_prepare(const EpCombineContext* ctx, const EpCombineArgs& a, void** out_rows,
                                 uint32_t** signals) {
   if (ctx == nullptr) return invalid("context is null");
-  const OnDevice on_device(ctx->device);
+  const host::ScopedDevice on_device(ctx->device);  // its calls run on its device
   if (Status s = check_epilogue_send_args(ctx, a); !s.ok()) return s;
   if (out_rows == nullptr || signals == nullptr) return invalid("out_rows and signals must not be null");
   if (Status s = host::check_device_pointer(out_rows, "out_rows"); !s.ok()) return s;
@@ -857,7 +836,7 @@ Status ep_epilogue_send_prepare(const EpCombineContext* ctx, const EpCombineArgs
 
 Status ep_epilogue_send_reduce(const EpCombineContext* ctx, const EpCombineArgs& a) {
   if (ctx == nullptr) return invalid("context is null");
-  const OnDevice on_device(ctx->device);
+  const host::ScopedDevice on_device(ctx->device);  // its calls run on its device
   if (Status s = check_epilogue_send_args(ctx, a); !s.ok()) return s;
   // Programmatic dependent launch: once the GEMM before it on the stream has started everywhere
   // (griddepcontrol.launch_dependents), the reduce blocks take the SMs its CTAs leave, so their

@@ -10,7 +10,7 @@
 #include <utility>
 
 #include "host/config.h"
-#include "host/device_pointers.h"
+#include "host/devices.h"
 #include "kernels/convert_activations.cuh"
 #include "kernels/grouped_gemm_kernel.cuh"
 #include "kernels/mainloop_bf16.cuh"

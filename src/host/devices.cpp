@@ -1,4 +1,4 @@
-#include "host/device_pointers.h"
+#include "host/devices.h"
 
 #include <cuda_runtime_api.h>
 
@@ -32,6 +32,17 @@ Status check_device_pointers(std::initializer_list<std::pair<const void*, const 
   for (const auto& [ptr, name] : pointers)
     if (Status s = check_device_pointer(ptr, name); !s.ok()) return s;
   return {};
+}
+
+ScopedDevice::ScopedDevice(int device) {
+  if (cudaGetDevice(&previous_) != cudaSuccess || previous_ == device || cudaSetDevice(device) != cudaSuccess) {
+    cudaGetLastError();  // not sticky; clear it for the caller's next query
+    previous_ = -1;
+  }
+}
+
+ScopedDevice::~ScopedDevice() {
+  if (previous_ >= 0) cudaSetDevice(previous_);
 }
 
 }  // namespace signalgemm::host

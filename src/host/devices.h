@@ -1,0 +1,34 @@
+// Devices on the host side: checks that the pointers a kernel will dereference are memory of the
+// current device (a plain host pointer, or another GPU's memory, would fault inside the kernel
+// instead of returning an error that names the argument), and a scoped switch of the current device.
+#pragma once
+
+#include <initializer_list>
+#include <utility>
+
+#include "signalgemm/types.h"
+
+namespace signalgemm::host {
+
+// Null passes (optional arguments are checked for presence elsewhere). A driver query: no
+// synchronization, allowed during stream capture.
+Status check_device_pointer(const void* ptr, const char* name);
+
+// The first failing check of `pointers` ({pointer, argument name}), or ok.
+Status check_device_pointers(std::initializer_list<std::pair<const void*, const char*>> pointers);
+
+// Makes `device` current for its lifetime and then restores the previous one, so that a call on a
+// context or tensor of another GPU runs there, as NCCL's and torch's calls do. Does nothing where
+// there is no device (validation then answers first).
+class ScopedDevice {
+ public:
+  explicit ScopedDevice(int device);
+  ~ScopedDevice();
+  ScopedDevice(const ScopedDevice&) = delete;
+  ScopedDevice& operator=(const ScopedDevice&) = delete;
+
+ private:
+  int previous_ = -1;  // -1: nothing to restore
+};
+
+}  // namespace signalgemm::host
