@@ -809,7 +809,6 @@ Status load_combine_kernels() {
 }
 
 Status check_epilogue_send_args(const EpCombineContext* ctx, const EpCombineArgs& a) {
-  if (ctx == nullptr) return invalid("context is null");
   if (a.layout.granularity != SignalGranularity::per_expert)
     return invalid("layout.granularity must be per_expert (the reduce waits on one counter per expert)");
   if (a.layout.num_experts > kEpilogueExperts) return invalid("layout.num_experts must be at most 16384");

@@ -35,10 +35,12 @@ Status check_device_pointers(std::initializer_list<std::pair<const void*, const 
 }
 
 ScopedDevice::ScopedDevice(int device) {
-  if (cudaGetDevice(&previous_) != cudaSuccess || previous_ == device || cudaSetDevice(device) != cudaSuccess) {
-    cudaGetLastError();  // not sticky; clear it for the caller's next query
-    previous_ = -1;
+  int current = -1;
+  if (cudaGetDevice(&current) != cudaSuccess || (current != device && cudaSetDevice(device) != cudaSuccess)) {
+    cudaGetLastError();  // this call's error is not sticky: clear it for the caller's next query
+    return;
   }
+  if (current != device) previous_ = current;
 }
 
 ScopedDevice::~ScopedDevice() {
