@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <string>
 
+#include "host/devices.h"
 #include "kernels/pack_mma_fragments.cuh"
 #include "signalgemm/gemm.h"
 
@@ -41,6 +42,7 @@ Status pack_mma_fragments(const OperandArgs& weights, int experts, int n, int k,
   if (expert_stride < row_stride * n)
     return invalid("weights.expert_stride = " + std::to_string(weights.expert_stride) +
                    " is smaller than one expert (" + std::to_string(row_stride * n) + " bytes)");
+  if (Status s = host::check_device_pointers({{weights.data, "weights.data"}, {packed, "packed"}}); !s.ok()) return s;
   const int64_t words = int64_t(mma_fragment_bytes(experts, n, k)) / 4;
   const int grid = static_cast<int>(std::clamp<int64_t>((words + 255) / 256, 1, 65535));
   kernels::pack_mma_fragments_kernel<<<grid, 256, 0, stream>>>(static_cast<const uint8_t*>(weights.data), row_stride,
