@@ -826,7 +826,7 @@ Status ep_epilogue_send_prepare(const EpCombineContext* ctx, const EpCombineArgs
   const host::ScopedDevice on_device(ctx->device);  // its calls run on its device
   if (Status s = check_epilogue_send_args(ctx, a); !s.ok()) return s;
   if (out_rows == nullptr || signals == nullptr) return invalid("out_rows and signals must not be null");
-  if (Status s = host::check_device_pointer(out_rows, "out_rows"); !s.ok()) return s;
+  if (Status s = host::check_device_pointers({{out_rows, "out_rows"}}); !s.ok()) return s;
   *signals = reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(ctx->window_memory) + epilogue_counters_offset(a.epoch));
   epilogue_send_prepare_kernel<<<64, kPrepareThreads, 0, a.stream>>>(
       common_params(ctx, a), out_rows, epilogue_counters_offset(a.epoch), epilogue_masked_m_offset(a.epoch));

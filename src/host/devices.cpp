@@ -6,7 +6,10 @@
 
 namespace signalgemm::host {
 
-Status check_device_pointer(const void* ptr, const char* name) {
+namespace {
+
+// One pointer against the current device `device` (-1: none could be queried).
+Status check_device_pointer(const void* ptr, const char* name, int device) {
   if (ptr == nullptr) return {};
   cudaPointerAttributes attributes{};
   if (cudaPointerGetAttributes(&attributes, ptr) != cudaSuccess) {
@@ -16,8 +19,7 @@ Status check_device_pointer(const void* ptr, const char* name) {
   // Device memory of another GPU (without peer access it has no address on this one, so this
   // comes first): kernels run on the current device, whose loads would fault there, or cross
   // NVLink where peer access is on.
-  int device = 0;
-  if (attributes.type == cudaMemoryTypeDevice && cudaGetDevice(&device) == cudaSuccess && attributes.device != device)
+  if (attributes.type == cudaMemoryTypeDevice && device >= 0 && attributes.device != device)
     return Status{StatusCode::invalid_argument, std::string("signalgemm: ") + name + " is on device " +
                                                     std::to_string(attributes.device) +
                                                     ", the launch runs on the current device " +
@@ -28,9 +30,16 @@ Status check_device_pointer(const void* ptr, const char* name) {
   return {};
 }
 
+}  // namespace
+
 Status check_device_pointers(std::initializer_list<std::pair<const void*, const char*>> pointers) {
+  int device = -1;
+  if (cudaGetDevice(&device) != cudaSuccess) {
+    cudaGetLastError();
+    device = -1;
+  }
   for (const auto& [ptr, name] : pointers)
-    if (Status s = check_device_pointer(ptr, name); !s.ok()) return s;
+    if (Status s = check_device_pointer(ptr, name, device); !s.ok()) return s;
   return {};
 }
 

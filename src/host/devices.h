@@ -10,11 +10,9 @@
 
 namespace signalgemm::host {
 
-// Null passes (optional arguments are checked for presence elsewhere). A driver query: no
-// synchronization, allowed during stream capture.
-Status check_device_pointer(const void* ptr, const char* name);
-
-// The first failing check of `pointers` ({pointer, argument name}), or ok.
+// The first failing check of `pointers` ({pointer, argument name}), or ok. Null passes (optional
+// arguments are checked for presence elsewhere). Driver queries: no synchronization, allowed during
+// stream capture.
 Status check_device_pointers(std::initializer_list<std::pair<const void*, const char*>> pointers);
 
 // Makes `device` current for its lifetime and then restores the previous one, so that a call on a
