@@ -1,6 +1,7 @@
 #include "host/config.h"
 
 #include <algorithm>
+#include <cstdint>
 
 #include "kernels/dequant_bf16_plan.h"
 #include "kernels/kernel_params.h"
@@ -58,6 +59,27 @@ bool uses_tile_counter(Format a_format, Format b_format) {
 bool takes_tiles_dynamically(const GroupedGemmArgs& args, const TileConfig* config) {
   return args.workspace != nullptr && args.workspace_bytes >= kTileCounterBytes &&
          uses_tile_counter(args.a.format, args.b.format) && (config == nullptr || config->cluster <= 1);
+}
+
+SplitK plan_split_k(const GroupedGemmArgs& args, const TileConfig& config, int sms) {
+  SplitK split;
+  const bool decode_tile = config.block_n == 128 && (config.block_m == 32 || config.block_m == 64);
+  if (!uses_tile_counter(args.a.format, args.b.format) || !decode_tile || config.cluster > 1 ||
+      (args.signals != nullptr && args.scope != SignalScope::gpu) || args.max_m < 1 || args.n < 1 || sms < 2)
+    return split;
+  const int64_t tiles = int64_t(args.num_experts) * ((args.max_m + config.block_m - 1) / config.block_m) *
+                        ((args.n + config.block_n - 1) / config.block_n);
+  const int k_blocks = args.k / 128;
+  // Each piece keeps at least 4 K blocks (its pipeline's ramp and the partial's round trip are
+  // fixed costs), and the pieces of all tiles fit in one round of the SMs.
+  const int64_t pieces = std::min<int64_t>({sms / std::max<int64_t>(tiles, 1), k_blocks / 4, kMaxKPieces});
+  if (2 * tiles > sms || pieces < 2) return split;
+  split.pieces = static_cast<int>(pieces);
+  split.tiles = static_cast<int>(tiles);
+  split.counters_offset = kTileCounterBytes;
+  split.partials_offset = split.counters_offset + (size_t(tiles) * 4 + 15) / 16 * 16;
+  split.bytes = split.partials_offset + size_t(tiles) * split.pieces * config.block_m * config.block_n * 4;
+  return split;
 }
 
 GroupedGemmArgs with_converted_activations(const GroupedGemmArgs& args) {

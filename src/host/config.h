@@ -63,6 +63,21 @@ bool uses_activation_workspace(const GroupedGemmArgs& args, const TileConfig& co
 inline constexpr size_t kTileCounterBytes = 16;
 bool uses_tile_counter(Format a_format, Format b_format);  // the pairings that take tiles dynamically
 bool takes_tiles_dynamically(const GroupedGemmArgs& args, const TileConfig* config = nullptr);
+// Split K for launches with few tiles (docs/configuration.md): an fp8_block128 x fp8_block128 launch
+// on a decode tile (32x128 or 64x128, no cluster) whose tiles fill at most half the SMs runs each
+// tile as `pieces` K ranges on as many CTAs; each writes its fp32 partial to the workspace and the
+// last to finish a tile sums them in piece order (deterministic) and stores the tile. Needs
+// gpu-scope signals (or none) and a workspace of split_k_workspace_bytes. `sms`: the SMs the launch
+// may use. pieces == 1: no split.
+struct SplitK {
+  int pieces = 1;
+  int tiles = 0;  // tile slots: every tile masked_m could make (E x row blocks of max_m x col blocks)
+  size_t counters_offset = 0, partials_offset = 0, bytes = 0;  // in the workspace
+};
+SplitK plan_split_k(const GroupedGemmArgs& args, const TileConfig& config, int sms);
+inline constexpr int kMaxKPieces = 8;
+inline constexpr int kH100SmCount = 132;  // planning without a device
+
 // One-format pairings: the launch that follows the conversion, bf16 activations in the workspace
 // (then a pairing of its own, with its own tiles); fp8_block128 tokens keep their format and
 // scales, and the launch reads their bf16 copy (launch.cu).

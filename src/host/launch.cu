@@ -272,8 +272,14 @@ KernelEntry kernel_for_tile(const TileConfig& cfg) {
 template <int kBlockM, int kBlockN>
 using Fp8Block128Solo = kernels::Fp8Block128Mainloop<kBlockM, kBlockN, 1>;
 
-// fp8_block128 x fp8_block128: every tile, and host::kClusterTiles also in two-CTA clusters.
-KernelEntry fp8_block128_kernel(const TileConfig& cfg) {
+// fp8_block128 x fp8_block128: every tile, host::kClusterTiles also in two-CTA clusters, and the
+// decode tiles also with split K (host::plan_split_k).
+KernelEntry fp8_block128_kernel(const TileConfig& cfg, bool split_k) {
+  if (split_k) {
+    if (cfg.block_m == 32 && cfg.block_n == 128) return entry<kernels::Fp8Block128Mainloop<32, 128, 1, true>>();
+    if (cfg.block_m == 64 && cfg.block_n == 128) return entry<kernels::Fp8Block128Mainloop<64, 128, 1, true>>();
+    return {};
+  }
   if (cfg.cluster == 2) {
     if (cfg.block_m == 128 && cfg.block_n == 128) return entry<kernels::Fp8Block128Mainloop<128, 128, 2>>();
     if (cfg.block_m == 128 && cfg.block_n == 256) return entry<kernels::Fp8Block128Mainloop<128, 256, 2>>();
@@ -378,14 +384,15 @@ Status convert_activations(const GroupedGemmArgs& args, const DeviceInfo& info) 
 
 // The kernel a launch with these (possibly converted) arguments and this configuration runs: one
 // instantiation per (mainloop, compiled tile); empty where the tile is not compiled.
-KernelEntry select_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, bool tokens_in_workspace) {
+KernelEntry select_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, bool tokens_in_workspace,
+                          bool split_k) {
   const bool converted_tokens_rs =
       host::register_weights_with_converted_tokens(args.a.format, args.b.format, cfg.block_m, cfg.block_n);
   const bool fragment_weights = args.b.layout == OperandLayout::mma_fragments;
   if (converted_tokens_rs) return converted_tokens_kernel(args.a.format, cfg, tokens_in_workspace);
   if (kernels::is_dequant_bf16_pair(args.a.format, args.b.format))
     return dequant_bf16_kernel(args.a.format, args.b.format, cfg);
-  if (args.a.format == Format::fp8_block128) return fp8_block128_kernel(cfg);
+  if (args.a.format == Format::fp8_block128) return fp8_block128_kernel(cfg, split_k);
   if (fragment_weights && args.b.format == Format::nvfp4)
     return register_weights_kernel<kernels::Bf16Nvfp4FragmentMainloop>(cfg);
   if (fragment_weights) return register_weights_kernel<kernels::Bf16Mxfp4FragmentMainloop>(cfg);
@@ -399,12 +406,23 @@ Status not_compiled(const TileConfig& cfg) {
                                                   std::to_string(cfg.block_n) + " is not a compiled tile"};
 }
 
+// The SMs a launch may use.
+int usable_sms(const GroupedGemmArgs& args, const DeviceInfo& info) {
+  return args.sm_count > 0 ? std::min(args.sm_count, info.sm_count) : info.sm_count;
+}
+
 // Persistent grid: never more CTAs than tiles could exist (masked_m is not read on the host).
 int persistent_grid(const GroupedGemmArgs& args, const TileConfig& cfg, const DeviceInfo& info) {
   const SignalLayout layout{args.num_experts, args.max_m, args.n, cfg.block_m, cfg.block_n, args.granularity};
   const int64_t max_tiles = int64_t(args.num_experts) * layout.row_blocks_per_expert() * layout.col_blocks();
-  const int sms = args.sm_count > 0 ? std::min(args.sm_count, info.sm_count) : info.sm_count;
-  return static_cast<int>(std::min<int64_t>(sms, max_tiles));
+  return static_cast<int>(std::min<int64_t>(usable_sms(args, info), max_tiles));
+}
+
+// The split of K this launch runs (host::plan_split_k), if its workspace holds the partials.
+host::SplitK launch_split_k(const GroupedGemmArgs& args, const TileConfig& cfg, const DeviceInfo& info) {
+  const host::SplitK split = host::plan_split_k(args, cfg, usable_sms(args, info));
+  const bool fits = split.pieces > 1 && args.workspace != nullptr && args.workspace_bytes >= split.bytes;
+  return fits ? split : host::SplitK{};
 }
 
 // A cluster needs two CTAs: with a grid of one (sm_count = 1) the pair's tiles run on one CTA
@@ -444,7 +462,12 @@ size_t activation_workspace_bytes(const GroupedGemmArgs& args) { return host::co
 
 size_t workspace_bytes(const GroupedGemmArgs& args) {
   if (host::converts_activations(args.a.format, args.b.format)) return host::converted_activation_bytes(args);
-  return host::uses_tile_counter(args.a.format, args.b.format) ? host::kTileCounterBytes : 0;
+  if (!host::uses_tile_counter(args.a.format, args.b.format)) return 0;
+  // With few tiles, the partials of split K (host::plan_split_k) for this device's SMs.
+  DeviceInfo info;
+  if (!query_device(info).ok()) info.sm_count = host::kH100SmCount;
+  const host::SplitK split = host::plan_split_k(args, select_config(args), usable_sms(args, info));
+  return std::max(host::kTileCounterBytes, split.bytes);
 }
 
 SignalLayout signal_layout(const GroupedGemmArgs& args) {
@@ -494,7 +517,8 @@ Status load_kernels(const GroupedGemmArgs& args) {
   const bool tokens_in_workspace = converts && args.a.format == Format::fp8_block128;
   const GroupedGemmArgs launched = converts && !tokens_in_workspace ? host::with_converted_activations(args) : args;
   const TileConfig launch_cfg = config_for_grid(cfg, persistent_grid(launched, cfg, info));
-  const KernelEntry kernel = select_kernel(launched, launch_cfg, tokens_in_workspace);
+  const bool split_k = !converts && launch_split_k(args, launch_cfg, info).pieces > 1;
+  const KernelEntry kernel = select_kernel(launched, launch_cfg, tokens_in_workspace, split_k);
   if (kernel.load == nullptr) return not_compiled(cfg);
   return kernel.load();
 }
@@ -603,18 +627,29 @@ Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const Ti
     params.a_scale_cols = a_block > 0 ? args.k / a_block : 0;
   }
 
-  const int grid = persistent_grid(args, cfg, info);
+  int grid = persistent_grid(args, cfg, info);
   const TileConfig launch_cfg = config_for_grid(cfg, grid);
+  const host::SplitK split = tokens_in_workspace ? host::SplitK{} : launch_split_k(args, launch_cfg, info);
 
   // The CTAs take tiles from a counter at the workspace's start, zeroed here on the stream (a graph
   // node when captured); the kernel never resets it, so a launch needs no state from the last one.
-  if (host::takes_tiles_dynamically(args, &launch_cfg)) {
+  if (split.pieces > 1) {
+    // Split K: one work item per piece of a tile (static order); the pieces' counts start at zero.
+    uint8_t* workspace = static_cast<uint8_t*>(args.workspace);
+    params.k_pieces = split.pieces;
+    params.piece_counters = reinterpret_cast<uint32_t*>(workspace + split.counters_offset);
+    params.piece_partials = reinterpret_cast<float*>(workspace + split.partials_offset);
+    grid = static_cast<int>(std::min<int64_t>(usable_sms(args, info), int64_t(split.tiles) * split.pieces));
+    if (cudaError_t err = cudaMemsetAsync(params.piece_counters, 0, size_t(split.tiles) * 4, args.stream);
+        err != cudaSuccess)
+      return cuda_failure("cudaMemsetAsync (split-K counters)", err);
+  } else if (host::takes_tiles_dynamically(args, &launch_cfg)) {
     params.tile_counter = static_cast<uint32_t*>(args.workspace);
     if (cudaError_t err = cudaMemsetAsync(params.tile_counter, 0, sizeof(uint32_t), args.stream); err != cudaSuccess)
       return cuda_failure("cudaMemsetAsync (tile counter)", err);
   }
 
-  const KernelEntry kernel = select_kernel(args, launch_cfg, tokens_in_workspace);
+  const KernelEntry kernel = select_kernel(args, launch_cfg, tokens_in_workspace, split.pieces > 1);
   if (kernel.launch == nullptr) return not_compiled(cfg);
   return kernel.launch(args, launch_cfg, grid, maps, params);
 }

@@ -50,9 +50,24 @@ struct StagingBarriers {
   }
 };
 
+// Split-K kernels hand the storer every piece of a tile, staged or not: math thread 0 writes this
+// word (1: nothing staged, skip) after its warpgroup's "staging free" wait, which is after the
+// storer read the word for the previous tile, and before its "staging full" arrival, which the
+// storer waits for before reading it.
+template <bool kPerWarpgroup>
+__device__ __forceinline__ void hand_over_skip(volatile uint32_t* skip_word, bool skip, bool first_tile,
+                                               int math_thread) {
+  using Barriers = StagingBarriers<kPerWarpgroup>;
+  const int pair = kPerWarpgroup ? math_thread / 128 : 0;
+  if (!first_tile) ptx::named_barrier_sync(Barriers::free(pair), Barriers::kThreads);
+  if (math_thread == 0) *skip_word = skip ? 1u : 0u;
+  if (skip) ptx::named_barrier_arrive(Barriers::full(pair), Barriers::kThreads);
+}
+
+// `skip_word` (split-K kernels only): hand_over_skip has run instead of the "staging free" wait.
 template <int kBlockM, int kBlockN, int kSlices, bool kPerWarpgroup>
 __device__ __forceinline__ void stage_tile(const float (&acc)[kSlices][kBlockM / 2], float alpha, bool first_tile,
-                                           uint8_t* staging, int math_thread) {
+                                           uint8_t* staging, int math_thread, bool free_waited = false) {
   namespace cp = cuda::ptx;
   using Barriers = StagingBarriers<kPerWarpgroup>;
   constexpr int kTokenGroups = kBlockM / 8;
@@ -63,7 +78,7 @@ __device__ __forceinline__ void stage_tile(const float (&acc)[kSlices][kBlockM /
   const int pair = kPerWarpgroup ? warp / 4 : 0;
 
   // The storer arrives here once it has read the previous tile out of the staging buffer.
-  if (!first_tile) ptx::named_barrier_sync(Barriers::free(pair), Barriers::kThreads);
+  if (!first_tile && !free_waited) ptx::named_barrier_sync(Barriers::free(pair), Barriers::kThreads);
 
   // Thread (warp, lane) holds, per slice, weight rows r and r+8 for token pairs (c, c+1),
   // c = 8j + 2(lane%4); C's element (token, row) goes to staging[token][row]. Shared-window
@@ -115,16 +130,27 @@ __device__ __forceinline__ void stage_tile(const float (&acc)[kSlices][kBlockM /
 
 // The storer warp's part for one tile; `more_tiles` says whether the MMA threads will stage
 // another tile (they then wait for "staging free").
+// `skip_word` (split-K kernels): the MMA threads' hand_over_skip word; a piece that staged nothing
+// is neither stored nor signalled.
 template <int kBlockN, bool kPerWarpgroup>
 __device__ __forceinline__ void store_tile_and_signal(const KernelParams& p, const detail::Tile& tile, int block_m,
                                                       int valid_rows, bool more_tiles, const uint8_t* staging,
-                                                      uint32_t* tiles_stored, int lane) {
+                                                      uint32_t* tiles_stored, int lane,
+                                                      const volatile uint32_t* skip_word = nullptr) {
   namespace cp = cuda::ptx;
   using Barriers = StagingBarriers<kPerWarpgroup>;
   constexpr int kPitch = SmemPlan::staging_pitch(kBlockN);
 #pragma unroll
   for (int pair = 0; pair < Barriers::kPairs; ++pair)
     ptx::named_barrier_sync(Barriers::full(pair), Barriers::kThreads);
+  if (skip_word != nullptr && *skip_word != 0) {
+    if (more_tiles) {
+#pragma unroll
+      for (int pair = 0; pair < Barriers::kPairs; ++pair)
+        ptx::named_barrier_arrive(Barriers::free(pair), Barriers::kThreads);
+    }
+    return;
+  }
 
   const int column0 = tile.n_block * kBlockN;
   const int columns = min(kBlockN, p.layout.n - column0);

@@ -45,6 +45,12 @@ template <class Mainloop>
 inline constexpr bool kStagingPerWarpgroupOf<Mainloop, std::void_t<decltype(Mainloop::kStagingPerWarpgroup)>> =
     Mainloop::kStagingPerWarpgroup;
 
+// Mainloops may declare kSplitK: each unit of work is one K range of a tile (mainloop_fp8_block128.cuh).
+template <class Mainloop, class = void>
+inline constexpr bool kSplitKOf = false;
+template <class Mainloop>
+inline constexpr bool kSplitKOf<Mainloop, std::void_t<decltype(Mainloop::kSplitK)>> = Mainloop::kSplitK;
+
 // Every thread of both CTAs: orders what came before (barrier initialization, the last remote
 // arrivals) before what the peer does after.
 __device__ __forceinline__ void cluster_sync() {
@@ -73,6 +79,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + plan.barrier_offset());
   uint64_t* empty = full + p.stages;
   uint32_t* tiles_stored = reinterpret_cast<uint32_t*>(empty + p.stages);  // storer -> signaler
+  // Split K (no system-scope signals, so no signaler): the MMA threads' broadcast of a piece's
+  // completion, and the word that tells the storer whether a piece staged its tile.
+  volatile uint32_t* piece_last = tiles_stored + 1;
+  volatile uint32_t* piece_skip = tiles_stored;
   const TileRing ring(smem + plan.tile_ring_offset());
 
   const int warpgroup = threadIdx.x / 128;
@@ -119,7 +129,17 @@ __global__ void __launch_bounds__(kThreads, 1)
         else
           Mainloop::load_tile(&tmap_a, &tmap_b, &tmap_sfa, smem, plan, full, empty, pipe, work.tile, p.num_k_blocks);
       };
-      if (kCluster == 1 && p.tile_counter != nullptr) {
+      if constexpr (kSplitKOf<Mainloop>) {
+        // Split K: work item w is piece w % k_pieces of tile w / k_pieces; CTA c takes c, c + G, ...
+        // (the MMA threads recompute the piece from the count of items taken).
+        DeviceTileWalker tiles = make_tile_walker(p);
+        work.has_tile = true;
+        work.share = detail::ClusterShare::none;
+        for (int item = blockIdx.x; tiles.at(item / p.k_pieces, work.tile); item += gridDim.x) {
+          work.piece = item % p.k_pieces;
+          publish_and_load();
+        }
+      } else if (kCluster == 1 && p.tile_counter != nullptr) {
         // Dynamic: the grid's next tile, whichever CTA asks. Tiles are still numbered expert-major,
         // so experts finish in order. The ticket needs no ordering (masked_m is read-only), and the
         // next one is taken while this tile's loads are issued, off the MMA warps' path.
@@ -143,9 +163,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       detail::Tile tile, next;
       for (bool have = tiles.next(tile); have; tile = next) {
         have = tiles.next(next);
-        store_tile_and_signal<kBlockN, kStagingPerWarpgroupOf<Mainloop>>(p, tile, kBlockM, tile.rows, have,
-                                                                         smem + plan.staging_offset(), tiles_stored,
-                                                                         lane);
+        store_tile_and_signal<kBlockN, kStagingPerWarpgroupOf<Mainloop>>(
+            p, tile, kBlockM, tile.rows, have, smem + plan.staging_offset(), tiles_stored, lane,
+            kSplitKOf<Mainloop> ? piece_skip : nullptr);
       }
     } else if (threadIdx.x == kProducerThread + 64) {
       RingTiles</*kWarp=*/false> tiles{ring};
@@ -158,6 +178,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     uint8_t* staging = smem + plan.staging_offset();
     detail::ClusterWork work;
     bool first_tile = true;
+    int items_taken = 0;  // split K: the producer's item blockIdx.x + items_taken * gridDim.x
     while (tile_ring_take(ring, ring_cursor, work, lane)) {
       if (!work.has_tile) {
         pass_stages<kCluster>(full, empty, pipe, p.num_k_blocks, lane);
@@ -166,9 +187,19 @@ __global__ void __launch_bounds__(kThreads, 1)
       const detail::Tile& tile = work.tile;
       const float alpha = p.alpha != nullptr ? __ldg(p.alpha + tile.expert) : 1.f;
       float acc[Mainloop::kSlices][Mainloop::kAccRegs];
-      Mainloop::mma_tile(acc, smem, plan, full, empty, pipe, p, tile, warpgroup, lane);
-      stage_tile<kBlockM, kBlockN, Mainloop::kSlices, kStagingPerWarpgroupOf<Mainloop>>(acc, alpha, first_tile,
-                                                                                       staging, threadIdx.x);
+      if constexpr (kSplitKOf<Mainloop>) {
+        const int piece = (static_cast<int>(blockIdx.x) + items_taken++ * static_cast<int>(gridDim.x)) % p.k_pieces;
+        Mainloop::mma_piece(acc, smem, plan, full, empty, pipe, p, tile, piece, warpgroup, lane);
+        const bool last = Mainloop::publish_piece(acc, p, tile, piece, piece_last);
+        hand_over_skip<kStagingPerWarpgroupOf<Mainloop>>(piece_skip, !last, first_tile, threadIdx.x);
+        if (last)
+          stage_tile<kBlockM, kBlockN, Mainloop::kSlices, kStagingPerWarpgroupOf<Mainloop>>(
+              acc, alpha, first_tile, staging, threadIdx.x, /*free_waited=*/true);
+      } else {
+        Mainloop::mma_tile(acc, smem, plan, full, empty, pipe, p, tile, warpgroup, lane);
+        stage_tile<kBlockM, kBlockN, Mainloop::kSlices, kStagingPerWarpgroupOf<Mainloop>>(acc, alpha, first_tile,
+                                                                                         staging, threadIdx.x);
+      }
       first_tile = false;
     }
   }

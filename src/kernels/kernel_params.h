@@ -30,6 +30,7 @@ inline constexpr int kDequantBarrier = 5;
 inline constexpr int kScaleProductBarrier = 6;           // + MMA warpgroup index
 inline constexpr int kWarpgroupStagingFullBarrier = 8;   // + MMA warpgroup index
 inline constexpr int kWarpgroupStagingFreeBarrier = 10;  // + MMA warpgroup index
+inline constexpr int kPieceBarrier = 12;                 // split K: the MMA threads around a piece's count
 inline constexpr int kProducerRegisters = 40;
 // 128 * 40 + 256 * 232 = 64512 of the SM's 65536. Producer 48 + MMA 232 (all 65536) hangs: the
 // MMA warps' setmaxnreg.inc then waits forever for registers (H200, 2026-11-26).
@@ -59,6 +60,11 @@ struct KernelParams {
   int a_scale_cols;             // bytes per token row of a_scales
   uint32_t* tile_counter;       // zero before the launch: CTAs take tiles dynamically (tile_ring.cuh,
                                 //   single-CTA kernels only); null: each CTA walks its share in order
+  // Split K (host::plan_split_k; split-K instantiations only): K ranges per tile, per tile slot the
+  // count of pieces done (zero before the launch), and the pieces' fp32 partials.
+  int k_pieces;
+  uint32_t* piece_counters;  // [slot]
+  float* piece_partials;     // [slot][piece][accumulator register][MMA thread]
 };
 
 // The producer's tile hand-over ring (tile_ring.cuh): slots of 16 bytes and two mbarriers each.

@@ -17,11 +17,15 @@
 namespace signalgemm::kernels {
 
 // kCluster_ == 2: two CTAs share one operand per unit (tile_schedule.h, PairedTileWalker).
-template <int kBlockM_, int kBlockN_, int kCluster_ = 1>
+// kSplitK_: each unit of work is one K range (piece) of a tile (host::plan_split_k); the last piece
+// of a tile to finish sums the others' partials (publish_piece) and stages the tile.
+template <int kBlockM_, int kBlockN_, int kCluster_ = 1, bool kSplitK_ = false>
 struct Fp8Block128Mainloop {
   static constexpr int kBlockM = kBlockM_;
   static constexpr int kBlockN = kBlockN_;
   static constexpr int kCluster = kCluster_;
+  static constexpr bool kSplitK = kSplitK_;
+  static_assert(!kSplitK || kCluster == 1, "split K runs single CTAs");
   static constexpr int kAccRegs = kBlockM / 2;         // fp32 per thread and M slice
   static constexpr int kKSteps = kBlockK / 32;          // wgmma k32 steps per stage
   static constexpr int kWarpgroupRows = kBlockN / kMathWarpgroups;  // weight rows per warpgroup
@@ -56,7 +60,9 @@ struct Fp8Block128Mainloop {
     int32_t weight_scale_rows[kMathWarpgroups];  // element index of each MMA warpgroup's first scale
 #pragma unroll
     for (int wg = 0; wg < kMathWarpgroups; ++wg) weight_scale_rows[wg] = weight_scale_row(p, tile, wg);
-    for (int kb = 0; kb < num_k_blocks; ++kb) {
+    const int k_begin = kSplitK ? piece_k_begin(p, work.piece) : 0;
+    const int k_end = kSplitK ? piece_k_begin(p, work.piece + 1) : num_k_blocks;
+    for (int kb = k_begin; kb < k_end; ++kb) {
       uint64_t* stage_full = arm_stage(full, empty, pipe, work.has_tile ? kStageTxBytes : 0);
       if (work.has_tile) {
         const int32_t a_coords[3] = {kb * kBlockK, token0, tile.expert};
@@ -98,7 +104,73 @@ struct Fp8Block128Mainloop {
     for (int s = 0; s < kSlices; ++s)
 #pragma unroll
       for (int i = 0; i < kAccRegs; ++i) acc[s][i] = 0.f;
-    mma_tile_width<kBlockM>((tile.rows + 31) / 32 * 32, acc, smem, plan, full, empty, pipe, p, tile, warpgroup, lane);
+    mma_tile_width<kBlockM>((tile.rows + 31) / 32 * 32, acc, smem, plan, full, empty, pipe, p, tile, 0,
+                            p.num_k_blocks, warpgroup, lane);
+  }
+
+  // Split K: the K blocks [piece_k_begin(piece), piece_k_begin(piece + 1)) of the tile.
+  __device__ __forceinline__ static int piece_k_begin(const KernelParams& p, int piece) {
+    return piece * p.num_k_blocks / p.k_pieces;
+  }
+
+  // Split K: mma_tile over one piece's K blocks.
+  __device__ __forceinline__ static void mma_piece(float (&acc)[kSlices][kAccRegs], uint8_t* smem,
+                                                   const SmemPlan& plan, uint64_t* full, uint64_t* empty,
+                                                   PipelineState& pipe, const KernelParams& p, const detail::Tile& tile,
+                                                   int piece, int warpgroup, int lane) {
+#pragma unroll
+    for (int s = 0; s < kSlices; ++s)
+#pragma unroll
+      for (int i = 0; i < kAccRegs; ++i) acc[s][i] = 0.f;
+    mma_tile_width<kBlockM>((tile.rows + 31) / 32 * 32, acc, smem, plan, full, empty, pipe, p, tile,
+                            piece_k_begin(p, piece), piece_k_begin(p, piece + 1), warpgroup, lane);
+  }
+
+  // Split K, every MMA thread after mma_piece: writes this piece's partial (alpha not yet applied)
+  // to the tile's slot in the workspace and counts the piece done. Returns true in every MMA thread
+  // of the piece that completes the count, which then holds the sum of all pieces in acc, added in
+  // piece order (the result does not depend on which piece finishes last); false elsewhere.
+  // `last_word`: a shared word for the MMA threads' broadcast (read by them only, between the
+  // piece barriers).
+  __device__ static bool publish_piece(float (&acc)[kSlices][kAccRegs], const KernelParams& p,
+                                       const detail::Tile& tile, int piece, volatile uint32_t* last_word) {
+    constexpr int kRegs = kSlices * kAccRegs;
+    const int thread = threadIdx.x;  // < kMathThreads
+    const int slot = (tile.expert * p.layout.row_blocks_per_expert() + tile.m_block) * p.layout.col_blocks() +
+                     tile.n_block;
+    float* const partials = p.piece_partials + size_t(slot) * p.k_pieces * kRegs * kMathThreads;
+    // [piece][register][thread]: consecutive threads write consecutive words.
+#pragma unroll
+    for (int s = 0; s < kSlices; ++s)
+#pragma unroll
+      for (int i = 0; i < kAccRegs; ++i) partials[(size_t(piece) * kRegs + s * kAccRegs + i) * kMathThreads + thread] = acc[s][i];
+    // Every MMA thread's partial is written before thread 0 counts the piece; its release at GPU
+    // scope is cumulative over them (the barrier orders them before it). Its acquire, when it
+    // completes the count, orders the other pieces' partials (released the same way) before the
+    // reads below, which the second barrier extends to every MMA thread.
+    ptx::named_barrier_sync(kPieceBarrier, kMathThreads);
+    if (thread == 0) {
+      uint32_t before;
+      asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;"
+                   : "=r"(before)
+                   : "l"(p.piece_counters + slot)
+                   : "memory");
+      *last_word = before + 1 == uint32_t(p.k_pieces) ? 1u : 0u;
+    }
+    ptx::named_barrier_sync(kPieceBarrier, kMathThreads);
+    if (*last_word == 0) return false;
+#pragma unroll
+    for (int s = 0; s < kSlices; ++s)
+#pragma unroll
+      for (int i = 0; i < kAccRegs; ++i) {
+        float sum = 0.f;
+        for (int q = 0; q < p.k_pieces; ++q)
+          // L2 reads (.cg): the other pieces' partials were written by other SMs.
+          sum += q == piece ? acc[s][i]
+                            : __ldcg(partials + (size_t(q) * kRegs + s * kAccRegs + i) * kMathThreads + thread);
+        acc[s][i] = sum;
+      }
+    return true;
   }
 
  private:
@@ -121,24 +193,25 @@ struct Fp8Block128Mainloop {
   __device__ __forceinline__ static void mma_tile_width(int width, float (&acc)[kSlices][kAccRegs], uint8_t* smem,
                                                         const SmemPlan& plan, uint64_t* full, uint64_t* empty,
                                                         PipelineState& pipe, const KernelParams& p,
-                                                        const detail::Tile& tile, int warpgroup, int lane) {
+                                                        const detail::Tile& tile, int k_begin, int k_end,
+                                                        int warpgroup, int lane) {
     if constexpr (kTokens > kTokenStep) {
       if (width <= kTokens - kTokenStep)
-        return mma_tile_width<kTokens - kTokenStep>(width, acc, smem, plan, full, empty, pipe, p, tile, warpgroup,
-                                                    lane);
+        return mma_tile_width<kTokens - kTokenStep>(width, acc, smem, plan, full, empty, pipe, p, tile, k_begin,
+                                                    k_end, warpgroup, lane);
     }
-    mma_k_blocks<kTokens>(acc, smem, plan, full, empty, pipe, p, tile, warpgroup, lane);
+    mma_k_blocks<kTokens>(acc, smem, plan, full, empty, pipe, p, tile, k_begin, k_end, warpgroup, lane);
   }
 
   template <int kTokens>
   __device__ __forceinline__ static void mma_k_blocks(float (&acc)[kSlices][kAccRegs], uint8_t* smem,
                                                       const SmemPlan& plan, uint64_t* full, uint64_t* empty,
                                                       PipelineState& pipe, const KernelParams& p,
-                                                      const detail::Tile& tile, int warpgroup_of_thread, int lane) {
+                                                      const detail::Tile& tile, int k_begin, int k_end,
+                                                      int warpgroup_of_thread, int lane) {
     const int warpgroup = ptx::warp_uniform(warpgroup_of_thread);  // uniform weight descriptors
     using Mma = ptx::WgmmaF8<kTokens>;
     constexpr int kPartialRegs = Mma::kRegs;
-    const int num_k_blocks = p.num_k_blocks;
     const int32_t sfb_index = weight_scale_row(p, tile, warpgroup);
     const int warpgroup_thread = threadIdx.x % 128;
     // This warpgroup's two buffers of scale products (sfb * sfa[token]), by the K block's parity.
@@ -147,7 +220,7 @@ struct Fp8Block128Mainloop {
     // has finished reading what it held.
     float* const products = reinterpret_cast<float*>(smem + plan.scale_buffer_offset()) + warpgroup * 2 * kBlockM;
     ptx::named_barrier_sync(kScaleProductBarrier + warpgroup, 128);
-    for (int kb = 0; kb < num_k_blocks; ++kb) {
+    for (int kb = k_begin; kb < k_end; ++kb) {
       mbarrier_wait(&full[pipe.stage], pipe.phase);
       const uint8_t* stage_a = smem + plan.a_offset(pipe.stage);
       const uint8_t* stage_b = smem + plan.b_offset(pipe.stage) + warpgroup * kWarpgroupRows * kBlockK;

@@ -106,6 +106,52 @@ TEST(Fp8Block128Gemm, DynamicTilesFromAWorkspace) {
         }
 }
 
+// Few tiles: each tile's K split over several CTAs (host::plan_split_k), the last piece summing
+// the partials in piece order. Even and uneven splits, one and several experts, both tiles, both
+// granularities; two launches give the same bits (the sum's order never depends on timing), and a
+// launch on few SMs runs unsplit.
+TEST(Fp8Block128Gemm, SplitKForFewTiles) {
+  SG_REQUIRE_HOPPER();
+  struct Case {
+    int experts, max_m, n, k, block_m;
+    std::vector<int32_t> masked_m;
+  };
+  const Case cases[] = {{1, 20, 1024, 2048, 32, {17}},                // 8 tiles, 4 pieces of 4 K blocks
+                        {2, 64, 640, 4096, 64, {64, 1}},              // 10 tiles, 8 pieces
+                        {3, 50, 328, 1664, 32, {0, 50, 33}}};         // partial column block; 3 pieces of 4, 4, 5
+  std::mt19937 rng(505);
+  for (const Case& c : cases) {
+    Fp8Problem p;
+    p.build(c.experts, c.max_m, c.n, c.k, rng);
+    const auto reference = full_reference(p);
+    for (int sm_count : {0, 3})
+      for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block}) {
+        GroupedGemmArgs args = p.args();
+        args.config.block_m = c.block_m;
+        args.config.block_n = 128;
+        args.sm_count = sm_count;
+        args.granularity = g;
+        const size_t bytes = workspace_bytes(args);
+        if (sm_count == 0) EXPECT_GT(bytes, host::kTileCounterBytes) << "expected a split of K";
+        std::vector<uint8_t> garbage(bytes);
+        for (auto& x : garbage) x = uint8_t(rng());
+        DeviceBuffer workspace = DeviceBuffer::from(garbage);
+        args.workspace = workspace.get();
+        args.workspace_bytes = workspace.bytes();
+        std::vector<uint16_t> first;
+        for (int launch = 0; launch < 2; ++launch) {
+          const RunResult r = run(p, args, c.masked_m);
+          ASSERT_TRUE(r.status.ok()) << r.status.message;
+          EXPECT_EQ(check_output(p, c.masked_m, reference), "")
+              << c.experts << " experts, n " << c.n << ", k " << c.k << ", sm_count " << sm_count;
+          expect_signals(args, c.masked_m, r.signals);
+          if (launch == 0) first = p.output();
+          else EXPECT_TRUE(first == p.output()) << "two launches differ";
+        }
+      }
+  }
+}
+
 TEST(Fp8Block128Gemm, EveryTileConfigAndEdgeMaskedM) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(2026);

@@ -203,5 +203,38 @@ TEST(Config, SmemPlanIsAlignedForTmaAndWgmma) {
   }
 }
 
+// Split K only where the tiles fill at most half the SMs, on the fp8 decode tiles, with enough K.
+TEST(Config, SplitKForFewTiles) {
+  GroupedGemmArgs args;
+  args.num_experts = 1, args.max_m = 16, args.n = 4096, args.k = 7168;
+  const TileConfig decode{32, 128, 10, 1};
+  SplitK split = plan_split_k(args, decode, 132);  // 32 tiles: 4 pieces of 14 K blocks
+  EXPECT_EQ(split.pieces, 4);
+  EXPECT_EQ(split.tiles, 32);
+  EXPECT_EQ(split.counters_offset, kTileCounterBytes);
+  EXPECT_EQ(split.partials_offset % 16, 0u);
+  EXPECT_EQ(split.bytes, split.partials_offset + size_t(32) * 4 * 32 * 128 * 4);
+  args.k = 1024;  // 8 K blocks: two pieces of 4
+  EXPECT_EQ(plan_split_k(args, decode, 132).pieces, 2);
+  args.k = 512;  // too short to split
+  EXPECT_EQ(plan_split_k(args, decode, 132).pieces, 1);
+  args.k = 7168;
+  args.n = 256;  // 2 tiles: capped at kMaxKPieces
+  EXPECT_EQ(plan_split_k(args, decode, 132).pieces, kMaxKPieces);
+  args.n = 4096;
+  args.num_experts = 4;  // 128 tiles fill the SMs
+  EXPECT_EQ(plan_split_k(args, decode, 132).pieces, 1);
+  args.num_experts = 1;
+  EXPECT_EQ(plan_split_k(args, decode, 40).pieces, 1);                    // sm_count 40: 32 tiles fill it
+  EXPECT_EQ(plan_split_k(args, TileConfig{128, 128, 5, 1}, 132).pieces, 1);  // not a decode tile
+  args.signals = reinterpret_cast<uint32_t*>(0x1000);
+  args.scope = SignalScope::sys;  // the signaler counts every piece: no split
+  EXPECT_EQ(plan_split_k(args, decode, 132).pieces, 1);
+  args.scope = SignalScope::gpu;
+  EXPECT_EQ(plan_split_k(args, decode, 132).pieces, 4);
+  args.b.format = Format::nvfp4;
+  EXPECT_EQ(plan_split_k(args, decode, 132).pieces, 1);
+}
+
 }  // namespace
 }  // namespace signalgemm::host

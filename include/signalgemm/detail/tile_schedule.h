@@ -95,6 +95,7 @@ struct ClusterWork {
   Tile tile;           // this CTA's tile, if has_tile
   bool has_tile;       // false only for rank 1 of a lone tile
   ClusterShare share;  // which operand rank 0 multicasts to both CTAs
+  int piece;           // split-K kernels: which K range of the tile (set and read by the producer only)
 };
 
 template <typename MaskedM>
