@@ -125,7 +125,8 @@ def grouped_gemm_nt_masked(
         raise ValueError(f"signalgemm: sm_count must be >= 1, got {sm_count}")
     b_format = b_format or a_format
     if workspace is None:
-        workspace = _allocate_workspace(a, a_format, b_format)
+        workspace = _allocate_workspace(a, a_format, b_format, n=out.shape[2] if hasattr(out, "shape") else 0,
+                                        expected_m=expected_m or 0, block_m=block_m, block_n=block_n)
     _C.grouped_gemm(
         a, sfa, b, sfb, out, masked_m,
         a_format, b_format,
@@ -142,13 +143,16 @@ def activation_workspace_bytes(num_experts: int, max_m: int, k: int, a_format: s
     return _C.activation_workspace_bytes(num_experts, max_m, k, a_format, b_format or a_format)
 
 
-def workspace_bytes(num_experts: int, max_m: int, k: int, a_format: str, b_format: Optional[str] = None) -> int:
+def workspace_bytes(num_experts: int, max_m: int, k: int, a_format: str, b_format: Optional[str] = None, *,
+                    n: int = 0, expected_m: int = 0, block_m: int = 0, block_n: int = 0) -> int:
     """Bytes of the workspace a launch with these formats runs best with (converted activations, the
-    16-byte tile counter of dynamic scheduling for fp8_block128 x fp8_block128, else 0)."""
-    return _C.workspace_bytes(num_experts, max_m, k, a_format, b_format or a_format)
+    16-byte tile counter of dynamic scheduling for fp8_block128 x fp8_block128, or, given ``n`` and
+    with few tiles, the partial sums of a split of K; else 0)."""
+    return _C.workspace_bytes(num_experts, max_m, k, a_format, b_format or a_format, n, expected_m, block_m, block_n)
 
 
-def _allocate_workspace(a: Any, a_format: str, b_format: str) -> Any:
+def _allocate_workspace(a: Any, a_format: str, b_format: str, n: int = 0, expected_m: int = 0, block_m: int = 0,
+                        block_n: int = 0) -> Any:
     """A torch workspace (torch's caching allocator: cheap, graph-safe)."""
     try:
         import torch
@@ -157,7 +161,8 @@ def _allocate_workspace(a: Any, a_format: str, b_format: str) -> Any:
     if not isinstance(a, torch.Tensor) or not a.is_cuda or a.dim() != 3:
         return None
     k = a.shape[2] * (2 if a_format in ("nvfp4", "mxfp4") else 1)
-    nbytes = workspace_bytes(a.shape[0], a.shape[1], k, a_format, b_format)
+    nbytes = workspace_bytes(a.shape[0], a.shape[1], k, a_format, b_format, n=n, expected_m=expected_m,
+                             block_m=block_m, block_n=block_n)
     return torch.empty(nbytes, dtype=torch.uint8, device=a.device) if nbytes > 0 else None
 
 

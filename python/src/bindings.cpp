@@ -305,10 +305,16 @@ NB_MODULE(_C, m) {
       nb::arg("num_experts"), nb::arg("max_m"), nb::arg("k"), nb::arg("a_format"), nb::arg("b_format"));
   m.def(
       "workspace_bytes",
-      [](int e, int max_m, int k, const std::string& a, const std::string& b) {
-        return workspace_bytes(sizes_and_formats(e, max_m, k, a, b));
+      [](int e, int max_m, int k, const std::string& a, const std::string& b, int n, int expected_m, int block_m,
+         int block_n) {
+        GroupedGemmArgs args = sizes_and_formats(e, max_m, k, a, b);
+        args.n = n;  // 0: not known (then no split of K is planned)
+        args.expected_m = expected_m;
+        args.config = TileConfig{block_m, block_n, 0, 0};
+        return workspace_bytes(args);
       },
-      nb::arg("num_experts"), nb::arg("max_m"), nb::arg("k"), nb::arg("a_format"), nb::arg("b_format"));
+      nb::arg("num_experts"), nb::arg("max_m"), nb::arg("k"), nb::arg("a_format"), nb::arg("b_format"),
+      nb::arg("n") = 0, nb::arg("expected_m") = 0, nb::arg("block_m") = 0, nb::arg("block_n") = 0);
   m.def("expected_signals", &expected_signals, nb::arg("masked_m"), nb::arg("max_m"), nb::arg("n"),
         nb::arg("block_m"), nb::arg("block_n"), nb::arg("granularity"));
   m.def("quantize", &quantize, nb::arg("x"), nb::arg("format"), nb::arg("role"));

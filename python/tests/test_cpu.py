@@ -122,6 +122,10 @@ def test_signal_layout_follows_the_formats_and_the_workspace():
     assert signalgemm.workspace_bytes(4, 176, 4096, "nvfp4") == 4 * 176 * 4096 * 2
     assert signalgemm.workspace_bytes(4, 176, 4096, "bf16", "nvfp4") == 0
     assert signalgemm.workspace_bytes(4, 176, 4096, "fp8_block128") == 16
+    # One expert of 4096 columns (32 tiles of 32x128; planned for an H100's 132 SMs without a GPU):
+    # K split in 4, the counters and the fp32 partials of every piece.
+    assert signalgemm.workspace_bytes(1, 16, 7168, "fp8_block128", n=4096) == 16 + 128 + 32 * 4 * 32 * 128 * 4
+    assert signalgemm.workspace_bytes(8, 16, 7168, "fp8_block128", n=4096) == 16
 
 
 # ---- quantizers: decode the documented layouts independently in numpy
