@@ -75,7 +75,7 @@ struct GroupedGemmArgs {
   // block (docs/formats.md). fp8_block128 x fp8_block128 keeps a tile counter here (16 bytes),
   // zeroed by the launch, from which its CTAs take tiles dynamically: a CTA done early takes more,
   // which balances the grid when tiles differ (docs/configuration.md); without, each CTA runs a
-  // fixed share of the tiles. With fewer tiles than half the SMs it holds instead the partial sums
+  // fixed share of the tiles. With tiles for at most a third of the SMs it holds instead the partial sums
   // of a split of K (workspace_bytes says how much). The other pairings ignore it.
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
@@ -110,7 +110,7 @@ size_t activation_workspace_bytes(const GroupedGemmArgs& args);
 
 // Bytes of `workspace` this launch runs best with: activation_workspace_bytes for the pairings that
 // convert their activations; for fp8_block128 x fp8_block128 16 (the tile counter of dynamic
-// scheduling), or, where its tiles fill at most half the SMs it may use on the current device, the
+// scheduling), or, where its tiles fill at most a third of the SMs it may use on the current device, the
 // partial sums of a split of K (docs/configuration.md); else 0.
 size_t workspace_bytes(const GroupedGemmArgs& args);
 

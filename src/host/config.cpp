@@ -70,10 +70,11 @@ SplitK plan_split_k(const GroupedGemmArgs& args, const TileConfig& config, int s
   const int64_t tiles = int64_t(args.num_experts) * ((args.max_m + config.block_m - 1) / config.block_m) *
                         ((args.n + config.block_n - 1) / config.block_n);
   const int k_blocks = args.k / 128;
-  // Each piece keeps at least 4 K blocks (its pipeline's ramp and the partial's round trip are
-  // fixed costs), and the pieces of all tiles fit in one round of the SMs.
-  const int64_t pieces = std::min<int64_t>({sms / std::max<int64_t>(tiles, 1), k_blocks / 4, kMaxKPieces});
-  if (2 * tiles > sms || pieces < 2) return split;
+  // Each piece keeps kMinKBlocksPerPiece K blocks (its pipeline's ramp and the partial's round trip
+  // are fixed costs), and the pieces of all tiles fit in one round of the SMs.
+  const int64_t pieces =
+      std::min<int64_t>({sms / std::max<int64_t>(tiles, 1), k_blocks / kMinKBlocksPerPiece, kMaxKPieces});
+  if (pieces < kMinKPieces) return split;
   split.pieces = static_cast<int>(pieces);
   split.tiles = static_cast<int>(tiles);
   split.counters_offset = kTileCounterBytes;

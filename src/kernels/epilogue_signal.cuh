@@ -53,14 +53,14 @@ struct StagingBarriers {
 // Split-K kernels hand the storer every piece of a tile, staged or not: math thread 0 writes this
 // word (1: nothing staged, skip) after its warpgroup's "staging free" wait, which is after the
 // storer read the word for the previous tile, and before its "staging full" arrival, which the
-// storer waits for before reading it.
+// storer waits for before reading it. The barriers order the two; the accesses are atomics so that
+// compute-sanitizer's racecheck, which does not follow bar.arrive, sees them as ordered too.
 template <bool kPerWarpgroup>
-__device__ __forceinline__ void hand_over_skip(volatile uint32_t* skip_word, bool skip, bool first_tile,
-                                               int math_thread) {
+__device__ __forceinline__ void hand_over_skip(uint32_t* skip_word, bool skip, bool first_tile, int math_thread) {
   using Barriers = StagingBarriers<kPerWarpgroup>;
   const int pair = kPerWarpgroup ? math_thread / 128 : 0;
   if (!first_tile) ptx::named_barrier_sync(Barriers::free(pair), Barriers::kThreads);
-  if (math_thread == 0) *skip_word = skip ? 1u : 0u;
+  if (math_thread == 0) ptx::atom_release_cta_shared_store(skip_word, skip ? 1u : 0u);
   if (skip) ptx::named_barrier_arrive(Barriers::full(pair), Barriers::kThreads);
 }
 
@@ -136,14 +136,14 @@ template <int kBlockN, bool kPerWarpgroup>
 __device__ __forceinline__ void store_tile_and_signal(const KernelParams& p, const detail::Tile& tile, int block_m,
                                                       int valid_rows, bool more_tiles, const uint8_t* staging,
                                                       uint32_t* tiles_stored, int lane,
-                                                      const volatile uint32_t* skip_word = nullptr) {
+                                                      uint32_t* skip_word = nullptr) {
   namespace cp = cuda::ptx;
   using Barriers = StagingBarriers<kPerWarpgroup>;
   constexpr int kPitch = SmemPlan::staging_pitch(kBlockN);
 #pragma unroll
   for (int pair = 0; pair < Barriers::kPairs; ++pair)
     ptx::named_barrier_sync(Barriers::full(pair), Barriers::kThreads);
-  if (skip_word != nullptr && *skip_word != 0) {
+  if (skip_word != nullptr && ptx::atom_acquire_cta_shared_load(skip_word) != 0) {
     if (more_tiles) {
 #pragma unroll
       for (int pair = 0; pair < Barriers::kPairs; ++pair)

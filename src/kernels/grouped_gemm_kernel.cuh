@@ -82,7 +82,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   // Split K (no system-scope signals, so no signaler): the MMA threads' broadcast of a piece's
   // completion, and the word that tells the storer whether a piece staged its tile.
   volatile uint32_t* piece_last = tiles_stored + 1;
-  volatile uint32_t* piece_skip = tiles_stored;
+  uint32_t* piece_skip = tiles_stored;
   const TileRing ring(smem + plan.tile_ring_offset());
 
   const int warpgroup = threadIdx.x / 128;

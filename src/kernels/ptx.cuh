@@ -336,6 +336,12 @@ __device__ __forceinline__ void red_release_cta_shared_add(uint32_t* address, ui
                "r"(value)
                : "memory");
 }
+__device__ __forceinline__ void atom_release_cta_shared_store(uint32_t* address, uint32_t value) {
+  asm volatile("atom.release.cta.shared::cta.exch.b32 _, [%0], %1;\n" ::"r"(
+                   static_cast<uint32_t>(__cvta_generic_to_shared(address))),
+               "r"(value)
+               : "memory");
+}
 __device__ __forceinline__ uint32_t atom_acquire_cta_shared_load(uint32_t* address) {
   uint32_t value;
   asm volatile("atom.acquire.cta.shared::cta.add.u32 %0, [%1], 0;\n"

@@ -116,9 +116,9 @@ TEST(Fp8Block128Gemm, SplitKForFewTiles) {
     int experts, max_m, n, k, block_m;
     std::vector<int32_t> masked_m;
   };
-  const Case cases[] = {{1, 20, 1024, 2048, 32, {17}},                // 8 tiles, 4 pieces of 4 K blocks
-                        {2, 64, 640, 4096, 64, {64, 1}},              // 10 tiles, 8 pieces
-                        {3, 50, 328, 1664, 32, {0, 50, 33}}};         // partial column block; 3 pieces of 4, 4, 5
+  const Case cases[] = {{1, 20, 1024, 4096, 32, {17}},         // 8 tiles, 5 pieces of 6 or 7 K blocks
+                        {2, 64, 640, 6144, 64, {64, 1}},       // 10 tiles, 8 pieces of 6
+                        {3, 50, 328, 2432, 32, {0, 50, 33}}};  // partial column block; 3 pieces of 6, 6, 7
   std::mt19937 rng(505);
   for (const Case& c : cases) {
     Fp8Problem p;

@@ -203,7 +203,7 @@ TEST(Config, SmemPlanIsAlignedForTmaAndWgmma) {
   }
 }
 
-// Split K only where the tiles fill at most half the SMs, on the fp8 decode tiles, with enough K.
+// Split K only where the tiles fill at most a third of the SMs, on the fp8 decode tiles, with enough K.
 TEST(Config, SplitKForFewTiles) {
   GroupedGemmArgs args;
   args.num_experts = 1, args.max_m = 16, args.n = 4096, args.k = 7168;
@@ -214,18 +214,18 @@ TEST(Config, SplitKForFewTiles) {
   EXPECT_EQ(split.counters_offset, kTileCounterBytes);
   EXPECT_EQ(split.partials_offset % 16, 0u);
   EXPECT_EQ(split.bytes, split.partials_offset + size_t(32) * 4 * 32 * 128 * 4);
-  args.k = 1024;  // 8 K blocks: two pieces of 4
-  EXPECT_EQ(plan_split_k(args, decode, 132).pieces, 2);
-  args.k = 512;  // too short to split
+  args.k = 2304;  // 18 K blocks: three pieces of 6
+  EXPECT_EQ(plan_split_k(args, decode, 132).pieces, 3);
+  args.k = 2048;  // 16 K blocks: two pieces of kMinKBlocksPerPiece would be too few
   EXPECT_EQ(plan_split_k(args, decode, 132).pieces, 1);
   args.k = 7168;
   args.n = 256;  // 2 tiles: capped at kMaxKPieces
   EXPECT_EQ(plan_split_k(args, decode, 132).pieces, kMaxKPieces);
   args.n = 4096;
-  args.num_experts = 4;  // 128 tiles fill the SMs
+  args.num_experts = 2;  // 64 tiles: two pieces would be too few
   EXPECT_EQ(plan_split_k(args, decode, 132).pieces, 1);
   args.num_experts = 1;
-  EXPECT_EQ(plan_split_k(args, decode, 40).pieces, 1);                    // sm_count 40: 32 tiles fill it
+  EXPECT_EQ(plan_split_k(args, decode, 95).pieces, 1);                    // sm_count 95: under 3 per tile
   EXPECT_EQ(plan_split_k(args, TileConfig{128, 128, 5, 1}, 132).pieces, 1);  // not a decode tile
   args.signals = reinterpret_cast<uint32_t*>(0x1000);
   args.scope = SignalScope::sys;  // the signaler counts every piece: no split
