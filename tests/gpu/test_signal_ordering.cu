@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include "gpu_test_util.h"
+#include "host/config.h"
 #include "signalgemm/consumer.cuh"
 #include "signalgemm/gemm.h"
 
@@ -90,7 +91,7 @@ TEST(SignalOrdering, LoadedKernelsFirstLaunchBesideASpinningConsumer) {
 }
 
 // 1000 launches per granularity with a consumer on the SMs the GEMM leaves free; `dynamic_tiles`:
-// with a workspace, so the CTAs take tiles from a counter.
+// with a workspace, so the CTAs take tiles from a counter (or, with few tiles, split K).
 void expect_consumer_never_sees_unfinished_rows(Fp8Problem& p, const TileConfig& config, std::mt19937& rng,
                                                 bool dynamic_tiles = false) {
 
@@ -98,20 +99,28 @@ void expect_consumer_never_sees_unfinished_rows(Fp8Problem& p, const TileConfig&
   // masked_m and the kernel is deterministic, so every later launch must reproduce it bit for bit.
   // It runs the tile configuration under test, which also loads that kernel before the consumer
   // spins beside it (as load_kernels would; see the test above).
+  // The golden launch runs on the SMs and with the workspace of the launches below: a split of K
+  // (host::plan_split_k) sums its pieces in another order than one CTA's K loop.
+  int sms = 0;
+  SG_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  constexpr int kConsumerBlocks = 8;
+  GroupedGemmArgs golden_args = p.args();
+  golden_args.config = config;
+  golden_args.sm_count = sms - kConsumerBlocks;
+  DeviceBuffer golden_workspace;
+  if (dynamic_tiles) {
+    golden_workspace = DeviceBuffer(workspace_bytes(golden_args));
+    golden_args.workspace = golden_workspace.get();
+    golden_args.workspace_bytes = golden_workspace.bytes();
+  }
   const std::vector<int32_t> all_rows(p.experts, p.max_m);
   const auto reference = ref::masked_grouped_gemm(p.a, p.b, all_rows.data(), p.alpha.data());
   p.set_masked_m(all_rows);
   p.poison_output();
-  GroupedGemmArgs golden_args = p.args();
-  golden_args.config = config;
   ASSERT_TRUE(grouped_gemm_nt_masked(golden_args).ok());
   SG_CUDA_CHECK(cudaDeviceSynchronize());
   ASSERT_EQ(check_output(p, all_rows, reference), "");
   const auto golden = p.output();
-
-  int sms = 0;
-  SG_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  constexpr int kConsumerBlocks = 8;
   cudaStream_t gemm_stream, consumer_stream;
   SG_CUDA_CHECK(cudaStreamCreateWithFlags(&gemm_stream, cudaStreamNonBlocking));
   SG_CUDA_CHECK(cudaStreamCreateWithFlags(&consumer_stream, cudaStreamNonBlocking));
@@ -214,6 +223,22 @@ TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRowsOfClusterPairs) {
   config.block_n = 256;
   config.cluster = 2;
   expect_consumer_never_sees_unfinished_rows(p, config, rng);
+}
+
+// Split K (few decode tiles, a workspace): only the last piece of a tile stores it and signals.
+TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRowsOfSplitK) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(45);
+  Fp8Problem p;
+  p.build(/*experts=*/3, /*max_m=*/40, /*n=*/384, /*k=*/3072, rng);  // 18 tiles of 32x128, 24 K blocks
+  TileConfig config;
+  config.block_m = 32;
+  config.block_n = 128;
+  GroupedGemmArgs probe = p.args();
+  probe.config = config;
+  probe.sm_count = 120;
+  ASSERT_GT(workspace_bytes(probe), host::kTileCounterBytes) << "expected a split of K";
+  expect_consumer_never_sees_unfinished_rows(p, config, rng, /*dynamic_tiles=*/true);
 }
 
 }  // namespace
