@@ -126,6 +126,9 @@ def test_signal_layout_follows_the_formats_and_the_workspace():
     # K split in 4, the counters and the fp32 partials of every piece.
     assert signalgemm.workspace_bytes(1, 16, 7168, "fp8_block128", n=4096) == 16 + 128 + 32 * 4 * 32 * 128 * 4
     assert signalgemm.workspace_bytes(8, 16, 7168, "fp8_block128", n=4096) == 16
+    # bf16 splits into 8 pieces or not at all (and has no tile counter, so else no workspace).
+    assert signalgemm.workspace_bytes(1, 16, 7168, "bf16", n=2048) == 16 + 64 + 16 * 8 * 32 * 128 * 4
+    assert signalgemm.workspace_bytes(1, 16, 7168, "bf16", n=4096) == 0
 
 
 # ---- quantizers: decode the documented layouts independently in numpy

@@ -61,20 +61,25 @@ bool takes_tiles_dynamically(const GroupedGemmArgs& args, const TileConfig* conf
          uses_tile_counter(args.a.format, args.b.format) && (config == nullptr || config->cluster <= 1);
 }
 
+bool splits_k(Format a_format, Format b_format) {
+  return a_format == b_format && (a_format == Format::fp8_block128 || a_format == Format::bf16);
+}
+
 SplitK plan_split_k(const GroupedGemmArgs& args, const TileConfig& config, int sms) {
   SplitK split;
   const bool decode_tile = config.block_n == 128 && (config.block_m == 32 || config.block_m == 64);
-  if (!uses_tile_counter(args.a.format, args.b.format) || !decode_tile || config.cluster > 1 ||
+  if (!splits_k(args.a.format, args.b.format) || !decode_tile || config.cluster > 1 ||
       (args.signals != nullptr && args.scope != SignalScope::gpu) || args.max_m < 1 || args.n < 1 || sms < 2)
     return split;
   const int64_t tiles = int64_t(args.num_experts) * ((args.max_m + config.block_m - 1) / config.block_m) *
                         ((args.n + config.block_n - 1) / config.block_n);
-  const int k_blocks = args.k / 128;
+  // The kernels' K blocks: 128 bytes of a token row (128 fp8 or 64 bf16 elements).
+  const int k_blocks = (args.k * (args.a.format == Format::bf16 ? 2 : 1) + 127) / 128;
   // Each piece keeps kMinKBlocksPerPiece K blocks (its pipeline's ramp and the partial's round trip
   // are fixed costs), and the pieces of all tiles fit in one round of the SMs.
   const int64_t pieces =
       std::min<int64_t>({sms / std::max<int64_t>(tiles, 1), k_blocks / kMinKBlocksPerPiece, kMaxKPieces});
-  if (pieces < kMinKPieces) return split;
+  if (pieces < min_k_pieces(args.a.format)) return split;
   split.pieces = static_cast<int>(pieces);
   split.tiles = static_cast<int>(tiles);
   split.counters_offset = kTileCounterBytes;

@@ -63,8 +63,8 @@ bool uses_activation_workspace(const GroupedGemmArgs& args, const TileConfig& co
 inline constexpr size_t kTileCounterBytes = 16;
 bool uses_tile_counter(Format a_format, Format b_format);  // the pairings that take tiles dynamically
 bool takes_tiles_dynamically(const GroupedGemmArgs& args, const TileConfig* config = nullptr);
-// Split K for launches with few tiles (docs/configuration.md): an fp8_block128 x fp8_block128 launch
-// on a decode tile (32x128 or 64x128, no cluster) whose tiles fill at most a third of the SMs runs
+// Split K for launches with few tiles (docs/configuration.md): an fp8_block128 x fp8_block128 or
+// bf16 x bf16 launch on a decode tile (32x128 or 64x128, no cluster) whose tiles fill at most a third of the SMs runs
 // each tile as `pieces` K ranges on as many CTAs; each writes its fp32 partial to the workspace and
 // the last to finish a tile sums them in piece order (deterministic) and stores the tile. Needs
 // gpu-scope signals (or none) and a workspace of workspace_bytes(args). `sms`: the SMs the launch
@@ -74,12 +74,15 @@ struct SplitK {
   int tiles = 0;  // tile slots: every tile masked_m could make (E x row blocks of max_m x col blocks)
   size_t counters_offset = 0, partials_offset = 0, bytes = 0;  // in the workspace
 };
+bool splits_k(Format a_format, Format b_format);  // the pairings with split-K kernels
 SplitK plan_split_k(const GroupedGemmArgs& args, const TileConfig& config, int sms);
-// Measured on the H100 (2026-11-27, docs/performance.md): 4 pieces of 14 K blocks made E1 decode
-// launches 16% faster and 8 of 7 34%, 3 pieces 4-8%; 2 pieces made launches of 56-64 tiles 5-10%
-// slower (their unsplit grids already near the memory bandwidth) and 4 pieces of 4 K blocks 4%
-// slower (the partials' round trip outweighs the shorter K loop).
-inline constexpr int kMinKPieces = 3;
+// Measured on the H100 (2026-11-27, docs/performance.md): fp8_block128 with 4 pieces of 14 K blocks
+// made E1 decode launches 16% faster and 8 of 7 34%, 3 pieces 4-8%; 2 pieces made launches of 56-64
+// tiles 5-10% slower (their unsplit grids already near the memory bandwidth) and 4 pieces of 4 K
+// blocks 4% slower (the partials' round trip outweighs the shorter K loop). bf16's unsplit K loop
+// streams ~1.7x faster per SM (no promotion), so 32 tiles already pull ~2 TB/s: there 3-4 pieces
+// were 3-14% slower and only 8 (16 tiles) faster, by 27%.
+inline constexpr int min_k_pieces(Format a_format) { return a_format == Format::bf16 ? 8 : 3; }
 inline constexpr int kMaxKPieces = 8;
 inline constexpr int kMinKBlocksPerPiece = 6;
 inline constexpr int kH100SmCount = 132;  // planning without a device

@@ -288,6 +288,19 @@ KernelEntry fp8_block128_kernel(const TileConfig& cfg, bool split_k) {
   return kernel_for_tile<Fp8Block128Solo>(cfg);
 }
 
+template <int kBlockM, int kBlockN>
+using Bf16Solo = kernels::Bf16Mainloop<kBlockM, kBlockN>;
+
+// bf16 x bf16: every tile, the decode tiles also with split K (host::plan_split_k).
+KernelEntry bf16_kernel(const TileConfig& cfg, bool split_k) {
+  if (split_k) {
+    if (cfg.block_m == 32 && cfg.block_n == 128) return entry<kernels::Bf16Mainloop<32, 128, true>>();
+    if (cfg.block_m == 64 && cfg.block_n == 128) return entry<kernels::Bf16Mainloop<64, 128, true>>();
+    return {};
+  }
+  return kernel_for_tile<Bf16Solo>(cfg);
+}
+
 // The dequantizing mainloop (mainloop_dequant_bf16.cuh), one instantiation per pairing and tile;
 // fp8_block128 activations have the tiles of dequant_bf16_tile_compiled only.
 KernelEntry dequant_bf16_kernel(Format a, Format b, const TileConfig& cfg) {
@@ -398,7 +411,7 @@ KernelEntry select_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, bo
   if (fragment_weights) return register_weights_kernel<kernels::Bf16Mxfp4FragmentMainloop>(cfg);
   if (kernels::is_bf16_register_weights_pair(args.a.format, args.b.format))
     return register_weights_kernel(args.b.format, cfg);
-  return kernel_for_tile<kernels::Bf16Mainloop>(cfg);
+  return bf16_kernel(cfg, split_k);
 }
 
 Status not_compiled(const TileConfig& cfg) {
@@ -462,12 +475,14 @@ size_t activation_workspace_bytes(const GroupedGemmArgs& args) { return host::co
 
 size_t workspace_bytes(const GroupedGemmArgs& args) {
   if (host::converts_activations(args.a.format, args.b.format)) return host::converted_activation_bytes(args);
-  if (!host::uses_tile_counter(args.a.format, args.b.format)) return 0;
+  if (!host::uses_tile_counter(args.a.format, args.b.format) && !host::splits_k(args.a.format, args.b.format))
+    return 0;
   // With few tiles, the partials of split K (host::plan_split_k) for this device's SMs.
   DeviceInfo info;
   if (!query_device(info).ok()) info.sm_count = host::kH100SmCount;
   const host::SplitK split = host::plan_split_k(args, select_config(args), usable_sms(args, info));
-  return std::max(host::kTileCounterBytes, split.bytes);
+  return host::uses_tile_counter(args.a.format, args.b.format) ? std::max(host::kTileCounterBytes, split.bytes)
+                                                                : split.bytes;
 }
 
 SignalLayout signal_layout(const GroupedGemmArgs& args) {

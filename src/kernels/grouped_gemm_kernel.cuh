@@ -22,6 +22,7 @@
 #include "kernels/pipeline.cuh"
 #include "kernels/ptx.cuh"
 #include "kernels/scheduler.cuh"
+#include "kernels/split_k.cuh"
 #include "kernels/tile_ring.cuh"
 
 namespace signalgemm::kernels {
@@ -137,7 +138,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         work.share = detail::ClusterShare::none;
         for (int item = blockIdx.x; tiles.at(item / p.k_pieces, work.tile); item += gridDim.x) {
           work.piece = item % p.k_pieces;
-          publish_and_load();
+          tile_ring_put(ring, ring_cursor, work, /*end=*/false);
+          Mainloop::load_piece(&tmap_a, &tmap_b, &tmap_sfa, &tmap_sfb, smem, plan, full, empty, pipe, work, p);
         }
       } else if (kCluster == 1 && p.tile_counter != nullptr) {
         // Dynamic: the grid's next tile, whichever CTA asks. Tiles are still numbered expert-major,
@@ -190,7 +192,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       if constexpr (kSplitKOf<Mainloop>) {
         const int piece = (static_cast<int>(blockIdx.x) + items_taken++ * static_cast<int>(gridDim.x)) % p.k_pieces;
         Mainloop::mma_piece(acc, smem, plan, full, empty, pipe, p, tile, piece, warpgroup, lane);
-        const bool last = Mainloop::publish_piece(acc, p, tile, piece, piece_last);
+        const bool last = publish_piece(acc, p, tile, piece, piece_last);
         hand_over_skip<kStagingPerWarpgroupOf<Mainloop>>(piece_skip, !last, first_tile, threadIdx.x);
         if (last)
           stage_tile<kBlockM, kBlockN, Mainloop::kSlices, kStagingPerWarpgroupOf<Mainloop>>(

@@ -9,14 +9,17 @@
 #include "kernels/kernel_params.h"
 #include "kernels/pipeline.cuh"
 #include "kernels/ptx.cuh"
+#include "kernels/split_k.cuh"
 #include "signalgemm/detail/tile_schedule.h"
 
 namespace signalgemm::kernels {
 
-template <int kBlockM_, int kBlockN_>
+// kSplitK_: each unit of work is one K range (piece) of a tile (split_k.cuh).
+template <int kBlockM_, int kBlockN_, bool kSplitK_ = false>
 struct Bf16Mainloop {
   static constexpr int kBlockM = kBlockM_;
   static constexpr int kBlockN = kBlockN_;
+  static constexpr bool kSplitK = kSplitK_;
   using Mma = ptx::WgmmaBf16<kBlockM>;
   static constexpr int kAccRegs = Mma::kRegs;
   static constexpr int kKSteps = kBlockK / 32;  // 32 bytes = 16 bf16 per wgmma step
@@ -31,7 +34,24 @@ struct Bf16Mainloop {
                                                    const CUtensorMap*, uint8_t* smem, const SmemPlan& plan,
                                                    uint64_t* full, uint64_t* empty, PipelineState& pipe,
                                                    const detail::Tile& tile, int num_k_blocks) {
-    for (int kb = 0; kb < num_k_blocks; ++kb) {
+    load_k_blocks(tmap_a, tmap_b, smem, plan, full, empty, pipe, tile, 0, num_k_blocks);
+  }
+
+  // Split K: the loads of one piece's K blocks (work.piece).
+  __device__ __forceinline__ static void load_piece(const CUtensorMap* tmap_a, const CUtensorMap* tmap_b,
+                                                    const CUtensorMap*, const CUtensorMap*, uint8_t* smem,
+                                                    const SmemPlan& plan, uint64_t* full, uint64_t* empty,
+                                                    PipelineState& pipe, const detail::ClusterWork& work,
+                                                    const KernelParams& p) {
+    load_k_blocks(tmap_a, tmap_b, smem, plan, full, empty, pipe, work.tile, split_k_begin(p, work.piece),
+                  split_k_begin(p, work.piece + 1));
+  }
+
+  __device__ __forceinline__ static void load_k_blocks(const CUtensorMap* tmap_a, const CUtensorMap* tmap_b,
+                                                       uint8_t* smem, const SmemPlan& plan, uint64_t* full,
+                                                       uint64_t* empty, PipelineState& pipe, const detail::Tile& tile,
+                                                       int k_begin, int k_end) {
+    for (int kb = k_begin; kb < k_end; ++kb) {
       uint64_t* stage_full = arm_stage(full, empty, pipe, kStageTxBytes);
       // Operand maps are byte tensors: K coordinates are in bytes (2 per bf16).
       const int32_t a_coords[3] = {kb * kBlockK, tile.m_block * kBlockM, tile.expert};
@@ -73,11 +93,27 @@ struct Bf16Mainloop {
                                                   const SmemPlan& plan, uint64_t* full, uint64_t* empty,
                                                   PipelineState& pipe, const KernelParams& p, const detail::Tile&,
                                                   int warpgroup, int lane) {
+    mma_k_blocks(acc, smem, plan, full, empty, pipe, 0, p.num_k_blocks, warpgroup, lane);
+  }
+
+  // Split K: mma_tile over one piece's K blocks.
+  __device__ __forceinline__ static void mma_piece(float (&acc)[kSlices][kAccRegs], uint8_t* smem,
+                                                   const SmemPlan& plan, uint64_t* full, uint64_t* empty,
+                                                   PipelineState& pipe, const KernelParams& p, const detail::Tile&,
+                                                   int piece, int warpgroup, int lane) {
+    mma_k_blocks(acc, smem, plan, full, empty, pipe, split_k_begin(p, piece), split_k_begin(p, piece + 1), warpgroup,
+                 lane);
+  }
+
+  __device__ __forceinline__ static void mma_k_blocks(float (&acc)[kSlices][kAccRegs], uint8_t* smem,
+                                                      const SmemPlan& plan, uint64_t* full, uint64_t* empty,
+                                                      PipelineState& pipe, int k_begin, int k_end, int warpgroup,
+                                                      int lane) {
 #pragma unroll
     for (int s = 0; s < kSlices; ++s)
 #pragma unroll
       for (int i = 0; i < kAccRegs; ++i) acc[s][i] = 0.f;
-    for (int kb = 0; kb < p.num_k_blocks; ++kb) {
+    for (int kb = k_begin; kb < k_end; ++kb) {
       mbarrier_wait(&full[pipe.stage], pipe.phase);
       multiply_stage(acc, smem + plan.a_offset(pipe.stage),
                      smem + plan.b_offset(pipe.stage) + warpgroup * kWarpgroupRows * kBlockK);

@@ -12,13 +12,13 @@
 #include "kernels/kernel_params.h"
 #include "kernels/pipeline.cuh"
 #include "kernels/ptx.cuh"
+#include "kernels/split_k.cuh"
 #include "signalgemm/detail/tile_schedule.h"
 
 namespace signalgemm::kernels {
 
 // kCluster_ == 2: two CTAs share one operand per unit (tile_schedule.h, PairedTileWalker).
-// kSplitK_: each unit of work is one K range (piece) of a tile (host::plan_split_k); the last piece
-// of a tile to finish sums the others' partials (publish_piece) and stages the tile.
+// kSplitK_: each unit of work is one K range (piece) of a tile (split_k.cuh).
 template <int kBlockM_, int kBlockN_, int kCluster_ = 1, bool kSplitK_ = false>
 struct Fp8Block128Mainloop {
   static constexpr int kBlockM = kBlockM_;
@@ -60,8 +60,8 @@ struct Fp8Block128Mainloop {
     int32_t weight_scale_rows[kMathWarpgroups];  // element index of each MMA warpgroup's first scale
 #pragma unroll
     for (int wg = 0; wg < kMathWarpgroups; ++wg) weight_scale_rows[wg] = weight_scale_row(p, tile, wg);
-    const int k_begin = kSplitK ? piece_k_begin(p, work.piece) : 0;
-    const int k_end = kSplitK ? piece_k_begin(p, work.piece + 1) : num_k_blocks;
+    const int k_begin = kSplitK ? split_k_begin(p, work.piece) : 0;
+    const int k_end = kSplitK ? split_k_begin(p, work.piece + 1) : num_k_blocks;
     for (int kb = k_begin; kb < k_end; ++kb) {
       uint64_t* stage_full = arm_stage(full, empty, pipe, work.has_tile ? kStageTxBytes : 0);
       if (work.has_tile) {
@@ -108,9 +108,13 @@ struct Fp8Block128Mainloop {
                             p.num_k_blocks, warpgroup, lane);
   }
 
-  // Split K: the K blocks [piece_k_begin(piece), piece_k_begin(piece + 1)) of the tile.
-  __device__ __forceinline__ static int piece_k_begin(const KernelParams& p, int piece) {
-    return piece * p.num_k_blocks / p.k_pieces;
+  // Split K (split_k.cuh): the loads of one piece's K blocks (work.piece).
+  __device__ __forceinline__ static void load_piece(const CUtensorMap* tmap_a, const CUtensorMap* tmap_b,
+                                                    const CUtensorMap* tmap_sfa, const CUtensorMap* tmap_sfb,
+                                                    uint8_t* smem, const SmemPlan& plan, uint64_t* full,
+                                                    uint64_t* empty, PipelineState& pipe,
+                                                    const detail::ClusterWork& work, const KernelParams& p) {
+    load_tile(tmap_a, tmap_b, tmap_sfa, tmap_sfb, smem, plan, full, empty, pipe, work, /*rank=*/0, p);
   }
 
   // Split K: mma_tile over one piece's K blocks.
@@ -123,59 +127,7 @@ struct Fp8Block128Mainloop {
 #pragma unroll
       for (int i = 0; i < kAccRegs; ++i) acc[s][i] = 0.f;
     mma_tile_width<kBlockM>((tile.rows + 31) / 32 * 32, acc, smem, plan, full, empty, pipe, p, tile,
-                            piece_k_begin(p, piece), piece_k_begin(p, piece + 1), warpgroup, lane);
-  }
-
-  // Split K, every MMA thread after mma_piece: writes this piece's partial (alpha not yet applied)
-  // to the tile's slot in the workspace and counts the piece done. Returns true in every MMA thread
-  // of the piece that completes the count, which then holds the sum of all pieces in acc, added in
-  // piece order (the result does not depend on which piece finishes last); false elsewhere.
-  // `last_word`: a shared word for the MMA threads' broadcast (read by them only, between the
-  // piece barriers).
-  __device__ static bool publish_piece(float (&acc)[kSlices][kAccRegs], const KernelParams& p,
-                                       const detail::Tile& tile, int piece, volatile uint32_t* last_word) {
-    constexpr int kRegs = kSlices * kAccRegs;
-    const int thread = threadIdx.x;  // < kMathThreads
-    const int slot = (tile.expert * p.layout.row_blocks_per_expert() + tile.m_block) * p.layout.col_blocks() +
-                     tile.n_block;
-    float* const partials = p.piece_partials + size_t(slot) * p.k_pieces * kRegs * kMathThreads;
-    // [piece][register][thread]: consecutive threads write consecutive words.
-#pragma unroll
-    for (int s = 0; s < kSlices; ++s)
-#pragma unroll
-      for (int i = 0; i < kAccRegs; ++i) partials[(size_t(piece) * kRegs + s * kAccRegs + i) * kMathThreads + thread] = acc[s][i];
-    // Every MMA thread's partial is written before thread 0 counts the piece; its release at GPU
-    // scope is cumulative over them (the barrier orders them before it). Its acquire, when it
-    // completes the count, orders the other pieces' partials (released the same way) before the
-    // reads below, which the second barrier extends to every MMA thread.
-    ptx::named_barrier_sync(kPieceBarrier, kMathThreads);
-    if (thread == 0) {
-      uint32_t before;
-      asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;"
-                   : "=r"(before)
-                   : "l"(p.piece_counters + slot)
-                   : "memory");
-      *last_word = before + 1 == uint32_t(p.k_pieces) ? 1u : 0u;
-    }
-    ptx::named_barrier_sync(kPieceBarrier, kMathThreads);
-    if (*last_word == 0) return false;
-    // Sum the pieces in piece order, this thread's own partial read back too (its own writes): all
-    // of a piece's words are loaded before any is added, so their L2 round trips overlap (with one
-    // load per add in a single chain, a 4-piece tile took as long as the unsplit one).
-#pragma unroll 1
-    for (int q = 0; q < p.k_pieces; ++q) {
-      const float* piece_partial = partials + size_t(q) * kRegs * kMathThreads + thread;
-      float loaded[kRegs];
-#pragma unroll
-      for (int r = 0; r < kRegs; ++r)
-        loaded[r] = __ldcg(piece_partial + r * kMathThreads);  // L2: other SMs wrote them
-#pragma unroll
-      for (int r = 0; r < kRegs; ++r) {
-        float& sum = acc[r / kAccRegs][r % kAccRegs];
-        sum = q == 0 ? loaded[r] : sum + loaded[r];
-      }
-    }
-    return true;
+                            split_k_begin(p, piece), split_k_begin(p, piece + 1), warpgroup, lane);
   }
 
  private:

@@ -108,21 +108,18 @@ TEST(Fp8Block128Gemm, DynamicTilesFromAWorkspace) {
 
 // Few tiles: each tile's K split over several CTAs (host::plan_split_k), the last piece summing
 // the partials in piece order. Even and uneven splits, one and several experts, both tiles, both
-// granularities; two launches give the same bits (the sum's order never depends on timing), and a
-// launch on few SMs runs unsplit.
-TEST(Fp8Block128Gemm, SplitKForFewTiles) {
-  SG_REQUIRE_HOPPER();
-  struct Case {
-    int experts, max_m, n, k, block_m;
-    std::vector<int32_t> masked_m;
-  };
-  const Case cases[] = {{1, 20, 1024, 4096, 32, {17}},         // 8 tiles, 5 pieces of 6 or 7 K blocks
-                        {2, 64, 640, 6144, 64, {64, 1}},       // 10 tiles, 8 pieces of 6
-                        {3, 50, 328, 2432, 32, {0, 50, 33}}};  // partial column block; 3 pieces of 6, 6, 7
+// granularities, a workspace of garbage; two launches give the same bits (the sum's order never
+// depends on timing), and a launch on few SMs runs unsplit.
+struct SplitKCase {
+  int experts, max_m, n, k, block_m;
+  std::vector<int32_t> masked_m;
+};
+
+void expect_split_k_correct(Format format, const std::vector<SplitKCase>& cases) {
   std::mt19937 rng(505);
-  for (const Case& c : cases) {
-    Fp8Problem p;
-    p.build(c.experts, c.max_m, c.n, c.k, rng);
+  for (const SplitKCase& c : cases) {
+    Problem p;
+    p.build(c.experts, c.max_m, c.n, c.k, rng, 0, 0, 0, format, format);
     const auto reference = full_reference(p);
     for (int sm_count : {0, 3})
       for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block}) {
@@ -133,11 +130,11 @@ TEST(Fp8Block128Gemm, SplitKForFewTiles) {
         args.granularity = g;
         const size_t bytes = workspace_bytes(args);
         if (sm_count == 0) EXPECT_GT(bytes, host::kTileCounterBytes) << "expected a split of K";
-        std::vector<uint8_t> garbage(bytes);
+        std::vector<uint8_t> garbage(std::max<size_t>(bytes, 1));
         for (auto& x : garbage) x = uint8_t(rng());
         DeviceBuffer workspace = DeviceBuffer::from(garbage);
-        args.workspace = workspace.get();
-        args.workspace_bytes = workspace.bytes();
+        args.workspace = bytes > 0 ? workspace.get() : nullptr;  // bf16 unsplit: none needed
+        args.workspace_bytes = bytes;
         std::vector<uint16_t> first;
         for (int launch = 0; launch < 2; ++launch) {
           const RunResult r = run(p, args, c.masked_m);
@@ -150,6 +147,14 @@ TEST(Fp8Block128Gemm, SplitKForFewTiles) {
         }
       }
   }
+}
+
+TEST(Fp8Block128Gemm, SplitKForFewTiles) {
+  SG_REQUIRE_HOPPER();
+  expect_split_k_correct(Format::fp8_block128,
+                         {{1, 20, 1024, 4096, 32, {17}},         // 8 tiles, 5 pieces of 6 or 7 K blocks
+                          {2, 64, 640, 6144, 64, {64, 1}},       // 10 tiles, 8 pieces of 6
+                          {3, 50, 328, 2432, 32, {0, 50, 33}}});  // partial column block; 3 pieces of 6, 6, 7
 }
 
 TEST(Fp8Block128Gemm, EveryTileConfigAndEdgeMaskedM) {
@@ -453,6 +458,15 @@ TEST(Bf16Gemm, EveryTileConfigAndEdgeMaskedM) {
   Problem p;
   p.build(/*experts=*/5, /*max_m=*/130, /*n=*/328, /*k=*/520, rng, 0, 0, 0, Format::bf16, Format::bf16);
   expect_every_tile_correct(p, {0, 1, 65, 128, 130}, SignalGranularity::per_expert);
+}
+
+// bf16: K blocks of 64 elements, at least 8 pieces (host::min_k_pieces); a K (3080) whose last
+// block is partial (zero-filled by TMA) in the last of 8 pieces.
+TEST(Bf16Gemm, SplitKForFewTiles) {
+  SG_REQUIRE_HOPPER();
+  expect_split_k_correct(Format::bf16, {{1, 20, 1024, 3072, 32, {17}},       // 8 tiles, 8 pieces of 6
+                                        {2, 64, 640, 3136, 64, {64, 1}},     // 10 tiles, 8 pieces of 6 or 7
+                                        {2, 50, 328, 3080, 32, {50, 33}}});  // partial column block
 }
 
 // bf16 activations x nvfp4, mxfp4 or mxfp8 weights: dequantized into the MMAs' registers, exact,

@@ -234,6 +234,18 @@ TEST(Config, SplitKForFewTiles) {
   EXPECT_EQ(plan_split_k(args, decode, 132).pieces, 4);
   args.b.format = Format::nvfp4;
   EXPECT_EQ(plan_split_k(args, decode, 132).pieces, 1);
+  // bf16: K blocks of 64 elements (128 bytes), at least 8 pieces.
+  args.a.format = args.b.format = Format::bf16;
+  args.k = 7168;  // 32 tiles: 4 pieces would be too few
+  EXPECT_EQ(plan_split_k(args, decode, 132).pieces, 1);
+  args.n = 2048;  // 16 tiles: 8 pieces
+  EXPECT_EQ(plan_split_k(args, decode, 132).pieces, 8);
+  args.k = 3080;  // 49 K blocks, the last one partial: 8 pieces of 6 or 7
+  EXPECT_EQ(plan_split_k(args, decode, 132).pieces, 8);
+  args.k = 3000;  // 47 K blocks: 7 pieces would be too few
+  EXPECT_EQ(plan_split_k(args, decode, 132).pieces, 1);
+  args.a.format = Format::bf16, args.b.format = Format::mxfp8;  // no split kernels for this pairing
+  EXPECT_EQ(plan_split_k(args, decode, 132).pieces, 1);
 }
 
 }  // namespace
