@@ -64,11 +64,12 @@ inline constexpr size_t kTileCounterBytes = 16;
 bool uses_tile_counter(Format a_format, Format b_format);  // the pairings that take tiles dynamically
 bool takes_tiles_dynamically(const GroupedGemmArgs& args, const TileConfig* config = nullptr);
 // Split K for launches with few tiles (docs/configuration.md): an fp8_block128 x fp8_block128 or
-// bf16 x bf16 launch on a decode tile (32x128 or 64x128, no cluster) whose tiles fill at most a third of the SMs runs
-// each tile as `pieces` K ranges on as many CTAs; each writes its fp32 partial to the workspace and
-// the last to finish a tile sums them in piece order (deterministic) and stores the tile. Needs
-// gpu-scope signals (or none) and a workspace of workspace_bytes(args). `sms`: the SMs the launch
-// may use. pieces == 1: no split.
+// bf16 x bf16 launch on a decode tile (32x128 or 64x128, no cluster) runs each tile as `pieces` K
+// ranges on as many CTAs, pieces = min(sms / tiles, K blocks / kMinKBlocksPerPiece, kMaxKPieces)
+// when that is at least min_k_pieces; each writes its fp32 partial to the workspace and the last to
+// finish a tile sums them in piece order (deterministic) and stores the tile. Needs gpu-scope
+// signals (or none) and a workspace of workspace_bytes(args). `sms`: the SMs the launch may use.
+// pieces == 1: no split.
 struct SplitK {
   int pieces = 1;
   int tiles = 0;  // tile slots: every tile masked_m could make (E x row blocks of max_m x col blocks)

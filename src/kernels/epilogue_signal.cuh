@@ -64,7 +64,7 @@ __device__ __forceinline__ void hand_over_skip(uint32_t* skip_word, bool skip, b
   if (skip) ptx::named_barrier_arrive(Barriers::full(pair), Barriers::kThreads);
 }
 
-// `skip_word` (split-K kernels only): hand_over_skip has run instead of the "staging free" wait.
+// `free_waited` (split-K kernels): hand_over_skip has already waited for "staging free".
 template <int kBlockM, int kBlockN, int kSlices, bool kPerWarpgroup>
 __device__ __forceinline__ void stage_tile(const float (&acc)[kSlices][kBlockM / 2], float alpha, bool first_tile,
                                            uint8_t* staging, int math_thread, bool free_waited = false) {

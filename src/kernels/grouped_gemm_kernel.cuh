@@ -46,7 +46,7 @@ template <class Mainloop>
 inline constexpr bool kStagingPerWarpgroupOf<Mainloop, std::void_t<decltype(Mainloop::kStagingPerWarpgroup)>> =
     Mainloop::kStagingPerWarpgroup;
 
-// Mainloops may declare kSplitK: each unit of work is one K range of a tile (mainloop_fp8_block128.cuh).
+// Mainloops may declare kSplitK: each unit of work is one K range of a tile (split_k.cuh).
 template <class Mainloop, class = void>
 inline constexpr bool kSplitKOf = false;
 template <class Mainloop>
