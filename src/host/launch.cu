@@ -431,8 +431,11 @@ int persistent_grid(const GroupedGemmArgs& args, const TileConfig& cfg, const De
   return static_cast<int>(std::min<int64_t>(usable_sms(args, info), max_tiles));
 }
 
-// The split of K this launch runs (host::plan_split_k), if its workspace holds the partials.
-host::SplitK launch_split_k(const GroupedGemmArgs& args, const TileConfig& cfg, const DeviceInfo& info) {
+// The split of K the GEMM launch with these (possibly converted) arguments runs (host::plan_split_k),
+// if its workspace holds the partials; none where it holds the converted tokens.
+host::SplitK launch_split_k(const GroupedGemmArgs& args, const TileConfig& cfg, const DeviceInfo& info,
+                            bool tokens_in_workspace) {
+  if (tokens_in_workspace) return {};
   const host::SplitK split = host::plan_split_k(args, cfg, usable_sms(args, info));
   const bool fits = split.pieces > 1 && args.workspace != nullptr && args.workspace_bytes >= split.bytes;
   return fits ? split : host::SplitK{};
@@ -532,7 +535,7 @@ Status load_kernels(const GroupedGemmArgs& args) {
   const bool tokens_in_workspace = converts && args.a.format == Format::fp8_block128;
   const GroupedGemmArgs launched = converts && !tokens_in_workspace ? host::with_converted_activations(args) : args;
   const TileConfig launch_cfg = config_for_grid(cfg, persistent_grid(launched, cfg, info));
-  const bool split_k = !converts && launch_split_k(args, launch_cfg, info).pieces > 1;
+  const bool split_k = launch_split_k(launched, launch_cfg, info, tokens_in_workspace).pieces > 1;
   const KernelEntry kernel = select_kernel(launched, launch_cfg, tokens_in_workspace, split_k);
   if (kernel.load == nullptr) return not_compiled(cfg);
   return kernel.load();
@@ -644,7 +647,7 @@ Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const Ti
 
   int grid = persistent_grid(args, cfg, info);
   const TileConfig launch_cfg = config_for_grid(cfg, grid);
-  const host::SplitK split = tokens_in_workspace ? host::SplitK{} : launch_split_k(args, launch_cfg, info);
+  const host::SplitK split = launch_split_k(args, launch_cfg, info, tokens_in_workspace);
 
   // The CTAs take tiles from a counter at the workspace's start, zeroed here on the stream (a graph
   // node when captured); the kernel never resets it, so a launch needs no state from the last one.
