@@ -61,25 +61,40 @@ bool takes_tiles_dynamically(const GroupedGemmArgs& args, const TileConfig* conf
          uses_tile_counter(args.a.format, args.b.format) && (config == nullptr || config->cluster <= 1);
 }
 
+namespace {
+// bf16 tokens x FP4 weights: the register-weights mainloop (its decode tiles hold 256 weight rows).
+bool bf16_x_fp4(Format a_format, Format b_format) {
+  return a_format == Format::bf16 && (b_format == Format::nvfp4 || b_format == Format::mxfp4);
+}
+}  // namespace
+
 bool splits_k(Format a_format, Format b_format) {
-  return a_format == b_format && (a_format == Format::fp8_block128 || a_format == Format::bf16);
+  return (a_format == b_format && (a_format == Format::fp8_block128 || a_format == Format::bf16)) ||
+         bf16_x_fp4(a_format, b_format);
 }
 
 SplitK plan_split_k(const GroupedGemmArgs& args, const TileConfig& config, int sms) {
   SplitK split;
-  const bool decode_tile = config.block_n == 128 && (config.block_m == 32 || config.block_m == 64);
+  const bool register_weights = bf16_x_fp4(args.a.format, args.b.format);
+  const bool decode_tile = register_weights ? config.block_n == 256 && config.block_m <= 64
+                                            : config.block_n == 128 && (config.block_m == 32 || config.block_m == 64);
   if (!splits_k(args.a.format, args.b.format) || !decode_tile || config.cluster > 1 ||
       (args.signals != nullptr && args.scope != SignalScope::gpu) || args.max_m < 1 || args.n < 1 || sms < 2)
     return split;
   const int64_t tiles = int64_t(args.num_experts) * ((args.max_m + config.block_m - 1) / config.block_m) *
                         ((args.n + config.block_n - 1) / config.block_n);
-  // The kernels' K blocks: 128 bytes of a token row (128 fp8 or 64 bf16 elements).
+  // 128 bytes of a token row (128 fp8 or 64 bf16 elements): the fp8 and bf16 kernels' K blocks.
   const int k_blocks = (args.k * (args.a.format == Format::bf16 ? 2 : 1) + 127) / 128;
   // Each piece keeps kMinKBlocksPerPiece K blocks (its pipeline's ramp and the partial's round trip
-  // are fixed costs), and the pieces of all tiles fit in one round of the SMs.
-  const int64_t pieces =
-      std::min<int64_t>({sms / std::max<int64_t>(tiles, 1), k_blocks / kMinKBlocksPerPiece, kMaxKPieces});
-  if (pieces < min_k_pieces(args.a.format)) return split;
+  // are fixed costs), and the pieces of all tiles fit in one round of the SMs. The register-weights
+  // mainloop splits whole stages of kSubs 64-K blocks.
+  int64_t pieces = std::min<int64_t>({sms / std::max<int64_t>(tiles, 1), k_blocks / kMinKBlocksPerPiece, kMaxKPieces});
+  if (register_weights) {
+    const int subs = kernels::register_weights_stage_subs(config.block_m, config.block_n, Format::bf16, args.b.format,
+                                                          /*tokens_in_workspace=*/false);
+    pieces = std::min<int64_t>(pieces, ((args.k + 63) / 64 + subs - 1) / subs);
+  }
+  if (pieces < min_k_pieces(args.a.format, args.b.format)) return split;
   split.pieces = static_cast<int>(pieces);
   split.tiles = static_cast<int>(tiles);
   split.counters_offset = kTileCounterBytes;

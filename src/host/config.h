@@ -64,8 +64,8 @@ inline constexpr size_t kTileCounterBytes = 16;
 bool uses_tile_counter(Format a_format, Format b_format);  // the pairings that take tiles dynamically
 bool takes_tiles_dynamically(const GroupedGemmArgs& args, const TileConfig* config = nullptr);
 // Split K for launches with few tiles (docs/configuration.md): an fp8_block128 x fp8_block128 or
-// bf16 x bf16 launch on a decode tile (32x128 or 64x128, no cluster) runs each tile as `pieces` K
-// ranges on as many CTAs, pieces = min(sms / tiles, K blocks / kMinKBlocksPerPiece, kMaxKPieces)
+// bf16 x bf16 launch on a decode tile (32x128 or 64x128, no cluster), or bf16 x nvfp4 / mxfp4 on
+// its decode tiles (32, 48 or 64 x 256), runs each tile as `pieces` K ranges on as many CTAs, pieces = min(sms / tiles, K blocks / kMinKBlocksPerPiece, kMaxKPieces)
 // when that is at least min_k_pieces; each writes its fp32 partial to the workspace and the last to
 // finish a tile sums them in piece order (deterministic) and stores the tile. Needs gpu-scope
 // signals (or none) and a workspace of workspace_bytes(args). `sms`: the SMs the launch may use.
@@ -82,8 +82,11 @@ SplitK plan_split_k(const GroupedGemmArgs& args, const TileConfig& config, int s
 // tiles 5-10% slower (their unsplit grids already near the memory bandwidth) and 4 pieces of 4 K
 // blocks 4% slower (the partials' round trip outweighs the shorter K loop). bf16's unsplit K loop
 // streams ~1.7x faster per SM (no promotion), so 32 tiles already pull ~2 TB/s: there 3-4 pieces
-// were 3-14% slower and only 8 (16 tiles) faster, by 27%.
-inline constexpr int min_k_pieces(Format a_format) { return a_format == Format::bf16 ? 8 : 3; }
+// were 3-14% slower and only 8 (16 tiles) faster, by 27%. bf16 x FP4 weights: 3 as for fp8, not yet
+// measured (its unsplit loop is bound by each SM's issue rate, so even few pieces should pay).
+inline constexpr int min_k_pieces(Format a_format, Format b_format) {
+  return a_format == Format::bf16 && b_format == Format::bf16 ? 8 : 3;
+}
 inline constexpr int kMaxKPieces = 8;
 inline constexpr int kMinKBlocksPerPiece = 6;
 inline constexpr int kH100SmCount = 132;  // planning without a device

@@ -325,6 +325,26 @@ KernelEntry register_weights_kernel(const TileConfig& cfg) {
   if (cfg.block_m == 64 && cfg.block_n == 256) return entry<Mainloop<64, 256>>();
   return kernel_for_tile<Mainloop>(cfg);
 }
+// Split K (host::plan_split_k): bf16 x FP4 weights, in rows or mma_fragments, on the decode tiles.
+template <Format kWeights, bool kFragments>
+KernelEntry register_weights_split_kernel(const TileConfig& cfg) {
+  using kernels::RegisterWeightsMainloop;
+  if (cfg.block_n != 256) return {};
+  if (cfg.block_m == 32) return entry<RegisterWeightsMainloop<32, 256, kWeights, Format::bf16, false, kFragments, true>>();
+  if (cfg.block_m == 48) return entry<RegisterWeightsMainloop<48, 256, kWeights, Format::bf16, false, kFragments, true>>();
+  if (cfg.block_m == 64) return entry<RegisterWeightsMainloop<64, 256, kWeights, Format::bf16, false, kFragments, true>>();
+  return {};
+}
+KernelEntry register_weights_split_kernel(Format weights, bool fragments, const TileConfig& cfg) {
+  if (weights == Format::nvfp4)
+    return fragments ? register_weights_split_kernel<Format::nvfp4, true>(cfg)
+                     : register_weights_split_kernel<Format::nvfp4, false>(cfg);
+  if (weights == Format::mxfp4)
+    return fragments ? register_weights_split_kernel<Format::mxfp4, true>(cfg)
+                     : register_weights_split_kernel<Format::mxfp4, false>(cfg);
+  return {};
+}
+
 KernelEntry register_weights_kernel(Format weights, const TileConfig& cfg) {
   return weights == Format::nvfp4   ? register_weights_kernel<kernels::Bf16Nvfp4Mainloop>(cfg)
          : weights == Format::mxfp4 ? register_weights_kernel<kernels::Bf16Mxfp4Mainloop>(cfg)
@@ -406,6 +426,8 @@ KernelEntry select_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, bo
   if (kernels::is_dequant_bf16_pair(args.a.format, args.b.format))
     return dequant_bf16_kernel(args.a.format, args.b.format, cfg);
   if (args.a.format == Format::fp8_block128) return fp8_block128_kernel(cfg, split_k);
+  if (split_k && kernels::is_bf16_register_weights_pair(args.a.format, args.b.format))
+    return register_weights_split_kernel(args.b.format, fragment_weights, cfg);
   if (fragment_weights && args.b.format == Format::nvfp4)
     return register_weights_kernel<kernels::Bf16Nvfp4FragmentMainloop>(cfg);
   if (fragment_weights) return register_weights_kernel<kernels::Bf16Mxfp4FragmentMainloop>(cfg);

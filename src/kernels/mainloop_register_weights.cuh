@@ -40,6 +40,7 @@
 #include "kernels/kernel_params.h"
 #include "kernels/pipeline.cuh"
 #include "kernels/ptx.cuh"
+#include "kernels/split_k.cuh"
 #include "signalgemm/detail/mma_fragments.h"
 #include "signalgemm/detail/tile_schedule.h"
 
@@ -56,9 +57,12 @@ SG_HD constexpr int register_weights_token_box_rows(int block_m) { return block_
 // are, with their scales still promoting the partials.
 // kFragmentWeights: FP4 weights in the mma_fragments layout (detail/mma_fragments.h), loaded
 // as whole 2 KB blocks, each thread's fragments one 16-byte load per group.
+// kSplitK_: each unit of work is one range of a tile's stages (split_k.cuh; bf16 tokens only).
 template <int kBlockM_, int kBlockN_, Format kWeights = Format::nvfp4, Format kTokenFormat = Format::bf16,
-          bool kTokensInWorkspace = false, bool kFragmentWeights = false>
+          bool kTokensInWorkspace = false, bool kFragmentWeights = false, bool kSplitK_ = false>
 struct RegisterWeightsMainloop {
+  static constexpr bool kSplitK = kSplitK_;
+  static_assert(!kSplitK || kTokenFormat == Format::bf16, "split K: bf16 tokens (no token scales to carry)");
   static_assert(!kTokensInWorkspace || kTokenFormat == Format::fp8_block128,
                 "only fp8_block128 tokens keep a scale once converted");
   static_assert(kWeights == Format::nvfp4 || kWeights == Format::mxfp4 || kWeights == Format::mxfp8,
@@ -132,9 +136,33 @@ struct RegisterWeightsMainloop {
                                                    const CUtensorMap* tmap_sfa, uint8_t* smem, const SmemPlan& plan,
                                                    uint64_t* full, uint64_t* empty, PipelineState& pipe,
                                                    const detail::Tile& tile, int num_k_blocks) {
+    load_stages(tmap_a, tmap_b, tmap_sfa, smem, plan, full, empty, pipe, tile, num_k_blocks, 0,
+                (num_k_blocks + kSubs - 1) / kSubs);
+  }
+
+  // Split K: a piece is a range of whole stages, [piece_stage(p, piece), piece_stage(p, piece + 1)).
+  __device__ __forceinline__ static int piece_stage(const KernelParams& p, int piece) {
+    return piece * ((p.num_k_blocks + kSubs - 1) / kSubs) / p.k_pieces;
+  }
+
+  // Split K: the loads of one piece's stages (work.piece).
+  __device__ __forceinline__ static void load_piece(const CUtensorMap* tmap_a, const CUtensorMap* tmap_b,
+                                                    const CUtensorMap* tmap_sfa, const CUtensorMap*, uint8_t* smem,
+                                                    const SmemPlan& plan, uint64_t* full, uint64_t* empty,
+                                                    PipelineState& pipe, const detail::ClusterWork& work,
+                                                    const KernelParams& p) {
+    load_stages(tmap_a, tmap_b, tmap_sfa, smem, plan, full, empty, pipe, work.tile, p.num_k_blocks,
+                piece_stage(p, work.piece), piece_stage(p, work.piece + 1));
+  }
+
+  // Stages [s_begin, s_end) of a tile.
+  __device__ __forceinline__ static void load_stages(const CUtensorMap* tmap_a, const CUtensorMap* tmap_b,
+                                                     const CUtensorMap* tmap_sfa, uint8_t* smem, const SmemPlan& plan,
+                                                     uint64_t* full, uint64_t* empty, PipelineState& pipe,
+                                                     const detail::Tile& tile, int num_k_blocks, int s_begin,
+                                                     int s_end) {
     const int token_boxes = loaded_token_boxes(tile.rows);
-    const int num_stages = (num_k_blocks + kSubs - 1) / kSubs;
-    for (int s = 0; s < num_stages; ++s) {
+    for (int s = s_begin; s < s_end; ++s) {
       if constexpr (kConvertTokens) {
         // One box per token box covers the stage's K (zero-filled past K); fp8_block128 tokens also
         // bring the scales of the stage's 128-K blocks (clamped to the last: past K the partials are
@@ -214,9 +242,29 @@ struct RegisterWeightsMainloop {
     // in this form: other spellings of the same value made ptxas 13.0 serialize the wgmmas of
     // fp8-token kernels (C7511).
     const int width = kFineWidths ? max(8, (tile.rows + 7) / 8 * 8) : max(32, (tile.rows + 15) / 16 * 16);
-    mma_tile_width<kBlockM>(width, acc, smem, plan, full, empty, pipe, p, tile, warpgroup, lane);
+    mma_tile_width<kBlockM>(width, acc, smem, plan, full, empty, pipe, p, tile, 0, 0, warpgroup, lane);
     // nvfp4 fragments carry element * scale * 2^-7 (dequant_fragments.cuh): undo it, exactly.
     if constexpr (kNvfp4) {
+#pragma unroll
+      for (int s = 0; s < kSlices; ++s)
+#pragma unroll
+        for (int i = 0; i < kAccRegs; ++i) acc[s][i] *= 128.f;
+    }
+  }
+
+  // Split K: mma_tile over one piece's stages.
+  __device__ __forceinline__ static void mma_piece(float (&acc)[kSlices][kAccRegs], uint8_t* smem,
+                                                   const SmemPlan& plan, uint64_t* full, uint64_t* empty,
+                                                   PipelineState& pipe, const KernelParams& p, const detail::Tile& tile,
+                                                   int piece, int warpgroup, int lane) {
+#pragma unroll
+    for (int s = 0; s < kSlices; ++s)
+#pragma unroll
+      for (int i = 0; i < kAccRegs; ++i) acc[s][i] = 0.f;
+    const int width = kFineWidths ? max(8, (tile.rows + 7) / 8 * 8) : max(32, (tile.rows + 15) / 16 * 16);
+    mma_tile_width<kBlockM>(width, acc, smem, plan, full, empty, pipe, p, tile, piece_stage(p, piece),
+                            piece_stage(p, piece + 1), warpgroup, lane);
+    if constexpr (kNvfp4) {  // as in mma_tile: each piece's partial is exact, and so is their sum's scaling
 #pragma unroll
       for (int s = 0; s < kSlices; ++s)
 #pragma unroll
@@ -229,7 +277,8 @@ struct RegisterWeightsMainloop {
   __device__ __forceinline__ static void mma_tile_width(int width, float (&acc)[kSlices][kAccRegs], uint8_t* smem,
                                                         const SmemPlan& plan, uint64_t* full, uint64_t* empty,
                                                         PipelineState& pipe, const KernelParams& p,
-                                                        const detail::Tile& tile, int warpgroup, int lane) {
+                                                        const detail::Tile& tile, int s_begin, int s_end, int warpgroup,
+                                                        int lane) {
     // An SM sub-partition's tensor time per register-operand MMA is proportional to its width, and
     // at decode it is a third of the loop's time. The decode tiles (up to 64 tokens) step by 8, the
     // MMA's granularity, down to 16 (at m = 32 the experts hold 22..42 rows); the others, and fp8
@@ -239,9 +288,10 @@ struct RegisterWeightsMainloop {
     constexpr int kNarrower = kFineWidths ? kTokens - 8 : kTokens > 64 ? kTokens - 32 : kTokens - 16;
     if constexpr (kTokens > kNarrowest) {
       if (width <= kNarrower)
-        return mma_tile_width<kNarrower>(width, acc, smem, plan, full, empty, pipe, p, tile, warpgroup, lane);
+        return mma_tile_width<kNarrower>(width, acc, smem, plan, full, empty, pipe, p, tile, s_begin, s_end, warpgroup,
+                                         lane);
     }
-    mma_k_loop<kTokens>(acc, smem, plan, full, empty, pipe, p, tile, warpgroup, lane);
+    mma_k_loop<kTokens>(acc, smem, plan, full, empty, pipe, p, tile, s_begin, s_end, warpgroup, lane);
   }
 
   // Global address of the block scales of one weight row (kScaleBytesPerSub bytes per 64-K
@@ -426,10 +476,13 @@ struct RegisterWeightsMainloop {
   }
 
   template <int kTokens>
+  // All stages of the tile, or under split K stages [s_begin, s_end) (otherwise unused: the common
+  // kernels derive their range here, as before split K, which keeps their code unchanged).
   __device__ __forceinline__ static void mma_k_loop(float (&acc)[kSlices][kAccRegs], uint8_t* smem,
                                                     const SmemPlan& plan, uint64_t* full, uint64_t* empty,
                                                     PipelineState& pipe, const KernelParams& p,
-                                                    const detail::Tile& tile, int warpgroup, int lane) {
+                                                    const detail::Tile& tile, int s_begin, int s_end, int warpgroup,
+                                                    int lane) {
     using Mma = ptx::WgmmaBf16Rs<kTokens>;
     const int warp = (threadIdx.x % 128) / 32;
     const uint32_t quad = lane % 4;  // which byte of each 32-bit word of packed weights is ours
@@ -451,14 +504,15 @@ struct RegisterWeightsMainloop {
     // thread's rows, which lie a multiple of 8 rows apart, 8 * k / 32 bytes: a multiple of 4).
     const uint32_t mx_row_byte = uint32_t(reinterpret_cast<uintptr_t>(scales[0][0])) & 3;
     const int num_k_blocks = p.num_k_blocks;
-    const int num_stages = (num_k_blocks + kSubs - 1) / kSubs;
+    const int first_stage = kSplitK ? s_begin : 0;
+    const int end_stage = kSplitK ? s_end : (num_k_blocks + kSubs - 1) / kSubs;
     const uint32_t scale_buffer = static_cast<uint32_t>(__cvta_generic_to_shared(smem + plan.scale_buffer_offset()));
-    copy_stage_scales(scale_buffer, 0, 0, p, tile, tile_row[0], quad);
+    copy_stage_scales(scale_buffer, first_stage % 2, first_stage, p, tile, tile_row[0], quad);
     if constexpr (kScaledTokens) {
-      // Token scales of stages 0 and 1 (then two ahead, see copy_token_scales), in and shown to all
-      // before stage 0's conversion. The previous tile's conversions ended at their barrier.
-      copy_token_scales(scale_buffer, 0, p, tile);
-      copy_token_scales(scale_buffer, 1, p, tile);
+      // Token scales of the first two stages (then two ahead, see copy_token_scales), in and shown to
+      // all before the first conversion. The previous tile's conversions ended at their barrier.
+      copy_token_scales(scale_buffer, first_stage, p, tile);
+      copy_token_scales(scale_buffer, first_stage + 1, p, tile);
       ptx::cp_async_wait_all();
       ptx::named_barrier_sync(kTokenConversionBarrier, kMathThreads);
     }
@@ -481,7 +535,7 @@ struct RegisterWeightsMainloop {
 
     // No branch may separate two MMA groups (ptxas would serialize every wgmma): K blocks past K
     // are multiplied as zeros, the conditional pieces below are predicated.
-    for (int s = 0; s < num_stages; ++s) {
+    for (int s = first_stage; s < end_stage; ++s) {
       // Warm L2 with this thread's scales 8 stages ahead (a 128-byte line holds a row's scales for
       // 32 64-K blocks); the copies one stage ahead below then wait for L2, not HBM.
 #pragma unroll
@@ -585,8 +639,8 @@ struct RegisterWeightsMainloop {
 #pragma unroll
     for (int sl = 0; sl < kSlices; ++sl) ptx::fence_registers(acc[sl]);
     arrive_if(&empty[previous.stage], release_pending && lane == 0);
-    // The copies of the stage after the last (all zero-filled) land before the next tile's first
-    // copies into slot 0 could race them, and before the quad reads slot 0 again.
+    // The copies of the stage after the last (all zero-filled, but after a split-K piece) land before
+    // the next tile's first copies could race them, and before the quad reads their slot again.
     ptx::cp_async_wait_all();
     __syncwarp();
   }

@@ -113,19 +113,20 @@ TEST(Fp8Block128Gemm, DynamicTilesFromAWorkspace) {
 struct SplitKCase {
   int experts, max_m, n, k, block_m;
   std::vector<int32_t> masked_m;
+  int block_n = 128;
 };
 
-void expect_split_k_correct(Format format, const std::vector<SplitKCase>& cases) {
+void expect_split_k_correct(Format a_format, Format b_format, const std::vector<SplitKCase>& cases) {
   std::mt19937 rng(505);
   for (const SplitKCase& c : cases) {
     Problem p;
-    p.build(c.experts, c.max_m, c.n, c.k, rng, 0, 0, 0, format, format);
+    p.build(c.experts, c.max_m, c.n, c.k, rng, 0, 0, 0, a_format, b_format);
     const auto reference = full_reference(p);
     for (int sm_count : {0, 3})
       for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block}) {
         GroupedGemmArgs args = p.args();
         args.config.block_m = c.block_m;
-        args.config.block_n = 128;
+        args.config.block_n = c.block_n;
         args.sm_count = sm_count;
         args.granularity = g;
         const size_t bytes = workspace_bytes(args);
@@ -151,7 +152,7 @@ void expect_split_k_correct(Format format, const std::vector<SplitKCase>& cases)
 
 TEST(Fp8Block128Gemm, SplitKForFewTiles) {
   SG_REQUIRE_HOPPER();
-  expect_split_k_correct(Format::fp8_block128,
+  expect_split_k_correct(Format::fp8_block128, Format::fp8_block128,
                          {{1, 20, 1024, 4096, 32, {17}},         // 8 tiles, 5 pieces of 6 or 7 K blocks
                           {2, 64, 640, 6144, 64, {64, 1}},       // 10 tiles, 8 pieces of 6
                           {3, 50, 328, 2432, 32, {0, 50, 33}}});  // partial column block; 3 pieces of 6, 6, 7
@@ -464,9 +465,22 @@ TEST(Bf16Gemm, EveryTileConfigAndEdgeMaskedM) {
 // block is partial (zero-filled by TMA) in the last of 8 pieces.
 TEST(Bf16Gemm, SplitKForFewTiles) {
   SG_REQUIRE_HOPPER();
-  expect_split_k_correct(Format::bf16, {{1, 20, 1024, 3072, 32, {17}},       // 8 tiles, 8 pieces of 6
+  expect_split_k_correct(Format::bf16, Format::bf16, {{1, 20, 1024, 3072, 32, {17}},       // 8 tiles, 8 pieces of 6
                                         {2, 64, 640, 3136, 64, {64, 1}},     // 10 tiles, 8 pieces of 6 or 7
                                         {2, 50, 328, 3080, 32, {50, 33}}});  // partial column block
+}
+
+// bf16 x FP4 weights (the register-weights mainloop): a piece is a range of whole stages (256 K on
+// these tiles), the last stage partial in the third case (K = 1344: 21 blocks of 64).
+TEST(RegisterWeightsGemm, SplitKForFewTiles) {
+  SG_REQUIRE_HOPPER();
+  for (const Format weights : {Format::nvfp4, Format::mxfp4}) {
+    SCOPED_TRACE(to_string(weights));
+    expect_split_k_correct(Format::bf16, weights,
+                           {{1, 20, 1024, 4096, 32, {17}, 256},          // 4 tiles, 8 pieces of 2 stages
+                            {2, 48, 640, 2048, 48, {48, 1}, 256},        // partial column block; 5 pieces of 1-2
+                            {3, 40, 264, 1344, 32, {0, 40, 33}, 256}});  // 3 pieces of 2 stages
+  }
 }
 
 // bf16 activations x nvfp4, mxfp4 or mxfp8 weights: dequantized into the MMAs' registers, exact,

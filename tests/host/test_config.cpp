@@ -246,6 +246,13 @@ TEST(Config, SplitKForFewTiles) {
   EXPECT_EQ(plan_split_k(args, decode, 132).pieces, 1);
   args.a.format = Format::bf16, args.b.format = Format::mxfp8;  // no split kernels for this pairing
   EXPECT_EQ(plan_split_k(args, decode, 132).pieces, 1);
+  // bf16 x FP4 weights: the decode tiles of 256 weight rows, whole stages per piece.
+  args.b.format = Format::nvfp4;
+  args.n = 4096, args.k = 7168;
+  EXPECT_EQ(plan_split_k(args, TileConfig{32, 256, 3, 1}, 132).pieces, 8);  // 16 tiles
+  EXPECT_EQ(plan_split_k(args, decode, 132).pieces, 1);                     // not its decode tile
+  args.k = 1344;  // 21 blocks of 64 K: 3 pieces (K blocks / 6)
+  EXPECT_EQ(plan_split_k(args, TileConfig{32, 256, 3, 1}, 132).pieces, 3);
 }
 
 }  // namespace
