@@ -82,10 +82,13 @@ SplitK plan_split_k(const GroupedGemmArgs& args, const TileConfig& config, int s
 // tiles 5-10% slower (their unsplit grids already near the memory bandwidth) and 4 pieces of 4 K
 // blocks 4% slower (the partials' round trip outweighs the shorter K loop). bf16's unsplit K loop
 // streams ~1.7x faster per SM (no promotion), so 32 tiles already pull ~2 TB/s: there 3-4 pieces
-// were 3-14% slower and only 8 (16 tiles) faster, by 27%. bf16 x FP4 weights: 3 as for fp8, not yet
-// measured (its unsplit loop is bound by each SM's issue rate, so even few pieces should pay).
+// were 3-14% slower and only 8 (16 tiles) faster, by 27%. bf16 x FP4 weights: its unsplit loop is
+// bound by each SM's issue rate (dequantization beside register-operand MMAs), far from the memory
+// bandwidth at few tiles, so pieces pay almost in full: 8 pieces 2.6x faster (E1 m1 4096x7168),
+// 4 pieces 2.0x (E2 m4); hence 2 pieces already.
 inline constexpr int min_k_pieces(Format a_format, Format b_format) {
-  return a_format == Format::bf16 && b_format == Format::bf16 ? 8 : 3;
+  if (a_format == Format::bf16 && b_format == Format::bf16) return 8;
+  return a_format == Format::bf16 && (b_format == Format::nvfp4 || b_format == Format::mxfp4) ? 2 : 3;
 }
 inline constexpr int kMaxKPieces = 8;
 inline constexpr int kMinKBlocksPerPiece = 6;

@@ -114,6 +114,9 @@ struct SplitKCase {
   int experts, max_m, n, k, block_m;
   std::vector<int32_t> masked_m;
   int block_n = 128;
+  // > 0: the tile comes from the heuristic for this hint (the register-weights decode tiles are not
+  // selectable through `config`), and must be block_m x block_n.
+  int expected_m = 0;
 };
 
 void expect_split_k_correct(Format a_format, Format b_format, const std::vector<SplitKCase>& cases) {
@@ -125,8 +128,15 @@ void expect_split_k_correct(Format a_format, Format b_format, const std::vector<
     for (int sm_count : {0, 3})
       for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block}) {
         GroupedGemmArgs args = p.args();
-        args.config.block_m = c.block_m;
-        args.config.block_n = c.block_n;
+        if (c.expected_m > 0) {
+          args.expected_m = c.expected_m;
+          const TileConfig chosen = select_config(args);
+          EXPECT_EQ(chosen.block_m, c.block_m);
+          EXPECT_EQ(chosen.block_n, c.block_n);
+        } else {
+          args.config.block_m = c.block_m;
+          args.config.block_n = c.block_n;
+        }
         args.sm_count = sm_count;
         args.granularity = g;
         const size_t bytes = workspace_bytes(args);
@@ -477,9 +487,9 @@ TEST(RegisterWeightsGemm, SplitKForFewTiles) {
   for (const Format weights : {Format::nvfp4, Format::mxfp4}) {
     SCOPED_TRACE(to_string(weights));
     expect_split_k_correct(Format::bf16, weights,
-                           {{1, 20, 1024, 4096, 32, {17}, 256},          // 4 tiles, 8 pieces of 2 stages
-                            {2, 48, 640, 2048, 48, {48, 1}, 256},        // partial column block; 5 pieces of 1-2
-                            {3, 40, 264, 1344, 32, {0, 40, 33}, 256}});  // 3 pieces of 2 stages
+                           {{1, 20, 1024, 4096, 32, {17}, 256, 16},          // 4 tiles, 8 pieces of 2 stages
+                            {2, 48, 640, 2048, 48, {48, 1}, 256, 32},        // partial column block; 5 pieces of 1-2
+                            {3, 40, 264, 1344, 32, {0, 40, 33}, 256, 16}});  // 3 pieces of 2 stages
   }
 }
 

@@ -2,7 +2,7 @@
 // the GPU: the packing kernel writes exactly the CPU packer's bytes, and the GEMM on packed weights
 // gives bit for bit the output of the same launch on the weights' rows (the same products, summed
 // in the same order), and both match the float64 reference: every compiled tile, the decode tiles
-// of 256 weight rows, a last stage past K, a partial 64-row slice and column block, few SMs, nvfp4
+// of 256 weight rows, a last stage past K, a partial 64-row slice and column block, few SMs, split K, nvfp4
 // activations through the workspace. Bad arguments are errors that name them.
 #include <string>
 
@@ -120,6 +120,31 @@ TEST(MmaFragments, DecodeTilesOf256WeightRows) {
                             "expected_m " + std::to_string(expected_m) + " tile " + std::to_string(cfg.block_m) +
                                 "x256 sm_count " + std::to_string(sm_count));
       }
+  }
+}
+
+// Few tiles: K split over several CTAs (host::plan_split_k) on the packed weights sums the same
+// pieces in the same order as on the rows, so the outputs equal bit for bit; the last stage is
+// partial (K = 1344: 21 blocks of 64), the last column block too.
+TEST(MmaFragments, SplitKForFewTiles) {
+  SG_REQUIRE_HOPPER();
+  for (const Format weights : {Format::nvfp4, Format::mxfp4}) {
+    SCOPED_TRACE(to_string(weights));
+    std::mt19937 rng(67);
+    Problem p;
+    p.build(/*experts=*/2, /*max_m=*/40, /*n=*/264, /*k=*/1344, rng, 0, 0, 0, Format::bf16, weights);
+    const DeviceBuffer packed = pack(p);
+    const auto reference = full_reference(p);
+    GroupedGemmArgs args = p.args();
+    args.expected_m = 16;  // the 32x256 decode tile
+    args.granularity = SignalGranularity::per_row_block;
+    EXPECT_EQ(select_config(args).block_m, 32);
+    const size_t bytes = workspace_bytes(args);
+    EXPECT_GT(bytes, host::kTileCounterBytes) << "expected a split of K";
+    DeviceBuffer workspace(bytes);
+    args.workspace = workspace.get();
+    args.workspace_bytes = bytes;
+    expect_same_as_rows(p, packed, args, {40, 33}, reference, "split K");
   }
 }
 

@@ -253,6 +253,11 @@ TEST(Config, SplitKForFewTiles) {
   EXPECT_EQ(plan_split_k(args, decode, 132).pieces, 1);                     // not its decode tile
   args.k = 1344;  // 21 blocks of 64 K: 3 pieces (K blocks / 6)
   EXPECT_EQ(plan_split_k(args, TileConfig{32, 256, 3, 1}, 132).pieces, 3);
+  args.k = 7168;
+  args.num_experts = 3;  // 48 tiles: 2 pieces pay here (min_k_pieces)
+  EXPECT_EQ(plan_split_k(args, TileConfig{32, 256, 3, 1}, 132).pieces, 2);
+  args.num_experts = 5;  // 80 tiles: one round already
+  EXPECT_EQ(plan_split_k(args, TileConfig{32, 256, 3, 1}, 132).pieces, 1);
 }
 
 }  // namespace
