@@ -129,6 +129,12 @@ def test_signal_layout_follows_the_formats_and_the_workspace():
     # bf16 splits into 8 pieces or not at all (and has no tile counter, so else no workspace).
     assert signalgemm.workspace_bytes(1, 16, 7168, "bf16", n=2048) == 16 + 64 + 16 * 8 * 32 * 128 * 4
     assert signalgemm.workspace_bytes(1, 16, 7168, "bf16", n=4096) == 0
+    # bf16 x nvfp4 on its 32x256 decode tile: 16 tiles, 8 pieces; nvfp4 x nvfp4 the same past its
+    # converted activations (256-byte aligned).
+    split = 16 + 64 + 16 * 8 * 32 * 256 * 4
+    assert signalgemm.workspace_bytes(1, 16, 7168, "bf16", "nvfp4", n=4096) == split
+    assert signalgemm.workspace_bytes(1, 16, 7168, "nvfp4", n=4096) == 16 * 7168 * 2 + split
+    assert signalgemm.workspace_bytes(1, 16, 7168, "mxfp8", n=4096) == 16 * 7168 * 2  # bf16 x mxfp8 never splits
 
 
 # ---- quantizers: decode the documented layouts independently in numpy

@@ -103,11 +103,18 @@ SplitK plan_split_k(const GroupedGemmArgs& args, const TileConfig& config, int s
   return split;
 }
 
+size_t converted_launch_workspace_offset(const GroupedGemmArgs& args) {
+  return (converted_activation_bytes(args) + 255) / 256 * 256;
+}
+
 GroupedGemmArgs with_converted_activations(const GroupedGemmArgs& args) {
   GroupedGemmArgs converted = args;
   converted.a = OperandArgs{Format::bf16, args.workspace, nullptr, 0, 0};
-  converted.workspace = nullptr;
-  converted.workspace_bytes = 0;
+  // Past the activations the workspace is the bf16 launch's own (split K).
+  const size_t offset = converted_launch_workspace_offset(args);
+  const bool rest = args.workspace != nullptr && args.workspace_bytes > offset;
+  converted.workspace = rest ? static_cast<uint8_t*>(args.workspace) + offset : nullptr;
+  converted.workspace_bytes = rest ? args.workspace_bytes - offset : 0;
   return converted;
 }
 

@@ -95,9 +95,11 @@ inline constexpr int kMinKBlocksPerPiece = 6;
 inline constexpr int kH100SmCount = 132;  // planning without a device
 
 // One-format pairings: the launch that follows the conversion, bf16 activations in the workspace
-// (then a pairing of its own, with its own tiles); fp8_block128 tokens keep their format and
-// scales, and the launch reads their bf16 copy (launch.cu).
+// (then a pairing of its own, with its own tiles), and as its own workspace what lies past them,
+// from converted_launch_workspace_offset (256-byte aligned) on, if anything; fp8_block128 tokens
+// keep their format and scales, and the launch reads their bf16 copy (launch.cu).
 GroupedGemmArgs with_converted_activations(const GroupedGemmArgs& args);
+size_t converted_launch_workspace_offset(const GroupedGemmArgs& args);
 
 // Dynamic shared memory of the kernel for these operand formats, tile and stage count.
 int smem_bytes(int block_m, int block_n, int stages, Format a_format = Format::fp8_block128,

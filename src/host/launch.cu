@@ -499,7 +499,11 @@ Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const Ti
 size_t activation_workspace_bytes(const GroupedGemmArgs& args) { return host::converted_activation_bytes(args); }
 
 size_t workspace_bytes(const GroupedGemmArgs& args) {
-  if (host::converts_activations(args.a.format, args.b.format)) return host::converted_activation_bytes(args);
+  if (host::converts_activations(args.a.format, args.b.format)) {
+    // One-format pairings: the bf16 launch after the conversion may split K past the activations.
+    const size_t split = args.a.format == args.b.format ? workspace_bytes(host::with_converted_activations(args)) : 0;
+    return split > 0 ? host::converted_launch_workspace_offset(args) + split : host::converted_activation_bytes(args);
+  }
   if (!host::uses_tile_counter(args.a.format, args.b.format) && !host::splits_k(args.a.format, args.b.format))
     return 0;
   // With few tiles, the partials of split K (host::plan_split_k) for this device's SMs.

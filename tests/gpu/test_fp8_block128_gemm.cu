@@ -140,7 +140,8 @@ void expect_split_k_correct(Format a_format, Format b_format, const std::vector<
         args.sm_count = sm_count;
         args.granularity = g;
         const size_t bytes = workspace_bytes(args);
-        if (sm_count == 0) EXPECT_GT(bytes, host::kTileCounterBytes) << "expected a split of K";
+        if (sm_count == 0)
+          EXPECT_GT(bytes, activation_workspace_bytes(args) + host::kTileCounterBytes) << "expected a split of K";
         std::vector<uint8_t> garbage(std::max<size_t>(bytes, 1));
         for (auto& x : garbage) x = uint8_t(rng());
         DeviceBuffer workspace = DeviceBuffer::from(garbage);
@@ -490,6 +491,13 @@ TEST(RegisterWeightsGemm, SplitKForFewTiles) {
                            {{1, 20, 1024, 4096, 32, {17}, 256, 16},          // 4 tiles, 8 pieces of 2 stages
                             {2, 48, 640, 2048, 48, {48, 1}, 256, 32},        // partial column block; 5 pieces of 1-2
                             {3, 40, 264, 1344, 32, {0, 40, 33}, 256, 16}});  // 3 pieces of 2 stages
+  }
+  // The weights' format on both sides: the activations converted to bf16 at the workspace's start,
+  // the bf16 launch's partials past them.
+  for (const Format format : {Format::nvfp4, Format::mxfp4}) {
+    SCOPED_TRACE(to_string(format) + std::string(" x ") + to_string(format));
+    expect_split_k_correct(format, format,
+                           {{1, 20, 1024, 4096, 32, {17}, 256, 16}, {3, 40, 264, 1344, 32, {0, 40, 33}, 256, 16}});
   }
 }
 
