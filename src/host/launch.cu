@@ -11,22 +11,18 @@
 
 #include "host/config.h"
 #include "host/devices.h"
+#include "host/kernel_entry.h"
 #include "kernels/convert_activations.cuh"
-#include "kernels/grouped_gemm_kernel.cuh"
-#include "kernels/mainloop_bf16.cuh"
-#include "kernels/mainloop_dequant_bf16.cuh"
-#include "kernels/mainloop_fp8_block128.cuh"
-#include "kernels/mainloop_register_weights.cuh"
+#include "kernels/dequant_bf16_plan.h"
+#include "signalgemm/detail/mma_fragments.h"
 #include "signalgemm/gemm.h"
 
 namespace signalgemm {
 namespace {
 
-Status cuda_failure(const char* what, cudaError_t err) {
-  return Status{StatusCode::cuda_error, std::string("signalgemm: ") + what + ": " + cudaGetErrorString(err)};
-}
-
-inline constexpr int kMaxCachedDevices = 64;
+using host::cuda_failure;
+using host::KernelEntry;
+using host::TensorMaps;
 
 struct DeviceInfo {
   int sm_count = 0;
@@ -162,225 +158,6 @@ Status encode_weight_scale_map(CUtensorMap& map, const void* base, int64_t count
   return encode_scale_map(map, base, count, 1, (count * 4 + 15) / 16 * 16, kernels::kWeightScaleBox, "b.scales");
 }
 
-// How many clusters of `launch` fit on the device at once, queried once per kernel and device (one
-// CTA per SM whatever the stage count, so the answer does not depend on it).
-// The occupancy query is not a stream operation, but it is not documented as allowed while the
-// stream is being captured into a graph: then, before the first eager launch has cached it, assume
-// every SM pair fits (a cluster that does not fit only starts later: correct, and slower).
-template <class Kernel>
-Status resident_cluster_count(Kernel* kernel, const cudaLaunchConfig_t& launch, int& clusters) {
-  static std::atomic<int> cached[kMaxCachedDevices] = {};  // relaxed: every writer stores the same value
-  int device = 0;
-  if (cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) return cuda_failure("cudaGetDevice", err);
-  const bool cacheable = device >= 0 && device < kMaxCachedDevices;
-  if (cacheable && (clusters = cached[device].load(std::memory_order_relaxed)) > 0) return {};
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  if (cudaStreamIsCapturing(launch.stream, &capture) != cudaSuccess) {
-    cudaGetLastError();  // not sticky; treat an unanswerable stream as capturing
-    capture = cudaStreamCaptureStatusActive;
-  }
-  if (capture != cudaStreamCaptureStatusNone) {
-    int sms = 0;
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-    clusters = sms / int(launch.gridDim.x);
-    return {};
-  }
-  if (cudaError_t err = cudaOccupancyMaxActiveClusters(&clusters, kernel, &launch); err != cudaSuccess)
-    return cuda_failure("cudaOccupancyMaxActiveClusters", err);
-  if (cacheable) cached[device].store(clusters, std::memory_order_relaxed);
-  return {};
-}
-
-// The TMA descriptors of one launch (a scale map is a copy of `a` where the formats have no such scales).
-struct TensorMaps {
-  CUtensorMap a, b, sfa, sfb;
-};
-
-// `grid` persistent CTAs; for a cluster kernel, as many whole clusters of them as can be resident
-// at once (a cluster needs its CTAs on one GPC, so fewer than sm_count / 2 may fit).
-template <class Mainloop>
-Status launch_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, int grid, const TensorMaps& maps,
-                     const kernels::KernelParams& params) {
-  constexpr int kCluster = kernels::kClusterOf<Mainloop>;
-  auto* kernel = &kernels::grouped_gemm_kernel<Mainloop>;
-  const int smem = Mainloop::plan(cfg.stages).total_bytes();
-  if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-      err != cudaSuccess)
-    return cuda_failure("cudaFuncSetAttribute", err);
-  cudaLaunchConfig_t launch{};
-  launch.blockDim = dim3(kernels::kThreads);
-  launch.dynamicSmemBytes = smem;
-  launch.stream = args.stream;
-  cudaLaunchAttribute attrs[2]{};
-  if constexpr (kCluster > 1) {
-    attrs[launch.numAttrs].id = cudaLaunchAttributeClusterDimension;
-    attrs[launch.numAttrs].val.clusterDim.x = kCluster;
-    attrs[launch.numAttrs].val.clusterDim.y = 1;
-    attrs[launch.numAttrs].val.clusterDim.z = 1;
-    ++launch.numAttrs;
-    launch.attrs = attrs;
-    launch.gridDim = dim3(kCluster);
-    int resident_clusters = 0;
-    if (Status s = resident_cluster_count(kernel, launch, resident_clusters); !s.ok()) return s;
-    grid = std::min(grid / kCluster, resident_clusters) * kCluster;
-    if (grid == 0) return Status{StatusCode::cuda_error, "signalgemm: no two-CTA cluster fits on this device"};
-  }
-  launch.gridDim = dim3(grid);
-  if (args.enable_pdl) {
-    attrs[launch.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attrs[launch.numAttrs].val.programmaticStreamSerializationAllowed = 1;
-    ++launch.numAttrs;
-    launch.attrs = attrs;
-  }
-  if (cudaError_t err = cudaLaunchKernelEx(&launch, kernel, maps.a, maps.b, maps.sfa, maps.sfb, params);
-      err != cudaSuccess)
-    return cuda_failure("kernel launch", err);
-  if (cudaError_t err = cudaGetLastError(); err != cudaSuccess) return cuda_failure("kernel launch", err);
-  return {};
-}
-
-// Loads a kernel without launching it (cudaFuncGetAttributes forces a lazily loaded module in).
-template <class Mainloop>
-Status load_kernel() {
-  cudaFuncAttributes attributes;
-  if (cudaError_t err = cudaFuncGetAttributes(&attributes, &kernels::grouped_gemm_kernel<Mainloop>); err != cudaSuccess)
-    return cuda_failure("cudaFuncGetAttributes", err);
-  return {};
-}
-
-// One compiled kernel: its launch and its load. Empty where the tile is not compiled.
-struct KernelEntry {
-  Status (*launch)(const GroupedGemmArgs&, const TileConfig&, int, const TensorMaps&,
-                   const kernels::KernelParams&) = nullptr;
-  Status (*load)() = nullptr;
-};
-template <class Mainloop>
-KernelEntry entry() {
-  return {&launch_kernel<Mainloop>, &load_kernel<Mainloop>};
-}
-
-template <template <int, int> class Mainloop>
-KernelEntry kernel_for_tile(const TileConfig& cfg) {
-  if (cfg.block_m == 32 && cfg.block_n == 128) return entry<Mainloop<32, 128>>();
-  if (cfg.block_m == 64 && cfg.block_n == 128) return entry<Mainloop<64, 128>>();
-  if (cfg.block_m == 128 && cfg.block_n == 128) return entry<Mainloop<128, 128>>();
-  if (cfg.block_m == 192 && cfg.block_n == 128) return entry<Mainloop<192, 128>>();
-  if (cfg.block_m == 128 && cfg.block_n == 256) return entry<Mainloop<128, 256>>();
-  return {};
-}
-
-template <int kBlockM, int kBlockN>
-using Fp8Block128Solo = kernels::Fp8Block128Mainloop<kBlockM, kBlockN, 1>;
-
-// fp8_block128 x fp8_block128: every tile, host::kClusterTiles also in two-CTA clusters, and the
-// decode tiles also with split K (host::plan_split_k).
-KernelEntry fp8_block128_kernel(const TileConfig& cfg, bool split_k) {
-  if (split_k) {
-    if (cfg.block_m == 32 && cfg.block_n == 128) return entry<kernels::Fp8Block128Mainloop<32, 128, 1, true>>();
-    if (cfg.block_m == 64 && cfg.block_n == 128) return entry<kernels::Fp8Block128Mainloop<64, 128, 1, true>>();
-    return {};
-  }
-  if (cfg.cluster == 2) {
-    if (cfg.block_m == 128 && cfg.block_n == 128) return entry<kernels::Fp8Block128Mainloop<128, 128, 2>>();
-    if (cfg.block_m == 128 && cfg.block_n == 256) return entry<kernels::Fp8Block128Mainloop<128, 256, 2>>();
-    return {};
-  }
-  return kernel_for_tile<Fp8Block128Solo>(cfg);
-}
-
-template <int kBlockM, int kBlockN>
-using Bf16Solo = kernels::Bf16Mainloop<kBlockM, kBlockN>;
-
-// bf16 x bf16: every tile, the decode tiles also with split K (host::plan_split_k).
-KernelEntry bf16_kernel(const TileConfig& cfg, bool split_k) {
-  if (split_k) {
-    if (cfg.block_m == 32 && cfg.block_n == 128) return entry<kernels::Bf16Mainloop<32, 128, true>>();
-    if (cfg.block_m == 64 && cfg.block_n == 128) return entry<kernels::Bf16Mainloop<64, 128, true>>();
-    return {};
-  }
-  return kernel_for_tile<Bf16Solo>(cfg);
-}
-
-// The dequantizing mainloop (mainloop_dequant_bf16.cuh), one instantiation per pairing and tile;
-// fp8_block128 activations have the tiles of dequant_bf16_tile_compiled only.
-KernelEntry dequant_bf16_kernel(Format a, Format b, const TileConfig& cfg) {
-  if (!kernels::dequant_bf16_tile_compiled(a, cfg.block_m, cfg.block_n)) return {};
-  if (a == Format::mxfp8 && b == Format::mxfp8) return kernel_for_tile<kernels::Mxfp8Mxfp8Mainloop>(cfg);
-  if (a == Format::mxfp4 && b == Format::mxfp4) return kernel_for_tile<kernels::Mxfp4Mxfp4Mainloop>(cfg);
-  if (a == Format::nvfp4 && b == Format::nvfp4) return kernel_for_tile<kernels::Nvfp4Nvfp4Mainloop>(cfg);
-  if (a == Format::fp8_block128 && b == Format::nvfp4) {
-    if (cfg.block_m == 32) return entry<kernels::Fp8Nvfp4Mainloop<32, 128>>();
-    if (cfg.block_m == 64) return entry<kernels::Fp8Nvfp4Mainloop<64, 128>>();
-    if (cfg.block_m == 128) return entry<kernels::Fp8Nvfp4Mainloop<128, 128>>();
-  }
-  return {};
-}
-
-// bf16 x FP4 / mxfp8 weights: the common tiles plus the decode tiles of 256 weight rows the heuristic
-// picks for at most 64 tokens per tile (config.cpp).
-template <template <int, int> class Mainloop>
-KernelEntry register_weights_kernel(const TileConfig& cfg) {
-  if (cfg.block_m == 32 && cfg.block_n == 256) return entry<Mainloop<32, 256>>();
-  if (cfg.block_m == 48 && cfg.block_n == 256) return entry<Mainloop<48, 256>>();
-  if (cfg.block_m == 64 && cfg.block_n == 256) return entry<Mainloop<64, 256>>();
-  return kernel_for_tile<Mainloop>(cfg);
-}
-// Split K (host::plan_split_k): bf16 x FP4 weights, in rows or mma_fragments, on the decode tiles.
-template <Format kWeights, bool kFragments>
-KernelEntry register_weights_split_kernel(const TileConfig& cfg) {
-  using kernels::RegisterWeightsMainloop;
-  if (cfg.block_n != 256) return {};
-  if (cfg.block_m == 32) return entry<RegisterWeightsMainloop<32, 256, kWeights, Format::bf16, false, kFragments, true>>();
-  if (cfg.block_m == 48) return entry<RegisterWeightsMainloop<48, 256, kWeights, Format::bf16, false, kFragments, true>>();
-  if (cfg.block_m == 64) return entry<RegisterWeightsMainloop<64, 256, kWeights, Format::bf16, false, kFragments, true>>();
-  return {};
-}
-KernelEntry register_weights_split_kernel(Format weights, bool fragments, const TileConfig& cfg) {
-  if (weights == Format::nvfp4)
-    return fragments ? register_weights_split_kernel<Format::nvfp4, true>(cfg)
-                     : register_weights_split_kernel<Format::nvfp4, false>(cfg);
-  if (weights == Format::mxfp4)
-    return fragments ? register_weights_split_kernel<Format::mxfp4, true>(cfg)
-                     : register_weights_split_kernel<Format::mxfp4, false>(cfg);
-  return {};
-}
-
-KernelEntry register_weights_kernel(Format weights, const TileConfig& cfg) {
-  return weights == Format::nvfp4   ? register_weights_kernel<kernels::Bf16Nvfp4Mainloop>(cfg)
-         : weights == Format::mxfp4 ? register_weights_kernel<kernels::Bf16Mxfp4Mainloop>(cfg)
-                                    : register_weights_kernel<kernels::Bf16Mxfp8Mainloop>(cfg);
-}
-
-// Converted tokens on the tiles of host::register_weights_with_converted_tokens (kInWorkspace:
-// fp8_block128 tokens converted to bf16 before the launch).
-template <Format kWeights, Format kTokens, bool kInWorkspace = false>
-KernelEntry converted_tokens_kernel(const TileConfig& cfg) {
-  using kernels::RegisterWeightsMainloop;
-  if (cfg.block_n == 256 && cfg.block_m == 32)
-    return entry<RegisterWeightsMainloop<32, 256, kWeights, kTokens, kInWorkspace>>();
-  if (cfg.block_n == 256 && cfg.block_m == 48)
-    return entry<RegisterWeightsMainloop<48, 256, kWeights, kTokens, kInWorkspace>>();
-  if (cfg.block_n == 256 && cfg.block_m == 64)
-    return entry<RegisterWeightsMainloop<64, 256, kWeights, kTokens, kInWorkspace>>();
-  if (cfg.block_n == 128 && cfg.block_m == 128)
-    return entry<RegisterWeightsMainloop<128, 128, kWeights, kTokens, kInWorkspace>>();
-  return {};
-}
-KernelEntry converted_tokens_kernel(Format tokens, const TileConfig& cfg, bool tokens_in_workspace) {
-  switch (tokens) {
-    case Format::fp8_block128:
-      return tokens_in_workspace ? converted_tokens_kernel<Format::nvfp4, Format::fp8_block128, true>(cfg)
-                                 : converted_tokens_kernel<Format::nvfp4, Format::fp8_block128>(cfg);
-    case Format::nvfp4:
-      return converted_tokens_kernel<Format::nvfp4, Format::nvfp4>(cfg);
-    case Format::mxfp4:
-      return converted_tokens_kernel<Format::mxfp4, Format::mxfp4>(cfg);
-    case Format::mxfp8:
-      return converted_tokens_kernel<Format::mxfp8, Format::mxfp8>(cfg);
-    default:
-      return {};
-  }
-}
 
 // The activation conversion kernel (kernels/convert_activations.cuh) of format `a`.
 using ConversionKernel = void (*)(const uint8_t*, int64_t, int64_t, const uint8_t*, const int32_t*, int, int, int,
@@ -422,18 +199,16 @@ KernelEntry select_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, bo
   const bool converted_tokens_rs =
       host::register_weights_with_converted_tokens(args.a.format, args.b.format, cfg.block_m, cfg.block_n);
   const bool fragment_weights = args.b.layout == OperandLayout::mma_fragments;
-  if (converted_tokens_rs) return converted_tokens_kernel(args.a.format, cfg, tokens_in_workspace);
+  if (converted_tokens_rs) return host::converted_tokens_kernel(args.a.format, cfg, tokens_in_workspace);
   if (kernels::is_dequant_bf16_pair(args.a.format, args.b.format))
-    return dequant_bf16_kernel(args.a.format, args.b.format, cfg);
-  if (args.a.format == Format::fp8_block128) return fp8_block128_kernel(cfg, split_k);
+    return host::dequant_bf16_kernel(args.a.format, args.b.format, cfg);
+  if (args.a.format == Format::fp8_block128) return host::fp8_block128_kernel(cfg, split_k);
   if (split_k && kernels::is_bf16_register_weights_pair(args.a.format, args.b.format))
-    return register_weights_split_kernel(args.b.format, fragment_weights, cfg);
-  if (fragment_weights && args.b.format == Format::nvfp4)
-    return register_weights_kernel<kernels::Bf16Nvfp4FragmentMainloop>(cfg);
-  if (fragment_weights) return register_weights_kernel<kernels::Bf16Mxfp4FragmentMainloop>(cfg);
+    return host::register_weights_split_kernel(args.b.format, fragment_weights, cfg);
+  if (fragment_weights) return host::register_weights_fragment_kernel(args.b.format, cfg);
   if (kernels::is_bf16_register_weights_pair(args.a.format, args.b.format))
-    return register_weights_kernel(args.b.format, cfg);
-  return bf16_kernel(cfg, split_k);
+    return host::register_weights_kernel(args.b.format, cfg);
+  return host::bf16_kernel(cfg, split_k);
 }
 
 Status not_compiled(const TileConfig& cfg) {

@@ -164,6 +164,11 @@ SG_HD constexpr SmemPlan register_weights_smem_plan(int block_m, int block_n, in
                   packed_tokens ? subs * (128 + bytes_per_64k(tokens)) : 0,
                   2 * block_n * subs * 4 + (scaled ? 3 * block_m * subs * 4 : 0)};
 }
+// Tokens are loaded in boxes of 32 rows (16 for the 48-token tile; more, smaller boxes cost the
+// producer thread issue time at the big tiles), at least 32; the MMAs cover only the real ones
+// (mainloop_register_weights.cuh, mma_tile_width).
+SG_HD constexpr int register_weights_token_box_rows(int block_m) { return block_m % 32 == 0 ? 32 : 16; }
+
 // An H100's opt-in shared memory per block (227 KiB): the budget the stage counts are planned for
 // when no device says otherwise.
 inline constexpr int kH100SmemPerBlock = 232448;

@@ -46,11 +46,6 @@
 
 namespace signalgemm::kernels {
 
-// Tokens are loaded in boxes of 32 rows (16 for the 48-token tile; more, smaller boxes cost the
-// producer thread issue time at the big tiles), at least 32; the MMAs cover only the real ones
-// (mma_tile_width).
-SG_HD constexpr int register_weights_token_box_rows(int block_m) { return block_m % 32 == 0 ? 32 : 16; }
-
 // kWeights: nvfp4, mxfp4 or mxfp8. kTokenFormat: bf16, or converted by the MMA threads (see above):
 // fp8_block128 with nvfp4 weights, or the weights' own format. kTokensInWorkspace: fp8_block128
 // tokens converted to bf16 before the launch (GroupedGemmArgs::workspace), loaded as bf16 tokens

@@ -1,0 +1,124 @@
+// Launch and load of one grouped_gemm_kernel<Mainloop>: included by the kernel_entries/ translation
+// units only, each of which instantiates its family's kernels (every Mainloop in exactly one).
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+
+#include "host/kernel_entry.h"
+#include "kernels/grouped_gemm_kernel.cuh"
+
+namespace signalgemm::host {
+namespace {
+
+inline constexpr int kMaxCachedDevices = 64;
+
+// How many clusters of `launch` fit on the device at once, queried once per kernel and device (one
+// CTA per SM whatever the stage count, so the answer does not depend on it).
+// The occupancy query is not a stream operation, but it is not documented as allowed while the
+// stream is being captured into a graph: then, before the first eager launch has cached it, assume
+// every SM pair fits (a cluster that does not fit only starts later: correct, and slower).
+template <class Kernel>
+Status resident_cluster_count(Kernel* kernel, const cudaLaunchConfig_t& launch, int& clusters) {
+  static std::atomic<int> cached[kMaxCachedDevices] = {};  // relaxed: every writer stores the same value
+  int device = 0;
+  if (cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) return cuda_failure("cudaGetDevice", err);
+  const bool cacheable = device >= 0 && device < kMaxCachedDevices;
+  if (cacheable && (clusters = cached[device].load(std::memory_order_relaxed)) > 0) return {};
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(launch.stream, &capture) != cudaSuccess) {
+    cudaGetLastError();  // not sticky; treat an unanswerable stream as capturing
+    capture = cudaStreamCaptureStatusActive;
+  }
+  if (capture != cudaStreamCaptureStatusNone) {
+    int sms = 0;
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    clusters = sms / int(launch.gridDim.x);
+    return {};
+  }
+  if (cudaError_t err = cudaOccupancyMaxActiveClusters(&clusters, kernel, &launch); err != cudaSuccess)
+    return cuda_failure("cudaOccupancyMaxActiveClusters", err);
+  if (cacheable) cached[device].store(clusters, std::memory_order_relaxed);
+  return {};
+}
+
+// `grid` persistent CTAs; for a cluster kernel, as many whole clusters of them as can be resident
+// at once (a cluster needs its CTAs on one GPC, so fewer than sm_count / 2 may fit).
+template <class Mainloop>
+Status launch_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, int grid, const TensorMaps& maps,
+                     const kernels::KernelParams& params) {
+  constexpr int kCluster = kernels::kClusterOf<Mainloop>;
+  auto* kernel = &kernels::grouped_gemm_kernel<Mainloop>;
+  const int smem = Mainloop::plan(cfg.stages).total_bytes();
+  if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+      err != cudaSuccess)
+    return cuda_failure("cudaFuncSetAttribute", err);
+  cudaLaunchConfig_t launch{};
+  launch.blockDim = dim3(kernels::kThreads);
+  launch.dynamicSmemBytes = smem;
+  launch.stream = args.stream;
+  cudaLaunchAttribute attrs[2]{};
+  if constexpr (kCluster > 1) {
+    attrs[launch.numAttrs].id = cudaLaunchAttributeClusterDimension;
+    attrs[launch.numAttrs].val.clusterDim.x = kCluster;
+    attrs[launch.numAttrs].val.clusterDim.y = 1;
+    attrs[launch.numAttrs].val.clusterDim.z = 1;
+    ++launch.numAttrs;
+    launch.attrs = attrs;
+    launch.gridDim = dim3(kCluster);
+    int resident_clusters = 0;
+    if (Status s = resident_cluster_count(kernel, launch, resident_clusters); !s.ok()) return s;
+    grid = std::min(grid / kCluster, resident_clusters) * kCluster;
+    if (grid == 0) return Status{StatusCode::cuda_error, "signalgemm: no two-CTA cluster fits on this device"};
+  }
+  launch.gridDim = dim3(grid);
+  if (args.enable_pdl) {
+    attrs[launch.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attrs[launch.numAttrs].val.programmaticStreamSerializationAllowed = 1;
+    ++launch.numAttrs;
+    launch.attrs = attrs;
+  }
+  if (cudaError_t err = cudaLaunchKernelEx(&launch, kernel, maps.a, maps.b, maps.sfa, maps.sfb, params);
+      err != cudaSuccess)
+    return cuda_failure("kernel launch", err);
+  if (cudaError_t err = cudaGetLastError(); err != cudaSuccess) return cuda_failure("kernel launch", err);
+  return {};
+}
+
+// Loads a kernel without launching it (cudaFuncGetAttributes forces a lazily loaded module in).
+template <class Mainloop>
+Status load_kernel() {
+  cudaFuncAttributes attributes;
+  if (cudaError_t err = cudaFuncGetAttributes(&attributes, &kernels::grouped_gemm_kernel<Mainloop>); err != cudaSuccess)
+    return cuda_failure("cudaFuncGetAttributes", err);
+  return {};
+}
+
+// The entry of grouped_gemm_kernel<Mainloop>, instantiated in the including translation unit.
+template <class Mainloop>
+KernelEntry entry() {
+  return {&launch_kernel<Mainloop>, &load_kernel<Mainloop>};
+}
+
+template <template <int, int> class Mainloop>
+KernelEntry kernel_for_tile(const TileConfig& cfg) {
+  if (cfg.block_m == 32 && cfg.block_n == 128) return entry<Mainloop<32, 128>>();
+  if (cfg.block_m == 64 && cfg.block_n == 128) return entry<Mainloop<64, 128>>();
+  if (cfg.block_m == 128 && cfg.block_n == 128) return entry<Mainloop<128, 128>>();
+  if (cfg.block_m == 192 && cfg.block_n == 128) return entry<Mainloop<192, 128>>();
+  if (cfg.block_m == 128 && cfg.block_n == 256) return entry<Mainloop<128, 256>>();
+  return {};
+}
+
+// bf16 x FP4 / mxfp8 weights: the common tiles plus the decode tiles of 256 weight rows the heuristic
+// picks for at most 64 tokens per tile (config.cpp).
+template <template <int, int> class Mainloop>
+KernelEntry register_weights_tiles(const TileConfig& cfg) {
+  if (cfg.block_m == 32 && cfg.block_n == 256) return entry<Mainloop<32, 256>>();
+  if (cfg.block_m == 48 && cfg.block_n == 256) return entry<Mainloop<48, 256>>();
+  if (cfg.block_m == 64 && cfg.block_n == 256) return entry<Mainloop<64, 256>>();
+  return kernel_for_tile<Mainloop>(cfg);
+}
+
+}  // namespace
+}  // namespace signalgemm::host

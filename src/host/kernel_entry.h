@@ -1,0 +1,47 @@
+// The compiled kernels, by mainloop family: each family's instantiations live in their own
+// translation unit under kernel_entries/ (they compile in parallel), and launch.cu picks one
+// through these selectors. An entry is empty where the tile (or variant) is not compiled.
+#pragma once
+
+#include <cuda.h>
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "kernels/kernel_params.h"
+#include "signalgemm/gemm.h"
+
+namespace signalgemm::host {
+
+inline Status cuda_failure(const char* what, cudaError_t err) {
+  return Status{StatusCode::cuda_error, std::string("signalgemm: ") + what + ": " + cudaGetErrorString(err)};
+}
+
+// The TMA descriptors of one launch (a scale map is a copy of `a` where the formats have no such scales).
+struct TensorMaps {
+  CUtensorMap a, b, sfa, sfb;
+};
+
+// One compiled kernel: its launch and its load. Empty where the tile is not compiled.
+struct KernelEntry {
+  Status (*launch)(const GroupedGemmArgs&, const TileConfig&, int, const TensorMaps&,
+                   const kernels::KernelParams&) = nullptr;
+  Status (*load)() = nullptr;
+};
+
+// fp8_block128 x fp8_block128: every tile, the cluster tiles also in two-CTA clusters, the decode
+// tiles also with split K.
+KernelEntry fp8_block128_kernel(const TileConfig& cfg, bool split_k);
+// bf16 x bf16: every tile, the decode tiles also with split K.
+KernelEntry bf16_kernel(const TileConfig& cfg, bool split_k);
+// The dequantizing mainloop (mxfp8², mxfp4², nvfp4², fp8_block128 x nvfp4 on its tiles).
+KernelEntry dequant_bf16_kernel(Format a, Format b, const TileConfig& cfg);
+// bf16 x nvfp4 / mxfp4 / mxfp8 weights in rows; FP4 weights in the mma_fragments layout; and
+// split K for bf16 x FP4 (either layout) on the decode tiles.
+KernelEntry register_weights_kernel(Format weights, const TileConfig& cfg);
+KernelEntry register_weights_fragment_kernel(Format weights, const TileConfig& cfg);
+KernelEntry register_weights_split_kernel(Format weights, bool fragments, const TileConfig& cfg);
+// Tokens converted by the register-weights mainloop itself (host::register_weights_with_converted_tokens).
+KernelEntry converted_tokens_kernel(Format tokens, const TileConfig& cfg, bool tokens_in_workspace);
+
+}  // namespace signalgemm::host
