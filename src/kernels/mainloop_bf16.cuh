@@ -109,10 +109,7 @@ struct Bf16Mainloop {
                                                       const SmemPlan& plan, uint64_t* full, uint64_t* empty,
                                                       PipelineState& pipe, int k_begin, int k_end, int warpgroup,
                                                       int lane) {
-#pragma unroll
-    for (int s = 0; s < kSlices; ++s)
-#pragma unroll
-      for (int i = 0; i < kAccRegs; ++i) acc[s][i] = 0.f;
+    ptx::zero_registers(acc);
     for (int kb = k_begin; kb < k_end; ++kb) {
       mbarrier_wait(&full[pipe.stage], pipe.phase);
       multiply_stage(acc, smem + plan.a_offset(pipe.stage),

@@ -94,10 +94,7 @@ struct DequantBf16Mainloop {
                                                   const SmemPlan& plan, uint64_t* full, uint64_t* empty,
                                                   PipelineState& pipe, const KernelParams& p, const detail::Tile& tile,
                                                   int warpgroup, int lane) {
-#pragma unroll
-    for (int s = 0; s < kSlices; ++s)
-#pragma unroll
-      for (int i = 0; i < kAccRegs; ++i) acc[s][i] = 0.f;
+    ptx::zero_registers(acc);
     float partial[1][kPromote ? kAccRegs : 1];  // one slice (kPromote)
 
     const int num_k_blocks = p.num_k_blocks;

@@ -100,10 +100,7 @@ struct Fp8Block128Mainloop {
                                                   const SmemPlan& plan, uint64_t* full, uint64_t* empty,
                                                   PipelineState& pipe, const KernelParams& p, const detail::Tile& tile,
                                                   int warpgroup, int lane) {
-#pragma unroll
-    for (int s = 0; s < kSlices; ++s)
-#pragma unroll
-      for (int i = 0; i < kAccRegs; ++i) acc[s][i] = 0.f;
+    ptx::zero_registers(acc);
     mma_tile_width<kBlockM>((tile.rows + 31) / 32 * 32, acc, smem, plan, full, empty, pipe, p, tile, 0,
                             p.num_k_blocks, warpgroup, lane);
   }
@@ -122,10 +119,7 @@ struct Fp8Block128Mainloop {
                                                    const SmemPlan& plan, uint64_t* full, uint64_t* empty,
                                                    PipelineState& pipe, const KernelParams& p, const detail::Tile& tile,
                                                    int piece, int warpgroup, int lane) {
-#pragma unroll
-    for (int s = 0; s < kSlices; ++s)
-#pragma unroll
-      for (int i = 0; i < kAccRegs; ++i) acc[s][i] = 0.f;
+    ptx::zero_registers(acc);
     mma_tile_width<kBlockM>((tile.rows + 31) / 32 * 32, acc, smem, plan, full, empty, pipe, p, tile,
                             split_k_begin(p, piece), split_k_begin(p, piece + 1), warpgroup, lane);
   }

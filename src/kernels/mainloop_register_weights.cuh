@@ -229,10 +229,7 @@ struct RegisterWeightsMainloop {
                                                   uint64_t* full, uint64_t* empty, PipelineState& pipe,
                                                   const KernelParams& p, const detail::Tile& tile, int warpgroup,
                                                   int lane) {
-#pragma unroll
-    for (int s = 0; s < kSlices; ++s)
-#pragma unroll
-      for (int i = 0; i < kAccRegs; ++i) acc[s][i] = 0.f;
+    ptx::zero_registers(acc);
     // The real tokens rounded up to the chain's step (the chain ends at its narrowest width). Kept
     // in this form: other spellings of the same value made ptxas 13.0 serialize the wgmmas of
     // fp8-token kernels (C7511).
@@ -252,10 +249,7 @@ struct RegisterWeightsMainloop {
                                                    const SmemPlan& plan, uint64_t* full, uint64_t* empty,
                                                    PipelineState& pipe, const KernelParams& p, const detail::Tile& tile,
                                                    int piece, int warpgroup, int lane) {
-#pragma unroll
-    for (int s = 0; s < kSlices; ++s)
-#pragma unroll
-      for (int i = 0; i < kAccRegs; ++i) acc[s][i] = 0.f;
+    ptx::zero_registers(acc);
     const int width = kFineWidths ? max(8, (tile.rows + 7) / 8 * 8) : max(32, (tile.rows + 15) / 16 * 16);
     mma_tile_width<kBlockM>(width, acc, smem, plan, full, empty, pipe, p, tile, piece_stage(p, piece),
                             piece_stage(p, piece + 1), warpgroup, lane);

@@ -28,6 +28,15 @@ __device__ __forceinline__ void fence_registers(float (&d)[kRegs]) {
   for (int i = 0; i < kRegs; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
+// Accumulators of a tile's first MMA (or of a split-K piece's) start at zero.
+template <int kSlices, int kRegs>
+__device__ __forceinline__ void zero_registers(float (&d)[kSlices][kRegs]) {
+#pragma unroll
+  for (int s = 0; s < kSlices; ++s)
+#pragma unroll
+    for (int i = 0; i < kRegs; ++i) d[s][i] = 0.f;
+}
+
 // Shared-memory matrix descriptor for a K-major tile whose rows are 128 bytes, written by TMA with
 // the 128-byte swizzle: 8-row core groups are 1024 bytes apart (stride byte offset); the leading
 // byte offset is unused for swizzled K-major layouts. Advancing along K inside the 128-byte row is

@@ -3,7 +3,7 @@
 // partial to the workspace and counts itself done; the piece that completes a tile's count sums
 // all partials in piece order, so the result's bits never depend on which piece finished last,
 // and only it stages, stores and signals the tile. Shared by the mainloops that split
-// (mainloop_fp8_block128.cuh, mainloop_bf16.cuh).
+// (mainloop_fp8_block128.cuh, mainloop_bf16.cuh, mainloop_register_weights.cuh).
 #pragma once
 
 #include <cstddef>
