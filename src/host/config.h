@@ -65,7 +65,8 @@ bool uses_tile_counter(Format a_format, Format b_format);  // the pairings that 
 bool takes_tiles_dynamically(const GroupedGemmArgs& args, const TileConfig* config = nullptr);
 // Split K for launches with few tiles (docs/configuration.md): an fp8_block128 x fp8_block128 or
 // bf16 x bf16 launch on a decode tile (32x128 or 64x128, no cluster), or bf16 x nvfp4 / mxfp4 on
-// its decode tiles (32, 48 or 64 x 256), runs each tile as `pieces` K ranges on as many CTAs, pieces = min(sms / tiles, K blocks / kMinKBlocksPerPiece, kMaxKPieces)
+// its decode tiles (32, 48 or 64 x 256, whole stages per piece), runs each tile as `pieces` K
+// ranges on as many CTAs, pieces = min(sms / tiles, K blocks / kMinKBlocksPerPiece, kMaxKPieces)
 // when that is at least min_k_pieces; each writes its fp32 partial to the workspace and the last to
 // finish a tile sums them in piece order (deterministic) and stores the tile. Needs gpu-scope
 // signals (or none) and a workspace of workspace_bytes(args). `sms`: the SMs the launch may use.
@@ -85,7 +86,7 @@ SplitK plan_split_k(const GroupedGemmArgs& args, const TileConfig& config, int s
 // were 3-14% slower and only 8 (16 tiles) faster, by 27%. bf16 x FP4 weights: its unsplit loop is
 // bound by each SM's issue rate (dequantization beside register-operand MMAs), far from the memory
 // bandwidth at few tiles, so pieces pay almost in full: 8 pieces 2.6x faster (E1 m1 4096x7168),
-// 4 pieces 2.0x (E2 m4); hence 2 pieces already.
+// 4 pieces 2.0x (E2 m4), 2 pieces 1.4x (E3 m8); hence 2 pieces already.
 inline constexpr int min_k_pieces(Format a_format, Format b_format) {
   if (a_format == Format::bf16 && b_format == Format::bf16) return 8;
   return a_format == Format::bf16 && (b_format == Format::nvfp4 || b_format == Format::mxfp4) ? 2 : 3;
