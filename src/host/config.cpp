@@ -62,20 +62,24 @@ bool takes_tiles_dynamically(const GroupedGemmArgs& args, const TileConfig* conf
 }
 
 namespace {
-// bf16 tokens x FP4 weights: the register-weights mainloop (its decode tiles hold 256 weight rows).
-bool bf16_x_fp4(Format a_format, Format b_format) {
-  return a_format == Format::bf16 && (b_format == Format::nvfp4 || b_format == Format::mxfp4);
+// bf16 tokens x FP4 weights, or fp8_block128 tokens (converted into the workspace) x nvfp4: the
+// register-weights mainloop (its decode tiles hold 256 weight rows).
+bool register_weights_splits(Format a_format, Format b_format) {
+  return (a_format == Format::bf16 && (b_format == Format::nvfp4 || b_format == Format::mxfp4)) ||
+         (a_format == Format::fp8_block128 && b_format == Format::nvfp4);
 }
 }  // namespace
 
 bool splits_k(Format a_format, Format b_format) {
   return (a_format == b_format && (a_format == Format::fp8_block128 || a_format == Format::bf16)) ||
-         bf16_x_fp4(a_format, b_format);
+         register_weights_splits(a_format, b_format);
 }
 
-SplitK plan_split_k(const GroupedGemmArgs& args, const TileConfig& config, int sms) {
+SplitK plan_split_k(const GroupedGemmArgs& args, const TileConfig& config, int sms, bool tokens_in_workspace) {
   SplitK split;
-  const bool register_weights = bf16_x_fp4(args.a.format, args.b.format);
+  const bool register_weights = register_weights_splits(args.a.format, args.b.format);
+  // fp8_block128 x nvfp4 splits only with its tokens converted into the workspace.
+  if (args.a.format == Format::fp8_block128 && args.b.format == Format::nvfp4 && !tokens_in_workspace) return split;
   const bool decode_tile = register_weights ? config.block_n == 256 && config.block_m <= 64
                                             : config.block_n == 128 && (config.block_m == 32 || config.block_m == 64);
   if (!splits_k(args.a.format, args.b.format) || !decode_tile || config.cluster > 1 ||
@@ -90,8 +94,8 @@ SplitK plan_split_k(const GroupedGemmArgs& args, const TileConfig& config, int s
   // mainloop splits whole stages of kSubs 64-K blocks.
   int64_t pieces = std::min<int64_t>({sms / std::max<int64_t>(tiles, 1), k_blocks / kMinKBlocksPerPiece, kMaxKPieces});
   if (register_weights) {
-    const int subs = kernels::register_weights_stage_subs(config.block_m, config.block_n, Format::bf16, args.b.format,
-                                                          /*tokens_in_workspace=*/false);
+    const int subs = kernels::register_weights_stage_subs(config.block_m, config.block_n, args.a.format, args.b.format,
+                                                          tokens_in_workspace);
     pieces = std::min<int64_t>(pieces, ((args.k + 63) / 64 + subs - 1) / subs);
   }
   if (pieces < min_k_pieces(args.a.format, args.b.format)) return split;

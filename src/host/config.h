@@ -65,7 +65,8 @@ bool uses_tile_counter(Format a_format, Format b_format);  // the pairings that 
 bool takes_tiles_dynamically(const GroupedGemmArgs& args, const TileConfig* config = nullptr);
 // Split K for launches with few tiles (docs/configuration.md): an fp8_block128 x fp8_block128 or
 // bf16 x bf16 launch on a decode tile (32x128 or 64x128, no cluster), or bf16 x nvfp4 / mxfp4 on
-// its decode tiles (32, 48 or 64 x 256, whole stages per piece), runs each tile as `pieces` K
+// its decode tiles (32, 48 or 64 x 256, whole stages per piece; also fp8_block128 x nvfp4 with its
+// tokens converted into the workspace), runs each tile as `pieces` K
 // ranges on as many CTAs, pieces = min(sms / tiles, K blocks / kMinKBlocksPerPiece, kMaxKPieces)
 // when that is at least min_k_pieces; each writes its fp32 partial to the workspace and the last to
 // finish a tile sums them in piece order (deterministic) and stores the tile. Needs gpu-scope
@@ -77,7 +78,9 @@ struct SplitK {
   size_t counters_offset = 0, partials_offset = 0, bytes = 0;  // in the workspace
 };
 bool splits_k(Format a_format, Format b_format);  // the pairings with split-K kernels
-SplitK plan_split_k(const GroupedGemmArgs& args, const TileConfig& config, int sms);
+// `tokens_in_workspace`: fp8_block128 tokens converted to bf16 in the workspace (fp8_block128 x
+// nvfp4 splits only then; the partials then follow the tokens, see launch.cu).
+SplitK plan_split_k(const GroupedGemmArgs& args, const TileConfig& config, int sms, bool tokens_in_workspace = false);
 // Measured on the H100 (2026-11-27, docs/performance.md): fp8_block128 with 4 pieces of 14 K blocks
 // made E1 decode launches 16% faster and 8 of 7 34%, 3 pieces 4-8%; 2 pieces made launches of 56-64
 // tiles 5-10% slower (their unsplit grids already near the memory bandwidth) and 4 pieces of 4 K
@@ -89,7 +92,8 @@ SplitK plan_split_k(const GroupedGemmArgs& args, const TileConfig& config, int s
 // 4 pieces 2.0x (E2 m4), 2 pieces 1.4x (E3 m8); hence 2 pieces already.
 inline constexpr int min_k_pieces(Format a_format, Format b_format) {
   if (a_format == Format::bf16 && b_format == Format::bf16) return 8;
-  return a_format == Format::bf16 && (b_format == Format::nvfp4 || b_format == Format::mxfp4) ? 2 : 3;
+  const bool register_weights = b_format == Format::nvfp4 || b_format == Format::mxfp4;  // bf16 or fp8 tokens
+  return register_weights ? 2 : 3;
 }
 inline constexpr int kMaxKPieces = 8;
 inline constexpr int kMinKBlocksPerPiece = 6;

@@ -199,12 +199,12 @@ KernelEntry select_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, bo
   const bool converted_tokens_rs =
       host::register_weights_with_converted_tokens(args.a.format, args.b.format, cfg.block_m, cfg.block_n);
   const bool fragment_weights = args.b.layout == OperandLayout::mma_fragments;
+  if (split_k && (converted_tokens_rs || kernels::is_bf16_register_weights_pair(args.a.format, args.b.format)))
+    return host::register_weights_split_kernel(args.a.format, args.b.format, fragment_weights, cfg);
   if (converted_tokens_rs) return host::converted_tokens_kernel(args.a.format, cfg, tokens_in_workspace);
   if (kernels::is_dequant_bf16_pair(args.a.format, args.b.format))
     return host::dequant_bf16_kernel(args.a.format, args.b.format, cfg);
   if (args.a.format == Format::fp8_block128) return host::fp8_block128_kernel(cfg, split_k);
-  if (split_k && kernels::is_bf16_register_weights_pair(args.a.format, args.b.format))
-    return host::register_weights_split_kernel(args.b.format, fragment_weights, cfg);
   if (fragment_weights) return host::register_weights_fragment_kernel(args.b.format, cfg);
   if (kernels::is_bf16_register_weights_pair(args.a.format, args.b.format))
     return host::register_weights_kernel(args.b.format, cfg);
@@ -229,13 +229,17 @@ int persistent_grid(const GroupedGemmArgs& args, const TileConfig& cfg, const De
 }
 
 // The split of K the GEMM launch with these (possibly converted) arguments runs (host::plan_split_k),
-// if its workspace holds the partials; none where it holds the converted tokens.
+// if its workspace holds the partials: from its start, or past the fp8_block128 tokens converted
+// there (offsets in the result are from the workspace's start).
 host::SplitK launch_split_k(const GroupedGemmArgs& args, const TileConfig& cfg, const DeviceInfo& info,
                             bool tokens_in_workspace) {
-  if (tokens_in_workspace) return {};
-  const host::SplitK split = host::plan_split_k(args, cfg, usable_sms(args, info));
-  const bool fits = split.pieces > 1 && args.workspace != nullptr && args.workspace_bytes >= split.bytes;
-  return fits ? split : host::SplitK{};
+  host::SplitK split = host::plan_split_k(args, cfg, usable_sms(args, info), tokens_in_workspace);
+  const size_t base = tokens_in_workspace ? host::converted_launch_workspace_offset(args) : 0;
+  if (split.pieces < 2 || args.workspace == nullptr || args.workspace_bytes < base + split.bytes) return {};
+  split.counters_offset += base;
+  split.partials_offset += base;
+  split.bytes += base;
+  return split;
 }
 
 // A cluster needs two CTAs: with a grid of one (sm_count = 1) the pair's tiles run on one CTA
@@ -274,16 +278,22 @@ Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const Ti
 size_t activation_workspace_bytes(const GroupedGemmArgs& args) { return host::converted_activation_bytes(args); }
 
 size_t workspace_bytes(const GroupedGemmArgs& args) {
+  DeviceInfo info;
+  if (!query_device(info).ok()) info.sm_count = host::kH100SmCount;
   if (host::converts_activations(args.a.format, args.b.format)) {
-    // One-format pairings: the bf16 launch after the conversion may split K past the activations.
-    const size_t split = args.a.format == args.b.format ? workspace_bytes(host::with_converted_activations(args)) : 0;
+    // The converted activations, then the partials of split K where the launch after the
+    // conversion splits: the bf16 launch of a one-format pairing, or fp8_block128 tokens read as
+    // bf16 from the workspace.
+    size_t split = 0;
+    if (args.a.format == args.b.format)
+      split = workspace_bytes(host::with_converted_activations(args));
+    else if (args.a.format == Format::fp8_block128)
+      split = host::plan_split_k(args, select_config(args), usable_sms(args, info), /*tokens_in_workspace=*/true).bytes;
     return split > 0 ? host::converted_launch_workspace_offset(args) + split : host::converted_activation_bytes(args);
   }
   if (!host::uses_tile_counter(args.a.format, args.b.format) && !host::splits_k(args.a.format, args.b.format))
     return 0;
   // With few tiles, the partials of split K (host::plan_split_k) for this device's SMs.
-  DeviceInfo info;
-  if (!query_device(info).ok()) info.sm_count = host::kH100SmCount;
   const host::SplitK split = host::plan_split_k(args, select_config(args), usable_sms(args, info));
   return host::uses_tile_counter(args.a.format, args.b.format) ? std::max(host::kTileCounterBytes, split.bytes)
                                                                 : split.bytes;

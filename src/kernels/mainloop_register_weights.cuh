@@ -52,12 +52,13 @@ namespace signalgemm::kernels {
 // are, with their scales still promoting the partials.
 // kFragmentWeights: FP4 weights in the mma_fragments layout (detail/mma_fragments.h), loaded
 // as whole 2 KB blocks, each thread's fragments one 16-byte load per group.
-// kSplitK_: each unit of work is one range of a tile's stages (split_k.cuh; bf16 tokens only).
+// kSplitK_: each unit of work is one range of a tile's stages (split_k.cuh; bf16 tokens, or fp8_block128 tokens in the workspace).
 template <int kBlockM_, int kBlockN_, Format kWeights = Format::nvfp4, Format kTokenFormat = Format::bf16,
           bool kTokensInWorkspace = false, bool kFragmentWeights = false, bool kSplitK_ = false>
 struct RegisterWeightsMainloop {
   static constexpr bool kSplitK = kSplitK_;
-  static_assert(!kSplitK || kTokenFormat == Format::bf16, "split K: bf16 tokens (no token scales to carry)");
+  static_assert(!kSplitK || kTokenFormat == Format::bf16 || kTokensInWorkspace,
+                "split K: tokens read as bf16 (fp8_block128 ones with their scales, by TMA per stage)");
   static_assert(!kTokensInWorkspace || kTokenFormat == Format::fp8_block128,
                 "only fp8_block128 tokens keep a scale once converted");
   static_assert(kWeights == Format::nvfp4 || kWeights == Format::mxfp4 || kWeights == Format::mxfp8,

@@ -499,6 +499,13 @@ TEST(RegisterWeightsGemm, SplitKForFewTiles) {
     expect_split_k_correct(format, format,
                            {{1, 20, 1024, 4096, 32, {17}, 256, 16}, {3, 40, 264, 1344, 32, {0, 40, 33}, 256, 16}});
   }
+  // fp8_block128 tokens x nvfp4: the tokens converted to bf16 in the workspace (their scales
+  // promoted per 128-K block in each piece), the partials past them; K = 2432: 19 blocks of 128,
+  // 3 pieces of 3, 3 and 4 stages of 256 K, the last one partial.
+  SCOPED_TRACE("fp8_block128 x nvfp4");
+  expect_split_k_correct(Format::fp8_block128, Format::nvfp4,
+                         {{1, 20, 1024, 4096, 32, {17}, 256, 16}, {3, 40, 264, 2432, 32, {0, 40, 33}, 256, 16},
+                          {2, 48, 640, 2048, 48, {48, 1}, 256, 32}});
 }
 
 // bf16 activations x nvfp4, mxfp4 or mxfp8 weights: dequantized into the MMAs' registers, exact,

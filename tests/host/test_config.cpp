@@ -258,6 +258,13 @@ TEST(Config, SplitKForFewTiles) {
   EXPECT_EQ(plan_split_k(args, TileConfig{32, 256, 3, 1}, 132).pieces, 2);
   args.num_experts = 5;  // 80 tiles: one round already
   EXPECT_EQ(plan_split_k(args, TileConfig{32, 256, 3, 1}, 132).pieces, 1);
+  // fp8_block128 tokens x nvfp4: only with the tokens converted into the workspace (K blocks of 128).
+  args.a.format = Format::fp8_block128;
+  args.num_experts = 1;
+  EXPECT_EQ(plan_split_k(args, TileConfig{32, 256, 4, 1}, 132).pieces, 1);
+  EXPECT_EQ(plan_split_k(args, TileConfig{32, 256, 4, 1}, 132, /*tokens_in_workspace=*/true).pieces, 8);
+  args.k = 2432;  // 19 blocks of 128: 3 pieces
+  EXPECT_EQ(plan_split_k(args, TileConfig{32, 256, 4, 1}, 132, /*tokens_in_workspace=*/true).pieces, 3);
 }
 
 }  // namespace

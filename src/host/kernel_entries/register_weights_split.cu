@@ -1,30 +1,36 @@
-// Split K for bf16 x FP4 weights, rows or mma_fragments (mainloop_register_weights.cuh, split_k.cuh).
+// Split K on the register-weights mainloop's decode tiles (mainloop_register_weights.cuh, split_k.cuh):
+// bf16 x FP4 weights in rows or mma_fragments, and fp8_block128 tokens converted into the workspace x
+// nvfp4 (host::plan_split_k).
 #include "host/kernel_entry.cuh"
 #include "kernels/mainloop_register_weights.cuh"
 
 namespace signalgemm::host {
 namespace {
 
-// Split K (host::plan_split_k): bf16 x FP4 weights, in rows or mma_fragments, on the decode tiles.
-template <Format kWeights, bool kFragments>
-KernelEntry register_weights_split_kernel(const TileConfig& cfg) {
+template <Format kWeights, Format kTokens, bool kInWorkspace, bool kFragments>
+KernelEntry split_kernel(const TileConfig& cfg) {
   using kernels::RegisterWeightsMainloop;
   if (cfg.block_n != 256) return {};
-  if (cfg.block_m == 32) return entry<RegisterWeightsMainloop<32, 256, kWeights, Format::bf16, false, kFragments, true>>();
-  if (cfg.block_m == 48) return entry<RegisterWeightsMainloop<48, 256, kWeights, Format::bf16, false, kFragments, true>>();
-  if (cfg.block_m == 64) return entry<RegisterWeightsMainloop<64, 256, kWeights, Format::bf16, false, kFragments, true>>();
+  if (cfg.block_m == 32) return entry<RegisterWeightsMainloop<32, 256, kWeights, kTokens, kInWorkspace, kFragments, true>>();
+  if (cfg.block_m == 48) return entry<RegisterWeightsMainloop<48, 256, kWeights, kTokens, kInWorkspace, kFragments, true>>();
+  if (cfg.block_m == 64) return entry<RegisterWeightsMainloop<64, 256, kWeights, kTokens, kInWorkspace, kFragments, true>>();
   return {};
 }
 
 }  // namespace
 
-KernelEntry register_weights_split_kernel(Format weights, bool fragments, const TileConfig& cfg) {
+KernelEntry register_weights_split_kernel(Format tokens, Format weights, bool fragments, const TileConfig& cfg) {
+  if (tokens == Format::fp8_block128)  // read as bf16 from the workspace, the scales per 128-K block
+    return weights == Format::nvfp4 && !fragments
+               ? split_kernel<Format::nvfp4, Format::fp8_block128, /*kInWorkspace=*/true, false>(cfg)
+               : KernelEntry{};
+  if (tokens != Format::bf16) return {};
   if (weights == Format::nvfp4)
-    return fragments ? register_weights_split_kernel<Format::nvfp4, true>(cfg)
-                     : register_weights_split_kernel<Format::nvfp4, false>(cfg);
+    return fragments ? split_kernel<Format::nvfp4, Format::bf16, false, true>(cfg)
+                     : split_kernel<Format::nvfp4, Format::bf16, false, false>(cfg);
   if (weights == Format::mxfp4)
-    return fragments ? register_weights_split_kernel<Format::mxfp4, true>(cfg)
-                     : register_weights_split_kernel<Format::mxfp4, false>(cfg);
+    return fragments ? split_kernel<Format::mxfp4, Format::bf16, false, true>(cfg)
+                     : split_kernel<Format::mxfp4, Format::bf16, false, false>(cfg);
   return {};
 }
 
