@@ -52,7 +52,8 @@ namespace signalgemm::kernels {
 // are, with their scales still promoting the partials.
 // kFragmentWeights: FP4 weights in the mma_fragments layout (detail/mma_fragments.h), loaded
 // as whole 2 KB blocks, each thread's fragments one 16-byte load per group.
-// kSplitK_: each unit of work is one range of a tile's stages (split_k.cuh; bf16 tokens, or fp8_block128 tokens in the workspace).
+// kSplitK_: each unit of work is one range of a tile's stages (split_k.cuh): bf16 tokens, or
+// fp8_block128 tokens in the workspace.
 template <int kBlockM_, int kBlockN_, Format kWeights = Format::nvfp4, Format kTokenFormat = Format::bf16,
           bool kTokensInWorkspace = false, bool kFragmentWeights = false, bool kSplitK_ = false>
 struct RegisterWeightsMainloop {
@@ -230,12 +231,30 @@ struct RegisterWeightsMainloop {
                                                   uint64_t* full, uint64_t* empty, PipelineState& pipe,
                                                   const KernelParams& p, const detail::Tile& tile, int warpgroup,
                                                   int lane) {
+    mma_stages(acc, smem, plan, full, empty, pipe, p, tile, /*piece=*/0, warpgroup, lane);
+  }
+
+  // Split K: mma_tile over one piece's stages (each piece's partial is exact, as is its scaling).
+  __device__ __forceinline__ static void mma_piece(float (&acc)[kSlices][kAccRegs], uint8_t* smem,
+                                                   const SmemPlan& plan, uint64_t* full, uint64_t* empty,
+                                                   PipelineState& pipe, const KernelParams& p, const detail::Tile& tile,
+                                                   int piece, int warpgroup, int lane) {
+    mma_stages(acc, smem, plan, full, empty, pipe, p, tile, piece, warpgroup, lane);
+  }
+
+ private:
+  // The tile's stages, or under split K those of `piece` (see mma_k_loop).
+  __device__ __forceinline__ static void mma_stages(float (&acc)[kSlices][kAccRegs], uint8_t* smem,
+                                                    const SmemPlan& plan, uint64_t* full, uint64_t* empty,
+                                                    PipelineState& pipe, const KernelParams& p,
+                                                    const detail::Tile& tile, int piece, int warpgroup, int lane) {
     ptx::zero_registers(acc);
     // The real tokens rounded up to the chain's step (the chain ends at its narrowest width). Kept
     // in this form: other spellings of the same value made ptxas 13.0 serialize the wgmmas of
     // fp8-token kernels (C7511).
     const int width = kFineWidths ? max(8, (tile.rows + 7) / 8 * 8) : max(32, (tile.rows + 15) / 16 * 16);
-    mma_tile_width<kBlockM>(width, acc, smem, plan, full, empty, pipe, p, tile, 0, 0, warpgroup, lane);
+    mma_tile_width<kBlockM>(width, acc, smem, plan, full, empty, pipe, p, tile, kSplitK ? piece_stage(p, piece) : 0,
+                            kSplitK ? piece_stage(p, piece + 1) : 0, warpgroup, lane);
     // nvfp4 fragments carry element * scale * 2^-7 (dequant_fragments.cuh): undo it, exactly.
     if constexpr (kNvfp4) {
 #pragma unroll
@@ -245,24 +264,6 @@ struct RegisterWeightsMainloop {
     }
   }
 
-  // Split K: mma_tile over one piece's stages.
-  __device__ __forceinline__ static void mma_piece(float (&acc)[kSlices][kAccRegs], uint8_t* smem,
-                                                   const SmemPlan& plan, uint64_t* full, uint64_t* empty,
-                                                   PipelineState& pipe, const KernelParams& p, const detail::Tile& tile,
-                                                   int piece, int warpgroup, int lane) {
-    ptx::zero_registers(acc);
-    const int width = kFineWidths ? max(8, (tile.rows + 7) / 8 * 8) : max(32, (tile.rows + 15) / 16 * 16);
-    mma_tile_width<kBlockM>(width, acc, smem, plan, full, empty, pipe, p, tile, piece_stage(p, piece),
-                            piece_stage(p, piece + 1), warpgroup, lane);
-    if constexpr (kNvfp4) {  // as in mma_tile: each piece's partial is exact, and so is their sum's scaling
-#pragma unroll
-      for (int s = 0; s < kSlices; ++s)
-#pragma unroll
-        for (int i = 0; i < kAccRegs; ++i) acc[s][i] *= 128.f;
-    }
-  }
-
- private:
   template <int kTokens>
   __device__ __forceinline__ static void mma_tile_width(int width, float (&acc)[kSlices][kAccRegs], uint8_t* smem,
                                                         const SmemPlan& plan, uint64_t* full, uint64_t* empty,
