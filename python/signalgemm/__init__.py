@@ -147,7 +147,8 @@ def workspace_bytes(num_experts: int, max_m: int, k: int, a_format: str, b_forma
                     n: int = 0, expected_m: int = 0, block_m: int = 0, block_n: int = 0) -> int:
     """Bytes of the workspace a launch with these formats runs best with (converted activations, the
     16-byte tile counter of dynamic scheduling for fp8_block128 x fp8_block128, or, given ``n`` and
-    with few tiles, the partial sums of a split of K; else 0)."""
+    with few tiles, the partial sums of a split of K, after the converted activations where a launch
+    has both; else 0)."""
     return _C.workspace_bytes(num_experts, max_m, k, a_format, b_format or a_format, n, expected_m, block_m, block_n)
 
 
