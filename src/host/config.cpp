@@ -62,10 +62,10 @@ bool takes_tiles_dynamically(const GroupedGemmArgs& args, const TileConfig* conf
 }
 
 namespace {
-// bf16 tokens x FP4 weights, or fp8_block128 tokens (converted into the workspace) x nvfp4: the
-// register-weights mainloop (its decode tiles hold 256 weight rows).
+// bf16 tokens x nvfp4 / mxfp4 / mxfp8 weights, or fp8_block128 tokens (converted into the workspace)
+// x nvfp4: the register-weights mainloop (its decode tiles hold 256 weight rows).
 bool register_weights_splits(Format a_format, Format b_format) {
-  return (a_format == Format::bf16 && (b_format == Format::nvfp4 || b_format == Format::mxfp4)) ||
+  return kernels::is_bf16_register_weights_pair(a_format, b_format) ||
          (a_format == Format::fp8_block128 && b_format == Format::nvfp4);
 }
 }  // namespace

@@ -64,7 +64,7 @@ inline constexpr size_t kTileCounterBytes = 16;
 bool uses_tile_counter(Format a_format, Format b_format);  // the pairings that take tiles dynamically
 bool takes_tiles_dynamically(const GroupedGemmArgs& args, const TileConfig* config = nullptr);
 // Split K for launches with few tiles (docs/configuration.md): an fp8_block128 x fp8_block128 or
-// bf16 x bf16 launch on a decode tile (32x128 or 64x128, no cluster), or bf16 x nvfp4 / mxfp4 on
+// bf16 x bf16 launch on a decode tile (32x128 or 64x128, no cluster), or bf16 x nvfp4 / mxfp4 / mxfp8 on
 // its decode tiles (32, 48 or 64 x 256, whole stages per piece; also fp8_block128 x nvfp4 with its
 // tokens converted into the workspace), runs each tile as `pieces` K
 // ranges on as many CTAs, pieces = min(sms / tiles, K blocks / kMinKBlocksPerPiece, kMaxKPieces)
@@ -92,7 +92,8 @@ SplitK plan_split_k(const GroupedGemmArgs& args, const TileConfig& config, int s
 // 4 pieces 2.0x (E2 m4), 2 pieces 1.4x (E3 m8); hence 2 pieces already.
 inline constexpr int min_k_pieces(Format a_format, Format b_format) {
   if (a_format == Format::bf16 && b_format == Format::bf16) return 8;
-  const bool register_weights = b_format == Format::nvfp4 || b_format == Format::mxfp4;  // bf16 or fp8 tokens
+  const bool register_weights =  // bf16 or fp8_block128 tokens
+      b_format == Format::nvfp4 || b_format == Format::mxfp4 || b_format == Format::mxfp8;
   return register_weights ? 2 : 3;
 }
 inline constexpr int kMaxKPieces = 8;

@@ -481,8 +481,9 @@ TEST(Bf16Gemm, SplitKForFewTiles) {
                                         {2, 50, 328, 3080, 32, {50, 33}}});  // partial column block
 }
 
-// bf16 x FP4 weights (the register-weights mainloop): a piece is a range of whole stages (256 K on
-// these tiles), the last stage partial in the third case (K = 1344: 21 blocks of 64).
+// bf16 x FP4 or mxfp8 weights (the register-weights mainloop): a piece is a range of whole stages
+// (256 K on these tiles for FP4, 128 K for mxfp8), the last stage partial in the third case
+// (K = 1344: 21 blocks of 64).
 TEST(RegisterWeightsGemm, SplitKForFewTiles) {
   SG_REQUIRE_HOPPER();
   for (const Format weights : {Format::nvfp4, Format::mxfp4}) {
@@ -492,9 +493,14 @@ TEST(RegisterWeightsGemm, SplitKForFewTiles) {
                             {2, 48, 640, 2048, 48, {48, 1}, 256, 32},        // partial column block; 5 pieces of 1-2
                             {3, 40, 264, 1344, 32, {0, 40, 33}, 256, 16}});  // 3 pieces of 2 stages
   }
+  // mxfp8 weights: stages of 128 K; the 64x256 tile too (5 pieces of 3 or 4 stages).
+  SCOPED_TRACE("bf16 x mxfp8");
+  expect_split_k_correct(Format::bf16, Format::mxfp8,
+                         {{1, 20, 1024, 4096, 32, {17}, 256, 16}, {1, 64, 1024, 2048, 64, {64}, 256, 40},
+                          {3, 40, 264, 1344, 32, {0, 40, 33}, 256, 16}});
   // The weights' format on both sides: the activations converted to bf16 at the workspace's start,
   // the bf16 launch's partials past them.
-  for (const Format format : {Format::nvfp4, Format::mxfp4}) {
+  for (const Format format : {Format::nvfp4, Format::mxfp4, Format::mxfp8}) {
     SCOPED_TRACE(to_string(format) + std::string(" x ") + to_string(format));
     expect_split_k_correct(format, format,
                            {{1, 20, 1024, 4096, 32, {17}, 256, 16}, {3, 40, 264, 1344, 32, {0, 40, 33}, 256, 16}});

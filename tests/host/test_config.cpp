@@ -244,8 +244,12 @@ TEST(Config, SplitKForFewTiles) {
   EXPECT_EQ(plan_split_k(args, decode, 132).pieces, 8);
   args.k = 3000;  // 47 K blocks: 7 pieces would be too few
   EXPECT_EQ(plan_split_k(args, decode, 132).pieces, 1);
-  args.a.format = Format::bf16, args.b.format = Format::mxfp8;  // no split kernels for this pairing
+  args.a.format = Format::bf16, args.b.format = Format::mxfp8;  // 32x128 is not its decode tile
   EXPECT_EQ(plan_split_k(args, decode, 132).pieces, 1);
+  EXPECT_EQ(plan_split_k(args, TileConfig{32, 256, 4, 1}, 132).pieces, 7);  // 8 tiles, 47 K blocks: 7 pieces
+  args.a.format = Format::mxfp4, args.b.format = Format::mxfp8;  // no such pairing splits (or runs)
+  EXPECT_EQ(plan_split_k(args, TileConfig{32, 256, 4, 1}, 132).pieces, 1);
+  args.a.format = Format::bf16;
   // bf16 x FP4 weights: the decode tiles of 256 weight rows, whole stages per piece.
   args.b.format = Format::nvfp4;
   args.n = 4096, args.k = 7168;

@@ -1,6 +1,6 @@
 // Split K on the register-weights mainloop's decode tiles (mainloop_register_weights.cuh, split_k.cuh):
-// bf16 x FP4 weights in rows or mma_fragments, and fp8_block128 tokens converted into the workspace x
-// nvfp4 (host::plan_split_k).
+// bf16 x FP4 weights in rows or mma_fragments, bf16 x mxfp8, and fp8_block128 tokens converted into
+// the workspace x nvfp4 (host::plan_split_k).
 #include "host/kernel_entry.cuh"
 #include "kernels/mainloop_register_weights.cuh"
 
@@ -31,6 +31,7 @@ KernelEntry register_weights_split_kernel(Format tokens, Format weights, bool fr
   if (weights == Format::mxfp4)
     return fragments ? split_kernel<Format::mxfp4, Format::bf16, false, true>(cfg)
                      : split_kernel<Format::mxfp4, Format::bf16, false, false>(cfg);
+  if (weights == Format::mxfp8 && !fragments) return split_kernel<Format::mxfp8, Format::bf16, false, false>(cfg);
   return {};
 }
 
