@@ -11,9 +11,12 @@ template <Format kWeights, Format kTokens, bool kInWorkspace, bool kFragments>
 KernelEntry split_kernel(const TileConfig& cfg) {
   using kernels::RegisterWeightsMainloop;
   if (cfg.block_n != 256) return {};
-  if (cfg.block_m == 32) return entry<RegisterWeightsMainloop<32, 256, kWeights, kTokens, kInWorkspace, kFragments, true>>();
-  if (cfg.block_m == 48) return entry<RegisterWeightsMainloop<48, 256, kWeights, kTokens, kInWorkspace, kFragments, true>>();
-  if (cfg.block_m == 64) return entry<RegisterWeightsMainloop<64, 256, kWeights, kTokens, kInWorkspace, kFragments, true>>();
+  if (cfg.block_m == 32)
+    return entry<RegisterWeightsMainloop<32, 256, kWeights, kTokens, kInWorkspace, kFragments, /*kSplitK=*/true>>();
+  if (cfg.block_m == 48)
+    return entry<RegisterWeightsMainloop<48, 256, kWeights, kTokens, kInWorkspace, kFragments, /*kSplitK=*/true>>();
+  if (cfg.block_m == 64)
+    return entry<RegisterWeightsMainloop<64, 256, kWeights, kTokens, kInWorkspace, kFragments, /*kSplitK=*/true>>();
   return {};
 }
 
