@@ -42,6 +42,7 @@ SMALL='Fp8Block128Gemm.PaddedStridesAndFewSms:Fp8Block128Gemm.ClusterPairsEveryS
 SMALL+=':Bf16Gemm.EveryTileConfigAndEdgeMaskedM:RegisterWeightsGemm.DecodeTilesOf256WeightRows:FormatPairings.SanitizerSmallCase:FormatPairings.PersistentCtasWithFewSms'
 SMALL+=':MmaFragments.GpuPackingEqualsTheCpuPacking:MmaFragments.DecodeTilesOf256WeightRows:Fp8Block128Gemm.DynamicTilesFromAWorkspace'
 SMALL+=':Fp8Block128Gemm.SplitKForFewTiles:Bf16Gemm.SplitKForFewTiles:MmaFragments.SplitKForFewTiles'
+SMALL+=':RegisterWeightsGemm.SplitKSanitizerSmallCase'
 step cpu_tests "$BUILD/tests/signalgemm_cpu_tests"
 step gpu_tests "$BUILD/tests/signalgemm_gpu_tests"
 # A fresh process under lazy module loading (CUDA's default): a configuration's first launch beside a

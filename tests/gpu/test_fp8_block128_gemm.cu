@@ -514,6 +514,18 @@ TEST(RegisterWeightsGemm, SplitKForFewTiles) {
                           {2, 48, 640, 2048, 48, {48, 1}, 256, 32}});
 }
 
+// One small split per register-weights split kernel not covered by MmaFragments.SplitKForFewTiles
+// (bf16 x mxfp8: 4 pieces; fp8_block128 tokens in the workspace x nvfp4: 2 pieces), for the
+// sanitizers in scripts/gpu_check.sh.
+TEST(RegisterWeightsGemm, SplitKSanitizerSmallCase) {
+  SG_REQUIRE_HOPPER();
+  for (const Format tokens : {Format::bf16, Format::fp8_block128}) {
+    const Format weights = tokens == Format::bf16 ? Format::mxfp8 : Format::nvfp4;
+    SCOPED_TRACE(to_string(tokens) + std::string(" x ") + to_string(weights));
+    expect_split_k_correct(tokens, weights, {{1, 20, 512, 1536, 32, {17}, 256, 16}});
+  }
+}
+
 // bf16 activations x nvfp4, mxfp4 or mxfp8 weights: dequantized into the MMAs' registers, exact,
 // every tile; padded strides. k = 576: MX rows hold 18 scale bytes, so every other row's scales
 // start in the middle of a 32-bit word, and the last stage reaches past K.
