@@ -273,13 +273,18 @@ TileConfig launch_config(const GroupedGemmArgs& args, int smem, bool& converts) 
 Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const TileConfig& cfg,
                    bool tokens_in_workspace);
 
+// The SMs a launch with `args` may use on the current device (an H100's without one), for planning.
+int planning_sms(const GroupedGemmArgs& args) {
+  DeviceInfo info;
+  if (!query_device(info).ok()) info.sm_count = host::kH100SmCount;
+  return usable_sms(args, info);
+}
+
 }  // namespace
 
 size_t activation_workspace_bytes(const GroupedGemmArgs& args) { return host::converted_activation_bytes(args); }
 
 size_t workspace_bytes(const GroupedGemmArgs& args) {
-  DeviceInfo info;
-  if (!query_device(info).ok()) info.sm_count = host::kH100SmCount;
   if (host::converts_activations(args.a.format, args.b.format)) {
     // The converted activations, then the partials of split K where the launch after the
     // conversion splits: the bf16 launch of a one-format pairing, or fp8_block128 tokens read as
@@ -288,13 +293,13 @@ size_t workspace_bytes(const GroupedGemmArgs& args) {
     if (args.a.format == args.b.format)
       split = workspace_bytes(host::with_converted_activations(args));
     else if (args.a.format == Format::fp8_block128)
-      split = host::plan_split_k(args, select_config(args), usable_sms(args, info), /*tokens_in_workspace=*/true).bytes;
+      split = host::plan_split_k(args, select_config(args), planning_sms(args), /*tokens_in_workspace=*/true).bytes;
     return split > 0 ? host::converted_launch_workspace_offset(args) + split : host::converted_activation_bytes(args);
   }
   if (!host::uses_tile_counter(args.a.format, args.b.format) && !host::splits_k(args.a.format, args.b.format))
     return 0;
   // With few tiles, the partials of split K (host::plan_split_k) for this device's SMs.
-  const host::SplitK split = host::plan_split_k(args, select_config(args), usable_sms(args, info));
+  const host::SplitK split = host::plan_split_k(args, select_config(args), planning_sms(args));
   return host::uses_tile_counter(args.a.format, args.b.format) ? std::max(host::kTileCounterBytes, split.bytes)
                                                                 : split.bytes;
 }
