@@ -4,7 +4,8 @@
 // - m64nNk16 bf16 wgmmas with A from registers (RS) or shared memory (SS), alone, fed by the nvfp4
 //   dequantization of the rows layout or of the mma_fragments layout (mainloop_register_weights.cuh),
 //   with the dequantization in the same warps beside them or in warpgroups of its own;
-// - e4m3 k32 wgmmas alone and in the fp8_block128 pattern (drain and promote every 128-K block);
+// - e4m3 k32 wgmmas alone and in the fp8_block128 pattern (drain and promote every 128-K block), by two
+//   warpgroups of one or two 64-row slices (the kernel: two) and by three of one;
 // - whether one instruction kind (FFMA, FMUL, HMUL2, LOP3, PRMT, IMAD) overlaps the wgmmas of its
 //   own warps: a loop of (ALU work feeding the next group's A fragment; fence; 4 RS wgmmas; commit;
 //   wait for all but that group), its cycles per group with either half alone and with both.
@@ -372,7 +373,7 @@ using K = MmaKind;
 using D = Dequant;
 #define V(NAME, KIND, DQ, PENDING, N, W) \
   Variant { NAME, N, W, K::KIND == K::ss_fp8 ? 32 : 16, 1, 0, rates_kernel<K::KIND, D::DQ, PENDING, N, W> }
-#define P(NAME, N, SLICES) Variant{NAME, N, 2, 32, SLICES, 0, rates_kernel<K::ss_fp8, D::none, 0, N, 2, SLICES>}
+#define P(NAME, N, W, SLICES) Variant{NAME, N, W, 32, SLICES, 0, rates_kernel<K::ss_fp8, D::none, 0, N, W, SLICES>}
 // MMA warpgroups with fixed fragments, and DW more warpgroups dequantizing beside them.
 #define S(NAME, KIND, N, W, DW) \
   Variant { NAME, N, W, 16, 1, DW, rates_kernel<K::KIND, D::none, 1, N, W, 0, DW> }
@@ -407,8 +408,9 @@ int main(int argc, char** argv) {
       V("SS bf16 + dequant beside", ss_bf16, beside, 1, 64, 2),
       V("SS e4m3", ss_fp8, none, 1, 64, 2),
       V("SS e4m3", ss_fp8, none, 1, 128, 2),
-      P("SS e4m3 + promotion", 128, 1),
-      P("SS e4m3 + promotion", 128, 2),
+      P("SS e4m3 + promotion", 128, 2, 1),
+      P("SS e4m3 + promotion", 128, 2, 2),
+      P("SS e4m3 + promotion", 128, 3, 1),
       S("RS + dequant warpgroups", rs_bf16, 32, 2, 2),
       S("SS + dequant warpgroups", ss_bf16, 32, 2, 2),
       S("SS + dequant warpgroups", ss_bf16, 64, 2, 2),
