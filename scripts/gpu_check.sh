@@ -48,6 +48,11 @@ step gpu_tests "$BUILD/tests/signalgemm_gpu_tests"
 # A fresh process under lazy module loading (CUDA's default): a configuration's first launch beside a
 # consumer already spinning on its signals, after load_kernels (docs/signals.md).
 step lazy_loading env CUDA_MODULE_LOADING=LAZY "$BUILD/tests/signalgemm_gpu_tests" --gtest_filter='SignalOrdering.*'
+# Random problems drawn anew on every run (gpu_tests draws the fixed seed 0): the seed, from the clock,
+# is printed here and in any failure, so a problem found is reproduced with SIGNALGEMM_RANDOM_SEED.
+RANDOM_SEED=$(date -u +%y%j%H%M)
+echo "== random problems with SIGNALGEMM_RANDOM_SEED=$RANDOM_SEED"
+step random env SIGNALGEMM_RANDOM_SEED="$RANDOM_SEED" "$BUILD/tests/signalgemm_gpu_tests" --gtest_filter='RandomProblems.*'
 for tool in memcheck racecheck synccheck; do
   step "$tool" compute-sanitizer --tool "$tool" --error-exitcode 1 "$BUILD/tests/signalgemm_gpu_tests" --gtest_filter="$SMALL"
 done
