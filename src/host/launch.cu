@@ -465,8 +465,8 @@ Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const Ti
   const TileConfig launch_cfg = config_for_grid(cfg, grid);
   const host::SplitK split = launch_split_k(args, launch_cfg, info, tokens_in_workspace);
 
-  // The CTAs take tiles from a counter at the workspace's start, zeroed here on the stream (a graph
-  // node when captured); the kernel never resets it, so a launch needs no state from the last one.
+  // Counters in the workspace are zeroed here on the stream (a graph node when captured); the kernel
+  // never resets them, so a launch needs no state from the last one.
   if (split.pieces > 1) {
     // Split K: one work item per piece of a tile (static order); the pieces' counts start at zero.
     uint8_t* workspace = static_cast<uint8_t*>(args.workspace);
@@ -478,6 +478,7 @@ Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const Ti
         err != cudaSuccess)
       return cuda_failure("cudaMemsetAsync (split-K counters)", err);
   } else if (host::takes_tiles_dynamically(args, &launch_cfg)) {
+    // The CTAs take tiles from a counter at the workspace's start.
     params.tile_counter = static_cast<uint32_t*>(args.workspace);
     if (cudaError_t err = cudaMemsetAsync(params.tile_counter, 0, sizeof(uint32_t), args.stream); err != cudaSuccess)
       return cuda_failure("cudaMemsetAsync (tile counter)", err);

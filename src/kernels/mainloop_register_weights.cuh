@@ -466,9 +466,9 @@ struct RegisterWeightsMainloop {
     ptx::named_barrier_sync(kTokenConversionBarrier, kMathThreads);
   }
 
-  template <int kTokens>
   // All stages of the tile, or under split K stages [s_begin, s_end) (otherwise unused: the common
   // kernels derive their range here, as before split K, which keeps their code unchanged).
+  template <int kTokens>
   __device__ __forceinline__ static void mma_k_loop(float (&acc)[kSlices][kAccRegs], uint8_t* smem,
                                                     const SmemPlan& plan, uint64_t* full, uint64_t* empty,
                                                     PipelineState& pipe, const KernelParams& p,
