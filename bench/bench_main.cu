@@ -114,12 +114,12 @@ struct Problem {
   }
 };
 
-// masked_m[e] = round(m * U(0.7, 1.3)), at least 1. Seeded by (seed, E, m) only, so a layer's up and
-// down GEMMs see the same routing, and a shape gets the same routing whatever else is listed.
-std::vector<int> draw_masked_m(uint32_t seed, const Shape& s) {
+// masked_m[e] = round(m * U(1 - spread, 1 + spread)), at least 1. Seeded by (seed, E, m) only, so a
+// layer's up and down GEMMs see the same routing, and a shape gets the same routing whatever else is listed.
+std::vector<int> draw_masked_m(uint32_t seed, double spread_fraction, const Shape& s) {
   std::seed_seq seq{seed, uint32_t(s.experts), uint32_t(s.m)};
   std::mt19937 rng(seq);
-  std::uniform_real_distribution<double> spread(0.7, 1.3);
+  std::uniform_real_distribution<double> spread(1 - spread_fraction, 1 + spread_fraction);
   std::vector<int> masked_m(s.experts);
   for (int& m : masked_m) m = std::max(1, int(std::lround(s.m * spread(rng))));
   return masked_m;
@@ -129,7 +129,7 @@ Problem make_problem(const Options& o, const Shape& s) {
   Problem p;
   p.shape = s;
   p.a_format = o.a_format, p.b_format = o.b_format;
-  p.masked_m = draw_masked_m(o.seed, s);
+  p.masked_m = draw_masked_m(o.seed, o.spread, s);
   p.max_m = int(round_up(*std::max_element(p.masked_m.begin(), p.masked_m.end()), kMaxMMultiple));
   for (int m : p.masked_m) p.rows += m;
   p.a = operand_size(o.a_format, false, s.experts, p.max_m, s.k);
@@ -535,9 +535,9 @@ void print_preamble(const Options& o, const cudaDeviceProp& prop) {
               prop.multiProcessorCount, to_string(o.a_format), to_string(o.b_format), to_string(o.signals),
               o.compare_signals ? " (and off: signals_off_us, on/off)" : "",
               o.sm_count > 0 ? std::to_string(o.sm_count).c_str() : "all");
-  std::printf("routing: masked_m[e] = round(m * U(0.7, 1.3)) >= 1 (seed %u); max_m = max masked_m rounded up to %d; "
+  std::printf("routing: masked_m[e] = round(m * U(%.2g, %.2g)) >= 1 (seed %u); max_m = max masked_m rounded up to %d; "
               "expected_m = m\n",
-              o.seed, kMaxMMultiple);
+              1 - o.spread, 1 + o.spread, o.seed, kMaxMMultiple);
   std::printf("floor = max(bytes / %.2f TB/s, FLOPs / %.0f TFLOP/s FP8 or %.0f BF16); bytes = rows used of A + scales, "
               "all of B + scales, rows written of C\n",
               kHbmBytesPerSecond / 1e12, kFp8FlopsPerSecond / 1e12, kBf16FlopsPerSecond / 1e12);

@@ -21,6 +21,8 @@ constexpr const char* kUsage =
     "  --iters N                timed runs per variant, median reported (default 50)\n"
     "  --warmup N               untimed runs per variant first (default 5)\n"
     "  --seed N                 routing and input seed (default 1)\n"
+    "  --spread S               masked_m[e] = round(m * U(1 - S, 1 + S)), S in [0, 1) (default 0.3, SPEC 6;\n"
+    "                           0: every expert exactly m rows)\n"
     "  --csv FILE               also write every row to FILE\n"
     "  --no-cublas              skip the cuBLASLt baseline\n"
     "  --no-workspace           no workspace: activations converted per tile (nvfp4, mxfp4, mxfp8 on both\n"
@@ -56,6 +58,13 @@ std::vector<Shape> parse_shapes(const std::string& list) {
   }
   if (shapes.empty()) usage_error("--shapes is empty");
   return shapes;
+}
+
+double parse_spread(const std::string& text) {
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  if (text.empty() || *end != '\0' || !(v >= 0 && v < 1)) usage_error("--spread must be a number in [0, 1), got '" + text + "'");
+  return v;
 }
 
 Format parse_format(const std::string& name) {
@@ -117,6 +126,8 @@ Options parse_options(int argc, char** argv) {
       o.warmup = int(parse_int(value(), option, 0));
     } else if (option == "--seed") {
       o.seed = uint32_t(parse_int(value(), option, 0));
+    } else if (option == "--spread") {
+      o.spread = parse_spread(value());
     } else if (option == "--csv") {
       o.csv = value();
     } else {

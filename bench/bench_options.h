@@ -10,7 +10,7 @@
 namespace signalgemm::bench {
 
 struct Shape {
-  int experts, m, n, k;  // m: mean rows per expert; masked_m[e] = m * U(0.7, 1.3)
+  int experts, m, n, k;  // m: mean rows per expert; masked_m[e] = m * U(1 - spread, 1 + spread)
 };
 
 struct Options {
@@ -32,6 +32,7 @@ struct Options {
   int iters = 50;
   int warmup = 5;
   uint32_t seed = 1;
+  double spread = 0.3;  // masked_m[e] = m * U(1 - spread, 1 + spread) (SPEC §6: 0.3)
   std::string csv;  // also write every row here when set
 };
 
