@@ -63,7 +63,8 @@ std::vector<Shape> parse_shapes(const std::string& list) {
 double parse_spread(const std::string& text) {
   char* end = nullptr;
   const double v = std::strtod(text.c_str(), &end);
-  if (text.empty() || *end != '\0' || !(v >= 0 && v < 1)) usage_error("--spread must be a number in [0, 1), got '" + text + "'");
+  if (text.empty() || *end != '\0' || !(v >= 0 && v < 1))
+    usage_error("--spread must be a number in [0, 1), got '" + text + "'");
   return v;
 }
 
