@@ -25,8 +25,23 @@ struct TileRingSlot {
   int expert;  // < 0: no more tiles
   int m_block;
   int n_block;
-  int rows_and_flags;  // rows | has_tile << 16 | share << 17
+  int rows_and_flags;  // rows | row_step << kRowStepShift | has_tile << kHasTileShift | share << kShareShift
 };
+
+// rows and row_step are at most block_m (<= 256), 9 bits each.
+constexpr int kRowStepShift = 9, kHasTileShift = 18, kShareShift = 19;
+
+__device__ __forceinline__ int pack_rows_and_flags(const detail::ClusterWork& work) {
+  return work.tile.rows | (work.tile.row_step << kRowStepShift) | (work.has_tile ? 1 << kHasTileShift : 0) |
+         (static_cast<int>(work.share) << kShareShift);
+}
+
+__device__ __forceinline__ void unpack_rows_and_flags(int word, detail::ClusterWork& work) {
+  work.tile.rows = word & ((1 << kRowStepShift) - 1);
+  work.tile.row_step = (word >> kRowStepShift) & ((1 << (kHasTileShift - kRowStepShift)) - 1);
+  work.has_tile = (word >> kHasTileShift) & 1;
+  work.share = static_cast<detail::ClusterShare>(word >> kShareShift);
+}
 
 // Shared-memory layout: slots, then full[kTileRingSlots], then empty[kTileRingSlots].
 struct TileRing {
@@ -73,8 +88,7 @@ __device__ __forceinline__ void tile_ring_put(const TileRing& ring, TileRingCurs
   atomicExch(&slot->expert, end ? -1 : work.tile.expert);
   atomicExch(&slot->m_block, work.tile.m_block);
   atomicExch(&slot->n_block, work.tile.n_block);
-  atomicExch(&slot->rows_and_flags,
-             work.tile.rows | (work.has_tile ? 1 << 16 : 0) | (static_cast<int>(work.share) << 17));
+  atomicExch(&slot->rows_and_flags, pack_rows_and_flags(work));
   // Release (CTA scope): the words above before the phase completes for the consumers' acquire.
   cuda::ptx::mbarrier_arrive(&ring.full[cursor.slot]);
   cursor.advance();
@@ -101,9 +115,7 @@ __device__ __forceinline__ bool tile_ring_take(const TileRing& ring, TileRingCur
   work.tile.expert = words.x;
   work.tile.m_block = words.y;
   work.tile.n_block = words.z;
-  work.tile.rows = words.w & 0xffff;
-  work.has_tile = (words.w >> 16) & 1;
-  work.share = static_cast<detail::ClusterShare>(words.w >> 17);
+  unpack_rows_and_flags(words.w, work);
   return true;
 }
 
@@ -119,9 +131,7 @@ __device__ __forceinline__ bool tile_ring_take_thread(const TileRing& ring, Tile
   const int w = atomicAdd(&slot->rows_and_flags, 0);
   cuda::ptx::mbarrier_arrive(&ring.empty[cursor.slot]);
   cursor.advance();
-  work.tile.rows = w & 0xffff;
-  work.has_tile = (w >> 16) & 1;
-  work.share = static_cast<detail::ClusterShare>(w >> 17);
+  unpack_rows_and_flags(w, work);
   return expert >= 0;
 }
 

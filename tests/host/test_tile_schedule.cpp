@@ -48,7 +48,7 @@ TEST(TileSchedule, CoversExactlyTheRealTilesOnce) {
     for (const auto& tiles : walk_all(layout, masked_m, ctas))
       for (const Tile& t : tiles) {
         ASSERT_TRUE(seen.insert({t.expert, t.m_block, t.n_block}).second) << "tile visited twice";
-        ASSERT_LT(t.m_block * block_m, masked_m[t.expert]) << "tile of padding rows";
+        ASSERT_LT(t.first_row(), masked_m[t.expert]) << "tile of padding rows";
         ASSERT_LT(t.n_block * 128, n);
       }
     size_t expected_tiles = 0;
@@ -123,10 +123,60 @@ TEST(TileSchedule, ClampsOutOfRangeMaskedM) {
   for (const auto& cta : tiles)
     for (const Tile& t : cta) {
       EXPECT_EQ(t.expert, 1);
-      EXPECT_LT(t.m_block * 64, 100);
+      EXPECT_LE(t.first_row() + t.rows, 100);
       ++count;
     }
   EXPECT_EQ(count, 2);  // ceil(100 / 64) row blocks x 1 column block
+}
+
+// Row blocks: ceil(m / block_m) of them per expert and column block (the count the signals are built
+// on), together covering rows [0, m) once, in blocks of a multiple of 32 rows whose MMA widths
+// (rows rounded up to 32) sum to m rounded up to 32; aligned blocks of block_m rows for
+// per_row_block, whose counters cover those.
+TEST(TileSchedule, RowBlocksCoverEachRowOnceEvenlyExceptPerRowBlock) {
+  std::mt19937 rng(2857);
+  for (SignalGranularity g :
+       {SignalGranularity::none, SignalGranularity::per_expert, SignalGranularity::per_row_block}) {
+    for (int trial = 0; trial < 200; ++trial) {
+      const int experts = 1 + rng() % 12;
+      const int max_m = 1 + rng() % (trial % 10 == 0 ? 5000 : 700);
+      const int block_m = std::vector<int>{32, 48, 64, 128, 192}[rng() % 5];
+      const SignalLayout layout = make_layout(experts, max_m, 8 * (1 + rng() % 40), block_m, g);
+      std::vector<int32_t> masked_m(experts);
+      for (auto& m : masked_m) m = rng() % 5 == 0 ? 0 : int(rng() % (max_m + 1));
+      std::map<std::pair<int, int>, std::vector<int>> row_hits;  // (expert, n_block) -> hits per row
+      std::map<std::pair<int, int>, int> widths;                 // (expert, n_block) -> sum of MMA widths
+      for (const auto& tiles : walk_all(layout, masked_m, 1 + rng() % 9))
+        for (const Tile& t : tiles) {
+          const int m = masked_m[t.expert];
+          ASSERT_GE(t.rows, 1);
+          ASSERT_LE(t.rows, block_m);
+          ASSERT_LE(t.first_row() + t.rows, m);
+          ASSERT_TRUE(t.row_step == block_m || t.row_step % 32 == 0)
+              << "MMA width steps; token scales' TMA boxes start 16-byte aligned";
+          if (g == SignalGranularity::per_row_block) ASSERT_EQ(t.row_step, block_m);
+          widths[{t.expert, t.n_block}] += (t.rows + 31) / 32 * 32;
+          auto& hits = row_hits[{t.expert, t.n_block}];
+          hits.resize(m);
+          for (int r = t.first_row(); r < t.first_row() + t.rows; ++r) ++hits[r];
+        }
+      for (int e = 0; e < experts; ++e)
+        for (int nb = 0; nb < layout.col_blocks() && masked_m[e] > 0; ++nb) {
+          const auto& hits = row_hits[{e, nb}];
+          ASSERT_EQ(int(hits.size()), masked_m[e]);
+          if (block_m % 32 == 0) ASSERT_EQ((widths[{e, nb}]), (masked_m[e] + 31) / 32 * 32);
+          for (int r = 0; r < masked_m[e]; ++r) ASSERT_EQ(hits[r], 1) << "expert " << e << " row " << r;
+        }
+    }
+  }
+  // An expert one row past two blocks: three blocks of 96, 96 and 65 rows (not 128, 128 and 1).
+  const SignalLayout layout = make_layout(1, 257, 128, 128, SignalGranularity::per_expert);
+  const auto tiles = walk_all(layout, {257}, 1)[0];
+  ASSERT_EQ(tiles.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(tiles[i].first_row(), 96 * i);
+    EXPECT_EQ(tiles[i].rows, i < 2 ? 96 : 65);
+  }
 }
 
 // Two-CTA clusters: the units of all clusters cover the same tiles as MaskedTileWalker, once each;
@@ -173,8 +223,9 @@ TEST(PairedTileSchedule, CoversExactlyTheRealTilesOnceWithSharedOperands) {
           const Tile& t = w->tile;
           ASSERT_TRUE(seen.insert({t.expert, t.m_block, t.n_block}).second) << "tile visited twice";
           const int m = layout.clamp_m(masked_m[t.expert]);
-          ASSERT_LT(t.m_block * block_m, m) << "tile of padding rows";
-          EXPECT_EQ(t.rows, std::min(block_m, m - t.m_block * block_m));
+          ASSERT_LT(t.first_row(), m) << "tile of padding rows";
+          EXPECT_EQ(t.row_step, detail::balanced_row_step(layout, m));
+          EXPECT_EQ(t.rows, std::min(t.row_step, m - t.first_row()));
           ASSERT_LT(t.n_block * 256, n);
         }
       }

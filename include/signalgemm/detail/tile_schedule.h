@@ -5,6 +5,13 @@
 // Expert-major lets experts finish (and signal) early and in order. Row blocks innermost means the
 // CTAs running side by side read the same weight tile, so a second row block re-reads it from L2
 // rather than HBM. Persistent CTA c of G visits tiles c, c+G, c+2G, ... (balanced to one tile).
+//
+// Row blocks: an expert with m rows has r = ceil(m / block_m) of them (the count signals are
+// built on). With per_row_block signals they are the aligned blocks [rb * block_m, ...) the
+// counters cover; otherwise each holds ceil(m / r) rows rounded up to 32 (balanced_row_step), the
+// last the rest. A short last block runs ahead of its siblings (fewer MMAs, the same weight tile),
+// and at K = 7168 the gap outgrew L2: the weights came from HBM again (H100, ncu: E8 with 257 rows
+// per expert read 376 MB, 252 MB with 256; docs/performance.md, 2026-11-27 14:09).
 #pragma once
 
 #include "signalgemm/signals.h"
@@ -15,8 +22,24 @@ struct Tile {
   int expert;
   int m_block;
   int n_block;
-  int rows;  // real rows of the block: block_m, or fewer in an expert's last row block
+  int rows;      // real rows of the block: at most block_m
+  int row_step;  // rows from one row block's start to the next's: block_m, or fewer when balanced
+  SG_HD int first_row() const { return m_block * row_step; }
 };
+
+// Rows from one row block's start to the next for an expert with m (clamped) rows: its row blocks'
+// count stays ceil(m / block_m), each holding ceil(m / blocks) rounded up to 32 (the MMA width
+// step), so the blocks' MMA widths sum to m rounded up to 32, as with aligned blocks, and never
+// more (spreading in steps of 8 made widths of 128 out of 104-row blocks: E8 m1024 1-3% slower,
+// 2026-11-27 14:16). Multiples of 32 rows also start the fp32 token scales' TMA boxes 16-byte
+// aligned. Aligned blocks where the granularity is per_row_block (each counter covers aligned
+// rows), where one block holds all rows, or where the rounding would leave the last block empty.
+SG_HD int balanced_row_step(const SignalLayout& layout, int m) {
+  const int blocks = SignalLayout::ceil_div(m, layout.block_m);
+  if (layout.granularity == SignalGranularity::per_row_block || blocks <= 1) return layout.block_m;
+  const int step = (SignalLayout::ceil_div(m, blocks) + 31) / 32 * 32;
+  return (blocks - 1) * step < m && step <= layout.block_m ? step : layout.block_m;
+}
 
 // Walks the tiles of one persistent CTA in increasing tile order. `MaskedM` is anything indexable
 // by expert that yields masked_m (a device pointer on the GPU, a std::vector on the CPU).
@@ -42,8 +65,9 @@ class MaskedTileWalker {
     tile.expert = expert_;
     tile.n_block = local / expert_row_blocks_;
     tile.m_block = local % expert_row_blocks_;
-    const int rows_left = expert_m_ - tile.m_block * layout_.block_m;
-    tile.rows = rows_left < layout_.block_m ? rows_left : layout_.block_m;
+    tile.row_step = expert_row_step_;
+    const int rows_left = expert_m_ - tile.first_row();
+    tile.rows = rows_left < expert_row_step_ ? rows_left : expert_row_step_;
     next_tile_ += stride_;
     return true;
   }
@@ -61,6 +85,7 @@ class MaskedTileWalker {
     if (e >= layout_.num_experts) return;
     expert_m_ = layout_.clamp_m(int(masked_m_[e]));
     expert_row_blocks_ = SignalLayout::ceil_div(expert_m_, layout_.block_m);
+    expert_row_step_ = balanced_row_step(layout_, expert_m_);
     expert_tiles_ = expert_row_blocks_ * layout_.col_blocks();
   }
 
@@ -74,6 +99,7 @@ class MaskedTileWalker {
   int expert_first_ = 0;  // index of the first tile of expert_
   int expert_tiles_ = 0;
   int expert_row_blocks_ = 0;
+  int expert_row_step_ = 0;
   int expert_m_ = 0;
 };
 
@@ -138,8 +164,9 @@ class PairedTileWalker {
       work.tile.m_block = row_blocks_ - 1;
       work.has_tile = rank_ == 0;
     }
-    const int rows_left = expert_m_ - work.tile.m_block * layout_.block_m;
-    work.tile.rows = rows_left < layout_.block_m ? rows_left : layout_.block_m;
+    work.tile.row_step = row_step_;
+    const int rows_left = expert_m_ - work.tile.first_row();
+    work.tile.rows = rows_left < row_step_ ? rows_left : row_step_;
     return true;
   }
 
@@ -149,6 +176,7 @@ class PairedTileWalker {
     if (e >= layout_.num_experts) return;
     expert_m_ = layout_.clamp_m(int(masked_m_[e]));
     row_blocks_ = SignalLayout::ceil_div(expert_m_, layout_.block_m);
+    row_step_ = balanced_row_step(layout_, expert_m_);
     const int c = layout_.col_blocks();
     const int half_rows = row_blocks_ / 2, odd_rows = row_blocks_ % 2;
     expert_units_ = (c / 2) * (2 * half_rows + odd_rows) + (c % 2) * (half_rows + odd_rows);
@@ -165,6 +193,7 @@ class PairedTileWalker {
   int expert_first_ = 0;  // index of the first unit of expert_
   int expert_units_ = 0;
   int row_blocks_ = 0;
+  int row_step_ = 0;
   int expert_m_ = 0;
 };
 
