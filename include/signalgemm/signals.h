@@ -1,9 +1,11 @@
 // Completion-signal contract, shared by the kernel, host code and consumers (SPEC §3).
 //
 // The kernel adds 1 to a counter for every output tile it covers, once that tile's stores are
-// complete and visible at the requested scope. A tile is (expert, block of `block_m` rows, block of
-// `block_n` columns), so the value a counter reaches depends only on masked_m, N and the tile shape
-// (never on sm_count). Values are relative to the counter's value before the launch.
+// complete and visible at the requested scope. A tile is (expert, row block, block of `block_n`
+// columns); an expert has ceil(m / block_m) row blocks of at most `block_m` rows (aligned ones for
+// per_row_block, evened out otherwise: detail/tile_schedule.h), so the value a counter reaches depends
+// only on masked_m, N and the tile shape (never on sm_count). Values are relative to the counter's
+// value before the launch.
 //
 //   per_expert:    counter e             reaches  row_blocks(e) * col_blocks
 //   per_row_block: counter e*R + rb      reaches  col_blocks if rb < row_blocks(e), else 0
