@@ -78,8 +78,7 @@ struct GroupedGemmArgs {
   // fixed share of the tiles. Launches with few tiles for the SMs (fp8_block128 x fp8_block128,
   // bf16 x bf16, bf16 x nvfp4 / mxfp4 / mxfp8, and nvfp4², mxfp4², mxfp8², fp8_block128 x nvfp4
   // after their converted activations) hold here the partial sums of a split of K (workspace_bytes
-  // says how much).
-  // The other pairings ignore it.
+  // says how much). The other pairings ignore it.
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
 
@@ -113,10 +112,9 @@ size_t activation_workspace_bytes(const GroupedGemmArgs& args);
 
 // Bytes of `workspace` this launch runs best with: activation_workspace_bytes for the pairings that
 // convert their activations, plus, with few tiles, the partials of the launch after the conversion
-// splitting K;
-// for fp8_block128 x fp8_block128, bf16 x bf16 and bf16 x nvfp4 / mxfp4 / mxfp8, where the
-// tiles are few for the SMs the launch may use on the current device, the partial sums of a split
-// of K (docs/configuration.md); else for fp8_block128 x fp8_block128 16 (the tile counter of
+// splitting K; for fp8_block128 x fp8_block128, bf16 x bf16 and bf16 x nvfp4 / mxfp4 / mxfp8, where
+// the tiles are few for the SMs the launch may use on the current device, the partial sums of a
+// split of K (docs/configuration.md); else for fp8_block128 x fp8_block128 16 (the tile counter of
 // dynamic scheduling); else 0.
 size_t workspace_bytes(const GroupedGemmArgs& args);
 
