@@ -155,11 +155,11 @@ __device__ __forceinline__ void store_tile_and_signal(const KernelParams& p, con
   const int column0 = tile.n_block * kBlockN;
   const int columns = min(kBlockN, p.layout.n - column0);
   uint8_t* out_tile = static_cast<uint8_t*>(p.out) + tile.expert * p.out_expert_stride +
-                      int64_t(tile.first_row()) * p.out_row_stride + int64_t(column0) * 2;
+                      int64_t(tile.first_row) * p.out_row_stride + int64_t(column0) * 2;
   for (int row = lane; row < valid_rows; row += 32) {
     uint8_t* dst = out_tile + row * p.out_row_stride;
     if (p.out_rows != nullptr) {
-      dst = static_cast<uint8_t*>(p.out_rows[int64_t(tile.expert) * p.layout.max_m + tile.first_row() + row]);
+      dst = static_cast<uint8_t*>(p.out_rows[int64_t(tile.expert) * p.layout.max_m + tile.first_row + row]);
       if (dst == nullptr) continue;
       dst += int64_t(column0) * 2;
     }

@@ -68,7 +68,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                                      const __grid_constant__ KernelParams p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int kBlockM = Mainloop::kBlockM;
-  static_assert(kBlockM < (1 << kRowStepShift), "the tile ring packs a tile's rows and row step in 9 bits each");
+  static_assert(kBlockM < (1 << kHasTileShift), "the tile ring packs a tile's rows in 9 bits");
   constexpr int kBlockN = Mainloop::kBlockN;
   constexpr int kCluster = kClusterOf<Mainloop>;
   namespace cp = cuda::ptx;

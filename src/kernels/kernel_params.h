@@ -67,9 +67,10 @@ struct KernelParams {
   float* piece_partials;     // [slot][piece][accumulator register][MMA thread]
 };
 
-// The producer's tile hand-over ring (tile_ring.cuh): slots of 16 bytes and two mbarriers each.
+// The producer's tile hand-over ring (tile_ring.cuh): slots of 20 bytes and two mbarriers each
+// (4 slots of 20 bytes keep the mbarriers after them 8-byte aligned).
 inline constexpr int kTileRingSlots = 4;
-inline constexpr int kTileRingBytes = kTileRingSlots * (16 + 2 * 8);
+inline constexpr int kTileRingBytes = kTileRingSlots * (20 + 2 * 8);
 
 // Where each buffer lives in dynamic shared memory (offsets from a 1024-byte aligned base).
 struct SmemPlan {

@@ -54,7 +54,7 @@ struct Bf16Mainloop {
     for (int kb = k_begin; kb < k_end; ++kb) {
       uint64_t* stage_full = arm_stage(full, empty, pipe, kStageTxBytes);
       // Operand maps are byte tensors: K coordinates are in bytes (2 per bf16).
-      const int32_t a_coords[3] = {kb * kBlockK, tile.first_row(), tile.expert};
+      const int32_t a_coords[3] = {kb * kBlockK, tile.first_row, tile.expert};
       const int32_t b_coords[3] = {kb * kBlockK, tile.n_block * kBlockN, tile.expert};
       tma_load(smem + plan.a_offset(pipe.stage), tmap_a, a_coords, stage_full);
       tma_load(smem + plan.b_offset(pipe.stage), tmap_b, b_coords, stage_full);

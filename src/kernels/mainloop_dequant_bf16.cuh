@@ -69,7 +69,7 @@ struct DequantBf16Mainloop {
                                                    const CUtensorMap* tmap_sfa, uint8_t* smem, const SmemPlan& plan,
                                                    uint64_t* full, uint64_t* empty, PipelineState& pipe,
                                                    const detail::Tile& tile, int num_k_blocks) {
-    const int token0 = tile.first_row();
+    const int token0 = tile.first_row;
     const int weight0 = tile.n_block * kBlockN;
     for (int kb = 0; kb < num_k_blocks; ++kb) {
       uint64_t* stage_full = arm_stage(full, empty, pipe, kStageTxBytes);
@@ -240,7 +240,7 @@ struct DequantBf16Mainloop {
   __device__ __forceinline__ static uintptr_t scale_row_address(const KernelParams& p, const detail::Tile& tile,
                                                                 int r) {
     if (kScaledA && r < kScaleRowsA) {
-      const int64_t row = int64_t(tile.expert) * p.layout.max_m + tile.first_row() + min(r, tile.rows - 1);
+      const int64_t row = int64_t(tile.expert) * p.layout.max_m + tile.first_row + min(r, tile.rows - 1);
       return reinterpret_cast<uintptr_t>(p.a_scales) + row * p.a_scale_cols;
     }
     const int64_t row = int64_t(tile.expert) * p.layout.n + min(tile.n_block * kBlockN + r - kScaleRowsA, p.layout.n - 1);

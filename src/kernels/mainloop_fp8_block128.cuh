@@ -52,7 +52,7 @@ struct Fp8Block128Mainloop {
     using detail::ClusterShare;
     constexpr uint16_t kBothCtas = 0b11;
     const detail::Tile& tile = work.tile;
-    const int token0 = tile.first_row();
+    const int token0 = tile.first_row;
     const int weight0 = tile.n_block * kBlockN;
     const bool multicast_tokens = kCluster > 1 && work.share == ClusterShare::tokens;
     const bool multicast_weights = kCluster > 1 && work.share == ClusterShare::weights;

@@ -169,7 +169,7 @@ struct RegisterWeightsMainloop {
         uint64_t* stage_full = arm_stage(full, empty, pipe, tx_bytes);
         uint8_t* packed_tokens = smem + plan.a_offset(pipe.stage) + kBf16TileBytes;
         for (int box = 0; box < token_boxes; ++box) {
-          const int32_t a_coords[3] = {s * kPackedTokenRowBytes, tile.first_row() + box * kTokenBoxRows,
+          const int32_t a_coords[3] = {s * kPackedTokenRowBytes, tile.first_row + box * kTokenBoxRows,
                                        tile.expert};
           tma_load(packed_tokens + box * kTokenBoxRows * kPackedTokenRowBytes, tmap_a, a_coords, stage_full);
         }
@@ -191,7 +191,7 @@ struct RegisterWeightsMainloop {
           // one: the MMA threads multiply whole stages (a branch between MMA groups would make ptxas
           // serialize every wgmma), and real tokens times the weights' zero fill past K add 0.
           const int k_block = min(s * kSubs + u, num_k_blocks - 1);
-          const int32_t a_coords[3] = {k_block * kBlockK, tile.first_row() + box * kTokenBoxRows,
+          const int32_t a_coords[3] = {k_block * kBlockK, tile.first_row + box * kTokenBoxRows,
                                        tile.expert};  // bytes of bf16
           tma_load(tokens + (u * kBlockM + box * kTokenBoxRows) * kBlockK, tmap_a, a_coords, stage_full);
         }
@@ -217,7 +217,7 @@ struct RegisterWeightsMainloop {
                                                            int num_k_blocks) {
     const int blocks_128 = num_k_blocks / 2;
     for (int j = 0; j < kSubs / 2; ++j) {
-      const int32_t sfa_coords[2] = {tile.first_row(),
+      const int32_t sfa_coords[2] = {tile.first_row,
                                      tile.expert * blocks_128 + min(s * (kSubs / 2) + j, blocks_128 - 1)};
       tma_load(stage_scales + j * kBlockM * 4, tmap_sfa, sfa_coords, stage_full);
     }
@@ -360,7 +360,7 @@ struct RegisterWeightsMainloop {
     return scale_buffer + (2 * kBlockN * kSubs + slot * kTokenScaleWords) * 4;
   }
   __device__ __forceinline__ static int64_t token_index(const KernelParams& p, const detail::Tile& tile, int row) {
-    return int64_t(tile.expert) * p.layout.max_m + tile.first_row() + min(row, tile.rows - 1);
+    return int64_t(tile.expert) * p.layout.max_m + tile.first_row + min(row, tile.rows - 1);
   }
   __device__ __forceinline__ static const uint8_t* token_scale_row(const KernelParams& p, const detail::Tile& tile,
                                                                    int row) {

@@ -10,7 +10,7 @@
 //
 // The slot words are written and read with shared-memory atomics: the mbarriers already order
 // them, but compute-sanitizer's racecheck does not follow mbarrier phases and would report plain
-// accesses as hazards. It costs four atomics per tile and consumer warp.
+// accesses as hazards. It costs five atomics per tile and consumer warp.
 #pragma once
 
 #include <cuda/ptx>
@@ -25,20 +25,19 @@ struct TileRingSlot {
   int expert;  // < 0: no more tiles
   int m_block;
   int n_block;
-  int rows_and_flags;  // rows | row_step << kRowStepShift | has_tile << kHasTileShift | share << kShareShift
+  int first_row;
+  int rows_and_flags;  // rows | has_tile << kHasTileShift | share << kShareShift
 };
 
-// rows and row_step are at most block_m (<= 256), 9 bits each.
-constexpr int kRowStepShift = 9, kHasTileShift = 18, kShareShift = 19;
+// rows is at most block_m (< 512: grouped_gemm_kernel.cuh asserts it).
+constexpr int kHasTileShift = 9, kShareShift = 10;
 
 __device__ __forceinline__ int pack_rows_and_flags(const detail::ClusterWork& work) {
-  return work.tile.rows | (work.tile.row_step << kRowStepShift) | (work.has_tile ? 1 << kHasTileShift : 0) |
-         (static_cast<int>(work.share) << kShareShift);
+  return work.tile.rows | (work.has_tile ? 1 << kHasTileShift : 0) | (static_cast<int>(work.share) << kShareShift);
 }
 
 __device__ __forceinline__ void unpack_rows_and_flags(int word, detail::ClusterWork& work) {
-  work.tile.rows = word & ((1 << kRowStepShift) - 1);
-  work.tile.row_step = (word >> kRowStepShift) & ((1 << (kHasTileShift - kRowStepShift)) - 1);
+  work.tile.rows = word & ((1 << kHasTileShift) - 1);
   work.has_tile = (word >> kHasTileShift) & 1;
   work.share = static_cast<detail::ClusterShare>(word >> kShareShift);
 }
@@ -88,6 +87,7 @@ __device__ __forceinline__ void tile_ring_put(const TileRing& ring, TileRingCurs
   atomicExch(&slot->expert, end ? -1 : work.tile.expert);
   atomicExch(&slot->m_block, work.tile.m_block);
   atomicExch(&slot->n_block, work.tile.n_block);
+  atomicExch(&slot->first_row, work.tile.first_row);
   atomicExch(&slot->rows_and_flags, pack_rows_and_flags(work));
   // Release (CTA scope): the words above before the phase completes for the consumers' acquire.
   cuda::ptx::mbarrier_arrive(&ring.full[cursor.slot]);
@@ -99,10 +99,12 @@ __device__ __forceinline__ bool tile_ring_take(const TileRing& ring, TileRingCur
                                                detail::ClusterWork& work, int lane) {
   mbarrier_wait(&ring.full[cursor.slot], cursor.phase);  // acquire: the producer's words
   int4 words = make_int4(0, 0, 0, 0);
+  int first_row = 0;
   if (lane == 0) {
     TileRingSlot* slot = &ring.slots[cursor.slot];
     words = make_int4(atomicAdd(&slot->expert, 0), atomicAdd(&slot->m_block, 0), atomicAdd(&slot->n_block, 0),
                       atomicAdd(&slot->rows_and_flags, 0));
+    first_row = atomicAdd(&slot->first_row, 0);
     // This warp has read the slot: the producer may refill it.
     cuda::ptx::mbarrier_arrive(&ring.empty[cursor.slot]);
   }
@@ -110,11 +112,13 @@ __device__ __forceinline__ bool tile_ring_take(const TileRing& ring, TileRingCur
   words.y = __shfl_sync(0xffffffffu, words.y, 0);
   words.z = __shfl_sync(0xffffffffu, words.z, 0);
   words.w = __shfl_sync(0xffffffffu, words.w, 0);
+  first_row = __shfl_sync(0xffffffffu, first_row, 0);
   cursor.advance();
   if (words.x < 0) return false;
   work.tile.expert = words.x;
   work.tile.m_block = words.y;
   work.tile.n_block = words.z;
+  work.tile.first_row = first_row;
   unpack_rows_and_flags(words.w, work);
   return true;
 }
@@ -128,6 +132,7 @@ __device__ __forceinline__ bool tile_ring_take_thread(const TileRing& ring, Tile
   work.tile.expert = expert;
   work.tile.m_block = atomicAdd(&slot->m_block, 0);
   work.tile.n_block = atomicAdd(&slot->n_block, 0);
+  work.tile.first_row = atomicAdd(&slot->first_row, 0);
   const int w = atomicAdd(&slot->rows_and_flags, 0);
   cuda::ptx::mbarrier_arrive(&ring.empty[cursor.slot]);
   cursor.advance();

@@ -48,7 +48,7 @@ TEST(TileSchedule, CoversExactlyTheRealTilesOnce) {
     for (const auto& tiles : walk_all(layout, masked_m, ctas))
       for (const Tile& t : tiles) {
         ASSERT_TRUE(seen.insert({t.expert, t.m_block, t.n_block}).second) << "tile visited twice";
-        ASSERT_LT(t.first_row(), masked_m[t.expert]) << "tile of padding rows";
+        ASSERT_LT(t.first_row, masked_m[t.expert]) << "tile of padding rows";
         ASSERT_LT(t.n_block * 128, n);
       }
     size_t expected_tiles = 0;
@@ -123,16 +123,16 @@ TEST(TileSchedule, ClampsOutOfRangeMaskedM) {
   for (const auto& cta : tiles)
     for (const Tile& t : cta) {
       EXPECT_EQ(t.expert, 1);
-      EXPECT_LE(t.first_row() + t.rows, 100);
+      EXPECT_LE(t.first_row + t.rows, 100);
       ++count;
     }
   EXPECT_EQ(count, 2);  // ceil(100 / 64) row blocks x 1 column block
 }
 
 // Row blocks: ceil(m / block_m) of them per expert and column block (the count the signals are built
-// on), together covering rows [0, m) once, in blocks of a multiple of 32 rows whose MMA widths
-// (rows rounded up to 32) sum to m rounded up to 32; aligned blocks of block_m rows for
-// per_row_block, whose counters cover those.
+// on), together covering rows [0, m) once, starting at multiples of 32 rows, with MMA widths (rows
+// rounded up to 32) that sum to m rounded up to 32 and differ by at most 32 (block_m a multiple of
+// 32); aligned blocks of block_m rows for per_row_block, whose counters cover those.
 TEST(TileSchedule, RowBlocksCoverEachRowOnceEvenlyExceptPerRowBlock) {
   std::mt19937 rng(2857);
   for (SignalGranularity g :
@@ -146,36 +146,51 @@ TEST(TileSchedule, RowBlocksCoverEachRowOnceEvenlyExceptPerRowBlock) {
       for (auto& m : masked_m) m = rng() % 5 == 0 ? 0 : int(rng() % (max_m + 1));
       std::map<std::pair<int, int>, std::vector<int>> row_hits;  // (expert, n_block) -> hits per row
       std::map<std::pair<int, int>, int> widths;                 // (expert, n_block) -> sum of MMA widths
+      std::map<int, std::pair<int, int>> width_range;            // expert -> (narrowest, widest) block
+      for (int e = 0; e < experts; ++e) width_range[e] = {1 << 30, 0};
       for (const auto& tiles : walk_all(layout, masked_m, 1 + rng() % 9))
         for (const Tile& t : tiles) {
           const int m = masked_m[t.expert];
           ASSERT_GE(t.rows, 1);
           ASSERT_LE(t.rows, block_m);
-          ASSERT_LE(t.first_row() + t.rows, m);
-          ASSERT_TRUE(t.row_step == block_m || t.row_step % 32 == 0)
+          ASSERT_LE(t.first_row + t.rows, m);
+          ASSERT_TRUE(t.first_row == t.m_block * block_m || t.first_row % 32 == 0)
               << "MMA width steps; token scales' TMA boxes start 16-byte aligned";
-          if (g == SignalGranularity::per_row_block) ASSERT_EQ(t.row_step, block_m);
-          widths[{t.expert, t.n_block}] += (t.rows + 31) / 32 * 32;
+          if (g == SignalGranularity::per_row_block) ASSERT_EQ(t.first_row, t.m_block * block_m);
+          const int width = (t.rows + 31) / 32 * 32;
+          widths[{t.expert, t.n_block}] += width;
+          auto& range = width_range[t.expert];
+          range = {std::min(range.first, width), std::max(range.second, width)};
           auto& hits = row_hits[{t.expert, t.n_block}];
           hits.resize(m);
-          for (int r = t.first_row(); r < t.first_row() + t.rows; ++r) ++hits[r];
+          for (int r = t.first_row; r < t.first_row + t.rows; ++r) ++hits[r];
         }
       for (int e = 0; e < experts; ++e)
         for (int nb = 0; nb < layout.col_blocks() && masked_m[e] > 0; ++nb) {
           const auto& hits = row_hits[{e, nb}];
           ASSERT_EQ(int(hits.size()), masked_m[e]);
           if (block_m % 32 == 0) ASSERT_EQ((widths[{e, nb}]), (masked_m[e] + 31) / 32 * 32);
+          if (block_m % 32 == 0 && g != SignalGranularity::per_row_block)
+            ASSERT_LE(width_range[e].second - width_range[e].first, 32) << "expert " << e << " m " << masked_m[e];
           for (int r = 0; r < masked_m[e]; ++r) ASSERT_EQ(hits[r], 1) << "expert " << e << " row " << r;
         }
     }
   }
-  // An expert one row past two blocks: three blocks of 96, 96 and 65 rows (not 128, 128 and 1).
-  const SignalLayout layout = make_layout(1, 257, 128, 128, SignalGranularity::per_expert);
-  const auto tiles = walk_all(layout, {257}, 1)[0];
-  ASSERT_EQ(tiles.size(), 3u);
-  for (int i = 0; i < 3; ++i) {
-    EXPECT_EQ(tiles[i].first_row(), 96 * i);
-    EXPECT_EQ(tiles[i].rows, i < 2 ? 96 : 65);
+  // An expert one row past two blocks: three blocks of 96, 96 and 65 rows (not 128, 128 and 1);
+  // with 300 rows 128, 96 and 76 (not 128, 128 and 44); with 900 rows five of 128, two of 96 and
+  // one of 68 (not seven of 128 and one of 4).
+  const struct {
+    int m;
+    std::vector<int> rows;
+  } cases[] = {{257, {96, 96, 65}}, {300, {128, 96, 76}}, {900, {128, 128, 128, 128, 128, 96, 96, 68}}};
+  for (const auto& c : cases) {
+    const SignalLayout layout = make_layout(1, c.m, 128, 128, SignalGranularity::per_expert);
+    const auto tiles = walk_all(layout, {c.m}, 1)[0];
+    ASSERT_EQ(tiles.size(), c.rows.size()) << c.m;
+    for (size_t i = 0, row = 0; i < tiles.size(); row += c.rows[i], ++i) {
+      EXPECT_EQ(tiles[i].first_row, int(row)) << c.m;
+      EXPECT_EQ(tiles[i].rows, c.rows[i]) << c.m;
+    }
   }
 }
 
@@ -223,9 +238,10 @@ TEST(PairedTileSchedule, CoversExactlyTheRealTilesOnceWithSharedOperands) {
           const Tile& t = w->tile;
           ASSERT_TRUE(seen.insert({t.expert, t.m_block, t.n_block}).second) << "tile visited twice";
           const int m = layout.clamp_m(masked_m[t.expert]);
-          ASSERT_LT(t.first_row(), m) << "tile of padding rows";
-          EXPECT_EQ(t.row_step, detail::balanced_row_step(layout, m));
-          EXPECT_EQ(t.rows, std::min(t.row_step, m - t.first_row()));
+          ASSERT_LT(t.first_row, m) << "tile of padding rows";
+          const detail::RowSplit split = detail::split_rows(layout, m);
+          EXPECT_EQ(t.first_row, split.first_row(t.m_block));
+          EXPECT_EQ(t.rows, split.rows(t.m_block, m));
           ASSERT_LT(t.n_block * 256, n);
         }
       }

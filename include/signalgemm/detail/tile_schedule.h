@@ -6,12 +6,13 @@
 // CTAs running side by side read the same weight tile, so a second row block re-reads it from L2
 // rather than HBM. Persistent CTA c of G visits tiles c, c+G, c+2G, ... (balanced to one tile).
 //
-// Row blocks: an expert with m rows has r = ceil(m / block_m) of them (the count signals are
+// Row blocks: an expert with m rows has b = ceil(m / block_m) of them (the count signals are
 // built on). With per_row_block signals they are the aligned blocks [rb * block_m, ...) the
-// counters cover; otherwise each holds ceil(m / r) rows rounded up to 32 (balanced_row_step), the
-// last the rest. A short last block runs ahead of its siblings (fewer MMAs, the same weight tile),
-// and at K = 7168 the gap outgrew L2: the weights came from HBM again (H100, ncu: E8 with 257 rows
-// per expert read 376 MB, 252 MB with 256; docs/performance.md, 2026-11-27 14:09).
+// counters cover; otherwise (split_rows) the ceil(m / 32) units of 32 rows are dealt out evenly
+// over the b blocks, the first blocks taking one unit more, so the blocks' MMA widths differ by 32
+// at most. A short block runs ahead of its siblings (fewer MMAs, the same weight tile), and at
+// K = 7168 the gap outgrew L2: the weights came from HBM again (H100, ncu: E8 with 257 rows per
+// expert read 376 MB, 252 MB with 256; docs/performance.md, 2026-11-27 14:09).
 #pragma once
 
 #include "signalgemm/signals.h"
@@ -22,23 +23,38 @@ struct Tile {
   int expert;
   int m_block;
   int n_block;
-  int rows;      // real rows of the block: at most block_m
-  int row_step;  // rows from one row block's start to the next's: block_m, or fewer when balanced
-  SG_HD int first_row() const { return m_block * row_step; }
+  int rows;       // real rows of the block: at most block_m
+  int first_row;  // the block's first row within the expert
 };
 
-// Rows from one row block's start to the next for an expert with m (clamped) rows: its row blocks'
-// count stays ceil(m / block_m), each holding ceil(m / blocks) rounded up to 32 (the MMA width
-// step), so the blocks' MMA widths sum to m rounded up to 32, as with aligned blocks, and never
-// more (spreading in steps of 8 made widths of 128 out of 104-row blocks: E8 m1024 1-3% slower,
-// 2026-11-27 14:16). Multiples of 32 rows also start the fp32 token scales' TMA boxes 16-byte
-// aligned. Aligned blocks where the granularity is per_row_block (each counter covers aligned
-// rows), where one block holds all rows, or where the rounding would leave the last block empty.
-SG_HD int balanced_row_step(const SignalLayout& layout, int m) {
+// How an expert's m (clamped) rows split into its row blocks: block mb starts at row
+// mb * step + 32 * min(mb, extra) (the first `extra` blocks hold 32 rows more), the last ends at m.
+struct RowSplit {
+  int blocks;  // ceil(m / block_m): the count every signal value is built on
+  int step;    // block_m for aligned blocks (extra = 0), else a multiple of 32
+  int extra;
+  SG_HD int first_row(int mb) const { return mb * step + 32 * (mb < extra ? mb : extra); }
+  SG_HD int rows(int mb, int m) const {
+    const int end = first_row(mb + 1);
+    return (end < m ? end : m) - first_row(mb);
+  }
+};
+
+// Even blocks: the widths (rows rounded up to 32) sum to m rounded up to 32, as with aligned
+// blocks, and differ by at most 32, so no block runs far ahead of its siblings (blocks of 128,
+// 128 and 44 rows became 128, 96 and 76). Units of 32, the MMA width step: steps of 8 made widths
+// of 128 out of 104-row blocks (E8 m1024 1-3% slower, 2026-11-27 14:16); they also start the fp32
+// token scales' TMA boxes 16-byte aligned. Aligned blocks where the granularity is per_row_block
+// (each counter covers aligned rows), where one block holds all rows, or where block_m is too
+// small for the units (48: ceil(m / 32) may exceed the blocks).
+SG_HD RowSplit split_rows(const SignalLayout& layout, int m) {
   const int blocks = SignalLayout::ceil_div(m, layout.block_m);
-  if (layout.granularity == SignalGranularity::per_row_block || blocks <= 1) return layout.block_m;
-  const int step = (SignalLayout::ceil_div(m, blocks) + 31) / 32 * 32;
-  return (blocks - 1) * step < m && step <= layout.block_m ? step : layout.block_m;
+  const int units = SignalLayout::ceil_div(m, 32);
+  const int units_per_block = layout.block_m / 32;
+  if (layout.granularity == SignalGranularity::per_row_block || blocks <= 1 ||
+      units > blocks * units_per_block)
+    return RowSplit{blocks, layout.block_m, 0};
+  return RowSplit{blocks, 32 * (units / blocks), units % blocks};
 }
 
 // Walks the tiles of one persistent CTA in increasing tile order. `MaskedM` is anything indexable
@@ -63,11 +79,10 @@ class MaskedTileWalker {
     if (expert_ >= layout_.num_experts) return false;
     const int local = next_tile_ - expert_first_;
     tile.expert = expert_;
-    tile.n_block = local / expert_row_blocks_;
-    tile.m_block = local % expert_row_blocks_;
-    tile.row_step = expert_row_step_;
-    const int rows_left = expert_m_ - tile.first_row();
-    tile.rows = rows_left < expert_row_step_ ? rows_left : expert_row_step_;
+    tile.n_block = local / split_.blocks;
+    tile.m_block = local % split_.blocks;
+    tile.first_row = split_.first_row(tile.m_block);
+    tile.rows = split_.rows(tile.m_block, expert_m_);
     next_tile_ += stride_;
     return true;
   }
@@ -84,9 +99,8 @@ class MaskedTileWalker {
     expert_ = e;
     if (e >= layout_.num_experts) return;
     expert_m_ = layout_.clamp_m(int(masked_m_[e]));
-    expert_row_blocks_ = SignalLayout::ceil_div(expert_m_, layout_.block_m);
-    expert_row_step_ = balanced_row_step(layout_, expert_m_);
-    expert_tiles_ = expert_row_blocks_ * layout_.col_blocks();
+    split_ = split_rows(layout_, expert_m_);
+    expert_tiles_ = split_.blocks * layout_.col_blocks();
   }
 
   // By reference (on the GPU: the kernel's parameters), so that the MMA warps do not hold a copy
@@ -98,8 +112,7 @@ class MaskedTileWalker {
   int expert_ = 0;
   int expert_first_ = 0;  // index of the first tile of expert_
   int expert_tiles_ = 0;
-  int expert_row_blocks_ = 0;
-  int expert_row_step_ = 0;
+  RowSplit split_{};
   int expert_m_ = 0;
 };
 
@@ -164,9 +177,8 @@ class PairedTileWalker {
       work.tile.m_block = row_blocks_ - 1;
       work.has_tile = rank_ == 0;
     }
-    work.tile.row_step = row_step_;
-    const int rows_left = expert_m_ - work.tile.first_row();
-    work.tile.rows = rows_left < row_step_ ? rows_left : row_step_;
+    work.tile.first_row = split_.first_row(work.tile.m_block);
+    work.tile.rows = split_.rows(work.tile.m_block, expert_m_);
     return true;
   }
 
@@ -175,8 +187,8 @@ class PairedTileWalker {
     expert_ = e;
     if (e >= layout_.num_experts) return;
     expert_m_ = layout_.clamp_m(int(masked_m_[e]));
-    row_blocks_ = SignalLayout::ceil_div(expert_m_, layout_.block_m);
-    row_step_ = balanced_row_step(layout_, expert_m_);
+    split_ = split_rows(layout_, expert_m_);
+    row_blocks_ = split_.blocks;
     const int c = layout_.col_blocks();
     const int half_rows = row_blocks_ / 2, odd_rows = row_blocks_ % 2;
     expert_units_ = (c / 2) * (2 * half_rows + odd_rows) + (c % 2) * (half_rows + odd_rows);
@@ -193,7 +205,7 @@ class PairedTileWalker {
   int expert_first_ = 0;  // index of the first unit of expert_
   int expert_units_ = 0;
   int row_blocks_ = 0;
-  int row_step_ = 0;
+  RowSplit split_{};
   int expert_m_ = 0;
 };
 
