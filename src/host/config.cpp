@@ -75,6 +75,14 @@ bool splits_k(Format a_format, Format b_format) {
          register_weights_splits(a_format, b_format);
 }
 
+bool narrows_few_wide_tiles(const GroupedGemmArgs& args, const TileConfig& chosen) {
+  if (args.a.format != Format::fp8_block128 || args.b.format != Format::fp8_block128 || args.config.block_m != 0 ||
+      args.config.block_n != 0 || chosen.block_m != 128 || chosen.block_n != 256 || args.max_m < 1 || args.n < 1)
+    return false;
+  const int64_t wide_tiles = int64_t(args.num_experts) * ((args.max_m + 127) / 128) * ((args.n + 255) / 256);
+  return wide_tiles <= kFewWideTiles;
+}
+
 SplitK plan_split_k(const GroupedGemmArgs& args, const TileConfig& config, int sms, bool tokens_in_workspace) {
   SplitK split;
   const bool register_weights = register_weights_splits(args.a.format, args.b.format);

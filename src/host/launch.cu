@@ -254,9 +254,16 @@ TileConfig config_for_grid(TileConfig cfg, int grid) {
 // One-format pairings then run as bf16 activations (their own tiles); fp8_block128 tokens keep the
 // tiles of their pairing, with the smaller stages of bf16 tokens read from the workspace.
 TileConfig launch_config(const GroupedGemmArgs& args, int smem, bool& converts) {
-  const TileConfig cfg = host::choose_tile_config(args.max_m, args.expected_m, smem, args.config, args.a.format,
-                                                  args.b.format, args.k, /*tokens_in_workspace=*/false,
-                                                  host::takes_tiles_dynamically(args));
+  TileConfig cfg = host::choose_tile_config(args.max_m, args.expected_m, smem, args.config, args.a.format,
+                                            args.b.format, args.k, /*tokens_in_workspace=*/false,
+                                            host::takes_tiles_dynamically(args));
+  if (host::narrows_few_wide_tiles(args, cfg)) {
+    TileConfig narrow = args.config;
+    narrow.block_m = 128;
+    narrow.block_n = 128;
+    cfg = host::choose_tile_config(args.max_m, args.expected_m, smem, narrow, args.a.format, args.b.format, args.k,
+                                   /*tokens_in_workspace=*/false, host::takes_tiles_dynamically(args));
+  }
   converts = host::uses_activation_workspace(args, cfg);
   if (!converts) return cfg;
   if (args.a.format != Format::fp8_block128) {
