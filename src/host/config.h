@@ -36,11 +36,12 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
                               Format a_format = Format::fp8_block128, Format b_format = Format::fp8_block128,
                               int k = 0, bool tokens_in_workspace = false, bool dynamic_tiles = false);
 
-// fp8_block128 x fp8_block128 where the heuristic picks the wide 128x256 tile (several token blocks
-// per expert) but that tile would leave more than half of an H100's SMs idle: at most
-// kFewWideTiles tiles of it could exist (E x ceil(max_m / 128) x ceil(N / 256); masked_m <= max_m).
-// Then 128x128, whose twice as many tiles still fit one round on twice as many SMs (H100,
-// 2026-11-27: E1 m256 and m512 4096x7168 22-27% faster, E1 m256 7168x2048 17%; docs/performance.md).
+// Where the heuristic picks the wide 128x256 tile (several token blocks per expert: fp8_block128 and
+// bf16 on both sides, bf16 x mxfp8) but that tile would leave more than half of an H100's SMs idle:
+// at most kFewWideTiles tiles of it could exist (E x ceil(max_m / 128) x ceil(N / 256); masked_m <=
+// max_m). Then 128x128, whose twice as many tiles still fit one round on twice as many SMs (H100,
+// 2026-11-27, E1 m256-m512 4096x7168: fp8_block128 21-26% faster, bf16 38-41%, bf16 x mxfp8 54%;
+// docs/performance.md).
 // A constant rather than the launch's SMs, so that the tile, and with it every signal value, does
 // not depend on sm_count. False where the caller fixed the tile (args.config).
 bool narrows_few_wide_tiles(const GroupedGemmArgs& args, const TileConfig& chosen);

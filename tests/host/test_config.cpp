@@ -205,9 +205,9 @@ TEST(Config, SmemPlanIsAlignedForTmaAndWgmma) {
 }
 
 // Split K only where the tiles fill at most a third of the SMs, on the fp8 decode tiles, with enough K.
-// Few wide tiles (narrows_few_wide_tiles): fp8_block128 launches whose 128x256 tiles could not fill
-// half of an H100's SMs take 128x128; the tile, and so the signal layout, does not depend on sm_count.
-TEST(Config, FewWideFp8TilesTakeTheNarrowTile) {
+// Few wide tiles (narrows_few_wide_tiles): launches whose 128x256 tiles could not fill half of an
+// H100's SMs take 128x128; the tile, and so the signal layout, does not depend on sm_count.
+TEST(Config, FewWideTilesTakeTheNarrowTile) {
   GroupedGemmArgs args;
   args.num_experts = 1, args.max_m = 512, args.n = 4096, args.k = 7168;  // 4 x 16 = 64 wide tiles
   TileConfig cfg = select_config(args);
@@ -232,8 +232,15 @@ TEST(Config, FewWideFp8TilesTakeTheNarrowTile) {
   args.expected_m = 64;  // one token block per expert: 128x128 anyway (not the wide tile)
   EXPECT_EQ(select_config(args).block_n, 128);
   args.expected_m = 0;
-  args.a.format = args.b.format = Format::bf16;  // measured for fp8_block128 only
+  args.a.format = args.b.format = Format::bf16;  // every pairing whose wide tile is 128x256
+  EXPECT_EQ(select_config(args).block_n, 128);
+  args.b.format = Format::mxfp8;
+  EXPECT_EQ(select_config(args).block_n, 128);
+  args.num_experts = 2;
   EXPECT_EQ(select_config(args).block_n, 256);
+  args.num_experts = 1;
+  args.b.format = Format::nvfp4;  // its wide tile is 192x128: kept
+  EXPECT_EQ(select_config(args).block_m, 192);
 }
 
 TEST(Config, SplitKForFewTiles) {
