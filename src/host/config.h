@@ -40,7 +40,7 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
 // bf16 on both sides, bf16 x mxfp8) but that tile would leave more than half of an H100's SMs idle:
 // at most kFewWideTiles tiles of it could exist (E x ceil(max_m / 128) x ceil(N / 256); masked_m <=
 // max_m). Then 128x128, whose twice as many tiles still fit one round on twice as many SMs (H100,
-// 2026-11-27, E1 m256-m512 4096x7168: fp8_block128 21-26% faster, bf16 38-41%, bf16 x mxfp8 54%;
+// 2026-11-27, E1 m256-m512 4096x7168: fp8_block128 21-26% faster, bf16 37-41%, bf16 x mxfp8 54%;
 // docs/performance.md).
 // A constant rather than the launch's SMs, so that the tile, and with it every signal value, does
 // not depend on sm_count. False where the caller fixed the tile (args.config).
