@@ -26,6 +26,11 @@ bool is_cluster_tile(int block_m, int block_n) {
                      [&](TileShape t) { return t.block_m == block_m && t.block_n == block_n; });
 }
 
+bool is_token_rows_tile(int block_m, int block_n) {
+  return std::any_of(std::begin(kTokenRowsTiles), std::end(kTokenRowsTiles),
+                     [&](TileShape t) { return t.block_m == block_m && t.block_n == block_n; });
+}
+
 bool register_weights_with_converted_tokens(Format a_format, Format b_format, int block_m, int block_n) {
   const bool pair = (a_format == Format::fp8_block128 && b_format == Format::nvfp4) ||
                     (a_format == Format::nvfp4 && b_format == Format::nvfp4) ||
@@ -58,7 +63,8 @@ bool uses_tile_counter(Format a_format, Format b_format) {
 
 bool takes_tiles_dynamically(const GroupedGemmArgs& args, const TileConfig* config) {
   return args.workspace != nullptr && args.workspace_bytes >= kTileCounterBytes &&
-         uses_tile_counter(args.a.format, args.b.format) && (config == nullptr || config->cluster <= 1);
+         uses_tile_counter(args.a.format, args.b.format) &&
+         (config == nullptr || (config->cluster <= 1 && !is_token_rows_tile(config->block_m, config->block_n)));
 }
 
 namespace {
@@ -76,8 +82,8 @@ bool splits_k(Format a_format, Format b_format) {
 }
 
 bool narrows_few_wide_tiles(const GroupedGemmArgs& args, const TileConfig& chosen) {
-  if (args.config.block_m != 0 || args.config.block_n != 0 || chosen.block_m != 128 || chosen.block_n != 256 ||
-      args.max_m < 1 || args.n < 1)
+  const bool wide_tile = chosen.block_m == 128 && (chosen.block_n == 256 || chosen.block_n == 192);
+  if (args.config.block_m != 0 || args.config.block_n != 0 || !wide_tile || args.max_m < 1 || args.n < 1)
     return false;
   const int64_t wide_tiles = int64_t(args.num_experts) * ((args.max_m + 127) / 128) * ((args.n + 255) / 256);
   return wide_tiles <= kFewWideTiles;
@@ -185,8 +191,17 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
   }
   // When an expert's rows need several token blocks anyway, the tile is limited by what each K
   // block pulls from L2: 128 tokens x 256 weight rows moves 48 KB per 4 M MACs, 128 x 128 moves
-  // 32 KB per 2 M.
-  if (config.block_n == 0) config.block_n = config.block_m == 128 ? 256 : 128;
+  // 32 KB per 2 M. fp8_block128 on both sides takes 128 x 192 with the tokens as the wgmma's M
+  // instead (mainloop_fp8_token_rows.cuh: one drain and four scale products per stage, where 128x256
+  // drains twice and shares per-token products through shared memory), walked in the fixed order
+  // (takes_tiles_dynamically): H100, 2026-11-27, against 128x256 with dynamic tiles, faster in 44
+  // of 46 shape x routing runs, 3-7% at E8 m256 and m1024 and up to 32% where fewer, narrower
+  // tiles fill the last round better (E2-E4); slower at E2 m512 with one routing (+22%, where
+  // 128x256 fit one round) and Qwen3 E8 m256 3072x4096 with one (+1.4%; docs/performance.md).
+  // (A cluster asked for keeps 128 x 256, the wide tile clusters are compiled for.)
+  const bool fp8_pair = a_format == Format::fp8_block128 && b_format == Format::fp8_block128;
+  if (config.block_n == 0)
+    config.block_n = config.block_m == 128 ? (fp8_pair && config.cluster != 2 ? 192 : 256) : 128;
   // bf16 x FP4 weights there: 192x128 instead (H100, 2026-11-26: mxfp4 4-11% faster than on
   // 128x256 at E = 8, m = 256 and 1024; nvfp4, once the tile walk between tiles got cheap, 5-10%
   // with packed weights and 9-16% in rows. 128x256 groups a single k16 step per wgmma commit).
@@ -234,7 +249,7 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
   // tiles dynamically run alone: that balances the grid better than the pairs' shared loads gain
   // (H100, 2026-11-26: 1-5% faster on the eight SPEC shapes; docs/performance.md).
   if (config.cluster == 0)
-    config.cluster = !dynamic_tiles && a_format == Format::fp8_block128 && b_format == Format::fp8_block128 &&
+    config.cluster = !dynamic_tiles && fp8_pair &&
                              is_cluster_tile(config.block_m, config.block_n) && (k == 0 || k >= kClusterMinK)
                          ? 2
                          : 1;

@@ -16,6 +16,9 @@ struct TileShape {
 inline constexpr TileShape kSupportedTiles[] = {{32, 128}, {64, 128}, {128, 128}, {192, 128}, {128, 256}};
 // Tiles also compiled for two-CTA clusters (fp8_block128 x fp8_block128 only).
 inline constexpr TileShape kClusterTiles[] = {{128, 128}, {128, 256}};
+// fp8_block128 x fp8_block128 only: 128-token tiles with the tokens as the wgmma's M
+// (mainloop_fp8_token_rows.cuh), named by their weight rows.
+inline constexpr TileShape kTokenRowsTiles[] = {{128, 192}};
 inline constexpr int kMinStages = 2;
 inline constexpr int kMaxStages = 16;
 
@@ -23,6 +26,7 @@ bool is_supported_block_m(int block_m);
 bool is_supported_block_n(int block_n);
 bool is_supported_tile(int block_m, int block_n);
 bool is_cluster_tile(int block_m, int block_n);
+bool is_token_rows_tile(int block_m, int block_n);
 
 // Pure function of the problem and the device's shared-memory limit (bytes per block, opt-in).
 // Zero fields of `override_config` are chosen; non-zero ones are kept as given. The operand formats
@@ -36,12 +40,12 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
                               Format a_format = Format::fp8_block128, Format b_format = Format::fp8_block128,
                               int k = 0, bool tokens_in_workspace = false, bool dynamic_tiles = false);
 
-// Where the heuristic picks the wide 128x256 tile (several token blocks per expert: fp8_block128 and
-// bf16 on both sides, bf16 x mxfp8) but that tile would leave more than half of an H100's SMs idle:
-// at most kFewWideTiles tiles of it could exist (E x ceil(max_m / 128) x ceil(N / 256); masked_m <=
-// max_m). Then 128x128, whose twice as many tiles still fit one round on twice as many SMs (H100,
-// 2026-11-27, E1 m256-m512 4096x7168: fp8_block128 21-26% faster, bf16 37-41%, bf16 x mxfp8 54%;
-// docs/performance.md).
+// Where the heuristic picks a wide tile (several token blocks per expert: 128x256 for bf16 on both
+// sides and bf16 x mxfp8, 128x192 for fp8_block128 on both sides) but it would leave more than half
+// of an H100's SMs idle: at most kFewWideTiles tiles of 128x256 could exist (E x ceil(max_m / 128) x
+// ceil(N / 256); masked_m <= max_m). Then 128x128, whose twice as many tiles still fit one round on
+// twice as many SMs (H100, 2026-11-27, E1 m256-m512 4096x7168 against 128x256: fp8_block128 21-26%
+// faster, bf16 37-41%, bf16 x mxfp8 54%; docs/performance.md).
 // A constant rather than the launch's SMs, so that the tile, and with it every signal value, does
 // not depend on sm_count. False where the caller fixed the tile (args.config).
 bool narrows_few_wide_tiles(const GroupedGemmArgs& args, const TileConfig& chosen);
@@ -68,9 +72,11 @@ bool uses_activation_workspace(const GroupedGemmArgs& args, const TileConfig& co
 // Dynamic tile scheduling (kernels/tile_ring.cuh): an fp8_block128 x fp8_block128 launch with a
 // workspace of at least kTileCounterBytes keeps the grid's tile counter there, and its CTAs take
 // tiles from it (a CTA done early takes more); the launch zeroes it first. Single CTAs only: with
-// `config` (when given) asking for clusters, the pairs walk their static order. The other mainloops
-// walk the static order: on the H100 (2026-11-26) dynamic tiles made the register-weights ones
-// 5-22% slower (bf16 x nvfp4, mxfp4, mxfp8 at E32 m128 and E=8; docs/performance.md).
+// `config` (when given) asking for clusters, the pairs walk their static order, and so does the
+// token-rows 128x192 tile (H100, 2026-11-27: 2-14% faster in the fixed order at E = 2..16; cause not
+// found). The other mainloops walk the static order: on the H100 (2026-11-26) dynamic tiles made the
+// register-weights ones 5-22% slower (bf16 x nvfp4, mxfp4, mxfp8 at E32 m128 and E=8;
+// docs/performance.md).
 inline constexpr size_t kTileCounterBytes = 16;
 bool uses_tile_counter(Format a_format, Format b_format);  // the pairings that take tiles dynamically
 bool takes_tiles_dynamically(const GroupedGemmArgs& args, const TileConfig* config = nullptr);

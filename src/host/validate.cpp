@@ -246,13 +246,17 @@ Status validate(const GroupedGemmArgs& args) {
   c.require(args.expected_m >= 0, "expected_m must be >= 0 (0 = max_m), got ", args.expected_m);
 
   const TileConfig& cfg = args.config;
+  const bool token_rows_tile = fp8_pair && cfg.block_m == 128 && host::is_token_rows_tile(128, cfg.block_n);
   c.require(cfg.block_m == 0 || host::is_supported_block_m(cfg.block_m), "config.block_m = ", cfg.block_m,
             " is not supported; use 0 (heuristic), 32, 64, 128 or 192");
-  c.require(cfg.block_n == 0 || host::is_supported_block_n(cfg.block_n), "config.block_n = ", cfg.block_n,
-            " is not supported; use 0 (heuristic), 128 or 256");
-  c.require(cfg.block_m == 0 || cfg.block_n == 0 || host::is_supported_tile(cfg.block_m, cfg.block_n),
+  c.require(cfg.block_n == 0 || host::is_supported_block_n(cfg.block_n) || token_rows_tile, "config.block_n = ",
+            cfg.block_n, " is not supported; use 0 (heuristic), 128 or 256 (fp8_block128 x fp8_block128 with ",
+            "block_m = 128: also 192)");
+  c.require(cfg.block_m == 0 || cfg.block_n == 0 || host::is_supported_tile(cfg.block_m, cfg.block_n) ||
+                token_rows_tile,
             "config.block_m = ", cfg.block_m, " with config.block_n = ", cfg.block_n,
-            " is not a compiled tile; compiled: 32x128, 64x128, 128x128, 192x128, 128x256");
+            " is not a compiled tile; compiled: 32x128, 64x128, 128x128, 192x128, 128x256 (fp8_block128 x "
+            "fp8_block128 also 128x192)");
   c.require(cfg.stages == 0 || (cfg.stages >= host::kMinStages && cfg.stages <= host::kMaxStages),
             "config.stages = ", cfg.stages, " must be 0 (heuristic) or in [", host::kMinStages, ", ",
             host::kMaxStages, "]");

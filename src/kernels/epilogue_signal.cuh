@@ -128,6 +128,33 @@ __device__ __forceinline__ void stage_tile(const float (&acc)[kSlices][kBlockM /
   ptx::named_barrier_arrive(Barriers::full(pair), Barriers::kThreads);
 }
 
+// The same for accumulators that hold C's own [token][weight] order (tokens as the wgmma's M,
+// mainloop_fp8_token_rows.cuh): thread (warp, lane) holds tokens t = 16 warp + lane / 4 and t + 8,
+// column pairs 8j + 2 (lane % 4), each pair one bf16x2 word in the staging row of its token (the
+// 16-byte row padding puts the 8 tokens of a warp's store on distinct banks).
+template <int kBlockN, bool kPerWarpgroup>
+__device__ __forceinline__ void stage_token_rows_tile(const float (&acc)[kBlockN / 2], float alpha, bool first_tile,
+                                                      uint8_t* staging, int math_thread) {
+  namespace cp = cuda::ptx;
+  using Barriers = StagingBarriers<kPerWarpgroup>;
+  constexpr int kPitch = SmemPlan::staging_pitch(kBlockN);
+  const int lane = math_thread % 32;
+  const int warp = math_thread / 32;  // 0..7: warpgroup warp / 4 holds tokens 64 (warp / 4)..
+  const int pair = kPerWarpgroup ? warp / 4 : 0;
+  if (!first_tile) ptx::named_barrier_sync(Barriers::free(pair), Barriers::kThreads);
+  const uint32_t thread_base = static_cast<uint32_t>(__cvta_generic_to_shared(staging)) +
+                               (16 * warp + lane / 4) * kPitch + 4 * (lane % 4);
+#pragma unroll
+  for (int j = 0; j < kBlockN / 8; ++j) {
+    ptx::st_shared_b32(thread_base + 16 * j, ptx::pack_bf16x2(alpha * acc[4 * j], alpha * acc[4 * j + 1]));
+    ptx::st_shared_b32(thread_base + 8 * kPitch + 16 * j,
+                       ptx::pack_bf16x2(alpha * acc[4 * j + 2], alpha * acc[4 * j + 3]));
+  }
+  // As in stage_tile: the writes reach the bulk copy engine through a proxy fence, then the barrier.
+  cp::fence_proxy_async(cp::space_shared);
+  ptx::named_barrier_arrive(Barriers::full(pair), Barriers::kThreads);
+}
+
 // The storer warp's part for one tile; `more_tiles` says whether the MMA threads will stage
 // another tile (they then wait for "staging free").
 // `skip_word` (split-K kernels): the MMA threads' hand_over_skip word; a piece that staged nothing

@@ -52,6 +52,13 @@ inline constexpr bool kSplitKOf = false;
 template <class Mainloop>
 inline constexpr bool kSplitKOf<Mainloop, std::void_t<decltype(Mainloop::kSplitK)>> = Mainloop::kSplitK;
 
+// Mainloops may declare kTokenRows: their accumulators hold [token][weight] (tokens as the wgmma's
+// M), staged without the transpose (epilogue_signal.cuh). Default false.
+template <class Mainloop, class = void>
+inline constexpr bool kTokenRowsOf = false;
+template <class Mainloop>
+inline constexpr bool kTokenRowsOf<Mainloop, std::void_t<decltype(Mainloop::kTokenRows)>> = Mainloop::kTokenRows;
+
 // Every thread of both CTAs: orders what came before (barrier initialization, the last remote
 // arrivals) before what the peer does after.
 __device__ __forceinline__ void cluster_sync() {
@@ -200,8 +207,12 @@ __global__ void __launch_bounds__(kThreads, 1)
               acc, alpha, first_tile, staging, threadIdx.x, /*free_waited=*/true);
       } else {
         Mainloop::mma_tile(acc, smem, plan, full, empty, pipe, p, tile, warpgroup, lane);
-        stage_tile<kBlockM, kBlockN, Mainloop::kSlices, kStagingPerWarpgroupOf<Mainloop>>(acc, alpha, first_tile,
-                                                                                         staging, threadIdx.x);
+        if constexpr (kTokenRowsOf<Mainloop>)
+          stage_token_rows_tile<kBlockN, kStagingPerWarpgroupOf<Mainloop>>(acc[0], alpha, first_tile, staging,
+                                                                           threadIdx.x);
+        else
+          stage_tile<kBlockM, kBlockN, Mainloop::kSlices, kStagingPerWarpgroupOf<Mainloop>>(acc, alpha, first_tile,
+                                                                                           staging, threadIdx.x);
       }
       first_tile = false;
     }

@@ -8,10 +8,11 @@
 
 namespace signalgemm::kernels {
 
-// Every kernel computes the swapped product C^T = B * A^T: weight rows fill the MMA's 64-row M
+// The kernels compute the swapped product C^T = B * A^T: weight rows fill the MMA's 64-row M
 // dimension (one warpgroup per 64 rows), tokens fill its N dimension (8..256), so a decode step
-// with a handful of tokens per expert wastes no MMA rows.
-// Two MMA warpgroups split a tile's block_n weight rows (64 or 128 each: one or two wgmma M slices).
+// with a handful of tokens per expert wastes no MMA rows. Two MMA warpgroups split a tile's block_n
+// weight rows (64 or 128 each: one or two wgmma M slices). The exception, fp8_block128's 128x192
+// tile (mainloop_fp8_token_rows.cuh), puts 64 tokens per warpgroup in M and the weights in N.
 inline constexpr int kMathWarpgroups = 2;
 inline constexpr int kMathThreads = kMathWarpgroups * 128;
 // Plus one producer warpgroup: Hopper allocates registers per warpgroup, so a lone producer warp

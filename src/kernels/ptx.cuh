@@ -235,6 +235,10 @@ __device__ __forceinline__ void st_shared_bf16(uint32_t smem_addr, __nv_bfloat16
   asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(smem_addr), "h"(__bfloat16_as_ushort(value)) : "memory");
 }
 
+__device__ __forceinline__ void st_shared_b32(uint32_t smem_addr, uint32_t value) {
+  asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(smem_addr), "r"(value) : "memory");
+}
+
 // Two floats rounded to bf16 (one cvt.rn.bf16x2.f32): `lo` in the low half.
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   const __nv_bfloat162 pair = __floats2bfloat162_rn(lo, hi);

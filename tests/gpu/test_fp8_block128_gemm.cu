@@ -22,13 +22,21 @@ void expect_signals(const GroupedGemmArgs& args, const std::vector<int32_t>& mas
   EXPECT_EQ(check_signals(args, masked_m, signals, base), "");
 }
 
+// The tiles a pairing compiles: the common ones, and for fp8_block128 x fp8_block128 the token-rows tiles.
+std::vector<host::TileShape> compiled_tiles(const Problem& p) {
+  std::vector<host::TileShape> tiles(std::begin(host::kSupportedTiles), std::end(host::kSupportedTiles));
+  if (p.a_format == Format::fp8_block128 && p.b_format == Format::fp8_block128)
+    tiles.insert(tiles.end(), std::begin(host::kTokenRowsTiles), std::end(host::kTokenRowsTiles));
+  return tiles;
+}
+
 // Every compiled tile on one problem: values against the reference, masked rows untouched,
 // signal counts.
 // sm_count > 0: a persistent grid of that many CTAs, each running many tiles in a row.
 void expect_every_tile_correct(Problem& p, const std::vector<int32_t>& masked_m, SignalGranularity g,
                                int sm_count = 0) {
   const auto reference = full_reference(p);
-  for (const host::TileShape tile : host::kSupportedTiles)
+  for (const host::TileShape tile : compiled_tiles(p))
     for (int cluster : {1, 2}) {
       const bool fp8_pair = p.a_format == Format::fp8_block128 && p.b_format == Format::fp8_block128;
       if (cluster == 2 && !(fp8_pair && host::is_cluster_tile(tile.block_m, tile.block_n))) continue;
@@ -86,7 +94,7 @@ TEST(Fp8Block128Gemm, DynamicTilesFromAWorkspace) {
   std::vector<uint8_t> garbage(256);
   for (auto& x : garbage) x = uint8_t(rng());
   DeviceBuffer workspace = DeviceBuffer::from(garbage);
-  for (const host::TileShape tile : host::kSupportedTiles)
+  for (const host::TileShape tile : compiled_tiles(p))
     for (int sm_count : {0, 3})
       for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block})
         for (int launch = 0; launch < 2; ++launch) {

@@ -117,9 +117,9 @@ TEST(RandomProblems, EveryPairingWithTheHeuristicConfig) {
           << to_string(pairing.a) << " x " << to_string(pairing.b) << ": the heuristic's configuration was rejected";
 }
 
-// Other problems with a tile given in `config` (any of the common tiles, now and then the shallowest
-// ring, for fp8_block128 pairs now and then a two-CTA cluster): the tiles the heuristic seldom picks
-// for a pairing run too. Tiles a pairing does not compile are rejected as unsupported (skipped);
+// Other problems with a tile given in `config` (any of the common tiles, for fp8_block128 pairs also
+// the token-rows ones; now and then the shallowest ring, for fp8_block128 pairs now and then a
+// two-CTA cluster): the tiles the heuristic seldom picks for a pairing run too. Tiles a pairing does not compile are rejected as unsupported (skipped);
 // most draws must run.
 TEST(RandomProblems, EveryPairingWithRandomTiles) {
   SG_REQUIRE_HOPPER();
@@ -129,10 +129,14 @@ TEST(RandomProblems, EveryPairingWithRandomTiles) {
     int ran = 0;
     for (int trial = 0; trial < trials; ++trial)
       ran += run_random_problem(pairing, trial, seed, [&](std::mt19937& rng) {
-        const host::TileShape tile = host::kSupportedTiles[rng() % std::size(host::kSupportedTiles)];
+        const bool fp8_pair = pairing.a == Format::fp8_block128 && pairing.b == Format::fp8_block128;
+        // fp8_block128 pairs also draw the token-rows tiles.
+        const size_t common = std::size(host::kSupportedTiles);
+        const size_t pick = rng() % (common + (fp8_pair ? std::size(host::kTokenRowsTiles) : 0));
+        const host::TileShape tile =
+            pick < common ? host::kSupportedTiles[pick] : host::kTokenRowsTiles[pick - common];
         TileConfig config{tile.block_m, tile.block_n, 0, 0};
         if (rng() % 3 == 0) config.stages = 2;  // the shallowest ring
-        const bool fp8_pair = pairing.a == Format::fp8_block128 && pairing.b == Format::fp8_block128;
         if (fp8_pair && rng() % 2 == 0 && host::is_cluster_tile(tile.block_m, tile.block_n)) config.cluster = 2;
         return config;
       });

@@ -211,6 +211,19 @@ TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRowsOfDynamicTiles) {
   expect_consumer_never_sees_unfinished_rows(p, config, rng, /*dynamic_tiles=*/true);
 }
 
+// The token-rows tile (128x192: tokens as the wgmma's M, staged without the transpose), tiles taken
+// dynamically; N = 1280 ends in a partial column block.
+TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRowsOfTokenRowsTiles) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(46);
+  Fp8Problem p;
+  p.build(/*experts=*/8, /*max_m=*/300, /*n=*/1280, /*k=*/512, rng);
+  TileConfig config;
+  config.block_m = 128;
+  config.block_n = 192;
+  expect_consumer_never_sees_unfinished_rows(p, config, rng, /*dynamic_tiles=*/true);
+}
+
 // Two-CTA clusters (128x256 tiles): row-block pairs sharing weights, odd row blocks sharing tokens,
 // and a lone last column (N = 1280: five column blocks) where rank 1 idles.
 TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRowsOfClusterPairs) {

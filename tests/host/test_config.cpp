@@ -24,26 +24,33 @@ TEST(Config, BlockMCoversTypicalDecodeSpreadInOneBlock) {
 TEST(Config, WideTileOnceTokensFillTheMma) {
   EXPECT_EQ(choose_tile_config(256, 32, kH100SmemPerBlock, {}).block_n, 128);
   EXPECT_EQ(choose_tile_config(256, 128, kH100SmemPerBlock, {}).block_n, 128);  // 192 x 128
-  EXPECT_EQ(choose_tile_config(4096, 1024, kH100SmemPerBlock, {}).block_n, 256);
+  EXPECT_EQ(choose_tile_config(4096, 1024, kH100SmemPerBlock, {}).block_n, 192);  // fp8: the token-rows tile
+  EXPECT_EQ(choose_tile_config(4096, 1024, kH100SmemPerBlock, {}, Format::bf16, Format::bf16).block_n, 256);
   EXPECT_EQ(choose_tile_config(4096, 1024, kH100SmemPerBlock, TileConfig{128, 128, 0}).block_n, 128);
 }
 
+// Two-CTA clusters are compiled for 128x128 and 128x256 (fp8_block128 on both sides), which the
+// heuristic no longer picks on its own: a given 128x256 pairs where K is long.
 TEST(Config, ClusterPairsForTheWideFp8TileOnly) {
-  EXPECT_EQ(choose_tile_config(4096, 1024, kH100SmemPerBlock, {}).cluster, 2);  // 128 x 256
-  EXPECT_EQ(choose_tile_config(4096, 256, kH100SmemPerBlock, {}).cluster, 2);
+  const TileConfig wide{128, 256, 0};
+  EXPECT_EQ(choose_tile_config(4096, 1024, kH100SmemPerBlock, wide).cluster, 2);
+  EXPECT_EQ(choose_tile_config(4096, 256, kH100SmemPerBlock, wide).cluster, 2);
+  EXPECT_EQ(choose_tile_config(4096, 1024, kH100SmemPerBlock, {}).cluster, 1);  // 128 x 192
   EXPECT_EQ(choose_tile_config(256, 128, kH100SmemPerBlock, {}).cluster, 1);  // 192 x 128
   EXPECT_EQ(choose_tile_config(256, 32, kH100SmemPerBlock, {}).cluster, 1);
   EXPECT_EQ(choose_tile_config(4096, 1024, kH100SmemPerBlock, TileConfig{128, 256, 0, 1}).cluster, 1);
-  EXPECT_EQ(choose_tile_config(4096, 1024, kH100SmemPerBlock, {}, Format::bf16, Format::bf16).cluster, 1);
+  EXPECT_EQ(choose_tile_config(4096, 1024, kH100SmemPerBlock, wide, Format::bf16, Format::bf16).cluster, 1);
   // Short K: the wide tile runs alone (kClusterMinK); a requested cluster is kept.
   const Format fp8 = Format::fp8_block128;
-  EXPECT_EQ(choose_tile_config(4096, 256, kH100SmemPerBlock, {}, fp8, fp8, 2048).cluster, 1);
-  EXPECT_EQ(choose_tile_config(4096, 256, kH100SmemPerBlock, {}, fp8, fp8, 1536).cluster, 1);
-  EXPECT_EQ(choose_tile_config(4096, 256, kH100SmemPerBlock, {}, fp8, fp8, 4096).cluster, 2);
-  EXPECT_EQ(choose_tile_config(4096, 256, kH100SmemPerBlock, {}, fp8, fp8, 7168).cluster, 2);
-  EXPECT_EQ(choose_tile_config(4096, 256, kH100SmemPerBlock, TileConfig{0, 0, 0, 2}, fp8, fp8, 2048).cluster, 2);
+  EXPECT_EQ(choose_tile_config(4096, 256, kH100SmemPerBlock, wide, fp8, fp8, 2048).cluster, 1);
+  EXPECT_EQ(choose_tile_config(4096, 256, kH100SmemPerBlock, wide, fp8, fp8, 1536).cluster, 1);
+  EXPECT_EQ(choose_tile_config(4096, 256, kH100SmemPerBlock, wide, fp8, fp8, 4096).cluster, 2);
+  EXPECT_EQ(choose_tile_config(4096, 256, kH100SmemPerBlock, wide, fp8, fp8, 7168).cluster, 2);
+  const TileConfig asked = choose_tile_config(4096, 256, kH100SmemPerBlock, TileConfig{0, 0, 0, 2}, fp8, fp8, 2048);
+  EXPECT_EQ(asked.cluster, 2);
+  EXPECT_EQ(asked.block_n, 256);
   // CTAs that take tiles dynamically run alone unless a cluster is asked for.
-  EXPECT_EQ(choose_tile_config(4096, 256, kH100SmemPerBlock, {}, fp8, fp8, 7168, false, /*dynamic_tiles=*/true).cluster,
+  EXPECT_EQ(choose_tile_config(4096, 256, kH100SmemPerBlock, wide, fp8, fp8, 7168, false, /*dynamic_tiles=*/true).cluster,
             1);
   EXPECT_EQ(
       choose_tile_config(4096, 256, kH100SmemPerBlock, TileConfig{0, 0, 0, 2}, fp8, fp8, 7168, false, true).cluster,
@@ -206,7 +213,8 @@ TEST(Config, SmemPlanIsAlignedForTmaAndWgmma) {
 
 // Split K only where the tiles fill at most a third of the SMs, on the fp8 decode tiles, with enough K.
 // Few wide tiles (narrows_few_wide_tiles): launches whose 128x256 tiles could not fill half of an
-// H100's SMs take 128x128; the tile, and so the signal layout, does not depend on sm_count.
+// H100's SMs take 128x128 instead of their wide tile; the tile, and so the signal layout, does not
+// depend on sm_count.
 TEST(Config, FewWideTilesTakeTheNarrowTile) {
   GroupedGemmArgs args;
   args.num_experts = 1, args.max_m = 512, args.n = 4096, args.k = 7168;  // 4 x 16 = 64 wide tiles
@@ -218,13 +226,13 @@ TEST(Config, FewWideTilesTakeTheNarrowTile) {
   EXPECT_EQ(select_config(args).block_n, 128);
   args.sm_count = 0;
   args.max_m = 640;  // 80 wide tiles: more than half the SMs busy already
-  EXPECT_EQ(select_config(args).block_n, 256);
+  EXPECT_EQ(select_config(args).block_n, 192);  // fp8_block128's wide tile (Fp8WideTileIsTheTokenRowsTile)
   args.max_m = 512;
   args.num_experts = 2;  // 128 wide tiles
-  EXPECT_EQ(select_config(args).block_n, 256);
+  EXPECT_EQ(select_config(args).block_n, 192);
   args.num_experts = 1;
   args.n = 7168;  // 4 x 28 = 112 wide tiles
-  EXPECT_EQ(select_config(args).block_n, 256);
+  EXPECT_EQ(select_config(args).block_n, 192);
   args.n = 4096;
   args.config = TileConfig{128, 256, 0, 0};  // the caller's tile is kept
   EXPECT_EQ(select_config(args).block_n, 256);
@@ -241,6 +249,32 @@ TEST(Config, FewWideTilesTakeTheNarrowTile) {
   args.num_experts = 1;
   args.b.format = Format::nvfp4;  // its wide tile is 192x128: kept
   EXPECT_EQ(select_config(args).block_m, 192);
+}
+
+// fp8_block128 on both sides: the wide tile is the token-rows 128x192, walked in the fixed order
+// even with a workspace (which keeps the tile counter for the other tiles).
+TEST(Config, Fp8WideTileIsTheTokenRowsTile) {
+  GroupedGemmArgs args;
+  args.num_experts = 8, args.max_m = 336, args.expected_m = 256, args.n = 4096, args.k = 7168;
+  TileConfig cfg = select_config(args);
+  EXPECT_EQ(cfg.block_m, 128);
+  EXPECT_EQ(cfg.block_n, 192);
+  EXPECT_EQ(cfg.cluster, 1);
+  EXPECT_EQ(signal_layout(args).block_n, 192);
+  args.workspace = reinterpret_cast<void*>(0x1000);
+  args.workspace_bytes = kTileCounterBytes;
+  EXPECT_FALSE(takes_tiles_dynamically(args, &cfg));
+  EXPECT_TRUE(takes_tiles_dynamically(args));  // the other fp8 tiles take them dynamically
+  args.config = TileConfig{128, 256, 0, 0};  // the caller's tile is kept
+  EXPECT_EQ(select_config(args).block_n, 256);
+  args.config = TileConfig{0, 0, 0, 2};  // and a cluster asked for (compiled for 128x256)
+  EXPECT_EQ(select_config(args).block_n, 256);
+  args.config = {};
+  args.expected_m = 64;  // one token block per expert: not the wide tile's shape
+  EXPECT_EQ(select_config(args).block_n, 128);
+  args.expected_m = 256;
+  args.a.format = args.b.format = Format::bf16;  // fp8_block128 only
+  EXPECT_EQ(select_config(args).block_n, 256);
 }
 
 TEST(Config, SplitKForFewTiles) {

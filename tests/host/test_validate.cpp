@@ -421,6 +421,16 @@ std::vector<Rejection> hint_and_config_rejections() {
              {"config.block_m", "config.block_n"}, "not a compiled tile"),
       reject("ConfigTile192x256NotCompiled", [](auto& a) { a.config = TileConfig{192, 256, 0}; },
              {"config.block_m", "config.block_n"}, "not a compiled tile"),
+      reject("ConfigTokenRowsTileBf16",
+             [](auto& a) {
+               make_bf16_pair(a);
+               a.config = TileConfig{128, 192, 0};
+             },
+             {"config.block_n"}, "192"),
+      reject("ConfigTokenRowsTileBlockM64", [](auto& a) { a.config = TileConfig{64, 192, 0}; }, {"config.block_n"},
+             "block_m = 128"),
+      reject("ConfigTokenRowsTileInCluster", [](auto& a) { a.config = TileConfig{128, 192, 0, 2}; },
+             {"config.cluster"}, "128x128 and 128x256 tiles only"),
       reject("ConfigStagesBelowMin", [](auto& a) { a.config.stages = host::kMinStages - 1; }, {"config.stages"},
              "= " + std::to_string(host::kMinStages - 1)),
       reject("ConfigStagesAboveMax", [](auto& a) { a.config.stages = host::kMaxStages + 1; }, {"config.stages"},
@@ -631,6 +641,7 @@ std::vector<Acceptance> all_acceptances() {
       {"ConfigOverride32x128x4", [](auto& a) { a.config = TileConfig{32, 128, 4}; }},
       {"ConfigOverride128x256MinStages", [](auto& a) { a.config = TileConfig{128, 256, host::kMinStages}; }},
       {"ConfigOverride192x128MaxStages", [](auto& a) { a.config = TileConfig{192, 128, host::kMaxStages}; }},
+      {"ConfigTokenRows128x192", [](auto& a) { a.config = TileConfig{128, 192, 0}; }},
       {"ConfigOnlyBlockM", [](auto& a) { a.config.block_m = 64; }},
       {"ConfigOnlyBlockN", [](auto& a) { a.config.block_n = 256; }},
       {"ConfigOnlyStages", [](auto& a) { a.config.stages = 3; }},
