@@ -155,7 +155,7 @@ class PairedTileWalker {
     const int local = next_unit_ - expert_first_;
     next_unit_ += stride_;
 
-    const int half_rows = row_blocks_ / 2, odd_rows = row_blocks_ % 2;
+    const int half_rows = split_.blocks / 2, odd_rows = split_.blocks % 2;
     const int group_units = 2 * half_rows + odd_rows;  // units of a full pair of column blocks
     const int group = local / group_units;
     int j = local % group_units;
@@ -170,11 +170,11 @@ class PairedTileWalker {
     } else if (!lone_column) {
       work.share = ClusterShare::tokens;
       work.tile.n_block = n0 + rank_;
-      work.tile.m_block = row_blocks_ - 1;
+      work.tile.m_block = split_.blocks - 1;
     } else {
       work.share = ClusterShare::none;
       work.tile.n_block = n0;
-      work.tile.m_block = row_blocks_ - 1;
+      work.tile.m_block = split_.blocks - 1;
       work.has_tile = rank_ == 0;
     }
     work.tile.first_row = split_.first_row(work.tile.m_block);
@@ -188,9 +188,8 @@ class PairedTileWalker {
     if (e >= layout_.num_experts) return;
     expert_m_ = layout_.clamp_m(int(masked_m_[e]));
     split_ = split_rows(layout_, expert_m_);
-    row_blocks_ = split_.blocks;
     const int c = layout_.col_blocks();
-    const int half_rows = row_blocks_ / 2, odd_rows = row_blocks_ % 2;
+    const int half_rows = split_.blocks / 2, odd_rows = split_.blocks % 2;
     expert_units_ = (c / 2) * (2 * half_rows + odd_rows) + (c % 2) * (half_rows + odd_rows);
   }
 
@@ -204,7 +203,6 @@ class PairedTileWalker {
   int expert_ = 0;
   int expert_first_ = 0;  // index of the first unit of expert_
   int expert_units_ = 0;
-  int row_blocks_ = 0;
   RowSplit split_{};
   int expert_m_ = 0;
 };
