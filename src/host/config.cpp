@@ -82,8 +82,8 @@ bool splits_k(Format a_format, Format b_format) {
 }
 
 bool narrows_few_wide_tiles(const GroupedGemmArgs& args, const TileConfig& chosen) {
-  const bool wide_tile = chosen.block_m == 128 && (chosen.block_n == 256 || chosen.block_n == 192);
-  if (args.config.block_m != 0 || args.config.block_n != 0 || !wide_tile || args.max_m < 1 || args.n < 1)
+  if (args.config.block_m != 0 || args.config.block_n != 0 || chosen.block_m != 128 || chosen.block_n != 256 ||
+      args.max_m < 1 || args.n < 1)
     return false;
   const int64_t wide_tiles = int64_t(args.num_experts) * ((args.max_m + 127) / 128) * ((args.n + 255) / 256);
   return wide_tiles <= kFewWideTiles;

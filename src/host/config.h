@@ -40,12 +40,13 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
                               Format a_format = Format::fp8_block128, Format b_format = Format::fp8_block128,
                               int k = 0, bool tokens_in_workspace = false, bool dynamic_tiles = false);
 
-// Where the heuristic picks a wide tile (several token blocks per expert: 128x256 for bf16 on both
-// sides and bf16 x mxfp8, 128x192 for fp8_block128 on both sides) but it would leave more than half
-// of an H100's SMs idle: at most kFewWideTiles tiles of 128x256 could exist (E x ceil(max_m / 128) x
-// ceil(N / 256); masked_m <= max_m). Then 128x128, whose twice as many tiles still fit one round on
-// twice as many SMs (H100, 2026-11-27, E1 m256-m512 4096x7168 against 128x256: fp8_block128 21-26%
-// faster, bf16 37-41%, bf16 x mxfp8 54%; docs/performance.md).
+// Where the heuristic picks the wide 128x256 tile (several token blocks per expert: bf16 on both
+// sides, bf16 x mxfp8) but it would leave more than half of an H100's SMs idle: at most
+// kFewWideTiles tiles of it could exist (E x ceil(max_m / 128) x ceil(N / 256); masked_m <= max_m).
+// Then 128x128, whose twice as many tiles still fit one round on twice as many SMs (H100,
+// 2026-11-27, E1 m256-m512 4096x7168: bf16 37-41% faster, bf16 x mxfp8 54%; docs/performance.md).
+// fp8_block128's wide tile, the token-rows 128x192, ran 4-8% faster than 128x128 there itself
+// (8 of 9 one-expert shapes, H100, session 30), so fp8 keeps it.
 // A constant rather than the launch's SMs, so that the tile, and with it every signal value, does
 // not depend on sm_count. False where the caller fixed the tile (args.config).
 bool narrows_few_wide_tiles(const GroupedGemmArgs& args, const TileConfig& chosen);

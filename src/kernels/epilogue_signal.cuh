@@ -129,26 +129,31 @@ __device__ __forceinline__ void stage_tile(const float (&acc)[kSlices][kBlockM /
 }
 
 // The same for accumulators that hold C's own [token][weight] order (tokens as the wgmma's M,
-// mainloop_fp8_token_rows.cuh): thread (warp, lane) holds tokens t = 16 warp + lane / 4 and t + 8,
-// column pairs 8j + 2 (lane % 4), each pair one bf16x2 word in the staging row of its token (the
-// 16-byte row padding puts the 8 tokens of a warp's store on distinct banks).
+// mainloop_fp8_token_rows.cuh): thread (warp, lane) holds tokens 16 warp + lane / 4 (+ 8) and column
+// pairs 8j + 2 (lane % 4); per j and row half h that is one 8x8 MMA fragment, which stmatrix
+// stores as 8 rows of 16 bytes, four fragments per instruction (token groups h = 0, 1 of column
+// groups j and j + 1). Lane l gives the row address of row l % 8 of fragment l / 8. The 16-byte row
+// padding puts a fragment's 8 rows on distinct banks.
 template <int kBlockN, bool kPerWarpgroup>
 __device__ __forceinline__ void stage_token_rows_tile(const float (&acc)[kBlockN / 2], float alpha, bool first_tile,
                                                       uint8_t* staging, int math_thread) {
   namespace cp = cuda::ptx;
   using Barriers = StagingBarriers<kPerWarpgroup>;
   constexpr int kPitch = SmemPlan::staging_pitch(kBlockN);
+  static_assert(kBlockN % 16 == 0, "stmatrix x4 covers two column groups of 8");
   const int lane = math_thread % 32;
   const int warp = math_thread / 32;  // 0..7: warpgroup warp / 4 holds tokens 64 (warp / 4)..
   const int pair = kPerWarpgroup ? warp / 4 : 0;
   if (!first_tile) ptx::named_barrier_sync(Barriers::free(pair), Barriers::kThreads);
+  const int fragment = lane / 8;
   const uint32_t thread_base = static_cast<uint32_t>(__cvta_generic_to_shared(staging)) +
-                               (16 * warp + lane / 4) * kPitch + 4 * (lane % 4);
+                               (16 * warp + 8 * (fragment % 2) + lane % 8) * kPitch + 16 * (fragment / 2);
 #pragma unroll
-  for (int j = 0; j < kBlockN / 8; ++j) {
-    ptx::st_shared_b32(thread_base + 16 * j, ptx::pack_bf16x2(alpha * acc[4 * j], alpha * acc[4 * j + 1]));
-    ptx::st_shared_b32(thread_base + 8 * kPitch + 16 * j,
-                       ptx::pack_bf16x2(alpha * acc[4 * j + 2], alpha * acc[4 * j + 3]));
+  for (int p = 0; p < kBlockN / 16; ++p) {
+    const float* a = &acc[8 * p];  // column groups j = 2p and 2p + 1
+    ptx::stmatrix_x4(thread_base + 32 * p, ptx::pack_bf16x2(alpha * a[0], alpha * a[1]),
+                     ptx::pack_bf16x2(alpha * a[2], alpha * a[3]), ptx::pack_bf16x2(alpha * a[4], alpha * a[5]),
+                     ptx::pack_bf16x2(alpha * a[6], alpha * a[7]));
   }
   // As in stage_tile: the writes reach the bulk copy engine through a proxy fence, then the barrier.
   cp::fence_proxy_async(cp::space_shared);

@@ -235,10 +235,6 @@ __device__ __forceinline__ void st_shared_bf16(uint32_t smem_addr, __nv_bfloat16
   asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(smem_addr), "h"(__bfloat16_as_ushort(value)) : "memory");
 }
 
-__device__ __forceinline__ void st_shared_b32(uint32_t smem_addr, uint32_t value) {
-  asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(smem_addr), "r"(value) : "memory");
-}
-
 // Two floats rounded to bf16 (one cvt.rn.bf16x2.f32): `lo` in the low half.
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   const __nv_bfloat162 pair = __floats2bfloat162_rn(lo, hi);
@@ -252,6 +248,15 @@ __device__ __forceinline__ void stmatrix_x4_trans(uint32_t smem_row_addr, uint32
                                                   uint32_t r3) {
   asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(smem_row_addr),
                "r"(r0), "r"(r1), "r"(r2), "r"(r3)
+               : "memory");
+}
+
+// The same without the transpose: row r of matrix i (the fragment's row r) goes to the address
+// lane 8 i + r gives.
+__device__ __forceinline__ void stmatrix_x4(uint32_t smem_row_addr, uint32_t r0, uint32_t r1, uint32_t r2,
+                                            uint32_t r3) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(smem_row_addr), "r"(r0),
+               "r"(r1), "r"(r2), "r"(r3)
                : "memory");
 }
 

@@ -213,11 +213,12 @@ TEST(Config, SmemPlanIsAlignedForTmaAndWgmma) {
 
 // Split K only where the tiles fill at most a third of the SMs, on the fp8 decode tiles, with enough K.
 // Few wide tiles (narrows_few_wide_tiles): launches whose 128x256 tiles could not fill half of an
-// H100's SMs take 128x128 instead of their wide tile; the tile, and so the signal layout, does not
-// depend on sm_count.
+// H100's SMs take 128x128; the tile, and so the signal layout, does not depend on sm_count.
 TEST(Config, FewWideTilesTakeTheNarrowTile) {
   GroupedGemmArgs args;
   args.num_experts = 1, args.max_m = 512, args.n = 4096, args.k = 7168;  // 4 x 16 = 64 wide tiles
+  EXPECT_EQ(select_config(args).block_n, 192);  // fp8_block128 keeps its wide tile, the token-rows 128x192
+  args.a.format = args.b.format = Format::bf16;
   TileConfig cfg = select_config(args);
   EXPECT_EQ(cfg.block_m, 128);
   EXPECT_EQ(cfg.block_n, 128);
@@ -226,13 +227,13 @@ TEST(Config, FewWideTilesTakeTheNarrowTile) {
   EXPECT_EQ(select_config(args).block_n, 128);
   args.sm_count = 0;
   args.max_m = 640;  // 80 wide tiles: more than half the SMs busy already
-  EXPECT_EQ(select_config(args).block_n, 192);  // fp8_block128's wide tile (Fp8WideTileIsTheTokenRowsTile)
+  EXPECT_EQ(select_config(args).block_n, 256);
   args.max_m = 512;
   args.num_experts = 2;  // 128 wide tiles
-  EXPECT_EQ(select_config(args).block_n, 192);
+  EXPECT_EQ(select_config(args).block_n, 256);
   args.num_experts = 1;
   args.n = 7168;  // 4 x 28 = 112 wide tiles
-  EXPECT_EQ(select_config(args).block_n, 192);
+  EXPECT_EQ(select_config(args).block_n, 256);
   args.n = 4096;
   args.config = TileConfig{128, 256, 0, 0};  // the caller's tile is kept
   EXPECT_EQ(select_config(args).block_n, 256);
@@ -240,9 +241,7 @@ TEST(Config, FewWideTilesTakeTheNarrowTile) {
   args.expected_m = 64;  // one token block per expert: 128x128 anyway (not the wide tile)
   EXPECT_EQ(select_config(args).block_n, 128);
   args.expected_m = 0;
-  args.a.format = args.b.format = Format::bf16;  // every pairing whose wide tile is 128x256
-  EXPECT_EQ(select_config(args).block_n, 128);
-  args.b.format = Format::mxfp8;
+  args.b.format = Format::mxfp8;  // every pairing whose wide tile is 128x256
   EXPECT_EQ(select_config(args).block_n, 128);
   args.num_experts = 2;
   EXPECT_EQ(select_config(args).block_n, 256);
