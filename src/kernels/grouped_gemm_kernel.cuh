@@ -1,5 +1,6 @@
 // The persistent, warp-specialized masked grouped GEMM, for one operand format's mainloop
-// (mainloop_fp8_block128.cuh, mainloop_bf16.cuh, mainloop_register_weights.cuh, mainloop_dequant_bf16.cuh).
+// (mainloop_fp8_block128.cuh, mainloop_fp8_token_rows.cuh, mainloop_bf16.cuh, mainloop_register_weights.cuh,
+// mainloop_dequant_bf16.cuh).
 //
 // Warpgroups 0..kMathWarpgroups-1 run the MMAs and stage each finished tile in shared memory; in
 // the last warpgroup one thread issues every TMA load, the next warp (the storer) scans masked_m

@@ -119,8 +119,8 @@ TEST(RandomProblems, EveryPairingWithTheHeuristicConfig) {
 
 // Other problems with a tile given in `config` (any of the common tiles, for fp8_block128 pairs also
 // the token-rows ones; now and then the shallowest ring, for fp8_block128 pairs now and then a
-// two-CTA cluster): the tiles the heuristic seldom picks for a pairing run too. Tiles a pairing does not compile are rejected as unsupported (skipped);
-// most draws must run.
+// two-CTA cluster): the tiles the heuristic seldom picks for a pairing run too. Tiles a pairing does
+// not compile are rejected as unsupported (skipped); most draws must run.
 TEST(RandomProblems, EveryPairingWithRandomTiles) {
   SG_REQUIRE_HOPPER();
   const int trials = env_int("SIGNALGEMM_RANDOM_TRIALS", 6);

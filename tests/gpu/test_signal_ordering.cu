@@ -211,8 +211,9 @@ TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRowsOfDynamicTiles) {
   expect_consumer_never_sees_unfinished_rows(p, config, rng, /*dynamic_tiles=*/true);
 }
 
-// The token-rows tile (128x192: tokens as the wgmma's M, staged without the transpose), tiles taken
-// dynamically; N = 1280 ends in a partial column block.
+// The token-rows tile (128x192: tokens as the wgmma's M, staged without the transpose), given a
+// workspace as the heuristic's launches are (it walks the fixed order all the same); N = 1280 ends
+// in a partial column block.
 TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRowsOfTokenRowsTiles) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(46);
