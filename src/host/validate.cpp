@@ -246,7 +246,7 @@ Status validate(const GroupedGemmArgs& args) {
   c.require(args.expected_m >= 0, "expected_m must be >= 0 (0 = max_m), got ", args.expected_m);
 
   const TileConfig& cfg = args.config;
-  const bool token_rows_tile = fp8_pair && cfg.block_m == 128 && host::is_token_rows_tile(128, cfg.block_n);
+  const bool token_rows_tile = fp8_pair && host::is_token_rows_tile(cfg.block_m, cfg.block_n);
   c.require(cfg.block_m == 0 || host::is_supported_block_m(cfg.block_m), "config.block_m = ", cfg.block_m,
             " is not supported; use 0 (heuristic), 32, 64, 128 or 192");
   c.require(cfg.block_n == 0 || host::is_supported_block_n(cfg.block_n) || token_rows_tile, "config.block_n = ",
