@@ -43,6 +43,16 @@ SMALL+=':Bf16Gemm.EveryTileConfigAndEdgeMaskedM:RegisterWeightsGemm.DecodeTilesO
 SMALL+=':MmaFragments.GpuPackingEqualsTheCpuPacking:MmaFragments.DecodeTilesOf256WeightRows:Fp8Block128Gemm.DynamicTilesFromAWorkspace'
 SMALL+=':Fp8Block128Gemm.SplitKForFewTiles:Bf16Gemm.SplitKForFewTiles:MmaFragments.SplitKForFewTiles'
 SMALL+=':RegisterWeightsGemm.SplitKSanitizerSmallCase'
+# The Python module is built here against this machine's Python and torch (when present): a
+# CPU-bound minute or more, so it builds in the background, niced, while the GPU tests run.
+python_build() {
+  rm -rf /tmp/signalgemm-py
+  python3 -c "import torch, nanobind, scikit_build_core" || { echo "no torch/nanobind here: skipped"; return 0; }
+  CMAKE_BUILD_PARALLEL_LEVEL=$(( $(nproc) > 2 ? $(nproc) / 2 : 1 )) nice -n 10 \
+    python3 -m pip install -q --no-build-isolation --no-deps --target /tmp/signalgemm-py .
+}
+python_build >"$LOGS/python_build.log" 2>&1 &
+PYTHON_BUILD_PID=$!
 step cpu_tests "$BUILD/tests/signalgemm_cpu_tests"
 step gpu_tests "$BUILD/tests/signalgemm_gpu_tests"
 # A fresh process under lazy module loading (CUDA's default): a configuration's first launch beside a
@@ -56,12 +66,12 @@ step random env SIGNALGEMM_RANDOM_SEED="$RANDOM_SEED" "$BUILD/tests/signalgemm_g
 for tool in memcheck racecheck synccheck; do
   step "$tool" compute-sanitizer --tool "$tool" --error-exitcode 1 "$BUILD/tests/signalgemm_gpu_tests" --gtest_filter="$SMALL"
 done
-# The Python module, built here against this machine's Python and torch (when torch is present).
+# The Python module's tests, once its background build is done.
 python_tests() {
-  python3 -c "import torch, nanobind, scikit_build_core" || { echo "no torch/nanobind here: skipped"; return 0; }
-  rm -rf /tmp/signalgemm-py
-  python3 -m pip install -q --no-build-isolation --no-deps --target /tmp/signalgemm-py . &&
-    (cd python/tests && PYTHONPATH=/tmp/signalgemm-py python3 -m pytest -q -rs -p no:cacheprovider)
+  wait "$PYTHON_BUILD_PID" || { cat "$LOGS/python_build.log"; return 1; }
+  cat "$LOGS/python_build.log"
+  [[ -d /tmp/signalgemm-py ]] || return 0  # skipped: no torch/nanobind here
+  (cd python/tests && PYTHONPATH=/tmp/signalgemm-py python3 -m pytest -q -rs -p no:cacheprovider)
 }
 step python python_tests
 step bench "$BUILD/bench/signalgemm-bench" --compare-signals --csv "$LOGS/bench.csv"
