@@ -17,6 +17,35 @@
 
 namespace signalgemm::kernels {
 
+// Where the weight scales of 128-row block `scale_block` of `expert` start in b_scales (floats
+// [expert][ceil(N/128)][K/128]). In a last, partial column block the block may lie past N: clamp,
+// those columns are never stored. (An int32 index, as TMA coordinates are: launch validation keeps
+// b_scales below 2^31 floats.) Both fp8_block128 mainloops (this one and
+// mainloop_fp8_token_rows.cuh) address their scales so.
+__device__ __forceinline__ int32_t fp8_weight_scale_row(const KernelParams& p, int expert, int scale_block) {
+  const int weight_blocks_128 = (p.layout.n + 127) / 128;
+  return (expert * weight_blocks_128 + min(scale_block, weight_blocks_128 - 1)) * p.num_k_blocks;
+}
+
+// Producer: the scales of K block `kb` into one stage — the tile's token scales (a box of block_m
+// floats) and, for each of `weight_scale_rows` (fp8_weight_scale_row), the aligned 16-byte box
+// holding its scale of this K block (a box must start on 16 bytes), in 128-byte slots. The weight
+// scales travel with the stage, a pipeline depth ahead of their use, instead of each MMA thread
+// loading them from global memory: an L2 round trip every tile started with.
+template <int kBoxes>
+__device__ __forceinline__ void load_fp8_stage_scales(const CUtensorMap* tmap_sfa, const CUtensorMap* tmap_sfb,
+                                                      uint8_t* stage_sfa, uint8_t* stage_sfb, uint64_t* stage_full,
+                                                      const detail::Tile& tile, int num_k_blocks, int kb,
+                                                      const int32_t (&weight_scale_rows)[kBoxes]) {
+  const int32_t sfa_coords[2] = {tile.first_row, tile.expert * num_k_blocks + kb};
+  tma_load(stage_sfa, tmap_sfa, sfa_coords, stage_full);
+#pragma unroll
+  for (int box = 0; box < kBoxes; ++box) {
+    const int32_t sfb_coords[2] = {(weight_scale_rows[box] + kb) & ~(kWeightScaleBox - 1), 0};
+    tma_load(stage_sfb + 128 * box, tmap_sfb, sfb_coords, stage_full);
+  }
+}
+
 // kCluster_ == 2: two CTAs share one operand per unit (tile_schedule.h, PairedTileWalker).
 // kSplitK_: each unit of work is one K range (piece) of a tile (split_k.cuh).
 template <int kBlockM_, int kBlockN_, int kCluster_ = 1, bool kSplitK_ = false>
@@ -59,7 +88,8 @@ struct Fp8Block128Mainloop {
     const int num_k_blocks = p.num_k_blocks;
     int32_t weight_scale_rows[kMathWarpgroups];  // element index of each MMA warpgroup's first scale
 #pragma unroll
-    for (int wg = 0; wg < kMathWarpgroups; ++wg) weight_scale_rows[wg] = weight_scale_row(p, tile, wg);
+    for (int wg = 0; wg < kMathWarpgroups; ++wg)
+      weight_scale_rows[wg] = fp8_weight_scale_row(p, tile.expert, (weight0 + wg * kWarpgroupRows) / 128);
     const int k_begin = kSplitK ? split_k_begin(p, work.piece) : 0;
     const int k_end = kSplitK ? split_k_begin(p, work.piece + 1) : num_k_blocks;
     for (int kb = k_begin; kb < k_end; ++kb) {
@@ -67,7 +97,6 @@ struct Fp8Block128Mainloop {
       if (work.has_tile) {
         const int32_t a_coords[3] = {kb * kBlockK, token0, tile.expert};
         const int32_t b_coords[3] = {kb * kBlockK, weight0, tile.expert};
-        const int32_t sfa_coords[2] = {token0, tile.expert * num_k_blocks + kb};
         if (!multicast_tokens)
           tma_load(smem + plan.a_offset(pipe.stage), tmap_a, a_coords, stage_full);
         else if (rank == 0)
@@ -76,15 +105,9 @@ struct Fp8Block128Mainloop {
           tma_load(smem + plan.b_offset(pipe.stage), tmap_b, b_coords, stage_full);
         else if (rank == 0)
           tma_load_multicast(smem + plan.b_offset(pipe.stage), tmap_b, b_coords, stage_full, kBothCtas);
-        tma_load(smem + plan.sfa_offset(pipe.stage), tmap_sfa, sfa_coords, stage_full);
-        // The weight scales travel with the stage, a pipeline depth ahead of their use, instead of
-        // each MMA thread loading them from global memory: an L2 round trip every tile started with.
-        // A box must start on 16 bytes: the aligned 4 floats that hold this K block's scale.
-#pragma unroll
-        for (int wg = 0; wg < kMathWarpgroups; ++wg) {
-          const int32_t sfb_coords[2] = {(weight_scale_rows[wg] + kb) & ~(kWeightScaleBox - 1), 0};
-          tma_load(smem + plan.sfb_offset(pipe.stage) + 128 * wg, tmap_sfb, sfb_coords, stage_full);
-        }
+        load_fp8_stage_scales(tmap_sfa, tmap_sfb, smem + plan.sfa_offset(pipe.stage),
+                              smem + plan.sfb_offset(pipe.stage), stage_full, tile, num_k_blocks, kb,
+                              weight_scale_rows);
       }
       pipe.advance();
     }
@@ -128,17 +151,6 @@ struct Fp8Block128Mainloop {
   static constexpr int kTokenStep = 32;     // MMA widths: 32, 64, ..., kBlockM
   static constexpr int kScalePrefetch = 4;  // scale-product pairs loaded ahead of their FMAs (one slice)
 
-  // Where the weight scales of MMA warpgroup `warpgroup` in `tile` start in b_scales (floats
-  // [expert][ceil(N/128)][K/128]): its weight rows lie in one 128x128 scale block. In a last,
-  // partial column block they may lie past N: clamp, those columns are never stored. (An int32
-  // index, as TMA coordinates are: launch validation keeps b_scales below 2^31 floats.)
-  __device__ __forceinline__ static int32_t weight_scale_row(const KernelParams& p, const detail::Tile& tile,
-                                                             int warpgroup) {
-    const int weight_blocks_128 = (p.layout.n + 127) / 128;
-    const int scale_block = min((tile.n_block * kBlockN + warpgroup * kWarpgroupRows) / 128, weight_blocks_128 - 1);
-    return (tile.expert * weight_blocks_128 + scale_block) * p.num_k_blocks;
-  }
-
   // Picks the narrowest MMA width that covers `width` tokens.
   template <int kTokens>
   __device__ __forceinline__ static void mma_tile_width(int width, float (&acc)[kSlices][kAccRegs], uint8_t* smem,
@@ -163,7 +175,9 @@ struct Fp8Block128Mainloop {
     const int warpgroup = ptx::warp_uniform(warpgroup_of_thread);  // uniform weight descriptors
     using Mma = ptx::WgmmaF8<kTokens>;
     constexpr int kPartialRegs = Mma::kRegs;
-    const int32_t sfb_index = weight_scale_row(p, tile, warpgroup);
+    // This warpgroup's weight rows lie in one 128x128 scale block.
+    const int32_t sfb_index =
+        fp8_weight_scale_row(p, tile.expert, (tile.n_block * kBlockN + warpgroup * kWarpgroupRows) / 128);
     const int warpgroup_thread = threadIdx.x % 128;
     // This warpgroup's two buffers of scale products (sfb * sfa[token]), by the K block's parity.
     // The barrier of each K block, and this one before the tile's first (the previous tile may have

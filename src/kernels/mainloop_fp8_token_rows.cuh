@@ -16,6 +16,7 @@
 #include <cuda/ptx>
 
 #include "kernels/kernel_params.h"
+#include "kernels/mainloop_fp8_block128.cuh"  // the fp8_block128 scale addressing and loads
 #include "kernels/pipeline.cuh"
 #include "kernels/ptx.cuh"
 #include "signalgemm/detail/tile_schedule.h"
@@ -50,7 +51,8 @@ struct Fp8Block128TokenRowsMainloop {
                                                    const CUtensorMap* tmap_sfa, const CUtensorMap* tmap_sfb,
                                                    uint8_t* smem, const SmemPlan& plan, uint64_t* full,
                                                    uint64_t* empty, PipelineState& pipe,
-                                                   const detail::ClusterWork& work, int /*rank*/, const KernelParams& p) {
+                                                   const detail::ClusterWork& work, int /*rank*/,
+                                                   const KernelParams& p) {
     const detail::Tile& tile = work.tile;
     const int num_k_blocks = p.num_k_blocks;
     int32_t scale_rows[kScaleBlocks];
@@ -60,16 +62,10 @@ struct Fp8Block128TokenRowsMainloop {
       uint64_t* stage_full = arm_stage(full, empty, pipe, kStageTxBytes);
       const int32_t a_coords[3] = {kb * kBlockK, tile.first_row, tile.expert};
       const int32_t b_coords[3] = {kb * kBlockK, tile.n_block * kBlockN, tile.expert};
-      const int32_t sfa_coords[2] = {tile.first_row, tile.expert * num_k_blocks + kb};
       tma_load(smem + plan.a_offset(pipe.stage), tmap_a, a_coords, stage_full);
       tma_load(smem + plan.b_offset(pipe.stage), tmap_b, b_coords, stage_full);
-      tma_load(smem + plan.sfa_offset(pipe.stage), tmap_sfa, sfa_coords, stage_full);
-      // The aligned 16-byte box holding this K block's scale of each weight-scale block.
-#pragma unroll
-      for (int s = 0; s < kScaleBlocks; ++s) {
-        const int32_t sfb_coords[2] = {(scale_rows[s] + kb) & ~(kWeightScaleBox - 1), 0};
-        tma_load(smem + plan.sfb_offset(pipe.stage) + 128 * s, tmap_sfb, sfb_coords, stage_full);
-      }
+      load_fp8_stage_scales(tmap_sfa, tmap_sfb, smem + plan.sfa_offset(pipe.stage),
+                            smem + plan.sfb_offset(pipe.stage), stage_full, tile, num_k_blocks, kb, scale_rows);
       pipe.advance();
     }
   }
@@ -90,19 +86,17 @@ struct Fp8Block128TokenRowsMainloop {
     }
     // Columns below `boundary` take the first weight-scale block's scale, the others the second's.
     const int boundary = kScaleBlocks == 1 ? kBlockN : min(kBlockN, 128 - (tile.n_block * kBlockN) % 128);
-    dispatch_boundary<(kBlockN < 128 ? kBlockN : 128) / 8>(boundary / 8, acc[0], smem, plan, full, empty, pipe, p, tile, warpgroup, lane);
+    dispatch_boundary<(kBlockN < 128 ? kBlockN : 128) / 8>(boundary / 8, acc[0], smem, plan, full, empty, pipe, p,
+                                                           tile, warpgroup, lane);
   }
 
  private:
   // Column groups of 8 at which the scale block may change.
   static constexpr int kBoundaryStep = kScaleAlign / 8;
 
-  // Element index of scale block `s` of the tile in b_scales ([expert][ceil(N/128)][K/128]),
-  // clamped for a last, partial column block (those columns are never stored).
+  // Element index of the tile's weight-scale block `s` (0: the one holding its first column) in b_scales.
   __device__ __forceinline__ static int32_t weight_scale_row(const KernelParams& p, const detail::Tile& tile, int s) {
-    const int weight_blocks_128 = (p.layout.n + 127) / 128;
-    const int scale_block = min((tile.n_block * kBlockN) / 128 + s, weight_blocks_128 - 1);
-    return (tile.expert * weight_blocks_128 + scale_block) * p.num_k_blocks;
+    return fp8_weight_scale_row(p, tile.expert, (tile.n_block * kBlockN) / 128 + s);
   }
 
   // The K loop, compiled once per possible boundary (a tile-uniform branch) so that the promotion
@@ -152,7 +146,8 @@ struct Fp8Block128TokenRowsMainloop {
       float2 scale[kScaleBlocks];  // (token, token + 8) x weight block s
 #pragma unroll
       for (int s = 0; s < kScaleBlocks; ++s) {
-        const float sfb = ptx::ld_shared_f32_in_order(stage_sfb + 32 * s + ((scale_index[s] + kb) & (kWeightScaleBox - 1)));
+        const float sfb =
+            ptx::ld_shared_f32_in_order(stage_sfb + 32 * s + ((scale_index[s] + kb) & (kWeightScaleBox - 1)));
         scale[s] = make_float2(sfa_low * sfb, sfa_high * sfb);
       }
       ptx::wgmma_wait<0>();
