@@ -78,7 +78,7 @@ Status launch_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, int gri
     ++launch.numAttrs;
     launch.attrs = attrs;
   }
-  if (cudaError_t err = cudaLaunchKernelEx(&launch, kernel, maps.a, maps.b, maps.sfa, maps.sfb, params);
+  if (cudaError_t err = cudaLaunchKernelEx(&launch, kernel, maps.a, maps.b, maps.sfa, maps.sfb, maps.c, params);
       err != cudaSuccess)
     return cuda_failure("kernel launch", err);
   if (cudaError_t err = cudaGetLastError(); err != cudaSuccess) return cuda_failure("kernel launch", err);

@@ -17,9 +17,10 @@ inline Status cuda_failure(const char* what, cudaError_t err) {
   return Status{StatusCode::cuda_error, std::string("signalgemm: ") + what + ": " + cudaGetErrorString(err)};
 }
 
-// The TMA descriptors of one launch (a scale map is a copy of `a` where the formats have no such scales).
+// The TMA descriptors of one launch (a scale map is a copy of `a` where the formats have no such
+// scales; `c` too where the output is not stored in boxes, KernelParams::out_boxes).
 struct TensorMaps {
-  CUtensorMap a, b, sfa, sfb;
+  CUtensorMap a, b, sfa, sfb, c;
 };
 
 // One compiled kernel: its launch and its load. Empty where the tile is not compiled.

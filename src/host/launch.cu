@@ -100,6 +100,21 @@ Status encode_operand_map(CUtensorMap& map, const void* base, int experts, int r
   return {};
 }
 
+// C as bf16 [experts][max_m][n], stored from the staged tiles in boxes of 64 columns x 8 rows with
+// the 128-byte swizzle (kernels/epilogue_signal.cuh, StagingLayout). False where the encoder refuses
+// it (the launch then stores rows, as for a row list).
+bool encode_output_map(CUtensorMap& map, void* base, int experts, int max_m, int n, int64_t row_stride,
+                       int64_t expert_stride) {
+  if (n < 64 || max_m < 8) return false;  // boxes no larger than the tensor
+  const cuuint64_t dims[3] = {cuuint64_t(n), cuuint64_t(max_m), cuuint64_t(experts)};
+  const cuuint64_t strides[2] = {cuuint64_t(row_stride), cuuint64_t(expert_stride)};
+  const cuuint32_t box[3] = {64, 8, 1};
+  const cuuint32_t element_strides[3] = {1, 1, 1};
+  return tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, base, dims, strides, box, element_strides,
+                              CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_NONE,
+                              CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
 // FP4 weights in the mma_fragments layout (detail/mma_fragments.h) as a 4D byte tensor
 // [experts][64-row slices][8 * (64-K blocks) rows][256 bytes] (256 bytes: the widest box row, so the
 // fewest requests), loaded per stage as the `subs` 64-K blocks of the tile's `block_n / 64` slices
@@ -458,6 +473,10 @@ Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const Ti
   params.out_row_stride = args.out_row_stride != 0 ? args.out_row_stride : int64_t(args.n) * 2;
   params.out_expert_stride =
       args.out_expert_stride != 0 ? args.out_expert_stride : params.out_row_stride * args.max_m;
+  maps.c = maps.a;
+  params.out_boxes = args.out_rows == nullptr &&
+                     encode_output_map(maps.c, args.out, args.num_experts, args.max_m, args.n, params.out_row_stride,
+                                       params.out_expert_stride);
   params.masked_m = args.masked_m;
   params.alpha = args.alpha;
   params.signals = args.signals;

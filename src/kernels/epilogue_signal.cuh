@@ -11,8 +11,9 @@
 //     3. fence.proxy.async.shared::cta, then arrive on "staging full" and go on to the next tile:
 //        the MMA warps never wait for global memory.
 //   Storer warp (store_tile_and_signal, in the producer warpgroup):
-//     4. wait for "staging full"; one bulk copy per real token row (rows >= masked_m are never
-//        written); commit_group; wait_group.read 0, then arrive on "staging free";
+//     4. wait for "staging full"; store the real token rows (rows >= masked_m are never written):
+//        one bulk copy per row, or in boxes (StagingLayout below); commit_group; wait_group.read 0,
+//        then arrive on "staging free";
 //     5. wait_group 0: the global writes are complete, not merely read from shared memory;
 //     6. fence.proxy.async.global: orders those async-proxy writes before the generic-proxy release;
 //     7. __syncwarp, then lane 0 does red.release.gpu.add on the tile's counter; or, for system-scope
@@ -25,6 +26,7 @@
 // cost the epilogue-send GEMM 7% at E=32, m=128; a signaler for GPU scope cost the fp8 kernel ~1%.
 #pragma once
 
+#include <cuda.h>
 #include <cuda_bf16.h>
 
 #include <cuda/ptx>
@@ -50,6 +52,31 @@ struct StagingBarriers {
   }
 };
 
+// Where the staged tile's bytes lie: rows = tokens (kRows of them), kBlockN bf16 columns each, in
+// 16-byte units (8 columns).
+// - Rows: one row per token, staging_pitch bytes apart (16 bytes of padding put the rows of an
+//   8x8 stmatrix fragment on distinct banks). The storer copies each real row with one bulk copy,
+//   to C or to the row's own destination (KernelParams::out_rows, the epilogue send).
+// - Boxes (KernelParams::out_boxes, kernels that stage with stmatrix in whole 64-column chunks):
+//   per 64-column chunk, [kRows][128 bytes] with the 128-byte swizzle (unit u of row r at
+//   u ^ (r % 8): a fragment's 8 rows again on distinct banks), as TMA's 128-byte swizzle lays out
+//   a box of C's tensor map. The storer writes a tile's whole 8-row groups as 8 x 64 boxes: the
+//   copy engine works through its copies one after another, ~30 ns each, so 128 row copies take
+//   3.8 us to complete and 48 boxes 1.5 us (bench/store_latency.cu, H100 2026-11-27); the launch's
+//   last tiles and every signal wait that long.
+template <int kRows, int kBlockN>
+struct StagingLayout {
+  static constexpr bool kBoxesPossible = kRows >= 64 && kBlockN % 64 == 0;
+  static constexpr int kChunkBytes = kRows * 128;  // one 64-column chunk, 1024-byte aligned (kRows % 8 == 0)
+  bool boxes;
+  __device__ explicit StagingLayout(bool out_boxes) : boxes(kBoxesPossible && out_boxes) {}
+  // Byte offset of unit `unit` of row `row`.
+  __device__ __forceinline__ uint32_t offset(int row, int unit) const {
+    return boxes ? (unit / 8) * kChunkBytes + row * 128 + (((unit % 8) ^ (row % 8)) << 4)
+                 : row * SmemPlan::staging_pitch(kBlockN) + unit * 16;
+  }
+};
+
 // Split-K kernels hand the storer every piece of a tile, staged or not: math thread 0 writes this
 // word (1: nothing staged, skip) after its warpgroup's "staging free" wait, which is after the
 // storer read the word for the previous tile, and before its "staging full" arrival, which the
@@ -64,10 +91,12 @@ __device__ __forceinline__ void hand_over_skip(uint32_t* skip_word, bool skip, b
   if (skip) ptx::named_barrier_arrive(Barriers::full(pair), Barriers::kThreads);
 }
 
-// `free_waited` (split-K kernels): hand_over_skip has already waited for "staging free".
+// `out_boxes`: KernelParams::out_boxes (the layout, StagingLayout). `free_waited` (split-K kernels):
+// hand_over_skip has already waited for "staging free".
 template <int kBlockM, int kBlockN, int kSlices, bool kPerWarpgroup>
 __device__ __forceinline__ void stage_tile(const float (&acc)[kSlices][kBlockM / 2], float alpha, bool first_tile,
-                                           uint8_t* staging, int math_thread, bool free_waited = false) {
+                                           uint8_t* staging, bool out_boxes, int math_thread,
+                                           bool free_waited = false) {
   namespace cp = cuda::ptx;
   using Barriers = StagingBarriers<kPerWarpgroup>;
   constexpr int kTokenGroups = kBlockM / 8;
@@ -90,16 +119,17 @@ __device__ __forceinline__ void stage_tile(const float (&acc)[kSlices][kBlockM /
     // stores and 8 more conversions (E8 m1024 7168x2048: 2% faster on the H100, 2026-11-26). Lane l
     // gives the address of token row l % 8 of matrix l / 8 (j = 2p + (l / 8) / 2, h = (l / 8) % 2).
     static_assert(kTokenGroups % 2 == 0, "stmatrix x4 covers two groups of 8 tokens");
+    const StagingLayout<kBlockM, kBlockN> layout(out_boxes);
     const int matrix = lane / 8;
     const int first_row = (warp / 4) * kWarpgroupRows + 16 * (warp % 4) + 8 * (matrix % 2);
-    const uint32_t thread_base = static_cast<uint32_t>(__cvta_generic_to_shared(staging)) + first_row * 2 +
-                                 (8 * (matrix / 2) + lane % 8) * kPitch;
+    const int first_token = 8 * (matrix / 2) + lane % 8;
+    const uint32_t staging_base = static_cast<uint32_t>(__cvta_generic_to_shared(staging));
 #pragma unroll
     for (int slice = 0; slice < kSlices; ++slice)
 #pragma unroll
       for (int p = 0; p < kTokenGroups / 2; ++p) {
         const float* a = &acc[slice][8 * p];  // token groups j = 2p and 2p + 1
-        ptx::stmatrix_x4_trans(thread_base + 16 * p * kPitch + 64 * slice * 2,
+        ptx::stmatrix_x4_trans(staging_base + layout.offset(first_token + 16 * p, first_row / 8 + 8 * slice),
                                ptx::pack_bf16x2(alpha * a[0], alpha * a[1]), ptx::pack_bf16x2(alpha * a[2], alpha * a[3]),
                                ptx::pack_bf16x2(alpha * a[4], alpha * a[5]), ptx::pack_bf16x2(alpha * a[6], alpha * a[7]));
       }
@@ -136,22 +166,22 @@ __device__ __forceinline__ void stage_tile(const float (&acc)[kSlices][kBlockM /
 // padding puts a fragment's 8 rows on distinct banks.
 template <int kBlockN, bool kPerWarpgroup>
 __device__ __forceinline__ void stage_token_rows_tile(const float (&acc)[kBlockN / 2], float alpha, bool first_tile,
-                                                      uint8_t* staging, int math_thread) {
+                                                      uint8_t* staging, bool out_boxes, int math_thread) {
   namespace cp = cuda::ptx;
   using Barriers = StagingBarriers<kPerWarpgroup>;
-  constexpr int kPitch = SmemPlan::staging_pitch(kBlockN);
   static_assert(kBlockN % 16 == 0, "stmatrix x4 covers two column groups of 8");
+  const StagingLayout<kMathWarpgroups * 64, kBlockN> layout(out_boxes);
   const int lane = math_thread % 32;
   const int warp = math_thread / 32;  // 0..7: warpgroup warp / 4 holds tokens 64 (warp / 4)..
   const int pair = kPerWarpgroup ? warp / 4 : 0;
   if (!first_tile) ptx::named_barrier_sync(Barriers::free(pair), Barriers::kThreads);
   const int fragment = lane / 8;
-  const uint32_t thread_base = static_cast<uint32_t>(__cvta_generic_to_shared(staging)) +
-                               (16 * warp + 8 * (fragment % 2) + lane % 8) * kPitch + 16 * (fragment / 2);
+  const int row = 16 * warp + 8 * (fragment % 2) + lane % 8;
+  const uint32_t staging_base = static_cast<uint32_t>(__cvta_generic_to_shared(staging));
 #pragma unroll
   for (int p = 0; p < kBlockN / 16; ++p) {
     const float* a = &acc[8 * p];  // column groups j = 2p and 2p + 1
-    ptx::stmatrix_x4(thread_base + 32 * p, ptx::pack_bf16x2(alpha * a[0], alpha * a[1]),
+    ptx::stmatrix_x4(staging_base + layout.offset(row, 2 * p + fragment / 2), ptx::pack_bf16x2(alpha * a[0], alpha * a[1]),
                      ptx::pack_bf16x2(alpha * a[2], alpha * a[3]), ptx::pack_bf16x2(alpha * a[4], alpha * a[5]),
                      ptx::pack_bf16x2(alpha * a[6], alpha * a[7]));
   }
@@ -164,14 +194,16 @@ __device__ __forceinline__ void stage_token_rows_tile(const float (&acc)[kBlockN
 // another tile (they then wait for "staging free").
 // `skip_word` (split-K kernels): the MMA threads' hand_over_skip word; a piece that staged nothing
 // is neither stored nor signalled.
-template <int kBlockN, bool kPerWarpgroup>
-__device__ __forceinline__ void store_tile_and_signal(const KernelParams& p, const detail::Tile& tile, int block_m,
-                                                      int valid_rows, bool more_tiles, const uint8_t* staging,
-                                                      uint32_t* tiles_stored, int lane,
+// `tmap_c`: C's tensor map (bf16 [E][max_m][N], 64 x 8 x 1 boxes, 128-byte swizzle) where
+// KernelParams::out_boxes is set.
+template <int kBlockM, int kBlockN, bool kPerWarpgroup>
+__device__ __forceinline__ void store_tile_and_signal(const KernelParams& p, const CUtensorMap* tmap_c,
+                                                      const detail::Tile& tile, int valid_rows, bool more_tiles,
+                                                      const uint8_t* staging, uint32_t* tiles_stored, int lane,
                                                       uint32_t* skip_word = nullptr) {
   namespace cp = cuda::ptx;
   using Barriers = StagingBarriers<kPerWarpgroup>;
-  constexpr int kPitch = SmemPlan::staging_pitch(kBlockN);
+  const StagingLayout<kBlockM, kBlockN> layout(p.out_boxes);
 #pragma unroll
   for (int pair = 0; pair < Barriers::kPairs; ++pair)
     ptx::named_barrier_sync(Barriers::full(pair), Barriers::kThreads);
@@ -188,14 +220,37 @@ __device__ __forceinline__ void store_tile_and_signal(const KernelParams& p, con
   const int columns = min(kBlockN, p.layout.n - column0);
   uint8_t* out_tile = static_cast<uint8_t*>(p.out) + tile.expert * p.out_expert_stride +
                       int64_t(tile.first_row) * p.out_row_stride + int64_t(column0) * 2;
-  for (int row = lane; row < valid_rows; row += 32) {
-    uint8_t* dst = out_tile + row * p.out_row_stride;
-    if (p.out_rows != nullptr) {
-      dst = static_cast<uint8_t*>(p.out_rows[int64_t(tile.expert) * p.layout.max_m + tile.first_row + row]);
-      if (dst == nullptr) continue;
-      dst += int64_t(column0) * 2;
+  if (layout.boxes) {
+    // The whole 8-row groups as 64 x 8 boxes (TMA clips columns past N), chunk-major so that the
+    // lanes' first copies cover the first rows.
+    const int groups = valid_rows / 8;
+    const int chunks = (columns + 63) / 64;
+    for (int job = lane; job < groups * chunks; job += 32) {
+      const int chunk = job % chunks, group = job / chunks;
+      const int32_t coords[3] = {column0 + 64 * chunk, tile.first_row + 8 * group, tile.expert};
+      cp::cp_async_bulk_tensor(cp::space_global, cp::space_shared, tmap_c, coords,
+                               staging + chunk * layout.kChunkBytes + group * 1024);
     }
-    cp::cp_async_bulk(cp::space_global, cp::space_shared, dst, staging + row * kPitch, static_cast<uint32_t>(columns * 2));
+    // The last valid_rows % 8 rows, 16 bytes at a time with ordinary loads and stores (at most 7
+    // rows: a box would write rows past masked_m).
+    const int units = columns / 8;
+    const int first_rest = 8 * groups;
+    for (int job = lane; job < (valid_rows - first_rest) * units; job += 32) {
+      const int row = first_rest + job / units, unit = job % units;
+      *reinterpret_cast<uint4*>(out_tile + row * p.out_row_stride + unit * 16) =
+          *reinterpret_cast<const uint4*>(staging + layout.offset(row, unit));
+    }
+  } else {
+    for (int row = lane; row < valid_rows; row += 32) {
+      uint8_t* dst = out_tile + row * p.out_row_stride;
+      if (p.out_rows != nullptr) {
+        dst = static_cast<uint8_t*>(p.out_rows[int64_t(tile.expert) * p.layout.max_m + tile.first_row + row]);
+        if (dst == nullptr) continue;
+        dst += int64_t(column0) * 2;
+      }
+      cp::cp_async_bulk(cp::space_global, cp::space_shared, dst, staging + layout.offset(row, 0),
+                        static_cast<uint32_t>(columns * 2));
+    }
   }
   cp::cp_async_bulk_commit_group();
   // Shared memory has been read: the MMA threads may stage the next tile while the writes land.
@@ -211,8 +266,9 @@ __device__ __forceinline__ void store_tile_and_signal(const KernelParams& p, con
   cp::cp_async_bulk_wait_group(cp::n32_t<0>());
   // The copies are async-proxy writes; order them before this thread's generic-proxy release.
   cp::fence_proxy_async(cp::space_global);
-  // Every lane's rows are complete before lane 0 publishes; the warp barrier orders memory among
-  // the lanes and the release below is cumulative over what lane 0 has observed.
+  // Every lane's rows (copies, and the stores of a box layout's last rows) are complete before
+  // lane 0 publishes; the warp barrier orders memory among the lanes and the release below is
+  // cumulative over what lane 0 has observed.
   __syncwarp();
   if (lane != 0 || p.signals == nullptr) return;
   if (p.signal_sys_scope) {

@@ -73,6 +73,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                                      const __grid_constant__ CUtensorMap tmap_b,
                                      const __grid_constant__ CUtensorMap tmap_sfa,
                                      const __grid_constant__ CUtensorMap tmap_sfb,
+                                     const __grid_constant__ CUtensorMap tmap_c,
                                      const __grid_constant__ KernelParams p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int kBlockM = Mainloop::kBlockM;
@@ -174,8 +175,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       detail::Tile tile, next;
       for (bool have = tiles.next(tile); have; tile = next) {
         have = tiles.next(next);
-        store_tile_and_signal<kBlockN, kStagingPerWarpgroupOf<Mainloop>>(
-            p, tile, kBlockM, tile.rows, have, smem + plan.staging_offset(), tiles_stored, lane,
+        store_tile_and_signal<kBlockM, kBlockN, kStagingPerWarpgroupOf<Mainloop>>(
+            p, &tmap_c, tile, tile.rows, have, smem + plan.staging_offset(), tiles_stored, lane,
             kSplitKOf<Mainloop> ? piece_skip : nullptr);
       }
     } else if (threadIdx.x == kProducerThread + 64) {
@@ -205,15 +206,15 @@ __global__ void __launch_bounds__(kThreads, 1)
         hand_over_skip<kStagingPerWarpgroupOf<Mainloop>>(piece_skip, !last, first_tile, threadIdx.x);
         if (last)
           stage_tile<kBlockM, kBlockN, Mainloop::kSlices, kStagingPerWarpgroupOf<Mainloop>>(
-              acc, alpha, first_tile, staging, threadIdx.x, /*free_waited=*/true);
+              acc, alpha, first_tile, staging, p.out_boxes, threadIdx.x, /*free_waited=*/true);
       } else {
         Mainloop::mma_tile(acc, smem, plan, full, empty, pipe, p, tile, warpgroup, lane);
         if constexpr (kTokenRowsOf<Mainloop>)
           stage_token_rows_tile<kBlockN, kStagingPerWarpgroupOf<Mainloop>>(acc[0], alpha, first_tile, staging,
-                                                                           threadIdx.x);
+                                                                           p.out_boxes, threadIdx.x);
         else
-          stage_tile<kBlockM, kBlockN, Mainloop::kSlices, kStagingPerWarpgroupOf<Mainloop>>(acc, alpha, first_tile,
-                                                                                           staging, threadIdx.x);
+          stage_tile<kBlockM, kBlockN, Mainloop::kSlices, kStagingPerWarpgroupOf<Mainloop>>(
+              acc, alpha, first_tile, staging, p.out_boxes, threadIdx.x);
       }
       first_tile = false;
     }

@@ -49,6 +49,7 @@ struct KernelParams {
   int b_scale_cols;             // K / scale block for byte-scaled weights (bytes per weight row of b_scales)
   void* out;                    // bf16 [E][max_m][N] with the strides below
   void* const* out_rows;        // or, when set, one destination per (expert, row)
+  bool out_boxes;               // C's tensor map is set (tmap_c): store staged tiles in boxes (epilogue_signal.cuh)
   int64_t out_row_stride;       // bytes
   int64_t out_expert_stride;    // bytes
   const int32_t* masked_m;      // [E]
@@ -97,7 +98,8 @@ struct SmemPlan {
   SG_HD constexpr int b_bytes() const { return block_n * b_row_bytes; }          // weight tile
   SG_HD constexpr int sfa_bytes() const { return round_up(block_m * sfa_token_bytes, 128); }  // TMA: 128 B aligned
   SG_HD constexpr int stage_bytes() const { return a_bytes() + b_bytes() + sfa_bytes(); }
-  // Output staging: one row per token, padded 16 bytes so the transposed writes spread over banks.
+  // Output staging: one row per token, padded 16 bytes so the transposed writes spread over banks
+  // (or, stored in boxes, the same bytes less the padding: epilogue_signal.cuh's StagingLayout).
   SG_HD static constexpr int staging_pitch(int block_n) { return block_n * 2 + 16; }
   SG_HD constexpr int staging_bytes() const { return block_m * staging_pitch(block_n); }
 
@@ -106,7 +108,10 @@ struct SmemPlan {
   SG_HD constexpr int a_offset(int s) const { return dequant_bytes + s * a_bytes(); }
   SG_HD constexpr int b_offset(int s) const { return dequant_bytes + stages * a_bytes() + s * b_bytes(); }
   SG_HD constexpr int sfa_offset(int s) const { return dequant_bytes + stages * (a_bytes() + b_bytes()) + s * sfa_bytes(); }
-  SG_HD constexpr int staging_offset() const { return dequant_bytes + stages * stage_bytes(); }
+  // 1024-byte aligned: the boxes' 128-byte swizzle repeats every 1024 bytes.
+  SG_HD constexpr int staging_offset() const {
+    return round_up(dequant_bytes + stages * stage_bytes(), kSmemAlignment);
+  }
   SG_HD constexpr int scale_buffer_offset() const { return staging_offset() + staging_bytes(); }
   SG_HD constexpr int sfb_offset(int s) const {
     return scale_buffer_offset() + scale_buffer_bytes + s * sfb_stage_bytes;
