@@ -111,8 +111,8 @@ bool encode_output_map(CUtensorMap& map, void* base, int experts, int max_m, int
   const cuuint32_t box[3] = {64, 8, 1};
   const cuuint32_t element_strides[3] = {1, 1, 1};
   return tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, base, dims, strides, box, element_strides,
-                              CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_NONE,
-                              CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+                              CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                              CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
 // FP4 weights in the mma_fragments layout (detail/mma_fragments.h) as a 4D byte tensor

@@ -181,9 +181,9 @@ __device__ __forceinline__ void stage_token_rows_tile(const float (&acc)[kBlockN
 #pragma unroll
   for (int p = 0; p < kBlockN / 16; ++p) {
     const float* a = &acc[8 * p];  // column groups j = 2p and 2p + 1
-    ptx::stmatrix_x4(staging_base + layout.offset(row, 2 * p + fragment / 2), ptx::pack_bf16x2(alpha * a[0], alpha * a[1]),
-                     ptx::pack_bf16x2(alpha * a[2], alpha * a[3]), ptx::pack_bf16x2(alpha * a[4], alpha * a[5]),
-                     ptx::pack_bf16x2(alpha * a[6], alpha * a[7]));
+    ptx::stmatrix_x4(staging_base + layout.offset(row, 2 * p + fragment / 2),
+                     ptx::pack_bf16x2(alpha * a[0], alpha * a[1]), ptx::pack_bf16x2(alpha * a[2], alpha * a[3]),
+                     ptx::pack_bf16x2(alpha * a[4], alpha * a[5]), ptx::pack_bf16x2(alpha * a[6], alpha * a[7]));
   }
   // As in stage_tile: the writes reach the bulk copy engine through a proxy fence, then the barrier.
   cp::fence_proxy_async(cp::space_shared);
