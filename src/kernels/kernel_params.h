@@ -124,6 +124,32 @@ struct SmemPlan {
   SG_HD constexpr int total_bytes() const { return tile_ring_offset() + kTileRingBytes + kSmemAlignment; }
 };
 
+// Where the staged tile's bytes lie: rows = tokens (kRows of them), kBlockN bf16 columns each, in
+// 16-byte units (8 columns).
+// - Rows: one row per token, staging_pitch bytes apart (16 bytes of padding put the rows of an
+//   8x8 stmatrix fragment on distinct banks). The storer copies each real row with one bulk copy,
+//   to C or to the row's own destination (KernelParams::out_rows, the epilogue send).
+// - Boxes (KernelParams::out_boxes, kernels that stage with stmatrix in whole 64-column chunks):
+//   per 64-column chunk, [kRows][128 bytes] with the 128-byte swizzle (unit u of row r at
+//   u ^ (r % 8): a fragment's 8 rows again on distinct banks), as TMA's 128-byte swizzle lays out
+//   a box of C's tensor map. The storer writes a tile's whole 8-row groups as 8 x 64 boxes: the
+//   copy engine works through its copies one after another, ~30 ns each, so 128 row copies take
+//   3.8 us to complete and 48 boxes 1.5 us (bench/store_latency.cu, H100 2026-11-27); the launch's
+//   last tiles and every signal wait that long. (SmemPlan::staging_offset keeps the tile 1024-byte
+//   aligned, as the swizzle needs.)
+template <int kRows, int kBlockN>
+struct StagingLayout {
+  static constexpr bool kBoxesPossible = kRows >= 64 && kBlockN % 64 == 0;
+  static constexpr int kChunkBytes = kRows * 128;  // one 64-column chunk, 1024-byte aligned (kRows % 8 == 0)
+  bool boxes;
+  SG_HD explicit StagingLayout(bool out_boxes) : boxes(kBoxesPossible && out_boxes) {}
+  // Byte offset of unit `unit` of row `row`.
+  SG_HD uint32_t offset(int row, int unit) const {
+    return boxes ? (unit / 8) * kChunkBytes + row * 128 + (((unit % 8) ^ (row % 8)) << 4)
+                 : row * SmemPlan::staging_pitch(kBlockN) + unit * 16;
+  }
+};
+
 // fp8_block128 x fp8_block128 (mainloop_fp8_block128.cuh): 128-K stages with the token scales in the
 // stage and, beside the ring, each MMA warpgroup's weight scale of the stage: the 16-byte aligned
 // box of kWeightScaleBox floats that holds it, in a 128-byte aligned slot (TMA's alignments); and

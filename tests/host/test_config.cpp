@@ -1,6 +1,8 @@
 // The configuration heuristic (docs/configuration.md) as a pure function.
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "host/config.h"
 #include "signalgemm/gemm.h"
 #include "kernels/dequant_bf16_plan.h"
@@ -206,9 +208,51 @@ TEST(Config, SmemPlanIsAlignedForTmaAndWgmma) {
       EXPECT_EQ(plan.sfb_offset(s) % 128, 0);  // TMA destinations
       EXPECT_LE(plan.sfb_offset(s) + plan.sfb_stage_bytes, plan.barrier_offset());
     }
-    EXPECT_EQ(plan.staging_offset() % 16, 0);
+    EXPECT_EQ(plan.staging_offset() % 1024, 0);  // the box layout's 128-byte swizzle
     EXPECT_EQ(plan.barrier_offset() % 8, 0);
   }
+}
+
+// The staged tile's two layouts (kernels::StagingLayout): every 16-byte unit has its own place inside
+// the staging buffer, and the 8 rows of one stmatrix fragment (8 consecutive rows from a multiple of
+// 8, one unit) lie on 8 distinct 16-byte bank groups, so the MMA threads' staging never conflicts.
+template <int kRows, int kBlockN>
+void check_staging_layout(bool boxes) {
+  const kernels::StagingLayout<kRows, kBlockN> layout(boxes);
+  const kernels::SmemPlan plan{kRows, kBlockN, 1};
+  std::set<uint32_t> taken;
+  for (int row = 0; row < kRows; ++row)
+    for (int unit = 0; unit < kBlockN / 8; ++unit) {
+      const uint32_t offset = layout.offset(row, unit);
+      EXPECT_EQ(offset % 16, 0u);
+      EXPECT_LE(offset + 16, uint32_t(plan.staging_bytes()));
+      EXPECT_TRUE(taken.insert(offset).second) << "row " << row << " unit " << unit << " boxes " << boxes;
+    }
+  for (int first = 0; first < kRows; first += 8)
+    for (int unit = 0; unit < kBlockN / 8; ++unit) {
+      std::set<uint32_t> bank_groups;
+      for (int row = first; row < first + 8; ++row) bank_groups.insert(layout.offset(row, unit) / 16 % 8);
+      EXPECT_EQ(bank_groups.size(), 8u) << "rows " << first << ".. unit " << unit << " boxes " << boxes;
+    }
+  if (layout.boxes) {  // a box of C (64 columns x 8 rows) is 1024 contiguous bytes, row r unit u at (u ^ r) * 16
+    for (int row = 0; row < kRows; ++row)
+      for (int unit = 0; unit < kBlockN / 8; ++unit)
+        EXPECT_EQ(layout.offset(row, unit),
+                  uint32_t(unit / 8 * kRows * 128 + row * 128 + ((unit % 8) ^ (row % 8)) * 16));
+  }
+}
+
+TEST(Config, StagingLayoutsPlaceEveryUnitOnceWithoutBankConflicts) {
+  for (bool boxes : {false, true}) {
+    check_staging_layout<128, 192>(boxes);  // fp8's token-rows tile
+    check_staging_layout<192, 128>(boxes);
+    check_staging_layout<64, 128>(boxes);
+    check_staging_layout<128, 256>(boxes);
+    check_staging_layout<48, 256>(boxes);  // decode tiles stage element by element: rows only
+  }
+  EXPECT_FALSE((kernels::StagingLayout<48, 256>(true).boxes));
+  EXPECT_FALSE((kernels::StagingLayout<128, 96>(true).boxes));
+  EXPECT_TRUE((kernels::StagingLayout<64, 128>(true).boxes));
 }
 
 // Split K only where the tiles fill at most a third of the SMs, on the fp8 decode tiles, with enough K.
