@@ -12,8 +12,8 @@
 //        the MMA warps never wait for global memory.
 //   Storer warp (store_tile_and_signal, in the producer warpgroup):
 //     4. wait for "staging full"; store the real token rows (rows >= masked_m are never written):
-//        one bulk copy per row, or in boxes (StagingLayout below); commit_group; wait_group.read 0,
-//        then arrive on "staging free";
+//        one bulk copy per row, or in boxes (StagingLayout, kernel_params.h); commit_group;
+//        wait_group.read 0, then arrive on "staging free";
 //     5. wait_group 0: the global writes are complete, not merely read from shared memory;
 //     6. fence.proxy.async.global: orders those async-proxy writes before the generic-proxy release;
 //     7. __syncwarp, then lane 0 does red.release.gpu.add on the tile's counter; or, for system-scope
@@ -138,7 +138,7 @@ __device__ __forceinline__ void stage_tile(const float (&acc)[kSlices][kBlockM /
 // pairs 8j + 2 (lane % 4); per j and row half h that is one 8x8 MMA fragment, which stmatrix
 // stores as 8 rows of 16 bytes, four fragments per instruction (token groups h = 0, 1 of column
 // groups j and j + 1). Lane l gives the row address of row l % 8 of fragment l / 8. The 16-byte row
-// padding puts a fragment's 8 rows on distinct banks.
+// padding (or the boxes' swizzle) puts a fragment's 8 rows on distinct banks.
 template <int kBlockN, bool kPerWarpgroup>
 __device__ __forceinline__ void stage_token_rows_tile(const float (&acc)[kBlockN / 2], float alpha, bool first_tile,
                                                       uint8_t* staging, bool out_boxes, int math_thread) {

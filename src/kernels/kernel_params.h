@@ -99,7 +99,7 @@ struct SmemPlan {
   SG_HD constexpr int sfa_bytes() const { return round_up(block_m * sfa_token_bytes, 128); }  // TMA: 128 B aligned
   SG_HD constexpr int stage_bytes() const { return a_bytes() + b_bytes() + sfa_bytes(); }
   // Output staging: one row per token, padded 16 bytes so the transposed writes spread over banks
-  // (or, stored in boxes, the same bytes less the padding: epilogue_signal.cuh's StagingLayout).
+  // (or, stored in boxes, the same bytes less the padding: StagingLayout below).
   SG_HD static constexpr int staging_pitch(int block_n) { return block_n * 2 + 16; }
   SG_HD constexpr int staging_bytes() const { return block_m * staging_pitch(block_n); }
 
@@ -129,7 +129,8 @@ struct SmemPlan {
 // - Rows: one row per token, staging_pitch bytes apart (16 bytes of padding put the rows of an
 //   8x8 stmatrix fragment on distinct banks). The storer copies each real row with one bulk copy,
 //   to C or to the row's own destination (KernelParams::out_rows, the epilogue send).
-// - Boxes (KernelParams::out_boxes, kernels that stage with stmatrix in whole 64-column chunks):
+// - Boxes (KernelParams::out_boxes, tiles that stage with stmatrix in whole 64-column chunks: 64 or
+//   more rows; the decode tiles of 32 and 48 tokens stage element by element, in rows):
 //   per 64-column chunk, [kRows][128 bytes] with the 128-byte swizzle (unit u of row r at
 //   u ^ (r % 8): a fragment's 8 rows again on distinct banks), as TMA's 128-byte swizzle lays out
 //   a box of C's tensor map. The storer writes a tile's whole 8-row groups as 8 x 64 boxes: the
