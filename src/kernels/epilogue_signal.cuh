@@ -204,7 +204,7 @@ __device__ __forceinline__ void store_tile_and_signal(const KernelParams& p, con
       const int chunk = job % chunks, group = job / chunks;
       const int32_t coords[3] = {column0 + 64 * chunk, tile.first_row + 8 * group, tile.expert};
       cp::cp_async_bulk_tensor(cp::space_global, cp::space_shared, tmap_c, coords,
-                               staging + chunk * layout.kChunkBytes + group * 1024);
+                               staging + layout.offset(8 * group, 8 * chunk));  // the box's first row and unit
     }
     // The last valid_rows % 8 rows, 16 bytes at a time with ordinary loads and stores (at most 7
     // rows: a box would write rows past masked_m).
