@@ -166,6 +166,7 @@ class Bench {
       g.masked_m = R.masked_m;
       g.expected_m = shape.m;
       g.granularity = granularity_;
+      g.config = tile_;
       R.layout = signal_layout(g);
       CHECK_CUDA(cudaMalloc(&R.workspace, ep_combine_workspace_bytes(R.layout.counter_count())));
       CHECK_CUDA(cudaMalloc(&R.signals, R.layout.counter_count() * 4));
@@ -342,11 +343,14 @@ class Bench {
     signalgemm::bench::write_timeline_svg(path, title, panels, footer);
   }
 
+  // --block-m / --block-n: the GEMM's tile (zero fields: the heuristic).
+  void set_tile(const TileConfig& tile) { tile_ = tile; }
   void set_max_tokens(int t) { max_tokens_ = t; }
 
  private:
   std::vector<Rank>& r_;
   int combine_blocks_, iters_, reduce_tokens_;
+  TileConfig tile_{};
   SignalGranularity granularity_;
   int max_tokens_ = 0;
   uint32_t epoch_ = 0;
@@ -356,6 +360,7 @@ class Bench {
 
 int main(int argc, char** argv) {
   int combine_blocks = 16, iters = 20, gpus = 0, reduce_tokens = 0;
+  TileConfig tile{};
   double throttle_gbps = 50;
   const char* svg = nullptr;
   const char* svg_throttled = nullptr;
@@ -366,6 +371,8 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--iters") && i + 1 < argc) iters = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--gpus") && i + 1 < argc) gpus = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--reduce-tokens") && i + 1 < argc) reduce_tokens = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--block-m") && i + 1 < argc) tile.block_m = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--block-n") && i + 1 < argc) tile.block_n = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--throttle-gbps") && i + 1 < argc) throttle_gbps = std::atof(argv[++i]);
     else if (!std::strcmp(argv[i], "--svg") && i + 1 < argc) svg = argv[++i];
     else if (!std::strcmp(argv[i], "--per-row-block")) granularity = SignalGranularity::per_row_block;
@@ -383,7 +390,7 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: %s [--gpus N] [--combine-sms N] [--iters N] [--throttle-gbps G] [--svg FILE] "
-                   "[--svg-throttled FILE] [--per-row-block] [--reduce-tokens 0-4] [--shapes E:m,...]\n",
+                   "[--svg-throttled FILE] [--per-row-block] [--reduce-tokens 0-4] [--block-m N --block-n N] [--shapes E:m,...]\n",
                    argv[0]);
       return 2;
     }
@@ -434,6 +441,7 @@ int main(int argc, char** argv) {
   std::printf("down GEMM N=%d K=%d fp8_block128, top-%d combine, E experts per GPU, each row's token owned by a random "
               "GPU; %s signals; overlapped: %d SMs beside the GEMM + a full-chip combine launch after it\n",
               kN, kK, kTopk, to_string(granularity), combine_blocks);
+  if (tile.block_m != 0 || tile.block_n != 0) std::printf("GEMM tile override: %d x %d\n", tile.block_m, tile.block_n);
   std::printf("link 'nvlink': NVLink as is; 'X GB/s': sends to other GPUs throttled to X GB/s per GPU (a model of a "
               "link across machines)\n");
   std::printf("%4s %5s %10s %9s | %8s %8s %8s | %8s %8s | %7s %9s | %8s %7s %9s %8s %8s\n", "E", "m", "link",
@@ -441,6 +449,7 @@ int main(int argc, char** argv) {
               "epi/max", "epi_gemm", "epi_rd");
   Bench bench(ranks, combine_blocks, iters, granularity, reduce_tokens);
   bench.set_max_tokens(max_tokens);
+  bench.set_tile(tile);
   std::mt19937 rng(2026);
   for (const Shape& s : shapes) {
     bench.set_up(s, rng);
