@@ -13,6 +13,8 @@
 #include <cstdio>
 #include <vector>
 
+#include "kernels/kernel_params.h"  // StagingLayout: the kernel's swizzled staging tile
+
 namespace {
 
 constexpr int kRows = 128, kCols = 192, kN = 4096, kReps = 50;
@@ -53,8 +55,9 @@ __global__ void __launch_bounds__(32) store_tiles(__nv_bfloat16* c, const __grid
       constexpr int kChunks = kCols / 64, kBoxes = (kRows / kBoxRows) * kChunks;
       for (int b = lane; b < kBoxes; b += 32) {
         const int chunk = b % kChunks, box = b / kChunks;
+        const signalgemm::kernels::StagingLayout<kRows, kCols> layout(/*out_boxes=*/true);
         const uint32_t src = static_cast<uint32_t>(
-            __cvta_generic_to_shared(staging + chunk * kRows * 128 + box * kBoxRows * 128));
+            __cvta_generic_to_shared(staging + layout.offset(box * kBoxRows, 8 * chunk)));  // box's first row, unit
         asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%2, %3}], [%1];" ::"l"(&tmap_c),
                      "r"(src), "r"(col0 + 64 * chunk), "r"(row0 + box * kBoxRows)
                      : "memory");
