@@ -8,11 +8,13 @@
 // and overlapped / max(GEMM at the same sm_count, combine alone); over NVLink also the
 // epilogue-send mode (ep_epilogue_send_*: the GEMM writes rows straight into the owners' windows).
 // Every variant runs on all GPUs at once, after a device-side NCCL barrier; a time is the slowest
-// GPU's, median of --iters.
+// GPU's, median of --iters. After the timed runs of each variant that combines, one more run with
+// the output poisoned is checked against a float64 CPU combine of the plain GEMM's output.
 #include <cuda_runtime.h>
 #include <nccl.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -67,6 +69,9 @@ struct Rank {
   cudaEvent_t start = nullptr, stop = nullptr, fork = nullptr, join = nullptr;
   int num_tokens = 0;
   int64_t remote_rows = 0;
+  // The check: per owned token and column, the float64 combine of the plain GEMM's output, and
+  // the sum of the magnitudes it adds (the tolerance's scale).
+  std::vector<double> want, magnitude;
   GroupedGemmArgs gemm;
   SignalLayout layout;
 };
@@ -88,6 +93,15 @@ enum Variant {
   kEpilogueGemm,
   kEpilogueReduce
 };
+constexpr const char* kVariantNames[] = {"gemm",       "gemm_rd",       "combine alone", "sequential",
+                                         "overlapped", "epilogue send", "epilogue gemm", "epilogue reduce"};
+
+double bf16_to_double(uint16_t bits) {
+  const uint32_t word = uint32_t(bits) << 16;
+  float f;
+  std::memcpy(&f, &word, 4);
+  return f;
+}
 
 class Bench {
  public:
@@ -110,6 +124,10 @@ class Bench {
     }
     std::vector<std::vector<std::pair<int, int>>> rows_of(ranks * shape.experts);
     std::vector<std::vector<int32_t>> topk_idx(ranks);
+    std::vector<std::vector<float>> weights(ranks);
+    // Top-k weights from their own generator: the routing stays the one earlier runs measured.
+    std::mt19937 weight_rng(uint32_t(shape.experts * 1000 + shape.m));
+    std::uniform_real_distribution<float> weight(0.05f, 1.f);
     for (int o = 0; o < ranks; ++o) {
       std::shuffle(owner_slots[o].begin(), owner_slots[o].end(), rng);
       r_[o].num_tokens = int((owner_slots[o].size() + kTopk - 1) / kTopk);
@@ -118,11 +136,16 @@ class Bench {
         std::exit(1);
       }
       topk_idx[o].assign(size_t(r_[o].num_tokens) * kTopk, -1);
+      weights[o].assign(topk_idx[o].size(), 0.f);
       for (size_t s = 0; s < owner_slots[o].size(); ++s) {
         topk_idx[o][s] = owner_slots[o][s];
+        weights[o][s] = weight(weight_rng);
         rows_of[owner_slots[o][s]].push_back({o, int(s)});
       }
     }
+    // Per owner slot, where its row is: (local expert * max_m + row) * ranks + producing rank.
+    std::vector<std::vector<int64_t>> slot_row(ranks);
+    for (int o = 0; o < ranks; ++o) slot_row[o].assign(topk_idx[o].size(), -1);
     for (int rank = 0; rank < ranks; ++rank) {
       Rank& R = r_[rank];
       CHECK_CUDA(cudaSetDevice(R.device));
@@ -134,9 +157,9 @@ class Bench {
         for (size_t i = 0; i < rows.size(); ++i) {
           row_source[size_t(e) * max_m + i] = rows[i].first * slots_per_rank + rows[i].second;
           R.remote_rows += rows[i].first != rank;
+          slot_row[rows[i].first][rows[i].second] = (int64_t(e) * max_m + int64_t(i)) * ranks + rank;
         }
       }
-      const std::vector<float> weights(topk_idx[rank].size(), 1.f / kTopk);
       const size_t a_bytes = size_t(shape.experts) * max_m * kK, b_bytes = size_t(shape.experts) * kN * kK;
       const size_t sfa = size_t(shape.experts) * (kK / 128) * max_m, sfb = size_t(shape.experts) * (kN / 128) * (kK / 128);
       CHECK_CUDA(cudaMalloc(&R.a, a_bytes));
@@ -147,7 +170,7 @@ class Bench {
       CHECK_CUDA(cudaMalloc(&R.out, size_t(std::max(R.num_tokens, 1)) * kN * 2));
       CHECK_CUDA(cudaMalloc(&R.masked_m, shape.experts * 4));
       CHECK_CUDA(cudaMalloc(&R.topk_idx, std::max<size_t>(topk_idx[rank].size(), 1) * 4));
-      CHECK_CUDA(cudaMalloc(&R.weights, std::max<size_t>(weights.size(), 1) * 4));
+      CHECK_CUDA(cudaMalloc(&R.weights, std::max<size_t>(weights[rank].size(), 1) * 4));
       CHECK_CUDA(cudaMalloc(&R.row_source, row_source.size() * 4));
       fill_random_e4m3<<<1024, 256>>>(R.a, a_bytes, 1 + rank);
       fill_random_e4m3<<<1024, 256>>>(R.b, b_bytes, 11 + rank);
@@ -155,7 +178,7 @@ class Bench {
       fill_random_scale<<<256, 256>>>(R.sfb, sfb, 0.002f, 31 + rank);
       CHECK_CUDA(cudaMemcpy(R.masked_m, masked[rank].data(), shape.experts * 4, cudaMemcpyHostToDevice));
       CHECK_CUDA(cudaMemcpy(R.topk_idx, topk_idx[rank].data(), topk_idx[rank].size() * 4, cudaMemcpyHostToDevice));
-      CHECK_CUDA(cudaMemcpy(R.weights, weights.data(), weights.size() * 4, cudaMemcpyHostToDevice));
+      CHECK_CUDA(cudaMemcpy(R.weights, weights[rank].data(), weights[rank].size() * 4, cudaMemcpyHostToDevice));
       CHECK_CUDA(cudaMemcpy(R.row_source, row_source.data(), row_source.size() * 4, cudaMemcpyHostToDevice));
       GroupedGemmArgs& g = R.gemm;
       g = GroupedGemmArgs{};
@@ -176,6 +199,70 @@ class Bench {
       CHECK_CUDA(cudaMalloc(&R.timeline, combine_timeline_entries(R.layout, combine_blocks_ + R.sms) * 8));
       CHECK_CUDA(cudaMalloc(&R.out_rows, size_t(shape.experts) * max_m * sizeof(void*)));
       CHECK_CUDA(cudaDeviceSynchronize());
+    }
+    set_up_check(shape, slot_row, weights);
+  }
+
+  // The check's reference: every rank's plain GEMM output, copied back, combined per owner in float64.
+  void set_up_check(const Shape& shape, const std::vector<std::vector<int64_t>>& slot_row,
+                    const std::vector<std::vector<float>>& weights) {
+    const int ranks = int(r_.size());
+    std::vector<std::vector<uint16_t>> c(ranks);
+    for (int rank = 0; rank < ranks; ++rank) {
+      Rank& R = r_[rank];
+      CHECK_CUDA(cudaSetDevice(R.device));
+      GroupedGemmArgs g = R.gemm;
+      g.stream = R.s1;
+      CHECK_STATUS(grouped_gemm_nt_masked(g));
+      CHECK_CUDA(cudaStreamSynchronize(R.s1));
+      c[rank].resize(size_t(shape.experts) * max_m_of(shape.m) * kN);
+      CHECK_CUDA(cudaMemcpy(c[rank].data(), R.c, c[rank].size() * 2, cudaMemcpyDeviceToHost));
+    }
+    for (int o = 0; o < ranks; ++o) {
+      Rank& R = r_[o];
+      R.want.assign(size_t(R.num_tokens) * kN, 0.0);
+      R.magnitude.assign(R.want.size(), 0.0);
+      for (size_t s = 0; s < slot_row[o].size(); ++s) {
+        if (slot_row[o][s] < 0) continue;
+        const uint16_t* row = c[slot_row[o][s] % ranks].data() + slot_row[o][s] / ranks * kN;
+        const size_t t = s / kTopk;
+        for (int j = 0; j < kN; ++j) {
+          const double term = double(weights[o][s]) * bf16_to_double(row[j]);
+          R.want[t * kN + j] += term;
+          R.magnitude[t * kN + j] += std::abs(term);
+        }
+      }
+    }
+  }
+
+  // One more run of a variant that combines, with every output poisoned first (bf16 NaN), against
+  // the reference: the bf16 rounding of the result and fp32 sums stay far inside the tolerance;
+  // a missing, doubled or misweighted row does not.
+  void verify(Variant v, double throttle) {
+    for (Rank& R : r_) {
+      CHECK_CUDA(cudaSetDevice(R.device));
+      CHECK_CUDA(cudaMemsetAsync(R.out, 0xff, size_t(std::max(R.num_tokens, 1)) * kN * 2, R.s1));
+    }
+    enqueue(v, throttle);
+    for (size_t i = 0; i < r_.size(); ++i) {
+      Rank& R = r_[i];
+      CHECK_CUDA(cudaSetDevice(R.device));
+      CHECK_CUDA(cudaStreamSynchronize(R.s1));
+      int32_t flag = 0;
+      CHECK_CUDA(cudaMemcpy(&flag, R.error_flag, 4, cudaMemcpyDeviceToHost));
+      std::vector<uint16_t> got(R.want.size());
+      CHECK_CUDA(cudaMemcpy(got.data(), R.out, got.size() * 2, cudaMemcpyDeviceToHost));
+      for (size_t j = 0; j < got.size() && flag == 0; ++j) {
+        const double value = bf16_to_double(got[j]);
+        if (std::abs(value - R.want[j]) <= 1e-2 * std::abs(R.want[j]) + 1e-3 * R.magnitude[j]) continue;
+        std::fprintf(stderr, "check FAILED: GPU %zu, %s, token %zu column %zu: got %g, want %g\n", i,
+                     kVariantNames[v], j / kN, j % kN, value, R.want[j]);
+        std::exit(1);
+      }
+      if (flag != 0) {
+        std::fprintf(stderr, "check FAILED: GPU %zu, %s: a combine wait timed out\n", i, kVariantNames[v]);
+        std::exit(1);
+      }
     }
   }
 
@@ -305,17 +392,23 @@ class Bench {
     return signalgemm::bench::median(us);
   }
 
+  // Times every variant; checks the output of each that combines.
   Times run(double throttle) {
+    auto timed_and_checked = [&](Variant v, double link) {
+      const float us = time(v, link);
+      verify(v, link);
+      return us;
+    };
     Times t;
     t.gemm_all = time(kGemmAll, 0);
     t.gemm_reduced = time(kGemmReduced, 0);
-    t.combine_alone = time(kCombineAlone, throttle);
-    t.sequential = time(kSequential, throttle);
-    t.overlapped = time(kOverlapped, throttle);
+    t.combine_alone = timed_and_checked(kCombineAlone, throttle);
+    t.sequential = timed_and_checked(kSequential, throttle);
+    t.overlapped = timed_and_checked(kOverlapped, throttle);
     if (throttle == 0 && granularity_ == SignalGranularity::per_expert) {
-      t.epilogue_send = time(kEpilogueSend, 0);
+      t.epilogue_send = timed_and_checked(kEpilogueSend, 0);
       t.epilogue_gemm = time(kEpilogueGemm, 0);
-      t.epilogue_reduce = time(kEpilogueReduce, 0);
+      t.epilogue_reduce = timed_and_checked(kEpilogueReduce, 0);
     }
     return t;
   }
@@ -495,7 +588,8 @@ int main(int argc, char** argv) {
               "hidden = (seq - ovl) / comb; ovl/max = ovl / max(gemm_rd, comb) (target <= 1.1, hidden >= 80%%); "
               "remote_MB: bytes the busiest GPU sends to others; epi: the epilogue-send mode (the GEMM on all SMs "
               "writes rows into the owners' windows, then the reduce), hidden = (seq - epi) / comb, epi/max = epi / "
-              "max(GEMM, comb); epi_gemm: that GEMM with its sends, no reduce; epi_rd: its reduce alone (rows already in)\n");
+              "max(GEMM, comb); epi_gemm: that GEMM with its sends, no reduce; epi_rd: its reduce alone (rows already in); "
+              "every variant that combines was checked against a float64 CPU combine of the GEMM's output\n");
   CHECK_STATUS(ep_combine_destroy_all(contexts.data(), gpus));
   for (auto& c : comms) ncclCommDestroy(c);
   return 0;

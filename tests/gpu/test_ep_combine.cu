@@ -27,13 +27,17 @@
 namespace signalgemm::test {
 namespace {
 
-// kN = 1032: 129 vectors of 16 bytes per row, so the rows of the last expert travel in two chunks,
-// the second one partial (and the GEMM's last column block is partial too).
-constexpr int kExpertsPerRank = 4, kMaxM = 40, kN = 1032, kK = 256, kTopk = 4;
+// A problem size: experts per rank, max_m, N, K, top-k. kSmall's N = 1032 is 129 vectors of 16
+// bytes per row, so the rows of the last expert travel in two chunks, the second one partial (and
+// the GEMM's last column block is partial too). kTopEight has the benchmark's top-8 and N = 7168
+// (reduce groups of up to 32 slots, rows of several full chunks) at a K the CPU reference affords.
+struct EpShape {
+  int experts_per_rank, max_m, n, k, topk;
+  int max_tokens_per_rank(int ranks) const { return ranks * experts_per_rank * max_m * 12 / 10 / topk + 8; }
+};
+constexpr EpShape kSmall{4, 40, 1032, 256, 4}, kTopEight{8, 96, 7168, 128, 8};
 constexpr int kCombineBlocks = 4;  // beside the GEMM, on the SMs it leaves free
 constexpr int kHelperBlocks = 8;   // stream-ordered after the GEMM, joining through the queues
-
-int max_tokens_per_rank(int ranks) { return ranks * kExpertsPerRank * kMaxM * 12 / 10 / kTopk + 8; }
 
 int hopper_gpu_count() {
   int count = 0;
@@ -50,6 +54,7 @@ int hopper_gpu_count() {
 
 // One routing over all ranks, generated identically in every process from the same seed.
 struct EpRouting {
+  EpShape shape{};
   int ranks = 0, slots_per_rank = 0;
   std::vector<std::vector<int32_t>> masked_m, row_source;  // per rank: [E_local], [E_local][max_m]
   std::vector<int> num_tokens;                             // per rank
@@ -62,22 +67,24 @@ struct EpRouting {
 // row goes to a random owner rank; each owner's slots are shuffled, with about 10% left unused
 // (topk_idx -1); each expert's rows are ordered by (owner, slot) as a low-latency dispatch lays
 // them out (grouped by source rank).
-EpRouting random_ep_routing(int ranks, std::mt19937& rng) {
+EpRouting random_ep_routing(int ranks, const EpShape& shape, std::mt19937& rng) {
   EpRouting r;
+  r.shape = shape;
   r.ranks = ranks;
-  const int experts = ranks * kExpertsPerRank;
-  r.slots_per_rank = max_tokens_per_rank(ranks) * kTopk;
+  const int experts_per_rank = shape.experts_per_rank, max_m = shape.max_m, topk = shape.topk;
+  const int experts = ranks * experts_per_rank;
+  r.slots_per_rank = shape.max_tokens_per_rank(ranks) * topk;
   std::vector<int> count(experts);
-  for (auto& m : count) m = rng() % 4 == 0 ? 0 : int(rng() % (kMaxM + 1));
+  for (auto& m : count) m = rng() % 4 == 0 ? 0 : int(rng() % (max_m + 1));
   const int full = int(rng() % experts);
-  count[full] = kMaxM;
+  count[full] = max_m;
   if (experts > 1) count[(full + 1 + rng() % (experts - 1)) % experts] = 1;
   std::vector<std::vector<int>> owner_slots(ranks);  // global expert per slot, -1 unused
   for (int g = 0; g < experts; ++g)
     for (int i = 0; i < count[g]; ++i) owner_slots[rng() % ranks].push_back(g);
   std::uniform_real_distribution<float> uw(0.05f, 1.f);
-  r.masked_m.assign(ranks, std::vector<int32_t>(kExpertsPerRank, 0));
-  r.row_source.assign(ranks, std::vector<int32_t>(size_t(kExpertsPerRank) * kMaxM, -1));
+  r.masked_m.assign(ranks, std::vector<int32_t>(experts_per_rank, 0));
+  r.row_source.assign(ranks, std::vector<int32_t>(size_t(experts_per_rank) * max_m, -1));
   r.num_tokens.resize(ranks);
   r.topk_idx.resize(ranks);
   r.weights.resize(ranks);
@@ -90,8 +97,8 @@ EpRouting random_ep_routing(int ranks, std::mt19937& rng) {
       if (rng() % 10 == 0) slots.push_back(-1);
       slots.push_back(g);
     }
-    r.num_tokens[o] = int((slots.size() + kTopk - 1) / kTopk);
-    slots.resize(size_t(r.num_tokens[o]) * kTopk, -1);
+    r.num_tokens[o] = int((slots.size() + topk - 1) / topk);
+    slots.resize(size_t(r.num_tokens[o]) * topk, -1);
     r.topk_idx[o].assign(slots.begin(), slots.end());
     r.weights[o].resize(slots.size());
     r.slot_source[o].assign(slots.size(), {-1, -1, -1});
@@ -103,11 +110,11 @@ EpRouting random_ep_routing(int ranks, std::mt19937& rng) {
   for (int g = 0; g < experts; ++g) {
     auto& rows = rows_of_expert[g];
     std::sort(rows.begin(), rows.end());
-    const int rank = g / kExpertsPerRank, e = g % kExpertsPerRank;
+    const int rank = g / experts_per_rank, e = g % experts_per_rank;
     r.masked_m[rank][e] = int(rows.size());
     for (size_t i = 0; i < rows.size(); ++i) {
       const auto [owner, slot] = rows[i];
-      r.row_source[rank][size_t(e) * kMaxM + i] = owner * r.slots_per_rank + slot;
+      r.row_source[rank][size_t(e) * max_m + i] = owner * r.slots_per_rank + slot;
       r.slot_source[owner][slot] = {rank, e, int(i)};
     }
   }
@@ -116,6 +123,7 @@ EpRouting random_ep_routing(int ranks, std::mt19937& rng) {
 
 // One rank living in this process: its GPU, its GEMM problem, its combine buffers.
 struct RankState {
+  EpShape shape = kSmall;
   int rank = 0, device = 0, sms = 0;
   Problem problem;
   EpCombineContext* context = nullptr;
@@ -129,23 +137,23 @@ struct RankState {
     cudaSetDevice(device);
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
     std::mt19937 rng(1000 + rank);
-    problem.build(kExpertsPerRank, kMaxM, kN, kK, rng);
-    const std::vector<int32_t> all(kExpertsPerRank, kMaxM);
+    problem.build(shape.experts_per_rank, shape.max_m, shape.n, shape.k, rng);
+    const std::vector<int32_t> all(shape.experts_per_rank, shape.max_m);
     const auto reference = ref::masked_grouped_gemm(problem.a, problem.b, all.data(), problem.alpha.data());
     problem.set_masked_m(all);
     problem.poison_output();
     EXPECT_TRUE(grouped_gemm_nt_masked(problem.args()).ok());
     EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     EXPECT_EQ(check_output(problem, all, reference), "") << "rank " << rank;
-    const int tokens = max_tokens_per_rank(ranks);
-    signals = DeviceBuffer(sizeof(uint32_t) * kExpertsPerRank * kMaxM);  // >= any layout's counters
-    row_source = DeviceBuffer(sizeof(int32_t) * kExpertsPerRank * kMaxM);
-    topk_idx = DeviceBuffer(sizeof(int32_t) * tokens * kTopk);
-    weights = DeviceBuffer(sizeof(float) * tokens * kTopk);
-    out = DeviceBuffer(size_t(tokens) * kN * 2);
-    workspace = DeviceBuffer(ep_combine_workspace_bytes(kExpertsPerRank * kMaxM));  // >= any layout
+    const int tokens = shape.max_tokens_per_rank(ranks), rows = shape.experts_per_rank * shape.max_m;
+    signals = DeviceBuffer(sizeof(uint32_t) * rows);  // >= any layout's counters
+    row_source = DeviceBuffer(sizeof(int32_t) * rows);
+    topk_idx = DeviceBuffer(sizeof(int32_t) * tokens * shape.topk);
+    weights = DeviceBuffer(sizeof(float) * tokens * shape.topk);
+    out = DeviceBuffer(size_t(tokens) * shape.n * 2);
+    workspace = DeviceBuffer(ep_combine_workspace_bytes(rows));  // >= any layout
     flag = DeviceBuffer::from(std::vector<int32_t>{0});
-    out_rows = DeviceBuffer(sizeof(void*) * kExpertsPerRank * kMaxM);
+    out_rows = DeviceBuffer(sizeof(void*) * rows);
     cudaStreamCreateWithFlags(&gemm_stream, cudaStreamNonBlocking);
     cudaStreamCreateWithFlags(&combine_stream, cudaStreamNonBlocking);
     return problem.output();
@@ -181,7 +189,7 @@ struct RankState {
     c.workspace = workspace.get();
     c.timeout_ns = 5'000'000'000;
     c.error_flag = flag.get<int32_t>();
-    c.reduce_tokens = int(epoch % 4);  // 0 (one token per block here) to 3: groups and partial groups
+    c.reduce_tokens = int(epoch % 5);  // 0 (the default: tokens per SM) to 4: groups and partial groups
     return c;
   }
 
@@ -250,15 +258,15 @@ struct RankState {
     const auto got = out.to_host<uint16_t>();
     const int64_t pitch = problem.out_row_stride / 2;
     for (int t = 0; t < r.num_tokens[rank]; ++t)
-      for (int j = 0; j < kN; ++j) {
+      for (int j = 0; j < shape.n; ++j) {
         double want = 0;
-        for (int k = 0; k < kTopk; ++k) {
-          const int s = t * kTopk + k;
+        for (int k = 0; k < shape.topk; ++k) {
+          const int s = t * shape.topk + k;
           if (r.topk_idx[rank][s] < 0) continue;
           const auto [src, e, i] = r.slot_source[rank][s];
-          want += double(r.weights[rank][s]) * ref::bf16_to_float(golden[src][(size_t(e) * kMaxM + i) * pitch + j]);
+          want += double(r.weights[rank][s]) * ref::bf16_to_float(golden[src][(size_t(e) * shape.max_m + i) * pitch + j]);
         }
-        const double value = ref::bf16_to_float(got[size_t(t) * kN + j]);
+        const double value = ref::bf16_to_float(got[size_t(t) * shape.n + j]);
         if (!(std::abs(value - want) <= 1e-2 * std::abs(want) + 1e-3))
           return "rank " + std::to_string(rank) + " token " + std::to_string(t) + " col " + std::to_string(j) +
                  ": got " + std::to_string(value) + " want " + std::to_string(want);
@@ -272,7 +280,7 @@ SignalGranularity granularity_of(int iteration) {
 }
 
 // One process, every rank in it (ncclCommInitAll): returns the number of failing iterations.
-int run_single_process(int ranks, int iterations) {
+int run_single_process(int ranks, int iterations, const EpShape& shape = kSmall) {
   std::vector<ncclComm_t> comms(ranks);
   std::vector<int> devices(ranks);
   for (int i = 0; i < ranks; ++i) devices[i] = i;
@@ -281,11 +289,12 @@ int run_single_process(int ranks, int iterations) {
   std::vector<std::vector<uint16_t>> golden;
   for (int i = 0; i < ranks; ++i) {
     states.push_back(std::make_unique<RankState>());
+    states[i]->shape = shape;
     states[i]->device = i;
     golden.push_back(states[i]->build(i, ranks));
   }
   std::vector<EpCombineContext*> contexts(ranks, nullptr);
-  const EpCombineConfig config{max_tokens_per_rank(ranks), kTopk, kN};
+  const EpCombineConfig config{shape.max_tokens_per_rank(ranks), shape.topk, shape.n};
   Status s = ep_combine_create_all(comms.data(), ranks, config, contexts.data());
   EXPECT_TRUE(s.ok()) << s.message;
   if (!s.ok()) return iterations;
@@ -294,7 +303,7 @@ int run_single_process(int ranks, int iterations) {
   std::mt19937 rng(2026 + ranks);
   int failures = 0;
   for (int iter = 0; iter < iterations && failures < 3; ++iter) {
-    const EpRouting routing = random_ep_routing(ranks, rng);
+    const EpRouting routing = random_ep_routing(ranks, shape, rng);
     std::string err;
     // Every third iteration in the epilogue-send mode (the same epochs and window).
     const bool epilogue_send = iter % 3 == 2;
@@ -360,9 +369,17 @@ TEST(EpCombine, OneProcessAllGpusThousandIterations) {
   EXPECT_EQ(run_single_process(gpus, 1000), 0);
 }
 
+// The benchmark's top-8 and row width (its routing and K aside): fewer iterations, wider rows.
+TEST(EpCombine, TopEightWideRows) {
+  const int gpus = hopper_gpu_count();
+  if (gpus < 2) GTEST_SKIP() << "fewer than 2 Hopper GPUs: skipped";
+  EXPECT_EQ(run_single_process(gpus, 60, kTopEight), 0);
+}
+
 TEST(EpCombine, SingleRankIsTheLocalCombine) {
   if (hopper_gpu_count() < 1) GTEST_SKIP() << "no Hopper (sm_90) GPU: skipped";
   EXPECT_EQ(run_single_process(1, 100), 0);
+  EXPECT_EQ(run_single_process(1, 20, kTopEight), 0);
 }
 
 std::string self_path;
@@ -423,7 +440,7 @@ int worker_main(int rank, int ranks, const char* hex, int iterations) {
     std::fprintf(stderr, "worker %d: all-gathered golden output differs from the local one\n", rank);
     return 1;
   }
-  const EpCombineConfig config{max_tokens_per_rank(ranks), kTopk, kN};
+  const EpCombineConfig config{kSmall.max_tokens_per_rank(ranks), kSmall.topk, kSmall.n};
   if (Status s = ep_combine_create(comm, config, &st.context); !s.ok()) {
     std::fprintf(stderr, "worker %d: %s\n", rank, s.message.c_str());
     return 1;
@@ -431,7 +448,7 @@ int worker_main(int rank, int ranks, const char* hex, int iterations) {
   std::mt19937 rng(4242 + ranks);  // the same routings in every worker
   int failures = 0;
   for (int iter = 0; iter < iterations && failures < 3; ++iter) {
-    const EpRouting routing = random_ep_routing(ranks, rng);
+    const EpRouting routing = random_ep_routing(ranks, kSmall, rng);
     // The modes as in run_single_process; here each rank's process enqueues only its own launches.
     std::string err = iter % 3 == 2 ? st.launch_epilogue_send(routing, uint32_t(iter + 1))
                                     : st.launch(routing, granularity_of(iter), uint32_t(iter + 1));
