@@ -54,7 +54,6 @@ int hopper_gpu_count() {
 
 // One routing over all ranks, generated identically in every process from the same seed.
 struct EpRouting {
-  EpShape shape{};
   int ranks = 0, slots_per_rank = 0;
   std::vector<std::vector<int32_t>> masked_m, row_source;  // per rank: [E_local], [E_local][max_m]
   std::vector<int> num_tokens;                             // per rank
@@ -69,7 +68,6 @@ struct EpRouting {
 // them out (grouped by source rank).
 EpRouting random_ep_routing(int ranks, const EpShape& shape, std::mt19937& rng) {
   EpRouting r;
-  r.shape = shape;
   r.ranks = ranks;
   const int experts_per_rank = shape.experts_per_rank, max_m = shape.max_m, topk = shape.topk;
   const int experts = ranks * experts_per_rank;
