@@ -27,6 +27,7 @@
 #include "signalgemm/combine.h"
 #include "signalgemm/ep_combine.h"
 #include "signalgemm/gemm.h"
+#include "signalgemm/reference.h"
 #include "timeline_svg.h"
 
 using namespace signalgemm;
@@ -96,12 +97,6 @@ enum Variant {
 constexpr const char* kVariantNames[] = {"gemm",       "gemm_rd",       "combine alone", "sequential",
                                          "overlapped", "epilogue send", "epilogue gemm", "epilogue reduce"};
 
-double bf16_to_double(uint16_t bits) {
-  const uint32_t word = uint32_t(bits) << 16;
-  float f;
-  std::memcpy(&f, &word, 4);
-  return f;
-}
 
 class Bench {
  public:
@@ -227,7 +222,7 @@ class Bench {
         const uint16_t* row = c[slot_row[o][s] % ranks].data() + slot_row[o][s] / ranks * kN;
         const size_t t = s / kTopk;
         for (int j = 0; j < kN; ++j) {
-          const double term = double(weights[o][s]) * bf16_to_double(row[j]);
+          const double term = double(weights[o][s]) * ref::bf16_to_float(row[j]);
           R.want[t * kN + j] += term;
           R.magnitude[t * kN + j] += std::abs(term);
         }
@@ -253,7 +248,7 @@ class Bench {
       std::vector<uint16_t> got(R.want.size());
       CHECK_CUDA(cudaMemcpy(got.data(), R.out, got.size() * 2, cudaMemcpyDeviceToHost));
       for (size_t j = 0; j < got.size() && flag == 0; ++j) {
-        const double value = bf16_to_double(got[j]);
+        const double value = ref::bf16_to_float(got[j]);
         if (std::abs(value - R.want[j]) <= 1e-2 * std::abs(R.want[j]) + 1e-3 * R.magnitude[j]) continue;
         std::fprintf(stderr, "check FAILED: GPU %zu, %s, token %zu column %zu: got %g, want %g\n", i,
                      kVariantNames[v], j / kN, j % kN, value, R.want[j]);
