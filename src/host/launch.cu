@@ -282,9 +282,10 @@ TileConfig launch_config(const GroupedGemmArgs& args, int smem, bool& converts) 
   converts = host::uses_activation_workspace(args, cfg);
   if (!converts) return cfg;
   if (args.a.format != Format::fp8_block128) {
-    const GroupedGemmArgs bf16 = host::with_converted_activations(args);
-    return host::choose_tile_config(bf16.max_m, bf16.expected_m, smem, bf16.config, bf16.a.format, bf16.b.format,
-                                    bf16.k);
+    // Exactly the tile a launch with bf16 activations takes (its few-wide-tiles rule included), so
+    // that signal_layout agrees with one computed for bf16 activations (as the Python module does).
+    bool bf16_converts = false;
+    return launch_config(host::with_converted_activations(args), smem, bf16_converts);
   }
   return host::choose_tile_config(args.max_m, args.expected_m, smem, args.config, args.a.format, args.b.format, args.k,
                                   /*tokens_in_workspace=*/true);

@@ -292,6 +292,17 @@ TEST(Config, FewWideTilesTakeTheNarrowTile) {
   args.num_experts = 1;
   args.b.format = Format::nvfp4;  // its wide tile is 192x128: kept
   EXPECT_EQ(select_config(args).block_m, 192);
+  // mxfp8 on both sides with a workspace runs as bf16 x mxfp8 (activations converted first): the
+  // same narrow tile, so its signal layout is the one computed for bf16 activations.
+  args.a.format = args.b.format = Format::mxfp8;
+  args.workspace = reinterpret_cast<void*>(0x1000);
+  args.workspace_bytes = size_t(1) << 30;
+  EXPECT_EQ(select_config(args).block_n, 128);
+  GroupedGemmArgs as_bf16 = args;
+  as_bf16.a.format = Format::bf16;
+  as_bf16.workspace = nullptr, as_bf16.workspace_bytes = 0;
+  EXPECT_EQ(signal_layout(args).block_m, signal_layout(as_bf16).block_m);
+  EXPECT_EQ(signal_layout(args).block_n, signal_layout(as_bf16).block_n);
 }
 
 // fp8_block128 on both sides: the wide tile is the token-rows 128x192, walked in the fixed order
