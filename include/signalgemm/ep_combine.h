@@ -142,7 +142,8 @@ Status ep_combine(const EpCombineContext* context, const EpCombineArgs& args);
 // counter that lives in the window; the owners sum their tokens after their own GEMM, waiting on
 // the producing ranks' counters. No SMs beside the GEMM and no second read of its output. Per
 // combine (same epoch numbering and workspace as ep_combine), on every rank's stream:
-//   ep_epilogue_send_prepare(ctx, args, out_rows, &signals);  // row table, counters zeroed, window
+//   ep_epilogue_send_prepare(ctx, args, out_rows, &signals);  // row table, counters zeroed (once the
+//                                                              // peers' reduce of epoch - 2 is done), window
 //                                                              // reuse gate of the previous combine opened
 //   ep_combine_barrier(ctx, stream);     // every rank prepared, every reduce of epoch - 2 done
 //   GEMM with out_rows, signals, SignalGranularity::per_expert, SignalScope::sys

@@ -147,6 +147,15 @@ __device__ __forceinline__ int32_t load_relaxed_gpu(const int32_t* p) {
   asm volatile("ld.relaxed.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
   return v;
 }
+// The block's gate flags in shared memory (send_row's owner_ready).
+__device__ __forceinline__ void store_release_cta(int* p, int v) {
+  asm volatile("st.release.cta.shared.s32 [%0], %1;" ::"r"(uint32_t(__cvta_generic_to_shared(p))), "r"(v) : "memory");
+}
+__device__ __forceinline__ int load_acquire_cta(const int* p) {
+  int v;
+  asm volatile("ld.acquire.cta.shared.s32 %0, [%1];" : "=r"(v) : "r"(uint32_t(__cvta_generic_to_shared(p))) : "memory");
+  return v;
+}
 
 // Token bucket shared by the warps of this GPU: a transfer of `bytes` occupies the modelled link
 // for bytes * ns_per_byte from max(now, the end of the previous one). Returns when it would have
@@ -209,7 +218,7 @@ __device__ void publish_counter(const EpParams& p, int e, int first_row, int row
 // copied: its place in gemm_out is recorded for the reduce. The warp finishing the counter's last
 // item then publishes all its rows' flags.
 __device__ void send_row(const EpParams& p, int64_t c, int r, int chunk_begin, int chunk_end, int lane,
-                         volatile int* owner_ready, unsigned long long* last_send_done) {
+                         int* owner_ready, unsigned long long* last_send_done) {
   const bool per_row_block = p.layout.granularity == SignalGranularity::per_row_block;
   const int counters_per_expert = per_row_block ? p.layout.row_blocks_per_expert() : 1;
   const int e = int(c / counters_per_expert), rb = int(c % counters_per_expert);
@@ -228,12 +237,15 @@ __device__ void send_row(const EpParams& p, int64_t c, int r, int chunk_begin, i
     const int owner = source / p.slots_per_rank, slot = source % p.slots_per_rank;
     // Before the first row to this owner: its reduce of epoch - 2 (same half) must be done, or
     // these stores could overwrite rows (or local_row entries) it has not summed. Acquire at
-    // system scope: the flag is set by the owner's GPU after its reads.
-    if (lane == 0 && !owner_ready[owner]) {
+    // system scope: the flag is set by the owner's GPU after its reads. The block remembers it in
+    // owner_ready, released and acquired at CTA scope, so a warp that finds it set is ordered
+    // after the acquire another warp made.
+    if (lane == 0 && !load_acquire_cta(&owner_ready[owner])) {
       const auto* reduced = static_cast<const uint32_t*>(ncclGetPeerPointer(p.window, kReducedEpochOffset, owner));
-      if (wait_signal(reduced, p.epoch - 2, SignalScope::sys, p.timeout_ns, p.error_flag)) owner_ready[owner] = 1;
+      if (wait_signal(reduced, p.epoch - 2, SignalScope::sys, p.timeout_ns, p.error_flag))
+        store_release_cta(&owner_ready[owner], 1);
     }
-    __syncwarp();  // extends lane 0's acquires to the warp's loads and stores below
+    __syncwarp();  // extends lane 0's acquire (its own or the flag's) to the warp's loads and stores below
     if (owner == p.rank) {
       // Read in place by this rank's reduce (once the flag says so).
       if (lane == 0 && chunk_begin == 0)
@@ -367,7 +379,7 @@ __global__ void __launch_bounds__(kThreads, 1) ep_combine_kernel(const EpParams 
   const int lane = threadIdx.x % 32;
 
   // owner_ready[o]: rank o has finished reducing epoch - 2, so this half of its window is free.
-  __shared__ volatile int owner_ready[kMaxRanks];
+  __shared__ int owner_ready[kMaxRanks];
   __shared__ unsigned long long last_send_done;
   for (int o = threadIdx.x; o < p.num_ranks; o += kThreads) owner_ready[o] = 0;
   if (threadIdx.x == 0) last_send_done = 0;
@@ -760,14 +772,25 @@ __global__ void __launch_bounds__(kPrepareThreads)
                              : ncclGetPeerPointer(p.window, p.rows_offset + size_t(source % p.slots_per_rank) * row_bytes,
                                                   source / p.slots_per_rank);
   }
+  if (blockIdx.x == 0 && threadIdx.x == 0)
+    store_release_sys(static_cast<uint32_t*>(ncclGetLocalPointer(p.window, kReducedEpochOffset)), p.epoch - 1);
+  // The counters and masked_m of this half are read by the peers' reduce of epoch - 2. After an
+  // epilogue-send combine the barrier of epoch - 1 ordered that reduce before this kernel; after an
+  // ep_combine-mode one nothing did (a peer may still be summing), so the last block waits for
+  // every peer's gate (`reduced_epoch`, acquire at system scope, published after its reduce) before
+  // it rewrites them. Its other blocks and block 0's ordering run meanwhile.
+  if (blockIdx.x != gridDim.x - 1) return;
+  if (threadIdx.x < p.num_ranks && threadIdx.x != p.rank) {
+    const auto* reduced = static_cast<const uint32_t*>(ncclGetPeerPointer(p.window, kReducedEpochOffset, threadIdx.x));
+    wait_signal(reduced, p.epoch - 2, SignalScope::sys, p.timeout_ns, p.error_flag);
+  }
+  __syncthreads();  // extends those acquires to the whole block's stores below
   auto* counters = static_cast<uint32_t*>(ncclGetLocalPointer(p.window, counters_offset));
   auto* masked = static_cast<int32_t*>(ncclGetLocalPointer(p.window, masked_offset));
-  for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < p.layout.num_experts; e += gridDim.x * blockDim.x) {
+  for (int e = threadIdx.x; e < p.layout.num_experts; e += blockDim.x) {
     counters[e] = 0;
     masked[e] = p.masked_m[e];
   }
-  if (blockIdx.x == 0 && threadIdx.x == 0)
-    store_release_sys(static_cast<uint32_t*>(ncclGetLocalPointer(p.window, kReducedEpochOffset)), p.epoch - 1);
 }
 
 // Each owned token once the counters of the experts that served it (on their ranks, read through

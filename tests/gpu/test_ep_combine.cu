@@ -63,10 +63,11 @@ struct EpRouting {
 };
 
 // Per global expert a count: a quarter 0, one max_m, one 1, the rest uniform in [0, max_m]; each
-// row goes to a random owner rank; each owner's slots are shuffled, with about 10% left unused
+// row goes to a random owner rank (or its expert's own); each owner's slots are shuffled, with about 10% left unused
 // (topk_idx -1); each expert's rows are ordered by (owner, slot) as a low-latency dispatch lays
 // them out (grouped by source rank).
-EpRouting random_ep_routing(int ranks, const EpShape& shape, std::mt19937& rng) {
+// `local_only`: every row goes to the expert's own rank (no row crosses a GPU).
+EpRouting random_ep_routing(int ranks, const EpShape& shape, std::mt19937& rng, bool local_only = false) {
   EpRouting r;
   r.ranks = ranks;
   const int experts_per_rank = shape.experts_per_rank, max_m = shape.max_m, topk = shape.topk;
@@ -79,7 +80,7 @@ EpRouting random_ep_routing(int ranks, const EpShape& shape, std::mt19937& rng) 
   if (experts > 1) count[(full + 1 + rng() % (experts - 1)) % experts] = 1;
   std::vector<std::vector<int>> owner_slots(ranks);  // global expert per slot, -1 unused
   for (int g = 0; g < experts; ++g)
-    for (int i = 0; i < count[g]; ++i) owner_slots[rng() % ranks].push_back(g);
+    for (int i = 0; i < count[g]; ++i) owner_slots[local_only ? g / experts_per_rank : rng() % ranks].push_back(g);
   std::uniform_real_distribution<float> uw(0.05f, 1.f);
   r.masked_m.assign(ranks, std::vector<int32_t>(experts_per_rank, 0));
   r.row_source.assign(ranks, std::vector<int32_t>(size_t(experts_per_rank) * max_m, -1));
@@ -117,6 +118,13 @@ EpRouting random_ep_routing(int ranks, const EpShape& shape, std::mt19937& rng) 
     }
   }
   return r;
+}
+
+__global__ void spin_kernel(uint64_t ns) {
+  uint64_t start, now;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
+  do asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+  while (now - start < ns);
 }
 
 // One rank living in this process: its GPU, its GEMM problem, its combine buffers.
@@ -191,8 +199,21 @@ struct RankState {
     return c;
   }
 
-  // Uploads this rank's part of the routing and launches combine (beside), GEMM, combine (after).
+  // This rank's routing, signals and workspace for one combine (either mode), then a device sync.
+  std::string set_up(const EpRouting& r) {
+    cudaSetDevice(device);
+    upload_routing(r);
+    cudaMemset(signals.get(), 0, signals.bytes());
+    cudaMemset(workspace.get(), 0, workspace.bytes());
+    return cudaDeviceSynchronize() == cudaSuccess ? "" : "set-up failed";
+  }
+
+  // Sets up and launches combine (beside), GEMM, combine (after).
   std::string launch(const EpRouting& r, SignalGranularity g, uint32_t epoch) {
+    if (std::string e = set_up(r); !e.empty()) return e;
+    return enqueue(r, g, epoch);
+  }
+  std::string enqueue(const EpRouting& r, SignalGranularity g, uint32_t epoch) {
     cudaSetDevice(device);
     GroupedGemmArgs args = problem.args();
     args.granularity = g;
@@ -200,11 +221,6 @@ struct RankState {
     args.stream = gemm_stream;
     args.signals = signals.get<uint32_t>();
     const SignalLayout layout = signal_layout(args);
-    upload_routing(r);
-    cudaMemset(signals.get(), 0, signals.bytes());
-    cudaMemset(workspace.get(), 0, workspace.bytes());
-    if (cudaDeviceSynchronize() != cudaSuccess) return "set-up failed";
-
     EpCombineArgs c = combine_args(r, layout, epoch);
     c.gemm_out = problem.d_out.get();
     c.gemm_out_row_stride = problem.out_row_stride;
@@ -223,16 +239,17 @@ struct RankState {
 
   // The epilogue-send mode: the GEMM writes every row into its owner's window; no combine beside it.
   std::string launch_epilogue_send(const EpRouting& r, uint32_t epoch) {
+    if (std::string e = set_up(r); !e.empty()) return e;
+    return enqueue_epilogue_send(r, epoch);
+  }
+  // `delay_ns`: a kernel that spins this long runs between the GEMM and the reduce (a slow owner).
+  std::string enqueue_epilogue_send(const EpRouting& r, uint32_t epoch, uint64_t delay_ns = 0) {
     cudaSetDevice(device);
     GroupedGemmArgs args = problem.args();
     args.granularity = SignalGranularity::per_expert;
     args.scope = SignalScope::sys;
     args.stream = gemm_stream;
     const SignalLayout layout = signal_layout(args);
-    upload_routing(r);
-    cudaMemset(workspace.get(), 0, workspace.bytes());
-    if (cudaDeviceSynchronize() != cudaSuccess) return "set-up failed";
-
     EpCombineArgs c = combine_args(r, layout, epoch);
     c.num_blocks = kHelperBlocks;
     c.stream = gemm_stream;
@@ -244,6 +261,7 @@ struct RankState {
     args.out_rows = out_rows.get<void*>();
     args.signals = window_signals;
     if (Status s = grouped_gemm_nt_masked(args); !s.ok()) return s.message;
+    if (delay_ns > 0) spin_kernel<<<1, 1, 0, gemm_stream>>>(delay_ns);
     if (Status s = ep_epilogue_send_reduce(context, c); !s.ok()) return s.message;
     return "";
   }
@@ -378,6 +396,95 @@ TEST(EpCombine, SingleRankIsTheLocalCombine) {
   if (hopper_gpu_count() < 1) GTEST_SKIP() << "no Hopper (sm_90) GPU: skipped";
   EXPECT_EQ(run_single_process(1, 100), 0);
   EXPECT_EQ(run_single_process(1, 20, kTopEight), 0);
+}
+
+// Three combines enqueued back to back, no host sync between them: epilogue send (epoch 1), ep_combine
+// (2), epilogue send (3), with the last rank's reduce of epoch 1 held back 20 ms and epoch 2's rows
+// all local, so every other rank finishes epoch 2 and prepares epoch 3 while that reduce still
+// has to read their counters and masked_m of the same half: the prepare must wait for it.
+int run_mode_switch_beside_a_slow_owner(int ranks) {
+  std::vector<ncclComm_t> comms(ranks);
+  std::vector<int> devices(ranks);
+  for (int i = 0; i < ranks; ++i) devices[i] = i;
+  EXPECT_EQ(ncclCommInitAll(comms.data(), ranks, devices.data()), ncclSuccess);
+  constexpr int kEpochs = 3;
+  std::vector<std::unique_ptr<RankState>> states;  // [epoch][rank]: buffers of its own, streams of slot 0
+  std::vector<std::vector<uint16_t>> golden;
+  for (int epoch = 0; epoch < kEpochs; ++epoch)
+    for (int i = 0; i < ranks; ++i) {
+      states.push_back(std::make_unique<RankState>());
+      states.back()->device = i;
+      auto output = states.back()->build(i, ranks);
+      if (epoch == 0) golden.push_back(std::move(output));
+    }
+  auto state = [&](int epoch, int rank) -> RankState& { return *states[size_t(epoch) * ranks + rank]; };
+  std::vector<EpCombineContext*> contexts(ranks, nullptr);
+  const EpCombineConfig config{kSmall.max_tokens_per_rank(ranks), kSmall.topk, kSmall.n};
+  Status s = ep_combine_create_all(comms.data(), ranks, config, contexts.data());
+  EXPECT_TRUE(s.ok()) << s.message;
+  if (!s.ok()) return 1;
+  for (int e = 0; e < kEpochs; ++e)
+    for (int i = 0; i < ranks; ++i) {
+      state(e, i).context = contexts[i];
+      if (e > 0) state(e, i).release();  // their own streams; they run on slot 0's
+      state(e, i).gemm_stream = state(0, i).gemm_stream;
+      state(e, i).combine_stream = state(0, i).combine_stream;
+    }
+
+  std::mt19937 rng(77 + ranks);
+  const int slow = ranks - 1;
+  EpRouting routings[kEpochs];
+  // Epoch 1: the slow rank owns rows of rank 0's experts (so its reduce reads rank 0's counters).
+  auto reads_rank0 = [&](const EpRouting& r) {
+    for (const auto& [rank, e, row] : r.slot_source[slow])
+      if (rank == 0) return true;
+    return false;
+  };
+  do routings[0] = random_ep_routing(ranks, kSmall, rng);
+  while (!reads_rank0(routings[0]));
+  routings[1] = random_ep_routing(ranks, kSmall, rng, /*local_only=*/true);
+  routings[2] = random_ep_routing(ranks, kSmall, rng);
+  std::string err;
+  for (int e = 0; e < kEpochs; ++e)
+    for (int i = 0; i < ranks; ++i)
+      if (err.empty()) err = state(e, i).set_up(routings[e]);
+  // The local contract (docs/multigpu.md): one combine's launches on a rank finish before the next's
+  // start, across its two streams, by events.
+  std::vector<cudaEvent_t> events(2 * ranks);
+  for (int i = 0; i < ranks; ++i) {
+    cudaSetDevice(i);
+    cudaEventCreateWithFlags(&events[2 * i], cudaEventDisableTiming);
+    cudaEventCreateWithFlags(&events[2 * i + 1], cudaEventDisableTiming);
+  }
+  for (int i = 0; i < ranks && err.empty(); ++i)
+    err = state(0, i).enqueue_epilogue_send(routings[0], 1, i == slow ? 20'000'000 : 0);
+  for (int i = 0; i < ranks && err.empty(); ++i) {
+    RankState& st = state(1, i);
+    cudaSetDevice(i);
+    cudaEventRecord(events[2 * i], st.gemm_stream);
+    cudaStreamWaitEvent(st.combine_stream, events[2 * i]);
+    err = st.enqueue(routings[1], SignalGranularity::per_expert, 2);
+    cudaEventRecord(events[2 * i + 1], st.combine_stream);
+    cudaStreamWaitEvent(st.gemm_stream, events[2 * i + 1]);
+  }
+  for (int i = 0; i < ranks && err.empty(); ++i) err = state(2, i).enqueue_epilogue_send(routings[2], 3);
+  for (int e = 0; e < kEpochs; ++e)
+    for (int i = 0; i < ranks; ++i) {
+      const std::string check = state(e, i).check(routings[e], golden);
+      if (err.empty() && !check.empty()) err = "epoch " + std::to_string(e + 1) + ": " + check;
+    }
+  EXPECT_EQ(err, "");
+  for (auto& ev : events) cudaEventDestroy(ev);
+  EXPECT_TRUE(ep_combine_destroy_all(contexts.data(), ranks).ok());
+  for (int i = 0; i < ranks; ++i) state(0, i).release();
+  for (auto& c : comms) ncclCommDestroy(c);
+  return err.empty() ? 0 : 1;
+}
+
+TEST(EpCombine, ModeSwitchBesideASlowOwner) {
+  const int gpus = hopper_gpu_count();
+  if (gpus < 2) GTEST_SKIP() << "fewer than 2 Hopper GPUs: skipped";
+  EXPECT_EQ(run_mode_switch_beside_a_slow_owner(gpus), 0);
 }
 
 std::string self_path;
