@@ -127,6 +127,11 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args);
 // i.e. for the spinning consumer (docs/signals.md). Validates like the launch; reads no device memory.
 Status load_kernels(const GroupedGemmArgs& args);
 
+// Bytes of an operand's scale factors in the layout of docs/formats.md (0 for bf16): `weights` for B
+// (fp8_block128 scales B per 128x128 block and A per 1x128, the rows padded to 4; the one-byte
+// scales of nvfp4, mxfp4 and mxfp8 are the same on both sides). `rows`: max_m for A, n for B.
+size_t operand_scale_bytes(Format format, bool weights, int experts, int rows, int k);
+
 // Bytes of FP4 weights [experts][n][k] in the mma_fragments layout (docs/formats.md): 64x64
 // blocks of 2048 bytes, n and k rounded up to multiples of 64.
 size_t mma_fragment_bytes(int experts, int n, int k);

@@ -58,20 +58,84 @@ void require_dtype(const Tensor& t, const char* name, uint8_t code, int bits, co
   if (t.dtype().code != code || t.dtype().bits != bits) bad(std::string(name) + " must be " + what);
 }
 
+// Row-major with no gaps (sizes of 1 aside): flat layouts (scales, the workspace).
+void require_contiguous(const Tensor& t, const char* name) {
+  int64_t step = 1;
+  for (size_t d = t.ndim(); d-- > 0;) {
+    if (t.shape(d) != 1 && t.stride(d) != step) bad(std::string(name) + " must be contiguous");
+    step *= int64_t(t.shape(d));
+  }
+}
+
+// The byte stride of dimension d for the C++ API: 0 ("packed") where the dimension has one index, as
+// exporters set such strides freely; a stride of 0 or below elsewhere (an expanded or flipped
+// tensor) has no meaning there and is rejected.
+int64_t stepped_byte_stride(const Tensor& t, size_t d, const char* name) {
+  if (t.shape(d) <= 1) return 0;
+  if (t.stride(d) <= 0)
+    bad(std::string(name) + " has stride " + std::to_string(t.stride(d)) + " in dimension " + std::to_string(d) +
+        "; expanded, broadcast or flipped tensors are not supported");
+  return byte_stride(t, d);
+}
+
+// DLPack 1.1 type codes of the 8-bit floats torch exports (float8_e4m3fn, float8_e8m0fnu).
+constexpr uint8_t kDLFloat8E4m3fn = 10, kDLFloat8E8m0fnu = 14;
+
+bool is_byte(const nb::dlpack::dtype& d, std::initializer_list<uint8_t> float_codes = {}) {
+  if (d.bits != 8 || d.lanes != 1) return false;
+  if (d.code == uint8_t(nb::dlpack::dtype_code::Int) || d.code == uint8_t(nb::dlpack::dtype_code::UInt)) return true;
+  for (uint8_t code : float_codes)
+    if (d.code == code) return true;
+  return false;
+}
+
+// The dtypes that hold elements of `format`: its own (bfloat16, float8_e4m3fn) or raw bytes.
+void require_element_dtype(const Tensor& t, Format format, const char* name) {
+  const nb::dlpack::dtype d = t.dtype();
+  if (format == Format::bf16) {
+    if (d.code != uint8_t(nb::dlpack::dtype_code::Bfloat) || d.bits != 16 || d.lanes != 1)
+      bad(std::string(name) + " must be bfloat16 for format bf16");
+  } else if (element_bits(format) == 8) {
+    if (!is_byte(d, {kDLFloat8E4m3fn}))
+      bad(std::string(name) + " must be float8_e4m3fn, uint8 or int8 (e4m3 bytes) for format " + to_string(format));
+  } else if (!is_byte(d)) {
+    bad(std::string(name) + " must be uint8 or int8 (two e2m1 codes per byte) for format " + to_string(format));
+  }
+}
+
+// Scale factors (when given and the format has them: validation reports the rest): their dtype, a
+// flat contiguous layout, and at least the bytes of docs/formats.md (operand_scale_bytes).
+void check_scales(const std::optional<Tensor>& scales, Format format, bool weights, int64_t experts, int64_t rows,
+                  int64_t k, const char* name) {
+  if (!scales || scale_block_k(format) == 0) return;
+  const nb::dlpack::dtype d = scales->dtype();
+  if (format == Format::fp8_block128) {
+    if (d.code != uint8_t(nb::dlpack::dtype_code::Float) || d.bits != 32 || d.lanes != 1)
+      bad(std::string(name) + " must be float32 for format fp8_block128");
+  } else if (!is_byte(d, {format == Format::nvfp4 ? kDLFloat8E4m3fn : kDLFloat8E8m0fnu})) {
+    bad(std::string(name) + " must be one byte per scale (uint8, int8 or " +
+        (format == Format::nvfp4 ? "float8_e4m3fn" : "float8_e8m0fnu") + ") for format " + to_string(format));
+  }
+  require_contiguous(*scales, name);
+  const size_t needed = operand_scale_bytes(format, weights, int(experts), int(rows), int(k));
+  if (scales->nbytes() < needed)
+    bad(std::string(name) + " holds " + std::to_string(scales->nbytes()) + " bytes; " + to_string(format) +
+        " scales of [" + std::to_string(experts) + ", " + std::to_string(rows) + ", " + std::to_string(k) +
+        "] take " + std::to_string(needed) + " (docs/formats.md)");
+}
+
 // Elements of a K-major operand's last dimension per logical K element (FP4 packs two per byte).
 int64_t logical_k(Format f, int64_t last_dim) { return element_bits(f) == 4 ? last_dim * 2 : last_dim; }
 
 OperandArgs operand(const Tensor& data, const std::optional<Tensor>& scales, Format format, const char* name) {
   require_dims(data, name, 3);
-  const int bits = element_bits(format);
-  if (int(data.itemsize()) * 8 != (bits == 4 ? 8 : bits))
-    bad(std::string(name) + ": element size does not match its format " + to_string(format));
+  require_element_dtype(data, format, name);
   OperandArgs op;
   op.format = format;
   op.data = data.data();
   op.scales = scales ? scales->data() : nullptr;
-  op.row_stride = byte_stride(data, 1);
-  op.expert_stride = byte_stride(data, 0);
+  op.row_stride = stepped_byte_stride(data, 1, name);
+  op.expert_stride = stepped_byte_stride(data, 0, name);
   return op;
 }
 
@@ -122,13 +186,16 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
     bad("a, b, out and masked_m must have the same number of experts (dimension 0)");
   if (!fragments && logical_k(args.b.format, b.shape(2)) != args.k) bad("a and b must have the same K");
   if (out.shape(1) != a.shape(1) || out.shape(2) != size_t(args.n)) bad("out must be [E, max_m, N]");
+  check_scales(sfa, args.a.format, /*weights=*/false, a.shape(0), a.shape(1), args.k, "sfa");
+  check_scales(sfb, args.b.format, /*weights=*/true, a.shape(0), args.n, args.k, "sfb");
   args.out = out.data();
-  args.out_row_stride = byte_stride(out, 1);
-  args.out_expert_stride = byte_stride(out, 0);
+  args.out_row_stride = stepped_byte_stride(out, 1, "out");
+  args.out_expert_stride = stepped_byte_stride(out, 0, "out");
   args.masked_m = static_cast<const int32_t*>(masked_m.data());
   if (alpha) {
     require_dtype(*alpha, "alpha", uint8_t(nb::dlpack::dtype_code::Float), 32, "float32");
-    if (alpha->ndim() != 1 || alpha->shape(0) != a.shape(0)) bad("alpha must be float32 [E]");
+    if (alpha->ndim() != 1 || alpha->shape(0) != a.shape(0) || (alpha->shape(0) > 1 && alpha->stride(0) != 1))
+      bad("alpha must be a contiguous float32 [E]");
     args.alpha = static_cast<const float*>(alpha->data());
   }
   args.granularity = signals ? parse_granularity(granularity) : SignalGranularity::none;
@@ -150,6 +217,7 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
     args.error_flag = static_cast<int32_t*>(error_flag->data());
   }
   if (workspace) {
+    require_contiguous(*workspace, "workspace");
     args.workspace = workspace->data();
     args.workspace_bytes = workspace->nbytes();
   }
@@ -167,14 +235,15 @@ void pack_fragments(Tensor b, Tensor packed, uintptr_t stream) {
   require_dims(b, "b", 3);
   if (b.itemsize() != 1) bad("b must be uint8 (packed nvfp4 bytes)");
   const int experts = int(b.shape(0)), n = int(b.shape(1)), k = int(b.shape(2)) * 2;
+  require_contiguous(packed, "packed");
   if (packed.itemsize() != 1 || int64_t(packed.nbytes()) < int64_t(mma_fragment_bytes(experts, n, k)))
     bad("packed must be uint8 with at least mma_fragment_bytes(E, N, K) = " +
         std::to_string(mma_fragment_bytes(experts, n, k)) + " bytes");
   OperandArgs weights;
   weights.format = Format::nvfp4;  // the layout moves e2m1 codes: the same for mxfp4
   weights.data = b.data();
-  weights.row_stride = byte_stride(b, 1);
-  weights.expert_stride = byte_stride(b, 0);
+  weights.row_stride = stepped_byte_stride(b, 1, "b");
+  weights.expert_stride = stepped_byte_stride(b, 0, "b");
   const host::ScopedDevice on_packed_device(packed.device_id());
   const Status s =
       pack_mma_fragments(weights, experts, n, k, packed.data(), reinterpret_cast<cudaStream_t>(stream));

@@ -43,7 +43,7 @@ _keep_alive = []  # the importer may hold on to the struct after the capsule is 
 
 
 class FakeCudaTensor:
-    def __init__(self, shape, dtype="uint", bits=8, address=0x7F0000000000, strides=None):
+    def __init__(self, shape, dtype="uint", bits=8, address=0x7F0000000000, strides=None):  # dtype: a name or a DLPack code
         self.shape = tuple(shape)
         if strides is None:
             strides, step = [], 1
@@ -64,7 +64,7 @@ class FakeCudaTensor:
         managed.dl_tensor.data = self.address
         managed.dl_tensor.device = _DLDevice(KDL_CUDA, 0)
         managed.dl_tensor.ndim = ndim
-        managed.dl_tensor.dtype = _DLDataType(CODES[self.dtype], self.bits, 1)
+        managed.dl_tensor.dtype = _DLDataType(CODES.get(self.dtype, self.dtype), self.bits, 1)
         managed.dl_tensor.shape = shape
         managed.dl_tensor.strides = strides
         managed.dl_tensor.byte_offset = 0

@@ -129,11 +129,24 @@ Status combine(const CombineArgs& a) {
     return invalid("workspace is null or not 16-byte aligned");
   if (a.num_tokens > 0 && (a.out == nullptr || reinterpret_cast<uintptr_t>(a.out) % 16 != 0))
     return invalid("out is null or not 16-byte aligned");
-  if (reinterpret_cast<uintptr_t>(a.gemm_out) % 16 != 0 || a.gemm_out_row_stride % 16 != 0 ||
-      a.gemm_out_expert_stride % 16 != 0)
-    return invalid("gemm_out and its strides must be 16-byte aligned");
+  if (a.layout.granularity != SignalGranularity::per_expert && a.layout.granularity != SignalGranularity::per_row_block)
+    return invalid("layout.granularity: unknown value " + std::to_string(int(a.layout.granularity)));
+  if (reinterpret_cast<uintptr_t>(a.gemm_out) % 16 != 0) return invalid("gemm_out must be 16-byte aligned");
+  if (Status s = host::check_gemm_out_strides(a.gemm_out_row_stride, a.gemm_out_expert_stride, a.layout.n,
+                                              a.layout.max_m);
+      !s.ok())
+    return s;
   if (a.num_blocks < 0) return invalid("num_blocks must be >= 0");
   if (a.first_block < 0) return invalid("first_block must be >= 0");
+  if (Status s = host::check_alignment({{a.masked_m, "masked_m", 4},
+                                        {a.signals, "signals", 4},
+                                        {a.topk_idx, "topk_idx", 4},
+                                        {a.topk_weights, "topk_weights", 4},
+                                        {a.row_source, "row_source", 4},
+                                        {a.error_flag, "error_flag", 4},
+                                        {a.timeline, "timeline", 8}});
+      !s.ok())
+    return s;
   if (Status s = host::check_device_pointers({{a.gemm_out, "gemm_out"},
                                               {a.masked_m, "masked_m"},
                                               {a.signals, "signals"},

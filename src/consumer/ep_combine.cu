@@ -479,6 +479,14 @@ Status check_common_args(const EpCombineContext* ctx, const EpCombineArgs& a) {
   if (a.workspace == nullptr || reinterpret_cast<uintptr_t>(a.workspace) % 16 != 0)
     return invalid("workspace is null or not 16-byte aligned");
   if (a.reduce_tokens < 0 || a.reduce_tokens > kReduceTokens) return invalid("reduce_tokens must be in [0, 4]");
+  if (Status s = host::check_alignment({{a.masked_m, "masked_m", 4},
+                                        {a.row_source, "row_source", 4},
+                                        {a.topk_idx, "topk_idx", 4},
+                                        {a.topk_weights, "topk_weights", 4},
+                                        {a.error_flag, "error_flag", 4},
+                                        {a.timeline, "timeline", 8}});
+      !s.ok())
+    return s;
   // Last, on the context's device (the callers switch to it first).
   return host::check_device_pointers({{a.masked_m, "masked_m"},
                                       {a.row_source, "row_source"},
@@ -674,10 +682,15 @@ Status ep_combine(const EpCombineContext* ctx, const EpCombineArgs& a) {
   if (a.masked_m == nullptr) return invalid("masked_m is null");
   if (a.signals == nullptr || a.layout.granularity == SignalGranularity::none)
     return invalid("signals is null or layout.granularity is none: the combine is driven by the GEMM's signals");
+  if (a.layout.granularity != SignalGranularity::per_expert && a.layout.granularity != SignalGranularity::per_row_block)
+    return invalid("layout.granularity: unknown value " + std::to_string(int(a.layout.granularity)));
   if (Status s = check_common_args(ctx, a); !s.ok()) return s;
-  if (reinterpret_cast<uintptr_t>(a.gemm_out) % 16 != 0 || a.gemm_out_row_stride % 16 != 0 ||
-      a.gemm_out_expert_stride % 16 != 0)
-    return invalid("gemm_out and its strides must be 16-byte aligned");
+  if (reinterpret_cast<uintptr_t>(a.gemm_out) % 16 != 0) return invalid("gemm_out must be 16-byte aligned");
+  if (Status s = host::check_gemm_out_strides(a.gemm_out_row_stride, a.gemm_out_expert_stride, a.layout.n,
+                                              a.layout.max_m);
+      !s.ok())
+    return s;
+  if (Status s = host::check_alignment({{a.signals, "signals", 4}}); !s.ok()) return s;
   if (a.num_blocks < 0) return invalid("num_blocks must be >= 0");
   if (a.first_block < 0) return invalid("first_block must be >= 0");
   if (!(a.remote_bytes_per_second >= 0)) return invalid("remote_bytes_per_second must be >= 0");

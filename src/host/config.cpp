@@ -94,7 +94,8 @@ SplitK plan_split_k(const GroupedGemmArgs& args, const TileConfig& config, int s
   const bool register_weights = register_weights_splits(args.a.format, args.b.format);
   // fp8_block128 x nvfp4 splits only with its tokens converted into the workspace.
   if (args.a.format == Format::fp8_block128 && args.b.format == Format::nvfp4 && !tokens_in_workspace) return split;
-  const bool decode_tile = register_weights ? config.block_n == 256 && config.block_m <= 64
+  // (block_m >= 1: a caller's invalid tile, which validation reports, plans no split.)
+  const bool decode_tile = register_weights ? config.block_n == 256 && config.block_m >= 1 && config.block_m <= 64
                                             : config.block_n == 128 && (config.block_m == 32 || config.block_m == 64);
   if (!splits_k(args.a.format, args.b.format) || !decode_tile || config.cluster > 1 ||
       (args.signals != nullptr && args.scope != SignalScope::gpu) || args.max_m < 1 || args.n < 1 || sms < 2)

@@ -43,6 +43,31 @@ Status check_device_pointers(std::initializer_list<std::pair<const void*, const 
   return {};
 }
 
+Status check_alignment(std::initializer_list<AlignedPointer> pointers) {
+  for (const auto& [pointer, name, bytes] : pointers)
+    if (reinterpret_cast<uintptr_t>(pointer) % bytes != 0)
+      return Status{StatusCode::invalid_argument,
+                    std::string("signalgemm: ") + name + " must be " + std::to_string(bytes) + "-byte aligned"};
+  return {};
+}
+
+Status check_gemm_out_strides(int64_t row_stride, int64_t expert_stride, int n, int max_m) {
+  const int64_t row_bytes = int64_t(n) * 2;
+  if (row_stride < 0 || expert_stride < 0 || row_stride % 16 != 0 || expert_stride % 16 != 0)
+    return Status{StatusCode::invalid_argument,
+                  "signalgemm: gemm_out_row_stride and gemm_out_expert_stride must be >= 0 and multiples of 16"};
+  if (row_stride != 0 && row_stride < row_bytes)
+    return Status{StatusCode::invalid_argument, "signalgemm: gemm_out_row_stride = " + std::to_string(row_stride) +
+                                                    " is smaller than one row (" + std::to_string(row_bytes) +
+                                                    " bytes)"};
+  const int64_t expert_bytes = (row_stride != 0 ? row_stride : row_bytes) * max_m;
+  if (expert_stride != 0 && expert_stride < expert_bytes)
+    return Status{StatusCode::invalid_argument, "signalgemm: gemm_out_expert_stride = " +
+                                                    std::to_string(expert_stride) + " is smaller than one expert (" +
+                                                    std::to_string(expert_bytes) + " bytes)"};
+  return {};
+}
+
 ScopedDevice::ScopedDevice(int device) {
   int current = -1;
   if (cudaGetDevice(&current) != cudaSuccess || (current != device && cudaSetDevice(device) != cudaSuccess)) {

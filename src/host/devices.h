@@ -1,8 +1,10 @@
 // Devices on the host side: checks that the pointers a kernel will dereference are memory of the
 // current device (a plain host pointer, or another GPU's memory, would fault inside the kernel
-// instead of returning an error that names the argument), and a scoped switch of the current device.
+// instead of returning an error that names the argument) and aligned as it loads them, and a scoped
+// switch of the current device.
 #pragma once
 
+#include <cstdint>
 #include <initializer_list>
 #include <utility>
 
@@ -14,6 +16,20 @@ namespace signalgemm::host {
 // arguments are checked for presence elsewhere). Driver queries: no synchronization, allowed during
 // stream capture.
 Status check_device_pointers(std::initializer_list<std::pair<const void*, const char*>> pointers);
+
+// The first of `pointers` not aligned to its `bytes` (a misaligned load faults the kernel and leaves
+// the CUDA context unusable), or ok. Null passes.
+struct AlignedPointer {
+  const void* pointer;
+  const char* name;
+  uintptr_t bytes;
+};
+Status check_alignment(std::initializer_list<AlignedPointer> pointers);
+
+// Byte strides of a GEMM output a combine reads (rows of n bf16, max_m rows per expert; 0: packed):
+// 16-byte multiples, and each at least what it steps over, so that no row lies before the first or
+// overlaps another.
+Status check_gemm_out_strides(int64_t row_stride, int64_t expert_stride, int n, int max_m);
 
 // Makes `device` current for its lifetime and then restores the previous one, so that a call on a
 // context or tensor of another GPU runs there, as NCCL's and torch's calls do. Does nothing where

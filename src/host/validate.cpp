@@ -42,6 +42,24 @@ class Checker {
 };
 
 bool aligned(const void* p, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+// Whether [p, p + p_bytes) and [q, q + q_bytes) share a byte.
+bool overlaps(const void* p, int64_t p_bytes, const void* q, int64_t q_bytes) {
+  const auto a = reinterpret_cast<uintptr_t>(p), b = reinterpret_cast<uintptr_t>(q);
+  return p != nullptr && q != nullptr && a < b + uint64_t(q_bytes) && b < a + uint64_t(p_bytes);
+}
+
+// Bytes from a [experts][rows][row_bytes] tensor's first byte past its last one (strides 0: packed),
+// once its strides passed their checks.
+int64_t tensor_span(int64_t row_bytes, int64_t row_stride, int64_t expert_stride, int num_experts, int rows) {
+  row_stride = row_stride != 0 ? row_stride : row_bytes;
+  expert_stride = expert_stride != 0 ? expert_stride : row_stride * rows;
+  return expert_stride * (num_experts - 1) + row_stride * (rows - 1) + row_bytes;
+}
+int64_t operand_span(const OperandArgs& op, int num_experts, int rows, int k) {
+  if (op.layout == OperandLayout::mma_fragments) return int64_t(mma_fragment_bytes(num_experts, rows, k));
+  return tensor_span(int64_t(k) * element_bits(op.format) / 8, op.row_stride, op.expert_stride, num_experts, rows);
+}
 bool valid_format(Format f) { return static_cast<int>(f) <= static_cast<int>(Format::mxfp8); }
 
 // Strides are the caller's int64 values, so every product of a stride and an extent is computed
@@ -128,6 +146,15 @@ void check_layouts(Checker& c, const GroupedGemmArgs& args) {
 
 }  // namespace
 
+size_t operand_scale_bytes(Format format, bool weights, int experts, int rows, int k) {
+  const int block = scale_block_k(format);
+  if (block == 0 || experts < 1 || rows < 1 || k < 1) return 0;
+  const size_t blocks_k = size_t(k / block), e = size_t(experts);
+  if (format == Format::fp8_block128)
+    return 4 * e * blocks_k * (weights ? (size_t(rows) + 127) / 128 : (size_t(rows) + 3) / 4 * 4);
+  return e * size_t(rows) * blocks_k;
+}
+
 Status validate(const GroupedGemmArgs& args) {
   Checker c;
   c.require(args.num_experts >= 1, "num_experts must be >= 1, got ", args.num_experts);
@@ -213,8 +240,22 @@ Status validate(const GroupedGemmArgs& args) {
   int64_t out_span = 0;
   c.require(multiply(out_expert_stride, args.num_experts, out_span), "num_experts = ", args.num_experts,
             " times out_expert_stride = ", out_expert_stride, " bytes overflows int64");
+  // The epilogue's stores would race the loads of an operand they overlap (a silently wrong result).
+  if (c.status().ok() && args.out != nullptr) {
+    const int64_t out_bytes = tensor_span(out_row, args.out_row_stride, args.out_expert_stride, args.num_experts,
+                                          args.max_m);
+    c.require(!overlaps(args.out, out_bytes, args.a.data, operand_span(args.a, args.num_experts, args.max_m, args.k)),
+              "out overlaps a.data; the output must not alias an operand");
+    c.require(!overlaps(args.out, out_bytes, args.b.data, operand_span(args.b, args.num_experts, args.n, args.k)),
+              "out overlaps b.data; the output must not alias an operand");
+  }
 
   c.require(aligned(args.workspace, 16), "workspace must be 16-byte aligned");
+  // Converted activations are bf16 rows of k * 16 bits, which the launcher counts in int.
+  c.require(!host::converts_activations(args.a.format, args.b.format) ||
+                int64_t(args.k) * 16 <= std::numeric_limits<int32_t>::max(),
+            "k = ", args.k, " is too large for ", to_string(args.a.format),
+            " activations converted to bf16 (a row must stay below 2^31 bits)");
   if (args.workspace != nullptr && host::converts_activations(args.a.format, args.b.format)) {
     const size_t needed = host::converted_activation_bytes(args);
     c.require(args.workspace_bytes >= needed, "workspace_bytes = ", args.workspace_bytes, " is too small; ",

@@ -189,6 +189,43 @@ TEST(Combine, RejectsMissingArguments) {
   EXPECT_NE(combine(c).message.find("signals"), std::string::npos);
 }
 
+// Strides that would read before gemm_out or overlap rows, misaligned arrays and an unknown
+// granularity are named before any pointer is looked at (no GPU needed).
+TEST(Combine, RejectsBadStridesAlignmentAndGranularity) {
+  static uint8_t buffer[256] __attribute__((aligned(16)));
+  CombineArgs valid;
+  valid.gemm_out = buffer;
+  valid.masked_m = reinterpret_cast<const int32_t*>(buffer);
+  valid.layout = SignalLayout{2, 8, 64, 64, 128, SignalGranularity::per_expert};  // rows of 128 bytes
+  valid.signals = reinterpret_cast<uint32_t*>(buffer);
+  valid.num_tokens = 1;
+  valid.topk = 1;
+  valid.topk_idx = reinterpret_cast<const int32_t*>(buffer);
+  valid.topk_weights = reinterpret_cast<const float*>(buffer);
+  valid.row_source = reinterpret_cast<const int32_t*>(buffer);
+  valid.workspace = buffer;
+  valid.out = buffer;
+  const auto message = [&](auto change) {
+    CombineArgs c = valid;
+    change(c);
+    const Status s = combine(c);
+    EXPECT_EQ(s.code, StatusCode::invalid_argument) << s.message;
+    return s.message;
+  };
+  EXPECT_NE(message([](CombineArgs& c) { c.gemm_out_row_stride = -16; }).find("gemm_out_row_stride"), std::string::npos);
+  EXPECT_NE(message([](CombineArgs& c) { c.gemm_out_row_stride = 64; }).find("smaller than one row"), std::string::npos);
+  EXPECT_NE(message([](CombineArgs& c) { c.gemm_out_expert_stride = 128 * 7; }).find("smaller than one expert"),
+            std::string::npos);
+  EXPECT_NE(message([](CombineArgs& c) { c.topk_idx = reinterpret_cast<const int32_t*>(buffer + 2); })
+                .find("topk_idx must be 4-byte aligned"),
+            std::string::npos);
+  EXPECT_NE(message([](CombineArgs& c) { c.timeline = reinterpret_cast<uint64_t*>(buffer + 4); })
+                .find("timeline must be 8-byte aligned"),
+            std::string::npos);
+  EXPECT_NE(message([](CombineArgs& c) { c.layout.granularity = SignalGranularity(3); }).find("layout.granularity"),
+            std::string::npos);
+}
+
 // Pointers the kernel would dereference are checked before the launch: a host buffer is named.
 TEST(Combine, HostPointersAreRejectedNotLaunched) {
   SG_REQUIRE_HOPPER();

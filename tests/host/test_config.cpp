@@ -382,6 +382,10 @@ TEST(Config, SplitKForFewTiles) {
   args.n = 4096, args.k = 7168;
   EXPECT_EQ(plan_split_k(args, TileConfig{32, 256, 3, 1}, 132).pieces, 8);  // 16 tiles
   EXPECT_EQ(plan_split_k(args, decode, 132).pieces, 1);                     // not its decode tile
+  EXPECT_EQ(plan_split_k(args, TileConfig{-64, 256, 3, 1}, 132).pieces, 1);  // invalid: no (negative) plan
+  GroupedGemmArgs invalid_tile = args;  // workspace_bytes is asked before validation (the Python module)
+  invalid_tile.config = TileConfig{-64, 0, 0, 0};
+  EXPECT_EQ(workspace_bytes(invalid_tile), 0u);
   args.k = 1344;  // 21 blocks of 64 K: 3 pieces (K blocks / 6)
   EXPECT_EQ(plan_split_k(args, TileConfig{32, 256, 3, 1}, 132).pieces, 3);
   args.k = 7168;

@@ -13,6 +13,7 @@
 
 #include "host/config.h"
 #include "signalgemm/gemm.h"
+#include "signalgemm/reference.h"
 
 namespace signalgemm {
 namespace {
@@ -24,10 +25,13 @@ T* fake(uintptr_t address) {
 
 // Baseline: fp8_block128 x fp8_block128, E=4, max_m=64, n=256, k=512, packed strides, bf16 out.
 // Packed sizes: a and b rows are 512 bytes (fp8, k=512); out rows are 512 bytes (bf16, n=256).
+// The operands' data lie far above out, so that no case's output spans reach them (out must not
+// alias an operand: OutOverlapsA / OutOverlapsB).
 constexpr int kExperts = 4, kMaxM = 64, kN = 256, kK = 512;
 constexpr int64_t kOperandRow = 512, kOutRow = 512;
 // Largest max_m and n: rounded up to a whole tile (at most 256) they still fit in int32.
 constexpr int kMaxExtent = INT32_MAX - 255;
+constexpr uintptr_t kAData = uintptr_t(1) << 46, kBData = uintptr_t(1) << 47;
 
 GroupedGemmArgs baseline() {
   GroupedGemmArgs args;
@@ -35,8 +39,8 @@ GroupedGemmArgs baseline() {
   args.max_m = kMaxM;
   args.n = kN;
   args.k = kK;
-  args.a = OperandArgs{Format::fp8_block128, fake(0x10000), fake(0x20000), 0, 0};
-  args.b = OperandArgs{Format::fp8_block128, fake(0x30000), fake(0x40000), 0, 0};
+  args.a = OperandArgs{Format::fp8_block128, fake(kAData), fake(0x20000), 0, 0};
+  args.b = OperandArgs{Format::fp8_block128, fake(kBData), fake(0x40000), 0, 0};
   args.out = fake(0x50000);
   args.out_type = OutputType::bf16;
   args.masked_m = fake<const int32_t>(0x60000);
@@ -76,6 +80,20 @@ bool names(const std::string& text, const std::string& word) {
 
 // ---------------------------------------------------------------------------------------------
 // Baseline and general behavior
+
+// operand_scale_bytes (what the Python module checks scale tensors against) is the size of the
+// reference quantizer's scales, the documented layout, for every format, side and odd row counts.
+TEST(Validate, OperandScaleBytesMatchTheQuantizer) {
+  const std::vector<float> x(size_t(2) * 131 * 256, 0.5f);
+  for (Format f : {Format::fp8_block128, Format::nvfp4, Format::mxfp4, Format::mxfp8, Format::bf16})
+    for (ref::Role role : {ref::Role::a, ref::Role::b})
+      for (int rows : {1, 5, 128, 131}) {
+        const auto q = ref::quantize(f, role, x.data(), 2, rows, 256);
+        EXPECT_EQ(operand_scale_bytes(f, role == ref::Role::b, 2, rows, 256), q.scales.size())
+            << to_string(f) << (role == ref::Role::b ? " b" : " a") << " rows " << rows;
+      }
+  EXPECT_EQ(operand_scale_bytes(Format::fp8_block128, false, 0, 4, 128), 0u);
+}
 
 TEST(Validate, BaselineIsValid) {
   const Status s = validate(baseline());
@@ -303,6 +321,12 @@ std::vector<Rejection> format_pair_rejections() {
                   },
                   {"a.format", "b.format"}, "mxfp4"),
       // k = 32 is a whole MX scale block, but the dequantizing mainloop works in 64-K stages.
+      reject("KTooLargeForConvertedActivations",
+             [](auto& a) {
+               a.a.format = a.b.format = Format::mxfp8;
+               a.k = 1 << 27;  // rows of 2^27 bytes pass; their bf16 conversion has 2^31 bits
+             },
+             {"k", "mxfp8"}, "converted to bf16"),
       unsupported("KNotMultipleOf64ForMxPair",
                   [](auto& a) {
                     a.a.format = a.b.format = Format::mxfp8;
@@ -340,6 +364,10 @@ std::vector<Rejection> output_rejections() {
       unsupported("OutTypeFp32", [](auto& a) { a.out_type = OutputType::fp32; }, {"out_type"}, "fp32"),
       reject("OutNull", [](auto& a) { a.out = nullptr; }, {"out"}, "null"),
       reject("OutMisaligned", [](auto& a) { a.out = fake(0x50008); }, {"out"}, "16-byte aligned"),
+      // out's last row ends 16 bytes into a (OutEndsWhereABegins is accepted).
+      reject("OutOverlapsA", [](auto& a) { a.out = fake(kAData - int64_t(kExperts) * kMaxM * kOutRow + 16); },
+             {"out", "a.data"}, "must not alias"),
+      reject("OutOverlapsB", [](auto& a) { a.out = fake(kBData + 1024); }, {"out", "b.data"}, "must not alias"),
       reject("OutRowsMisaligned", [](auto& a) { a.out_rows = fake<void* const>(0x70004); }, {"out_rows"},
              "8-byte aligned"),
       // n=12 bf16 outputs are 24-byte rows.
@@ -616,6 +644,7 @@ std::vector<Acceptance> all_acceptances() {
       {"PaddedAExpertStrideOnly", [](auto& a) { a.a.expert_stride = kOperandRow * kMaxM + 16; }},
       {"PaddedBStrides", [](auto& a) { a.b.row_stride = 1024, a.b.expert_stride = 1024 * kN; }},
       {"PaddedOutStrides", [](auto& a) { a.out_row_stride = 1024, a.out_expert_stride = 1024 * kMaxM; }},
+      {"OutEndsWhereABegins", [](auto& a) { a.out = fake(kAData - int64_t(kExperts) * kMaxM * kOutRow); }},
       {"OutRowsInsteadOfOut", [](auto& a) { a.out = nullptr, a.out_rows = fake<void* const>(0x70000); }},
       {"SmCountZero", [](auto& a) { a.sm_count = 0; }},
       {"SmCountOne", [](auto& a) { a.sm_count = 1; }},
