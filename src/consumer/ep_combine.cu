@@ -878,7 +878,10 @@ Status ep_epilogue_send_reduce(const EpCombineContext* ctx, const EpCombineArgs&
   // waits already run when the last experts finish. No griddepcontrol.wait is needed: the rows are
   // acquired through the counters, and everything else the reduce reads (routing, masked_m, the
   // window, the prepare kernel's token order) was written by kernels that completed before that
-  // GEMM started.
+  // GEMM started. The reduce may end before the GEMM does (its last experts may serve only other
+  // ranks), but the next combine's prepare, which rewrites the GEMM's out_rows, is a plain launch
+  // and still waits for the GEMM: stream order covers the primary grid too (H100, 2026-11-28: a
+  // plain kernel after a secondary that ended 20 ms before its primary started 2 us after the primary).
   cudaLaunchAttribute overlap{};
   overlap.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   overlap.val.programmaticStreamSerializationAllowed = 1;
