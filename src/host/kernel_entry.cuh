@@ -50,7 +50,15 @@ Status launch_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, int gri
   constexpr int kCluster = kernels::kClusterOf<Mainloop>;
   auto* kernel = &kernels::grouped_gemm_kernel<Mainloop>;
   const int smem = Mainloop::plan(cfg.stages).total_bytes();
-  if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  // The attribute is one value per kernel and device, shared by every host thread: it is set to the
+  // device's opt-in maximum, the same for every launch, not to this launch's bytes, so that a
+  // concurrent launch with fewer stages never lowers it under one with more.
+  int device = 0, smem_limit = 0;
+  if (cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) return cuda_failure("cudaGetDevice", err);
+  if (cudaError_t err = cudaDeviceGetAttribute(&smem_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+      err != cudaSuccess)
+    return cuda_failure("cudaDeviceGetAttribute", err);
+  if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_limit);
       err != cudaSuccess)
     return cuda_failure("cudaFuncSetAttribute", err);
   cudaLaunchConfig_t launch{};
@@ -78,10 +86,10 @@ Status launch_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, int gri
     ++launch.numAttrs;
     launch.attrs = attrs;
   }
+  // Its own error, not an earlier one of the caller's (no cudaGetLastError).
   if (cudaError_t err = cudaLaunchKernelEx(&launch, kernel, maps.a, maps.b, maps.sfa, maps.sfb, maps.c, params);
       err != cudaSuccess)
     return cuda_failure("kernel launch", err);
-  if (cudaError_t err = cudaGetLastError(); err != cudaSuccess) return cuda_failure("kernel launch", err);
   return {};
 }
 

@@ -340,6 +340,41 @@ TileConfig select_config(const GroupedGemmArgs& args) {
   return launch_config(args, have_device ? info.smem_per_block : kernels::kH100SmemPerBlock, converts);
 }
 
+namespace {
+
+// What a launch with `args` runs after any activation conversion (its arguments, tile and kernel), or
+// why it cannot run. Decided before anything is enqueued, so that a rejected launch leaves the
+// caller's workspace and stream (or graph being captured) untouched.
+struct LaunchPlan {
+  GroupedGemmArgs args;  // as launched: the one-format pairings read bf16 activations from the workspace
+  TileConfig cfg;
+  bool converts = false;             // the activations are converted into the workspace first
+  bool tokens_in_workspace = false;  // fp8_block128 tokens read as bf16 from there
+  KernelEntry kernel;
+};
+
+Status plan_launch(const GroupedGemmArgs& args, const DeviceInfo& info, LaunchPlan& plan) {
+  plan.cfg = launch_config(args, info.smem_per_block, plan.converts);
+  plan.tokens_in_workspace = plan.converts && args.a.format == Format::fp8_block128;
+  plan.args = plan.converts && !plan.tokens_in_workspace ? host::with_converted_activations(args) : args;
+  // After a conversion the GEMM may start its set-up while the conversion ends; it reads the
+  // workspace only after its griddepcontrol.wait, which waits for the conversion grid to complete.
+  plan.args.enable_pdl = args.enable_pdl || plan.converts;
+  const TileConfig& cfg = plan.cfg;
+  if (cfg.stages < host::kMinStages || host::smem_bytes(cfg.block_m, cfg.block_n, cfg.stages, plan.args.a.format,
+                                                        plan.args.b.format, plan.tokens_in_workspace) >
+                                           info.smem_per_block)
+    return Status{StatusCode::invalid_argument, "signalgemm: config.stages = " + std::to_string(cfg.stages) +
+                                                    " does not fit in shared memory with block_m = " +
+                                                    std::to_string(cfg.block_m)};
+  const TileConfig launch_cfg = config_for_grid(cfg, persistent_grid(plan.args, cfg, info));
+  const bool split_k = launch_split_k(plan.args, launch_cfg, info, plan.tokens_in_workspace).pieces > 1;
+  plan.kernel = select_kernel(plan.args, launch_cfg, plan.tokens_in_workspace, split_k);
+  return plan.kernel.launch == nullptr ? not_compiled(cfg) : Status{};
+}
+
+}  // namespace
+
 Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   if (Status s = validate(args); !s.ok()) return s;
   DeviceInfo info;
@@ -347,50 +382,31 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   if (Status s = check_device_pointers(args); !s.ok()) return s;
   if (tensor_map_encoder() == nullptr)
     return Status{StatusCode::cuda_error, "signalgemm: the driver has no cuTensorMapEncodeTiled"};
-  bool converts = false;
-  const TileConfig cfg = launch_config(args, info.smem_per_block, converts);
-  if (!converts) return launch_gemm(args, info, cfg, false);
-  if (Status s = convert_activations(args, info); !s.ok()) return s;
-  // The GEMM may start its set-up while the conversion ends; it reads the workspace only after its
-  // griddepcontrol.wait, which waits for the conversion grid to complete.
-  const bool fp8_tokens = args.a.format == Format::fp8_block128;
-  GroupedGemmArgs converted = fp8_tokens ? args : host::with_converted_activations(args);
-  converted.enable_pdl = true;
-  return launch_gemm(converted, info, cfg, fp8_tokens);
+  LaunchPlan plan;
+  if (Status s = plan_launch(args, info, plan); !s.ok()) return s;
+  if (plan.converts)
+    if (Status s = convert_activations(args, info); !s.ok()) return s;
+  return launch_gemm(plan.args, info, plan.cfg, plan.tokens_in_workspace);
 }
 
 Status load_kernels(const GroupedGemmArgs& args) {
   if (Status s = validate(args); !s.ok()) return s;
   DeviceInfo info;
   if (Status s = query_device(info); !s.ok()) return s;
-  bool converts = false;
-  const TileConfig cfg = launch_config(args, info.smem_per_block, converts);
-  if (converts) {
+  LaunchPlan plan;
+  if (Status s = plan_launch(args, info, plan); !s.ok()) return s;
+  if (plan.converts) {
     cudaFuncAttributes attributes;
     if (cudaError_t err = cudaFuncGetAttributes(&attributes, conversion_kernel(args.a.format)); err != cudaSuccess)
       return cuda_failure("cudaFuncGetAttributes", err);
   }
-  // The arguments and configuration grouped_gemm_nt_masked launches with.
-  const bool tokens_in_workspace = converts && args.a.format == Format::fp8_block128;
-  const GroupedGemmArgs launched = converts && !tokens_in_workspace ? host::with_converted_activations(args) : args;
-  const TileConfig launch_cfg = config_for_grid(cfg, persistent_grid(launched, cfg, info));
-  const bool split_k = launch_split_k(launched, launch_cfg, info, tokens_in_workspace).pieces > 1;
-  const KernelEntry kernel = select_kernel(launched, launch_cfg, tokens_in_workspace, split_k);
-  if (kernel.load == nullptr) return not_compiled(cfg);
-  return kernel.load();
+  return plan.kernel.load();
 }
 
 namespace {
 
 Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const TileConfig& cfg,
                    bool tokens_in_workspace) {
-  if (cfg.stages < host::kMinStages ||
-      host::smem_bytes(cfg.block_m, cfg.block_n, cfg.stages, args.a.format, args.b.format, tokens_in_workspace) >
-          info.smem_per_block)
-    return Status{StatusCode::invalid_argument, "signalgemm: config.stages = " + std::to_string(cfg.stages) +
-                                                    " does not fit in shared memory with block_m = " +
-                                                    std::to_string(cfg.block_m)};
-
   // Operands are loaded as byte tensors. A stage holds kBlockK bytes of K of the activations
   // (128 e4m3 or 64 bf16) and the same K range of the weights (packed FP4: a quarter of the bytes).
   const bool fp8 = args.a.format == Format::fp8_block128;

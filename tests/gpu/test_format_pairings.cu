@@ -222,6 +222,18 @@ TEST(FormatPairings, ActivationsConvertedOnceInTheWorkspace) {
     const Status s = validate(small);
     EXPECT_EQ(s.code, StatusCode::invalid_argument);
     EXPECT_NE(s.message.find("workspace_bytes"), std::string::npos) << s.message;
+    // Stages that pass validation's range but not shared memory are rejected before the conversion
+    // is enqueued: the workspace stays as it was.
+    GroupedGemmArgs too_deep = p.args();
+    too_deep.workspace = workspace.get();
+    too_deep.workspace_bytes = workspace.bytes();
+    too_deep.config = TileConfig{0, 0, 16, 0};
+    cudaMemset(workspace.get(), 0x5A, workspace.bytes());
+    const Status deep = grouped_gemm_nt_masked(too_deep);
+    EXPECT_EQ(deep.code, StatusCode::invalid_argument) << name(pairing);
+    EXPECT_NE(deep.message.find("config.stages"), std::string::npos) << deep.message;
+    const auto bytes = workspace.to_host<uint8_t>();
+    EXPECT_TRUE(std::all_of(bytes.begin(), bytes.end(), [](uint8_t b) { return b == 0x5A; })) << name(pairing);
   }
 }
 
