@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "bench_util.cuh"
+#include "cli.h"
 #include "signalgemm/combine.h"
 #include "signalgemm/ep_combine.h"
 #include "signalgemm/gemm.h"
@@ -454,14 +455,36 @@ int main(int argc, char** argv) {
   const char* svg_throttled = nullptr;
   SignalGranularity granularity = SignalGranularity::per_expert;
   std::vector<Shape> shapes = {{32, 32}, {32, 128}, {8, 256}};  // the issue's shapes
+  const char* usage =
+      "usage: %s [--gpus N] [--combine-sms N] [--iters N] [--throttle-gbps G] [--svg FILE] "
+      "[--svg-throttled FILE] [--per-row-block] [--reduce-tokens 0-4] [--block-m N --block-n N] [--shapes E:m,...]\n";
+  // The value after option argv[i], an integer >= min_value; else a usage error (exit 2).
+  auto int_value = [&](int& i, long min_value, int& out) {
+    if (!signalgemm::bench::parse_int(argv[i + 1], min_value, out)) {
+      std::fprintf(stderr, "%s: '%s' is not an integer >= %ld\n", argv[i], argv[i + 1], min_value);
+      std::exit(2);
+    }
+    ++i;
+  };
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--combine-sms") && i + 1 < argc) combine_blocks = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--iters") && i + 1 < argc) iters = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--gpus") && i + 1 < argc) gpus = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--reduce-tokens") && i + 1 < argc) reduce_tokens = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--block-m") && i + 1 < argc) tile.block_m = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--block-n") && i + 1 < argc) tile.block_n = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--throttle-gbps") && i + 1 < argc) throttle_gbps = std::atof(argv[++i]);
+    if (!std::strcmp(argv[i], "--help")) {
+      std::printf(usage, argv[0]);
+      return 0;
+    }
+    if (!std::strcmp(argv[i], "--combine-sms") && i + 1 < argc) int_value(i, 0, combine_blocks);
+    else if (!std::strcmp(argv[i], "--iters") && i + 1 < argc) int_value(i, 1, iters);
+    else if (!std::strcmp(argv[i], "--gpus") && i + 1 < argc) int_value(i, 0, gpus);
+    else if (!std::strcmp(argv[i], "--reduce-tokens") && i + 1 < argc) int_value(i, 0, reduce_tokens);
+    else if (!std::strcmp(argv[i], "--block-m") && i + 1 < argc) int_value(i, 0, tile.block_m);
+    else if (!std::strcmp(argv[i], "--block-n") && i + 1 < argc) int_value(i, 0, tile.block_n);
+    else if (!std::strcmp(argv[i], "--throttle-gbps") && i + 1 < argc) {
+      char* end = nullptr;
+      throttle_gbps = std::strtod(argv[++i], &end);
+      if (*end != '\0' || !(throttle_gbps >= 0)) {
+        std::fprintf(stderr, "--throttle-gbps: '%s' is not a number >= 0\n", argv[i]);
+        return 2;
+      }
+    }
     else if (!std::strcmp(argv[i], "--svg") && i + 1 < argc) svg = argv[++i];
     else if (!std::strcmp(argv[i], "--per-row-block")) granularity = SignalGranularity::per_row_block;
     else if (!std::strcmp(argv[i], "--svg-throttled") && i + 1 < argc) svg_throttled = argv[++i];
@@ -469,17 +492,16 @@ int main(int argc, char** argv) {
       shapes.clear();
       for (char* item = std::strtok(argv[++i], ","); item != nullptr; item = std::strtok(nullptr, ",")) {
         Shape s{};
-        if (std::sscanf(item, "%d:%d", &s.experts, &s.m) != 2 || s.experts < 1 || s.m < 1) {
+        int used = 0;
+        if (std::sscanf(item, "%d:%d%n", &s.experts, &s.m, &used) != 2 || item[used] != '\0' || s.experts < 1 ||
+            s.m < 1) {
           std::fprintf(stderr, "--shapes: '%s' is not E:m\n", item);
           return 2;
         }
         shapes.push_back(s);
       }
     } else {
-      std::fprintf(stderr,
-                   "usage: %s [--gpus N] [--combine-sms N] [--iters N] [--throttle-gbps G] [--svg FILE] "
-                   "[--svg-throttled FILE] [--per-row-block] [--reduce-tokens 0-4] [--block-m N --block-n N] [--shapes E:m,...]\n",
-                   argv[0]);
+      std::fprintf(stderr, usage, argv[0]);
       return 2;
     }
   }

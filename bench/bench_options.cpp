@@ -1,9 +1,12 @@
 #include "bench_options.h"
 
 #include <algorithm>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
+
+#include "cli.h"
 
 namespace signalgemm::bench {
 
@@ -35,11 +38,11 @@ constexpr const char* kUsage =
   std::exit(2);
 }
 
-// Whole-string integer parse: "12x" or "" is an error, not 12 or 0.
+// Whole-string integer parse: "12x", "" or one past int's range is an error, not 12, 0 or a wrapped value.
 long parse_int(const std::string& text, const std::string& option, long min_value) {
-  char* end = nullptr;
-  const long v = std::strtol(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0') usage_error(option + ": not an integer: '" + text + "'");
+  long v = 0;
+  if (!bench::parse_int(text.c_str(), LONG_MIN, INT_MAX, v))
+    usage_error(option + ": not an integer (at most 2^31 - 1): '" + text + "'");
   if (v < min_value) usage_error(option + " must be >= " + std::to_string(min_value) + ", got " + text);
   return v;
 }

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "bench_util.cuh"
+#include "cli.h"
 #include "timeline_svg.h"
 #include "signalgemm/combine.h"
 #include "signalgemm/gemm.h"
@@ -225,12 +226,14 @@ int main(int argc, char** argv) {
   int combine_blocks = 8, iters = 30;
   const char* svg = nullptr;
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--combine-sms") && i + 1 < argc) combine_blocks = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--iters") && i + 1 < argc) iters = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--svg") && i + 1 < argc) svg = argv[++i];
+    const bool value = i + 1 < argc;
+    if (!std::strcmp(argv[i], "--combine-sms") && value && signalgemm::bench::parse_int(argv[i + 1], 1, combine_blocks)) ++i;
+    else if (!std::strcmp(argv[i], "--iters") && value && signalgemm::bench::parse_int(argv[i + 1], 1, iters)) ++i;
+    else if (!std::strcmp(argv[i], "--svg") && value) svg = argv[++i];
     else {
-      std::fprintf(stderr, "usage: %s [--combine-sms N] [--iters N] [--svg FILE]\n", argv[0]);
-      return 2;
+      std::fprintf(!std::strcmp(argv[i], "--help") ? stdout : stderr,
+                   "usage: %s [--combine-sms N >= 1] [--iters N >= 1] [--svg FILE]\n", argv[0]);
+      return !std::strcmp(argv[i], "--help") ? 0 : 2;
     }
   }
   const cudaDeviceProp prop = signalgemm::bench::require_hopper("signalgemm-demo");

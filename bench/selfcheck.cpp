@@ -3,6 +3,7 @@
 // format's quantization error, which must fall under a per-format bound. No GPU involved.
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -10,7 +11,11 @@
 
 using namespace signalgemm;
 
-int main() {
+int main(int argc, char** argv) {
+  if (argc > 1) {  // it takes no arguments
+    std::fprintf(!std::strcmp(argv[1], "--help") ? stdout : stderr, "usage: %s (no arguments)\n", argv[0]);
+    return !std::strcmp(argv[1], "--help") ? 0 : 2;
+  }
   constexpr int kExperts = 2, kMaxM = 48, kN = 64, kK = 256;
   const std::vector<int32_t> masked_m = {kMaxM, 17};
   std::mt19937 rng(1);

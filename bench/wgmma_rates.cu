@@ -22,6 +22,8 @@
 #include <cstring>
 #include <vector>
 
+#include "bench_util.cuh"
+#include "cli.h"
 #include "kernels/dequant_fragments.cuh"
 #include "kernels/ptx.cuh"
 
@@ -380,8 +382,15 @@ using D = Dequant;
 
 int main(int argc, char** argv) {
   int groups = 4000;
-  for (int i = 1; i < argc; ++i)
-    if (!std::strcmp(argv[i], "--groups") && i + 1 < argc) groups = std::atoi(argv[++i]);
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--groups") && i + 1 < argc && signalgemm::bench::parse_int(argv[i + 1], 1, groups)) {
+      ++i;
+      continue;
+    }
+    std::fprintf(!std::strcmp(argv[i], "--help") ? stdout : stderr, "usage: %s [--groups N >= 1]\n", argv[0]);
+    return !std::strcmp(argv[i], "--help") ? 0 : 2;
+  }
+  signalgemm::bench::require_hopper("signalgemm-wgmma-rates");
   int sms = 0;
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
   const Variant variants[] = {

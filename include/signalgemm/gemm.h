@@ -99,6 +99,11 @@ inline constexpr int32_t kErrorMaskedMOutOfRange = 1;
 // Checks every argument without touching the device. The message names the offending argument.
 Status validate(const GroupedGemmArgs& args);
 
+// The checks of validate() that need no tensors (sizes, formats, config; k where non-zero): for
+// planning with sizes alone (signal_layout, workspace_bytes), whose answers are defined only where a
+// launch with those sizes would be accepted.
+Status validate_sizes(const GroupedGemmArgs& args);
+
 // The configuration a launch with these arguments would use (heuristic plus override).
 // Queries the current device's shared-memory limit (an H100's when there is no device).
 TileConfig select_config(const GroupedGemmArgs& args);

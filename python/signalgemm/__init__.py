@@ -53,6 +53,8 @@ class MmaFragments:
     __slots__ = ("data", "n", "k")
 
     def __init__(self, data: Any, n: int, k: int):
+        if int(n) < 1 or int(k) < 1:
+            raise ValueError(f"signalgemm: MmaFragments needs n and k >= 1, got n = {n}, k = {k}")
         self.data, self.n, self.k = data, int(n), int(k)
 
 
@@ -186,7 +188,11 @@ def expected_signals(masked_m: Sequence[int], n: int, max_m: int, *, expected_m:
     dispatch. Counters of experts with masked_m == 0 reach 0: nothing to wait for. Pass the
     launch's formats (and ``workspace``): they choose the tile, hence what each counter counts.
     """
-    values = [int(v) for v in (masked_m.tolist() if hasattr(masked_m, "tolist") else masked_m)]
+    values = list(masked_m.tolist() if hasattr(masked_m, "tolist") else masked_m)
+    for i, v in enumerate(values):  # host data: checked here (the kernel clamps and flags)
+        if isinstance(v, bool) or not float(v).is_integer() or not 0 <= v <= max_m:
+            raise ValueError(f"signalgemm: masked_m[{i}] = {v} is not an integer in [0, max_m = {max_m}]")
+    values = [int(v) for v in values]
     layout = signal_layout(len(values), max_m, n, expected_m=expected_m, block_m=block_m, block_n=block_n,
                            granularity=granularity, a_format=a_format, b_format=b_format, workspace=workspace)
     return _C.expected_signals(values, max_m, n, layout["block_m"], layout["block_n"], granularity)
@@ -218,7 +224,12 @@ def scales_from_flashinfer(sf: Any, num_experts: int, rows: int, k: int, sf_vec_
         import torch
 
         sf = sf.detach().cpu().contiguous().view(torch.uint8).numpy()
+    sf = np.asarray(sf)
+    if sf.dtype.itemsize != 1 or sf.dtype.kind not in "ui":  # bytes, not values to convert
+        raise ValueError(f"signalgemm: sf must hold one byte per scale (uint8 or int8), got {sf.dtype}")
+    if sf_vec_size < 1:
+        raise ValueError(f"signalgemm: sf_vec_size must be >= 1, got {sf_vec_size}")
     if k % sf_vec_size:
         raise ValueError(f"signalgemm: k = {k} must be a multiple of sf_vec_size = {sf_vec_size}")
-    return _C.scales_from_flashinfer(np.ascontiguousarray(sf, dtype=np.uint8).reshape(-1), num_experts, rows,
+    return _C.scales_from_flashinfer(np.ascontiguousarray(sf).view(np.uint8).reshape(-1), num_experts, rows,
                                      k // sf_vec_size)

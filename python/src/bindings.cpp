@@ -9,6 +9,7 @@
 #include <nanobind/stl/vector.h>
 
 #include <cstring>
+#include <limits>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -124,6 +125,21 @@ void check_scales(const std::optional<Tensor>& scales, Format format, bool weigh
         "] take " + std::to_string(needed) + " (docs/formats.md)");
 }
 
+// An extent the C++ API takes as int.
+int extent(size_t value, const char* name) {
+  if (value > size_t(std::numeric_limits<int32_t>::max()))
+    bad(std::string(name) + " = " + std::to_string(value) + " is too large (at most 2^31 - 1)");
+  return int(value);
+}
+
+// Sizes a planning helper answers for: those a launch would accept (validate_sizes), else ValueError.
+// `unknown_n`: the helper takes n = 0 as not known (the workspace sizes), so only a given n is checked.
+void require_valid_sizes(GroupedGemmArgs args, bool unknown_n = false) {
+  if (unknown_n && args.n == 0) args.n = 8;
+  const Status s = validate_sizes(args);
+  if (!s.ok()) throw nb::value_error(s.message.c_str());
+}
+
 // Elements of a K-major operand's last dimension per logical K element (FP4 packs two per byte).
 int64_t logical_k(Format f, int64_t last_dim) { return element_bits(f) == 4 ? last_dim * 2 : last_dim; }
 
@@ -178,10 +194,10 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
   require_dtype(out, "out", uint8_t(nb::dlpack::dtype_code::Bfloat), 16, "bfloat16");
   require_dims(masked_m, "masked_m", 1);
   require_dtype(masked_m, "masked_m", uint8_t(nb::dlpack::dtype_code::Int), 32, "int32");
-  args.num_experts = int(a.shape(0));
-  args.max_m = int(a.shape(1));
-  args.k = int(logical_k(args.a.format, a.shape(2)));
-  args.n = fragments ? b_n : int(b.shape(1));
+  args.num_experts = extent(a.shape(0), "a.shape[0] (experts)");
+  args.max_m = extent(a.shape(1), "a.shape[1] (max_m)");
+  args.k = extent(logical_k(args.a.format, a.shape(2)), "K");
+  args.n = fragments ? b_n : extent(b.shape(1), "b.shape[1] (N)");
   if (b.shape(0) != a.shape(0) || out.shape(0) != a.shape(0) || masked_m.shape(0) != a.shape(0))
     bad("a, b, out and masked_m must have the same number of experts (dimension 0)");
   if (!fragments && logical_k(args.b.format, b.shape(2)) != args.k) bad("a and b must have the same K");
@@ -234,7 +250,8 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
 void pack_fragments(Tensor b, Tensor packed, uintptr_t stream) {
   require_dims(b, "b", 3);
   if (b.itemsize() != 1) bad("b must be uint8 (packed nvfp4 bytes)");
-  const int experts = int(b.shape(0)), n = int(b.shape(1)), k = int(b.shape(2)) * 2;
+  const int experts = extent(b.shape(0), "b.shape[0]"), n = extent(b.shape(1), "b.shape[1]"),
+            k = extent(b.shape(2) * 2, "K");
   require_contiguous(packed, "packed");
   if (packed.itemsize() != 1 || int64_t(packed.nbytes()) < int64_t(mma_fragment_bytes(experts, n, k)))
     bad("packed must be uint8 with at least mma_fragment_bytes(E, N, K) = " +
@@ -281,6 +298,7 @@ nb::dict signal_layout_for(int num_experts, int max_m, int n, int expected_m, in
   // One-format pairings then run as bf16 activations; fp8_block128 tokens keep their pairing's tiles.
   if (workspace && args.a.format == args.b.format && activation_workspace_bytes(probe) > 0)
     args.a.format = Format::bf16;
+  require_valid_sizes(args);
   return layout_dict(signal_layout(args));
 }
 
@@ -298,6 +316,10 @@ std::vector<uint32_t> expected_signals(const std::vector<int32_t>& masked_m, int
   const SignalLayout l{int(masked_m.size()), max_m, n, block_m, block_n, parse_granularity(granularity)};
   if (l.granularity == SignalGranularity::none) bad("granularity: expected values need per_expert or per_row_block");
   if (block_m < 1 || block_n < 1 || max_m < 1 || n < 1) bad("max_m, n, block_m and block_n must be >= 1");
+  for (size_t e = 0; e < masked_m.size(); ++e)
+    if (masked_m[e] < 0 || masked_m[e] > max_m)
+      bad("masked_m[" + std::to_string(e) + "] = " + std::to_string(masked_m[e]) + " is outside [0, max_m = " +
+          std::to_string(max_m) + "]");
   std::vector<uint32_t> values(size_t(l.counter_count()));
   const int per_expert = l.granularity == SignalGranularity::per_row_block ? l.row_blocks_per_expert() : 1;
   for (int e = 0; e < l.num_experts; ++e)
@@ -319,8 +341,8 @@ nb::tuple quantize(nb::ndarray<const float, nb::ndim<3>, nb::c_contig, nb::devic
   const Format f = parse_format(format, "format");
   ref::QuantizedOperand q;
   try {
-    q = ref::quantize(f, role == "a" ? ref::Role::a : ref::Role::b, x.data(), int(x.shape(0)), int(x.shape(1)),
-                      int(x.shape(2)));
+    q = ref::quantize(f, role == "a" ? ref::Role::a : ref::Role::b, x.data(), extent(x.shape(0), "x.shape[0]"),
+                      extent(x.shape(1), "x.shape[1]"), extent(x.shape(2), "x.shape[2]"));
   } catch (const std::invalid_argument& e) {
     bad(e.what());
   }
@@ -369,7 +391,9 @@ NB_MODULE(_C, m) {
   m.def(
       "activation_workspace_bytes",
       [](int e, int max_m, int k, const std::string& a, const std::string& b) {
-        return activation_workspace_bytes(sizes_and_formats(e, max_m, k, a, b));
+        const GroupedGemmArgs args = sizes_and_formats(e, max_m, k, a, b);
+        require_valid_sizes(args, /*unknown_n=*/true);
+        return activation_workspace_bytes(args);
       },
       nb::arg("num_experts"), nb::arg("max_m"), nb::arg("k"), nb::arg("a_format"), nb::arg("b_format"));
   m.def(
@@ -380,6 +404,7 @@ NB_MODULE(_C, m) {
         args.n = n;  // 0: not known (then no split of K is planned)
         args.expected_m = expected_m;
         args.config = TileConfig{block_m, block_n, 0, 0};
+        require_valid_sizes(args, /*unknown_n=*/true);
         return workspace_bytes(args);
       },
       nb::arg("num_experts"), nb::arg("max_m"), nb::arg("k"), nb::arg("a_format"), nb::arg("b_format"),

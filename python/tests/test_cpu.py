@@ -109,13 +109,40 @@ def test_signals_and_dst_signals_are_aliases():
 
 def test_expected_signals_follow_the_contract():
     masked_m = [0, 1, 64, 33]
-    layout = signalgemm.signal_layout(4, 64, 300, expected_m=32)
+    layout = signalgemm.signal_layout(4, 64, 296, expected_m=32)
     assert layout["block_m"] == 64 and layout["block_n"] == 128 and layout["counter_count"] == 4
-    col_blocks = 3  # ceil(300 / 128)
-    assert signalgemm.expected_signals(masked_m, 300, 64, expected_m=32) == [0, col_blocks, col_blocks, col_blocks]
-    per_block = signalgemm.expected_signals(masked_m, 300, 64, block_m=32, block_n=128, granularity="per_row_block")
+    col_blocks = 3  # ceil(296 / 128)
+    assert signalgemm.expected_signals(masked_m, 296, 64, expected_m=32) == [0, col_blocks, col_blocks, col_blocks]
+    per_block = signalgemm.expected_signals(masked_m, 296, 64, block_m=32, block_n=128, granularity="per_row_block")
     assert per_block == [0, 0, 3, 0, 3, 3, 3, 3]  # 2 row blocks per expert
     assert signalgemm.expected_signals(np.array([5, 0]), 128, 8, block_m=32, block_n=128) == [1, 0]
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        # Sizes a launch would reject have no layout or workspace size.
+        (lambda: signalgemm.signal_layout(-1, 64, 64), "num_experts must be >= 1"),
+        (lambda: signalgemm.signal_layout(2, 0, 64), "max_m must be >= 1"),
+        (lambda: signalgemm.signal_layout(2, 64, 300), "multiple of 8"),
+        (lambda: signalgemm.signal_layout(2, 64, 64, block_m=7, block_n=3), "config.block_m = 7"),
+        (lambda: signalgemm.expected_signals([5], 64, 64, block_m=64, block_n=3), "config.block_n = 3"),
+        (lambda: signalgemm.workspace_bytes(2**31 - 1, 2**31 - 1, 2**31 - 1, "nvfp4"), "too large"),
+        (lambda: signalgemm.workspace_bytes(1, 1, 4096, "bf16", "nvfp4", n=4096, block_m=-64), "config.block_m = -64"),
+        (lambda: signalgemm.activation_workspace_bytes(0, 64, 128, "nvfp4"), "num_experts must be >= 1"),
+        # masked_m is host data here: checked, not clamped.
+        (lambda: signalgemm.expected_signals([-5, 3], 64, 8), r"masked_m\[0\] = -5"),
+        (lambda: signalgemm.expected_signals([500, 3], 64, 256), r"masked_m\[0\] = 500"),
+        (lambda: signalgemm.expected_signals([5.7], 64, 8), r"masked_m\[0\] = 5.7"),
+        (lambda: signalgemm.MmaFragments(None, -5, 64), "n and k >= 1"),
+        (lambda: signalgemm.scales_from_flashinfer(np.full(512, 0.5, np.float32), 1, 128, 64), "one byte per scale"),
+        (lambda: signalgemm.scales_from_flashinfer(np.zeros(512, np.uint8), 1, 128, 64, sf_vec_size=0),
+         "sf_vec_size must be >= 1"),
+    ],
+)
+def test_planning_helpers_reject_what_a_launch_would(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
 
 
 def test_signal_layout_follows_the_formats_and_the_workspace():

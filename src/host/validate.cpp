@@ -144,23 +144,12 @@ void check_layouts(Checker& c, const GroupedGemmArgs& args) {
             to_string(args.a.format), own_format ? " without a large enough workspace" : "");
 }
 
-}  // namespace
-
-size_t operand_scale_bytes(Format format, bool weights, int experts, int rows, int k) {
-  const int block = scale_block_k(format);
-  if (block == 0 || experts < 1 || rows < 1 || k < 1) return 0;
-  const size_t blocks_k = size_t(k / block), e = size_t(experts);
-  if (format == Format::fp8_block128)
-    return 4 * e * blocks_k * (weights ? (size_t(rows) + 127) / 128 : (size_t(rows) + 3) / 4 * 4);
-  return e * size_t(rows) * blocks_k;
-}
-
-Status validate(const GroupedGemmArgs& args) {
-  Checker c;
+// Sizes and the bound on tile indices; k only where `k_known` (the planning helpers may not know it).
+void check_sizes(Checker& c, const GroupedGemmArgs& args, bool k_known) {
   c.require(args.num_experts >= 1, "num_experts must be >= 1, got ", args.num_experts);
   c.require(args.max_m >= 1, "max_m must be >= 1, got ", args.max_m);
   c.require(args.n >= 1, "n must be >= 1, got ", args.n);
-  c.require(args.k >= 1, "k must be >= 1, got ", args.k);
+  c.require(!k_known || args.k >= 1, "k must be >= 1, got ", args.k);
   c.require(args.max_m <= kMaxExtent, "max_m = ", args.max_m, " is too large; at most ", kMaxExtent,
             " (rounded up to whole tiles it must fit in int32)");
   c.require(args.n <= kMaxExtent, "n = ", args.n, " is too large; at most ", kMaxExtent,
@@ -175,18 +164,12 @@ Status validate(const GroupedGemmArgs& args) {
             tile_count_fits ? std::to_string(tile_count) : std::string("more than 2^63"),
             " tiles of 32x128; at most ", max_tile_count, ")");
   // Cannot overflow: both factors are below 2^31.
-  c.require(int64_t(args.num_experts) * (args.k / 128 + 1) <= std::numeric_limits<int32_t>::max(),
+  c.require(!k_known || int64_t(args.num_experts) * (args.k / 128 + 1) <= std::numeric_limits<int32_t>::max(),
             "num_experts * k is too large");
-  if (!c.status().ok()) return c.status();
+}
 
-  check_operand(c, "a", args.a, args.num_experts, args.max_m, args.k);
-  check_operand(c, "b", args.b, args.num_experts, args.n, args.k);
-  c.require(args.b.format != Format::fp8_block128 ||
-                host::fp8_weight_scale_count(args) <= std::numeric_limits<int32_t>::max(),
-            "b.scales: ", args.num_experts, " experts x ", (args.n + 127) / 128, " x ", args.k / 128,
-            " 128x128 blocks is more than 2^31 - 1 weight scales");
-  check_layouts(c, args);
-
+// A mainloop exists for the format pair (and for k's multiple, where known).
+void check_pairing(Checker& c, const GroupedGemmArgs& args, bool k_known) {
   // Mainloops compiled so far.
   const bool fp8_pair = args.a.format == Format::fp8_block128 && args.b.format == Format::fp8_block128;
   const bool bf16_pair = args.a.format == Format::bf16 && args.b.format == Format::bf16;
@@ -197,7 +180,7 @@ Status validate(const GroupedGemmArgs& args) {
             ") is not supported yet; supported: (fp8_block128, fp8_block128), (bf16, bf16), (bf16, nvfp4), "
             "(mxfp8, mxfp8), (mxfp4, mxfp4), (nvfp4, nvfp4), (bf16, mxfp4), (bf16, mxfp8), (fp8_block128, nvfp4)");
   // The dequantizing mainloop works in 64-K stages (a valid MX shape may have k = 32 mod 64).
-  c.require(!dequant_pair || args.k % 64 == 0, StatusCode::unsupported, "k = ", args.k,
+  c.require(!k_known || !dequant_pair || args.k % 64 == 0, StatusCode::unsupported, "k = ", args.k,
             " is not supported yet with a.format ", to_string(args.a.format), " and b.format ",
             to_string(args.b.format), "; the dequantizing mainloop needs k a multiple of 64");
   c.require(!dequant_pair || args.config.block_m == 0 || args.config.block_n == 0 ||
@@ -207,9 +190,63 @@ Status validate(const GroupedGemmArgs& args) {
             "; fp8_block128 activations with nvfp4 weights have 32x128, 64x128 and 128x128");
   // The register-weights mainloop works in 64-K blocks and reads a block's scales from one aligned word.
   // A valid block-scaled shape (k a multiple of 32) that the mainloop does not implement: unsupported.
-  c.require(!bf16_register_weights || args.k % 64 == 0, StatusCode::unsupported, "k = ", args.k,
+  c.require(!k_known || !bf16_register_weights || args.k % 64 == 0, StatusCode::unsupported, "k = ", args.k,
             " is not supported yet with ", to_string(args.b.format),
             " weights; the register-weights mainloop needs k a multiple of 64");
+}
+
+// The tile, stages and cluster asked for in args.config.
+void check_config(Checker& c, const GroupedGemmArgs& args) {
+  const bool fp8_pair = args.a.format == Format::fp8_block128 && args.b.format == Format::fp8_block128;
+  const TileConfig& cfg = args.config;
+  const bool token_rows_tile = fp8_pair && host::is_token_rows_tile(cfg.block_m, cfg.block_n);
+  c.require(cfg.block_m == 0 || host::is_supported_block_m(cfg.block_m), "config.block_m = ", cfg.block_m,
+            " is not supported; use 0 (heuristic), 32, 64, 128 or 192");
+  c.require(cfg.block_n == 0 || host::is_supported_block_n(cfg.block_n) || token_rows_tile, "config.block_n = ",
+            cfg.block_n, " is not supported; use 0 (heuristic), 128 or 256 (fp8_block128 x fp8_block128 with ",
+            "block_m = 128: also 192)");
+  c.require(cfg.block_m == 0 || cfg.block_n == 0 || host::is_supported_tile(cfg.block_m, cfg.block_n) ||
+                token_rows_tile,
+            "config.block_m = ", cfg.block_m, " with config.block_n = ", cfg.block_n,
+            " is not a compiled tile; compiled: 32x128, 64x128, 128x128, 192x128, 128x256 (fp8_block128 x "
+            "fp8_block128 also 128x192)");
+  c.require(cfg.stages == 0 || (cfg.stages >= host::kMinStages && cfg.stages <= host::kMaxStages),
+            "config.stages = ", cfg.stages, " must be 0 (heuristic) or in [", host::kMinStages, ", ",
+            host::kMaxStages, "]");
+  c.require(cfg.cluster >= 0 && cfg.cluster <= 2, "config.cluster = ", cfg.cluster,
+            " must be 0 (heuristic), 1 or 2");
+  c.require(cfg.cluster != 2 || (args.a.format == Format::fp8_block128 && args.b.format == Format::fp8_block128),
+            "config.cluster = 2 needs fp8_block128 operands");
+  c.require(cfg.cluster != 2 || ((cfg.block_m == 0 || cfg.block_m == 128) &&
+                                  (cfg.block_n == 0 || host::is_cluster_tile(128, cfg.block_n))),
+            "config.cluster = 2 is compiled for the 128x128 and 128x256 tiles only (config.block_m = 128)");
+}
+
+}  // namespace
+
+size_t operand_scale_bytes(Format format, bool weights, int experts, int rows, int k) {
+  const int block = scale_block_k(format);
+  if (block == 0 || experts < 1 || rows < 1 || k < 1) return 0;
+  const size_t blocks_k = size_t(k / block), e = size_t(experts);
+  if (format == Format::fp8_block128)
+    return 4 * e * blocks_k * (weights ? (size_t(rows) + 127) / 128 : (size_t(rows) + 3) / 4 * 4);
+  return e * size_t(rows) * blocks_k;
+}
+
+Status validate(const GroupedGemmArgs& args) {
+  Checker c;
+  check_sizes(c, args, /*k_known=*/true);
+  if (!c.status().ok()) return c.status();
+
+  check_operand(c, "a", args.a, args.num_experts, args.max_m, args.k);
+  check_operand(c, "b", args.b, args.num_experts, args.n, args.k);
+  c.require(args.b.format != Format::fp8_block128 ||
+                host::fp8_weight_scale_count(args) <= std::numeric_limits<int32_t>::max(),
+            "b.scales: ", args.num_experts, " experts x ", (args.n + 127) / 128, " x ", args.k / 128,
+            " 128x128 blocks is more than 2^31 - 1 weight scales");
+  check_layouts(c, args);
+
+  check_pairing(c, args, /*k_known=*/true);
 
   c.require(static_cast<int>(args.out_type) <= static_cast<int>(OutputType::fp32), "out_type: unknown value ",
             static_cast<int>(args.out_type));
@@ -286,28 +323,23 @@ Status validate(const GroupedGemmArgs& args) {
   c.require(args.sm_count >= 0, "sm_count must be >= 1 (or 0 for all SMs), got ", args.sm_count);
   c.require(args.expected_m >= 0, "expected_m must be >= 0 (0 = max_m), got ", args.expected_m);
 
-  const TileConfig& cfg = args.config;
-  const bool token_rows_tile = fp8_pair && host::is_token_rows_tile(cfg.block_m, cfg.block_n);
-  c.require(cfg.block_m == 0 || host::is_supported_block_m(cfg.block_m), "config.block_m = ", cfg.block_m,
-            " is not supported; use 0 (heuristic), 32, 64, 128 or 192");
-  c.require(cfg.block_n == 0 || host::is_supported_block_n(cfg.block_n) || token_rows_tile, "config.block_n = ",
-            cfg.block_n, " is not supported; use 0 (heuristic), 128 or 256 (fp8_block128 x fp8_block128 with ",
-            "block_m = 128: also 192)");
-  c.require(cfg.block_m == 0 || cfg.block_n == 0 || host::is_supported_tile(cfg.block_m, cfg.block_n) ||
-                token_rows_tile,
-            "config.block_m = ", cfg.block_m, " with config.block_n = ", cfg.block_n,
-            " is not a compiled tile; compiled: 32x128, 64x128, 128x128, 192x128, 128x256 (fp8_block128 x "
-            "fp8_block128 also 128x192)");
-  c.require(cfg.stages == 0 || (cfg.stages >= host::kMinStages && cfg.stages <= host::kMaxStages),
-            "config.stages = ", cfg.stages, " must be 0 (heuristic) or in [", host::kMinStages, ", ",
-            host::kMaxStages, "]");
-  c.require(cfg.cluster >= 0 && cfg.cluster <= 2, "config.cluster = ", cfg.cluster,
-            " must be 0 (heuristic), 1 or 2");
-  c.require(cfg.cluster != 2 || (args.a.format == Format::fp8_block128 && args.b.format == Format::fp8_block128),
-            "config.cluster = 2 needs fp8_block128 operands");
-  c.require(cfg.cluster != 2 || ((cfg.block_m == 0 || cfg.block_m == 128) &&
-                                  (cfg.block_n == 0 || host::is_cluster_tile(128, cfg.block_n))),
-            "config.cluster = 2 is compiled for the 128x128 and 128x256 tiles only (config.block_m = 128)");
+  check_config(c, args);
+  return c.status();
+}
+
+Status validate_sizes(const GroupedGemmArgs& args) {
+  Checker c;
+  c.require(valid_format(args.a.format), "a_format: unknown value ", static_cast<int>(args.a.format));
+  c.require(valid_format(args.b.format), "b_format: unknown value ", static_cast<int>(args.b.format));
+  check_sizes(c, args, /*k_known=*/args.k != 0);
+  if (!c.status().ok()) return c.status();
+  check_pairing(c, args, /*k_known=*/args.k != 0);
+  c.require(int64_t(args.n) * output_bytes(args.out_type) % 16 == 0, "n = ", args.n,
+            " gives output rows that are not a multiple of 16 bytes (n a multiple of 8 for bf16)");
+  c.require(static_cast<int>(args.granularity) <= static_cast<int>(SignalGranularity::per_row_block),
+            "granularity: unknown value ", static_cast<int>(args.granularity));
+  c.require(args.expected_m >= 0, "expected_m must be >= 0 (0 = max_m), got ", args.expected_m);
+  check_config(c, args);
   return c.status();
 }
 
