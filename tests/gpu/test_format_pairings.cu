@@ -174,6 +174,10 @@ TEST(FormatPairings, SanitizerSmallCase) {
     GroupedGemmArgs args = p.args();
     args.granularity = SignalGranularity::per_row_block;
     expect_run_correct(p, args, {33, 0, 5}, reference, name(pairing));
+    // The heuristic's tiles above run the register-weights mainloop; 64x128 without a workspace is
+    // the dequantizing one (both operands, or fp8_block128 tokens beside nvfp4 weights, in shared memory).
+    args.config = TileConfig{64, 128, 0, 0};
+    expect_run_correct(p, args, {33, 0, 5}, reference, name(pairing) + " on the dequantizing mainloop");
   }
 }
 
@@ -234,6 +238,74 @@ TEST(FormatPairings, ActivationsConvertedOnceInTheWorkspace) {
     EXPECT_NE(deep.message.find("config.stages"), std::string::npos) << deep.message;
     const auto bytes = workspace.to_host<uint8_t>();
     EXPECT_TRUE(std::all_of(bytes.begin(), bytes.end(), [](uint8_t b) { return b == 0x5A; })) << name(pairing);
+  }
+}
+
+// Captured once, replayed with masked_m changed between replays (as decode does), where the
+// launch keeps state in its workspace: activations converted there first (two kernels), split K's
+// partials and counters, the dynamic tile counter. Every replay against the reference, with its
+// signals; rows past masked_m stay poisoned.
+TEST(FormatPairings, GraphReplaysWithAWorkspaceFollowMaskedM) {
+  SG_REQUIRE_HOPPER();
+  struct Case {
+    const char* what;
+    Format a, b;
+    int experts, max_m, n, k, expected_m;
+  };
+  const Case cases[] = {{"nvfp4 x nvfp4, activations converted in the workspace", Format::nvfp4, Format::nvfp4, 5, 96,
+                         264, 576, 0},
+                        {"fp8_block128, split K", Format::fp8_block128, Format::fp8_block128, 1, 16, 512, 4096, 0},
+                        // 128x128 tiles (expected_m 90), which take tiles from the counter
+                        {"fp8_block128, dynamic tiles", Format::fp8_block128, Format::fp8_block128, 6, 200, 384, 512,
+                         90}};
+  for (const Case& c : cases) {
+    std::mt19937 rng(71);
+    Problem p;
+    p.build(c.experts, c.max_m, c.n, c.k, rng, /*a_pad=*/0, /*b_pad=*/0, /*out_pad=*/0, c.a, c.b);
+    const auto reference = rounded_reference(p);
+    GroupedGemmArgs args = p.args();
+    args.granularity = SignalGranularity::per_row_block;
+    args.sm_count = 120;
+    args.expected_m = c.expected_m;
+    DeviceBuffer workspace(workspace_bytes(args));
+    args.workspace = workspace.get();
+    args.workspace_bytes = workspace.bytes();
+    const TileConfig cfg = select_config(args);
+    const bool keeps_state = c.a != Format::fp8_block128 ? host::uses_activation_workspace(args, cfg)
+                             : c.k == 4096 ? workspace.bytes() > host::kTileCounterBytes  // split K's partials
+                                           : host::takes_tiles_dynamically(args, &cfg);
+    ASSERT_TRUE(keeps_state) << c.what;
+    const SignalLayout layout = signal_layout(args);
+    DeviceBuffer signals(sizeof(uint32_t) * layout.counter_count());
+    args.signals = signals.get<uint32_t>();
+    cudaStream_t stream;
+    SG_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    args.stream = stream;
+    p.set_masked_m(std::vector<int32_t>(c.experts, c.max_m));  // the graph reads masked_m at each replay
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    SG_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+    SG_CUDA_CHECK(cudaMemsetAsync(signals.get(), 0, signals.bytes(), stream));
+    const Status captured = grouped_gemm_nt_masked(args);
+    SG_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+    ASSERT_TRUE(captured.ok()) << c.what << ": " << captured.message;
+    SG_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    for (int replay = 0; replay < 4; ++replay) {
+      std::vector<int32_t> masked_m(c.experts);
+      for (auto& m : masked_m) m = int(rng() % (c.max_m + 1));
+      masked_m[replay % c.experts] = replay % 2 == 0 ? c.max_m : 1;
+      p.set_masked_m(masked_m);
+      p.poison_output();
+      SG_CUDA_CHECK(cudaDeviceSynchronize());  // the set-up ran on the legacy stream
+      SG_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+      SG_CUDA_CHECK(cudaStreamSynchronize(stream));
+      EXPECT_EQ(check_output(p, masked_m, reference, kTolerance), "") << c.what << ", replay " << replay;
+      EXPECT_EQ(check_signals(args, masked_m, signals.to_host<uint32_t>(), /*base=*/0), "")
+          << c.what << ", replay " << replay;
+    }
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    cudaStreamDestroy(stream);
   }
 }
 

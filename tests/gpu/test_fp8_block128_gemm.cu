@@ -183,10 +183,12 @@ TEST(Fp8Block128Gemm, EveryTileConfigAndEdgeMaskedM) {
   Fp8Problem p;
   p.build(/*experts=*/7, /*max_m=*/200, /*n=*/328, /*k=*/512, rng);  // n: partial column blocks
   // Last row blocks of every MMA width (the real rows rounded up to 32): 1 -> 32, 63 -> 64,
-  // 65 -> 96, 127 -> 128, 150 -> 160 (192-token tile) and 150 - 128 = 22 -> 32 (128-token tile).
-  // (64 and 128 rows: ManyExpertsRandomMaskedMHeuristicConfig.)
-  for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block})
+  // 65 -> 96, 127 -> 128, 150 -> 160 (192-token tile) and 150 - 128 = 22 -> 32 (128-token tile);
+  // 64 and 128 rows end exactly on a 64- and a 128-row block (their per_row_block counters).
+  for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block}) {
     expect_every_tile_correct(p, {0, 1, 63, 65, 127, 150, 200}, g);
+    expect_every_tile_correct(p, {64, 128, 0, 129, 192, 33, 1}, g);
+  }
 }
 
 TEST(Fp8Block128Gemm, ManyExpertsRandomMaskedMHeuristicConfig) {

@@ -2,7 +2,7 @@
 // leaves free) copies the rows a counter covers the instant that counter reaches its expected
 // value. If any row were not yet written or not yet visible, the copy would hold poison or a stale
 // value, so the copy must equal the final output exactly. 1000 launches per granularity with
-// random masked_m (zeros and max_m included).
+// random masked_m (zeros and max_m included) on the fp8 tiles, 200 on each other mainloop.
 #include <cuda_runtime.h>
 
 #include "gpu_test_util.h"
@@ -16,7 +16,8 @@ namespace {
 constexpr uint64_t kTimeoutNs = 2'000'000'000;  // a missing signal fails the test, never hangs it
 
 __global__ void snapshot_on_signal(const uint16_t* out, uint16_t* snapshot, int64_t pitch, const int32_t* masked_m,
-                                   SignalLayout layout, const uint32_t* signals, int32_t* timeout_flag) {
+                                   SignalLayout layout, const uint32_t* signals, int32_t* timeout_flag,
+                                   SignalScope scope = SignalScope::gpu) {
   const bool per_row_block = layout.granularity == SignalGranularity::per_row_block;
   const int counters_per_expert = per_row_block ? layout.row_blocks_per_expert() : 1;
   for (int64_t c = blockIdx.x; c < layout.counter_count(); c += gridDim.x) {
@@ -24,7 +25,7 @@ __global__ void snapshot_on_signal(const uint16_t* out, uint16_t* snapshot, int6
     const int rb = int(c % counters_per_expert);
     const uint32_t expected = layout.expected(masked_m[e], rb);
     if (expected == 0) continue;  // no rows: nothing will ever be signalled
-    if (!block_wait_signal(signals + c, expected, SignalScope::gpu, kTimeoutNs, timeout_flag)) continue;
+    if (!block_wait_signal(signals + c, expected, scope, kTimeoutNs, timeout_flag)) continue;
     const int first_row = per_row_block ? rb * layout.block_m : 0;
     const int rows = layout.covered_rows(masked_m[e], rb);
     const int64_t base = (int64_t(e) * layout.max_m + first_row) * pitch;
@@ -90,10 +91,13 @@ TEST(SignalOrdering, LoadedKernelsFirstLaunchBesideASpinningConsumer) {
   cudaStreamDestroy(consumer_stream);
 }
 
-// 1000 launches per granularity with a consumer on the SMs the GEMM leaves free; `dynamic_tiles`:
-// with a workspace, so the CTAs take tiles from a counter (or, with few tiles, split K).
-void expect_consumer_never_sees_unfinished_rows(Fp8Problem& p, const TileConfig& config, std::mt19937& rng,
-                                                bool dynamic_tiles = false) {
+// `launches` per granularity with a consumer on the SMs the GEMM leaves free; `dynamic_tiles`: with
+// a workspace, so the CTAs take tiles from a counter (or, with few tiles, split K; or, for the
+// one-format pairings, the activations are converted there first). `scope`: the signals' and the
+// consumer's.
+void expect_consumer_never_sees_unfinished_rows(Problem& p, const TileConfig& config, std::mt19937& rng,
+                                                bool dynamic_tiles = false, int launches = 1000,
+                                                SignalScope scope = SignalScope::gpu) {
 
   // Golden output, checked against the float64 reference once; rows < masked_m never depend on
   // masked_m and the kernel is deterministic, so every later launch must reproduce it bit for bit.
@@ -132,6 +136,7 @@ void expect_consumer_never_sees_unfinished_rows(Fp8Problem& p, const TileConfig&
     GroupedGemmArgs args = p.args();
     args.config = config;
     args.granularity = granularity;
+    args.scope = scope;
     args.sm_count = sms - kConsumerBlocks;
     args.stream = gemm_stream;
     DeviceBuffer workspace;
@@ -145,7 +150,7 @@ void expect_consumer_never_sees_unfinished_rows(Fp8Problem& p, const TileConfig&
     args.signals = signals.get<uint32_t>();
 
     int mismatched_launches = 0;
-    for (int iter = 0; iter < 1000; ++iter) {
+    for (int iter = 0; iter < launches; ++iter) {
       std::vector<int32_t> masked_m(p.experts);
       for (auto& m : masked_m) m = int(rng() % (p.max_m + 1));
       masked_m[iter % p.experts] = 0;
@@ -160,7 +165,7 @@ void expect_consumer_never_sees_unfinished_rows(Fp8Problem& p, const TileConfig&
       // Consumer first, so it is already spinning when the first tiles complete.
       snapshot_on_signal<<<kConsumerBlocks, 256, 0, consumer_stream>>>(
           p.d_out.get<uint16_t>(), snapshot.get<uint16_t>(), pitch, p.d_masked_m.get<int32_t>(), layout,
-          signals.get<uint32_t>(), timeout_flag.get<int32_t>());
+          signals.get<uint32_t>(), timeout_flag.get<int32_t>(), scope);
       SG_CUDA_CHECK(cudaGetLastError());
       const Status s = grouped_gemm_nt_masked(args);
       ASSERT_TRUE(s.ok()) << s.message;
@@ -253,6 +258,31 @@ TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRowsOfSplitK) {
   probe.sm_count = 120;
   ASSERT_GT(workspace_bytes(probe), host::kTileCounterBytes) << "expected a split of K";
   expect_consumer_never_sees_unfinished_rows(p, config, rng, /*dynamic_tiles=*/true);
+}
+
+// The other mainloops, 200 launches per granularity each: bf16 (unscaled), FP4 weights
+// dequantized in registers (bf16 x nvfp4 decode, signals at system scope), the dequantizing
+// mainloop (fp8_block128 x nvfp4 on 64x128), and activations converted in a workspace first
+// (nvfp4 x nvfp4: two kernels, the GEMM a programmatic dependent of the conversion).
+TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRowsOfEveryMainloop) {
+  SG_REQUIRE_HOPPER();
+  struct Case {
+    Format a, b;
+    TileConfig config;
+    bool workspace;
+    SignalScope scope;
+  };
+  const Case cases[] = {{Format::bf16, Format::bf16, TileConfig{}, false, SignalScope::gpu},
+                        {Format::bf16, Format::nvfp4, TileConfig{}, false, SignalScope::sys},
+                        {Format::fp8_block128, Format::nvfp4, TileConfig{64, 128, 0, 0}, false, SignalScope::gpu},
+                        {Format::nvfp4, Format::nvfp4, TileConfig{}, true, SignalScope::gpu}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(std::string(to_string(c.a)) + " x " + to_string(c.b));
+    std::mt19937 rng(47);
+    Problem p;
+    p.build(/*experts=*/8, /*max_m=*/96, /*n=*/640, /*k=*/512, rng, 0, 0, 0, c.a, c.b);
+    expect_consumer_never_sees_unfinished_rows(p, c.config, rng, c.workspace, /*launches=*/200, c.scope);
+  }
 }
 
 }  // namespace
