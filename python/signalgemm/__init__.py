@@ -185,7 +185,8 @@ def expected_signals(masked_m: Sequence[int], n: int, max_m: int, *, expected_m:
     """Value each counter reaches, as a list indexed like the signals buffer.
 
     masked_m is host data (a list, or a CPU tensor/array): the consumer side knows it from the
-    dispatch. Counters of experts with masked_m == 0 reach 0: nothing to wait for. Pass the
+    dispatch; each value an integer in [0, max_m] (the kernel clamps a larger one and flags it, here
+    it is a ValueError). Counters of experts with masked_m == 0 reach 0: nothing to wait for. Pass the
     launch's formats (and ``workspace``): they choose the tile, hence what each counter counts.
     """
     values = list(masked_m.tolist() if hasattr(masked_m, "tolist") else masked_m)
