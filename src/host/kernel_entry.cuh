@@ -45,19 +45,14 @@ Status resident_cluster_count(Kernel* kernel, const cudaLaunchConfig_t& launch, 
 // `grid` persistent CTAs; for a cluster kernel, as many whole clusters of them as can be resident
 // at once (a cluster needs its CTAs on one GPC, so fewer than sm_count / 2 may fit).
 template <class Mainloop>
-Status launch_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, int grid, const TensorMaps& maps,
-                     const kernels::KernelParams& params) {
+Status launch_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, int grid, int smem_limit,
+                     const TensorMaps& maps, const kernels::KernelParams& params) {
   constexpr int kCluster = kernels::kClusterOf<Mainloop>;
   auto* kernel = &kernels::grouped_gemm_kernel<Mainloop>;
   const int smem = Mainloop::plan(cfg.stages).total_bytes();
   // The attribute is one value per kernel and device, shared by every host thread: it is set to the
-  // device's opt-in maximum, the same for every launch, not to this launch's bytes, so that a
-  // concurrent launch with fewer stages never lowers it under one with more.
-  int device = 0, smem_limit = 0;
-  if (cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) return cuda_failure("cudaGetDevice", err);
-  if (cudaError_t err = cudaDeviceGetAttribute(&smem_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-      err != cudaSuccess)
-    return cuda_failure("cudaDeviceGetAttribute", err);
+  // device's opt-in maximum (`smem_limit`), the same for every launch, not to this launch's bytes,
+  // so that a concurrent launch with fewer stages never lowers it under one with more.
   if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_limit);
       err != cudaSuccess)
     return cuda_failure("cudaFuncSetAttribute", err);

@@ -23,9 +23,10 @@ struct TensorMaps {
   CUtensorMap a, b, sfa, sfb, c;
 };
 
-// One compiled kernel: its launch and its load. Empty where the tile is not compiled.
+// One compiled kernel: its launch (args, tile, grid, the device's opt-in shared memory per block,
+// tensor maps, parameters) and its load. Empty where the tile is not compiled.
 struct KernelEntry {
-  Status (*launch)(const GroupedGemmArgs&, const TileConfig&, int, const TensorMaps&,
+  Status (*launch)(const GroupedGemmArgs&, const TileConfig&, int, int, const TensorMaps&,
                    const kernels::KernelParams&) = nullptr;
   Status (*load)() = nullptr;
 };

@@ -291,10 +291,22 @@ TileConfig launch_config(const GroupedGemmArgs& args, int smem, bool& converts) 
                                   /*tokens_in_workspace=*/true);
 }
 
-// Launches the GEMM kernel with the tile configuration launch_config chose; `tokens_in_workspace`:
-// fp8_block128 tokens converted to bf16 in args.workspace (their scales still in a.scales).
-Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const TileConfig& cfg,
-                   bool tokens_in_workspace);
+// What a launch with `args` runs after any activation conversion (its arguments, tile, grid, split
+// and kernel), or why it cannot run (plan_launch). Decided before anything is enqueued, so that a
+// rejected launch leaves the caller's workspace and stream (or graph being captured) untouched.
+struct LaunchPlan {
+  GroupedGemmArgs args;  // as launched: the one-format pairings read bf16 activations from the workspace
+  TileConfig cfg;          // the tile launch_config chose
+  TileConfig launch_cfg;   // that tile for the grid (config_for_grid)
+  int grid = 0;            // persistent CTAs (before a split of K widens it)
+  host::SplitK split;
+  bool converts = false;             // the activations are converted into the workspace first
+  bool tokens_in_workspace = false;  // fp8_block128 tokens read as bf16 from there (scales still in a.scales)
+  KernelEntry kernel;
+};
+
+// Launches the plan's GEMM kernel.
+Status launch_gemm(const LaunchPlan& plan, const DeviceInfo& info);
 
 // The SMs a launch with `args` may use on the current device (an H100's without one), for planning.
 int planning_sms(const GroupedGemmArgs& args) {
@@ -342,17 +354,6 @@ TileConfig select_config(const GroupedGemmArgs& args) {
 
 namespace {
 
-// What a launch with `args` runs after any activation conversion (its arguments, tile and kernel), or
-// why it cannot run. Decided before anything is enqueued, so that a rejected launch leaves the
-// caller's workspace and stream (or graph being captured) untouched.
-struct LaunchPlan {
-  GroupedGemmArgs args;  // as launched: the one-format pairings read bf16 activations from the workspace
-  TileConfig cfg;
-  bool converts = false;             // the activations are converted into the workspace first
-  bool tokens_in_workspace = false;  // fp8_block128 tokens read as bf16 from there
-  KernelEntry kernel;
-};
-
 Status plan_launch(const GroupedGemmArgs& args, const DeviceInfo& info, LaunchPlan& plan) {
   plan.cfg = launch_config(args, info.smem_per_block, plan.converts);
   plan.tokens_in_workspace = plan.converts && args.a.format == Format::fp8_block128;
@@ -367,9 +368,10 @@ Status plan_launch(const GroupedGemmArgs& args, const DeviceInfo& info, LaunchPl
     return Status{StatusCode::invalid_argument, "signalgemm: config.stages = " + std::to_string(cfg.stages) +
                                                     " does not fit in shared memory with block_m = " +
                                                     std::to_string(cfg.block_m)};
-  const TileConfig launch_cfg = config_for_grid(cfg, persistent_grid(plan.args, cfg, info));
-  const bool split_k = launch_split_k(plan.args, launch_cfg, info, plan.tokens_in_workspace).pieces > 1;
-  plan.kernel = select_kernel(plan.args, launch_cfg, plan.tokens_in_workspace, split_k);
+  plan.grid = persistent_grid(plan.args, cfg, info);
+  plan.launch_cfg = config_for_grid(cfg, plan.grid);
+  plan.split = launch_split_k(plan.args, plan.launch_cfg, info, plan.tokens_in_workspace);
+  plan.kernel = select_kernel(plan.args, plan.launch_cfg, plan.tokens_in_workspace, plan.split.pieces > 1);
   return plan.kernel.launch == nullptr ? not_compiled(cfg) : Status{};
 }
 
@@ -386,7 +388,7 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
   if (Status s = plan_launch(args, info, plan); !s.ok()) return s;
   if (plan.converts)
     if (Status s = convert_activations(args, info); !s.ok()) return s;
-  return launch_gemm(plan.args, info, plan.cfg, plan.tokens_in_workspace);
+  return launch_gemm(plan, info);
 }
 
 Status load_kernels(const GroupedGemmArgs& args) {
@@ -405,8 +407,10 @@ Status load_kernels(const GroupedGemmArgs& args) {
 
 namespace {
 
-Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const TileConfig& cfg,
-                   bool tokens_in_workspace) {
+Status launch_gemm(const LaunchPlan& plan, const DeviceInfo& info) {
+  const GroupedGemmArgs& args = plan.args;
+  const TileConfig& cfg = plan.cfg;
+  const bool tokens_in_workspace = plan.tokens_in_workspace;
   // Operands are loaded as byte tensors. A stage holds kBlockK bytes of K of the activations
   // (128 e4m3 or 64 bf16) and the same K range of the weights (packed FP4: a quarter of the bytes).
   const bool fp8 = args.a.format == Format::fp8_block128;
@@ -504,9 +508,9 @@ Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const Ti
     params.a_scale_cols = a_block > 0 ? args.k / a_block : 0;
   }
 
-  int grid = persistent_grid(args, cfg, info);
-  const TileConfig launch_cfg = config_for_grid(cfg, grid);
-  const host::SplitK split = launch_split_k(args, launch_cfg, info, tokens_in_workspace);
+  int grid = plan.grid;
+  const TileConfig& launch_cfg = plan.launch_cfg;
+  const host::SplitK& split = plan.split;
 
   // Counters in the workspace are zeroed here on the stream (a graph node when captured); the kernel
   // never resets them, so a launch needs no state from the last one.
@@ -527,9 +531,7 @@ Status launch_gemm(const GroupedGemmArgs& args, const DeviceInfo& info, const Ti
       return cuda_failure("cudaMemsetAsync (tile counter)", err);
   }
 
-  const KernelEntry kernel = select_kernel(args, launch_cfg, tokens_in_workspace, split.pieces > 1);
-  if (kernel.launch == nullptr) return not_compiled(cfg);
-  return kernel.launch(args, launch_cfg, grid, maps, params);
+  return plan.kernel.launch(args, launch_cfg, grid, info.smem_per_block, maps, params);
 }
 
 }  // namespace
