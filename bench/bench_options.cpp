@@ -29,7 +29,7 @@ constexpr const char* kUsage =
     "  --csv FILE               also write every row to FILE\n"
     "  --no-cublas              skip the cuBLASLt baseline\n"
     "  --no-workspace           no workspace: activations converted per tile (nvfp4, mxfp4, mxfp8 on both\n"
-    "                           sides, fp8_block128 x nvfp4), tiles walked in a fixed order (the others)\n"
+    "                           sides, fp8_block128 x FP4), tiles walked in a fixed order (the others)\n"
     "  --mma-fragments          FP4 weights packed once (pack_mma_fragments) and read in that layout\n"
     "                           (each tile converts its tokens); default: converted once into one, timed with the GEMM\n";
 

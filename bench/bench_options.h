@@ -25,7 +25,7 @@ struct Options {
   bool compare_signals = false;  // also time signals off, interleaved with signals on
   bool cublas = true;
   bool workspace = true;  // GroupedGemmArgs::workspace: activations converted once (nvfp4², mxfp4², mxfp8²,
-                          // fp8 x nvfp4), else the dynamic tile counter
+                          // fp8 x FP4), else the dynamic tile counter
   bool mma_fragments = false;  // FP4 weights packed once into OperandLayout::mma_fragments
   int sm_count = 0;  // 0 = all
   TileConfig config;  // zero fields = heuristic

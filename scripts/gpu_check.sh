@@ -79,7 +79,7 @@ step demo "$BUILD/bench/signalgemm-demo" --svg "$LOGS/overlap_timeline.svg"
 # Every other operand pairing over the SPEC shapes (time and x floor; fewer iterations).
 formats_bench() {
   local pairing
-  for pairing in bf16:bf16 bf16:nvfp4 fp8_block128:nvfp4 bf16:mxfp8 bf16:mxfp4 mxfp8:mxfp8 mxfp4:mxfp4 nvfp4:nvfp4; do
+  for pairing in bf16:bf16 bf16:nvfp4 fp8_block128:nvfp4 fp8_block128:mxfp4 bf16:mxfp8 bf16:mxfp4 mxfp8:mxfp8 mxfp4:mxfp4 nvfp4:nvfp4; do
     echo "-- a:b = $pairing"
     "$BUILD/bench/signalgemm-bench" --format "$pairing" --no-cublas --iters 10 --warmup 2 | grep -E '^ *[0-9]+ +[0-9]+ +[0-9]+' ||
       return 1

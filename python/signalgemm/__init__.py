@@ -106,7 +106,7 @@ def grouped_gemm_nt_masked(
     add per finished tile; ``expected_signals`` gives the values the counters reach.
 
     ``workspace`` (a device tensor of ``workspace_bytes`` bytes; None allocates it with torch for
-    torch inputs, False runs without): nvfp4, mxfp4 or mxfp8 on both sides, or fp8_block128 x nvfp4,
+    torch inputs, False runs without): nvfp4, mxfp4 or mxfp8 on both sides, or fp8_block128 x nvfp4 / mxfp4,
     convert their activations to bf16 there once (without: once per column block, slower);
     fp8_block128 x fp8_block128 keeps a tile counter there, from which the CTAs take tiles
     dynamically.

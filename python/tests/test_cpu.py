@@ -177,6 +177,7 @@ def test_signal_layout_follows_the_formats_and_the_workspace():
     assert signalgemm.workspace_bytes(1, 16, 7168, "mxfp8", n=4096) == 16 * 7168 * 2 + split  # 128-K stages, 8 pieces
     # fp8_block128 tokens x nvfp4: converted to bf16 in the workspace, the partials past them.
     assert signalgemm.workspace_bytes(1, 16, 7168, "fp8_block128", "nvfp4", n=4096) == 16 * 7168 * 2 + split
+    assert signalgemm.workspace_bytes(1, 16, 7168, "fp8_block128", "mxfp4", n=4096) == 16 * 7168 * 2 + split
 
 
 # ---- quantizers: decode the documented layouts independently in numpy

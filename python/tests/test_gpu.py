@@ -203,7 +203,8 @@ def decode_operand(data, scales, global_scale, fmt, role, experts, rows, k):
 
 
 @pytest.mark.parametrize("a_format,b_format", [("mxfp8", "mxfp8"), ("mxfp4", "mxfp4"), ("nvfp4", "nvfp4"),
-                                               ("bf16", "mxfp4"), ("bf16", "mxfp8"), ("fp8_block128", "nvfp4")])
+                                               ("bf16", "mxfp4"), ("bf16", "mxfp8"), ("fp8_block128", "nvfp4"),
+                                               ("fp8_block128", "mxfp4")])
 def test_dequantizing_pairings(a_format, b_format):
     """The dequantizing mainloop's pairings against an independent float64 decoding; alpha carries
     the nvfp4 global scales of both sides (as the caller must)."""

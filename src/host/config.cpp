@@ -32,7 +32,7 @@ bool is_token_rows_tile(int block_m, int block_n) {
 }
 
 bool register_weights_with_converted_tokens(Format a_format, Format b_format, int block_m, int block_n) {
-  const bool pair = (a_format == Format::fp8_block128 && b_format == Format::nvfp4) ||
+  const bool pair = kernels::is_fp8_tokens_fp4_weights_pair(a_format, b_format) ||
                     (a_format == Format::nvfp4 && b_format == Format::nvfp4) ||
                     (a_format == Format::mxfp4 && b_format == Format::mxfp4) ||
                     (a_format == Format::mxfp8 && b_format == Format::mxfp8);
@@ -42,7 +42,7 @@ bool register_weights_with_converted_tokens(Format a_format, Format b_format, in
 bool converts_activations(Format a_format, Format b_format) {
   const bool one_format =
       a_format == b_format && (a_format == Format::nvfp4 || a_format == Format::mxfp4 || a_format == Format::mxfp8);
-  return one_format || (a_format == Format::fp8_block128 && b_format == Format::nvfp4);
+  return one_format || kernels::is_fp8_tokens_fp4_weights_pair(a_format, b_format);
 }
 
 size_t converted_activation_bytes(const GroupedGemmArgs& args) {
@@ -69,10 +69,10 @@ bool takes_tiles_dynamically(const GroupedGemmArgs& args, const TileConfig* conf
 
 namespace {
 // bf16 tokens x nvfp4 / mxfp4 / mxfp8 weights, or fp8_block128 tokens (converted into the workspace)
-// x nvfp4: the register-weights mainloop (its decode tiles hold 256 weight rows).
+// x FP4 weights: the register-weights mainloop (its decode tiles hold 256 weight rows).
 bool register_weights_splits(Format a_format, Format b_format) {
   return kernels::is_bf16_register_weights_pair(a_format, b_format) ||
-         (a_format == Format::fp8_block128 && b_format == Format::nvfp4);
+         kernels::is_fp8_tokens_fp4_weights_pair(a_format, b_format);
 }
 }  // namespace
 
@@ -92,8 +92,8 @@ bool narrows_few_wide_tiles(const GroupedGemmArgs& args, const TileConfig& chose
 SplitK plan_split_k(const GroupedGemmArgs& args, const TileConfig& config, int sms, bool tokens_in_workspace) {
   SplitK split;
   const bool register_weights = register_weights_splits(args.a.format, args.b.format);
-  // fp8_block128 x nvfp4 splits only with its tokens converted into the workspace.
-  if (args.a.format == Format::fp8_block128 && args.b.format == Format::nvfp4 && !tokens_in_workspace) return split;
+  // fp8_block128 x FP4 weights splits only with its tokens converted into the workspace.
+  if (kernels::is_fp8_tokens_fp4_weights_pair(args.a.format, args.b.format) && !tokens_in_workspace) return split;
   // (block_m >= 1: a caller's invalid tile, which validation reports, plans no split.)
   const bool decode_tile = register_weights ? config.block_n == 256 && config.block_m >= 1 && config.block_m <= 64
                                             : config.block_n == 128 && (config.block_m == 32 || config.block_m == 64);
@@ -211,11 +211,11 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
     config.block_m = 192;
     config.block_n = 128;
   }
-  // Dequantizing pairings (mxfp8/mxfp4/nvfp4 on both sides, fp8_block128 x nvfp4): their
+  // Dequantizing pairings (mxfp8/mxfp4/nvfp4 on both sides, fp8_block128 x FP4): their
   // bf16 tiles are double buffered in shared memory, which leaves 128x256 two stages at most, so
   // the heuristic keeps block_n = 128 there. Where FP4 weights may take converted tokens on the
-  // register-operand mainloop (fp8_block128 x nvfp4, nvfp4 x nvfp4, mxfp4 x mxfp4) 192 tokens become
-  // 128x128 on it: fp8_block128 x nvfp4 holds a partial accumulator per 128-K block, so it has
+  // register-operand mainloop (fp8_block128 x FP4, nvfp4 x nvfp4, mxfp4 x mxfp4) 192 tokens become
+  // 128x128 on it: fp8_block128 x FP4 holds a partial accumulator per 128-K block, so it has
   // block_m <= 128 only, and the FP4 pairs ran 12-17% faster that way than on 192x128 (H100,
   // 2026-11-26, E32 m128). mxfp8 x mxfp8 keeps 192x128 (5% faster there than its 128x128).
   if (kernels::is_dequant_bf16_pair(a_format, b_format) && !explicit_block_n) {
@@ -229,7 +229,7 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
   // instead of per 128; with the tokens it still leaves 3-4 stages of 256 K.
   // 48 tokens where they cover the expert: the smaller token tile leaves room for 3 stages of 256 K
   // beside the block scales' buffer, where 64 x 256 fits 128-K stages only.
-  // fp8_block128 x nvfp4, nvfp4 x nvfp4, mxfp4 x mxfp4 and mxfp8 x mxfp8 decode take the same tiles (the
+  // fp8_block128 x FP4, nvfp4 x nvfp4, mxfp4 x mxfp4 and mxfp8 x mxfp8 decode take the same tiles (the
   // register-operand mainloop, with the tokens converted to bf16 in shared memory; 128x128 runs
   // that mainloop too).
   if ((kernels::is_bf16_register_weights_pair(a_format, b_format) ||

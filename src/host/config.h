@@ -58,16 +58,16 @@ inline constexpr int64_t kFewWideTiles = 64;
 inline constexpr int kClusterMinK = 4096;
 
 // Activations converted to bf16 by the MMA threads of the register-operand register-weights mainloop:
-// fp8_block128 x nvfp4, nvfp4 x nvfp4, mxfp4 x mxfp4 and mxfp8 x mxfp8 on the decode tiles of 256 weight rows
+// fp8_block128 x FP4, nvfp4 x nvfp4, mxfp4 x mxfp4 and mxfp8 x mxfp8 on the decode tiles of 256 weight rows
 // (block_m <= 64) or on 128x128 (else the dequantizing mainloop: 32x128, 64x128, and for the FP4
 // pairs 192x128 and 128x256).
 bool register_weights_with_converted_tokens(Format a_format, Format b_format, int block_m, int block_n);
 // Pairings whose activations a workspace converts to bf16 once (GroupedGemmArgs::workspace):
-// nvfp4, mxfp4 or mxfp8 on both sides, and fp8_block128 x nvfp4. Bytes it takes: bf16 [E][max_m][K].
+// nvfp4, mxfp4 or mxfp8 on both sides, and fp8_block128 x nvfp4 / mxfp4. Bytes it takes: bf16 [E][max_m][K].
 bool converts_activations(Format a_format, Format b_format);
 size_t converted_activation_bytes(const GroupedGemmArgs& args);
 // Whether this launch converts its activations first (a workspace given and used): the one-format
-// pairings always, fp8_block128 x nvfp4 on the tiles whose tokens the register-weights mainloop
+// pairings always, fp8_block128 x FP4 on the tiles whose tokens the register-weights mainloop
 // reads as bf16 (register_weights_with_converted_tokens: the ones the heuristic picks).
 bool uses_activation_workspace(const GroupedGemmArgs& args, const TileConfig& config);
 // Dynamic tile scheduling (kernels/tile_ring.cuh): an fp8_block128 x fp8_block128 launch with a
@@ -83,7 +83,7 @@ bool uses_tile_counter(Format a_format, Format b_format);  // the pairings that 
 bool takes_tiles_dynamically(const GroupedGemmArgs& args, const TileConfig* config = nullptr);
 // Split K for launches with few tiles (docs/configuration.md): an fp8_block128 x fp8_block128 or
 // bf16 x bf16 launch on a decode tile (32x128 or 64x128, no cluster), or bf16 x nvfp4 / mxfp4 / mxfp8 on
-// its decode tiles (32, 48 or 64 x 256, whole stages per piece; also fp8_block128 x nvfp4 with its
+// its decode tiles (32, 48 or 64 x 256, whole stages per piece; also fp8_block128 x FP4 with its
 // tokens converted into the workspace), runs each tile as `pieces` K
 // ranges on as many CTAs, pieces = min(sms / tiles, K blocks / kMinKBlocksPerPiece, kMaxKPieces)
 // when that is at least min_k_pieces; each writes its fp32 partial to the workspace and the last to
@@ -97,7 +97,7 @@ struct SplitK {
 };
 bool splits_k(Format a_format, Format b_format);  // the pairings with split-K kernels
 // `tokens_in_workspace`: fp8_block128 tokens converted to bf16 in the workspace (fp8_block128 x
-// nvfp4 splits only then; the partials then follow the tokens, see launch.cu).
+// FP4 weights split only then; the partials then follow the tokens, see launch.cu).
 SplitK plan_split_k(const GroupedGemmArgs& args, const TileConfig& config, int sms, bool tokens_in_workspace = false);
 // Measured on the H100 (2026-11-27, docs/performance.md): fp8_block128 with 4 pieces of 14 K blocks
 // made E1 decode launches 16% faster and 8 of 7 34%, 3 pieces 4-8%; 2 pieces made launches of 56-64

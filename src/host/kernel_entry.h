@@ -36,16 +36,16 @@ struct KernelEntry {
 KernelEntry fp8_block128_kernel(const TileConfig& cfg, bool split_k);
 // bf16 x bf16: every tile, the decode tiles also with split K.
 KernelEntry bf16_kernel(const TileConfig& cfg, bool split_k);
-// The dequantizing mainloop (mxfp8², mxfp4², nvfp4², fp8_block128 x nvfp4 on its tiles).
+// The dequantizing mainloop (mxfp8², mxfp4², nvfp4², fp8_block128 x nvfp4 / mxfp4 on its tiles).
 KernelEntry dequant_bf16_kernel(Format a, Format b, const TileConfig& cfg);
 // bf16 x nvfp4 / mxfp4 / mxfp8 weights in rows; FP4 weights in the mma_fragments layout; and
 // split K on the decode tiles for bf16 x FP4 (either layout), bf16 x mxfp8 and fp8_block128 tokens
-// converted into the workspace x nvfp4.
+// converted into the workspace x nvfp4 / mxfp4.
 KernelEntry register_weights_kernel(Format weights, const TileConfig& cfg);
 KernelEntry register_weights_fragment_kernel(Format weights, const TileConfig& cfg);
 KernelEntry register_weights_split_kernel(Format tokens, Format weights, bool fragments, const TileConfig& cfg);
 // Tokens converted by the register-weights mainloop itself (host::register_weights_with_converted_tokens),
 // or fp8_block128 tokens converted into the workspace beforehand.
-KernelEntry converted_tokens_kernel(Format tokens, const TileConfig& cfg, bool tokens_in_workspace);
+KernelEntry converted_tokens_kernel(Format tokens, Format weights, const TileConfig& cfg, bool tokens_in_workspace);
 
 }  // namespace signalgemm::host

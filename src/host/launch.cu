@@ -216,7 +216,7 @@ KernelEntry select_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, bo
   const bool fragment_weights = args.b.layout == OperandLayout::mma_fragments;
   if (split_k && (converted_tokens_rs || kernels::is_bf16_register_weights_pair(args.a.format, args.b.format)))
     return host::register_weights_split_kernel(args.a.format, args.b.format, fragment_weights, cfg);
-  if (converted_tokens_rs) return host::converted_tokens_kernel(args.a.format, cfg, tokens_in_workspace);
+  if (converted_tokens_rs) return host::converted_tokens_kernel(args.a.format, args.b.format, cfg, tokens_in_workspace);
   if (kernels::is_dequant_bf16_pair(args.a.format, args.b.format))
     return host::dequant_bf16_kernel(args.a.format, args.b.format, cfg);
   if (args.a.format == Format::fp8_block128) return host::fp8_block128_kernel(cfg, split_k);

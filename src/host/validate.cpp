@@ -178,7 +178,8 @@ void check_pairing(Checker& c, const GroupedGemmArgs& args, bool k_known) {
   c.require(fp8_pair || bf16_pair || bf16_register_weights || dequant_pair, StatusCode::unsupported,
             "format pair (a.format = ", to_string(args.a.format), ", b.format = ", to_string(args.b.format),
             ") is not supported yet; supported: (fp8_block128, fp8_block128), (bf16, bf16), (bf16, nvfp4), "
-            "(mxfp8, mxfp8), (mxfp4, mxfp4), (nvfp4, nvfp4), (bf16, mxfp4), (bf16, mxfp8), (fp8_block128, nvfp4)");
+            "(mxfp8, mxfp8), (mxfp4, mxfp4), (nvfp4, nvfp4), (bf16, mxfp4), (bf16, mxfp8), (fp8_block128, nvfp4), "
+            "(fp8_block128, mxfp4)");
   // The dequantizing mainloop works in 64-K stages (a valid MX shape may have k = 32 mod 64).
   c.require(!k_known || !dequant_pair || args.k % 64 == 0, StatusCode::unsupported, "k = ", args.k,
             " is not supported yet with a.format ", to_string(args.a.format), " and b.format ",
@@ -187,7 +188,7 @@ void check_pairing(Checker& c, const GroupedGemmArgs& args, bool k_known) {
                 kernels::dequant_bf16_tile_compiled(args.a.format, args.config.block_m, args.config.block_n),
             StatusCode::unsupported, "config.block_m = ", args.config.block_m, " with config.block_n = ",
             args.config.block_n, " is not compiled for a.format ", to_string(args.a.format),
-            "; fp8_block128 activations with nvfp4 weights have 32x128, 64x128 and 128x128");
+            "; fp8_block128 activations with FP4 weights have 32x128, 64x128 and 128x128");
   // The register-weights mainloop works in 64-K blocks and reads a block's scales from one aligned word.
   // A valid block-scaled shape (k a multiple of 32) that the mainloop does not implement: unsupported.
   c.require(!k_known || !bf16_register_weights || args.k % 64 == 0, StatusCode::unsupported, "k = ", args.k,

@@ -23,7 +23,7 @@ SG_HD constexpr bool is_bf16_register_weights_pair(Format a, Format b) {
 // fp8_block128 x fp8_block128 have their own mainloops.
 SG_HD constexpr bool is_dequant_bf16_pair(Format a, Format b) {
   return (a == Format::mxfp8 && b == Format::mxfp8) || (a == Format::mxfp4 && b == Format::mxfp4) ||
-         (a == Format::nvfp4 && b == Format::nvfp4) || (a == Format::fp8_block128 && b == Format::nvfp4);
+         (a == Format::nvfp4 && b == Format::nvfp4) || is_fp8_tokens_fp4_weights_pair(a, b);
 }
 
 // fp8_block128 activations keep a second fp32 accumulator per 128-K block (their scale is applied

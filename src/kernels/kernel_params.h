@@ -177,6 +177,10 @@ SG_HD constexpr SmemPlan fp8_block128_smem_plan(int block_m, int block_n, int st
 // stages' worth, 4 bytes per token row and 64-K block).
 // mxfp8 weights (and tokens) take 64 bytes per row and 64-K block instead of 32, so their stages
 // hold at most 128 K (a TMA box row with the 128-byte swizzle is at most 128 bytes).
+// fp8_block128 (DeepSeek-style) activations x FP4 weights: the weights-only decode case with fp8 tokens.
+SG_HD constexpr bool is_fp8_tokens_fp4_weights_pair(Format a, Format b) {
+  return a == Format::fp8_block128 && (b == Format::nvfp4 || b == Format::mxfp4);
+}
 SG_HD constexpr bool byte_scaled_tokens(Format tokens) {
   return tokens == Format::nvfp4 || tokens == Format::mxfp4 || tokens == Format::mxfp8;
 }

@@ -1,5 +1,5 @@
 // Mainloop for block-scaled operands that Hopper's tensor cores cannot take directly: mxfp8,
-// mxfp4 and nvfp4 on both sides, fp8_block128 activations with nvfp4 weights (the pairings of
+// mxfp4 and nvfp4 on both sides, fp8_block128 activations with FP4 weights (the pairings of
 // dequant_bf16_plan.h; their decode tiles and 128x128 run on mainloop_register_weights.cuh). Both
 // operands are dequantized in shared memory, element x block scale, into bf16 tiles laid out as
 // the bf16 wgmma reads them (128-byte rows, 128-byte swizzle); the tensor cores then run bf16 MMAs
@@ -343,5 +343,7 @@ template <int M, int N>
 using Nvfp4Nvfp4Mainloop = DequantBf16Mainloop<Format::nvfp4, Format::nvfp4, M, N>;
 template <int M, int N>
 using Fp8Nvfp4Mainloop = DequantBf16Mainloop<Format::fp8_block128, Format::nvfp4, M, N>;
+template <int M, int N>
+using Fp8Mxfp4Mainloop = DequantBf16Mainloop<Format::fp8_block128, Format::mxfp4, M, N>;
 
 }  // namespace signalgemm::kernels

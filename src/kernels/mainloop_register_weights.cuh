@@ -1,6 +1,6 @@
 // Mainloop for weights dequantized into the MMAs' registers: bf16 activations x nvfp4, mxfp4 or
 // mxfp8 weights, and activations converted to bf16 in shared memory first (below): fp8_block128 x
-// nvfp4, nvfp4 x nvfp4, mxfp4 x mxfp4, mxfp8 x mxfp8. The decode case, where the weight stream is
+// FP4, nvfp4 x nvfp4, mxfp4 x mxfp4, mxfp8 x mxfp8. The decode case, where the weight stream is
 // the cost and low-precision weights halve or quarter it.
 //
 // Hopper has no FP4 tensor cores (and no MX scaling), but wgmma may take its A operand (here: the
@@ -20,7 +20,7 @@
 // copied into shared memory by the MMA threads (cp.async), one stage ahead.
 // The per-expert global scale of nvfp4 is folded into alpha by the caller.
 //
-// fp8_block128 activations x nvfp4 weights (the decode tiles and 128x128): TMA loads the e4m3
+// fp8_block128 activations x nvfp4 or mxfp4 weights (the decode tiles and 128x128): TMA loads the e4m3
 // tokens and their scales; each stage the 256 MMA threads convert the tokens into the bf16 tiles
 // above (exact), and the MMAs of each 128-K block accumulate into a partial that is then promoted
 // with the token scale (acc += partial * sfa), as in the fp8 mainloop.
@@ -47,7 +47,7 @@
 namespace signalgemm::kernels {
 
 // kWeights: nvfp4, mxfp4 or mxfp8. kTokenFormat: bf16, or converted by the MMA threads (see above):
-// fp8_block128 with nvfp4 weights, or the weights' own format. kTokensInWorkspace: fp8_block128
+// fp8_block128 with FP4 weights, or the weights' own format. kTokensInWorkspace: fp8_block128
 // tokens converted to bf16 before the launch (GroupedGemmArgs::workspace), loaded as bf16 tokens
 // are, with their scales still promoting the partials.
 // kFragmentWeights: FP4 weights in the mma_fragments layout (detail/mma_fragments.h), loaded
@@ -65,8 +65,8 @@ struct RegisterWeightsMainloop {
   static_assert(kWeights == Format::nvfp4 || kWeights == Format::mxfp4 || kWeights == Format::mxfp8,
                 "weights: nvfp4, mxfp4 or mxfp8");
   static_assert(kTokenFormat == Format::bf16 || kTokenFormat == kWeights ||
-                    (kTokenFormat == Format::fp8_block128 && kWeights == Format::nvfp4),
-                "token formats: bf16, the weights' own, or fp8_block128 with nvfp4");
+                    is_fp8_tokens_fp4_weights_pair(kTokenFormat, kWeights),
+                "token formats: bf16, the weights' own, or fp8_block128 with FP4 weights");
   static constexpr bool kNvfp4 = kWeights == Format::nvfp4;
   static_assert(!kFragmentWeights || ((kWeights == Format::nvfp4 || kWeights == Format::mxfp4) &&
                                        kTokenFormat == Format::bf16),
@@ -101,11 +101,17 @@ struct RegisterWeightsMainloop {
   // An MMA group (one commit) covers kSteps k16 steps of one 64-row slice; its A fragments (4
   // registers per step) are double-buffered. ptxas compiles all of it into 168 registers per thread
   // (384 threads), so the tiles with the most accumulators use shorter groups.
-  // fp8 tokens hold a partial accumulator beside each accumulator (48x256: 96 registers in all, 4
-  // steps still fit; 64x256: 128, 2 steps; 128x128: 128 in one slice, 1 step).
-  static constexpr int kSteps = kFp8Tokens                 ? (2 * kSlices * kAccRegs <= 96 ? 4
-                                                              : kAccRegs < 64              ? 2
-                                                                                           : 1)
+  // fp8 tokens hold a partial accumulator beside each accumulator (32x256: 64 registers in all, 4
+  // steps; 64x256: 128, 2 steps; 128x128: 128 in one slice, 1 step). 48x256 (96): ptxas 13.0 keeps
+  // 4-step groups pipelined only for nvfp4 weights with the tokens converted in the stage; it
+  // serialized the wgmmas (C7511) of the others (mxfp4 weights, tokens read from the workspace,
+  // split K) until their groups were 2 steps.
+  static constexpr int fp8_token_steps() {
+    if (2 * kSlices * kAccRegs <= 64) return 4;
+    if (2 * kSlices * kAccRegs <= 96) return kConvertTokens && kNvfp4 ? 4 : 2;
+    return kAccRegs < 64 ? 2 : 1;
+  }
+  static constexpr int kSteps = kFp8Tokens                 ? fp8_token_steps()
                                 : kSlices * kAccRegs <= 64 ? 4
                                 : kSlices * kAccRegs <= 96 ? 2
                                                            : 1;

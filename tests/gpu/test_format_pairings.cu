@@ -1,7 +1,7 @@
-// The block-scaled format pairings beyond fp8_block128 and bf16 x FP4 weights (the dequantizing
-// mainloop, mainloop_dequant_bf16.cuh, and for fp8_block128 / nvfp4 / mxfp4 tokens with FP4 weights
-// the register-weights one on 128x128 and the decode tiles) on the GPU against the float64 CPU
-// reference of the dequantized operands: every pairing x every tile the launcher has for it, edge masked_m, E in {1, 7,
+// The format pairings beyond fp8_block128 x fp8_block128 (the dequantizing mainloop,
+// mainloop_dequant_bf16.cuh; the register-weights one for bf16 tokens with nvfp4 / mxfp4 / mxfp8
+// weights and, on 128x128 and the decode tiles, for fp8_block128 / nvfp4 / mxfp4 / mxfp8 tokens it
+// converts; bf16 x bf16) on the GPU against the float64 CPU reference of the dequantized operands: every pairing x every tile the launcher has for it, edge masked_m, E in {1, 7,
 // 32}, three (N, K) pairs including SPEC §6's at reduced E, padded strides, masked rows and padding columns left
 // poisoned, signal counters.
 //
@@ -30,7 +30,9 @@ struct Pairing {
 };
 constexpr Pairing kPairings[] = {{Format::mxfp8, Format::mxfp8}, {Format::mxfp4, Format::mxfp4},
                                  {Format::nvfp4, Format::nvfp4}, {Format::bf16, Format::mxfp4},
-                                 {Format::bf16, Format::mxfp8},  {Format::fp8_block128, Format::nvfp4}};
+                                 {Format::bf16, Format::mxfp8},  {Format::fp8_block128, Format::nvfp4},
+                                 {Format::fp8_block128, Format::mxfp4}, {Format::bf16, Format::nvfp4},
+                                 {Format::bf16, Format::bf16}};
 
 std::string name(const Pairing& pairing) {
   return std::string(to_string(pairing.a)) + " x " + to_string(pairing.b);
@@ -192,7 +194,8 @@ TEST(FormatPairings, ActivationsConvertedOnceInTheWorkspace) {
   SG_REQUIRE_HOPPER();
   const std::vector<int32_t> masked_m = {0, 1, 65, 130, 37};
   for (const Pairing pairing : {Pairing{Format::nvfp4, Format::nvfp4}, Pairing{Format::mxfp4, Format::mxfp4},
-                                Pairing{Format::mxfp8, Format::mxfp8}, Pairing{Format::fp8_block128, Format::nvfp4}}) {
+                                Pairing{Format::mxfp8, Format::mxfp8}, Pairing{Format::fp8_block128, Format::nvfp4},
+                                Pairing{Format::fp8_block128, Format::mxfp4}}) {
     const bool fp8 = pairing.a == Format::fp8_block128;
     const int k = fp8 ? 640 : 576;  // whole 128-K blocks for fp8_block128
     std::mt19937 rng(61);

@@ -515,13 +515,18 @@ TEST(RegisterWeightsGemm, SplitKForFewTiles) {
     expect_split_k_correct(format, format,
                            {{1, 20, 1024, 4096, 32, {17}, 256, 16}, {3, 40, 264, 1344, 32, {0, 40, 33}, 256, 16}});
   }
-  // fp8_block128 tokens x nvfp4: the tokens converted to bf16 in the workspace (their scales
+  // fp8_block128 tokens x FP4 weights: the tokens converted to bf16 in the workspace (their scales
   // promoted per 128-K block in each piece), the partials past them; K = 2432: 19 blocks of 128,
   // 3 pieces of 3, 3 and 4 stages of 256 K, the last one partial.
-  SCOPED_TRACE("fp8_block128 x nvfp4");
-  expect_split_k_correct(Format::fp8_block128, Format::nvfp4,
-                         {{1, 20, 1024, 4096, 32, {17}, 256, 16}, {3, 40, 264, 2432, 32, {0, 40, 33}, 256, 16},
-                          {2, 48, 640, 2048, 48, {48, 1}, 256, 32}});
+  {
+    SCOPED_TRACE("fp8_block128 x nvfp4");
+    expect_split_k_correct(Format::fp8_block128, Format::nvfp4,
+                           {{1, 20, 1024, 4096, 32, {17}, 256, 16}, {3, 40, 264, 2432, 32, {0, 40, 33}, 256, 16},
+                            {2, 48, 640, 2048, 48, {48, 1}, 256, 32}});
+  }
+  SCOPED_TRACE("fp8_block128 x mxfp4");
+  expect_split_k_correct(Format::fp8_block128, Format::mxfp4,
+                         {{3, 40, 264, 2432, 32, {0, 40, 33}, 256, 16}, {2, 48, 640, 2048, 48, {48, 1}, 256, 32}});
 }
 
 // One small split per register-weights split kernel not covered by MmaFragments.SplitKForFewTiles
@@ -579,7 +584,7 @@ TEST(RegisterWeightsGemm, BlockScalesAcrossTheExponentRange) {
 }
 
 // Weights dequantized in registers on decode (bf16 tokens x nvfp4, mxfp4 or mxfp8; tokens converted
-// in shared memory: fp8_block128 x nvfp4, nvfp4 x nvfp4, mxfp4 x mxfp4, mxfp8 x mxfp8): the heuristic's tiles of 256
+// in shared memory: fp8_block128 x FP4, nvfp4 x nvfp4, mxfp4 x mxfp4, mxfp8 x mxfp8): the heuristic's tiles of 256
 // weight rows (32x256, 48x256, 64x256, not overridable), a last stage reaching past K (576 = 2 x 256 + 64, where mxfp4
 // rows hold 18 scale bytes; fp8_block128, whose stages hold whole 128-K blocks: 640), a partial column block, padded
 // strides, all SMs and a grid of 2 CTAs.
@@ -587,6 +592,7 @@ TEST(RegisterWeightsGemm, DecodeTilesOf256WeightRows) {
   SG_REQUIRE_HOPPER();
   const Format pairs[][2] = {{Format::bf16, Format::nvfp4},  {Format::bf16, Format::mxfp4},
                              {Format::bf16, Format::mxfp8},  {Format::fp8_block128, Format::nvfp4},
+                             {Format::fp8_block128, Format::mxfp4},
                              {Format::nvfp4, Format::nvfp4}, {Format::mxfp4, Format::mxfp4},
                              {Format::mxfp8, Format::mxfp8}};
   for (const auto& [tokens, weights] : pairs) {

@@ -27,7 +27,8 @@ struct Pairing {
 constexpr Pairing kEveryPairing[] = {
     {Format::fp8_block128, Format::fp8_block128}, {Format::bf16, Format::bf16},   {Format::bf16, Format::nvfp4},
     {Format::mxfp8, Format::mxfp8},               {Format::mxfp4, Format::mxfp4}, {Format::nvfp4, Format::nvfp4},
-    {Format::bf16, Format::mxfp4},                {Format::bf16, Format::mxfp8},  {Format::fp8_block128, Format::nvfp4}};
+    {Format::bf16, Format::mxfp4},                {Format::bf16, Format::mxfp8},  {Format::fp8_block128, Format::nvfp4},
+    {Format::fp8_block128, Format::mxfp4}};
 
 // K granule the pairing accepts: the fp8_block128 scale block, else the 64-element stage of the
 // FP4 / MX mainloops (bf16 x bf16 takes any multiple of 8; 16 keeps it varied).

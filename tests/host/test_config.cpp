@@ -72,19 +72,20 @@ TEST(Config, DeepestRingThatFits) {
   }
 }
 
-// Dequantizing pairings: block_n 128 whatever block_m, fp8_block128 x nvfp4 at most 128 tokens, and
+// Dequantizing pairings: block_n 128 whatever block_m, fp8_block128 x FP4 at most 128 tokens, and
 // the deepest ring of their own shared-memory plan (two bf16 tiles per dequantized operand).
 TEST(Config, DequantizingPairings) {
   const Format pairs[][2] = {{Format::mxfp8, Format::mxfp8},
                              {Format::mxfp4, Format::mxfp4},
                              {Format::nvfp4, Format::nvfp4},
-                             {Format::fp8_block128, Format::nvfp4}};
+                             {Format::fp8_block128, Format::nvfp4},
+                             {Format::fp8_block128, Format::mxfp4}};
   for (const auto& pair : pairs) {
     EXPECT_TRUE(kernels::is_dequant_bf16_pair(pair[0], pair[1]));
     for (const int expected_m : {8, 32, 128, 1024}) {
       const TileConfig cfg = choose_tile_config(4096, expected_m, kH100SmemPerBlock, {}, pair[0], pair[1]);
-      // fp8_block128 x nvfp4 runs on the register-weights mainloop's tiles (RegisterWeightsDecodeTiles,
-      // Fp8TokensNvfp4WeightsWideTile).
+      // fp8_block128 x FP4 runs on the register-weights mainloop's tiles (RegisterWeightsDecodeTiles,
+      // Fp8TokensFp4WeightsWideTile).
       if (register_weights_with_converted_tokens(pair[0], pair[1], cfg.block_m, cfg.block_n)) continue;
       EXPECT_EQ(cfg.block_n, 128) << to_string(pair[0]) << " x " << to_string(pair[1]) << " m " << expected_m;
       EXPECT_TRUE(kernels::dequant_bf16_tile_compiled(pair[0], cfg.block_m, cfg.block_n));
@@ -100,17 +101,19 @@ TEST(Config, DequantizingPairings) {
   for (const Format f : {Format::mxfp4, Format::nvfp4})
     EXPECT_EQ(choose_tile_config(4096, 128, kH100SmemPerBlock, {}, f, f).block_m, 128) << to_string(f);
   EXPECT_EQ(choose_tile_config(4096, 128, kH100SmemPerBlock, {}, Format::mxfp8, Format::mxfp8).block_m, 192);
-  EXPECT_EQ(choose_tile_config(4096, 128, kH100SmemPerBlock, {}, Format::fp8_block128, Format::nvfp4).block_m, 128);
+  for (const Format f : {Format::mxfp4, Format::nvfp4})
+    EXPECT_EQ(choose_tile_config(4096, 128, kH100SmemPerBlock, {}, Format::fp8_block128, f).block_m, 128) << to_string(f);
 }
 
 // Weights dequantized in registers at decode (bf16 x nvfp4, bf16 x mxfp4, bf16 x mxfp8; converted
-// tokens: fp8_block128 x nvfp4, nvfp4 x nvfp4, mxfp4 x mxfp4, mxfp8 x mxfp8): 256 weight rows per tile, and 48 tokens
+// tokens: fp8_block128 x FP4, nvfp4 x nvfp4, mxfp4 x mxfp4, mxfp8 x mxfp8): 256 weight rows per tile, and 48 tokens
 // where 1.3x the hint fits them (at least 3 stages beside the block-scale buffer, each stage's tiles 1024-byte aligned;
 // converted tokens: their loaded bytes after the bf16 tiles also 1024-byte aligned; fp8 tokens:
 // whole 128-K blocks per stage, the token scales 128-byte aligned).
 TEST(Config, RegisterWeightsDecodeTiles) {
   const Format pairs[][2] = {{Format::bf16, Format::nvfp4},  {Format::bf16, Format::mxfp4},
                              {Format::bf16, Format::mxfp8},  {Format::fp8_block128, Format::nvfp4},
+                             {Format::fp8_block128, Format::mxfp4},
                              {Format::nvfp4, Format::nvfp4}, {Format::mxfp4, Format::mxfp4},
                              {Format::mxfp8, Format::mxfp8}};
   for (const auto& [tokens, weights] : pairs) {
@@ -167,28 +170,31 @@ TEST(Config, RegisterWeightsManyTokenBlocks) {
   EXPECT_EQ(given.block_n, 256);
 }
 
-// fp8_block128 x nvfp4 beyond decode: 128x128 on the nvfp4 mainloop with fp8 tokens (whole 128-K
-// blocks per stage, at least 3 stages, the tiles aligned as above).
-TEST(Config, Fp8TokensNvfp4WeightsWideTile) {
-  for (int expected_m : {128, 1024}) {
-    const TileConfig cfg = choose_tile_config(4096, expected_m, kH100SmemPerBlock, {}, Format::fp8_block128, Format::nvfp4);
-    EXPECT_EQ(cfg.block_m, 128);
-    EXPECT_EQ(cfg.block_n, 128);
-    EXPECT_TRUE(register_weights_with_converted_tokens(Format::fp8_block128, Format::nvfp4, cfg.block_m, cfg.block_n));
-    const int subs = kernels::register_weights_stage_subs(128, 128, Format::fp8_block128);
-    EXPECT_EQ(subs % 2, 0);
-    EXPECT_GE(cfg.stages, 3);
-    const auto plan = kernels::register_weights_smem_plan(128, 128, cfg.stages, subs, Format::fp8_block128);
-    EXPECT_EQ(plan.total_bytes(), smem_bytes(128, 128, cfg.stages, Format::fp8_block128, Format::nvfp4));
-    EXPECT_LE(plan.total_bytes(), kH100SmemPerBlock);
-    for (int s = 0; s < cfg.stages; ++s) {
-      EXPECT_EQ(plan.a_offset(s) % 1024, 0);
-      EXPECT_EQ((plan.a_offset(s) + subs * 128 * 128) % 1024, 0);
-      EXPECT_EQ(plan.b_offset(s) % 1024, 0);
-      EXPECT_EQ(plan.sfa_offset(s) % 128, 0);
+// fp8_block128 x FP4 weights beyond decode: 128x128 on the register-weights mainloop with fp8 tokens
+// (whole 128-K blocks per stage, at least 3 stages, the tiles aligned as above).
+TEST(Config, Fp8TokensFp4WeightsWideTile) {
+  for (const Format weights : {Format::nvfp4, Format::mxfp4}) {
+    SCOPED_TRACE(to_string(weights));
+    for (int expected_m : {128, 1024}) {
+      const TileConfig cfg = choose_tile_config(4096, expected_m, kH100SmemPerBlock, {}, Format::fp8_block128, weights);
+      EXPECT_EQ(cfg.block_m, 128);
+      EXPECT_EQ(cfg.block_n, 128);
+      EXPECT_TRUE(register_weights_with_converted_tokens(Format::fp8_block128, weights, cfg.block_m, cfg.block_n));
+      const int subs = kernels::register_weights_stage_subs(128, 128, Format::fp8_block128, weights);
+      EXPECT_EQ(subs % 2, 0);
+      EXPECT_GE(cfg.stages, 3);
+      const auto plan = kernels::register_weights_smem_plan(128, 128, cfg.stages, subs, Format::fp8_block128, weights);
+      EXPECT_EQ(plan.total_bytes(), smem_bytes(128, 128, cfg.stages, Format::fp8_block128, weights));
+      EXPECT_LE(plan.total_bytes(), kH100SmemPerBlock);
+      for (int s = 0; s < cfg.stages; ++s) {
+        EXPECT_EQ(plan.a_offset(s) % 1024, 0);
+        EXPECT_EQ((plan.a_offset(s) + subs * 128 * 128) % 1024, 0);
+        EXPECT_EQ(plan.b_offset(s) % 1024, 0);
+        EXPECT_EQ(plan.sfa_offset(s) % 128, 0);
+      }
     }
+    EXPECT_FALSE(register_weights_with_converted_tokens(Format::fp8_block128, weights, 64, 128));  // dequantizing
   }
-  EXPECT_FALSE(register_weights_with_converted_tokens(Format::fp8_block128, Format::nvfp4, 64, 128));  // dequantizing
 }
 
 TEST(Config, OverrideIsKept) {
@@ -399,6 +405,9 @@ TEST(Config, SplitKForFewTiles) {
   EXPECT_EQ(plan_split_k(args, TileConfig{32, 256, 4, 1}, 132).pieces, 1);
   EXPECT_EQ(plan_split_k(args, TileConfig{32, 256, 4, 1}, 132, /*tokens_in_workspace=*/true).pieces, 8);
   args.k = 2432;  // 19 blocks of 128: 3 pieces
+  EXPECT_EQ(plan_split_k(args, TileConfig{32, 256, 4, 1}, 132, /*tokens_in_workspace=*/true).pieces, 3);
+  args.b.format = Format::mxfp4;  // the same with mxfp4 weights
+  EXPECT_EQ(plan_split_k(args, TileConfig{32, 256, 4, 1}, 132).pieces, 1);
   EXPECT_EQ(plan_split_k(args, TileConfig{32, 256, 4, 1}, 132, /*tokens_in_workspace=*/true).pieces, 3);
 }
 

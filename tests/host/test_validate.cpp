@@ -714,6 +714,7 @@ std::vector<Acceptance> all_acceptances() {
          a.b.format = Format::nvfp4;
          a.config = TileConfig{128, 128, 0};
        }},
+      {"Fp8Mxfp4Pair", [](auto& a) { a.b.format = Format::mxfp4; }},
       {"Nvfp4FragmentWeights", [](auto& a) { make_fragment_weights(a); }},
       {"Mxfp4FragmentWeights",
        [](auto& a) {

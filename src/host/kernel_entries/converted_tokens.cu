@@ -23,9 +23,13 @@ KernelEntry converted_tokens_kernel(const TileConfig& cfg) {
 
 }  // namespace
 
-KernelEntry converted_tokens_kernel(Format tokens, const TileConfig& cfg, bool tokens_in_workspace) {
+KernelEntry converted_tokens_kernel(Format tokens, Format weights, const TileConfig& cfg, bool tokens_in_workspace) {
+  if (tokens != weights && !kernels::is_fp8_tokens_fp4_weights_pair(tokens, weights)) return {};
   switch (tokens) {
     case Format::fp8_block128:
+      if (weights == Format::mxfp4)
+        return tokens_in_workspace ? converted_tokens_kernel<Format::mxfp4, Format::fp8_block128, true>(cfg)
+                                   : converted_tokens_kernel<Format::mxfp4, Format::fp8_block128>(cfg);
       return tokens_in_workspace ? converted_tokens_kernel<Format::nvfp4, Format::fp8_block128, true>(cfg)
                                  : converted_tokens_kernel<Format::nvfp4, Format::fp8_block128>(cfg);
     case Format::nvfp4:
