@@ -280,9 +280,11 @@ struct RegisterWeightsMainloop {
     // at decode it is a third of the loop's time. The decode tiles (up to 64 tokens) step by 8, the
     // MMA's granularity, down to 16 (at m = 32 the experts hold 22..42 rows); the others, and fp8
     // tokens, by 16 to 32 below 64 tokens and by 32 above (their finer chains made ptxas 13.0
-    // serialize the wgmmas: C7511, C7512).
+    // serialize the wgmmas: C7511, C7512); fp8 tokens by 64 above (128x128 with nvfp4 weights and
+    // the tokens in the workspace: serialized with the 96-token width too).
     constexpr int kNarrowest = kFineWidths ? 16 : 32;
-    constexpr int kNarrower = kFineWidths ? kTokens - 8 : kTokens > 64 ? kTokens - 32 : kTokens - 16;
+    constexpr int kWideStep = kFp8Tokens ? 64 : 32;
+    constexpr int kNarrower = kFineWidths ? kTokens - 8 : kTokens > 64 ? kTokens - kWideStep : kTokens - 16;
     if constexpr (kTokens > kNarrowest) {
       if (width <= kNarrower)
         return mma_tile_width<kNarrower>(width, acc, smem, plan, full, empty, pipe, p, tile, s_begin, s_end, warpgroup,

@@ -183,6 +183,36 @@ TEST(FormatPairings, SanitizerSmallCase) {
   }
 }
 
+// masked_m outside [0, max_m] (read on the device) runs as if clamped, for every pairing (also with
+// the workspace where the pairing uses one: the activation conversion clamps as well), and is
+// reported through error_flag.
+TEST(FormatPairings, OutOfRangeMaskedMIsClampedAndReported) {
+  SG_REQUIRE_HOPPER();
+  const std::vector<int32_t> given = {-4, 1000, 10}, clamped = {0, 64, 10};
+  for (const Pairing& pairing : kPairings) {
+    std::mt19937 rng(83);
+    Problem p;
+    p.build(3, 64, 256, 256, rng, 0, 0, 0, pairing.a, pairing.b);
+    const auto reference = rounded_reference(p);
+    GroupedGemmArgs args = p.args();
+    args.granularity = SignalGranularity::per_row_block;
+    DeviceBuffer workspace(workspace_bytes(args));
+    for (const bool with_workspace : {false, true}) {
+      if (with_workspace && workspace.bytes() == 0) continue;
+      const std::string what = name(pairing) + (with_workspace ? " with a workspace" : "");
+      DeviceBuffer flag = DeviceBuffer::from(std::vector<int32_t>{0});
+      args.error_flag = flag.get<int32_t>();
+      args.workspace = with_workspace ? workspace.get() : nullptr;
+      args.workspace_bytes = with_workspace ? workspace.bytes() : 0;
+      const RunResult r = run(p, args, given);
+      ASSERT_TRUE(r.status.ok()) << what << ": " << r.status.message;
+      EXPECT_EQ(check_output(p, clamped, reference, kTolerance), "") << what;
+      EXPECT_EQ(check_signals(args, clamped, r.signals), "") << what;
+      EXPECT_EQ(flag.to_host<int32_t>()[0] & kErrorMaskedMOutOfRange, kErrorMaskedMOutOfRange) << what;
+    }
+  }
+}
+
 // Activations converted once into a workspace (GroupedGemmArgs::workspace): of a one-format pairing,
 // then bf16 x the weights' format; fp8_block128 tokens, then read as bf16 by the register-weights
 // mainloop, which still promotes with their scales. The same products as the conversion inside the
