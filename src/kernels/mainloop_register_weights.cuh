@@ -280,10 +280,12 @@ struct RegisterWeightsMainloop {
     // at decode it is a third of the loop's time. The decode tiles (up to 64 tokens) step by 8, the
     // MMA's granularity, down to 16 (at m = 32 the experts hold 22..42 rows); the others, and fp8
     // tokens, by 16 to 32 below 64 tokens and by 32 above (their finer chains made ptxas 13.0
-    // serialize the wgmmas: C7511, C7512); fp8 tokens by 64 above (128x128 with nvfp4 weights and
-    // the tokens in the workspace: serialized with the 96-token width too).
+    // serialize the wgmmas: C7511, C7512). fp8 tokens read from the workspace with nvfp4 weights
+    // step by 64 above: with the 96-token width ptxas serialized their 128x128 too (H100,
+    // 2026-11-28: by 64, 3-8% faster at E32 m128 and E=8; the other fp8-token 128x128 kernels, not
+    // serialized, ran 3-10% slower that way).
     constexpr int kNarrowest = kFineWidths ? 16 : 32;
-    constexpr int kWideStep = kFp8Tokens ? 64 : 32;
+    constexpr int kWideStep = kTokensInWorkspace && kNvfp4 ? 64 : 32;
     constexpr int kNarrower = kFineWidths ? kTokens - 8 : kTokens > 64 ? kTokens - kWideStep : kTokens - 16;
     if constexpr (kTokens > kNarrowest) {
       if (width <= kNarrower)
