@@ -164,6 +164,11 @@ SG_HD constexpr SmemPlan fp8_block128_smem_plan(int block_m, int block_n, int st
   return plan;
 }
 
+// fp8_block128 (DeepSeek-style) activations x FP4 weights: the weights-only decode case with fp8 tokens.
+SG_HD constexpr bool is_fp8_tokens_fp4_weights_pair(Format a, Format b) {
+  return a == Format::fp8_block128 && (b == Format::nvfp4 || b == Format::mxfp4);
+}
+
 // bf16 activations x FP4 or mxfp8 weights (mainloop_register_weights.cuh): a stage holds `subs` 64-K blocks
 // (one 128-byte swizzled token tile each) and the weights' subs * 32 (FP4) or 64 (e4m3) bytes per row; no
 // token scales, no dequantized tile; beside the ring, two stages of the weights' block scales
@@ -177,10 +182,6 @@ SG_HD constexpr SmemPlan fp8_block128_smem_plan(int block_m, int block_n, int st
 // stages' worth, 4 bytes per token row and 64-K block).
 // mxfp8 weights (and tokens) take 64 bytes per row and 64-K block instead of 32, so their stages
 // hold at most 128 K (a TMA box row with the 128-byte swizzle is at most 128 bytes).
-// fp8_block128 (DeepSeek-style) activations x FP4 weights: the weights-only decode case with fp8 tokens.
-SG_HD constexpr bool is_fp8_tokens_fp4_weights_pair(Format a, Format b) {
-  return a == Format::fp8_block128 && (b == Format::nvfp4 || b == Format::mxfp4);
-}
 SG_HD constexpr bool byte_scaled_tokens(Format tokens) {
   return tokens == Format::nvfp4 || tokens == Format::mxfp4 || tokens == Format::mxfp8;
 }
