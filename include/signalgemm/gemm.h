@@ -21,8 +21,9 @@ struct OperandArgs {
   const void* scales = nullptr;  // per docs/formats.md; must be null for bf16
   int64_t row_stride = 0;        // bytes between consecutive rows; 0 = packed (K elements)
   int64_t expert_stride = 0;     // bytes between experts; 0 = packed (rows * row_stride)
-  // mma_fragments: B only, nvfp4 or mxfp4, with bf16 activations (or ones of the weights' format
-  // converted in a workspace); data as written by pack_mma_fragments (strides 0), scales as for rows.
+  // mma_fragments: B only, nvfp4 or mxfp4, with bf16 activations (or ones of the weights' format,
+  // or fp8_block128 ones, converted in a workspace); data as written by pack_mma_fragments (strides
+  // 0), scales as for rows.
   OperandLayout layout = OperandLayout::rows;
 };
 

@@ -152,12 +152,13 @@ def test_bf16_activations_with_nvfp4_weights():
     check(out, torch.einsum("emk,enk->emn", a.double().cpu(), weights).cuda(), masked_m)
 
 
-@pytest.mark.parametrize("a_format,b_format", [("bf16", "nvfp4"), ("nvfp4", "nvfp4"), ("bf16", "mxfp4")])
+@pytest.mark.parametrize("a_format,b_format", [("bf16", "nvfp4"), ("nvfp4", "nvfp4"), ("bf16", "mxfp4"),
+                                               ("fp8_block128", "nvfp4"), ("fp8_block128", "mxfp4")])
 def test_fp4_weights_packed_in_mma_fragment_order(a_format, b_format):
     """Weights packed once by pack_mma_fragments give the rows layout's output bit for bit (decode and
     wide tiles, a partial 64-row block and column block, K past a whole stage), and both match an
     independent float64 decoding (alpha 1: the nvfp4 global scales are left out on both sides)."""
-    E, MAX_M, N, K = 4, 80, 328, 576
+    E, MAX_M, N, K = 4, 80, 328, 640 if a_format == "fp8_block128" else 576  # fp8: whole 128-K blocks
     rng = np.random.default_rng(17)
     qb, qsfb, _ = signalgemm.quantize((rng.standard_normal((E, N, K)) * 0.05).astype(np.float32), b_format, "b")
     b, sfb = torch.from_numpy(qb).cuda(), torch.from_numpy(qsfb).cuda()
@@ -166,12 +167,12 @@ def test_fp4_weights_packed_in_mma_fragment_order(a_format, b_format):
         a, sfa = torch.randn(E, MAX_M, K, device="cuda").bfloat16(), None
         deq_a = a.double().cpu()
     else:
-        qa, qsfa, _ = signalgemm.quantize(rng.standard_normal((E, MAX_M, K)).astype(np.float32), "nvfp4", "a")
+        qa, qsfa, _ = signalgemm.quantize(rng.standard_normal((E, MAX_M, K)).astype(np.float32), a_format, "a")
         a, sfa = torch.from_numpy(qa).cuda(), torch.from_numpy(qsfa).cuda()
-        deq_a = decode_operand(qa, qsfa, ones, "nvfp4", "a", E, MAX_M, K)
+        deq_a = decode_operand(qa, qsfa, ones, a_format, "a", E, MAX_M, K)
     reference = torch.einsum("emk,enk->emn", deq_a, decode_operand(qb, qsfb, ones, b_format, "b", E, N, K)).cuda()
     packed = signalgemm.pack_mma_fragments(b)
-    assert packed.data.shape == (E, 6, 9, 2048) and (packed.n, packed.k) == (N, K)
+    assert packed.data.shape == (E, 6, (K + 63) // 64, 2048) and (packed.n, packed.k) == (N, K)
     masked_m = torch.tensor([80, 0, 17, 33], dtype=torch.int32, device="cuda")
     for expected_m in (24, 0):
         outs = []

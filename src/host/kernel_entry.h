@@ -38,11 +38,13 @@ KernelEntry fp8_block128_kernel(const TileConfig& cfg, bool split_k);
 KernelEntry bf16_kernel(const TileConfig& cfg, bool split_k);
 // The dequantizing mainloop (mxfp8², mxfp4², nvfp4², fp8_block128 x nvfp4 / mxfp4 on its tiles).
 KernelEntry dequant_bf16_kernel(Format a, Format b, const TileConfig& cfg);
-// bf16 x nvfp4 / mxfp4 / mxfp8 weights in rows; FP4 weights in the mma_fragments layout; and
-// split K on the decode tiles for bf16 x FP4 (either layout), bf16 x mxfp8 and fp8_block128 tokens
-// converted into the workspace x nvfp4 / mxfp4.
+// bf16 x nvfp4 / mxfp4 / mxfp8 weights in rows; FP4 weights in the mma_fragments layout (with bf16
+// tokens, or fp8_block128 ones converted into the workspace: tokens_in_workspace); and split K on
+// the decode tiles for bf16 x FP4, bf16 x mxfp8 and fp8_block128 tokens converted into the
+// workspace x nvfp4 / mxfp4 (FP4 weights in either layout).
 KernelEntry register_weights_kernel(Format weights, const TileConfig& cfg);
-KernelEntry register_weights_fragment_kernel(Format weights, const TileConfig& cfg);
+KernelEntry register_weights_fragment_kernel(Format tokens, Format weights, const TileConfig& cfg,
+                                             bool tokens_in_workspace);
 KernelEntry register_weights_split_kernel(Format tokens, Format weights, bool fragments, const TileConfig& cfg);
 // Tokens converted by the register-weights mainloop itself (host::register_weights_with_converted_tokens),
 // or fp8_block128 tokens converted into the workspace beforehand.

@@ -216,11 +216,12 @@ KernelEntry select_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, bo
   const bool fragment_weights = args.b.layout == OperandLayout::mma_fragments;
   if (split_k && (converted_tokens_rs || kernels::is_bf16_register_weights_pair(args.a.format, args.b.format)))
     return host::register_weights_split_kernel(args.a.format, args.b.format, fragment_weights, cfg);
+  if (fragment_weights)
+    return host::register_weights_fragment_kernel(args.a.format, args.b.format, cfg, tokens_in_workspace);
   if (converted_tokens_rs) return host::converted_tokens_kernel(args.a.format, args.b.format, cfg, tokens_in_workspace);
   if (kernels::is_dequant_bf16_pair(args.a.format, args.b.format))
     return host::dequant_bf16_kernel(args.a.format, args.b.format, cfg);
   if (args.a.format == Format::fp8_block128) return host::fp8_block128_kernel(cfg, split_k);
-  if (fragment_weights) return host::register_weights_fragment_kernel(args.b.format, cfg);
   if (kernels::is_bf16_register_weights_pair(args.a.format, args.b.format))
     return host::register_weights_kernel(args.b.format, cfg);
   return host::bf16_kernel(cfg, split_k);
@@ -451,9 +452,9 @@ Status launch_gemm(const LaunchPlan& plan, const DeviceInfo& info) {
       !s.ok())
     return s;
   const bool fragment_weights = args.b.layout == OperandLayout::mma_fragments;
-  // Only the register-weights mainloop with bf16 tokens reads fragment-ordered weights (validate()
-  // admits no other pairing; this keeps any other path from reading them as rows).
-  if (fragment_weights && !bf16_register_weights)
+  // Only the register-weights mainloop with tokens loaded as bf16 reads fragment-ordered weights
+  // (validate() admits no other pairing; this keeps any other path from reading them as rows).
+  if (fragment_weights && !bf16_register_weights && !(converted_tokens_rs && tokens_in_workspace))
     return Status{StatusCode::unsupported, "signalgemm: b.layout mma_fragments is not supported on config " +
                                                std::to_string(cfg.block_m) + "x" + std::to_string(cfg.block_n) +
                                                " with a.format " + to_string(args.a.format)};

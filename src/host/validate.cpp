@@ -121,8 +121,8 @@ void check_operand(Checker& c, const char* name, const OperandArgs& op, int num_
 }
 
 // Fragment-ordered weights (OperandLayout::mma_fragments) feed only the register-weights mainloop
-// with bf16 tokens: bf16 activations, or ones of the weights' format converted in a large enough
-// workspace.
+// with tokens loaded as bf16: bf16 activations, or ones of the weights' format or fp8_block128 ones
+// converted in a large enough workspace (fp8_block128: on that mainloop's tiles).
 void check_layouts(Checker& c, const GroupedGemmArgs& args) {
   const auto known = [](OperandLayout l) { return l == OperandLayout::rows || l == OperandLayout::mma_fragments; };
   c.require(known(args.a.layout), "a.layout: unknown value ", static_cast<int>(args.a.layout));
@@ -134,14 +134,20 @@ void check_layouts(Checker& c, const GroupedGemmArgs& args) {
   c.require(args.b.row_stride == 0 && args.b.expert_stride == 0,
             "b.layout mma_fragments has no strides (the packed blocks are contiguous); b.row_stride and "
             "b.expert_stride must be 0");
-  // The weights' own format on both sides converts to bf16 in the workspace.
-  const bool own_format = args.a.format == args.b.format;
-  const bool converted = own_format && args.workspace != nullptr &&
+  // The weights' own format on both sides, and fp8_block128, convert to bf16 in the workspace.
+  const bool convertible =
+      args.a.format == args.b.format || kernels::is_fp8_tokens_fp4_weights_pair(args.a.format, args.b.format);
+  const bool converted = convertible && args.workspace != nullptr &&
                          args.workspace_bytes >= host::converted_activation_bytes(args);
   c.require(args.a.format == Format::bf16 || converted, StatusCode::unsupported,
-            "b.layout mma_fragments is supported with a.format bf16, or the weights' own format with a workspace "
-            "(activation_workspace_bytes); got a.format ",
-            to_string(args.a.format), own_format ? " without a large enough workspace" : "");
+            "b.layout mma_fragments is supported with a.format bf16, or the weights' own format or fp8_block128 "
+            "with a workspace (activation_workspace_bytes); got a.format ",
+            to_string(args.a.format), convertible ? " without a large enough workspace" : "");
+  const int block_m = args.config.block_m, block_n = args.config.block_n;
+  c.require(args.a.format != Format::fp8_block128 || block_m == 0 || block_n == 0 ||
+                host::register_weights_with_converted_tokens(args.a.format, args.b.format, block_m, block_n),
+            StatusCode::unsupported, "b.layout mma_fragments with a.format fp8_block128 runs on 32x256, 48x256, "
+            "64x256 and 128x128; config is ", block_m, "x", block_n);
 }
 
 // Sizes and the bound on tile indices; k only where `k_known` (the planning helpers may not know it).

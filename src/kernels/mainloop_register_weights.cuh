@@ -51,7 +51,8 @@ namespace signalgemm::kernels {
 // tokens converted to bf16 before the launch (GroupedGemmArgs::workspace), loaded as bf16 tokens
 // are, with their scales still promoting the partials.
 // kFragmentWeights: FP4 weights in the mma_fragments layout (detail/mma_fragments.h), loaded
-// as whole 2 KB blocks, each thread's fragments one 16-byte load per group.
+// as whole 2 KB blocks, each thread's fragments one 16-byte load per group; with bf16 tokens, or
+// fp8_block128 ones from the workspace.
 // kSplitK_: each unit of work is one range of a tile's stages (split_k.cuh): bf16 tokens, or
 // fp8_block128 tokens in the workspace.
 template <int kBlockM_, int kBlockN_, Format kWeights = Format::nvfp4, Format kTokenFormat = Format::bf16,
@@ -69,8 +70,8 @@ struct RegisterWeightsMainloop {
                 "token formats: bf16, the weights' own, or fp8_block128 with FP4 weights");
   static constexpr bool kNvfp4 = kWeights == Format::nvfp4;
   static_assert(!kFragmentWeights || ((kWeights == Format::nvfp4 || kWeights == Format::mxfp4) &&
-                                       kTokenFormat == Format::bf16),
-                "fragment-ordered weights: nvfp4 or mxfp4, with bf16 tokens");
+                                       (kTokenFormat == Format::bf16 || kTokensInWorkspace)),
+                "fragment-ordered weights: nvfp4 or mxfp4, with tokens loaded as bf16");
   static constexpr bool kFp8Tokens = kTokenFormat == Format::fp8_block128;  // partials promoted per 128 K
   static constexpr bool kScaledTokens = byte_scaled_tokens(kTokenFormat);   // block scales copied by the MMA threads
   static constexpr bool kConvertTokens =
@@ -105,8 +106,10 @@ struct RegisterWeightsMainloop {
   // steps; 64x256: 128, 2 steps; 128x128: 128 in one slice, 1 step). 48x256 (96): ptxas 13.0 keeps
   // 4-step groups pipelined only for nvfp4 weights with the tokens converted in the stage; it
   // serialized the wgmmas (C7511) of the others (mxfp4 weights, tokens read from the workspace,
-  // split K) until their groups were 2 steps.
+  // split K) until their groups were 2 steps; mxfp4 weights in the mma_fragments layout (48x256,
+  // 64x256) until they were 1 step.
   static constexpr int fp8_token_steps() {
+    if (kFragmentWeights && !kNvfp4 && 2 * kSlices * kAccRegs > 64) return 1;
     if (2 * kSlices * kAccRegs <= 64) return 4;
     if (2 * kSlices * kAccRegs <= 96) return kConvertTokens && kNvfp4 ? 4 : 2;
     return kAccRegs < 64 ? 2 : 1;

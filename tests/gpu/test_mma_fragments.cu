@@ -3,7 +3,7 @@
 // gives bit for bit the output of the same launch on the weights' rows (the same products, summed
 // in the same order), and both match the float64 reference: every compiled tile, the decode tiles
 // of 256 weight rows, a last stage past K, a partial 64-row slice and column block, few SMs, split K, nvfp4
-// activations through the workspace. Bad arguments are errors that name them.
+// and fp8_block128 activations through the workspace. Bad arguments are errors that name them.
 #include <string>
 
 #include "gpu_test_util.h"
@@ -171,6 +171,61 @@ TEST(MmaFragments, Fp4ActivationsThroughTheWorkspace) {
     const Status s = validate(with_fragments(p.args(), packed));
     EXPECT_EQ(s.code, StatusCode::unsupported);
     EXPECT_NE(s.message.find("b.layout"), std::string::npos) << s.message;
+  }
+}
+
+// fp8_block128 activations converted once into the workspace (their scales still promoting each
+// 128-K block's partial), then read as bf16 beside the packed weights: the decode tiles (32x256,
+// 48x256), 128x128 and split K; without the workspace, or on a tile of the dequantizing mainloop,
+// an error naming b.layout.
+TEST(MmaFragments, Fp8ActivationsThroughTheWorkspace) {
+  SG_REQUIRE_HOPPER();
+  for (const Format weights : {Format::nvfp4, Format::mxfp4}) {
+    SCOPED_TRACE(to_string(weights));
+    std::mt19937 rng(73);
+    Problem p;
+    p.build(5, 130, 328, 640, rng, /*a_pad=*/32, /*b_pad=*/16, 0, Format::fp8_block128, weights);
+    const DeviceBuffer packed = pack(p);
+    const auto reference = full_reference(p);
+    DeviceBuffer workspace(activation_workspace_bytes(p.args()));
+    for (const int expected_m : {16, 32, 0}) {  // 32x256, 48x256, 128x128
+      GroupedGemmArgs args = p.args();
+      args.workspace = workspace.get();
+      args.workspace_bytes = workspace.bytes();
+      args.expected_m = expected_m;
+      args.granularity = SignalGranularity::per_row_block;
+      expect_same_as_rows(p, packed, args, {0, 1, 65, 130, 37}, reference,
+                          "expected_m " + std::to_string(expected_m) + " tile " +
+                              std::to_string(select_config(args).block_m) + "x" +
+                              std::to_string(select_config(args).block_n));
+    }
+    GroupedGemmArgs dequantizing = with_fragments(p.args(), packed);
+    dequantizing.workspace = workspace.get();
+    dequantizing.workspace_bytes = workspace.bytes();
+    dequantizing.config = TileConfig{64, 128, 0, 0};
+    for (const GroupedGemmArgs& bad : {with_fragments(p.args(), packed), dequantizing}) {
+      const Status s = validate(bad);
+      EXPECT_EQ(s.code, StatusCode::unsupported);
+      EXPECT_NE(s.message.find("b.layout"), std::string::npos) << s.message;
+    }
+  }
+  // Few tiles: split K with the packed weights (K = 2432: 19 blocks of 128, the last stage partial).
+  for (const Format weights : {Format::nvfp4, Format::mxfp4}) {
+    SCOPED_TRACE(std::string("split K, ") + to_string(weights));
+    std::mt19937 rng(79);
+    Problem p;
+    p.build(/*experts=*/2, /*max_m=*/40, /*n=*/264, /*k=*/2432, rng, 0, 0, 0, Format::fp8_block128, weights);
+    const DeviceBuffer packed = pack(p);
+    const auto reference = full_reference(p);
+    GroupedGemmArgs args = p.args();
+    args.expected_m = 16;
+    args.granularity = SignalGranularity::per_row_block;
+    const size_t bytes = workspace_bytes(args);
+    EXPECT_GT(bytes, activation_workspace_bytes(args)) << "expected a split of K";
+    DeviceBuffer workspace(bytes);
+    args.workspace = workspace.get();
+    args.workspace_bytes = bytes;
+    expect_same_as_rows(p, packed, args, {40, 33}, reference, "split K");
   }
 }
 

@@ -273,13 +273,23 @@ std::vector<Rejection> layout_rejections() {
                a.b.row_stride = a.k;
              },
              {"b.row_stride", "b.expert_stride"}, "must be 0"),
-      unsupported("FragmentsWithFp8Tokens",
+      unsupported("FragmentsWithFp8TokensWithoutWorkspace",
                   [](auto& a) {
                     make_fragment_weights(a);
                     a.a.format = Format::fp8_block128;
                     a.a.scales = fake(0x20000);
                   },
-                  {"b.layout", "a.format"}, "fp8_block128"),
+                  {"b.layout", "a.format"}, "fp8_block128 without a large enough workspace"),
+      unsupported("FragmentsWithFp8TokensOnADequantizingTile",
+                  [](auto& a) {
+                    make_fragment_weights(a);
+                    a.a.format = Format::fp8_block128;
+                    a.a.scales = fake(0x20000);
+                    a.workspace = fake(0x70000);
+                    a.workspace_bytes = size_t(a.num_experts) * a.max_m * a.k * 2;
+                    a.config = TileConfig{64, 128, 0};
+                  },
+                  {"b.layout", "fp8_block128"}, "64x128"),
       unsupported("FragmentsWithNvfp4TokensWithoutWorkspace",
                   [](auto& a) {
                     make_fragment_weights(a);
@@ -720,6 +730,14 @@ std::vector<Acceptance> all_acceptances() {
        [](auto& a) {
          make_fragment_weights(a);
          a.b.format = Format::mxfp4;
+       }},
+      {"Fp8TokensWithFragmentWeightsAndWorkspace",
+       [](auto& a) {
+         make_fragment_weights(a);
+         a.a.format = Format::fp8_block128;
+         a.a.scales = fake(0x20000);
+         a.workspace = fake(0x70000);
+         a.workspace_bytes = size_t(a.num_experts) * a.max_m * a.k * 2;
        }},
       {"Nvfp4FragmentWeightsWithConvertedTokens",
        [](auto& a) {
