@@ -256,6 +256,15 @@ void make_fragment_weights(GroupedGemmArgs& args) {
   args.b.layout = OperandLayout::mma_fragments;
 }
 
+// The same weights beside `tokens` activations that a large enough workspace converts to bf16.
+void make_fragment_weights_with_converted_tokens(GroupedGemmArgs& args, Format tokens) {
+  make_fragment_weights(args);
+  args.a.format = tokens;
+  args.a.scales = fake(0x20000);
+  args.workspace = fake(0x70000);
+  args.workspace_bytes = size_t(args.num_experts) * args.max_m * args.k * 2;
+}
+
 std::vector<Rejection> layout_rejections() {
   return {
       reject("ALayoutFragments", [](auto& a) { a.a.layout = OperandLayout::mma_fragments; }, {"a.layout"}, "rows"),
@@ -282,11 +291,7 @@ std::vector<Rejection> layout_rejections() {
                   {"b.layout", "a.format"}, "fp8_block128 without a large enough workspace"),
       unsupported("FragmentsWithFp8TokensOnADequantizingTile",
                   [](auto& a) {
-                    make_fragment_weights(a);
-                    a.a.format = Format::fp8_block128;
-                    a.a.scales = fake(0x20000);
-                    a.workspace = fake(0x70000);
-                    a.workspace_bytes = size_t(a.num_experts) * a.max_m * a.k * 2;
+                    make_fragment_weights_with_converted_tokens(a, Format::fp8_block128);
                     a.config = TileConfig{64, 128, 0};
                   },
                   {"b.layout", "fp8_block128"}, "64x128"),
@@ -732,21 +737,9 @@ std::vector<Acceptance> all_acceptances() {
          a.b.format = Format::mxfp4;
        }},
       {"Fp8TokensWithFragmentWeightsAndWorkspace",
-       [](auto& a) {
-         make_fragment_weights(a);
-         a.a.format = Format::fp8_block128;
-         a.a.scales = fake(0x20000);
-         a.workspace = fake(0x70000);
-         a.workspace_bytes = size_t(a.num_experts) * a.max_m * a.k * 2;
-       }},
+       [](auto& a) { make_fragment_weights_with_converted_tokens(a, Format::fp8_block128); }},
       {"Nvfp4FragmentWeightsWithConvertedTokens",
-       [](auto& a) {
-         make_fragment_weights(a);
-         a.a.format = Format::nvfp4;
-         a.a.scales = fake(0x20000);
-         a.workspace = fake(0x70000);
-         a.workspace_bytes = size_t(a.num_experts) * a.max_m * a.k * 2;
-       }},
+       [](auto& a) { make_fragment_weights_with_converted_tokens(a, Format::nvfp4); }},
       {"Bf16Nvfp4PairSmallestK",
        [](auto& a) {
          make_bf16_nvfp4_pair(a);
