@@ -216,6 +216,8 @@ KernelEntry select_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, bo
   const bool fragment_weights = args.b.layout == OperandLayout::mma_fragments;
   if (split_k && (converted_tokens_rs || kernels::is_bf16_register_weights_pair(args.a.format, args.b.format)))
     return host::register_weights_split_kernel(args.a.format, args.b.format, fragment_weights, cfg);
+  // Fragment-ordered weights only reach the kernels that read them; any other combination has none
+  // (validate() admits none), so it is never read as rows.
   if (fragment_weights)
     return host::register_weights_fragment_kernel(args.a.format, args.b.format, cfg, tokens_in_workspace);
   if (converted_tokens_rs) return host::converted_tokens_kernel(args.a.format, args.b.format, cfg, tokens_in_workspace);
@@ -452,12 +454,6 @@ Status launch_gemm(const LaunchPlan& plan, const DeviceInfo& info) {
       !s.ok())
     return s;
   const bool fragment_weights = args.b.layout == OperandLayout::mma_fragments;
-  // Only the register-weights mainloop with tokens loaded as bf16 reads fragment-ordered weights
-  // (validate() admits no other pairing; this keeps any other path from reading them as rows).
-  if (fragment_weights && !bf16_register_weights && !(converted_tokens_rs && tokens_in_workspace))
-    return Status{StatusCode::unsupported, "signalgemm: b.layout mma_fragments is not supported on config " +
-                                               std::to_string(cfg.block_m) + "x" + std::to_string(cfg.block_n) +
-                                               " with a.format " + to_string(args.a.format)};
   if (Status s = fragment_weights ? encode_fragment_map(maps.b, args.b.data, args.num_experts, args.n, args.k, rs_subs,
                                                         cfg.block_n)
                                   : encode_operand_map(maps.b, args.b.data, args.num_experts, args.n, b_k_bytes, b_row,
