@@ -84,7 +84,7 @@ formats_bench() {
     "$BUILD/bench/signalgemm-bench" --format "$pairing" --no-cublas --iters 10 --warmup 2 | grep -E '^ *[0-9]+ +[0-9]+ +[0-9]+' ||
       return 1
   done
-  for pairing in bf16:nvfp4 bf16:mxfp4; do
+  for pairing in bf16:nvfp4 bf16:mxfp4 fp8_block128:nvfp4 fp8_block128:mxfp4; do
     echo "-- a:b = $pairing, weights in the mma_fragments layout"
     "$BUILD/bench/signalgemm-bench" --format "$pairing" --mma-fragments --no-cublas --iters 10 --warmup 2 |
       grep -E '^ *[0-9]+ +[0-9]+ +[0-9]+' || return 1
