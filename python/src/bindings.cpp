@@ -191,7 +191,11 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
     args.b = operand(b, sfb, parse_format(b_format, "b_format"), "b");
   }
   require_dims(out, "out", 3);
-  require_dtype(out, "out", uint8_t(nb::dlpack::dtype_code::Bfloat), 16, "bfloat16");
+  const nb::dlpack::dtype out_dtype = out.dtype();
+  const bool out_bf16 = out_dtype.code == uint8_t(nb::dlpack::dtype_code::Bfloat) && out_dtype.bits == 16;
+  const bool out_fp16 = out_dtype.code == uint8_t(nb::dlpack::dtype_code::Float) && out_dtype.bits == 16;
+  if (!(out_bf16 || out_fp16) || out_dtype.lanes != 1) bad("out must be bfloat16 or float16");
+  args.out_type = out_fp16 ? OutputType::fp16 : OutputType::bf16;
   require_dims(masked_m, "masked_m", 1);
   require_dtype(masked_m, "masked_m", uint8_t(nb::dlpack::dtype_code::Int), 32, "int32");
   args.num_experts = extent(a.shape(0), "a.shape[0] (experts)");

@@ -100,17 +100,19 @@ Status encode_operand_map(CUtensorMap& map, const void* base, int experts, int r
   return {};
 }
 
-// C as bf16 [experts][max_m][n], stored from the staged tiles in boxes of 64 columns x 8 rows with
-// the 128-byte swizzle (kernels/epilogue_signal.cuh, StagingLayout). False where the encoder refuses
-// it (the launch then stores rows, as for a row list).
-bool encode_output_map(CUtensorMap& map, void* base, int experts, int max_m, int n, int64_t row_stride,
-                       int64_t expert_stride) {
+// C as bf16 or fp16 [experts][max_m][n], stored from the staged tiles in boxes of 64 columns x 8
+// rows with the 128-byte swizzle (kernels/epilogue_signal.cuh, StagingLayout). False where the
+// encoder refuses it (the launch then stores rows, as for a row list).
+bool encode_output_map(CUtensorMap& map, void* base, OutputType type, int experts, int max_m, int n,
+                       int64_t row_stride, int64_t expert_stride) {
   if (n < 64 || max_m < 8) return false;  // boxes no larger than the tensor
   const cuuint64_t dims[3] = {cuuint64_t(n), cuuint64_t(max_m), cuuint64_t(experts)};
   const cuuint64_t strides[2] = {cuuint64_t(row_stride), cuuint64_t(expert_stride)};
   const cuuint32_t box[3] = {64, 8, 1};
   const cuuint32_t element_strides[3] = {1, 1, 1};
-  return tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, base, dims, strides, box, element_strides,
+  const CUtensorMapDataType element =
+      type == OutputType::fp16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  return tensor_map_encoder()(&map, element, 3, base, dims, strides, box, element_strides,
                               CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                               CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
@@ -487,14 +489,16 @@ Status launch_gemm(const LaunchPlan& plan, const DeviceInfo& info) {
   const int a_block = scale_block_k(args.a.format), b_block = scale_block_k(args.b.format);
   params.b_scale_cols = b_block > 0 ? args.k / b_block : 0;
   params.out = args.out;
+  params.out_fp16 = args.out_type == OutputType::fp16;
   params.out_rows = args.out_rows;
-  params.out_row_stride = args.out_row_stride != 0 ? args.out_row_stride : int64_t(args.n) * 2;
+  params.out_row_stride =
+      args.out_row_stride != 0 ? args.out_row_stride : int64_t(args.n) * output_bytes(args.out_type);
   params.out_expert_stride =
       args.out_expert_stride != 0 ? args.out_expert_stride : params.out_row_stride * args.max_m;
   maps.c = maps.a;
   params.out_boxes = args.out_rows == nullptr &&
-                     encode_output_map(maps.c, args.out, args.num_experts, args.max_m, args.n, params.out_row_stride,
-                                       params.out_expert_stride);
+                     encode_output_map(maps.c, args.out, args.out_type, args.num_experts, args.max_m, args.n,
+                                       params.out_row_stride, params.out_expert_stride);
   params.masked_m = args.masked_m;
   params.alpha = args.alpha;
   params.signals = args.signals;

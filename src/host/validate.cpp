@@ -257,14 +257,14 @@ Status validate(const GroupedGemmArgs& args) {
 
   c.require(static_cast<int>(args.out_type) <= static_cast<int>(OutputType::fp32), "out_type: unknown value ",
             static_cast<int>(args.out_type));
-  c.require(args.out_type == OutputType::bf16, StatusCode::unsupported, "out_type ", to_string(args.out_type),
-            " is not supported yet; supported: bf16");
+  c.require(args.out_type != OutputType::fp32, StatusCode::unsupported, "out_type ", to_string(args.out_type),
+            " is not supported yet; supported: bf16, fp16");
   c.require(args.out != nullptr || args.out_rows != nullptr, "out is null (and no out_rows)");
   c.require(aligned(args.out, 16), "out must be 16-byte aligned (bulk stores)");
   c.require(aligned(args.out_rows, 8), "out_rows must be 8-byte aligned (a pointer array)");
   const int64_t out_row = int64_t(args.n) * output_bytes(args.out_type);
   c.require(out_row % 16 == 0, "n = ", args.n, " gives output rows of ", out_row,
-            " bytes; the bulk stores need a multiple of 16 (n a multiple of 8 for bf16)");
+            " bytes; the bulk stores need a multiple of 16 (n a multiple of 8 for bf16 and fp16)");
   c.require(args.out_row_stride >= 0, "out_row_stride must be >= 0, got ", args.out_row_stride);
   c.require(args.out_row_stride == 0 || args.out_row_stride >= out_row, "out_row_stride = ", args.out_row_stride,
             " is smaller than one row (", out_row, " bytes)");
@@ -342,7 +342,7 @@ Status validate_sizes(const GroupedGemmArgs& args) {
   if (!c.status().ok()) return c.status();
   check_pairing(c, args, /*k_known=*/args.k != 0);
   c.require(int64_t(args.n) * output_bytes(args.out_type) % 16 == 0, "n = ", args.n,
-            " gives output rows that are not a multiple of 16 bytes (n a multiple of 8 for bf16)");
+            " gives output rows that are not a multiple of 16 bytes (n a multiple of 8 for bf16 and fp16)");
   c.require(static_cast<int>(args.granularity) <= static_cast<int>(SignalGranularity::per_row_block),
             "granularity: unknown value ", static_cast<int>(args.granularity));
   c.require(args.expected_m >= 0, "expected_m must be >= 0 (0 = max_m), got ", args.expected_m);

@@ -6,8 +6,8 @@
 // kernel, 0.5-1.7% faster at E = 8 on the H100, 2026-11-27):
 //   MMA warpgroups (stage_tile):
 //     1. wait until the staging tile is free (the storer has finished reading the previous tile);
-//     2. write alpha * acc as bf16, transposed back to C's row-major [token][column] order (the
-//        MMA computed C^T);
+//     2. write alpha * acc as bf16 (or fp16, KernelParams::out_fp16), transposed back to C's row-major
+//        [token][column] order (the MMA computed C^T);
 //     3. fence.proxy.async.shared::cta, then arrive on "staging full" and go on to the next tile:
 //        the MMA warps never wait for global memory.
 //   Storer warp (store_tile_and_signal, in the producer warpgroup):
@@ -66,11 +66,11 @@ __device__ __forceinline__ void hand_over_skip(uint32_t* skip_word, bool skip, b
   if (skip) ptx::named_barrier_arrive(Barriers::full(pair), Barriers::kThreads);
 }
 
-// `out_boxes`: KernelParams::out_boxes (the layout, StagingLayout). `free_waited` (split-K kernels):
-// hand_over_skip has already waited for "staging free".
+// `out_boxes`: KernelParams::out_boxes (the layout, StagingLayout); `out_fp16`: KernelParams::out_fp16.
+// `free_waited` (split-K kernels): hand_over_skip has already waited for "staging free".
 template <int kBlockM, int kBlockN, int kSlices, bool kPerWarpgroup>
 __device__ __forceinline__ void stage_tile(const float (&acc)[kSlices][kBlockM / 2], float alpha, bool first_tile,
-                                           uint8_t* staging, bool out_boxes, int math_thread,
+                                           uint8_t* staging, bool out_boxes, bool out_fp16, int math_thread,
                                            bool free_waited = false) {
   namespace cp = cuda::ptx;
   using Barriers = StagingBarriers<kPerWarpgroup>;
@@ -89,8 +89,8 @@ __device__ __forceinline__ void stage_tile(const float (&acc)[kSlices][kBlockM /
   // addresses (32-bit) keep all stores at constant offsets from one register.
   if constexpr (kBlockM >= 64) {
     // Per 8 tokens j and row half h this is one 8x8 MMA fragment (rows 16(warp%4) + 8h.., tokens
-    // 8j..) once a token pair is packed into bf16x2; stmatrix.trans stores four of them as C's
-    // [token][row] (8 rows = 16 contiguous bytes per token) in one instruction, against 16 scalar
+    // 8j..) once a token pair is packed into two 16-bit values; stmatrix.trans stores four of them as
+    // C's [token][row] (8 rows = 16 contiguous bytes per token) in one instruction, against 16 scalar
     // stores and 8 more conversions (E8 m1024 7168x2048: 2% faster on the H100, 2026-11-26). Lane l
     // gives the address of token row l % 8 of matrix l / 8 (j = 2p + (l / 8) / 2, h = (l / 8) % 2).
     static_assert(kTokenGroups % 2 == 0, "stmatrix x4 covers two groups of 8 tokens");
@@ -105,8 +105,10 @@ __device__ __forceinline__ void stage_tile(const float (&acc)[kSlices][kBlockM /
       for (int p = 0; p < kTokenGroups / 2; ++p) {
         const float* a = &acc[slice][8 * p];  // token groups j = 2p and 2p + 1
         ptx::stmatrix_x4_trans(staging_base + layout.offset(first_token + 16 * p, first_row / 8 + 8 * slice),
-                               ptx::pack_bf16x2(alpha * a[0], alpha * a[1]), ptx::pack_bf16x2(alpha * a[2], alpha * a[3]),
-                               ptx::pack_bf16x2(alpha * a[4], alpha * a[5]), ptx::pack_bf16x2(alpha * a[6], alpha * a[7]));
+                               ptx::pack_output_pair(alpha * a[0], alpha * a[1], out_fp16),
+                               ptx::pack_output_pair(alpha * a[2], alpha * a[3], out_fp16),
+                               ptx::pack_output_pair(alpha * a[4], alpha * a[5], out_fp16),
+                               ptx::pack_output_pair(alpha * a[6], alpha * a[7], out_fp16));
       }
   } else {
     // The decode tiles (32 and 48 tokens) store element by element: their epilogue is a small part
@@ -122,8 +124,8 @@ __device__ __forceinline__ void stage_tile(const float (&acc)[kSlices][kBlockM /
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
           const uint32_t addr = thread_base + 8 * j * kPitch + (64 * slice + 8 * half) * 2;
-          ptx::st_shared_bf16(addr, __float2bfloat16_rn(alpha * acc[slice][4 * j + 2 * half]));
-          ptx::st_shared_bf16(addr + kPitch, __float2bfloat16_rn(alpha * acc[slice][4 * j + 2 * half + 1]));
+          ptx::st_shared_b16(addr, ptx::output_bits(alpha * acc[slice][4 * j + 2 * half], out_fp16));
+          ptx::st_shared_b16(addr + kPitch, ptx::output_bits(alpha * acc[slice][4 * j + 2 * half + 1], out_fp16));
         }
       }
   }
@@ -141,7 +143,8 @@ __device__ __forceinline__ void stage_tile(const float (&acc)[kSlices][kBlockM /
 // padding (or the boxes' swizzle) puts a fragment's 8 rows on distinct banks.
 template <int kBlockN, bool kPerWarpgroup>
 __device__ __forceinline__ void stage_token_rows_tile(const float (&acc)[kBlockN / 2], float alpha, bool first_tile,
-                                                      uint8_t* staging, bool out_boxes, int math_thread) {
+                                                      uint8_t* staging, bool out_boxes, bool out_fp16,
+                                                      int math_thread) {
   namespace cp = cuda::ptx;
   using Barriers = StagingBarriers<kPerWarpgroup>;
   static_assert(kBlockN % 16 == 0, "stmatrix x4 covers two column groups of 8");
@@ -157,8 +160,10 @@ __device__ __forceinline__ void stage_token_rows_tile(const float (&acc)[kBlockN
   for (int p = 0; p < kBlockN / 16; ++p) {
     const float* a = &acc[8 * p];  // column groups j = 2p and 2p + 1
     ptx::stmatrix_x4(staging_base + layout.offset(row, 2 * p + fragment / 2),
-                     ptx::pack_bf16x2(alpha * a[0], alpha * a[1]), ptx::pack_bf16x2(alpha * a[2], alpha * a[3]),
-                     ptx::pack_bf16x2(alpha * a[4], alpha * a[5]), ptx::pack_bf16x2(alpha * a[6], alpha * a[7]));
+                     ptx::pack_output_pair(alpha * a[0], alpha * a[1], out_fp16),
+                     ptx::pack_output_pair(alpha * a[2], alpha * a[3], out_fp16),
+                     ptx::pack_output_pair(alpha * a[4], alpha * a[5], out_fp16),
+                     ptx::pack_output_pair(alpha * a[6], alpha * a[7], out_fp16));
   }
   // As in stage_tile: the writes reach the bulk copy engine through a proxy fence, then the barrier.
   cp::fence_proxy_async(cp::space_shared);
@@ -169,7 +174,7 @@ __device__ __forceinline__ void stage_token_rows_tile(const float (&acc)[kBlockN
 // another tile (they then wait for "staging free").
 // `skip_word` (split-K kernels): the MMA threads' hand_over_skip word; a piece that staged nothing
 // is neither stored nor signalled.
-// `tmap_c`: C's tensor map (bf16 [E][max_m][N], 64 x 8 x 1 boxes, 128-byte swizzle) where
+// `tmap_c`: C's tensor map (16-bit elements [E][max_m][N], 64 x 8 x 1 boxes, 128-byte swizzle) where
 // KernelParams::out_boxes is set.
 template <int kBlockM, int kBlockN, bool kPerWarpgroup>
 __device__ __forceinline__ void store_tile_and_signal(const KernelParams& p, const CUtensorMap* tmap_c,

@@ -47,7 +47,8 @@ struct KernelParams {
   const void* b_scales;         // weight scales: fp8_block128 float [E][ceil(N/128)][K/128];
                                 //   byte-scaled weights (nvfp4, MX) bytes [E][N][K / scale block]
   int b_scale_cols;             // K / scale block for byte-scaled weights (bytes per weight row of b_scales)
-  void* out;                    // bf16 [E][max_m][N] with the strides below
+  void* out;                    // bf16 or fp16 [E][max_m][N] with the strides below
+  bool out_fp16;                // C's elements are fp16 (OutputType::fp16), else bf16
   void* const* out_rows;        // or, when set, one destination per (expert, row)
   bool out_boxes;               // C's tensor map is set (tmap_c): store staged tiles in boxes (epilogue_signal.cuh)
   int64_t out_row_stride;       // bytes

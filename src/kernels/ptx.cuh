@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include <cstdint>
 
@@ -231,14 +232,27 @@ __device__ __forceinline__ uint32_t ld_shared_u32(uint32_t smem_addr) {
   return value;
 }
 
-__device__ __forceinline__ void st_shared_bf16(uint32_t smem_addr, __nv_bfloat16 value) {
-  asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(smem_addr), "h"(__bfloat16_as_ushort(value)) : "memory");
+__device__ __forceinline__ void st_shared_b16(uint32_t smem_addr, uint16_t bits) {
+  asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(smem_addr), "h"(bits) : "memory");
 }
 
 // Two floats rounded to bf16 (one cvt.rn.bf16x2.f32): `lo` in the low half.
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   const __nv_bfloat162 pair = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&pair);
+}
+
+// C's two 16-bit element types (OutputType bf16, fp16), each rounded to nearest even from fp32 in
+// one cvt; a pair packs `lo` in the low half.
+__device__ __forceinline__ uint32_t pack_output_pair(float lo, float hi, bool fp16) {
+  if (fp16) {
+    const __half2 pair = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&pair);
+  }
+  return pack_bf16x2(lo, hi);
+}
+__device__ __forceinline__ uint16_t output_bits(float value, bool fp16) {
+  return fp16 ? __half_as_ushort(__float2half_rn(value)) : __bfloat16_as_ushort(__float2bfloat16_rn(value));
 }
 
 // Four 8x8 b16 matrices, each held as an MMA fragment (lane l: row l / 4, columns 2 (l % 4) and

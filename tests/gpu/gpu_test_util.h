@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
@@ -88,7 +89,8 @@ inline std::vector<float> random_normal(size_t count, std::mt19937& rng, float s
   return v;
 }
 
-// Bit pattern the output is filled with before every launch: a bf16 NaN nobody computes.
+// Bit pattern the output is filled with before every launch: a NaN nobody computes, as bf16 and
+// as fp16.
 inline constexpr uint16_t kPoison = 0x7fa5;
 
 // A problem with one format per operand, quantized on the host, uploaded with optional padded
@@ -98,6 +100,7 @@ struct Problem {
   Format b_format = Format::fp8_block128;
   int experts = 0, max_m = 0, n = 0, k = 0;
   int64_t a_row_stride = 0, b_row_stride = 0, out_row_stride = 0;  // bytes (0 = packed)
+  OutputType out_type = OutputType::bf16;  // bf16 or fp16 (2 bytes either way)
   std::vector<float> b_expert_gain;  // if set before build: expert e's weights x b_expert_gain[e]
   ref::QuantizedOperand a, b;
   std::vector<float> alpha;
@@ -114,9 +117,11 @@ struct Problem {
       for (size_t i = e * n * k; i < (e + 1) * n * k; ++i) xb[i] *= b_expert_gain[e];
     a = ref::quantize(a_format, ref::Role::a, xa.data(), experts, max_m, k);
     b = ref::quantize(b_format, ref::Role::b, xb.data(), experts, n, k);
-    alpha.resize(experts);
+    // alpha also folds in nvfp4's per-expert global scales, as callers do, so that C has the size of
+    // the unquantized product (without them nvfp4 products are ~10^4 times larger: fp16 overflows).
+    alpha = ref::combined_alpha(a, b);
     std::uniform_real_distribution<float> ua(0.5f, 2.f);
-    for (auto& x : alpha) x = ua(rng);
+    for (auto& x : alpha) x *= ua(rng);
     a_row_stride = a.row_bytes() + a_pad;
     b_row_stride = b.row_bytes() + b_pad;
     out_row_stride = int64_t(n) * 2 + out_pad;
@@ -143,6 +148,7 @@ struct Problem {
     g.a = OperandArgs{a_format, d_a.get(), d_sfa.get(), a_row_stride, 0};
     g.b = OperandArgs{b_format, d_b.get(), d_sfb.get(), b_row_stride, 0};
     g.out = d_out.get();
+    g.out_type = out_type;
     g.out_row_stride = out_row_stride;
     g.masked_m = d_masked_m.get<int32_t>();
     g.alpha = d_alpha.get<float>();
@@ -156,8 +162,17 @@ struct Problem {
     std::vector<uint16_t> p(d_out.bytes() / 2, kPoison);
     cudaMemcpy(d_out.get(), p.data(), d_out.bytes(), cudaMemcpyHostToDevice);
   }
-  // Output as bf16 bits, [experts][max_m][out_row_stride / 2].
+  // Output as 16-bit patterns (out_type), [experts][max_m][out_row_stride / 2].
   std::vector<uint16_t> output() const { return d_out.to_host<uint16_t>(); }
+  double output_value(uint16_t bits) const {
+    return out_type == OutputType::fp16 ? ref::fp16_to_float(bits) : ref::bf16_to_float(bits);
+  }
+  // `x` rounded to out_type, as the kernel's output is.
+  double rounded_to_output(double x) const {
+    const float f = static_cast<float>(x);
+    return out_type == OutputType::fp16 ? ref::fp16_to_float(ref::float_to_fp16(f))
+                                        : ref::bf16_to_float(ref::float_to_bf16(f));
+  }
 };
 using Fp8Problem = Problem;
 
@@ -168,11 +183,18 @@ inline double bf16_ulp(double x) {
   return std::ldexp(1.0, exponent - 8);                  // 7 stored mantissa bits
 }
 
+// The same for fp16: 10 stored mantissa bits, and a fixed step of 2^-24 among its subnormals.
+inline double fp16_ulp(double x) {
+  int exponent = 0;
+  std::frexp(std::max(std::fabs(x), 1e-30), &exponent);
+  return std::ldexp(1.0, std::max(exponent, -13) - 11);
+}
+
 // Per expert, ||C - ref|| / ||ref|| <= tolerance over its real rows, every other row and column
 // still poisoned. An expert of a few elements (one row of a narrow N) can miss that bound through
 // legitimate rounding flips: the kernel rounds its fp32 sum and the reference its float64 sum to
-// bf16, and where the two straddle a rounding boundary they land one step apart (bf16's step is
-// 2^-8..2^-7 of the value). So an expert also passes when no element is off by more than one step
+// bf16 (or fp16, Problem::out_type), and where the two straddle a rounding boundary they land one
+// step apart (bf16's step is 2^-8..2^-7 of the value, fp16's 2^-11..2^-10). So an expert also passes when no element is off by more than one step
 // and at most 1% of them (at least one) are off at all; a lost scale or a misplaced chunk is off by
 // far more.
 // fp8_block128 x fp8_block128 (`abs_product_sums` given: |alpha| * sum_k |a * b| per element, as
@@ -204,17 +226,20 @@ inline std::string check_output(const Problem& p, const std::vector<int32_t>& ma
           continue;
         }
         const size_t index = (size_t(e) * p.max_m + i) * p.n + j;
-        const double got = ref::bf16_to_float(bits);
+        const double got = p.output_value(bits);
         const double want = reference[index];
-        if (!std::isfinite(got))
+        if (!std::isfinite(got)) {
+          char bits_hex[8];
+          std::snprintf(bits_hex, sizeof bits_hex, "0x%04x", unsigned(bits));
           return "expert " + std::to_string(e) + " row " + std::to_string(i) + " col " + std::to_string(j) +
-                 " not finite (unwritten?)";
+                 " not finite (bits " + bits_hex + (bits == kPoison ? ": never written)" : ")");
+        }
         err2 += (got - want) * (got - want);
         ref2 += want * want;
         ++elements;
         const double error = std::fabs(got - want);
         const double allowed =
-            bf16_ulp(want) + (abs_product_sums != nullptr ? kFp8AccumulationError * (*abs_product_sums)[index] : 0.0);
+            (p.out_type == OutputType::fp16 ? fp16_ulp(want) : bf16_ulp(want)) + (abs_product_sums != nullptr ? kFp8AccumulationError * (*abs_product_sums)[index] : 0.0);
         if (error > allowed) ++off_by_more;
         else if (error > 0) ++off_by_one_step;
       }

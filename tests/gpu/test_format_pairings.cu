@@ -39,11 +39,11 @@ std::string name(const Pairing& pairing) {
 }
 
 // Float64 reference for masked_m = max_m everywhere (rows < masked_m do not depend on masked_m),
-// rounded to bf16 as the kernel's output is.
+// rounded to the output type as the kernel's output is.
 std::vector<double> rounded_reference(const Problem& p) {
   const std::vector<int32_t> all(p.experts, p.max_m);
   std::vector<double> reference = ref::masked_grouped_gemm(p.a, p.b, all.data(), p.alpha.data());
-  for (double& x : reference) x = ref::bf16_to_float(ref::float_to_bf16(static_cast<float>(x)));
+  for (double& x : reference) x = p.rounded_to_output(x);
   return reference;
 }
 
@@ -339,6 +339,51 @@ TEST(FormatPairings, GraphReplaysWithAWorkspaceFollowMaskedM) {
     cudaGraphExecDestroy(exec);
     cudaGraphDestroy(graph);
     cudaStreamDestroy(stream);
+  }
+}
+
+// fp16 output (OutputType::fp16) from every pairing, fp8_block128 x fp8_block128 included: the
+// epilogue rounds alpha * acc to fp16 instead of bf16, whatever the mainloop. The decode and the wide
+// tiles, the activation workspace where the pairing takes one, split K on few tiles (E1 with the
+// workspace), signals; compared with the reference rounded to fp16 within 3e-4 (the fp16 step is
+// 2^-11..2^-10 of the value: an output rounded to bf16 instead is off by ~1e-3 and fails; fp8 x fp8
+// keeps its accumulation allowance, see check_output).
+TEST(FormatPairings, Fp16Output) {
+  SG_REQUIRE_HOPPER();
+  std::vector<Pairing> pairings(std::begin(kPairings), std::end(kPairings));
+  pairings.push_back({Format::fp8_block128, Format::fp8_block128});
+  for (const Pairing& pairing : pairings) {
+    const bool fp8_pair = pairing.a == Format::fp8_block128 && pairing.b == Format::fp8_block128;
+    for (const int experts : {5, 1}) {
+      const std::vector<int32_t> masked_m =
+          experts == 5 ? std::vector<int32_t>{0, 1, 65, 130, 37} : std::vector<int32_t>{3};
+      std::mt19937 rng(47 + experts);
+      Problem p;
+      p.build(experts, 130, 328, 1024, rng, /*a_pad=*/32, /*b_pad=*/16, /*out_pad=*/16, pairing.a, pairing.b);
+      p.out_type = OutputType::fp16;
+      const auto reference = rounded_reference(p);
+      const std::vector<double> abs_sums = fp8_pair ? fp8_abs_product_sums(p) : std::vector<double>{};
+      for (const int expected_m : {32, 0})
+        for (const bool with_workspace : {false, true}) {
+          GroupedGemmArgs args = p.args();
+          args.expected_m = expected_m;
+          args.granularity = expected_m == 0 ? SignalGranularity::per_row_block : SignalGranularity::per_expert;
+          DeviceBuffer workspace(with_workspace ? workspace_bytes(args) : 0);
+          if (with_workspace && workspace.bytes() == 0) continue;
+          args.workspace = workspace.get();
+          args.workspace_bytes = workspace.bytes();
+          const TileConfig cfg = select_config(args);
+          const std::string what = name(pairing) + " E" + std::to_string(experts) + " expected_m " +
+                                   std::to_string(expected_m) + (with_workspace ? " with a workspace" : "") +
+                                   " tile " + std::to_string(cfg.block_m) + "x" + std::to_string(cfg.block_n);
+          const RunResult r = run(p, args, masked_m);
+          ASSERT_TRUE(r.status.ok()) << what << ": " << r.status.message;
+          EXPECT_EQ(check_output(p, masked_m, reference, fp8_pair ? kTolerance : 3e-4, fp8_pair ? &abs_sums : nullptr),
+                    "")
+              << what;
+          EXPECT_EQ(check_signals(args, masked_m, r.signals), "") << what;
+        }
+    }
   }
 }
 

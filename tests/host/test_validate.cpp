@@ -375,8 +375,7 @@ std::vector<Rejection> output_rejections() {
   return {
       reject("OutTypeUnknown", [](auto& a) { a.out_type = static_cast<OutputType>(99); }, {"out_type"},
              "unknown value 99"),
-      unsupported("OutTypeFp16", [](auto& a) { a.out_type = OutputType::fp16; }, {"out_type"}, "fp16"),
-      unsupported("OutTypeFp32", [](auto& a) { a.out_type = OutputType::fp32; }, {"out_type"}, "fp32"),
+      unsupported("OutTypeFp32", [](auto& a) { a.out_type = OutputType::fp32; }, {"out_type"}, "bf16, fp16"),
       reject("OutNull", [](auto& a) { a.out = nullptr; }, {"out"}, "null"),
       reject("OutMisaligned", [](auto& a) { a.out = fake(0x50008); }, {"out"}, "16-byte aligned"),
       // out's last row ends 16 bytes into a (OutEndsWhereABegins is accepted).
@@ -659,6 +658,7 @@ std::vector<Acceptance> all_acceptances() {
       {"PaddedAExpertStrideOnly", [](auto& a) { a.a.expert_stride = kOperandRow * kMaxM + 16; }},
       {"PaddedBStrides", [](auto& a) { a.b.row_stride = 1024, a.b.expert_stride = 1024 * kN; }},
       {"PaddedOutStrides", [](auto& a) { a.out_row_stride = 1024, a.out_expert_stride = 1024 * kMaxM; }},
+      {"OutTypeFp16", [](auto& a) { a.out_type = OutputType::fp16; }},
       {"OutEndsWhereABegins", [](auto& a) { a.out = fake(kAData - int64_t(kExperts) * kMaxM * kOutRow); }},
       {"OutRowsInsteadOfOut", [](auto& a) { a.out = nullptr, a.out_rows = fake<void* const>(0x70000); }},
       {"SmCountZero", [](auto& a) { a.sm_count = 0; }},
