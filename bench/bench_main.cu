@@ -37,8 +37,6 @@ constexpr double kUsableMemoryFraction = 0.6;  // of free device memory, for all
 // inside every expert's slab.
 constexpr int kMaxMMultiple = 16;
 
-constexpr OutputType kOutputType = OutputType::bf16;
-
 size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
 size_t round_up(size_t a, size_t b) { return ceil_div(a, b) * b; }
 
@@ -95,6 +93,7 @@ double peak_flops_per_second(Format a, Format b) {
 struct Problem {
   Shape shape{};
   Format a_format = Format::fp8_block128, b_format = Format::fp8_block128;
+  OutputType out_type = OutputType::bf16;
   std::vector<int> masked_m;
   int max_m = 0;
   double rows = 0;  // sum of masked_m: the rows actually computed
@@ -107,7 +106,7 @@ struct Problem {
   // the rows written of C.
   double bytes_moved() const {
     return activation_bytes(a_format, rows, shape.k) + double(b.data + b.scales) +
-           rows * shape.n * output_bytes(kOutputType);
+           rows * shape.n * output_bytes(out_type);
   }
   double floor_us() const {
     return std::max(bytes_moved() / kHbmBytesPerSecond, flops() / peak_flops_per_second(a_format, b_format)) * 1e6;
@@ -129,12 +128,13 @@ Problem make_problem(const Options& o, const Shape& s) {
   Problem p;
   p.shape = s;
   p.a_format = o.a_format, p.b_format = o.b_format;
+  p.out_type = o.out_type;
   p.masked_m = draw_masked_m(o.seed, o.spread, s);
   p.max_m = int(round_up(*std::max_element(p.masked_m.begin(), p.masked_m.end()), kMaxMMultiple));
   for (int m : p.masked_m) p.rows += m;
   p.a = operand_size(o.a_format, false, s.experts, p.max_m, s.k);
   p.b = operand_size(o.b_format, true, s.experts, s.n, s.k);
-  p.c_bytes = size_t(s.experts) * p.max_m * s.n * output_bytes(kOutputType);
+  p.c_bytes = size_t(s.experts) * p.max_m * s.n * output_bytes(o.out_type);
   return p;
 }
 
@@ -307,7 +307,7 @@ GroupedGemmArgs gemm_args(const Options& o, const Problem& p, const int32_t* mas
   args.k = p.shape.k;
   args.a.format = p.a_format;
   args.b.format = p.b_format;
-  args.out_type = kOutputType;
+  args.out_type = p.out_type;
   args.masked_m = masked_m;
   args.alpha = alpha;
   args.granularity = o.signals;
@@ -531,8 +531,9 @@ void write_csv_row(FILE* f, const Options& o, const Row& r) {
 }
 
 void print_preamble(const Options& o, const cudaDeviceProp& prop) {
-  std::printf("signalgemm-bench on %s (%d SMs): a %s, b %s, out bf16, signals %s%s, sm_count %s\n", prop.name,
-              prop.multiProcessorCount, to_string(o.a_format), to_string(o.b_format), to_string(o.signals),
+  std::printf("signalgemm-bench on %s (%d SMs): a %s, b %s, out %s, signals %s%s, sm_count %s\n", prop.name,
+              prop.multiProcessorCount, to_string(o.a_format), to_string(o.b_format), to_string(o.out_type),
+              to_string(o.signals),
               o.compare_signals ? " (and off: signals_off_us, on/off)" : "",
               o.sm_count > 0 ? std::to_string(o.sm_count).c_str() : "all");
   std::printf("routing: masked_m[e] = round(m * U(%.2g, %.2g)) >= 1 (seed %u); max_m = max masked_m rounded up to %d; "

@@ -16,6 +16,7 @@ constexpr const char* kUsage =
     "usage: signalgemm-bench [options]\n"
     "  --shapes E:m:N:K,...     experts, mean rows per expert, N, K (default: the eight SPEC 6 shapes)\n"
     "  --format F | FA:FB       operand formats (bf16, fp8_block128, nvfp4, mxfp4, mxfp8); default fp8_block128\n"
+    "  --out T                  output type: bf16 | fp16 (default bf16; the cuBLASLt baseline writes bf16)\n"
     "  --signals G              none | per_expert | per_row_block (default per_expert)\n"
     "  --compare-signals        also time signals off, interleaved with on, and print on/off\n"
     "  --sm-count N             SMs the GEMM may use (default all)\n"
@@ -104,6 +105,10 @@ Options parse_options(int argc, char** argv) {
       const size_t colon = v.find(':');
       o.a_format = parse_format(v.substr(0, colon));
       o.b_format = colon == std::string::npos ? o.a_format : parse_format(v.substr(colon + 1));
+    } else if (option == "--out") {
+      const std::string v = value();
+      if (v != "bf16" && v != "fp16") usage_error("--out must be bf16 or fp16, got '" + v + "'");
+      o.out_type = v == "fp16" ? OutputType::fp16 : OutputType::bf16;
     } else if (option == "--signals") {
       o.signals = parse_granularity(value());
     } else if (option == "--compare-signals") {

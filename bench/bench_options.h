@@ -21,6 +21,7 @@ struct Options {
                                {8, 1024, 4096, 7168}, {8, 1024, 7168, 2048}};
   Format a_format = Format::fp8_block128;
   Format b_format = Format::fp8_block128;
+  OutputType out_type = OutputType::bf16;
   SignalGranularity signals = SignalGranularity::per_expert;
   bool compare_signals = false;  // also time signals off, interleaved with signals on
   bool cublas = true;
