@@ -93,6 +93,20 @@ inline std::vector<float> random_normal(size_t count, std::mt19937& rng, float s
 // as fp16.
 inline constexpr uint16_t kPoison = 0x7fa5;
 
+// One bf16 rounding step at `x`: the spacing of bf16 values around it.
+inline double bf16_ulp(double x) {
+  int exponent = 0;
+  std::frexp(std::max(std::fabs(x), 1e-30), &exponent);  // |x| in [2^(exponent-1), 2^exponent)
+  return std::ldexp(1.0, exponent - 8);                  // 7 stored mantissa bits
+}
+
+// The same for fp16: 10 stored mantissa bits, and a fixed step of 2^-24 among its subnormals.
+inline double fp16_ulp(double x) {
+  int exponent = 0;
+  std::frexp(std::max(std::fabs(x), 1e-30), &exponent);
+  return std::ldexp(1.0, std::max(exponent, -13) - 11);
+}
+
 // A problem with one format per operand, quantized on the host, uploaded with optional padded
 // strides (bytes).
 struct Problem {
@@ -173,30 +187,18 @@ struct Problem {
     return out_type == OutputType::fp16 ? ref::fp16_to_float(ref::float_to_fp16(f))
                                         : ref::bf16_to_float(ref::float_to_bf16(f));
   }
+  // One rounding step of out_type at `x`.
+  double output_step(double x) const { return out_type == OutputType::fp16 ? fp16_ulp(x) : bf16_ulp(x); }
 };
 using Fp8Problem = Problem;
-
-// One bf16 rounding step at `x`: the spacing of bf16 values around it.
-inline double bf16_ulp(double x) {
-  int exponent = 0;
-  std::frexp(std::max(std::fabs(x), 1e-30), &exponent);  // |x| in [2^(exponent-1), 2^exponent)
-  return std::ldexp(1.0, exponent - 8);                  // 7 stored mantissa bits
-}
-
-// The same for fp16: 10 stored mantissa bits, and a fixed step of 2^-24 among its subnormals.
-inline double fp16_ulp(double x) {
-  int exponent = 0;
-  std::frexp(std::max(std::fabs(x), 1e-30), &exponent);
-  return std::ldexp(1.0, std::max(exponent, -13) - 11);
-}
 
 // Per expert, ||C - ref|| / ||ref|| <= tolerance over its real rows, every other row and column
 // still poisoned. An expert of a few elements (one row of a narrow N) can miss that bound through
 // legitimate rounding flips: the kernel rounds its fp32 sum and the reference its float64 sum to
 // bf16 (or fp16, Problem::out_type), and where the two straddle a rounding boundary they land one
-// step apart (bf16's step is 2^-8..2^-7 of the value, fp16's 2^-11..2^-10). So an expert also passes when no element is off by more than one step
-// and at most 1% of them (at least one) are off at all; a lost scale or a misplaced chunk is off by
-// far more.
+// step apart (bf16's step is 2^-8..2^-7 of the value, fp16's 2^-11..2^-10). So an expert also
+// passes when no element is off by more than one step and at most 1% of them (at least one) are off
+// at all; a lost scale or a misplaced chunk is off by far more.
 // fp8_block128 x fp8_block128 (`abs_product_sums` given: |alpha| * sum_k |a * b| per element, as
 // fp8_abs_product_sums returns): Hopper's FP8 MMAs accumulate each 128-K block with ~14-bit sums
 // (the kernel promotes every block to fp32), which flips roundings more often (4-25% of the
@@ -239,7 +241,7 @@ inline std::string check_output(const Problem& p, const std::vector<int32_t>& ma
         ++elements;
         const double error = std::fabs(got - want);
         const double allowed =
-            (p.out_type == OutputType::fp16 ? fp16_ulp(want) : bf16_ulp(want)) + (abs_product_sums != nullptr ? kFp8AccumulationError * (*abs_product_sums)[index] : 0.0);
+            p.output_step(want) + (abs_product_sums != nullptr ? kFp8AccumulationError * (*abs_product_sums)[index] : 0.0);
         if (error > allowed) ++off_by_more;
         else if (error > 0) ++off_by_one_step;
       }
