@@ -71,16 +71,16 @@ struct GroupedGemmArgs {
 
   // Optional device scratch, 16-byte aligned, of at least workspace_bytes(args) bytes; the launch
   // owns it until it completes (one workspace per launch in flight). For activations the tensor
-  // cores cannot take as they are (nvfp4, mxfp4 or mxfp8 on both sides, and fp8_block128 x nvfp4),
+  // cores cannot take as they are (nvfp4, mxfp4 or mxfp8 on both sides, fp8_block128 x nvfp4 / mxfp4),
   // a first kernel converts the real rows (i < masked_m[e]) to bf16 here once, exactly, and the
   // GEMM then runs as bf16 x the weights' format (fp8_block128: reading the bf16 copy and still
   // applying the token scales); without, each tile converts its tokens itself, once per column
   // block (docs/formats.md). fp8_block128 x fp8_block128 keeps a tile counter here (16 bytes),
-  // zeroed by the launch, from which its CTAs take tiles dynamically: a CTA done early takes more,
-  // which balances the grid when tiles differ (docs/configuration.md); without, each CTA runs a
-  // fixed share of the tiles. Launches with few tiles for the SMs (fp8_block128 x fp8_block128,
-  // bf16 x bf16, bf16 x nvfp4 / mxfp4 / mxfp8, and nvfp4², mxfp4², mxfp8², fp8_block128 x nvfp4
-  // after their converted activations) hold here the partial sums of a split of K (workspace_bytes
+  // zeroed by the launch, from which its CTAs take tiles dynamically (not on the 128x192 tile or in
+  // two-CTA clusters): a CTA done early takes more, which balances the grid when tiles differ
+  // (docs/configuration.md); without, each CTA runs a fixed share of the tiles. Launches with few tiles for the SMs (fp8_block128 x fp8_block128,
+  // bf16 x bf16, bf16 x nvfp4 / mxfp4 / mxfp8, and nvfp4², mxfp4², mxfp8², fp8_block128 x nvfp4 /
+  // mxfp4 after their converted activations) hold here the partial sums of a split of K (workspace_bytes
   // says how much). The other pairings ignore it.
   void* workspace = nullptr;
   size_t workspace_bytes = 0;

@@ -61,8 +61,8 @@ class MmaFragments:
 def pack_mma_fragments(b: Any, *, stream: Optional[int] = None) -> MmaFragments:
     """Rearranges FP4 weights b (nvfp4 or mxfp4 bytes, uint8 [E, N, K/2] on the GPU, torch) into the
     mma_fragments layout, once, at load time: the GEMM then dequantizes them with fewer instructions
-    (bf16 activations, or ones of the weights' format with the default workspace), with bit-identical
-    results."""
+    (bf16 activations, or ones of the weights' format or fp8_block128 with the default workspace),
+    with bit-identical results."""
     import torch
 
     if not isinstance(b, torch.Tensor) or not b.is_cuda or b.dim() != 3:
