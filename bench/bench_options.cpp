@@ -1,6 +1,5 @@
 #include "bench_options.h"
 
-#include <algorithm>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>

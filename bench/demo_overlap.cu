@@ -10,9 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <numeric>
 #include <random>
-#include <string>
 #include <vector>
 
 #include "bench_util.cuh"

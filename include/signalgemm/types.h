@@ -98,7 +98,6 @@ struct Status {
   std::string message;
 
   bool ok() const { return code == StatusCode::ok; }
-  static Status success() { return {}; }
 };
 
 }  // namespace signalgemm

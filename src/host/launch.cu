@@ -5,9 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <atomic>
 #include <string>
-#include <utility>
 
 #include "host/config.h"
 #include "host/devices.h"

@@ -27,7 +27,6 @@
 #pragma once
 
 #include <cuda.h>
-#include <cuda_bf16.h>
 
 #include <cuda/ptx>
 

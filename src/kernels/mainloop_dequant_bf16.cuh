@@ -334,7 +334,7 @@ struct DequantBf16Mainloop {
   }
 };
 
-// One class template per pairing, with the <block_m, block_n> parameters launcher_for_tile takes.
+// One class template per pairing, with the <block_m, block_n> parameters kernel_for_tile (host/kernel_entry.cuh) takes.
 template <int M, int N>
 using Mxfp8Mxfp8Mainloop = DequantBf16Mainloop<Format::mxfp8, Format::mxfp8, M, N>;
 template <int M, int N>

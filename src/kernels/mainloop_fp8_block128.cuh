@@ -7,7 +7,6 @@
 #pragma once
 
 #include <cuda.h>
-#include <cuda/ptx>
 
 #include "kernels/kernel_params.h"
 #include "kernels/pipeline.cuh"

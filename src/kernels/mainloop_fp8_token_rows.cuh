@@ -13,7 +13,6 @@
 #pragma once
 
 #include <cuda.h>
-#include <cuda/ptx>
 
 #include "kernels/kernel_params.h"
 #include "kernels/mainloop_fp8_block128.cuh"  // the fp8_block128 scale addressing and loads

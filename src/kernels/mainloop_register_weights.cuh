@@ -31,7 +31,6 @@
 #pragma once
 
 #include <cuda.h>
-#include <cuda_bf16.h>
 
 #include <cuda/ptx>
 
@@ -40,7 +39,6 @@
 #include "kernels/kernel_params.h"
 #include "kernels/pipeline.cuh"
 #include "kernels/ptx.cuh"
-#include "kernels/split_k.cuh"
 #include "signalgemm/detail/mma_fragments.h"
 #include "signalgemm/detail/tile_schedule.h"
 
