@@ -52,8 +52,8 @@ struct GroupedGemmArgs {
   // pointers): the rows are bulk copies, complete before the tile's signal; use SignalScope::sys
   // when the readers are other GPUs. (ep_epilogue_send_prepare builds such a table.)
   void* const* out_rows = nullptr;  // device memory, [num_experts * max_m]
-  // C's elements: bf16 or fp16, rounded to nearest even from the fp32 accumulators times alpha
-  // (fp32 is not supported yet). The combines (combine.h, ep_combine.h) read bf16 outputs.
+  // C's elements: bf16 or fp16 (not with fp8_block128 x FP4), rounded to nearest even from the fp32
+  // accumulators times alpha (fp32 is not supported). The combines (combine.h, ep_combine.h) read bf16 outputs.
   OutputType out_type = OutputType::bf16;
   int64_t out_row_stride = 0;     // bytes; 0 = packed (N elements)
   int64_t out_expert_stride = 0;  // bytes; 0 = packed (max_m * out_row_stride)

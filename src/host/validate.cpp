@@ -259,6 +259,10 @@ Status validate(const GroupedGemmArgs& args) {
             static_cast<int>(args.out_type));
   c.require(args.out_type != OutputType::fp32, StatusCode::unsupported, "out_type ", to_string(args.out_type),
             " is not supported yet; supported: bf16, fp16");
+  // Its register-weights kernels round to bf16 only (kernels::RegisterWeightsMainloop::kFp16Output).
+  c.require(args.out_type != OutputType::fp16 || !kernels::is_fp8_tokens_fp4_weights_pair(args.a.format, args.b.format),
+            StatusCode::unsupported, "out_type fp16 is not supported with fp8_block128 activations x ",
+            to_string(args.b.format), " weights (bf16 is)");
   c.require(args.out != nullptr || args.out_rows != nullptr, "out is null (and no out_rows)");
   c.require(aligned(args.out, 16), "out must be 16-byte aligned (bulk stores)");
   c.require(aligned(args.out_rows, 8), "out_rows must be 8-byte aligned (a pointer array)");

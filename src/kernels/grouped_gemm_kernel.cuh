@@ -60,6 +60,13 @@ inline constexpr bool kTokenRowsOf = false;
 template <class Mainloop>
 inline constexpr bool kTokenRowsOf<Mainloop, std::void_t<decltype(Mainloop::kTokenRows)>> = Mainloop::kTokenRows;
 
+// Mainloops may declare kFp16Output = false: their kernels round to bf16 only (the launcher never
+// gives them fp16 output). Default true.
+template <class Mainloop, class = void>
+inline constexpr bool kFp16OutputOf = true;
+template <class Mainloop>
+inline constexpr bool kFp16OutputOf<Mainloop, std::void_t<decltype(Mainloop::kFp16Output)>> = Mainloop::kFp16Output;
+
 // Every thread of both CTAs: orders what came before (barrier initialization, the last remote
 // arrivals) before what the peer does after.
 __device__ __forceinline__ void cluster_sync() {
@@ -206,15 +213,15 @@ __global__ void __launch_bounds__(kThreads, 1)
         hand_over_skip<kStagingPerWarpgroupOf<Mainloop>>(piece_skip, !last, first_tile, threadIdx.x);
         if (last)
           stage_tile<kBlockM, kBlockN, Mainloop::kSlices, kStagingPerWarpgroupOf<Mainloop>>(
-              acc, alpha, first_tile, staging, p.out_boxes, p.out_fp16, threadIdx.x, /*free_waited=*/true);
+              acc, alpha, first_tile, staging, p.out_boxes, kFp16OutputOf<Mainloop> && p.out_fp16, threadIdx.x, /*free_waited=*/true);
       } else {
         Mainloop::mma_tile(acc, smem, plan, full, empty, pipe, p, tile, warpgroup, lane);
         if constexpr (kTokenRowsOf<Mainloop>)
           stage_token_rows_tile<kBlockN, kStagingPerWarpgroupOf<Mainloop>>(acc[0], alpha, first_tile, staging,
-                                                                           p.out_boxes, p.out_fp16, threadIdx.x);
+                                                                           p.out_boxes, kFp16OutputOf<Mainloop> && p.out_fp16, threadIdx.x);
         else
           stage_tile<kBlockM, kBlockN, Mainloop::kSlices, kStagingPerWarpgroupOf<Mainloop>>(
-              acc, alpha, first_tile, staging, p.out_boxes, p.out_fp16, threadIdx.x);
+              acc, alpha, first_tile, staging, p.out_boxes, kFp16OutputOf<Mainloop> && p.out_fp16, threadIdx.x);
       }
       first_tile = false;
     }

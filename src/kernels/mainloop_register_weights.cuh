@@ -71,6 +71,10 @@ struct RegisterWeightsMainloop {
                                        (kTokenFormat == Format::bf16 || kTokensInWorkspace)),
                 "fragment-ordered weights: nvfp4 or mxfp4, with tokens loaded as bf16");
   static constexpr bool kFp8Tokens = kTokenFormat == Format::fp8_block128;  // partials promoted per 128 K
+  // fp8 tokens: bf16 output only. With the fp16 rounding compiled in (a run-time choice in the
+  // epilogue), ptxas 13.0 serialized the wgmmas (C7511) of three of these kernels, among them
+  // fp8_block128 x nvfp4's 48x256 without a workspace and 64x256 with one.
+  static constexpr bool kFp16Output = !kFp8Tokens;
   static constexpr bool kScaledTokens = byte_scaled_tokens(kTokenFormat);   // block scales copied by the MMA threads
   static constexpr bool kConvertTokens =
       kTokenFormat != Format::bf16 && !kTokensInWorkspace;  // loaded packed, converted in the stage

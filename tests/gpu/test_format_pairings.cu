@@ -342,8 +342,9 @@ TEST(FormatPairings, GraphReplaysWithAWorkspaceFollowMaskedM) {
   }
 }
 
-// fp16 output (OutputType::fp16) from every pairing, fp8_block128 x fp8_block128 included: the
-// epilogue rounds alpha * acc to fp16 instead of bf16, whatever the mainloop. The decode and the wide
+// fp16 output (OutputType::fp16) from every pairing but fp8_block128 x FP4 (reported unsupported),
+// fp8_block128 x fp8_block128 included: the epilogue rounds alpha * acc to fp16 instead of bf16,
+// whatever the mainloop. The decode and the wide
 // tiles, the activation workspace where the pairing takes one, split K on few tiles (E1 with the
 // workspace), signals; compared with the reference rounded to fp16 within 3e-4 (the fp16 step is
 // 2^-11..2^-10 of the value: an output rounded to bf16 instead is off by ~1e-3 and fails; fp8 x fp8
@@ -361,6 +362,12 @@ TEST(FormatPairings, Fp16Output) {
       Problem p;
       p.build(experts, 130, 328, 1024, rng, /*a_pad=*/32, /*b_pad=*/16, /*out_pad=*/16, pairing.a, pairing.b);
       p.out_type = OutputType::fp16;
+      if (kernels::is_fp8_tokens_fp4_weights_pair(pairing.a, pairing.b)) {
+        const Status status = validate(p.args());  // its register-weights kernels round to bf16 only
+        EXPECT_EQ(status.code, StatusCode::unsupported) << name(pairing);
+        EXPECT_NE(status.message.find("out_type"), std::string::npos) << status.message;
+        continue;
+      }
       const auto reference = rounded_reference(p);
       const std::vector<double> abs_sums = fp8_pair ? fp8_abs_product_sums(p) : std::vector<double>{};
       for (const int expected_m : {32, 0})

@@ -349,6 +349,12 @@ std::vector<Rejection> format_pair_rejections() {
                     a.a.row_stride = a.b.row_stride = 0;
                   },
                   {"k"}, "multiple of 64"),
+      unsupported("OutTypeFp16WithFp8TokensNvfp4Weights",
+                  [](auto& a) {
+                    a.b.format = Format::nvfp4;
+                    a.out_type = OutputType::fp16;
+                  },
+                  {"out_type"}, "fp8_block128 activations x nvfp4"),
       unsupported("Fp8Nvfp4Tile128x256",
                   [](auto& a) {
                     a.b.format = Format::nvfp4;
