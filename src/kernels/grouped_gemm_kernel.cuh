@@ -213,12 +213,13 @@ __global__ void __launch_bounds__(kThreads, 1)
         hand_over_skip<kStagingPerWarpgroupOf<Mainloop>>(piece_skip, !last, first_tile, threadIdx.x);
         if (last)
           stage_tile<kBlockM, kBlockN, Mainloop::kSlices, kStagingPerWarpgroupOf<Mainloop>>(
-              acc, alpha, first_tile, staging, p.out_boxes, kFp16OutputOf<Mainloop> && p.out_fp16, threadIdx.x, /*free_waited=*/true);
+              acc, alpha, first_tile, staging, p.out_boxes, kFp16OutputOf<Mainloop> && p.out_fp16, threadIdx.x,
+              /*free_waited=*/true);
       } else {
         Mainloop::mma_tile(acc, smem, plan, full, empty, pipe, p, tile, warpgroup, lane);
         if constexpr (kTokenRowsOf<Mainloop>)
-          stage_token_rows_tile<kBlockN, kStagingPerWarpgroupOf<Mainloop>>(acc[0], alpha, first_tile, staging,
-                                                                           p.out_boxes, kFp16OutputOf<Mainloop> && p.out_fp16, threadIdx.x);
+          stage_token_rows_tile<kBlockN, kStagingPerWarpgroupOf<Mainloop>>(
+              acc[0], alpha, first_tile, staging, p.out_boxes, kFp16OutputOf<Mainloop> && p.out_fp16, threadIdx.x);
         else
           stage_tile<kBlockM, kBlockN, Mainloop::kSlices, kStagingPerWarpgroupOf<Mainloop>>(
               acc, alpha, first_tile, staging, p.out_boxes, kFp16OutputOf<Mainloop> && p.out_fp16, threadIdx.x);

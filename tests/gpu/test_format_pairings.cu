@@ -342,13 +342,12 @@ TEST(FormatPairings, GraphReplaysWithAWorkspaceFollowMaskedM) {
   }
 }
 
-// fp16 output (OutputType::fp16) from every pairing but fp8_block128 x FP4 (reported unsupported),
-// fp8_block128 x fp8_block128 included: the epilogue rounds alpha * acc to fp16 instead of bf16,
-// whatever the mainloop. The decode and the wide
-// tiles, the activation workspace where the pairing takes one, split K on few tiles (E1 with the
-// workspace), signals; compared with the reference rounded to fp16 within 3e-4 (the fp16 step is
-// 2^-11..2^-10 of the value: an output rounded to bf16 instead is off by ~1e-3 and fails; fp8 x fp8
-// keeps its accumulation allowance, see check_output).
+// fp16 output (OutputType::fp16) from every pairing, fp8_block128 x fp8_block128 included, but
+// fp8_block128 x FP4 (reported unsupported): the epilogue rounds alpha * acc to fp16 instead of bf16,
+// whatever the mainloop. The decode and the wide tiles, the activation workspace where the pairing
+// takes one, split K on few tiles (E1 with the workspace), signals; compared with the reference
+// rounded to fp16 within 3e-4 (the fp16 step is 2^-11..2^-10 of the value: an output rounded to bf16
+// instead is off by ~1e-3 and fails; fp8 x fp8 keeps its accumulation allowance, see check_output).
 TEST(FormatPairings, Fp16Output) {
   SG_REQUIRE_HOPPER();
   std::vector<Pairing> pairings(std::begin(kPairings), std::end(kPairings));
