@@ -53,7 +53,8 @@ struct GroupedGemmArgs {
   // when the readers are other GPUs. (ep_epilogue_send_prepare builds such a table.)
   void* const* out_rows = nullptr;  // device memory, [num_experts * max_m]
   // C's elements: bf16 or fp16 (not with fp8_block128 x FP4), rounded to nearest even from the fp32
-  // accumulators times alpha (fp32 is not supported). The combines (combine.h, ep_combine.h) read bf16 outputs.
+  // accumulators times alpha (fp32 is not supported). The combines (combine.h, ep_combine.h) read
+  // bf16 outputs.
   OutputType out_type = OutputType::bf16;
   int64_t out_row_stride = 0;     // bytes; 0 = packed (N elements)
   int64_t out_expert_stride = 0;  // bytes; 0 = packed (max_m * out_row_stride)
@@ -78,10 +79,10 @@ struct GroupedGemmArgs {
   // block (docs/formats.md). fp8_block128 x fp8_block128 keeps a tile counter here (16 bytes),
   // zeroed by the launch, from which its CTAs take tiles dynamically (not on the 128x192 tile or in
   // two-CTA clusters): a CTA done early takes more, which balances the grid when tiles differ
-  // (docs/configuration.md); without, each CTA runs a fixed share of the tiles. Launches with few tiles for the SMs (fp8_block128 x fp8_block128,
-  // bf16 x bf16, bf16 x nvfp4 / mxfp4 / mxfp8, and nvfp4², mxfp4², mxfp8², fp8_block128 x nvfp4 /
-  // mxfp4 after their converted activations) hold here the partial sums of a split of K (workspace_bytes
-  // says how much). The other pairings ignore it.
+  // (docs/configuration.md); without, each CTA runs a fixed share of the tiles. Launches with few
+  // tiles for the SMs (fp8_block128 x fp8_block128, bf16 x bf16, bf16 x nvfp4 / mxfp4 / mxfp8, and
+  // nvfp4², mxfp4², mxfp8², fp8_block128 x nvfp4 / mxfp4 after their converted activations) hold
+  // here the partial sums of a split of K (workspace_bytes says how much). The other pairings ignore it.
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
 

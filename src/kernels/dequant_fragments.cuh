@@ -20,7 +20,6 @@
 // mainloop's arithmetic, exact for scales up to 2^125 (docs/formats.md).
 #pragma once
 
-
 #include <cstdint>
 
 #include "kernels/ptx.cuh"
