@@ -3,7 +3,9 @@
 Takes any DLPack tensor (torch tensors directly, no copies) and launches on the caller's current
 CUDA stream: torch's current stream when the output is a torch tensor, else the default stream,
 unless ``stream`` is given. Argument names follow FlashInfer's ``grouped_gemm_nt_masked`` where
-they mean the same thing (``dst_signals`` is accepted for ``signals``).
+they mean the same thing (``dst_signals`` is accepted for ``signals``), and its calling convention is
+accepted as it is (``ab_dtype``, ``sf_dtype``, ``sf_vec_size``, ``c_dtype``, ``mma_tiler_mn``,
+``cluster_shape_mn``, ``alpha_dtype``; its (rows, cols, experts) tensor views and swizzled scales).
 """
 
 from __future__ import annotations
@@ -45,6 +47,68 @@ def _as_pair(value: Any, name: str) -> Tuple[Any, Any]:
     raise TypeError(f"signalgemm: {name} must be a pair (data, scales); use (data, None) for bf16")
 
 
+# FlashInfer's names of the operand formats: (ab_dtype, sf_dtype, sf_vec_size) -> SignalGEMM's format.
+# The last two are SignalGEMM's own (FlashInfer has no DeepSeek-style FP8 and no bf16 operands here).
+_FLASHINFER_FORMATS = {
+    ("float4_e2m1fn", "float8_e4m3fn", 16): "nvfp4",
+    ("float4_e2m1fn", "float8_e8m0fnu", 32): "mxfp4",
+    ("float8_e4m3fn", "float8_e8m0fnu", 32): "mxfp8",
+    ("float8_e4m3fn", "float32", 128): "fp8_block128",
+    ("bfloat16", None, None): "bf16",
+}
+
+
+def _format_from_flashinfer(ab_dtype: str, sf_dtype: Optional[str], sf_vec_size: Optional[int]) -> str:
+    fmt = _FLASHINFER_FORMATS.get((ab_dtype, sf_dtype, None if sf_vec_size is None else int(sf_vec_size)))
+    if fmt is None:
+        known = ", ".join(f"({a!r}, {s!r}, {v})" for a, s, v in _FLASHINFER_FORMATS)
+        raise ValueError(f"signalgemm: ab_dtype = {ab_dtype!r}, sf_dtype = {sf_dtype!r}, sf_vec_size = {sf_vec_size} "
+                         f"is not a supported operand format; supported (ab_dtype, sf_dtype, sf_vec_size): {known}")
+    return fmt
+
+
+def _native_order(t: Any) -> Any:
+    """A torch tensor in FlashInfer's (rows, cols, experts) order (CuTe's (m, k, l): a view of [E, rows,
+    cols] memory, its dimension 1 the contiguous one) as the [E, rows, cols] view SignalGEMM takes; any
+    other tensor unchanged (no copy either way)."""
+    if hasattr(t, "permute") and hasattr(t, "stride") and t.dim() == 3 and t.stride(1) == 1 and t.stride(2) != 1:
+        return t.permute(2, 0, 1)
+    return t
+
+
+def _swizzled_to_rows(sf: Any, name: str) -> Any:
+    """FlashInfer's 128x4-swizzled block scales, as the 6-d torch tensor its API takes (logical
+    (32, 4, rm, 4, rk, E), CuTe's order, or the physical (E, rm, rk, 32, 4, 4)), as a view
+    [E, rm * 128, rk * 4] in row-major scale order (docs/formats.md: scale (r, c) at
+    ((r / 128) rk + c / 4) 512 + (r % 32) 16 + ((r % 128) / 32) 4 + c % 4 of an expert's bytes)."""
+    if tuple(sf.shape[:2]) == (32, 4) and sf.shape[3] == 4:
+        rows_first = sf.permute(5, 2, 1, 0, 4, 3)  # (E, rm, r % 128 / 32, r % 32, rk, c % 4)
+    elif tuple(sf.shape[3:]) == (32, 4, 4):
+        rows_first = sf.permute(0, 1, 4, 3, 2, 5)
+    else:
+        raise ValueError(f"signalgemm: {name} is 6-d but not FlashInfer's swizzled scale layout (32, 4, rm, 4, rk, E) "
+                         f"or (E, rm, rk, 32, 4, 4), got shape {tuple(sf.shape)}")
+    experts, row_tiles, _, _, col_tiles, _ = rows_first.shape
+    return rows_first.reshape(experts, row_tiles * 128, col_tiles * 4)
+
+
+def _scales_in_rows(sf: Any, data: Any, fmt: str, name: str) -> Any:
+    """A 6-d torch tensor of FlashInfer's swizzled scales for operand `data` ([E, rows, K or K/2]) ->
+    SignalGEMM's uint8 [E, rows, K / vec] (a copy on the scales' device); anything else unchanged."""
+    if sf is None or not hasattr(sf, "permute") or sf.dim() != 6:
+        return sf
+    vec = {"nvfp4": 16, "mxfp4": 32, "mxfp8": 32}.get(fmt)
+    if vec is None:
+        raise ValueError(f"signalgemm: {name} in FlashInfer's swizzled layout needs an nvfp4, mxfp4 or mxfp8 operand, "
+                         f"not {fmt}")
+    rows, k = data.shape[1], data.shape[2] * (2 if fmt in ("nvfp4", "mxfp4") else 1)
+    full = _swizzled_to_rows(sf, name)
+    if full.shape[0] != data.shape[0] or full.shape[1] < rows or full.shape[2] < k // vec:
+        raise ValueError(f"signalgemm: {name} (swizzled, {tuple(full.shape)} scales) does not cover "
+                         f"[{data.shape[0]}, {rows}, {k // vec}]")
+    return full[:, :rows, : k // vec].contiguous()
+
+
 class MmaFragments:
     """FP4 weights (nvfp4, mxfp4) rearranged once by ``pack_mma_fragments`` (docs/formats.md, the mma_fragments
     layout): pass it as the weights of ``rhs`` with its unchanged scales, ``rhs=(packed, sfb)``.
@@ -79,7 +143,7 @@ def grouped_gemm_nt_masked(
     out: Any,
     masked_m: Any,
     *,
-    a_format: str = "fp8_block128",
+    a_format: Optional[str] = None,
     b_format: Optional[str] = None,
     alpha: Any = None,
     signals: Any = None,
@@ -96,12 +160,20 @@ def grouped_gemm_nt_masked(
     stream: Optional[int] = None,
     workspace: Any = None,
     load_only: bool = False,
+    ab_dtype: Optional[str] = None,
+    sf_dtype: Optional[str] = None,
+    sf_vec_size: Optional[int] = None,
+    c_dtype: Optional[str] = None,
+    mma_tiler_mn: Optional[Tuple[int, int]] = None,
+    cluster_shape_mn: Optional[Tuple[int, int]] = None,
+    alpha_dtype: Optional[str] = None,
 ) -> Any:
     """out[e, i, :] = alpha[e] * A[e, i, :] @ B[e].T for i < masked_m[e]; returns ``out``.
 
     lhs = (a, sfa): a [E, max_m, K] (fp8: one byte per element; fp4: [E, max_m, K/2] packed),
     rhs = (b, sfb): b [E, N, K] (or FP4 weights packed by ``pack_mma_fragments``), scales in the
-    layouts of docs/formats.md; out bf16 or fp16 [E, max_m, N] (bf16 with fp8_block128 x FP4);
+    layouts of docs/formats.md, in the formats ``a_format`` (default "fp8_block128") and ``b_format``
+    (default: a_format); out bf16 or fp16 [E, max_m, N] (bf16 with fp8_block128 x FP4);
     masked_m int32 [E] on the GPU. ``signals`` (uint32/int32 [counter_count]) receives one release
     add per finished tile; ``expected_signals`` gives the values the counters reach.
 
@@ -114,17 +186,61 @@ def grouped_gemm_nt_masked(
     ``load_only=True`` loads the kernels this call would launch and returns without launching: call it
     once before a consumer first spins beside the launch (under CUDA's default lazy module loading, a
     kernel's first launch may wait for the device to go idle; docs/signals.md).
+
+    FlashInfer's calling convention (its ``grouped_gemm_nt_masked``) is accepted as it is: ``ab_dtype``,
+    ``sf_dtype`` and ``sf_vec_size`` name both operands' format in place of ``a_format`` / ``b_format``
+    (("float4_e2m1fn", "float8_e4m3fn", 16): nvfp4; (..., "float8_e8m0fnu", 32): mxfp4;
+    ("float8_e4m3fn", "float8_e8m0fnu", 32): mxfp8; SignalGEMM's own ("float8_e4m3fn", "float32", 128):
+    fp8_block128 and ("bfloat16", None, None): bf16); with them, torch tensors may come as FlashInfer's
+    (rows, cols, experts) views of [E, rows, cols] memory (a (m, k, l), b (n, k, l), out (m, n, l)) and
+    block scales as its 6-d swizzled 128x4 tensors, converted here to the row-major layout on every call
+    (a copy of the scales: convert the weights' once with ``scales_from_flashinfer``). ``c_dtype``
+    ("bfloat16" or "float16") must match ``out``; ``mma_tiler_mn`` = (block_m, block_n);
+    ``cluster_shape_mn`` (1, 1), (2, 1) or (1, 2) = cluster 1 or 2; ``alpha_dtype`` "float32". One
+    difference remains: a counter of ``dst_signals`` reaches ``expected_signals(...)`` (one add per
+    tile), not the CTA count FlashInfer's counters reach.
     """
     if signals is not None and dst_signals is not None:
         raise ValueError("signalgemm: pass signals or dst_signals, not both")
     signals = signals if signals is not None else dst_signals
     a, sfa = _as_pair(lhs, "lhs")
     b, sfb = _as_pair(rhs, "rhs")
+    if ab_dtype is not None:  # FlashInfer's convention
+        fmt = _format_from_flashinfer(ab_dtype, sf_dtype, sf_vec_size)
+        for name, given in (("a_format", a_format), ("b_format", b_format)):
+            if given is not None and given != fmt:
+                raise ValueError(f"signalgemm: {name} = {given!r} contradicts ab_dtype = {ab_dtype!r} ({fmt})")
+        a_format = b_format = fmt
+        a, b, out = _native_order(a), _native_order(b), _native_order(out)
+        sfa, sfb = _scales_in_rows(sfa, a, fmt, "sfa"), _scales_in_rows(sfb, b, fmt, "sfb")
+    elif sf_dtype is not None or sf_vec_size is not None:
+        raise ValueError("signalgemm: sf_dtype and sf_vec_size describe ab_dtype's format: pass ab_dtype too")
+    if c_dtype is not None:
+        if c_dtype not in ("bfloat16", "float16"):
+            raise ValueError(f"signalgemm: c_dtype = {c_dtype!r} is not supported: out must be bfloat16 or float16")
+        out_dtype = str(getattr(out, "dtype", ""))
+        if out_dtype.startswith("torch.") and out_dtype != f"torch.{c_dtype}":  # other tensors: their DLPack dtype
+            raise ValueError(f"signalgemm: c_dtype = {c_dtype!r} but out is {out_dtype}")
+    if mma_tiler_mn is not None:
+        tile = tuple(int(x) for x in mma_tiler_mn)
+        if len(tile) != 2 or (block_m, block_n) not in ((0, 0), tile):
+            raise ValueError(f"signalgemm: mma_tiler_mn = {mma_tiler_mn} must be (block_m, block_n) and agree with "
+                             f"block_m = {block_m}, block_n = {block_n}")
+        block_m, block_n = tile
+    if cluster_shape_mn is not None:
+        shape = tuple(int(x) for x in cluster_shape_mn)
+        if shape not in ((1, 1), (2, 1), (1, 2)) or cluster not in (0, shape[0] * shape[1]):
+            raise ValueError(f"signalgemm: cluster_shape_mn = {cluster_shape_mn} must be (1, 1), (2, 1) or (1, 2) "
+                             f"(a cluster of 1 or 2 CTAs) and agree with cluster = {cluster}")
+        cluster = shape[0] * shape[1]
+    if alpha_dtype not in (None, "float32"):
+        raise ValueError(f"signalgemm: alpha_dtype = {alpha_dtype!r} is not supported: alpha is float32")
     b_n = 0
     if isinstance(b, MmaFragments):  # packed FP4 weights: the layout says N, the data not
         b, b_n = b.data, b.n
     if sm_count is not None and sm_count < 1:
         raise ValueError(f"signalgemm: sm_count must be >= 1, got {sm_count}")
+    a_format = a_format or "fp8_block128"
     b_format = b_format or a_format
     if workspace is None:
         workspace = _allocate_workspace(a, a_format, b_format, n=out.shape[2] if hasattr(out, "shape") else 0,
@@ -214,23 +330,42 @@ def quantize(x: Any, format: str, role: str = "a"):
 
 
 def scales_from_flashinfer(sf: Any, num_experts: int, rows: int, k: int, sf_vec_size: int = 16):
-    """FlashInfer's swizzled 128x4 block scales (what its NVFP4 grouped_gemm_nt_masked takes) ->
-    SignalGEMM's row-major uint8 [E, rows, k / sf_vec_size] (docs/formats.md), on the host.
+    """FlashInfer's swizzled 128x4 block scales (what its NVFP4 / MX grouped_gemm_nt_masked takes) ->
+    SignalGEMM's row-major uint8 [E, rows, k / sf_vec_size] (docs/formats.md).
 
-    Lets FlashInfer users reuse their quantized checkpoints without re-quantizing.
+    Lets FlashInfer users reuse their quantized checkpoints without re-quantizing. A CUDA torch tensor
+    (its bytes, or the 6-d tensor FlashInfer's API takes) is converted on its GPU into a new CUDA
+    tensor; anything else (numpy, CPU tensors) on the host into a numpy array.
     """
     import numpy as np
 
-    if hasattr(sf, "detach"):  # a torch tensor (uint8 or float8_e4m3fn): its bytes, on the host
-        import torch
-
-        sf = sf.detach().cpu().contiguous().view(torch.uint8).numpy()
-    sf = np.asarray(sf)
-    if sf.dtype.itemsize != 1 or sf.dtype.kind not in "ui":  # bytes, not values to convert
-        raise ValueError(f"signalgemm: sf must hold one byte per scale (uint8 or int8), got {sf.dtype}")
     if sf_vec_size < 1:
         raise ValueError(f"signalgemm: sf_vec_size must be >= 1, got {sf_vec_size}")
     if k % sf_vec_size:
         raise ValueError(f"signalgemm: k = {k} must be a multiple of sf_vec_size = {sf_vec_size}")
-    return _C.scales_from_flashinfer(np.ascontiguousarray(sf).view(np.uint8).reshape(-1), num_experts, rows,
-                                     k // sf_vec_size)
+    cols = k // sf_vec_size
+    if getattr(sf, "is_cuda", False):
+        import torch
+
+        if sf.element_size() != 1:
+            raise ValueError(f"signalgemm: sf must hold one byte per scale, got {sf.dtype}")
+        sf = sf.view(torch.uint8)
+        if sf.dim() != 6:  # the swizzled bytes, whatever their shape: FlashInfer's physical order
+            row_tiles, col_tiles = (rows + 127) // 128, (cols + 3) // 4
+            if not sf.is_contiguous() or sf.numel() != num_experts * row_tiles * col_tiles * 512:
+                raise ValueError(f"signalgemm: sf must be {num_experts * row_tiles * col_tiles * 512} contiguous "
+                                 f"bytes for {num_experts} experts x {rows} rows x {cols} scales, got {sf.numel()}")
+            sf = sf.reshape(num_experts, row_tiles, col_tiles, 32, 4, 4)
+        full = _swizzled_to_rows(sf, "sf")
+        if full.shape[0] != num_experts or full.shape[1] < rows or full.shape[2] < cols:
+            raise ValueError(f"signalgemm: sf ({tuple(full.shape)} scales) does not cover "
+                             f"[{num_experts}, {rows}, {cols}]")
+        return full[:, :rows, :cols].contiguous()
+    if hasattr(sf, "detach"):  # a CPU torch tensor (uint8 or float8_e4m3fn): its bytes
+        import torch
+
+        sf = sf.detach().contiguous().view(torch.uint8).numpy()
+    sf = np.asarray(sf)
+    if sf.dtype.itemsize != 1 or sf.dtype.kind not in "ui":  # bytes, not values to convert
+        raise ValueError(f"signalgemm: sf must hold one byte per scale (uint8 or int8), got {sf.dtype}")
+    return _C.scales_from_flashinfer(np.ascontiguousarray(sf).view(np.uint8).reshape(-1), num_experts, rows, cols)

@@ -69,6 +69,32 @@ def test_bad_arguments_raise_value_error_naming_them(override, message):
         call(**override)
 
 
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (dict(ab_dtype="float8_e5m2", sf_dtype="float8_e8m0fnu", sf_vec_size=32), "not a supported operand format"),
+        (dict(ab_dtype="float4_e2m1fn", sf_dtype="float8_e4m3fn", sf_vec_size=32), "not a supported operand format"),
+        (dict(ab_dtype="float8_e4m3fn", sf_dtype="float32", sf_vec_size=128, a_format="mxfp8"),
+         "a_format = 'mxfp8' contradicts ab_dtype"),
+        (dict(sf_dtype="float8_e4m3fn", sf_vec_size=16), "pass ab_dtype too"),
+        (dict(c_dtype="float32"), "c_dtype = 'float32' is not supported"),
+        (dict(mma_tiler_mn=(64, 128), block_m=128), "mma_tiler_mn"),
+        (dict(cluster_shape_mn=(2, 2)), "cluster_shape_mn"),
+        (dict(cluster_shape_mn=(2, 1), cluster=1), "cluster_shape_mn"),
+        (dict(alpha_dtype="bfloat16"), "alpha_dtype"),
+        # Mapped, then checked by the launch's own validation: the format, the tile and the cluster arrive.
+        (dict(ab_dtype="float8_e4m3fn", sf_dtype="float8_e8m0fnu", sf_vec_size=32), "for format mxfp8"),
+        (dict(ab_dtype="float8_e4m3fn", sf_dtype="float32", sf_vec_size=128, mma_tiler_mn=(48, 128)),
+         "config.block_m"),
+        (dict(mma_tiler_mn=(64, 128), cluster_shape_mn=(1, 2)), "config.cluster"),
+    ],
+)
+def test_flashinfer_calling_convention(override, message):
+    """FlashInfer's keyword arguments map onto SignalGEMM's, or fail naming themselves."""
+    with pytest.raises(ValueError, match=message):
+        call(**override)
+
+
 def test_load_only_validates_like_the_launch():
     with pytest.raises(ValueError, match="config.block_m"):
         call(block_m=48, load_only=True)

@@ -252,3 +252,75 @@ def test_dequantizing_pairings(a_format, b_format):
         check(out, reference.cuda(), masked_m)
         assert signals.cpu().tolist() == signalgemm.expected_signals(masked_m.cpu(), N, MAX_M, a_format=a_format,
                                                                      b_format=b_format, workspace=False)
+
+
+def swizzle_128x4(row_major):
+    """uint8 [E, rows, cols] -> FlashInfer's swizzled bytes in its physical order (E, rm, rk, 32, 4, 4),
+    written with the documented offset formula (docs/formats.md), independently of the module."""
+    experts, rows, cols = row_major.shape
+    row_tiles, col_tiles = (rows + 127) // 128, (cols + 3) // 4
+    swizzled = np.zeros((experts, row_tiles * col_tiles * 512), np.uint8)
+    r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    offset = ((r // 128) * col_tiles + c // 4) * 512 + (r % 32) * 16 + ((r % 128) // 32) * 4 + c % 4
+    for e in range(experts):
+        swizzled[e, offset] = row_major[e]
+    return swizzled.reshape(experts, row_tiles, col_tiles, 32, 4, 4)
+
+
+@pytest.mark.parametrize("fmt,ab_dtype,sf_dtype,sf_vec_size", [
+    ("nvfp4", "float4_e2m1fn", "float8_e4m3fn", 16), ("mxfp4", "float4_e2m1fn", "float8_e8m0fnu", 32),
+    ("mxfp8", "float8_e4m3fn", "float8_e8m0fnu", 32), ("fp8_block128", "float8_e4m3fn", "float32", 128)])
+@pytest.mark.parametrize("scale_view", ["logical", "physical"])
+def test_flashinfer_calling_convention_matches_native(fmt, ab_dtype, sf_dtype, sf_vec_size, scale_view):
+    """FlashInfer's call as its users write it ((m, k, l) views, 6-d swizzled scales, its keywords)
+    gives the native call's output and signals bit for bit."""
+    E, MAX_M, N, K = 3, 72, 264, 256
+    rng = np.random.default_rng(23)
+    qa, qsfa, gs_a = signalgemm.quantize(rng.standard_normal((E, MAX_M, K)).astype(np.float32), fmt, "a")
+    qb, qsfb, gs_b = signalgemm.quantize((rng.standard_normal((E, N, K)) * 0.05).astype(np.float32), fmt, "b")
+    a, b = torch.from_numpy(qa).cuda(), torch.from_numpy(qb).cuda()
+    sfa, sfb = torch.from_numpy(qsfa).cuda(), torch.from_numpy(qsfb).cuda()
+    alpha = torch.from_numpy((gs_a * gs_b).astype(np.float32)).cuda()
+    masked_m = torch.tensor([72, 0, 41], dtype=torch.int32, device="cuda")
+    if fmt == "fp8_block128":  # not a FlashInfer format: its scales stay in SignalGEMM's layout
+        fi_sfa, fi_sfb = sfa, sfb
+    else:
+        def flashinfer_scales(scales, rows):
+            physical = torch.from_numpy(swizzle_128x4(scales.reshape(E, rows, K // sf_vec_size))).cuda()
+            return physical if scale_view == "physical" else physical.permute(3, 4, 1, 5, 2, 0)  # (32, 4, rm, 4, rk, l)
+        fi_sfa, fi_sfb = flashinfer_scales(qsfa, MAX_M), flashinfer_scales(qsfb, N)
+    outs, counters = [], []
+    for flashinfer in (False, True):
+        out = torch.full((E, MAX_M, N), POISON, dtype=torch.bfloat16, device="cuda")
+        signals = torch.zeros(E, dtype=torch.int32, device="cuda")
+        if flashinfer:  # (m, k, l), (n, k, l), (m, n, l): views of the same [E, rows, cols] memory
+            signalgemm.grouped_gemm_nt_masked(
+                (a.permute(1, 2, 0), fi_sfa), (b.permute(1, 2, 0), fi_sfb), out.permute(1, 2, 0), masked_m,
+                ab_dtype=ab_dtype, sf_dtype=sf_dtype, c_dtype="bfloat16", sf_vec_size=sf_vec_size,
+                mma_tiler_mn=(128, 128), cluster_shape_mn=(1, 1), alpha=alpha, alpha_dtype="float32",
+                dst_signals=signals, sm_count=100)
+        else:
+            signalgemm.grouped_gemm_nt_masked((a, sfa), (b, sfb), out, masked_m, a_format=fmt, block_m=128,
+                                              block_n=128, alpha=alpha, signals=signals, sm_count=100)
+        outs.append(out)
+        counters.append(signals)
+    torch.cuda.synchronize()
+    assert torch.equal(outs[0], outs[1])
+    assert torch.equal(counters[0], counters[1])
+    if fmt != "fp8_block128":  # (decode_operand reads fp8_block128 scales as the activations' only)
+        reference = torch.einsum("emk,enk->emn", decode_operand(qa, qsfa, gs_a, fmt, "a", E, MAX_M, K),
+                                 decode_operand(qb, qsfb, gs_b, fmt, "b", E, N, K))
+        check(outs[1], reference.cuda(), masked_m)
+
+
+def test_scales_from_flashinfer_on_the_gpu():
+    """A CUDA tensor is converted on its GPU, as the host path converts its bytes."""
+    rows, cols, experts = 200, 7, 3  # k = 112 for sf_vec_size 16; partial row and column tiles
+    rng = np.random.default_rng(29)
+    swizzled = swizzle_128x4(rng.integers(0, 256, (experts, rows, cols), dtype=np.uint8))
+    on_host = signalgemm.scales_from_flashinfer(swizzled, experts, rows, 112)
+    flat = torch.from_numpy(swizzled.reshape(-1)).cuda()
+    for sf in (flat, flat.view(torch.float8_e4m3fn), flat.reshape(swizzled.shape).permute(3, 4, 1, 5, 2, 0)):
+        on_gpu = signalgemm.scales_from_flashinfer(sf, experts, rows, 112)
+        assert on_gpu.is_cuda and on_gpu.dtype == torch.uint8
+        assert np.array_equal(on_gpu.cpu().numpy(), on_host)
