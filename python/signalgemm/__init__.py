@@ -93,19 +93,23 @@ def _swizzled_to_rows(sf: Any, name: str) -> Any:
 
 
 def _scales_in_rows(sf: Any, data: Any, fmt: str, name: str) -> Any:
-    """A 6-d torch tensor of FlashInfer's swizzled scales for operand `data` ([E, rows, K or K/2]) ->
-    SignalGEMM's uint8 [E, rows, K / vec] (a copy on the scales' device); anything else unchanged."""
+    """A 6-d torch tensor of FlashInfer's swizzled scales for operand `data` ([E, rows, K or K/2], or
+    MmaFragments) -> SignalGEMM's uint8 [E, rows, K / vec] (a copy on the scales' device); anything
+    else unchanged."""
     if sf is None or not hasattr(sf, "permute") or sf.dim() != 6:
         return sf
     vec = {"nvfp4": 16, "mxfp4": 32, "mxfp8": 32}.get(fmt)
     if vec is None:
         raise ValueError(f"signalgemm: {name} in FlashInfer's swizzled layout needs an nvfp4, mxfp4 or mxfp8 operand, "
                          f"not {fmt}")
-    rows, k = data.shape[1], data.shape[2] * (2 if fmt in ("nvfp4", "mxfp4") else 1)
+    if isinstance(data, MmaFragments):
+        experts, rows, k = data.data.shape[0], data.n, data.k
+    else:
+        experts, rows, k = data.shape[0], data.shape[1], data.shape[2] * (2 if fmt in ("nvfp4", "mxfp4") else 1)
     full = _swizzled_to_rows(sf, name)
-    if full.shape[0] != data.shape[0] or full.shape[1] < rows or full.shape[2] < k // vec:
+    if full.shape[0] != experts or full.shape[1] < rows or full.shape[2] < k // vec:
         raise ValueError(f"signalgemm: {name} (swizzled, {tuple(full.shape)} scales) does not cover "
-                         f"[{data.shape[0]}, {rows}, {k // vec}]")
+                         f"[{experts}, {rows}, {k // vec}]")
     return full[:, :rows, : k // vec].contiguous()
 
 

@@ -290,13 +290,16 @@ def test_flashinfer_calling_convention_matches_native(fmt, ab_dtype, sf_dtype, s
             return physical if scale_view == "physical" else physical.permute(3, 4, 1, 5, 2, 0)  # (32, 4, rm, 4, rk, l)
         fi_sfa, fi_sfb = flashinfer_scales(qsfa, MAX_M), flashinfer_scales(qsfb, N)
     outs, counters = [], []
-    for flashinfer in (False, True):
-        out = torch.full((E, MAX_M, N), POISON, dtype=torch.bfloat16, device="cuda")
+    c_dtype = "float16" if fmt == "mxfp8" else "bfloat16"
+    # The native call, FlashInfer's, and FlashInfer's with weights packed by pack_mma_fragments (FP4).
+    for flashinfer in (False, True, "packed") if fmt in ("nvfp4", "mxfp4") else (False, True):
+        out = torch.full((E, MAX_M, N), POISON, dtype=getattr(torch, c_dtype), device="cuda")
         signals = torch.zeros(E, dtype=torch.int32, device="cuda")
         if flashinfer:  # (m, k, l), (n, k, l), (m, n, l): views of the same [E, rows, cols] memory
+            weights = signalgemm.pack_mma_fragments(b) if flashinfer == "packed" else b.permute(1, 2, 0)
             signalgemm.grouped_gemm_nt_masked(
-                (a.permute(1, 2, 0), fi_sfa), (b.permute(1, 2, 0), fi_sfb), out.permute(1, 2, 0), masked_m,
-                ab_dtype=ab_dtype, sf_dtype=sf_dtype, c_dtype="bfloat16", sf_vec_size=sf_vec_size,
+                (a.permute(1, 2, 0), fi_sfa), (weights, fi_sfb), out.permute(1, 2, 0), masked_m,
+                ab_dtype=ab_dtype, sf_dtype=sf_dtype, c_dtype=c_dtype, sf_vec_size=sf_vec_size,
                 mma_tiler_mn=(128, 128), cluster_shape_mn=(1, 1), alpha=alpha, alpha_dtype="float32",
                 dst_signals=signals, sm_count=100)
         else:
@@ -305,8 +308,9 @@ def test_flashinfer_calling_convention_matches_native(fmt, ab_dtype, sf_dtype, s
         outs.append(out)
         counters.append(signals)
     torch.cuda.synchronize()
-    assert torch.equal(outs[0], outs[1])
-    assert torch.equal(counters[0], counters[1])
+    for out, signals in zip(outs[1:], counters[1:]):
+        assert torch.equal(outs[0], out)
+        assert torch.equal(counters[0], signals)
     if fmt != "fp8_block128":  # (decode_operand reads fp8_block128 scales as the activations' only)
         reference = torch.einsum("emk,enk->emn", decode_operand(qa, qsfa, gs_a, fmt, "a", E, MAX_M, K),
                                  decode_operand(qb, qsfb, gs_b, fmt, "b", E, N, K))
