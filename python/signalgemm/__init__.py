@@ -24,6 +24,7 @@ __all__ = [
     "workspace_bytes",
     "quantize",
     "scales_from_flashinfer",
+    "format_from_flashinfer",
     "ERROR_MASKED_M_OUT_OF_RANGE",
 ]
 
@@ -58,7 +59,10 @@ _FLASHINFER_FORMATS = {
 }
 
 
-def _format_from_flashinfer(ab_dtype: str, sf_dtype: Optional[str], sf_vec_size: Optional[int]) -> str:
+def format_from_flashinfer(ab_dtype: str, sf_dtype: Optional[str] = None, sf_vec_size: Optional[int] = None) -> str:
+    """SignalGEMM's name of the operand format FlashInfer calls (ab_dtype, sf_dtype, sf_vec_size), e.g.
+    ("float4_e2m1fn", "float8_e4m3fn", 16) -> "nvfp4": what ``a_format`` / ``b_format`` of the size
+    helpers (``signal_layout``, ``expected_signals``, ``workspace_bytes``) take."""
     fmt = _FLASHINFER_FORMATS.get((ab_dtype, sf_dtype, None if sf_vec_size is None else int(sf_vec_size)))
     if fmt is None:
         known = ", ".join(f"({a!r}, {s!r}, {v})" for a, s, v in _FLASHINFER_FORMATS)
@@ -202,7 +206,8 @@ def grouped_gemm_nt_masked(
     ("bfloat16" or "float16") must match ``out``; ``mma_tiler_mn`` = (block_m, block_n);
     ``cluster_shape_mn`` (1, 1), (2, 1) or (1, 2) = cluster 1 or 2; ``alpha_dtype`` "float32". One
     difference remains: a counter of ``dst_signals`` reaches ``expected_signals(...)`` (one add per
-    tile), not the CTA count FlashInfer's counters reach.
+    tile; ``a_format=format_from_flashinfer(ab_dtype, sf_dtype, sf_vec_size)`` there), not the CTA
+    count FlashInfer's counters reach.
     """
     if signals is not None and dst_signals is not None:
         raise ValueError("signalgemm: pass signals or dst_signals, not both")
@@ -210,7 +215,7 @@ def grouped_gemm_nt_masked(
     a, sfa = _as_pair(lhs, "lhs")
     b, sfb = _as_pair(rhs, "rhs")
     if ab_dtype is not None:  # FlashInfer's convention
-        fmt = _format_from_flashinfer(ab_dtype, sf_dtype, sf_vec_size)
+        fmt = format_from_flashinfer(ab_dtype, sf_dtype, sf_vec_size)
         for name, given in (("a_format", a_format), ("b_format", b_format)):
             if given is not None and given != fmt:
                 raise ValueError(f"signalgemm: {name} = {given!r} contradicts ab_dtype = {ab_dtype!r} ({fmt})")

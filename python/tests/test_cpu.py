@@ -95,6 +95,16 @@ def test_flashinfer_calling_convention(override, message):
         call(**override)
 
 
+def test_format_from_flashinfer():
+    assert signalgemm.format_from_flashinfer("float4_e2m1fn", "float8_e4m3fn", 16) == "nvfp4"
+    assert signalgemm.format_from_flashinfer("float4_e2m1fn", "float8_e8m0fnu", 32) == "mxfp4"
+    assert signalgemm.format_from_flashinfer("float8_e4m3fn", "float8_e8m0fnu", 32) == "mxfp8"
+    assert signalgemm.format_from_flashinfer("float8_e4m3fn", "float32", 128) == "fp8_block128"
+    assert signalgemm.format_from_flashinfer("bfloat16") == "bf16"
+    with pytest.raises(ValueError, match="sf_vec_size = 16 is not a supported"):
+        signalgemm.format_from_flashinfer("float8_e4m3fn", "float8_e4m3fn", 16)
+
+
 def test_load_only_validates_like_the_launch():
     with pytest.raises(ValueError, match="config.block_m"):
         call(block_m=48, load_only=True)
