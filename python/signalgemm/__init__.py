@@ -71,6 +71,16 @@ def format_from_flashinfer(ab_dtype: str, sf_dtype: Optional[str] = None, sf_vec
     return fmt
 
 
+def _as_bytes_if_fp4(t: Any) -> Any:
+    """torch's float4_e2m1fn_x2 tensors (two e2m1 codes per byte, low nibble first, as nvfp4 / mxfp4 data
+    here) as their uint8 bytes; anything else unchanged."""
+    if str(getattr(t, "dtype", "")) == "torch.float4_e2m1fn_x2":
+        import torch
+
+        return t.view(torch.uint8)
+    return t
+
+
 def _native_order(t: Any) -> Any:
     """A torch tensor in FlashInfer's (rows, cols, experts) order (CuTe's (m, k, l): a view of [E, rows,
     cols] memory, its dimension 1 the contiguous one) as the [E, rows, cols] view SignalGEMM takes; any
@@ -178,7 +188,8 @@ def grouped_gemm_nt_masked(
 ) -> Any:
     """out[e, i, :] = alpha[e] * A[e, i, :] @ B[e].T for i < masked_m[e]; returns ``out``.
 
-    lhs = (a, sfa): a [E, max_m, K] (fp8: one byte per element; fp4: [E, max_m, K/2] packed),
+    lhs = (a, sfa): a [E, max_m, K] (fp8: one byte per element; fp4: [E, max_m, K/2] packed, uint8 or
+    torch.float4_e2m1fn_x2),
     rhs = (b, sfb): b [E, N, K] (or FP4 weights packed by ``pack_mma_fragments``), scales in the
     layouts of docs/formats.md, in the formats ``a_format`` (default "fp8_block128") and ``b_format``
     (default: a_format); out bf16 or fp16 [E, max_m, N] (bf16 with fp8_block128 x FP4);
@@ -214,6 +225,7 @@ def grouped_gemm_nt_masked(
     signals = signals if signals is not None else dst_signals
     a, sfa = _as_pair(lhs, "lhs")
     b, sfb = _as_pair(rhs, "rhs")
+    a, b = _as_bytes_if_fp4(a), _as_bytes_if_fp4(b)
     if ab_dtype is not None:  # FlashInfer's convention
         fmt = format_from_flashinfer(ab_dtype, sf_dtype, sf_vec_size)
         for name, given in (("a_format", a_format), ("b_format", b_format)):

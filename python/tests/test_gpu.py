@@ -297,8 +297,9 @@ def test_flashinfer_calling_convention_matches_native(fmt, ab_dtype, sf_dtype, s
         signals = torch.zeros(E, dtype=torch.int32, device="cuda")
         if flashinfer:  # (m, k, l), (n, k, l), (m, n, l): views of the same [E, rows, cols] memory
             weights = signalgemm.pack_mma_fragments(b) if flashinfer == "packed" else b.permute(1, 2, 0)
+            tokens = a.view(torch.float4_e2m1fn_x2) if ab_dtype == "float4_e2m1fn" else a  # torch's FP4 dtype
             signalgemm.grouped_gemm_nt_masked(
-                (a.permute(1, 2, 0), fi_sfa), (weights, fi_sfb), out.permute(1, 2, 0), masked_m,
+                (tokens.permute(1, 2, 0), fi_sfa), (weights, fi_sfb), out.permute(1, 2, 0), masked_m,
                 ab_dtype=ab_dtype, sf_dtype=sf_dtype, c_dtype=c_dtype, sf_vec_size=sf_vec_size,
                 mma_tiler_mn=(128, 128), cluster_shape_mn=(1, 1), alpha=alpha, alpha_dtype="float32",
                 dst_signals=signals, sm_count=100)
