@@ -97,7 +97,7 @@ def _swizzled_to_rows(sf: Any, name: str) -> Any:
     ((r / 128) rk + c / 4) 512 + (r % 32) 16 + ((r % 128) / 32) 4 + c % 4 of an expert's bytes)."""
     if tuple(sf.shape[:2]) == (32, 4) and sf.shape[3] == 4:
         rows_first = sf.permute(5, 2, 1, 0, 4, 3)  # (E, rm, r % 128 / 32, r % 32, rk, c % 4)
-    elif tuple(sf.shape[3:]) == (32, 4, 4):
+    elif tuple(sf.shape[3:]) == (32, 4, 4):  # (E, rm, rk, r % 32, r % 128 / 32, c % 4)
         rows_first = sf.permute(0, 1, 4, 3, 2, 5)
     else:
         raise ValueError(f"signalgemm: {name} is 6-d but not FlashInfer's swizzled scale layout (32, 4, rm, 4, rk, E) "
@@ -108,8 +108,8 @@ def _swizzled_to_rows(sf: Any, name: str) -> Any:
 
 def _scales_in_rows(sf: Any, data: Any, fmt: str, name: str) -> Any:
     """A 6-d torch tensor of FlashInfer's swizzled scales for operand `data` ([E, rows, K or K/2], or
-    MmaFragments) -> SignalGEMM's uint8 [E, rows, K / vec] (a copy on the scales' device); anything
-    else unchanged."""
+    MmaFragments) -> SignalGEMM's row-major [E, rows, K / vec] (its dtype kept; a copy on the scales'
+    device); anything else unchanged."""
     if sf is None or not hasattr(sf, "permute") or sf.dim() != 6:
         return sf
     vec = {"nvfp4": 16, "mxfp4": 32, "mxfp8": 32}.get(fmt)
