@@ -90,10 +90,10 @@ def _native_order(t: Any) -> Any:
     return t
 
 
-def _swizzled_to_rows(sf: Any, name: str) -> Any:
+def _swizzled_to_rows(sf: Any, experts: int, rows: int, cols: int, name: str) -> Any:
     """FlashInfer's 128x4-swizzled block scales, as the 6-d torch tensor its API takes (logical
-    (32, 4, rm, 4, rk, E), CuTe's order, or the physical (E, rm, rk, 32, 4, 4)), as a view
-    [E, rm * 128, rk * 4] in row-major scale order (docs/formats.md: scale (r, c) at
+    (32, 4, rm, 4, rk, E), CuTe's order, or the physical (E, rm, rk, 32, 4, 4)) -> a row-major copy
+    [experts, rows, cols] on its device, its dtype kept (docs/formats.md: scale (r, c) at
     ((r / 128) rk + c / 4) 512 + (r % 32) 16 + ((r % 128) / 32) 4 + c % 4 of an expert's bytes)."""
     if tuple(sf.shape[:2]) == (32, 4) and sf.shape[3] == 4:
         rows_first = sf.permute(5, 2, 1, 0, 4, 3)  # (E, rm, r % 128 / 32, r % 32, rk, c % 4)
@@ -102,14 +102,17 @@ def _swizzled_to_rows(sf: Any, name: str) -> Any:
     else:
         raise ValueError(f"signalgemm: {name} is 6-d but not FlashInfer's swizzled scale layout (32, 4, rm, 4, rk, E) "
                          f"or (E, rm, rk, 32, 4, 4), got shape {tuple(sf.shape)}")
-    experts, row_tiles, _, _, col_tiles, _ = rows_first.shape
-    return rows_first.reshape(experts, row_tiles * 128, col_tiles * 4)
+    e, row_tiles, _, _, col_tiles, _ = rows_first.shape
+    if e != experts or row_tiles * 128 < rows or col_tiles * 4 < cols:
+        raise ValueError(f"signalgemm: {name} (swizzled, [{e}, {row_tiles * 128}, {col_tiles * 4}] scales) does not "
+                         f"cover [{experts}, {rows}, {cols}]")
+    return rows_first.reshape(e, row_tiles * 128, col_tiles * 4)[:, :rows, :cols].contiguous()
 
 
 def _scales_in_rows(sf: Any, data: Any, fmt: str, name: str) -> Any:
     """A 6-d torch tensor of FlashInfer's swizzled scales for operand `data` ([E, rows, K or K/2], or
-    MmaFragments) -> SignalGEMM's row-major [E, rows, K / vec] (its dtype kept; a copy on the scales'
-    device); anything else unchanged."""
+    MmaFragments) -> SignalGEMM's row-major [E, rows, K / vec] (_swizzled_to_rows); anything else
+    unchanged."""
     if sf is None or not hasattr(sf, "permute") or sf.dim() != 6:
         return sf
     vec = {"nvfp4": 16, "mxfp4": 32, "mxfp8": 32}.get(fmt)
@@ -120,11 +123,7 @@ def _scales_in_rows(sf: Any, data: Any, fmt: str, name: str) -> Any:
         experts, rows, k = data.data.shape[0], data.n, data.k
     else:
         experts, rows, k = data.shape[0], data.shape[1], data.shape[2] * (2 if fmt in ("nvfp4", "mxfp4") else 1)
-    full = _swizzled_to_rows(sf, name)
-    if full.shape[0] != experts or full.shape[1] < rows or full.shape[2] < k // vec:
-        raise ValueError(f"signalgemm: {name} (swizzled, {tuple(full.shape)} scales) does not cover "
-                         f"[{experts}, {rows}, {k // vec}]")
-    return full[:, :rows, : k // vec].contiguous()
+    return _swizzled_to_rows(sf, experts, rows, k // vec, name)
 
 
 class MmaFragments:
@@ -377,11 +376,7 @@ def scales_from_flashinfer(sf: Any, num_experts: int, rows: int, k: int, sf_vec_
                 raise ValueError(f"signalgemm: sf must be {num_experts * row_tiles * col_tiles * 512} contiguous "
                                  f"bytes for {num_experts} experts x {rows} rows x {cols} scales, got {sf.numel()}")
             sf = sf.reshape(num_experts, row_tiles, col_tiles, 32, 4, 4)
-        full = _swizzled_to_rows(sf, "sf")
-        if full.shape[0] != num_experts or full.shape[1] < rows or full.shape[2] < cols:
-            raise ValueError(f"signalgemm: sf ({tuple(full.shape)} scales) does not cover "
-                             f"[{num_experts}, {rows}, {cols}]")
-        return full[:, :rows, :cols].contiguous()
+        return _swizzled_to_rows(sf, num_experts, rows, cols, "sf")
     if hasattr(sf, "detach"):  # a CPU torch tensor (uint8 or float8_e4m3fn): its bytes
         import torch
 
