@@ -501,7 +501,7 @@ struct RegisterWeightsMainloop {
     // copied in by cp.async during the stage before. Loaded into registers instead (ld.global one
     // stage ahead), they cost this loop ~16% at E=32, m=32 on the H100: ptxas gives those loads the
     // scoreboards of the weight tile's ld.shared, which then wait for global memory.
-    const uint8_t* scales[kSlices][2];  // for the L2 prefetch
+    const uint8_t* scales[kSlices][2];  // fp8 tokens: for the per-stage L2 prefetch
 #pragma unroll
     for (int sl = 0; sl < kSlices; ++sl)
 #pragma unroll
@@ -542,14 +542,20 @@ struct RegisterWeightsMainloop {
     // No branch may separate two MMA groups (ptxas would serialize every wgmma): K blocks past K
     // are multiplied as zeros, the conditional pieces below are predicated.
     for (int s = first_stage; s < end_stage; ++s) {
-      // Warm L2 with this thread's scales 8 stages ahead (a 128-byte line holds a row's scales for
-      // 32 64-K blocks); the copies one stage ahead below then wait for L2, not HBM.
+      if constexpr (kFp8Tokens) {
+        // Warms L2 with this thread's scales 8 stages ahead (a 128-byte line holds a row's scales
+        // for 32 64-K blocks). Only the fp8-token kernels keep it, because without it ptxas 13.0
+        // serializes their wgmmas (C7511). The others run 2-15% faster without it (H200,
+        // 2026-11-28, docs/performance.md; also faster than one row prefetched per lane, or the
+        // tile's scales prefetched in bulk by the producer): the copies one stage ahead wait for
+        // HBM only once per 128-byte line.
 #pragma unroll
-      for (int sl = 0; sl < kSlices; ++sl)
+        for (int sl = 0; sl < kSlices; ++sl)
 #pragma unroll
-        for (int h = 0; h < 2; ++h)
-          asm volatile(
-              "prefetch.global.L2 [%0];\n" ::"l"(block_scales(scales[sl][h], min((s + 8) * kSubs, num_k_blocks - 1))));
+          for (int h = 0; h < 2; ++h)
+            asm volatile("prefetch.global.L2 [%0];\n" ::"l"(
+                block_scales(scales[sl][h], min((s + 8) * kSubs, num_k_blocks - 1))));
+      }
       // This stage's scales are in (each lane waits for its copies; the warp barrier shows them to
       // the quad and orders the quad's reads of the other slot, in the stage before, before the
       // copies that now overwrite it with the next stage's).
