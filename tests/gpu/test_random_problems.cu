@@ -84,15 +84,26 @@ bool run_random_problem(const Pairing& pairing, int trial, int seed, ChooseConfi
                                              SignalGranularity::per_row_block};
   args.granularity = granularities[uniform(0, 2)];
   args.scope = uniform(0, 1) == 0 ? SignalScope::gpu : SignalScope::sys;
-  args.config = choose(rng);
   // Half the launches with a workspace: converted activations, or the dynamic tile counter.
+  const bool with_workspace = uniform(0, 1) == 0;
   DeviceBuffer workspace;
-  if (uniform(0, 1) == 0 && workspace_bytes(args) > 0) {
-    workspace = DeviceBuffer(workspace_bytes(args));
-    args.workspace = workspace.get();
-    args.workspace_bytes = workspace.bytes();
+  // A tile the pairing does not compile is drawn again (the same problem), so that nearly every
+  // trial runs: with one draw, a pairing that compiles 3 of the 5 common tiles ran fewer than two
+  // of six trials for 4% of the seeds (seed 263321214 did).
+  bool supported = false;
+  for (int draw = 0; draw < 16 && !supported; ++draw) {
+    args.config = choose(rng);
+    args.workspace = nullptr;
+    args.workspace_bytes = 0;
+    workspace = DeviceBuffer();
+    if (with_workspace && workspace_bytes(args) > 0) {
+      workspace = DeviceBuffer(workspace_bytes(args));
+      args.workspace = workspace.get();
+      args.workspace_bytes = workspace.bytes();
+    }
+    supported = validate(args).code != StatusCode::unsupported;
   }
-  if (validate(args).code == StatusCode::unsupported) return false;
+  if (!supported) return false;
   const TileConfig cfg = select_config(args);
   const std::string what = std::string(to_string(pairing.a)) + " x " + to_string(pairing.b) + " trial " +
                            std::to_string(trial) + " seed " + std::to_string(seed) + ": E " + std::to_string(experts) +
@@ -126,8 +137,8 @@ TEST(RandomProblems, EveryPairingWithTheHeuristicConfig) {
 
 // Other problems with a tile given in `config` (any of the common tiles, for fp8_block128 pairs also
 // the token-rows ones; now and then the shallowest ring, for fp8_block128 pairs now and then a
-// two-CTA cluster): the tiles the heuristic seldom picks for a pairing run too. Tiles a pairing does
-// not compile are rejected as unsupported (skipped); most draws must run.
+// two-CTA cluster): the tiles the heuristic seldom picks for a pairing run too. A tile a pairing does
+// not compile is drawn again (run_random_problem); most trials must run.
 TEST(RandomProblems, EveryPairingWithRandomTiles) {
   SG_REQUIRE_HOPPER();
   const int trials = env_int("SIGNALGEMM_RANDOM_TRIALS", 6);
