@@ -41,8 +41,9 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
                               int k = 0, bool tokens_in_workspace = false, bool dynamic_tiles = false);
 
 // Where the heuristic picks the wide 128x256 tile (several token blocks per expert: bf16 on both
-// sides; bf16 x mxfp8 took it too before 2026-11-28) but it would leave more than half of an H100's SMs idle: at most
-// kFewWideTiles tiles of it could exist (E x ceil(max_m / 128) x ceil(N / 256); masked_m <= max_m).
+// sides; bf16 x mxfp8 took it too before 2026-11-28) but it would leave more than half of an
+// H100's SMs idle: at most kFewWideTiles tiles of it could exist (E x ceil(max_m / 128) x
+// ceil(N / 256); masked_m <= max_m).
 // Then 128x128, whose twice as many tiles still fit one round on twice as many SMs (H100,
 // 2026-11-27, E1 m256-m512 4096x7168: bf16 37-41% faster, bf16 x mxfp8 54%; docs/performance.md).
 // fp8_block128's wide tile, the token-rows 128x192, ran 4-8% faster than 128x128 there itself
