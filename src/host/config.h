@@ -11,9 +11,11 @@ struct TileShape {
   int block_n;  // weight rows per tile (two MMA warpgroups)
 };
 
-// Tile shapes a TileConfig may name (the register-weights pairings also compile 32x256, 48x256 and
-// 64x256 for the heuristic's own use).
+// Tile shapes a TileConfig may name (the register-weights pairings also 32x256, 48x256 and 64x256:
+// kDecodeTiles).
 inline constexpr TileShape kSupportedTiles[] = {{32, 128}, {64, 128}, {128, 128}, {192, 128}, {128, 256}};
+// Register-weights pairings only (is_decode_tile): one token block of at most 64 rows x 256 weight rows.
+inline constexpr TileShape kDecodeTiles[] = {{32, 256}, {48, 256}, {64, 256}};
 // Tiles also compiled for two-CTA clusters (fp8_block128 x fp8_block128 only).
 inline constexpr TileShape kClusterTiles[] = {{128, 128}, {128, 256}};
 // fp8_block128 x fp8_block128 only: 128-token tiles with the tokens as the wgmma's M
@@ -27,6 +29,9 @@ bool is_supported_block_n(int block_n);
 bool is_supported_tile(int block_m, int block_n);
 bool is_cluster_tile(int block_m, int block_n);
 bool is_token_rows_tile(int block_m, int block_n);
+// A decode tile (kDecodeTiles) of a pairing that compiles them: bf16 tokens x nvfp4 / mxfp4 / mxfp8
+// weights, or tokens the register-weights mainloop converts (register_weights_with_converted_tokens).
+bool is_decode_tile(Format a_format, Format b_format, int block_m, int block_n);
 
 // Pure function of the problem and the device's shared-memory limit (bytes per block, opt-in).
 // Zero fields of `override_config` are chosen; non-zero ones are kept as given. The operand formats
@@ -52,6 +57,14 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
 // not depend on sm_count. False where the caller fixed the tile (args.config).
 bool narrows_few_wide_tiles(const GroupedGemmArgs& args, const TileConfig& chosen);
 inline constexpr int64_t kFewWideTiles = 64;
+
+// Where the heuristic picks 64x128 for bf16 tokens x register weights (one token block of 49-64
+// rows per expert) but at most kFewDecodeTiles tiles of it could exist (E x ceil(max_m / 64) x
+// ceil(N / 128)): the 64x256 decode tile instead, whose K the idle SMs split (plan_split_k; 64x128
+// does not split). A constant for the same reason as kFewWideTiles. False where the caller fixed
+// block_n.
+bool widens_few_decode_tiles(const GroupedGemmArgs& args, const TileConfig& chosen);
+inline constexpr int64_t kFewDecodeTiles = 64;
 
 // fp8_block128 tiles pair into two-CTA clusters only from this K on (H100, 2026-11-26: with K <= 2048
 // the 128x256 tile ran 1-6% faster alone, with K >= 4096 up to 3.5% faster in pairs; see

@@ -275,13 +275,18 @@ TileConfig launch_config(const GroupedGemmArgs& args, int smem, bool& converts) 
   TileConfig cfg = host::choose_tile_config(args.max_m, args.expected_m, smem, args.config, args.a.format,
                                             args.b.format, args.k, /*tokens_in_workspace=*/false,
                                             host::takes_tiles_dynamically(args));
-  if (host::narrows_few_wide_tiles(args, cfg)) {
-    TileConfig narrow = args.config;
-    narrow.block_m = 128;
-    narrow.block_n = 128;
-    cfg = host::choose_tile_config(args.max_m, args.expected_m, smem, narrow, args.a.format, args.b.format, args.k,
-                                   /*tokens_in_workspace=*/false, host::takes_tiles_dynamically(args));
-  }
+  // Launches with few tiles of the heuristic's pick take a tile that spreads over more SMs (config.h).
+  const auto with_tile = [&](int block_m, int block_n) {
+    TileConfig fixed = args.config;
+    fixed.block_m = block_m;
+    fixed.block_n = block_n;
+    return host::choose_tile_config(args.max_m, args.expected_m, smem, fixed, args.a.format, args.b.format, args.k,
+                                    /*tokens_in_workspace=*/false, host::takes_tiles_dynamically(args));
+  };
+  if (host::narrows_few_wide_tiles(args, cfg))
+    cfg = with_tile(128, 128);
+  else if (host::widens_few_decode_tiles(args, cfg))
+    cfg = with_tile(64, 256);
   converts = host::uses_activation_workspace(args, cfg);
   if (!converts) return cfg;
   if (args.a.format != Format::fp8_block128) {

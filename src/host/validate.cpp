@@ -191,10 +191,11 @@ void check_pairing(Checker& c, const GroupedGemmArgs& args, bool k_known) {
             " is not supported yet with a.format ", to_string(args.a.format), " and b.format ",
             to_string(args.b.format), "; the dequantizing mainloop needs k a multiple of 64");
   c.require(!dequant_pair || args.config.block_m == 0 || args.config.block_n == 0 ||
-                kernels::dequant_bf16_tile_compiled(args.a.format, args.config.block_m, args.config.block_n),
+                kernels::dequant_bf16_tile_compiled(args.a.format, args.config.block_m, args.config.block_n) ||
+                host::is_decode_tile(args.a.format, args.b.format, args.config.block_m, args.config.block_n),
             StatusCode::unsupported, "config.block_m = ", args.config.block_m, " with config.block_n = ",
             args.config.block_n, " is not compiled for a.format ", to_string(args.a.format),
-            "; fp8_block128 activations with FP4 weights have 32x128, 64x128 and 128x128");
+            "; fp8_block128 activations with FP4 weights have 32x128, 64x128, 128x128, 32x256, 48x256 and 64x256");
   // The register-weights mainloop works in 64-K blocks and reads a block's scales from one aligned word.
   // A valid block-scaled shape (k a multiple of 32) that the mainloop does not implement: unsupported.
   c.require(!k_known || !bf16_register_weights || args.k % 64 == 0, StatusCode::unsupported, "k = ", args.k,
@@ -207,16 +208,20 @@ void check_config(Checker& c, const GroupedGemmArgs& args) {
   const bool fp8_pair = args.a.format == Format::fp8_block128 && args.b.format == Format::fp8_block128;
   const TileConfig& cfg = args.config;
   const bool token_rows_tile = fp8_pair && host::is_token_rows_tile(cfg.block_m, cfg.block_n);
-  c.require(cfg.block_m == 0 || host::is_supported_block_m(cfg.block_m), "config.block_m = ", cfg.block_m,
-            " is not supported; use 0 (heuristic), 32, 64, 128 or 192");
+  // 48 tokens only on a decode tile, with block_n = 256 given.
+  const bool decode_tile = host::is_decode_tile(args.a.format, args.b.format, cfg.block_m, cfg.block_n);
+  c.require(cfg.block_m == 0 || host::is_supported_block_m(cfg.block_m) || decode_tile, "config.block_m = ",
+            cfg.block_m, " is not supported; use 0 (heuristic), 32, 64, 128 or 192 (the register-weights pairings ",
+            "with block_n = 256: also 48)");
   c.require(cfg.block_n == 0 || host::is_supported_block_n(cfg.block_n) || token_rows_tile, "config.block_n = ",
             cfg.block_n, " is not supported; use 0 (heuristic), 128 or 256 (fp8_block128 x fp8_block128 with ",
             "block_m = 128: also 192)");
   c.require(cfg.block_m == 0 || cfg.block_n == 0 || host::is_supported_tile(cfg.block_m, cfg.block_n) ||
-                token_rows_tile,
+                token_rows_tile || decode_tile,
             "config.block_m = ", cfg.block_m, " with config.block_n = ", cfg.block_n,
             " is not a compiled tile; compiled: 32x128, 64x128, 128x128, 192x128, 128x256 (fp8_block128 x "
-            "fp8_block128 also 128x192)");
+            "fp8_block128 also 128x192; bf16 x nvfp4 / mxfp4 / mxfp8 and the pairings whose tokens the "
+            "register-weights mainloop converts also 32x256, 48x256, 64x256)");
   c.require(cfg.stages == 0 || (cfg.stages >= host::kMinStages && cfg.stages <= host::kMaxStages),
             "config.stages = ", cfg.stages, " must be 0 (heuristic) or in [", host::kMinStages, ", ",
             host::kMaxStages, "]");

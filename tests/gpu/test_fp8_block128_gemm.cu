@@ -585,7 +585,7 @@ TEST(RegisterWeightsGemm, BlockScalesAcrossTheExponentRange) {
 
 // Weights dequantized in registers on decode (bf16 tokens x nvfp4, mxfp4 or mxfp8; tokens converted
 // in shared memory: fp8_block128 x FP4, nvfp4 x nvfp4, mxfp4 x mxfp4, mxfp8 x mxfp8): the heuristic's tiles of 256
-// weight rows (32x256, 48x256, 64x256, not overridable), a last stage reaching past K (576 = 2 x 256 + 64, where mxfp4
+// weight rows (32x256, 48x256, 64x256; 64x256 where 64x128 would leave the SMs idle), a last stage reaching past K (576 = 2 x 256 + 64, where mxfp4
 // rows hold 18 scale bytes; fp8_block128, whose stages hold whole 128-K blocks: 640), a partial column block, padded
 // strides, all SMs and a grid of 2 CTAs.
 TEST(RegisterWeightsGemm, DecodeTilesOf256WeightRows) {
@@ -620,6 +620,36 @@ TEST(RegisterWeightsGemm, DecodeTilesOf256WeightRows) {
             << " sm_count " << sm_count;
         expect_signals(args, masked_m, r.signals);
       }
+  }
+}
+
+// bf16 tokens, 49-64 per expert, with enough tiles: the heuristic's 64x128 (config.cpp), a partial
+// column block and a last stage past K; the decode tiles given explicitly on the same problem.
+TEST(RegisterWeightsGemm, SixtyFourTokensOn64x128) {
+  SG_REQUIRE_HOPPER();
+  for (const Format weights : {Format::nvfp4, Format::mxfp4, Format::mxfp8}) {
+    std::mt19937 rng(59);
+    Problem p;
+    p.build(/*experts=*/12, /*max_m=*/64, /*n=*/776, /*k=*/576, rng, /*a_pad=*/32, /*b_pad=*/16, 0, Format::bf16,
+            weights);
+    const auto reference = full_reference(p);
+    const std::vector<int32_t> masked_m = {0, 1, 9, 17, 24, 25, 33, 40, 41, 49, 57, 64};
+    for (const TileConfig given : {TileConfig{}, TileConfig{32, 256, 0}, TileConfig{48, 256, 0}, TileConfig{64, 256, 0}}) {
+      GroupedGemmArgs args = p.args();
+      args.expected_m = 40;  // 1.3 x 40 = 52 tokens: one block of 64
+      args.config = given;
+      args.granularity = SignalGranularity::per_row_block;
+      const TileConfig cfg = select_config(args);
+      if (given.block_m == 0) {
+        EXPECT_EQ(cfg.block_m, 64);
+        EXPECT_EQ(cfg.block_n, 128);  // 12 x 7 = 84 tiles: more than kFewDecodeTiles
+      }
+      const RunResult r = run(p, args, masked_m);
+      ASSERT_TRUE(r.status.ok()) << r.status.message;
+      EXPECT_EQ(check_output(p, masked_m, reference), "")
+          << "bf16 x " << to_string(weights) << " " << cfg.block_m << "x" << cfg.block_n;
+      expect_signals(args, masked_m, r.signals);
+    }
   }
 }
 

@@ -462,6 +462,12 @@ std::vector<Rejection> hint_and_config_rejections() {
       reject("SmCountNegative", [](auto& a) { a.sm_count = -1; }, {"sm_count"}, "got -1"),
       reject("ExpectedMNegative", [](auto& a) { a.expected_m = -1; }, {"expected_m"}, "got -1"),
       reject("ConfigBlockM48", [](auto& a) { a.config.block_m = 48; }, {"config.block_m"}, "48"),
+      reject("ConfigBlockM48WithBlockN128",
+             [](auto& a) {
+               make_bf16_nvfp4_pair(a);
+               a.config = TileConfig{48, 128, 0};
+             },
+             {"config.block_m"}, "also 48"),
       reject("ConfigBlockM256", [](auto& a) { a.config.block_m = 256; }, {"config.block_m"}, "256"),
       reject("ConfigBlockMNegative", [](auto& a) { a.config.block_m = -32; }, {"config.block_m"}, "-32"),
       reject("ConfigBlockN64", [](auto& a) { a.config.block_n = 64; }, {"config.block_n"}, "64"),
@@ -746,6 +752,32 @@ std::vector<Acceptance> all_acceptances() {
        [](auto& a) { make_fragment_weights_with_converted_tokens(a, Format::fp8_block128); }},
       {"Nvfp4FragmentWeightsWithConvertedTokens",
        [](auto& a) { make_fragment_weights_with_converted_tokens(a, Format::nvfp4); }},
+      // The decode tiles the heuristic picks for register weights may be given too.
+      {"Bf16Nvfp4Pair48x256",
+       [](auto& a) {
+         make_bf16_nvfp4_pair(a);
+         a.config = TileConfig{48, 256, 0};
+       }},
+      {"Bf16Mxfp8Pair64x256",
+       [](auto& a) {
+         make_bf16_nvfp4_pair(a);
+         a.b.format = Format::mxfp8;
+         a.config = TileConfig{64, 256, 0};
+       }},
+      {"Fp8Nvfp4Pair32x256", [](auto& a) {
+         a.b.format = Format::nvfp4;
+         a.config = TileConfig{32, 256, 0};
+       }},
+      {"Fp8TokensWithFragmentWeights48x256",
+       [](auto& a) {
+         make_fragment_weights_with_converted_tokens(a, Format::fp8_block128);
+         a.config = TileConfig{48, 256, 0};
+       }},
+      {"Mxfp8Mxfp8Pair64x256",
+       [](auto& a) {
+         a.a.format = a.b.format = Format::mxfp8;
+         a.config = TileConfig{64, 256, 0};
+       }},
       {"Bf16Nvfp4PairSmallestK",
        [](auto& a) {
          make_bf16_nvfp4_pair(a);
