@@ -97,12 +97,13 @@ bool narrows_few_wide_tiles(const GroupedGemmArgs& args, const TileConfig& chose
   return wide_tiles <= kFewWideTiles;
 }
 
-bool widens_few_decode_tiles(const GroupedGemmArgs& args, const TileConfig& chosen) {
-  if (args.config.block_n != 0 || chosen.block_m != 64 || chosen.block_n != 128 ||
+bool narrows_decode_tile(const GroupedGemmArgs& args, const TileConfig& chosen) {
+  if (args.config.block_n != 0 || chosen.block_n != 256 || chosen.block_m > 64 ||
       !kernels::is_bf16_register_weights_pair(args.a.format, args.b.format) || args.max_m < 1 || args.n < 1)
     return false;
-  const int64_t tiles = int64_t(args.num_experts) * ((args.max_m + 63) / 64) * ((args.n + 127) / 128);
-  return tiles <= kFewDecodeTiles;
+  const int64_t tiles =
+      int64_t(args.num_experts) * ((args.max_m + chosen.block_m - 1) / chosen.block_m) * ((args.n + 255) / 256);
+  return tiles > kFewDecodeTiles ? chosen.block_m == 64 : tiles > kFewDecodeTiles / 2;
 }
 
 SplitK plan_split_k(const GroupedGemmArgs& args, const TileConfig& config, int sms, bool tokens_in_workspace) {
@@ -259,12 +260,7 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
       requested_block_n == 0 && config.block_m <= 64) {
     config.block_n = 256;
     if (!explicit_block_m && config.block_m == 64 && rows_to_cover <= 48) config.block_m = 48;
-    // bf16 tokens, 49-64 of them: 64x128 instead, twice the tiles of half the weight rows (H200,
-    // 2026-11-28, E4-E64 at m = 40-48, both SPEC N x K pairs: FP4 weights 0-17% faster in either
-    // layout, one shape 1.5% slower; mxfp8 16-37%, whose 64x256 stages are 3 deep to 64x128's 6).
-    // Few tiles keep 64x256, whose K the idle SMs split (widens_few_decode_tiles). Tokens converted
-    // in the kernel keep 64x256: their mainloop has no 64x128.
-    if (config.block_m == 64 && kernels::is_bf16_register_weights_pair(a_format, b_format)) config.block_n = 128;
+    // (bf16 tokens may take 128 weight rows instead, by the launch's tile count: narrows_decode_tile.)
   }
   // Deepest ring that fits: more bytes in flight per SM is what a weight-streaming GEMM needs.
   if (config.stages == 0)

@@ -58,12 +58,17 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
 bool narrows_few_wide_tiles(const GroupedGemmArgs& args, const TileConfig& chosen);
 inline constexpr int64_t kFewWideTiles = 64;
 
-// Where the heuristic picks 64x128 for bf16 tokens x register weights (one token block of 49-64
-// rows per expert) but at most kFewDecodeTiles tiles of it could exist (E x ceil(max_m / 64) x
-// ceil(N / 128)): the 64x256 decode tile instead, whose K the idle SMs split (plan_split_k; 64x128
-// does not split). A constant for the same reason as kFewWideTiles. False where the caller fixed
-// block_n.
-bool widens_few_decode_tiles(const GroupedGemmArgs& args, const TileConfig& chosen);
+// bf16 tokens x register weights on a decode tile of 256 weight rows (32x256, 48x256, 64x256; block_n
+// not given): whether the launch takes 128 weight rows of the same tokens instead (32x128; 48 and 64
+// tokens: 64x128). With more than kFewDecodeTiles tiles of 256 rows, for 64 tokens only, whose
+// 64x256 holds 128-K stages (H200, 2026-11-28, E4-E64 at m = 40-48: FP4 weights 0-17% faster,
+// mxfp8 16-37%). With kFewDecodeTiles / 2 to kFewDecodeTiles of them, where K would split in 2 or 3
+// pieces (plan_split_k on an H100), twice the tiles unsplit (H200, 2026-11-28: 14-30% faster at E3-E4
+// 4096x7168 and E2 7168x2048); with fewer, K splits in 4-8 and the wide tile stays (E1-E2 4096x7168:
+// up to 37% faster than 128 rows; E1 7168x2048, 4 pieces of 2 stages: 17% slower for FP4 weights).
+// Counts of tiles only, not K, the SMs or the signals: the signal layout is computed from the sizes
+// alone (the Python module's without K).
+bool narrows_decode_tile(const GroupedGemmArgs& args, const TileConfig& chosen);
 inline constexpr int64_t kFewDecodeTiles = 64;
 
 // fp8_block128 tiles pair into two-CTA clusters only from this K on (H100, 2026-11-26: with K <= 2048

@@ -285,8 +285,8 @@ TileConfig launch_config(const GroupedGemmArgs& args, int smem, bool& converts) 
   };
   if (host::narrows_few_wide_tiles(args, cfg))
     cfg = with_tile(128, 128);
-  else if (host::widens_few_decode_tiles(args, cfg))
-    cfg = with_tile(64, 256);
+  else if (host::narrows_decode_tile(args, cfg))
+    cfg = with_tile(cfg.block_m == 32 ? 32 : 64, 128);
   converts = host::uses_activation_workspace(args, cfg);
   if (!converts) return cfg;
   if (args.a.format != Format::fp8_block128) {

@@ -122,9 +122,6 @@ struct SplitKCase {
   int experts, max_m, n, k, block_m;
   std::vector<int32_t> masked_m;
   int block_n = 128;
-  // > 0: the tile comes from the heuristic for this hint (the register-weights decode tiles are not
-  // selectable through `config`), and must be block_m x block_n.
-  int expected_m = 0;
 };
 
 void expect_split_k_correct(Format a_format, Format b_format, const std::vector<SplitKCase>& cases) {
@@ -136,15 +133,8 @@ void expect_split_k_correct(Format a_format, Format b_format, const std::vector<
     for (int sm_count : {0, 3})
       for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block}) {
         GroupedGemmArgs args = p.args();
-        if (c.expected_m > 0) {
-          args.expected_m = c.expected_m;
-          const TileConfig chosen = select_config(args);
-          EXPECT_EQ(chosen.block_m, c.block_m);
-          EXPECT_EQ(chosen.block_n, c.block_n);
-        } else {
-          args.config.block_m = c.block_m;
-          args.config.block_n = c.block_n;
-        }
+        args.config.block_m = c.block_m;
+        args.config.block_n = c.block_n;
         args.sm_count = sm_count;
         args.granularity = g;
         const size_t bytes = workspace_bytes(args);
@@ -499,21 +489,21 @@ TEST(RegisterWeightsGemm, SplitKForFewTiles) {
   for (const Format weights : {Format::nvfp4, Format::mxfp4}) {
     SCOPED_TRACE(to_string(weights));
     expect_split_k_correct(Format::bf16, weights,
-                           {{1, 20, 1024, 4096, 32, {17}, 256, 16},          // 4 tiles, 8 pieces of 2 stages
-                            {2, 48, 640, 2048, 48, {48, 1}, 256, 32},        // partial column block; 5 pieces of 1-2
-                            {3, 40, 264, 1344, 32, {0, 40, 33}, 256, 16}});  // 3 pieces of 2 stages
+                           {{1, 20, 1024, 4096, 32, {17}, 256},          // 4 tiles, 8 pieces of 2 stages
+                            {2, 48, 640, 2048, 48, {48, 1}, 256},        // partial column block; 5 pieces of 1-2
+                            {3, 40, 264, 1344, 32, {0, 40, 33}, 256}});  // 3 pieces of 2 stages
   }
   // mxfp8 weights: stages of 128 K; the 64x256 tile too (5 pieces of 3 or 4 stages).
   SCOPED_TRACE("bf16 x mxfp8");
   expect_split_k_correct(Format::bf16, Format::mxfp8,
-                         {{1, 20, 1024, 4096, 32, {17}, 256, 16}, {1, 64, 1024, 2048, 64, {64}, 256, 40},
-                          {3, 40, 264, 1344, 32, {0, 40, 33}, 256, 16}});
+                         {{1, 20, 1024, 4096, 32, {17}, 256}, {1, 64, 1024, 2048, 64, {64}, 256},
+                          {3, 40, 264, 1344, 32, {0, 40, 33}, 256}});
   // The weights' format on both sides: the activations converted to bf16 at the workspace's start,
   // the bf16 launch's partials past them.
   for (const Format format : {Format::nvfp4, Format::mxfp4, Format::mxfp8}) {
     SCOPED_TRACE(to_string(format) + std::string(" x ") + to_string(format));
     expect_split_k_correct(format, format,
-                           {{1, 20, 1024, 4096, 32, {17}, 256, 16}, {3, 40, 264, 1344, 32, {0, 40, 33}, 256, 16}});
+                           {{1, 20, 1024, 4096, 32, {17}, 256}, {3, 40, 264, 1344, 32, {0, 40, 33}, 256}});
   }
   // fp8_block128 tokens x FP4 weights: the tokens converted to bf16 in the workspace (their scales
   // promoted per 128-K block in each piece), the partials past them; K = 2432: 19 blocks of 128,
@@ -521,12 +511,12 @@ TEST(RegisterWeightsGemm, SplitKForFewTiles) {
   {
     SCOPED_TRACE("fp8_block128 x nvfp4");
     expect_split_k_correct(Format::fp8_block128, Format::nvfp4,
-                           {{1, 20, 1024, 4096, 32, {17}, 256, 16}, {3, 40, 264, 2432, 32, {0, 40, 33}, 256, 16},
-                            {2, 48, 640, 2048, 48, {48, 1}, 256, 32}});
+                           {{1, 20, 1024, 4096, 32, {17}, 256}, {3, 40, 264, 2432, 32, {0, 40, 33}, 256},
+                            {2, 48, 640, 2048, 48, {48, 1}, 256}});
   }
   SCOPED_TRACE("fp8_block128 x mxfp4");
   expect_split_k_correct(Format::fp8_block128, Format::mxfp4,
-                         {{3, 40, 264, 2432, 32, {0, 40, 33}, 256, 16}, {2, 48, 640, 2048, 48, {48, 1}, 256, 32}});
+                         {{3, 40, 264, 2432, 32, {0, 40, 33}, 256}, {2, 48, 640, 2048, 48, {48, 1}, 256}});
 }
 
 // One small split per register-weights split kernel not covered by MmaFragments.SplitKForFewTiles
@@ -537,7 +527,7 @@ TEST(RegisterWeightsGemm, SplitKSanitizerSmallCase) {
   for (const Format tokens : {Format::bf16, Format::fp8_block128}) {
     const Format weights = tokens == Format::bf16 ? Format::mxfp8 : Format::nvfp4;
     SCOPED_TRACE(to_string(tokens) + std::string(" x ") + to_string(weights));
-    expect_split_k_correct(tokens, weights, {{1, 20, 512, 1536, 32, {17}, 256, 16}});
+    expect_split_k_correct(tokens, weights, {{1, 20, 512, 1536, 32, {17}, 256}});
   }
 }
 
@@ -584,8 +574,8 @@ TEST(RegisterWeightsGemm, BlockScalesAcrossTheExponentRange) {
 }
 
 // Weights dequantized in registers on decode (bf16 tokens x nvfp4, mxfp4 or mxfp8; tokens converted
-// in shared memory: fp8_block128 x FP4, nvfp4 x nvfp4, mxfp4 x mxfp4, mxfp8 x mxfp8): the heuristic's tiles of 256
-// weight rows (32x256, 48x256, 64x256; 64x256 where 64x128 would leave the SMs idle), a last stage reaching past K (576 = 2 x 256 + 64, where mxfp4
+// in shared memory: fp8_block128 x FP4, nvfp4 x nvfp4, mxfp4 x mxfp4, mxfp8 x mxfp8): the decode tiles of 256
+// weight rows (32x256, 48x256, 64x256, given in config), a last stage reaching past K (576 = 2 x 256 + 64, where mxfp4
 // rows hold 18 scale bytes; fp8_block128, whose stages hold whole 128-K blocks: 640), a partial column block, padded
 // strides, all SMs and a grid of 2 CTAs.
 TEST(RegisterWeightsGemm, DecodeTilesOf256WeightRows) {
@@ -604,15 +594,13 @@ TEST(RegisterWeightsGemm, DecodeTilesOf256WeightRows) {
     // Every MMA width of every decode tile (the real tokens of a block rounded up to 8, at least
     // 16: mma_tile_width): 16 .. 32, 16 .. 48 and 16 .. 64 tokens.
     const std::vector<int32_t> masked_m = {0, 1, 9, 17, 24, 25, 33, 40, 41, 49, 57, 64};
-    for (const int expected_m : {16, 32, 40})  // 1.3 x the hint: 21 -> 32 tokens, 42 -> 48, 52 -> 64
-      for (const int sm_count : {0, 2}) {        // 2: several tiles per CTA
+    for (const int block_m : {32, 48, 64})
+      for (const int sm_count : {0, 2}) {  // 2: several tiles per CTA
         GroupedGemmArgs args = p.args();
-        args.expected_m = expected_m;
+        args.config = TileConfig{block_m, 256, 0};
         args.granularity = SignalGranularity::per_row_block;
         args.sm_count = sm_count;
         const TileConfig cfg = select_config(args);
-        EXPECT_EQ(cfg.block_m, expected_m == 16 ? 32 : expected_m == 32 ? 48 : 64);
-        EXPECT_EQ(cfg.block_n, 256);
         const RunResult r = run(p, args, masked_m);
         ASSERT_TRUE(r.status.ok()) << r.status.message;
         EXPECT_EQ(check_output(p, masked_m, reference), "")
@@ -640,9 +628,9 @@ TEST(RegisterWeightsGemm, SixtyFourTokensOn64x128) {
       args.config = given;
       args.granularity = SignalGranularity::per_row_block;
       const TileConfig cfg = select_config(args);
-      if (given.block_m == 0) {
+      if (given.block_m == 0) {  // 12 x 4 = 48 tiles of 64x256 would split K in 2 pieces only
         EXPECT_EQ(cfg.block_m, 64);
-        EXPECT_EQ(cfg.block_n, 128);  // 12 x 7 = 84 tiles: more than kFewDecodeTiles
+        EXPECT_EQ(cfg.block_n, 128);
       }
       const RunResult r = run(p, args, masked_m);
       ASSERT_TRUE(r.status.ok()) << r.status.message;

@@ -92,7 +92,7 @@ TEST(MmaFragments, EveryTileConfigAndEdgeMaskedM) {
   }
 }
 
-// The heuristic's decode tiles of 256 weight rows (32x256, 48x256, 64x256), a last stage past K.
+// The decode tiles of 256 weight rows (32x256, 48x256, 64x256), a last stage past K.
 TEST(MmaFragments, DecodeTilesOf256WeightRows) {
   SG_REQUIRE_HOPPER();
   for (const Format weights : {Format::nvfp4, Format::mxfp4}) {
@@ -106,19 +106,15 @@ TEST(MmaFragments, DecodeTilesOf256WeightRows) {
     // Every MMA width of every decode tile (the real tokens of a block rounded up to 8, at least
     // 16: mma_tile_width): 16 .. 32, 16 .. 48 and 16 .. 64 tokens.
     const std::vector<int32_t> masked_m = {0, 1, 9, 17, 24, 25, 33, 40, 41, 49, 57, 64};
-    for (const int expected_m : {16, 32, 40})
+    for (const int block_m : {32, 48, 64})
       for (const int sm_count : {0, 2}) {
         GroupedGemmArgs args = p.args();
-        args.expected_m = expected_m;
+        args.config = TileConfig{block_m, 256, 0};
         args.granularity = SignalGranularity::per_expert;
         args.scope = SignalScope::sys;
         args.sm_count = sm_count;
-        const TileConfig cfg = select_config(with_fragments(args, packed));
-        EXPECT_EQ(cfg.block_m, expected_m == 16 ? 32 : expected_m == 32 ? 48 : 64);  // 1.3 x the hint, rounded up
-        EXPECT_EQ(cfg.block_n, 256);
         expect_same_as_rows(p, packed, args, masked_m, reference,
-                            "expected_m " + std::to_string(expected_m) + " tile " + std::to_string(cfg.block_m) +
-                                "x256 sm_count " + std::to_string(sm_count));
+                            "tile " + std::to_string(block_m) + "x256 sm_count " + std::to_string(sm_count));
       }
   }
 }
@@ -136,9 +132,8 @@ TEST(MmaFragments, SplitKForFewTiles) {
     const DeviceBuffer packed = pack(p);
     const auto reference = full_reference(p);
     GroupedGemmArgs args = p.args();
-    args.expected_m = 16;  // the 32x256 decode tile
+    args.config = TileConfig{32, 256, 0};  // the decode tile that splits
     args.granularity = SignalGranularity::per_row_block;
-    EXPECT_EQ(select_config(args).block_m, 32);
     const size_t bytes = workspace_bytes(args);
     EXPECT_GT(bytes, host::kTileCounterBytes) << "expected a split of K";
     DeviceBuffer workspace(bytes);

@@ -107,7 +107,7 @@ TEST(Config, DequantizingPairings) {
 
 // Weights dequantized in registers at decode (bf16 x nvfp4, bf16 x mxfp4, bf16 x mxfp8; converted
 // tokens: fp8_block128 x FP4, nvfp4 x nvfp4, mxfp4 x mxfp4, mxfp8 x mxfp8): 256 weight rows per tile, and 48 tokens
-// where 1.3x the hint fits them; 64 bf16 tokens take 64x128 (checked below, the stages as for the others) (at least 3 stages beside the block-scale buffer, each stage's tiles 1024-byte aligned;
+// where 1.3x the hint fits them (bf16 tokens may take 128 weight rows instead: narrows_decode_tile, below) (at least 3 stages beside the block-scale buffer, each stage's tiles 1024-byte aligned;
 // converted tokens: their loaded bytes after the bf16 tiles also 1024-byte aligned; fp8 tokens:
 // whole 128-K blocks per stage, the token scales 128-byte aligned).
 TEST(Config, RegisterWeightsDecodeTiles) {
@@ -126,11 +126,9 @@ TEST(Config, RegisterWeightsDecodeTiles) {
     EXPECT_EQ(pick(16).block_m, 32);
     EXPECT_EQ(pick(32).block_m, 48);
     EXPECT_EQ(pick(40).block_m, 64);
-    EXPECT_EQ(pick(40).block_n, converted ? 256 : 128);
     EXPECT_TRUE(is_decode_tile(tokens, weights, 48, 256));
     for (int expected_m : {16, 32, 40}) {
       const TileConfig cfg = pick(expected_m);
-      if (cfg.block_n == 128) continue;
       EXPECT_EQ(cfg.block_n, 256);
       EXPECT_GE(cfg.stages, 3);
       EXPECT_EQ(register_weights_with_converted_tokens(tokens, weights, cfg.block_m, cfg.block_n), converted);
@@ -151,46 +149,58 @@ TEST(Config, RegisterWeightsDecodeTiles) {
     }
   }
   EXPECT_EQ(kernels::register_weights_stage_subs(48, 256), 4);
-  for (const Format weights : {Format::nvfp4, Format::mxfp4, Format::mxfp8}) {
-    const TileConfig cfg = choose_tile_config(4096, 40, kH100SmemPerBlock, {}, Format::bf16, weights);
-    EXPECT_GE(cfg.stages, weights == Format::mxfp8 ? 6 : 4) << to_string(weights);
-    EXPECT_EQ(smem_bytes(64, 128, cfg.stages, Format::bf16, weights) <= kH100SmemPerBlock, true);
-    // A given block_m of 64 takes 64x128 too; a given block_n is kept.
-    EXPECT_EQ(choose_tile_config(4096, 0, kH100SmemPerBlock, TileConfig{64, 0, 0}, Format::bf16, weights).block_n, 128);
-    EXPECT_EQ(choose_tile_config(4096, 40, kH100SmemPerBlock, TileConfig{64, 256, 0}, Format::bf16, weights).block_n,
-              256);
-  }
   EXPECT_FALSE(is_decode_tile(Format::fp8_block128, Format::fp8_block128, 48, 256));
   EXPECT_FALSE(is_decode_tile(Format::bf16, Format::bf16, 64, 256));
   EXPECT_FALSE(is_decode_tile(Format::bf16, Format::nvfp4, 48, 128));
 }
 
-// Few decode tiles (widens_few_decode_tiles): where 64x128 tiles of bf16 x register weights could
-// not fill half of an H100's SMs the launch takes 64x256, whose K the idle SMs split.
-TEST(Config, FewDecodeTilesTakeTheSplitTile) {
+// bf16 x register weights on a decode tile (narrows_decode_tile): 64 tokens take 64x128 where tiles are
+// many; 33-64 tiles of 256 rows (K would split in 2-3 pieces) take 128 rows; fewer keep 256 and split.
+TEST(Config, DecodeTileWidthByTileCount) {
   GroupedGemmArgs args;
   args.a.format = Format::bf16, args.b.format = Format::nvfp4;
-  args.num_experts = 2, args.max_m = 64, args.expected_m = 48, args.n = 4096, args.k = 7168;  // 2 x 32 = 64 tiles
-  TileConfig cfg = select_config(args);
-  EXPECT_EQ(cfg.block_m, 64);
-  EXPECT_EQ(cfg.block_n, 256);
-  EXPECT_EQ(signal_layout(args).block_n, 256);
-  args.num_experts = 3;  // 96 tiles
-  EXPECT_EQ(select_config(args).block_n, 128);
-  args.num_experts = 2;
-  args.b.format = Format::mxfp8;
-  EXPECT_EQ(select_config(args).block_n, 256);
-  args.config = TileConfig{64, 128, 0, 0};  // the caller's tile is kept
-  EXPECT_EQ(select_config(args).block_n, 128);
+  const auto tile = [&](int experts, int max_m, int expected_m, int n, int k) {
+    args.num_experts = experts, args.max_m = max_m, args.expected_m = expected_m, args.n = n, args.k = k;
+    const TileConfig cfg = select_config(args);
+    EXPECT_EQ(signal_layout(args).block_n, cfg.block_n);
+    return std::to_string(cfg.block_m) + "x" + std::to_string(cfg.block_n);
+  };
+  for (const Format weights : {Format::nvfp4, Format::mxfp4, Format::mxfp8}) {
+    SCOPED_TRACE(to_string(weights));
+    args.b.format = weights;
+    EXPECT_EQ(tile(32, 64, 40, 4096, 7168), "64x128");  // 512 tiles of 64x256: many
+    EXPECT_EQ(tile(32, 48, 32, 4096, 7168), "48x256");
+    EXPECT_EQ(tile(32, 32, 16, 4096, 7168), "32x256");
+    EXPECT_EQ(tile(1, 32, 16, 4096, 7168), "32x256");   // 16 tiles: 8 pieces
+    EXPECT_EQ(tile(2, 48, 32, 4096, 7168), "48x256");   // 32 tiles: 4 pieces
+    EXPECT_EQ(tile(3, 32, 16, 4096, 7168), "32x128");   // 48 tiles: 2 pieces
+    EXPECT_EQ(tile(4, 48, 32, 4096, 7168), "64x128");   // 64 tiles: 2 pieces
+    EXPECT_EQ(tile(5, 32, 16, 4096, 7168), "32x256");   // 80 tiles: many
+    EXPECT_EQ(tile(2, 32, 16, 7168, 2048), "32x128");   // 56 tiles: 2 pieces
+    EXPECT_EQ(tile(2, 64, 40, 4096, 7168), "64x256");   // 32 tiles: 4 pieces
+    EXPECT_EQ(tile(1, 32, 16, 7168, 2048), "32x256");   // 28 tiles: 4 pieces
+    EXPECT_EQ(tile(1, 32, 16, 7168, 0), "32x256");      // K unknown (a signal layout): the same tile
+  }
+  // The tile does not depend on the signals (system-scope ones do not split: 32x256 unsplit).
+  args.signals = reinterpret_cast<uint32_t*>(0x1000);
+  args.scope = SignalScope::sys;
+  EXPECT_EQ(tile(1, 32, 16, 4096, 7168), "32x256");
+  EXPECT_EQ(tile(3, 32, 16, 4096, 7168), "32x128");
+  args.signals = nullptr;
+  args.scope = SignalScope::gpu;
+  args.config = TileConfig{0, 256, 0, 0};  // a given block_n is kept
+  EXPECT_EQ(tile(3, 32, 16, 4096, 7168), "32x256");
+  args.config = TileConfig{64, 0, 0, 0};  // a given block_m alone takes the same rule
+  EXPECT_EQ(tile(32, 64, 40, 4096, 7168), "64x128");
   args.config = {};
   args.a.format = args.b.format = Format::nvfp4;
-  args.num_experts = 32;
-  EXPECT_EQ(select_config(args).block_n, 256);  // no workspace: the converting mainloop's 64x256
+  EXPECT_EQ(tile(32, 64, 40, 4096, 7168), "64x256");  // no workspace: the converting mainloop's 64x256
   args.workspace = reinterpret_cast<void*>(0x1000);  // never dereferenced: tile selection only
   args.workspace_bytes = size_t(1) << 30;
-  EXPECT_EQ(select_config(args).block_n, 128);  // converted in the workspace: run as bf16 tokens
-  args.num_experts = 2;
-  EXPECT_EQ(select_config(args).block_n, 256);
+  EXPECT_EQ(tile(32, 64, 40, 4096, 7168), "64x128");  // converted in the workspace: run as bf16 tokens
+  EXPECT_EQ(tile(3, 32, 16, 4096, 7168), "32x128");
+  args.a.format = Format::fp8_block128, args.b.format = Format::nvfp4;  // fp8 tokens keep their tiles
+  EXPECT_EQ(tile(32, 64, 40, 4096, 7168), "64x256");
 }
 
 // Several token blocks per expert: bf16 x FP4 weights take 192x128, bf16 x mxfp8 128x128 (each
