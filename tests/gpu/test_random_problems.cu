@@ -136,7 +136,7 @@ TEST(RandomProblems, EveryPairingWithTheHeuristicConfig) {
 }
 
 // Other problems with a tile given in `config` (any of the common tiles, for fp8_block128 pairs also
-// the token-rows ones; now and then the shallowest ring, for fp8_block128 pairs now and then a
+// the token-rows ones, for the register-weights pairings the decode tiles; now and then the shallowest ring, for fp8_block128 pairs now and then a
 // two-CTA cluster): the tiles the heuristic seldom picks for a pairing run too. A tile a pairing does
 // not compile is drawn again (run_random_problem); most trials must run.
 TEST(RandomProblems, EveryPairingWithRandomTiles) {
@@ -148,11 +148,14 @@ TEST(RandomProblems, EveryPairingWithRandomTiles) {
     for (int trial = 0; trial < trials; ++trial)
       ran += run_random_problem(pairing, trial, seed, [&](std::mt19937& rng) {
         const bool fp8_pair = pairing.a == Format::fp8_block128 && pairing.b == Format::fp8_block128;
-        // fp8_block128 pairs also draw the token-rows tiles.
+        // fp8_block128 pairs also draw the token-rows tiles, the register-weights pairings the decode tiles.
+        const bool decode = host::is_decode_tile(pairing.a, pairing.b, 32, 256);
         const size_t common = std::size(host::kSupportedTiles);
-        const size_t pick = rng() % (common + (fp8_pair ? std::size(host::kTokenRowsTiles) : 0));
-        const host::TileShape tile =
-            pick < common ? host::kSupportedTiles[pick] : host::kTokenRowsTiles[pick - common];
+        const size_t extra = fp8_pair ? std::size(host::kTokenRowsTiles) : decode ? std::size(host::kDecodeTiles) : 0;
+        const size_t pick = rng() % (common + extra);
+        const host::TileShape tile = pick < common ? host::kSupportedTiles[pick]
+                                     : fp8_pair    ? host::kTokenRowsTiles[pick - common]
+                                                   : host::kDecodeTiles[pick - common];
         TileConfig config{tile.block_m, tile.block_n, 0, 0};
         if (rng() % 3 == 0) config.stages = 2;  // the shallowest ring
         if (fp8_pair && rng() % 2 == 0 && host::is_cluster_tile(tile.block_m, tile.block_n)) config.cluster = 2;
