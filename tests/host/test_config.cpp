@@ -315,6 +315,40 @@ TEST(Config, StagingLayoutsPlaceEveryUnitOnceWithoutBankConflicts) {
   EXPECT_TRUE((kernels::StagingLayout<64, 128>(true).boxes));
 }
 
+// A consumer computes the signal layout from the sizes (the Python module's signal_layout without K
+// or a workspace's activations): over many shapes, every pairing, the tile must not depend on K,
+// sm_count or the signals.
+TEST(Config, SignalLayoutDoesNotDependOnKSmsOrSignals) {
+  const Format pairs[][2] = {{Format::fp8_block128, Format::fp8_block128}, {Format::bf16, Format::bf16},
+                             {Format::bf16, Format::nvfp4},  {Format::bf16, Format::mxfp4},
+                             {Format::bf16, Format::mxfp8},  {Format::fp8_block128, Format::nvfp4},
+                             {Format::nvfp4, Format::nvfp4}, {Format::mxfp8, Format::mxfp8}};
+  for (const auto& [a, b] : pairs)
+    for (const int experts : {1, 2, 3, 4, 8, 32})
+      for (const int m : {1, 8, 24, 40, 48, 64, 100, 256})
+        for (const int n : {1024, 2048, 4096, 7168}) {
+          GroupedGemmArgs args;
+          args.a.format = a, args.b.format = b;
+          args.num_experts = experts, args.max_m = m, args.n = n;
+          args.granularity = SignalGranularity::per_row_block;
+          args.k = 0;
+          const SignalLayout sized = signal_layout(args);
+          for (const int k : {256, 2048, 7168})
+            for (const int sm_count : {0, 16}) {
+              GroupedGemmArgs launched = args;
+              launched.k = k;
+              launched.sm_count = sm_count;
+              launched.signals = reinterpret_cast<uint32_t*>(0x1000);
+              launched.scope = sm_count == 0 ? SignalScope::gpu : SignalScope::sys;
+              const SignalLayout l = signal_layout(launched);
+              EXPECT_TRUE(l.block_m == sized.block_m && l.block_n == sized.block_n)
+                  << to_string(a) << " x " << to_string(b) << " E" << experts << " m" << m << " n" << n << " k" << k
+                  << " sm_count " << sm_count << ": " << l.block_m << "x" << l.block_n << " against "
+                  << sized.block_m << "x" << sized.block_n;
+            }
+        }
+}
+
 // Split K only where the tiles fill at most a third of the SMs, on the fp8 decode tiles, with enough K.
 // Few wide tiles (narrows_few_wide_tiles): launches whose 128x256 tiles could not fill half of an
 // H100's SMs take 128x128; the tile, and so the signal layout, does not depend on sm_count.
