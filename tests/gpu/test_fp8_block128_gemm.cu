@@ -622,7 +622,8 @@ TEST(RegisterWeightsGemm, SixtyFourTokensOn64x128) {
             weights);
     const auto reference = full_reference(p);
     const std::vector<int32_t> masked_m = {0, 1, 9, 17, 24, 25, 33, 40, 41, 49, 57, 64};
-    for (const TileConfig given : {TileConfig{}, TileConfig{32, 256, 0}, TileConfig{48, 256, 0}, TileConfig{64, 256, 0}}) {
+    for (const TileConfig given :
+         {TileConfig{}, TileConfig{32, 256, 0}, TileConfig{48, 256, 0}, TileConfig{64, 256, 0}}) {
       GroupedGemmArgs args = p.args();
       args.expected_m = 40;  // 1.3 x 40 = 52 tokens: one block of 64
       args.config = given;

@@ -136,9 +136,10 @@ TEST(RandomProblems, EveryPairingWithTheHeuristicConfig) {
 }
 
 // Other problems with a tile given in `config` (any of the common tiles, for fp8_block128 pairs also
-// the token-rows ones, for the register-weights pairings the decode tiles; now and then the shallowest ring, for fp8_block128 pairs now and then a
-// two-CTA cluster): the tiles the heuristic seldom picks for a pairing run too. A tile a pairing does
-// not compile is drawn again (run_random_problem); most trials must run.
+// the token-rows ones, for the register-weights pairings the decode tiles; now and then the shallowest
+// ring, for fp8_block128 pairs now and then a two-CTA cluster): the tiles the heuristic seldom picks
+// for a pairing run too. A tile a pairing does not compile is drawn again (run_random_problem); most
+// trials must run.
 TEST(RandomProblems, EveryPairingWithRandomTiles) {
   SG_REQUIRE_HOPPER();
   const int trials = env_int("SIGNALGEMM_RANDOM_TRIALS", 6);

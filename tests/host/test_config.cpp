@@ -107,9 +107,10 @@ TEST(Config, DequantizingPairings) {
 
 // Weights dequantized in registers at decode (bf16 x nvfp4, bf16 x mxfp4, bf16 x mxfp8; converted
 // tokens: fp8_block128 x FP4, nvfp4 x nvfp4, mxfp4 x mxfp4, mxfp8 x mxfp8): 256 weight rows per tile, and 48 tokens
-// where 1.3x the hint fits them (bf16 tokens may take 128 weight rows instead: narrows_decode_tile, below) (at least 3 stages beside the block-scale buffer, each stage's tiles 1024-byte aligned;
+// where 1.3x the hint fits them (bf16 tokens may take 128 weight rows by the launch's tile count:
+// narrows_decode_tile, below). At least 3 stages beside the block-scale buffer, each stage's tiles 1024-byte aligned;
 // converted tokens: their loaded bytes after the bf16 tiles also 1024-byte aligned; fp8 tokens:
-// whole 128-K blocks per stage, the token scales 128-byte aligned).
+// whole 128-K blocks per stage, the token scales 128-byte aligned.
 TEST(Config, RegisterWeightsDecodeTiles) {
   const Format pairs[][2] = {{Format::bf16, Format::nvfp4},  {Format::bf16, Format::mxfp4},
                              {Format::bf16, Format::mxfp8},  {Format::fp8_block128, Format::nvfp4},
