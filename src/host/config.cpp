@@ -1,12 +1,22 @@
 #include "host/config.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 
 #include "kernels/dequant_bf16_plan.h"
 #include "kernels/kernel_params.h"
 
 namespace signalgemm::host {
+
+namespace {
+// Whether `tiles` holds block_m x block_n.
+template <size_t kCount>
+bool holds(const TileShape (&tiles)[kCount], int block_m, int block_n) {
+  return std::any_of(std::begin(tiles), std::end(tiles),
+                     [&](TileShape t) { return t.block_m == block_m && t.block_n == block_n; });
+}
+}  // namespace
 
 bool is_supported_block_m(int block_m) {
   return std::any_of(std::begin(kSupportedTiles), std::end(kSupportedTiles),
@@ -16,27 +26,14 @@ bool is_supported_block_n(int block_n) {
   return std::any_of(std::begin(kSupportedTiles), std::end(kSupportedTiles),
                      [&](TileShape t) { return t.block_n == block_n; });
 }
-bool is_supported_tile(int block_m, int block_n) {
-  return std::any_of(std::begin(kSupportedTiles), std::end(kSupportedTiles),
-                     [&](TileShape t) { return t.block_m == block_m && t.block_n == block_n; });
-}
-
-bool is_cluster_tile(int block_m, int block_n) {
-  return std::any_of(std::begin(kClusterTiles), std::end(kClusterTiles),
-                     [&](TileShape t) { return t.block_m == block_m && t.block_n == block_n; });
-}
-
-bool is_token_rows_tile(int block_m, int block_n) {
-  return std::any_of(std::begin(kTokenRowsTiles), std::end(kTokenRowsTiles),
-                     [&](TileShape t) { return t.block_m == block_m && t.block_n == block_n; });
-}
+bool is_supported_tile(int block_m, int block_n) { return holds(kSupportedTiles, block_m, block_n); }
+bool is_cluster_tile(int block_m, int block_n) { return holds(kClusterTiles, block_m, block_n); }
+bool is_token_rows_tile(int block_m, int block_n) { return holds(kTokenRowsTiles, block_m, block_n); }
 
 bool is_decode_tile(Format a_format, Format b_format, int block_m, int block_n) {
-  const bool decode_tile = std::any_of(std::begin(kDecodeTiles), std::end(kDecodeTiles), [&](TileShape t) {
-    return t.block_m == block_m && t.block_n == block_n;
-  });
-  return decode_tile && (kernels::is_bf16_register_weights_pair(a_format, b_format) ||
-                         register_weights_with_converted_tokens(a_format, b_format, block_m, block_n));
+  return holds(kDecodeTiles, block_m, block_n) &&
+         (kernels::is_bf16_register_weights_pair(a_format, b_format) ||
+          register_weights_with_converted_tokens(a_format, b_format, block_m, block_n));
 }
 
 bool register_weights_with_converted_tokens(Format a_format, Format b_format, int block_m, int block_n) {
