@@ -45,7 +45,8 @@ int env_int(const char* name, int fallback) {
 }
 
 // One random problem of `pairing` (trial `trial`), run with the configuration `choose` returns for
-// it (the heuristic's when it returns {}). Returns false when that configuration is rejected as
+// it (the heuristic's when it returns {}); FP4 weights are given in the mma_fragments layout in half
+// the draws (packed on the GPU; every pairing but bf16's then needs the workspace). Returns false when that configuration is rejected as
 // unsupported for the pairing (nothing run); anything else that fails is a test failure.
 template <class ChooseConfig>
 bool run_random_problem(const Pairing& pairing, int trial, int seed, ChooseConfig choose) {
@@ -78,6 +79,19 @@ bool run_random_problem(const Pairing& pairing, int trial, int seed, ChooseConfi
     m = pick == 0 ? 0 : pick == 1 ? max_m : pick == 2 ? 1 : uniform(0, max_m);
   }
   GroupedGemmArgs args = p.args();
+  const bool fp4_weights = pairing.b == Format::nvfp4 || pairing.b == Format::mxfp4;
+  const bool packed_weights = fp4_weights && uniform(0, 1) == 0;
+  DeviceBuffer packed;
+  if (packed_weights) {
+    packed = DeviceBuffer(mma_fragment_bytes(experts, n, k));
+    const Status s = pack_mma_fragments(args.b, experts, n, k, packed.get());
+    EXPECT_TRUE(s.ok()) << s.message;
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    args.b.data = packed.get();
+    args.b.row_stride = 0;
+    args.b.expert_stride = 0;
+    args.b.layout = OperandLayout::mma_fragments;
+  }
   args.expected_m = uniform(0, 1) == 0 ? 0 : uniform(1, max_m);
   args.sm_count = uniform(0, 2) == 0 ? uniform(1, 16) : 0;
   const SignalGranularity granularities[] = {SignalGranularity::none, SignalGranularity::per_expert,
@@ -85,7 +99,7 @@ bool run_random_problem(const Pairing& pairing, int trial, int seed, ChooseConfi
   args.granularity = granularities[uniform(0, 2)];
   args.scope = uniform(0, 1) == 0 ? SignalScope::gpu : SignalScope::sys;
   // Half the launches with a workspace: converted activations, or the dynamic tile counter.
-  const bool with_workspace = uniform(0, 1) == 0;
+  const bool with_workspace = uniform(0, 1) == 0 || (packed_weights && pairing.a != Format::bf16);
   DeviceBuffer workspace;
   // A tile the pairing does not compile is drawn again (the same problem), so that nearly every
   // trial runs: with one draw, a pairing that compiles 3 of the 5 common tiles ran fewer than two
@@ -111,6 +125,7 @@ bool run_random_problem(const Pairing& pairing, int trial, int seed, ChooseConfi
                            " sm_count " + std::to_string(args.sm_count) + " tile " + std::to_string(cfg.block_m) + "x" +
                            std::to_string(cfg.block_n) + "x" + std::to_string(cfg.stages) + "c" +
                            std::to_string(cfg.cluster) + (args.workspace != nullptr ? " with a workspace" : "") +
+                           (packed_weights ? ", mma_fragments weights" : "") +
                            (p.out_type == OutputType::fp16 ? ", fp16 output" : "");
   const std::vector<int32_t> every_row(experts, max_m);
   std::vector<double> reference = ref::masked_grouped_gemm(p.a, p.b, every_row.data(), p.alpha.data());
