@@ -1,6 +1,7 @@
 // Random problems for every operand pairing, with the library's own configuration: shapes, masked_m,
-// strides, SM counts, signal granularity and scope drawn at random (fixed seeds), so shapes no other
-// test names (odd N, short K, one row, many experts, few SMs) meet every mainloop.
+// strides, SM counts, signal granularity and scope drawn at random (fixed seeds), FP4 weights in
+// either layout, so shapes no other test names (odd N, short K, one row, many experts, few SMs) meet
+// every mainloop.
 //
 // The reference is the float64 product rounded to bf16 (fp16 in a quarter of the draws), as the
 // kernel's output is; the products are exact, so the kernel differs only where the fp32
@@ -46,8 +47,9 @@ int env_int(const char* name, int fallback) {
 
 // One random problem of `pairing` (trial `trial`), run with the configuration `choose` returns for
 // it (the heuristic's when it returns {}); FP4 weights are given in the mma_fragments layout in half
-// the draws (packed on the GPU; every pairing but bf16's then needs the workspace). Returns false when that configuration is rejected as
-// unsupported for the pairing (nothing run); anything else that fails is a test failure.
+// the draws (packed on the GPU; tokens other than bf16 then need the workspace). Returns false when
+// that configuration is rejected as unsupported for the pairing (nothing run); anything else that
+// fails is a test failure.
 template <class ChooseConfig>
 bool run_random_problem(const Pairing& pairing, int trial, int seed, ChooseConfig choose) {
   constexpr double kMaxMacs = 1.2e8;  // keeps the float64 reference quick
