@@ -63,6 +63,28 @@ def test_matches_torch_reference_and_signals(granularity, out_dtype):
     assert signals.cpu().tolist() == expected
 
 
+def test_views_of_larger_buffers():
+    """Operands and output given as slices of larger tensors (padded rows and experts, the strides a user
+    gets from slicing a buffer): the same results, and nothing written outside the output's view."""
+    E, MAX_M, N, K = 3, 40, 264, 384
+    t = make_problem(E, MAX_M, N, K, seed=4)
+
+    def embedded(x, pad_rows, pad_k):  # x as the [:, :rows, :k] view of a larger buffer
+        big = torch.zeros(x.shape[0], x.shape[1] + pad_rows, x.shape[2] + pad_k, dtype=torch.uint8, device="cuda")
+        big[:, : x.shape[1], : x.shape[2]] = x.view(torch.uint8)
+        return big.view(x.dtype)[:, : x.shape[1], : x.shape[2]]
+
+    a, b = embedded(t["a"], 8, 128), embedded(t["b"], 24, 16)
+    assert a.stride(1) == K + 128 and b.stride(0) == (N + 24) * (K + 16)
+    big_out = torch.full((E, MAX_M + 5, N + 40), POISON, dtype=torch.bfloat16, device="cuda")
+    out = big_out[:, :MAX_M, :N]
+    masked_m = torch.tensor([40, 1, 27], dtype=torch.int32, device="cuda")
+    signalgemm.grouped_gemm_nt_masked((a, t["sfa"]), (b, t["sfb"]), out, masked_m, alpha=t["alpha"])
+    torch.cuda.synchronize()
+    check(out, t["reference"], masked_m)
+    assert bool((big_out[:, MAX_M:] == POISON).all()) and bool((big_out[:, :, N:] == POISON).all())
+
+
 def test_load_only_launches_nothing():
     E, MAX_M, N, K = 3, 64, 256, 256
     t = make_problem(E, MAX_M, N, K, seed=4)
