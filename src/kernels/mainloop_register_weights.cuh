@@ -501,7 +501,7 @@ struct RegisterWeightsMainloop {
     // copied in by cp.async during the stage before. Loaded into registers instead (ld.global one
     // stage ahead), they cost this loop ~16% at E=32, m=32 on the H100: ptxas gives those loads the
     // scoreboards of the weight tile's ld.shared, which then wait for global memory.
-    const uint8_t* scales[kSlices][2];  // fp8 tokens: for the per-stage L2 prefetch
+    const uint8_t* scales[kSlices][2];  // the fp8-token kernels' L2 prefetch; [0][0] for mx_row_byte
 #pragma unroll
     for (int sl = 0; sl < kSlices; ++sl)
 #pragma unroll
