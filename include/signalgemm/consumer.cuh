@@ -35,18 +35,20 @@ __device__ __forceinline__ bool signal_reached(uint32_t value, uint32_t target) 
   return static_cast<int32_t>(value - target) >= 0;
 }
 
-// Spins (one thread) until the counter reaches target, backing off with __nanosleep. With
-// timeout_ns > 0 it gives up after that long (by %globaltimer), ORs kErrorSignalTimeout into
-// *timeout_flag (if given) and returns false, so a missing signal is reported, never a silent hang.
-__device__ inline bool wait_signal(const uint32_t* counter, uint32_t target, SignalScope scope,
-                                   uint64_t timeout_ns = 0, int32_t* timeout_flag = nullptr) {
-  if (signal_reached(load_acquire(counter, scope), target)) return true;
+namespace detail {
+// Spins (one thread) until reached(acquire load of *word) holds, backing off with __nanosleep;
+// with timeout_ns > 0 gives up after that long (%globaltimer), ORs kErrorSignalTimeout into
+// *timeout_flag (if given) and returns false.
+template <class Reached>
+__device__ bool wait_until(const uint32_t* word, Reached reached, SignalScope scope, uint64_t timeout_ns,
+                           int32_t* timeout_flag) {
+  if (reached(load_acquire(word, scope))) return true;
   uint64_t start;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
   unsigned sleep_ns = 32;
   while (true) {
     __nanosleep(sleep_ns);
-    if (signal_reached(load_acquire(counter, scope), target)) return true;
+    if (reached(load_acquire(word, scope))) return true;
     sleep_ns = sleep_ns < 1024 ? sleep_ns * 2 : 1024;
     if (timeout_ns != 0) {
       uint64_t now;
@@ -57,6 +59,16 @@ __device__ inline bool wait_signal(const uint32_t* counter, uint32_t target, Sig
       }
     }
   }
+}
+}  // namespace detail
+
+// Spins (one thread) until the counter reaches target, backing off with __nanosleep. With
+// timeout_ns > 0 it gives up after that long (by %globaltimer), ORs kErrorSignalTimeout into
+// *timeout_flag (if given) and returns false, so a missing signal is reported, never a silent hang.
+__device__ inline bool wait_signal(const uint32_t* counter, uint32_t target, SignalScope scope,
+                                   uint64_t timeout_ns = 0, int32_t* timeout_flag = nullptr) {
+  return detail::wait_until(
+      counter, [target](uint32_t value) { return signal_reached(value, target); }, scope, timeout_ns, timeout_flag);
 }
 
 // Block-wide wait: thread 0 waits, the barrier then extends its acquire to the whole block

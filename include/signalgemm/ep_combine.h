@@ -43,7 +43,12 @@
 
 namespace signalgemm {
 
-// Sizes of the receive window; identical on every rank.
+// OR-ed into EpCombineArgs::error_flag when a routing entry names no rank of the comm (a
+// row_source entry at or past num_ranks * max_tokens_per_rank * topk, a topk_idx entry at or past
+// num_ranks * E_local): the entry is skipped (the row not sent, the slot not summed), never followed.
+inline constexpr int32_t kErrorInvalidRouting = 4;
+
+// Sizes of the receive window; identical on every rank (ep_combine_create compares them).
 struct EpCombineConfig {
   int max_tokens_per_rank = 0;  // tokens any rank may own in one combine
   int topk = 0;  // 1..32
@@ -57,7 +62,8 @@ struct EpCombineConfig {
 struct EpCombineContext;
 
 // Collective over `comm`: every rank calls it at the same time (one thread per rank, or one
-// process per rank), with the same config. Allocates the window with ncclMemAlloc on the comm's
+// process per rank), with the same config (gathered and compared: every rank then fails alike,
+// naming the first rank that differs). Allocates the window with ncclMemAlloc on the comm's
 // device, zeroes it, registers it (NCCL_WIN_COLL_SYMMETRIC) and creates an ncclDevComm. Needs
 // every rank within one load/store-accessible (NVLink) domain: GIN (the path across machines) is
 // not used here. The NCCL library must be the 2.28 series the headers come from.
@@ -78,7 +84,9 @@ int ep_combine_device(const EpCombineContext* context);
 
 // Enqueues a device-side barrier across all ranks (NCCL LSA barrier, one CTA) on `stream`: every
 // rank's earlier work on its stream is visible to every rank's later work. Used to align ranks
-// before timing; a combine does not need it.
+// before timing, and in the epilogue-send step below. A collective: every rank must enqueue it
+// (a rank that skips it, e.g. after an argument error, leaves the others waiting, as with any
+// NCCL collective; it has no timeout).
 Status ep_combine_barrier(const EpCombineContext* context, cudaStream_t stream);
 
 struct EpCombineArgs {
@@ -103,8 +111,9 @@ struct EpCombineArgs {
   const float* topk_weights = nullptr;  // [num_tokens][topk]
   void* out = nullptr;                  // bf16 [num_tokens][N]
 
-  // Sequence number of this combine, the same on every rank, counting 1, 2, 3, ... per context
-  // (never 0: the window starts zeroed). Its parity picks the half of the window.
+  // Sequence number of this combine, the same on every rank, counting 1, 2, 3, ... per context,
+  // modulo 2^32 (0 follows 0xFFFFFFFF; any number of combines). Its parity picks the half of the
+  // window.
   uint32_t epoch = 0;
 
   // ep_combine_workspace_bytes(layout.counter_count()) bytes of device memory, zeroed
@@ -126,8 +135,11 @@ struct EpCombineArgs {
   // overlap buys where communication dominates.
   double remote_bytes_per_second = 0;
 
-  uint64_t timeout_ns = 0;        // per wait; 0 = wait forever
-  int32_t* error_flag = nullptr;  // ORed with kErrorSignalTimeout on a timeout
+  // Per wait; 0 = wait forever. After a timeout this combine's output is undefined on the ranks
+  // that report it (error_flag) and on those whose rows it concerns (they time out or report
+  // too); no rank stores into a half of a window its owner may still be summing.
+  uint64_t timeout_ns = 0;
+  int32_t* error_flag = nullptr;  // ORed with kErrorSignalTimeout on a timeout, kErrorInvalidRouting
   uint64_t* timeline = nullptr;   // optional, combine_timeline_entries() stamps (same layout)
   cudaStream_t stream = nullptr;
 };

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "consumer/combine_device.cuh"
+#include "consumer/ep_combine_testing.h"
 #include "host/devices.h"
 #include "signalgemm/combine.h"
 #include "signalgemm/consumer.cuh"
@@ -85,6 +86,9 @@ constexpr int kEpilogueExperts = 16384;
 constexpr size_t kEpilogueCountersOffset = kHeaderBytes;
 constexpr size_t kEpilogueMaskedOffset = kEpilogueCountersOffset + 2 * kEpilogueExperts * 4;
 constexpr size_t kReducedEpochOffset = 0;
+// masked_m published by a prepare whose wait for the peers timed out (no real masked_m is negative
+// here: the prepare copies the caller's, and INT32_MIN marks the half as unusable for this epoch).
+constexpr int32_t kPoisonedMaskedM = INT32_MIN;
 
 // Local workspace, zeroed before each combine: the work queues, the count of tokens reduced, the
 // throttle's link clock, and per counter the count of its send items finished.
@@ -157,6 +161,16 @@ __device__ __forceinline__ int load_acquire_cta(const int* p) {
   return v;
 }
 
+// A row_source entry names a slot of a rank of the comm (else it is reported and skipped).
+__device__ __forceinline__ bool valid_source(const EpParams& p, int source) {
+  return source < p.num_ranks * p.slots_per_rank;
+}
+// A topk_idx entry names an expert of a rank of the comm.
+__device__ __forceinline__ bool valid_expert(const EpParams& p, int g) { return g < p.num_ranks * p.layout.num_experts; }
+__device__ __forceinline__ void report_invalid_routing(const EpParams& p) {
+  if (p.error_flag != nullptr) atomicOr(p.error_flag, kErrorInvalidRouting);
+}
+
 // Token bucket shared by the warps of this GPU: a transfer of `bytes` occupies the modelled link
 // for bytes * ns_per_byte from max(now, the end of the previous one). Returns when it would have
 // arrived. A CAS loop: the reservation must read and move the link clock atomically.
@@ -190,7 +204,7 @@ __device__ void publish_counter(const EpParams& p, int e, int first_row, int row
     int remote_rows = 0;
     for (int r = lane; r < rows; r += 32) {
       const int source = p.row_source[int64_t(e) * p.layout.max_m + first_row + r];
-      remote_rows += source >= 0 && source / p.slots_per_rank != p.rank;
+      remote_rows += source >= 0 && valid_source(p, source) && source / p.slots_per_rank != p.rank;
     }
     remote_rows = __reduce_add_sync(0xffffffffu, remote_rows);
     if (lane == 0 && remote_rows > 0) {
@@ -206,7 +220,7 @@ __device__ void publish_counter(const EpParams& p, int e, int first_row, int row
   asm volatile("fence.acq_rel.sys;" ::: "memory");
   for (int r = lane; r < rows; r += 32) {
     const int source = p.row_source[int64_t(e) * p.layout.max_m + first_row + r];
-    if (source < 0) continue;  // padding row
+    if (source < 0 || !valid_source(p, source)) continue;  // padding row, or reported by send_row
     const int owner = source / p.slots_per_rank, slot = source % p.slots_per_rank;
     store_relaxed_sys(static_cast<uint32_t*>(ncclGetPeerPointer(p.window, p.flags_offset + slot * sizeof(uint32_t), owner)),
                       p.epoch);
@@ -233,18 +247,25 @@ __device__ void send_row(const EpParams& p, int64_t c, int r, int chunk_begin, i
   const int first_row = per_row_block ? rb * p.layout.block_m : 0;
   const int row = first_row + r;
   const int source = p.row_source[int64_t(e) * p.layout.max_m + row];
-  if (source >= 0) {
+  if (source >= 0 && !valid_source(p, source)) {
+    if (lane == 0 && chunk_begin == 0) report_invalid_routing(p);  // then skipped like a padding row
+  } else if (source >= 0) {
     const int owner = source / p.slots_per_rank, slot = source % p.slots_per_rank;
     // Before the first row to this owner: its reduce of epoch - 2 (same half) must be done, or
     // these stores could overwrite rows (or local_row entries) it has not summed. Acquire at
     // system scope: the flag is set by the owner's GPU after its reads. The block remembers it in
     // owner_ready, released and acquired at CTA scope, so a warp that finds it set is ordered
     // after the acquire another warp made.
+    bool gate_open = true;
     if (lane == 0 && !load_acquire_cta(&owner_ready[owner])) {
       const auto* reduced = static_cast<const uint32_t*>(ncclGetPeerPointer(p.window, kReducedEpochOffset, owner));
-      if (wait_signal(reduced, p.epoch - 2, SignalScope::sys, p.timeout_ns, p.error_flag))
-        store_release_cta(&owner_ready[owner], 1);
+      gate_open = wait_signal(reduced, p.epoch - 2, SignalScope::sys, p.timeout_ns, p.error_flag);
+      if (gate_open) store_release_cta(&owner_ready[owner], 1);
     }
+    // Timed out (reported): the owner may still be summing this half, so nothing is stored and the
+    // item is not counted; its counter's flags are never published, and the owner's reduce times
+    // out too instead of summing overwritten rows.
+    if (!__shfl_sync(0xffffffffu, gate_open, 0)) return;
     __syncwarp();  // extends lane 0's acquire (its own or the flag's) to the warp's loads and stores below
     if (owner == p.rank) {
       // Read in place by this rank's reduce (once the flag says so).
@@ -410,12 +431,27 @@ __global__ void __launch_bounds__(kThreads, 1) ep_combine_kernel(const EpParams 
 
   // ---- reduce, per block: the owned tokens, each once its slots' flags carry this epoch.
   uint32_t reduced_here = 0;
-  // A slot's row is complete once its flag carries this epoch (acquire at system scope: the writer
+  // A slot's row is complete once its flag holds this epoch (acquire at system scope: the writer
   // may be another GPU): the peer-written row in the window, or this GEMM's own row in place.
-  const auto* flags = static_cast<const uint32_t*>(ncclGetLocalPointer(p.window, p.flags_offset));
+  // Equal, not "reached": an old epoch must never pass for a later one, however many epochs apart
+  // (2^31 and more); a flag holds this epoch, an older one of its parity not yet consumed, or a
+  // value of the other parity (see below), which no epoch reading this half has.
+  auto* flags = static_cast<uint32_t*>(ncclGetLocalPointer(p.window, p.flags_offset));
   const auto* local_rows = static_cast<const int32_t*>(ncclGetLocalPointer(p.window, p.local_row_offset));
+  const uint32_t epoch = p.epoch;
   auto find_row = [&](int slot, int g) -> const uint4* {
-    if (!wait_signal(flags + slot, p.epoch, SignalScope::sys, p.timeout_ns, p.error_flag)) return nullptr;
+    if (!valid_expert(p, g)) {
+      report_invalid_routing(p);
+      return nullptr;
+    }
+    if (!detail::wait_until(
+            flags + slot, [epoch](uint32_t flag) { return flag == epoch; }, SignalScope::sys, p.timeout_ns,
+            p.error_flag))
+      return nullptr;
+    // Consumed: set to a value of the other parity, so that it never reads as ready again, even
+    // 2^32 epochs on. The next store to this flag (epoch + 2's sender) waits for this rank's
+    // reduced gate, released after this reduce (count_reduced_tokens), so it comes after this one.
+    store_relaxed_sys(flags + slot, epoch ^ 1u);
     if (g / p.layout.num_experts == p.rank) {
       const int er = load_relaxed_gpu(local_rows + slot);
       return reinterpret_cast<const uint4*>(p.gemm_out + (er / p.layout.max_m) * p.expert_stride +
@@ -461,6 +497,43 @@ Status cuda_status(cudaError_t e, const char* what) {
 
 size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
+// Collective: gathers every rank's config and compares it with this rank's. The window layout is
+// computed from the config and applied to the peers' windows, so a rank whose config differs would
+// store past their bounds. Every rank sees the same gathered configs and so fails alike (none goes
+// on alone to the collective window registration).
+Status check_configs_match(const EpCombineContext* ctx) {
+  constexpr int kFields = 3;
+  const EpCombineConfig& c = ctx->config;
+  const int32_t mine[kFields] = {c.max_tokens_per_rank, c.topk, c.n};
+  std::vector<int32_t> all(size_t(kFields) * ctx->num_ranks);
+  int32_t* gathered = nullptr;
+  cudaStream_t stream = nullptr;
+  Status status = cuda_status(cudaMalloc(&gathered, all.size() * sizeof(int32_t)), "cudaMalloc(configs)");
+  if (status.ok()) status = cuda_status(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
+  if (status.ok())
+    status = cuda_status(cudaMemcpyAsync(gathered + kFields * ctx->rank, mine, sizeof(mine), cudaMemcpyHostToDevice, stream),
+                         "cudaMemcpyAsync(config)");
+  if (status.ok())  // in place: this rank's entry is its send buffer
+    status = nccl_status(ncclAllGather(gathered + kFields * ctx->rank, gathered, kFields, ncclInt32, ctx->comm, stream),
+                         "ncclAllGather(configs)");
+  if (status.ok())
+    status = cuda_status(cudaMemcpyAsync(all.data(), gathered, all.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, stream),
+                         "cudaMemcpyAsync(configs)");
+  if (status.ok()) status = cuda_status(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+  if (stream != nullptr) cudaStreamDestroy(stream);
+  if (gathered != nullptr) cudaFree(gathered);
+  if (!status.ok()) return status;
+  auto describe = [&](int r) {
+    const int32_t* f = &all[size_t(kFields) * r];
+    return "rank " + std::to_string(r) + " has max_tokens_per_rank " + std::to_string(f[0]) + ", topk " +
+           std::to_string(f[1]) + ", n " + std::to_string(f[2]);
+  };
+  for (int r = 0; r < ctx->num_ranks; ++r)
+    if (!std::equal(mine, mine + kFields, &all[size_t(kFields) * r]))
+      return invalid("config differs across ranks: " + describe(r) + ", " + describe(ctx->rank));
+  return {};
+}
+
 // The checks of the arguments both modes use.
 Status check_common_args(const EpCombineContext* ctx, const EpCombineArgs& a) {
   if (a.layout.num_experts < 1 || a.layout.max_m < 1 || a.layout.block_m < 1 || a.layout.block_n < 1)
@@ -475,7 +548,6 @@ Status check_common_args(const EpCombineContext* ctx, const EpCombineArgs& a) {
     return invalid("topk_idx and topk_weights are required");
   if (a.num_tokens > 0 && (a.out == nullptr || reinterpret_cast<uintptr_t>(a.out) % 16 != 0))
     return invalid("out is null or not 16-byte aligned");
-  if (a.epoch == 0) return invalid("epoch must be >= 1 (the window starts zeroed)");
   if (a.workspace == nullptr || reinterpret_cast<uintptr_t>(a.workspace) % 16 != 0)
     return invalid("workspace is null or not 16-byte aligned");
   if (a.reduce_tokens < 0 || a.reduce_tokens > kReduceTokens) return invalid("reduce_tokens must be in [0, 4]");
@@ -560,6 +632,7 @@ Status ep_combine_create(ncclComm_t comm, const EpCombineConfig& config, EpCombi
   if (status = nccl_status(ncclCommCount(comm, &ctx->num_ranks), "ncclCommCount"); !status.ok()) return fail(status);
   if (ctx->num_ranks > kMaxRanks)
     return fail(Status{StatusCode::unsupported, "signalgemm: more than 64 ranks in comm"});
+  if (status = check_configs_match(ctx); !status.ok()) return fail(status);
 
   const size_t slots = size_t(config.max_tokens_per_rank) * config.topk;
   const int n_vectors = config.n / 8;
@@ -582,8 +655,14 @@ Status ep_combine_create(ncclComm_t comm, const EpCombineConfig& config, EpCombi
   if (status = nccl_status(ncclMemAlloc(&ctx->window_memory, ctx->window_bytes), "ncclMemAlloc"); !status.ok())
     return fail(status);
   // Zero before registering: registration is collective, so no peer can store into this window
-  // before the zeros are in place (flags start below every epoch).
+  // before the zeros are in place. The flags of each half start at a value of the other parity
+  // (0x01010101 for the even half), which no epoch reading that half has.
   if (status = cuda_status(cudaMemset(ctx->window_memory, 0, ctx->window_bytes), "cudaMemset(window)"); !status.ok())
+    return fail(status);
+  if (status = cuda_status(cudaMemset(static_cast<uint8_t*>(ctx->window_memory) + ctx->flags_offset[0], 0x01,
+                                      slots * sizeof(uint32_t)),
+                           "cudaMemset(flags)");
+      !status.ok())
     return fail(status);
   if (status = cuda_status(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); !status.ok()) return fail(status);
   if (status = nccl_status(ncclCommWindowRegister(comm, ctx->window_memory, ctx->window_bytes, &ctx->window,
@@ -659,6 +738,17 @@ Status ep_combine_destroy_all(EpCombineContext* const* contexts, int count) {
     if (!s.ok()) return s;
   return {};
 }
+
+namespace test_hooks {
+Status ep_combine_start_at_epoch(EpCombineContext* ctx, uint32_t first_epoch) {
+  if (ctx == nullptr) return invalid("context is null");
+  const host::ScopedDevice on_device(ctx->device);
+  const uint32_t reduced = first_epoch - 1;  // the reduced gate, as the previous combine leaves it
+  return cuda_status(cudaMemcpy(static_cast<uint8_t*>(ctx->window_memory) + kReducedEpochOffset, &reduced,
+                                sizeof(reduced), cudaMemcpyHostToDevice),
+                     "cudaMemcpy(reduced_epoch)");
+}
+}  // namespace test_hooks
 
 int ep_combine_rank(const EpCombineContext* ctx) { return ctx->rank; }
 int ep_combine_num_ranks(const EpCombineContext* ctx) { return ctx->num_ranks; }
@@ -781,9 +871,11 @@ __global__ void __launch_bounds__(kPrepareThreads)
   const int64_t rows = int64_t(p.layout.num_experts) * p.layout.max_m;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < rows; i += int64_t(gridDim.x) * blockDim.x) {
     const int source = p.row_source[i];
-    out_rows[i] = source < 0 ? nullptr
-                             : ncclGetPeerPointer(p.window, p.rows_offset + size_t(source % p.slots_per_rank) * row_bytes,
-                                                  source / p.slots_per_rank);
+    if (source >= 0 && !valid_source(p, source)) report_invalid_routing(p);
+    out_rows[i] = source < 0 || !valid_source(p, source)
+                      ? nullptr  // not stored
+                      : ncclGetPeerPointer(p.window, p.rows_offset + size_t(source % p.slots_per_rank) * row_bytes,
+                                           source / p.slots_per_rank);
   }
   if (blockIdx.x == 0 && threadIdx.x == 0)
     store_release_sys(static_cast<uint32_t*>(ncclGetLocalPointer(p.window, kReducedEpochOffset)), p.epoch - 1);
@@ -793,16 +885,21 @@ __global__ void __launch_bounds__(kPrepareThreads)
   // every peer's gate (`reduced_epoch`, acquire at system scope, published after its reduce) before
   // it rewrites them. Its other blocks and block 0's ordering run meanwhile.
   if (blockIdx.x != gridDim.x - 1) return;
+  __shared__ int gate_open;
+  if (threadIdx.x == 0) gate_open = 1;
+  __syncthreads();
   if (threadIdx.x < p.num_ranks && threadIdx.x != p.rank) {
     const auto* reduced = static_cast<const uint32_t*>(ncclGetPeerPointer(p.window, kReducedEpochOffset, threadIdx.x));
-    wait_signal(reduced, p.epoch - 2, SignalScope::sys, p.timeout_ns, p.error_flag);
+    if (!wait_signal(reduced, p.epoch - 2, SignalScope::sys, p.timeout_ns, p.error_flag)) gate_open = 0;
   }
   __syncthreads();  // extends those acquires to the whole block's stores below
   auto* counters = static_cast<uint32_t*>(ncclGetLocalPointer(p.window, counters_offset));
   auto* masked = static_cast<int32_t*>(ncclGetLocalPointer(p.window, masked_offset));
+  // Timed out (reported here): a peer may still read this half for epoch - 2, so the counters
+  // stay, and masked_m is poisoned: every reduce that reads it reports instead of summing rows.
   for (int e = threadIdx.x; e < p.layout.num_experts; e += blockDim.x) {
-    counters[e] = 0;
-    masked[e] = p.masked_m[e];
+    if (gate_open) counters[e] = 0;
+    masked[e] = gate_open ? p.masked_m[e] : kPoisonedMaskedM;
   }
 }
 
@@ -813,6 +910,10 @@ __global__ void __launch_bounds__(kReduceThreads, 1)
     epilogue_send_reduce_kernel(const EpParams p, size_t counters_offset, size_t masked_offset) {
   const int experts = p.layout.num_experts;
   auto find_row = [&](int slot, int g) -> const uint4* {
+    if (!valid_expert(p, g)) {
+      report_invalid_routing(p);
+      return nullptr;
+    }
     const int rank = g / experts, e = g % experts;
     // masked_m: written by that rank before the barrier that precedes every GEMM of this epoch.
     // The counter's first acquire load goes out beside it, not after it (both cross NVLink): where
@@ -820,6 +921,10 @@ __global__ void __launch_bounds__(kReduceThreads, 1)
     const int m = load_relaxed_sys(static_cast<const int32_t*>(ncclGetPeerPointer(p.window, masked_offset, rank)) + e);
     const auto* counter = static_cast<const uint32_t*>(ncclGetPeerPointer(p.window, counters_offset + size_t(e) * 4, rank));
     const uint32_t seen = load_acquire(counter, SignalScope::sys);
+    if (m == kPoisonedMaskedM) {  // that rank's prepare timed out: its counters are not this epoch's
+      if (p.error_flag != nullptr) atomicOr(p.error_flag, kErrorSignalTimeout);
+      return nullptr;
+    }
     const uint32_t expected = p.layout.expected(m);
     if (expected == 0) return nullptr;
     if (!signal_reached(seen, expected) && !wait_signal(counter, expected, SignalScope::sys, p.timeout_ns, p.error_flag))

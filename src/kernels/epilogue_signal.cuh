@@ -15,11 +15,12 @@
 //        one bulk copy per row, or in boxes (StagingLayout, kernel_params.h); commit_group;
 //        wait_group.read 0, then arrive on "staging free";
 //     5. wait_group 0: the global writes are complete, not merely read from shared memory;
-//     6. fence.proxy.async.global: orders those async-proxy writes before the generic-proxy release;
+//     6. fence.proxy.async.global: SPEC §3's recipe (the PTX ISA also makes a bulk copy's observed
+//        completion imply a generic-async proxy fence, so this one states the intent);
 //     7. __syncwarp, then lane 0 does red.release.gpu.add on the tile's counter; or, for system-scope
 //        signals, counts the tile stored in shared memory (red.release.cta) for the signaler:
 //   Signaler (signal_stored_tiles, one thread of the next warp; system scope only), polling that count:
-//     8. acquire that count; fence.acq_rel.sys once for every tile stored so far;
+//     8. acquire that count; one fence.acq_rel.sys for the batch of tiles stored since the last one;
 //     9. red.relaxed.sys.add on each of those tiles' counters (fence + relaxed add = release).
 // So a signal trails its tile's stores by the store latency alone and costs the MMAs nothing. The
 // system-scope fence waits for the SM's NVLink writes to be acknowledged (~1 us): on the storer it
@@ -243,7 +244,9 @@ __device__ __forceinline__ void store_tile_and_signal(const KernelParams& p, con
 
   // Full completion (not .read): the signal below promises the writes are done.
   cp::cp_async_bulk_wait_group(cp::n32_t<0>());
-  // The copies are async-proxy writes; order them before this thread's generic-proxy release.
+  // The copies are async-proxy writes, ordered before this thread's generic-proxy release. The
+  // completion observed above already implies that (PTX ISA, async proxy); the explicit fence is
+  // SPEC §3's recipe and states the intent.
   cp::fence_proxy_async(cp::space_global);
   // Every lane's rows (copies, and the stores of a box layout's last rows) are complete before
   // lane 0 publishes; the warp barrier orders memory among the lanes and the release below is

@@ -97,8 +97,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + plan.barrier_offset());
   uint64_t* empty = full + p.stages;
   uint32_t* tiles_stored = reinterpret_cast<uint32_t*>(empty + p.stages);  // storer -> signaler
-  // Split K (no system-scope signals, so no signaler): the MMA threads' broadcast of a piece's
-  // completion, and the word that tells the storer whether a piece staged its tile.
+  // Split K (no system-scope signals, so no signaler: plan_split_k in config.cpp never splits with
+  // them, and this reuse of the signaler's word depends on it): the MMA threads' broadcast of a
+  // piece's completion, and the word that tells the storer whether a piece staged its tile.
   volatile uint32_t* piece_last = tiles_stored + 1;
   uint32_t* piece_skip = tiles_stored;
   const TileRing ring(smem + plan.tile_ring_offset());

@@ -46,8 +46,9 @@ __device__ __forceinline__ void mbarrier_wait(uint64_t* barrier, uint32_t phase)
 __device__ __forceinline__ uint64_t* arm_stage(uint64_t* full, uint64_t* empty, const PipelineState& pipe,
                                                uint32_t tx_bytes) {
   namespace cp = cuda::ptx;
-  // Half the arrivals may come from the peer CTA; they publish no data (release_stage), so the
-  // CTA-scope wait suffices there too.
+  // Half the arrivals may come from the peer CTA. Formally a CTA-scope wait does not synchronize
+  // with them, but they publish no data, only that reads have completed (release_stage: after
+  // wgmma.wait_group), so the overwrite cannot overtake them (CUTLASS's remote arrive is the same).
   mbarrier_wait(&empty[pipe.stage], pipe.phase ^ 1);
   cp::mbarrier_arrive_expect_tx(cp::sem_release, cp::scope_cta, cp::space_shared, &full[pipe.stage], tx_bytes);
   return &full[pipe.stage];
@@ -55,8 +56,9 @@ __device__ __forceinline__ uint64_t* arm_stage(uint64_t* full, uint64_t* empty, 
 
 // MMA side: this warp has finished reading the stage (its wgmmas completed, its shared loads
 // consumed). In a cluster, lane r arrives on rank r's barrier. The arrive orders no writes, only
-// reads that have already completed, so CTA scope is enough; a .cluster release costs a GPU-wide
-// MEMBAR per warp and stage (measured: the cluster kernel 30% slower).
+// reads that have already completed, so CTA scope serves (not by the scope rules, which do not
+// cover the peer's waiter, but because nothing is left to order); a .cluster release costs a
+// GPU-wide MEMBAR per warp and stage (measured: the cluster kernel 30% slower).
 template <int kCluster = 1>
 __device__ __forceinline__ void release_stage(uint64_t* empty, int stage, int lane) {
   if constexpr (kCluster == 1) {

@@ -16,11 +16,14 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include <nccl.h>
 
+#include "consumer/ep_combine_testing.h"
 #include "gpu_test_util.h"
 #include "signalgemm/combine.h"
+#include "signalgemm/consumer.cuh"
 #include "signalgemm/ep_combine.h"
 #include "signalgemm/gemm.h"
 
@@ -205,6 +208,7 @@ struct RankState {
     upload_routing(r);
     cudaMemset(signals.get(), 0, signals.bytes());
     cudaMemset(workspace.get(), 0, workspace.bytes());
+    cudaMemset(flag.get(), 0, flag.bytes());
     return cudaDeviceSynchronize() == cudaSuccess ? "" : "set-up failed";
   }
 
@@ -266,11 +270,14 @@ struct RankState {
     return "";
   }
 
-  // After launch(): waits and compares with the CPU combine of every rank's golden output.
-  std::string check(const EpRouting& r, const std::vector<std::vector<uint16_t>>& golden) {
+  // After launch(): waits and compares with the CPU combine of every rank's golden output; the
+  // error flag must read `expected_flag`.
+  std::string check(const EpRouting& r, const std::vector<std::vector<uint16_t>>& golden, int32_t expected_flag = 0) {
     cudaSetDevice(device);
     if (cudaError_t e = cudaDeviceSynchronize(); e != cudaSuccess) return std::string("kernel: ") + cudaGetErrorString(e);
-    if (flag.to_host<int32_t>()[0] != 0) return "a wait timed out";
+    if (const int32_t f = flag.to_host<int32_t>()[0]; f != expected_flag)
+      return "error flag " + std::to_string(f) + ", expected " + std::to_string(expected_flag) +
+             (f & kErrorSignalTimeout ? " (a wait timed out)" : "");
     const auto got = out.to_host<uint16_t>();
     const int64_t pitch = problem.out_row_stride / 2;
     for (int t = 0; t < r.num_tokens[rank]; ++t)
@@ -296,7 +303,8 @@ SignalGranularity granularity_of(int iteration) {
 }
 
 // One process, every rank in it (ncclCommInitAll): returns the number of failing iterations.
-int run_single_process(int ranks, int iterations, const EpShape& shape = kSmall) {
+// Epochs first_epoch, first_epoch + 1, ... (modulo 2^32).
+int run_single_process(int ranks, int iterations, const EpShape& shape = kSmall, uint32_t first_epoch = 1) {
   std::vector<ncclComm_t> comms(ranks);
   std::vector<int> devices(ranks);
   for (int i = 0; i < ranks; ++i) devices[i] = i;
@@ -314,7 +322,13 @@ int run_single_process(int ranks, int iterations, const EpShape& shape = kSmall)
   Status s = ep_combine_create_all(comms.data(), ranks, config, contexts.data());
   EXPECT_TRUE(s.ok()) << s.message;
   if (!s.ok()) return iterations;
-  for (int i = 0; i < ranks; ++i) states[i]->context = contexts[i];
+  for (int i = 0; i < ranks; ++i) {
+    states[i]->context = contexts[i];
+    if (first_epoch != 1) {
+      const Status start = test_hooks::ep_combine_start_at_epoch(contexts[i], first_epoch);
+      EXPECT_TRUE(start.ok()) << start.message;
+    }
+  }
 
   std::mt19937 rng(2026 + ranks);
   int failures = 0;
@@ -325,15 +339,15 @@ int run_single_process(int ranks, int iterations, const EpShape& shape = kSmall)
     const bool epilogue_send = iter % 3 == 2;
     for (auto& st : states)
       if (err.empty())
-        err = epilogue_send ? st->launch_epilogue_send(routing, uint32_t(iter + 1))
-                            : st->launch(routing, granularity_of(iter), uint32_t(iter + 1));
+        err = epilogue_send ? st->launch_epilogue_send(routing, first_epoch + uint32_t(iter))
+                            : st->launch(routing, granularity_of(iter), first_epoch + uint32_t(iter));
     for (auto& st : states) {
       const std::string e = st->check(routing, golden);
       if (err.empty()) err = e;
     }
     if (!err.empty()) {
       ADD_FAILURE() << ranks << " ranks, " << (epilogue_send ? "epilogue send" : to_string(granularity_of(iter)))
-                    << ", iteration " << iter << ": " << err;
+                    << ", iteration " << iter << " (epoch " << first_epoch + uint32_t(iter) << "): " << err;
       ++failures;
     }
   }
@@ -396,6 +410,72 @@ TEST(EpCombine, SingleRankIsTheLocalCombine) {
   if (hopper_gpu_count() < 1) GTEST_SKIP() << "no Hopper (sm_90) GPU: skipped";
   EXPECT_EQ(run_single_process(1, 100), 0);
   EXPECT_EQ(run_single_process(1, 20, kTopEight), 0);
+}
+
+// Epochs from 2^31 + 1 (where a flag never written, or left at an old epoch, would read as
+// "reached") and across the wrap (0 follows 0xFFFFFFFF), with one rank and with two.
+TEST(EpCombine, EpochsPastTwoToTheThirtyOneAndTheWrap) {
+  const int gpus = hopper_gpu_count();
+  if (gpus < 1) GTEST_SKIP() << "no Hopper (sm_90) GPU: skipped";
+  for (int ranks = 1; ranks <= std::min(gpus, 2); ++ranks) {
+    EXPECT_EQ(run_single_process(ranks, 12, kSmall, 0x80000001u), 0) << ranks << " ranks";
+    EXPECT_EQ(run_single_process(ranks, 12, kSmall, 0xFFFFFFFAu), 0) << ranks << " ranks";
+  }
+}
+
+// A routing entry that names no rank of the comm (a topk_idx past num_ranks * E_local, a row_source
+// past num_ranks * slots) is reported as kErrorInvalidRouting and skipped in both modes, never
+// followed; the rest of the combine is exact.
+TEST(EpCombine, ReportsRoutingThatNamesNoRank) {
+  if (hopper_gpu_count() < 1) GTEST_SKIP() << "no Hopper (sm_90) GPU: skipped";
+  ncclComm_t comm = nullptr;
+  int device = 0;
+  ASSERT_EQ(ncclCommInitAll(&comm, 1, &device), ncclSuccess);
+  RankState st;
+  st.shape = kSmall;
+  const std::vector<std::vector<uint16_t>> golden{st.build(0, 1)};
+  const EpCombineConfig config{kSmall.max_tokens_per_rank(1), kSmall.topk, kSmall.n};
+  ASSERT_TRUE(ep_combine_create(comm, config, &st.context).ok());
+  std::mt19937 rng(77);
+  for (int mode = 0; mode < 2; ++mode) {  // ep_combine beside the GEMM, then rows sent from its epilogue
+    EpRouting routing = random_ep_routing(1, kSmall, rng);
+    int slot = 0;
+    while (routing.topk_idx[0][slot] < 0) ++slot;
+    EpRouting sent = routing;
+    sent.topk_idx[0][slot] = kSmall.experts_per_rank;  // expert 0 of rank 1: no such rank
+    const auto [rank, e, i] = routing.slot_source[0][slot];
+    sent.row_source[rank][size_t(e) * kSmall.max_m + i] = routing.slots_per_rank;  // slot 0 of rank 1
+    routing.topk_idx[0][slot] = -1;  // the reference: that slot not summed
+    const std::string launched = mode == 0 ? st.launch(sent, SignalGranularity::per_expert, uint32_t(mode + 1))
+                                           : st.launch_epilogue_send(sent, uint32_t(mode + 1));
+    EXPECT_EQ(launched, "") << "mode " << mode;
+    EXPECT_EQ(st.check(routing, golden, kErrorInvalidRouting), "") << "mode " << mode;
+  }
+  EXPECT_TRUE(ep_combine_destroy(st.context).ok());
+  st.release();
+  ncclCommDestroy(comm);
+}
+
+// ep_combine_create gathers the configs: ranks that differ all fail, naming the difference.
+TEST(EpCombine, RejectsConfigsThatDifferAcrossRanks) {
+  if (hopper_gpu_count() < 2) GTEST_SKIP() << "fewer than 2 Hopper GPUs: skipped";
+  std::array<ncclComm_t, 2> comms{};
+  const std::array<int, 2> devices{0, 1};
+  ASSERT_EQ(ncclCommInitAll(comms.data(), 2, devices.data()), ncclSuccess);
+  std::array<EpCombineContext*, 2> contexts{};
+  std::array<Status, 2> statuses;
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r)
+    threads.emplace_back([&, r] {
+      statuses[r] = ep_combine_create(comms[r], EpCombineConfig{64, 4, r == 0 ? 1032 : 1040}, &contexts[r]);
+    });
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_FALSE(statuses[r].ok()) << "rank " << r;
+    EXPECT_NE(statuses[r].message.find("config differs across ranks"), std::string::npos) << statuses[r].message;
+    EXPECT_EQ(contexts[r], nullptr);
+  }
+  for (auto& c : comms) ncclCommDestroy(c);
 }
 
 // Three combines enqueued back to back, no host sync between them: epilogue send (epoch 1), ep_combine
