@@ -21,6 +21,10 @@
 
 namespace signalgemm {
 
+// OR-ed into a combine's error_flag when a routing entry lies out of range (CombineArgs: a
+// row_source entry at or past num_tokens * topk); the entry is skipped, never followed.
+inline constexpr int32_t kErrorInvalidRouting = 4;
+
 struct CombineArgs {
   // GEMM output and its signals (what the GEMM launch was given).
   const void* gemm_out = nullptr;  // bf16 [E][max_m][N]
@@ -53,7 +57,7 @@ struct CombineArgs {
   int num_blocks = 0;
   int first_block = 0;
   uint64_t timeout_ns = 0;       // per wait; 0 = wait forever
-  int32_t* error_flag = nullptr; // ORed with kErrorSignalTimeout on a timeout
+  int32_t* error_flag = nullptr; // ORed with kErrorSignalTimeout on a timeout, kErrorInvalidRouting
   uint64_t* timeline = nullptr;  // optional, combine_timeline_entries() %globaltimer stamps
   cudaStream_t stream = nullptr;
 };

@@ -38,15 +38,11 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "signalgemm/combine.h"  // kErrorInvalidRouting, combine_timeline_entries
 #include "signalgemm/signals.h"
 #include "signalgemm/types.h"
 
 namespace signalgemm {
-
-// OR-ed into EpCombineArgs::error_flag when a routing entry names no rank of the comm (a
-// row_source entry at or past num_ranks * max_tokens_per_rank * topk, a topk_idx entry at or past
-// num_ranks * E_local): the entry is skipped (the row not sent, the slot not summed), never followed.
-inline constexpr int32_t kErrorInvalidRouting = 4;
 
 // Sizes of the receive window; identical on every rank (ep_combine_create compares them).
 struct EpCombineConfig {
@@ -102,7 +98,10 @@ struct EpCombineArgs {
 
   // Rows of this rank's experts, as a low-latency dispatch lays them out: for local expert e and
   // row i, row_source[e * max_m + i] = owner * (max_tokens_per_rank * topk) + t * topk + k for the
-  // row that serves slot k of token t owned by rank `owner`, or -1 (padding).
+  // row that serves slot k of token t owned by rank `owner`, or -1 (padding). With topk_idx it must
+  // describe one routing: each used slot served by exactly one row below masked_m. A used slot no
+  // row serves times out in ep_combine; the epilogue-send reduce, which waits per expert, cannot
+  // tell and sums whatever that slot of the window holds.
   const int32_t* row_source = nullptr;  // [E_local][max_m]
 
   // Tokens this rank owns (<= max_tokens_per_rank) and their routing over global experts.
@@ -139,7 +138,10 @@ struct EpCombineArgs {
   // that report it (error_flag) and on those whose rows it concerns (they time out or report
   // too); no rank stores into a half of a window its owner may still be summing.
   uint64_t timeout_ns = 0;
-  int32_t* error_flag = nullptr;  // ORed with kErrorSignalTimeout on a timeout, kErrorInvalidRouting
+  // ORed with kErrorSignalTimeout on a timeout, with kErrorInvalidRouting for a routing entry that
+  // names no rank of the comm (a row_source entry at or past num_ranks * max_tokens_per_rank * topk,
+  // a topk_idx entry at or past num_ranks * E_local): skipped (the row not sent, the slot not summed).
+  int32_t* error_flag = nullptr;
   uint64_t* timeline = nullptr;   // optional, combine_timeline_entries() stamps (same layout)
   cudaStream_t stream = nullptr;
 };

@@ -68,6 +68,10 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const CombineP
       const int row = first_row + r;
       const int source = p.row_source[int64_t(e) * p.layout.max_m + row];
       if (source < 0) continue;
+      if (source >= int64_t(p.num_tokens) * p.topk) {  // no such slot: reported, never written
+        if (lane == 0 && p.error_flag != nullptr) atomicOr(p.error_flag, kErrorInvalidRouting);
+        continue;
+      }
       copy_row(p.gemm_out + e * p.expert_stride + row * p.row_stride, p.recv + int64_t(source) * n, n, lane);
       __syncwarp();
       // Publish the slot: the warp's row stores are ordered before the release by the warp barrier.

@@ -86,8 +86,8 @@ constexpr int kEpilogueExperts = 16384;
 constexpr size_t kEpilogueCountersOffset = kHeaderBytes;
 constexpr size_t kEpilogueMaskedOffset = kEpilogueCountersOffset + 2 * kEpilogueExperts * 4;
 constexpr size_t kReducedEpochOffset = 0;
-// masked_m published by a prepare whose wait for the peers timed out (no real masked_m is negative
-// here: the prepare copies the caller's, and INT32_MIN marks the half as unusable for this epoch).
+// masked_m published by a prepare whose wait for the peers timed out: the half is unusable for this
+// epoch (a caller's masked_m of INT32_MIN, out of range anyway and reported by the GEMM, reads alike).
 constexpr int32_t kPoisonedMaskedM = INT32_MIN;
 
 // Local workspace, zeroed before each combine: the work queues, the count of tokens reduced, the
@@ -96,7 +96,7 @@ struct Workspace {
   uint32_t send_queue;      // per-warp send items
   uint32_t token_queue;     // tokens to reduce, per block
   uint32_t reduced_tokens;
-  uint32_t pad;
+  uint32_t aborted;  // set by the first wait of this combine that timed out (combine_wait)
   unsigned long long link_free_at;  // %globaltimer ns at which the modelled link is next idle
   // followed by uint32 rows_done[counters]: items of each counter finished
 };
@@ -161,12 +161,28 @@ __device__ __forceinline__ int load_acquire_cta(const int* p) {
   return v;
 }
 
+// Every wait of a combine: gives up at once when another one has already timed out, so that a
+// failed combine ends after about one timeout instead of one per row or slot waited for.
+template <class Reached>
+__device__ bool combine_wait(const EpParams& p, const uint32_t* word, Reached reached, SignalScope scope) {
+  if (*reinterpret_cast<volatile uint32_t*>(&p.workspace->aborted) != 0) return false;
+  if (detail::wait_until(word, reached, scope, p.timeout_ns, p.error_flag)) return true;
+  atomicExch(&p.workspace->aborted, 1u);
+  return false;
+}
+__device__ __forceinline__ bool combine_wait_reached(const EpParams& p, const uint32_t* word, uint32_t target,
+                                                     SignalScope scope) {
+  return combine_wait(p, word, [target](uint32_t value) { return signal_reached(value, target); }, scope);
+}
+
 // A row_source entry names a slot of a rank of the comm (else it is reported and skipped).
 __device__ __forceinline__ bool valid_source(const EpParams& p, int source) {
-  return source < p.num_ranks * p.slots_per_rank;
+  return source < int64_t(p.num_ranks) * p.slots_per_rank;
 }
 // A topk_idx entry names an expert of a rank of the comm.
-__device__ __forceinline__ bool valid_expert(const EpParams& p, int g) { return g < p.num_ranks * p.layout.num_experts; }
+__device__ __forceinline__ bool valid_expert(const EpParams& p, int g) {
+  return g < int64_t(p.num_ranks) * p.layout.num_experts;
+}
 __device__ __forceinline__ void report_invalid_routing(const EpParams& p) {
   if (p.error_flag != nullptr) atomicOr(p.error_flag, kErrorInvalidRouting);
 }
@@ -241,7 +257,7 @@ __device__ void send_row(const EpParams& p, int64_t c, int r, int chunk_begin, i
   const int rows = p.layout.covered_rows(m, rb);
   if (expected == 0 || r >= rows) return;  // no such row
   bool ok = true;  // lane 0 waits (acquire); __syncwarp below extends it to the warp
-  if (lane == 0) ok = wait_signal(p.signals + c, p.signal_base + expected, p.scope, p.timeout_ns, p.error_flag);
+  if (lane == 0) ok = combine_wait_reached(p, p.signals + c, p.signal_base + expected, p.scope);
   if (!__shfl_sync(0xffffffffu, ok, 0)) return;
   if (p.timeline != nullptr && lane == 0 && r == 0 && chunk_begin == 0) p.timeline[2 * c] = globaltimer();
   const int first_row = per_row_block ? rb * p.layout.block_m : 0;
@@ -259,7 +275,7 @@ __device__ void send_row(const EpParams& p, int64_t c, int r, int chunk_begin, i
     bool gate_open = true;
     if (lane == 0 && !load_acquire_cta(&owner_ready[owner])) {
       const auto* reduced = static_cast<const uint32_t*>(ncclGetPeerPointer(p.window, kReducedEpochOffset, owner));
-      gate_open = wait_signal(reduced, p.epoch - 2, SignalScope::sys, p.timeout_ns, p.error_flag);
+      gate_open = combine_wait_reached(p, reduced, p.epoch - 2, SignalScope::sys);
       if (gate_open) store_release_cta(&owner_ready[owner], 1);
     }
     // Timed out (reported): the owner may still be summing this half, so nothing is stored and the
@@ -444,9 +460,7 @@ __global__ void __launch_bounds__(kThreads, 1) ep_combine_kernel(const EpParams 
       report_invalid_routing(p);
       return nullptr;
     }
-    if (!detail::wait_until(
-            flags + slot, [epoch](uint32_t flag) { return flag == epoch; }, SignalScope::sys, p.timeout_ns,
-            p.error_flag))
+    if (!combine_wait(p, flags + slot, [epoch](uint32_t flag) { return flag == epoch; }, SignalScope::sys))
       return nullptr;
     // Consumed: set to a value of the other parity, so that it never reads as ready again, even
     // 2^32 epochs on. The next store to this flag (epoch + 2's sender) waits for this rank's
@@ -890,7 +904,7 @@ __global__ void __launch_bounds__(kPrepareThreads)
   __syncthreads();
   if (threadIdx.x < p.num_ranks && threadIdx.x != p.rank) {
     const auto* reduced = static_cast<const uint32_t*>(ncclGetPeerPointer(p.window, kReducedEpochOffset, threadIdx.x));
-    if (!wait_signal(reduced, p.epoch - 2, SignalScope::sys, p.timeout_ns, p.error_flag)) gate_open = 0;
+    if (!combine_wait_reached(p, reduced, p.epoch - 2, SignalScope::sys)) gate_open = 0;
   }
   __syncthreads();  // extends those acquires to the whole block's stores below
   auto* counters = static_cast<uint32_t*>(ncclGetLocalPointer(p.window, counters_offset));
@@ -927,7 +941,7 @@ __global__ void __launch_bounds__(kReduceThreads, 1)
     }
     const uint32_t expected = p.layout.expected(m);
     if (expected == 0) return nullptr;
-    if (!signal_reached(seen, expected) && !wait_signal(counter, expected, SignalScope::sys, p.timeout_ns, p.error_flag))
+    if (!signal_reached(seen, expected) && !combine_wait_reached(p, counter, expected, SignalScope::sys))
       return nullptr;
     return static_cast<const uint4*>(
         ncclGetLocalPointer(p.window, p.rows_offset + size_t(slot) * p.layout.n * sizeof(__nv_bfloat16)));

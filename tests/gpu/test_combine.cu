@@ -86,8 +86,10 @@ class CombineTest : public ::testing::Test {
     if (combine_stream) cudaStreamDestroy(combine_stream);
   }
 
-  // Runs GEMM and combine side by side for one routing; returns the first mismatch or "".
-  std::string run_overlapped(const Routing& r, SignalGranularity g, DeviceBuffer& flag) {
+  // Runs GEMM and combine side by side for one routing; returns the first mismatch or "" (against
+  // the CPU combine of `reference`, by default the routing itself).
+  std::string run_overlapped(const Routing& r, SignalGranularity g, DeviceBuffer& flag,
+                             const Routing* reference = nullptr) {
     GroupedGemmArgs args = problem.args();
     args.granularity = g;
     args.sm_count = sms - kCombineBlocks;
@@ -133,7 +135,7 @@ class CombineTest : public ::testing::Test {
     if (Status s = combine(helper); !s.ok()) return s.message;
     if (cudaDeviceSynchronize() != cudaSuccess) return "kernel failed";
 
-    const auto want = cpu_combine(r, golden, kMaxM, kN);
+    const auto want = cpu_combine(reference != nullptr ? *reference : r, golden, kMaxM, kN);
     const auto got = out.to_host<uint16_t>();
     for (size_t i = 0; i < want.size(); ++i) {
       const double g_value = ref::bf16_to_float(got[i]);
@@ -161,6 +163,25 @@ TEST_F(CombineTest, MatchesCpuCombineForRandomRoutings) {
       ASSERT_EQ(run_overlapped(random_routing(kExperts, kMaxM, kTopk, rng), g, flag), "")
           << to_string(g) << " trial " << trial;
   EXPECT_EQ(flag.to_host<int32_t>()[0], 0) << "a wait timed out";
+}
+
+// A row_source entry past num_tokens * topk is reported (kErrorInvalidRouting) and skipped, never
+// written; the rest of the combine is exact.
+TEST_F(CombineTest, ReportsRowSourcePastTheSlots) {
+  std::mt19937 rng(8);
+  DeviceBuffer flag = DeviceBuffer::from(std::vector<int32_t>{0});
+  for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block}) {
+    Routing reference = random_routing(kExperts, kMaxM, kTopk, rng);
+    Routing sent = reference;
+    const int slot = 0;  // random_routing deals rows to slots 0, 1, ...: slot 0 is used
+    const auto row = std::find(sent.row_source.begin(), sent.row_source.end(), slot);
+    ASSERT_NE(row, sent.row_source.end());
+    *row = reference.num_tokens * kTopk;  // one past the last slot
+    sent.topk_idx[slot] = reference.topk_idx[slot] = -1;  // the slot neither awaited nor summed
+    cudaMemset(flag.get(), 0, flag.bytes());
+    EXPECT_EQ(run_overlapped(sent, g, flag, &reference), "") << to_string(g);
+    EXPECT_EQ(flag.to_host<int32_t>()[0], kErrorInvalidRouting) << to_string(g);
+  }
 }
 
 TEST_F(CombineTest, StressTenThousandOverlappedIterations) {

@@ -456,6 +456,45 @@ TEST(EpCombine, ReportsRoutingThatNamesNoRank) {
   ncclCommDestroy(comm);
 }
 
+// Signals that never come (no GEMM runs): the combine reports a timeout and ends, in both modes;
+// after its first timeout the other waits give up at once.
+TEST(EpCombine, EndsWithATimeoutWhenNoGemmRuns) {
+  if (hopper_gpu_count() < 1) GTEST_SKIP() << "no Hopper (sm_90) GPU: skipped";
+  ncclComm_t comm = nullptr;
+  int device = 0;
+  ASSERT_EQ(ncclCommInitAll(&comm, 1, &device), ncclSuccess);
+  RankState st;
+  st.shape = kSmall;
+  st.build(0, 1);
+  const EpCombineConfig config{kSmall.max_tokens_per_rank(1), kSmall.topk, kSmall.n};
+  ASSERT_TRUE(ep_combine_create(comm, config, &st.context).ok());
+  std::mt19937 rng(78);
+  const EpRouting routing = random_ep_routing(1, kSmall, rng);
+  GroupedGemmArgs args = st.problem.args();
+  args.granularity = SignalGranularity::per_expert;
+  args.signals = st.signals.get<uint32_t>();
+  for (int mode = 0; mode < 2; ++mode) {  // ep_combine, then the epilogue-send reduce
+    ASSERT_EQ(st.set_up(routing), "");
+    EpCombineArgs c = st.combine_args(routing, signal_layout(args), uint32_t(mode + 1));
+    c.gemm_out = st.problem.d_out.get();
+    c.gemm_out_row_stride = st.problem.out_row_stride;
+    c.signals = st.signals.get<uint32_t>();
+    c.timeout_ns = 20'000'000;
+    if (mode == 0) {
+      EXPECT_TRUE(ep_combine(st.context, c).ok());
+    } else {
+      uint32_t* window_signals = nullptr;
+      EXPECT_TRUE(ep_epilogue_send_prepare(st.context, c, st.out_rows.get<void*>(), &window_signals).ok());
+      EXPECT_TRUE(ep_epilogue_send_reduce(st.context, c).ok());  // no GEMM before it: its counters stay 0
+    }
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_EQ(st.flag.to_host<int32_t>()[0], kErrorSignalTimeout) << "mode " << mode;
+  }
+  EXPECT_TRUE(ep_combine_destroy(st.context).ok());
+  st.release();
+  ncclCommDestroy(comm);
+}
+
 // ep_combine_create gathers the configs: ranks that differ all fail, naming the difference.
 TEST(EpCombine, RejectsConfigsThatDifferAcrossRanks) {
   if (hopper_gpu_count() < 2) GTEST_SKIP() << "fewer than 2 Hopper GPUs: skipped";
