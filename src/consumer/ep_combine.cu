@@ -165,6 +165,7 @@ __device__ __forceinline__ int load_acquire_cta(const int* p) {
 // failed combine ends after about one timeout instead of one per row or slot waited for.
 template <class Reached>
 __device__ bool combine_wait(const EpParams& p, const uint32_t* word, Reached reached, SignalScope scope) {
+  if (reached(load_acquire(word, scope))) return true;  // ready: no look at `aborted` on this path
   if (*reinterpret_cast<volatile uint32_t*>(&p.workspace->aborted) != 0) return false;
   if (detail::wait_until(word, reached, scope, p.timeout_ns, p.error_flag)) return true;
   atomicExch(&p.workspace->aborted, 1u);
