@@ -42,6 +42,22 @@ def _current_stream(tensor: Any) -> int:
     return 0
 
 
+def _stream_handle(stream: Any) -> int:
+    """A CUDA stream as its raw handle: a torch.cuda.Stream (or anything with ``cuda_stream``, or the
+    ``__cuda_stream__`` protocol), or an int that already is one."""
+    if hasattr(stream, "__cuda_stream__"):
+        return int(stream.__cuda_stream__()[1])
+    if hasattr(stream, "cuda_stream"):
+        return int(stream.cuda_stream)
+    return int(stream)
+
+
+def _require_gpu(name: str, t: Any) -> None:
+    """A torch tensor argument must live on a GPU (others are checked by the extension)."""
+    if getattr(t, "is_cuda", True) is False and hasattr(t, "device"):
+        raise ValueError(f"signalgemm: {name} is on {t.device}; it must be a CUDA tensor")
+
+
 def _as_pair(value: Any, name: str) -> Tuple[Any, Any]:
     if isinstance(value, (tuple, list)) and len(value) == 2:
         return value[0], value[1]
@@ -71,10 +87,14 @@ def format_from_flashinfer(ab_dtype: str, sf_dtype: Optional[str] = None, sf_vec
     return fmt
 
 
+def _is_fp4_typed(t: Any) -> bool:
+    return str(getattr(t, "dtype", "")) == "torch.float4_e2m1fn_x2"
+
+
 def _as_bytes_if_fp4(t: Any) -> Any:
     """torch's float4_e2m1fn_x2 tensors (two e2m1 codes per byte, low nibble first, as nvfp4 / mxfp4 data
     here) as their uint8 bytes; anything else unchanged."""
-    if str(getattr(t, "dtype", "")) == "torch.float4_e2m1fn_x2":
+    if _is_fp4_typed(t):
         import torch
 
         return t.view(torch.uint8)
@@ -148,9 +168,11 @@ def pack_mma_fragments(b: Any, *, stream: Optional[int] = None) -> MmaFragments:
 
     if not isinstance(b, torch.Tensor) or not b.is_cuda or b.dim() != 3:
         raise TypeError("signalgemm: pack_mma_fragments takes a CUDA torch tensor [E, N, K/2] of FP4 bytes")
+    if str(b.dtype) not in ("torch.uint8", "torch.int8", "torch.float4_e2m1fn_x2"):
+        raise TypeError(f"signalgemm: pack_mma_fragments takes FP4 bytes (uint8, int8 or float4_e2m1fn_x2), got {b.dtype}")
     experts, n, k = b.shape[0], b.shape[1], b.shape[2] * 2
     packed = torch.empty((experts, (n + 63) // 64, (k + 63) // 64, 2048), dtype=torch.uint8, device=b.device)
-    _C.pack_mma_fragments(b.view(torch.uint8), packed, _current_stream(b) if stream is None else int(stream))
+    _C.pack_mma_fragments(b.view(torch.uint8), packed, _current_stream(b) if stream is None else _stream_handle(stream))
     return MmaFragments(packed, n, k)
 
 
@@ -224,6 +246,7 @@ def grouped_gemm_nt_masked(
     signals = signals if signals is not None else dst_signals
     a, sfa = _as_pair(lhs, "lhs")
     b, sfb = _as_pair(rhs, "rhs")
+    fp4_typed = {"a": _is_fp4_typed(a), "b": _is_fp4_typed(b)}
     a, b = _as_bytes_if_fp4(a), _as_bytes_if_fp4(b)
     if ab_dtype is not None:  # FlashInfer's convention
         fmt = format_from_flashinfer(ab_dtype, sf_dtype, sf_vec_size)
@@ -262,6 +285,12 @@ def grouped_gemm_nt_masked(
         raise ValueError(f"signalgemm: sm_count must be >= 1, got {sm_count}")
     a_format = a_format or "fp8_block128"
     b_format = b_format or a_format
+    for name, fmt in (("a", a_format), ("b", b_format)):
+        if fp4_typed[name] and fmt not in ("nvfp4", "mxfp4"):  # its bytes would pass for another format's
+            raise ValueError(f"signalgemm: {name} is float4_e2m1fn_x2 but its format is {fmt!r}")
+    for name, t in (("a", a), ("sfa", sfa), ("b", b), ("sfb", sfb), ("out", out), ("masked_m", masked_m),
+                    ("alpha", alpha), ("signals", signals), ("error_flag", error_flag), ("workspace", workspace)):
+        _require_gpu(name, t)
     if workspace is None:
         workspace = _allocate_workspace(a, a_format, b_format, n=out.shape[2] if hasattr(out, "shape") else 0,
                                         expected_m=expected_m or 0, block_m=block_m, block_n=block_n)
@@ -270,7 +299,7 @@ def grouped_gemm_nt_masked(
         a_format, b_format,
         alpha, signals, granularity, scope,
         sm_count or 0, expected_m or 0, block_m, block_n, stages, cluster,
-        _current_stream(out) if stream is None else int(stream),
+        _current_stream(out) if stream is None else _stream_handle(stream),
         error_flag, workspace if workspace is not False else None, b_n, load_only,
     )
     return out
@@ -307,17 +336,18 @@ def _allocate_workspace(a: Any, a_format: str, b_format: str, n: int = 0, expect
 
 def signal_layout(num_experts: int, max_m: int, n: int, *, expected_m: int = 0, block_m: int = 0,
                   block_n: int = 0, granularity: str = "per_expert", a_format: str = "fp8_block128",
-                  b_format: Optional[str] = None, workspace: bool = True) -> dict:
+                  b_format: Optional[str] = None, workspace: bool = True, cluster: int = 0) -> dict:
     """Tile shape and counter count a launch with these sizes and formats uses (what a consumer waits
     on). ``workspace``: whether the launch converts its activations in one (the default of
-    ``grouped_gemm_nt_masked`` for torch inputs), which gives it the tiles of bf16 activations."""
+    ``grouped_gemm_nt_masked`` for torch inputs), which gives it the tiles of bf16 activations;
+    ``block_m``, ``block_n``, ``cluster``: the launch's own, where it gives them."""
     return _C.signal_layout(num_experts, max_m, n, expected_m, block_m, block_n, granularity, a_format,
-                            b_format or a_format, 0, bool(workspace))
+                            b_format or a_format, 0, bool(workspace), cluster)
 
 
 def expected_signals(masked_m: Sequence[int], n: int, max_m: int, *, expected_m: int = 0, block_m: int = 0,
                      block_n: int = 0, granularity: str = "per_expert", a_format: str = "fp8_block128",
-                     b_format: Optional[str] = None, workspace: bool = True) -> list:
+                     b_format: Optional[str] = None, workspace: bool = True, cluster: int = 0) -> list:
     """Value each counter reaches, as a list indexed like the signals buffer.
 
     masked_m is host data (a list, or a CPU tensor/array): the consumer side knows it from the
@@ -331,7 +361,8 @@ def expected_signals(masked_m: Sequence[int], n: int, max_m: int, *, expected_m:
             raise ValueError(f"signalgemm: masked_m[{i}] = {v} is not an integer in [0, max_m = {max_m}]")
     values = [int(v) for v in values]
     layout = signal_layout(len(values), max_m, n, expected_m=expected_m, block_m=block_m, block_n=block_n,
-                           granularity=granularity, a_format=a_format, b_format=b_format, workspace=workspace)
+                           granularity=granularity, a_format=a_format, b_format=b_format, workspace=workspace,
+                           cluster=cluster)
     return _C.expected_signals(values, max_m, n, layout["block_m"], layout["block_n"], granularity)
 
 
@@ -380,6 +411,10 @@ def scales_from_flashinfer(sf: Any, num_experts: int, rows: int, k: int, sf_vec_
     if hasattr(sf, "detach"):  # a CPU torch tensor (uint8 or float8_e4m3fn): its bytes
         import torch
 
+        if sf.element_size() != 1:
+            raise ValueError(f"signalgemm: sf must hold one byte per scale, got {sf.dtype}")
+        if sf.dim() == 6:  # FlashInfer's tensor, in either order: converted as on the GPU
+            return _swizzled_to_rows(sf.detach().view(torch.uint8), num_experts, rows, cols, "sf").numpy()
         sf = sf.detach().contiguous().view(torch.uint8).numpy()
     sf = np.asarray(sf)
     if sf.dtype.itemsize != 1 or sf.dtype.kind not in "ui":  # bytes, not values to convert

@@ -90,6 +90,12 @@ bool is_byte(const nb::dlpack::dtype& d, std::initializer_list<uint8_t> float_co
   return false;
 }
 
+// int32 or uint32 (counters and flags the kernel adds to or ORs into).
+bool is_int32(const nb::dlpack::dtype& d) {
+  return d.bits == 32 && d.lanes == 1 &&
+         (d.code == uint8_t(nb::dlpack::dtype_code::Int) || d.code == uint8_t(nb::dlpack::dtype_code::UInt));
+}
+
 // The dtypes that hold elements of `format`: its own (bfloat16, float8_e4m3fn) or raw bytes.
 void require_element_dtype(const Tensor& t, Format format, const char* name) {
   const nb::dlpack::dtype d = t.dtype();
@@ -102,6 +108,17 @@ void require_element_dtype(const Tensor& t, Format format, const char* name) {
   } else if (!is_byte(d)) {
     bad(std::string(name) + " must be uint8 or int8 (two e2m1 codes per byte) for format " + to_string(format));
   }
+}
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string text = "[";
+  for (size_t d = 0; d < shape.size(); ++d) text += (d ? ", " : "") + std::to_string(shape[d]);
+  return text + "]";
+}
+std::string shape_string(const Tensor& t) {
+  std::vector<int64_t> shape(t.ndim());
+  for (size_t d = 0; d < t.ndim(); ++d) shape[d] = int64_t(t.shape(d));
+  return shape_string(shape);
 }
 
 // Scale factors (when given and the format has them: validation reports the rest): their dtype, a
@@ -117,6 +134,33 @@ void check_scales(const std::optional<Tensor>& scales, Format format, bool weigh
     bad(std::string(name) + " must be one byte per scale (uint8, int8 or " +
         (format == Format::nvfp4 ? "float8_e4m3fn" : "float8_e8m0fnu") + ") for format " + to_string(format));
   }
+  // Flat scales need only the bytes; a shaped tensor must have the documented shape, so that a
+  // natural-looking other layout (fp8_block128 sfa as [E, rows, K/128] row-major, FlashInfer's
+  // swizzled scales without ab_dtype) is refused rather than misread. fp8_block128 activation
+  // scales may also come as DeepGEMM's MN-major view: logical [E, rows, K/128], the same memory.
+  const int64_t blocks_k = k / scale_block_k(format);
+  const std::vector<int64_t> shape =
+      format != Format::fp8_block128 ? std::vector<int64_t>{experts, rows, blocks_k}
+      : weights                      ? std::vector<int64_t>{experts, (rows + 127) / 128, blocks_k}
+                                     : std::vector<int64_t>{experts, blocks_k, (rows + 3) / 4 * 4};
+  auto has_shape = [&](const std::vector<int64_t>& want) {
+    if (scales->ndim() != want.size()) return false;
+    for (size_t d = 0; d < want.size(); ++d)
+      if (int64_t(scales->shape(d)) != want[d]) return false;
+    return true;
+  };
+  const bool mn_major_view = format == Format::fp8_block128 && !weights && rows % 4 == 0 &&
+                             has_shape({experts, rows, blocks_k}) && (rows == 1 || scales->stride(1) == 1) &&
+                             (blocks_k == 1 || scales->stride(2) == rows) &&
+                             (experts == 1 || scales->stride(0) == rows * blocks_k);
+  if (scales->ndim() != 1 && !has_shape(shape) && !mn_major_view)
+    bad(std::string(name) + " has shape " + shape_string(*scales) + "; " + to_string(format) + " scales of [" +
+        std::to_string(experts) + ", " + std::to_string(rows) + ", " + std::to_string(k) +
+        "] are flat or " + shape_string(shape) +
+        (format == Format::fp8_block128 && !weights ? " (or DeepGEMM's MN-major view [E, rows, K/128])" : "") +
+        " (docs/formats.md)" +
+        (scales->ndim() == 6 ? "; FlashInfer's swizzled scales need ab_dtype, sf_dtype and sf_vec_size" : ""));
+  if (mn_major_view) return;  // its strides cover exactly the documented layout's bytes
   require_contiguous(*scales, name);
   const size_t needed = operand_scale_bytes(format, weights, int(experts), int(rows), int(k));
   if (scales->nbytes() < needed)
@@ -224,8 +268,14 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
   args.expected_m = expected_m;
   args.config = TileConfig{block_m, block_n, stages, cluster};
   args.stream = reinterpret_cast<cudaStream_t>(stream);
+  // Before the signals' count: the workspace can choose the tile, hence the counters.
+  if (workspace) {
+    require_contiguous(*workspace, "workspace");
+    args.workspace = workspace->data();
+    args.workspace_bytes = workspace->nbytes();
+  }
   if (signals) {
-    if (signals->ndim() != 1 || signals->itemsize() != 4 || signals->stride(0) != 1)
+    if (signals->ndim() != 1 || !is_int32(signals->dtype()) || signals->stride(0) != 1)
       bad("signals must be a contiguous 1-D int32/uint32 tensor");
     const int64_t needed = signal_layout(args).counter_count();
     if (int64_t(signals->shape(0)) < needed)
@@ -233,13 +283,8 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
     args.signals = static_cast<uint32_t*>(signals->data());
   }
   if (error_flag) {
-    if (error_flag->itemsize() != 4 || error_flag->size() < 1) bad("error_flag must be an int32 tensor");
+    if (!is_int32(error_flag->dtype()) || error_flag->size() < 1) bad("error_flag must be an int32 tensor");
     args.error_flag = static_cast<int32_t*>(error_flag->data());
-  }
-  if (workspace) {
-    require_contiguous(*workspace, "workspace");
-    args.workspace = workspace->data();
-    args.workspace_bytes = workspace->nbytes();
   }
   // On the output's device, as torch's operators run, whatever the current one (restored after);
   // the library rejects operands on any other device.
@@ -289,13 +334,13 @@ nb::dict layout_dict(const SignalLayout& l) {
 // activations in a workspace on whether one is used: the launch then runs as bf16 activations.
 nb::dict signal_layout_for(int num_experts, int max_m, int n, int expected_m, int block_m, int block_n,
                            const std::string& granularity, const std::string& a_format, const std::string& b_format,
-                           int k, bool workspace) {
+                           int k, bool workspace, int cluster) {
   GroupedGemmArgs args;
   args.num_experts = num_experts, args.max_m = max_m, args.n = n, args.k = k;
   args.a.format = parse_format(a_format, "a_format");
   args.b.format = parse_format(b_format, "b_format");
   args.expected_m = expected_m;
-  args.config = TileConfig{block_m, block_n, 0};
+  args.config = TileConfig{block_m, block_n, 0, cluster};
   args.granularity = parse_granularity(granularity);
   GroupedGemmArgs probe = args;  // whether the pairing converts does not depend on K
   probe.k = 64;
@@ -391,7 +436,7 @@ NB_MODULE(_C, m) {
   m.def("signal_layout", &signal_layout_for, nb::arg("num_experts"), nb::arg("max_m"), nb::arg("n"),
         nb::arg("expected_m") = 0, nb::arg("block_m") = 0, nb::arg("block_n") = 0,
         nb::arg("granularity") = "per_expert", nb::arg("a_format") = "fp8_block128",
-        nb::arg("b_format") = "fp8_block128", nb::arg("k") = 0, nb::arg("workspace") = true);
+        nb::arg("b_format") = "fp8_block128", nb::arg("k") = 0, nb::arg("workspace") = true, nb::arg("cluster") = 0);
   m.def(
       "activation_workspace_bytes",
       [](int e, int max_m, int k, const std::string& a, const std::string& b) {

@@ -47,8 +47,15 @@ def call(**override):
         # Scale tensors: dtype, a flat layout, and the documented size.
         (dict(sfa=FakeCudaTensor((E * (K // 128) * MAX_M,), "bfloat", 16)), "sfa must be float32"),
         (dict(sfb=FakeCudaTensor((E * (N // 128) * (K // 128) - 1,), "float", 32)), "sfb holds 124 bytes"),
-        (dict(sfa=FakeCudaTensor((E * (K // 128), MAX_M), "float", 32, strides=(1, E * (K // 128)))),
-         "sfa must be contiguous"),
+        (dict(sfa=FakeCudaTensor((E * (K // 128) * MAX_M,), "float", 32, strides=(2,))), "sfa must be contiguous"),
+        # Shaped scales must have the documented shape: fp8_block128's sfa is [E, K/128, round_up(max_m, 4)],
+        # so the natural [E, max_m, K/128] (as many bytes) is refused, not misread; likewise a 2-d view.
+        (dict(sfa=FakeCudaTensor((E, MAX_M, K // 128), "float", 32)), "sfa has shape [4, 64, 4]"),
+        (dict(sfa=FakeCudaTensor((E * (K // 128), MAX_M), "float", 32)), "sfa has shape [16, 64]"),
+        (dict(sfb=FakeCudaTensor((E, K // 128, N // 128), "float", 32)), "sfb has shape [4, 4, 2]"),
+        # Counters and flags the kernel adds to must be 32-bit integers, not floats of that size.
+        (dict(signals=FakeCudaTensor((E,), "float", 32)), "signals must be a contiguous 1-D int32/uint32"),
+        (dict(error_flag=FakeCudaTensor((1,), "float", 32)), "error_flag must be an int32"),
         # Element dtypes beyond their size, and strides the C++ API cannot express.
         (dict(a_format="bf16", b_format="bf16", sfa=None, sfb=None, a=FakeCudaTensor((E, MAX_M, K), "float", 16),
               b=FakeCudaTensor((E, N, K), "bfloat", 16)), "a must be bfloat16"),
@@ -103,6 +110,16 @@ def test_format_from_flashinfer():
     assert signalgemm.format_from_flashinfer("bfloat16") == "bf16"
     with pytest.raises(ValueError, match="sf_vec_size = 16 is not a supported"):
         signalgemm.format_from_flashinfer("float8_e4m3fn", "float8_e4m3fn", 16)
+
+
+def test_deepgemm_mn_major_activation_scales_pass_the_scale_checks():
+    """DeepGEMM's MN-major sfa (logical [E, max_m, K/128], the rows contiguous) is the documented
+    memory: accepted by the scale checks (the call then fails only on the fake pointers)."""
+    view = FakeCudaTensor((E, MAX_M, K // 128), "float", 32, strides=(MAX_M * (K // 128), 1, MAX_M),
+                          address=0x7F0001000000)
+    with pytest.raises((ValueError, RuntimeError)) as failure:
+        call(sfa=view)
+    assert "sfa" not in str(failure.value)
 
 
 def test_load_only_validates_like_the_launch():
@@ -179,6 +196,15 @@ def test_expected_signals_follow_the_contract():
 def test_planning_helpers_reject_what_a_launch_would(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_signal_layout_follows_the_cluster():
+    """A launch given cluster 2 runs its own tile: the helpers plan with it too."""
+    plain = signalgemm.signal_layout(8, 256, 4096, granularity="per_row_block")
+    paired = signalgemm.signal_layout(8, 256, 4096, granularity="per_row_block", cluster=2)
+    assert (paired["block_m"], paired["block_n"]) != (plain["block_m"], plain["block_n"])
+    per_block = signalgemm.expected_signals([256] * 8, 4096, 256, granularity="per_row_block", cluster=2)
+    assert per_block[0] == 4096 // paired["block_n"]
 
 
 def test_signal_layout_follows_the_formats_and_the_workspace():

@@ -351,3 +351,45 @@ def test_scales_from_flashinfer_on_the_gpu():
         on_gpu = signalgemm.scales_from_flashinfer(sf, experts, rows, 112)
         assert on_gpu.is_cuda and on_gpu.dtype == torch.uint8
         assert np.array_equal(on_gpu.cpu().numpy(), on_host)
+    # The same tensors on the CPU (FlashInfer's logical 6-d view too) are converted alike, on the host.
+    for sf in (flat.cpu(), flat.reshape(swizzled.shape).permute(3, 4, 1, 5, 2, 0).cpu()):
+        assert np.array_equal(signalgemm.scales_from_flashinfer(sf, experts, rows, 112), on_host)
+
+
+def test_mn_major_activation_scales_and_a_stream_object():
+    """fp8_block128 sfa as DeepGEMM's MN-major view (logical [E, max_m, K/128], the rows contiguous) and
+    the stream as a torch.cuda.Stream: the same results as the flat scales on the current stream."""
+    E, MAX_M, N, K = 3, 64, 256, 384
+    t = make_problem(E, MAX_M, N, K, seed=6)
+    sfa_view = t["sfa"].view(E, K // 128, MAX_M).transpose(1, 2)
+    assert sfa_view.shape == (E, MAX_M, K // 128) and sfa_view.stride(1) == 1
+    masked_m = torch.tensor([64, 3, 0], dtype=torch.int32, device="cuda")
+    out = torch.full((E, MAX_M, N), POISON, dtype=torch.bfloat16, device="cuda")
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())  # out's fill and the operands first
+    signalgemm.grouped_gemm_nt_masked((t["a"], sfa_view), (t["b"], t["sfb"]), out, masked_m, alpha=t["alpha"],
+                                      stream=stream)
+    stream.synchronize()
+    check(out, t["reference"], masked_m)
+
+
+def test_dtypes_that_would_be_misread_are_refused():
+    """Tensors whose bytes would pass for another format's are refused, naming the argument."""
+    E, MAX_M, N, K = 2, 64, 256, 256
+    t = make_problem(E, MAX_M, N, K, seed=7)
+    out = torch.empty((E, MAX_M, N), dtype=torch.bfloat16, device="cuda")
+    masked_m = torch.full((E,), MAX_M, dtype=torch.int32, device="cuda")
+    fp4 = torch.zeros((E, MAX_M, K // 2), dtype=torch.uint8, device="cuda").view(torch.float4_e2m1fn_x2)
+    with pytest.raises(ValueError, match="a is float4_e2m1fn_x2 but its format is 'mxfp8'"):
+        signalgemm.grouped_gemm_nt_masked((fp4, t["sfa"]), (t["b"], t["sfb"]), out, masked_m, a_format="mxfp8")
+    with pytest.raises(ValueError, match="signals must be a contiguous 1-D int32/uint32"):
+        signalgemm.grouped_gemm_nt_masked((t["a"], t["sfa"]), (t["b"], t["sfb"]), out, masked_m,
+                                          signals=torch.zeros(E, dtype=torch.float32, device="cuda"))
+    with pytest.raises(ValueError, match="sfa is on cpu"):
+        signalgemm.grouped_gemm_nt_masked((t["a"], t["sfa"].cpu()), (t["b"], t["sfb"]), out, masked_m)
+    with pytest.raises(TypeError, match="FP4 bytes"):
+        signalgemm.pack_mma_fragments(torch.zeros((E, N, K // 2), dtype=torch.bfloat16, device="cuda"))
+    # The workspace must not alias what the launch reads.
+    with pytest.raises(ValueError, match="workspace overlaps a.data"):
+        signalgemm.grouped_gemm_nt_masked((t["a"], t["sfa"]), (t["b"], t["sfb"]), out, masked_m,
+                                          workspace=t["a"].view(torch.uint8).reshape(-1))

@@ -1,5 +1,6 @@
 // Argument validation: everything is checked on the host before any launch, and the first
 // problem found is reported with the name of the offending argument.
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -293,14 +294,36 @@ Status validate(const GroupedGemmArgs& args) {
   int64_t out_span = 0;
   c.require(multiply(out_expert_stride, args.num_experts, out_span), "num_experts = ", args.num_experts,
             " times out_expert_stride = ", out_expert_stride, " bytes overflows int64");
-  // The epilogue's stores would race the loads of an operand they overlap (a silently wrong result).
-  if (c.status().ok() && args.out != nullptr) {
-    const int64_t out_bytes = tensor_span(out_row, args.out_row_stride, args.out_expert_stride, args.num_experts,
-                                          args.max_m);
-    c.require(!overlaps(args.out, out_bytes, args.a.data, operand_span(args.a, args.num_experts, args.max_m, args.k)),
-              "out overlaps a.data; the output must not alias an operand");
-    c.require(!overlaps(args.out, out_bytes, args.b.data, operand_span(args.b, args.num_experts, args.n, args.k)),
-              "out overlaps b.data; the output must not alias an operand");
+  // What the launch writes (out; the workspace: converted activations, counters, partials) must not
+  // overlap what it reads, nor each other: the stores would race the loads (a silently wrong result).
+  if (c.status().ok()) {
+    struct Span {
+      const void* p;
+      int64_t bytes;
+      const char* name;
+    };
+    const int64_t experts_bytes = int64_t(args.num_experts) * 4;
+    const Span read[] = {
+        {args.a.data, operand_span(args.a, args.num_experts, args.max_m, args.k), "a.data"},
+        {args.b.data, operand_span(args.b, args.num_experts, args.n, args.k), "b.data"},
+        {args.a.scales, int64_t(operand_scale_bytes(args.a.format, false, args.num_experts, args.max_m, args.k)),
+         "a.scales"},
+        {args.b.scales, int64_t(operand_scale_bytes(args.b.format, true, args.num_experts, args.n, args.k)),
+         "b.scales"},
+        {args.masked_m, experts_bytes, "masked_m"},
+        {args.alpha, experts_bytes, "alpha"}};
+    const Span written[] = {
+        {args.out, args.out != nullptr ? tensor_span(out_row, args.out_row_stride, args.out_expert_stride,
+                                                     args.num_experts, args.max_m)
+                                       : 0,
+         "out"},
+        {args.workspace, int64_t(std::min<size_t>(args.workspace_bytes, size_t(INT64_MAX))), "workspace"}};
+    for (const Span& w : written)
+      for (const Span& r : read)
+        c.require(!overlaps(w.p, w.bytes, r.p, r.bytes), w.name, " overlaps ", r.name,
+                  "; what the launch writes must not alias what it reads");
+    c.require(!overlaps(written[0].p, written[0].bytes, written[1].p, written[1].bytes),
+              "out overlaps workspace; they must not alias");
   }
 
   c.require(aligned(args.workspace, 16), "workspace must be 16-byte aligned");

@@ -32,6 +32,9 @@ constexpr int64_t kOperandRow = 512, kOutRow = 512;
 // Largest max_m and n: rounded up to a whole tile (at most 256) they still fit in int32.
 constexpr int kMaxExtent = INT32_MAX - 255;
 constexpr uintptr_t kAData = uintptr_t(1) << 46, kBData = uintptr_t(1) << 47;
+// out lies above every small fake pointer (scales, masked_m, alpha, the workspace: what a launch
+// reads or writes besides it must not overlap it) and far below a.
+constexpr uintptr_t kOutData = uintptr_t(1) << 45;
 
 GroupedGemmArgs baseline() {
   GroupedGemmArgs args;
@@ -41,7 +44,7 @@ GroupedGemmArgs baseline() {
   args.k = kK;
   args.a = OperandArgs{Format::fp8_block128, fake(kAData), fake(0x20000), 0, 0};
   args.b = OperandArgs{Format::fp8_block128, fake(kBData), fake(0x40000), 0, 0};
-  args.out = fake(0x50000);
+  args.out = fake(kOutData);
   args.out_type = OutputType::bf16;
   args.masked_m = fake<const int32_t>(0x60000);
   return args;
@@ -383,11 +386,21 @@ std::vector<Rejection> output_rejections() {
              "unknown value 99"),
       unsupported("OutTypeFp32", [](auto& a) { a.out_type = OutputType::fp32; }, {"out_type"}, "bf16, fp16"),
       reject("OutNull", [](auto& a) { a.out = nullptr; }, {"out"}, "null"),
-      reject("OutMisaligned", [](auto& a) { a.out = fake(0x50008); }, {"out"}, "16-byte aligned"),
+      reject("OutMisaligned", [](auto& a) { a.out = fake(kOutData + 8); }, {"out"}, "16-byte aligned"),
       // out's last row ends 16 bytes into a (OutEndsWhereABegins is accepted).
       reject("OutOverlapsA", [](auto& a) { a.out = fake(kAData - int64_t(kExperts) * kMaxM * kOutRow + 16); },
              {"out", "a.data"}, "must not alias"),
       reject("OutOverlapsB", [](auto& a) { a.out = fake(kBData + 1024); }, {"out", "b.data"}, "must not alias"),
+      reject("OutOverlapsBScales", [](auto& a) { a.b.scales = fake(kOutData + 4096); }, {"out", "b.scales"},
+             "must not alias"),
+      reject("OutOverlapsMaskedM", [](auto& a) { a.masked_m = fake<const int32_t>(kOutData + 64); },
+             {"out", "masked_m"}, "must not alias"),
+      reject("OutOverlapsAlpha", [](auto& a) { a.alpha = fake<const float>(kOutData + 64); }, {"out", "alpha"},
+             "must not alias"),
+      reject("WorkspaceOverlapsA", [](auto& a) { a.workspace = fake(kAData - 16), a.workspace_bytes = 32; },
+             {"workspace", "a.data"}, "must not alias"),
+      reject("WorkspaceOverlapsOut", [](auto& a) { a.workspace = fake(kOutData + 1024), a.workspace_bytes = 64; },
+             {"out", "workspace"}, "must not alias"),
       reject("OutRowsMisaligned", [](auto& a) { a.out_rows = fake<void* const>(0x70004); }, {"out_rows"},
              "8-byte aligned"),
       // n=12 bf16 outputs are 24-byte rows.
