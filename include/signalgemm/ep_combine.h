@@ -91,7 +91,9 @@ struct EpCombineArgs {
   int64_t gemm_out_row_stride = 0;     // bytes; 0 = packed
   int64_t gemm_out_expert_stride = 0;  // bytes; 0 = packed
   const int32_t* masked_m = nullptr;   // [E_local]
-  SignalLayout layout;                 // signal_layout(gemm args); layout.n must equal config.n
+  // signal_layout(gemm args); layout.n must equal config.n. The same on every rank (E_local, max_m,
+  // tile): an owner reads a peer's expert ids and counters through its own (not checked across ranks).
+  SignalLayout layout;
   const uint32_t* signals = nullptr;
   uint32_t signal_base = 0;
   SignalScope scope = SignalScope::gpu;  // the GEMM's output is read on its own GPU only
