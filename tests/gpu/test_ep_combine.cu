@@ -423,19 +423,32 @@ TEST(EpCombine, EpochsPastTwoToTheThirtyOneAndTheWrap) {
   }
 }
 
+// One rank on GPU 0 with its context (kSmall): the error-path tests.
+class EpCombineSingleRank : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (hopper_gpu_count() < 1) GTEST_SKIP() << "no Hopper (sm_90) GPU: skipped";
+    int device = 0;
+    ASSERT_EQ(ncclCommInitAll(&comm, 1, &device), ncclSuccess);
+    st.shape = kSmall;
+    golden.push_back(st.build(0, 1));
+    const EpCombineConfig config{kSmall.max_tokens_per_rank(1), kSmall.topk, kSmall.n};
+    ASSERT_TRUE(ep_combine_create(comm, config, &st.context).ok());
+  }
+  void TearDown() override {
+    if (st.context != nullptr) EXPECT_TRUE(ep_combine_destroy(st.context).ok());
+    st.release();
+    if (comm != nullptr) ncclCommDestroy(comm);
+  }
+  ncclComm_t comm = nullptr;
+  RankState st;
+  std::vector<std::vector<uint16_t>> golden;  // the rank's full GEMM output
+};
+
 // A routing entry that names no rank of the comm (a topk_idx past num_ranks * E_local, a row_source
 // past num_ranks * slots) is reported as kErrorInvalidRouting and skipped in both modes, never
 // followed; the rest of the combine is exact.
-TEST(EpCombine, ReportsRoutingThatNamesNoRank) {
-  if (hopper_gpu_count() < 1) GTEST_SKIP() << "no Hopper (sm_90) GPU: skipped";
-  ncclComm_t comm = nullptr;
-  int device = 0;
-  ASSERT_EQ(ncclCommInitAll(&comm, 1, &device), ncclSuccess);
-  RankState st;
-  st.shape = kSmall;
-  const std::vector<std::vector<uint16_t>> golden{st.build(0, 1)};
-  const EpCombineConfig config{kSmall.max_tokens_per_rank(1), kSmall.topk, kSmall.n};
-  ASSERT_TRUE(ep_combine_create(comm, config, &st.context).ok());
+TEST_F(EpCombineSingleRank, ReportsRoutingThatNamesNoRank) {
   std::mt19937 rng(77);
   for (int mode = 0; mode < 2; ++mode) {  // ep_combine beside the GEMM, then rows sent from its epilogue
     EpRouting routing = random_ep_routing(1, kSmall, rng);
@@ -451,23 +464,11 @@ TEST(EpCombine, ReportsRoutingThatNamesNoRank) {
     EXPECT_EQ(launched, "") << "mode " << mode;
     EXPECT_EQ(st.check(routing, golden, kErrorInvalidRouting), "") << "mode " << mode;
   }
-  EXPECT_TRUE(ep_combine_destroy(st.context).ok());
-  st.release();
-  ncclCommDestroy(comm);
 }
 
 // Signals that never come (no GEMM runs): the combine reports a timeout and ends, in both modes;
 // after its first timeout the other waits give up at once.
-TEST(EpCombine, EndsWithATimeoutWhenNoGemmRuns) {
-  if (hopper_gpu_count() < 1) GTEST_SKIP() << "no Hopper (sm_90) GPU: skipped";
-  ncclComm_t comm = nullptr;
-  int device = 0;
-  ASSERT_EQ(ncclCommInitAll(&comm, 1, &device), ncclSuccess);
-  RankState st;
-  st.shape = kSmall;
-  st.build(0, 1);
-  const EpCombineConfig config{kSmall.max_tokens_per_rank(1), kSmall.topk, kSmall.n};
-  ASSERT_TRUE(ep_combine_create(comm, config, &st.context).ok());
+TEST_F(EpCombineSingleRank, EndsWithATimeoutWhenNoGemmRuns) {
   std::mt19937 rng(78);
   const EpRouting routing = random_ep_routing(1, kSmall, rng);
   GroupedGemmArgs args = st.problem.args();
@@ -490,9 +491,6 @@ TEST(EpCombine, EndsWithATimeoutWhenNoGemmRuns) {
     EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     EXPECT_EQ(st.flag.to_host<int32_t>()[0], kErrorSignalTimeout) << "mode " << mode;
   }
-  EXPECT_TRUE(ep_combine_destroy(st.context).ok());
-  st.release();
-  ncclCommDestroy(comm);
 }
 
 // ep_combine_create gathers the configs: ranks that differ all fail, naming the difference.
