@@ -22,7 +22,8 @@
 namespace signalgemm {
 
 // OR-ed into a combine's error_flag when a routing entry lies out of range (CombineArgs: a
-// row_source entry at or past num_tokens * topk); the entry is skipped, never followed.
+// row_source entry at or past num_tokens * topk); the entry is skipped, never followed (a slot that
+// row was meant for then never arrives: its token waits until timeout_ns, or forever without one).
 inline constexpr int32_t kErrorInvalidRouting = 4;
 
 struct CombineArgs {
