@@ -44,8 +44,8 @@ struct CombineArgs {
   const float* topk_weights = nullptr;    // [num_tokens][topk]
   const int32_t* row_source = nullptr;    // [E][max_m]: t * topk + k for real rows
 
-  // Workspace (combine_workspace_bytes): token-slot rows, then counters (per-token arrivals and
-  // two work queues) that must be zero at launch: clear the last combine_workspace_counter_bytes
+  // Workspace (combine_workspace_bytes): token-slot rows, then counters (per-token arrivals, two
+  // work queues and a timed-out mark) that must be zero at launch: clear the last combine_workspace_counter_bytes
   // of the workspace (cudaMemsetAsync, capturable) before each use.
   void* workspace = nullptr;
   void* out = nullptr;  // bf16 [num_tokens][N]
@@ -57,7 +57,7 @@ struct CombineArgs {
   // rest. Each launch must be told its first block index for the timeline.
   int num_blocks = 0;
   int first_block = 0;
-  uint64_t timeout_ns = 0;       // per wait; 0 = wait forever
+  uint64_t timeout_ns = 0;       // per wait (after one times out, the others give up at once); 0 = forever
   int32_t* error_flag = nullptr; // ORed with kErrorSignalTimeout on a timeout, kErrorInvalidRouting
   uint64_t* timeline = nullptr;  // optional, combine_timeline_entries() %globaltimer stamps
   cudaStream_t stream = nullptr;

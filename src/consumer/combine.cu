@@ -31,7 +31,7 @@ struct CombineParams {
   const int32_t* row_source;
   __nv_bfloat16* recv;       // [num_tokens * topk][N]
   uint32_t* token_arrivals;  // [num_tokens]
-  uint32_t* work_queues;     // [2]: next counter to send, next token to reduce
+  uint32_t* work_queues;     // [3]: next counter to send, next token to reduce; `aborted` (block_wait)
   __nv_bfloat16* out;
   uint64_t timeout_ns;
   int32_t* error_flag;
@@ -41,6 +41,26 @@ struct CombineParams {
 
 using detail::copy_row;
 using detail::globaltimer;
+
+// Every wait of this combine, block-wide (thread 0 waits; the barrier extends its acquire to the
+// block): gives up at once when another one has already timed out (work_queues[2]), so a failed
+// combine ends after about one timeout instead of one per counter and token.
+__device__ bool block_wait(const CombineParams& p, const uint32_t* word, uint32_t target, SignalScope scope) {
+  __shared__ int reached;
+  if (threadIdx.x == 0) {
+    uint32_t* aborted = &p.work_queues[2];
+    bool ok = signal_reached(load_acquire(word, scope), target);
+    if (!ok && *reinterpret_cast<volatile uint32_t*>(aborted) == 0) {
+      ok = wait_signal(word, target, scope, p.timeout_ns, p.error_flag);
+      if (!ok) atomicExch(aborted, 1u);
+    }
+    reached = ok;
+  }
+  __syncthreads();
+  const bool ok = reached != 0;
+  __syncthreads();  // `reached` is rewritten by the next call
+  return ok;
+}
 
 __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const CombineParams p) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -60,7 +80,7 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const CombineP
     const int m = p.masked_m[e];
     const uint32_t expected = p.layout.expected(m, rb);
     if (expected == 0) continue;  // no rows: never signalled
-    if (!block_wait_signal(p.signals + c, p.signal_base + expected, p.scope, p.timeout_ns, p.error_flag)) continue;
+    if (!block_wait(p, p.signals + c, p.signal_base + expected, p.scope)) continue;
     if (p.timeline != nullptr && threadIdx.x == 0) p.timeline[2 * c] = globaltimer();
     const int first_row = per_row_block ? rb * p.layout.block_m : 0;
     const int rows = p.layout.covered_rows(m, rb);
@@ -91,7 +111,7 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const CombineP
   for (int64_t t = detail::take_work_item(token_queue); t < p.num_tokens; t = detail::take_work_item(token_queue)) {
     uint32_t slots = 0;
     for (int k = 0; k < p.topk; ++k) slots += p.topk_idx[int64_t(t) * p.topk + k] >= 0;
-    block_wait_signal(p.token_arrivals + t, slots, SignalScope::gpu, p.timeout_ns, p.error_flag);
+    block_wait(p, p.token_arrivals + t, slots, SignalScope::gpu);  // on a timeout: summed as it is (reported)
     detail::reduce_token(p.topk_idx + int64_t(t) * p.topk, p.topk_weights + int64_t(t) * p.topk, p.topk, n,
                          p.recv + int64_t(t) * p.topk * n, p.out + int64_t(t) * n);
   }
@@ -110,7 +130,7 @@ size_t combine_workspace_bytes(int num_tokens, int topk, int n) {
   return recv + combine_workspace_counter_bytes(num_tokens);
 }
 
-size_t combine_workspace_counter_bytes(int num_tokens) { return (size_t(num_tokens) + 2) * sizeof(uint32_t); }
+size_t combine_workspace_counter_bytes(int num_tokens) { return (size_t(num_tokens) + 3) * sizeof(uint32_t); }
 
 int64_t combine_timeline_entries(const SignalLayout& layout, int num_blocks) {
   return 2 * layout.counter_count() + 3 * int64_t(num_blocks > 0 ? num_blocks : kDefaultBlocks);

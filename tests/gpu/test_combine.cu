@@ -184,6 +184,42 @@ TEST_F(CombineTest, ReportsRowSourcePastTheSlots) {
   }
 }
 
+// Signals that never come (no GEMM runs): the combine reports a timeout and ends; after its first
+// timeout the other waits give up at once.
+TEST_F(CombineTest, EndsWithATimeoutWhenNoGemmRuns) {
+  std::mt19937 rng(9);
+  const Routing r = random_routing(kExperts, kMaxM, kTopk, rng);
+  GroupedGemmArgs args = problem.args();
+  args.granularity = SignalGranularity::per_expert;
+  const SignalLayout layout = signal_layout(args);
+  DeviceBuffer signals(sizeof(uint32_t) * layout.counter_count()), flag = DeviceBuffer::from(std::vector<int32_t>{0});
+  DeviceBuffer topk_idx = DeviceBuffer::from(r.topk_idx), weights = DeviceBuffer::from(r.topk_weights);
+  DeviceBuffer row_source = DeviceBuffer::from(r.row_source);
+  DeviceBuffer workspace(combine_workspace_bytes(r.num_tokens, r.topk, kN));
+  DeviceBuffer out(size_t(std::max(r.num_tokens, 1)) * kN * 2);
+  problem.set_masked_m(r.masked_m);
+  cudaMemset(signals.get(), 0, signals.bytes());
+  cudaMemset(workspace.get(), 0, workspace.bytes());
+  CombineArgs c;
+  c.gemm_out = problem.d_out.get();
+  c.gemm_out_row_stride = problem.out_row_stride;
+  c.masked_m = problem.d_masked_m.get<int32_t>();
+  c.layout = layout;
+  c.signals = signals.get<uint32_t>();
+  c.num_tokens = r.num_tokens;
+  c.topk = r.topk;
+  c.topk_idx = topk_idx.get<int32_t>();
+  c.topk_weights = weights.get<float>();
+  c.row_source = row_source.get<int32_t>();
+  c.workspace = workspace.get();
+  c.out = out.get();
+  c.timeout_ns = 20'000'000;
+  c.error_flag = flag.get<int32_t>();
+  ASSERT_TRUE(combine(c).ok());
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_EQ(flag.to_host<int32_t>()[0], kErrorSignalTimeout);
+}
+
 TEST_F(CombineTest, StressTenThousandOverlappedIterations) {
   std::mt19937 rng(6);
   DeviceBuffer flag = DeviceBuffer::from(std::vector<int32_t>{0});
