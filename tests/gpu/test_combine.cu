@@ -87,9 +87,10 @@ class CombineTest : public ::testing::Test {
   }
 
   // Runs GEMM and combine side by side for one routing; returns the first mismatch or "" (against
-  // the CPU combine of `reference`, by default the routing itself).
+  // the CPU combine of `reference`, by default the routing itself). Without `run_gemm` only the
+  // combine runs (its signals never come), with a 20 ms timeout, and nothing is compared.
   std::string run_overlapped(const Routing& r, SignalGranularity g, DeviceBuffer& flag,
-                             const Routing* reference = nullptr) {
+                             const Routing* reference = nullptr, bool run_gemm = true) {
     GroupedGemmArgs args = problem.args();
     args.granularity = g;
     args.sm_count = sms - kCombineBlocks;
@@ -123,10 +124,11 @@ class CombineTest : public ::testing::Test {
     c.workspace = workspace.get();
     c.out = out.get();
     c.num_blocks = kCombineBlocks;
-    c.timeout_ns = 2'000'000'000;
+    c.timeout_ns = run_gemm ? 2'000'000'000 : 20'000'000;
     c.error_flag = flag.get<int32_t>();
     c.stream = combine_stream;
     if (Status s = combine(c); !s.ok()) return s.message;  // consumer first: already waiting
+    if (!run_gemm) return cudaDeviceSynchronize() == cudaSuccess ? "" : "kernel failed";
     if (Status s = grouped_gemm_nt_masked(args); !s.ok()) return s.message;
     CombineArgs helper = c;
     helper.num_blocks = kHelperBlocks;
@@ -188,35 +190,10 @@ TEST_F(CombineTest, ReportsRowSourcePastTheSlots) {
 // timeout the other waits give up at once.
 TEST_F(CombineTest, EndsWithATimeoutWhenNoGemmRuns) {
   std::mt19937 rng(9);
-  const Routing r = random_routing(kExperts, kMaxM, kTopk, rng);
-  GroupedGemmArgs args = problem.args();
-  args.granularity = SignalGranularity::per_expert;
-  const SignalLayout layout = signal_layout(args);
-  DeviceBuffer signals(sizeof(uint32_t) * layout.counter_count()), flag = DeviceBuffer::from(std::vector<int32_t>{0});
-  DeviceBuffer topk_idx = DeviceBuffer::from(r.topk_idx), weights = DeviceBuffer::from(r.topk_weights);
-  DeviceBuffer row_source = DeviceBuffer::from(r.row_source);
-  DeviceBuffer workspace(combine_workspace_bytes(r.num_tokens, r.topk, kN));
-  DeviceBuffer out(size_t(std::max(r.num_tokens, 1)) * kN * 2);
-  problem.set_masked_m(r.masked_m);
-  cudaMemset(signals.get(), 0, signals.bytes());
-  cudaMemset(workspace.get(), 0, workspace.bytes());
-  CombineArgs c;
-  c.gemm_out = problem.d_out.get();
-  c.gemm_out_row_stride = problem.out_row_stride;
-  c.masked_m = problem.d_masked_m.get<int32_t>();
-  c.layout = layout;
-  c.signals = signals.get<uint32_t>();
-  c.num_tokens = r.num_tokens;
-  c.topk = r.topk;
-  c.topk_idx = topk_idx.get<int32_t>();
-  c.topk_weights = weights.get<float>();
-  c.row_source = row_source.get<int32_t>();
-  c.workspace = workspace.get();
-  c.out = out.get();
-  c.timeout_ns = 20'000'000;
-  c.error_flag = flag.get<int32_t>();
-  ASSERT_TRUE(combine(c).ok());
-  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  DeviceBuffer flag = DeviceBuffer::from(std::vector<int32_t>{0});
+  EXPECT_EQ(run_overlapped(random_routing(kExperts, kMaxM, kTopk, rng), SignalGranularity::per_expert, flag,
+                           nullptr, /*run_gemm=*/false),
+            "");
   EXPECT_EQ(flag.to_host<int32_t>()[0], kErrorSignalTimeout);
 }
 
