@@ -43,19 +43,13 @@ using detail::copy_row;
 using detail::globaltimer;
 
 // Every wait of this combine, block-wide (thread 0 waits; the barrier extends its acquire to the
-// block): gives up at once when another one has already timed out (work_queues[2]), so a failed
-// combine ends after about one timeout instead of one per counter and token.
+// block); after one has timed out the others give up at once (detail::wait_unless_aborted).
 __device__ bool block_wait(const CombineParams& p, const uint32_t* word, uint32_t target, SignalScope scope) {
   __shared__ int reached;
-  if (threadIdx.x == 0) {
-    uint32_t* aborted = &p.work_queues[2];
-    bool ok = signal_reached(load_acquire(word, scope), target);
-    if (!ok && *reinterpret_cast<volatile uint32_t*>(aborted) == 0) {
-      ok = wait_signal(word, target, scope, p.timeout_ns, p.error_flag);
-      if (!ok) atomicExch(aborted, 1u);
-    }
-    reached = ok;
-  }
+  if (threadIdx.x == 0)
+    reached = detail::wait_unless_aborted(
+        word, [target](uint32_t value) { return signal_reached(value, target); }, scope, p.timeout_ns, p.error_flag,
+        &p.work_queues[2]);
   __syncthreads();
   const bool ok = reached != 0;
   __syncthreads();  // `reached` is rewritten by the next call

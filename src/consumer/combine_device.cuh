@@ -1,10 +1,13 @@
 // Device pieces of the combines (single-GPU combine.cu, multi-GPU ep_combine.cu): the clock and
-// block stamps of timelines, work queues, row copies, and the single-GPU per-token weighted sum.
+// block stamps of timelines, work queues, waits that give up after a timeout, row copies, and the
+// single-GPU per-token weighted sum.
 #pragma once
 
 #include <cuda_bf16.h>
 
 #include <cstdint>
+
+#include "signalgemm/consumer.cuh"
 
 namespace signalgemm::detail {
 
@@ -27,6 +30,19 @@ __device__ __forceinline__ uint64_t* start_block_timeline(uint64_t* timeline, in
 // blocks resident while the GEMM runs (on the SMs it leaves free) take counters as they complete,
 // and blocks that start once the GEMM's CTAs retire join whatever is left. Relaxed atomic: a queue
 // only hands out indices; the data they lead to is ordered by signals, flags and arrival counts.
+// One wait of a combine (one thread): gives up at once when another one has already timed out
+// (`*aborted`, zeroed with the combine's workspace), so that a failed combine ends after about one
+// timeout instead of one per row or token waited for; a word already ready skips that look.
+template <class Reached>
+__device__ bool wait_unless_aborted(const uint32_t* word, Reached reached, SignalScope scope, uint64_t timeout_ns,
+                                    int32_t* error_flag, uint32_t* aborted) {
+  if (reached(load_acquire(word, scope))) return true;
+  if (*reinterpret_cast<volatile uint32_t*>(aborted) != 0) return false;
+  if (wait_until(word, reached, scope, timeout_ns, error_flag)) return true;
+  atomicExch(aborted, 1u);
+  return false;
+}
+
 __device__ __forceinline__ int64_t take_work_item(uint32_t* queue) {
   __shared__ int64_t next_item;
   if (threadIdx.x == 0) next_item = atomicAdd(queue, 1u);

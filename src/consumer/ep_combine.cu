@@ -161,15 +161,10 @@ __device__ __forceinline__ int load_acquire_cta(const int* p) {
   return v;
 }
 
-// Every wait of a combine: gives up at once when another one has already timed out, so that a
-// failed combine ends after about one timeout instead of one per row or slot waited for.
+// Every wait of a combine; after one has timed out the others give up at once.
 template <class Reached>
 __device__ bool combine_wait(const EpParams& p, const uint32_t* word, Reached reached, SignalScope scope) {
-  if (reached(load_acquire(word, scope))) return true;  // ready: no look at `aborted` on this path
-  if (*reinterpret_cast<volatile uint32_t*>(&p.workspace->aborted) != 0) return false;
-  if (detail::wait_until(word, reached, scope, p.timeout_ns, p.error_flag)) return true;
-  atomicExch(&p.workspace->aborted, 1u);
-  return false;
+  return detail::wait_unless_aborted(word, reached, scope, p.timeout_ns, p.error_flag, &p.workspace->aborted);
 }
 __device__ __forceinline__ bool combine_wait_reached(const EpParams& p, const uint32_t* word, uint32_t target,
                                                      SignalScope scope) {
