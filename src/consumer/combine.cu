@@ -165,16 +165,16 @@ Status combine(const CombineArgs& a) {
                                         {a.timeline, "timeline", 8}});
       !s.ok())
     return s;
-  if (Status s = host::check_device_pointers({{a.gemm_out, "gemm_out"},
-                                              {a.masked_m, "masked_m"},
-                                              {a.signals, "signals"},
-                                              {a.topk_idx, "topk_idx"},
-                                              {a.topk_weights, "topk_weights"},
-                                              {a.row_source, "row_source"},
-                                              {a.workspace, "workspace"},
-                                              {a.out, "out"},
-                                              {a.error_flag, "error_flag"},
-                                              {a.timeline, "timeline"}});
+  if (Status s = host::check_device_pointers(a.stream, {{a.gemm_out, "gemm_out"},
+                                                        {a.masked_m, "masked_m"},
+                                                        {a.signals, "signals"},
+                                                        {a.topk_idx, "topk_idx"},
+                                                        {a.topk_weights, "topk_weights"},
+                                                        {a.row_source, "row_source"},
+                                                        {a.workspace, "workspace"},
+                                                        {a.out, "out"},
+                                                        {a.error_flag, "error_flag"},
+                                                        {a.timeline, "timeline"}});
       !s.ok())
     return s;
 
@@ -203,8 +203,7 @@ Status combine(const CombineArgs& a) {
   p.first_block = a.first_block;
 
   const int blocks = a.num_blocks > 0 ? a.num_blocks : kDefaultBlocks;
-  combine_kernel<<<blocks, kCombineThreads, 0, a.stream>>>(p);
-  if (cudaError_t err = cudaGetLastError(); err != cudaSuccess)
+  if (cudaError_t err = host::launch_kernel(combine_kernel, blocks, kCombineThreads, a.stream, p); err != cudaSuccess)
     return Status{StatusCode::cuda_error, std::string("signalgemm: combine launch: ") + cudaGetErrorString(err)};
   return {};
 }

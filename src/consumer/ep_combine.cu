@@ -570,14 +570,14 @@ Status check_common_args(const EpCombineContext* ctx, const EpCombineArgs& a) {
       !s.ok())
     return s;
   // Last, on the context's device (the callers switch to it first).
-  return host::check_device_pointers({{a.masked_m, "masked_m"},
-                                      {a.row_source, "row_source"},
-                                      {a.topk_idx, "topk_idx"},
-                                      {a.topk_weights, "topk_weights"},
-                                      {a.out, "out"},
-                                      {a.workspace, "workspace"},
-                                      {a.error_flag, "error_flag"},
-                                      {a.timeline, "timeline"}});
+  return host::check_device_pointers(a.stream, {{a.masked_m, "masked_m"},
+                                                {a.row_source, "row_source"},
+                                                {a.topk_idx, "topk_idx"},
+                                                {a.topk_weights, "topk_weights"},
+                                                {a.out, "out"},
+                                                {a.workspace, "workspace"},
+                                                {a.error_flag, "error_flag"},
+                                                {a.timeline, "timeline"}});
 }
 
 // The fields both modes take from the context and the arguments.
@@ -771,8 +771,7 @@ size_t ep_combine_workspace_bytes(int64_t num_counters) {
 Status ep_combine_barrier(const EpCombineContext* ctx, cudaStream_t stream) {
   if (ctx == nullptr) return invalid("context is null");
   const host::ScopedDevice on_device(ctx->device);  // its calls run on its device
-  ep_barrier_kernel<<<1, 32, 0, stream>>>(ctx->dev_comm);
-  return cuda_status(cudaGetLastError(), "ep_combine_barrier launch");
+  return cuda_status(host::launch_kernel(ep_barrier_kernel, 1, 32, stream, ctx->dev_comm), "ep_combine_barrier launch");
 }
 
 Status ep_combine(const EpCombineContext* ctx, const EpCombineArgs& a) {
@@ -794,7 +793,8 @@ Status ep_combine(const EpCombineContext* ctx, const EpCombineArgs& a) {
   if (a.num_blocks < 0) return invalid("num_blocks must be >= 0");
   if (a.first_block < 0) return invalid("first_block must be >= 0");
   if (!(a.remote_bytes_per_second >= 0)) return invalid("remote_bytes_per_second must be >= 0");
-  if (Status s = host::check_device_pointers({{a.gemm_out, "gemm_out"}, {a.signals, "signals"}}); !s.ok()) return s;
+  if (Status s = host::check_device_pointers(a.stream, {{a.gemm_out, "gemm_out"}, {a.signals, "signals"}}); !s.ok())
+    return s;
 
   EpParams p = common_params(ctx, a);
   p.gemm_out = static_cast<const uint8_t*>(a.gemm_out);
@@ -815,8 +815,7 @@ Status ep_combine(const EpCombineContext* ctx, const EpCombineArgs& a) {
   p.first_block = a.first_block;
 
   const int blocks = a.num_blocks > 0 ? a.num_blocks : kDefaultBlocks;
-  ep_combine_kernel<<<blocks, kThreads, 0, a.stream>>>(p);
-  return cuda_status(cudaGetLastError(), "ep_combine launch");
+  return cuda_status(host::launch_kernel(ep_combine_kernel, blocks, kThreads, a.stream, p), "ep_combine launch");
 }
 
 // ---- Rows sent from the GEMM's epilogue (include/signalgemm/ep_combine.h, docs/multigpu.md).
@@ -977,11 +976,12 @@ Status ep_epilogue_send_prepare(const EpCombineContext* ctx, const EpCombineArgs
   const host::ScopedDevice on_device(ctx->device);  // its calls run on its device
   if (Status s = check_epilogue_send_args(ctx, a); !s.ok()) return s;
   if (out_rows == nullptr || signals == nullptr) return invalid("out_rows and signals must not be null");
-  if (Status s = host::check_device_pointers({{out_rows, "out_rows"}}); !s.ok()) return s;
+  if (Status s = host::check_device_pointers(a.stream, {{out_rows, "out_rows"}}); !s.ok()) return s;
   *signals = reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(ctx->window_memory) + epilogue_counters_offset(a.epoch));
-  epilogue_send_prepare_kernel<<<64, kPrepareThreads, 0, a.stream>>>(
-      common_params(ctx, a), out_rows, epilogue_counters_offset(a.epoch), epilogue_masked_m_offset(a.epoch));
-  return cuda_status(cudaGetLastError(), "ep_epilogue_send_prepare launch");
+  return cuda_status(host::launch_kernel(epilogue_send_prepare_kernel, 64, kPrepareThreads, a.stream,
+                                         common_params(ctx, a), out_rows, epilogue_counters_offset(a.epoch),
+                                         epilogue_masked_m_offset(a.epoch)),
+                     "ep_epilogue_send_prepare launch");
 }
 
 Status ep_epilogue_send_reduce(const EpCombineContext* ctx, const EpCombineArgs& a) {

@@ -194,7 +194,7 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
     // so cover 1.3x the hint with one token block when possible: a second token block re-reads
     // the expert's weights. Wasted MMA columns cost nothing while the weights stream from HBM.
     const int hint = expected_m > 0 ? std::min(expected_m, max_m) : max_m;
-    rows_to_cover = std::min(max_m, (hint * 13 + 9) / 10);
+    rows_to_cover = static_cast<int>(std::min<int64_t>(max_m, (int64_t(hint) * 13 + 9) / 10));
     config.block_m = 128;  // many token blocks per expert: the wide 128x256 tile below
     for (int block_m : {32, 64, 128, 192}) {
       if (block_m >= rows_to_cover) {

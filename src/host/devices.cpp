@@ -8,8 +8,20 @@ namespace signalgemm::host {
 
 namespace {
 
-// One pointer against the current device `device` (-1: none could be queried).
-Status check_device_pointer(const void* ptr, const char* name, int device) {
+// Whether `stream` is being captured into a graph (false where the query fails: the legacy stream
+// beside a capture in another stream, which the launch itself then reports).
+bool is_capturing(cudaStream_t stream) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(stream, &status) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return status == cudaStreamCaptureStatusActive;
+}
+
+// One pointer against the current device `device` (-1: none could be queried); `capturing`: see
+// check_device_pointers.
+Status check_device_pointer(const void* ptr, const char* name, int device, bool capturing) {
   if (ptr == nullptr) return {};
   cudaPointerAttributes attributes{};
   if (cudaPointerGetAttributes(&attributes, ptr) != cudaSuccess) {
@@ -24,22 +36,25 @@ Status check_device_pointer(const void* ptr, const char* name, int device) {
                                                     std::to_string(attributes.device) +
                                                     ", the launch runs on the current device " +
                                                     std::to_string(device) + " (cudaSetDevice)"};
-  if (attributes.type == cudaMemoryTypeUnregistered || attributes.devicePointer == nullptr)
-    return Status{StatusCode::invalid_argument,
-                  std::string("signalgemm: ") + name + " is host memory; it must be device (or managed) memory"};
+  if ((attributes.type == cudaMemoryTypeUnregistered && !capturing) ||
+      (attributes.type != cudaMemoryTypeUnregistered && attributes.devicePointer == nullptr))
+    return Status{StatusCode::invalid_argument, std::string("signalgemm: ") + name +
+                                                    " is not device memory (host memory, or freed); it must be "
+                                                    "device (or managed) memory"};
   return {};
 }
 
 }  // namespace
 
-Status check_device_pointers(std::initializer_list<std::pair<const void*, const char*>> pointers) {
+Status check_device_pointers(cudaStream_t stream, std::initializer_list<std::pair<const void*, const char*>> pointers) {
   int device = -1;
   if (cudaGetDevice(&device) != cudaSuccess) {
     cudaGetLastError();
     device = -1;
   }
+  const bool capturing = is_capturing(stream);
   for (const auto& [ptr, name] : pointers)
-    if (Status s = check_device_pointer(ptr, name, device); !s.ok()) return s;
+    if (Status s = check_device_pointer(ptr, name, device, capturing); !s.ok()) return s;
   return {};
 }
 

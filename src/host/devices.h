@@ -1,8 +1,10 @@
 // Devices on the host side: checks that the pointers a kernel will dereference are memory of the
 // current device (a plain host pointer, or another GPU's memory, would fault inside the kernel
-// instead of returning an error that names the argument) and aligned as it loads them, and a scoped
-// switch of the current device.
+// instead of returning an error that names the argument) and aligned as it loads them, a launch that
+// reports its own error, and a scoped switch of the current device.
 #pragma once
+
+#include <cuda_runtime.h>
 
 #include <cstdint>
 #include <initializer_list>
@@ -14,8 +16,10 @@ namespace signalgemm::host {
 
 // The first failing check of `pointers` ({pointer, argument name}), or ok. Null passes (optional
 // arguments are checked for presence elsewhere). Driver queries: no synchronization, allowed during
-// stream capture.
-Status check_device_pointers(std::initializer_list<std::pair<const void*, const char*>> pointers);
+// stream capture. While `stream` is being captured a pointer the driver does not know passes: memory
+// allocated in the capture (cudaMallocAsync, a graph's memory node) has no attributes until the graph
+// runs.
+Status check_device_pointers(cudaStream_t stream, std::initializer_list<std::pair<const void*, const char*>> pointers);
 
 // The first of `pointers` not aligned to its `bytes` (a misaligned load faults the kernel and leaves
 // the CUDA context unusable), or ok. Null passes.
@@ -30,6 +34,17 @@ Status check_alignment(std::initializer_list<AlignedPointer> pointers);
 // 16-byte multiples, and each at least what it steps over, so that no row lies before the first or
 // overlaps another.
 Status check_gemm_out_strides(int64_t row_stride, int64_t expert_stride, int n, int max_m);
+
+// Launches `kernel` on `stream` and returns the launch's own error (after a `<<<>>>` launch,
+// cudaGetLastError would return, and clear, an earlier error of the caller's as this one's).
+template <class... Params, class... Args>
+cudaError_t launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t stream, Args&&... args) {
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.stream = stream;
+  return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+}
 
 // Makes `device` current for its lifetime and then restores the previous one, so that a call on a
 // context or tensor of another GPU runs there, as NCCL's and torch's calls do. Does nothing where

@@ -13,12 +13,13 @@ namespace {
 
 inline constexpr int kMaxCachedDevices = 64;
 
-// How many clusters of `launch` fit on the device at once, queried once per kernel and device (one
-// CTA per SM whatever the stage count, so the answer does not depend on it).
+// How many clusters of `launch` fit on the device at once, queried once per kernel (Mainloop) and
+// device (one CTA per SM whatever the stage count, so the answer does not depend on it). Keyed by
+// the Mainloop: every kernel has the same function type.
 // The occupancy query is not a stream operation, but it is not documented as allowed while the
 // stream is being captured into a graph: then, before the first eager launch has cached it, assume
 // every SM pair fits (a cluster that does not fit only starts later: correct, and slower).
-template <class Kernel>
+template <class Mainloop, class Kernel>
 Status resident_cluster_count(Kernel* kernel, const cudaLaunchConfig_t& launch, int& clusters) {
   static std::atomic<int> cached[kMaxCachedDevices] = {};  // relaxed: every writer stores the same value
   int device = 0;
@@ -70,7 +71,7 @@ Status launch_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, int gri
     launch.attrs = attrs;
     launch.gridDim = dim3(kCluster);
     int resident_clusters = 0;
-    if (Status s = resident_cluster_count(kernel, launch, resident_clusters); !s.ok()) return s;
+    if (Status s = resident_cluster_count<Mainloop>(kernel, launch, resident_clusters); !s.ok()) return s;
     grid = std::min(grid / kCluster, resident_clusters) * kCluster;
     if (grid == 0) return Status{StatusCode::cuda_error, "signalgemm: no two-CTA cluster fits on this device"};
   }

@@ -31,6 +31,11 @@ struct KernelEntry {
   Status (*load)() = nullptr;
 };
 
+// Why a launch with `args` (otherwise valid) would not run: the tile it takes (the heuristic's
+// completion of a partial args.config included) is not compiled for its pairing, or the stages
+// asked for do not fit; empty where it runs. On the current device (an H100 without one).
+Status check_launch_tile(const GroupedGemmArgs& args);
+
 // fp8_block128 x fp8_block128: every tile, the cluster tiles also in two-CTA clusters, the decode
 // tiles also with split K.
 KernelEntry fp8_block128_kernel(const TileConfig& cfg, bool split_k);

@@ -5,7 +5,9 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "host/config.h"
 #include "host/devices.h"
@@ -46,17 +48,22 @@ Status query_device(DeviceInfo& info) {
 }
 
 Status check_device_pointers(const GroupedGemmArgs& args) {
-  return host::check_device_pointers({{args.a.data, "a.data"},
-                                      {args.a.scales, "a.scales"},
-                                      {args.b.data, "b.data"},
-                                      {args.b.scales, "b.scales"},
-                                      {args.out, "out"},
-                                      {args.out_rows, "out_rows"},
-                                      {args.masked_m, "masked_m"},
-                                      {args.alpha, "alpha"},
-                                      {args.signals, "signals"},
-                                      {args.error_flag, "error_flag"},
-                                      {args.workspace, "workspace"}});
+  return host::check_device_pointers(args.stream, {{args.a.data, "a.data"},
+                                                   {args.a.scales, "a.scales"},
+                                                   {args.b.data, "b.data"},
+                                                   {args.b.scales, "b.scales"},
+                                                   {args.out, "out"},
+                                                   {args.out_rows, "out_rows"},
+                                                   {args.masked_m, "masked_m"},
+                                                   {args.alpha, "alpha"},
+                                                   {args.signals, "signals"},
+                                                   {args.error_flag, "error_flag"},
+                                                   {args.workspace, "workspace"}});
+}
+
+// The SMs a launch may use.
+int usable_sms(const GroupedGemmArgs& args, const DeviceInfo& info) {
+  return args.sm_count > 0 ? std::min(args.sm_count, info.sm_count) : info.sm_count;
 }
 
 // The driver's tensor-map encoder, fetched through the runtime so the library needs no libcuda
@@ -187,7 +194,10 @@ ConversionKernel conversion_kernel(Format a) {
 // Converts the activations into the workspace on args.stream.
 Status convert_activations(const GroupedGemmArgs& args, const DeviceInfo& info) {
   const int64_t groups = int64_t(args.num_experts) * args.max_m * (args.k / 16);
-  const int grid = static_cast<int>(std::clamp<int64_t>((groups + 255) / 256, 1, int64_t(info.sm_count) * 8));
+  // Up to 8 blocks per SM; with sm_count given, one block per SM it allows (a block may land on any
+  // SM, so only the block count bounds how many SMs the conversion occupies).
+  const int64_t max_blocks = args.sm_count > 0 ? usable_sms(args, info) : int64_t(info.sm_count) * 8;
+  const int grid = static_cast<int>(std::clamp<int64_t>((groups + 255) / 256, 1, max_blocks));
   const int element_bytes = element_bits(args.a.format) * args.k / 8;
   const int64_t row_stride = args.a.row_stride != 0 ? args.a.row_stride : element_bytes;
   const int64_t expert_stride = args.a.expert_stride != 0 ? args.a.expert_stride : row_stride * args.max_m;
@@ -229,14 +239,10 @@ KernelEntry select_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, bo
   return host::bf16_kernel(cfg, split_k);
 }
 
-Status not_compiled(const TileConfig& cfg) {
-  return Status{StatusCode::invalid_argument, "signalgemm: config " + std::to_string(cfg.block_m) + "x" +
-                                                  std::to_string(cfg.block_n) + " is not a compiled tile"};
-}
+std::string tile_name(const TileConfig& cfg) { return std::to_string(cfg.block_m) + "x" + std::to_string(cfg.block_n); }
 
-// The SMs a launch may use.
-int usable_sms(const GroupedGemmArgs& args, const DeviceInfo& info) {
-  return args.sm_count > 0 ? std::min(args.sm_count, info.sm_count) : info.sm_count;
+Status not_compiled(const TileConfig& cfg) {
+  return Status{StatusCode::unsupported, "signalgemm: the " + tile_name(cfg) + " tile is not compiled for this launch"};
 }
 
 // Persistent grid: never more CTAs than tiles could exist (masked_m is not read on the host).
@@ -267,11 +273,12 @@ TileConfig config_for_grid(TileConfig cfg, int grid) {
   return cfg;
 }
 
-// The tile configuration of a launch with `args` on a device with this much shared memory, and
-// whether it converts its activations into the workspace first (host::uses_activation_workspace).
-// One-format pairings then run as bf16 activations (their own tiles); fp8_block128 tokens keep the
-// tiles of their pairing, with the smaller stages of bf16 tokens read from the workspace.
-TileConfig launch_config(const GroupedGemmArgs& args, int smem, bool& converts) {
+// The heuristic's tile configuration of a launch with `args` on a device with this much shared
+// memory, and whether it converts its activations into the workspace first
+// (host::uses_activation_workspace). One-format pairings then run as bf16 activations (their own
+// tiles); fp8_block128 tokens keep the tiles of their pairing, with the smaller stages of bf16 tokens
+// read from the workspace.
+TileConfig heuristic_config(const GroupedGemmArgs& args, int smem, bool& converts) {
   TileConfig cfg = host::choose_tile_config(args.max_m, args.expected_m, smem, args.config, args.a.format,
                                             args.b.format, args.k, /*tokens_in_workspace=*/false,
                                             host::takes_tiles_dynamically(args));
@@ -293,10 +300,90 @@ TileConfig launch_config(const GroupedGemmArgs& args, int smem, bool& converts) 
     // Exactly the tile a launch with bf16 activations takes (its few-wide-tiles rule included), so
     // that signal_layout agrees with one computed for bf16 activations (as the Python module does).
     bool bf16_converts = false;
-    return launch_config(host::with_converted_activations(args), smem, bf16_converts);
+    return heuristic_config(host::with_converted_activations(args), smem, bf16_converts);
   }
   return host::choose_tile_config(args.max_m, args.expected_m, smem, args.config, args.a.format, args.b.format, args.k,
                                   /*tokens_in_workspace=*/true);
+}
+
+std::string pairing_name(const GroupedGemmArgs& args) {
+  return std::string("a.format ") + to_string(args.a.format) + " and b.format " + to_string(args.b.format) +
+         (args.b.layout == OperandLayout::mma_fragments ? " (b.layout mma_fragments)" : "");
+}
+
+// The fields of args.config that chose `cfg`'s tile, as the caller named them.
+std::string tile_fields(const GroupedGemmArgs& args, const TileConfig& cfg) {
+  const std::string m = "config.block_m = " + std::to_string(cfg.block_m);
+  const std::string n = "config.block_n = " + std::to_string(cfg.block_n);
+  if (args.config.block_m != 0 && args.config.block_n != 0) return m + " with " + n;
+  if (args.config.block_m != 0) return m + " (the heuristic's block_n = " + std::to_string(cfg.block_n) + ")";
+  if (args.config.block_n != 0) return n + " (the heuristic's block_m = " + std::to_string(cfg.block_m) + ")";
+  return "the heuristic's tile " + tile_name(cfg);
+}
+
+// Why `cfg` (a heuristic_config answer, `converts` as it said) cannot run for `args` on a device with
+// `smem` bytes of shared memory per block: no kernel is compiled for the tile, or its stages do not
+// fit; empty where it runs.
+Status tile_status(const GroupedGemmArgs& args, const TileConfig& cfg, bool converts, int smem) {
+  const bool tokens_in_workspace = converts && args.a.format == Format::fp8_block128;
+  const GroupedGemmArgs launched = converts && !tokens_in_workspace ? host::with_converted_activations(args) : args;
+  if (select_kernel(launched, cfg, tokens_in_workspace, /*split_k=*/false).launch == nullptr)
+    return Status{StatusCode::unsupported, "signalgemm: " + tile_fields(args, cfg) + ": no compiled tile for " +
+                                               pairing_name(args) +
+                                               (converts ? ", activations converted in the workspace" : "")};
+  if (cfg.stages < host::kMinStages || host::smem_bytes(cfg.block_m, cfg.block_n, cfg.stages, launched.a.format,
+                                                        launched.b.format, tokens_in_workspace) > smem) {
+    const int fit = host::max_stages(cfg.block_m, cfg.block_n, smem, launched.a.format, launched.b.format,
+                                     tokens_in_workspace);
+    return Status{StatusCode::invalid_argument,
+                  "signalgemm: " +
+                      (args.config.stages != 0 && fit > 0
+                           ? "config.stages = " + std::to_string(args.config.stages) + " does not fit in shared "
+                                 "memory with the " + tile_name(cfg) + " tile of " + pairing_name(args) +
+                                 " (at most " + std::to_string(fit) + ")"
+                           : tile_fields(args, cfg) + ": not even " + std::to_string(host::kMinStages) +
+                                 " stages fit in shared memory for " + pairing_name(args))};
+  }
+  return {};
+}
+
+// The launch's tile configuration: the heuristic's (heuristic_config), also where the caller fixed
+// one side of the tile only (config.block_m or config.block_n): the heuristic then completes it, and
+// where its other side would name a tile the pairing does not compile (e.g. block_n = 256 with the
+// 64 tokens of a decode launch of fp8_block128), the compiled tile with the caller's side whose other
+// side is nearest the heuristic's (larger first) runs instead.
+TileConfig launch_config(const GroupedGemmArgs& args, int smem, bool& converts) {
+  const TileConfig cfg = heuristic_config(args, smem, converts);
+  const bool only_m = args.config.block_m != 0 && args.config.block_n == 0;
+  const bool only_n = args.config.block_m == 0 && args.config.block_n != 0;
+  if (!(only_m || only_n) || tile_status(args, cfg, converts, smem).ok()) return cfg;
+  std::vector<host::TileShape> candidates;
+  const auto add_matching = [&](const auto& tiles) {
+    for (const host::TileShape& tile : tiles)
+      if (only_m ? tile.block_m == args.config.block_m : tile.block_n == args.config.block_n)
+        candidates.push_back(tile);
+  };
+  add_matching(host::kSupportedTiles);
+  add_matching(host::kDecodeTiles);
+  add_matching(host::kTokenRowsTiles);
+  const auto other = [&](const host::TileShape& t) { return only_m ? t.block_n : t.block_m; };
+  const int wanted = only_m ? cfg.block_n : cfg.block_m;
+  std::stable_sort(candidates.begin(), candidates.end(), [&](const host::TileShape& x, const host::TileShape& y) {
+    const int dx = std::abs(other(x) - wanted), dy = std::abs(other(y) - wanted);
+    return dx != dy ? dx < dy : other(x) > other(y);
+  });
+  for (const host::TileShape& tile : candidates) {
+    GroupedGemmArgs fixed = args;
+    fixed.config.block_m = tile.block_m;
+    fixed.config.block_n = tile.block_n;
+    bool fixed_converts = false;
+    const TileConfig candidate = heuristic_config(fixed, smem, fixed_converts);
+    if (tile_status(fixed, candidate, fixed_converts, smem).ok()) {
+      converts = fixed_converts;
+      return candidate;
+    }
+  }
+  return cfg;  // none: validate() reports it (host::check_launch_tile)
 }
 
 // What a launch with `args` runs after any activation conversion (its arguments, tile, grid, split
@@ -315,6 +402,12 @@ struct LaunchPlan {
 
 // Launches the plan's GEMM kernel.
 Status launch_gemm(const LaunchPlan& plan, const DeviceInfo& info);
+
+// Shared memory per block on the current device (an H100's without one), for planning.
+int planning_smem() {
+  DeviceInfo info;
+  return query_device(info).ok() ? info.smem_per_block : kernels::kH100SmemPerBlock;
+}
 
 // The SMs a launch with `args` may use on the current device (an H100's without one), for planning.
 int planning_sms(const GroupedGemmArgs& args) {
@@ -353,11 +446,15 @@ SignalLayout signal_layout(const GroupedGemmArgs& args) {
 }
 
 TileConfig select_config(const GroupedGemmArgs& args) {
-  DeviceInfo info;
-  const bool have_device = query_device(info).ok();
-  // Without a usable device, plan for an H100's so the tile shape is still defined.
   bool converts = false;
-  return launch_config(args, have_device ? info.smem_per_block : kernels::kH100SmemPerBlock, converts);
+  return launch_config(args, planning_smem(), converts);
+}
+
+Status host::check_launch_tile(const GroupedGemmArgs& args) {
+  const int smem = planning_smem();
+  bool converts = false;
+  const TileConfig cfg = launch_config(args, smem, converts);
+  return tile_status(args, cfg, converts, smem);
 }
 
 namespace {
@@ -370,12 +467,7 @@ Status plan_launch(const GroupedGemmArgs& args, const DeviceInfo& info, LaunchPl
   // workspace only after its griddepcontrol.wait, which waits for the conversion grid to complete.
   plan.args.enable_pdl = args.enable_pdl || plan.converts;
   const TileConfig& cfg = plan.cfg;
-  if (cfg.stages < host::kMinStages || host::smem_bytes(cfg.block_m, cfg.block_n, cfg.stages, plan.args.a.format,
-                                                        plan.args.b.format, plan.tokens_in_workspace) >
-                                           info.smem_per_block)
-    return Status{StatusCode::invalid_argument, "signalgemm: config.stages = " + std::to_string(cfg.stages) +
-                                                    " does not fit in shared memory with block_m = " +
-                                                    std::to_string(cfg.block_m)};
+  if (Status s = tile_status(args, cfg, plan.converts, info.smem_per_block); !s.ok()) return s;
   plan.grid = persistent_grid(plan.args, cfg, info);
   plan.launch_cfg = config_for_grid(cfg, plan.grid);
   plan.split = launch_split_k(plan.args, plan.launch_cfg, info, plan.tokens_in_workspace);

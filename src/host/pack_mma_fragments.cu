@@ -42,13 +42,14 @@ Status pack_mma_fragments(const OperandArgs& weights, int experts, int n, int k,
   if (expert_stride < row_stride * n)
     return invalid("weights.expert_stride = " + std::to_string(weights.expert_stride) +
                    " is smaller than one expert (" + std::to_string(row_stride * n) + " bytes)");
-  if (Status s = host::check_device_pointers({{weights.data, "weights.data"}, {packed, "packed"}}); !s.ok()) return s;
+  if (Status s = host::check_device_pointers(stream, {{weights.data, "weights.data"}, {packed, "packed"}}); !s.ok())
+    return s;
   const int64_t words = int64_t(mma_fragment_bytes(experts, n, k)) / 4;
   const int grid = static_cast<int>(std::clamp<int64_t>((words + 255) / 256, 1, 65535));
-  kernels::pack_mma_fragments_kernel<<<grid, 256, 0, stream>>>(static_cast<const uint8_t*>(weights.data), row_stride,
-                                                               expert_stride, experts, n, k,
-                                                               static_cast<uint32_t*>(packed));
-  if (cudaError_t err = cudaGetLastError(); err != cudaSuccess)
+  if (cudaError_t err = host::launch_kernel(kernels::pack_mma_fragments_kernel, grid, 256, stream,
+                                           static_cast<const uint8_t*>(weights.data), row_stride, expert_stride,
+                                           experts, n, k, static_cast<uint32_t*>(packed));
+      err != cudaSuccess)
     return Status{StatusCode::cuda_error,
                   std::string("signalgemm::pack_mma_fragments: kernel launch: ") + cudaGetErrorString(err)};
   return {};

@@ -7,6 +7,7 @@
 #include <type_traits>
 
 #include "host/config.h"
+#include "host/kernel_entry.h"
 #include "kernels/dequant_bf16_plan.h"
 #include "signalgemm/gemm.h"
 
@@ -235,6 +236,51 @@ void check_config(Checker& c, const GroupedGemmArgs& args) {
             "config.cluster = 2 is compiled for the 128x128 and 128x256 tiles only (config.block_m = 128)");
 }
 
+// What the launch writes (out; the workspace: converted activations, counters, partials; the
+// signals and the error flag, by atomics) must not overlap what it reads, nor each other: the stores
+// would race the loads (a silently wrong result; signals over masked_m would change the tiles the
+// CTAs walk while they read it).
+void check_aliasing(Checker& c, const GroupedGemmArgs& args) {
+  struct Span {
+    const void* p;
+    int64_t bytes;
+    const char* name;
+  };
+  const int64_t experts_bytes = int64_t(args.num_experts) * 4;
+  const int64_t out_row = int64_t(args.n) * output_bytes(args.out_type);
+  const int64_t signal_bytes =
+      args.signals == nullptr || args.granularity == SignalGranularity::none ? 0
+      : args.granularity == SignalGranularity::per_expert                   ? experts_bytes
+                                                            : signal_layout(args).counter_count() * 4;
+  const Span read[] = {
+      {args.a.data, operand_span(args.a, args.num_experts, args.max_m, args.k), "a.data"},
+      {args.b.data, operand_span(args.b, args.num_experts, args.n, args.k), "b.data"},
+      {args.a.scales, int64_t(operand_scale_bytes(args.a.format, false, args.num_experts, args.max_m, args.k)),
+       "a.scales"},
+      {args.b.scales, int64_t(operand_scale_bytes(args.b.format, true, args.num_experts, args.n, args.k)),
+       "b.scales"},
+      {args.masked_m, experts_bytes, "masked_m"},
+      {args.alpha, experts_bytes, "alpha"},
+      {args.out_rows, args.out_rows != nullptr ? experts_bytes * 2 * args.max_m : 0, "out_rows"}};
+  const Span written[] = {
+      {args.out,
+       args.out != nullptr
+           ? tensor_span(out_row, args.out_row_stride, args.out_expert_stride, args.num_experts, args.max_m)
+           : 0,
+       "out"},
+      {args.workspace, int64_t(std::min<size_t>(args.workspace_bytes, size_t(INT64_MAX))), "workspace"},
+      {args.signals, signal_bytes, "signals"},
+      {args.error_flag, args.error_flag != nullptr ? 4 : 0, "error_flag"}};
+  for (const Span& w : written)
+    for (const Span& r : read)
+      c.require(!overlaps(w.p, w.bytes, r.p, r.bytes), w.name, " overlaps ", r.name,
+                "; what the launch writes must not alias what it reads");
+  for (size_t i = 0; i < std::size(written); ++i)
+    for (size_t j = i + 1; j < std::size(written); ++j)
+      c.require(!overlaps(written[i].p, written[i].bytes, written[j].p, written[j].bytes), written[i].name,
+                " overlaps ", written[j].name, "; they must not alias");
+}
+
 }  // namespace
 
 size_t operand_scale_bytes(Format format, bool weights, int experts, int rows, int k) {
@@ -294,38 +340,6 @@ Status validate(const GroupedGemmArgs& args) {
   int64_t out_span = 0;
   c.require(multiply(out_expert_stride, args.num_experts, out_span), "num_experts = ", args.num_experts,
             " times out_expert_stride = ", out_expert_stride, " bytes overflows int64");
-  // What the launch writes (out; the workspace: converted activations, counters, partials) must not
-  // overlap what it reads, nor each other: the stores would race the loads (a silently wrong result).
-  if (c.status().ok()) {
-    struct Span {
-      const void* p;
-      int64_t bytes;
-      const char* name;
-    };
-    const int64_t experts_bytes = int64_t(args.num_experts) * 4;
-    const Span read[] = {
-        {args.a.data, operand_span(args.a, args.num_experts, args.max_m, args.k), "a.data"},
-        {args.b.data, operand_span(args.b, args.num_experts, args.n, args.k), "b.data"},
-        {args.a.scales, int64_t(operand_scale_bytes(args.a.format, false, args.num_experts, args.max_m, args.k)),
-         "a.scales"},
-        {args.b.scales, int64_t(operand_scale_bytes(args.b.format, true, args.num_experts, args.n, args.k)),
-         "b.scales"},
-        {args.masked_m, experts_bytes, "masked_m"},
-        {args.alpha, experts_bytes, "alpha"}};
-    const Span written[] = {
-        {args.out, args.out != nullptr ? tensor_span(out_row, args.out_row_stride, args.out_expert_stride,
-                                                     args.num_experts, args.max_m)
-                                       : 0,
-         "out"},
-        {args.workspace, int64_t(std::min<size_t>(args.workspace_bytes, size_t(INT64_MAX))), "workspace"}};
-    for (const Span& w : written)
-      for (const Span& r : read)
-        c.require(!overlaps(w.p, w.bytes, r.p, r.bytes), w.name, " overlaps ", r.name,
-                  "; what the launch writes must not alias what it reads");
-    c.require(!overlaps(written[0].p, written[0].bytes, written[1].p, written[1].bytes),
-              "out overlaps workspace; they must not alias");
-  }
-
   c.require(aligned(args.workspace, 16), "workspace must be 16-byte aligned");
   // Converted activations are bf16 rows of k * 16 bits, which the launcher counts in int.
   c.require(!host::converts_activations(args.a.format, args.b.format) ||
@@ -363,6 +377,13 @@ Status validate(const GroupedGemmArgs& args) {
   c.require(args.expected_m >= 0, "expected_m must be >= 0 (0 = max_m), got ", args.expected_m);
 
   check_config(c, args);
+  if (!c.status().ok()) return c.status();
+  check_aliasing(c, args);
+  // A tile, stages or cluster given: the tile the launch then takes must run (a partial tile is
+  // completed by the heuristic, launch.cu). Without any, the heuristic's tiles always do.
+  const TileConfig& cfg = args.config;
+  if (c.status().ok() && (cfg.block_m != 0 || cfg.block_n != 0 || cfg.stages != 0 || cfg.cluster != 0))
+    return host::check_launch_tile(args);
   return c.status();
 }
 

@@ -279,7 +279,7 @@ TEST(Combine, HostPointersAreRejectedNotLaunched) {
   c.out = host;
   const Status s = combine(c);
   EXPECT_EQ(s.code, StatusCode::invalid_argument);
-  EXPECT_NE(s.message.find("out is host memory"), std::string::npos) << s.message;
+  EXPECT_NE(s.message.find("out is not device memory"), std::string::npos) << s.message;
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // nothing was launched, nothing faulted
 }
 

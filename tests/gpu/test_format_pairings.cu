@@ -393,5 +393,108 @@ TEST(FormatPairings, Fp16Output) {
   }
 }
 
+// A tile fixed on one side only (config.block_m or config.block_n, as a benchmark override does):
+// where the heuristic's completion is not compiled for the pairing (64x256 for fp8_block128 at
+// max_m = 64, 192x256 for bf16 x nvfp4 at max_m = 140), the launch takes a compiled tile with the
+// caller's side, and its signals follow that tile (signal_layout says the same). Before, these
+// passed validate() and every launch failed.
+TEST(FormatPairings, PartialTileOverridesRunACompiledTile) {
+  SG_REQUIRE_HOPPER();
+  struct Case {
+    Pairing pairing;
+    int max_m;
+    TileConfig config;
+  };
+  const Case cases[] = {{{Format::fp8_block128, Format::fp8_block128}, 64, TileConfig{0, 256, 0}},
+                        {{Format::bf16, Format::nvfp4}, 140, TileConfig{0, 256, 0}},
+                        {{Format::fp8_block128, Format::nvfp4}, 140, TileConfig{0, 256, 0}},
+                        {{Format::bf16, Format::mxfp8}, 140, TileConfig{0, 128, 0}},
+                        {{Format::bf16, Format::bf16}, 64, TileConfig{128, 0, 0}}};
+  std::mt19937 rng(83);
+  for (const Case& c : cases) {
+    Problem p;
+    p.build(3, c.max_m, 320, 512, rng, 0, 0, 0, c.pairing.a, c.pairing.b);
+    const auto reference = rounded_reference(p);
+    GroupedGemmArgs args = p.args();
+    args.config = c.config;
+    args.granularity = SignalGranularity::per_row_block;
+    const std::string what = name(c.pairing) + " max_m " + std::to_string(c.max_m) + " config " +
+                             std::to_string(c.config.block_m) + "x" + std::to_string(c.config.block_n);
+    // Counters for validate() (run() gives the launch its own).
+    DeviceBuffer counters(signal_layout(args).counter_count() * sizeof(uint32_t));
+    GroupedGemmArgs checked = args;
+    checked.signals = counters.get<uint32_t>();
+    ASSERT_TRUE(validate(checked).ok()) << what << ": " << validate(checked).message;
+    const TileConfig chosen = select_config(args);
+    EXPECT_TRUE(c.config.block_m == 0 || chosen.block_m == c.config.block_m) << what;
+    EXPECT_TRUE(c.config.block_n == 0 || chosen.block_n == c.config.block_n) << what;
+    // fp8 x fp8: the tensor cores' ~14-bit sums per 128-K block, bounded by the sum of |terms|
+    // (check_output), at random_problems' 2e-3.
+    const bool fp8_pair = c.pairing.a == Format::fp8_block128 && c.pairing.b == Format::fp8_block128;
+    const std::vector<double> abs_sums = fp8_pair ? fp8_abs_product_sums(p) : std::vector<double>{};
+    for (const auto& masked_m : {std::vector<int32_t>{c.max_m, 1, 0}, std::vector<int32_t>{c.max_m - 1, 65, 33}}) {
+      const std::string run_what =
+          what + " (" + std::to_string(chosen.block_m) + "x" + std::to_string(chosen.block_n) + ")";
+      const RunResult r = run(p, args, masked_m);
+      ASSERT_TRUE(r.status.ok()) << run_what << ": " << r.status.message;
+      EXPECT_EQ(check_output(p, masked_m, reference, fp8_pair ? 2e-3 : kTolerance, fp8_pair ? &abs_sums : nullptr),
+                "")
+          << run_what;
+      EXPECT_EQ(check_signals(args, masked_m, r.signals), "") << run_what;
+    }
+  }
+}
+
+// Buffers allocated in the capture itself (cudaMallocAsync on the capturing stream, as a graph's own
+// memory or torch's stream-ordered allocator gives them): the driver knows no attributes of them until
+// the graph runs, so the launch's device-pointer check lets an unknown pointer pass while the stream
+// captures (it refused them as host memory before). The workspace (activations converted into it)
+// and the signals are allocated and freed inside the graph.
+TEST(FormatPairings, GraphWithBuffersAllocatedInTheCapture) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(89);
+  Problem p;
+  p.build(4, 64, 256, 512, rng, 0, 0, 0, Format::nvfp4, Format::nvfp4);
+  const auto reference = rounded_reference(p);
+  const std::vector<int32_t> masked_m = {64, 1, 0, 37};
+  p.set_masked_m(masked_m);
+  GroupedGemmArgs args = p.args();
+  args.granularity = SignalGranularity::per_expert;
+  const SignalLayout layout = signal_layout(args);
+  args.workspace_bytes = workspace_bytes(args);
+  ASSERT_GT(args.workspace_bytes, 0u);
+  DeviceBuffer signals_copy(layout.counter_count() * sizeof(uint32_t));
+
+  cudaStream_t stream;
+  SG_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  args.stream = stream;
+  cudaGraph_t graph;
+  SG_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  SG_CUDA_CHECK(cudaMallocAsync(&args.workspace, args.workspace_bytes, stream));
+  void* signals = nullptr;
+  SG_CUDA_CHECK(cudaMallocAsync(&signals, signals_copy.bytes(), stream));
+  SG_CUDA_CHECK(cudaMemsetAsync(signals, 0, signals_copy.bytes(), stream));
+  args.signals = static_cast<uint32_t*>(signals);
+  const Status captured = grouped_gemm_nt_masked(args);
+  SG_CUDA_CHECK(cudaMemcpyAsync(signals_copy.get(), signals, signals_copy.bytes(), cudaMemcpyDeviceToDevice, stream));
+  SG_CUDA_CHECK(cudaFreeAsync(signals, stream));
+  SG_CUDA_CHECK(cudaFreeAsync(args.workspace, stream));
+  SG_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+  ASSERT_TRUE(captured.ok()) << captured.message;
+  cudaGraphExec_t exec;
+  SG_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  for (int replay = 0; replay < 2; ++replay) {
+    p.poison_output();
+    SG_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+    SG_CUDA_CHECK(cudaStreamSynchronize(stream));
+    EXPECT_EQ(check_output(p, masked_m, reference, kTolerance), "") << "replay " << replay;
+    args.signals = signals_copy.get<uint32_t>();
+    EXPECT_EQ(check_signals(args, masked_m, signals_copy.to_host<uint32_t>(), 0), "") << "replay " << replay;
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
 }  // namespace
 }  // namespace signalgemm::test

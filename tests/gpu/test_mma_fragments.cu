@@ -247,7 +247,7 @@ TEST(MmaFragments, BadArgumentsAreNamed) {
   EXPECT_NE(message(weights, 128, 120, packed.get()).find("k = 120"), std::string::npos);
   std::vector<uint8_t> host_packed(mma_fragment_bytes(2, 128, 128) + 16);
   void* host_out = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(host_packed.data()) + 15) & ~uintptr_t(15));
-  EXPECT_NE(message(weights, 128, 128, host_out).find("packed is host memory"), std::string::npos);
+  EXPECT_NE(message(weights, 128, 128, host_out).find("packed is not device memory"), std::string::npos);
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // nothing was launched, nothing faulted
 }
 

@@ -2,8 +2,11 @@
 #include <gtest/gtest.h>
 
 #include <set>
+#include <string>
+#include <vector>
 
 #include "host/config.h"
+#include "host/kernel_entry.h"
 #include "signalgemm/gemm.h"
 #include "kernels/dequant_bf16_plan.h"
 #include "kernels/kernel_params.h"
@@ -348,6 +351,61 @@ TEST(Config, SignalLayoutDoesNotDependOnKSmsOrSignals) {
                   << sized.block_m << "x" << sized.block_n;
             }
         }
+}
+
+// A tile fixed on one side only (config.block_m or config.block_n): the heuristic completes it, and
+// where its other side would make a tile the pairing does not compile, the launch takes a compiled
+// one with the caller's side (launch.cu); signal_layout says the same. A side that no compiled tile
+// of the pairing has is refused, naming the field. (Before: fp8_block128 at max_m = 64 with
+// block_n = 256 passed validate() as 64x256, and every launch of it failed.)
+TEST(Config, PartialTileOverridesTakeACompiledTile) {
+  const Format pairs[][2] = {{Format::fp8_block128, Format::fp8_block128}, {Format::bf16, Format::bf16},
+                             {Format::bf16, Format::nvfp4},                {Format::bf16, Format::mxfp4},
+                             {Format::bf16, Format::mxfp8},                {Format::fp8_block128, Format::nvfp4},
+                             {Format::fp8_block128, Format::mxfp4},        {Format::nvfp4, Format::nvfp4},
+                             {Format::mxfp4, Format::mxfp4},               {Format::mxfp8, Format::mxfp8}};
+  for (const auto& [a, b] : pairs)
+    for (const bool fragments : {false, true})
+      for (const bool workspace : {false, true}) {
+        const bool fp4_weights = b == Format::nvfp4 || b == Format::mxfp4;
+        if (fragments && (!fp4_weights || (a != Format::bf16 && a != Format::fp8_block128))) continue;
+        if (fragments && a == Format::fp8_block128 && !workspace) continue;  // validate() requires one there
+        int runs = 0;
+        for (const int max_m : {1, 40, 64, 100, 140, 300, 1024})
+          for (const bool fix_m : {true, false})
+            for (const int side : fix_m ? std::vector<int>{32, 48, 64, 128, 192} : std::vector<int>{128, 192, 256}) {
+              GroupedGemmArgs args;
+              args.a.format = a, args.b.format = b;
+              args.b.layout = fragments ? OperandLayout::mma_fragments : OperandLayout::rows;
+              args.num_experts = 8, args.max_m = max_m, args.n = 4096, args.k = 2048;
+              args.granularity = SignalGranularity::per_row_block;
+              (fix_m ? args.config.block_m : args.config.block_n) = side;
+              if (workspace) {
+                args.workspace = reinterpret_cast<void*>(uintptr_t(1) << 40);
+                args.workspace_bytes = size_t(1) << 34;
+              }
+              const std::string what = std::string(to_string(a)) + " x " + to_string(b) +
+                                       (fragments ? " (mma_fragments)" : "") + (workspace ? " with a workspace" : "") +
+                                       " max_m " + std::to_string(max_m) + (fix_m ? " block_m " : " block_n ") +
+                                       std::to_string(side);
+              const Status s = check_launch_tile(args);
+              if (!s.ok()) {
+                EXPECT_EQ(s.code, StatusCode::unsupported) << what << ": " << s.message;
+                EXPECT_NE(s.message.find(fix_m ? "config.block_m" : "config.block_n"), std::string::npos)
+                    << what << ": " << s.message;
+                continue;
+              }
+              ++runs;
+              const TileConfig cfg = select_config(args);
+              EXPECT_EQ(fix_m ? cfg.block_m : cfg.block_n, side) << what;
+              const SignalLayout layout = signal_layout(args);
+              EXPECT_TRUE(layout.block_m == cfg.block_m && layout.block_n == cfg.block_n) << what;
+              GroupedGemmArgs whole = args;  // the tile given in full runs too
+              whole.config.block_m = cfg.block_m, whole.config.block_n = cfg.block_n;
+              EXPECT_TRUE(check_launch_tile(whole).ok()) << what << ": " << check_launch_tile(whole).message;
+            }
+        EXPECT_GT(runs, 0) << to_string(a) << " x " << to_string(b);
+      }
 }
 
 // Split K only where the tiles fill at most a third of the SMs, on the fp8 decode tiles, with enough K.
