@@ -133,6 +133,10 @@ Timings run_shape(const Shape& shape, int combine_blocks, int iters, std::mt1993
   cb.out = out;
   cb.num_blocks = sms;
   cb.timeout_ns = 5'000'000'000;
+  int32_t* d_error_flag;  // a combine that times out says so here (checked once all runs are done)
+  CHECK_CUDA(cudaMalloc(&d_error_flag, 4));
+  CHECK_CUDA(cudaMemset(d_error_flag, 0, 4));
+  cb.error_flag = d_error_flag;
 
   // Every variant clears the counters first, so all time the same memsets.
   auto clear = [&](cudaStream_t s) {
@@ -198,6 +202,12 @@ Timings run_shape(const Shape& shape, int combine_blocks, int iters, std::mt1993
   t.sequential = time_variant(kSequential);
   t.overlapped = time_variant(kOverlapped);
   CHECK_CUDA(cudaDeviceSynchronize());
+  int32_t error_flag = 0;
+  CHECK_CUDA(cudaMemcpy(&error_flag, d_error_flag, 4, cudaMemcpyDeviceToHost));
+  if (error_flag != 0) {
+    std::fprintf(stderr, "signalgemm-demo: a combine reported error flag %d (timeout or bad routing)\n", error_flag);
+    std::exit(1);
+  }
 
   if (svg != nullptr) {
     CHECK_CUDA(cudaMemset(d_timeline, 0, timeline.size() * 8));
@@ -211,7 +221,7 @@ Timings run_shape(const Shape& shape, int combine_blocks, int iters, std::mt1993
     signalgemm::bench::write_timeline_svg(svg, title, {{"", timeline, layout, combine_blocks + sms}});
   }
   for (void* p : {(void*)a, (void*)b, (void*)sfa, (void*)sfb, c, out, workspace, (void*)d_masked_m, (void*)d_topk_idx,
-                  (void*)d_row_source, (void*)d_weights, (void*)signals, (void*)d_timeline})
+                  (void*)d_row_source, (void*)d_weights, (void*)signals, (void*)d_timeline, (void*)d_error_flag})
     cudaFree(p);
   cudaStreamDestroy(s1);
   cudaStreamDestroy(s2);

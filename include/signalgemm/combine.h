@@ -22,8 +22,9 @@
 namespace signalgemm {
 
 // OR-ed into a combine's error_flag when a routing entry lies out of range (CombineArgs: a
-// row_source entry at or past num_tokens * topk); the entry is skipped, never followed (a slot that
-// row was meant for then never arrives: its token waits until timeout_ns, or forever without one).
+// row_source entry at or past num_tokens * topk, or naming a slot whose topk_idx is -1); the entry
+// is skipped, never followed (a slot that row was meant for then never arrives: its token waits
+// until timeout_ns, or forever without one).
 inline constexpr int32_t kErrorInvalidRouting = 4;
 
 struct CombineArgs {
@@ -34,7 +35,10 @@ struct CombineArgs {
   const int32_t* masked_m = nullptr;   // [E]
   SignalLayout layout;                 // signal_layout(gemm args)
   const uint32_t* signals = nullptr;
-  uint32_t signal_base = 0;  // counters' value before the GEMM launch
+  // Every counter's value before the GEMM launch: one for all (e.g. a memset to 0 before the GEMM).
+  // A base kept per counter (a running sum across launches) suits the wait API (consumer.cuh),
+  // not this combine: a counter whose base differs would be read early or wait in vain.
+  uint32_t signal_base = 0;
   SignalScope scope = SignalScope::gpu;
 
   // Routing, as a low-latency dispatch produces it.
@@ -57,7 +61,10 @@ struct CombineArgs {
   // rest. Each launch must be told its first block index for the timeline.
   int num_blocks = 0;
   int first_block = 0;
-  uint64_t timeout_ns = 0;       // per wait (after one times out, the others give up at once); 0 = forever
+  // Per wait; 0 = forever. After one times out, waits that start later give up at once (those
+  // already waiting end at their own timeout) and the output is incomplete: so a timeout needs
+  // error_flag, the only report.
+  uint64_t timeout_ns = 0;
   int32_t* error_flag = nullptr; // ORed with kErrorSignalTimeout on a timeout, kErrorInvalidRouting
   uint64_t* timeline = nullptr;  // optional, combine_timeline_entries() %globaltimer stamps
   cudaStream_t stream = nullptr;

@@ -136,9 +136,9 @@ struct EpCombineArgs {
   // overlap buys where communication dominates.
   double remote_bytes_per_second = 0;
 
-  // Per wait; 0 = wait forever. After a timeout this combine's output is undefined on the ranks
-  // that report it (error_flag) and on those whose rows it concerns (they time out or report
-  // too); no rank stores into a half of a window its owner may still be summing.
+  // Per wait; 0 = wait forever (a timeout needs error_flag). After a timeout this combine's output
+  // is undefined on the ranks that report it (error_flag) and on those whose rows it concerns (they
+  // time out or report too); no rank stores into a half of a window its owner may still be summing.
   uint64_t timeout_ns = 0;
   // ORed with kErrorSignalTimeout on a timeout, with kErrorInvalidRouting for a routing entry that
   // names no rank of the comm (a row_source entry at or past num_ranks * max_tokens_per_rank * topk,

@@ -336,18 +336,22 @@ def _allocate_workspace(a: Any, a_format: str, b_format: str, n: int = 0, expect
 
 def signal_layout(num_experts: int, max_m: int, n: int, *, expected_m: int = 0, block_m: int = 0,
                   block_n: int = 0, granularity: str = "per_expert", a_format: str = "fp8_block128",
-                  b_format: Optional[str] = None, workspace: bool = True, cluster: int = 0) -> dict:
+                  b_format: Optional[str] = None, workspace: bool = True, cluster: int = 0,
+                  mma_fragments: bool = False) -> dict:
     """Tile shape and counter count a launch with these sizes and formats uses (what a consumer waits
     on). ``workspace``: whether the launch converts its activations in one (the default of
     ``grouped_gemm_nt_masked`` for torch inputs), which gives it the tiles of bf16 activations;
-    ``block_m``, ``block_n``, ``cluster``: the launch's own, where it gives them."""
+    ``block_m``, ``block_n``, ``cluster``: the launch's own, where it gives them; ``mma_fragments``:
+    the weights are packed (``pack_mma_fragments``), whose kernels complete a tile given on one side
+    only with tiles of their own."""
     return _C.signal_layout(num_experts, max_m, n, expected_m, block_m, block_n, granularity, a_format,
-                            b_format or a_format, 0, bool(workspace), cluster)
+                            b_format or a_format, 0, bool(workspace), cluster, bool(mma_fragments))
 
 
 def expected_signals(masked_m: Sequence[int], n: int, max_m: int, *, expected_m: int = 0, block_m: int = 0,
                      block_n: int = 0, granularity: str = "per_expert", a_format: str = "fp8_block128",
-                     b_format: Optional[str] = None, workspace: bool = True, cluster: int = 0) -> list:
+                     b_format: Optional[str] = None, workspace: bool = True, cluster: int = 0,
+                     mma_fragments: bool = False) -> list:
     """Value each counter reaches, as a list indexed like the signals buffer.
 
     masked_m is host data (a list, or a CPU tensor/array): the consumer side knows it from the
@@ -362,7 +366,7 @@ def expected_signals(masked_m: Sequence[int], n: int, max_m: int, *, expected_m:
     values = [int(v) for v in values]
     layout = signal_layout(len(values), max_m, n, expected_m=expected_m, block_m=block_m, block_n=block_n,
                            granularity=granularity, a_format=a_format, b_format=b_format, workspace=workspace,
-                           cluster=cluster)
+                           cluster=cluster, mma_fragments=mma_fragments)
     return _C.expected_signals(values, max_m, n, layout["block_m"], layout["block_n"], granularity)
 
 

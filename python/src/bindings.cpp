@@ -334,7 +334,7 @@ nb::dict layout_dict(const SignalLayout& l) {
 // activations in a workspace on whether one is used: the launch then runs as bf16 activations.
 nb::dict signal_layout_for(int num_experts, int max_m, int n, int expected_m, int block_m, int block_n,
                            const std::string& granularity, const std::string& a_format, const std::string& b_format,
-                           int k, bool workspace, int cluster) {
+                           int k, bool workspace, int cluster, bool mma_fragments) {
   GroupedGemmArgs args;
   args.num_experts = num_experts, args.max_m = max_m, args.n = n, args.k = k;
   args.a.format = parse_format(a_format, "a_format");
@@ -347,6 +347,14 @@ nb::dict signal_layout_for(int num_experts, int max_m, int n, int expected_m, in
   // One-format pairings then run as bf16 activations; fp8_block128 tokens keep their pairing's tiles.
   if (workspace && args.a.format == args.b.format && activation_workspace_bytes(probe) > 0)
     args.a.format = Format::bf16;
+  // Packed FP4 weights have kernels of their own tiles (a tile fixed on one side only is completed
+  // with one of them); fp8_block128 tokens reach those through the workspace, which no call here
+  // dereferences, so a stand-in address marks it given.
+  if (mma_fragments) args.b.layout = OperandLayout::mma_fragments;
+  if (workspace && args.a.format == Format::fp8_block128 && args.b.format != Format::fp8_block128) {
+    args.workspace = reinterpret_cast<void*>(uintptr_t(1) << 44);
+    args.workspace_bytes = size_t(1) << 40;
+  }
   require_valid_sizes(args);
   return layout_dict(signal_layout(args));
 }
@@ -436,7 +444,8 @@ NB_MODULE(_C, m) {
   m.def("signal_layout", &signal_layout_for, nb::arg("num_experts"), nb::arg("max_m"), nb::arg("n"),
         nb::arg("expected_m") = 0, nb::arg("block_m") = 0, nb::arg("block_n") = 0,
         nb::arg("granularity") = "per_expert", nb::arg("a_format") = "fp8_block128",
-        nb::arg("b_format") = "fp8_block128", nb::arg("k") = 0, nb::arg("workspace") = true, nb::arg("cluster") = 0);
+        nb::arg("b_format") = "fp8_block128", nb::arg("k") = 0, nb::arg("workspace") = true, nb::arg("cluster") = 0,
+        nb::arg("mma_fragments") = false);
   m.def(
       "activation_workspace_bytes",
       [](int e, int max_m, int k, const std::string& a, const std::string& b) {

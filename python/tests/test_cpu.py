@@ -207,6 +207,19 @@ def test_signal_layout_follows_the_cluster():
     assert per_block[0] == 4096 // paired["block_n"]
 
 
+def test_signal_layout_completes_a_one_sided_tile_as_the_launch_does():
+    """A tile given on one side only is completed with a tile compiled for the pairing and weight
+    layout: fp8_block128 tokens x packed nvfp4 weights have 128 x 128 where rows have 32 x 128."""
+    kwargs = dict(block_n=128, a_format="fp8_block128", b_format="nvfp4")
+    rows = signalgemm.signal_layout(8, 16, 4096, **kwargs)
+    packed = signalgemm.signal_layout(8, 16, 4096, mma_fragments=True, **kwargs)
+    assert (rows["block_m"], rows["block_n"]) == (32, 128)
+    assert (packed["block_m"], packed["block_n"]) == (128, 128)
+    # A side no compiled tile of the pairing has: refused, naming the field.
+    with pytest.raises(ValueError, match="config.block_m = 192"):
+        signalgemm.signal_layout(8, 16, 4096, block_m=192, a_format="fp8_block128", b_format="nvfp4")
+
+
 def test_signal_layout_follows_the_formats_and_the_workspace():
     # bf16 x nvfp4 at decode: 256 weight rows per tile, 48 tokens where 1.3 x 32 fit.
     layout = signalgemm.signal_layout(4, 64, 4096, expected_m=32, a_format="bf16", b_format="nvfp4")

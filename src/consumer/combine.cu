@@ -82,7 +82,9 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const CombineP
       const int row = first_row + r;
       const int source = p.row_source[int64_t(e) * p.layout.max_m + row];
       if (source < 0) continue;
-      if (source >= int64_t(p.num_tokens) * p.topk) {  // no such slot: reported, never written
+      // No such slot, or one routed nowhere (its token does not wait for it: counted, it would let
+      // the token's sum start before a real slot arrives): reported, never written.
+      if (source >= int64_t(p.num_tokens) * p.topk || p.topk_idx[source] < 0) {
         if (lane == 0 && p.error_flag != nullptr) atomicOr(p.error_flag, kErrorInvalidRouting);
         continue;
       }
@@ -156,6 +158,9 @@ Status combine(const CombineArgs& a) {
     return s;
   if (a.num_blocks < 0) return invalid("num_blocks must be >= 0");
   if (a.first_block < 0) return invalid("first_block must be >= 0");
+  if (a.timeout_ns > 0 && a.error_flag == nullptr)
+    return invalid("timeout_ns is set but error_flag is null: a timed-out combine's output is incomplete, and "
+                   "error_flag is where that is reported");
   if (Status s = host::check_alignment({{a.masked_m, "masked_m", 4},
                                         {a.signals, "signals", 4},
                                         {a.topk_idx, "topk_idx", 4},

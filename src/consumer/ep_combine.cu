@@ -561,6 +561,9 @@ Status check_common_args(const EpCombineContext* ctx, const EpCombineArgs& a) {
   if (a.workspace == nullptr || reinterpret_cast<uintptr_t>(a.workspace) % 16 != 0)
     return invalid("workspace is null or not 16-byte aligned");
   if (a.reduce_tokens < 0 || a.reduce_tokens > kReduceTokens) return invalid("reduce_tokens must be in [0, 4]");
+  if (a.timeout_ns > 0 && a.error_flag == nullptr)
+    return invalid("timeout_ns is set but error_flag is null: a timed-out combine's output is undefined, and "
+                   "error_flag is where that is reported");
   if (Status s = host::check_alignment({{a.masked_m, "masked_m", 4},
                                         {a.row_source, "row_source", 4},
                                         {a.topk_idx, "topk_idx", 4},

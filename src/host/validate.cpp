@@ -400,6 +400,9 @@ Status validate_sizes(const GroupedGemmArgs& args) {
             "granularity: unknown value ", static_cast<int>(args.granularity));
   c.require(args.expected_m >= 0, "expected_m must be >= 0 (0 = max_m), got ", args.expected_m);
   check_config(c, args);
+  const TileConfig& cfg = args.config;
+  if (c.status().ok() && (cfg.block_m != 0 || cfg.block_n != 0 || cfg.stages != 0 || cfg.cluster != 0))
+    return host::check_launch_tile(args);  // as validate(): the tile the sizes would launch with runs
   return c.status();
 }
 

@@ -186,6 +186,23 @@ TEST_F(CombineTest, ReportsRowSourcePastTheSlots) {
   }
 }
 
+// A row whose slot is routed nowhere (topk_idx -1): its token does not wait for that slot, so the
+// row must not count as one of the token's arrivals (it would let the sum start before a real slot
+// is in): reported and skipped, the other slots summed as routed.
+TEST_F(CombineTest, ReportsRowSourceNamingAnUnusedSlot) {
+  std::mt19937 rng(10);
+  DeviceBuffer flag = DeviceBuffer::from(std::vector<int32_t>{0});
+  for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block}) {
+    Routing routing = random_routing(kExperts, kMaxM, kTopk, rng);
+    const int slot = 0;  // random_routing deals rows to slots 0, 1, ...: slot 0 has a row
+    ASSERT_NE(std::find(routing.row_source.begin(), routing.row_source.end(), slot), routing.row_source.end());
+    routing.topk_idx[slot] = -1;  // the row still names it
+    cudaMemset(flag.get(), 0, flag.bytes());
+    EXPECT_EQ(run_overlapped(routing, g, flag, &routing), "") << to_string(g);
+    EXPECT_EQ(flag.to_host<int32_t>()[0], kErrorInvalidRouting) << to_string(g);
+  }
+}
+
 // Signals that never come (no GEMM runs): the combine reports a timeout and ends; after its first
 // timeout the other waits give up at once.
 TEST_F(CombineTest, EndsWithATimeoutWhenNoGemmRuns) {
@@ -257,6 +274,9 @@ TEST(Combine, RejectsBadStridesAlignmentAndGranularity) {
                 .find("timeline must be 8-byte aligned"),
             std::string::npos);
   EXPECT_NE(message([](CombineArgs& c) { c.layout.granularity = SignalGranularity(3); }).find("layout.granularity"),
+            std::string::npos);
+  // A timeout's only report is the flag.
+  EXPECT_NE(message([](CombineArgs& c) { c.timeout_ns = 1000, c.error_flag = nullptr; }).find("error_flag is null"),
             std::string::npos);
 }
 
