@@ -22,9 +22,9 @@
 namespace signalgemm {
 
 // OR-ed into a combine's error_flag when a routing entry lies out of range (CombineArgs: a
-// row_source entry at or past num_tokens * topk, or naming a slot whose topk_idx is -1); the entry
-// is skipped, never followed (a slot that row was meant for then never arrives: its token waits
-// until timeout_ns, or forever without one).
+// row_source entry at or past num_tokens * topk, or naming a slot whose topk_idx is -1 or past the
+// experts; a topk_idx entry past the experts); the entry is skipped, never followed (a slot that
+// row was meant for then never arrives: its token waits until timeout_ns, or forever without one).
 inline constexpr int32_t kErrorInvalidRouting = 4;
 
 struct CombineArgs {

@@ -84,7 +84,7 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const CombineP
       if (source < 0) continue;
       // No such slot, or one routed nowhere (its token does not wait for it: counted, it would let
       // the token's sum start before a real slot arrives): reported, never written.
-      if (source >= int64_t(p.num_tokens) * p.topk || p.topk_idx[source] < 0) {
+      if (source >= int64_t(p.num_tokens) * p.topk || !detail::slot_routed(p.topk_idx[source], p.layout.num_experts)) {
         if (lane == 0 && p.error_flag != nullptr) atomicOr(p.error_flag, kErrorInvalidRouting);
         continue;
       }
@@ -106,10 +106,16 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const CombineP
   // arrived. Each thread loads its vector of every slot before summing (topk loads in flight).
   for (int64_t t = detail::take_work_item(token_queue); t < p.num_tokens; t = detail::take_work_item(token_queue)) {
     uint32_t slots = 0;
-    for (int k = 0; k < p.topk; ++k) slots += p.topk_idx[int64_t(t) * p.topk + k] >= 0;
+    for (int k = 0; k < p.topk; ++k) {
+      const int32_t expert = p.topk_idx[int64_t(t) * p.topk + k];
+      slots += detail::slot_routed(expert, p.layout.num_experts);
+      // An expert id past the GEMM's: no row can arrive for it (reported, not waited for).
+      if (expert >= p.layout.num_experts && threadIdx.x == 0 && p.error_flag != nullptr)
+        atomicOr(p.error_flag, kErrorInvalidRouting);
+    }
     block_wait(p, p.token_arrivals + t, slots, SignalScope::gpu);  // on a timeout: summed as it is (reported)
-    detail::reduce_token(p.topk_idx + int64_t(t) * p.topk, p.topk_weights + int64_t(t) * p.topk, p.topk, n,
-                         p.recv + int64_t(t) * p.topk * n, p.out + int64_t(t) * n);
+    detail::reduce_token(p.topk_idx + int64_t(t) * p.topk, p.topk_weights + int64_t(t) * p.topk, p.topk,
+                         p.layout.num_experts, n, p.recv + int64_t(t) * p.topk * n, p.out + int64_t(t) * n);
   }
   if (block_times != nullptr) {
     __syncthreads();

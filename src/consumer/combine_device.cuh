@@ -72,12 +72,18 @@ __device__ __forceinline__ void copy_row(const uint8_t* src, __nv_bfloat16* dst,
   copy_vectors<4>(reinterpret_cast<const uint4*>(src), reinterpret_cast<uint4*>(dst), 0, n / 8, lane);
 }
 
-// out_row = sum over used slots k (topk_idx_row[k] >= 0) of weights_row[k] * slots[k * n + :],
+// Whether a token's slot is routed to an expert of the GEMM (-1: unused; an id past the experts is
+// bad routing, which the combine reports; neither is waited for nor summed).
+__device__ __forceinline__ bool slot_routed(int32_t expert, int num_experts) {
+  return expert >= 0 && expert < num_experts;
+}
+
+// out_row = sum over routed slots k (slot_routed(topk_idx_row[k])) of weights_row[k] * slots[k * n + :],
 // summed in fp32 in the fixed order k = 0..topk-1, stored as bf16: the result never depends on
 // which slot arrived first. The calling block's threads split the row; every thread loads its
 // vector of up to kSlotsPerLoad slots before summing them (that many loads in flight).
-__device__ inline void reduce_token(const int32_t* topk_idx_row, const float* weights_row, int topk, int n,
-                                    const __nv_bfloat16* slots, __nv_bfloat16* out_row) {
+__device__ inline void reduce_token(const int32_t* topk_idx_row, const float* weights_row, int topk, int num_experts,
+                                    int n, const __nv_bfloat16* slots, __nv_bfloat16* out_row) {
   constexpr int kSlotsPerLoad = 16;  // slots whose vectors are loaded together
   for (int v = threadIdx.x; v < n / 8; v += blockDim.x) {
     float sum[8] = {};
@@ -87,7 +93,7 @@ __device__ inline void reduce_token(const int32_t* topk_idx_row, const float* we
 #pragma unroll
       for (int k = 0; k < kSlotsPerLoad; ++k) {
         const int slot = k0 + k;
-        const bool used = slot < topk && topk_idx_row[slot] >= 0;
+        const bool used = slot < topk && slot_routed(topk_idx_row[slot], num_experts);
         weight[k] = used ? weights_row[slot] : 0.f;
         raw[k] = used ? reinterpret_cast<const uint4*>(slots + int64_t(slot) * n)[v] : uint4{};
       }

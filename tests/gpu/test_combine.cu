@@ -203,6 +203,23 @@ TEST_F(CombineTest, ReportsRowSourceNamingAnUnusedSlot) {
   }
 }
 
+// A topk_idx entry past the GEMM's experts: no row can ever arrive for that slot, so its token must
+// not wait for it (it would end in a timeout): reported, and the other slots summed as routed.
+TEST_F(CombineTest, ReportsTopkIdxPastTheExperts) {
+  std::mt19937 rng(11);
+  DeviceBuffer flag = DeviceBuffer::from(std::vector<int32_t>{0});
+  for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block}) {
+    Routing sent = random_routing(kExperts, kMaxM, kTopk, rng);
+    Routing reference = sent;
+    const int slot = 0;  // has a row (random_routing deals rows to slots 0, 1, ...), now skipped too
+    sent.topk_idx[slot] = kExperts + 3;
+    reference.topk_idx[slot] = -1;
+    cudaMemset(flag.get(), 0, flag.bytes());
+    EXPECT_EQ(run_overlapped(sent, g, flag, &reference), "") << to_string(g);
+    EXPECT_EQ(flag.to_host<int32_t>()[0], kErrorInvalidRouting) << to_string(g);
+  }
+}
+
 // Signals that never come (no GEMM runs): the combine reports a timeout and ends; after its first
 // timeout the other waits give up at once.
 TEST_F(CombineTest, EndsWithATimeoutWhenNoGemmRuns) {
