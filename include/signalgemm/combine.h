@@ -58,7 +58,10 @@ struct CombineArgs {
   // be split over several launches sharing the workspace: a small one beside the GEMM (no more
   // blocks than the SMs the GEMM leaves free: its blocks wait on the GEMM, so they must never
   // keep it from its SMs) and a full-chip one stream-ordered after the GEMM that joins for the
-  // rest. Each launch must be told its first block index for the timeline.
+  // rest. Each launch must be told its first block index for the timeline. The one beside the GEMM
+  // goes on another stream (on the GEMM's stream ahead of it, it would wait for signals that cannot
+  // come), ordered after the reset of the signals (signal_base) and of the workspace's counters, or
+  // it may take a previous launch's counts for this one's.
   int num_blocks = 0;
   int first_block = 0;
   // Per wait; 0 = forever. After one times out, waits that start later give up at once (those
