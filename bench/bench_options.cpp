@@ -29,9 +29,10 @@ constexpr const char* kUsage =
     "  --csv FILE               also write every row to FILE\n"
     "  --no-cublas              skip the cuBLASLt baseline\n"
     "  --no-workspace           no workspace: activations converted per tile (nvfp4, mxfp4, mxfp8 on both\n"
-    "                           sides, fp8_block128 x FP4), tiles walked in a fixed order (the others)\n"
-    "  --mma-fragments          FP4 weights packed once (pack_mma_fragments) and read in that layout\n"
-    "                           (each tile converts its tokens); default: converted once into one, timed with the GEMM\n";
+    "                           sides, fp8_block128 x FP4; default: converted once into it, timed with the GEMM),\n"
+    "                           fp8_block128 x fp8_block128 tiles walked in a fixed order, and no split of K\n"
+    "                           for launches with few tiles\n"
+    "  --mma-fragments          FP4 weights packed once, untimed (pack_mma_fragments), and read in that layout\n";
 
 [[noreturn]] void usage_error(const std::string& why) {
   std::fprintf(stderr, "signalgemm-bench: %s\n%s", why.c_str(), kUsage);

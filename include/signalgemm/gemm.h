@@ -15,6 +15,8 @@
 namespace signalgemm {
 
 // One GEMM operand: A (activations, rows = tokens) or B (weights, rows = output columns).
+// Device memory as TMA loads it: data and scales 16-byte aligned, strides multiples of 16 bytes
+// (below 2^40), rows of k elements a whole number of 16 bytes.
 struct OperandArgs {
   Format format = Format::fp8_block128;
   const void* data = nullptr;
@@ -58,9 +60,12 @@ struct GroupedGemmArgs {
   // accumulators times alpha (fp32 is not supported). The combines (combine.h, ep_combine.h) read
   // bf16 outputs.
   OutputType out_type = OutputType::bf16;
+  // out 16-byte aligned, its strides multiples of 16 bytes (bulk stores). Nothing the launch writes
+  // (out, the workspace, signals, error_flag) may overlap anything it reads or each other.
   int64_t out_row_stride = 0;     // bytes; 0 = packed (N elements)
   int64_t out_expert_stride = 0;  // bytes; 0 = packed (max_m * out_row_stride)
 
+  // masked_m, alpha, signals and error_flag: 4-byte aligned.
   const int32_t* masked_m = nullptr;  // device, [E]; values outside [0, max_m] are clamped
   const float* alpha = nullptr;       // device, [E], optional (1 when null)
 

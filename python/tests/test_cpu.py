@@ -183,6 +183,8 @@ def test_expected_signals_follow_the_contract():
         (lambda: signalgemm.workspace_bytes(2**31 - 1, 2**31 - 1, 2**31 - 1, "nvfp4"), "too large"),
         (lambda: signalgemm.workspace_bytes(1, 1, 4096, "bf16", "nvfp4", n=4096, block_m=-64), "config.block_m = -64"),
         (lambda: signalgemm.activation_workspace_bytes(0, 64, 128, "nvfp4"), "num_experts must be >= 1"),
+        (lambda: signalgemm.workspace_bytes(4, 64, 200, "fp8_block128"), "k = 200 must be a multiple of 128"),
+        (lambda: signalgemm.activation_workspace_bytes(4, 64, 40, "bf16", "nvfp4"), "k = 40 must be a multiple of 16"),
         # masked_m is host data here: checked, not clamped.
         (lambda: signalgemm.expected_signals([-5, 3], 64, 8), r"masked_m\[0\] = -5"),
         (lambda: signalgemm.expected_signals([500, 3], 64, 256), r"masked_m\[0\] = 500"),

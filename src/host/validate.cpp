@@ -74,6 +74,19 @@ constexpr int64_t kMaxTmaStride = int64_t(1) << 40;
 // Extents are rounded up to whole tiles (at most 256) in int32 (SignalLayout, the launcher).
 constexpr int kMaxExtent = std::numeric_limits<int32_t>::max() - 255;
 
+// What k must be for an operand of `format` (named `name`): a multiple of its scale block, and rows
+// of a whole number of 16-byte units (TMA) that the launcher can count in int.
+void check_k(Checker& c, const char* name, Format format, int k) {
+  c.require(scale_block_k(format) == 0 || k % scale_block_k(format) == 0, "k = ", k, " must be a multiple of ",
+            scale_block_k(format), " (the scale block of ", name, ".format ", to_string(format), ")");
+  // The launcher computes a row's bytes as k * bits / 8 in int.
+  c.require(int64_t(k) * element_bits(format) <= std::numeric_limits<int32_t>::max(), "k = ", k,
+            " is too large for ", name, ".format ", to_string(format), " (a row must stay below 2^31 bits)");
+  const int64_t packed_row = int64_t(k) * element_bits(format) / 8;
+  c.require(packed_row % 16 == 0, "k = ", k, " gives rows of ", packed_row, " bytes in ", name,
+            "; TMA needs a multiple of 16");
+}
+
 // Scale tensors are packed (docs/formats.md) and never larger than their packed data, so the data
 // span check below also keeps every scale offset within int64.
 void check_operand(Checker& c, const char* name, const OperandArgs& op, int num_experts, int rows, int k) {
@@ -87,12 +100,7 @@ void check_operand(Checker& c, const char* name, const OperandArgs& op, int num_
             " needs scale factors");
   c.require(scaled || op.scales == nullptr, n, ".scales must be null for format ", to_string(op.format));
   c.require(op.scales == nullptr || aligned(op.scales, 16), n, ".scales must be 16-byte aligned (TMA)");
-  c.require(!scaled || k % scale_block_k(op.format) == 0, "k = ", k, " must be a multiple of ",
-            scale_block_k(op.format), " (the scale block of ", n, ".format ", to_string(op.format), ")");
-
-  // The launcher computes a row's bytes as k * bits / 8 in int.
-  c.require(int64_t(k) * element_bits(op.format) <= std::numeric_limits<int32_t>::max(), "k = ", k,
-            " is too large for ", n, ".format ", to_string(op.format), " (a row must stay below 2^31 bits)");
+  check_k(c, name, op.format, k);
   const int64_t packed_row = int64_t(k) * element_bits(op.format) / 8;
   c.require(op.row_stride >= 0, n, ".row_stride must be >= 0, got ", op.row_stride);
   c.require(op.row_stride == 0 || op.row_stride >= packed_row, n, ".row_stride = ", op.row_stride,
@@ -100,8 +108,6 @@ void check_operand(Checker& c, const char* name, const OperandArgs& op, int num_
   c.require(op.row_stride % 16 == 0, n, ".row_stride = ", op.row_stride, " must be a multiple of 16 bytes (TMA)");
   c.require(op.row_stride < kMaxTmaStride, n, ".row_stride = ", op.row_stride,
             " is not below the TMA limit of 2^40 bytes");
-  c.require(packed_row % 16 == 0, "k = ", k, " gives rows of ", packed_row, " bytes in ", n,
-            "; TMA needs a multiple of 16");
   if (!c.status().ok()) return;
   const int64_t row_stride = op.row_stride != 0 ? op.row_stride : packed_row;
   int64_t expert_bytes = 0;
@@ -393,6 +399,10 @@ Status validate_sizes(const GroupedGemmArgs& args) {
   c.require(valid_format(args.b.format), "b_format: unknown value ", static_cast<int>(args.b.format));
   check_sizes(c, args, /*k_known=*/args.k != 0);
   if (!c.status().ok()) return c.status();
+  if (args.k != 0) {
+    check_k(c, "a", args.a.format, args.k);
+    check_k(c, "b", args.b.format, args.k);
+  }
   check_pairing(c, args, /*k_known=*/args.k != 0);
   c.require(int64_t(args.n) * output_bytes(args.out_type) % 16 == 0, "n = ", args.n,
             " gives output rows that are not a multiple of 16 bytes (n a multiple of 8 for bf16 and fp16)");

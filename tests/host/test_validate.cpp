@@ -866,5 +866,28 @@ TEST_P(ValidateAccepts, Variation) {
 INSTANTIATE_TEST_SUITE_P(Validate, ValidateAccepts, ::testing::ValuesIn(all_acceptances()),
                          [](const ::testing::TestParamInfo<Acceptance>& info) { return info.param.name; });
 
+// The planning helpers' checks (validate_sizes: signal_layout, workspace_bytes) refuse the k a
+// launch would refuse (a scale-block multiple, whole 16-byte rows); k = 0 means not known.
+TEST(ValidateSizes, RefusesTheKALaunchWould) {
+  GroupedGemmArgs args;
+  args.num_experts = 4, args.max_m = 64, args.n = 256;
+  for (const int k : {0, 128, 7168}) {
+    args.k = k;
+    EXPECT_TRUE(validate_sizes(args).ok()) << k << ": " << validate_sizes(args).message;
+  }
+  for (const int k : {64, 200}) {
+    args.k = k;
+    const Status s = validate_sizes(args);
+    EXPECT_EQ(s.code, StatusCode::invalid_argument) << k;
+    EXPECT_TRUE(names(s.message, "k") && s.message.find("multiple of 128") != std::string::npos) << s.message;
+  }
+  make_bf16_nvfp4_pair(args);
+  args.k = 40;
+  EXPECT_NE(validate_sizes(args).message.find("multiple of 16"), std::string::npos) << validate_sizes(args).message;
+  make_bf16_pair(args);
+  args.k = 4;  // 8-byte rows
+  EXPECT_NE(validate_sizes(args).message.find("TMA needs a multiple of 16"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace signalgemm
