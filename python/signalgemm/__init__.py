@@ -10,6 +10,7 @@ accepted as it is (``ab_dtype``, ``sf_dtype``, ``sf_vec_size``, ``c_dtype``, ``m
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Optional, Sequence, Tuple
 
 from . import _C
@@ -50,6 +51,24 @@ def _stream_handle(stream: Any) -> int:
     if hasattr(stream, "cuda_stream"):
         return int(stream.cuda_stream)
     return int(stream)
+
+
+def _on_launch_stream(stream: Any, tensor: Any) -> Any:
+    """With an explicit ``stream``: a context making it torch's current stream for the call (on the
+    tensor's device), so that the call's temporaries (the workspace, converted scales) are written and
+    freed in that stream's order: torch's caching allocator hands a freed block out again only in the
+    order of the stream it was allocated on, and the launch on ``stream`` may outlive the call."""
+    try:
+        import torch
+    except ImportError:
+        return contextlib.nullcontext()
+    if stream is None or not (isinstance(tensor, torch.Tensor) and tensor.is_cuda):
+        return contextlib.nullcontext()
+    if not isinstance(stream, torch.cuda.Stream):
+        handle = _stream_handle(stream)
+        stream = (torch.cuda.default_stream(tensor.device) if handle == 0
+                  else torch.cuda.ExternalStream(handle, device=tensor.device))
+    return torch.cuda.stream(stream)
 
 
 def _require_gpu(name: str, t: Any) -> None:
@@ -171,8 +190,9 @@ def pack_mma_fragments(b: Any, *, stream: Optional[int] = None) -> MmaFragments:
     if str(b.dtype) not in ("torch.uint8", "torch.int8", "torch.float4_e2m1fn_x2"):
         raise TypeError(f"signalgemm: pack_mma_fragments takes FP4 bytes (uint8, int8 or float4_e2m1fn_x2), got {b.dtype}")
     experts, n, k = b.shape[0], b.shape[1], b.shape[2] * 2
-    packed = torch.empty((experts, (n + 63) // 64, (k + 63) // 64, 2048), dtype=torch.uint8, device=b.device)
-    _C.pack_mma_fragments(b.view(torch.uint8), packed, _current_stream(b) if stream is None else _stream_handle(stream))
+    with _on_launch_stream(stream, b):  # packed is allocated in the order of the stream that writes it
+        packed = torch.empty((experts, (n + 63) // 64, (k + 63) // 64, 2048), dtype=torch.uint8, device=b.device)
+        _C.pack_mma_fragments(b.view(torch.uint8), packed, _current_stream(b))
     return MmaFragments(packed, n, k)
 
 
@@ -241,68 +261,71 @@ def grouped_gemm_nt_masked(
     tile; ``a_format=format_from_flashinfer(ab_dtype, sf_dtype, sf_vec_size)`` there), not the CTA
     count FlashInfer's counters reach.
     """
-    if signals is not None and dst_signals is not None:
-        raise ValueError("signalgemm: pass signals or dst_signals, not both")
-    signals = signals if signals is not None else dst_signals
-    a, sfa = _as_pair(lhs, "lhs")
-    b, sfb = _as_pair(rhs, "rhs")
-    fp4_typed = {"a": _is_fp4_typed(a), "b": _is_fp4_typed(b)}
-    a, b = _as_bytes_if_fp4(a), _as_bytes_if_fp4(b)
-    if ab_dtype is not None:  # FlashInfer's convention
-        fmt = format_from_flashinfer(ab_dtype, sf_dtype, sf_vec_size)
-        for name, given in (("a_format", a_format), ("b_format", b_format)):
-            if given is not None and given != fmt:
-                raise ValueError(f"signalgemm: {name} = {given!r} contradicts ab_dtype = {ab_dtype!r} ({fmt})")
-        a_format = b_format = fmt
-        a, b, out = _native_order(a), _native_order(b), _native_order(out)
-        sfa, sfb = _scales_in_rows(sfa, a, fmt, "sfa"), _scales_in_rows(sfb, b, fmt, "sfb")
-    elif sf_dtype is not None or sf_vec_size is not None:
-        raise ValueError("signalgemm: sf_dtype and sf_vec_size describe ab_dtype's format: pass ab_dtype too")
-    if c_dtype is not None:
-        if c_dtype not in ("bfloat16", "float16"):
-            raise ValueError(f"signalgemm: c_dtype = {c_dtype!r} is not supported: out must be bfloat16 or float16")
-        out_dtype = str(getattr(out, "dtype", ""))
-        if out_dtype.startswith("torch.") and out_dtype != f"torch.{c_dtype}":  # other tensors: their DLPack dtype
-            raise ValueError(f"signalgemm: c_dtype = {c_dtype!r} but out is {out_dtype}")
-    if mma_tiler_mn is not None:
-        tile = tuple(int(x) for x in mma_tiler_mn)
-        if len(tile) != 2 or (block_m, block_n) not in ((0, 0), tile):
-            raise ValueError(f"signalgemm: mma_tiler_mn = {mma_tiler_mn} must be (block_m, block_n) and agree with "
-                             f"block_m = {block_m}, block_n = {block_n}")
-        block_m, block_n = tile
-    if cluster_shape_mn is not None:
-        shape = tuple(int(x) for x in cluster_shape_mn)
-        if shape not in ((1, 1), (2, 1), (1, 2)) or cluster not in (0, shape[0] * shape[1]):
-            raise ValueError(f"signalgemm: cluster_shape_mn = {cluster_shape_mn} must be (1, 1), (2, 1) or (1, 2) "
-                             f"(a cluster of 1 or 2 CTAs) and agree with cluster = {cluster}")
-        cluster = shape[0] * shape[1]
-    if alpha_dtype not in (None, "float32"):
-        raise ValueError(f"signalgemm: alpha_dtype = {alpha_dtype!r} is not supported: alpha is float32")
-    b_n = 0
-    if isinstance(b, MmaFragments):  # packed FP4 weights: the layout says N, the data not
-        b, b_n = b.data, b.n
-    if sm_count is not None and sm_count < 1:
-        raise ValueError(f"signalgemm: sm_count must be >= 1, got {sm_count}")
-    a_format = a_format or "fp8_block128"
-    b_format = b_format or a_format
-    for name, fmt in (("a", a_format), ("b", b_format)):
-        if fp4_typed[name] and fmt not in ("nvfp4", "mxfp4"):  # its bytes would pass for another format's
-            raise ValueError(f"signalgemm: {name} is float4_e2m1fn_x2 but its format is {fmt!r}")
-    for name, t in (("a", a), ("sfa", sfa), ("b", b), ("sfb", sfb), ("out", out), ("masked_m", masked_m),
-                    ("alpha", alpha), ("signals", signals), ("error_flag", error_flag), ("workspace", workspace)):
-        _require_gpu(name, t)
-    if workspace is None:
-        workspace = _allocate_workspace(a, a_format, b_format, n=out.shape[2] if hasattr(out, "shape") else 0,
-                                        expected_m=expected_m or 0, block_m=block_m, block_n=block_n)
-    _C.grouped_gemm(
-        a, sfa, b, sfb, out, masked_m,
-        a_format, b_format,
-        alpha, signals, granularity, scope,
-        sm_count or 0, expected_m or 0, block_m, block_n, stages, cluster,
-        _current_stream(out) if stream is None else _stream_handle(stream),
-        error_flag, workspace if workspace is not False else None, b_n, load_only,
-    )
-    return out
+    out_given = out
+    # Every temporary of the call (converted scales, the workspace) in the launch stream's order.
+    with _on_launch_stream(stream, out):
+        if signals is not None and dst_signals is not None:
+            raise ValueError("signalgemm: pass signals or dst_signals, not both")
+        signals = signals if signals is not None else dst_signals
+        a, sfa = _as_pair(lhs, "lhs")
+        b, sfb = _as_pair(rhs, "rhs")
+        fp4_typed = {"a": _is_fp4_typed(a), "b": _is_fp4_typed(b)}
+        a, b = _as_bytes_if_fp4(a), _as_bytes_if_fp4(b)
+        if ab_dtype is not None:  # FlashInfer's convention
+            fmt = format_from_flashinfer(ab_dtype, sf_dtype, sf_vec_size)
+            for name, given in (("a_format", a_format), ("b_format", b_format)):
+                if given is not None and given != fmt:
+                    raise ValueError(f"signalgemm: {name} = {given!r} contradicts ab_dtype = {ab_dtype!r} ({fmt})")
+            a_format = b_format = fmt
+            a, b, out = _native_order(a), _native_order(b), _native_order(out)
+            sfa, sfb = _scales_in_rows(sfa, a, fmt, "sfa"), _scales_in_rows(sfb, b, fmt, "sfb")
+        elif sf_dtype is not None or sf_vec_size is not None:
+            raise ValueError("signalgemm: sf_dtype and sf_vec_size describe ab_dtype's format: pass ab_dtype too")
+        if c_dtype is not None:
+            if c_dtype not in ("bfloat16", "float16"):
+                raise ValueError(f"signalgemm: c_dtype = {c_dtype!r} is not supported: out must be bfloat16 or float16")
+            out_dtype = str(getattr(out, "dtype", ""))
+            if out_dtype.startswith("torch.") and out_dtype != f"torch.{c_dtype}":  # other tensors: their DLPack dtype
+                raise ValueError(f"signalgemm: c_dtype = {c_dtype!r} but out is {out_dtype}")
+        if mma_tiler_mn is not None:
+            tile = tuple(int(x) for x in mma_tiler_mn)
+            if len(tile) != 2 or (block_m, block_n) not in ((0, 0), tile):
+                raise ValueError(f"signalgemm: mma_tiler_mn = {mma_tiler_mn} must be (block_m, block_n) and agree with "
+                                 f"block_m = {block_m}, block_n = {block_n}")
+            block_m, block_n = tile
+        if cluster_shape_mn is not None:
+            shape = tuple(int(x) for x in cluster_shape_mn)
+            if shape not in ((1, 1), (2, 1), (1, 2)) or cluster not in (0, shape[0] * shape[1]):
+                raise ValueError(f"signalgemm: cluster_shape_mn = {cluster_shape_mn} must be (1, 1), (2, 1) or (1, 2) "
+                                 f"(a cluster of 1 or 2 CTAs) and agree with cluster = {cluster}")
+            cluster = shape[0] * shape[1]
+        if alpha_dtype not in (None, "float32"):
+            raise ValueError(f"signalgemm: alpha_dtype = {alpha_dtype!r} is not supported: alpha is float32")
+        b_n = 0
+        if isinstance(b, MmaFragments):  # packed FP4 weights: the layout says N, the data not
+            b, b_n = b.data, b.n
+        if sm_count is not None and sm_count < 1:
+            raise ValueError(f"signalgemm: sm_count must be >= 1, got {sm_count}")
+        a_format = a_format or "fp8_block128"
+        b_format = b_format or a_format
+        for name, fmt in (("a", a_format), ("b", b_format)):
+            if fp4_typed[name] and fmt not in ("nvfp4", "mxfp4"):  # its bytes would pass for another format's
+                raise ValueError(f"signalgemm: {name} is float4_e2m1fn_x2 but its format is {fmt!r}")
+        for name, t in (("a", a), ("sfa", sfa), ("b", b), ("sfb", sfb), ("out", out), ("masked_m", masked_m),
+                        ("alpha", alpha), ("signals", signals), ("error_flag", error_flag), ("workspace", workspace)):
+            _require_gpu(name, t)
+        if workspace is None:
+            workspace = _allocate_workspace(a, a_format, b_format, n=out.shape[2] if hasattr(out, "shape") else 0,
+                                            expected_m=expected_m or 0, block_m=block_m, block_n=block_n)
+        _C.grouped_gemm(
+            a, sfa, b, sfb, out, masked_m,
+            a_format, b_format,
+            alpha, signals, granularity, scope,
+            sm_count or 0, expected_m or 0, block_m, block_n, stages, cluster,
+            _current_stream(out) if stream is None else _stream_handle(stream),
+            error_flag, workspace if workspace is not False else None, b_n, load_only,
+        )
+        return out_given  # FlashInfer's (m, n, l) view stays the caller's
 
 
 def activation_workspace_bytes(num_experts: int, max_m: int, k: int, a_format: str, b_format: Optional[str] = None) -> int:

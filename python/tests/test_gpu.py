@@ -320,11 +320,13 @@ def test_flashinfer_calling_convention_matches_native(fmt, ab_dtype, sf_dtype, s
         if flashinfer:  # (m, k, l), (n, k, l), (m, n, l): views of the same [E, rows, cols] memory
             weights = signalgemm.pack_mma_fragments(b) if flashinfer == "packed" else b.permute(1, 2, 0)
             tokens = a.view(torch.float4_e2m1fn_x2) if ab_dtype == "float4_e2m1fn" else a  # torch's FP4 dtype
-            signalgemm.grouped_gemm_nt_masked(
-                (tokens.permute(1, 2, 0), fi_sfa), (weights, fi_sfb), out.permute(1, 2, 0), masked_m,
+            out_mnl = out.permute(1, 2, 0)
+            returned = signalgemm.grouped_gemm_nt_masked(
+                (tokens.permute(1, 2, 0), fi_sfa), (weights, fi_sfb), out_mnl, masked_m,
                 ab_dtype=ab_dtype, sf_dtype=sf_dtype, c_dtype=c_dtype, sf_vec_size=sf_vec_size,
                 mma_tiler_mn=(128, 128), cluster_shape_mn=(1, 1), alpha=alpha, alpha_dtype="float32",
                 dst_signals=signals, sm_count=100)
+            assert returned is out_mnl  # as FlashInfer's: the out it was given, in its (m, n, l) view
         else:
             signalgemm.grouped_gemm_nt_masked((a, sfa), (b, sfb), out, masked_m, a_format=fmt, block_m=128,
                                               block_n=128, alpha=alpha, signals=signals, sm_count=100)
@@ -370,6 +372,27 @@ def test_mn_major_activation_scales_and_a_stream_object():
     signalgemm.grouped_gemm_nt_masked((t["a"], sfa_view), (t["b"], t["sfb"]), out, masked_m, alpha=t["alpha"],
                                       stream=stream)
     stream.synchronize()
+    check(out, t["reference"], masked_m)
+
+
+def test_temporaries_follow_an_explicit_stream():
+    """With stream= (a raw handle here), the call's workspace and converted FlashInfer scales are
+    allocated and written in that stream's order: torch reusing their memory on its current stream right
+    after the call (while the GEMM may still run on the other stream) cannot corrupt the result."""
+    E, MAX_M, N, K = 4, 64, 256, 512
+    t = make_problem(E, MAX_M, N, K, seed=8)
+    masked_m = torch.tensor([64, 17, 0, 33], dtype=torch.int32, device="cuda")
+    out = torch.full((E, MAX_M, N), POISON, dtype=torch.bfloat16, device="cuda")
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    for _ in range(3):
+        signalgemm.grouped_gemm_nt_masked((t["a"], t["sfa"]), (t["b"], t["sfb"]), out, masked_m, alpha=t["alpha"],
+                                          stream=stream.cuda_stream)
+        # The size of the fp8 tile counter's block: freed on return, it must not come back here at once.
+        scratch = torch.empty(512, dtype=torch.uint8, device="cuda")  # on the current stream
+        scratch.fill_(0xA5)
+    stream.synchronize()
+    torch.cuda.synchronize()
     check(out, t["reference"], masked_m)
 
 
