@@ -26,10 +26,6 @@ __device__ __forceinline__ uint64_t* start_block_timeline(uint64_t* timeline, in
   return block_times;
 }
 
-// The next work item of a queue for the whole block. Work is taken from queues in order, so the
-// blocks resident while the GEMM runs (on the SMs it leaves free) take counters as they complete,
-// and blocks that start once the GEMM's CTAs retire join whatever is left. Relaxed atomic: a queue
-// only hands out indices; the data they lead to is ordered by signals, flags and arrival counts.
 // One wait of a combine (one thread): gives up at once when another one has already timed out
 // (`*aborted`, zeroed with the combine's workspace), so that a failed combine ends after about one
 // timeout instead of one per row or token waited for; a word already ready skips that look.
@@ -43,6 +39,10 @@ __device__ bool wait_unless_aborted(const uint32_t* word, Reached reached, Signa
   return false;
 }
 
+// The next work item of a queue for the whole block. Work is taken from queues in order, so the
+// blocks resident while the GEMM runs (on the SMs it leaves free) take counters as they complete,
+// and blocks that start once the GEMM's CTAs retire join whatever is left. Relaxed atomic: a queue
+// only hands out indices; the data they lead to is ordered by signals, flags and arrival counts.
 __device__ __forceinline__ int64_t take_work_item(uint32_t* queue) {
   __shared__ int64_t next_item;
   if (threadIdx.x == 0) next_item = atomicAdd(queue, 1u);
