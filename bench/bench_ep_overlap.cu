@@ -81,10 +81,12 @@ struct Rank {
 struct Times {
   float gemm_all = 0, gemm_reduced = 0, combine_alone = 0, sequential = 0, overlapped = 0, epilogue_send = 0;
   float epilogue_gemm = 0, epilogue_reduce = 0;  // the epilogue-send mode's two parts, each alone
+  float epilogue_prepare = 0;                    // its prepare kernel, outside the mode's timed step
 };
 
 // kEpilogueGemm: the epilogue-send GEMM without the reduce (what the sends cost the GEMM);
-// kEpilogueReduce: its reduce alone, the GEMM and its sends complete before the timed part.
+// kEpilogueReduce: its reduce alone, the GEMM and its sends complete before the timed part;
+// kEpiloguePrepare: its prepare kernel alone (the step runs after the stop event, untimed).
 enum Variant {
   kGemmAll,
   kGemmReduced,
@@ -93,10 +95,12 @@ enum Variant {
   kOverlapped,
   kEpilogueSend,
   kEpilogueGemm,
-  kEpilogueReduce
+  kEpilogueReduce,
+  kEpiloguePrepare
 };
-constexpr const char* kVariantNames[] = {"gemm",       "gemm_rd",       "combine alone", "sequential",
-                                         "overlapped", "epilogue send", "epilogue gemm", "epilogue reduce"};
+constexpr const char* kVariantNames[] = {"gemm",          "gemm_rd",       "combine alone",   "sequential",
+                                         "overlapped",    "epilogue send", "epilogue gemm",   "epilogue reduce",
+                                         "epilogue prepare"};
 
 
 class Bench {
@@ -298,7 +302,7 @@ class Bench {
   // Enqueues one variant on every GPU: untimed set-up, a spin that covers the host's enqueueing,
   // the device-side barrier that starts all GPUs together, then the timed work.
   void enqueue(Variant v, double throttle, bool with_timeline = false) {
-    const bool epilogue = v == kEpilogueSend || v == kEpilogueGemm || v == kEpilogueReduce;
+    const bool epilogue = v == kEpilogueSend || v == kEpilogueGemm || v == kEpilogueReduce || v == kEpiloguePrepare;
     const bool combines = v == kCombineAlone || v == kSequential || v == kOverlapped || epilogue;
     if (combines) ++epoch_;
     for (Rank& R : r_) {
@@ -311,10 +315,10 @@ class Bench {
       if (v == kCombineAlone) CHECK_STATUS(grouped_gemm_nt_masked(g));  // signals complete before timing
       uint32_t* window_counters = nullptr;
       GroupedGemmArgs sending = g;  // the epilogue-send mode's GEMM
-      if (epilogue) {  // untimed, before the barrier (which the mode needs anyway)
+      if (epilogue) {  // untimed, before the barrier (which the mode needs anyway), except when timed alone
         EpCombineArgs c = combine_args(R, 0, false);
         c.stream = R.s1;
-        CHECK_STATUS(ep_epilogue_send_prepare(R.context, c, R.out_rows, &window_counters));
+        if (v != kEpiloguePrepare) CHECK_STATUS(ep_epilogue_send_prepare(R.context, c, R.out_rows, &window_counters));
         sending.out_rows = R.out_rows;
         sending.signals = window_counters;
         sending.granularity = SignalGranularity::per_expert;
@@ -341,6 +345,14 @@ class Bench {
           break;
         case kEpilogueGemm: CHECK_STATUS(grouped_gemm_nt_masked(sending)); break;
         case kEpilogueReduce: CHECK_STATUS(ep_epilogue_send_reduce(R.context, c)); break;
+        case kEpiloguePrepare:  // then the step itself, after the stop event: the epochs stay in step
+          CHECK_STATUS(ep_epilogue_send_prepare(R.context, c, R.out_rows, &window_counters));
+          CHECK_CUDA(cudaEventRecord(R.stop, R.s1));
+          sending.signals = window_counters;
+          CHECK_STATUS(ep_combine_barrier(R.context, R.s1));
+          CHECK_STATUS(grouped_gemm_nt_masked(sending));
+          CHECK_STATUS(ep_epilogue_send_reduce(R.context, c));
+          continue;
         case kSequential:
           CHECK_STATUS(grouped_gemm_nt_masked(g));
           CHECK_STATUS(ep_combine(R.context, c));
@@ -405,6 +417,7 @@ class Bench {
       t.epilogue_send = timed_and_checked(kEpilogueSend, 0);
       t.epilogue_gemm = time(kEpilogueGemm, 0);
       t.epilogue_reduce = timed_and_checked(kEpilogueReduce, 0);
+      t.epilogue_prepare = timed_and_checked(kEpiloguePrepare, 0);
     }
     return t;
   }
@@ -554,9 +567,9 @@ int main(int argc, char** argv) {
   if (tile.block_m != 0 || tile.block_n != 0) std::printf("GEMM tile override: %d x %d\n", tile.block_m, tile.block_n);
   std::printf("link 'nvlink': NVLink as is; 'X GB/s': sends to other GPUs throttled to X GB/s per GPU (a model of a "
               "link across machines)\n");
-  std::printf("%4s %5s %10s %9s | %8s %8s %8s | %8s %8s | %7s %9s | %8s %7s %9s %8s %8s\n", "E", "m", "link",
+  std::printf("%4s %5s %10s %9s | %8s %8s %8s | %8s %8s | %7s %9s | %8s %7s %9s %8s %8s %8s\n", "E", "m", "link",
               "remote_MB", "gemm_us", "gemm_rd", "comb_us", "seq_us", "ovl_us", "hidden", "ovl/max", "epi_us", "hidden",
-              "epi/max", "epi_gemm", "epi_rd");
+              "epi/max", "epi_gemm", "epi_rd", "epi_prep");
   Bench bench(ranks, combine_blocks, iters, granularity, reduce_tokens);
   bench.set_max_tokens(max_tokens);
   bench.set_tile(tile);
@@ -575,11 +588,12 @@ int main(int argc, char** argv) {
       char link[32];
       if (throttle > 0) std::snprintf(link, sizeof(link), "%.0f GB/s", throttle_gbps);
       else std::snprintf(link, sizeof(link), "nvlink");
-      char epilogue[96] = " |        -       -         -        -        -";  // no throttle model there
+      char epilogue[128] = " |        -       -         -        -        -        -";  // no throttle model there
       if (t.epilogue_send > 0)
-        std::snprintf(epilogue, sizeof(epilogue), " | %8.1f %6.0f%% %9.3f %8.1f %8.1f", t.epilogue_send,
+        std::snprintf(epilogue, sizeof(epilogue), " | %8.1f %6.0f%% %9.3f %8.1f %8.1f %8.1f", t.epilogue_send,
                       100 * (t.sequential - t.epilogue_send) / t.combine_alone,
-                      t.epilogue_send / std::max(t.gemm_all, t.combine_alone), t.epilogue_gemm, t.epilogue_reduce);
+                      t.epilogue_send / std::max(t.gemm_all, t.combine_alone), t.epilogue_gemm, t.epilogue_reduce,
+                      t.epilogue_prepare);
       std::printf("%4d %5d %10s %9.1f | %8.1f %8.1f %8.1f | %8.1f %8.1f | %6.0f%% %9.3f%s\n", s.experts, s.m, link,
                   remote_mb, t.gemm_all, t.gemm_reduced, t.combine_alone, t.sequential, t.overlapped, 100 * hidden,
                   ratio, epilogue);
@@ -606,6 +620,7 @@ int main(int argc, char** argv) {
               "remote_MB: bytes the busiest GPU sends to others; epi: the epilogue-send mode (the GEMM on all SMs "
               "writes rows into the owners' windows, then the reduce), hidden = (seq - epi) / comb, epi/max = epi / "
               "max(GEMM, comb); epi_gemm: that GEMM with its sends, no reduce; epi_rd: its reduce alone (rows already in); "
+              "epi_prep: its prepare kernel alone (routing only: it runs before the step's barrier, outside epi_us); "
               "every variant that combines was checked against a float64 CPU combine of the GEMM's output\n");
   CHECK_STATUS(ep_combine_destroy_all(contexts.data(), gpus));
   for (auto& c : comms) ncclCommDestroy(c);

@@ -21,16 +21,17 @@
 namespace signalgemm::bench {
 namespace {
 
-// ---- Ceilings measured on the lent H100 (SPEC §7). The floor of a shape is
-//      max(bytes moved / kHbmBytesPerSecond, FLOPs / peak of the tensor-core path used).
+// ---- Ceilings measured on the lent H100 (SPEC §7), used on every device (an H200's HBM is faster:
+//      its memory-bound shapes can read below 1x). The floor of a shape is
+//      max(bytes moved / kHbmBytesPerSecond, FLOPs / peak of the operands' tensor-core rate).
 constexpr double kHbmBytesPerSecond = 2.95e12;  // device-to-device copy, bytes read + written
 constexpr double kFp8FlopsPerSecond = 1305e12;  // dense FP8 GEMM
 constexpr double kBf16FlopsPerSecond = 697e12;  // dense BF16 GEMM
 
-// ---- Input rotation: consecutive launches read different input sets, > 2x the 50 MB L2 in all,
-//      so no launch finds its operands left in L2 by the previous one.
-constexpr double kRotationBytes = 2 * 60e6;
-constexpr int kMaxInputSets = 16;
+// ---- Input rotation: consecutive launches read different input sets, more than kRotationL2s times
+//      the device's L2 in all, so no launch finds its operands left in L2 by the previous one.
+constexpr double kRotationL2s = 2.4;
+constexpr int kMaxInputSets = 256;
 constexpr double kUsableMemoryFraction = 0.6;  // of free device memory, for all input sets together
 
 // max_m is the largest masked_m rounded up to this, so cuBLASLt's rows (rounded up to 16) stay
@@ -83,8 +84,9 @@ double activation_bytes(Format f, double rows, int k) {
   return rows * (double(k) * element_bits(f) / 8 + scale_row);
 }
 
-// Tensor-core peak of the path a format pair takes on Hopper: FP8 wgmma when both operands are
-// e4m3, else BF16 (FP4 dequantizes exactly to bf16, SPEC §2).
+// Tensor-core peak the operands' precision allows on Hopper: FP8 when both are e4m3 (mxfp8 x mxfp8
+// too, though it runs bf16 MMAs: the floor is what the formats allow, not what the kernel does), else
+// BF16 (FP4 dequantizes exactly to bf16, SPEC §2).
 double peak_flops_per_second(Format a, Format b) {
   auto is_e4m3 = [](Format f) { return f == Format::fp8_block128 || f == Format::mxfp8; };
   return is_e4m3(a) && is_e4m3(b) ? kFp8FlopsPerSecond : kBf16FlopsPerSecond;
@@ -182,23 +184,32 @@ InputSet make_input_set(const Problem& p, uint32_t seed, cudaStream_t stream) {
   return in;
 }
 
-// How many input sets to rotate over: enough to exceed kRotationBytes, at least 2, at most what
-// fits in kUsableMemoryFraction of free memory. 0 when not even one fits; `note` says why when the
-// rotation is cut short.
+// Bytes the input sets of a shape rotate over: kRotationL2s times the current device's L2.
+double rotation_bytes() {
+  int device = 0, l2_bytes = 0;
+  SG_BENCH_CHECK_CUDA(cudaGetDevice(&device));
+  SG_BENCH_CHECK_CUDA(cudaDeviceGetAttribute(&l2_bytes, cudaDevAttrL2CacheSize, device));
+  return kRotationL2s * l2_bytes;
+}
+
+// How many input sets to rotate over: enough to exceed rotation_bytes(), at least 2, at most
+// kMaxInputSets and what fits in kUsableMemoryFraction of free memory. 0 when not even one fits;
+// `note` says why when the rotation is cut short.
 int input_set_count(const Problem& p, std::string& note) {
   size_t free_bytes = 0, total_bytes = 0;
   SG_BENCH_CHECK_CUDA(cudaMemGetInfo(&free_bytes, &total_bytes));
   const double set_bytes = double(p.set_bytes());
   const int fit = int(kUsableMemoryFraction * double(free_bytes) / set_bytes);
-  const int wanted = std::clamp(int(std::ceil(kRotationBytes / set_bytes)), 2, kMaxInputSets);
+  const double needed = std::ceil(rotation_bytes() / set_bytes);
+  const int wanted = int(std::clamp(needed, 2.0, double(kMaxInputSets)));
   char text[160];
   if (fit < 1) {
     std::snprintf(text, sizeof text, "inputs need %.2f GB, %.2f GB free", set_bytes / 1e9, free_bytes / 1e9);
     note = text;
     return 0;
   }
-  if (fit < wanted) {
-    std::snprintf(text, sizeof text, "only %d input set(s) fit; L2 may flatter", fit);
+  if (fit < wanted || wanted < needed) {
+    std::snprintf(text, sizeof text, "only %d input set(s) rotate; L2 may flatter", std::min(wanted, fit));
     note = text;
   }
   return std::min(wanted, fit);
@@ -539,12 +550,12 @@ void print_preamble(const Options& o, const cudaDeviceProp& prop) {
   std::printf("routing: masked_m[e] = round(m * U(%.2g, %.2g)) >= 1 (seed %u); max_m = max masked_m rounded up to %d; "
               "expected_m = m\n",
               1 - o.spread, 1 + o.spread, o.seed, kMaxMMultiple);
-  std::printf("floor = max(bytes / %.2f TB/s, FLOPs / %.0f TFLOP/s FP8 or %.0f BF16); bytes = rows used of A + scales, "
-              "all of B + scales, rows written of C\n",
+  std::printf("floor = max(bytes / %.2f TB/s, FLOPs / %.0f TFLOP/s FP8 or %.0f BF16), SPEC's ceilings measured on an "
+              "H100, on every device; bytes = rows used of A + scales, all of B + scales, rows written of C\n",
               kHbmBytesPerSecond / 1e12, kFp8FlopsPerSecond / 1e12, kBf16FlopsPerSecond / 1e12);
   std::printf("timing: median of %d runs after %d warm-up, GPU time between events (host enqueue hidden behind a "
-              "spin kernel); variants interleaved; inputs rotated over > %.0f MB\n",
-              o.iters, o.warmup, kRotationBytes / 1e6);
+              "spin kernel); variants interleaved; inputs rotated over > %.0f MB (%.1f x L2)\n",
+              o.iters, o.warmup, rotation_bytes() / 1e6, kRotationL2s);
   if (o.cublas)
     std::printf("cublas: cuBLASLt FP8 block-scaled (1x128 tokens, 128x128 weights), one cublasLtMatmul per expert over "
                 "its masked_m rows rounded up to 16 (it cannot skip padded rows), heuristic algorithm\n");

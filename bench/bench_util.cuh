@@ -99,7 +99,8 @@ static __global__ void spin_kernel(uint64_t ns) {
 inline float median(std::vector<float> v) {
   if (v.empty()) return 0.f;
   std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
+  const size_t half = v.size() / 2;
+  return v.size() % 2 ? v[half] : 0.5f * (v[half - 1] + v[half]);
 }
 
 // Exits with code 2 and a plain message unless device 0 is a Hopper GPU (sm_90).

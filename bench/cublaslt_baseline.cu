@@ -132,6 +132,8 @@ CublasLtFp8Grouped::CublasLtFp8Grouped(int experts, int max_m, int n, int k, int
   SG_BENCH_CHECK_LAUNCH();
   fill_random_scale<<<256, 256>>>(s.token_scales, s.token_scale_stride * experts, 1e-2f, 6);
   SG_BENCH_CHECK_LAUNCH();
+  // The fills ran on the legacy stream, which does not order the benchmark's non-blocking stream.
+  SG_BENCH_CHECK_CUDA(cudaDeviceSynchronize());
 }
 
 CublasLtFp8Grouped::~CublasLtFp8Grouped() {

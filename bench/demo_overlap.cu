@@ -144,6 +144,10 @@ Timings run_shape(const Shape& shape, int combine_blocks, int iters, std::mt1993
     CHECK_CUDA(cudaMemsetAsync(static_cast<uint8_t*>(workspace) + ws_bytes - counter_bytes, 0, counter_bytes, s));
   };
   enum Variant { kGemmAll, kGemmReduced, kCombineAlone, kSequential, kOverlapped };
+  // A spin queued before the start event outlasts the host's enqueueing of the variant (its launches
+  // validate their pointers; the overlapped one also forks and joins a stream), so the events time
+  // the GPU's work only, every variant alike.
+  constexpr uint64_t kEnqueueCoverNs = 200'000;
   auto run_variant = [&](Variant v) {
     GroupedGemmArgs gv = g;
     CombineArgs cv = cb;
@@ -152,12 +156,14 @@ Timings run_shape(const Shape& shape, int combine_blocks, int iters, std::mt1993
       clear(s1);
       CHECK_STATUS(grouped_gemm_nt_masked(gv));
       CHECK_CUDA(cudaMemsetAsync(static_cast<uint8_t*>(workspace) + ws_bytes - counter_bytes, 0, counter_bytes, s1));
+      signalgemm::bench::spin_kernel<<<1, 1, 0, s1>>>(kEnqueueCoverNs);
       CHECK_CUDA(cudaEventRecord(start, s1));
       cv.stream = s1;
       CHECK_STATUS(combine(cv));
       CHECK_CUDA(cudaEventRecord(stop, s1));
       return;
     }
+    signalgemm::bench::spin_kernel<<<1, 1, 0, s1>>>(kEnqueueCoverNs);
     CHECK_CUDA(cudaEventRecord(start, s1));
     clear(s1);
     gv.stream = s1;
@@ -249,15 +255,16 @@ int main(int argc, char** argv) {
               "free to the combine, and a full-chip combine launch after the GEMM joins for the rest\n",
               prop.name, kN, kK, kTopk, combine_blocks);
   std::printf("%4s %5s | %9s %9s %9s | %9s %9s | %s\n", "E", "m", "gemm_us", "gemm_rd", "comb_us", "seq_us", "ovl_us",
-              "overlap eff.");
+              "hidden");
   std::mt19937 rng(2026);
   const Shape shapes[] = {{32, 32}, {32, 128}, {8, 256}};
   for (const Shape& s : shapes) {
     const Timings t = run_shape(s, combine_blocks, iters, rng, (&s == &shapes[0]) ? svg : nullptr);
-    const double eff = (t.sequential - t.overlapped) / std::min(t.gemm_all, t.combine_alone);
+    const double hidden = (t.sequential - t.overlapped) / t.combine_alone;
     std::printf("%4d %5d | %9.1f %9.1f %9.1f | %9.1f %9.1f | %5.0f%%\n", s.experts, s.m, t.gemm_all, t.gemm_reduced,
-                t.combine_alone, t.sequential, t.overlapped, 100 * eff);
+                t.combine_alone, t.sequential, t.overlapped, 100 * hidden);
   }
-  std::printf("gemm_rd: GEMM alone on the SMs it keeps when overlapped; seq: GEMM (all SMs) then combine (all SMs)\n");
+  std::printf("gemm_rd: GEMM alone on the SMs it keeps when overlapped; seq: GEMM (all SMs) then combine (all SMs); "
+              "hidden: (seq - ovl) / comb, the multi-GPU benchmark's measure\n");
   return 0;
 }

@@ -69,12 +69,15 @@ struct GroupedGemmArgs {
   const int32_t* masked_m = nullptr;  // device, [E]; values outside [0, max_m] are clamped
   const float* alpha = nullptr;       // device, [E], optional (1 when null)
 
-  uint32_t* signals = nullptr;  // device, SignalLayout::counter_count() counters, optional
+  // Device memory, or mapped pinned host memory for a consumer on the host (SignalScope::sys);
+  // SignalLayout::counter_count() counters, optional.
+  uint32_t* signals = nullptr;
   SignalGranularity granularity = SignalGranularity::none;
   SignalScope scope = SignalScope::gpu;
 
-  // Optional device int32; the kernel ORs in kErrorMaskedMOutOfRange when some masked_m[e] lies
-  // outside [0, max_m] (it then computes with the clamped value). Never cleared by the kernel.
+  // Optional int32 (device or mapped pinned host memory); the kernel ORs in kErrorMaskedMOutOfRange
+  // when some masked_m[e] lies outside [0, max_m] (it then computes with the clamped value). Never
+  // cleared by the kernel.
   int32_t* error_flag = nullptr;
 
   // Optional device scratch, 16-byte aligned, of at least workspace_bytes(args) bytes; the launch

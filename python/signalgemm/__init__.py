@@ -71,10 +71,14 @@ def _on_launch_stream(stream: Any, tensor: Any) -> Any:
     return torch.cuda.stream(stream)
 
 
-def _require_gpu(name: str, t: Any) -> None:
-    """A torch tensor argument must live on a GPU (others are checked by the extension)."""
+def _require_gpu(name: str, t: Any, pinned_ok: bool = False) -> None:
+    """A torch tensor argument must live on a GPU, or (``pinned_ok``: counters and flags, for a consumer
+    on the host) in pinned host memory; others are checked by the extension."""
     if getattr(t, "is_cuda", True) is False and hasattr(t, "device"):
-        raise ValueError(f"signalgemm: {name} is on {t.device}; it must be a CUDA tensor")
+        if pinned_ok and t.is_pinned():
+            return
+        raise ValueError(f"signalgemm: {name} is on {t.device}; it must be a CUDA tensor"
+                         + (" or pinned host memory (pin_memory())" if pinned_ok else ""))
 
 
 def _as_pair(value: Any, name: str) -> Tuple[Any, Any]:
@@ -235,7 +239,9 @@ def grouped_gemm_nt_masked(
     layouts of docs/formats.md, in the formats ``a_format`` (default "fp8_block128") and ``b_format``
     (default: a_format); out bf16 or fp16 [E, max_m, N] (bf16 with fp8_block128 x FP4);
     masked_m int32 [E] on the GPU. ``signals`` (uint32/int32 [counter_count]) receives one release
-    add per finished tile; ``expected_signals`` gives the values the counters reach.
+    add per finished tile; ``expected_signals`` gives the values the counters reach. ``signals`` and
+    ``error_flag`` may be pinned host tensors (``pin_memory()``), for a consumer on the host: then
+    pass ``scope="sys"``, under which a counter's value orders the rows it covers for the host too.
 
     ``workspace`` (a device tensor of ``workspace_bytes`` bytes; None allocates it with torch for
     torch inputs, False runs without): nvfp4, mxfp4 or mxfp8 on both sides, or fp8_block128 x nvfp4 / mxfp4,
@@ -312,8 +318,10 @@ def grouped_gemm_nt_masked(
             if fp4_typed[name] and fmt not in ("nvfp4", "mxfp4"):  # its bytes would pass for another format's
                 raise ValueError(f"signalgemm: {name} is float4_e2m1fn_x2 but its format is {fmt!r}")
         for name, t in (("a", a), ("sfa", sfa), ("b", b), ("sfb", sfb), ("out", out), ("masked_m", masked_m),
-                        ("alpha", alpha), ("signals", signals), ("error_flag", error_flag), ("workspace", workspace)):
+                        ("alpha", alpha), ("workspace", workspace)):
             _require_gpu(name, t)
+        for name, t in (("signals", signals), ("error_flag", error_flag)):
+            _require_gpu(name, t, pinned_ok=True)
         if workspace is None:
             workspace = _allocate_workspace(a, a_format, b_format, n=out.shape[2] if hasattr(out, "shape") else 0,
                                             expected_m=expected_m or 0, block_m=block_m, block_n=block_n)

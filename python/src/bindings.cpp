@@ -25,6 +25,16 @@ using namespace signalgemm;
 namespace {
 
 using Tensor = nb::ndarray<nb::device::cuda>;
+// Counters and flags the kernel writes may also be pinned host memory (a torch tensor after
+// pin_memory()), for a consumer on the host: the library checks that the memory is mapped.
+using CounterTensor = nb::ndarray<>;
+
+void require_gpu_or_pinned(const CounterTensor& t, const char* name) {
+  const int32_t type = t.device_type();
+  if (type != nb::device::cuda::value && type != nb::device::cuda_host::value &&
+      type != nb::device::cuda_managed::value && type != nb::device::cpu::value)
+    bad(std::string(name) + " must be a CUDA tensor or pinned host memory");
+}
 
 [[noreturn]] void bad(const std::string& message) { throw nb::value_error(("signalgemm: " + message).c_str()); }
 
@@ -220,9 +230,9 @@ OperandArgs fragment_operand(const Tensor& data, const std::optional<Tensor>& sc
 // b_n > 0: b holds packed mma_fragments weights of N = b_n rows (rows layout otherwise).
 void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<Tensor> sfb, Tensor out,
                   Tensor masked_m, const std::string& a_format, const std::string& b_format,
-                  std::optional<Tensor> alpha, std::optional<Tensor> signals, const std::string& granularity,
+                  std::optional<Tensor> alpha, std::optional<CounterTensor> signals, const std::string& granularity,
                   const std::string& scope, int sm_count, int expected_m, int block_m, int block_n, int stages,
-                  int cluster, uintptr_t stream, std::optional<Tensor> error_flag, std::optional<Tensor> workspace,
+                  int cluster, uintptr_t stream, std::optional<CounterTensor> error_flag, std::optional<Tensor> workspace,
                   int b_n, bool load_only) {
   GroupedGemmArgs args;
   args.a = operand(a, sfa, parse_format(a_format, "a_format"), "a");
@@ -275,6 +285,7 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
     args.workspace_bytes = workspace->nbytes();
   }
   if (signals) {
+    require_gpu_or_pinned(*signals, "signals");
     if (signals->ndim() != 1 || !is_int32(signals->dtype()) || signals->stride(0) != 1)
       bad("signals must be a contiguous 1-D int32/uint32 tensor");
     const int64_t needed = signal_layout(args).counter_count();
@@ -283,6 +294,7 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
     args.signals = static_cast<uint32_t*>(signals->data());
   }
   if (error_flag) {
+    require_gpu_or_pinned(*error_flag, "error_flag");
     if (!is_int32(error_flag->dtype()) || error_flag->size() < 1) bad("error_flag must be an int32 tensor");
     args.error_flag = static_cast<int32_t*>(error_flag->data());
   }

@@ -1,6 +1,8 @@
 """GPU tests of the Python module with torch tensors: results against a float64 torch reference,
 untouched masked rows, signals, CUDA-graph capture. Skipped without torch or a Hopper GPU."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -61,6 +63,30 @@ def test_matches_torch_reference_and_signals(granularity, out_dtype):
     check(out, t["reference"], masked_m)
     expected = signalgemm.expected_signals(masked_m.cpu(), N, MAX_M, granularity=granularity)
     assert signals.cpu().tolist() == expected
+
+
+def test_pinned_host_counters_for_a_host_consumer():
+    """Counters and the error flag in pinned host memory (scope "sys"): the host polls them without a
+    synchronization until each reaches its expected value; a pageable host tensor is refused by name."""
+    E, MAX_M, N, K = 5, 128, 512, 512
+    t = make_problem(E, MAX_M, N, K, seed=6)
+    masked_m = torch.tensor([128, 0, 1, 77, 129], dtype=torch.int32, device="cuda")  # 129 > max_m: clamped, flagged
+    out = torch.full((E, MAX_M, N), POISON, dtype=torch.bfloat16, device="cuda")
+    signals = torch.zeros(signalgemm.signal_layout(E, MAX_M, N)["counter_count"], dtype=torch.int32).pin_memory()
+    error_flag = torch.zeros(1, dtype=torch.int32).pin_memory()
+    signalgemm.grouped_gemm_nt_masked((t["a"], t["sfa"]), (t["b"], t["sfb"]), out, masked_m, alpha=t["alpha"],
+                                      signals=signals, scope="sys", error_flag=error_flag)
+    expected = signalgemm.expected_signals([128, 0, 1, 77, 128], N, MAX_M)
+    deadline = time.monotonic() + 5
+    while signals.tolist() != expected and time.monotonic() < deadline:
+        time.sleep(1e-4)
+    assert signals.tolist() == expected
+    torch.cuda.synchronize()
+    assert error_flag.item() == signalgemm.ERROR_MASKED_M_OUT_OF_RANGE
+    check(out, t["reference"], masked_m.clamp(max=MAX_M))
+    with pytest.raises(ValueError, match="signals is on cpu; it must be a CUDA tensor or pinned host memory"):
+        signalgemm.grouped_gemm_nt_masked((t["a"], t["sfa"]), (t["b"], t["sfb"]), out, masked_m,
+                                          signals=torch.zeros(E, dtype=torch.int32))
 
 
 def test_views_of_larger_buffers():

@@ -39,8 +39,15 @@ Status check_device_pointer(const void* ptr, const char* name, int device, bool 
   if ((attributes.type == cudaMemoryTypeUnregistered && !capturing) ||
       (attributes.type != cudaMemoryTypeUnregistered && attributes.devicePointer == nullptr))
     return Status{StatusCode::invalid_argument, std::string("signalgemm: ") + name +
-                                                    " is not device memory (host memory, or freed); it must be "
-                                                    "device (or managed) memory"};
+                                                    " is not device memory (pageable host memory, or freed); it "
+                                                    "must be device, managed or mapped pinned host memory"};
+  // Pinned host memory is reached through its device address: the same as the host's under unified
+  // addressing for cudaHostAlloc, but not always for cudaHostRegister'ed memory.
+  if (attributes.type == cudaMemoryTypeHost && attributes.devicePointer != ptr)
+    return Status{StatusCode::invalid_argument, std::string("signalgemm: ") + name +
+                                                    " is pinned host memory whose device address differs from "
+                                                    "its host address; pass the device address "
+                                                    "(cudaHostGetDevicePointer)"};
   return {};
 }
 

@@ -5,6 +5,9 @@
 // random masked_m (zeros and max_m included) on the fp8 tiles, 200 on each other mainloop.
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <chrono>
+
 #include "gpu_test_util.h"
 #include "host/config.h"
 #include "signalgemm/consumer.cuh"
@@ -283,6 +286,93 @@ TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRowsOfEveryMainloop) {
     p.build(/*experts=*/8, /*max_m=*/96, /*n=*/640, /*k=*/512, rng, 0, 0, 0, c.a, c.b);
     expect_consumer_never_sees_unfinished_rows(p, c.config, rng, c.workspace, /*launches=*/200, c.scope);
   }
+}
+
+// A consumer on the host: counters in mapped pinned memory, SignalScope::sys. The host thread polls
+// each expert's counter with acquire loads while the GEMM runs and, the moment it completes, has a
+// copy engine fetch that expert's rows on another stream: every fetched row must equal the final
+// output, and no counter may pass its expected value.
+TEST(SignalOrdering, HostConsumerOfPinnedCountersFetchesFinishedRows) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(48);
+  Fp8Problem p;
+  p.build(/*experts=*/8, /*max_m=*/256, /*n=*/2048, /*k=*/1024, rng);
+  const std::vector<int32_t> masked_m = {0, 1, 77, 256, 129, 3, 200, 255};
+  p.set_masked_m(masked_m);
+  p.poison_output();
+  const auto reference = ref::masked_grouped_gemm(p.a, p.b, masked_m.data(), p.alpha.data());
+  GroupedGemmArgs args = p.args();
+  args.granularity = SignalGranularity::per_expert;
+  args.scope = SignalScope::sys;  // the host reads the counters, and the rows through a copy engine
+  const SignalLayout layout = signal_layout(args);
+  uint32_t* counters = nullptr;
+  uint16_t* fetched = nullptr;
+  SG_CUDA_CHECK(cudaHostAlloc(&counters, sizeof(uint32_t) * layout.counter_count(), cudaHostAllocMapped));
+  SG_CUDA_CHECK(cudaHostAlloc(&fetched, p.d_out.bytes(), cudaHostAllocDefault));
+  std::fill_n(counters, layout.counter_count(), 0u);
+  std::fill_n(fetched, p.d_out.bytes() / 2, uint16_t(0xffff));
+  args.signals = counters;
+  cudaStream_t gemm_stream, copy_stream;
+  SG_CUDA_CHECK(cudaStreamCreateWithFlags(&gemm_stream, cudaStreamNonBlocking));
+  SG_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_stream, cudaStreamNonBlocking));
+  args.stream = gemm_stream;
+  ASSERT_TRUE(load_kernels(args).ok());
+  SG_CUDA_CHECK(cudaDeviceSynchronize());
+
+  const Status s = grouped_gemm_nt_masked(args);
+  ASSERT_TRUE(s.ok()) << s.message;
+  const int64_t pitch = p.out_row_stride / 2;
+  std::vector<bool> done(p.experts);
+  int pending = 0;
+  for (int e = 0; e < p.experts; ++e) pending += !(done[e] = layout.expected(masked_m[e]) == 0);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (pending > 0 && std::chrono::steady_clock::now() < deadline) {
+    for (int e = 0; e < p.experts; ++e) {
+      if (done[e]) continue;
+      // Acquire: pairs with the kernel's system-scope release, so the rows the counter covers are
+      // visible before the copy below is even enqueued.
+      const uint32_t value = __atomic_load_n(counters + e, __ATOMIC_ACQUIRE);
+      const uint32_t expected = layout.expected(masked_m[e]);
+      ASSERT_LE(value, expected) << "expert " << e << "'s counter passed its expected value";
+      if (value < expected) continue;
+      const size_t offset = size_t(e) * p.max_m * pitch;
+      SG_CUDA_CHECK(cudaMemcpyAsync(fetched + offset, p.d_out.get<uint16_t>() + offset,
+                                    size_t(masked_m[e]) * pitch * 2, cudaMemcpyDeviceToHost, copy_stream));
+      done[e] = true;
+      --pending;
+    }
+  }
+  EXPECT_EQ(pending, 0) << "counters still short of their expected values after 5 s";
+  SG_CUDA_CHECK(cudaDeviceSynchronize());
+  EXPECT_EQ(check_output(p, masked_m, reference), "");
+  const auto out = p.output();
+  int64_t differing = 0;
+  for (int e = 0; e < p.experts; ++e)
+    for (int64_t i = 0; i < int64_t(masked_m[e]) * pitch; ++i) {
+      const size_t index = size_t(e) * p.max_m * pitch + i;
+      differing += i % pitch < p.n && fetched[index] != out[index];
+    }
+  EXPECT_EQ(differing, 0) << "rows fetched on their counter's signal differ from the final output";
+  for (int e = 0; e < p.experts; ++e) EXPECT_EQ(counters[e], layout.expected(masked_m[e])) << "expert " << e;
+  cudaStreamDestroy(gemm_stream);
+  cudaStreamDestroy(copy_stream);
+  cudaFreeHost(counters);
+  cudaFreeHost(fetched);
+}
+
+// Counters in pageable host memory cannot be reached by the kernel: refused, naming them.
+TEST(SignalOrdering, RefusesCountersInPageableHostMemory) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(49);
+  Fp8Problem p;
+  p.build(/*experts=*/2, /*max_m=*/64, /*n=*/256, /*k=*/256, rng);
+  GroupedGemmArgs args = p.args();
+  args.granularity = SignalGranularity::per_expert;
+  std::vector<uint32_t> pageable(signal_layout(args).counter_count());
+  args.signals = pageable.data();
+  const Status s = grouped_gemm_nt_masked(args);
+  EXPECT_EQ(s.code, StatusCode::invalid_argument);
+  EXPECT_NE(s.message.find("signals is not device memory"), std::string::npos) << s.message;
 }
 
 }  // namespace
