@@ -29,14 +29,14 @@ using Tensor = nb::ndarray<nb::device::cuda>;
 // pin_memory()), for a consumer on the host: the library checks that the memory is mapped.
 using CounterTensor = nb::ndarray<>;
 
+[[noreturn]] void bad(const std::string& message) { throw nb::value_error(("signalgemm: " + message).c_str()); }
+
 void require_gpu_or_pinned(const CounterTensor& t, const char* name) {
   const int32_t type = t.device_type();
   if (type != nb::device::cuda::value && type != nb::device::cuda_host::value &&
       type != nb::device::cuda_managed::value && type != nb::device::cpu::value)
     bad(std::string(name) + " must be a CUDA tensor or pinned host memory");
 }
-
-[[noreturn]] void bad(const std::string& message) { throw nb::value_error(("signalgemm: " + message).c_str()); }
 
 Format parse_format(const std::string& name, const char* argument) {
   for (Format f : {Format::bf16, Format::fp8_block128, Format::nvfp4, Format::mxfp4, Format::mxfp8})
