@@ -11,6 +11,7 @@ accepted as it is (``ab_dtype``, ``sf_dtype``, ``sf_vec_size``, ``c_dtype``, ``m
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any, Optional, Sequence, Tuple
 
 from . import _C
@@ -122,6 +123,43 @@ def _as_bytes_if_fp4(t: Any) -> Any:
 
         return t.view(torch.uint8)
     return t
+
+
+@functools.lru_cache(maxsize=None)
+def _torch_exports_float8() -> bool:
+    """Whether this torch hands float8 tensors to DLPack (DLPack 1.1's float8 codes; older torch raises)."""
+    import torch
+
+    try:
+        torch.empty(1, dtype=torch.float8_e4m3fn).__dlpack__()
+        return True
+    except Exception:  # BufferError or RuntimeError, by version
+        return False
+
+
+# The float8 dtype an argument of a format may have, where it may have one ("data" or "scales").
+_FLOAT8_DTYPES = {
+    ("data", "fp8_block128"): "float8_e4m3fn",
+    ("data", "mxfp8"): "float8_e4m3fn",
+    ("scales", "nvfp4"): "float8_e4m3fn",
+    ("scales", "mxfp4"): "float8_e8m0fnu",
+    ("scales", "mxfp8"): "float8_e8m0fnu",
+}
+
+
+def _float8_as_bytes(t: Any, fmt: str, role: str, name: str) -> Any:
+    """A torch float8 tensor as its uint8 bytes where this torch cannot export float8 through DLPack
+    (its dtype checked here, as the extension checks it otherwise); anything else unchanged."""
+    dtype = str(getattr(t, "dtype", ""))
+    if not dtype.startswith("torch.float8") or _torch_exports_float8():
+        return t
+    allowed = _FLOAT8_DTYPES.get((role, fmt))
+    if dtype != f"torch.{allowed}":
+        raise ValueError(f"signalgemm: {name} is {dtype}, which does not hold the {role} of format {fmt}"
+                         + (f" ({allowed} or uint8 does)" if allowed else ""))
+    import torch
+
+    return t.view(torch.uint8)
 
 
 def _native_order(t: Any) -> Any:
@@ -320,6 +358,8 @@ def grouped_gemm_nt_masked(
         for name, t in (("a", a), ("sfa", sfa), ("b", b), ("sfb", sfb), ("out", out), ("masked_m", masked_m),
                         ("alpha", alpha), ("workspace", workspace)):
             _require_gpu(name, t)
+        a, b = _float8_as_bytes(a, a_format, "data", "a"), _float8_as_bytes(b, b_format, "data", "b")
+        sfa, sfb = _float8_as_bytes(sfa, a_format, "scales", "sfa"), _float8_as_bytes(sfb, b_format, "scales", "sfb")
         for name, t in (("signals", signals), ("error_flag", error_flag)):
             _require_gpu(name, t, pinned_ok=True)
         if workspace is None:

@@ -422,6 +422,21 @@ def test_temporaries_follow_an_explicit_stream():
     check(out, t["reference"], masked_m)
 
 
+def test_float8_tensors_pass_where_torch_cannot_export_them(monkeypatch):
+    """A torch without DLPack's float8 codes: float8 operands go as their bytes, their dtype checked here."""
+    monkeypatch.setattr(signalgemm, "_torch_exports_float8", lambda: False)
+    E, MAX_M, N, K = 3, 64, 256, 256
+    t = make_problem(E, MAX_M, N, K, seed=8)
+    masked_m = torch.tensor([64, 0, 33], dtype=torch.int32, device="cuda")
+    out = torch.full((E, MAX_M, N), POISON, dtype=torch.bfloat16, device="cuda")
+    signalgemm.grouped_gemm_nt_masked((t["a"], t["sfa"]), (t["b"], t["sfb"]), out, masked_m, alpha=t["alpha"])
+    torch.cuda.synchronize()
+    check(out, t["reference"], masked_m)
+    with pytest.raises(ValueError, match="a is torch.float8_e5m2, which does not hold the data of format fp8_block128"):
+        signalgemm.grouped_gemm_nt_masked((t["a"].view(torch.float8_e5m2), t["sfa"]), (t["b"], t["sfb"]), out,
+                                          masked_m)
+
+
 def test_dtypes_that_would_be_misread_are_refused():
     """Tensors whose bytes would pass for another format's are refused, naming the argument."""
     E, MAX_M, N, K = 2, 64, 256, 256
