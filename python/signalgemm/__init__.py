@@ -400,8 +400,9 @@ def _allocate_workspace(a: Any, a_format: str, b_format: str, n: int = 0, expect
     if not isinstance(a, torch.Tensor) or not a.is_cuda or a.dim() != 3:
         return None
     k = a.shape[2] * (2 if a_format in ("nvfp4", "mxfp4") else 1)
-    nbytes = workspace_bytes(a.shape[0], a.shape[1], k, a_format, b_format, n=n, expected_m=expected_m,
-                             block_m=block_m, block_n=block_n)
+    with torch.cuda.device(a.device):  # planned for the device the launch runs on, whatever the current one
+        nbytes = workspace_bytes(a.shape[0], a.shape[1], k, a_format, b_format, n=n, expected_m=expected_m,
+                                 block_m=block_m, block_n=block_n)
     return torch.empty(nbytes, dtype=torch.uint8, device=a.device) if nbytes > 0 else None
 
 
@@ -414,7 +415,8 @@ def signal_layout(num_experts: int, max_m: int, n: int, *, expected_m: int = 0, 
     ``grouped_gemm_nt_masked`` for torch inputs), which gives it the tiles of bf16 activations;
     ``block_m``, ``block_n``, ``cluster``: the launch's own, where it gives them; ``mma_fragments``:
     the weights are packed (``pack_mma_fragments``), whose kernels complete a tile given on one side
-    only with tiles of their own."""
+    only with tiles of their own. Planned for the current CUDA device (its SM count): with several
+    GPUs of different models, make the launch's device current first."""
     return _C.signal_layout(num_experts, max_m, n, expected_m, block_m, block_n, granularity, a_format,
                             b_format or a_format, 0, bool(workspace), cluster, bool(mma_fragments))
 
