@@ -31,7 +31,7 @@ struct OperandArgs {
 
 // Tile shape and pipeline depth. Zero fields are chosen by the heuristic (docs/configuration.md).
 // With one side of the tile given, the heuristic completes it with a tile compiled for the operand
-// pairing (block_m = 48 and block_n = 192 only with their other side given); validate() refuses a
+// pairing (block_m = 48 takes 48x256, block_n = 192 takes 128x192); validate() refuses a
 // side, tile or stage count that no compiled kernel runs.
 struct TileConfig {
   int block_m = 0;  // rows (tokens) per tile

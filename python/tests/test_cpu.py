@@ -217,6 +217,11 @@ def test_signal_layout_completes_a_one_sided_tile_as_the_launch_does():
     packed = signalgemm.signal_layout(8, 16, 4096, mma_fragments=True, **kwargs)
     assert (rows["block_m"], rows["block_n"]) == (32, 128)
     assert (packed["block_m"], packed["block_n"]) == (128, 128)
+    # A side only one tile has runs that tile.
+    token_rows = signalgemm.signal_layout(8, 16, 4096, block_n=192)
+    decode = signalgemm.signal_layout(8, 256, 4096, block_m=48, a_format="bf16", b_format="nvfp4")
+    assert (token_rows["block_m"], token_rows["block_n"]) == (128, 192)
+    assert (decode["block_m"], decode["block_n"]) == (48, 256)
     # A side no compiled tile of the pairing has: refused, naming the field.
     with pytest.raises(ValueError, match="config.block_m = 192"):
         signalgemm.signal_layout(8, 16, 4096, block_m=192, a_format="fp8_block128", b_format="nvfp4")

@@ -215,15 +215,17 @@ void check_pairing(Checker& c, const GroupedGemmArgs& args, bool k_known) {
 void check_config(Checker& c, const GroupedGemmArgs& args) {
   const bool fp8_pair = args.a.format == Format::fp8_block128 && args.b.format == Format::fp8_block128;
   const TileConfig& cfg = args.config;
-  const bool token_rows_tile = fp8_pair && host::is_token_rows_tile(cfg.block_m, cfg.block_n);
-  // 48 tokens only on a decode tile, with block_n = 256 given.
-  const bool decode_tile = host::is_decode_tile(args.a.format, args.b.format, cfg.block_m, cfg.block_n);
+  // A side only one tile has (48 tokens: 48x256; 192 weight rows: 128x192) also alone: the launch
+  // completes it with that tile (launch_config).
+  const bool token_rows_tile = fp8_pair && host::is_token_rows_tile(cfg.block_m == 0 ? 128 : cfg.block_m, cfg.block_n);
+  const bool decode_tile =
+      host::is_decode_tile(args.a.format, args.b.format, cfg.block_m, cfg.block_n == 0 ? 256 : cfg.block_n);
   c.require(cfg.block_m == 0 || host::is_supported_block_m(cfg.block_m) || decode_tile, "config.block_m = ",
             cfg.block_m, " is not supported; use 0 (heuristic), 32, 64, 128 or 192 (the register-weights pairings ",
-            "with block_n = 256: also 48)");
+            "with block_n = 0 or 256: also 48)");
   c.require(cfg.block_n == 0 || host::is_supported_block_n(cfg.block_n) || token_rows_tile, "config.block_n = ",
             cfg.block_n, " is not supported; use 0 (heuristic), 128 or 256 (fp8_block128 x fp8_block128 with ",
-            "block_m = 128: also 192)");
+            "block_m = 0 or 128: also 192)");
   c.require(cfg.block_m == 0 || cfg.block_n == 0 || host::is_supported_tile(cfg.block_m, cfg.block_n) ||
                 token_rows_tile || decode_tile,
             "config.block_m = ", cfg.block_m, " with config.block_n = ", cfg.block_n,

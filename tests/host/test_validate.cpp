@@ -513,7 +513,7 @@ std::vector<Rejection> hint_and_config_rejections() {
              },
              {"config.block_n"}, "192"),
       reject("ConfigTokenRowsTileBlockM64", [](auto& a) { a.config = TileConfig{64, 192, 0}; }, {"config.block_n"},
-             "block_m = 128"),
+             "block_m = 0 or 128"),
       reject("ConfigTokenRowsTileInCluster", [](auto& a) { a.config = TileConfig{128, 192, 0, 2}; },
              {"config.cluster"}, "128x128 and 128x256 tiles only"),
       reject("ConfigStagesBelowMin", [](auto& a) { a.config.stages = host::kMinStages - 1; }, {"config.stages"},
@@ -743,6 +743,13 @@ std::vector<Acceptance> all_acceptances() {
       {"ConfigTokenRows128x192", [](auto& a) { a.config = TileConfig{128, 192, 0}; }},
       {"ConfigOnlyBlockM", [](auto& a) { a.config.block_m = 64; }},
       {"ConfigOnlyBlockN", [](auto& a) { a.config.block_n = 256; }},
+      // A side only one compiled tile has, given alone: the launch completes it (128x192, 48x256).
+      {"ConfigOnlyBlockN192", [](auto& a) { a.config.block_n = 192; }},
+      {"Bf16Nvfp4PairOnlyBlockM48",
+       [](auto& a) {
+         make_bf16_nvfp4_pair(a);
+         a.config.block_m = 48;
+       }},
       {"ConfigOnlyStages", [](auto& a) { a.config.stages = 3; }},
       {"ConfigCluster2", [](auto& a) { a.config = TileConfig{128, 256, 0, 2}; }},
       {"ConfigCluster2Heuristic", [](auto& a) { a.config.cluster = 2; }},
