@@ -132,7 +132,13 @@ Problem make_problem(const Options& o, const Shape& s) {
   p.a_format = o.a_format, p.b_format = o.b_format;
   p.out_type = o.out_type;
   p.masked_m = draw_masked_m(o.seed, o.spread, s);
-  p.max_m = int(round_up(*std::max_element(p.masked_m.begin(), p.masked_m.end()), kMaxMMultiple));
+  const int largest = *std::max_element(p.masked_m.begin(), p.masked_m.end());
+  p.max_m = o.max_m > 0 ? o.max_m : int(round_up(largest, kMaxMMultiple));
+  if (p.max_m < largest) {
+    std::fprintf(stderr, "signalgemm-bench: --max-m %d is below the largest masked_m (%d) of shape E=%d m=%d\n",
+                 o.max_m, largest, s.experts, s.m);
+    std::exit(2);
+  }
   for (int m : p.masked_m) p.rows += m;
   p.a = operand_size(o.a_format, false, s.experts, p.max_m, s.k);
   p.b = operand_size(o.b_format, true, s.experts, s.n, s.k);
@@ -323,7 +329,7 @@ GroupedGemmArgs gemm_args(const Options& o, const Problem& p, const int32_t* mas
   args.alpha = alpha;
   args.granularity = o.signals;
   args.sm_count = o.sm_count;
-  args.expected_m = p.shape.m;  // the heuristic's hint: the mean rows per expert
+  args.expected_m = o.hint ? p.shape.m : 0;  // the heuristic's hint: the mean rows per expert
   args.config = o.config;
   args.stream = stream;
   return args;
@@ -547,9 +553,10 @@ void print_preamble(const Options& o, const cudaDeviceProp& prop) {
               to_string(o.signals),
               o.compare_signals ? " (and off: signals_off_us, on/off)" : "",
               o.sm_count > 0 ? std::to_string(o.sm_count).c_str() : "all");
-  std::printf("routing: masked_m[e] = round(m * U(%.2g, %.2g)) >= 1 (seed %u); max_m = max masked_m rounded up to %d; "
-              "expected_m = m\n",
-              1 - o.spread, 1 + o.spread, o.seed, kMaxMMultiple);
+  const std::string max_m_rule =
+      o.max_m > 0 ? std::to_string(o.max_m) : "max masked_m rounded up to " + std::to_string(kMaxMMultiple);
+  std::printf("routing: masked_m[e] = round(m * U(%.2g, %.2g)) >= 1 (seed %u); max_m = %s; expected_m = %s\n",
+              1 - o.spread, 1 + o.spread, o.seed, max_m_rule.c_str(), o.hint ? "m" : "0 (no hint)");
   std::printf("floor = max(bytes / %.2f TB/s, FLOPs / %.0f TFLOP/s FP8 or %.0f BF16), SPEC's ceilings measured on an "
               "H100, on every device; bytes = rows used of A + scales, all of B + scales, rows written of C\n",
               kHbmBytesPerSecond / 1e12, kFp8FlopsPerSecond / 1e12, kBf16FlopsPerSecond / 1e12);

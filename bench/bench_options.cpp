@@ -26,6 +26,10 @@ constexpr const char* kUsage =
     "  --seed N                 routing and input seed (default 1)\n"
     "  --spread S               masked_m[e] = round(m * U(1 - S, 1 + S)), S in [0, 1) (default 0.3, SPEC 6;\n"
     "                           0: every expert exactly m rows)\n"
+    "  --max-m N                rows per expert slab of A and C, >= every masked_m (default: the largest\n"
+    "                           masked_m rounded up to 16)\n"
+    "  --no-hint                expected_m = 0 (default m): the heuristic plans for max_m, as for a caller\n"
+    "                           that gives no hint\n"
     "  --csv FILE               also write every row to FILE\n"
     "  --no-cublas              skip the cuBLASLt baseline\n"
     "  --no-workspace           no workspace: activations converted per tile (nvfp4, mxfp4, mxfp8 on both\n"
@@ -137,6 +141,10 @@ Options parse_options(int argc, char** argv) {
       o.seed = uint32_t(parse_int(value(), option, 0));
     } else if (option == "--spread") {
       o.spread = parse_spread(value());
+    } else if (option == "--max-m") {
+      o.max_m = int(parse_int(value(), option, 1));
+    } else if (option == "--no-hint") {
+      o.hint = false;
     } else if (option == "--csv") {
       o.csv = value();
     } else {

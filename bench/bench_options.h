@@ -34,6 +34,8 @@ struct Options {
   int warmup = 5;
   uint32_t seed = 1;
   double spread = 0.3;  // masked_m[e] = m * U(1 - spread, 1 + spread) (SPEC §6: 0.3)
+  int max_m = 0;        // rows per expert slab; 0 = the largest masked_m rounded up to 16
+  bool hint = true;     // expected_m = m; false: 0, the heuristic plans for max_m (a caller without a hint)
   std::string csv;  // also write every row here when set
 };
 
