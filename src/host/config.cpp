@@ -16,6 +16,12 @@ bool holds(const TileShape (&tiles)[kCount], int block_m, int block_n) {
   return std::any_of(std::begin(tiles), std::end(tiles),
                      [&](TileShape t) { return t.block_m == block_m && t.block_n == block_n; });
 }
+// The rows one token block should cover for an expert (choose_tile_config): decode routing
+// spreads per-expert counts around the typical value (SPEC §6: x U(0.7, 1.3)), so 1.3x the hint.
+int rows_to_cover(int max_m, int expected_m) {
+  const int hint = expected_m > 0 ? std::min(expected_m, max_m) : max_m;
+  return static_cast<int>(std::min<int64_t>(max_m, (int64_t(hint) * 13 + 9) / 10));
+}
 }  // namespace
 
 bool is_supported_block_m(int block_m) {
@@ -92,6 +98,18 @@ bool narrows_few_wide_tiles(const GroupedGemmArgs& args, const TileConfig& chose
     return false;
   const int64_t wide_tiles = int64_t(args.num_experts) * ((args.max_m + 127) / 128) * ((args.n + 255) / 256);
   return wide_tiles <= kFewWideTiles;
+}
+
+bool narrows_few_token_blocks(const GroupedGemmArgs& args, const TileConfig& chosen) {
+  const bool fp8_pair = args.a.format == Format::fp8_block128 && args.b.format == Format::fp8_block128;
+  if (args.config.block_m != 0 || args.config.block_n != 0 || chosen.block_m != 128 || chosen.block_n != 128 ||
+      !(fp8_pair || kernels::is_bf16_register_weights_pair(args.a.format, args.b.format)) || args.max_m < 1 ||
+      args.n < 1)
+    return false;
+  // One 128-token block per expert, as choose_tile_config sized it (not several: 128x192 or 128x256).
+  const int rows = rows_to_cover(args.max_m, args.expected_m);
+  if (rows <= 64 || rows > 128) return false;
+  return int64_t(args.num_experts) * ((args.n + 127) / 128) <= kFewTokenBlockTiles;
 }
 
 bool narrows_decode_tile(const GroupedGemmArgs& args, const TileConfig& chosen) {
@@ -185,19 +203,17 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
                               Format b_format, int k, bool tokens_in_workspace, bool dynamic_tiles) {
   const int requested_block_n = config.block_n;
   const bool explicit_block_m = config.block_m != 0, explicit_block_n = config.block_n != 0;
-  int rows_to_cover = 0;  // by one token block, when the heuristic picks block_m
+  int one_block_rows = 0;  // rows one token block should cover, when the heuristic picks block_m
   // Two-CTA clusters are compiled for kClusterTiles only (validated with explicit tiles): a
   // cluster request without a tile gets the 128-token one.
   if (config.cluster == 2 && config.block_m == 0) config.block_m = 128;
   if (config.block_m == 0) {
-    // Decode routing spreads per-expert counts around the typical value (SPEC §6: x U(0.7, 1.3)),
-    // so cover 1.3x the hint with one token block when possible: a second token block re-reads
-    // the expert's weights. Wasted MMA columns cost nothing while the weights stream from HBM.
-    const int hint = expected_m > 0 ? std::min(expected_m, max_m) : max_m;
-    rows_to_cover = static_cast<int>(std::min<int64_t>(max_m, (int64_t(hint) * 13 + 9) / 10));
+    // One token block per expert when possible: a second one re-reads the expert's weights. Wasted
+    // MMA columns cost nothing while the weights stream from HBM.
+    one_block_rows = rows_to_cover(max_m, expected_m);
     config.block_m = 128;  // many token blocks per expert: the wide 128x256 tile below
     for (int block_m : {32, 64, 128, 192}) {
-      if (block_m >= rows_to_cover) {
+      if (block_m >= one_block_rows) {
         config.block_m = block_m;
         config.block_n = config.block_n == 0 ? 128 : config.block_n;
         break;
@@ -256,7 +272,7 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
        register_weights_with_converted_tokens(a_format, b_format, config.block_m, 256)) &&
       requested_block_n == 0 && config.block_m <= 64) {
     config.block_n = 256;
-    if (!explicit_block_m && config.block_m == 64 && rows_to_cover <= 48) config.block_m = 48;
+    if (!explicit_block_m && config.block_m == 64 && one_block_rows <= 48) config.block_m = 48;
     // (bf16 tokens may take 128 weight rows instead, by the launch's tile count: narrows_decode_tile.)
   }
   // Deepest ring that fits: more bytes in flight per SM is what a weight-streaming GEMM needs.

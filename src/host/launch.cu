@@ -290,10 +290,12 @@ TileConfig heuristic_config(const GroupedGemmArgs& args, int smem, bool& convert
     return host::choose_tile_config(args.max_m, args.expected_m, smem, fixed, args.a.format, args.b.format, args.k,
                                     /*tokens_in_workspace=*/false, host::takes_tiles_dynamically(args));
   };
-  if (host::narrows_few_wide_tiles(args, cfg))
+  if (host::narrows_few_wide_tiles(args, cfg)) {
     cfg = with_tile(128, 128);
-  else if (host::narrows_decode_tile(args, cfg))
-    cfg = with_tile(cfg.block_m == 32 ? 32 : 64, 128);
+  } else {
+    if (host::narrows_few_token_blocks(args, cfg)) cfg = with_tile(64, 0);
+    if (host::narrows_decode_tile(args, cfg)) cfg = with_tile(cfg.block_m == 32 ? 32 : 64, 128);
+  }
   converts = host::uses_activation_workspace(args, cfg);
   if (!converts) return cfg;
   if (args.a.format != Format::fp8_block128) {

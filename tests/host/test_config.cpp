@@ -416,6 +416,45 @@ TEST(Config, PartialTileOverridesTakeACompiledTile) {
 }
 
 // Split K only where the tiles fill at most a third of the SMs, on the fp8 decode tiles, with enough K.
+// Few token blocks (narrows_few_token_blocks): one 128-token block per expert with at most 64 tiles
+// of 128 weight rows takes 64 tokens, whose tile the heuristic then completes (and narrows_decode_tile
+// may narrow); sm_count plays no part.
+TEST(Config, FewTokenBlocksTakeSixtyFourTokens) {
+  GroupedGemmArgs args;
+  args.num_experts = 4, args.max_m = 80, args.expected_m = 64, args.n = 2048, args.k = 7168;  // 4 x 16 tiles
+  auto tile = [&] {
+    const TileConfig cfg = select_config(args);
+    const SignalLayout layout = signal_layout(args);
+    EXPECT_TRUE(layout.block_m == cfg.block_m && layout.block_n == cfg.block_n);
+    return std::make_pair(cfg.block_m, cfg.block_n);
+  };
+  EXPECT_EQ(tile(), std::make_pair(64, 128));
+  args.sm_count = 16;
+  EXPECT_EQ(tile(), std::make_pair(64, 128));
+  args.sm_count = 0;
+  args.n = 4096;  // 128 tiles: the 128-token block stays
+  EXPECT_EQ(tile(), std::make_pair(128, 128));
+  args.n = 2048;
+  args.expected_m = 40;  // 52 rows: 64 tokens anyway
+  EXPECT_EQ(tile(), std::make_pair(64, 128));
+  args.expected_m = 0, args.max_m = 300;  // several token blocks per expert: the wide tile
+  EXPECT_EQ(tile(), std::make_pair(128, 192));
+  args.expected_m = 64, args.max_m = 80;
+  args.config.block_m = 128;  // the caller's side is kept (completed as 128 tokens are: 128x192)
+  EXPECT_EQ(tile(), std::make_pair(128, 192));
+  args.config = {};
+  // bf16 x nvfp4: 64 tokens take 256 weight rows, narrowed to 128 by narrows_decode_tile where
+  // 32 < 4 x 2 x 8 = 64 of those tiles exist, kept where they are fewer (1 x 2 x 16 = 32).
+  args.a.format = Format::bf16;
+  args.b.format = Format::nvfp4;
+  EXPECT_EQ(tile(), std::make_pair(64, 128));
+  args.num_experts = 1, args.max_m = 96, args.expected_m = 90, args.n = 4096;
+  EXPECT_EQ(tile(), std::make_pair(64, 256));
+  // Pairings not measured keep 128 tokens.
+  args.a.format = args.b.format = Format::bf16;
+  EXPECT_EQ(tile(), std::make_pair(128, 128));
+}
+
 // Few wide tiles (narrows_few_wide_tiles): launches whose 128x256 tiles could not fill half of an
 // H100's SMs take 128x128; the tile, and so the signal layout, does not depend on sm_count.
 TEST(Config, FewWideTilesTakeTheNarrowTile) {
