@@ -100,16 +100,22 @@ bool narrows_few_wide_tiles(const GroupedGemmArgs& args, const TileConfig& chose
   return wide_tiles <= kFewWideTiles;
 }
 
-bool narrows_few_token_blocks(const GroupedGemmArgs& args, const TileConfig& chosen) {
+int block_m_for_few_tiles(const GroupedGemmArgs& args, const TileConfig& chosen) {
   const bool fp8_pair = args.a.format == Format::fp8_block128 && args.b.format == Format::fp8_block128;
-  if (args.config.block_m != 0 || args.config.block_n != 0 || chosen.block_m != 128 || chosen.block_n != 128 ||
+  if (args.config.block_m != 0 || args.config.block_n != 0 || chosen.block_n != 128 ||
+      (chosen.block_m != 128 && chosen.block_m != 192) ||
       !(fp8_pair || kernels::is_bf16_register_weights_pair(args.a.format, args.b.format)) || args.max_m < 1 ||
       args.n < 1)
-    return false;
-  // One 128-token block per expert, as choose_tile_config sized it (not several: 128x192 or 128x256).
+    return 0;
+  // One token block per expert, as choose_tile_config sized it (not several: 128x192 or 128x256).
   const int rows = rows_to_cover(args.max_m, args.expected_m);
-  if (rows <= 64 || rows > 128) return false;
-  return int64_t(args.num_experts) * ((args.n + 127) / 128) <= kFewTokenBlockTiles;
+  if (rows <= 64 || rows > chosen.block_m) return 0;
+  const auto tiles = [&](int block_m) {
+    return int64_t(args.num_experts) * ((rows + block_m - 1) / block_m) * ((args.n + 127) / 128);
+  };
+  int block_m = chosen.block_m;
+  while (block_m > 64 && tiles(block_m) <= kFewTokenBlockTiles) block_m = block_m == 192 ? 128 : 64;
+  return block_m == chosen.block_m ? 0 : block_m;
 }
 
 bool narrows_decode_tile(const GroupedGemmArgs& args, const TileConfig& chosen) {

@@ -58,16 +58,19 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
 bool narrows_few_wide_tiles(const GroupedGemmArgs& args, const TileConfig& chosen);
 inline constexpr int64_t kFewWideTiles = 64;
 
-// Where the heuristic covers each expert's rows with one 128-token block (min(max_m, 1.3 x the hint)
-// in 65..128; block_m and block_n not given) and at most kFewTokenBlockTiles such tiles of 128
-// weight rows exist (E x ceil(N / 128)): the launch takes 64 tokens instead (block_n completed by
-// the heuristic, then narrows_decode_tile), twice the tiles on twice the SMs, an expert's weights
-// read by its two token blocks' CTAs at about the same time (from L2 the second time). H200,
-// 2026-11-29, E1-E4 at m = 64-100 with 32-64 such tiles: fp8_block128 12-20% faster, bf16 x nvfp4,
-// mxfp4, mxfp8 4-27%; with 112-224 of them (E4 m64 4096x7168 and 7168x2048, E2 m90 7168x2048, E8
-// m70 2048x7168) 64 tokens were 8-46% slower, so the rule stops at 64. fp8_block128 on both sides and
-// bf16 tokens with register weights (nvfp4, mxfp4, mxfp8) only: the pairings measured.
-bool narrows_few_token_blocks(const GroupedGemmArgs& args, const TileConfig& chosen);
+// Where the heuristic covers each expert's rows with one token block of 128 or 192 (min(max_m, 1.3 x
+// the hint) in 65..192; block_m and block_n not given) and its tiles of 128 weight rows are at most
+// kFewTokenBlockTiles (E x ceil(rows / block_m) x ceil(N / 128)): the token block that launch takes
+// instead, stepping down (192 -> 128x128, 128 -> 64 with block_n completed by the heuristic, then
+// narrows_decode_tile) while the tiles are still that few; 0: keep the heuristic's. More, smaller
+// tiles on more SMs; an expert's weights are then read by its token blocks' CTAs at about the same
+// time (from L2 after the first). H200, 2026-11-29, E1-E4 at m = 64-100 (128 tokens, 32-64 tiles):
+// 64 tokens made fp8_block128 12-20% faster, bf16 x nvfp4, mxfp4, mxfp8 4-27%; with 112-224 tiles
+// they were 8-46% slower. E2-E4 at m = 140 (192 tokens, 64 tiles): 128x128 20-27% faster for
+// fp8_block128 and bf16 x nvfp4 (`mma_fragments`), 64 tokens no better than 192; E1 m128 (32 tiles):
+// 64 tokens 38-42% faster; E8 m130 (128 tiles): 192x128 fastest. fp8_block128 on both sides and bf16
+// tokens with register weights (nvfp4, mxfp4, mxfp8) only.
+int block_m_for_few_tiles(const GroupedGemmArgs& args, const TileConfig& chosen);
 inline constexpr int64_t kFewTokenBlockTiles = 64;
 
 // bf16 tokens x register weights on a decode tile of 256 weight rows (32x256, 48x256, 64x256; block_n

@@ -293,7 +293,8 @@ TileConfig heuristic_config(const GroupedGemmArgs& args, int smem, bool& convert
   if (host::narrows_few_wide_tiles(args, cfg)) {
     cfg = with_tile(128, 128);
   } else {
-    if (host::narrows_few_token_blocks(args, cfg)) cfg = with_tile(64, 0);
+    if (const int block_m = host::block_m_for_few_tiles(args, cfg); block_m != 0)
+      cfg = with_tile(block_m, block_m == 128 ? 128 : 0);
     if (host::narrows_decode_tile(args, cfg)) cfg = with_tile(cfg.block_m == 32 ? 32 : 64, 128);
   }
   converts = host::uses_activation_workspace(args, cfg);

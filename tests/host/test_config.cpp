@@ -416,10 +416,10 @@ TEST(Config, PartialTileOverridesTakeACompiledTile) {
 }
 
 // Split K only where the tiles fill at most a third of the SMs, on the fp8 decode tiles, with enough K.
-// Few token blocks (narrows_few_token_blocks): one 128-token block per expert with at most 64 tiles
-// of 128 weight rows takes 64 tokens, whose tile the heuristic then completes (and narrows_decode_tile
-// may narrow); sm_count plays no part.
-TEST(Config, FewTokenBlocksTakeSixtyFourTokens) {
+// Few token blocks (block_m_for_few_tiles): one token block per expert (128 or 192) whose tiles of 128
+// weight rows are at most 64 steps down (192 -> 128x128 -> 64 tokens, completed by the heuristic, which
+// narrows_decode_tile may narrow) while they stay that few; sm_count plays no part.
+TEST(Config, FewTokenBlocksTakeSmallerTokenBlocks) {
   GroupedGemmArgs args;
   args.num_experts = 4, args.max_m = 80, args.expected_m = 64, args.n = 2048, args.k = 7168;  // 4 x 16 tiles
   auto tile = [&] {
@@ -439,6 +439,15 @@ TEST(Config, FewTokenBlocksTakeSixtyFourTokens) {
   EXPECT_EQ(tile(), std::make_pair(64, 128));
   args.expected_m = 0, args.max_m = 300;  // several token blocks per expert: the wide tile
   EXPECT_EQ(tile(), std::make_pair(128, 192));
+  // 192 tokens: 4 x 16 = 64 tiles take 128x128 (128 tiles then); 2 x 16 = 32 go on to 64 tokens
+  // (2 x 2 x 16 = 64 tiles of 128 tokens); 8 x 16 = 128 keep 192x128.
+  args.max_m = 176, args.expected_m = 140;
+  EXPECT_EQ(tile(), std::make_pair(128, 128));
+  args.num_experts = 2;
+  EXPECT_EQ(tile(), std::make_pair(64, 128));
+  args.num_experts = 8;
+  EXPECT_EQ(tile(), std::make_pair(192, 128));
+  args.num_experts = 4;
   args.expected_m = 64, args.max_m = 80;
   args.config.block_m = 128;  // the caller's side is kept (completed as 128 tokens are: 128x192)
   EXPECT_EQ(tile(), std::make_pair(128, 192));
