@@ -415,7 +415,6 @@ TEST(Config, PartialTileOverridesTakeACompiledTile) {
       }
 }
 
-// Split K only where the tiles fill at most a third of the SMs, on the fp8 decode tiles, with enough K.
 // Few token blocks (block_m_for_few_tiles): one token block per expert (128 or 192) whose tiles of 128
 // weight rows are at most 64 steps down (192 -> 128x128 -> 64 tokens, completed by the heuristic, which
 // narrows_decode_tile may narrow) while they stay that few; sm_count plays no part.
@@ -539,6 +538,7 @@ TEST(Config, Fp8WideTileIsTheTokenRowsTile) {
   EXPECT_EQ(select_config(args).block_n, 256);
 }
 
+// Split K only where the tiles fill at most a third of the SMs, on the fp8 decode tiles, with enough K.
 TEST(Config, SplitKForFewTiles) {
   GroupedGemmArgs args;
   args.num_experts = 1, args.max_m = 16, args.n = 4096, args.k = 7168;
