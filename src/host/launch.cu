@@ -293,6 +293,7 @@ TileConfig heuristic_config(const GroupedGemmArgs& args, int smem, bool& convert
   if (host::narrows_few_wide_tiles(args, cfg)) {
     cfg = with_tile(128, 128);
   } else {
+    // 128 tokens given whole (alone they complete to fp8's 128x192); 64 completed by the heuristic.
     if (const int block_m = host::block_m_for_few_tiles(args, cfg); block_m != 0)
       cfg = with_tile(block_m, block_m == 128 ? 128 : 0);
     if (host::narrows_decode_tile(args, cfg)) cfg = with_tile(cfg.block_m == 32 ? 32 : 64, 128);
