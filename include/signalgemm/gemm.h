@@ -125,7 +125,8 @@ Status validate_sizes(const GroupedGemmArgs& args);
 // Queries the current device's shared-memory limit (an H100's when there is no device).
 TileConfig select_config(const GroupedGemmArgs& args);
 
-// The signal layout a launch with these arguments would use: what consumers wait on.
+// The signal layout a launch with these arguments would use: what consumers wait on. Needs the
+// launch's sizes, formats, config and k (a short K can pick another tile; docs/configuration.md).
 SignalLayout signal_layout(const GroupedGemmArgs& args);
 
 // Bytes of `workspace` with which this launch converts its activations once (E * max_m * K bf16),

@@ -410,38 +410,41 @@ def _allocate_workspace(a: Any, a_format: str, b_format: str, n: int = 0, expect
     return torch.empty(nbytes, dtype=torch.uint8, device=a.device) if nbytes > 0 else None
 
 
-def signal_layout(num_experts: int, max_m: int, n: int, *, expected_m: int = 0, block_m: int = 0,
+def signal_layout(num_experts: int, max_m: int, n: int, *, k: int = 0, expected_m: int = 0, block_m: int = 0,
                   block_n: int = 0, granularity: str = "per_expert", a_format: str = "fp8_block128",
                   b_format: Optional[str] = None, workspace: bool = True, cluster: int = 0,
                   mma_fragments: bool = False) -> dict:
     """Tile shape and counter count a launch with these sizes and formats uses (what a consumer waits
-    on). ``workspace``: whether the launch converts its activations in one (the default of
+    on). ``k``: the launch's K; it may be left out (0) except where it picks the tile (weights
+    dequantized in registers, few decode tiles and K <= 2048: then a ValueError asks for it);
+    ``workspace``: whether the launch converts its activations in one (the default of
     ``grouped_gemm_nt_masked`` for torch inputs), which gives it the tiles of bf16 activations;
     ``block_m``, ``block_n``, ``cluster``: the launch's own, where it gives them; ``mma_fragments``:
     the weights are packed (``pack_mma_fragments``), whose kernels complete a tile given on one side
     only with tiles of their own. Planned for the current CUDA device (its SM count): with several
     GPUs of different models, make the launch's device current first."""
     return _C.signal_layout(num_experts, max_m, n, expected_m, block_m, block_n, granularity, a_format,
-                            b_format or a_format, 0, bool(workspace), cluster, bool(mma_fragments))
+                            b_format or a_format, k, bool(workspace), cluster, bool(mma_fragments))
 
 
-def expected_signals(masked_m: Sequence[int], n: int, max_m: int, *, expected_m: int = 0, block_m: int = 0,
-                     block_n: int = 0, granularity: str = "per_expert", a_format: str = "fp8_block128",
-                     b_format: Optional[str] = None, workspace: bool = True, cluster: int = 0,
-                     mma_fragments: bool = False) -> list:
+def expected_signals(masked_m: Sequence[int], n: int, max_m: int, *, k: int = 0, expected_m: int = 0,
+                     block_m: int = 0, block_n: int = 0, granularity: str = "per_expert",
+                     a_format: str = "fp8_block128", b_format: Optional[str] = None, workspace: bool = True,
+                     cluster: int = 0, mma_fragments: bool = False) -> list:
     """Value each counter reaches, as a list indexed like the signals buffer.
 
     masked_m is host data (a list, or a CPU tensor/array): the consumer side knows it from the
     dispatch; each value an integer in [0, max_m] (the kernel clamps a larger one and flags it, here
     it is a ValueError). Counters of experts with masked_m == 0 reach 0: nothing to wait for. Pass the
-    launch's formats (and ``workspace``): they choose the tile, hence what each counter counts.
+    launch's formats (and ``workspace``, and ``k`` where ``signal_layout`` asks for it): they choose
+    the tile, hence what each counter counts.
     """
     values = list(masked_m.tolist() if hasattr(masked_m, "tolist") else masked_m)
     for i, v in enumerate(values):  # host data: checked here (the kernel clamps and flags)
         if isinstance(v, bool) or not float(v).is_integer() or not 0 <= v <= max_m:
             raise ValueError(f"signalgemm: masked_m[{i}] = {v} is not an integer in [0, max_m = {max_m}]")
     values = [int(v) for v in values]
-    layout = signal_layout(len(values), max_m, n, expected_m=expected_m, block_m=block_m, block_n=block_n,
+    layout = signal_layout(len(values), max_m, n, k=k, expected_m=expected_m, block_m=block_m, block_n=block_n,
                            granularity=granularity, a_format=a_format, b_format=b_format, workspace=workspace,
                            cluster=cluster, mma_fragments=mma_fragments)
     return _C.expected_signals(values, max_m, n, layout["block_m"], layout["block_n"], granularity)

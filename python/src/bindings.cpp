@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "host/config.h"
 #include "host/devices.h"
 #include "signalgemm/gemm.h"
 #include "signalgemm/reference.h"
@@ -368,7 +369,18 @@ nb::dict signal_layout_for(int num_experts, int max_m, int n, int expected_m, in
     args.workspace_bytes = size_t(1) << 40;
   }
   require_valid_sizes(args);
-  return layout_dict(signal_layout(args));
+  const SignalLayout layout = signal_layout(args);
+  if (k == 0) {
+    // Only K <= kShortDecodeK changes a tile (narrows_decode_tile): where it would here, K must be given.
+    GroupedGemmArgs short_k = args;
+    short_k.k = host::kShortDecodeK;
+    const SignalLayout other = signal_layout(short_k);
+    if (other.block_m != layout.block_m || other.block_n != layout.block_n)
+      bad("k: the tile of these sizes depends on K (" + std::to_string(other.block_m) + "x" +
+          std::to_string(other.block_n) + " for K <= " + std::to_string(host::kShortDecodeK) + ", else " +
+          std::to_string(layout.block_m) + "x" + std::to_string(layout.block_n) + "): pass k");
+  }
+  return layout_dict(layout);
 }
 
 GroupedGemmArgs sizes_and_formats(int num_experts, int max_m, int k, const std::string& a_format,

@@ -227,6 +227,25 @@ def test_signal_layout_completes_a_one_sided_tile_as_the_launch_does():
         signalgemm.signal_layout(8, 16, 4096, block_m=192, a_format="fp8_block128", b_format="nvfp4")
 
 
+def test_signal_layout_asks_for_k_where_it_picks_the_tile():
+    """Few decode tiles of weights dequantized in registers: K <= 2048 takes 128 weight rows
+    unsplit, a longer K 256 rows split in pieces; left out there, K is asked for by name."""
+    sizes = dict(a_format="bf16", b_format="nvfp4", expected_m=16)
+    with pytest.raises(ValueError, match="k: the tile of these sizes depends on K"):
+        signalgemm.signal_layout(1, 32, 7168, **sizes)
+    with pytest.raises(ValueError, match="k: the tile"):
+        signalgemm.expected_signals([20], 7168, 32, **sizes)
+    short = signalgemm.signal_layout(1, 32, 7168, k=2048, **sizes)
+    long = signalgemm.signal_layout(1, 32, 7168, k=7168, **sizes)
+    assert (short["block_m"], short["block_n"]) == (32, 128)
+    assert (long["block_m"], long["block_n"]) == (32, 256)
+    assert signalgemm.expected_signals([20], 7168, 32, k=2048, **sizes) == [7168 // 128]
+    assert signalgemm.expected_signals([20], 7168, 32, k=7168, **sizes) == [7168 // 256]
+    # Where K picks nothing it may be left out: fp8_block128, or many decode tiles.
+    assert signalgemm.signal_layout(1, 32, 7168, expected_m=16)["block_n"] == 128
+    assert signalgemm.signal_layout(32, 32, 7168, **sizes)["block_n"] == 256
+
+
 def test_signal_layout_follows_the_formats_and_the_workspace():
     # bf16 x nvfp4 at decode: 256 weight rows per tile, 48 tokens where 1.3 x 32 fit.
     layout = signalgemm.signal_layout(4, 64, 4096, expected_m=32, a_format="bf16", b_format="nvfp4")

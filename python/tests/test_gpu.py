@@ -288,7 +288,7 @@ def test_dequantizing_pairings(a_format, b_format):
     torch.cuda.synchronize()
     reference = torch.einsum("emk,enk->emn", deq_a, deq_b) * alpha.double().cpu().view(-1, 1, 1)
     check(out, reference.cuda(), masked_m)
-    assert signals.cpu().tolist() == signalgemm.expected_signals(masked_m.cpu(), N, MAX_M, a_format=a_format,
+    assert signals.cpu().tolist() == signalgemm.expected_signals(masked_m.cpu(), N, MAX_M, k=K, a_format=a_format,
                                                                  b_format=b_format)
     if a_format == b_format:  # the activations were converted in a workspace; now inside the GEMM
         out.fill_(POISON)
@@ -298,7 +298,7 @@ def test_dequantizing_pairings(a_format, b_format):
                                           signals=signals, workspace=False)
         torch.cuda.synchronize()
         check(out, reference.cuda(), masked_m)
-        assert signals.cpu().tolist() == signalgemm.expected_signals(masked_m.cpu(), N, MAX_M, a_format=a_format,
+        assert signals.cpu().tolist() == signalgemm.expected_signals(masked_m.cpu(), N, MAX_M, k=K, a_format=a_format,
                                                                      b_format=b_format, workspace=False)
 
 

@@ -124,7 +124,8 @@ bool narrows_decode_tile(const GroupedGemmArgs& args, const TileConfig& chosen) 
     return false;
   const int64_t tiles =
       int64_t(args.num_experts) * ((args.max_m + chosen.block_m - 1) / chosen.block_m) * ((args.n + 255) / 256);
-  return tiles > kFewDecodeTiles ? chosen.block_m == 64 : tiles > kFewDecodeTiles / 2;
+  if (tiles > kFewDecodeTiles) return chosen.block_m == 64;
+  return tiles > kFewDecodeTiles / 2 || (args.k >= 1 && args.k <= kShortDecodeK);
 }
 
 SplitK plan_split_k(const GroupedGemmArgs& args, const TileConfig& config, int sms, bool tokens_in_workspace) {

@@ -80,11 +80,13 @@ inline constexpr int64_t kFewTokenBlockTiles = 64;
 // mxfp8 16-37%). With kFewDecodeTiles / 2 to kFewDecodeTiles of them, where K would split in 2 or 3
 // pieces (plan_split_k on an H100), twice the tiles unsplit (H200, 2026-11-28: 14-30% faster at E3-E4
 // 4096x7168 and E2 7168x2048); with fewer, K splits in 4-8 and the wide tile stays (E1-E2 4096x7168:
-// up to 37% faster than 128 rows; E1 7168x2048, 4 pieces of 2 stages: 17% slower for FP4 weights).
-// Counts of tiles only, not K, the SMs or the signals: the signal layout is computed from the sizes
-// alone (the Python module's without K).
+// up to 37% faster than 128 rows), unless K <= kShortDecodeK: pieces that short do not pay for the
+// split (H200, 2026-11-29, E1-E8 with 16-32 such tiles at m = 32-64: 128 rows unsplit 2-38% faster at
+// K = 2048 for every pairing; mixed at 3072-4096; slower from 5120 on). Not the SMs or the signals;
+// K counts where it is given (args.k = 0, sizes without K: the wide tile).
 bool narrows_decode_tile(const GroupedGemmArgs& args, const TileConfig& chosen);
 inline constexpr int64_t kFewDecodeTiles = 64;
+inline constexpr int kShortDecodeK = 2048;
 
 // fp8_block128 tiles pair into two-CTA clusters only from this K on (H100, 2026-11-26: with K <= 2048
 // the 128x256 tile ran 1-6% faster alone, with K >= 4096 up to 3.5% faster in pairs; see

@@ -159,7 +159,8 @@ TEST(Config, RegisterWeightsDecodeTiles) {
 }
 
 // bf16 x register weights on a decode tile (narrows_decode_tile): 64 tokens take 64x128 where tiles are
-// many; 33-64 tiles of 256 rows (K would split in 2-3 pieces) take 128 rows; fewer keep 256 and split.
+// many; 33-64 tiles of 256 rows (K would split in 2-3 pieces) take 128 rows; fewer keep 256 and split,
+// unless K <= kShortDecodeK.
 TEST(Config, DecodeTileWidthByTileCount) {
   GroupedGemmArgs args;
   args.a.format = Format::bf16, args.b.format = Format::nvfp4;
@@ -182,8 +183,10 @@ TEST(Config, DecodeTileWidthByTileCount) {
     EXPECT_EQ(tile(5, 32, 16, 4096, 7168), "32x256");   // 80 tiles: many
     EXPECT_EQ(tile(2, 32, 16, 7168, 2048), "32x128");   // 56 tiles: 2 pieces
     EXPECT_EQ(tile(2, 64, 40, 4096, 7168), "64x256");   // 32 tiles: 4 pieces
-    EXPECT_EQ(tile(1, 32, 16, 7168, 2048), "32x256");   // 28 tiles: 4 pieces
-    EXPECT_EQ(tile(1, 32, 16, 7168, 0), "32x256");      // K unknown (a signal layout): the same tile
+    EXPECT_EQ(tile(1, 32, 16, 7168, 4096), "32x256");   // 28 tiles: 4 pieces
+    EXPECT_EQ(tile(1, 32, 16, 7168, 2048), "32x128");   // pieces of 512 K: 128 rows unsplit
+    EXPECT_EQ(tile(8, 32, 16, 1024, 2048), "32x128");   // 32 tiles, short K
+    EXPECT_EQ(tile(1, 32, 16, 7168, 0), "32x256");      // K not given (sizes alone): the wide tile
   }
   // The tile does not depend on the signals (system-scope ones do not split: 32x256 unsplit).
   args.signals = reinterpret_cast<uint32_t*>(0x1000);
@@ -319,14 +322,16 @@ TEST(Config, StagingLayoutsPlaceEveryUnitOnceWithoutBankConflicts) {
   EXPECT_TRUE((kernels::StagingLayout<64, 128>(true).boxes));
 }
 
-// A consumer computes the signal layout from the sizes (the Python module's signal_layout without K
-// or a workspace's activations): over many shapes, every pairing, the tile must not depend on K,
-// sm_count or the signals.
-TEST(Config, SignalLayoutDoesNotDependOnKSmsOrSignals) {
+// A consumer computes the signal layout from the sizes (the Python module's signal_layout, where K may
+// be left out, or a workspace's activations): over many shapes, every pairing, the tile must not
+// depend on sm_count or the signals, and on K only through K <= kShortDecodeK (narrows_decode_tile:
+// then 128 weight rows where the sizes alone give 256); K not given plans as a longer K does.
+TEST(Config, SignalLayoutDependsOnKOnlyThroughShortDecodeK) {
   const Format pairs[][2] = {{Format::fp8_block128, Format::fp8_block128}, {Format::bf16, Format::bf16},
                              {Format::bf16, Format::nvfp4},  {Format::bf16, Format::mxfp4},
                              {Format::bf16, Format::mxfp8},  {Format::fp8_block128, Format::nvfp4},
                              {Format::nvfp4, Format::nvfp4}, {Format::mxfp8, Format::mxfp8}};
+  int short_k_differs = 0;
   for (const auto& [a, b] : pairs)
     for (const int experts : {1, 2, 3, 4, 8, 32})
       for (const int m : {1, 8, 24, 40, 48, 64, 100, 256})
@@ -337,7 +342,18 @@ TEST(Config, SignalLayoutDoesNotDependOnKSmsOrSignals) {
           args.granularity = SignalGranularity::per_row_block;
           args.k = 0;
           const SignalLayout sized = signal_layout(args);
-          for (const int k : {256, 2048, 7168})
+          args.k = kShortDecodeK;
+          const SignalLayout short_k = signal_layout(args);
+          const std::string what = std::string(to_string(a)) + " x " + to_string(b) + " E" + std::to_string(experts) +
+                                   " m" + std::to_string(m) + " n" + std::to_string(n);
+          if (short_k.block_m != sized.block_m || short_k.block_n != sized.block_n) {
+            ++short_k_differs;
+            EXPECT_TRUE(kernels::is_bf16_register_weights_pair(a, b) && sized.block_n == 256 &&
+                        short_k.block_n == 128)
+                << what << ": " << short_k.block_m << "x" << short_k.block_n << " at short K against " << sized.block_m
+                << "x" << sized.block_n;
+          }
+          for (const int k : {256, 2048, 4096, 7168})
             for (const int sm_count : {0, 16}) {
               GroupedGemmArgs launched = args;
               launched.k = k;
@@ -345,12 +361,13 @@ TEST(Config, SignalLayoutDoesNotDependOnKSmsOrSignals) {
               launched.signals = reinterpret_cast<uint32_t*>(0x1000);
               launched.scope = sm_count == 0 ? SignalScope::gpu : SignalScope::sys;
               const SignalLayout l = signal_layout(launched);
-              EXPECT_TRUE(l.block_m == sized.block_m && l.block_n == sized.block_n)
-                  << to_string(a) << " x " << to_string(b) << " E" << experts << " m" << m << " n" << n << " k" << k
-                  << " sm_count " << sm_count << ": " << l.block_m << "x" << l.block_n << " against "
-                  << sized.block_m << "x" << sized.block_n;
+              const SignalLayout& planned = k <= kShortDecodeK ? short_k : sized;
+              EXPECT_TRUE(l.block_m == planned.block_m && l.block_n == planned.block_n)
+                  << what << " k" << k << " sm_count " << sm_count << ": " << l.block_m << "x" << l.block_n
+                  << " against " << planned.block_m << "x" << planned.block_n;
             }
         }
+  EXPECT_GT(short_k_differs, 0);  // the rule applies somewhere in this grid
 }
 
 // A tile fixed on one side only (config.block_m or config.block_n): the heuristic completes it, and
