@@ -111,9 +111,9 @@ struct GroupedGemmArgs {
 
 inline constexpr int32_t kErrorMaskedMOutOfRange = 1;
 
-// Checks every argument without touching device memory or streams (where args.config is given it
-// reads the current device's shared-memory size, as the launch plans with it). The message names
-// the offending argument.
+// Checks every argument without touching device memory or streams (where args.config is given, or
+// per_row_block signals need the tile, it reads the current device's shared-memory size, as the
+// launch plans with it). The message names the offending argument.
 Status validate(const GroupedGemmArgs& args);
 
 // The checks of validate() that need no tensors (sizes, formats, config; k where non-zero): for

@@ -103,7 +103,7 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const CombineP
   if (block_times != nullptr && threadIdx.x == 0) block_times[1] = globaltimer();
 
   // ---- reduce: one block per token, slots summed in the fixed order k = 0..topk-1 once all have
-  // arrived. Each thread loads its vector of every slot before summing (topk loads in flight).
+  // arrived. Each thread loads its vector of up to 16 slots before summing them (reduce_token).
   for (int64_t t = detail::take_work_item(token_queue); t < p.num_tokens; t = detail::take_work_item(token_queue)) {
     uint32_t slots = 0;
     for (int k = 0; k < p.topk; ++k) {

@@ -32,12 +32,13 @@ namespace signalgemm {
 //   [0, 128)                   header: uint32 reduced_epoch (the last epoch whose reduce finished here)
 //   counters[2][16384]         epilogue-send mode: this rank's GEMM counters, one per local expert
 //   masked_m[2][16384]         epilogue-send mode: this rank's masked_m, read by the owners' reduce
-//   flags[2][slots]            uint32 per token slot: the epoch of the row last published there
-//   local_row[2][slots]        int32: for a slot served by this rank's own GEMM, e * max_m + row of
+//   per half h = 0, 1:
+//     flags[slots]             uint32 per token slot: the epoch of the row last published there
+//     local_row[slots]         int32: for a slot served by this rank's own GEMM, e * max_m + row of
 //                              gemm_out (such rows are read in place, never copied)
-//   rows[2][slots][N]          bf16 rows from other ranks (in the epilogue-send mode all rows), one per
-//                              token slot (t * topk + k)
-// [2]: halves by epoch parity.
+//   rows[2][slots][N]          (from a 4096-byte boundary) bf16 rows from other ranks (in the
+//                              epilogue-send mode all rows), one per token slot (t * topk + k)
+// [2], h: halves by epoch parity; each array 256-byte aligned (ep_combine_create).
 struct EpCombineContext {
   ncclComm_t comm = nullptr;
   int rank = 0, num_ranks = 0, device = 0;

@@ -218,7 +218,7 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
     // One token block per expert when possible: a second one re-reads the expert's weights. Wasted
     // MMA columns cost nothing while the weights stream from HBM.
     one_block_rows = rows_to_cover(max_m, expected_m);
-    config.block_m = 128;  // many token blocks per expert: the wide 128x256 tile below
+    config.block_m = 128;  // many token blocks per expert: the pairing's wide tile below
     for (int block_m : {32, 64, 128, 192}) {
       if (block_m >= one_block_rows) {
         config.block_m = block_m;

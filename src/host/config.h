@@ -77,7 +77,7 @@ inline constexpr int64_t kFewTokenBlockTiles = 64;
 // not given): whether the launch takes 128 weight rows of the same tokens instead (32x128; 48 and 64
 // tokens: 64x128). With more than kFewDecodeTiles tiles of 256 rows, for 64 tokens only, whose
 // 64x256 holds 128-K stages (H200, 2026-11-28, E4-E64 at m = 40-48: FP4 weights 0-17% faster,
-// mxfp8 16-37%). With kFewDecodeTiles / 2 to kFewDecodeTiles of them, where K would split in 2 or 3
+// mxfp8 16-37%). With kFewDecodeTiles / 2 to kFewDecodeTiles of them, where K would split in 2 to 4
 // pieces (plan_split_k on an H100), twice the tiles unsplit (H200, 2026-11-28: 14-30% faster at E3-E4
 // 4096x7168 and E2 7168x2048); with fewer, K splits in 4-8 and the wide tile stays (E1-E2 4096x7168:
 // up to 37% faster than 128 rows), unless K <= kShortDecodeK: pieces that short do not pay for the

@@ -522,7 +522,7 @@ Status launch_gemm(const LaunchPlan& plan, const DeviceInfo& info) {
   const int a_k_bytes = args.k * (tokens_in_workspace ? 16 : element_bits(args.a.format)) / 8;
   const int b_k_bytes = args.k * element_bits(args.b.format) / 8;
   // Register weights: a stage holds 1, 2 or 4 64-K blocks (kernel_params.h), 32 (FP4) or 64 (mxfp8) bytes per row each;
-  // tokens are loaded in boxes of 32 rows, only as many as a tile has real tokens.
+  // tokens are loaded in boxes of 32 rows (16 for 48 tokens), only as many as a tile has real tokens.
   // Converted tokens (fp8_block128, nvfp4, mxfp4, mxfp8) on its tiles: one box of their bytes per token box and stage.
   const bool converted_tokens_rs =
       host::register_weights_with_converted_tokens(args.a.format, args.b.format, cfg.block_m, cfg.block_n);

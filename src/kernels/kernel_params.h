@@ -41,7 +41,8 @@ inline constexpr int kSmemAlignment = 1024;      // 128-byte swizzle repeats eve
 
 struct KernelParams {
   SignalLayout layout;  // experts, max_m, n, tile shape, signal granularity
-  int num_k_blocks;     // ceil(K bytes / kBlockK)
+  int num_k_blocks;     // K blocks of the mainloop's stage: ceil(K bytes / kBlockK); the dequantizing
+                        //   mainloop and converted register-weights tokens: K / 64 (launch.cu)
   int stages;
 
   const void* b_scales;         // weight scales: fp8_block128 float [E][ceil(N/128)][K/128];
@@ -58,8 +59,8 @@ struct KernelParams {
   uint32_t* signals;            // layout.counter_count() counters, or null
   bool signal_sys_scope;
   int32_t* error_flag;          // or null
-  const void* a_scales;         // token scales read by the dequantizing mainloop (mxfp8, mxfp4, nvfp4
-                                //   activations): bytes [E][max_m][K / scale block]
+  const void* a_scales;         // token scales of mxfp8, mxfp4, nvfp4 activations, read by the MMA threads
+                                //   (dequantizing and register-weights mainloops): bytes [E][max_m][K / scale block]
   int a_scale_cols;             // bytes per token row of a_scales
   uint32_t* tile_counter;       // zero before the launch: CTAs take tiles dynamically (tile_ring.cuh,
                                 //   single-CTA kernels only); null: each CTA walks its share in order
@@ -82,13 +83,16 @@ struct SmemPlan {
   int stages = 0;
   int b_row_bytes = kBlockK;  // bytes of one weight row per stage (32 per 64 K for packed FP4)
   int dequant_bytes = 0;      // the dequantizing mainloop's double-buffered bf16 tiles
-  int a_k_blocks = 1;         // 128-byte K blocks of tokens per stage (nvfp4 weights: up to 4, see below)
-  int sfa_token_bytes = 4;    // token-scale bytes per token and stage (fp8_block128; 0 when none)
-  int a_row_bytes = 0;        // if > 0: bytes of one token row per stage (packed activations of the
-                              //   dequantizing mainloop: 64 e4m3 or 32 FP4); else a_k_blocks * kBlockK
-  int scale_buffer_bytes = 0;  // outside the ring: the block scales the MMA threads copy in themselves
+  int a_k_blocks = 1;         // 128-byte K blocks of tokens per stage (register weights: up to 4, see below)
+  int sfa_token_bytes = 4;    // token-scale bytes per token and stage (fp8_block128 tokens; the
+                              //   register-weights plans set 0 without them, bf16 x bf16 leaves 4 unused)
+  int a_row_bytes = 0;        // if > 0: bytes of one token row per stage (packed activations: the
+                              //   dequantizing mainloop's 64 e4m3 or 32 FP4, the register-weights one's bf16
+                              //   tiles and loaded bytes); else a_k_blocks * kBlockK
+  int scale_buffer_bytes = 0;  // outside the ring: scales the MMA threads copy in or form themselves
                                //   (register-weights mainloop: two stages' worth of weight scales, three of
-                               //   token scales; dequantizing one: three)
+                               //   token scales; dequantizing one: three; fp8_block128: each MMA
+                               //   warpgroup's scale products of two stages)
   int sfb_stage_bytes = 0;     // per stage, beside the ring: the weight scales TMA loads with the stage
                                //   (fp8_block128: one 128-byte slot per MMA warpgroup)
 
@@ -104,7 +108,7 @@ struct SmemPlan {
   SG_HD static constexpr int staging_pitch(int block_n) { return block_n * 2 + 16; }
   SG_HD constexpr int staging_bytes() const { return block_m * staging_pitch(block_n); }
 
-  // The dequantized weight tile comes first: it must be 1024-byte aligned like the TMA tiles.
+  // The dequantizing mainloop's bf16 tiles come first: they must be 1024-byte aligned like the TMA tiles.
   SG_HD constexpr int dequant_offset() const { return 0; }
   SG_HD constexpr int a_offset(int s) const { return dequant_bytes + s * a_bytes(); }
   SG_HD constexpr int b_offset(int s) const { return dequant_bytes + stages * a_bytes() + s * b_bytes(); }

@@ -334,7 +334,8 @@ struct DequantBf16Mainloop {
   }
 };
 
-// One class template per pairing, with the <block_m, block_n> parameters kernel_for_tile (host/kernel_entry.cuh) takes.
+// One class template per pairing, with <block_m, block_n> parameters (instantiated for the tiles of
+// host/kernel_entries/dequant_bf16.cu).
 template <int M, int N>
 using Mxfp8Mxfp8Mainloop = DequantBf16Mainloop<Format::mxfp8, Format::mxfp8, M, N>;
 template <int M, int N>

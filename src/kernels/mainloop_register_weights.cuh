@@ -49,8 +49,8 @@ namespace signalgemm::kernels {
 // tokens converted to bf16 before the launch (GroupedGemmArgs::workspace), loaded as bf16 tokens
 // are, with their scales still promoting the partials.
 // kFragmentWeights: FP4 weights in the mma_fragments layout (detail/mma_fragments.h), loaded
-// as whole 2 KB blocks, each thread's fragments one 16-byte load per group; with bf16 tokens, or
-// fp8_block128 ones from the workspace.
+// as whole 2 KB blocks, each thread's fragments of a group one load (16 bytes for 4 steps, 8 or 4
+// for 2 or 1); with bf16 tokens, or fp8_block128 ones from the workspace.
 // kSplitK_: each unit of work is one range of a tile's stages (split_k.cuh): bf16 tokens, or
 // fp8_block128 tokens in the workspace.
 template <int kBlockM_, int kBlockN_, Format kWeights = Format::nvfp4, Format kTokenFormat = Format::bf16,
@@ -544,7 +544,7 @@ struct RegisterWeightsMainloop {
     for (int s = first_stage; s < end_stage; ++s) {
       if constexpr (kFp8Tokens) {
         // Warms L2 with this thread's scales 8 stages ahead (a 128-byte line holds a row's scales
-        // for 32 64-K blocks). Only the fp8-token kernels keep it, because without it ptxas 13.0
+        // for 32 64-K blocks of nvfp4, 64 of mxfp4). Only the fp8-token kernels keep it, because without it ptxas 13.0
         // serializes their wgmmas (C7511). The others run 2-15% faster without it (H200,
         // 2026-11-28, docs/performance.md; also faster than one row prefetched per lane, or the
         // tile's scales prefetched in bulk by the producer): the copies one stage ahead wait for

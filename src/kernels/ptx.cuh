@@ -321,7 +321,7 @@ __device__ __forceinline__ void promote_partials(float (&acc)[kSlices][kRegs], f
 // derives from it (an MMA warpgroup's shared-memory descriptors) can live in uniform registers,
 // instead of being computed per thread and moved over (R2UR) before every wgmma (a warpgroup index
 // derived from threadIdx looks per-thread to it). Measured per mainloop: the fp8 one gains 4-7% at
-// E = 8; the bf16 one does not (H100, 2026-11-27), so only the fp8 mainloop uses it.
+// E = 8; the bf16 one does not (H100, 2026-11-27), so only the fp8_block128 mainloops use it.
 __device__ __forceinline__ int warp_uniform(int value) { return __shfl_sync(0xffffffffu, value, 0); }
 
 // Barrier among a subset of the CTA's warps (id 0 is __syncthreads).

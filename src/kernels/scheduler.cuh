@@ -18,7 +18,8 @@ __device__ __forceinline__ DeviceTileWalker make_tile_walker(const KernelParams&
 }
 
 // The work of this CTA, one step per tile (kCluster == 1) or per unit of a two-CTA cluster
-// (tile_schedule.h): every role of the CTA walks the same sequence.
+// (tile_schedule.h): the producer thread walks it and hands each tile to the other roles through
+// the tile ring (tile_ring.cuh).
 template <int kCluster>
 struct DeviceWorkWalker;
 

@@ -159,7 +159,7 @@ TEST(Config, RegisterWeightsDecodeTiles) {
 }
 
 // bf16 x register weights on a decode tile (narrows_decode_tile): 64 tokens take 64x128 where tiles are
-// many; 33-64 tiles of 256 rows (K would split in 2-3 pieces) take 128 rows; fewer keep 256 and split,
+// many; 33-64 tiles of 256 rows (K would split in 2-4 pieces) take 128 rows; fewer keep 256 and split,
 // unless K <= kShortDecodeK.
 TEST(Config, DecodeTileWidthByTileCount) {
   GroupedGemmArgs args;
