@@ -544,11 +544,11 @@ struct RegisterWeightsMainloop {
     for (int s = first_stage; s < end_stage; ++s) {
       if constexpr (kFp8Tokens) {
         // Warms L2 with this thread's scales 8 stages ahead (a 128-byte line holds a row's scales
-        // for 32 64-K blocks of nvfp4, 64 of mxfp4). Only the fp8-token kernels keep it, because without it ptxas 13.0
-        // serializes their wgmmas (C7511). The others run 2-15% faster without it (H200,
-        // 2026-11-28, docs/performance.md; also faster than one row prefetched per lane, or the
-        // tile's scales prefetched in bulk by the producer): the copies one stage ahead wait for
-        // HBM only once per 128-byte line.
+        // for 32 64-K blocks of nvfp4, 64 of mxfp4). Only the fp8-token kernels keep it, because
+        // without it ptxas 13.0 serializes their wgmmas (C7511). The others run 2-15% faster
+        // without it (H200, 2026-11-28, docs/performance.md; also faster than one row prefetched
+        // per lane, or the tile's scales prefetched in bulk by the producer): the copies one stage
+        // ahead wait for HBM only once per 128-byte line.
 #pragma unroll
         for (int sl = 0; sl < kSlices; ++sl)
 #pragma unroll
