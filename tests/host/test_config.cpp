@@ -323,7 +323,7 @@ TEST(Config, StagingLayoutsPlaceEveryUnitOnceWithoutBankConflicts) {
 }
 
 // A consumer computes the signal layout from the sizes (the Python module's signal_layout, where K may
-// be left out, or a workspace's activations): over many shapes, every pairing, the tile must not
+// be left out, with or without a workspace): over many shapes, every pairing, the tile must not
 // depend on sm_count or the signals, and on K only through K <= kShortDecodeK (narrows_decode_tile:
 // then 128 weight rows where the sizes alone give 256); K not given plans as a longer K does.
 TEST(Config, SignalLayoutDependsOnKOnlyThroughShortDecodeK) {
@@ -333,40 +333,48 @@ TEST(Config, SignalLayoutDependsOnKOnlyThroughShortDecodeK) {
                              {Format::nvfp4, Format::nvfp4}, {Format::mxfp8, Format::mxfp8}};
   int short_k_differs = 0;
   for (const auto& [a, b] : pairs)
-    for (const int experts : {1, 2, 3, 4, 8, 32})
-      for (const int m : {1, 8, 24, 40, 48, 64, 100, 256})
-        for (const int n : {1024, 2048, 4096, 7168}) {
-          GroupedGemmArgs args;
-          args.a.format = a, args.b.format = b;
-          args.num_experts = experts, args.max_m = m, args.n = n;
-          args.granularity = SignalGranularity::per_row_block;
-          args.k = 0;
-          const SignalLayout sized = signal_layout(args);
-          args.k = kShortDecodeK;
-          const SignalLayout short_k = signal_layout(args);
-          const std::string what = std::string(to_string(a)) + " x " + to_string(b) + " E" + std::to_string(experts) +
-                                   " m" + std::to_string(m) + " n" + std::to_string(n);
-          if (short_k.block_m != sized.block_m || short_k.block_n != sized.block_n) {
-            ++short_k_differs;
-            EXPECT_TRUE(kernels::is_bf16_register_weights_pair(a, b) && sized.block_n == 256 &&
-                        short_k.block_n == 128)
-                << what << ": " << short_k.block_m << "x" << short_k.block_n << " at short K against " << sized.block_m
-                << "x" << sized.block_n;
-          }
-          for (const int k : {256, 2048, 4096, 7168})
-            for (const int sm_count : {0, 16}) {
-              GroupedGemmArgs launched = args;
-              launched.k = k;
-              launched.sm_count = sm_count;
-              launched.signals = reinterpret_cast<uint32_t*>(0x1000);
-              launched.scope = sm_count == 0 ? SignalScope::gpu : SignalScope::sys;
-              const SignalLayout l = signal_layout(launched);
-              const SignalLayout& planned = k <= kShortDecodeK ? short_k : sized;
-              EXPECT_TRUE(l.block_m == planned.block_m && l.block_n == planned.block_n)
-                  << what << " k" << k << " sm_count " << sm_count << ": " << l.block_m << "x" << l.block_n
-                  << " against " << planned.block_m << "x" << planned.block_n;
+    for (const bool workspace : {false, true})
+      for (const int experts : {1, 2, 3, 4, 8, 32})
+        for (const int m : {1, 8, 24, 40, 48, 64, 100, 256})
+          for (const int n : {1024, 2048, 4096, 7168}) {
+            GroupedGemmArgs args;
+            args.a.format = a, args.b.format = b;
+            args.num_experts = experts, args.max_m = m, args.n = n;
+            args.granularity = SignalGranularity::per_row_block;
+            if (workspace) {  // never dereferenced: tile selection only
+              args.workspace = reinterpret_cast<void*>(uintptr_t(1) << 40);
+              args.workspace_bytes = size_t(1) << 34;
             }
-        }
+            args.k = 0;
+            const SignalLayout sized = signal_layout(args);
+            args.k = kShortDecodeK;
+            const SignalLayout short_k = signal_layout(args);
+            const std::string what = std::string(to_string(a)) + " x " + to_string(b) + " E" + std::to_string(experts) +
+                                     " m" + std::to_string(m) + " n" + std::to_string(n) +
+                                     (workspace ? " with a workspace" : "");
+            if (short_k.block_m != sized.block_m || short_k.block_n != sized.block_n) {
+              ++short_k_differs;
+              // bf16 tokens, or one-format activations converted to them in the workspace.
+              const bool bf16_launch = a == Format::bf16 || (workspace && a == b);
+              EXPECT_TRUE(bf16_launch && kernels::is_bf16_register_weights_pair(Format::bf16, b) &&
+                          sized.block_n == 256 && short_k.block_n == 128)
+                  << what << ": " << short_k.block_m << "x" << short_k.block_n << " at short K against "
+                  << sized.block_m << "x" << sized.block_n;
+            }
+            for (const int k : {256, 2048, 4096, 7168})
+              for (const int sm_count : {0, 16}) {
+                GroupedGemmArgs launched = args;
+                launched.k = k;
+                launched.sm_count = sm_count;
+                launched.signals = reinterpret_cast<uint32_t*>(0x1000);
+                launched.scope = sm_count == 0 ? SignalScope::gpu : SignalScope::sys;
+                const SignalLayout l = signal_layout(launched);
+                const SignalLayout& planned = k <= kShortDecodeK ? short_k : sized;
+                EXPECT_TRUE(l.block_m == planned.block_m && l.block_n == planned.block_n)
+                    << what << " k" << k << " sm_count " << sm_count << ": " << l.block_m << "x" << l.block_n
+                    << " against " << planned.block_m << "x" << planned.block_n;
+              }
+          }
   EXPECT_GT(short_k_differs, 0);  // the rule applies somewhere in this grid
 }
 
