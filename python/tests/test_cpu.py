@@ -241,6 +241,11 @@ def test_signal_layout_asks_for_k_where_it_picks_the_tile():
     assert (long["block_m"], long["block_n"]) == (32, 256)
     assert signalgemm.expected_signals([20], 7168, 32, k=2048, **sizes) == [7168 // 128]
     assert signalgemm.expected_signals([20], 7168, 32, k=7168, **sizes) == [7168 // 256]
+    # nvfp4 activations converted in a workspace run as bf16 ones: the same; converted in the
+    # GEMM, they keep 256 rows whatever K.
+    with pytest.raises(ValueError, match="k: the tile"):
+        signalgemm.signal_layout(1, 32, 7168, a_format="nvfp4", expected_m=16)
+    assert signalgemm.signal_layout(1, 32, 7168, a_format="nvfp4", expected_m=16, workspace=False)["block_n"] == 256
     # Where K picks nothing it may be left out: fp8_block128, or many decode tiles.
     assert signalgemm.signal_layout(1, 32, 7168, expected_m=16)["block_n"] == 128
     assert signalgemm.signal_layout(32, 32, 7168, **sizes)["block_n"] == 256
