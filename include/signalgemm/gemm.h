@@ -126,7 +126,8 @@ Status validate_sizes(const GroupedGemmArgs& args);
 TileConfig select_config(const GroupedGemmArgs& args);
 
 // The signal layout a launch with these arguments would use: what consumers wait on. Needs the
-// launch's sizes, formats, config and k (a short K can pick another tile; docs/configuration.md).
+// launch's sizes, formats, config, k and whether it gives a workspace (a short K, or activations
+// converted in a workspace, can pick another tile; docs/configuration.md).
 SignalLayout signal_layout(const GroupedGemmArgs& args);
 
 // Bytes of `workspace` with which this launch converts its activations once (E * max_m * K bf16),

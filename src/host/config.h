@@ -75,7 +75,10 @@ inline constexpr int64_t kFewTokenBlockTiles = 64;
 
 // bf16 tokens x register weights on a decode tile of 256 weight rows (32x256, 48x256, 64x256; block_n
 // not given): whether the launch takes 128 weight rows of the same tokens instead (32x128; 48 and 64
-// tokens: 64x128). With more than kFewDecodeTiles tiles of 256 rows, for 64 tokens only, whose
+// tokens: 64x128; fp8_block128 tokens x FP4 weights, read from a workspace, have no such tile and take
+// 128x128, only in the short-K case below: H200, 2026-11-29, E1-E8 with 16-32 such tiles at m = 32-64,
+// nvfp4 and mxfp4 weights in rows and `mma_fragments`: 0-27% faster at K = 1024-2048, mixed at 3072,
+// slower at 4096). With more than kFewDecodeTiles tiles of 256 rows, for 64 tokens only, whose
 // 64x256 holds 128-K stages (H200, 2026-11-28, E4-E64 at m = 40-48: FP4 weights 0-17% faster,
 // mxfp8 16-37%). With kFewDecodeTiles / 2 to kFewDecodeTiles of them, where K would split in 2 to 4
 // pieces (plan_split_k on an H100), twice the tiles unsplit (H200, 2026-11-28: 14-30% faster at E3-E4

@@ -296,7 +296,8 @@ TileConfig heuristic_config(const GroupedGemmArgs& args, int smem, bool& convert
     // 128 tokens given whole (alone they complete to fp8's 128x192); 64 completed by the heuristic.
     if (const int block_m = host::block_m_for_few_tiles(args, cfg); block_m != 0)
       cfg = with_tile(block_m, block_m == 128 ? 128 : 0);
-    if (host::narrows_decode_tile(args, cfg)) cfg = with_tile(cfg.block_m == 32 ? 32 : 64, 128);
+    if (host::narrows_decode_tile(args, cfg))
+      cfg = args.a.format == Format::fp8_block128 ? with_tile(128, 128) : with_tile(cfg.block_m == 32 ? 32 : 64, 128);
   }
   converts = host::uses_activation_workspace(args, cfg);
   if (!converts) return cfg;
@@ -306,7 +307,11 @@ TileConfig heuristic_config(const GroupedGemmArgs& args, int smem, bool& convert
     bool bf16_converts = false;
     return heuristic_config(host::with_converted_activations(args), smem, bf16_converts);
   }
-  return host::choose_tile_config(args.max_m, args.expected_m, smem, args.config, args.a.format, args.b.format, args.k,
+  // The tile chosen above (the caller's sides, or the narrowed decode tile), stages for the workspace's tokens.
+  TileConfig fixed = args.config;
+  fixed.block_m = cfg.block_m;
+  fixed.block_n = cfg.block_n;
+  return host::choose_tile_config(args.max_m, args.expected_m, smem, fixed, args.a.format, args.b.format, args.k,
                                   /*tokens_in_workspace=*/true);
 }
 

@@ -5,6 +5,7 @@
 // of 256 weight rows, a last stage past K, a partial 64-row slice and column block, few SMs, split K, nvfp4
 // and fp8_block128 activations through the workspace. Bad arguments are errors that name them.
 #include <string>
+#include <utility>
 
 #include "gpu_test_util.h"
 #include "host/config.h"
@@ -171,8 +172,9 @@ TEST(MmaFragments, Fp4ActivationsThroughTheWorkspace) {
 
 // fp8_block128 activations converted once into the workspace (their scales still promoting each
 // 128-K block's partial), then read as bf16 beside the packed weights: the decode tiles (32x256,
-// 48x256), 128x128 and split K; without the workspace, or on a tile of the dequantizing mainloop,
-// an error naming b.layout.
+// 48x256, given: with K this short and these few tiles the heuristic takes 128x128,
+// host::narrows_decode_tile), 128x128 and split K; without the workspace, or on a tile of the
+// dequantizing mainloop, an error naming b.layout.
 TEST(MmaFragments, Fp8ActivationsThroughTheWorkspace) {
   SG_REQUIRE_HOPPER();
   for (const Format weights : {Format::nvfp4, Format::mxfp4}) {
@@ -183,11 +185,18 @@ TEST(MmaFragments, Fp8ActivationsThroughTheWorkspace) {
     const DeviceBuffer packed = pack(p);
     const auto reference = full_reference(p);
     DeviceBuffer workspace(activation_workspace_bytes(p.args()));
-    for (const int expected_m : {16, 32, 0}) {  // 32x256, 48x256, 128x128
+    const TileConfig decode_32{32, 256, 0, 0}, decode_48{48, 256, 0, 0}, heuristic{};
+    for (const auto& [expected_m, config] : {std::pair{16, decode_32}, std::pair{32, decode_48},
+                                             std::pair{16, heuristic}, std::pair{0, heuristic}}) {
       GroupedGemmArgs args = p.args();
       args.workspace = workspace.get();
       args.workspace_bytes = workspace.bytes();
       args.expected_m = expected_m;
+      args.config = config;
+      if (expected_m == 16 && config.block_m == 0) {  // 10 decode tiles of 32x256, K = 640: 128x128
+        EXPECT_EQ(select_config(args).block_m, 128);
+        EXPECT_EQ(select_config(args).block_n, 128);
+      }
       args.granularity = SignalGranularity::per_row_block;
       expect_same_as_rows(p, packed, args, {0, 1, 65, 130, 37}, reference,
                           "expected_m " + std::to_string(expected_m) + " tile " +
@@ -202,6 +211,27 @@ TEST(MmaFragments, Fp8ActivationsThroughTheWorkspace) {
       const Status s = validate(bad);
       EXPECT_EQ(s.code, StatusCode::unsupported);
       EXPECT_NE(s.message.find("b.layout"), std::string::npos) << s.message;
+    }
+  }
+  // Few decode tiles with short K take 128x128 where the slab holds fewer rows than the token block
+  // (max_m = 32 and 24: the token tile's rows past the slab are outside the tensor and read as zeros).
+  for (const Format weights : {Format::nvfp4, Format::mxfp4}) {
+    for (const auto& [max_m, masked_m] : {std::pair{32, std::vector<int32_t>{32, 1, 0}},
+                                          std::pair{24, std::vector<int32_t>{17, 24, 9}}}) {
+      SCOPED_TRACE(std::string("short K, ") + to_string(weights) + " max_m " + std::to_string(max_m));
+      std::mt19937 rng(83 + max_m);
+      Problem p;
+      p.build(/*experts=*/3, max_m, /*n=*/392, /*k=*/1024, rng, 0, 0, 0, Format::fp8_block128, weights);
+      const DeviceBuffer packed = pack(p);
+      const auto reference = full_reference(p);
+      DeviceBuffer workspace(activation_workspace_bytes(p.args()));
+      GroupedGemmArgs args = p.args();
+      args.workspace = workspace.get();
+      args.workspace_bytes = workspace.bytes();
+      args.granularity = SignalGranularity::per_row_block;
+      EXPECT_EQ(select_config(args).block_m, 128);
+      EXPECT_EQ(select_config(args).block_n, 128);
+      expect_same_as_rows(p, packed, args, masked_m, reference, "128x128 on a short slab");
     }
   }
   // Few tiles: split K with the packed weights (K = 2432: 19 blocks of 128, the last stage partial).

@@ -206,8 +206,25 @@ TEST(Config, DecodeTileWidthByTileCount) {
   args.workspace_bytes = size_t(1) << 30;
   EXPECT_EQ(tile(32, 64, 40, 4096, 7168), "64x128");  // converted in the workspace: run as bf16 tokens
   EXPECT_EQ(tile(3, 32, 16, 4096, 7168), "32x128");
-  args.a.format = Format::fp8_block128, args.b.format = Format::nvfp4;  // fp8 tokens keep their tiles
-  EXPECT_EQ(tile(32, 64, 40, 4096, 7168), "64x256");
+  // fp8 tokens keep their tiles, but for few of them with short K in a workspace: 128x128.
+  for (const Format weights : {Format::nvfp4, Format::mxfp4}) {
+    SCOPED_TRACE(to_string(weights));
+    args.a.format = Format::fp8_block128, args.b.format = weights;
+    EXPECT_EQ(tile(32, 64, 40, 4096, 7168), "64x256");
+    EXPECT_EQ(tile(3, 32, 16, 4096, 7168), "32x256");  // 48 tiles: no 32x128 for fp8 tokens
+    EXPECT_EQ(tile(1, 32, 16, 7168, 2048), "128x128");
+    EXPECT_EQ(tile(8, 48, 32, 1024, 2048), "128x128");  // 32 tiles of 48x256
+    EXPECT_EQ(tile(1, 64, 40, 4096, 1024), "128x128");
+    EXPECT_EQ(tile(1, 32, 16, 7168, 3072), "32x256");
+    EXPECT_EQ(tile(3, 32, 16, 7168, 2048), "32x256");  // 84 tiles
+    EXPECT_EQ(tile(1, 32, 16, 7168, 0), "32x256");
+    args.b.layout = OperandLayout::mma_fragments;
+    EXPECT_EQ(tile(1, 32, 16, 7168, 2048), "128x128");
+    args.b.layout = OperandLayout::rows;
+    args.workspace = nullptr;  // converted per tile: the converting mainloop keeps 256 rows
+    EXPECT_EQ(tile(1, 32, 16, 7168, 2048), "32x256");
+    args.workspace = reinterpret_cast<void*>(0x1000);
+  }
 }
 
 // Several token blocks per expert: bf16 x FP4 weights take 192x128, bf16 x mxfp8 128x128 (each
@@ -325,12 +342,14 @@ TEST(Config, StagingLayoutsPlaceEveryUnitOnceWithoutBankConflicts) {
 // A consumer computes the signal layout from the sizes (the Python module's signal_layout, where K may
 // be left out, with or without a workspace): over many shapes, every pairing, the tile must not
 // depend on sm_count or the signals, and on K only through K <= kShortDecodeK (narrows_decode_tile:
-// then 128 weight rows where the sizes alone give 256); K not given plans as a longer K does.
+// then 128 weight rows where the sizes alone give 256, 128x128 for fp8_block128 tokens in a workspace);
+// K not given plans as a longer K does.
 TEST(Config, SignalLayoutDependsOnKOnlyThroughShortDecodeK) {
   const Format pairs[][2] = {{Format::fp8_block128, Format::fp8_block128}, {Format::bf16, Format::bf16},
                              {Format::bf16, Format::nvfp4},  {Format::bf16, Format::mxfp4},
                              {Format::bf16, Format::mxfp8},  {Format::fp8_block128, Format::nvfp4},
-                             {Format::nvfp4, Format::nvfp4}, {Format::mxfp8, Format::mxfp8}};
+                             {Format::fp8_block128, Format::mxfp4}, {Format::nvfp4, Format::nvfp4},
+                             {Format::mxfp8, Format::mxfp8}};
   int short_k_differs = 0;
   for (const auto& [a, b] : pairs)
     for (const bool workspace : {false, true})
@@ -354,9 +373,12 @@ TEST(Config, SignalLayoutDependsOnKOnlyThroughShortDecodeK) {
                                      (workspace ? " with a workspace" : "");
             if (short_k.block_m != sized.block_m || short_k.block_n != sized.block_n) {
               ++short_k_differs;
-              // bf16 tokens, or one-format activations converted to them in the workspace.
+              // bf16 tokens, or one-format activations converted to them in the workspace: 128 weight
+              // rows of the same tokens; fp8_block128 tokens read from the workspace: 128x128.
               const bool bf16_launch = a == Format::bf16 || (workspace && a == b);
-              EXPECT_TRUE(bf16_launch && kernels::is_bf16_register_weights_pair(Format::bf16, b) &&
+              const bool fp8_tokens = workspace && kernels::is_fp8_tokens_fp4_weights_pair(a, b);
+              EXPECT_TRUE(((bf16_launch && kernels::is_bf16_register_weights_pair(Format::bf16, b)) ||
+                           (fp8_tokens && short_k.block_m == 128)) &&
                           sized.block_n == 256 && short_k.block_n == 128)
                   << what << ": " << short_k.block_m << "x" << short_k.block_n << " at short K against "
                   << sized.block_m << "x" << sized.block_n;
