@@ -223,6 +223,10 @@ TEST(Config, DecodeTileWidthByTileCount) {
     args.b.layout = OperandLayout::rows;
     args.workspace = nullptr;  // converted per tile: the converting mainloop keeps 256 rows
     EXPECT_EQ(tile(1, 32, 16, 7168, 2048), "32x256");
+    // The workspace is sized for the launch that has it: 128x128 does not split K, 32x256 does.
+    EXPECT_EQ(workspace_bytes(args), activation_workspace_bytes(args));
+    tile(1, 32, 16, 7168, 7168);
+    EXPECT_GT(workspace_bytes(args), activation_workspace_bytes(args));
     args.workspace = reinterpret_cast<void*>(0x1000);
   }
 }
