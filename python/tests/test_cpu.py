@@ -247,14 +247,15 @@ def test_signal_layout_asks_for_k_where_it_picks_the_tile():
         signalgemm.signal_layout(1, 32, 7168, a_format="nvfp4", expected_m=16)
     assert signalgemm.signal_layout(1, 32, 7168, a_format="nvfp4", expected_m=16, workspace=False)["block_n"] == 256
     # fp8_block128 tokens x FP4 weights read from a workspace take 128x128 at short K; converted per
-    # tile, 256 rows whatever K.
+    # tile (no split of K), 128x128 whatever K where the tiles are this few, 256 rows where many.
     fp8_tokens = dict(a_format="fp8_block128", b_format="mxfp4", expected_m=16)
     with pytest.raises(ValueError, match="k: the tile"):
         signalgemm.signal_layout(1, 32, 7168, **fp8_tokens)
     short = signalgemm.signal_layout(1, 32, 7168, k=2048, **fp8_tokens)
     assert (short["block_m"], short["block_n"]) == (128, 128)
     assert signalgemm.signal_layout(1, 32, 7168, k=4096, **fp8_tokens)["block_n"] == 256
-    assert signalgemm.signal_layout(1, 32, 7168, workspace=False, **fp8_tokens)["block_n"] == 256
+    assert signalgemm.signal_layout(1, 32, 7168, workspace=False, **fp8_tokens)["block_n"] == 128
+    assert signalgemm.signal_layout(32, 32, 7168, workspace=False, **fp8_tokens)["block_n"] == 256
     # Where K picks nothing it may be left out: fp8_block128, or many decode tiles.
     assert signalgemm.signal_layout(1, 32, 7168, expected_m=16)["block_n"] == 128
     assert signalgemm.signal_layout(32, 32, 7168, **sizes)["block_n"] == 256

@@ -73,20 +73,29 @@ inline constexpr int64_t kFewWideTiles = 64;
 int block_m_for_few_tiles(const GroupedGemmArgs& args, const TileConfig& chosen);
 inline constexpr int64_t kFewTokenBlockTiles = 64;
 
-// bf16 tokens x register weights on a decode tile of 256 weight rows (32x256, 48x256, 64x256; block_n
-// not given): whether the launch takes 128 weight rows of the same tokens instead (32x128; 48 and 64
-// tokens: 64x128; fp8_block128 tokens x FP4 weights, read from a workspace, have no such tile and take
-// 128x128, only in the short-K case below: H200, 2026-11-29, E1-E8 with 16-32 such tiles at m = 32-64,
-// nvfp4 and mxfp4 weights in rows and `mma_fragments`: 0-27% faster at K = 1024-2048, mixed at 3072,
-// slower at 4096). With more than kFewDecodeTiles tiles of 256 rows, for 64 tokens only, whose
-// 64x256 holds 128-K stages (H200, 2026-11-28, E4-E64 at m = 40-48: FP4 weights 0-17% faster,
-// mxfp8 16-37%). With kFewDecodeTiles / 2 to kFewDecodeTiles of them, where K would split in 2 to 4
-// pieces (plan_split_k on an H100), twice the tiles unsplit (H200, 2026-11-28: 14-30% faster at E3-E4
-// 4096x7168 and E2 7168x2048); with fewer, K splits in 4-8 and the wide tile stays (E1-E2 4096x7168:
-// up to 37% faster than 128 rows), unless K <= kShortDecodeK: pieces that short do not pay for the
-// split (H200, 2026-11-29, E1-E8 with 16-32 such tiles at m = 32-64: 128 rows unsplit 2-38% faster at
-// K = 2048 for every pairing; mixed at 3072-4096; slower from 5120 on). Not the SMs or the signals;
-// K counts where it is given (args.k = 0, sizes without K: the wide tile).
+// A register-weights launch on a decode tile of 256 weight rows (32x256, 48x256, 64x256; block_n not
+// given), T of them (E x ceil(max_m / block_m) x ceil(N / 256)): whether it takes 128 weight rows
+// instead. Not the SMs or the signals; K counts where it is given (args.k = 0, sizes without K: as
+// a long K).
+// - bf16 tokens (one-format activations converted in the workspace run as these): the same tokens,
+//   32x128 (48 and 64 tokens: 64x128). T > kFewDecodeTiles: for 64 tokens only, whose 64x256 holds
+//   128-K stages (H200, 2026-11-28, E4-E64 at m = 40-48: FP4 weights 0-17% faster, mxfp8 16-37%).
+//   kFewDecodeTiles / 2 < T <= kFewDecodeTiles, where K would split in 2 to 4 pieces (plan_split_k on
+//   an H100): twice the tiles unsplit (H200, 2026-11-28: 14-30% faster at E3-E4 4096x7168 and E2
+//   7168x2048). Fewer: K splits in 4-8 and the wide tile stays (E1-E2 4096x7168: up to 37% faster
+//   than 128 rows), unless K <= kShortDecodeK: pieces that short do not pay for the split (H200,
+//   2026-11-29, E1-E8 with 16-32 such tiles at m = 32-64: 128 rows unsplit 2-38% faster at K = 2048
+//   for every pairing; mixed at 3072-4096; slower from 5120 on).
+// - fp8_block128 tokens x FP4 weights read from a workspace (no narrower tile of their own): 128x128,
+//   for T <= kFewDecodeTiles / 2 with K <= kShortDecodeK only, the split's case above (H200,
+//   2026-11-29, E1-E8, m = 32-64, nvfp4 and mxfp4 weights in rows and `mma_fragments`: 0-27% faster
+//   at K = 1024-2048, mixed at 3072, slower at 4096).
+// - Tokens converted per tile (fp8_block128 x FP4, nvfp4², mxfp4², mxfp8² without a workspace), whose
+//   mainloop splits no K: 128x128 for T <= kFewDecodeTiles, twice the tiles in one round on an H100's
+//   132 SMs; fp8_block128 tokens from any decode tile, the one-format pairings from 64x256 only (H200,
+//   2026-11-29, E1-E8 with 16-48 such tiles at m = 32-64, K = 2048-7168: fp8_block128 x nvfp4 /
+//   mxfp4 14-40% faster, nvfp4² / mxfp4² / mxfp8² from 64x256 27-43%; from 48x256 -14%..+9%, from
+//   32x256 2-18% slower; with 256-1024 tiles 128x128 ran 11-109% slower).
 bool narrows_decode_tile(const GroupedGemmArgs& args, const TileConfig& chosen);
 inline constexpr int64_t kFewDecodeTiles = 64;
 inline constexpr int kShortDecodeK = 2048;

@@ -176,8 +176,13 @@ TEST(FormatPairings, SanitizerSmallCase) {
     GroupedGemmArgs args = p.args();
     args.granularity = SignalGranularity::per_row_block;
     expect_run_correct(p, args, {33, 0, 5}, reference, name(pairing));
-    // The heuristic's tiles above run the register-weights mainloop; 64x128 without a workspace is
-    // the dequantizing one (both operands, or fp8_block128 tokens beside nvfp4 weights, in shared memory).
+    // The heuristic's tiles above run the register-weights mainloop (fp8_block128 tokens, this few
+    // tiles: 128x128, so their decode tile is given); 64x128 without a workspace is the dequantizing
+    // one (both operands, or fp8_block128 tokens beside nvfp4 weights, in shared memory).
+    if (pairing.a == Format::fp8_block128) {
+      args.config = TileConfig{48, 256, 0, 0};
+      expect_run_correct(p, args, {33, 0, 5}, reference, name(pairing) + " on the 48x256 decode tile");
+    }
     args.config = TileConfig{64, 128, 0, 0};
     expect_run_correct(p, args, {33, 0, 5}, reference, name(pairing) + " on the dequantizing mainloop");
   }

@@ -160,7 +160,9 @@ TEST(Config, RegisterWeightsDecodeTiles) {
 
 // bf16 x register weights on a decode tile (narrows_decode_tile): 64 tokens take 64x128 where tiles are
 // many; 33-64 tiles of 256 rows (K would split in 2-4 pieces) take 128 rows; fewer keep 256 and split,
-// unless K <= kShortDecodeK.
+// unless K <= kShortDecodeK. Converted tokens take 128x128: fp8_block128 ones from a workspace only
+// where bf16 ones take 128 rows for short K; converted per tile, with up to 64 tiles (one-format
+// pairings: of 64x256).
 TEST(Config, DecodeTileWidthByTileCount) {
   GroupedGemmArgs args;
   args.a.format = Format::bf16, args.b.format = Format::nvfp4;
@@ -200,8 +202,17 @@ TEST(Config, DecodeTileWidthByTileCount) {
   args.config = TileConfig{64, 0, 0, 0};  // a given block_m alone takes the same rule
   EXPECT_EQ(tile(32, 64, 40, 4096, 7168), "64x128");
   args.config = {};
+  for (const Format format : {Format::nvfp4, Format::mxfp4, Format::mxfp8}) {
+    SCOPED_TRACE(to_string(format));
+    args.a.format = args.b.format = format;  // no workspace: the converting mainloop, no split of K
+    EXPECT_EQ(tile(32, 64, 40, 4096, 7168), "64x256");  // 512 tiles
+    EXPECT_EQ(tile(2, 64, 40, 4096, 7168), "128x128");  // 32 tiles of 64x256
+    EXPECT_EQ(tile(4, 64, 40, 4096, 2048), "128x128");  // 64
+    EXPECT_EQ(tile(5, 64, 40, 4096, 2048), "64x256");   // 80
+    EXPECT_EQ(tile(2, 48, 32, 4096, 7168), "48x256");   // 48 and 32 tokens keep 256 rows
+    EXPECT_EQ(tile(1, 32, 16, 4096, 2048), "32x256");
+  }
   args.a.format = args.b.format = Format::nvfp4;
-  EXPECT_EQ(tile(32, 64, 40, 4096, 7168), "64x256");  // no workspace: the converting mainloop's 64x256
   args.workspace = reinterpret_cast<void*>(0x1000);  // never dereferenced: tile selection only
   args.workspace_bytes = size_t(1) << 30;
   EXPECT_EQ(tile(32, 64, 40, 4096, 7168), "64x128");  // converted in the workspace: run as bf16 tokens
@@ -221,8 +232,12 @@ TEST(Config, DecodeTileWidthByTileCount) {
     args.b.layout = OperandLayout::mma_fragments;
     EXPECT_EQ(tile(1, 32, 16, 7168, 2048), "128x128");
     args.b.layout = OperandLayout::rows;
-    args.workspace = nullptr;  // converted per tile: the converting mainloop keeps 256 rows
-    EXPECT_EQ(tile(1, 32, 16, 7168, 2048), "32x256");
+    args.workspace = nullptr;  // converted per tile, no split of K: 128x128 up to kFewDecodeTiles, any K
+    EXPECT_EQ(tile(1, 32, 16, 7168, 7168), "128x128");
+    EXPECT_EQ(tile(4, 48, 32, 4096, 7168), "128x128");   // 64 tiles of 48x256
+    EXPECT_EQ(tile(5, 32, 16, 4096, 7168), "32x256");    // 80
+    EXPECT_EQ(tile(32, 48, 32, 4096, 2048), "48x256");   // 512
+    EXPECT_EQ(tile(1, 32, 16, 7168, 2048), "128x128");
     // The workspace is sized for the launch that has it: 128x128 does not split K, 32x256 does.
     EXPECT_EQ(workspace_bytes(args), activation_workspace_bytes(args));
     tile(1, 32, 16, 7168, 7168);
