@@ -129,6 +129,7 @@ bool narrows_decode_tile(const GroupedGemmArgs& args, const TileConfig& chosen) 
       int64_t(args.num_experts) * ((args.max_m + chosen.block_m - 1) / chosen.block_m) * ((args.n + 255) / 256);
   const bool short_k = args.k >= 1 && args.k <= kShortDecodeK;
   const bool fp8_tokens = args.a.format == Format::fp8_block128;
+  if (converted_tokens && args.config.block_m != 0) return false;  // 128x128 would change the caller's side
   if (converted_tokens && args.workspace == nullptr)  // converted per tile
     return tiles <= kFewDecodeTiles && (fp8_tokens || chosen.block_m == 64);
   if (converted_tokens) return fp8_tokens && tiles <= kFewDecodeTiles / 2 && short_k;

@@ -86,8 +86,9 @@ inline constexpr int64_t kFewTokenBlockTiles = 64;
 //   than 128 rows), unless K <= kShortDecodeK: pieces that short do not pay for the split (H200,
 //   2026-11-29, E1-E8 with 16-32 such tiles at m = 32-64: 128 rows unsplit 2-38% faster at K = 2048
 //   for every pairing; mixed at 3072-4096; slower from 5120 on).
-// - fp8_block128 tokens x FP4 weights read from a workspace (no narrower tile of their own): 128x128,
-//   for T <= kFewDecodeTiles / 2 with K <= kShortDecodeK only, the split's case above (H200,
+// - Converted tokens have no narrower decode tile of their own and take 128x128, so only where block_m
+//   is not given either. fp8_block128 tokens x FP4 weights read from a workspace: for
+//   T <= kFewDecodeTiles / 2 with K <= kShortDecodeK only, the split's case above (H200,
 //   2026-11-29, E1-E8, m = 32-64, nvfp4 and mxfp4 weights in rows and `mma_fragments`: 0-27% faster
 //   at K = 1024-2048, mixed at 3072, slower at 4096).
 // - Tokens converted per tile (fp8_block128 x FP4, nvfp4², mxfp4², mxfp8² without a workspace), whose

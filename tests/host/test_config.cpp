@@ -211,6 +211,9 @@ TEST(Config, DecodeTileWidthByTileCount) {
     EXPECT_EQ(tile(5, 64, 40, 4096, 2048), "64x256");   // 80
     EXPECT_EQ(tile(2, 48, 32, 4096, 7168), "48x256");   // 48 and 32 tokens keep 256 rows
     EXPECT_EQ(tile(1, 32, 16, 4096, 2048), "32x256");
+    args.config = TileConfig{64, 0, 0, 0};  // a given block_m is kept
+    EXPECT_EQ(tile(2, 64, 40, 4096, 7168), "64x256");
+    args.config = {};
   }
   args.a.format = args.b.format = Format::nvfp4;
   args.workspace = reinterpret_cast<void*>(0x1000);  // never dereferenced: tile selection only
@@ -238,6 +241,12 @@ TEST(Config, DecodeTileWidthByTileCount) {
     EXPECT_EQ(tile(5, 32, 16, 4096, 7168), "32x256");    // 80
     EXPECT_EQ(tile(32, 48, 32, 4096, 2048), "48x256");   // 512
     EXPECT_EQ(tile(1, 32, 16, 7168, 2048), "128x128");
+    args.config = TileConfig{32, 0, 0, 0};  // a given block_m is kept: the decode tile stays
+    EXPECT_EQ(tile(1, 32, 16, 7168, 2048), "32x256");
+    args.workspace = reinterpret_cast<void*>(0x1000);
+    EXPECT_EQ(tile(1, 32, 16, 7168, 2048), "32x256");
+    args.workspace = nullptr;
+    args.config = {};
     // The workspace is sized for the launch that has it: 128x128 does not split K, 32x256 does.
     EXPECT_EQ(workspace_bytes(args), activation_workspace_bytes(args));
     tile(1, 32, 16, 7168, 7168);
