@@ -120,16 +120,16 @@ int block_m_for_few_tiles(const GroupedGemmArgs& args, const TileConfig& chosen)
 
 bool narrows_decode_tile(const GroupedGemmArgs& args, const TileConfig& chosen) {
   const bool bf16_tokens = kernels::is_bf16_register_weights_pair(args.a.format, args.b.format);
-  const bool converted_tokens =
-      !bf16_tokens && register_weights_with_converted_tokens(args.a.format, args.b.format, chosen.block_m, 256);
-  if (args.config.block_n != 0 || chosen.block_n != 256 || chosen.block_m > 64 || !(bf16_tokens || converted_tokens) ||
-      args.max_m < 1 || args.n < 1)
+  // Converted tokens narrow to 128x128, which would change a block_m the caller gave.
+  const bool converted_tokens = !bf16_tokens && args.config.block_m == 0 &&
+                                register_weights_with_converted_tokens(args.a.format, args.b.format, chosen.block_m, 256);
+  if (args.config.block_n != 0 || chosen.block_n != 256 || chosen.block_m < 1 || chosen.block_m > 64 ||
+      !(bf16_tokens || converted_tokens) || args.max_m < 1 || args.n < 1)
     return false;
   const int64_t tiles =
       int64_t(args.num_experts) * ((args.max_m + chosen.block_m - 1) / chosen.block_m) * ((args.n + 255) / 256);
   const bool short_k = args.k >= 1 && args.k <= kShortDecodeK;
   const bool fp8_tokens = args.a.format == Format::fp8_block128;
-  if (converted_tokens && args.config.block_m != 0) return false;  // 128x128 would change the caller's side
   if (converted_tokens && args.workspace == nullptr)  // converted per tile
     return tiles <= kFewDecodeTiles && (fp8_tokens || chosen.block_m == 64);
   if (converted_tokens) return fp8_tokens && tiles <= kFewDecodeTiles / 2 && short_k;
