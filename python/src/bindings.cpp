@@ -361,13 +361,10 @@ nb::dict signal_layout_for(int num_experts, int max_m, int n, int expected_m, in
   if (workspace && args.a.format == args.b.format && activation_workspace_bytes(probe) > 0)
     args.a.format = Format::bf16;
   // Packed FP4 weights have kernels of their own tiles (a tile fixed on one side only is completed
-  // with one of them); fp8_block128 tokens reach those through the workspace, which no call here
-  // dereferences, so a stand-in address marks it given.
+  // with one of them); fp8_block128 tokens reach those through the workspace, planned as given.
   if (mma_fragments) args.b.layout = OperandLayout::mma_fragments;
-  if (workspace && args.a.format == Format::fp8_block128 && args.b.format != Format::fp8_block128) {
-    args.workspace = reinterpret_cast<void*>(uintptr_t(1) << 44);
-    args.workspace_bytes = size_t(1) << 40;
-  }
+  if (workspace && args.a.format == Format::fp8_block128 && args.b.format != Format::fp8_block128)
+    args = host::with_planned_workspace(args);
   require_valid_sizes(args);
   const SignalLayout layout = signal_layout(args);
   if (k == 0) {

@@ -185,6 +185,15 @@ GroupedGemmArgs with_converted_activations(const GroupedGemmArgs& args) {
   return converted;
 }
 
+GroupedGemmArgs with_planned_workspace(const GroupedGemmArgs& args) {
+  GroupedGemmArgs planned = args;
+  if (planned.workspace == nullptr) {
+    planned.workspace = reinterpret_cast<void*>(uintptr_t(1) << 44);
+    planned.workspace_bytes = size_t(1) << 40;
+  }
+  return planned;
+}
+
 int smem_bytes(int block_m, int block_n, int stages, Format a_format, Format b_format, bool tokens_in_workspace) {
   // Register-weights stages hold up to 256 K (kernel_params.h); the other mainloops 128 bytes of K.
   if (kernels::is_bf16_register_weights_pair(a_format, b_format))

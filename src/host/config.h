@@ -172,6 +172,11 @@ inline constexpr int kH100SmCount = 132;  // planning without a device
 // from converted_launch_workspace_offset (256-byte aligned) on, if anything; fp8_block128 tokens
 // keep their format and scales, and the launch reads their bf16 copy (launch.cu).
 GroupedGemmArgs with_converted_activations(const GroupedGemmArgs& args);
+
+// args as a launch given a workspace (a stand-in address and size, never dereferenced), where it has
+// none: planning with sizes alone (workspace_bytes, the Python module's signal_layout) for such a
+// launch, whose tile may depend on it (uses_activation_workspace, narrows_decode_tile).
+GroupedGemmArgs with_planned_workspace(const GroupedGemmArgs& args);
 size_t converted_launch_workspace_offset(const GroupedGemmArgs& args);
 
 // Dynamic shared memory of the kernel for these operand formats, tile and stage count.

@@ -5,7 +5,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -442,10 +441,8 @@ size_t workspace_bytes(const GroupedGemmArgs& args) {
     if (args.a.format == args.b.format)
       split = workspace_bytes(host::with_converted_activations(args));
     else if (args.a.format == Format::fp8_block128) {
-      // Sized for the launch that has the workspace, whose tile may differ from one without
-      // (host::narrows_decode_tile): a stand-in address, never dereferenced, marks it given.
-      GroupedGemmArgs given = args;
-      if (given.workspace == nullptr) given.workspace = reinterpret_cast<void*>(uintptr_t(1) << 44);
+      // Sized for the launch that has the workspace, whose tile may differ from one without.
+      const GroupedGemmArgs given = host::with_planned_workspace(args);
       split = host::plan_split_k(given, select_config(given), planning_sms(args), /*tokens_in_workspace=*/true).bytes;
     }
     return split > 0 ? host::converted_launch_workspace_offset(args) + split : host::converted_activation_bytes(args);

@@ -249,7 +249,7 @@ TEST(Config, DecodeTileWidthByTileCount) {
     args.config = {};
     // The workspace is sized for the launch that has it: 128x128 does not split K, 32x256 does.
     EXPECT_EQ(workspace_bytes(args), activation_workspace_bytes(args));
-    tile(1, 32, 16, 7168, 7168);
+    args.k = 7168;
     EXPECT_GT(workspace_bytes(args), activation_workspace_bytes(args));
     args.workspace = reinterpret_cast<void*>(0x1000);
   }
