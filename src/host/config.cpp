@@ -130,8 +130,9 @@ bool narrows_decode_tile(const GroupedGemmArgs& args, const TileConfig& chosen) 
       int64_t(args.num_experts) * ((args.max_m + chosen.block_m - 1) / chosen.block_m) * ((args.n + 255) / 256);
   const bool short_k = args.k >= 1 && args.k <= kShortDecodeK;
   const bool fp8_tokens = args.a.format == Format::fp8_block128;
+  const bool fp4_tokens = args.a.format == Format::nvfp4 || args.a.format == Format::mxfp4;
   if (converted_tokens && args.workspace == nullptr)  // converted per tile
-    return tiles <= kFewDecodeTiles && (fp8_tokens || chosen.block_m == 64);
+    return tiles <= kFewDecodeTiles && (fp8_tokens || chosen.block_m == 64 || (fp4_tokens && chosen.block_m == 48));
   if (converted_tokens) return fp8_tokens && tiles <= kFewDecodeTiles / 2 && short_k;
   if (tiles > kFewDecodeTiles) return chosen.block_m == 64;
   return tiles > kFewDecodeTiles / 2 || short_k;

@@ -93,10 +93,11 @@ inline constexpr int64_t kFewTokenBlockTiles = 64;
 //   at K = 1024-2048, mixed at 3072, slower at 4096).
 // - Tokens converted per tile (fp8_block128 x FP4, nvfp4², mxfp4², mxfp8² without a workspace), whose
 //   mainloop splits no K: 128x128 for T <= kFewDecodeTiles, twice the tiles in one round on an H100's
-//   132 SMs; fp8_block128 tokens from any decode tile, the one-format pairings from 64x256 only (H200,
-//   2026-11-29, E1-E8 with 16-48 such tiles at m = 32-64, K = 2048-7168: fp8_block128 x nvfp4 /
-//   mxfp4 14-40% faster, nvfp4² / mxfp4² / mxfp8² from 64x256 27-43%; from 48x256 -14%..+9%, from
-//   32x256 2-18% slower; with 256-1024 tiles 128x128 ran 11-109% slower).
+//   132 SMs; fp8_block128 tokens from any decode tile, FP4 tokens (nvfp4², mxfp4²) from 64x256 and
+//   48x256, mxfp8² from 64x256 only (H200, 2026-11-29, E1-E8 with 16-64 such tiles at m = 32-64,
+//   K = 2048-7168: fp8_block128 x nvfp4 / mxfp4 8-40% faster, the one-format pairings from 64x256
+//   25-43%; from 48x256 nvfp4² / mxfp4² 3-14% faster, mxfp8² -7%..+9%; from 32x256 2-18%
+//   slower; with 256-1024 tiles 128x128 ran 11-109% slower).
 bool narrows_decode_tile(const GroupedGemmArgs& args, const TileConfig& chosen);
 inline constexpr int64_t kFewDecodeTiles = 64;
 inline constexpr int kShortDecodeK = 2048;

@@ -162,7 +162,7 @@ TEST(Config, RegisterWeightsDecodeTiles) {
 // many; 33-64 tiles of 256 rows (K would split in 2-4 pieces) take 128 rows; fewer keep 256 and split,
 // unless K <= kShortDecodeK. Converted tokens take 128x128: fp8_block128 ones from a workspace only
 // where bf16 ones take 128 rows for short K; converted per tile, with up to 64 tiles (one-format
-// pairings: of 64x256).
+// pairings: of 64x256, FP4 tokens also of 48x256).
 TEST(Config, DecodeTileWidthByTileCount) {
   GroupedGemmArgs args;
   args.a.format = Format::bf16, args.b.format = Format::nvfp4;
@@ -209,7 +209,10 @@ TEST(Config, DecodeTileWidthByTileCount) {
     EXPECT_EQ(tile(2, 64, 40, 4096, 7168), "128x128");  // 32 tiles of 64x256
     EXPECT_EQ(tile(4, 64, 40, 4096, 2048), "128x128");  // 64
     EXPECT_EQ(tile(5, 64, 40, 4096, 2048), "64x256");   // 80
-    EXPECT_EQ(tile(2, 48, 32, 4096, 7168), "48x256");   // 48 and 32 tokens keep 256 rows
+    // 48 tokens keep 256 rows with mxfp8 (FP4 tokens take 128x128), 32 tokens with all three.
+    EXPECT_EQ(tile(2, 48, 32, 4096, 7168), format == Format::mxfp8 ? "48x256" : "128x128");
+    EXPECT_EQ(tile(4, 48, 32, 4096, 2048), format == Format::mxfp8 ? "48x256" : "128x128");  // 64 tiles
+    EXPECT_EQ(tile(5, 48, 32, 4096, 2048), "48x256");                                        // 80
     EXPECT_EQ(tile(1, 32, 16, 4096, 2048), "32x256");
     args.config = TileConfig{64, 0, 0, 0};  // a given block_m is kept
     EXPECT_EQ(tile(2, 64, 40, 4096, 7168), "64x256");
