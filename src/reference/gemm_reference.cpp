@@ -1,9 +1,11 @@
 // The masked grouped GEMM in float64: the exact product of the dequantized operands (every
 // element x scale is exact in double), against which the kernels are compared.
 #include <algorithm>
+#include <atomic>
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 #include "signalgemm/reference.h"
 
@@ -27,12 +29,19 @@ std::vector<double> masked_grouped_gemm(const QuantizedOperand& a, const Quantiz
   const int experts = a.experts, max_m = a.rows, n = b.rows, k = a.k;
 
   std::vector<double> c(size_t(experts) * max_m * n, std::numeric_limits<double>::quiet_NaN());
-  for (int e = 0; e < experts; ++e) {
-    const int m = std::clamp(masked_m[e], 0, max_m);
-    const double scale = alpha != nullptr ? double(alpha[e]) : 1.0;
-    for (int i = 0; i < m; ++i) {
-      const double* a_row = a_values.data() + (size_t(e) * max_m + i) * k;
-      double* c_row = c.data() + (size_t(e) * max_m + i) * n;
+  // Every output row is independent: the host's cores take rows from a shared counter (the GPU
+  // tests' references of the SPEC shapes took minutes on one core). Each element is summed in the
+  // same order whichever thread computes it, so the result does not depend on the thread count.
+  const int64_t rows = int64_t(experts) * max_m;
+  std::atomic<int64_t> next_row{0};
+  auto compute_rows = [&] {
+    for (int64_t r = next_row.fetch_add(1, std::memory_order_relaxed); r < rows;
+         r = next_row.fetch_add(1, std::memory_order_relaxed)) {
+      const int e = int(r / max_m), i = int(r % max_m);
+      if (i >= std::clamp(masked_m[e], 0, max_m)) continue;
+      const double scale = alpha != nullptr ? double(alpha[e]) : 1.0;
+      const double* a_row = a_values.data() + size_t(r) * k;
+      double* c_row = c.data() + size_t(r) * n;
       for (int j = 0; j < n; ++j) {
         const double* b_row = b_values.data() + (size_t(e) * n + j) * k;
         // Four partial sums break the dependency chain of a single accumulator (several times
@@ -45,7 +54,14 @@ std::vector<double> masked_grouped_gemm(const QuantizedOperand& a, const Quantiz
         c_row[j] = scale * ((partial[0] + partial[1]) + (partial[2] + partial[3]));
       }
     }
-  }
+  };
+  // Small products stay on the calling thread (a thread start costs more than they do).
+  const double macs = double(rows) * n * k;
+  const int helpers = macs < 1e7 ? 0 : int(std::min<unsigned>(std::thread::hardware_concurrency(), 64)) - 1;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < helpers; ++t) threads.emplace_back(compute_rows);
+  compute_rows();
+  for (std::thread& thread : threads) thread.join();
   return c;
 }
 

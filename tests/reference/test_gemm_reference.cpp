@@ -66,8 +66,8 @@ TEST(MaskedGroupedGemm, AlphaScalesEachExpert) {
 }
 
 TEST(MaskedGroupedGemm, MatchesDequantizedSumsOnMixedFormats) {
-  // E=8, max_m=128, N=256, K=512 (GPU-test scale), fp8_block128 tokens against nvfp4
-  // weights with the nvfp4 global scale in alpha.
+  // E=8, max_m=128, N=256, K=512 (GPU-test scale, enough MACs that the rows spread over the host's
+  // threads), fp8_block128 tokens against nvfp4 weights with the nvfp4 global scale in alpha.
   constexpr int kExperts = 8, kMaxM = 128, kN = 256, kDepth = 512;
   std::mt19937 rng(5);
   std::normal_distribution<float> normal(0.0f, 1.0f);
