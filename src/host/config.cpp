@@ -113,8 +113,10 @@ int block_m_for_few_tiles(const GroupedGemmArgs& args, const TileConfig& chosen)
   const auto tiles = [&](int block_m) {
     return int64_t(args.num_experts) * ((rows + block_m - 1) / block_m) * ((args.n + 127) / 128);
   };
+  const auto smaller = [](int block_m) { return block_m == 192 ? 128 : 64; };
   int block_m = chosen.block_m;
-  while (block_m > 64 && tiles(block_m) <= kFewTokenBlockTiles) block_m = block_m == 192 ? 128 : 64;
+  while (block_m > 64 && tiles(block_m) <= kFewTokenBlockTiles && tiles(smaller(block_m)) <= kOneRoundTiles)
+    block_m = smaller(block_m);
   return block_m == chosen.block_m ? 0 : block_m;
 }
 
@@ -131,8 +133,8 @@ bool narrows_decode_tile(const GroupedGemmArgs& args, const TileConfig& chosen) 
   const bool short_k = args.k >= 1 && args.k <= kShortDecodeK;
   const bool fp8_tokens = args.a.format == Format::fp8_block128;
   const bool fp4_tokens = args.a.format == Format::nvfp4 || args.a.format == Format::mxfp4;
-  if (converted_tokens && args.workspace == nullptr)  // converted per tile
-    return tiles <= kFewDecodeTiles && (fp8_tokens || chosen.block_m == 64 || (fp4_tokens && chosen.block_m == 48));
+  if (converted_tokens && args.workspace == nullptr)  // converted per tile: 2 x tiles of 128x128
+    return 2 * tiles <= kOneRoundTiles && (fp8_tokens || chosen.block_m == 64 || (fp4_tokens && chosen.block_m == 48));
   if (converted_tokens) return fp8_tokens && tiles <= kFewDecodeTiles / 2 && short_k;
   if (tiles > kFewDecodeTiles) return chosen.block_m == 64;
   return tiles > kFewDecodeTiles / 2 || short_k;

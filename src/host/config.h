@@ -58,18 +58,31 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
 bool narrows_few_wide_tiles(const GroupedGemmArgs& args, const TileConfig& chosen);
 inline constexpr int64_t kFewWideTiles = 64;
 
+// The most tiles a rule that trades a launch's tiles for more, smaller ones of fewer tokens or
+// converted tokens may make (block_m_for_few_tiles; narrows_decode_tile for tokens converted per
+// tile): one round on an H100 / H200's 132 SMs while a consumer beside the GEMM keeps up to 20 of
+// them (the EP benchmark keeps 16; an H100 PCIe has 114). Such a tile loads as many weights as the
+// one it replaces, so a second round costs nearly a whole one: with SMs kept for a consumer, 128
+// of them ran 1.1-1.6x slower than the tiles they replaced (H200, 2026-11-29, sm_count 100-120:
+// E2-E4 at m = 40-140, fp8_block128, bf16 x nvfp4, tokens converted per tile; docs/performance.md).
+// A constant, not the launch's SMs, so that the tile and its signals do not depend on sm_count.
+inline constexpr int64_t kOneRoundTiles = 112;
+
 // Where the heuristic covers each expert's rows with one token block of 128 or 192 (min(max_m, 1.3 x
 // the hint) in 65..192; block_m and block_n not given) and its tiles of 128 weight rows are at most
 // kFewTokenBlockTiles (E x ceil(rows / block_m) x ceil(N / 128)): the token block that launch takes
 // instead, stepping down (192 -> 128x128, 128 -> 64 with block_n completed by the heuristic, then
-// narrows_decode_tile) while the tiles are still that few; 0: keep the heuristic's. More, smaller
+// narrows_decode_tile) while the tiles are still that few and the smaller block's are at most
+// kOneRoundTiles; 0: keep the heuristic's. More, smaller
 // tiles on more SMs; an expert's weights are then read by its token blocks' CTAs at about the same
 // time (from L2 after the first). H200, 2026-11-29, E1-E4 at m = 64-100 (128 tokens, 32-64 tiles):
 // 64 tokens made fp8_block128 12-20% faster, bf16 x nvfp4, mxfp4, mxfp8 4-27%; with 112-224 tiles
 // they were 8-46% slower. E2-E4 at m = 140 (192 tokens, 64 tiles): 128x128 20-27% faster for
 // fp8_block128 and bf16 x nvfp4 (`mma_fragments`), 64 tokens no better than 192; E1 m128 (32 tiles):
-// 64 tokens 38-42% faster; E8 m130 (128 tiles): 192x128 fastest. fp8_block128 on both sides and bf16
-// tokens with register weights (nvfp4, mxfp4, mxfp8) only.
+// 64 tokens 38-42% faster; E8 m130 (128 tiles): 192x128 fastest. Steps to 128 tiles (E4 N = 2048, E2
+// N = 4096) no longer: on all SMs 15-22% faster (fp8_block128's 192 -> 128 within 5%), on 116 SMs
+// 13-51% slower (H200, 2026-11-29). fp8_block128 on both sides and bf16 tokens with register
+// weights (nvfp4, mxfp4, mxfp8) only.
 int block_m_for_few_tiles(const GroupedGemmArgs& args, const TileConfig& chosen);
 inline constexpr int64_t kFewTokenBlockTiles = 64;
 
@@ -92,8 +105,9 @@ inline constexpr int64_t kFewTokenBlockTiles = 64;
 //   2026-11-29, E1-E8, m = 32-64, nvfp4 and mxfp4 weights in rows and `mma_fragments`: 0-27% faster
 //   at K = 1024-2048, mixed at 3072, slower at 4096).
 // - Tokens converted per tile (fp8_block128 x FP4, nvfp4², mxfp4², mxfp8² without a workspace), whose
-//   mainloop splits no K: 128x128 for T <= kFewDecodeTiles, twice the tiles in one round on an H100's
-//   132 SMs; fp8_block128 tokens from any decode tile, FP4 tokens (nvfp4², mxfp4²) from 64x256 and
+//   mainloop splits no K: 128x128 where its 2T tiles are at most kOneRoundTiles (T <= 56; measured to
+//   T = 64 on all 132 SMs, but with 120 of them T = 64 ran 24-62% slower than the decode tile);
+//   fp8_block128 tokens from any decode tile, FP4 tokens (nvfp4², mxfp4²) from 64x256 and
 //   48x256, mxfp8² from 64x256 only (H200, 2026-11-29, E1-E8 with 16-64 such tiles at m = 32-64,
 //   K = 2048-7168: fp8_block128 x nvfp4 / mxfp4 8-40% faster, the one-format pairings from 64x256
 //   25-43%; from 48x256 nvfp4² / mxfp4² 3-14% faster, mxfp8² -7%..+9%; from 32x256 2-18%

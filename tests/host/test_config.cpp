@@ -161,8 +161,8 @@ TEST(Config, RegisterWeightsDecodeTiles) {
 // bf16 x register weights on a decode tile (narrows_decode_tile): 64 tokens take 64x128 where tiles are
 // many; 33-64 tiles of 256 rows (K would split in 2-4 pieces) take 128 rows; fewer keep 256 and split,
 // unless K <= kShortDecodeK. Converted tokens take 128x128: fp8_block128 ones from a workspace only
-// where bf16 ones take 128 rows for short K; converted per tile, with up to 64 tiles (one-format
-// pairings: of 64x256, FP4 tokens also of 48x256).
+// where bf16 ones take 128 rows for short K; converted per tile, where twice the tiles are at most
+// kOneRoundTiles (one-format pairings: of 64x256, FP4 tokens also of 48x256).
 TEST(Config, DecodeTileWidthByTileCount) {
   GroupedGemmArgs args;
   args.a.format = Format::bf16, args.b.format = Format::nvfp4;
@@ -207,12 +207,12 @@ TEST(Config, DecodeTileWidthByTileCount) {
     args.a.format = args.b.format = format;  // no workspace: the converting mainloop, no split of K
     EXPECT_EQ(tile(32, 64, 40, 4096, 7168), "64x256");  // 512 tiles
     EXPECT_EQ(tile(2, 64, 40, 4096, 7168), "128x128");  // 32 tiles of 64x256
-    EXPECT_EQ(tile(4, 64, 40, 4096, 2048), "128x128");  // 64
-    EXPECT_EQ(tile(5, 64, 40, 4096, 2048), "64x256");   // 80
+    EXPECT_EQ(tile(2, 64, 40, 7168, 2048), "128x128");  // 56: 112 of 128x128, kOneRoundTiles
+    EXPECT_EQ(tile(4, 64, 40, 4096, 2048), "64x256");   // 64: 128 would not fit beside a consumer
     // 48 tokens keep 256 rows with mxfp8 (FP4 tokens take 128x128), 32 tokens with all three.
     EXPECT_EQ(tile(2, 48, 32, 4096, 7168), format == Format::mxfp8 ? "48x256" : "128x128");
-    EXPECT_EQ(tile(4, 48, 32, 4096, 2048), format == Format::mxfp8 ? "48x256" : "128x128");  // 64 tiles
-    EXPECT_EQ(tile(5, 48, 32, 4096, 2048), "48x256");                                        // 80
+    EXPECT_EQ(tile(2, 48, 32, 7168, 2048), format == Format::mxfp8 ? "48x256" : "128x128");  // 56 tiles
+    EXPECT_EQ(tile(4, 48, 32, 4096, 2048), "48x256");                                        // 64
     EXPECT_EQ(tile(1, 32, 16, 4096, 2048), "32x256");
     args.config = TileConfig{64, 0, 0, 0};  // a given block_m is kept
     EXPECT_EQ(tile(2, 64, 40, 4096, 7168), "64x256");
@@ -238,9 +238,10 @@ TEST(Config, DecodeTileWidthByTileCount) {
     args.b.layout = OperandLayout::mma_fragments;
     EXPECT_EQ(tile(1, 32, 16, 7168, 2048), "128x128");
     args.b.layout = OperandLayout::rows;
-    args.workspace = nullptr;  // converted per tile, no split of K: 128x128 up to kFewDecodeTiles, any K
+    args.workspace = nullptr;  // converted per tile, no split of K: 128x128 up to kOneRoundTiles, any K
     EXPECT_EQ(tile(1, 32, 16, 7168, 7168), "128x128");
-    EXPECT_EQ(tile(4, 48, 32, 4096, 7168), "128x128");   // 64 tiles of 48x256
+    EXPECT_EQ(tile(2, 48, 32, 7168, 7168), "128x128");   // 56 tiles of 48x256
+    EXPECT_EQ(tile(4, 48, 32, 4096, 7168), "48x256");    // 64
     EXPECT_EQ(tile(5, 32, 16, 4096, 7168), "32x256");    // 80
     EXPECT_EQ(tile(32, 48, 32, 4096, 2048), "48x256");   // 512
     EXPECT_EQ(tile(1, 32, 16, 7168, 2048), "128x128");
@@ -495,42 +496,46 @@ TEST(Config, PartialTileOverridesTakeACompiledTile) {
 
 // Few token blocks (block_m_for_few_tiles): one token block per expert (128 or 192) whose tiles of 128
 // weight rows are at most 64 steps down (192 -> 128x128 -> 64 tokens, completed by the heuristic, which
-// narrows_decode_tile may narrow) while they stay that few; sm_count plays no part.
+// narrows_decode_tile may narrow) while they stay that few and the smaller block's are at most
+// kOneRoundTiles; sm_count plays no part.
 TEST(Config, FewTokenBlocksTakeSmallerTokenBlocks) {
   GroupedGemmArgs args;
-  args.num_experts = 4, args.max_m = 80, args.expected_m = 64, args.n = 2048, args.k = 7168;  // 4 x 16 tiles
+  args.num_experts = 3, args.max_m = 80, args.expected_m = 64, args.n = 2048, args.k = 7168;  // 3 x 16 tiles
   auto tile = [&] {
     const TileConfig cfg = select_config(args);
     const SignalLayout layout = signal_layout(args);
     EXPECT_TRUE(layout.block_m == cfg.block_m && layout.block_n == cfg.block_n);
     return std::make_pair(cfg.block_m, cfg.block_n);
   };
-  EXPECT_EQ(tile(), std::make_pair(64, 128));
+  EXPECT_EQ(tile(), std::make_pair(64, 128));  // 3 x 2 x 16 = 96 tiles of 64 tokens
   args.sm_count = 16;
   EXPECT_EQ(tile(), std::make_pair(64, 128));
   args.sm_count = 0;
-  args.n = 4096;  // 128 tiles: the 128-token block stays
+  args.num_experts = 4;  // 128 tiles of 64 tokens would not fit one round beside a consumer
+  EXPECT_EQ(tile(), std::make_pair(128, 128));
+  args.num_experts = 3;
+  args.n = 4096;  // 96 tiles: the 128-token block stays
   EXPECT_EQ(tile(), std::make_pair(128, 128));
   args.n = 2048;
   args.expected_m = 40;  // 52 rows: 64 tokens anyway
   EXPECT_EQ(tile(), std::make_pair(64, 128));
   args.expected_m = 0, args.max_m = 300;  // several token blocks per expert: the wide tile
   EXPECT_EQ(tile(), std::make_pair(128, 192));
-  // 192 tokens: 4 x 16 = 64 tiles take 128x128 (128 tiles then); 2 x 16 = 32 go on to 64 tokens
-  // (2 x 2 x 16 = 64 tiles of 128 tokens); 8 x 16 = 128 keep 192x128.
+  // 192 tokens: 3 x 16 = 48 tiles take 128x128 (96 tiles then); 2 x 8 = 16 go on to 64 tokens
+  // (2 x 3 x 8 = 48 tiles); 4 x 16 = 64 keep 192x128 (128 tiles of 128 tokens: more than one round).
   args.max_m = 176, args.expected_m = 140;
   EXPECT_EQ(tile(), std::make_pair(128, 128));
-  args.num_experts = 2;
+  args.num_experts = 2, args.n = 1024;
   EXPECT_EQ(tile(), std::make_pair(64, 128));
-  args.num_experts = 8;
+  args.num_experts = 4, args.n = 2048;
   EXPECT_EQ(tile(), std::make_pair(192, 128));
-  args.num_experts = 4;
+  args.num_experts = 3;
   args.expected_m = 64, args.max_m = 80;
   args.config.block_m = 128;  // the caller's side is kept (completed as 128 tokens are: 128x192)
   EXPECT_EQ(tile(), std::make_pair(128, 192));
   args.config = {};
   // bf16 x nvfp4: 64 tokens take 256 weight rows, narrowed to 128 by narrows_decode_tile where
-  // 32 < 4 x 2 x 8 = 64 of those tiles exist, kept where they are fewer (1 x 2 x 16 = 32).
+  // 32 < 3 x 2 x 8 = 48 of those tiles exist, kept where they are fewer (1 x 2 x 16 = 32).
   args.a.format = Format::bf16;
   args.b.format = Format::nvfp4;
   EXPECT_EQ(tile(), std::make_pair(64, 128));
