@@ -102,14 +102,22 @@ bool narrows_few_wide_tiles(const GroupedGemmArgs& args, const TileConfig& chose
 
 int block_m_for_few_tiles(const GroupedGemmArgs& args, const TileConfig& chosen) {
   const bool fp8_pair = args.a.format == Format::fp8_block128 && args.b.format == Format::fp8_block128;
+  const bool fp8_tokens_in_workspace =
+      kernels::is_fp8_tokens_fp4_weights_pair(args.a.format, args.b.format) && args.workspace != nullptr;
   if (args.config.block_m != 0 || args.config.block_n != 0 || chosen.block_n != 128 ||
       (chosen.block_m != 128 && chosen.block_m != 192) ||
-      !(fp8_pair || kernels::is_bf16_register_weights_pair(args.a.format, args.b.format)) || args.max_m < 1 ||
-      args.n < 1)
+      !(fp8_pair || fp8_tokens_in_workspace || kernels::is_bf16_register_weights_pair(args.a.format, args.b.format)) ||
+      args.max_m < 1 || args.n < 1)
     return 0;
   // One token block per expert, as choose_tile_config sized it (not several: 128x192 or 128x256).
   const int rows = rows_to_cover(args.max_m, args.expected_m);
   if (rows <= 64 || rows > chosen.block_m) return 0;
+  if (fp8_tokens_in_workspace) {
+    // 64 tokens run the decode tile 64x256, whose K plan_split_k splits by the launch's SMs: only
+    // where its tiles (counted as the split counts them) leave at least 3 pieces on 100 SMs.
+    const int64_t decode_tiles = int64_t(args.num_experts) * ((args.max_m + 63) / 64) * ((args.n + 255) / 256);
+    return rows <= 128 && decode_tiles <= kFewDecodeTiles / 2 ? 64 : 0;
+  }
   const auto tiles = [&](int block_m) {
     return int64_t(args.num_experts) * ((rows + block_m - 1) / block_m) * ((args.n + 127) / 128);
   };

@@ -82,7 +82,13 @@ inline constexpr int64_t kOneRoundTiles = 112;
 // 64 tokens 38-42% faster; E8 m130 (128 tiles): 192x128 fastest. Steps to 128 tiles (E4 N = 2048, E2
 // N = 4096) no longer: on all SMs 15-22% faster (fp8_block128's 192 -> 128 within 5%), on 116 SMs
 // 13-51% slower (H200, 2026-11-29). fp8_block128 on both sides and bf16 tokens with register
-// weights (nvfp4, mxfp4, mxfp8) only.
+// weights (nvfp4, mxfp4, mxfp8) only; and fp8_block128 tokens x FP4 weights read from a workspace,
+// there 128 -> 64 tokens (the decode tile 64x256, K split over the launch's SMs) where one 128-token
+// block covers each expert and at most kFewDecodeTiles / 2 tiles of 64x256 could exist (E x
+// ceil(max_m / 64) x ceil(N / 256), as plan_split_k counts them: 4 pieces on 132 SMs, 3 on 100);
+// narrows_decode_tile takes short K back to 128x128. H200, 2026-11-29, E1-E8 with 16-32 such tiles,
+// K = 3072-7168, nvfp4 and mxfp4 weights in rows and `mma_fragments`: 20-50% faster on 132 SMs, 17-45%
+// on 116 and 100; with 48-64 of them -9%..+14% on 132 SMs and up to 38% slower on 100-116.
 int block_m_for_few_tiles(const GroupedGemmArgs& args, const TileConfig& chosen);
 inline constexpr int64_t kFewTokenBlockTiles = 64;
 

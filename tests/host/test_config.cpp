@@ -497,7 +497,8 @@ TEST(Config, PartialTileOverridesTakeACompiledTile) {
 // Few token blocks (block_m_for_few_tiles): one token block per expert (128 or 192) whose tiles of 128
 // weight rows are at most 64 steps down (192 -> 128x128 -> 64 tokens, completed by the heuristic, which
 // narrows_decode_tile may narrow) while they stay that few and the smaller block's are at most
-// kOneRoundTiles; sm_count plays no part.
+// kOneRoundTiles; fp8_block128 tokens x FP4 weights in a workspace by their count of 64x256 tiles;
+// sm_count plays no part.
 TEST(Config, FewTokenBlocksTakeSmallerTokenBlocks) {
   GroupedGemmArgs args;
   args.num_experts = 3, args.max_m = 80, args.expected_m = 64, args.n = 2048, args.k = 7168;  // 3 x 16 tiles
@@ -541,6 +542,27 @@ TEST(Config, FewTokenBlocksTakeSmallerTokenBlocks) {
   EXPECT_EQ(tile(), std::make_pair(64, 128));
   args.num_experts = 1, args.max_m = 96, args.expected_m = 90, args.n = 4096;
   EXPECT_EQ(tile(), std::make_pair(64, 256));
+  // fp8_block128 tokens x FP4 weights read from a workspace: 64 tokens (64x256, K split) where at most
+  // 32 tiles of 64x256 could exist (1 x 2 x 16 here), unless K is short (narrows_decode_tile: 128x128).
+  args.a.format = Format::fp8_block128;
+  for (const Format weights : {Format::nvfp4, Format::mxfp4}) {
+    args.b.format = weights;
+    args.num_experts = 1, args.max_m = 96, args.expected_m = 90, args.n = 4096, args.k = 7168;
+    args.workspace = reinterpret_cast<void*>(uintptr_t(1) << 40);
+    args.workspace_bytes = size_t(1) << 34;
+    EXPECT_EQ(tile(), std::make_pair(64, 256));
+    args.k = 2048;
+    EXPECT_EQ(tile(), std::make_pair(128, 128));
+    args.k = 7168;
+    args.num_experts = 2;  // 64 tiles of 64x256: 2 pieces at most
+    EXPECT_EQ(tile(), std::make_pair(128, 128));
+    args.num_experts = 1;
+    args.max_m = 140, args.expected_m = 100;  // 130 rows: not one 128-token block
+    EXPECT_EQ(tile(), std::make_pair(128, 128));
+    args.max_m = 96, args.expected_m = 90;
+    args.workspace = nullptr, args.workspace_bytes = 0;  // tokens converted per tile: no split, no rule
+    EXPECT_EQ(tile(), std::make_pair(128, 128));
+  }
   // Pairings not measured keep 128 tokens.
   args.a.format = args.b.format = Format::bf16;
   EXPECT_EQ(tile(), std::make_pair(128, 128));
