@@ -87,8 +87,8 @@ inline constexpr int64_t kOneRoundTiles = 112;
 // block covers each expert and at most kFewDecodeTiles / 2 tiles of 64x256 could exist (E x
 // ceil(max_m / 64) x ceil(N / 256), as plan_split_k counts them: 4 pieces on 132 SMs, 3 on 100);
 // narrows_decode_tile takes short K back to 128x128. H200, 2026-11-29, E1-E8 with 16-32 such tiles,
-// K = 3072-7168, nvfp4 and mxfp4 weights in rows and `mma_fragments`: 20-50% faster on 132 SMs, 17-45%
-// on 116 and 100; with 48-64 of them -9%..+14% on 132 SMs and up to 38% slower on 100-116.
+// K = 3072-7168, nvfp4 and mxfp4 weights in rows and `mma_fragments`: 18-54% faster on 132 SMs, 10-52%
+// on 116 and 100; with 48-64 of them up to 14% faster on 132 SMs but up to 37% slower on 100-116.
 int block_m_for_few_tiles(const GroupedGemmArgs& args, const TileConfig& chosen);
 inline constexpr int64_t kFewTokenBlockTiles = 64;
 
