@@ -101,12 +101,13 @@ bool narrows_few_wide_tiles(const GroupedGemmArgs& args, const TileConfig& chose
 }
 
 int block_m_for_few_tiles(const GroupedGemmArgs& args, const TileConfig& chosen) {
-  const bool fp8_pair = args.a.format == Format::fp8_block128 && args.b.format == Format::fp8_block128;
+  const bool one_format = args.a.format == args.b.format &&
+                          (args.a.format == Format::fp8_block128 || args.a.format == Format::bf16);
   const bool fp8_tokens_in_workspace =
       kernels::is_fp8_tokens_fp4_weights_pair(args.a.format, args.b.format) && args.workspace != nullptr;
   if (args.config.block_m != 0 || args.config.block_n != 0 || chosen.block_n != 128 ||
       (chosen.block_m != 128 && chosen.block_m != 192) ||
-      !(fp8_pair || fp8_tokens_in_workspace || kernels::is_bf16_register_weights_pair(args.a.format, args.b.format)) ||
+      !(one_format || fp8_tokens_in_workspace || kernels::is_bf16_register_weights_pair(args.a.format, args.b.format)) ||
       args.max_m < 1 || args.n < 1)
     return 0;
   // One token block per expert, as choose_tile_config sized it (not several: 128x192 or 128x256).

@@ -563,8 +563,10 @@ TEST(Config, FewTokenBlocksTakeSmallerTokenBlocks) {
     args.workspace = nullptr, args.workspace_bytes = 0;  // tokens converted per tile: no split, no rule
     EXPECT_EQ(tile(), std::make_pair(128, 128));
   }
-  // Pairings not measured keep 128 tokens.
+  // bf16 on both sides as fp8_block128 (64x128: 1 x 2 x 32 = 64 tiles); pairings not measured keep 128 tokens.
   args.a.format = args.b.format = Format::bf16;
+  EXPECT_EQ(tile(), std::make_pair(64, 128));
+  args.a.format = args.b.format = Format::nvfp4;  // no workspace: tokens converted per tile
   EXPECT_EQ(tile(), std::make_pair(128, 128));
 }
 
