@@ -103,12 +103,12 @@ bool narrows_few_wide_tiles(const GroupedGemmArgs& args, const TileConfig& chose
 int block_m_for_few_tiles(const GroupedGemmArgs& args, const TileConfig& chosen) {
   const bool one_format = args.a.format == args.b.format &&
                           (args.a.format == Format::fp8_block128 || args.a.format == Format::bf16);
+  const bool register_weights = kernels::is_bf16_register_weights_pair(args.a.format, args.b.format);
   const bool fp8_tokens_in_workspace =
       kernels::is_fp8_tokens_fp4_weights_pair(args.a.format, args.b.format) && args.workspace != nullptr;
   if (args.config.block_m != 0 || args.config.block_n != 0 || chosen.block_n != 128 ||
       (chosen.block_m != 128 && chosen.block_m != 192) ||
-      !(one_format || fp8_tokens_in_workspace || kernels::is_bf16_register_weights_pair(args.a.format, args.b.format)) ||
-      args.max_m < 1 || args.n < 1)
+      !(one_format || register_weights || fp8_tokens_in_workspace) || args.max_m < 1 || args.n < 1)
     return 0;
   // One token block per expert, as choose_tile_config sized it (not several: 128x192 or 128x256).
   const int rows = rows_to_cover(args.max_m, args.expected_m);

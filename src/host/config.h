@@ -81,15 +81,16 @@ inline constexpr int64_t kOneRoundTiles = 112;
 // fp8_block128 and bf16 x nvfp4 (`mma_fragments`), 64 tokens no better than 192; E1 m128 (32 tiles):
 // 64 tokens 38-42% faster; E8 m130 (128 tiles): 192x128 fastest. Steps to 128 tiles (E4 N = 2048, E2
 // N = 4096) no longer: on all SMs 15-22% faster (fp8_block128's 192 -> 128 within 5%), on 116 SMs
-// 13-51% slower (H200, 2026-11-29). fp8_block128 or bf16 on both sides (bf16 x bf16, H200, 2026-11-29,
-// E1-E8 at m = 64-140 with 32-96 tiles of 64 tokens: 19-46% faster on 100-132 SMs) and bf16 tokens
-// with register weights (nvfp4, mxfp4, mxfp8) only; and fp8_block128 tokens x FP4 weights read from a workspace,
-// there 128 -> 64 tokens (the decode tile 64x256, K split over the launch's SMs) where one 128-token
-// block covers each expert and at most kFewDecodeTiles / 2 tiles of 64x256 could exist (E x
-// ceil(max_m / 64) x ceil(N / 256), as plan_split_k counts them: 4 pieces on 132 SMs, 3 on 100);
-// narrows_decode_tile takes short K back to 128x128. H200, 2026-11-29, E1-E8 with 16-32 such tiles,
-// K = 3072-7168, nvfp4 and mxfp4 weights in rows and `mma_fragments`: 18-54% faster on 132 SMs, 10-52%
-// on 116 and 100; with 48-64 of them up to 14% faster on 132 SMs but up to 37% slower on 100-116.
+// 13-51% slower (H200, 2026-11-29). Pairings: fp8_block128 on both sides, bf16 on both sides (H200,
+// 2026-11-29, E1-E8 at m = 64-140 with 32-96 tiles of 64 tokens: 18-46% faster on 100-132 SMs), bf16
+// tokens with register weights (nvfp4, mxfp4, mxfp8); and fp8_block128 tokens x FP4 weights read
+// from a workspace by a rule of their own: 128 -> 64 tokens (the decode tile 64x256, K split over the
+// launch's SMs) where one 128-token block covers each expert and at most kFewDecodeTiles / 2 tiles of
+// 64x256 could exist (E x ceil(max_m / 64) x ceil(N / 256), as plan_split_k counts them: 4 pieces on
+// 132 SMs, 3 on 100); narrows_decode_tile takes short K back to 128x128. H200, 2026-11-29, E1-E8 with
+// 16-32 such tiles, K = 3072-7168, nvfp4 and mxfp4 weights in rows and `mma_fragments`: 18-54% faster
+// on 132 SMs, 10-52% on 116 and 100; with 48-64 of them up to 14% faster on 132 SMs but up to 37%
+// slower on 100-116.
 int block_m_for_few_tiles(const GroupedGemmArgs& args, const TileConfig& chosen);
 inline constexpr int64_t kFewTokenBlockTiles = 64;
 
