@@ -256,6 +256,14 @@ def test_signal_layout_asks_for_k_where_it_picks_the_tile():
     assert signalgemm.signal_layout(1, 32, 7168, k=4096, **fp8_tokens)["block_n"] == 256
     assert signalgemm.signal_layout(1, 32, 7168, workspace=False, **fp8_tokens)["block_n"] == 128
     assert signalgemm.signal_layout(32, 32, 7168, workspace=False, **fp8_tokens)["block_n"] == 256
+    # One 128-token block per expert over at most 32 decode tiles (1 x 2 x 16 of 64x256): 64 tokens and
+    # K split where K is long, read from a workspace only.
+    few_blocks = dict(a_format="fp8_block128", b_format="nvfp4", expected_m=90)
+    with pytest.raises(ValueError, match="k: the tile"):
+        signalgemm.signal_layout(1, 96, 4096, **few_blocks)
+    for k, workspace, tile in ((7168, True, (64, 256)), (2048, True, (128, 128)), (7168, False, (128, 128))):
+        layout = signalgemm.signal_layout(1, 96, 4096, k=k, workspace=workspace, **few_blocks)
+        assert (layout["block_m"], layout["block_n"]) == tile
     # Where K picks nothing it may be left out: fp8_block128, or many decode tiles.
     assert signalgemm.signal_layout(1, 32, 7168, expected_m=16)["block_n"] == 128
     assert signalgemm.signal_layout(32, 32, 7168, **sizes)["block_n"] == 256
