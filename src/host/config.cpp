@@ -85,6 +85,11 @@ bool register_weights_splits(Format a_format, Format b_format) {
   return kernels::is_bf16_register_weights_pair(a_format, b_format) ||
          kernels::is_fp8_tokens_fp4_weights_pair(a_format, b_format);
 }
+
+// Every tile of block_m x block_n that masked_m could make: E x row blocks of max_m x column blocks.
+int64_t slab_tiles(const GroupedGemmArgs& args, int block_m, int block_n) {
+  return int64_t(args.num_experts) * ((args.max_m + block_m - 1) / block_m) * ((args.n + block_n - 1) / block_n);
+}
 }  // namespace
 
 bool splits_k(Format a_format, Format b_format) {
@@ -96,8 +101,7 @@ bool narrows_few_wide_tiles(const GroupedGemmArgs& args, const TileConfig& chose
   if (args.config.block_m != 0 || args.config.block_n != 0 || chosen.block_m != 128 || chosen.block_n != 256 ||
       args.max_m < 1 || args.n < 1)
     return false;
-  const int64_t wide_tiles = int64_t(args.num_experts) * ((args.max_m + 127) / 128) * ((args.n + 255) / 256);
-  return wide_tiles <= kFewWideTiles;
+  return slab_tiles(args, 128, 256) <= kFewWideTiles;
 }
 
 int block_m_for_few_tiles(const GroupedGemmArgs& args, const TileConfig& chosen) {
@@ -116,8 +120,7 @@ int block_m_for_few_tiles(const GroupedGemmArgs& args, const TileConfig& chosen)
   if (fp8_tokens_in_workspace) {
     // 64 tokens run the decode tile 64x256, whose K plan_split_k splits by the launch's SMs: only
     // where its tiles (counted as the split counts them) leave at least 3 pieces on 100 SMs.
-    const int64_t decode_tiles = int64_t(args.num_experts) * ((args.max_m + 63) / 64) * ((args.n + 255) / 256);
-    return rows <= 128 && decode_tiles <= kFewDecodeTiles / 2 ? 64 : 0;
+    return rows <= 128 && slab_tiles(args, 64, 256) <= kFewDecodeTiles / 2 ? 64 : 0;
   }
   const auto tiles = [&](int block_m) {
     return int64_t(args.num_experts) * ((rows + block_m - 1) / block_m) * ((args.n + 127) / 128);
@@ -137,8 +140,7 @@ bool narrows_decode_tile(const GroupedGemmArgs& args, const TileConfig& chosen) 
   if (args.config.block_n != 0 || chosen.block_n != 256 || chosen.block_m < 1 || chosen.block_m > 64 ||
       !(bf16_tokens || converted_tokens) || args.max_m < 1 || args.n < 1)
     return false;
-  const int64_t tiles =
-      int64_t(args.num_experts) * ((args.max_m + chosen.block_m - 1) / chosen.block_m) * ((args.n + 255) / 256);
+  const int64_t tiles = slab_tiles(args, chosen.block_m, 256);
   const bool short_k = args.k >= 1 && args.k <= kShortDecodeK;
   const bool fp8_tokens = args.a.format == Format::fp8_block128;
   const bool fp4_tokens = args.a.format == Format::nvfp4 || args.a.format == Format::mxfp4;
@@ -160,8 +162,7 @@ SplitK plan_split_k(const GroupedGemmArgs& args, const TileConfig& config, int s
   if (!splits_k(args.a.format, args.b.format) || !decode_tile || config.cluster > 1 ||
       (args.signals != nullptr && args.scope != SignalScope::gpu) || args.max_m < 1 || args.n < 1 || sms < 2)
     return split;
-  const int64_t tiles = int64_t(args.num_experts) * ((args.max_m + config.block_m - 1) / config.block_m) *
-                        ((args.n + config.block_n - 1) / config.block_n);
+  const int64_t tiles = slab_tiles(args, config.block_m, config.block_n);
   // 128 bytes of a token row (128 fp8 or 64 bf16 elements): the fp8 and bf16 kernels' K blocks.
   const int k_blocks = (args.k * (args.a.format == Format::bf16 ? 2 : 1) + 127) / 128;
   // Each piece keeps kMinKBlocksPerPiece K blocks (its pipeline's ramp and the partial's round trip
