@@ -163,6 +163,82 @@ TEST(FormatPairings, PersistentCtasWithFewSms) {
   }
 }
 
+// Experts 2^31 + 4 KiB bytes apart in A, B and C, so the second expert lies past int32 offsets and
+// the third past uint32 ones (256 experts of DeepSeek-V3's 7168 x 2048 fp8 weights are 3.8 GB): every
+// byte offset the launch forms, in TMA maps, scale reads, the activation conversion and the stores,
+// must be 64-bit. Every pairing, with and without a workspace where it takes one, and FP4 weights
+// also packed into the mma_fragments layout from the spread rows.
+enum class Variant { rows, workspace, fragments };
+TEST(FormatPairings, ExpertStridesBeyond4GiB) {
+  SG_REQUIRE_HOPPER();
+  constexpr int kExperts = 3, kMaxM = 40, kN = 256, kK = 512;
+  constexpr int64_t kStride = (int64_t(1) << 31) + 4096;
+  size_t free_bytes = 0, total_bytes = 0;
+  SG_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  if (free_bytes < size_t(3 * kExperts * kStride)) GTEST_SKIP() << "needs ~20 GB of free device memory";
+  const std::vector<int32_t> masked_m = {kMaxM, 1, 29};
+  std::vector<Pairing> pairings(std::begin(kPairings), std::end(kPairings));
+  pairings.push_back({Format::fp8_block128, Format::fp8_block128});
+  // `packed` (experts of `expert_bytes` back to back) copied into a buffer with experts kStride apart.
+  auto spread_experts = [&](const DeviceBuffer& packed, int64_t expert_bytes) {
+    DeviceBuffer spread((kExperts - 1) * kStride + expert_bytes);
+    for (int e = 0; e < kExperts; ++e)
+      cudaMemcpy(spread.get<uint8_t>() + e * kStride, packed.get<uint8_t>() + e * expert_bytes, expert_bytes,
+                 cudaMemcpyDeviceToDevice);
+    return spread;
+  };
+  for (const Pairing& pairing : pairings) {
+    std::mt19937 rng(29);
+    Problem p;
+    p.build(kExperts, kMaxM, kN, kK, rng, 0, 0, 0, pairing.a, pairing.b);
+    const auto reference = rounded_reference(p);
+    const bool fp8_pair = pairing.a == Format::fp8_block128 && pairing.b == Format::fp8_block128;
+    const std::vector<double> abs_sums = fp8_pair ? fp8_abs_product_sums(p) : std::vector<double>{};
+    const int64_t a_bytes = kMaxM * p.a_row_stride, b_bytes = kN * p.b_row_stride, out_bytes = kMaxM * p.out_row_stride;
+    const DeviceBuffer a = spread_experts(p.d_a, a_bytes), b = spread_experts(p.d_b, b_bytes);
+    const bool fp4_weights = pairing.b == Format::nvfp4 || pairing.b == Format::mxfp4;
+    for (const Variant variant : {Variant::rows, Variant::workspace, Variant::fragments}) {
+      if (variant == Variant::fragments && !fp4_weights) continue;
+      GroupedGemmArgs args = p.args();
+      args.a.data = a.get(), args.a.expert_stride = kStride;
+      args.b.data = b.get(), args.b.expert_stride = kStride;
+      args.out_expert_stride = kStride;
+      args.granularity = SignalGranularity::per_row_block;
+      DeviceBuffer packed;
+      if (variant == Variant::fragments) {  // packed from the spread rows (the packed copy is dense)
+        packed = DeviceBuffer(mma_fragment_bytes(kExperts, kN, kK));
+        const Status s = pack_mma_fragments(args.b, kExperts, kN, kK, packed.get());
+        ASSERT_TRUE(s.ok()) << s.message;
+        args.b.data = packed.get(), args.b.row_stride = 0, args.b.expert_stride = 0;
+        args.b.layout = OperandLayout::mma_fragments;
+      }
+      // Tokens other than bf16 beside packed weights are read from the workspace.
+      const bool with_workspace =
+          variant == Variant::workspace || (variant == Variant::fragments && pairing.a != Format::bf16);
+      DeviceBuffer workspace;
+      if (with_workspace) {
+        if (workspace_bytes(args) == 0) continue;
+        workspace = DeviceBuffer(workspace_bytes(args));
+        args.workspace = workspace.get(), args.workspace_bytes = workspace.bytes();
+      }
+      p.poison_output();
+      const DeviceBuffer out = spread_experts(p.d_out, out_bytes);
+      args.out = out.get();
+      const TileConfig cfg = select_config(args);
+      const std::string what = name(pairing) + (with_workspace ? " with a workspace" : "") +
+                               (variant == Variant::fragments ? ", mma_fragments weights" : "") + ", tile " +
+                               std::to_string(cfg.block_m) + "x" + std::to_string(cfg.block_n);
+      const RunResult r = run(p, args, masked_m);  // poisons p.d_out, which this launch does not write
+      ASSERT_TRUE(r.status.ok()) << what << ": " << r.status.message;
+      for (int e = 0; e < kExperts; ++e)  // each expert's rows back into p.d_out, for check_output
+        SG_CUDA_CHECK(cudaMemcpy(p.d_out.get<uint8_t>() + e * out_bytes, out.get<uint8_t>() + e * kStride,
+                                 out_bytes, cudaMemcpyDeviceToDevice));
+      EXPECT_EQ(check_output(p, masked_m, reference, kTolerance, fp8_pair ? &abs_sums : nullptr), "") << what;
+      EXPECT_EQ(check_signals(args, masked_m, r.signals), "") << what;
+    }
+  }
+}
+
 // A small case for compute-sanitizer (one pairing per mainloop variant: both operands
 // dequantized, bf16 tokens read from the stage, fp8 promotion).
 TEST(FormatPairings, SanitizerSmallCase) {

@@ -11,7 +11,8 @@
 // a stale row.
 //
 // A longer soak on the GPU machine: SIGNALGEMM_RANDOM_TRIALS (trials per pairing, default 6) and
-// SIGNALGEMM_RANDOM_SEED (added to every trial's seed, default 0) draw other problems.
+// SIGNALGEMM_RANDOM_SEED (added to every trial's seed, default 0) draw other problems, and
+// SIGNALGEMM_RANDOM_MAX_MACS (default 1.2e8) lets them grow (E x max_m x N x K, and with it N and K).
 #include <algorithm>
 #include <cstdlib>
 #include <string>
@@ -45,6 +46,11 @@ int env_int(const char* name, int fallback) {
   return value != nullptr && *value != '\0' ? std::atoi(value) : fallback;
 }
 
+double env_double(const char* name, double fallback) {
+  const char* value = std::getenv(name);
+  return value != nullptr && *value != '\0' ? std::atof(value) : fallback;
+}
+
 // One random problem of `pairing` (trial `trial`), run with the configuration `choose` returns for
 // it (the heuristic's when it returns {}); FP4 weights are given in the mma_fragments layout in half
 // the draws (packed on the GPU; tokens other than bf16 then need the workspace). Returns false when
@@ -52,19 +58,24 @@ int env_int(const char* name, int fallback) {
 // fails is a test failure.
 template <class ChooseConfig>
 bool run_random_problem(const Pairing& pairing, int trial, int seed, ChooseConfig choose) {
-  constexpr double kMaxMacs = 1.2e8;  // keeps the float64 reference quick
+  // Keeps the float64 reference quick. A soak may raise it (SIGNALGEMM_RANDOM_MAX_MACS), and then the
+  // few-expert draws also take models' widths: N up to 7200, K up to 7168.
+  constexpr double kQuickMacs = 1.2e8;
+  const double max_macs = env_double("SIGNALGEMM_RANDOM_MAX_MACS", kQuickMacs);
+  const bool model_sizes = max_macs > kQuickMacs;
   std::mt19937 rng(1000 * int(pairing.a) + 100 * int(pairing.b) + trial + seed);
   auto uniform = [&](int lo, int hi) { return lo + int(rng() % uint32_t(hi - lo + 1)); };
   // One draw in eight has hundreds of experts (DeepSeek-V3 routes over 256) with few rows, narrow
-  // N and short K each, so the float64 reference stays within kMaxMacs.
+  // N and short K each, so the float64 reference stays within max_macs.
   const int tier = uniform(0, 7);
   int experts = tier == 0 ? uniform(100, 300) : tier <= 2 ? uniform(20, 40) : uniform(1, 8);
   int max_m = tier == 0 || uniform(0, 2) == 0 ? uniform(1, 16) : uniform(17, 300);
-  const int n = 8 * (tier == 0 ? uniform(2, 24) : uniform(2, 100));
+  const int n = 8 * (tier == 0 ? uniform(2, 24) : uniform(2, tier > 2 && model_sizes ? 900 : 100));
   // Few experts may take a long K (fp8_block128 then splits K where the tiles are few).
-  const int k_blocks_max = std::max(1, (tier == 0 ? 256 : tier <= 2 ? 1024 : 4096) / k_granule(pairing));
+  const int k_max = tier == 0 ? 256 : tier <= 2 ? 1024 : model_sizes ? 7168 : 4096;
+  const int k_blocks_max = std::max(1, k_max / k_granule(pairing));
   const int k = k_granule(pairing) * uniform(1, k_blocks_max);
-  while (double(experts) * max_m * n * k > kMaxMacs) {
+  while (double(experts) * max_m * n * k > max_macs) {
     if (max_m > 8) max_m = max_m * 3 / 4;
     else if (experts > 1) --experts;
     else break;
