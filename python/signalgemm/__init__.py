@@ -416,8 +416,9 @@ def signal_layout(num_experts: int, max_m: int, n: int, *, k: int = 0, expected_
                   mma_fragments: bool = False) -> dict:
     """Tile shape and counter count a launch with these sizes and formats uses (what a consumer waits
     on). ``k``: the launch's K; it may be left out (0) except where it picks the tile (weights
-    dequantized in registers, fp8_block128 tokens in a workspace included, few decode tiles and
-    K <= 2048: then a ValueError asks for it);
+    dequantized in registers, fp8_block128 tokens in a workspace included: few decode tiles, or up to
+    32 tokens per expert beside nvfp4 weights, with K <= 2048 against a longer K; then a ValueError
+    asks for it);
     ``workspace``: whether the launch converts its activations in one (the default of
     ``grouped_gemm_nt_masked`` for torch inputs), which gives it the tiles of bf16 activations;
     ``block_m``, ``block_n``, ``cluster``: the launch's own, where it gives them; ``mma_fragments``:

@@ -229,7 +229,8 @@ def test_signal_layout_completes_a_one_sided_tile_as_the_launch_does():
 
 def test_signal_layout_asks_for_k_where_it_picks_the_tile():
     """Few decode tiles of weights dequantized in registers: K <= 2048 takes 128 weight rows
-    unsplit, a longer K 256 rows split in pieces; left out there, K is asked for by name."""
+    unsplit, a longer K 256 rows split in pieces (many of 32 tokens beside nvfp4 weights: the other
+    way round); left out there, K is asked for by name."""
     sizes = dict(a_format="bf16", b_format="nvfp4", expected_m=16)
     with pytest.raises(ValueError, match="k: the tile of these sizes depends on K"):
         signalgemm.signal_layout(1, 32, 7168, **sizes)
@@ -264,9 +265,14 @@ def test_signal_layout_asks_for_k_where_it_picks_the_tile():
     for k, workspace, tile in ((7168, True, (64, 256)), (2048, True, (128, 128)), (7168, False, (128, 128))):
         layout = signalgemm.signal_layout(1, 96, 4096, k=k, workspace=workspace, **few_blocks)
         assert (layout["block_m"], layout["block_n"]) == tile
-    # Where K picks nothing it may be left out: fp8_block128, or many decode tiles.
+    # Many decode tiles of 32 tokens: nvfp4 weights take 128 rows but at short K, the others 256 rows.
+    with pytest.raises(ValueError, match="k: the tile"):
+        signalgemm.signal_layout(32, 32, 7168, **sizes)
+    assert signalgemm.signal_layout(32, 32, 7168, k=7168, **sizes)["block_n"] == 128
+    assert signalgemm.signal_layout(32, 32, 7168, k=2048, **sizes)["block_n"] == 256
+    # Where K picks nothing it may be left out: fp8_block128, or many decode tiles of other weights.
     assert signalgemm.signal_layout(1, 32, 7168, expected_m=16)["block_n"] == 128
-    assert signalgemm.signal_layout(32, 32, 7168, **sizes)["block_n"] == 256
+    assert signalgemm.signal_layout(32, 32, 7168, a_format="bf16", b_format="mxfp4", expected_m=16)["block_n"] == 256
 
 
 def test_signal_layout_follows_the_formats_and_the_workspace():

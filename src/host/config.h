@@ -99,8 +99,13 @@ inline constexpr int64_t kFewTokenBlockTiles = 64;
 // instead. Not the SMs or the signals; K counts where it is given (args.k = 0, sizes without K: as
 // a long K).
 // - bf16 tokens (one-format activations converted in the workspace run as these): the same tokens,
-//   32x128 (48 and 64 tokens: 64x128). T > kFewDecodeTiles: for 64 tokens only, whose 64x256 holds
-//   128-K stages (H200, 2026-11-28, E4-E64 at m = 40-48: FP4 weights 0-17% faster, mxfp8 16-37%).
+//   32x128 (48 and 64 tokens: 64x128). T > kFewDecodeTiles: for 64 tokens, whose 64x256 holds
+//   128-K stages (H200, 2026-11-28, E4-E64 at m = 40-48: FP4 weights 0-17% faster, mxfp8 16-37%),
+//   and for 32 tokens beside nvfp4 weights with K > kShortDecodeK (H200, 2026-11-29, E8-E256 at
+//   m = 1-24, N = 1536-7168, K = 2880-14336, rows and `mma_fragments`: 2-12% faster; at K = 2048,
+//   N = 7168 2-5% slower (at N = 1536 16-18% faster, where E32's 192 tiles of 256 rows fill under
+//   half of a second round: a count of SMs, which the tile may not depend on); mxfp4 and mxfp8
+//   weights -4..+10%, so they keep 256 rows).
 //   kFewDecodeTiles / 2 < T <= kFewDecodeTiles, where K would split in 2 to 4 pieces (plan_split_k on
 //   an H100): twice the tiles unsplit (H200, 2026-11-28: 14-30% faster at E3-E4 4096x7168 and E2
 //   7168x2048). Fewer: K splits in 4-8 and the wide tile stays (E1-E2 4096x7168: up to 37% faster

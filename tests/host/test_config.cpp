@@ -159,7 +159,7 @@ TEST(Config, RegisterWeightsDecodeTiles) {
 }
 
 // bf16 x register weights on a decode tile (narrows_decode_tile): 64 tokens take 64x128 where tiles are
-// many; 33-64 tiles of 256 rows (K would split in 2-4 pieces) take 128 rows; fewer keep 256 and split,
+// many, and so do 32 tokens beside nvfp4 weights (32x128) unless K is short; 33-64 tiles of 256 rows (K would split in 2-4 pieces) take 128 rows; fewer keep 256 and split,
 // unless K <= kShortDecodeK. Converted tokens take 128x128: fp8_block128 ones from a workspace only
 // where bf16 ones take 128 rows for short K; converted per tile, where twice the tiles are at most
 // kOneRoundTiles (one-format pairings: of 64x256, FP4 tokens also of 48x256).
@@ -177,12 +177,16 @@ TEST(Config, DecodeTileWidthByTileCount) {
     args.b.format = weights;
     EXPECT_EQ(tile(32, 64, 40, 4096, 7168), "64x128");  // 512 tiles of 64x256: many
     EXPECT_EQ(tile(32, 48, 32, 4096, 7168), "48x256");
-    EXPECT_EQ(tile(32, 32, 16, 4096, 7168), "32x256");
+    // 32 tokens beside nvfp4 weights take 128 rows where the tiles are many, unless K is short.
+    const std::string many_32 = weights == Format::nvfp4 ? "32x128" : "32x256";
+    EXPECT_EQ(tile(32, 32, 16, 4096, 7168), many_32);
+    EXPECT_EQ(tile(32, 32, 16, 7168, 0), many_32);       // K not given: as a long K
+    EXPECT_EQ(tile(32, 32, 16, 7168, 2048), "32x256");
     EXPECT_EQ(tile(1, 32, 16, 4096, 7168), "32x256");   // 16 tiles: 8 pieces
     EXPECT_EQ(tile(2, 48, 32, 4096, 7168), "48x256");   // 32 tiles: 4 pieces
     EXPECT_EQ(tile(3, 32, 16, 4096, 7168), "32x128");   // 48 tiles: 2 pieces
     EXPECT_EQ(tile(4, 48, 32, 4096, 7168), "64x128");   // 64 tiles: 2 pieces
-    EXPECT_EQ(tile(5, 32, 16, 4096, 7168), "32x256");   // 80 tiles: many
+    EXPECT_EQ(tile(5, 32, 16, 4096, 7168), many_32);    // 80 tiles: many
     EXPECT_EQ(tile(2, 32, 16, 7168, 2048), "32x128");   // 56 tiles: 2 pieces
     EXPECT_EQ(tile(2, 64, 40, 4096, 7168), "64x256");   // 32 tiles: 4 pieces
     EXPECT_EQ(tile(1, 32, 16, 7168, 4096), "32x256");   // 28 tiles: 4 pieces
@@ -374,8 +378,8 @@ TEST(Config, StagingLayoutsPlaceEveryUnitOnceWithoutBankConflicts) {
 // A consumer computes the signal layout from the sizes (the Python module's signal_layout, where K may
 // be left out, with or without a workspace): over many shapes, every pairing, the tile must not
 // depend on sm_count or the signals, and on K only through K <= kShortDecodeK (narrows_decode_tile:
-// then 128 weight rows where the sizes alone give 256, 128x128 for fp8_block128 tokens in a workspace);
-// K not given plans as a longer K does.
+// then 128 weight rows where the sizes alone give 256, 128x128 for fp8_block128 tokens in a workspace;
+// 32 tokens beside nvfp4 weights on many tiles the other way round); K not given plans as a longer K does.
 TEST(Config, SignalLayoutDependsOnKOnlyThroughShortDecodeK) {
   const Format pairs[][2] = {{Format::fp8_block128, Format::fp8_block128}, {Format::bf16, Format::bf16},
                              {Format::bf16, Format::nvfp4},  {Format::bf16, Format::mxfp4},
@@ -409,9 +413,13 @@ TEST(Config, SignalLayoutDependsOnKOnlyThroughShortDecodeK) {
               // rows of the same tokens; fp8_block128 tokens read from the workspace: 128x128.
               const bool bf16_launch = a == Format::bf16 || (workspace && a == b);
               const bool fp8_tokens = workspace && kernels::is_fp8_tokens_fp4_weights_pair(a, b);
-              EXPECT_TRUE(((bf16_launch && kernels::is_bf16_register_weights_pair(Format::bf16, b)) ||
-                           (fp8_tokens && short_k.block_m == 128)) &&
-                          sized.block_n == 256 && short_k.block_n == 128)
+              // The other way round for 32 tokens beside nvfp4 weights on many tiles: 256 rows at short K.
+              const bool nvfp4_32_tokens = bf16_launch && b == Format::nvfp4 && sized.block_m == 32 &&
+                                           sized.block_n == 128 && short_k.block_m == 32 && short_k.block_n == 256;
+              EXPECT_TRUE(nvfp4_32_tokens ||
+                          (((bf16_launch && kernels::is_bf16_register_weights_pair(Format::bf16, b)) ||
+                            (fp8_tokens && short_k.block_m == 128)) &&
+                           sized.block_n == 256 && short_k.block_n == 128))
                   << what << ": " << short_k.block_m << "x" << short_k.block_n << " at short K against "
                   << sized.block_m << "x" << sized.block_n;
             }
