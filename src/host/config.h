@@ -94,6 +94,20 @@ inline constexpr int64_t kOneRoundTiles = 112;
 int block_m_for_few_tiles(const GroupedGemmArgs& args, const TileConfig& chosen);
 inline constexpr int64_t kFewTokenBlockTiles = 64;
 
+// fp8_block128 on both sides where the heuristic covers each expert with one token block of 128
+// (min(max_m, 1.3 x the hint) in 65..128, giving 128x128; block_m and block_n not given) and at
+// least kManyTokenRowsTiles tiles of 128x192 (E x ceil(N / 192), that one block per expert):
+// whether the launch takes the token-rows 128x192 instead (mainloop_fp8_token_rows.cuh: one drain and
+// four scale products per stage, 1.5x the weight rows per token load; a warpgroup whose 64 tokens are
+// all padding skips its MMAs). H200, 2026-11-29, E16-E32 at m = 56-80, N x K = 4096x7168, 7168x2048,
+// 3072x4096, 4096x1536, 1536x2048, 2048x768, two routings: 1-16% faster in 40 of 48 runs, up to 3%
+// slower in the others. With fewer tiles the rounds decide (E8: 19-23% faster at 3072x4096, where 128
+// tiles fit one round on 132 SMs, 6-15% slower at 4096x7168, 176 of them), and a count of SMs the tile
+// may not depend on; with 129-192 rows (192x128) experts past 128 rows take two blocks of 128 (E32
+// m128: up to 12% slower). A constant, so that the tile and its signals do not depend on sm_count.
+bool widens_fp8_token_block(const GroupedGemmArgs& args, const TileConfig& chosen);
+inline constexpr int64_t kManyTokenRowsTiles = 256;
+
 // A register-weights launch on a decode tile of 256 weight rows (32x256, 48x256, 64x256; block_n not
 // given), T of them (E x ceil(max_m / block_m) x ceil(N / 256)): whether it takes 128 weight rows
 // instead. Not the SMs or the signals; K counts where it is given (args.k = 0, sizes without K: as

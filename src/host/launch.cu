@@ -296,6 +296,7 @@ TileConfig heuristic_config(const GroupedGemmArgs& args, int smem, bool& convert
     // 128 tokens given whole (alone they complete to fp8's 128x192); 64 completed by the heuristic.
     if (const int block_m = host::block_m_for_few_tiles(args, cfg); block_m != 0)
       cfg = with_tile(block_m, block_m == 128 ? 128 : 0);
+    if (host::widens_fp8_token_block(args, cfg)) cfg = with_tile(128, 192);
     // (Converted tokens have no narrower tile than 128x128.)
     if (host::narrows_decode_tile(args, cfg))
       cfg = kernels::is_bf16_register_weights_pair(args.a.format, args.b.format)

@@ -653,6 +653,31 @@ TEST(Config, Fp8WideTileIsTheTokenRowsTile) {
   EXPECT_EQ(select_config(args).block_n, 256);
 }
 
+// fp8_block128 on both sides, one 128-token block per expert (65-128 rows to cover) and at least
+// kManyTokenRowsTiles tiles of 128x192 (E x ceil(N / 192)): the token-rows 128x192 instead of 128x128.
+TEST(Config, ManyOneBlockFp8TilesTakeTheTokenRowsTile) {
+  GroupedGemmArgs args;
+  const auto tile = [&](int experts, int max_m, int expected_m, int n) {
+    args.num_experts = experts, args.max_m = max_m, args.expected_m = expected_m, args.n = n, args.k = 7168;
+    const TileConfig cfg = select_config(args);
+    EXPECT_EQ(signal_layout(args).block_n, cfg.block_n);
+    return std::to_string(cfg.block_m) + "x" + std::to_string(cfg.block_n);
+  };
+  EXPECT_EQ(tile(32, 96, 64, 4096), "128x192");   // 32 x 22 = 704 tiles
+  EXPECT_EQ(tile(12, 96, 64, 4096), "128x192");   // 264
+  EXPECT_EQ(tile(11, 96, 64, 4096), "128x128");   // 242: the rounds decide there
+  EXPECT_EQ(tile(32, 96, 64, 1536), "128x192");   // 256
+  EXPECT_EQ(tile(32, 96, 64, 1024), "128x128");   // 192
+  EXPECT_EQ(tile(32, 336, 64, 4096), "128x192");  // a larger slab: the tiles of one block per expert
+  EXPECT_EQ(tile(32, 96, 40, 4096), "64x128");    // 52 rows: 64 tokens
+  EXPECT_EQ(tile(32, 192, 100, 4096), "192x128"); // 130 rows: not one block of 128
+  args.config = TileConfig{0, 128, 0, 0};         // a side given: kept
+  EXPECT_EQ(tile(32, 96, 64, 4096), "128x128");
+  args.config = {};
+  args.a.format = args.b.format = Format::bf16;   // fp8_block128 only
+  EXPECT_EQ(tile(32, 96, 64, 4096), "128x128");
+}
+
 // Split K only where the tiles fill at most a third of the SMs, on the fp8 decode tiles, with enough K.
 TEST(Config, SplitKForFewTiles) {
   GroupedGemmArgs args;
