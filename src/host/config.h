@@ -99,9 +99,9 @@ inline constexpr int64_t kFewTokenBlockTiles = 64;
 // least kManyTokenRowsTiles tiles of 128x192 (E x ceil(N / 192), that one block per expert):
 // whether the launch takes the token-rows 128x192 instead (mainloop_fp8_token_rows.cuh: one drain and
 // four scale products per stage, 1.5x the weight rows per token load; a warpgroup whose 64 tokens are
-// all padding skips its MMAs). H200, 2026-11-29, E16-E32 at m = 56-80, N x K = 4096x7168, 7168x2048,
-// 3072x4096, 4096x1536, 1536x2048, 2048x768, two routings: 1-16% faster in 40 of 48 runs, up to 3%
-// slower in the others. With fewer tiles the rounds decide (E8: 19-23% faster at 3072x4096, where 128
+// all padding skips its MMAs). H200, 2026-11-29, E16-E64 at m = 52-90, eight N x K pairs from 4096x7168
+// to 2048x768, three routings: median 3.5-4.2% faster, up to 13%, at most 4% slower; with sm_count
+// 100 / 116 median 5.0% / 2.5% faster, at most 3% / 5% slower. With fewer tiles the rounds decide (E8: 19-23% faster at 3072x4096, where 128
 // tiles fit one round on 132 SMs, 6-15% slower at 4096x7168, 176 of them), and a count of SMs the tile
 // may not depend on; with 129-192 rows (192x128) experts past 128 rows take two blocks of 128 (E32
 // m128: up to 12% slower). A constant, so that the tile and its signals do not depend on sm_count.
