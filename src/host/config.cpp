@@ -134,11 +134,12 @@ int block_m_for_few_tiles(const GroupedGemmArgs& args, const TileConfig& chosen)
 
 bool widens_fp8_token_block(const GroupedGemmArgs& args, const TileConfig& chosen) {
   if (args.a.format != Format::fp8_block128 || args.b.format != Format::fp8_block128 || args.config.block_m != 0 ||
-      args.config.block_n != 0 || args.config.cluster == 2 || chosen.block_m != 128 || chosen.block_n != 128 ||
-      args.max_m < 1 || args.n < 1)
+      args.config.block_n != 0 || args.config.cluster == 2 || (chosen.block_m != 128 && chosen.block_m != 192) ||
+      chosen.block_n != 128 || args.max_m < 1 || args.n < 1)
     return false;
-  const int rows = rows_to_cover(args.max_m, args.expected_m);  // one block of 128, as choose_tile_config sized it
-  return rows > 64 && rows <= 128 && int64_t(args.num_experts) * ((args.n + 191) / 192) >= kManyTokenRowsTiles;
+  const int rows = rows_to_cover(args.max_m, args.expected_m);  // as choose_tile_config sized the token block
+  return rows > 64 && rows <= kTokenRowsMaxRows &&
+         int64_t(args.num_experts) * ((args.n + 191) / 192) >= kManyTokenRowsTiles;
 }
 
 bool narrows_decode_tile(const GroupedGemmArgs& args, const TileConfig& chosen) {

@@ -94,19 +94,23 @@ inline constexpr int64_t kOneRoundTiles = 112;
 int block_m_for_few_tiles(const GroupedGemmArgs& args, const TileConfig& chosen);
 inline constexpr int64_t kFewTokenBlockTiles = 64;
 
-// fp8_block128 on both sides where the heuristic covers each expert with one token block of 128
-// (min(max_m, 1.3 x the hint) in 65..128, giving 128x128; block_m and block_n not given) and at
-// least kManyTokenRowsTiles tiles of 128x192 (E x ceil(N / 192), that one block per expert):
+// fp8_block128 on both sides where the heuristic covers each expert with one token block (min(max_m,
+// 1.3 x the hint) in 65..kTokenRowsMaxRows, giving 128x128 or 192x128; block_m and block_n not given)
+// and at least kManyTokenRowsTiles tiles of 128x192 hold one block per expert (E x ceil(N / 192)):
 // whether the launch takes the token-rows 128x192 instead (mainloop_fp8_token_rows.cuh: one drain and
 // four scale products per stage, 1.5x the weight rows per token load; a warpgroup whose 64 tokens are
-// all padding skips its MMAs). H200, 2026-11-29, E16-E64 at m = 52-90, eight N x K pairs from 4096x7168
-// to 2048x768, three routings: median 3.5-4.2% faster, up to 13%, at most 4% slower; with sm_count
-// 100 / 116 median 5.0% / 2.5% faster, at most 3% / 5% slower. With fewer tiles the rounds decide (E8: 19-23% faster at 3072x4096, where 128
+// all padding skips its MMAs; experts past 128 rows take a second, short block). H200, 2026-11-29:
+// E16-E64 at m = 52-90 (65-128 rows), eight N x K pairs from 4096x7168 to 2048x768, three routings:
+// median 3.5-4.2% faster, up to 13%, at most 4% slower; with sm_count 100 / 116 median 5.0% / 2.5%
+// faster, at most 3% / 5% slower. m = 100-110 (130-143 rows, against 192x128), E16-E64, six pairs, two
+// routings: median 4-8% faster, up to 16%, at most 8% slower (E16 3072x4096, whose 256 tiles spill
+// second blocks into a third round); m = 115: even; m = 120 (156 rows): 6% slower in the median, so
+// kTokenRowsMaxRows. With fewer tiles the rounds decide (E8: 19-23% faster at 3072x4096, where 128
 // tiles fit one round on 132 SMs, 6-15% slower at 4096x7168, 176 of them), and a count of SMs the tile
-// may not depend on; with 129-192 rows (192x128) experts past 128 rows take two blocks of 128 (E32
-// m128: up to 12% slower). A constant, so that the tile and its signals do not depend on sm_count.
+// may not depend on. Constants, so that the tile and its signals do not depend on sm_count.
 bool widens_fp8_token_block(const GroupedGemmArgs& args, const TileConfig& chosen);
 inline constexpr int64_t kManyTokenRowsTiles = 256;
+inline constexpr int kTokenRowsMaxRows = 144;
 
 // A register-weights launch on a decode tile of 256 weight rows (32x256, 48x256, 64x256; block_n not
 // given), T of them (E x ceil(max_m / block_m) x ceil(N / 256)): whether it takes 128 weight rows

@@ -201,6 +201,38 @@ TEST(Fp8Block128Gemm, ManyExpertsRandomMaskedMHeuristicConfig) {
   }
 }
 
+// One 128-token block per expert over many tiles: the heuristic takes the token-rows 128x192
+// (widens_fp8_token_block), whose second MMA warpgroup idles on experts of <= 64 rows; with and
+// without the workspace's tile counter (which this tile does not use), both signal granularities.
+TEST(Fp8Block128Gemm, ManyOneBlockExpertsOnTheTokenRowsTile) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(51);
+  Fp8Problem p;
+  p.build(16, 96, 3080, 256, rng);  // 16 x ceil(3080 / 192) = 272 tiles; a partial last column block
+  const auto reference = full_reference(p);
+  std::vector<int32_t> masked_m(16);
+  for (auto& m : masked_m) m = int(rng() % 97);
+  masked_m[0] = 0, masked_m[1] = 1, masked_m[2] = 63, masked_m[3] = 64, masked_m[4] = 65, masked_m[5] = 96;
+  for (const bool with_workspace : {false, true})
+    for (const SignalGranularity g : {SignalGranularity::per_expert, SignalGranularity::per_row_block}) {
+      GroupedGemmArgs args = p.args();
+      args.expected_m = 64;
+      args.granularity = g;
+      DeviceBuffer workspace;
+      if (with_workspace) {
+        workspace = DeviceBuffer(workspace_bytes(args));
+        args.workspace = workspace.get(), args.workspace_bytes = workspace.bytes();
+      }
+      const TileConfig cfg = select_config(args);
+      EXPECT_EQ(cfg.block_m, 128);
+      EXPECT_EQ(cfg.block_n, 192);
+      const RunResult r = run(p, args, masked_m);
+      ASSERT_TRUE(r.status.ok()) << r.status.message;
+      EXPECT_EQ(check_output(p, masked_m, reference), "") << (with_workspace ? "with a workspace" : "");
+      expect_signals(args, masked_m, r.signals);
+    }
+}
+
 // Both SPEC §6 (N, K) pairs, with few rows so the float64 reference stays quick.
 TEST(Fp8Block128Gemm, DeepSeekShapes) {
   SG_REQUIRE_HOPPER();

@@ -653,8 +653,9 @@ TEST(Config, Fp8WideTileIsTheTokenRowsTile) {
   EXPECT_EQ(select_config(args).block_n, 256);
 }
 
-// fp8_block128 on both sides, one 128-token block per expert (65-128 rows to cover) and at least
-// kManyTokenRowsTiles tiles of 128x192 (E x ceil(N / 192)): the token-rows 128x192 instead of 128x128.
+// fp8_block128 on both sides, one token block per expert (65..kTokenRowsMaxRows rows to cover) and at
+// least kManyTokenRowsTiles tiles of 128x192 (E x ceil(N / 192)): the token-rows 128x192 instead of
+// 128x128 or 192x128.
 TEST(Config, ManyOneBlockFp8TilesTakeTheTokenRowsTile) {
   GroupedGemmArgs args;
   const auto tile = [&](int experts, int max_m, int expected_m, int n) {
@@ -670,7 +671,9 @@ TEST(Config, ManyOneBlockFp8TilesTakeTheTokenRowsTile) {
   EXPECT_EQ(tile(32, 96, 64, 1024), "128x128");   // 192
   EXPECT_EQ(tile(32, 336, 64, 4096), "128x192");  // a larger slab: the tiles of one block per expert
   EXPECT_EQ(tile(32, 96, 40, 4096), "64x128");    // 52 rows: 64 tokens
-  EXPECT_EQ(tile(32, 192, 100, 4096), "192x128"); // 130 rows: not one block of 128
+  EXPECT_EQ(tile(32, 192, 110, 4096), "128x192"); // 143 rows (192x128 before): a second, short block
+  EXPECT_EQ(tile(32, 192, 111, 4096), "192x128"); // 145 rows: kTokenRowsMaxRows
+  EXPECT_EQ(tile(8, 192, 100, 4096), "192x128");  // 8 x 22 = 176 tiles
   args.config = TileConfig{0, 128, 0, 0};         // a side given: kept
   EXPECT_EQ(tile(32, 96, 64, 4096), "128x128");
   args.config = {};
