@@ -123,7 +123,12 @@ inline constexpr int kTokenRowsMaxRows = 144;
 //   m = 1-24, N = 1536-7168, K = 2880-14336, rows and `mma_fragments`: 2-12% faster; at K = 2048,
 //   N = 7168 2-5% slower (at N = 1536 16-18% faster, where E32's 192 tiles of 256 rows fill under
 //   half of a second round: a count of SMs, which the tile may not depend on); mxfp4 and mxfp8
-//   weights -4..+10%, so they keep 256 rows).
+//   weights -4..+10%, so they keep 256 rows); and for any tokens where T leaves a second round of
+//   kRoundSms SMs at most half full (kRoundSms < T <= 1.5 kRoundSms): twice the tiles of half the time
+//   fill 3 half rounds where the wide ones take 2 whole (H200, 2026-11-29, E6-E48 with T = 144-196, m =
+//   8 and 24, K = 2048 and 7168, nvfp4 / mxfp4 `mma_fragments` and mxfp8 weights: 11-29% faster on 132
+//   SMs; with 116 of them 12-29% faster for T <= 168, -9..+7% for T = 192-196; T = 224-256: -9..+6%,
+//   so the window stops at 1.5 rounds).
 //   kFewDecodeTiles / 2 < T <= kFewDecodeTiles, where K would split in 2 to 4 pieces (plan_split_k on
 //   an H100): twice the tiles unsplit (H200, 2026-11-28: 14-30% faster at E3-E4 4096x7168 and E2
 //   7168x2048). Fewer: K splits in 4-8 and the wide tile stays (E1-E2 4096x7168: up to 37% faster
@@ -146,6 +151,9 @@ inline constexpr int kTokenRowsMaxRows = 144;
 bool narrows_decode_tile(const GroupedGemmArgs& args, const TileConfig& chosen);
 inline constexpr int64_t kFewDecodeTiles = 64;
 inline constexpr int kShortDecodeK = 2048;
+// The SMs of an H100 SXM or H200, for rules that fill rounds of tiles (a constant, not the launch's
+// SMs, so that the tile and its signals do not depend on sm_count).
+inline constexpr int64_t kRoundSms = 132;
 
 // fp8_block128 tiles pair into two-CTA clusters only from this K on (H100, 2026-11-26: with K <= 2048
 // the 128x256 tile ran 1-6% faster alone, with K >= 4096 up to 3.5% faster in pairs; see

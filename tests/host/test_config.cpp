@@ -159,7 +159,8 @@ TEST(Config, RegisterWeightsDecodeTiles) {
 }
 
 // bf16 x register weights on a decode tile (narrows_decode_tile): 64 tokens take 64x128 where tiles are
-// many, and so do 32 tokens beside nvfp4 weights (32x128) unless K is short; 33-64 tiles of 256 rows (K would split in 2-4 pieces) take 128 rows; fewer keep 256 and split,
+// many, and so do 32 tokens beside nvfp4 weights (32x128) unless K is short, and any tokens whose
+// tiles leave a second round of 132 SMs at most half full; 33-64 tiles of 256 rows (K would split in 2-4 pieces) take 128 rows; fewer keep 256 and split,
 // unless K <= kShortDecodeK. Converted tokens take 128x128: fp8_block128 ones from a workspace only
 // where bf16 ones take 128 rows for short K; converted per tile, where twice the tiles are at most
 // kOneRoundTiles (one-format pairings: of 64x256, FP4 tokens also of 48x256).
@@ -182,6 +183,12 @@ TEST(Config, DecodeTileWidthByTileCount) {
     EXPECT_EQ(tile(32, 32, 16, 4096, 7168), many_32);
     EXPECT_EQ(tile(32, 32, 16, 7168, 0), many_32);       // K not given: as a long K
     EXPECT_EQ(tile(32, 32, 16, 7168, 2048), "32x256");
+    // A second round of kRoundSms at most half full (133-198 tiles): 128 rows, whatever K and weights.
+    EXPECT_EQ(tile(24, 32, 8, 1536, 2048), "32x128");   // 144 tiles
+    EXPECT_EQ(tile(12, 48, 32, 4096, 7168), "64x128");  // 192
+    EXPECT_EQ(tile(7, 32, 8, 7168, 2048), "32x128");    // 196
+    EXPECT_EQ(tile(14, 32, 8, 4096, 2048), "32x256");   // 224
+    EXPECT_EQ(tile(4, 32, 8, 8192, 2048), "32x256");    // 128: one round
     EXPECT_EQ(tile(1, 32, 16, 4096, 7168), "32x256");   // 16 tiles: 8 pieces
     EXPECT_EQ(tile(2, 48, 32, 4096, 7168), "48x256");   // 32 tiles: 4 pieces
     EXPECT_EQ(tile(3, 32, 16, 4096, 7168), "32x128");   // 48 tiles: 2 pieces
