@@ -121,9 +121,8 @@ inline constexpr int kTokenRowsMaxRows = 144;
 //   128-K stages (H200, 2026-11-28, E4-E64 at m = 40-48: FP4 weights 0-17% faster, mxfp8 16-37%),
 //   and for 32 tokens beside nvfp4 weights with K > kShortDecodeK (H200, 2026-11-29, E8-E256 at
 //   m = 1-24, N = 1536-7168, K = 2880-14336, rows and `mma_fragments`: 2-12% faster; at K = 2048,
-//   N = 7168 2-5% slower (at N = 1536 16-18% faster, where E32's 192 tiles of 256 rows fill under
-//   half of a second round: a count of SMs, which the tile may not depend on); mxfp4 and mxfp8
-//   weights -4..+10%, so they keep 256 rows); and for any tokens where T leaves a second round of
+//   N = 7168 2-5% slower (at N = 1536 16-18% faster: E32's 192 tiles, the short last round below);
+//   mxfp4 and mxfp8 weights -4..+10%, so they keep 256 rows); and for any tokens where T leaves a second round of
 //   kRoundSms SMs at most half full (kRoundSms < T <= 1.5 kRoundSms): twice the tiles of half the time
 //   fill 3 half rounds where the wide ones take 2 whole (H200, 2026-11-29, E6-E48 with T = 144-196, m =
 //   8 and 24, K = 2048 and 7168, nvfp4 / mxfp4 `mma_fragments` and mxfp8 weights: 11-29% faster on 132

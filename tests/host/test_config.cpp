@@ -160,7 +160,8 @@ TEST(Config, RegisterWeightsDecodeTiles) {
 
 // bf16 x register weights on a decode tile (narrows_decode_tile): 64 tokens take 64x128 where tiles are
 // many, and so do 32 tokens beside nvfp4 weights (32x128) unless K is short, and any tokens whose
-// tiles leave a second round of 132 SMs at most half full; 33-64 tiles of 256 rows (K would split in 2-4 pieces) take 128 rows; fewer keep 256 and split,
+// tiles leave a second round of 132 SMs at most half full; 33-64 tiles of 256 rows (K would split in
+// 2-4 pieces) take 128 rows; fewer keep 256 and split,
 // unless K <= kShortDecodeK. Converted tokens take 128x128: fp8_block128 ones from a workspace only
 // where bf16 ones take 128 rows for short K; converted per tile, where twice the tiles are at most
 // kOneRoundTiles (one-format pairings: of 64x256, FP4 tokens also of 48x256).
