@@ -384,7 +384,8 @@ TEST(Config, StagingLayoutsPlaceEveryUnitOnceWithoutBankConflicts) {
 }
 
 // A consumer computes the signal layout from the sizes (the Python module's signal_layout, where K may
-// be left out, with or without a workspace): over many shapes, every pairing, the tile must not
+// be left out, with or without a workspace): over many shapes, every pairing, the tile (one the
+// pairing compiles) must not
 // depend on sm_count or the signals, and on K only through K <= kShortDecodeK (narrows_decode_tile:
 // then 128 weight rows where the sizes alone give 256, 128x128 for fp8_block128 tokens in a workspace;
 // 32 tokens beside nvfp4 weights on many tiles the other way round); K not given plans as a longer K does.
@@ -397,7 +398,7 @@ TEST(Config, SignalLayoutDependsOnKOnlyThroughShortDecodeK) {
   int short_k_differs = 0;
   for (const auto& [a, b] : pairs)
     for (const bool workspace : {false, true})
-      for (const int experts : {1, 2, 3, 4, 8, 32})
+      for (const int experts : {1, 2, 3, 4, 6, 8, 32})
         for (const int m : {1, 8, 24, 40, 48, 64, 100, 256})
           for (const int n : {1024, 2048, 4096, 7168}) {
             GroupedGemmArgs args;
@@ -440,6 +441,9 @@ TEST(Config, SignalLayoutDependsOnKOnlyThroughShortDecodeK) {
                 launched.scope = sm_count == 0 ? SignalScope::gpu : SignalScope::sys;
                 const SignalLayout l = signal_layout(launched);
                 const SignalLayout& planned = k <= kShortDecodeK ? short_k : sized;
+                // The heuristic's tile is one the pairing compiles, and its stages fit an H100.
+                const Status compiled = check_launch_tile(launched);
+                EXPECT_TRUE(compiled.ok()) << what << " k" << k << ": " << compiled.message;
                 EXPECT_TRUE(l.block_m == planned.block_m && l.block_n == planned.block_n)
                     << what << " k" << k << " sm_count " << sm_count << ": " << l.block_m << "x" << l.block_n
                     << " against " << planned.block_m << "x" << planned.block_n;
