@@ -157,7 +157,8 @@ bool narrows_decode_tile(const GroupedGemmArgs& args, const TileConfig& chosen) 
   if (converted_tokens && args.workspace == nullptr)  // converted per tile: 2 x tiles of 128x128
     return 2 * tiles <= kOneRoundTiles && (fp8_tokens || chosen.block_m == 64 || (fp4_tokens && chosen.block_m == 48));
   if (converted_tokens) return fp8_tokens && tiles <= kFewDecodeTiles / 2 && short_k;
-  // A last round under half full: the 128-row tiles' last round is short of a whole one by half a tile.
+  // 256-row tiles that spill under half a round of SMs into a second one: 128-row tiles fill three
+  // half rounds where they take two whole ones.
   const bool short_last_round = tiles > kRoundSms && tiles <= kRoundSms * 3 / 2;
   if (tiles > kFewDecodeTiles)
     return chosen.block_m == 64 || short_last_round ||
