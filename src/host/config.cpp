@@ -275,52 +275,40 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
   }
   // When an expert's rows need several token blocks anyway, the tile is limited by what each K
   // block pulls from L2: 128 tokens x 256 weight rows moves 48 KB per 4 M MACs, 128 x 128 moves
-  // 32 KB per 2 M. fp8_block128 on both sides takes 128 x 192 with the tokens as the wgmma's M
-  // instead (mainloop_fp8_token_rows.cuh: one drain and four scale products per stage, where 128x256
-  // drains twice and shares per-token products through shared memory), walked in the fixed order
-  // (takes_tiles_dynamically): H100, 2026-11-27, against 128x256 with dynamic tiles, faster in 44
-  // of 46 shape x routing runs, 3-7% at E8 m256 and m1024 and up to 32% where fewer, narrower
-  // tiles fill the last round better (E2-E4); slower at E2 m512 with one routing (+22%, where
-  // 128x256 fit one round) and Qwen3 E8 m256 3072x4096 with one (+1.4%; docs/performance.md).
-  // (A cluster asked for keeps 128 x 256, the wide tile clusters are compiled for.)
+  // 32 KB per 2 M. fp8_block128 on both sides takes the token-rows 128 x 192 instead (one drain and
+  // four scale products per stage, where 128 x 256 drains twice; faster in 44 of 46 runs, step 2 of
+  // docs/configuration.md). A cluster asked for keeps 128 x 256, the wide tile clusters are compiled for.
   const bool fp8_pair = a_format == Format::fp8_block128 && b_format == Format::fp8_block128;
   if (config.block_n == 0)
     config.block_n = config.block_m == 128 ? (fp8_pair && config.cluster != 2 ? 192 : 256) : 128;
-  // bf16 x FP4 weights there: 192x128 instead (H100, 2026-11-26: mxfp4 4-11% faster than on
-  // 128x256 at E = 8, m = 256 and 1024; nvfp4, once the tile walk between tiles got cheap, 5-10%
-  // with packed weights and 9-16% in rows. 128x256 groups a single k16 step per wgmma commit).
+  // bf16 x FP4 weights there: 192x128 instead (4-16% faster at E = 8; 128x256 groups a single k16
+  // step per wgmma commit).
   if (a_format == Format::bf16 && (b_format == Format::mxfp4 || b_format == Format::nvfp4) && !explicit_block_m &&
       !explicit_block_n && config.block_m == 128 && config.block_n == 256) {
     config.block_m = 192;
     config.block_n = 128;
   }
   // bf16 x mxfp8 there (and mxfp8 x mxfp8, whose tokens a workspace converts first): 128x128, whose
-  // mxfp8 weight stages are 3 deep where 128x256 fits 2 (H200, 2026-11-28, E8 m256 and m1024, both
-  // SPEC pairs: 6-14% faster than 128x256; 192x128 was faster at E8 m256 4096x7168 only).
+  // mxfp8 weight stages are 3 deep where 128x256 fits 2 (6-14% faster at E = 8).
   if (a_format == Format::bf16 && b_format == Format::mxfp8 && !explicit_block_m && !explicit_block_n &&
       config.block_m == 128 && config.block_n == 256)
     config.block_n = 128;
-  // Dequantizing pairings (mxfp8/mxfp4/nvfp4 on both sides, fp8_block128 x FP4): their
-  // bf16 tiles are double buffered in shared memory, which leaves 128x256 two stages at most, so
-  // the heuristic keeps block_n = 128 there. Where FP4 weights may take converted tokens on the
-  // register-operand mainloop (fp8_block128 x FP4, nvfp4 x nvfp4, mxfp4 x mxfp4) 192 tokens become
-  // 128x128 on it: fp8_block128 x FP4 holds a partial accumulator per 128-K block, so it has
-  // block_m <= 128 only, and the FP4 pairs ran 12-17% faster that way than on 192x128 (H100,
-  // 2026-11-26, E32 m128). mxfp8 x mxfp8 keeps 192x128 (5% faster there than its 128x128).
+  // Dequantizing pairings (mxfp8/mxfp4/nvfp4 on both sides, fp8_block128 x FP4): their bf16 tiles
+  // are double buffered in shared memory, which leaves 128x256 two stages at most, so block_n = 128.
+  // 192 tokens become 128x128 on the register-operand mainloop where the pairing runs there
+  // (fp8_block128 x FP4 holds a partial accumulator per 128-K block, so block_m <= 128 only; the FP4
+  // pairs ran 12-17% faster that way); mxfp8 x mxfp8 keeps 192x128 (5% faster than its 128x128).
   if (kernels::is_dequant_bf16_pair(a_format, b_format) && !explicit_block_n) {
     config.block_n = 128;
     if (!explicit_block_m && config.block_m > 128 && a_format != Format::mxfp8 &&
         register_weights_with_converted_tokens(a_format, b_format, 128, 128))
       config.block_m = 128;
   }
-  // bf16 x FP4 / mxfp8 weights at decode (one token block of <= 64 rows per expert): 256 weight rows per tile. The
-  // bf16 token tile is larger than the packed weight tile, so it is loaded once per 256 rows
-  // instead of per 128; with the tokens it still leaves 3-4 stages of 256 K.
-  // 48 tokens where they cover the expert: the smaller token tile leaves room for 3 stages of 256 K
-  // beside the block scales' buffer, where 64 x 256 fits 128-K stages only.
-  // fp8_block128 x FP4, nvfp4 x nvfp4, mxfp4 x mxfp4 and mxfp8 x mxfp8 decode take the same tiles (the
-  // register-operand mainloop, with the tokens converted to bf16 in shared memory; 128x128 runs
-  // that mainloop too).
+  // Register weights at decode (one token block of <= 64 rows per expert; bf16 tokens, or tokens the
+  // mainloop converts): 256 weight rows per tile. The bf16 token tile outweighs the packed weight
+  // tile, so it is loaded once per 256 rows instead of per 128. 48 tokens where they cover the
+  // expert: the smaller token tile leaves room for 256-K stages beside the block scales' buffer,
+  // where 64 x 256 fits 128-K stages only.
   if ((kernels::is_bf16_register_weights_pair(a_format, b_format) ||
        register_weights_with_converted_tokens(a_format, b_format, config.block_m, 256)) &&
       requested_block_n == 0 && config.block_m <= 64) {
@@ -334,11 +322,10 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
                                tokens_in_workspace &&
                                    register_weights_with_converted_tokens(a_format, b_format, config.block_m,
                                                                           config.block_n));
-  // fp8_block128 with several token blocks per expert: pair the CTAs that share a weight (or
-  // token) tile into a cluster and multicast it, so it is read from HBM and L2 once, in step. With
-  // short K the pair's lockstep costs more than the shared loads save (kClusterMinK). CTAs that take
-  // tiles dynamically run alone: that balances the grid better than the pairs' shared loads gain
-  // (H100, 2026-11-26: 1-5% faster on the eight SPEC shapes; docs/performance.md).
+  // fp8_block128 with several token blocks per expert: pair the CTAs that share a weight (or token)
+  // tile into a cluster and multicast it, so it is read from HBM and L2 once, in step. With short K
+  // the pair's lockstep costs more than the shared loads save (kClusterMinK); CTAs that take tiles
+  // dynamically run alone, which balances the grid better than the pairs' shared loads gain.
   if (config.cluster == 0)
     config.cluster = !dynamic_tiles && fp8_pair &&
                              is_cluster_tile(config.block_m, config.block_n) && (k == 0 || k >= kClusterMinK)
