@@ -1,9 +1,10 @@
-// Demo: the down GEMM and the MoE combine, run one after the other and then side by side through
-// SignalGEMM's signals, on DeepSeek-V3 decode shapes (N = 7168, K = 2048, top-8 routing).
-// Prints each alone, sequential, overlapped and the overlap efficiency
-//   (sequential - overlapped) / min(GEMM, combine)
-// and writes an SVG timeline of one overlapped run (signal seen / rows sent per counter, phases
-// per combine block) when --svg FILE is given.
+// Demo: the down GEMM and the MoE combine, run one after the other and then overlapped through
+// SignalGEMM's signals, on DeepSeek-V3 decode shapes (N = 7168, K = 2048, top-8 routing), two ways:
+// beside the GEMM on SMs it leaves free (a second stream), and after it as a programmatic dependent
+// launch (CombineArgs::enable_pdl: the combine takes each SM a GEMM CTA leaves). Prints each alone,
+// sequential, both overlaps and the hidden fraction (sequential - overlapped) / combine, and writes
+// an SVG timeline of both overlapped runs (signal seen / rows recorded per counter, phases per
+// combine block) when --svg FILE is given.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -35,7 +36,7 @@ struct Shape {
 };
 
 struct Timings {
-  float gemm_all, gemm_reduced, combine_alone, sequential, overlapped;
+  float gemm_all, gemm_reduced, combine_alone, sequential, overlapped, after_pdl;
 };
 
 
@@ -75,8 +76,7 @@ Timings run_shape(const Shape& shape, int combine_blocks, int iters, std::mt1993
   CHECK_CUDA(cudaMalloc(&sfb, sfb_count * 4));
   CHECK_CUDA(cudaMalloc(&c, size_t(shape.experts) * max_m * kN * 2));
   CHECK_CUDA(cudaMalloc(&out, size_t(tokens) * kN * 2));
-  const size_t ws_bytes = combine_workspace_bytes(tokens, kTopk, kN);
-  const size_t counter_bytes = combine_workspace_counter_bytes(tokens);
+  const size_t ws_bytes = combine_workspace_bytes(tokens, kTopk);
   CHECK_CUDA(cudaMalloc(&workspace, ws_bytes));
   CHECK_CUDA(cudaMalloc(&d_masked_m, masked_m.size() * 4));
   CHECK_CUDA(cudaMalloc(&d_topk_idx, topk_idx.size() * 4));
@@ -141,9 +141,9 @@ Timings run_shape(const Shape& shape, int combine_blocks, int iters, std::mt1993
   // Every variant clears the counters first, so all time the same memsets.
   auto clear = [&](cudaStream_t s) {
     CHECK_CUDA(cudaMemsetAsync(signals, 0, layout.counter_count() * 4, s));
-    CHECK_CUDA(cudaMemsetAsync(static_cast<uint8_t*>(workspace) + ws_bytes - counter_bytes, 0, counter_bytes, s));
+    CHECK_CUDA(cudaMemsetAsync(workspace, 0, ws_bytes, s));
   };
-  enum Variant { kGemmAll, kGemmReduced, kCombineAlone, kSequential, kOverlapped };
+  enum Variant { kGemmAll, kGemmReduced, kCombineAlone, kSequential, kOverlapped, kAfterPdl };
   // A spin queued before the start event outlasts the host's enqueueing of the variant (its launches
   // validate their pointers; the overlapped one also forks and joins a stream), so the events time
   // the GPU's work only, every variant alike.
@@ -155,7 +155,7 @@ Timings run_shape(const Shape& shape, int combine_blocks, int iters, std::mt1993
       gv.stream = s1;
       clear(s1);
       CHECK_STATUS(grouped_gemm_nt_masked(gv));
-      CHECK_CUDA(cudaMemsetAsync(static_cast<uint8_t*>(workspace) + ws_bytes - counter_bytes, 0, counter_bytes, s1));
+      CHECK_CUDA(cudaMemsetAsync(workspace, 0, ws_bytes, s1));
       signalgemm::bench::spin_kernel<<<1, 1, 0, s1>>>(kEnqueueCoverNs);
       CHECK_CUDA(cudaEventRecord(start, s1));
       cv.stream = s1;
@@ -183,8 +183,9 @@ Timings run_shape(const Shape& shape, int combine_blocks, int iters, std::mt1993
       CHECK_CUDA(cudaStreamWaitEvent(s1, join));
     } else {
       CHECK_STATUS(grouped_gemm_nt_masked(gv));
-      if (v == kSequential) {
+      if (v == kSequential || v == kAfterPdl) {
         cv.stream = s1;
+        cv.enable_pdl = v == kAfterPdl;  // its blocks take the SMs the GEMM's CTAs leave
         CHECK_STATUS(combine(cv));
       }
     }
@@ -207,6 +208,7 @@ Timings run_shape(const Shape& shape, int combine_blocks, int iters, std::mt1993
   t.combine_alone = time_variant(kCombineAlone);
   t.sequential = time_variant(kSequential);
   t.overlapped = time_variant(kOverlapped);
+  t.after_pdl = time_variant(kAfterPdl);
   CHECK_CUDA(cudaDeviceSynchronize());
   int32_t error_flag = 0;
   CHECK_CUDA(cudaMemcpy(&error_flag, d_error_flag, 4, cudaMemcpyDeviceToHost));
@@ -216,15 +218,24 @@ Timings run_shape(const Shape& shape, int combine_blocks, int iters, std::mt1993
   }
 
   if (svg != nullptr) {
-    CHECK_CUDA(cudaMemset(d_timeline, 0, timeline.size() * 8));
-    cb.timeline = d_timeline;
-    run_variant(kOverlapped);
-    CHECK_CUDA(cudaDeviceSynchronize());
-    CHECK_CUDA(cudaMemcpy(timeline.data(), d_timeline, timeline.size() * 8, cudaMemcpyDeviceToHost));
+    std::vector<signalgemm::bench::TimelinePanel> panels;
+    for (Variant v : {kOverlapped, kAfterPdl}) {
+      CHECK_CUDA(cudaMemset(d_timeline, 0, timeline.size() * 8));
+      cb.timeline = d_timeline;
+      run_variant(v);
+      CHECK_CUDA(cudaDeviceSynchronize());
+      CHECK_CUDA(cudaMemcpy(timeline.data(), d_timeline, timeline.size() * 8, cudaMemcpyDeviceToHost));
+      char label[96];
+      if (v == kOverlapped)
+        std::snprintf(label, sizeof(label), "beside: GEMM on %d SMs, combine on %d", sms - combine_blocks, combine_blocks);
+      else
+        std::snprintf(label, sizeof(label), "after, PDL: GEMM on %d SMs, combine on those it leaves", sms);
+      panels.push_back({label, timeline, layout, combine_blocks + sms});
+    }
     char title[160];
-    std::snprintf(title, sizeof(title), "GEMM (E=%d, m=%d, N=%d, K=%d) on %d SMs overlapped with the combine",
-                  shape.experts, shape.m, kN, kK, sms - combine_blocks);
-    signalgemm::bench::write_timeline_svg(svg, title, {{"", timeline, layout, combine_blocks + sms}});
+    std::snprintf(title, sizeof(title), "GEMM (E=%d, m=%d, N=%d, K=%d) overlapped with the combine", shape.experts,
+                  shape.m, kN, kK);
+    signalgemm::bench::write_timeline_svg(svg, title, panels);
   }
   for (void* p : {(void*)a, (void*)b, (void*)sfa, (void*)sfb, c, out, workspace, (void*)d_masked_m, (void*)d_topk_idx,
                   (void*)d_row_source, (void*)d_weights, (void*)signals, (void*)d_timeline, (void*)d_error_flag})
@@ -251,20 +262,23 @@ int main(int argc, char** argv) {
     }
   }
   const cudaDeviceProp prop = signalgemm::bench::require_hopper("signalgemm-demo");
-  std::printf("overlap demo on %s: down GEMM N=%d K=%d fp8_block128, top-%d combine; overlapped, the GEMM leaves %d SMs "
-              "free to the combine, and a full-chip combine launch after the GEMM joins for the rest\n",
+  std::printf("overlap demo on %s: down GEMM N=%d K=%d fp8_block128, top-%d combine; beside: the GEMM leaves %d SMs "
+              "free to the combine, and a full-chip combine launch after the GEMM joins for the rest; after: one "
+              "full-chip combine launched as the GEMM's programmatic dependent\n",
               prop.name, kN, kK, kTopk, combine_blocks);
-  std::printf("%4s %5s | %9s %9s %9s | %9s %9s | %s\n", "E", "m", "gemm_us", "gemm_rd", "comb_us", "seq_us", "ovl_us",
-              "hidden");
+  std::printf("%4s %5s | %9s %9s %9s | %9s %9s %9s | %6s %6s\n", "E", "m", "gemm_us", "gemm_rd", "comb_us", "seq_us",
+              "beside", "after", "hidden", "hidden");
   std::mt19937 rng(2026);
   const Shape shapes[] = {{32, 32}, {32, 128}, {8, 256}};
   for (const Shape& s : shapes) {
     const Timings t = run_shape(s, combine_blocks, iters, rng, (&s == &shapes[0]) ? svg : nullptr);
-    const double hidden = (t.sequential - t.overlapped) / t.combine_alone;
-    std::printf("%4d %5d | %9.1f %9.1f %9.1f | %9.1f %9.1f | %5.0f%%\n", s.experts, s.m, t.gemm_all, t.gemm_reduced,
-                t.combine_alone, t.sequential, t.overlapped, 100 * hidden);
+    std::printf("%4d %5d | %9.1f %9.1f %9.1f | %9.1f %9.1f %9.1f | %5.0f%% %5.0f%%\n", s.experts, s.m, t.gemm_all,
+                t.gemm_reduced, t.combine_alone, t.sequential, t.overlapped, t.after_pdl,
+                100 * (t.sequential - t.overlapped) / t.combine_alone,
+                100 * (t.sequential - t.after_pdl) / t.combine_alone);
   }
-  std::printf("gemm_rd: GEMM alone on the SMs it keeps when overlapped; seq: GEMM (all SMs) then combine (all SMs); "
-              "hidden: (seq - ovl) / comb, the multi-GPU benchmark's measure\n");
+  std::printf("gemm_rd: GEMM alone on the SMs it keeps beside the combine; seq: GEMM (all SMs) then combine (all "
+              "SMs); beside, after: the two overlaps, each with its hidden fraction (seq - overlapped) / comb, the "
+              "multi-GPU benchmark's measure\n");
   return 0;
 }

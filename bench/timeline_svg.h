@@ -1,6 +1,6 @@
 // SVG timeline of a combine (single-GPU or multi-GPU) from its %globaltimer stamps
-// (combine_timeline_entries layout: per counter [signal observed, rows sent], then per block
-// [start, send phase done, end]). One panel per GPU, stacked; each panel's time axis starts at its
+// (combine_timeline_entries layout: per counter [signal observed, rows sent (multi-GPU) or recorded
+// in place (single-GPU)], then per block [start, send or record phase done, end]). One panel per GPU, stacked; each panel's time axis starts at its
 // own first block start, as %globaltimer is not synchronized across GPUs.
 #pragma once
 
@@ -51,7 +51,7 @@ inline void write_timeline_svg(const char* path, const std::string& title, const
                "font-size='11'>\n<rect width='100%%' height='100%%' fill='white'/>\n",
                width, height);
   std::fprintf(f, "<text x='10' y='16'>%s (%.1f us)</text>\n", title.c_str(), us);
-  std::fprintf(f, "<text x='10' y='32' fill='#1f77b4'>| signal observed, bar: rows sent to token slots</text>\n");
+  std::fprintf(f, "<text x='10' y='32' fill='#1f77b4'>| signal observed, bar: rows handed to their token slots</text>\n");
   int row = 0;
   for (size_t p = 0; p < panels.size(); ++p) {
     const auto& tl = panels[p].stamps;
@@ -71,7 +71,7 @@ inline void write_timeline_svg(const char* path, const std::string& title, const
     }
     row += 1;
     std::fprintf(f,
-                 "<text x='10' y='%d' fill='#d62728'>combine blocks: send phase (orange), reduce phase (red)</text>\n",
+                 "<text x='10' y='%d' fill='#d62728'>combine blocks: send or record phase (orange), reduce phase (red)</text>\n",
                  top + row * row_h);
     row += 1;
     for (int b = 0; b < panels[p].blocks; ++b) {

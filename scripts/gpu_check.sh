@@ -42,7 +42,7 @@ SMALL='Fp8Block128Gemm.PaddedStridesAndFewSms:Fp8Block128Gemm.ClusterPairsEveryS
 SMALL+=':Bf16Gemm.EveryTileConfigAndEdgeMaskedM:RegisterWeightsGemm.DecodeTilesOf256WeightRows:FormatPairings.SanitizerSmallCase:FormatPairings.PersistentCtasWithFewSms'
 SMALL+=':MmaFragments.GpuPackingEqualsTheCpuPacking:MmaFragments.DecodeTilesOf256WeightRows:Fp8Block128Gemm.DynamicTilesFromAWorkspace'
 SMALL+=':Fp8Block128Gemm.SplitKForFewTiles:Bf16Gemm.SplitKForFewTiles:MmaFragments.SplitKForFewTiles'
-SMALL+=':RegisterWeightsGemm.SplitKSanitizerSmallCase'
+SMALL+=':RegisterWeightsGemm.SplitKSanitizerSmallCase:CombineTest.MatchesCpuCombineForRandomRoutings'
 # The Python module is built here against this machine's Python and torch (when present): a
 # CPU-bound minute or more, so it builds in the background, niced, while the GPU tests run.
 python_build() {

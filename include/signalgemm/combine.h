@@ -3,13 +3,13 @@
 //   out[t, :] = sum_{k < topk, topk_idx[t, k] >= 0} topk_weights[t, k] * C[e_k, i_k, :]
 //
 // where (e_k, i_k) is the expert row that served slot k of token t. Two phases in one kernel:
-//   send:   as soon as a counter (expert or row block) completes, copy its rows of C into the
-//           token-slot buffer recv[t * topk + k, :] and count the arrival on the token (release);
-//   reduce: once every slot of a token has arrived (acquire), sum the slots in the fixed order
-//           k = 0..topk-1 in fp32 and store bf16. The order never depends on timing, so the
+//   record: as soon as a counter (expert or row block) completes, note where each of its rows lies
+//           in C for the row's token slot, and count the arrival on the token (release);
+//   reduce: once every slot of a token has arrived (acquire), sum the slots' rows of C in the fixed
+//           order k = 0..topk-1 in fp32 and store bf16. The order never depends on timing, so the
 //           result is deterministic.
-// The send phase is what overlaps the GEMM: it starts on each expert the moment it is signalled.
-// Across GPUs the send becomes a store into the token owner's window (the multi-GPU combine).
+// On one GPU no row is copied: the reduce reads each row of C once, where the GEMM wrote it. Across
+// GPUs the record becomes a store of the row into the token owner's window (the multi-GPU combine).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -43,14 +43,14 @@ struct CombineArgs {
 
   // Routing, as a low-latency dispatch produces it.
   int num_tokens = 0;
-  int topk = 0;
+  int topk = 0;  // 1..32
   const int32_t* topk_idx = nullptr;      // [num_tokens][topk], expert id or -1 (slot unused)
   const float* topk_weights = nullptr;    // [num_tokens][topk]
   const int32_t* row_source = nullptr;    // [E][max_m]: t * topk + k for real rows
 
-  // Workspace (combine_workspace_bytes): token-slot rows, then counters (per-token arrivals, two
-  // work queues and a timed-out mark) that must be zero at launch: clear the last combine_workspace_counter_bytes
-  // of the workspace (cudaMemsetAsync, capturable) before each use.
+  // Workspace (combine_workspace_bytes): each token slot's place in gemm_out, then counters
+  // (per-token arrivals, two work queues and a timed-out mark). All of it must be zero at launch:
+  // clear it (cudaMemsetAsync, capturable) before each use.
   void* workspace = nullptr;
   void* out = nullptr;  // bf16 [num_tokens][N]
 
@@ -64,22 +64,26 @@ struct CombineArgs {
   // it may take a previous launch's counts for this one's.
   int num_blocks = 0;
   int first_block = 0;
+  // Launch as a programmatic dependent of the GEMM just before it on `stream` (which must be that
+  // kernel: the attribute relaxes the wait on the preceding kernel only): its blocks start on each
+  // SM the GEMM's CTAs leave, before the whole GEMM ends, and take no SM from it. On one GPU this
+  // is the overlap that pays (docs/signals.md). It reads the GEMM's rows only through the signals,
+  // and everything else (routing, masked_m, the cleared counters) must be written before the GEMM.
+  bool enable_pdl = false;
   // Per wait; 0 = forever. After one times out, waits that start later give up at once (those
-  // already waiting end at their own timeout) and the output is incomplete: so a timeout needs
-  // error_flag, the only report.
+  // already waiting end at their own timeout) and the tokens still waiting are not written: so a
+  // timeout needs error_flag, the only report.
   uint64_t timeout_ns = 0;
   int32_t* error_flag = nullptr; // ORed with kErrorSignalTimeout on a timeout, kErrorInvalidRouting
   uint64_t* timeline = nullptr;  // optional, combine_timeline_entries() %globaltimer stamps
   cudaStream_t stream = nullptr;
 };
 
-// Bytes of workspace for this routing: recv rows (bf16) plus the counters.
-size_t combine_workspace_bytes(int num_tokens, int topk, int n);
-// Bytes at the end of the workspace that must be zero when the combine starts.
-size_t combine_workspace_counter_bytes(int num_tokens);
+// Bytes of workspace for this routing: a place per token slot plus the counters.
+size_t combine_workspace_bytes(int num_tokens, int topk);
 
-// Entries of the optional timeline: per counter [signal observed, rows sent], then per block
-// [start, send phase done, end], for `num_blocks` blocks over all launches of one combine.
+// Entries of the optional timeline: per counter [signal observed, rows recorded], then per block
+// [start, record phase done, end], for `num_blocks` blocks over all launches of one combine.
 int64_t combine_timeline_entries(const SignalLayout& layout, int num_blocks);
 
 Status combine(const CombineArgs& args);

@@ -1,8 +1,10 @@
-// The single-GPU combine (include/signalgemm/combine.h): send phase driven by the GEMM's signals,
-// then a deterministic per-token reduction.
+// The single-GPU combine (include/signalgemm/combine.h): a record phase driven by the GEMM's
+// signals, then a deterministic per-token reduction that reads the rows where the GEMM wrote them.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cuda/ptx>
 #include <string>
 
 #include "consumer/combine_device.cuh"
@@ -13,9 +15,14 @@
 namespace signalgemm {
 namespace {
 
-constexpr int kCombineThreads = 256;
-constexpr int kWarps = kCombineThreads / 32;
+// The reduce sums a group of tokens per block: with 1024 threads a 7168-column row's 896 vectors
+// take one round of loads, kSlotsPerLoad slots each in flight (<= 64 registers).
+constexpr int kCombineThreads = 1024;
 constexpr int kDefaultBlocks = 8;
+constexpr int kRowsPerItem = 32;   // a warp's record item: one row per lane
+constexpr int kMaxTopk = 32;       // slots per token (a group's row addresses live in shared memory)
+constexpr int kReduceTokens = 4;   // most tokens a block sums together
+constexpr int kSlotsPerLoad = 8;
 
 struct CombineParams {
   const uint8_t* gemm_out;
@@ -29,9 +36,9 @@ struct CombineParams {
   const int32_t* topk_idx;
   const float* topk_weights;
   const int32_t* row_source;
-  __nv_bfloat16* recv;       // [num_tokens * topk][N]
+  int64_t* slot_rows;        // [num_tokens * topk]: 1 + byte offset of the slot's row in gemm_out; 0: none
   uint32_t* token_arrivals;  // [num_tokens]
-  uint32_t* work_queues;     // [3]: next counter to send, next token to reduce; `aborted` (block_wait)
+  uint32_t* work_queues;     // [3]: next record item, next token to reduce; `aborted` (wait_unless_aborted)
   __nv_bfloat16* out;
   uint64_t timeout_ns;
   int32_t* error_flag;
@@ -39,83 +46,128 @@ struct CombineParams {
   int first_block;
 };
 
-using detail::copy_row;
 using detail::globaltimer;
 
-// Every wait of this combine, block-wide (thread 0 waits; the barrier extends its acquire to the
-// block); after one has timed out the others give up at once (detail::wait_unless_aborted).
-__device__ bool block_wait(const CombineParams& p, const uint32_t* word, uint32_t target, SignalScope scope) {
-  __shared__ int reached;
-  if (threadIdx.x == 0)
-    reached = detail::wait_unless_aborted(
-        word, [target](uint32_t value) { return signal_reached(value, target); }, scope, p.timeout_ns, p.error_flag,
-        &p.work_queues[2]);
-  __syncthreads();
-  const bool ok = reached != 0;
-  __syncthreads();  // `reached` is rewritten by the next call
-  return ok;
+// One wait of this combine by the calling thread; after one has timed out the others give up at
+// once (detail::wait_unless_aborted).
+__device__ bool combine_wait(const CombineParams& p, const uint32_t* word, uint32_t target, SignalScope scope) {
+  return detail::wait_unless_aborted(
+      word, [target](uint32_t value) { return signal_reached(value, target); }, scope, p.timeout_ns, p.error_flag,
+      &p.work_queues[2]);
 }
 
-__global__ void __launch_bounds__(kCombineThreads) combine_kernel(const CombineParams p) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int n = p.layout.n;
+// Record item `item` (per warp): rows [32 g, 32 g + 32) of counter c, item = c * groups + g. Once
+// the counter is complete, each lane records where its row's slot finds it and counts the arrival
+// on the slot's token. No row is copied: on one GPU the reduce reads C in place, once.
+__device__ void record_rows(const CombineParams& p, int64_t item, int lane) {
   const bool per_row_block = p.layout.granularity == SignalGranularity::per_row_block;
   const int counters_per_expert = per_row_block ? p.layout.row_blocks_per_expert() : 1;
-  const int64_t num_counters = p.layout.counter_count();
-  uint64_t* block_times = detail::start_block_timeline(p.timeline, num_counters, p.first_block);
-  // Work queues (detail::take_work_item): counters for the send phase, tokens for the reduce.
-  uint32_t* const counter_queue = &p.work_queues[0];
-  uint32_t* const token_queue = &p.work_queues[1];
-
-  // ---- send: counters in the GEMM's (expert-major) order.
-  for (int64_t c = detail::take_work_item(counter_queue); c < num_counters; c = detail::take_work_item(counter_queue)) {
-    const int e = int(c / counters_per_expert);
-    const int rb = int(c % counters_per_expert);
-    const int m = p.masked_m[e];
-    const uint32_t expected = p.layout.expected(m, rb);
-    if (expected == 0) continue;  // no rows: never signalled
-    if (!block_wait(p, p.signals + c, p.signal_base + expected, p.scope)) continue;
-    if (p.timeline != nullptr && threadIdx.x == 0) p.timeline[2 * c] = globaltimer();
-    const int first_row = per_row_block ? rb * p.layout.block_m : 0;
-    const int rows = p.layout.covered_rows(m, rb);
-    for (int r = warp; r < rows; r += kWarps) {
-      const int row = first_row + r;
-      const int source = p.row_source[int64_t(e) * p.layout.max_m + row];
-      if (source < 0) continue;
-      // No such slot, or one routed nowhere (its token does not wait for it: counted, it would let
-      // the token's sum start before a real slot arrives): reported, never written.
-      if (source >= int64_t(p.num_tokens) * p.topk || !detail::slot_routed(p.topk_idx[source], p.layout.num_experts)) {
-        if (lane == 0 && p.error_flag != nullptr) atomicOr(p.error_flag, kErrorInvalidRouting);
-        continue;
-      }
-      copy_row(p.gemm_out + e * p.expert_stride + row * p.row_stride, p.recv + int64_t(source) * n, n, lane);
-      __syncwarp();
-      // Publish the slot: the warp's row stores are ordered before the release by the warp barrier.
-      if (lane == 0) {
-        asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(p.token_arrivals + source / p.topk) : "memory");
-      }
-    }
-    if (p.timeline != nullptr) {
-      __syncthreads();
-      if (threadIdx.x == 0) p.timeline[2 * c + 1] = globaltimer();
+  const int groups = ((per_row_block ? p.layout.block_m : p.layout.max_m) + kRowsPerItem - 1) / kRowsPerItem;
+  const int64_t c = item / groups;
+  const int first_in_counter = int(item % groups) * kRowsPerItem;
+  const int e = int(c / counters_per_expert), rb = int(c % counters_per_expert);
+  const int m = p.masked_m[e];
+  const uint32_t expected = p.layout.expected(m, rb);
+  const int rows = p.layout.covered_rows(m, rb);
+  if (expected == 0 || first_in_counter >= rows) return;  // no such rows: nothing to wait for
+  bool ok = true;
+  if (lane == 0) ok = combine_wait(p, p.signals + c, p.signal_base + expected, p.scope);
+  // The barrier extends lane 0's acquire to the warp: the GEMM's rows of this counter happen
+  // before every lane's release below, which passes them on to the token's reduce.
+  if (!__shfl_sync(0xffffffffu, ok, 0)) return;
+  __syncwarp();
+  if (p.timeline != nullptr && lane == 0 && first_in_counter == 0) p.timeline[2 * c] = globaltimer();
+  const int r = first_in_counter + lane;
+  if (r < rows) {
+    const int row = (per_row_block ? rb * p.layout.block_m : 0) + r;
+    const int source = p.row_source[int64_t(e) * p.layout.max_m + row];
+    // No such slot, or one routed nowhere (its token does not wait for it: counted, it would let
+    // the token's sum start before a real slot arrives): reported, never recorded.
+    if (source >= 0 &&
+        (source >= int64_t(p.num_tokens) * p.topk || !detail::slot_routed(p.topk_idx[source], p.layout.num_experts))) {
+      if (p.error_flag != nullptr) atomicOr(p.error_flag, kErrorInvalidRouting);
+    } else if (source >= 0) {
+      p.slot_rows[source] = 1 + e * p.expert_stride + row * p.row_stride;
+      // Publish the slot: its record and (through the counter's acquire above) its row.
+      asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(p.token_arrivals + source / p.topk) : "memory");
     }
   }
-  if (block_times != nullptr && threadIdx.x == 0) block_times[1] = globaltimer();
+  if (p.timeline != nullptr) {
+    __syncwarp();
+    if (lane == 0) atomicMax(reinterpret_cast<unsigned long long*>(p.timeline + 2 * c + 1), globaltimer());
+  }
+}
 
-  // ---- reduce: one block per token, slots summed in the fixed order k = 0..topk-1 once all have
-  // arrived. Each thread loads its vector of up to 16 slots before summing them (reduce_token).
-  for (int64_t t = detail::take_work_item(token_queue); t < p.num_tokens; t = detail::take_work_item(token_queue)) {
+// Tokens per reduce group: tokens per SM, rounded (1 to kReduceTokens), so that a block's tokens
+// share one round of row loads and SMs rarely idle (the multi-GPU combine's reduce_group).
+__device__ __forceinline__ int reduce_group_tokens(const CombineParams& p) {
+  const int sms = static_cast<int>(cuda::ptx::get_sreg_nsmid());
+  return max(1, min(kReduceTokens, (p.num_tokens + sms / 2) / sms));
+}
+
+// Tokens first .. first + count - 1 (count <= kReduceTokens), once each has all its routed slots
+// (detail::sum_token_group). One thread per token waits (acquire) for its arrivals; the barrier
+// extends those acquires to the block, whose threads then read the slots' places and rows. A token
+// whose wait timed out is not written (reported).
+__device__ void reduce_group(const CombineParams& p, int first, int count) {
+  __shared__ const uint4* slot_src[kReduceTokens * kMaxTopk];
+  __shared__ float slot_weight[kReduceTokens * kMaxTopk];
+  __shared__ int group_token[kReduceTokens];
+  const int experts = p.layout.num_experts;
+  if (threadIdx.x < count) {
+    const int t = first + threadIdx.x;
     uint32_t slots = 0;
     for (int k = 0; k < p.topk; ++k) {
       const int32_t expert = p.topk_idx[int64_t(t) * p.topk + k];
-      slots += detail::slot_routed(expert, p.layout.num_experts);
+      slots += detail::slot_routed(expert, experts);
       // An expert id past the GEMM's: no row can arrive for it (reported, not waited for).
-      if (expert >= p.layout.num_experts && threadIdx.x == 0 && p.error_flag != nullptr)
-        atomicOr(p.error_flag, kErrorInvalidRouting);
+      if (expert >= experts && p.error_flag != nullptr) atomicOr(p.error_flag, kErrorInvalidRouting);
     }
-    block_wait(p, p.token_arrivals + t, slots, SignalScope::gpu);  // on a timeout: summed as it is (reported)
-    detail::reduce_token(p.topk_idx + int64_t(t) * p.topk, p.topk_weights + int64_t(t) * p.topk, p.topk,
-                         p.layout.num_experts, n, p.recv + int64_t(t) * p.topk * n, p.out + int64_t(t) * n);
+    group_token[threadIdx.x] = combine_wait(p, p.token_arrivals + t, slots, SignalScope::gpu) ? t : -1;
+  }
+  __syncthreads();
+  if (threadIdx.x < count * p.topk) {
+    const int64_t slot = int64_t(first) * p.topk + threadIdx.x;
+    const bool wanted = group_token[threadIdx.x / p.topk] >= 0 && detail::slot_routed(p.topk_idx[slot], experts);
+    const int64_t place = wanted ? p.slot_rows[slot] : 0;
+    // A routed slot without a place once its token's count is complete: two rows named one of the
+    // token's other slots (bad routing): reported, that slot left out.
+    if (wanted && place == 0 && p.error_flag != nullptr) atomicOr(p.error_flag, kErrorInvalidRouting);
+    slot_src[threadIdx.x] = place > 0 ? reinterpret_cast<const uint4*>(p.gemm_out + (place - 1)) : nullptr;
+    slot_weight[threadIdx.x] = place > 0 ? p.topk_weights[slot] : 0.f;
+  }
+  __syncthreads();
+  detail::sum_token_group<kSlotsPerLoad>(count, p.topk, p.layout.n, slot_src, slot_weight, group_token, p.out);
+  __syncthreads();  // slot_src, slot_weight and group_token are rewritten for the next group
+}
+
+__global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(const CombineParams p) {
+  const int lane = threadIdx.x % 32;
+  const int64_t num_counters = p.layout.counter_count();
+  uint64_t* block_times = detail::start_block_timeline(p.timeline, num_counters, p.first_block);
+  // Work queues: record items (per warp) in the GEMM's expert-major order, then tokens (per block).
+  uint32_t* const record_queue = &p.work_queues[0];
+  uint32_t* const token_queue = &p.work_queues[1];
+
+  // ---- record: a warp waiting for a signal never holds up the items ahead of it.
+  const int groups = ((p.layout.granularity == SignalGranularity::per_row_block ? p.layout.block_m : p.layout.max_m) +
+                      kRowsPerItem - 1) / kRowsPerItem;
+  const int64_t items = num_counters * groups;
+  for (int64_t item = detail::take_warp_item(record_queue, lane); item < items;
+       item = detail::take_warp_item(record_queue, lane))
+    record_rows(p, item, lane);
+  if (block_times != nullptr) {
+    __syncthreads();
+    if (threadIdx.x == 0) block_times[1] = globaltimer();
+  }
+
+  // ---- reduce: groups of consecutive tokens per block, each token once all its slots arrived,
+  // straight from the GEMM's output.
+  const int group_tokens = reduce_group_tokens(p);
+  for (int64_t group = detail::take_work_item(token_queue); group * group_tokens < p.num_tokens;
+       group = detail::take_work_item(token_queue)) {
+    const int first = int(group * group_tokens);
+    reduce_group(p, first, min(group_tokens, p.num_tokens - first));
   }
   if (block_times != nullptr) {
     __syncthreads();
@@ -127,12 +179,10 @@ Status invalid(const std::string& what) { return Status{StatusCode::invalid_argu
 
 }  // namespace
 
-size_t combine_workspace_bytes(int num_tokens, int topk, int n) {
-  const size_t recv = size_t(num_tokens) * topk * n * sizeof(__nv_bfloat16);
-  return recv + combine_workspace_counter_bytes(num_tokens);
+size_t combine_workspace_bytes(int num_tokens, int topk) {
+  // The slots' places, then the tokens' arrivals and the three queue words.
+  return size_t(num_tokens) * topk * sizeof(int64_t) + (size_t(num_tokens) + 3) * sizeof(uint32_t);
 }
-
-size_t combine_workspace_counter_bytes(int num_tokens) { return (size_t(num_tokens) + 3) * sizeof(uint32_t); }
 
 int64_t combine_timeline_entries(const SignalLayout& layout, int num_blocks) {
   return 2 * layout.counter_count() + 3 * int64_t(num_blocks > 0 ? num_blocks : kDefaultBlocks);
@@ -147,7 +197,7 @@ Status combine(const CombineArgs& a) {
     return invalid("layout is empty: pass signal_layout(gemm args)");
   if (a.layout.n < 8 || a.layout.n % 8 != 0) return invalid("layout.n must be a positive multiple of 8");
   if (a.num_tokens < 0) return invalid("num_tokens must be >= 0");
-  if (a.topk < 1) return invalid("topk must be >= 1");
+  if (a.topk < 1 || a.topk > kMaxTopk) return invalid("topk must be in [1, " + std::to_string(kMaxTopk) + "]");
   if (a.num_tokens > 0 && (a.topk_idx == nullptr || a.topk_weights == nullptr))
     return invalid("topk_idx and topk_weights are required");
   if (a.row_source == nullptr) return invalid("row_source is null");
@@ -203,9 +253,8 @@ Status combine(const CombineArgs& a) {
   p.topk_idx = a.topk_idx;
   p.topk_weights = a.topk_weights;
   p.row_source = a.row_source;
-  p.recv = static_cast<__nv_bfloat16*>(a.workspace);
-  p.token_arrivals = reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(a.workspace) +
-                                                 size_t(a.num_tokens) * a.topk * a.layout.n * 2);
+  p.slot_rows = static_cast<int64_t*>(a.workspace);
+  p.token_arrivals = reinterpret_cast<uint32_t*>(p.slot_rows + size_t(a.num_tokens) * a.topk);
   p.work_queues = p.token_arrivals + a.num_tokens;
   p.out = static_cast<__nv_bfloat16*>(a.out);
   p.timeout_ns = a.timeout_ns;
@@ -213,8 +262,34 @@ Status combine(const CombineArgs& a) {
   p.timeline = a.timeline;
   p.first_block = a.first_block;
 
-  const int blocks = a.num_blocks > 0 ? a.num_blocks : kDefaultBlocks;
-  if (cudaError_t err = host::launch_kernel(combine_kernel, blocks, kCombineThreads, a.stream, p); err != cudaSuccess)
+  // With enable_pdl: programmatic serialization on the GEMM before it, which issues
+  // griddepcontrol.launch_dependents once started. No griddepcontrol.wait here: the rows come
+  // through the signals (acquire), and the rest was written before the GEMM started.
+  cudaLaunchAttribute overlap{};
+  overlap.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  overlap.val.programmaticStreamSerializationAllowed = 1;
+  // One block per SM: a dynamic shared-memory request of more than half an SM's (the kernel uses
+  // none of it). Otherwise the scheduler may pack blocks onto the first SMs that free up: the
+  // blocks beside the GEMM onto few of the SMs it leaves, a PDL launch onto the first SMs its CTAs
+  // leave, whose reduce then ran on a fraction of the GPU (H200, 2026-11-29, blocks of 256 threads:
+  // 30-47 us after the GEMM's last signal against 21-38 us for the whole combine alone).
+  int device = 0, smem_per_sm = 0, smem_per_block = 0;
+  if (cudaError_t err = cudaGetDevice(&device); err != cudaSuccess)
+    return Status{StatusCode::cuda_error, std::string("signalgemm: cudaGetDevice: ") + cudaGetErrorString(err)};
+  cudaDeviceGetAttribute(&smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
+  cudaDeviceGetAttribute(&smem_per_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  const int spread_smem = std::min(smem_per_sm / 2 + 1, smem_per_block);
+  if (cudaError_t err = cudaFuncSetAttribute(combine_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, spread_smem);
+      err != cudaSuccess)
+    return Status{StatusCode::cuda_error, std::string("signalgemm: cudaFuncSetAttribute: ") + cudaGetErrorString(err)};
+  cudaLaunchConfig_t launch{};
+  launch.gridDim = dim3(a.num_blocks > 0 ? a.num_blocks : kDefaultBlocks);
+  launch.blockDim = dim3(kCombineThreads);
+  launch.dynamicSmemBytes = spread_smem;
+  launch.stream = a.stream;
+  launch.attrs = a.enable_pdl ? &overlap : nullptr;
+  launch.numAttrs = a.enable_pdl ? 1 : 0;
+  if (cudaError_t err = cudaLaunchKernelEx(&launch, combine_kernel, p); err != cudaSuccess)
     return Status{StatusCode::cuda_error, std::string("signalgemm: combine launch: ") + cudaGetErrorString(err)};
   return {};
 }

@@ -52,6 +52,14 @@ __device__ __forceinline__ int64_t take_work_item(uint32_t* queue) {
   return item;
 }
 
+// The next work item for the calling warp (lane 0 takes it, the warp shares it). Relaxed atomic,
+// as take_work_item.
+__device__ __forceinline__ int64_t take_warp_item(uint32_t* queue, int lane) {
+  uint32_t item = 0;
+  if (lane == 0) item = atomicAdd(queue, 1u);
+  return __shfl_sync(0xffffffffu, item, 0);
+}
+
 // Copies 16-byte vectors [begin, end) of a row, `kPerLane` vectors per lane in flight: a warp
 // copying one row at a time is otherwise bound by load latency. `dst` may be a peer GPU's memory.
 template <int kPerLane>
@@ -67,44 +75,44 @@ __device__ __forceinline__ void copy_vectors(const uint4* src, uint4* dst, int b
   }
 }
 
-// A row of N bf16 (N is a multiple of 8, validated by the GEMM), 4 vectors per lane in flight.
-__device__ __forceinline__ void copy_row(const uint8_t* src, __nv_bfloat16* dst, int n, int lane) {
-  copy_vectors<4>(reinterpret_cast<const uint4*>(src), reinterpret_cast<uint4*>(dst), 0, n / 8, lane);
-}
-
 // Whether a token's slot is routed to an expert of the GEMM (-1: unused; an id past the experts is
 // bad routing, which the combine reports; neither is waited for nor summed).
 __device__ __forceinline__ bool slot_routed(int32_t expert, int num_experts) {
   return expert >= 0 && expert < num_experts;
 }
 
-// out_row = sum over routed slots k (slot_routed(topk_idx_row[k])) of weights_row[k] * slots[k * n + :],
-// summed in fp32 in the fixed order k = 0..topk-1, stored as bf16: the result never depends on
-// which slot arrived first. The calling block's threads split the row; every thread loads its
-// vector of up to kSlotsPerLoad slots before summing them (that many loads in flight).
-__device__ inline void reduce_token(const int32_t* topk_idx_row, const float* weights_row, int topk, int num_experts,
-                                    int n, const __nv_bfloat16* slots, __nv_bfloat16* out_row) {
-  constexpr int kSlotsPerLoad = 16;  // slots whose vectors are loaded together
-  for (int v = threadIdx.x; v < n / 8; v += blockDim.x) {
+// The weighted sums of a group of `count` tokens, by the whole block: out[token[i]] = sum over
+// k < topk of weight[i * topk + k] * src[i * topk + k][:] (a null src adds nothing), in the fixed
+// order k = 0..topk-1, in fp32, stored as bf16: the result never depends on which slot arrived
+// first. token[i] < 0: not written. The group's output vectors are one range, so every thread is
+// busy and one round of loads covers blockDim.x vectors rather than one token's; each thread keeps
+// kSlotsPerLoad slot loads in flight. Rows of n bf16 (n a multiple of 8) as 16-byte vectors.
+template <int kSlotsPerLoad>
+__device__ void sum_token_group(int count, int topk, int n, const uint4* const* src, const float* weight,
+                                const int* token, __nv_bfloat16* out) {
+  const int vectors = n / 8;
+  for (int item = threadIdx.x; item < count * vectors; item += blockDim.x) {
+    const int i = item / vectors, v = item - i * vectors;
+    if (token[i] < 0) continue;
+    const uint4* const* token_src = src + i * topk;
+    const float* token_weight = weight + i * topk;
     float sum[8] = {};
     for (int k0 = 0; k0 < topk; k0 += kSlotsPerLoad) {
       uint4 raw[kSlotsPerLoad];
-      float weight[kSlotsPerLoad];
 #pragma unroll
-      for (int k = 0; k < kSlotsPerLoad; ++k) {
-        const int slot = k0 + k;
-        const bool used = slot < topk && slot_routed(topk_idx_row[slot], num_experts);
-        weight[k] = used ? weights_row[slot] : 0.f;
-        raw[k] = used ? reinterpret_cast<const uint4*>(slots + int64_t(slot) * n)[v] : uint4{};
+      for (int q = 0; q < kSlotsPerLoad; ++q) {
+        const int k = k0 + q;
+        raw[q] = k < topk && token_src[k] != nullptr ? token_src[k][v] : uint4{};
       }
 #pragma unroll
-      for (int k = 0; k < kSlotsPerLoad; ++k) {
-        const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw[k]);
+      for (int q = 0; q < kSlotsPerLoad; ++q) {
+        const float w = k0 + q < topk ? token_weight[k0 + q] : 0.f;
+        const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw[q]);
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
           const float2 f = __bfloat1622float2(h[j]);
-          sum[2 * j] = fmaf(weight[k], f.x, sum[2 * j]);
-          sum[2 * j + 1] = fmaf(weight[k], f.y, sum[2 * j + 1]);
+          sum[2 * j] = fmaf(w, f.x, sum[2 * j]);
+          sum[2 * j + 1] = fmaf(w, f.y, sum[2 * j + 1]);
         }
       }
     }
@@ -112,7 +120,7 @@ __device__ inline void reduce_token(const int32_t* topk_idx_row, const float* we
     __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(&packed);
 #pragma unroll
     for (int j = 0; j < 4; ++j) o[j] = __floats2bfloat162_rn(sum[2 * j], sum[2 * j + 1]);
-    reinterpret_cast<uint4*>(out_row)[v] = packed;
+    reinterpret_cast<uint4*>(out + int64_t(token[i]) * n)[v] = packed;
   }
 }
 

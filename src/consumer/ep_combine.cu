@@ -59,6 +59,7 @@ namespace {
 
 using detail::copy_vectors;
 using detail::globaltimer;
+using detail::take_warp_item;
 
 // One block per SM: two blocks of 768 threads at <= 80 registers exceed the register file, so a
 // launch of B blocks beside the GEMM occupies B SMs and the GEMM's CTAs fit on the rest. Work is
@@ -197,14 +198,6 @@ __device__ uint64_t reserve_link(unsigned long long* link_free_at, uint64_t byte
     if (prev == seen) return done;
     seen = prev;
   }
-}
-
-// The next work item for the calling warp (lane 0 takes it, the warp shares it). Relaxed atomic:
-// the queue only hands out indices; the data they lead to is ordered by signals and flags.
-__device__ __forceinline__ int64_t take_warp_item(uint32_t* queue, int lane) {
-  uint32_t item = 0;
-  if (lane == 0) item = atomicAdd(queue, 1u);
-  return __shfl_sync(0xffffffffu, item, 0);
 }
 
 // Releases the flags of every row of counter `c` to `epoch` (the calling warp finished the last of
@@ -346,39 +339,7 @@ __device__ void reduce_tokens(const EpParams& p, int first, int count, FindRow f
     slot_weight[threadIdx.x] = src != nullptr ? weight : 0.f;
   }
   __syncthreads();
-  // The group's output vectors as one range: every thread busy, one round of loads per
-  // blockDim.x vectors rather than per token.
-  const int vectors = p.layout.n / 8;
-  for (int item = threadIdx.x; item < count * vectors; item += blockDim.x) {
-    const int token = item / vectors, v = item - token * vectors;
-    const uint4* const* src = slot_src + token * p.topk;
-    const float* weight = slot_weight + token * p.topk;
-    float sum[8] = {};
-    for (int k0 = 0; k0 < p.topk; k0 += kSlotsPerLoad) {  // kSlotsPerLoad loads in flight
-      uint4 raw[kSlotsPerLoad];
-#pragma unroll
-      for (int q = 0; q < kSlotsPerLoad; ++q) {
-        const int k = k0 + q;
-        raw[q] = k < p.topk && src[k] != nullptr ? src[k][v] : uint4{};
-      }
-#pragma unroll
-      for (int q = 0; q < kSlotsPerLoad; ++q) {
-        const float w = k0 + q < p.topk ? weight[k0 + q] : 0.f;
-        const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw[q]);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const float2 f = __bfloat1622float2(h[j]);
-          sum[2 * j] = fmaf(w, f.x, sum[2 * j]);
-          sum[2 * j + 1] = fmaf(w, f.y, sum[2 * j + 1]);
-        }
-      }
-    }
-    uint4 packed;
-    __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(&packed);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) o[j] = __floats2bfloat162_rn(sum[2 * j], sum[2 * j + 1]);
-    reinterpret_cast<uint4*>(p.out + int64_t(group_token[token]) * p.layout.n)[v] = packed;
-  }
+  detail::sum_token_group<kSlotsPerLoad>(count, p.topk, p.layout.n, slot_src, slot_weight, group_token, p.out);
   __syncthreads();  // slot_src, slot_weight and group_token are rewritten for the next group
 }
 

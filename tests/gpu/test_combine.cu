@@ -1,6 +1,6 @@
-// The single-GPU combine overlapped with the GEMM: its output against a CPU combine of the
-// (separately verified) GEMM output, for random routings; 10,000 overlapped iterations per
-// granularity with zero stale reads and no timeouts.
+// The single-GPU combine overlapped with the GEMM (beside it, and after it as its programmatic
+// dependent): its output against a CPU combine of the (separately verified) GEMM output, for random
+// routings; 10,000 overlapped iterations per granularity with zero stale reads and no timeouts.
 #include <algorithm>
 
 #include "gpu_test_util.h"
@@ -61,7 +61,10 @@ std::vector<double> cpu_combine(const Routing& r, const std::vector<uint16_t>& c
   return out;
 }
 
-class CombineTest : public ::testing::Test {
+// kMaxM rows per expert's slab: 40 is one row block (one or two 32-row record items per counter);
+// 300 is three (per_row_block: three counters per expert).
+template <int kSlabRows>
+class CombineFixture : public ::testing::Test {
  protected:
   void SetUp() override {
     if (!have_hopper_gpu()) GTEST_SKIP() << "no Hopper (sm_90) GPU: skipped";
@@ -86,28 +89,30 @@ class CombineTest : public ::testing::Test {
     if (combine_stream) cudaStreamDestroy(combine_stream);
   }
 
-  // Runs GEMM and combine side by side for one routing; returns the first mismatch or "" (against
-  // the CPU combine of `reference`, by default the routing itself). Without `run_gemm` only the
-  // combine runs (its signals never come), with a 20 ms timeout, and nothing is compared.
+  // Runs GEMM and combine overlapped for one routing; returns the first mismatch or "" (against
+  // the CPU combine of `reference`, by default the routing itself). Beside: the combine waits on a
+  // second stream on kCombineBlocks SMs the GEMM leaves free, a second launch after the GEMM joins.
+  // `after_pdl`: one combine on every SM, the GEMM's programmatic dependent on its stream. Without
+  // `run_gemm` only the combine runs (its signals never come), with a 20 ms timeout, and nothing
+  // is compared.
   std::string run_overlapped(const Routing& r, SignalGranularity g, DeviceBuffer& flag,
-                             const Routing* reference = nullptr, bool run_gemm = true) {
+                             const Routing* reference = nullptr, bool run_gemm = true, bool after_pdl = false) {
     GroupedGemmArgs args = problem.args();
     args.granularity = g;
-    args.sm_count = sms - kCombineBlocks;
+    args.sm_count = after_pdl ? 0 : sms - kCombineBlocks;
     args.stream = gemm_stream;
     const SignalLayout layout = signal_layout(args);
     DeviceBuffer signals(sizeof(uint32_t) * layout.counter_count());
     DeviceBuffer topk_idx = DeviceBuffer::from(r.topk_idx), weights = DeviceBuffer::from(r.topk_weights);
     DeviceBuffer row_source = DeviceBuffer::from(r.row_source);
-    DeviceBuffer workspace(combine_workspace_bytes(r.num_tokens, r.topk, kN));
+    DeviceBuffer workspace(combine_workspace_bytes(r.num_tokens, r.topk));
     DeviceBuffer out(size_t(std::max(r.num_tokens, 1)) * kN * 2);
     args.signals = signals.get<uint32_t>();
     problem.set_masked_m(r.masked_m);
     problem.poison_output();
     cudaMemset(signals.get(), 0, signals.bytes());
-    const size_t counter_bytes = combine_workspace_counter_bytes(r.num_tokens);
-    cudaMemset(workspace.get(), 0xff, workspace.bytes() - counter_bytes);  // poison the rows
-    cudaMemset(static_cast<uint8_t*>(workspace.get()) + workspace.bytes() - counter_bytes, 0, counter_bytes);
+    cudaMemset(workspace.get(), 0, workspace.bytes());
+    cudaMemset(out.get(), 0xff, out.bytes());  // poison: a token not summed reads as NaN
     cudaDeviceSynchronize();  // the legacy-stream set-up must not race the non-blocking streams
 
     CombineArgs c;
@@ -127,14 +132,22 @@ class CombineTest : public ::testing::Test {
     c.timeout_ns = run_gemm ? 2'000'000'000 : 20'000'000;
     c.error_flag = flag.get<int32_t>();
     c.stream = combine_stream;
-    if (Status s = combine(c); !s.ok()) return s.message;  // consumer first: already waiting
-    if (!run_gemm) return cudaDeviceSynchronize() == cudaSuccess ? "" : "kernel failed";
-    if (Status s = grouped_gemm_nt_masked(args); !s.ok()) return s.message;
-    CombineArgs helper = c;
-    helper.num_blocks = kHelperBlocks;
-    helper.first_block = kCombineBlocks;
-    helper.stream = gemm_stream;
-    if (Status s = combine(helper); !s.ok()) return s.message;
+    if (after_pdl) {
+      if (Status s = grouped_gemm_nt_masked(args); !s.ok()) return s.message;
+      c.stream = gemm_stream;
+      c.num_blocks = sms;
+      c.enable_pdl = true;
+      if (Status s = combine(c); !s.ok()) return s.message;
+    } else {
+      if (Status s = combine(c); !s.ok()) return s.message;  // consumer first: already waiting
+      if (!run_gemm) return cudaDeviceSynchronize() == cudaSuccess ? "" : "kernel failed";
+      if (Status s = grouped_gemm_nt_masked(args); !s.ok()) return s.message;
+      CombineArgs helper = c;
+      helper.num_blocks = kHelperBlocks;
+      helper.first_block = kCombineBlocks;
+      helper.stream = gemm_stream;
+      if (Status s = combine(helper); !s.ok()) return s.message;
+    }
     if (cudaDeviceSynchronize() != cudaSuccess) return "kernel failed";
 
     const auto want = cpu_combine(reference != nullptr ? *reference : r, golden, kMaxM, kN);
@@ -148,7 +161,19 @@ class CombineTest : public ::testing::Test {
     return "";
   }
 
-  static constexpr int kExperts = 8, kMaxM = 40, kN = 256, kK = 256, kTopk = 4, kCombineBlocks = 4;
+  // 20 random routings per granularity, beside the GEMM and after it (programmatic dependent launch).
+  void matches_cpu_combine(uint32_t seed) {
+    std::mt19937 rng(seed);
+    DeviceBuffer flag = DeviceBuffer::from(std::vector<int32_t>{0});
+    for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block})
+      for (bool after_pdl : {false, true})
+        for (int trial = 0; trial < 20; ++trial)
+          ASSERT_EQ(run_overlapped(random_routing(kExperts, kMaxM, kTopk, rng), g, flag, nullptr, true, after_pdl), "")
+              << to_string(g) << (after_pdl ? " after the GEMM (PDL)" : " beside the GEMM") << " trial " << trial;
+    EXPECT_EQ(flag.to_host<int32_t>()[0], 0) << "a wait timed out";
+  }
+
+  static constexpr int kExperts = 8, kMaxM = kSlabRows, kN = 256, kK = 256, kTopk = 4, kCombineBlocks = 4;
   // A second launch of the same combine, stream-ordered after the GEMM, joins through the queues.
   static constexpr int kHelperBlocks = 8;
   Fp8Problem problem;
@@ -157,15 +182,11 @@ class CombineTest : public ::testing::Test {
   cudaStream_t gemm_stream = nullptr, combine_stream = nullptr;
 };
 
-TEST_F(CombineTest, MatchesCpuCombineForRandomRoutings) {
-  std::mt19937 rng(5);
-  DeviceBuffer flag = DeviceBuffer::from(std::vector<int32_t>{0});
-  for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block})
-    for (int trial = 0; trial < 20; ++trial)
-      ASSERT_EQ(run_overlapped(random_routing(kExperts, kMaxM, kTopk, rng), g, flag), "")
-          << to_string(g) << " trial " << trial;
-  EXPECT_EQ(flag.to_host<int32_t>()[0], 0) << "a wait timed out";
-}
+using CombineTest = CombineFixture<40>;
+using CombineTestSeveralRowBlocks = CombineFixture<300>;
+
+TEST_F(CombineTest, MatchesCpuCombineForRandomRoutings) { matches_cpu_combine(5); }
+TEST_F(CombineTestSeveralRowBlocks, MatchesCpuCombineForRandomRoutings) { matches_cpu_combine(12); }
 
 // A row_source entry past num_tokens * topk is reported (kErrorInvalidRouting) and skipped, never
 // written; the rest of the combine is exact.
@@ -237,7 +258,9 @@ TEST_F(CombineTest, StressTenThousandOverlappedIterations) {
   for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block}) {
     int failures = 0;
     for (int iter = 0; iter < 10000 && failures < 3; ++iter) {
-      const std::string err = run_overlapped(random_routing(kExperts, kMaxM, kTopk, rng), g, flag);
+      // Beside the GEMM and after it (PDL) in turn.
+      const std::string err =
+          run_overlapped(random_routing(kExperts, kMaxM, kTopk, rng), g, flag, nullptr, true, iter % 2 == 1);
       if (!err.empty()) {
         ADD_FAILURE() << to_string(g) << " iteration " << iter << ": " << err;
         ++failures;
