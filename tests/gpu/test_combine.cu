@@ -83,20 +83,27 @@ class CombineFixture : public ::testing::Test {
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
     cudaStreamCreateWithFlags(&gemm_stream, cudaStreamNonBlocking);
     cudaStreamCreateWithFlags(&combine_stream, cudaStreamNonBlocking);
+    cudaEventCreateWithFlags(&fork, cudaEventDisableTiming);
+    cudaEventCreateWithFlags(&join, cudaEventDisableTiming);
   }
   void TearDown() override {
     if (gemm_stream) cudaStreamDestroy(gemm_stream);
     if (combine_stream) cudaStreamDestroy(combine_stream);
+    if (fork) cudaEventDestroy(fork);
+    if (join) cudaEventDestroy(join);
   }
 
   // Runs GEMM and combine overlapped for one routing; returns the first mismatch or "" (against
   // the CPU combine of `reference`, by default the routing itself). Beside: the combine waits on a
   // second stream on kCombineBlocks SMs the GEMM leaves free, a second launch after the GEMM joins.
-  // `after_pdl`: one combine on every SM, the GEMM's programmatic dependent on its stream. Without
-  // `run_gemm` only the combine runs (its signals never come), with a 20 ms timeout, and nothing
-  // is compared.
+  // `after_pdl`: one combine on every SM, the GEMM's programmatic dependent on its stream.
+  // `replays` > 0: the step (counters and workspace cleared, the launches; beside: forked and
+  // joined through events) captured in one CUDA graph and replayed that often, the output poisoned
+  // and compared after each. Without `run_gemm` only the combine runs (its signals never come),
+  // with a 20 ms timeout, and nothing is compared.
   std::string run_overlapped(const Routing& r, SignalGranularity g, DeviceBuffer& flag,
-                             const Routing* reference = nullptr, bool run_gemm = true, bool after_pdl = false) {
+                             const Routing* reference = nullptr, bool run_gemm = true, bool after_pdl = false,
+                             int replays = 0) {
     GroupedGemmArgs args = problem.args();
     args.granularity = g;
     args.sm_count = after_pdl ? 0 : sms - kCombineBlocks;
@@ -132,33 +139,72 @@ class CombineFixture : public ::testing::Test {
     c.timeout_ns = run_gemm ? 2'000'000'000 : 20'000'000;
     c.error_flag = flag.get<int32_t>();
     c.stream = combine_stream;
-    if (after_pdl) {
-      if (Status s = grouped_gemm_nt_masked(args); !s.ok()) return s.message;
-      c.stream = gemm_stream;
-      c.num_blocks = sms;
-      c.enable_pdl = true;
-      if (Status s = combine(c); !s.ok()) return s.message;
-    } else {
+    const auto enqueue = [&]() -> std::string {
+      if (replays > 0) {  // what the direct launch's set-up did, in the graph
+        if (cudaMemsetAsync(signals.get(), 0, signals.bytes(), gemm_stream) != cudaSuccess ||
+            cudaMemsetAsync(workspace.get(), 0, workspace.bytes(), gemm_stream) != cudaSuccess)
+          return "memset in the capture failed";
+      }
+      if (after_pdl) {
+        if (Status s = grouped_gemm_nt_masked(args); !s.ok()) return s.message;
+        CombineArgs after = c;
+        after.stream = gemm_stream;
+        after.num_blocks = sms;
+        after.enable_pdl = true;
+        if (Status s = combine(after); !s.ok()) return s.message;
+        return "";
+      }
+      if (replays > 0 &&
+          (cudaEventRecord(fork, gemm_stream) != cudaSuccess || cudaStreamWaitEvent(combine_stream, fork) != cudaSuccess))
+        return "fork in the capture failed";
       if (Status s = combine(c); !s.ok()) return s.message;  // consumer first: already waiting
-      if (!run_gemm) return cudaDeviceSynchronize() == cudaSuccess ? "" : "kernel failed";
+      if (!run_gemm) return "";
       if (Status s = grouped_gemm_nt_masked(args); !s.ok()) return s.message;
       CombineArgs helper = c;
       helper.num_blocks = kHelperBlocks;
       helper.first_block = kCombineBlocks;
       helper.stream = gemm_stream;
       if (Status s = combine(helper); !s.ok()) return s.message;
+      if (replays > 0 &&
+          (cudaEventRecord(join, combine_stream) != cudaSuccess || cudaStreamWaitEvent(gemm_stream, join) != cudaSuccess))
+        return "join in the capture failed";
+      return "";
+    };
+    const auto compare = [&]() -> std::string {
+      const auto want = cpu_combine(reference != nullptr ? *reference : r, golden, kMaxM, kN);
+      const auto got = out.to_host<uint16_t>();
+      for (size_t i = 0; i < want.size(); ++i) {
+        const double g_value = ref::bf16_to_float(got[i]);
+        if (!(std::abs(g_value - want[i]) <= 1e-2 * std::abs(want[i]) + 1e-3))
+          return "token " + std::to_string(i / kN) + " col " + std::to_string(i % kN) + ": got " +
+                 std::to_string(g_value) + " want " + std::to_string(want[i]);
+      }
+      return "";
+    };
+    if (replays == 0) {
+      if (std::string err = enqueue(); !err.empty()) return err;
+      if (cudaDeviceSynchronize() != cudaSuccess) return "kernel failed";
+      return run_gemm ? compare() : "";
     }
-    if (cudaDeviceSynchronize() != cudaSuccess) return "kernel failed";
-
-    const auto want = cpu_combine(reference != nullptr ? *reference : r, golden, kMaxM, kN);
-    const auto got = out.to_host<uint16_t>();
-    for (size_t i = 0; i < want.size(); ++i) {
-      const double g_value = ref::bf16_to_float(got[i]);
-      if (!(std::abs(g_value - want[i]) <= 1e-2 * std::abs(want[i]) + 1e-3))
-        return "token " + std::to_string(i / kN) + " col " + std::to_string(i % kN) + ": got " +
-               std::to_string(g_value) + " want " + std::to_string(want[i]);
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    if (cudaStreamBeginCapture(gemm_stream, cudaStreamCaptureModeGlobal) != cudaSuccess) return "capture failed";
+    const std::string captured = enqueue();
+    if (cudaStreamEndCapture(gemm_stream, &graph) != cudaSuccess || !captured.empty())
+      return "capture failed: " + captured;
+    std::string result;
+    if (cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess) result = "graph instantiation failed";
+    for (int replay = 0; replay < replays && result.empty(); ++replay) {
+      cudaMemset(out.get(), 0xff, out.bytes());
+      cudaDeviceSynchronize();
+      if (cudaGraphLaunch(exec, gemm_stream) != cudaSuccess || cudaStreamSynchronize(gemm_stream) != cudaSuccess)
+        result = "graph launch failed";
+      else if (std::string err = compare(); !err.empty())
+        result = "replay " + std::to_string(replay) + ": " + err;
     }
-    return "";
+    if (exec != nullptr) cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    return result;
   }
 
   // 20 random routings per granularity, beside the GEMM and after it (programmatic dependent launch).
@@ -180,12 +226,25 @@ class CombineFixture : public ::testing::Test {
   std::vector<uint16_t> golden;
   int sms = 0;
   cudaStream_t gemm_stream = nullptr, combine_stream = nullptr;
+  cudaEvent_t fork = nullptr, join = nullptr;
 };
 
 using CombineTest = CombineFixture<40>;
 using CombineTestSeveralRowBlocks = CombineFixture<300>;
 
 TEST_F(CombineTest, MatchesCpuCombineForRandomRoutings) { matches_cpu_combine(5); }
+
+// GEMM and combine as one CUDA graph (SPEC §4: capturable), both overlaps, both granularities,
+// three replays each with the output poisoned before.
+TEST_F(CombineTest, CapturedWithTheGemmInOneGraph) {
+  std::mt19937 rng(13);
+  DeviceBuffer flag = DeviceBuffer::from(std::vector<int32_t>{0});
+  for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block})
+    for (bool after_pdl : {false, true})
+      EXPECT_EQ(run_overlapped(random_routing(kExperts, kMaxM, kTopk, rng), g, flag, nullptr, true, after_pdl, 3), "")
+          << to_string(g) << (after_pdl ? " after the GEMM (PDL)" : " beside the GEMM");
+  EXPECT_EQ(flag.to_host<int32_t>()[0], 0) << "a wait timed out";
+}
 TEST_F(CombineTestSeveralRowBlocks, MatchesCpuCombineForRandomRoutings) { matches_cpu_combine(12); }
 
 // A row_source entry past num_tokens * topk is reported (kErrorInvalidRouting) and skipped, never
