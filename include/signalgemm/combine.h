@@ -25,6 +25,8 @@ namespace signalgemm {
 // row_source entry at or past num_tokens * topk, or naming a slot whose topk_idx is -1 or past the
 // experts; a topk_idx entry past the experts); the entry is skipped, never followed (a slot that
 // row was meant for then never arrives: its token waits until timeout_ns, or forever without one).
+// Also when a token's arrivals are complete but one of its routed slots has no row (two rows named
+// one slot): that slot is left out of the sum.
 inline constexpr int32_t kErrorInvalidRouting = 4;
 
 struct CombineArgs {

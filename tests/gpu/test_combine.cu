@@ -339,8 +339,9 @@ TEST(Combine, RejectsMissingArguments) {
   EXPECT_NE(combine(c).message.find("signals"), std::string::npos);
 }
 
-// Strides that would read before gemm_out or overlap rows, misaligned arrays and an unknown
-// granularity are named before any pointer is looked at (no GPU needed).
+// Strides that would read before gemm_out or overlap rows, misaligned arrays, an unknown
+// granularity and too many slots per token are named before any pointer is looked at (no GPU
+// needed).
 TEST(Combine, RejectsBadStridesAlignmentAndGranularity) {
   static uint8_t buffer[256] __attribute__((aligned(16)));
   CombineArgs valid;
@@ -374,6 +375,8 @@ TEST(Combine, RejectsBadStridesAlignmentAndGranularity) {
             std::string::npos);
   EXPECT_NE(message([](CombineArgs& c) { c.layout.granularity = SignalGranularity(3); }).find("layout.granularity"),
             std::string::npos);
+  // A group's slot addresses live in shared memory: at most 32 slots per token.
+  EXPECT_NE(message([](CombineArgs& c) { c.topk = 33; }).find("topk must be in [1, 32]"), std::string::npos);
   // A timeout's only report is the flag.
   EXPECT_NE(message([](CombineArgs& c) { c.timeout_ns = 1000, c.error_flag = nullptr; }).find("error_flag is null"),
             std::string::npos);
