@@ -300,6 +300,27 @@ TEST_F(CombineTest, ReportsTopkIdxPastTheExperts) {
   }
 }
 
+// Tokens with no routed slot (all -1, one of them first): nothing arrives for them, and their
+// output is zero, both overlaps.
+TEST_F(CombineTest, TokensWithoutRoutedSlotsSumToZero) {
+  std::mt19937 rng(14);
+  DeviceBuffer flag = DeviceBuffer::from(std::vector<int32_t>{0});
+  for (bool after_pdl : {false, true}) {
+    Routing routing = random_routing(kExperts, kMaxM, kTopk, rng);
+    // Two unrouted tokens: one in front (every row's slot moves up by topk), one at the end.
+    for (auto& source : routing.row_source)
+      if (source >= 0) source += kTopk;
+    routing.topk_idx.insert(routing.topk_idx.begin(), kTopk, -1);
+    routing.topk_weights.insert(routing.topk_weights.begin(), kTopk, 0.5f);
+    routing.topk_idx.insert(routing.topk_idx.end(), kTopk, -1);
+    routing.topk_weights.insert(routing.topk_weights.end(), kTopk, 0.5f);
+    routing.num_tokens += 2;
+    EXPECT_EQ(run_overlapped(routing, SignalGranularity::per_expert, flag, nullptr, true, after_pdl), "")
+        << (after_pdl ? "after the GEMM (PDL)" : "beside the GEMM");
+  }
+  EXPECT_EQ(flag.to_host<int32_t>()[0], 0);
+}
+
 // Signals that never come (no GEMM runs): the combine reports a timeout and ends; after its first
 // timeout the other waits give up at once.
 TEST_F(CombineTest, EndsWithATimeoutWhenNoGemmRuns) {
