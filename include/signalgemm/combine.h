@@ -69,8 +69,9 @@ struct CombineArgs {
   // Launch as a programmatic dependent of the GEMM just before it on `stream` (which must be that
   // kernel: the attribute relaxes the wait on the preceding kernel only): its blocks start on each
   // SM the GEMM's CTAs leave, before the whole GEMM ends, and take no SM from it. On one GPU this
-  // is the overlap that pays (docs/signals.md). It reads the GEMM's rows only through the signals,
-  // and everything else (routing, masked_m, the cleared counters) must be written before the GEMM.
+  // is the overlap that pays (docs/signals.md); give it a block per SM (num_blocks). It reads the
+  // GEMM's rows only through the signals, and everything else (routing, masked_m, the cleared
+  // workspace) must be written before the GEMM.
   bool enable_pdl = false;
   // Per wait; 0 = forever. After one times out, waits that start later give up at once (those
   // already waiting end at their own timeout) and the tokens still waiting are not written: so a
