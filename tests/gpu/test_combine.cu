@@ -135,10 +135,17 @@ class CombineFixture : public ::testing::Test {
     c.row_source = row_source.get<int32_t>();
     c.workspace = workspace.get();
     c.out = out.get();
-    c.num_blocks = kCombineBlocks;
     c.timeout_ns = run_gemm ? 2'000'000'000 : 20'000'000;
     c.error_flag = flag.get<int32_t>();
-    c.stream = combine_stream;
+    // One launch of the combine: `blocks` CTAs on `stream`, the first numbered `first_block`.
+    const auto launch_combine = [&](cudaStream_t stream, int blocks, int first_block, bool pdl) {
+      CombineArgs launch = c;
+      launch.stream = stream;
+      launch.num_blocks = blocks;
+      launch.first_block = first_block;
+      launch.enable_pdl = pdl;
+      return combine(launch);
+    };
     const auto enqueue = [&]() -> std::string {
       if (replays > 0) {  // what the direct launch's set-up did, in the graph
         if (cudaMemsetAsync(signals.get(), 0, signals.bytes(), gemm_stream) != cudaSuccess ||
@@ -147,24 +154,17 @@ class CombineFixture : public ::testing::Test {
       }
       if (after_pdl) {
         if (Status s = grouped_gemm_nt_masked(args); !s.ok()) return s.message;
-        CombineArgs after = c;
-        after.stream = gemm_stream;
-        after.num_blocks = sms;
-        after.enable_pdl = true;
-        if (Status s = combine(after); !s.ok()) return s.message;
+        if (Status s = launch_combine(gemm_stream, sms, 0, true); !s.ok()) return s.message;
         return "";
       }
       if (replays > 0 &&
           (cudaEventRecord(fork, gemm_stream) != cudaSuccess || cudaStreamWaitEvent(combine_stream, fork) != cudaSuccess))
         return "fork in the capture failed";
-      if (Status s = combine(c); !s.ok()) return s.message;  // consumer first: already waiting
+      // The consumer first: already waiting when the GEMM starts.
+      if (Status s = launch_combine(combine_stream, kCombineBlocks, 0, false); !s.ok()) return s.message;
       if (!run_gemm) return "";
       if (Status s = grouped_gemm_nt_masked(args); !s.ok()) return s.message;
-      CombineArgs helper = c;
-      helper.num_blocks = kHelperBlocks;
-      helper.first_block = kCombineBlocks;
-      helper.stream = gemm_stream;
-      if (Status s = combine(helper); !s.ok()) return s.message;
+      if (Status s = launch_combine(gemm_stream, kHelperBlocks, kCombineBlocks, false); !s.ok()) return s.message;
       if (replays > 0 &&
           (cudaEventRecord(join, combine_stream) != cudaSuccess || cudaStreamWaitEvent(gemm_stream, join) != cudaSuccess))
         return "join in the capture failed";
