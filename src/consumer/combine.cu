@@ -56,13 +56,19 @@ __device__ bool combine_wait(const CombineParams& p, const uint32_t* word, uint3
       &p.work_queues[2]);
 }
 
+// Record items per counter: its most rows (an expert's slab, or a row block) in groups of 32.
+__device__ __forceinline__ int record_items_per_counter(const CombineParams& p) {
+  const bool per_row_block = p.layout.granularity == SignalGranularity::per_row_block;
+  return ((per_row_block ? p.layout.block_m : p.layout.max_m) + kRowsPerItem - 1) / kRowsPerItem;
+}
+
 // Record item `item` (per warp): rows [32 g, 32 g + 32) of counter c, item = c * groups + g. Once
 // the counter is complete, each lane records where its row's slot finds it and counts the arrival
 // on the slot's token. No row is copied: on one GPU the reduce reads C in place, once.
 __device__ void record_rows(const CombineParams& p, int64_t item, int lane) {
   const bool per_row_block = p.layout.granularity == SignalGranularity::per_row_block;
   const int counters_per_expert = per_row_block ? p.layout.row_blocks_per_expert() : 1;
-  const int groups = ((per_row_block ? p.layout.block_m : p.layout.max_m) + kRowsPerItem - 1) / kRowsPerItem;
+  const int groups = record_items_per_counter(p);
   const int64_t c = item / groups;
   const int first_in_counter = int(item % groups) * kRowsPerItem;
   const int e = int(c / counters_per_expert), rb = int(c % counters_per_expert);
@@ -150,9 +156,7 @@ __global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(const Combi
   uint32_t* const token_queue = &p.work_queues[1];
 
   // ---- record: a warp waiting for a signal never holds up the items ahead of it.
-  const int groups = ((p.layout.granularity == SignalGranularity::per_row_block ? p.layout.block_m : p.layout.max_m) +
-                      kRowsPerItem - 1) / kRowsPerItem;
-  const int64_t items = num_counters * groups;
+  const int64_t items = num_counters * record_items_per_counter(p);
   for (int64_t item = detail::take_warp_item(record_queue, lane); item < items;
        item = detail::take_warp_item(record_queue, lane))
     record_rows(p, item, lane);
