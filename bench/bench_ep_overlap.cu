@@ -290,6 +290,7 @@ class Bench {
     c.out = R.out;
     c.epoch = epoch_;
     c.workspace = R.workspace;
+    c.workspace_bytes = ep_combine_workspace_bytes(R.layout.counter_count());
     c.num_blocks = R.sms;
     c.reduce_tokens = reduce_tokens_;
     c.remote_bytes_per_second = throttle;

@@ -130,6 +130,7 @@ Timings run_shape(const Shape& shape, int combine_blocks, int iters, std::mt1993
   cb.topk_weights = d_weights;
   cb.row_source = d_row_source;
   cb.workspace = workspace;
+  cb.workspace_bytes = ws_bytes;
   cb.out = out;
   cb.num_blocks = sms;
   cb.timeout_ns = 5'000'000'000;

@@ -31,7 +31,7 @@ inline constexpr int32_t kErrorInvalidRouting = 4;
 
 struct CombineArgs {
   // GEMM output and its signals (what the GEMM launch was given).
-  const void* gemm_out = nullptr;  // bf16 [E][max_m][N]
+  const void* gemm_out = nullptr;  // bf16 [E][max_m][N] (layout.out_type must say bf16)
   int64_t gemm_out_row_stride = 0;     // bytes; 0 = packed
   int64_t gemm_out_expert_stride = 0;  // bytes; 0 = packed
   const int32_t* masked_m = nullptr;   // [E]
@@ -50,10 +50,11 @@ struct CombineArgs {
   const float* topk_weights = nullptr;    // [num_tokens][topk]
   const int32_t* row_source = nullptr;    // [E][max_m]: t * topk + k for real rows
 
-  // Workspace (combine_workspace_bytes): each token slot's place in gemm_out, then counters
-  // (per-token arrivals, two work queues and a timed-out mark). All of it must be zero at launch:
-  // clear it (cudaMemsetAsync, capturable) before each use.
+  // Workspace: each token slot's place in gemm_out, then counters (per-token arrivals, two work
+  // queues and a timed-out mark). All of it must be zero at launch: clear it (cudaMemsetAsync,
+  // capturable) before each use. Its size: at least combine_workspace_bytes(num_tokens, topk).
   void* workspace = nullptr;
+  size_t workspace_bytes = 0;
   void* out = nullptr;  // bf16 [num_tokens][N]
 
   // CTAs of this launch; 0 = 8. Blocks take work from queues in the workspace, so one combine may
@@ -63,7 +64,10 @@ struct CombineArgs {
   // rest. Each launch must be told its first block index for the timeline. The one beside the GEMM
   // goes on another stream (on the GEMM's stream ahead of it, it would wait for signals that cannot
   // come), ordered after the reset of the signals (signal_base) and of the workspace's counters, or
-  // it may take a previous launch's counts for this one's.
+  // it may take a previous launch's counts for this one's. The launch after the GEMM ends when the
+  // queues are empty, while blocks beside it may still be summing their last tokens: join the side
+  // stream (an event recorded after the beside launch) before reading `out` or clearing the
+  // workspace for the next combine.
   int num_blocks = 0;
   int first_block = 0;
   // Launch as a programmatic dependent of the GEMM just before it on `stream` (which must be that

@@ -117,12 +117,14 @@ struct EpCombineArgs {
   // window.
   uint32_t epoch = 0;
 
-  // ep_combine_workspace_bytes(layout.counter_count()) bytes of device memory, zeroed
+  // At least ep_combine_workspace_bytes(layout.counter_count()) bytes of device memory, zeroed
   // (cudaMemsetAsync, capturable) before each combine; shared by all launches of one combine.
   void* workspace = nullptr;
+  size_t workspace_bytes = 0;
 
   // As CombineArgs: one combine may be split over a few blocks beside the GEMM (on the SMs it
-  // leaves free) and a full-chip launch stream-ordered after it; they share the workspace. A
+  // leaves free) and a full-chip launch stream-ordered after it; they share the workspace, and the
+  // side stream is joined before `out` is read or the workspace cleared (CombineArgs). A
   // block fills one SM (768 threads), so num_blocks beside a GEMM is the SMs taken from it.
   int num_blocks = 0;  // 0 = 8
   int first_block = 0;

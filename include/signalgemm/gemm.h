@@ -126,8 +126,8 @@ Status validate_sizes(const GroupedGemmArgs& args);
 TileConfig select_config(const GroupedGemmArgs& args);
 
 // The signal layout a launch with these arguments would use: what consumers wait on. Needs the
-// launch's sizes, formats, config, k and whether it gives a workspace (a short K, or activations
-// converted in a workspace, can pick another tile; docs/configuration.md).
+// launch's sizes, formats, b.layout, config, k, expected_m and whether it gives a workspace (each
+// can pick another tile: docs/configuration.md), and out_type (the combines read C's rows).
 SignalLayout signal_layout(const GroupedGemmArgs& args);
 
 // Bytes of `workspace` with which this launch converts its activations once (E * max_m * K bf16),
@@ -148,7 +148,8 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args);
 // Loads, without launching, the kernels grouped_gemm_nt_masked(args) would launch on the current
 // device. Call it once before a consumer first spins beside such a launch: under CUDA's default
 // lazy module loading, a kernel's first launch loads it and may wait for the device to go idle,
-// i.e. for the spinning consumer (docs/signals.md). Validates like the launch; reads no device memory.
+// i.e. for the spinning consumer (docs/signals.md). Validates the arguments as the launch does, but
+// not where its pointers lie (the launch checks that they are this device's memory); reads no device memory.
 Status load_kernels(const GroupedGemmArgs& args);
 
 // Bytes of an operand's scale factors in the layout of docs/formats.md (0 for bf16): `weights` for B

@@ -26,6 +26,7 @@ struct SignalLayout {
   int block_m = 0;  // rows per tile (the row block of per_row_block signals)
   int block_n = 0;  // columns per tile
   SignalGranularity granularity = SignalGranularity::none;
+  OutputType out_type = OutputType::bf16;  // C's elements, for the consumers that read its rows
 
   // a / b rounded up, for a >= 0 and b > 0, without the a + b - 1 that may pass INT32_MAX: one
   // 32-bit unsigned division (the tile walkers run these per expert between two tiles, where a

@@ -33,15 +33,22 @@ __all__ = [
 ERROR_MASKED_M_OUT_OF_RANGE = _C.ERROR_MASKED_M_OUT_OF_RANGE
 
 
+def _is_cuda_torch(t: Any) -> bool:
+    """Whether t is a torch tensor on a GPU (torch is optional)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return isinstance(t, torch.Tensor) and t.is_cuda
+
+
 def _current_stream(tensor: Any) -> int:
     """The CUDA stream handle to launch on for this tensor (0: the default stream)."""
-    try:
-        import torch  # torch is optional: only used when the caller passes torch tensors
-    except ImportError:
+    if not _is_cuda_torch(tensor):
         return 0
-    if isinstance(tensor, torch.Tensor) and tensor.is_cuda:
-        return torch.cuda.current_stream(tensor.device).cuda_stream
-    return 0
+    import torch
+
+    return torch.cuda.current_stream(tensor.device).cuda_stream
 
 
 def _stream_handle(stream: Any) -> int:
@@ -59,12 +66,12 @@ def _on_launch_stream(stream: Any, tensor: Any) -> Any:
     tensor's device), so that the call's temporaries (the workspace, converted scales) are written and
     freed in that stream's order: torch's caching allocator hands a freed block out again only in the
     order of the stream it was allocated on, and the launch on ``stream`` may outlive the call."""
-    try:
-        import torch
-    except ImportError:
+    if stream is None or not _is_cuda_torch(tensor):
         return contextlib.nullcontext()
-    if stream is None or not (isinstance(tensor, torch.Tensor) and tensor.is_cuda):
-        return contextlib.nullcontext()
+    import torch
+
+    if isinstance(stream, torch.cuda.Stream) and stream.device != tensor.device:
+        raise ValueError(f"signalgemm: stream is on {stream.device}, the tensors on {tensor.device}")
     if not isinstance(stream, torch.cuda.Stream):
         handle = _stream_handle(stream)
         stream = (torch.cuda.default_stream(tensor.device) if handle == 0
@@ -202,6 +209,9 @@ def _scales_in_rows(sf: Any, data: Any, fmt: str, name: str) -> Any:
                          f"not {fmt}")
     if isinstance(data, MmaFragments):
         experts, rows, k = data.data.shape[0], data.n, data.k
+    elif len(getattr(data, "shape", ())) != 3:
+        raise ValueError(f"signalgemm: {name} is given in FlashInfer's swizzled layout, so its operand must have 3 "
+                         f"dimensions, not {len(getattr(data, 'shape', ()))}")
     else:
         experts, rows, k = data.shape[0], data.shape[1], data.shape[2] * (2 if fmt in ("nvfp4", "mxfp4") else 1)
     return _swizzled_to_rows(sf, experts, rows, k // vec, name)
@@ -234,7 +244,8 @@ def pack_mma_fragments(b: Any, *, stream: Optional[int] = None) -> MmaFragments:
     experts, n, k = b.shape[0], b.shape[1], b.shape[2] * 2
     with _on_launch_stream(stream, b):  # packed is allocated in the order of the stream that writes it
         packed = torch.empty((experts, (n + 63) // 64, (k + 63) // 64, 2048), dtype=torch.uint8, device=b.device)
-        _C.pack_mma_fragments(b.view(torch.uint8), packed, _current_stream(b))
+        _C.pack_mma_fragments(b.view(torch.uint8), packed,
+                              _current_stream(b) if stream is None else _stream_handle(stream))
     return MmaFragments(packed, n, k)
 
 
@@ -310,8 +321,10 @@ def grouped_gemm_nt_masked(
     count FlashInfer's counters reach.
     """
     out_given = out
-    # Every temporary of the call (converted scales, the workspace) in the launch stream's order.
-    with _on_launch_stream(stream, out):
+    # One tensor picks the launch's stream, in whose order every temporary of the call (converted
+    # scales, the workspace) is made: out, or a where out is another framework's (DLPack) tensor.
+    anchor = out if _is_cuda_torch(out) else (lhs[0] if isinstance(lhs, (tuple, list)) and lhs else lhs)
+    with _on_launch_stream(stream, anchor):
         if signals is not None and dst_signals is not None:
             raise ValueError("signalgemm: pass signals or dst_signals, not both")
         signals = signals if signals is not None else dst_signals
@@ -367,14 +380,14 @@ def grouped_gemm_nt_masked(
         for name, t in (("signals", signals), ("error_flag", error_flag)):
             _require_gpu(name, t, pinned_ok=True)
         if workspace is None:
-            workspace = _allocate_workspace(a, a_format, b_format, n=out.shape[2] if hasattr(out, "shape") else 0,
+            workspace = _allocate_workspace(a, a_format, b_format, n=out.shape[2] if len(getattr(out, "shape", ())) == 3 else 0,
                                             expected_m=expected_m or 0, block_m=block_m, block_n=block_n)
         _C.grouped_gemm(
             a, sfa, b, sfb, out, masked_m,
             a_format, b_format,
             alpha, signals, granularity, scope,
             sm_count or 0, expected_m or 0, block_m, block_n, stages, cluster,
-            _current_stream(out) if stream is None else _stream_handle(stream),
+            _current_stream(anchor) if stream is None else _stream_handle(stream),
             error_flag, workspace if workspace is not False else None, b_n, load_only,
         )
         return out_given  # FlashInfer's (m, n, l) view stays the caller's

@@ -37,6 +37,14 @@ void require_gpu_or_pinned(const CounterTensor& t, const char* name) {
   if (type != nb::device::cuda::value && type != nb::device::cuda_host::value &&
       type != nb::device::cuda_managed::value && type != nb::device::cpu::value)
     bad(std::string(name) + " must be a CUDA tensor or pinned host memory");
+  // A CPU tensor must be pinned here and now: the library lets unregistered memory pass while the
+  // stream captures a graph (memory allocated in the capture), which a CPU tensor never is.
+  cudaPointerAttributes attributes{};
+  if (type == nb::device::cpu::value &&
+      (cudaPointerGetAttributes(&attributes, t.data()) != cudaSuccess || attributes.type != cudaMemoryTypeHost)) {
+    cudaGetLastError();
+    bad(std::string(name) + " is a CPU tensor in pageable memory: it must be a CUDA tensor or pinned host memory");
+  }
 }
 
 Format parse_format(const std::string& name, const char* argument) {
@@ -147,7 +155,8 @@ void check_scales(const std::optional<Tensor>& scales, Format format, bool weigh
   }
   // Flat scales need only the bytes; a shaped tensor must have the documented shape, so that a
   // natural-looking other layout (fp8_block128 sfa as [E, rows, K/128] row-major, FlashInfer's
-  // swizzled scales without ab_dtype) is refused rather than misread. fp8_block128 activation
+  // swizzled scales without ab_dtype) is refused rather than misread, wherever its shape differs from
+  // the documented one (docs/formats.md: equal sizes cannot tell them apart). fp8_block128 activation
   // scales may also come as DeepGEMM's MN-major view: logical [E, rows, K/128], the same memory.
   const int64_t blocks_k = k / scale_block_k(format);
   const std::vector<int64_t> shape =

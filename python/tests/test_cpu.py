@@ -37,6 +37,7 @@ def call(**override):
         (dict(out=FakeCudaTensor((E, MAX_M, N), "float", 32)), "out must be bfloat16"),
         (dict(masked_m=FakeCudaTensor((E,), "int", 64)), "masked_m must be int32"),
         (dict(out=FakeCudaTensor((E, MAX_M, N + 8), "bfloat", 16)), "out must be [E, max_m, N]"),
+        (dict(out=FakeCudaTensor((E * MAX_M, N), "bfloat", 16)), "out must have 3 dimensions"),
         (dict(b=FakeCudaTensor((E + 1, N, K))), "same number of experts"),
         (dict(b=FakeCudaTensor((E, N, K + 128))), "same K"),
         (dict(a=FakeCudaTensor((E, MAX_M, 200)), b=FakeCudaTensor((E, N, 200))), "k = 200"),
@@ -49,7 +50,8 @@ def call(**override):
         (dict(sfb=FakeCudaTensor((E * (N // 128) * (K // 128) - 1,), "float", 32)), "sfb holds 124 bytes"),
         (dict(sfa=FakeCudaTensor((E * (K // 128) * MAX_M,), "float", 32, strides=(2,))), "sfa must be contiguous"),
         # Shaped scales must have the documented shape: fp8_block128's sfa is [E, K/128, round_up(max_m, 4)],
-        # so the natural [E, max_m, K/128] (as many bytes) is refused, not misread; likewise a 2-d view.
+        # so the natural [E, max_m, K/128] (as many bytes) is refused, not misread, where max_m != K/128 (where they
+        # are equal the shapes cannot tell the two apart: docs/formats.md); likewise a 2-d view.
         (dict(sfa=FakeCudaTensor((E, MAX_M, K // 128), "float", 32)), "sfa has shape [4, 64, 4]"),
         (dict(sfa=FakeCudaTensor((E * (K // 128), MAX_M), "float", 32)), "sfa has shape [16, 64]"),
         (dict(sfb=FakeCudaTensor((E, K // 128, N // 128), "float", 32)), "sfb has shape [4, 4, 2]"),

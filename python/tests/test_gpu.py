@@ -139,8 +139,11 @@ def test_runs_on_the_tensors_device_and_rejects_a_mix():
     assert torch.cuda.current_device() == 0
     check(out, t["reference"], masked_m)
     out0 = torch.zeros((E, MAX_M, N), dtype=torch.bfloat16, device="cuda:0")
-    with pytest.raises(ValueError, match="a.data is on device 1, the launch runs on the current device 0"):
+    with pytest.raises(ValueError, match="a.data is on device 1, the launch runs on device 0"):
         signalgemm.grouped_gemm_nt_masked((t["a"], t["sfa"]), (t["b"], t["sfb"]), out0, masked_m.to("cuda:0"))
+    with pytest.raises(ValueError, match="stream"):  # a stream of another device than the tensors'
+        signalgemm.grouped_gemm_nt_masked((t["a"], t["sfa"]), (t["b"], t["sfb"]), out, masked_m, alpha=t["alpha"],
+                                          stream=torch.cuda.Stream(device=0))
 
 
 def test_cuda_graph_capture_replays():

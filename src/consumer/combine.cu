@@ -207,10 +207,18 @@ Status combine(const CombineArgs& a) {
   if (a.row_source == nullptr) return invalid("row_source is null");
   if (a.workspace == nullptr || reinterpret_cast<uintptr_t>(a.workspace) % 16 != 0)
     return invalid("workspace is null or not 16-byte aligned");
+  if (const size_t needed = combine_workspace_bytes(a.num_tokens, a.topk); a.workspace_bytes < needed)
+    return invalid("workspace_bytes = " + std::to_string(a.workspace_bytes) +
+                   " is less than combine_workspace_bytes(num_tokens, topk) = " + std::to_string(needed));
   if (a.num_tokens > 0 && (a.out == nullptr || reinterpret_cast<uintptr_t>(a.out) % 16 != 0))
     return invalid("out is null or not 16-byte aligned");
   if (a.layout.granularity != SignalGranularity::per_expert && a.layout.granularity != SignalGranularity::per_row_block)
     return invalid("layout.granularity: unknown value " + std::to_string(int(a.layout.granularity)));
+  if (a.layout.out_type != OutputType::bf16)
+    return invalid(std::string("layout.out_type: the combine sums bf16 rows of gemm_out, not ") +
+                   to_string(a.layout.out_type));
+  if (a.scope != SignalScope::gpu && a.scope != SignalScope::sys)
+    return invalid("scope: unknown value " + std::to_string(int(a.scope)));
   if (reinterpret_cast<uintptr_t>(a.gemm_out) % 16 != 0) return invalid("gemm_out must be 16-byte aligned");
   if (Status s = host::check_gemm_out_strides(a.gemm_out_row_stride, a.gemm_out_expert_stride, a.layout.n,
                                               a.layout.max_m);

@@ -522,6 +522,12 @@ Status check_common_args(const EpCombineContext* ctx, const EpCombineArgs& a) {
     return invalid("out is null or not 16-byte aligned");
   if (a.workspace == nullptr || reinterpret_cast<uintptr_t>(a.workspace) % 16 != 0)
     return invalid("workspace is null or not 16-byte aligned");
+  if (const size_t needed = ep_combine_workspace_bytes(a.layout.counter_count()); a.workspace_bytes < needed)
+    return invalid("workspace_bytes = " + std::to_string(a.workspace_bytes) +
+                   " is less than ep_combine_workspace_bytes(layout.counter_count()) = " + std::to_string(needed));
+  if (a.layout.out_type != OutputType::bf16)
+    return invalid(std::string("layout.out_type: the combine sends bf16 rows, not ") +
+                   to_string(a.layout.out_type));
   if (a.reduce_tokens < 0 || a.reduce_tokens > kReduceTokens) return invalid("reduce_tokens must be in [0, 4]");
   if (a.timeout_ns > 0 && a.error_flag == nullptr)
     return invalid("timeout_ns is set but error_flag is null: a timed-out combine's output is undefined, and "

@@ -34,8 +34,8 @@ Status check_device_pointer(const void* ptr, const char* name, int device, bool 
   if (attributes.type == cudaMemoryTypeDevice && device >= 0 && attributes.device != device)
     return Status{StatusCode::invalid_argument, std::string("signalgemm: ") + name + " is on device " +
                                                     std::to_string(attributes.device) +
-                                                    ", the launch runs on the current device " +
-                                                    std::to_string(device) + " (cudaSetDevice)"};
+                                                    ", the launch runs on device " + std::to_string(device) +
+                                                    " (the current one)"};
   if ((attributes.type == cudaMemoryTypeUnregistered && !capturing) ||
       (attributes.type != cudaMemoryTypeUnregistered && attributes.devicePointer == nullptr))
     return Status{StatusCode::invalid_argument, std::string("signalgemm: ") + name +
@@ -59,6 +59,16 @@ Status check_device_pointers(cudaStream_t stream, std::initializer_list<std::pai
     cudaGetLastError();
     device = -1;
   }
+  // A stream of another device: the launch would fail with a CUDA error that names nothing.
+  int stream_device = -1;
+  if (cudaStreamGetDevice(stream, &stream_device) != cudaSuccess) {
+    cudaGetLastError();
+    stream_device = -1;
+  }
+  if (device >= 0 && stream_device >= 0 && stream_device != device)
+    return Status{StatusCode::invalid_argument, "signalgemm: stream belongs to device " +
+                                                    std::to_string(stream_device) + ", the launch runs on device " +
+                                                    std::to_string(device) + " (the current one)"};
   const bool capturing = is_capturing(stream);
   for (const auto& [ptr, name] : pointers)
     if (Status s = check_device_pointer(ptr, name, device, capturing); !s.ok()) return s;

@@ -14,7 +14,8 @@
 
 namespace signalgemm::host {
 
-// The first failing check of `pointers` ({pointer, argument name}), or ok. Null passes (optional
+// The first failing check of `stream` (it must belong to the current device) and `pointers`
+// ({pointer, argument name}), or ok. Null passes (optional
 // arguments are checked for presence elsewhere). Driver queries: no synchronization, allowed during
 // stream capture. While `stream` is being captured a pointer the driver does not know passes: memory
 // allocated in the capture (cudaMallocAsync, a graph's memory node) has no attributes until the graph

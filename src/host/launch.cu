@@ -247,7 +247,8 @@ Status not_compiled(const TileConfig& cfg) {
 
 // Persistent grid: never more CTAs than tiles could exist (masked_m is not read on the host).
 int persistent_grid(const GroupedGemmArgs& args, const TileConfig& cfg, const DeviceInfo& info) {
-  const SignalLayout layout{args.num_experts, args.max_m, args.n, cfg.block_m, cfg.block_n, args.granularity};
+  const SignalLayout layout{args.num_experts, args.max_m, args.n, cfg.block_m, cfg.block_n, args.granularity,
+                            args.out_type};
   const int64_t max_tiles = int64_t(args.num_experts) * layout.row_blocks_per_expert() * layout.col_blocks();
   return static_cast<int>(std::min<int64_t>(usable_sms(args, info), max_tiles));
 }
@@ -458,7 +459,8 @@ size_t workspace_bytes(const GroupedGemmArgs& args) {
 
 SignalLayout signal_layout(const GroupedGemmArgs& args) {
   const TileConfig cfg = select_config(args);
-  return SignalLayout{args.num_experts, args.max_m, args.n, cfg.block_m, cfg.block_n, args.granularity};
+  return SignalLayout{args.num_experts, args.max_m, args.n, cfg.block_m, cfg.block_n, args.granularity,
+                      args.out_type};
 }
 
 TileConfig select_config(const GroupedGemmArgs& args) {
@@ -592,7 +594,8 @@ Status launch_gemm(const LaunchPlan& plan, const DeviceInfo& info) {
   }
 
   kernels::KernelParams params{};
-  params.layout = SignalLayout{args.num_experts, args.max_m, args.n, cfg.block_m, cfg.block_n, args.granularity};
+  params.layout = SignalLayout{args.num_experts, args.max_m, args.n, cfg.block_m, cfg.block_n, args.granularity,
+                               args.out_type};
   params.num_k_blocks = num_k_blocks;
   params.stages = cfg.stages;
   params.b_scales = args.b.scales;

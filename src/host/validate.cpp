@@ -397,8 +397,8 @@ Status validate(const GroupedGemmArgs& args) {
 
 Status validate_sizes(const GroupedGemmArgs& args) {
   Checker c;
-  c.require(valid_format(args.a.format), "a_format: unknown value ", static_cast<int>(args.a.format));
-  c.require(valid_format(args.b.format), "b_format: unknown value ", static_cast<int>(args.b.format));
+  c.require(valid_format(args.a.format), "a.format: unknown value ", static_cast<int>(args.a.format));
+  c.require(valid_format(args.b.format), "b.format: unknown value ", static_cast<int>(args.b.format));
   check_sizes(c, args, /*k_known=*/args.k != 0);
   if (!c.status().ok()) return c.status();
   if (args.k != 0) {

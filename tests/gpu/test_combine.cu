@@ -134,6 +134,7 @@ class CombineFixture : public ::testing::Test {
     c.topk_weights = weights.get<float>();
     c.row_source = row_source.get<int32_t>();
     c.workspace = workspace.get();
+    c.workspace_bytes = workspace.bytes();
     c.out = out.get();
     c.timeout_ns = run_gemm ? 2'000'000'000 : 20'000'000;
     c.error_flag = flag.get<int32_t>();
@@ -360,9 +361,9 @@ TEST(Combine, RejectsMissingArguments) {
   EXPECT_NE(combine(c).message.find("signals"), std::string::npos);
 }
 
-// Strides that would read before gemm_out or overlap rows, misaligned arrays, an unknown
-// granularity and too many slots per token are named before any pointer is looked at (no GPU
-// needed).
+// Strides that would read before gemm_out or overlap rows, misaligned arrays, unknown enums, an
+// output of another type than bf16, a short workspace and too many slots per token are named before
+// any pointer is looked at (no GPU needed).
 TEST(Combine, RejectsBadStridesAlignmentAndGranularity) {
   static uint8_t buffer[256] __attribute__((aligned(16)));
   CombineArgs valid;
@@ -376,6 +377,7 @@ TEST(Combine, RejectsBadStridesAlignmentAndGranularity) {
   valid.topk_weights = reinterpret_cast<const float*>(buffer);
   valid.row_source = reinterpret_cast<const int32_t*>(buffer);
   valid.workspace = buffer;
+  valid.workspace_bytes = sizeof(buffer);
   valid.out = buffer;
   const auto message = [&](auto change) {
     CombineArgs c = valid;
@@ -395,6 +397,13 @@ TEST(Combine, RejectsBadStridesAlignmentAndGranularity) {
                 .find("timeline must be 8-byte aligned"),
             std::string::npos);
   EXPECT_NE(message([](CombineArgs& c) { c.layout.granularity = SignalGranularity(3); }).find("layout.granularity"),
+            std::string::npos);
+  EXPECT_NE(message([](CombineArgs& c) { c.scope = SignalScope(7); }).find("scope: unknown value 7"),
+            std::string::npos);
+  EXPECT_NE(message([](CombineArgs& c) { c.layout.out_type = OutputType::fp16; }).find("layout.out_type"),
+            std::string::npos);
+  EXPECT_NE(message([](CombineArgs& c) { c.workspace_bytes = combine_workspace_bytes(1, 1) - 1; })
+                .find("workspace_bytes = 23 is less than combine_workspace_bytes(num_tokens, topk) = 24"),
             std::string::npos);
   // A group's slot addresses live in shared memory: at most 32 slots per token.
   EXPECT_NE(message([](CombineArgs& c) { c.topk = 33; }).find("topk must be in [1, 32]"), std::string::npos);
@@ -419,6 +428,7 @@ TEST(Combine, HostPointersAreRejectedNotLaunched) {
   c.topk_weights = device.get<float>();
   c.row_source = device.get<int32_t>();
   c.workspace = device.get();
+  c.workspace_bytes = device.bytes();
   c.out = host;
   const Status s = combine(c);
   EXPECT_EQ(s.code, StatusCode::invalid_argument);

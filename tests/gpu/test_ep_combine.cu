@@ -196,6 +196,7 @@ struct RankState {
     c.out = out.get();
     c.epoch = epoch;
     c.workspace = workspace.get();
+    c.workspace_bytes = workspace.bytes();
     c.timeout_ns = 5'000'000'000;
     c.error_flag = flag.get<int32_t>();
     c.reduce_tokens = int(epoch % 5);  // 0 (the default: tokens per SM) to 4: groups and partial groups
@@ -464,6 +465,32 @@ TEST_F(EpCombineSingleRank, ReportsRoutingThatNamesNoRank) {
     EXPECT_EQ(launched, "") << "mode " << mode;
     EXPECT_EQ(st.check(routing, golden, kErrorInvalidRouting), "") << "mode " << mode;
   }
+}
+
+// A workspace shorter than the layout's counters need and a GEMM output of another type than bf16
+// are named before any launch, in both modes.
+TEST_F(EpCombineSingleRank, RejectsShortWorkspaceAndOtherOutputTypes) {
+  std::mt19937 rng(78);
+  const EpRouting routing = random_ep_routing(1, kSmall, rng);
+  GroupedGemmArgs args = st.problem.args();
+  args.granularity = SignalGranularity::per_expert;
+  const SignalLayout layout = signal_layout(args);
+  EpCombineArgs c = st.combine_args(routing, layout, 1);
+  c.gemm_out = st.problem.d_out.get();
+  c.signals = st.signals.get<uint32_t>();
+  uint32_t* window_signals = nullptr;
+  const auto messages = [&] {
+    return std::vector<std::string>{
+        ep_combine(st.context, c).message,
+        ep_epilogue_send_prepare(st.context, c, st.out_rows.get<void*>(), &window_signals).message,
+        ep_epilogue_send_reduce(st.context, c).message};
+  };
+  c.workspace_bytes = ep_combine_workspace_bytes(layout.counter_count()) - 1;
+  for (const std::string& m : messages()) EXPECT_NE(m.find("workspace_bytes"), std::string::npos) << m;
+  c.workspace_bytes = st.workspace.bytes();
+  c.layout.out_type = OutputType::fp16;
+  for (const std::string& m : messages()) EXPECT_NE(m.find("layout.out_type"), std::string::npos) << m;
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // nothing was launched
 }
 
 // Signals that never come (no GEMM runs): the combine reports a timeout and ends, in both modes;

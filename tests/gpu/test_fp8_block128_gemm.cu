@@ -694,7 +694,7 @@ TEST(Fp8Block128Gemm, HostPointersAreRejectedNotLaunched) {
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // nothing was launched, nothing faulted
 }
 
-// Operands of one launch on another GPU than the current one: named, not launched.
+// Operands or the stream of one launch on another GPU than the current one: named, not launched.
 TEST(Fp8Block128Gemm, OperandsOnAnotherDeviceAreRejectedNotLaunched) {
   SG_REQUIRE_HOPPER();
   int devices = 0;
@@ -708,9 +708,15 @@ TEST(Fp8Block128Gemm, OperandsOnAnotherDeviceAreRejectedNotLaunched) {
   GroupedGemmArgs args = p.args();
   Status s = grouped_gemm_nt_masked(args);  // current device 1, operands on 0
   EXPECT_EQ(s.code, StatusCode::invalid_argument);
-  EXPECT_NE(s.message.find("a.data is on device 0, the launch runs on the current device 1"), std::string::npos)
-      << s.message;
+  EXPECT_NE(s.message.find("a.data is on device 0, the launch runs on device 1"), std::string::npos) << s.message;
+  cudaStream_t stream_on_1 = nullptr;
+  SG_CUDA_CHECK(cudaStreamCreate(&stream_on_1));
   SG_CUDA_CHECK(cudaSetDevice(0));
+  args.stream = stream_on_1;  // operands on the current device, the stream on another
+  s = grouped_gemm_nt_masked(args);
+  EXPECT_NE(s.message.find("stream belongs to device 1, the launch runs on device 0"), std::string::npos)
+      << s.message;
+  args.stream = nullptr;
   args.signals = signals_on_1.get<uint32_t>();
   args.granularity = SignalGranularity::per_expert;
   s = grouped_gemm_nt_masked(args);
@@ -718,6 +724,7 @@ TEST(Fp8Block128Gemm, OperandsOnAnotherDeviceAreRejectedNotLaunched) {
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // nothing was launched, nothing faulted
   SG_CUDA_CHECK(cudaSetDevice(1));
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  SG_CUDA_CHECK(cudaStreamDestroy(stream_on_1));
   SG_CUDA_CHECK(cudaSetDevice(0));
 }
 
