@@ -59,9 +59,12 @@ Status check_device_pointers(cudaStream_t stream, std::initializer_list<std::pai
     cudaGetLastError();
     device = -1;
   }
-  // A stream of another device: the launch would fail with a CUDA error that names nothing.
+  const bool capturing = is_capturing(stream);
+  // A stream of another device: the launch would fail with a CUDA error that names nothing. Not
+  // asked of a capturing stream: the query is not permitted there and would invalidate the capture
+  // (H200, 2026-11-29); a captured launch on such a stream fails when the capture ends.
   int stream_device = -1;
-  if (cudaStreamGetDevice(stream, &stream_device) != cudaSuccess) {
+  if (!capturing && cudaStreamGetDevice(stream, &stream_device) != cudaSuccess) {
     cudaGetLastError();
     stream_device = -1;
   }
@@ -69,7 +72,6 @@ Status check_device_pointers(cudaStream_t stream, std::initializer_list<std::pai
     return Status{StatusCode::invalid_argument, "signalgemm: stream belongs to device " +
                                                     std::to_string(stream_device) + ", the launch runs on device " +
                                                     std::to_string(device) + " (the current one)"};
-  const bool capturing = is_capturing(stream);
   for (const auto& [ptr, name] : pointers)
     if (Status s = check_device_pointer(ptr, name, device, capturing); !s.ok()) return s;
   return {};
