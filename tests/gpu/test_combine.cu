@@ -2,6 +2,7 @@
 // dependent): its output against a CPU combine of the (separately verified) GEMM output, for random
 // routings; 10,000 overlapped iterations per granularity with zero stale reads and no timeouts.
 #include <algorithm>
+#include <array>
 
 #include "gpu_test_util.h"
 #include "signalgemm/combine.h"
@@ -106,6 +107,7 @@ class CombineFixture : public ::testing::Test {
                              int replays = 0) {
     GroupedGemmArgs args = problem.args();
     args.granularity = g;
+    args.scope = scope;
     args.sm_count = after_pdl ? 0 : sms - kCombineBlocks;
     args.stream = gemm_stream;
     const SignalLayout layout = signal_layout(args);
@@ -128,6 +130,7 @@ class CombineFixture : public ::testing::Test {
     c.masked_m = problem.d_masked_m.get<int32_t>();
     c.layout = layout;
     c.signals = signals.get<uint32_t>();
+    c.scope = scope;
     c.num_tokens = r.num_tokens;
     c.topk = r.topk;
     c.topk_idx = topk_idx.get<int32_t>();
@@ -208,21 +211,28 @@ class CombineFixture : public ::testing::Test {
     return result;
   }
 
-  // 20 random routings per granularity, beside the GEMM and after it (programmatic dependent launch).
+  // 20 random routings per granularity, beside the GEMM and after it (programmatic dependent launch),
+  // with top-k of 1, 4, 8 and 32 in turn and every fifth with system-scope signals.
   void matches_cpu_combine(uint32_t seed) {
     std::mt19937 rng(seed);
     DeviceBuffer flag = DeviceBuffer::from(std::vector<int32_t>{0});
     for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block})
       for (bool after_pdl : {false, true})
-        for (int trial = 0; trial < 20; ++trial)
-          ASSERT_EQ(run_overlapped(random_routing(kExperts, kMaxM, kTopk, rng), g, flag, nullptr, true, after_pdl), "")
-              << to_string(g) << (after_pdl ? " after the GEMM (PDL)" : " beside the GEMM") << " trial " << trial;
+        for (int trial = 0; trial < 20; ++trial) {
+          const int topk = std::array{1, 4, 8, 32}[trial % 4];
+          scope = trial % 5 == 4 ? SignalScope::sys : SignalScope::gpu;
+          ASSERT_EQ(run_overlapped(random_routing(kExperts, kMaxM, topk, rng), g, flag, nullptr, true, after_pdl), "")
+              << to_string(g) << (after_pdl ? " after the GEMM (PDL)" : " beside the GEMM") << " trial " << trial
+              << " topk " << topk << (scope == SignalScope::sys ? " sys scope" : "");
+        }
+    scope = SignalScope::gpu;
     EXPECT_EQ(flag.to_host<int32_t>()[0], 0) << "a wait timed out";
   }
 
   static constexpr int kExperts = 8, kMaxM = kSlabRows, kN = 256, kK = 256, kTopk = 4, kCombineBlocks = 4;
   // A second launch of the same combine, stream-ordered after the GEMM, joins through the queues.
   static constexpr int kHelperBlocks = 8;
+  SignalScope scope = SignalScope::gpu;  // of the GEMM's signals and the combine's waits
   Fp8Problem problem;
   std::vector<uint16_t> golden;
   int sms = 0;
