@@ -91,8 +91,9 @@ struct EpCombineArgs {
   int64_t gemm_out_row_stride = 0;     // bytes; 0 = packed
   int64_t gemm_out_expert_stride = 0;  // bytes; 0 = packed
   const int32_t* masked_m = nullptr;   // [E_local]
-  // signal_layout(gemm args); layout.n must equal config.n. The same on every rank (E_local, max_m,
-  // tile): an owner reads a peer's expert ids and counters through its own (not checked across ranks).
+  // signal_layout(gemm args) of this rank's GEMM; layout.n must equal config.n. E_local and max_m
+  // must be the same on every rank (global expert ids map to ranks through E_local; not checked
+  // across ranks); the tile may differ (each rank's own counters are read against its own values).
   SignalLayout layout;
   const uint32_t* signals = nullptr;
   uint32_t signal_base = 0;
@@ -113,8 +114,10 @@ struct EpCombineArgs {
   void* out = nullptr;                  // bf16 [num_tokens][N]
 
   // Sequence number of this combine, the same on every rank, counting 1, 2, 3, ... per context,
-  // modulo 2^32 (0 follows 0xFFFFFFFF; any number of combines). Its parity picks the half of the
-  // window.
+  // modulo 2^32 (0 follows 0xFFFFFFFF; any number of combines); every launch of one combine passes
+  // the same. Its parity picks the half of the window. Checked on the host: one that neither repeats
+  // nor follows the context's last is refused. So a captured combine cannot be replayed as the next
+  // one (its epoch is a launch argument): capture the GEMM, enqueue the combine directly.
   uint32_t epoch = 0;
 
   // At least ep_combine_workspace_bytes(layout.counter_count()) bytes of device memory, zeroed
@@ -140,7 +143,9 @@ struct EpCombineArgs {
 
   // Per wait; 0 = wait forever (a timeout needs error_flag). After a timeout this combine's output
   // is undefined on the ranks that report it (error_flag) and on those whose rows it concerns (they
-  // time out or report too); no rank stores into a half of a window its owner may still be summing.
+  // time out or report too); no rank stores into a half of a window its owner may still be summing,
+  // but a slow sender's late rows may still land in a half a later epoch reuses: after a reported
+  // timeout, destroy the contexts and create them anew before the next combine.
   uint64_t timeout_ns = 0;
   // ORed with kErrorSignalTimeout on a timeout, with kErrorInvalidRouting for a routing entry that
   // names no rank of the comm (a row_source entry at or past num_ranks * max_tokens_per_rank * topk,

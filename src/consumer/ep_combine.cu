@@ -31,7 +31,8 @@ namespace signalgemm {
 // Receive window of one rank (the same layout on every rank: symmetric memory):
 //   [0, 128)                   header: uint32 reduced_epoch (the last epoch whose reduce finished here)
 //   counters[2][16384]         epilogue-send mode: this rank's GEMM counters, one per local expert
-//   masked_m[2][16384]         epilogue-send mode: this rank's masked_m, read by the owners' reduce
+//   expected[2][16384]         epilogue-send mode: the values those counters reach (this rank's
+//                              masked_m through its own tile), read by the owners' reduce
 //   per half h = 0, 1:
 //     flags[slots]             uint32 per token slot: the epoch of the row last published there
 //     local_row[slots]         int32: for a slot served by this rank's own GEMM, e * max_m + row of
@@ -53,6 +54,10 @@ struct EpCombineContext {
   // Epilogue-send mode: the owned tokens' slots {t * topk + k, global expert} in the order the
   // reduce takes them (written by the prepare kernel; local memory, one combine at a time).
   int2* reduce_slots = nullptr;  // [max_tokens_per_rank * topk]
+  // Host side: the epoch of the last combine enqueued here, for the check that epochs count up by
+  // one (check_common_args). The window's gate starts at 0, so the first combine is epoch 1.
+  mutable uint32_t last_epoch = 0;
+  mutable bool enqueued_any = false;
 };
 
 namespace {
@@ -82,15 +87,16 @@ constexpr int kRowVectorsPerLane = 8;  // in flight per lane in a whole-row copy
 constexpr int kSlotsPerLoad = 8;       // slot vectors loaded together in the reduce
 constexpr int kReduceTokens = 4;       // most tokens a reduce block sums together (reduce_group)
 constexpr size_t kHeaderBytes = 128;
-// Rows sent from the GEMM's epilogue: per half, the GEMM's per-expert counters and a copy of its
-// masked_m, read by the owners' reduce.
+// Rows sent from the GEMM's epilogue: per half, the GEMM's per-expert counters and the values they
+// reach, read by the owners' reduce. The producer computes those values with its own tile, so an
+// owner never needs to know which tile a peer's GEMM took.
 constexpr int kEpilogueExperts = 16384;
 constexpr size_t kEpilogueCountersOffset = kHeaderBytes;
-constexpr size_t kEpilogueMaskedOffset = kEpilogueCountersOffset + 2 * kEpilogueExperts * 4;
+constexpr size_t kEpilogueExpectedOffset = kEpilogueCountersOffset + 2 * kEpilogueExperts * 4;
 constexpr size_t kReducedEpochOffset = 0;
-// masked_m published by a prepare whose wait for the peers timed out: the half is unusable for this
-// epoch (a caller's masked_m of INT32_MIN, out of range anyway and reported by the GEMM, reads alike).
-constexpr int32_t kPoisonedMaskedM = INT32_MIN;
+// The expected value published by a prepare whose wait for the peers timed out: the half is
+// unusable for this epoch (no counter reaches 2^31: validation bounds the tiles far below).
+constexpr uint32_t kPoisonedExpected = 0x80000000u;
 
 // Local workspace, zeroed before each combine: the work queues, the count of tokens reduced, the
 // throttle's link clock, and per counter the count of its send items finished.
@@ -143,9 +149,9 @@ __device__ __forceinline__ void store_relaxed_sys(uint32_t* p, uint32_t v) {
 __device__ __forceinline__ void store_relaxed_gpu(int32_t* p, int32_t v) {
   asm volatile("st.relaxed.gpu.global.s32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
 }
-__device__ __forceinline__ int32_t load_relaxed_sys(const int32_t* p) {
-  int32_t v;
-  asm volatile("ld.relaxed.sys.global.s32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+__device__ __forceinline__ uint32_t load_relaxed_sys(const uint32_t* p) {
+  uint32_t v;
+  asm volatile("ld.relaxed.sys.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
   return v;
 }
 __device__ __forceinline__ int32_t load_relaxed_gpu(const int32_t* p) {
@@ -529,6 +535,14 @@ Status check_common_args(const EpCombineContext* ctx, const EpCombineArgs& a) {
     return invalid(std::string("layout.out_type: the combine sends bf16 rows, not ") +
                    to_string(a.layout.out_type));
   if (a.reduce_tokens < 0 || a.reduce_tokens > kReduceTokens) return invalid("reduce_tokens must be in [0, 4]");
+  // A skipped epoch, or one that starts again at 0, would pass the window's reuse gate while an
+  // owner may still be summing that half (docs/multigpu.md). Another launch of the same combine
+  // passes its epoch again; a repeated epoch meant as a new combine cannot be told from that.
+  if (!(ctx->enqueued_any && a.epoch == ctx->last_epoch) && a.epoch != ctx->last_epoch + 1)
+    return invalid("epoch = " + std::to_string(a.epoch) + " does not follow this context's " +
+                   (ctx->enqueued_any ? "last, " + std::to_string(ctx->last_epoch) : std::string("start (0)")) +
+                   ": combines count 1, 2, 3, ... per context (modulo 2^32), the launches of one combine "
+                   "passing the same epoch");
   if (a.timeout_ns > 0 && a.error_flag == nullptr)
     return invalid("timeout_ns is set but error_flag is null: a timed-out combine's output is undefined, and "
                    "error_flag is where that is reported");
@@ -549,6 +563,15 @@ Status check_common_args(const EpCombineContext* ctx, const EpCombineArgs& a) {
                                                 {a.workspace, "workspace"},
                                                 {a.error_flag, "error_flag"},
                                                 {a.timeline, "timeline"}});
+}
+
+// `launched`, after noting a successful launch's epoch as the context's last.
+Status enqueued(const EpCombineContext* ctx, uint32_t epoch, Status launched) {
+  if (launched.ok()) {
+    ctx->last_epoch = epoch;
+    ctx->enqueued_any = true;
+  }
+  return launched;
 }
 
 // The fields both modes take from the context and the arguments.
@@ -622,7 +645,7 @@ Status ep_combine_create(ncclComm_t comm, const EpCombineConfig& config, EpCombi
   const size_t local_row_bytes = align_up(slots * sizeof(int32_t), 256);
   const size_t rows_bytes = align_up(slots * config.n * sizeof(__nv_bfloat16), 256);
   for (int half = 0; half < 2; ++half) {
-    ctx->flags_offset[half] = kEpilogueMaskedOffset + 2 * kEpilogueExperts * 4 + half * (flags_bytes + local_row_bytes);
+    ctx->flags_offset[half] = kEpilogueExpectedOffset + 2 * kEpilogueExperts * 4 + half * (flags_bytes + local_row_bytes);
     ctx->local_row_offset[half] = ctx->flags_offset[half] + flags_bytes;
   }
   ctx->rows_offset[0] = align_up(ctx->flags_offset[1] + flags_bytes + local_row_bytes, 4096);
@@ -725,6 +748,8 @@ Status ep_combine_start_at_epoch(EpCombineContext* ctx, uint32_t first_epoch) {
   if (ctx == nullptr) return invalid("context is null");
   const host::ScopedDevice on_device(ctx->device);
   const uint32_t reduced = first_epoch - 1;  // the reduced gate, as the previous combine leaves it
+  ctx->last_epoch = reduced;
+  ctx->enqueued_any = false;
   return cuda_status(cudaMemcpy(static_cast<uint8_t*>(ctx->window_memory) + kReducedEpochOffset, &reduced,
                                 sizeof(reduced), cudaMemcpyHostToDevice),
                      "cudaMemcpy(reduced_epoch)");
@@ -786,14 +811,15 @@ Status ep_combine(const EpCombineContext* ctx, const EpCombineArgs& a) {
   p.first_block = a.first_block;
 
   const int blocks = a.num_blocks > 0 ? a.num_blocks : kDefaultBlocks;
-  return cuda_status(host::launch_kernel(ep_combine_kernel, blocks, kThreads, a.stream, p), "ep_combine launch");
+  return enqueued(ctx, a.epoch,
+                  cuda_status(host::launch_kernel(ep_combine_kernel, blocks, kThreads, a.stream, p), "ep_combine launch"));
 }
 
 // ---- Rows sent from the GEMM's epilogue (include/signalgemm/ep_combine.h, docs/multigpu.md).
 namespace {
 
 size_t epilogue_counters_offset(uint32_t epoch) { return kEpilogueCountersOffset + size_t(epoch & 1) * kEpilogueExperts * 4; }
-size_t epilogue_masked_m_offset(uint32_t epoch) { return kEpilogueMaskedOffset + size_t(epoch & 1) * kEpilogueExperts * 4; }
+size_t epilogue_expected_offset(uint32_t epoch) { return kEpilogueExpectedOffset + size_t(epoch & 1) * kEpilogueExperts * 4; }
 
 // One prepare block sorts the tokens (a block per SM would not help: the scan is block-wide), so
 // it is as wide as a block goes; the others only fill the row table.
@@ -838,14 +864,14 @@ __device__ void order_slots_by_readiness(const EpParams& p, int2* ordered) {
 }
 
 // This rank's row table (each row's slot in its owner's window), its counters of the epoch's half
-// zeroed, its masked_m published in the window for the owners' reduce, and the reduced gate
+// zeroed and the values they will reach published in the window for the owners' reduce, and the reduced gate
 // (`reduced_epoch`, read by ep_combine's senders) opened for the previous combine: whichever mode
 // it ran in, its reduce on this rank finished before this kernel started (stream order), and the
 // release at system scope passes that on to the peers that acquire the gate. The epilogue-send
 // reduce itself then has nothing to publish at its end, where it would lengthen the combine.
 // Block 0 also orders the owned tokens for the reduce (order_slots_by_readiness).
 __global__ void __launch_bounds__(kPrepareThreads)
-    epilogue_send_prepare_kernel(const EpParams p, void** out_rows, size_t counters_offset, size_t masked_offset) {
+    epilogue_send_prepare_kernel(const EpParams p, void** out_rows, size_t counters_offset, size_t expected_offset) {
   if (blockIdx.x == 0) order_slots_by_readiness(p, p.reduce_slots);
   const size_t row_bytes = size_t(p.layout.n) * sizeof(__nv_bfloat16);
   const int64_t rows = int64_t(p.layout.num_experts) * p.layout.max_m;
@@ -859,7 +885,7 @@ __global__ void __launch_bounds__(kPrepareThreads)
   }
   if (blockIdx.x == 0 && threadIdx.x == 0)
     store_release_sys(static_cast<uint32_t*>(ncclGetLocalPointer(p.window, kReducedEpochOffset)), p.epoch - 1);
-  // The counters and masked_m of this half are read by the peers' reduce of epoch - 2. After an
+  // The counters and expected values of this half are read by the peers' reduce of epoch - 2. After an
   // epilogue-send combine the barrier of epoch - 1 ordered that reduce before this kernel; after an
   // ep_combine-mode one nothing did (a peer may still be summing), so the last block waits for
   // every peer's gate (`reduced_epoch`, acquire at system scope, published after its reduce) before
@@ -874,12 +900,13 @@ __global__ void __launch_bounds__(kPrepareThreads)
   }
   __syncthreads();  // extends those acquires to the whole block's stores below
   auto* counters = static_cast<uint32_t*>(ncclGetLocalPointer(p.window, counters_offset));
-  auto* masked = static_cast<int32_t*>(ncclGetLocalPointer(p.window, masked_offset));
+  auto* expected = static_cast<uint32_t*>(ncclGetLocalPointer(p.window, expected_offset));
   // Timed out (reported here): a peer may still read this half for epoch - 2, so the counters
-  // stay, and masked_m is poisoned: every reduce that reads it reports instead of summing rows.
+  // stay, and the expected values are poisoned: every reduce that reads them reports instead of
+  // summing rows.
   for (int e = threadIdx.x; e < p.layout.num_experts; e += blockDim.x) {
     if (gate_open) counters[e] = 0;
-    masked[e] = gate_open ? p.masked_m[e] : kPoisonedMaskedM;
+    expected[e] = gate_open ? p.layout.expected(p.masked_m[e]) : kPoisonedExpected;
   }
 }
 
@@ -887,7 +914,7 @@ __global__ void __launch_bounds__(kPrepareThreads)
 // the peer pointers) are complete: the rows are then in this rank's window (the producing GEMM's
 // bulk copies completed before its release at system scope; this acquire pairs with it).
 __global__ void __launch_bounds__(kReduceThreads, 1)
-    epilogue_send_reduce_kernel(const EpParams p, size_t counters_offset, size_t masked_offset) {
+    epilogue_send_reduce_kernel(const EpParams p, size_t counters_offset, size_t expected_offset) {
   const int experts = p.layout.num_experts;
   auto find_row = [&](int slot, int g) -> const uint4* {
     if (!valid_expert(p, g)) {
@@ -895,17 +922,18 @@ __global__ void __launch_bounds__(kReduceThreads, 1)
       return nullptr;
     }
     const int rank = g / experts, e = g % experts;
-    // masked_m: written by that rank before the barrier that precedes every GEMM of this epoch.
-    // The counter's first acquire load goes out beside it, not after it (both cross NVLink): where
-    // the expert is already done, that saves a round trip (the reduce alone: 1-2 us of ~20).
-    const int m = load_relaxed_sys(static_cast<const int32_t*>(ncclGetPeerPointer(p.window, masked_offset, rank)) + e);
+    // The value the counter reaches: written by that rank's prepare before the barrier that
+    // precedes every GEMM of this epoch. The counter's first acquire load goes out beside it, not
+    // after it (both cross NVLink): where the expert is already done, that saves a round trip (the
+    // reduce alone: 1-2 us of ~20).
+    const uint32_t expected =
+        load_relaxed_sys(static_cast<const uint32_t*>(ncclGetPeerPointer(p.window, expected_offset, rank)) + e);
     const auto* counter = static_cast<const uint32_t*>(ncclGetPeerPointer(p.window, counters_offset + size_t(e) * 4, rank));
     const uint32_t seen = load_acquire(counter, SignalScope::sys);
-    if (m == kPoisonedMaskedM) {  // that rank's prepare timed out: its counters are not this epoch's
+    if (expected == kPoisonedExpected) {  // that rank's prepare timed out: its counters are not this epoch's
       if (p.error_flag != nullptr) atomicOr(p.error_flag, kErrorSignalTimeout);
       return nullptr;
     }
-    const uint32_t expected = p.layout.expected(m);
     if (expected == 0) return nullptr;
     if (!signal_reached(seen, expected) && !combine_wait_reached(p, counter, expected, SignalScope::sys))
       return nullptr;
@@ -949,10 +977,11 @@ Status ep_epilogue_send_prepare(const EpCombineContext* ctx, const EpCombineArgs
   if (out_rows == nullptr || signals == nullptr) return invalid("out_rows and signals must not be null");
   if (Status s = host::check_device_pointers(a.stream, {{out_rows, "out_rows"}}); !s.ok()) return s;
   *signals = reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(ctx->window_memory) + epilogue_counters_offset(a.epoch));
-  return cuda_status(host::launch_kernel(epilogue_send_prepare_kernel, 64, kPrepareThreads, a.stream,
-                                         common_params(ctx, a), out_rows, epilogue_counters_offset(a.epoch),
-                                         epilogue_masked_m_offset(a.epoch)),
-                     "ep_epilogue_send_prepare launch");
+  return enqueued(ctx, a.epoch,
+                  cuda_status(host::launch_kernel(epilogue_send_prepare_kernel, 64, kPrepareThreads, a.stream,
+                                                  common_params(ctx, a), out_rows, epilogue_counters_offset(a.epoch),
+                                                  epilogue_expected_offset(a.epoch)),
+                              "ep_epilogue_send_prepare launch"));
 }
 
 Status ep_epilogue_send_reduce(const EpCombineContext* ctx, const EpCombineArgs& a) {
@@ -977,9 +1006,10 @@ Status ep_epilogue_send_reduce(const EpCombineContext* ctx, const EpCombineArgs&
   launch.stream = a.stream;
   launch.attrs = &overlap;
   launch.numAttrs = 1;
-  return cuda_status(cudaLaunchKernelEx(&launch, epilogue_send_reduce_kernel, common_params(ctx, a),
-                                        epilogue_counters_offset(a.epoch), epilogue_masked_m_offset(a.epoch)),
-                     "ep_epilogue_send_reduce launch");
+  return enqueued(ctx, a.epoch,
+                  cuda_status(cudaLaunchKernelEx(&launch, epilogue_send_reduce_kernel, common_params(ctx, a),
+                                                 epilogue_counters_offset(a.epoch), epilogue_expected_offset(a.epoch)),
+                              "ep_epilogue_send_reduce launch"));
 }
 
 }  // namespace signalgemm

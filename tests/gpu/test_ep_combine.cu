@@ -495,6 +495,28 @@ TEST_F(EpCombineSingleRank, RejectsShortWorkspaceAndOtherOutputTypes) {
 
 // Signals that never come (no GEMM runs): the combine reports a timeout and ends, in both modes;
 // after its first timeout the other waits give up at once.
+// Epochs count 1, 2, 3, ... per context: a fresh context refuses 0 (the default, which would
+// open the window's reuse gate early) and 2, naming the epoch; nothing is launched.
+TEST_F(EpCombineSingleRank, RefusesEpochsOutOfSequence) {
+  std::mt19937 rng(79);
+  const EpRouting routing = random_ep_routing(1, kSmall, rng);
+  GroupedGemmArgs args = st.problem.args();
+  args.granularity = SignalGranularity::per_expert;
+  EpCombineArgs c = st.combine_args(routing, signal_layout(args), 0);
+  c.gemm_out = st.problem.d_out.get();
+  c.signals = st.signals.get<uint32_t>();
+  uint32_t* window_signals = nullptr;
+  for (uint32_t epoch : {0u, 2u}) {
+    c.epoch = epoch;
+    const std::string want = "epoch = " + std::to_string(epoch) + " does not follow this context's start (0)";
+    for (const std::string& m : {ep_combine(st.context, c).message,
+                                 ep_epilogue_send_prepare(st.context, c, st.out_rows.get<void*>(), &window_signals).message,
+                                 ep_epilogue_send_reduce(st.context, c).message})
+      EXPECT_NE(m.find(want), std::string::npos) << m;
+  }
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // nothing was launched
+}
+
 TEST_F(EpCombineSingleRank, EndsWithATimeoutWhenNoGemmRuns) {
   std::mt19937 rng(78);
   const EpRouting routing = random_ep_routing(1, kSmall, rng);
