@@ -46,7 +46,7 @@ namespace signalgemm {
 
 // Sizes of the receive window; identical on every rank (ep_combine_create compares them).
 struct EpCombineConfig {
-  int max_tokens_per_rank = 0;  // tokens any rank may own in one combine
+  int max_tokens_per_rank = 0;  // tokens any rank may own in one combine (ranks x this x topk < 2^31)
   int topk = 0;  // 1..32
   int n = 0;  // hidden size (columns of C)
 };
@@ -58,8 +58,8 @@ struct EpCombineConfig {
 struct EpCombineContext;
 
 // Collective over `comm`: every rank calls it at the same time (one thread per rank, or one
-// process per rank), with the same config (gathered and compared: every rank then fails alike,
-// naming the first rank that differs). Allocates the window with ncclMemAlloc on the comm's
+// process per rank), with the same config (gathered and compared, then its values checked: every
+// rank fails alike, naming the first rank that differs or the bad value). Allocates the window with ncclMemAlloc on the comm's
 // device, zeroes it, registers it (NCCL_WIN_COLL_SYMMETRIC) and creates an ncclDevComm. Needs
 // every rank within one load/store-accessible (NVLink) domain: GIN (the path across machines) is
 // not used here. The NCCL library must be the 2.28 series the headers come from.

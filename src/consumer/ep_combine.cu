@@ -605,11 +605,6 @@ Status ep_combine_create(ncclComm_t comm, const EpCombineConfig& config, EpCombi
   if (context == nullptr) return invalid("context is null");
   *context = nullptr;
   if (comm == nullptr) return invalid("comm is null");
-  if (config.max_tokens_per_rank < 1) return invalid("config.max_tokens_per_rank must be >= 1");
-  if (config.topk < 1 || config.topk > kMaxTopk) return invalid("config.topk must be in [1, 32]");
-  if (config.n < 8 || config.n % 8 != 0) return invalid("config.n must be a positive multiple of 8");
-  if (int64_t(config.max_tokens_per_rank) * config.topk > (int64_t(1) << 30))
-    return invalid("config.max_tokens_per_rank * config.topk is too large for int32 row_source");
   // The device structures (ncclDevComm, requirements) change between NCCL minor versions.
   int version = 0;
   if (Status s = nccl_status(ncclGetVersion(&version), "ncclGetVersion"); !s.ok()) return s;
@@ -636,7 +631,16 @@ Status ep_combine_create(ncclComm_t comm, const EpCombineConfig& config, EpCombi
   if (status = nccl_status(ncclCommCount(comm, &ctx->num_ranks), "ncclCommCount"); !status.ok()) return fail(status);
   if (ctx->num_ranks > kMaxRanks)
     return fail(Status{StatusCode::unsupported, "signalgemm: more than 64 ranks in comm"});
+  // The config's values are checked once every rank has the same (a collective): a rank that
+  // refused alone would leave the others waiting in the gather.
   if (status = check_configs_match(ctx); !status.ok()) return fail(status);
+  if (config.max_tokens_per_rank < 1) return fail(invalid("config.max_tokens_per_rank must be >= 1"));
+  if (config.topk < 1 || config.topk > kMaxTopk) return fail(invalid("config.topk must be in [1, 32]"));
+  if (config.n < 8 || config.n % 8 != 0) return fail(invalid("config.n must be a positive multiple of 8"));
+  // row_source entries are int32: owner * max_tokens_per_rank * topk + t * topk + k.
+  if (int64_t(ctx->num_ranks) * config.max_tokens_per_rank * config.topk > INT32_MAX)
+    return fail(invalid("config.max_tokens_per_rank = " + std::to_string(config.max_tokens_per_rank) +
+                        " is too large: ranks x max_tokens_per_rank x topk must fit in int32 (row_source)"));
 
   const size_t slots = size_t(config.max_tokens_per_rank) * config.topk;
   const int n_vectors = config.n / 8;
@@ -697,6 +701,9 @@ Status ep_combine_create_all(const ncclComm_t* comms, int count, const EpCombine
                              EpCombineContext** contexts) {
   if (comms == nullptr || contexts == nullptr) return invalid("comms and contexts must not be null");
   if (count < 1) return invalid("count must be >= 1");
+  // Before any thread starts: one rank refusing alone would leave the others in a collective.
+  for (int i = 0; i < count; ++i)
+    if (comms[i] == nullptr) return invalid("comms[" + std::to_string(i) + "] is null");
   // Window registration and device-communicator creation are collective and block until every
   // rank has joined: one host thread per rank.
   std::vector<Status> statuses(count);

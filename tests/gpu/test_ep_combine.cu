@@ -392,6 +392,11 @@ TEST(EpCombine, RejectsBadArguments) {
   EpCombineContext* ctx = nullptr;
   EXPECT_NE(ep_combine_create(nullptr, EpCombineConfig{1, 1, 8}, &ctx).message.find("comm"), std::string::npos);
   EXPECT_EQ(ctx, nullptr);
+  // Named before any rank's thread starts (one refusing alone would leave the others in a collective).
+  ncclComm_t comms[2] = {nullptr, nullptr};
+  EpCombineContext* contexts[2] = {nullptr, nullptr};
+  EXPECT_NE(ep_combine_create_all(comms, 2, EpCombineConfig{1, 1, 8}, contexts).message.find("comms[0] is null"),
+            std::string::npos);
 }
 
 TEST(EpCombine, OneProcessAllGpusThousandIterations) {
@@ -495,6 +500,22 @@ TEST_F(EpCombineSingleRank, RejectsShortWorkspaceAndOtherOutputTypes) {
 
 // Signals that never come (no GEMM runs): the combine reports a timeout and ends, in both modes;
 // after its first timeout the other waits give up at once.
+// A config's values are checked once the ranks agree on it (after the collective gather, so that
+// every rank fails alike), each named.
+TEST_F(EpCombineSingleRank, RefusesBadConfigValues) {
+  const std::pair<EpCombineConfig, std::string> cases[] = {
+      {{0, 4, 256}, "config.max_tokens_per_rank must be >= 1"},
+      {{8, 33, 256}, "config.topk must be in [1, 32]"},
+      {{8, 4, 12}, "config.n must be a positive multiple of 8"},
+      {{1 << 27, 32, 256}, "config.max_tokens_per_rank = 134217728 is too large"}};
+  for (const auto& [config, want] : cases) {
+    EpCombineContext* other = nullptr;
+    const Status s = ep_combine_create(comm, config, &other);
+    EXPECT_NE(s.message.find(want), std::string::npos) << s.message;
+    EXPECT_EQ(other, nullptr);
+  }
+}
+
 // Epochs count 1, 2, 3, ... per context: a fresh context refuses 0 (the default, which would
 // open the window's reuse gate early) and 2, naming the epoch; nothing is launched.
 TEST_F(EpCombineSingleRank, RefusesEpochsOutOfSequence) {
