@@ -7,6 +7,7 @@
 #include <cuda/ptx>
 #include <string>
 
+#include "consumer/combine_args.h"
 #include "consumer/combine_device.cuh"
 #include "host/devices.h"
 #include "signalgemm/combine.h"
@@ -179,7 +180,7 @@ __global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(const Combi
   }
 }
 
-Status invalid(const std::string& what) { return Status{StatusCode::invalid_argument, "signalgemm: " + what}; }
+using consumer::invalid;
 
 }  // namespace
 
@@ -197,26 +198,14 @@ Status combine(const CombineArgs& a) {
   if (a.masked_m == nullptr) return invalid("masked_m is null");
   if (a.signals == nullptr || a.layout.granularity == SignalGranularity::none)
     return invalid("signals is null or layout.granularity is none: the combine is driven by the GEMM's signals");
-  if (a.layout.num_experts < 1 || a.layout.max_m < 1 || a.layout.block_m < 1 || a.layout.block_n < 1)
-    return invalid("layout is empty: pass signal_layout(gemm args)");
+  if (Status s = consumer::check_layout_routing_and_output(a); !s.ok()) return s;
   if (a.layout.n < 8 || a.layout.n % 8 != 0) return invalid("layout.n must be a positive multiple of 8");
-  if (a.num_tokens < 0) return invalid("num_tokens must be >= 0");
   if (a.topk < 1 || a.topk > kMaxTopk) return invalid("topk must be in [1, " + std::to_string(kMaxTopk) + "]");
-  if (a.num_tokens > 0 && (a.topk_idx == nullptr || a.topk_weights == nullptr))
-    return invalid("topk_idx and topk_weights are required");
-  if (a.row_source == nullptr) return invalid("row_source is null");
-  if (a.workspace == nullptr || reinterpret_cast<uintptr_t>(a.workspace) % 16 != 0)
-    return invalid("workspace is null or not 16-byte aligned");
   if (const size_t needed = combine_workspace_bytes(a.num_tokens, a.topk); a.workspace_bytes < needed)
     return invalid("workspace_bytes = " + std::to_string(a.workspace_bytes) +
                    " is less than combine_workspace_bytes(num_tokens, topk) = " + std::to_string(needed));
-  if (a.num_tokens > 0 && (a.out == nullptr || reinterpret_cast<uintptr_t>(a.out) % 16 != 0))
-    return invalid("out is null or not 16-byte aligned");
   if (a.layout.granularity != SignalGranularity::per_expert && a.layout.granularity != SignalGranularity::per_row_block)
     return invalid("layout.granularity: unknown value " + std::to_string(int(a.layout.granularity)));
-  if (a.layout.out_type != OutputType::bf16)
-    return invalid(std::string("layout.out_type: the combine sums bf16 rows of gemm_out, not ") +
-                   to_string(a.layout.out_type));
   if (a.scope != SignalScope::gpu && a.scope != SignalScope::sys)
     return invalid("scope: unknown value " + std::to_string(int(a.scope)));
   if (reinterpret_cast<uintptr_t>(a.gemm_out) % 16 != 0) return invalid("gemm_out must be 16-byte aligned");
@@ -226,18 +215,7 @@ Status combine(const CombineArgs& a) {
     return s;
   if (a.num_blocks < 0) return invalid("num_blocks must be >= 0");
   if (a.first_block < 0) return invalid("first_block must be >= 0");
-  if (a.timeout_ns > 0 && a.error_flag == nullptr)
-    return invalid("timeout_ns is set but error_flag is null: a timed-out combine's output is incomplete, and "
-                   "error_flag is where that is reported");
-  if (Status s = host::check_alignment({{a.masked_m, "masked_m", 4},
-                                        {a.signals, "signals", 4},
-                                        {a.topk_idx, "topk_idx", 4},
-                                        {a.topk_weights, "topk_weights", 4},
-                                        {a.row_source, "row_source", 4},
-                                        {a.error_flag, "error_flag", 4},
-                                        {a.timeline, "timeline", 8}});
-      !s.ok())
-    return s;
+  if (Status s = host::check_alignment({{a.signals, "signals", 4}}); !s.ok()) return s;
   if (Status s = host::check_device_pointers(a.stream, {{a.gemm_out, "gemm_out"},
                                                         {a.masked_m, "masked_m"},
                                                         {a.signals, "signals"},

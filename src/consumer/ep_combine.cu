@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "consumer/combine_args.h"
 #include "consumer/combine_device.cuh"
 #include "consumer/ep_combine_testing.h"
 #include "host/devices.h"
@@ -461,7 +462,7 @@ __global__ void ep_barrier_kernel(const ncclDevComm comm) {
 // Loads every kernel of the combine (defined below); see ep_combine_create.
 Status load_combine_kernels();
 
-Status invalid(const std::string& what) { return Status{StatusCode::invalid_argument, "signalgemm: " + what}; }
+using consumer::invalid;
 
 Status nccl_status(ncclResult_t r, const char* what) {
   if (r == ncclSuccess) return {};
@@ -514,26 +515,14 @@ Status check_configs_match(const EpCombineContext* ctx) {
 
 // The checks of the arguments both modes use.
 Status check_common_args(const EpCombineContext* ctx, const EpCombineArgs& a) {
-  if (a.layout.num_experts < 1 || a.layout.max_m < 1 || a.layout.block_m < 1 || a.layout.block_n < 1)
-    return invalid("layout is empty: pass signal_layout(gemm args)");
+  if (Status s = consumer::check_layout_routing_and_output(a); !s.ok()) return s;
   if (int64_t(a.layout.num_experts) * a.layout.max_m > INT32_MAX)
     return invalid("layout.num_experts * layout.max_m must fit in int32");
   if (a.layout.n != ctx->config.n) return invalid("layout.n differs from the context's config.n");
-  if (a.row_source == nullptr) return invalid("row_source is null");
-  if (a.num_tokens < 0 || a.num_tokens > ctx->config.max_tokens_per_rank)
-    return invalid("num_tokens must be in [0, config.max_tokens_per_rank]");
-  if (a.num_tokens > 0 && (a.topk_idx == nullptr || a.topk_weights == nullptr))
-    return invalid("topk_idx and topk_weights are required");
-  if (a.num_tokens > 0 && (a.out == nullptr || reinterpret_cast<uintptr_t>(a.out) % 16 != 0))
-    return invalid("out is null or not 16-byte aligned");
-  if (a.workspace == nullptr || reinterpret_cast<uintptr_t>(a.workspace) % 16 != 0)
-    return invalid("workspace is null or not 16-byte aligned");
+  if (a.num_tokens > ctx->config.max_tokens_per_rank) return invalid("num_tokens must be <= config.max_tokens_per_rank");
   if (const size_t needed = ep_combine_workspace_bytes(a.layout.counter_count()); a.workspace_bytes < needed)
     return invalid("workspace_bytes = " + std::to_string(a.workspace_bytes) +
                    " is less than ep_combine_workspace_bytes(layout.counter_count()) = " + std::to_string(needed));
-  if (a.layout.out_type != OutputType::bf16)
-    return invalid(std::string("layout.out_type: the combine sends bf16 rows, not ") +
-                   to_string(a.layout.out_type));
   if (a.reduce_tokens < 0 || a.reduce_tokens > kReduceTokens) return invalid("reduce_tokens must be in [0, 4]");
   // A skipped epoch, or one that starts again at 0, would pass the window's reuse gate while an
   // owner may still be summing that half (docs/multigpu.md). Another launch of the same combine
@@ -543,17 +532,6 @@ Status check_common_args(const EpCombineContext* ctx, const EpCombineArgs& a) {
                    (ctx->enqueued_any ? "last, " + std::to_string(ctx->last_epoch) : std::string("start (0)")) +
                    ": combines count 1, 2, 3, ... per context (modulo 2^32), the launches of one combine "
                    "passing the same epoch");
-  if (a.timeout_ns > 0 && a.error_flag == nullptr)
-    return invalid("timeout_ns is set but error_flag is null: a timed-out combine's output is undefined, and "
-                   "error_flag is where that is reported");
-  if (Status s = host::check_alignment({{a.masked_m, "masked_m", 4},
-                                        {a.row_source, "row_source", 4},
-                                        {a.topk_idx, "topk_idx", 4},
-                                        {a.topk_weights, "topk_weights", 4},
-                                        {a.error_flag, "error_flag", 4},
-                                        {a.timeline, "timeline", 8}});
-      !s.ok())
-    return s;
   // Last, on the context's device (the callers switch to it first).
   return host::check_device_pointers(a.stream, {{a.masked_m, "masked_m"},
                                                 {a.row_source, "row_source"},
