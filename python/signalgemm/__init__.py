@@ -197,16 +197,33 @@ def _swizzled_to_rows(sf: Any, experts: int, rows: int, cols: int, name: str) ->
     return rows_first.reshape(e, row_tiles * 128, col_tiles * 4)[:, :rows, :cols].contiguous()
 
 
+def _swizzled_bytes(sf: Any, experts: int, rows: int, cols: int, name: str) -> Any:
+    """FlashInfer's swizzled scales as a torch tensor: its 6-d tensor as it is, or its bytes in any other
+    contiguous shape (FlashInfer reads them by pointer: flat, or SGLang's [E, round_up(rows, 128),
+    round_up(cols, 4)]) as the physical 6-d (E, rm, rk, 32, 4, 4)."""
+    if sf.dim() == 6:
+        return sf
+    row_tiles, col_tiles = (rows + 127) // 128, (cols + 3) // 4
+    if sf.element_size() != 1 or not sf.is_contiguous() or sf.numel() != experts * row_tiles * col_tiles * 512:
+        raise ValueError(f"signalgemm: {name} must be FlashInfer's swizzled 128x4 scales, "
+                         f"{experts * row_tiles * col_tiles * 512} contiguous bytes for {experts} experts x {rows} rows "
+                         f"x {cols} scales, got {sf.dtype} of shape {tuple(sf.shape)}")
+    return sf.reshape(experts, row_tiles, col_tiles, 32, 4, 4)
+
+
 def _scales_in_rows(sf: Any, data: Any, fmt: str, name: str) -> Any:
-    """A 6-d torch tensor of FlashInfer's swizzled scales for operand `data` ([E, rows, K or K/2], or
-    MmaFragments) -> SignalGEMM's row-major [E, rows, K / vec] (_swizzled_to_rows); anything else
-    unchanged."""
-    if sf is None or not hasattr(sf, "permute") or sf.dim() != 6:
+    """FlashInfer's swizzled scales (a torch tensor: its 6-d tensor, or its bytes in any contiguous shape,
+    _swizzled_bytes) for operand `data` ([E, rows, K or K/2], or MmaFragments) of an nvfp4, mxfp4 or
+    mxfp8 operand -> SignalGEMM's row-major [E, rows, K / vec] (_swizzled_to_rows); fp8_block128 and
+    bf16 scales, and tensors of other frameworks, unchanged."""
+    if sf is None or not hasattr(sf, "permute"):
         return sf
     vec = {"nvfp4": 16, "mxfp4": 32, "mxfp8": 32}.get(fmt)
     if vec is None:
-        raise ValueError(f"signalgemm: {name} in FlashInfer's swizzled layout needs an nvfp4, mxfp4 or mxfp8 operand, "
-                         f"not {fmt}")
+        if sf.dim() == 6:
+            raise ValueError(f"signalgemm: {name} in FlashInfer's swizzled layout needs an nvfp4, mxfp4 or mxfp8 "
+                             f"operand, not {fmt}")
+        return sf
     if isinstance(data, MmaFragments):
         experts, rows, k = data.data.shape[0], data.n, data.k
     elif len(getattr(data, "shape", ())) != 3:
@@ -214,7 +231,7 @@ def _scales_in_rows(sf: Any, data: Any, fmt: str, name: str) -> Any:
                          f"dimensions, not {len(getattr(data, 'shape', ()))}")
     else:
         experts, rows, k = data.shape[0], data.shape[1], data.shape[2] * (2 if fmt in ("nvfp4", "mxfp4") else 1)
-    return _swizzled_to_rows(sf, experts, rows, k // vec, name)
+    return _swizzled_to_rows(_swizzled_bytes(sf, experts, rows, k // vec, name), experts, rows, k // vec, name)
 
 
 class MmaFragments:
@@ -311,9 +328,12 @@ def grouped_gemm_nt_masked(
     (("float4_e2m1fn", "float8_e4m3fn", 16): nvfp4; (..., "float8_e8m0fnu", 32): mxfp4;
     ("float8_e4m3fn", "float8_e8m0fnu", 32): mxfp8; SignalGEMM's own ("float8_e4m3fn", "float32", 128):
     fp8_block128 and ("bfloat16", None, None): bf16); with them, torch tensors may come as FlashInfer's
-    (rows, cols, experts) views of [E, rows, cols] memory (a (m, k, l), b (n, k, l), out (m, n, l)) and
-    block scales as its 6-d swizzled 128x4 tensors, converted here to the row-major layout on every call
-    (a copy of the scales: convert the weights' once with ``scales_from_flashinfer``). ``c_dtype``
+    (rows, cols, experts) views of [E, rows, cols] memory (a (m, k, l), b (n, k, l), out (m, n, l)), and
+    nvfp4 / mxfp4 / mxfp8 block scales are FlashInfer's swizzled 128x4 bytes as FlashInfer reads them
+    (torch tensors: its 6-d tensors, or the bytes in any contiguous shape such as SGLang's
+    [E, round_up(rows, 128), round_up(K / vec, 4)]), converted here to the row-major layout on every call
+    (a copy of the scales: to convert the weights' once, use ``scales_from_flashinfer`` and call with
+    ``a_format`` instead of ``ab_dtype``). ``c_dtype``
     ("bfloat16" or "float16") must match ``out``; ``mma_tiler_mn`` = (block_m, block_n);
     ``cluster_shape_mn`` (1, 1), (2, 1) or (1, 2) = cluster 1 or 2; ``alpha_dtype`` "float32". One
     difference remains: a counter of ``dst_signals`` reaches ``expected_signals(...)`` (one add per
@@ -499,14 +519,8 @@ def scales_from_flashinfer(sf: Any, num_experts: int, rows: int, k: int, sf_vec_
 
         if sf.element_size() != 1:
             raise ValueError(f"signalgemm: sf must hold one byte per scale, got {sf.dtype}")
-        sf = sf.view(torch.uint8)
-        if sf.dim() != 6:  # the swizzled bytes, whatever their shape: FlashInfer's physical order
-            row_tiles, col_tiles = (rows + 127) // 128, (cols + 3) // 4
-            if not sf.is_contiguous() or sf.numel() != num_experts * row_tiles * col_tiles * 512:
-                raise ValueError(f"signalgemm: sf must be {num_experts * row_tiles * col_tiles * 512} contiguous "
-                                 f"bytes for {num_experts} experts x {rows} rows x {cols} scales, got {sf.numel()}")
-            sf = sf.reshape(num_experts, row_tiles, col_tiles, 32, 4, 4)
-        return _swizzled_to_rows(sf, num_experts, rows, cols, "sf")
+        return _swizzled_to_rows(_swizzled_bytes(sf.view(torch.uint8), num_experts, rows, cols, "sf"), num_experts,
+                                 rows, cols, "sf")
     if hasattr(sf, "detach"):  # a CPU torch tensor (uint8 or float8_e4m3fn): its bytes
         import torch
 

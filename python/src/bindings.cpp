@@ -169,10 +169,12 @@ void check_scales(const std::optional<Tensor>& scales, Format format, bool weigh
       if (int64_t(scales->shape(d)) != want[d]) return false;
     return true;
   };
-  const bool mn_major_view = format == Format::fp8_block128 && !weights && rows % 4 == 0 &&
-                             has_shape({experts, rows, blocks_k}) && (rows == 1 || scales->stride(1) == 1) &&
-                             (blocks_k == 1 || scales->stride(2) == rows) &&
-                             (experts == 1 || scales->stride(0) == rows * blocks_k);
+  // (DeepGEMM's view keeps the rows padded to 4 in its strides: the documented layout's memory.)
+  const int64_t padded_rows = (rows + 3) / 4 * 4;
+  const bool mn_major_view = format == Format::fp8_block128 && !weights && has_shape({experts, rows, blocks_k}) &&
+                             (rows == 1 || scales->stride(1) == 1) &&
+                             (blocks_k == 1 || scales->stride(2) == padded_rows) &&
+                             (experts == 1 || scales->stride(0) == padded_rows * blocks_k);
   if (scales->ndim() != 1 && !has_shape(shape) && !mn_major_view)
     bad(std::string(name) + " has shape " + shape_string(*scales) + "; " + to_string(format) + " scales of [" +
         std::to_string(experts) + ", " + std::to_string(rows) + ", " + std::to_string(k) +
@@ -278,8 +280,9 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
   args.masked_m = static_cast<const int32_t*>(masked_m.data());
   if (alpha) {
     require_dtype(*alpha, "alpha", uint8_t(nb::dlpack::dtype_code::Float), 32, "float32");
-    if (alpha->ndim() != 1 || alpha->shape(0) != a.shape(0) || (alpha->shape(0) > 1 && alpha->stride(0) != 1))
-      bad("alpha must be a contiguous float32 [E]");
+    // Any shape of E elements: FlashInfer reads alpha by pointer, SGLang passes it as (1, 1, E).
+    if (alpha->size() != a.shape(0)) bad("alpha must be a contiguous float32 of E elements ([E], or e.g. (1, 1, E))");
+    require_contiguous(*alpha, "alpha");
     args.alpha = static_cast<const float*>(alpha->data());
   }
   args.granularity = signals ? parse_granularity(granularity) : SignalGranularity::none;

@@ -64,7 +64,8 @@ def call(**override):
         (dict(b=FakeCudaTensor((E, N, K), 12, 8)), "b must be float8_e4m3fn, uint8 or int8"),
         (dict(b=FakeCudaTensor((E, N, K), strides=(0, K, 1))), "b has stride 0 in dimension 0"),
         (dict(out=FakeCudaTensor((E, MAX_M, N), "bfloat", 16, strides=(MAX_M * N, 0, 1))), "out has stride 0"),
-        (dict(alpha=FakeCudaTensor((E,), "float", 32, strides=(2,))), "alpha must be a contiguous float32"),
+        (dict(alpha=FakeCudaTensor((E,), "float", 32, strides=(2,))), "alpha must be contiguous"),
+        (dict(alpha=FakeCudaTensor((1, E + 1), "float", 32)), "alpha must be a contiguous float32 of E elements"),
         (dict(granularity="sometimes", signals=FakeCudaTensor((E,), "uint", 32)), "granularity"),
         (dict(scope="planet"), "scope"),
         (dict(signals=FakeCudaTensor((E - 1,), "uint", 32)), "needs 4"),
@@ -122,6 +123,24 @@ def test_deepgemm_mn_major_activation_scales_pass_the_scale_checks():
     with pytest.raises((ValueError, RuntimeError)) as failure:
         call(sfa=view)
     assert "sfa" not in str(failure.value)
+
+
+def test_deepgemm_mn_major_activation_scales_with_rows_padded_to_four():
+    """DeepGEMM's view keeps max_m padded to 4 in its strides: for max_m = 62, still the documented memory."""
+    rows = MAX_M - 2
+    view = FakeCudaTensor((E, rows, K // 128), "float", 32, strides=(MAX_M * (K // 128), 1, MAX_M),
+                          address=0x7F0001000000)
+    with pytest.raises((ValueError, RuntimeError)) as failure:
+        call(a=FakeCudaTensor((E, rows, K), address=0x7F0000000000),
+             out=FakeCudaTensor((E, rows, N), "bfloat", 16, address=0x7F0004000000), sfa=view)
+    assert "sfa" not in str(failure.value)
+
+
+def test_alpha_of_e_elements_in_any_contiguous_shape():
+    """SGLang passes alpha as (1, 1, E): FlashInfer reads it by pointer, and so does the extension."""
+    with pytest.raises((ValueError, RuntimeError)) as failure:
+        call(alpha=FakeCudaTensor((1, 1, E), "float", 32, address=0x7F0006000000))
+    assert "alpha" not in str(failure.value)
 
 
 def test_load_only_validates_like_the_launch():

@@ -321,10 +321,11 @@ def swizzle_128x4(row_major):
 @pytest.mark.parametrize("fmt,ab_dtype,sf_dtype,sf_vec_size", [
     ("nvfp4", "float4_e2m1fn", "float8_e4m3fn", 16), ("mxfp4", "float4_e2m1fn", "float8_e8m0fnu", 32),
     ("mxfp8", "float8_e4m3fn", "float8_e8m0fnu", 32), ("fp8_block128", "float8_e4m3fn", "float32", 128)])
-@pytest.mark.parametrize("scale_view", ["logical", "physical"])
+@pytest.mark.parametrize("scale_view", ["logical", "physical", "bytes"])
 def test_flashinfer_calling_convention_matches_native(fmt, ab_dtype, sf_dtype, sf_vec_size, scale_view):
-    """FlashInfer's call as its users write it ((m, k, l) views, 6-d swizzled scales, its keywords)
-    gives the native call's output and signals bit for bit."""
+    """FlashInfer's call as its users write it ((m, k, l) views, swizzled scales as its 6-d tensors or as
+    SGLang's 3-d [E, round_up(rows, 128), round_up(K / vec, 4)] bytes, its keywords) gives the native
+    call's output and signals bit for bit."""
     E, MAX_M, N, K = 3, 72, 264, 256
     rng = np.random.default_rng(23)
     qa, qsfa, gs_a = signalgemm.quantize(rng.standard_normal((E, MAX_M, K)).astype(np.float32), fmt, "a")
@@ -338,6 +339,8 @@ def test_flashinfer_calling_convention_matches_native(fmt, ab_dtype, sf_dtype, s
     else:
         def flashinfer_scales(scales, rows):
             physical = torch.from_numpy(swizzle_128x4(scales.reshape(E, rows, K // sf_vec_size))).cuda()
+            if scale_view == "bytes":  # SGLang's swizzle_blockscale shape
+                return physical.reshape(E, physical.shape[1] * 128, physical.shape[2] * 4)
             return physical if scale_view == "physical" else physical.permute(3, 4, 1, 5, 2, 0)  # (32, 4, rm, 4, rk, l)
         fi_sfa, fi_sfb = flashinfer_scales(qsfa, MAX_M), flashinfer_scales(qsfb, N)
     outs, counters = [], []
@@ -369,6 +372,21 @@ def test_flashinfer_calling_convention_matches_native(fmt, ab_dtype, sf_dtype, s
         reference = torch.einsum("emk,enk->emn", decode_operand(qa, qsfa, gs_a, fmt, "a", E, MAX_M, K),
                                  decode_operand(qb, qsfb, gs_b, fmt, "b", E, N, K))
         check(outs[1], reference.cuda(), masked_m)
+
+
+def test_flashinfer_convention_names_scales_that_are_not_swizzled_bytes():
+    """With ab_dtype a scale tensor is FlashInfer's swizzled bytes, as FlashInfer reads it: SignalGEMM's
+    row-major scales (of another size here) are named, not misread."""
+    E, MAX_M, N, K = 2, 72, 264, 256
+    a = torch.randint(0, 256, (E, MAX_M, K // 2), dtype=torch.uint8, device="cuda")
+    b = torch.randint(0, 256, (E, N, K // 2), dtype=torch.uint8, device="cuda")
+    sfa = torch.randint(0, 256, (E, MAX_M, K // 16), dtype=torch.uint8, device="cuda")  # row-major
+    sfb = torch.from_numpy(swizzle_128x4(np.full((E, N, K // 16), 0x38, np.uint8))).cuda()
+    out = torch.full((E, MAX_M, N), POISON, dtype=torch.bfloat16, device="cuda")
+    masked_m = torch.tensor([72, 5], dtype=torch.int32, device="cuda")
+    with pytest.raises(ValueError, match="sfa must be FlashInfer's swizzled 128x4 scales"):
+        signalgemm.grouped_gemm_nt_masked((a, sfa), (b, sfb), out, masked_m, ab_dtype="float4_e2m1fn",
+                                          sf_dtype="float8_e4m3fn", sf_vec_size=16)
 
 
 def test_scales_from_flashinfer_on_the_gpu():
