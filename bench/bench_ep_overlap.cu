@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <iterator>
 #include <random>
 #include <string>
 #include <vector>
@@ -378,47 +379,58 @@ class Bench {
     }
   }
 
-  float time(Variant v, double throttle) {
-    std::vector<float> us;
-    for (int i = 0; i < iters_ + 3; ++i) {
-      enqueue(v, throttle);
-      float slowest = 0;
-      for (Rank& R : r_) {
-        CHECK_CUDA(cudaSetDevice(R.device));
-        CHECK_CUDA(cudaEventSynchronize(R.stop));
-        float ms = 0;
-        CHECK_CUDA(cudaEventElapsedTime(&ms, R.start, R.stop));
-        int32_t flag = 0;
-        CHECK_CUDA(cudaMemcpy(&flag, R.error_flag, 4, cudaMemcpyDeviceToHost));
-        if (flag != 0) {
-          std::fprintf(stderr, "GPU %d: a combine wait timed out (variant %d, iteration %d)\n", R.device, int(v), i);
-          std::exit(1);
-        }
-        slowest = std::max(slowest, ms * 1000.f);
+  // One run of variant v: the slowest GPU's time between its events, in us.
+  float time_once(Variant v, double throttle, int iteration) {
+    enqueue(v, throttle);
+    float slowest = 0;
+    for (Rank& R : r_) {
+      CHECK_CUDA(cudaSetDevice(R.device));
+      CHECK_CUDA(cudaEventSynchronize(R.stop));
+      float ms = 0;
+      CHECK_CUDA(cudaEventElapsedTime(&ms, R.start, R.stop));
+      int32_t flag = 0;
+      CHECK_CUDA(cudaMemcpy(&flag, R.error_flag, 4, cudaMemcpyDeviceToHost));
+      if (flag != 0) {
+        std::fprintf(stderr, "GPU %d: a combine wait timed out (variant %d, iteration %d)\n", R.device, int(v),
+                     iteration);
+        std::exit(1);
       }
-      if (i >= 3) us.push_back(slowest);
+      slowest = std::max(slowest, ms * 1000.f);
     }
-    return signalgemm::bench::median(us);
+    return slowest;
   }
 
-  // Times every variant; checks the output of each that combines.
+  // Times every variant, the variants taking turns run by run (the hidden fraction is a small
+  // difference of two medians, which a clock or temperature drift between blocks of one variant's
+  // runs would move); then checks the output of each that combines.
   Times run(double throttle) {
-    auto timed_and_checked = [&](Variant v, double link) {
-      const float us = time(v, link);
-      verify(v, link);
-      return us;
+    std::vector<Variant> variants = {kGemmAll, kGemmReduced, kCombineAlone, kSequential, kOverlapped};
+    const bool epilogue = throttle == 0 && granularity_ == SignalGranularity::per_expert;
+    if (epilogue) variants.insert(variants.end(), {kEpilogueSend, kEpilogueGemm, kEpilogueReduce, kEpiloguePrepare});
+    // The throttle models the sends of the combine beside or after the GEMM (not the epilogue's).
+    const auto link = [&](Variant v) {
+      return v == kCombineAlone || v == kSequential || v == kOverlapped ? throttle : 0.0;
     };
+    std::vector<float> us[std::size(kVariantNames)];
+    for (int i = 0; i < iters_ + 3; ++i)
+      for (Variant v : variants) {
+        const float t = time_once(v, link(v), i);
+        if (i >= 3) us[v].push_back(t);
+      }
+    for (Variant v : variants)
+      if (v != kGemmAll && v != kGemmReduced && v != kEpilogueGemm) verify(v, link(v));
+    const auto median = [&](Variant v) { return signalgemm::bench::median(us[v]); };
     Times t;
-    t.gemm_all = time(kGemmAll, 0);
-    t.gemm_reduced = time(kGemmReduced, 0);
-    t.combine_alone = timed_and_checked(kCombineAlone, throttle);
-    t.sequential = timed_and_checked(kSequential, throttle);
-    t.overlapped = timed_and_checked(kOverlapped, throttle);
-    if (throttle == 0 && granularity_ == SignalGranularity::per_expert) {
-      t.epilogue_send = timed_and_checked(kEpilogueSend, 0);
-      t.epilogue_gemm = time(kEpilogueGemm, 0);
-      t.epilogue_reduce = timed_and_checked(kEpilogueReduce, 0);
-      t.epilogue_prepare = timed_and_checked(kEpiloguePrepare, 0);
+    t.gemm_all = median(kGemmAll);
+    t.gemm_reduced = median(kGemmReduced);
+    t.combine_alone = median(kCombineAlone);
+    t.sequential = median(kSequential);
+    t.overlapped = median(kOverlapped);
+    if (epilogue) {
+      t.epilogue_send = median(kEpilogueSend);
+      t.epilogue_gemm = median(kEpilogueGemm);
+      t.epilogue_reduce = median(kEpilogueReduce);
+      t.epilogue_prepare = median(kEpiloguePrepare);
     }
     return t;
   }

@@ -28,8 +28,9 @@ constexpr double kHbmBytesPerSecond = 2.95e12;  // device-to-device copy, bytes 
 constexpr double kFp8FlopsPerSecond = 1305e12;  // dense FP8 GEMM
 constexpr double kBf16FlopsPerSecond = 697e12;  // dense BF16 GEMM
 
-// ---- Input rotation: consecutive launches read different input sets, more than kRotationL2s times
-//      the device's L2 in all, so no launch finds its operands left in L2 by the previous one.
+// ---- Input rotation: consecutive launches read different input sets, and the launches between two
+//      uses of one set move more than kRotationL2s times the device's L2, so no launch finds its
+//      operands left in L2 by an earlier one.
 constexpr double kRotationL2s = 2.4;
 constexpr int kMaxInputSets = 256;
 constexpr double kUsableMemoryFraction = 0.6;  // of free device memory, for all input sets together
@@ -198,7 +199,9 @@ double rotation_bytes() {
   return kRotationL2s * l2_bytes;
 }
 
-// How many input sets to rotate over: enough to exceed rotation_bytes(), at least 2, at most
+// How many input sets to rotate over: enough that the other sets' launches move more than
+// rotation_bytes() (what a launch reads and writes, not the slabs allocated: max_m may be far above
+// the rows used) between two uses of one set, at least 2, at most
 // kMaxInputSets and what fits in kUsableMemoryFraction of free memory. 0 when not even one fits;
 // `note` says why when the rotation is cut short.
 int input_set_count(const Problem& p, std::string& note) {
@@ -206,7 +209,7 @@ int input_set_count(const Problem& p, std::string& note) {
   SG_BENCH_CHECK_CUDA(cudaMemGetInfo(&free_bytes, &total_bytes));
   const double set_bytes = double(p.set_bytes());
   const int fit = int(kUsableMemoryFraction * double(free_bytes) / set_bytes);
-  const double needed = std::ceil(rotation_bytes() / set_bytes);
+  const double needed = 1 + std::ceil(rotation_bytes() / p.bytes_moved());
   const int wanted = int(std::clamp(needed, 2.0, double(kMaxInputSets)));
   char text[160];
   if (fit < 1) {
@@ -561,7 +564,7 @@ void print_preamble(const Options& o, const cudaDeviceProp& prop) {
               "H100, on every device; bytes = rows used of A + scales, all of B + scales, rows written of C\n",
               kHbmBytesPerSecond / 1e12, kFp8FlopsPerSecond / 1e12, kBf16FlopsPerSecond / 1e12);
   std::printf("timing: median of %d runs after %d warm-up, GPU time between events (host enqueue hidden behind a "
-              "spin kernel); variants interleaved; inputs rotated over > %.0f MB (%.1f x L2)\n",
+              "spin kernel); variants interleaved; input sets rotated, > %.0f MB (%.1f x L2) moved between two uses of one\n",
               o.iters, o.warmup, rotation_bytes() / 1e6, kRotationL2s);
   if (o.cublas)
     std::printf("cublas: cuBLASLt FP8 block-scaled (1x128 tokens, 128x128 weights), one cublasLtMatmul per expert over "
