@@ -564,7 +564,8 @@ void print_preamble(const Options& o, const cudaDeviceProp& prop) {
               "H100, on every device; bytes = rows used of A + scales, all of B + scales, rows written of C\n",
               kHbmBytesPerSecond / 1e12, kFp8FlopsPerSecond / 1e12, kBf16FlopsPerSecond / 1e12);
   std::printf("timing: median of %d runs after %d warm-up, GPU time between events (host enqueue hidden behind a "
-              "spin kernel); variants interleaved; input sets rotated, > %.0f MB (%.1f x L2) moved between two uses of one\n",
+              "spin kernel); variants interleaved; input sets rotated, > %.0f MB (%.1f x L2) moved between two uses of "
+              "one\n",
               o.iters, o.warmup, rotation_bytes() / 1e6, kRotationL2s);
   if (o.cublas)
     std::printf("cublas: cuBLASLt FP8 block-scaled (1x128 tokens, 128x128 weights), one cublasLtMatmul per expert over "

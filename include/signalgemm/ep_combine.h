@@ -59,10 +59,10 @@ struct EpCombineContext;
 
 // Collective over `comm`: every rank calls it at the same time (one thread per rank, or one
 // process per rank), with the same config (gathered and compared, then its values checked: every
-// rank fails alike, naming the first rank that differs or the bad value). Allocates the window with ncclMemAlloc on the comm's
-// device, zeroes it, registers it (NCCL_WIN_COLL_SYMMETRIC) and creates an ncclDevComm. Needs
-// every rank within one load/store-accessible (NVLink) domain: GIN (the path across machines) is
-// not used here. The NCCL library must be the 2.28 series the headers come from.
+// rank fails alike, naming the first rank that differs or the bad value). Allocates the window
+// with ncclMemAlloc on the comm's device, zeroes it, registers it (NCCL_WIN_COLL_SYMMETRIC) and
+// creates an ncclDevComm. Needs every rank within one load/store-accessible (NVLink) domain: GIN
+// (the path across machines) is not used here. The NCCL library must be the 2.28 series the headers come from.
 Status ep_combine_create(ncclComm_t comm, const EpCombineConfig& config, EpCombineContext** context);
 
 // One process driving several GPUs: creates the contexts of `comms[0..count)` (e.g. from

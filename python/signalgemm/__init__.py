@@ -400,7 +400,8 @@ def grouped_gemm_nt_masked(
         for name, t in (("signals", signals), ("error_flag", error_flag)):
             _require_gpu(name, t, pinned_ok=True)
         if workspace is None:
-            workspace = _allocate_workspace(a, a_format, b_format, n=out.shape[2] if len(getattr(out, "shape", ())) == 3 else 0,
+            out_n = out.shape[2] if len(getattr(out, "shape", ())) == 3 else 0  # else the extension names out
+            workspace = _allocate_workspace(a, a_format, b_format, n=out_n,
                                             expected_m=expected_m or 0, block_m=block_m, block_n=block_n)
         _C.grouped_gemm(
             a, sfa, b, sfb, out, masked_m,

@@ -206,8 +206,6 @@ Status combine(const CombineArgs& a) {
                    " is less than combine_workspace_bytes(num_tokens, topk) = " + std::to_string(needed));
   if (a.layout.granularity != SignalGranularity::per_expert && a.layout.granularity != SignalGranularity::per_row_block)
     return invalid("layout.granularity: unknown value " + std::to_string(int(a.layout.granularity)));
-  if (a.scope != SignalScope::gpu && a.scope != SignalScope::sys)
-    return invalid("scope: unknown value " + std::to_string(int(a.scope)));
   if (reinterpret_cast<uintptr_t>(a.gemm_out) % 16 != 0) return invalid("gemm_out must be 16-byte aligned");
   if (Status s = host::check_gemm_out_strides(a.gemm_out_row_stride, a.gemm_out_expert_stride, a.layout.n,
                                               a.layout.max_m);

@@ -13,13 +13,17 @@ namespace signalgemm::consumer {
 
 inline Status invalid(const std::string& what) { return Status{StatusCode::invalid_argument, "signalgemm: " + what}; }
 
-// The GEMM's layout, the routing arrays, the output, the workspace pointer and the timeout's flag.
+// The GEMM's layout and signal scope, the routing arrays, the output, the workspace pointer and the
+// timeout's flag.
 template <class Args>
 Status check_layout_routing_and_output(const Args& a) {
   if (a.layout.num_experts < 1 || a.layout.max_m < 1 || a.layout.block_m < 1 || a.layout.block_n < 1)
     return invalid("layout is empty: pass signal_layout(gemm args)");
   if (a.layout.out_type != OutputType::bf16)
-    return invalid(std::string("layout.out_type: the combine reads bf16 rows of C, not ") + to_string(a.layout.out_type));
+    return invalid(std::string("layout.out_type: the combine reads bf16 rows of C, not ") +
+                   to_string(a.layout.out_type));
+  if (a.scope != SignalScope::gpu && a.scope != SignalScope::sys)
+    return invalid("scope: unknown value " + std::to_string(int(a.scope)));
   if (a.num_tokens < 0) return invalid("num_tokens must be >= 0");
   if (a.num_tokens > 0 && (a.topk_idx == nullptr || a.topk_weights == nullptr))
     return invalid("topk_idx and topk_weights are required");
@@ -32,9 +36,12 @@ Status check_layout_routing_and_output(const Args& a) {
     return invalid("timeout_ns is set but error_flag is null: a timed-out combine's output is incomplete, and "
                    "error_flag is where that is reported");
   // (An array, not a braced list in the call: nvcc's front end misreads `f({...})` in a template.)
-  const host::AlignedPointer arrays[] = {{a.masked_m, "masked_m", 4},         {a.row_source, "row_source", 4},
-                                         {a.topk_idx, "topk_idx", 4},         {a.topk_weights, "topk_weights", 4},
-                                         {a.error_flag, "error_flag", 4},     {a.timeline, "timeline", 8}};
+  const host::AlignedPointer arrays[] = {{a.masked_m, "masked_m", 4},
+                                         {a.row_source, "row_source", 4},
+                                         {a.topk_idx, "topk_idx", 4},
+                                         {a.topk_weights, "topk_weights", 4},
+                                         {a.error_flag, "error_flag", 4},
+                                         {a.timeline, "timeline", 8}};
   for (const host::AlignedPointer& array : arrays)
     if (Status s = host::check_alignment({array}); !s.ok()) return s;
   return {};

@@ -519,7 +519,8 @@ Status check_common_args(const EpCombineContext* ctx, const EpCombineArgs& a) {
   if (int64_t(a.layout.num_experts) * a.layout.max_m > INT32_MAX)
     return invalid("layout.num_experts * layout.max_m must fit in int32");
   if (a.layout.n != ctx->config.n) return invalid("layout.n differs from the context's config.n");
-  if (a.num_tokens > ctx->config.max_tokens_per_rank) return invalid("num_tokens must be <= config.max_tokens_per_rank");
+  if (a.num_tokens > ctx->config.max_tokens_per_rank)
+    return invalid("num_tokens must be <= config.max_tokens_per_rank");
   if (const size_t needed = ep_combine_workspace_bytes(a.layout.counter_count()); a.workspace_bytes < needed)
     return invalid("workspace_bytes = " + std::to_string(a.workspace_bytes) +
                    " is less than ep_combine_workspace_bytes(layout.counter_count()) = " + std::to_string(needed));
@@ -797,7 +798,8 @@ Status ep_combine(const EpCombineContext* ctx, const EpCombineArgs& a) {
 
   const int blocks = a.num_blocks > 0 ? a.num_blocks : kDefaultBlocks;
   return enqueued(ctx, a.epoch,
-                  cuda_status(host::launch_kernel(ep_combine_kernel, blocks, kThreads, a.stream, p), "ep_combine launch"));
+                  cuda_status(host::launch_kernel(ep_combine_kernel, blocks, kThreads, a.stream, p),
+                              "ep_combine launch"));
 }
 
 // ---- Rows sent from the GEMM's epilogue (include/signalgemm/ep_combine.h, docs/multigpu.md).
@@ -849,10 +851,10 @@ __device__ void order_slots_by_readiness(const EpParams& p, int2* ordered) {
 }
 
 // This rank's row table (each row's slot in its owner's window), its counters of the epoch's half
-// zeroed and the values they will reach published in the window for the owners' reduce, and the reduced gate
-// (`reduced_epoch`, read by ep_combine's senders) opened for the previous combine: whichever mode
-// it ran in, its reduce on this rank finished before this kernel started (stream order), and the
-// release at system scope passes that on to the peers that acquire the gate. The epilogue-send
+// zeroed and the values they will reach published in the window for the owners' reduce, and the
+// reduced gate (`reduced_epoch`, read by ep_combine's senders) opened for the previous combine:
+// whichever mode it ran in, its reduce on this rank finished before this kernel started (stream
+// order), and the release at system scope passes that on to the peers that acquire the gate. The epilogue-send
 // reduce itself then has nothing to publish at its end, where it would lengthen the combine.
 // Block 0 also orders the owned tokens for the reduce (order_slots_by_readiness).
 __global__ void __launch_bounds__(kPrepareThreads)

@@ -88,7 +88,8 @@ bool register_weights_splits(Format a_format, Format b_format) {
 
 // Every tile of block_m x block_n that masked_m could make: E x row blocks of max_m x column blocks.
 int64_t slab_tiles(const GroupedGemmArgs& args, int block_m, int block_n) {
-  return int64_t(args.num_experts) * SignalLayout::ceil_div(args.max_m, block_m) * SignalLayout::ceil_div(args.n, block_n);
+  return int64_t(args.num_experts) * SignalLayout::ceil_div(args.max_m, block_m) *
+         SignalLayout::ceil_div(args.n, block_n);
 }
 }  // namespace
 
