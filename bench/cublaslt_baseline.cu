@@ -2,9 +2,12 @@
 
 #include <cublasLt.h>
 
+#include <algorithm>
+#include <cmath>
 #include <map>
 
 #include "bench_util.cuh"
+#include "signalgemm/reference.h"
 
 namespace signalgemm::bench {
 
@@ -57,6 +60,9 @@ struct CublasLtFp8Grouped::Impl {
   float alpha = 1.f, beta = 0.f;
 
   std::string create_descriptor();
+  void fill_scales();  // the baseline's own scales, random (the timed runs')
+  // The expert with rows: its output against float64 dot products of its operands at a few places.
+  std::string check_expert(int e, int real_rows, const void* tokens, const void* weights, const void* out) const;
   // Layouts and algorithm for `rows` padded rows; stored only when cuBLASLt has an algorithm.
   std::string add_problem(int rows, cublasLtMatmulPreference_t preference);
   std::string describe_problem(int rows, cublasLtMatmulPreference_t preference, Problem& p);
@@ -128,9 +134,13 @@ CublasLtFp8Grouped::CublasLtFp8Grouped(int experts, int max_m, int n, int k, int
   SG_BENCH_CHECK_CUDA(cudaMalloc(&s.workspace, s.workspace_bytes));
   SG_BENCH_CHECK_CUDA(cudaMalloc(&s.weight_scales, sizeof(float) * s.weight_scale_stride * experts));
   SG_BENCH_CHECK_CUDA(cudaMalloc(&s.token_scales, sizeof(float) * s.token_scale_stride * experts));
-  fill_random_scale<<<256, 256>>>(s.weight_scales, s.weight_scale_stride * experts, 1e-3f, 5);
+  s.fill_scales();
+}
+
+void CublasLtFp8Grouped::Impl::fill_scales() {
+  fill_random_scale<<<256, 256>>>(weight_scales, weight_scale_stride * experts, 1e-3f, 5);
   SG_BENCH_CHECK_LAUNCH();
-  fill_random_scale<<<256, 256>>>(s.token_scales, s.token_scale_stride * experts, 1e-2f, 6);
+  fill_random_scale<<<256, 256>>>(token_scales, token_scale_stride * experts, 1e-2f, 6);
   SG_BENCH_CHECK_LAUNCH();
   // The fills ran on the legacy stream, which does not order the benchmark's non-blocking stream.
   SG_BENCH_CHECK_CUDA(cudaDeviceSynchronize());
@@ -174,11 +184,67 @@ std::string CublasLtFp8Grouped::prepare(const std::vector<int>& masked_m, const 
   cublasLtMatmulPreferenceDestroy(preference);
   if (!why.empty()) return why;
 
-  // One full pass: cuBLASLt may accept a description at heuristic time and refuse it at launch.
+  // One full pass: cuBLASLt may accept a description at heuristic time and refuse it at launch. It
+  // runs with uniform scales (0.5 on the weights, 0.25 on the tokens), whatever their layout, so that
+  // one expert's output can be checked: the operands' orientation and both scales applied (the
+  // block-scale layout itself is not: the timed runs use the baseline's own scales).
+  const auto fill = [](float* p, size_t count, float value) {
+    const std::vector<float> host(count, value);
+    SG_BENCH_CHECK_CUDA(cudaMemcpy(p, host.data(), count * sizeof(float), cudaMemcpyHostToDevice));
+  };
+  fill(s.weight_scales, s.weight_scale_stride * s.experts, 0.5f);
+  fill(s.token_scales, s.token_scale_stride * s.experts, 0.25f);
   if (why = run(tokens, weights, out, stream); !why.empty()) return why;
   SG_BENCH_CHECK_CUDA(cudaStreamSynchronize(stream));
   SG_BENCH_CHECK_CUDA(cudaGetLastError());
+  const auto first = std::find_if(masked_m.begin(), masked_m.end(), [](int rows) { return rows > 0; });
+  if (first != masked_m.end())
+    if (why = s.check_expert(int(first - masked_m.begin()), *first, tokens, weights, out); !why.empty()) {
+      // Whether a second run computes the same tells a transient fault from a wrong configuration.
+      if (std::string again = run(tokens, weights, out, stream); !again.empty()) return why + "; " + again;
+      SG_BENCH_CHECK_CUDA(cudaStreamSynchronize(stream));
+      return why + " | second run: " + s.check_expert(int(first - masked_m.begin()), *first, tokens, weights, out);
+    }
+  s.fill_scales();
   return {};
+}
+
+std::string CublasLtFp8Grouped::Impl::check_expert(int e, int real_rows, const void* tokens, const void* weights,
+                                                   const void* out) const {
+  const int sample_rows[] = {0, real_rows / 2, real_rows - 1};
+  int failures = 0;
+  std::string first_failure;
+  const int sample_cols[] = {0, 1, n / 3, n / 2 + 1, n - 1};
+  std::vector<uint8_t> a(k), b(k);
+  for (int r : sample_rows)
+    for (int c : sample_cols) {
+      const auto* expert_tokens = static_cast<const uint8_t*>(tokens) + size_t(e) * max_m * k;
+      const auto* expert_weights = static_cast<const uint8_t*>(weights) + size_t(e) * n * k;
+      uint16_t got_bits = 0;
+      SG_BENCH_CHECK_CUDA(cudaMemcpy(a.data(), expert_tokens + size_t(r) * k, k, cudaMemcpyDeviceToHost));
+      SG_BENCH_CHECK_CUDA(cudaMemcpy(b.data(), expert_weights + size_t(c) * k, k, cudaMemcpyDeviceToHost));
+      SG_BENCH_CHECK_CUDA(cudaMemcpy(&got_bits, static_cast<const uint16_t*>(out) + (size_t(e) * max_m + r) * n + c,
+                                     2, cudaMemcpyDeviceToHost));
+      double want = 0, magnitude = 0;
+      for (int i = 0; i < k; ++i) {
+        const double product = double(ref::e4m3_to_float(a[i])) * ref::e4m3_to_float(b[i]);
+        want += product;
+        magnitude += std::abs(product);
+      }
+      want *= 0.5 * 0.25, magnitude *= 0.5 * 0.25;
+      const double got = ref::bf16_to_float(got_bits);
+      // bf16 output (2^-9 relative), and FP8 tensor cores accumulate each 128-K block with fewer
+      // mantissa bits than fp32 (the reason for block promotion): ~1e-5 of the magnitude seen.
+      if (!(std::abs(got - want) <= 4e-3 * std::abs(want) + 2e-4 * magnitude + 1e-30)) {
+        if (!first_failure.empty()) first_failure += "; ";
+        first_failure += "(" + std::to_string(r) + ", " + std::to_string(c) + "): got " + std::to_string(got) +
+                         ", want " + std::to_string(want) + " of magnitude " + std::to_string(magnitude);
+        ++failures;
+      }
+    }
+  if (failures == 0) return {};
+  return "output differs from a float64 dot product at " + std::to_string(failures) + " of 15 places of expert " +
+         std::to_string(e) + ": " + first_failure;
 }
 
 std::string CublasLtFp8Grouped::run(const void* tokens, const void* weights, void* out, cudaStream_t stream) {
