@@ -188,9 +188,13 @@ std::string CublasLtFp8Grouped::prepare(const std::vector<int>& masked_m, const 
   // runs with uniform scales (0.5 on the weights, 0.25 on the tokens), whatever their layout, so that
   // one expert's output can be checked: the operands' orientation and both scales applied (the
   // block-scale layout itself is not: the timed runs use the baseline's own scales).
-  const auto fill = [](float* p, size_t count, float value) {
+  // On `stream`: a cudaMemcpy from pageable memory may return before its DMA lands, and the
+  // non-blocking stream is not ordered after it (H200 12:31-12:36: the first pass read the old
+  // token scales, the second the new).
+  const auto fill = [&](float* p, size_t count, float value) {
     const std::vector<float> host(count, value);
-    SG_BENCH_CHECK_CUDA(cudaMemcpy(p, host.data(), count * sizeof(float), cudaMemcpyHostToDevice));
+    SG_BENCH_CHECK_CUDA(cudaMemcpyAsync(p, host.data(), count * sizeof(float), cudaMemcpyHostToDevice, stream));
+    SG_BENCH_CHECK_CUDA(cudaStreamSynchronize(stream));  // `host` lives only until here
   };
   fill(s.weight_scales, s.weight_scale_stride * s.experts, 0.5f);
   fill(s.token_scales, s.token_scale_stride * s.experts, 0.25f);

@@ -91,6 +91,9 @@ Timings run_shape(const Shape& shape, int combine_blocks, int iters, std::mt1993
   CHECK_CUDA(cudaMemcpy(d_topk_idx, topk_idx.data(), topk_idx.size() * 4, cudaMemcpyHostToDevice));
   CHECK_CUDA(cudaMemcpy(d_row_source, row_source.data(), row_source.size() * 4, cudaMemcpyHostToDevice));
   CHECK_CUDA(cudaMemcpy(d_weights, weights.data(), weights.size() * 4, cudaMemcpyHostToDevice));
+  // The fills and uploads ran on the legacy stream (an upload from pageable memory may return before
+  // it lands), which does not order the non-blocking streams below.
+  CHECK_CUDA(cudaDeviceSynchronize());
 
   GroupedGemmArgs g;
   g.num_experts = shape.experts, g.max_m = max_m, g.n = kN, g.k = kK;

@@ -64,10 +64,17 @@ class DeviceBuffer {
   }
   size_t bytes() const { return bytes_; }
 
+  // A copy from pageable host memory that has landed when this returns: cudaMemcpy may return before
+  // its DMA does, and launches on non-blocking streams are not ordered after the legacy stream's.
+  // (The legacy stream only: a consumer may already spin on a non-blocking one.)
+  static void upload(void* device, const void* host, size_t bytes) {
+    cudaMemcpy(device, host, bytes, cudaMemcpyHostToDevice);
+    cudaStreamSynchronize(cudaStreamLegacy);
+  }
   template <typename T>
   static DeviceBuffer from(const std::vector<T>& host) {
     DeviceBuffer b(host.size() * sizeof(T));
-    cudaMemcpy(b.ptr_, host.data(), b.bytes_, cudaMemcpyHostToDevice);
+    upload(b.ptr_, host.data(), b.bytes_);
     return b;
   }
   template <typename T>
@@ -170,11 +177,11 @@ struct Problem {
   }
 
   void set_masked_m(const std::vector<int32_t>& m) {
-    cudaMemcpy(d_masked_m.get(), m.data(), sizeof(int32_t) * m.size(), cudaMemcpyHostToDevice);
+    DeviceBuffer::upload(d_masked_m.get(), m.data(), sizeof(int32_t) * m.size());
   }
   void poison_output() {
     std::vector<uint16_t> p(d_out.bytes() / 2, kPoison);
-    cudaMemcpy(d_out.get(), p.data(), d_out.bytes(), cudaMemcpyHostToDevice);
+    DeviceBuffer::upload(d_out.get(), p.data(), d_out.bytes());
   }
   // Output as 16-bit patterns (out_type), [experts][max_m][out_row_stride / 2].
   std::vector<uint16_t> output() const { return d_out.to_host<uint16_t>(); }
