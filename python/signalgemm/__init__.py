@@ -1,8 +1,8 @@
 """SignalGEMM: masked grouped GEMM with completion signals for NVIDIA Hopper.
 
 Takes any DLPack tensor (torch tensors directly, no copies) and launches on the caller's current
-CUDA stream: torch's current stream when the output is a torch tensor, else the default stream,
-unless ``stream`` is given. Argument names follow FlashInfer's ``grouped_gemm_nt_masked`` where
+CUDA stream: torch's current stream of the output's device (of the activations' where the output is
+not a torch tensor), else the default stream, unless ``stream`` is given. Argument names follow FlashInfer's ``grouped_gemm_nt_masked`` where
 they mean the same thing (``dst_signals`` is accepted for ``signals``), and its calling convention is
 accepted as it is (``ab_dtype``, ``sf_dtype``, ``sf_vec_size``, ``c_dtype``, ``mma_tiler_mn``,
 ``cluster_shape_mn``, ``alpha_dtype``; its (rows, cols, experts) tensor views and swizzled scales).
@@ -457,8 +457,8 @@ def signal_layout(num_experts: int, max_m: int, n: int, *, k: int = 0, expected_
     ``grouped_gemm_nt_masked`` for torch inputs), which gives it the tiles of bf16 activations;
     ``block_m``, ``block_n``, ``cluster``: the launch's own, where it gives them; ``mma_fragments``:
     the weights are packed (``pack_mma_fragments``), whose kernels complete a tile given on one side
-    only with tiles of their own. Planned for the current CUDA device (its SM count): with several
-    GPUs of different models, make the launch's device current first."""
+    only with tiles of their own. Planned for the current CUDA device (its shared memory per block):
+    with several GPUs of different models, make the launch's device current first."""
     return _C.signal_layout(num_experts, max_m, n, expected_m, block_m, block_n, granularity, a_format,
                             b_format or a_format, k, bool(workspace), cluster, bool(mma_fragments))
 
