@@ -220,12 +220,12 @@ std::string CublasLtFp8Grouped::Impl::check_expert(int e, int real_rows, const v
   std::string first_failure;
   const int sample_cols[] = {0, 1, n / 3, n / 2 + 1, n - 1};
   std::vector<uint8_t> a(k), b(k);
-  for (int r : sample_rows)
+  const auto* expert_tokens = static_cast<const uint8_t*>(tokens) + size_t(e) * max_m * k;
+  const auto* expert_weights = static_cast<const uint8_t*>(weights) + size_t(e) * n * k;
+  for (int r : sample_rows) {
+    SG_BENCH_CHECK_CUDA(cudaMemcpy(a.data(), expert_tokens + size_t(r) * k, k, cudaMemcpyDeviceToHost));
     for (int c : sample_cols) {
-      const auto* expert_tokens = static_cast<const uint8_t*>(tokens) + size_t(e) * max_m * k;
-      const auto* expert_weights = static_cast<const uint8_t*>(weights) + size_t(e) * n * k;
       uint16_t got_bits = 0;
-      SG_BENCH_CHECK_CUDA(cudaMemcpy(a.data(), expert_tokens + size_t(r) * k, k, cudaMemcpyDeviceToHost));
       SG_BENCH_CHECK_CUDA(cudaMemcpy(b.data(), expert_weights + size_t(c) * k, k, cudaMemcpyDeviceToHost));
       SG_BENCH_CHECK_CUDA(cudaMemcpy(&got_bits, static_cast<const uint16_t*>(out) + (size_t(e) * max_m + r) * n + c,
                                      2, cudaMemcpyDeviceToHost));
@@ -246,6 +246,7 @@ std::string CublasLtFp8Grouped::Impl::check_expert(int e, int real_rows, const v
         ++failures;
       }
     }
+  }
   if (failures == 0) return {};
   return "output differs from a float64 dot product at " + std::to_string(failures) + " of 15 places of expert " +
          std::to_string(e) + ": " + first_failure;

@@ -17,13 +17,12 @@ namespace signalgemm {
 namespace {
 
 // The reduce sums a group of tokens per block: with 1024 threads a 7168-column row's 896 vectors
-// take one round of loads, kSlotsPerLoad slots each in flight (<= 64 registers).
+// take one round of loads (detail::sum_token_group).
 constexpr int kCombineThreads = 1024;
 constexpr int kDefaultBlocks = 8;
-constexpr int kRowsPerItem = 32;   // a warp's record item: one row per lane
-constexpr int kMaxTopk = 32;       // slots per token (a group's row addresses live in shared memory)
-constexpr int kReduceTokens = 4;   // most tokens a block sums together
-constexpr int kSlotsPerLoad = 8;
+constexpr int kRowsPerItem = 32;  // a warp's record item: one row per lane
+using detail::kMaxTopk;
+using detail::kReduceTokens;
 
 struct CombineParams {
   const uint8_t* gemm_out;
@@ -105,13 +104,6 @@ __device__ void record_rows(const CombineParams& p, int64_t item, int lane) {
   }
 }
 
-// Tokens per reduce group: tokens per SM, rounded (1 to kReduceTokens), so that a block's tokens
-// share one round of row loads and SMs rarely idle (the multi-GPU combine's reduce_group).
-__device__ __forceinline__ int reduce_group_tokens(const CombineParams& p) {
-  const int sms = static_cast<int>(cuda::ptx::get_sreg_nsmid());
-  return max(1, min(kReduceTokens, (p.num_tokens + sms / 2) / sms));
-}
-
 // Tokens first .. first + count - 1 (count <= kReduceTokens), once each has all its routed slots
 // (detail::sum_token_group). One thread per token waits (acquire) for its arrivals; the barrier
 // extends those acquires to the block, whose threads then read the slots' places and rows. A token
@@ -144,7 +136,7 @@ __device__ void reduce_group(const CombineParams& p, int first, int count) {
     slot_weight[threadIdx.x] = place > 0 ? p.topk_weights[slot] : 0.f;
   }
   __syncthreads();
-  detail::sum_token_group<kSlotsPerLoad>(count, p.topk, p.layout.n, slot_src, slot_weight, group_token, p.out);
+  detail::sum_token_group(count, p.topk, p.layout.n, slot_src, slot_weight, group_token, p.out);
   __syncthreads();  // slot_src, slot_weight and group_token are rewritten for the next group
 }
 
@@ -168,7 +160,7 @@ __global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(const Combi
 
   // ---- reduce: groups of consecutive tokens per block, each token once all its slots arrived,
   // straight from the GEMM's output.
-  const int group_tokens = reduce_group_tokens(p);
+  const int group_tokens = detail::tokens_per_sm_group(p.num_tokens);
   for (int64_t group = detail::take_work_item(token_queue); group * group_tokens < p.num_tokens;
        group = detail::take_work_item(token_queue)) {
     const int first = int(group * group_tokens);

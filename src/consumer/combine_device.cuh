@@ -7,9 +7,27 @@
 
 #include <cstdint>
 
+#include <cuda/ptx>
+
 #include "signalgemm/consumer.cuh"
 
 namespace signalgemm::detail {
+
+// The reduce's shape, the same in both combines: at most kMaxTopk slots per token (a group's row
+// addresses live in shared memory), groups of up to kReduceTokens tokens per block, each thread
+// keeping kSlotsPerLoad slot loads in flight (sum_token_group).
+inline constexpr int kMaxTopk = 32;
+inline constexpr int kReduceTokens = 4;
+inline constexpr int kSlotsPerLoad = 8;
+
+// Tokens per reduce group by default: tokens per SM, rounded to the nearest (1 to kReduceTokens),
+// so that a block's tokens share one round of row loads and SMs rarely idle (measured in
+// ep_combine.cu's reduce_group). From the SM count, not the grid: the launches of one combine share
+// one queue of groups.
+__device__ __forceinline__ int tokens_per_sm_group(int num_tokens) {
+  const int sms = static_cast<int>(cuda::ptx::get_sreg_nsmid());
+  return max(1, min(kReduceTokens, (num_tokens + sms / 2) / sms));
+}
 
 __device__ __forceinline__ uint64_t globaltimer() {
   uint64_t t;
@@ -87,8 +105,7 @@ __device__ __forceinline__ bool slot_routed(int32_t expert, int num_experts) {
 // first. token[i] < 0: not written. The group's output vectors are one range, so every thread is
 // busy and one round of loads covers blockDim.x vectors rather than one token's; each thread keeps
 // kSlotsPerLoad slot loads in flight. Rows of n bf16 (n a multiple of 8) as 16-byte vectors.
-template <int kSlotsPerLoad>
-__device__ void sum_token_group(int count, int topk, int n, const uint4* const* src, const float* weight,
+__device__ inline void sum_token_group(int count, int topk, int n, const uint4* const* src, const float* weight,
                                 const int* token, __nv_bfloat16* out) {
   const int vectors = n / 8;
   for (int item = threadIdx.x; item < count * vectors; item += blockDim.x) {

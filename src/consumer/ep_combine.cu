@@ -76,17 +76,15 @@ constexpr int kThreads = 768;
 constexpr int kReduceThreads = 1024;
 constexpr int kDefaultBlocks = 8;
 constexpr int kMaxRanks = 64;
-constexpr int kMaxTopk = 32;  // slots per token (the reduce keeps their rows' addresses in shared memory)
+using detail::kMaxTopk;
+using detail::kReduceTokens;
 // While the GEMM runs, a warp sends a whole row per item: few items, each with many bytes in
 // flight. The rows of the last experts, which complete together at the GEMM's end, are sent one
 // chunk (<= 2 KB, 4 vectors of 16 bytes per lane) per item, so every SM of the full-chip launch
-// takes part. The reduce is per block (a group of up to kReduceTokens tokens per block, each
-// thread's loads of kSlotsPerLoad slots in flight at once).
+// takes part. The reduce is per block (a group of up to kReduceTokens tokens, detail::sum_token_group).
 constexpr int kMaxChunkVectors = 128;
 constexpr int kChunkVectorsPerLane = kMaxChunkVectors / 32;
 constexpr int kRowVectorsPerLane = 8;  // in flight per lane in a whole-row copy
-constexpr int kSlotsPerLoad = 8;       // slot vectors loaded together in the reduce
-constexpr int kReduceTokens = 4;       // most tokens a reduce block sums together (reduce_group)
 constexpr size_t kHeaderBytes = 128;
 // Rows sent from the GEMM's epilogue: per half, the GEMM's per-expert counters and the values they
 // reach, read by the owners' reduce. The producer computes those values with its own tile, so an
@@ -346,20 +344,16 @@ __device__ void reduce_tokens(const EpParams& p, int first, int count, FindRow f
     slot_weight[threadIdx.x] = src != nullptr ? weight : 0.f;
   }
   __syncthreads();
-  detail::sum_token_group<kSlotsPerLoad>(count, p.topk, p.layout.n, slot_src, slot_weight, group_token, p.out);
+  detail::sum_token_group(count, p.topk, p.layout.n, slot_src, slot_weight, group_token, p.out);
   __syncthreads();  // slot_src, slot_weight and group_token are rewritten for the next group
 }
 
-// Tokens per reduce group (EpCombineArgs::reduce_tokens); by default tokens per SM, rounded to
-// the nearest (1 to kReduceTokens), so a block's tokens share one round of row loads and SMs
-// rarely idle. Measured in the epilogue-send mode on 2 x H200 (tokens per GPU, us for groups of
+// Tokens per reduce group (EpCombineArgs::reduce_tokens); by default detail::tokens_per_sm_group.
+// Measured in the epilogue-send mode on 2 x H200 (tokens per GPU, us for groups of
 // 1 / 2 / 3 / 4): E32 m32 (131-133) 143.3 / 145.3 / 147.8 / 149.7; E8 m256 (about 256) 110.4 /
-// 106.8 / 108.6 / 110.4; E32 m128 (about 512) 251.9 / 242.7 / 246.3 / 239.7. From the SM count,
-// not the grid: the beside mode's two launches share one queue of groups.
+// 106.8 / 108.6 / 110.4; E32 m128 (about 512) 251.9 / 242.7 / 246.3 / 239.7.
 __device__ __forceinline__ int reduce_group(const EpParams& p) {
-  if (p.reduce_tokens > 0) return p.reduce_tokens;
-  const int sms = static_cast<int>(cuda::ptx::get_sreg_nsmid());
-  return max(1, min(kReduceTokens, (p.num_tokens + sms / 2) / sms));
+  return p.reduce_tokens > 0 ? p.reduce_tokens : detail::tokens_per_sm_group(p.num_tokens);
 }
 
 // Announces the end of this epoch's reduce once every token is summed (thread 0 of each block,
