@@ -172,8 +172,11 @@ def _float8_as_bytes(t: Any, fmt: str, role: str, name: str) -> Any:
 def _native_order(t: Any) -> Any:
     """A torch tensor in FlashInfer's (rows, cols, experts) order (CuTe's (m, k, l): a view of [E, rows,
     cols] memory, its dimension 1 the contiguous one) as the [E, rows, cols] view SignalGEMM takes; any
-    other tensor unchanged (no copy either way)."""
-    if hasattr(t, "permute") and hasattr(t, "stride") and t.dim() == 3 and t.stride(1) == 1 and t.stride(2) != 1:
+    other tensor unchanged (no copy either way). One expert's (rows, cols, 1) tensor may have any stride in
+    its last dimension (torch gives a contiguous one 1); SignalGEMM's own [E, rows, cols] never has
+    a contiguous dimension 1 of more than one element, cols being at least 8."""
+    if (hasattr(t, "permute") and hasattr(t, "stride") and t.dim() == 3 and t.stride(1) == 1 and t.shape[1] > 1
+            and (t.stride(2) != 1 or t.shape[2] == 1)):
         return t.permute(2, 0, 1)
     return t
 
@@ -215,10 +218,17 @@ def _scales_in_rows(sf: Any, data: Any, fmt: str, name: str) -> Any:
     """FlashInfer's swizzled scales (a torch tensor: its 6-d tensor, or its bytes in any contiguous shape,
     _swizzled_bytes) for operand `data` ([E, rows, K or K/2], or MmaFragments) of an nvfp4, mxfp4 or
     mxfp8 operand -> SignalGEMM's row-major [E, rows, K / vec] (_swizzled_to_rows); fp8_block128 and
-    bf16 scales, and tensors of other frameworks, unchanged."""
-    if sf is None or not hasattr(sf, "permute"):
+    bf16 scales unchanged. Swizzled scales of another framework are refused: read as they are, they would
+    pass the size checks and be misread."""
+    if sf is None:
         return sf
     vec = {"nvfp4": 16, "mxfp4": 32, "mxfp8": 32}.get(fmt)
+    if not hasattr(sf, "permute"):
+        if vec is not None:
+            raise ValueError(f"signalgemm: {name}: with ab_dtype, {fmt} scales are FlashInfer's swizzled bytes, read "
+                             f"from torch tensors only (torch.from_dlpack converts others); scales in SignalGEMM's "
+                             f"row layout go with a_format instead of ab_dtype")
+        return sf
     if vec is None:
         if sf.dim() == 6:
             raise ValueError(f"signalgemm: {name} in FlashInfer's swizzled layout needs an nvfp4, mxfp4 or mxfp8 "
@@ -331,7 +341,8 @@ def grouped_gemm_nt_masked(
     (rows, cols, experts) views of [E, rows, cols] memory (a (m, k, l), b (n, k, l), out (m, n, l)), and
     nvfp4 / mxfp4 / mxfp8 block scales are FlashInfer's swizzled 128x4 bytes as FlashInfer reads them
     (torch tensors: its 6-d tensors, or the bytes in any contiguous shape such as SGLang's
-    [E, round_up(rows, 128), round_up(K / vec, 4)]), converted here to the row-major layout on every call
+    [E, round_up(rows, 128), round_up(K / vec, 4)]; other frameworks' tensors are refused there, as
+    their bytes could pass for row-major scales), converted here to the row-major layout on every call
     (a copy of the scales: to convert the weights' once, use ``scales_from_flashinfer`` and call with
     ``a_format`` instead of ``ab_dtype``). ``c_dtype``
     ("bfloat16" or "float16") must match ``out``; ``mma_tiler_mn`` = (block_m, block_n);

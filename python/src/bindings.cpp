@@ -39,12 +39,16 @@ void require_gpu_or_pinned(const CounterTensor& t, const char* name) {
     bad(std::string(name) + " must be a CUDA tensor or pinned host memory");
   // A CPU tensor must be pinned here and now: the library lets unregistered memory pass while the
   // stream captures a graph (memory allocated in the capture), which a CPU tensor never is.
+  if (type != nb::device::cpu::value) return;
   cudaPointerAttributes attributes{};
-  if (type == nb::device::cpu::value &&
-      (cudaPointerGetAttributes(&attributes, t.data()) != cudaSuccess || attributes.type != cudaMemoryTypeHost)) {
+  const cudaError_t query = cudaPointerGetAttributes(&attributes, t.data());
+  if (query != cudaSuccess) {
     cudaGetLastError();
-    bad(std::string(name) + " is a CPU tensor in pageable memory: it must be a CUDA tensor or pinned host memory");
+    bad(std::string(name) + " is a CPU tensor, and CUDA could not say whether it is pinned: " +
+        cudaGetErrorString(query));
   }
+  if (attributes.type != cudaMemoryTypeHost)
+    bad(std::string(name) + " is a CPU tensor in pageable memory: it must be a CUDA tensor or pinned host memory");
 }
 
 Format parse_format(const std::string& name, const char* argument) {
@@ -291,6 +295,10 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
   args.expected_m = expected_m;
   args.config = TileConfig{block_m, block_n, stages, cluster};
   args.stream = reinterpret_cast<cudaStream_t>(stream);
+  // On the output's device, as torch's operators run, whatever the current one (restored after);
+  // the library rejects operands on any other device. Before the signals' count, which plans the
+  // tile for the current device, and the counters' pinned-memory query.
+  const host::ScopedDevice on_out_device(out.device_id());
   // Before the signals' count: the workspace can choose the tile, hence the counters.
   if (workspace) {
     require_contiguous(*workspace, "workspace");
@@ -311,9 +319,6 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
     if (!is_int32(error_flag->dtype()) || error_flag->size() < 1) bad("error_flag must be an int32 tensor");
     args.error_flag = static_cast<int32_t*>(error_flag->data());
   }
-  // On the output's device, as torch's operators run, whatever the current one (restored after);
-  // the library rejects operands on any other device.
-  const host::ScopedDevice on_out_device(out.device_id());
   const Status s = load_only ? load_kernels(args) : grouped_gemm_nt_masked(args);
   if (s.code == StatusCode::invalid_argument || s.code == StatusCode::unsupported) throw nb::value_error(s.message.c_str());
   if (!s.ok()) throw std::runtime_error(s.message);

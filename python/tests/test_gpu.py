@@ -374,6 +374,35 @@ def test_flashinfer_calling_convention_matches_native(fmt, ab_dtype, sf_dtype, s
         check(outs[1], reference.cuda(), masked_m)
 
 
+def test_flashinfer_convention_takes_one_expert_views_with_a_unit_last_stride():
+    """One expert's (m, k, 1) tensors made contiguous in that shape (strides (k, 1, 1), not views of
+    [1, m, k] memory) are FlashInfer's order too: the same output and signals as the native call."""
+    MAX_M, N, K = 40, 136, 256
+    rng = np.random.default_rng(31)
+    qa, qsfa, gs_a = signalgemm.quantize(rng.standard_normal((1, MAX_M, K)).astype(np.float32), "nvfp4", "a")
+    qb, qsfb, gs_b = signalgemm.quantize((rng.standard_normal((1, N, K)) * 0.05).astype(np.float32), "nvfp4", "b")
+    a, b = torch.from_numpy(qa).cuda(), torch.from_numpy(qb).cuda()
+    sfa, sfb = torch.from_numpy(qsfa).cuda(), torch.from_numpy(qsfb).cuda()
+    alpha = torch.from_numpy((gs_a * gs_b).astype(np.float32)).cuda()
+    masked_m = torch.tensor([33], dtype=torch.int32, device="cuda")
+    native = torch.full((1, MAX_M, N), POISON, dtype=torch.bfloat16, device="cuda")
+    native_signals = torch.zeros(1, dtype=torch.int32, device="cuda")
+    signalgemm.grouped_gemm_nt_masked((a, sfa), (b, sfb), native, masked_m, a_format="nvfp4", alpha=alpha,
+                                      signals=native_signals)
+    out = torch.full((MAX_M, N, 1), POISON, dtype=torch.bfloat16, device="cuda")
+    signals = torch.zeros(1, dtype=torch.int32, device="cuda")
+    fi_sfa = torch.from_numpy(swizzle_128x4(qsfa.reshape(1, MAX_M, K // 16))).cuda()
+    fi_sfb = torch.from_numpy(swizzle_128x4(qsfb.reshape(1, N, K // 16))).cuda()
+    assert a[0].unsqueeze(-1).stride() == (K // 2, 1, 1)
+    signalgemm.grouped_gemm_nt_masked((a[0].unsqueeze(-1), fi_sfa), (b[0].unsqueeze(-1), fi_sfb), out, masked_m,
+                                      ab_dtype="float4_e2m1fn", sf_dtype="float8_e4m3fn", sf_vec_size=16,
+                                      alpha=alpha, dst_signals=signals)
+    torch.cuda.synchronize()
+    assert torch.equal(native[0], out[:, :, 0])
+    assert torch.equal(native_signals, signals)
+    assert not torch.equal(native[0, :33], torch.full_like(native[0, :33], POISON))
+
+
 def test_flashinfer_convention_names_scales_that_are_not_swizzled_bytes():
     """With ab_dtype a scale tensor is FlashInfer's swizzled bytes, as FlashInfer reads it: SignalGEMM's
     row-major scales (of another size here) are named, not misread."""
