@@ -54,7 +54,8 @@ struct EpCombineConfig {
 // Per-rank NCCL state: the communicator's device communicator (one LSA barrier), and the
 // registered receive window. Opaque; created collectively. Every call taking a context runs on the
 // context's device (ep_combine_device), whatever the current device, which it leaves unchanged;
-// the streams passed must belong to that device.
+// the streams passed must belong to that device. One host thread at a time enqueues on a context
+// (it keeps the last epoch enqueued, unsynchronized); the contexts of different ranks are independent.
 struct EpCombineContext;
 
 // Collective over `comm`: every rank calls it at the same time (one thread per rank, or one

@@ -524,7 +524,7 @@ Status check_common_args(const EpCombineContext* ctx, const EpCombineArgs& a) {
   // passes its epoch again; a repeated epoch meant as a new combine cannot be told from that.
   if (!(ctx->enqueued_any && a.epoch == ctx->last_epoch) && a.epoch != ctx->last_epoch + 1)
     return invalid("epoch = " + std::to_string(a.epoch) + " does not follow this context's " +
-                   (ctx->enqueued_any ? "last, " + std::to_string(ctx->last_epoch) : std::string("start (0)")) +
+                   (ctx->enqueued_any ? "last, " : "start, ") + std::to_string(ctx->last_epoch) +
                    ": combines count 1, 2, 3, ... per context (modulo 2^32), the launches of one combine "
                    "passing the same epoch");
   // Last, on the context's device (the callers switch to it first).
@@ -610,10 +610,11 @@ Status ep_combine_create(ncclComm_t comm, const EpCombineConfig& config, EpCombi
   if (config.max_tokens_per_rank < 1) return fail(invalid("config.max_tokens_per_rank must be >= 1"));
   if (config.topk < 1 || config.topk > kMaxTopk) return fail(invalid("config.topk must be in [1, 32]"));
   if (config.n < 8 || config.n % 8 != 0) return fail(invalid("config.n must be a positive multiple of 8"));
-  // row_source entries are int32: owner * max_tokens_per_rank * topk + t * topk + k.
-  if (int64_t(ctx->num_ranks) * config.max_tokens_per_rank * config.topk > INT32_MAX)
+  // row_source entries are int32 (owner * max_tokens_per_rank * topk + t * topk + k), and the
+  // kernels step int token indices by up to a grid's width past num_tokens: 2^30 leaves room.
+  if (int64_t(ctx->num_ranks) * config.max_tokens_per_rank * config.topk > (int64_t(1) << 30))
     return fail(invalid("config.max_tokens_per_rank = " + std::to_string(config.max_tokens_per_rank) +
-                        " is too large: ranks x max_tokens_per_rank x topk must fit in int32 (row_source)"));
+                        " is too large: ranks x max_tokens_per_rank x topk must be at most 2^30 (row_source is int32)"));
 
   const size_t slots = size_t(config.max_tokens_per_rank) * config.topk;
   const int n_vectors = config.n / 8;

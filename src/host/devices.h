@@ -16,10 +16,11 @@ namespace signalgemm::host {
 
 // The first failing check of `stream` (it must belong to the current device) and `pointers`
 // ({pointer, argument name}), or ok. Null passes (optional
-// arguments are checked for presence elsewhere). Driver queries: no synchronization, allowed during
-// stream capture. While `stream` is being captured a pointer the driver does not know passes: memory
-// allocated in the capture (cudaMallocAsync, a graph's memory node) has no attributes until the graph
-// runs.
+// arguments are checked for presence elsewhere). Driver queries, no synchronization. While `stream`
+// is being captured its device is not asked (the query would invalidate the capture: a launch on
+// another device's stream then fails when the capture ends), and a pointer the driver does not know
+// passes: memory allocated in the capture (cudaMallocAsync, a graph's memory node) has no
+// attributes until the graph runs.
 Status check_device_pointers(cudaStream_t stream, std::initializer_list<std::pair<const void*, const char*>> pointers);
 
 // The first of `pointers` not aligned to its `bytes` (a misaligned load faults the kernel and leaves

@@ -498,8 +498,6 @@ TEST_F(EpCombineSingleRank, RejectsShortWorkspaceAndOtherOutputTypes) {
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // nothing was launched
 }
 
-// Signals that never come (no GEMM runs): the combine reports a timeout and ends, in both modes;
-// after its first timeout the other waits give up at once.
 // A config's values are checked once the ranks agree on it (after the collective gather, so that
 // every rank fails alike), each named.
 TEST_F(EpCombineSingleRank, RefusesBadConfigValues) {
@@ -507,7 +505,7 @@ TEST_F(EpCombineSingleRank, RefusesBadConfigValues) {
       {{0, 4, 256}, "config.max_tokens_per_rank must be >= 1"},
       {{8, 33, 256}, "config.topk must be in [1, 32]"},
       {{8, 4, 12}, "config.n must be a positive multiple of 8"},
-      {{1 << 27, 32, 256}, "config.max_tokens_per_rank = 134217728 is too large"}};
+      {{(1 << 25) + 1, 32, 256}, "config.max_tokens_per_rank = 33554433 is too large"}};  // 2^30 + 32 slots
   for (const auto& [config, want] : cases) {
     EpCombineContext* other = nullptr;
     const Status s = ep_combine_create(comm, config, &other);
@@ -529,7 +527,7 @@ TEST_F(EpCombineSingleRank, RefusesEpochsOutOfSequence) {
   uint32_t* window_signals = nullptr;
   for (uint32_t epoch : {0u, 2u}) {
     c.epoch = epoch;
-    const std::string want = "epoch = " + std::to_string(epoch) + " does not follow this context's start (0)";
+    const std::string want = "epoch = " + std::to_string(epoch) + " does not follow this context's start, 0";
     for (const std::string& m : {ep_combine(st.context, c).message,
                                  ep_epilogue_send_prepare(st.context, c, st.out_rows.get<void*>(), &window_signals).message,
                                  ep_epilogue_send_reduce(st.context, c).message})
@@ -538,6 +536,10 @@ TEST_F(EpCombineSingleRank, RefusesEpochsOutOfSequence) {
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // nothing was launched
 }
 
+// Signals that never come (no GEMM runs): the combine reports a timeout and ends, in both modes;
+// after its first timeout the other waits give up at once. One context serves both modes although
+// ep_combine.h says to create contexts anew after a timeout: with one rank no peer can still be
+// writing rows into its window.
 TEST_F(EpCombineSingleRank, EndsWithATimeoutWhenNoGemmRuns) {
   std::mt19937 rng(78);
   const EpRouting routing = random_ep_routing(1, kSmall, rng);
@@ -588,7 +590,7 @@ TEST(EpCombine, RejectsConfigsThatDifferAcrossRanks) {
 // Three combines enqueued back to back, no host sync between them: epilogue send (epoch 1), ep_combine
 // (2), epilogue send (3), with the last rank's reduce of epoch 1 held back 20 ms and epoch 2's rows
 // all local, so every other rank finishes epoch 2 and prepares epoch 3 while that reduce still
-// has to read their counters and masked_m of the same half: the prepare must wait for it.
+// has to read their counters and expected counts in the same half: the prepare must wait for it.
 int run_mode_switch_beside_a_slow_owner(int ranks) {
   std::vector<ncclComm_t> comms(ranks);
   std::vector<int> devices(ranks);
