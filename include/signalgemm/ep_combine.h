@@ -46,7 +46,7 @@ namespace signalgemm {
 
 // Sizes of the receive window; identical on every rank (ep_combine_create compares them).
 struct EpCombineConfig {
-  int max_tokens_per_rank = 0;  // tokens any rank may own in one combine (ranks x this x topk < 2^31)
+  int max_tokens_per_rank = 0;  // tokens any rank may own in one combine (ranks x this x topk <= 2^30)
   int topk = 0;  // 1..32
   int n = 0;  // hidden size (columns of C)
 };

@@ -170,6 +170,10 @@ __global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(const Combi
     __syncthreads();
     if (threadIdx.x == 0) block_times[2] = globaltimer();
   }
+  // A PDL launch may run out of work before the GEMM ends (no rows to wait for): waiting for that
+  // grid here makes this grid's completion imply the GEMM's, so what follows this launch (a graph
+  // node depends on this one only) never overlaps the GEMM's tail. Without PDL: returns at once.
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
 }
 
 using consumer::invalid;
@@ -205,6 +209,8 @@ Status combine(const CombineArgs& a) {
     return s;
   if (a.num_blocks < 0) return invalid("num_blocks must be >= 0");
   if (a.first_block < 0) return invalid("first_block must be >= 0");
+  if (Status s = consumer::check_no_aliasing(a, a.topk, combine_timeline_entries(a.layout, a.num_blocks)); !s.ok())
+    return s;
   if (Status s = host::check_alignment({{a.signals, "signals", 4}}); !s.ok()) return s;
   if (Status s = host::check_device_pointers(a.stream, {{a.gemm_out, "gemm_out"},
                                                         {a.masked_m, "masked_m"},
@@ -243,8 +249,9 @@ Status combine(const CombineArgs& a) {
   p.first_block = a.first_block;
 
   // With enable_pdl: programmatic serialization on the GEMM before it, which issues
-  // griddepcontrol.launch_dependents once started. No griddepcontrol.wait here: the rows come
-  // through the signals (acquire), and the rest was written before the GEMM started.
+  // griddepcontrol.launch_dependents once started, after its own griddepcontrol.wait. The kernel
+  // waits for the GEMM only at its end: the rows come through the signals (acquire), and the rest
+  // was written by work that completed before the GEMM passed its wait.
   cudaLaunchAttribute overlap{};
   overlap.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   overlap.val.programmaticStreamSerializationAllowed = 1;

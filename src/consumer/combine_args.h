@@ -2,6 +2,7 @@
 // EpCombineArgs across GPUs): each combine adds its own (top-k, sizes, signals, devices).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -44,6 +45,63 @@ Status check_layout_routing_and_output(const Args& a) {
                                          {a.timeline, "timeline", 8}};
   for (const host::AlignedPointer& array : arrays)
     if (Status s = host::check_alignment({array}); !s.ok()) return s;
+  // Row indices e * max_m + row are int32, and a counter's record items round max_m up to 32.
+  if (int64_t(a.layout.num_experts) * a.layout.max_m > INT32_MAX - 255)
+    return invalid("layout.num_experts x layout.max_m must be below 2^31 - 255 (int32 row indices)");
+  return {};
+}
+
+// What a combine writes (out, the workspace, error_flag, the timeline) must not overlap what it
+// reads, nor each other: summed in place over gemm_out, a token would overwrite rows that other
+// tokens still read (a silently wrong sum); over the signals or the routing, the waits and the
+// walk would change under the combine. After check_layout_routing_and_output and the gemm_out
+// strides' check; `topk`: the routing's, `timeline_entries`: combine_timeline_entries of the launch.
+template <class Args>
+Status check_no_aliasing(const Args& a, int topk, int64_t timeline_entries) {
+  struct Span {
+    const void* p;
+    int64_t bytes;
+    const char* name;
+  };
+  // Products saturate: a span past the address space overlaps whatever lies above its start.
+  auto times = [](int64_t x, int64_t y) {
+    int64_t product = 0;
+    return __builtin_mul_overflow(x, y, &product) ? INT64_MAX : product;
+  };
+  auto plus = [](int64_t x, int64_t y) {
+    int64_t sum = 0;
+    return __builtin_add_overflow(x, y, &sum) ? INT64_MAX : sum;
+  };
+  const int experts = a.layout.num_experts, max_m = a.layout.max_m;
+  const int64_t row_bytes = int64_t(a.layout.n) * 2;
+  const int64_t row_stride = a.gemm_out_row_stride != 0 ? a.gemm_out_row_stride : row_bytes;
+  const int64_t expert_stride = a.gemm_out_expert_stride != 0 ? a.gemm_out_expert_stride : times(row_stride, max_m);
+  const int64_t gemm_out_span = plus(plus(times(expert_stride, experts - 1), times(row_stride, max_m - 1)), row_bytes);
+  const int64_t slot_bytes = int64_t(a.num_tokens) * topk * 4;
+  const Span read[] = {{a.gemm_out, gemm_out_span, "gemm_out"},
+                       {a.signals, a.layout.counter_count() * 4, "signals"},
+                       {a.masked_m, int64_t(experts) * 4, "masked_m"},
+                       {a.row_source, int64_t(experts) * max_m * 4, "row_source"},
+                       {a.topk_idx, slot_bytes, "topk_idx"},
+                       {a.topk_weights, slot_bytes, "topk_weights"}};
+  const Span written[] = {{a.out, int64_t(a.num_tokens) * row_bytes, "out"},
+                          {a.workspace, int64_t(std::min<size_t>(a.workspace_bytes, INT64_MAX)), "workspace"},
+                          {a.error_flag, a.error_flag != nullptr ? 4 : 0, "error_flag"},
+                          {a.timeline, a.timeline != nullptr ? times(timeline_entries, 8) : 0, "timeline"}};
+  auto overlap = [](const Span& x, const Span& y) {
+    if (x.p == nullptr || y.p == nullptr) return false;
+    const auto first_x = reinterpret_cast<uintptr_t>(x.p), first_y = reinterpret_cast<uintptr_t>(y.p);
+    // One starts inside the other (an unsigned difference wraps where it starts below the other).
+    return first_x - first_y < uint64_t(y.bytes) || first_y - first_x < uint64_t(x.bytes);
+  };
+  for (const Span& w : written)
+    for (const Span& r : read)
+      if (overlap(w, r))
+        return invalid(std::string(w.name) + " overlaps " + r.name + "; what the combine writes must not alias what it reads");
+  for (size_t i = 0; i < std::size(written); ++i)
+    for (size_t j = i + 1; j < std::size(written); ++j)
+      if (overlap(written[i], written[j]))
+        return invalid(std::string(written[i].name) + " overlaps " + written[j].name + "; they must not alias");
   return {};
 }
 

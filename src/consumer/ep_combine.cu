@@ -510,8 +510,6 @@ Status check_configs_match(const EpCombineContext* ctx) {
 // The checks of the arguments both modes use.
 Status check_common_args(const EpCombineContext* ctx, const EpCombineArgs& a) {
   if (Status s = consumer::check_layout_routing_and_output(a); !s.ok()) return s;
-  if (int64_t(a.layout.num_experts) * a.layout.max_m > INT32_MAX)
-    return invalid("layout.num_experts * layout.max_m must fit in int32");
   if (a.layout.n != ctx->config.n) return invalid("layout.n differs from the context's config.n");
   if (a.num_tokens > ctx->config.max_tokens_per_rank)
     return invalid("num_tokens must be <= config.max_tokens_per_rank");
@@ -769,6 +767,9 @@ Status ep_combine(const EpCombineContext* ctx, const EpCombineArgs& a) {
   if (Status s = host::check_alignment({{a.signals, "signals", 4}}); !s.ok()) return s;
   if (a.num_blocks < 0) return invalid("num_blocks must be >= 0");
   if (a.first_block < 0) return invalid("first_block must be >= 0");
+  if (Status s = consumer::check_no_aliasing(a, ctx->config.topk, combine_timeline_entries(a.layout, a.num_blocks));
+      !s.ok())
+    return s;
   if (!(a.remote_bytes_per_second >= 0)) return invalid("remote_bytes_per_second must be >= 0");
   if (Status s = host::check_device_pointers(a.stream, {{a.gemm_out, "gemm_out"}, {a.signals, "signals"}}); !s.ok())
     return s;
@@ -928,6 +929,11 @@ __global__ void __launch_bounds__(kReduceThreads, 1)
   const int group_tokens = reduce_group(p);
   for (int first = blockIdx.x * group_tokens; first < p.num_tokens; first += gridDim.x * group_tokens)
     reduce_tokens(p, first, min(group_tokens, p.num_tokens - first), find_row, p.reduce_slots);
+  // The GEMM's last experts may serve only other ranks, so this grid may end first: waiting for
+  // that grid here makes this grid's completion imply the GEMM's, so the next combine's prepare
+  // (which rewrites the GEMM's out_rows) never overlaps it, also in a graph, whose next node
+  // depends on this one only.
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
 }
 
 Status load_combine_kernels() {
@@ -946,7 +952,11 @@ Status check_epilogue_send_args(const EpCombineContext* ctx, const EpCombineArgs
   if (a.masked_m == nullptr) return invalid("masked_m is null");
   if (Status s = check_common_args(ctx, a); !s.ok()) return s;
   if (a.num_blocks < 0) return invalid("num_blocks must be >= 0");
-  return {};
+  // This mode reads the rows from the window, never gemm_out (nor its strides, unchecked here).
+  EpCombineArgs reads_no_gemm_out = a;
+  reads_no_gemm_out.gemm_out = nullptr;
+  return consumer::check_no_aliasing(reads_no_gemm_out, ctx->config.topk,
+                                     combine_timeline_entries(a.layout, a.num_blocks));
 }
 
 }  // namespace
@@ -972,13 +982,14 @@ Status ep_epilogue_send_reduce(const EpCombineContext* ctx, const EpCombineArgs&
   if (Status s = check_epilogue_send_args(ctx, a); !s.ok()) return s;
   // Programmatic dependent launch: once the GEMM before it on the stream has started everywhere
   // (griddepcontrol.launch_dependents), the reduce blocks take the SMs its CTAs leave, so their
-  // waits already run when the last experts finish. No griddepcontrol.wait is needed: the rows are
-  // acquired through the counters, and everything else the reduce reads (routing, masked_m, the
-  // window, the prepare kernel's token order) was written by kernels that completed before that
-  // GEMM started. The reduce may end before the GEMM does (its last experts may serve only other
-  // ranks), but the next combine's prepare, which rewrites the GEMM's out_rows, is a plain launch
-  // and still waits for the GEMM: stream order covers the primary grid too (H100, 2026-11-28: a
-  // plain kernel after a secondary that ended 20 ms before its primary started 2 us after the primary).
+  // waits already run when the last experts finish. Its griddepcontrol.wait comes only at its end:
+  // the rows are acquired through the counters, and everything else the reduce reads (routing,
+  // masked_m, the window, the prepare kernel's token order) was written by kernels that completed
+  // before that GEMM passed its own wait. The wait at the end keeps the reduce from completing
+  // before the GEMM (its last experts may serve only other ranks), so the next combine's prepare,
+  // which rewrites the GEMM's out_rows, cannot overlap the GEMM: eager streams already ordered it so
+  // (H100, 2026-11-28: a plain kernel after a secondary that ended 20 ms before its primary started
+  // 2 us after the primary), a graph's next node depends on this one only.
   cudaLaunchAttribute overlap{};
   overlap.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   overlap.val.programmaticStreamSerializationAllowed = 1;

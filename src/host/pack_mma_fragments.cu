@@ -33,15 +33,35 @@ Status pack_mma_fragments(const OperandArgs& weights, int experts, int n, int k,
   if (weights.data == nullptr) return invalid("weights.data is null");
   if (packed == nullptr) return invalid("packed is null");
   if (reinterpret_cast<uintptr_t>(packed) % 16 != 0) return invalid("packed must be 16-byte aligned");
+  // The GEMM takes these weights' strides only below TMA's 2^40 bytes: as a bound here, it keeps
+  // an expert stride far past the weights from passing (the checks below bound only the arithmetic).
+  constexpr int64_t kMaxStride = int64_t(1) << 40;
+  if (weights.row_stride >= kMaxStride || weights.expert_stride >= kMaxStride)
+    return invalid("weights.row_stride = " + std::to_string(weights.row_stride) + " and weights.expert_stride = " +
+                   std::to_string(weights.expert_stride) + " must be below 2^40 bytes");
   const int64_t row_bytes = k / 2;
   const int64_t row_stride = weights.row_stride != 0 ? weights.row_stride : row_bytes;
   if (row_stride < row_bytes)
     return invalid("weights.row_stride = " + std::to_string(weights.row_stride) + " is smaller than one row (" +
                    std::to_string(row_bytes) + " bytes)");
-  const int64_t expert_stride = weights.expert_stride != 0 ? weights.expert_stride : row_stride * n;
-  if (expert_stride < row_stride * n)
+  // The weights' bytes from the first to past the last, in int64 (the kernel's offsets are).
+  int64_t expert_bytes = 0, span = 0;
+  if (__builtin_mul_overflow(row_stride, int64_t(n), &expert_bytes))
+    return invalid("weights.row_stride = " + std::to_string(row_stride) + " x n = " + std::to_string(n) +
+                   " overflows int64");
+  const int64_t expert_stride = weights.expert_stride != 0 ? weights.expert_stride : expert_bytes;
+  if (expert_stride < expert_bytes)
     return invalid("weights.expert_stride = " + std::to_string(weights.expert_stride) +
-                   " is smaller than one expert (" + std::to_string(row_stride * n) + " bytes)");
+                   " is smaller than one expert (" + std::to_string(expert_bytes) + " bytes)");
+  if (__builtin_mul_overflow(expert_stride, int64_t(experts - 1), &span) ||
+      __builtin_add_overflow(span, expert_bytes - row_stride + row_bytes, &span))
+    return invalid("weights.expert_stride = " + std::to_string(expert_stride) + " x experts = " +
+                   std::to_string(experts) + " overflows int64");
+  // Packed in place, the threads would overwrite weights that others have still to read.
+  const auto first_weights = reinterpret_cast<uintptr_t>(weights.data), first_packed = reinterpret_cast<uintptr_t>(packed);
+  if (first_packed - first_weights < uint64_t(span) ||
+      first_weights - first_packed < uint64_t(mma_fragment_bytes(experts, n, k)))
+    return invalid("packed overlaps weights.data; they must not alias");
   if (Status s = host::check_device_pointers(stream, {{weights.data, "weights.data"}, {packed, "packed"}}); !s.ok())
     return s;
   const int64_t words = int64_t(mma_fragment_bytes(experts, n, k)) / 4;

@@ -145,12 +145,16 @@ void check_layouts(Checker& c, const GroupedGemmArgs& args) {
   // The weights' own format on both sides, and fp8_block128, convert to bf16 in the workspace.
   const bool convertible =
       args.a.format == args.b.format || kernels::is_fp8_tokens_fp4_weights_pair(args.a.format, args.b.format);
-  const bool converted = convertible && args.workspace != nullptr &&
-                         args.workspace_bytes >= host::converted_activation_bytes(args);
+  // (A workspace too small is named by the workspace check, as an invalid argument.)
+  const bool converted = convertible && args.workspace != nullptr;
   c.require(args.a.format == Format::bf16 || converted, StatusCode::unsupported,
             "b.layout mma_fragments is supported with a.format bf16, or the weights' own format or fp8_block128 "
             "with a workspace (activation_workspace_bytes); got a.format ",
-            to_string(args.a.format), convertible ? " without a large enough workspace" : "");
+            to_string(args.a.format), convertible ? " without a workspace" : "");
+  // Its tensor map strides one expert's blocks.
+  c.require(mma_fragment_bytes(1, args.n, args.k) < size_t(kMaxTmaStride), "b.layout mma_fragments: n = ", args.n,
+            " and k = ", args.k, " give ", mma_fragment_bytes(1, args.n, args.k),
+            " bytes per expert, not below the TMA limit of 2^40 bytes");
   const int block_m = args.config.block_m, block_n = args.config.block_n;
   c.require(args.a.format != Format::fp8_block128 || block_m == 0 || block_n == 0 ||
                 host::register_weights_with_converted_tokens(args.a.format, args.b.format, block_m, block_n),
@@ -309,8 +313,9 @@ Status validate(const GroupedGemmArgs& args) {
   check_operand(c, "b", args.b, args.num_experts, args.n, args.k);
   c.require(args.b.format != Format::fp8_block128 ||
                 host::fp8_weight_scale_count(args) <= std::numeric_limits<int32_t>::max(),
-            "b.scales: ", args.num_experts, " experts x ", (args.n + 127) / 128, " x ", args.k / 128,
-            " 128x128 blocks is more than 2^31 - 1 weight scales");
+            "num_experts = ", args.num_experts, ", n = ", args.n, " and k = ", args.k, " give b.scales ",
+            args.num_experts, " experts x ", (args.n + 127) / 128, " x ", args.k / 128,
+            " 128x128 blocks, more than 2^31 - 1 weight scales");
   check_layouts(c, args);
 
   check_pairing(c, args, /*k_known=*/true);
@@ -359,6 +364,10 @@ Status validate(const GroupedGemmArgs& args) {
     c.require(args.workspace_bytes >= needed, "workspace_bytes = ", args.workspace_bytes, " is too small; ",
               to_string(args.a.format), " activations converted to bf16 take ", needed,
               " bytes (activation_workspace_bytes)");
+    // Their tensor map strides one expert's bf16 rows.
+    c.require(int64_t(args.max_m) * args.k * 2 < kMaxTmaStride, "max_m = ", args.max_m, " and k = ", args.k,
+              " give ", int64_t(args.max_m) * args.k * 2, " bytes per expert of activations converted to bf16, not "
+              "below the TMA limit of 2^40 bytes");
   } else if (args.workspace != nullptr && host::uses_tile_counter(args.a.format, args.b.format)) {
     c.require(args.workspace_bytes >= host::kTileCounterBytes, "workspace_bytes = ", args.workspace_bytes,
               " is too small for the tile counter of dynamic scheduling (", host::kTileCounterBytes,

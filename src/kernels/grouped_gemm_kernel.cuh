@@ -129,9 +129,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   // With programmatic dependent launch, the set-up above overlapped the previous kernel's tail;
   // nothing it writes may be read before this point. Without PDL this returns at once.
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
-  // A kernel launched after this one with programmatic serialization (ep_epilogue_send_reduce)
-  // may now start, on each SM this grid's CTAs leave. Its blocks must still take this kernel's
-  // output through the signals or griddepcontrol.wait, which waits for this grid's completion.
+  // A kernel launched after this one with programmatic serialization (the combines) may now
+  // start, on each SM this grid's CTAs leave. Its blocks must still take this kernel's output
+  // through the signals or griddepcontrol.wait, which waits for this grid's completion. After the
+  // wait above, not before: the combines read what kernels before this one wrote without a wait.
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 
   const int rank = kCluster > 1 ? static_cast<int>(cp::get_sreg_cluster_ctarank()) : 0;

@@ -3,6 +3,7 @@
 // routings; 10,000 overlapped iterations per granularity with zero stale reads and no timeouts.
 #include <algorithm>
 #include <array>
+#include <functional>
 
 #include "gpu_test_util.h"
 #include "signalgemm/combine.h"
@@ -372,23 +373,25 @@ TEST(Combine, RejectsMissingArguments) {
 }
 
 // Strides that would read before gemm_out or overlap rows, misaligned arrays, unknown enums, an
-// output of another type than bf16, a short workspace and too many slots per token are named before
-// any pointer is looked at (no GPU needed).
+// output of another type than bf16, a short workspace, too many slots per token and buffers that
+// alias are named before any pointer is looked at (no GPU needed).
 TEST(Combine, RejectsBadStridesAlignmentAndGranularity) {
-  static uint8_t buffer[256] __attribute__((aligned(16)));
-  CombineArgs valid;
-  valid.gemm_out = buffer;
-  valid.masked_m = reinterpret_cast<const int32_t*>(buffer);
+  static uint8_t buffer[4096] __attribute__((aligned(16)));
+  CombineArgs valid;  // each array in its own part of `buffer`
+  valid.gemm_out = buffer;  // 2 experts x 8 rows x 128 bytes
+  valid.masked_m = reinterpret_cast<const int32_t*>(buffer + 2048);
   valid.layout = SignalLayout{2, 8, 64, 64, 128, SignalGranularity::per_expert};  // rows of 128 bytes
-  valid.signals = reinterpret_cast<uint32_t*>(buffer);
+  valid.signals = reinterpret_cast<uint32_t*>(buffer + 2064);
   valid.num_tokens = 1;
   valid.topk = 1;
-  valid.topk_idx = reinterpret_cast<const int32_t*>(buffer);
-  valid.topk_weights = reinterpret_cast<const float*>(buffer);
-  valid.row_source = reinterpret_cast<const int32_t*>(buffer);
-  valid.workspace = buffer;
-  valid.workspace_bytes = sizeof(buffer);
-  valid.out = buffer;
+  valid.topk_idx = reinterpret_cast<const int32_t*>(buffer + 2080);
+  valid.topk_weights = reinterpret_cast<const float*>(buffer + 2096);
+  valid.row_source = reinterpret_cast<const int32_t*>(buffer + 2112);  // 2 x 8 entries
+  valid.workspace = buffer + 2304;
+  valid.workspace_bytes = 256;
+  valid.out = buffer + 2560;
+  valid.error_flag = reinterpret_cast<int32_t*>(buffer + 2688);
+  valid.timeline = reinterpret_cast<uint64_t*>(buffer + 2816);  // combine_timeline_entries: 4 + 3 x 8
   const auto message = [&](auto change) {
     CombineArgs c = valid;
     change(c);
@@ -420,6 +423,20 @@ TEST(Combine, RejectsBadStridesAlignmentAndGranularity) {
   // A timeout's only report is the flag.
   EXPECT_NE(message([](CombineArgs& c) { c.timeout_ns = 1000, c.error_flag = nullptr; }).find("error_flag is null"),
             std::string::npos);
+  // What the combine writes must not alias what it reads, nor each other: summed in place over
+  // gemm_out, a token would overwrite rows other tokens still read.
+  const std::pair<std::function<void(CombineArgs&)>, std::string> aliases[] = {
+      {[](CombineArgs& c) { c.out = buffer + 128 * 15; }, "out overlaps gemm_out"},  // the last row
+      {[](CombineArgs& c) { c.gemm_out_expert_stride = 1536; }, "workspace overlaps gemm_out"},  // spans 2560 bytes
+      {[](CombineArgs& c) { c.masked_m = reinterpret_cast<const int32_t*>(buffer + 2304 + 64); },
+       "workspace overlaps masked_m"},
+      {[](CombineArgs& c) { c.out = buffer + 2064; }, "out overlaps signals"},
+      {[](CombineArgs& c) { c.error_flag = reinterpret_cast<int32_t*>(buffer + 2112 + 60); },
+       "error_flag overlaps row_source"},
+      {[](CombineArgs& c) { c.timeline = reinterpret_cast<uint64_t*>(buffer + 2560 - 8); }, "out overlaps timeline"},
+      {[](CombineArgs& c) { c.topk_weights = reinterpret_cast<const float*>(buffer + 2400); },
+       "workspace overlaps topk_weights"}};
+  for (const auto& [change, want] : aliases) EXPECT_NE(message(change).find(want), std::string::npos) << want;
 }
 
 // Pointers the kernel would dereference are checked before the launch: a host buffer is named.

@@ -474,7 +474,7 @@ TEST_F(EpCombineSingleRank, ReportsRoutingThatNamesNoRank) {
 
 // A workspace shorter than the layout's counters need and a GEMM output of another type than bf16
 // are named before any launch, in both modes.
-TEST_F(EpCombineSingleRank, RejectsShortWorkspaceAndOtherOutputTypes) {
+TEST_F(EpCombineSingleRank, RejectsShortWorkspaceOtherOutputTypesAndAliases) {
   std::mt19937 rng(78);
   const EpRouting routing = random_ep_routing(1, kSmall, rng);
   GroupedGemmArgs args = st.problem.args();
@@ -495,6 +495,15 @@ TEST_F(EpCombineSingleRank, RejectsShortWorkspaceAndOtherOutputTypes) {
   c.workspace_bytes = st.workspace.bytes();
   c.layout.out_type = OutputType::fp16;
   for (const std::string& m : messages()) EXPECT_NE(m.find("layout.out_type"), std::string::npos) << m;
+  c.layout.out_type = OutputType::bf16;
+  // Buffers that alias: the sums written over the routing they are summed by (every mode), or in
+  // place over the GEMM's rows (ep_combine, which reads them there; the epilogue send reads the window).
+  void* const out = c.out;
+  c.out = const_cast<float*>(c.topk_weights);
+  for (const std::string& m : messages()) EXPECT_NE(m.find("out overlaps topk_weights"), std::string::npos) << m;
+  c.out = const_cast<void*>(c.gemm_out);
+  EXPECT_NE(ep_combine(st.context, c).message.find("out overlaps gemm_out"), std::string::npos);
+  c.out = out;
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // nothing was launched
 }
 

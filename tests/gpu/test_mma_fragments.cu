@@ -275,6 +275,18 @@ TEST(MmaFragments, BadArgumentsAreNamed) {
   narrow.row_stride = 16;
   EXPECT_NE(message(narrow, 128, 128, packed.get()).find("weights.row_stride"), std::string::npos);
   EXPECT_NE(message(weights, 128, 120, packed.get()).find("k = 120"), std::string::npos);
+  // Packed in place (n and k multiples of 64: the same size), or into the second expert's rows.
+  EXPECT_NE(message(weights, 128, 128, const_cast<void*>(weights.data)).find("packed overlaps weights.data"),
+            std::string::npos);
+  EXPECT_NE(message(weights, 128, 128, static_cast<uint8_t*>(const_cast<void*>(weights.data)) + 128 * 64)
+                .find("packed overlaps weights.data"),
+            std::string::npos);
+  OperandArgs huge = weights;  // far past any allocation, or past int64: named, never launched
+  huge.row_stride = int64_t(1) << 62;
+  EXPECT_NE(message(huge, 128, 128, packed.get()).find("must be below 2^40 bytes"), std::string::npos);
+  huge.row_stride = 0;
+  huge.expert_stride = int64_t(1) << 40;
+  EXPECT_NE(message(huge, 128, 128, packed.get()).find("must be below 2^40 bytes"), std::string::npos);
   std::vector<uint8_t> host_packed(mma_fragment_bytes(2, 128, 128) + 16);
   void* host_out = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(host_packed.data()) + 15) & ~uintptr_t(15));
   EXPECT_NE(message(weights, 128, 128, host_out).find("packed is not device memory"), std::string::npos);

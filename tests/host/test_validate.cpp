@@ -291,7 +291,7 @@ std::vector<Rejection> layout_rejections() {
                     a.a.format = Format::fp8_block128;
                     a.a.scales = fake(0x20000);
                   },
-                  {"b.layout", "a.format"}, "fp8_block128 without a large enough workspace"),
+                  {"b.layout", "a.format"}, "fp8_block128 without a workspace"),
       unsupported("FragmentsWithFp8TokensOnADequantizingTile",
                   [](auto& a) {
                     make_fragment_weights_with_converted_tokens(a, Format::fp8_block128);
@@ -304,7 +304,35 @@ std::vector<Rejection> layout_rejections() {
                     a.a.format = Format::nvfp4;
                     a.a.scales = fake(0x20000);
                   },
-                  {"b.layout", "a.format"}, "without a large enough workspace"),
+                  {"b.layout", "a.format"}, "without a workspace"),
+      // A workspace too small is an invalid argument, named as one.
+      reject("FragmentsWithNvfp4TokensAndAShortWorkspace",
+             [](auto& a) {
+               make_fragment_weights_with_converted_tokens(a, Format::nvfp4);
+               a.workspace_bytes -= 16;
+             },
+             {"workspace_bytes"}, "too small"),
+      // Tensor maps stride one expert by less than 2^40 bytes: the launcher's own ones too (the converted
+      // activations: max_m x k bf16; the fragment-ordered weights), checked before anything is enqueued.
+      reject("ConvertedActivationsOfAnExpertPastTheTmaStride",
+             [](auto& a) {
+               make_fragment_weights_with_converted_tokens(a, Format::nvfp4);
+               a.b.layout = OperandLayout::rows;
+               a.b.format = Format::nvfp4;
+               a.num_experts = 1;
+               a.max_m = 1 << 20;
+               a.k = 1 << 19;
+               a.workspace_bytes = size_t(a.max_m) * a.k * 2;
+             },
+             {"max_m", "k"}, "not below the TMA limit of 2^40 bytes"),
+      reject("FragmentWeightsOfAnExpertPastTheTmaStride",
+             [](auto& a) {
+               make_fragment_weights(a);
+               a.num_experts = 1;
+               a.n = 131064;
+               a.k = 1 << 24;
+             },
+             {"b.layout", "n", "k"}, "not below the TMA limit of 2^40 bytes"),
   };
 }
 
