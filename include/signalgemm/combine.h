@@ -29,6 +29,8 @@ namespace signalgemm {
 // one slot): that slot is left out of the sum.
 inline constexpr int32_t kErrorInvalidRouting = 4;
 
+// What the combine writes (out, workspace, error_flag, timeline) must not overlap what it reads
+// (gemm_out, signals, masked_m and the routing) nor each other: refused, naming both.
 struct CombineArgs {
   // GEMM output and its signals (what the GEMM launch was given).
   const void* gemm_out = nullptr;  // bf16 [E][max_m][N] (layout.out_type must say bf16)

@@ -86,6 +86,8 @@ int ep_combine_device(const EpCombineContext* context);
 // NCCL collective; it has no timeout).
 Status ep_combine_barrier(const EpCombineContext* context, cudaStream_t stream);
 
+// As CombineArgs: what the combine writes (out, workspace, error_flag, timeline) must not overlap
+// what it reads (gemm_out where it reads it, signals, masked_m, the routing) nor each other.
 struct EpCombineArgs {
   // This rank's GEMM output and signals (what its GEMM launch was given).
   const void* gemm_out = nullptr;      // bf16 [E_local][max_m][N]
