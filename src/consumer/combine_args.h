@@ -7,6 +7,7 @@
 #include <string>
 
 #include "host/devices.h"
+#include "signalgemm/combine.h"
 #include "signalgemm/signals.h"
 #include "signalgemm/types.h"
 
@@ -55,9 +56,9 @@ Status check_layout_routing_and_output(const Args& a) {
 // reads, nor each other: summed in place over gemm_out, a token would overwrite rows that other
 // tokens still read (a silently wrong sum); over the signals or the routing, the waits and the
 // walk would change under the combine. After check_layout_routing_and_output and the gemm_out
-// strides' check; `topk`: the routing's, `timeline_entries`: combine_timeline_entries of the launch.
+// strides' check; `topk`: the routing's.
 template <class Args>
-Status check_no_aliasing(const Args& a, int topk, int64_t timeline_entries) {
+Status check_no_aliasing(const Args& a, int topk) {
   struct Span {
     const void* p;
     int64_t bytes;
@@ -78,6 +79,8 @@ Status check_no_aliasing(const Args& a, int topk, int64_t timeline_entries) {
   const int64_t expert_stride = a.gemm_out_expert_stride != 0 ? a.gemm_out_expert_stride : times(row_stride, max_m);
   const int64_t gemm_out_span = plus(plus(times(expert_stride, experts - 1), times(row_stride, max_m - 1)), row_bytes);
   const int64_t slot_bytes = int64_t(a.num_tokens) * topk * 4;
+  // This launch's blocks stamp entries past the earlier launches' (first_block).
+  const int64_t timeline_entries = combine_timeline_entries(a.layout, a.num_blocks) + 3 * int64_t(a.first_block);
   const Span read[] = {{a.gemm_out, gemm_out_span, "gemm_out"},
                        {a.signals, a.layout.counter_count() * 4, "signals"},
                        {a.masked_m, int64_t(experts) * 4, "masked_m"},

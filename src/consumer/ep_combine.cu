@@ -767,9 +767,7 @@ Status ep_combine(const EpCombineContext* ctx, const EpCombineArgs& a) {
   if (Status s = host::check_alignment({{a.signals, "signals", 4}}); !s.ok()) return s;
   if (a.num_blocks < 0) return invalid("num_blocks must be >= 0");
   if (a.first_block < 0) return invalid("first_block must be >= 0");
-  if (Status s = consumer::check_no_aliasing(a, ctx->config.topk, combine_timeline_entries(a.layout, a.num_blocks));
-      !s.ok())
-    return s;
+  if (Status s = consumer::check_no_aliasing(a, ctx->config.topk); !s.ok()) return s;
   if (!(a.remote_bytes_per_second >= 0)) return invalid("remote_bytes_per_second must be >= 0");
   if (Status s = host::check_device_pointers(a.stream, {{a.gemm_out, "gemm_out"}, {a.signals, "signals"}}); !s.ok())
     return s;
@@ -952,11 +950,11 @@ Status check_epilogue_send_args(const EpCombineContext* ctx, const EpCombineArgs
   if (a.masked_m == nullptr) return invalid("masked_m is null");
   if (Status s = check_common_args(ctx, a); !s.ok()) return s;
   if (a.num_blocks < 0) return invalid("num_blocks must be >= 0");
+  if (a.first_block < 0) return invalid("first_block must be >= 0");
   // This mode reads the rows from the window, never gemm_out (nor its strides, unchecked here).
   EpCombineArgs reads_no_gemm_out = a;
   reads_no_gemm_out.gemm_out = nullptr;
-  return consumer::check_no_aliasing(reads_no_gemm_out, ctx->config.topk,
-                                     combine_timeline_entries(a.layout, a.num_blocks));
+  return consumer::check_no_aliasing(reads_no_gemm_out, ctx->config.topk);
 }
 
 }  // namespace

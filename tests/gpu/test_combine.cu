@@ -444,18 +444,19 @@ TEST(Combine, HostPointersAreRejectedNotLaunched) {
   SG_REQUIRE_HOPPER();
   DeviceBuffer device(4096);
   static uint8_t host[4096] __attribute__((aligned(16)));
+  uint8_t* const d = device.get<uint8_t>();  // each array in its own part (no aliases)
   CombineArgs c;
-  c.gemm_out = device.get();
-  c.masked_m = device.get<int32_t>();
+  c.gemm_out = d;  // 8 rows of 16 bytes
+  c.masked_m = reinterpret_cast<const int32_t*>(d + 1024);
   c.layout = SignalLayout{1, 8, 8, 64, 128, SignalGranularity::per_expert};
-  c.signals = device.get<uint32_t>();
+  c.signals = reinterpret_cast<const uint32_t*>(d + 1040);
   c.num_tokens = 1;
   c.topk = 1;
-  c.topk_idx = device.get<int32_t>();
-  c.topk_weights = device.get<float>();
-  c.row_source = device.get<int32_t>();
-  c.workspace = device.get();
-  c.workspace_bytes = device.bytes();
+  c.topk_idx = reinterpret_cast<const int32_t*>(d + 1056);
+  c.topk_weights = reinterpret_cast<const float*>(d + 1072);
+  c.row_source = reinterpret_cast<const int32_t*>(d + 1088);
+  c.workspace = d + 2048;
+  c.workspace_bytes = 2048;
   c.out = host;
   const Status s = combine(c);
   EXPECT_EQ(s.code, StatusCode::invalid_argument);
