@@ -100,7 +100,8 @@ Status check_no_aliasing(const Args& a, int topk) {
   for (const Span& w : written)
     for (const Span& r : read)
       if (overlap(w, r))
-        return invalid(std::string(w.name) + " overlaps " + r.name + "; what the combine writes must not alias what it reads");
+        return invalid(std::string(w.name) + " overlaps " + r.name +
+                       "; what the combine writes must not alias what it reads");
   for (size_t i = 0; i < std::size(written); ++i)
     for (size_t j = i + 1; j < std::size(written); ++j)
       if (overlap(written[i], written[j]))
