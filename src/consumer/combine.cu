@@ -207,8 +207,6 @@ Status combine(const CombineArgs& a) {
                                               a.layout.max_m);
       !s.ok())
     return s;
-  if (a.num_blocks < 0) return invalid("num_blocks must be >= 0");
-  if (a.first_block < 0) return invalid("first_block must be >= 0");
   if (Status s = consumer::check_no_aliasing(a, a.topk); !s.ok()) return s;
   if (Status s = host::check_alignment({{a.signals, "signals", 4}}); !s.ok()) return s;
   if (Status s = host::check_device_pointers(a.stream, {{a.gemm_out, "gemm_out"},

@@ -15,8 +15,8 @@ namespace signalgemm::consumer {
 
 inline Status invalid(const std::string& what) { return Status{StatusCode::invalid_argument, "signalgemm: " + what}; }
 
-// The GEMM's layout and signal scope, the routing arrays, the output, the workspace pointer and the
-// timeout's flag.
+// The GEMM's layout and signal scope, the routing arrays, the output, the workspace pointer, the
+// launch's blocks and the timeout's flag.
 template <class Args>
 Status check_layout_routing_and_output(const Args& a) {
   if (a.layout.num_experts < 1 || a.layout.max_m < 1 || a.layout.block_m < 1 || a.layout.block_n < 1)
@@ -34,6 +34,8 @@ Status check_layout_routing_and_output(const Args& a) {
     return invalid("out is null or not 16-byte aligned");
   if (a.workspace == nullptr || reinterpret_cast<uintptr_t>(a.workspace) % 16 != 0)
     return invalid("workspace is null or not 16-byte aligned");
+  if (a.num_blocks < 0) return invalid("num_blocks must be >= 0");
+  if (a.first_block < 0) return invalid("first_block must be >= 0");
   if (a.timeout_ns > 0 && a.error_flag == nullptr)
     return invalid("timeout_ns is set but error_flag is null: a timed-out combine's output is incomplete, and "
                    "error_flag is where that is reported");
@@ -59,11 +61,6 @@ Status check_layout_routing_and_output(const Args& a) {
 // strides' check; `topk`: the routing's.
 template <class Args>
 Status check_no_aliasing(const Args& a, int topk) {
-  struct Span {
-    const void* p;
-    int64_t bytes;
-    const char* name;
-  };
   // Products saturate: a span past the address space overlaps whatever lies above its start.
   auto times = [](int64_t x, int64_t y) {
     int64_t product = 0;
@@ -81,32 +78,17 @@ Status check_no_aliasing(const Args& a, int topk) {
   const int64_t slot_bytes = int64_t(a.num_tokens) * topk * 4;
   // This launch's blocks stamp entries past the earlier launches' (first_block).
   const int64_t timeline_entries = combine_timeline_entries(a.layout, a.num_blocks) + 3 * int64_t(a.first_block);
-  const Span read[] = {{a.gemm_out, gemm_out_span, "gemm_out"},
-                       {a.signals, a.layout.counter_count() * 4, "signals"},
-                       {a.masked_m, int64_t(experts) * 4, "masked_m"},
-                       {a.row_source, int64_t(experts) * max_m * 4, "row_source"},
-                       {a.topk_idx, slot_bytes, "topk_idx"},
-                       {a.topk_weights, slot_bytes, "topk_weights"}};
-  const Span written[] = {{a.out, int64_t(a.num_tokens) * row_bytes, "out"},
-                          {a.workspace, int64_t(std::min<size_t>(a.workspace_bytes, INT64_MAX)), "workspace"},
-                          {a.error_flag, a.error_flag != nullptr ? 4 : 0, "error_flag"},
-                          {a.timeline, a.timeline != nullptr ? times(timeline_entries, 8) : 0, "timeline"}};
-  auto overlap = [](const Span& x, const Span& y) {
-    if (x.p == nullptr || y.p == nullptr) return false;
-    const auto first_x = reinterpret_cast<uintptr_t>(x.p), first_y = reinterpret_cast<uintptr_t>(y.p);
-    // One starts inside the other (an unsigned difference wraps where it starts below the other).
-    return first_x - first_y < uint64_t(y.bytes) || first_y - first_x < uint64_t(x.bytes);
-  };
-  for (const Span& w : written)
-    for (const Span& r : read)
-      if (overlap(w, r))
-        return invalid(std::string(w.name) + " overlaps " + r.name +
-                       "; what the combine writes must not alias what it reads");
-  for (size_t i = 0; i < std::size(written); ++i)
-    for (size_t j = i + 1; j < std::size(written); ++j)
-      if (overlap(written[i], written[j]))
-        return invalid(std::string(written[i].name) + " overlaps " + written[j].name + "; they must not alias");
-  return {};
+  const host::Span read[] = {{a.gemm_out, gemm_out_span, "gemm_out"},
+                             {a.signals, a.layout.counter_count() * 4, "signals"},
+                             {a.masked_m, int64_t(experts) * 4, "masked_m"},
+                             {a.row_source, int64_t(experts) * max_m * 4, "row_source"},
+                             {a.topk_idx, slot_bytes, "topk_idx"},
+                             {a.topk_weights, slot_bytes, "topk_weights"}};
+  const host::Span written[] = {{a.out, int64_t(a.num_tokens) * row_bytes, "out"},
+                                {a.workspace, int64_t(std::min<size_t>(a.workspace_bytes, INT64_MAX)), "workspace"},
+                                {a.error_flag, a.error_flag != nullptr ? 4 : 0, "error_flag"},
+                                {a.timeline, a.timeline != nullptr ? times(timeline_entries, 8) : 0, "timeline"}};
+  return host::check_no_overlap(written, std::size(written), read, std::size(read), "the combine");
 }
 
 }  // namespace signalgemm::consumer

@@ -765,8 +765,6 @@ Status ep_combine(const EpCombineContext* ctx, const EpCombineArgs& a) {
       !s.ok())
     return s;
   if (Status s = host::check_alignment({{a.signals, "signals", 4}}); !s.ok()) return s;
-  if (a.num_blocks < 0) return invalid("num_blocks must be >= 0");
-  if (a.first_block < 0) return invalid("first_block must be >= 0");
   if (Status s = consumer::check_no_aliasing(a, ctx->config.topk); !s.ok()) return s;
   if (!(a.remote_bytes_per_second >= 0)) return invalid("remote_bytes_per_second must be >= 0");
   if (Status s = host::check_device_pointers(a.stream, {{a.gemm_out, "gemm_out"}, {a.signals, "signals"}}); !s.ok())
@@ -949,8 +947,6 @@ Status check_epilogue_send_args(const EpCombineContext* ctx, const EpCombineArgs
   if (a.layout.num_experts > kEpilogueExperts) return invalid("layout.num_experts must be at most 16384");
   if (a.masked_m == nullptr) return invalid("masked_m is null");
   if (Status s = check_common_args(ctx, a); !s.ok()) return s;
-  if (a.num_blocks < 0) return invalid("num_blocks must be >= 0");
-  if (a.first_block < 0) return invalid("first_block must be >= 0");
   // This mode reads the rows from the window, never gemm_out (nor its strides, unchecked here).
   EpCombineArgs reads_no_gemm_out = a;
   reads_no_gemm_out.gemm_out = nullptr;

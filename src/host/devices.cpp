@@ -102,6 +102,26 @@ Status check_gemm_out_strides(int64_t row_stride, int64_t expert_stride, int n, 
   return {};
 }
 
+Status check_no_overlap(const Span* written, size_t written_count, const Span* read, size_t read_count,
+                        const char* who) {
+  const auto overlap = [](const Span& x, const Span& y) {
+    const auto first_x = reinterpret_cast<uintptr_t>(x.p), first_y = reinterpret_cast<uintptr_t>(y.p);
+    return x.p != nullptr && y.p != nullptr && first_x < first_y + uint64_t(y.bytes) &&
+           first_y < first_x + uint64_t(x.bytes);
+  };
+  const auto refused = [](const Span& x, const Span& y, const std::string& why) {
+    return Status{StatusCode::invalid_argument, std::string("signalgemm: ") + x.name + " overlaps " + y.name + why};
+  };
+  for (size_t w = 0; w < written_count; ++w)
+    for (size_t r = 0; r < read_count; ++r)
+      if (overlap(written[w], read[r]))
+        return refused(written[w], read[r], std::string("; what ") + who + " writes must not alias what it reads");
+  for (size_t i = 0; i < written_count; ++i)
+    for (size_t j = i + 1; j < written_count; ++j)
+      if (overlap(written[i], written[j])) return refused(written[i], written[j], "; they must not alias");
+  return {};
+}
+
 ScopedDevice::ScopedDevice(int device) {
   int current = -1;
   if (cudaGetDevice(&current) != cudaSuccess || (current != device && cudaSetDevice(device) != cudaSuccess)) {

@@ -32,6 +32,19 @@ struct AlignedPointer {
 };
 Status check_alignment(std::initializer_list<AlignedPointer> pointers);
 
+// A buffer's bytes from `p` (null, or 0 bytes: none), named for messages.
+struct Span {
+  const void* p;
+  int64_t bytes;
+  const char* name;
+};
+
+// The first span of `written` that overlaps one of `read` ("<w> overlaps <r>; what <who> writes must not
+// alias what it reads") or another of `written` ("... they must not alias"), or ok: stores racing the loads
+// (or each other) give a silently wrong result.
+Status check_no_overlap(const Span* written, size_t written_count, const Span* read, size_t read_count,
+                        const char* who);
+
 // Byte strides of a GEMM output a combine reads (rows of n bf16, max_m rows per expert; 0: packed):
 // 16-byte multiples, and each at least what it steps over, so that no row lies before the first or
 // overlaps another.

@@ -58,10 +58,9 @@ Status pack_mma_fragments(const OperandArgs& weights, int experts, int n, int k,
     return invalid("weights.expert_stride = " + std::to_string(expert_stride) + " x experts = " +
                    std::to_string(experts) + " overflows int64");
   // Packed in place, the threads would overwrite weights that others have still to read.
-  const auto first_weights = reinterpret_cast<uintptr_t>(weights.data), first_packed = reinterpret_cast<uintptr_t>(packed);
-  if (first_packed - first_weights < uint64_t(span) ||
-      first_weights - first_packed < uint64_t(mma_fragment_bytes(experts, n, k)))
-    return invalid("packed overlaps weights.data; they must not alias");
+  const host::Span written[] = {{packed, int64_t(mma_fragment_bytes(experts, n, k)), "packed"}};
+  const host::Span read[] = {{weights.data, span, "weights.data"}};
+  if (Status s = host::check_no_overlap(written, 1, read, 1, "pack_mma_fragments"); !s.ok()) return s;
   if (Status s = host::check_device_pointers(stream, {{weights.data, "weights.data"}, {packed, "packed"}}); !s.ok())
     return s;
   const int64_t words = int64_t(mma_fragment_bytes(experts, n, k)) / 4;

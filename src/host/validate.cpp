@@ -7,6 +7,7 @@
 #include <type_traits>
 
 #include "host/config.h"
+#include "host/devices.h"
 #include "host/kernel_entry.h"
 #include "kernels/dequant_bf16_plan.h"
 #include "signalgemm/gemm.h"
@@ -37,6 +38,10 @@ class Checker {
   void require(bool condition, const Parts&... parts) {
     require(condition, StatusCode::invalid_argument, parts...);
   }
+  // A check made elsewhere: its failure, unless one came first.
+  void require(const Status& s) {
+    if (status_.ok()) status_ = s;
+  }
   Status status() const { return status_; }
 
  private:
@@ -44,12 +49,6 @@ class Checker {
 };
 
 bool aligned(const void* p, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
-
-// Whether [p, p + p_bytes) and [q, q + q_bytes) share a byte.
-bool overlaps(const void* p, int64_t p_bytes, const void* q, int64_t q_bytes) {
-  const auto a = reinterpret_cast<uintptr_t>(p), b = reinterpret_cast<uintptr_t>(q);
-  return p != nullptr && q != nullptr && a < b + uint64_t(q_bytes) && b < a + uint64_t(p_bytes);
-}
 
 // Bytes from a [experts][rows][row_bytes] tensor's first byte past its last one (strides 0: packed),
 // once its strides passed their checks.
@@ -253,11 +252,7 @@ void check_config(Checker& c, const GroupedGemmArgs& args) {
 // would race the loads (a silently wrong result; signals over masked_m would change the tiles the
 // CTAs walk while they read it).
 void check_aliasing(Checker& c, const GroupedGemmArgs& args) {
-  struct Span {
-    const void* p;
-    int64_t bytes;
-    const char* name;
-  };
+  using host::Span;
   const int64_t experts_bytes = int64_t(args.num_experts) * 4;
   const int64_t out_row = int64_t(args.n) * output_bytes(args.out_type);
   const int64_t signal_bytes =
@@ -283,14 +278,7 @@ void check_aliasing(Checker& c, const GroupedGemmArgs& args) {
       {args.workspace, int64_t(std::min<size_t>(args.workspace_bytes, size_t(INT64_MAX))), "workspace"},
       {args.signals, signal_bytes, "signals"},
       {args.error_flag, args.error_flag != nullptr ? 4 : 0, "error_flag"}};
-  for (const Span& w : written)
-    for (const Span& r : read)
-      c.require(!overlaps(w.p, w.bytes, r.p, r.bytes), w.name, " overlaps ", r.name,
-                "; what the launch writes must not alias what it reads");
-  for (size_t i = 0; i < std::size(written); ++i)
-    for (size_t j = i + 1; j < std::size(written); ++j)
-      c.require(!overlaps(written[i].p, written[i].bytes, written[j].p, written[j].bytes), written[i].name,
-                " overlaps ", written[j].name, "; they must not alias");
+  c.require(host::check_no_overlap(written, std::size(written), read, std::size(read), "the launch"));
 }
 
 }  // namespace
