@@ -79,13 +79,26 @@ def _on_launch_stream(stream: Any, tensor: Any) -> Any:
     return torch.cuda.stream(stream)
 
 
+_DLPACK_CPU = 1
+
+
 def _require_gpu(name: str, t: Any, pinned_ok: bool = False) -> None:
-    """A torch tensor argument must live on a GPU, or (``pinned_ok``: counters and flags, for a consumer
-    on the host) in pinned host memory; others are checked by the extension."""
-    if getattr(t, "is_cuda", True) is False and hasattr(t, "device"):
+    """A tensor argument (None, or False for ``workspace``: not given) must live on a GPU, or (``pinned_ok``: counters and flags,
+    for a consumer on the host) in pinned host memory; the extension checks the rest. Anything else
+    (a host array, a list, a number) is refused here by name, not by the extension's signature."""
+    if t is None or t is False:
+        return
+    where = None
+    if getattr(t, "is_cuda", None) is False and hasattr(t, "device"):  # torch on the host
         if pinned_ok and t.is_pinned():
             return
-        raise ValueError(f"signalgemm: {name} is on {t.device}; it must be a CUDA tensor"
+        where = f"is on {t.device}"
+    elif not hasattr(t, "__dlpack__"):
+        where = f"is not a tensor ({type(t).__name__})"
+    elif hasattr(t, "__dlpack_device__") and t.__dlpack_device__()[0] == _DLPACK_CPU and not pinned_ok:
+        where = "is in host memory"
+    if where is not None:
+        raise ValueError(f"signalgemm: {name} {where}; it must be a CUDA tensor"
                          + (" or pinned host memory (pin_memory())" if pinned_ok else ""))
 
 
@@ -474,11 +487,14 @@ def signal_layout(num_experts: int, max_m: int, n: int, *, k: int = 0, expected_
                             b_format or a_format, k, bool(workspace), cluster, bool(mma_fragments))
 
 
-def expected_signals(masked_m: Sequence[int], n: int, max_m: int, *, k: int = 0, expected_m: int = 0,
+def expected_signals(masked_m: Sequence[int], *, n: int, max_m: int, k: int = 0, expected_m: int = 0,
                      block_m: int = 0, block_n: int = 0, granularity: str = "per_expert",
                      a_format: str = "fp8_block128", b_format: Optional[str] = None, workspace: bool = True,
                      cluster: int = 0, mma_fragments: bool = False) -> list:
     """Value each counter reaches, as a list indexed like the signals buffer.
+
+    ``n`` and ``max_m`` are keyword-only: given in the wrong order they would yield another, smaller
+    count, and a consumer waiting for it would read rows not yet written.
 
     masked_m is host data (a list, or a CPU tensor/array): the consumer side knows it from the
     dispatch; each value an integer in [0, max_m] (the kernel clamps a larger one and flags it, here

@@ -444,9 +444,10 @@ nb::tuple quantize(nb::ndarray<const float, nb::ndim<3>, nb::c_contig, nb::devic
   auto data = to_numpy(std::move(q.data), {size_t(q.experts), size_t(q.rows), size_t(q.row_bytes())});
   nb::object scales = nb::none();
   if (f == Format::fp8_block128) {
-    std::vector<float> s(q.scales.size() / 4);
+    const size_t n = q.scales.size() / 4;  // apart: the order of a call's arguments is unspecified
+    std::vector<float> s(n);
     std::memcpy(s.data(), q.scales.data(), q.scales.size());
-    scales = nb::cast(to_numpy(std::move(s), {s.size()}));
+    scales = nb::cast(to_numpy(std::move(s), {n}));
   } else if (!q.scales.empty()) {
     const size_t n = q.scales.size();
     scales = nb::cast(to_numpy(std::move(q.scales), {n}));

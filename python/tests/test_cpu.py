@@ -178,11 +178,21 @@ def test_packed_mma_fragments_are_checked():
         call(b=packed, sfb=sfb, b_format="nvfp4")
 
 
-def test_host_arrays_are_a_type_error():
-    with pytest.raises(TypeError):
+def test_host_arrays_lists_and_numbers_are_refused_by_name():
+    with pytest.raises(ValueError, match="a is in host memory; it must be a CUDA tensor"):
         signalgemm.grouped_gemm_nt_masked(
             (np.zeros((E, MAX_M, K), np.uint8), None), (np.zeros((E, N, K), np.uint8), None),
             np.zeros((E, MAX_M, N), np.float32), np.zeros(E, np.int32))
+    for name, value, what in (("masked_m", np.ones(E, np.int32), "is in host memory"),
+                              ("masked_m", [1] * E, r"is not a tensor \(list\)"),
+                              ("alpha", 1.0, r"is not a tensor \(float\)"),
+                              ("alpha", np.ones(E, np.float32), "is in host memory"),
+                              ("workspace", 4096, r"is not a tensor \(int\)")):
+        with pytest.raises(ValueError, match=f"{name} {what}; it must be a CUDA tensor"):
+            call(**{name: value})
+    # Counters and flags may be host memory (the extension then asks for it pinned), not a list.
+    with pytest.raises(ValueError, match=r"signals is not a tensor \(list\); it must be a CUDA tensor or pinned host memory"):
+        call(signals=[0] * E)
 
 
 def test_lhs_must_be_a_pair():
@@ -202,10 +212,12 @@ def test_expected_signals_follow_the_contract():
     layout = signalgemm.signal_layout(4, 64, 296, expected_m=32)
     assert layout["block_m"] == 64 and layout["block_n"] == 128 and layout["counter_count"] == 4
     col_blocks = 3  # ceil(296 / 128)
-    assert signalgemm.expected_signals(masked_m, 296, 64, expected_m=32) == [0, col_blocks, col_blocks, col_blocks]
-    per_block = signalgemm.expected_signals(masked_m, 296, 64, block_m=32, block_n=128, granularity="per_row_block")
+    assert signalgemm.expected_signals(masked_m, n=296, max_m=64, expected_m=32) == [0, col_blocks, col_blocks, col_blocks]
+    per_block = signalgemm.expected_signals(masked_m, n=296, max_m=64, block_m=32, block_n=128, granularity="per_row_block")
     assert per_block == [0, 0, 3, 0, 3, 3, 3, 3]  # 2 row blocks per expert
-    assert signalgemm.expected_signals(np.array([5, 0]), 128, 8, block_m=32, block_n=128) == [1, 0]
+    assert signalgemm.expected_signals(np.array([5, 0]), n=128, max_m=8, block_m=32, block_n=128) == [1, 0]
+    with pytest.raises(TypeError):  # keyword-only: swapped, n and max_m would give a smaller count
+        signalgemm.expected_signals(masked_m, 296, 64)
 
 
 @pytest.mark.parametrize(
@@ -216,16 +228,16 @@ def test_expected_signals_follow_the_contract():
         (lambda: signalgemm.signal_layout(2, 0, 64), "max_m must be >= 1"),
         (lambda: signalgemm.signal_layout(2, 64, 300), "multiple of 8"),
         (lambda: signalgemm.signal_layout(2, 64, 64, block_m=7, block_n=3), "config.block_m = 7"),
-        (lambda: signalgemm.expected_signals([5], 64, 64, block_m=64, block_n=3), "config.block_n = 3"),
+        (lambda: signalgemm.expected_signals([5], n=64, max_m=64, block_m=64, block_n=3), "config.block_n = 3"),
         (lambda: signalgemm.workspace_bytes(2**31 - 1, 2**31 - 1, 2**31 - 1, "nvfp4"), "too large"),
         (lambda: signalgemm.workspace_bytes(1, 1, 4096, "bf16", "nvfp4", n=4096, block_m=-64), "config.block_m = -64"),
         (lambda: signalgemm.activation_workspace_bytes(0, 64, 128, "nvfp4"), "num_experts must be >= 1"),
         (lambda: signalgemm.workspace_bytes(4, 64, 200, "fp8_block128"), "k = 200 must be a multiple of 128"),
         (lambda: signalgemm.activation_workspace_bytes(4, 64, 40, "bf16", "nvfp4"), "k = 40 must be a multiple of 16"),
         # masked_m is host data here: checked, not clamped.
-        (lambda: signalgemm.expected_signals([-5, 3], 64, 8), r"masked_m\[0\] = -5"),
-        (lambda: signalgemm.expected_signals([500, 3], 64, 256), r"masked_m\[0\] = 500"),
-        (lambda: signalgemm.expected_signals([5.7], 64, 8), r"masked_m\[0\] = 5.7"),
+        (lambda: signalgemm.expected_signals([-5, 3], n=64, max_m=8), r"masked_m\[0\] = -5"),
+        (lambda: signalgemm.expected_signals([500, 3], n=64, max_m=256), r"masked_m\[0\] = 500"),
+        (lambda: signalgemm.expected_signals([5.7], n=64, max_m=8), r"masked_m\[0\] = 5.7"),
         (lambda: signalgemm.MmaFragments(None, -5, 64), "n and k >= 1"),
         (lambda: signalgemm.scales_from_flashinfer(np.full(512, 0.5, np.float32), 1, 128, 64), "one byte per scale"),
         (lambda: signalgemm.scales_from_flashinfer(np.zeros(512, np.uint8), 1, 128, 64, sf_vec_size=0),
@@ -242,7 +254,7 @@ def test_signal_layout_follows_the_cluster():
     plain = signalgemm.signal_layout(8, 256, 4096, granularity="per_row_block")
     paired = signalgemm.signal_layout(8, 256, 4096, granularity="per_row_block", cluster=2)
     assert (paired["block_m"], paired["block_n"]) != (plain["block_m"], plain["block_n"])
-    per_block = signalgemm.expected_signals([256] * 8, 4096, 256, granularity="per_row_block", cluster=2)
+    per_block = signalgemm.expected_signals([256] * 8, n=4096, max_m=256, granularity="per_row_block", cluster=2)
     assert per_block[0] == 4096 // paired["block_n"]
 
 
@@ -272,13 +284,13 @@ def test_signal_layout_asks_for_k_where_it_picks_the_tile():
     with pytest.raises(ValueError, match="k: the tile of these sizes depends on K"):
         signalgemm.signal_layout(1, 32, 7168, **sizes)
     with pytest.raises(ValueError, match="k: the tile"):
-        signalgemm.expected_signals([20], 7168, 32, **sizes)
+        signalgemm.expected_signals([20], n=7168, max_m=32, **sizes)
     short = signalgemm.signal_layout(1, 32, 7168, k=2048, **sizes)
     long = signalgemm.signal_layout(1, 32, 7168, k=7168, **sizes)
     assert (short["block_m"], short["block_n"]) == (32, 128)
     assert (long["block_m"], long["block_n"]) == (32, 256)
-    assert signalgemm.expected_signals([20], 7168, 32, k=2048, **sizes) == [7168 // 128]
-    assert signalgemm.expected_signals([20], 7168, 32, k=7168, **sizes) == [7168 // 256]
+    assert signalgemm.expected_signals([20], n=7168, max_m=32, k=2048, **sizes) == [7168 // 128]
+    assert signalgemm.expected_signals([20], n=7168, max_m=32, k=7168, **sizes) == [7168 // 256]
     # nvfp4 activations converted in a workspace run as bf16 ones: the same; converted in the
     # GEMM, they keep 256 rows whatever K.
     with pytest.raises(ValueError, match="k: the tile"):

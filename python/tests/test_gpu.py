@@ -61,7 +61,7 @@ def test_matches_torch_reference_and_signals(granularity, out_dtype):
                                       dst_signals=signals, granularity=granularity)
     torch.cuda.synchronize()
     check(out, t["reference"], masked_m)
-    expected = signalgemm.expected_signals(masked_m.cpu(), N, MAX_M, granularity=granularity)
+    expected = signalgemm.expected_signals(masked_m.cpu(), n=N, max_m=MAX_M, granularity=granularity)
     assert signals.cpu().tolist() == expected
 
 
@@ -76,7 +76,7 @@ def test_pinned_host_counters_for_a_host_consumer():
     error_flag = torch.zeros(1, dtype=torch.int32).pin_memory()
     signalgemm.grouped_gemm_nt_masked((t["a"], t["sfa"]), (t["b"], t["sfb"]), out, masked_m, alpha=t["alpha"],
                                       signals=signals, scope="sys", error_flag=error_flag)
-    expected = signalgemm.expected_signals([128, 0, 1, 77, 128], N, MAX_M)
+    expected = signalgemm.expected_signals([128, 0, 1, 77, 128], n=N, max_m=MAX_M)
     deadline = time.monotonic() + 5
     while signals.tolist() != expected and time.monotonic() < deadline:
         time.sleep(1e-4)
@@ -124,7 +124,7 @@ def test_load_only_launches_nothing():
     signalgemm.grouped_gemm_nt_masked(*args, alpha=t["alpha"], signals=signals)
     torch.cuda.synchronize()
     check(out, t["reference"], masked_m)
-    assert signals.cpu().tolist() == signalgemm.expected_signals(masked_m.cpu(), N, MAX_M)
+    assert signals.cpu().tolist() == signalgemm.expected_signals(masked_m.cpu(), n=N, max_m=MAX_M)
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
@@ -166,7 +166,7 @@ def test_cuda_graph_capture_replays():
         graph.replay()
         torch.cuda.synchronize()
         check(out, t["reference"], masked_m)
-        assert signals.cpu().tolist() == signalgemm.expected_signals(masked_m.cpu(), N, MAX_M)
+        assert signals.cpu().tolist() == signalgemm.expected_signals(masked_m.cpu(), n=N, max_m=MAX_M)
 
 
 # A float16 out gets fp16's rounding (2^-11..2^-10 of the value): within ~2e-4 of the exact
@@ -291,7 +291,7 @@ def test_dequantizing_pairings(a_format, b_format):
     torch.cuda.synchronize()
     reference = torch.einsum("emk,enk->emn", deq_a, deq_b) * alpha.double().cpu().view(-1, 1, 1)
     check(out, reference.cuda(), masked_m)
-    assert signals.cpu().tolist() == signalgemm.expected_signals(masked_m.cpu(), N, MAX_M, k=K, a_format=a_format,
+    assert signals.cpu().tolist() == signalgemm.expected_signals(masked_m.cpu(), n=N, max_m=MAX_M, k=K, a_format=a_format,
                                                                  b_format=b_format)
     if a_format == b_format:  # the activations were converted in a workspace; now inside the GEMM
         out.fill_(POISON)
@@ -301,7 +301,7 @@ def test_dequantizing_pairings(a_format, b_format):
                                           signals=signals, workspace=False)
         torch.cuda.synchronize()
         check(out, reference.cuda(), masked_m)
-        assert signals.cpu().tolist() == signalgemm.expected_signals(masked_m.cpu(), N, MAX_M, k=K, a_format=a_format,
+        assert signals.cpu().tolist() == signalgemm.expected_signals(masked_m.cpu(), n=N, max_m=MAX_M, k=K, a_format=a_format,
                                                                      b_format=b_format, workspace=False)
 
 

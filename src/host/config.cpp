@@ -145,6 +145,8 @@ bool widens_fp8_token_block(const GroupedGemmArgs& args, const TileConfig& chose
 
 bool narrows_decode_tile(const GroupedGemmArgs& args, const TileConfig& chosen) {
   const bool bf16_tokens = kernels::is_bf16_register_weights_pair(args.a.format, args.b.format);
+  // A block_m of 48 the caller gave stays 48x256: bf16 tokens narrow to 32x128 or 64x128 only.
+  if (bf16_tokens && args.config.block_m == 48) return false;
   // Converted tokens narrow to 128x128, which would change a block_m the caller gave.
   const bool converted_tokens = !bf16_tokens && args.config.block_m == 0 &&
                                 register_weights_with_converted_tokens(args.a.format, args.b.format, chosen.block_m, 256);

@@ -130,14 +130,21 @@ void check_operand(Checker& c, const char* name, const OperandArgs& op, int num_
 // Fragment-ordered weights (OperandLayout::mma_fragments) feed only the register-weights mainloop
 // with tokens loaded as bf16: bf16 activations, or ones of the weights' format or fp8_block128 ones
 // converted in a large enough workspace (fp8_block128: on that mainloop's tiles).
-void check_layouts(Checker& c, const GroupedGemmArgs& args) {
+// Its checks of the layouts against the formats alone also run in validate_sizes.
+void check_layout_formats(Checker& c, const GroupedGemmArgs& args) {
   const auto known = [](OperandLayout l) { return l == OperandLayout::rows || l == OperandLayout::mma_fragments; };
   c.require(known(args.a.layout), "a.layout: unknown value ", static_cast<int>(args.a.layout));
   c.require(known(args.b.layout), "b.layout: unknown value ", static_cast<int>(args.b.layout));
   c.require(args.a.layout == OperandLayout::rows, "a.layout must be rows (mma_fragments is a weights layout)");
+  c.require(args.b.layout != OperandLayout::mma_fragments || args.b.format == Format::nvfp4 ||
+                args.b.format == Format::mxfp4,
+            StatusCode::unsupported, "b.layout mma_fragments needs b.format nvfp4 or mxfp4, got ",
+            to_string(args.b.format));
+}
+
+void check_layouts(Checker& c, const GroupedGemmArgs& args) {
+  check_layout_formats(c, args);
   if (args.b.layout != OperandLayout::mma_fragments) return;
-  c.require(args.b.format == Format::nvfp4 || args.b.format == Format::mxfp4, StatusCode::unsupported,
-            "b.layout mma_fragments needs b.format nvfp4 or mxfp4, got ", to_string(args.b.format));
   c.require(args.b.row_stride == 0 && args.b.expert_stride == 0,
             "b.layout mma_fragments has no strides (the packed blocks are contiguous); b.row_stride and "
             "b.expert_stride must be 0");
@@ -292,6 +299,17 @@ size_t operand_scale_bytes(Format format, bool weights, int experts, int rows, i
   return e * size_t(rows) * blocks_k;
 }
 
+void check_output_type(Checker& c, const GroupedGemmArgs& args) {
+  c.require(static_cast<int>(args.out_type) <= static_cast<int>(OutputType::fp32), "out_type: unknown value ",
+            static_cast<int>(args.out_type));
+  c.require(args.out_type != OutputType::fp32, StatusCode::unsupported, "out_type ", to_string(args.out_type),
+            " is not supported yet; supported: bf16, fp16");
+  // Its register-weights kernels round to bf16 only (kernels::RegisterWeightsMainloop::kFp16Output).
+  c.require(args.out_type != OutputType::fp16 || !kernels::is_fp8_tokens_fp4_weights_pair(args.a.format, args.b.format),
+            StatusCode::unsupported, "out_type fp16 is not supported with fp8_block128 activations x ",
+            to_string(args.b.format), " weights (bf16 is)");
+}
+
 Status validate(const GroupedGemmArgs& args) {
   Checker c;
   check_sizes(c, args, /*k_known=*/true);
@@ -308,14 +326,7 @@ Status validate(const GroupedGemmArgs& args) {
 
   check_pairing(c, args, /*k_known=*/true);
 
-  c.require(static_cast<int>(args.out_type) <= static_cast<int>(OutputType::fp32), "out_type: unknown value ",
-            static_cast<int>(args.out_type));
-  c.require(args.out_type != OutputType::fp32, StatusCode::unsupported, "out_type ", to_string(args.out_type),
-            " is not supported yet; supported: bf16, fp16");
-  // Its register-weights kernels round to bf16 only (kernels::RegisterWeightsMainloop::kFp16Output).
-  c.require(args.out_type != OutputType::fp16 || !kernels::is_fp8_tokens_fp4_weights_pair(args.a.format, args.b.format),
-            StatusCode::unsupported, "out_type fp16 is not supported with fp8_block128 activations x ",
-            to_string(args.b.format), " weights (bf16 is)");
+  check_output_type(c, args);
   c.require(args.out != nullptr || args.out_rows != nullptr, "out is null (and no out_rows)");
   c.require(aligned(args.out, 16), "out must be 16-byte aligned (bulk stores)");
   c.require(aligned(args.out_rows, 8), "out_rows must be 8-byte aligned (a pointer array)");
@@ -403,6 +414,8 @@ Status validate_sizes(const GroupedGemmArgs& args) {
     check_k(c, "b", args.b.format, args.k);
   }
   check_pairing(c, args, /*k_known=*/args.k != 0);
+  check_layout_formats(c, args);
+  check_output_type(c, args);
   c.require(int64_t(args.n) * output_bytes(args.out_type) % 16 == 0, "n = ", args.n,
             " gives output rows that are not a multiple of 16 bytes (n a multiple of 8 for bf16 and fp16)");
   c.require(static_cast<int>(args.granularity) <= static_cast<int>(SignalGranularity::per_row_block),

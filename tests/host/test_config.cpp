@@ -471,13 +471,16 @@ TEST(Config, PartialTileOverridesTakeACompiledTile) {
         if (fragments && (!fp4_weights || (a != Format::bf16 && a != Format::fp8_block128))) continue;
         if (fragments && a == Format::fp8_block128 && !workspace) continue;  // validate() requires one there
         int runs = 0;
-        for (const int max_m : {1, 40, 64, 100, 140, 300, 1024})
+        // (Few experts: the tile counts at which narrows_decode_tile narrows a decode tile; it once
+        // turned a given 48 into 64x128.)
+        for (const auto [experts, k] : {std::pair{8, 2048}, std::pair{4, 7168}, std::pair{1, 2048}})
+        for (const int max_m : {1, 40, 48, 64, 100, 140, 300, 1024})
           for (const bool fix_m : {true, false})
             for (const int side : fix_m ? std::vector<int>{32, 48, 64, 128, 192} : std::vector<int>{128, 192, 256}) {
               GroupedGemmArgs args;
               args.a.format = a, args.b.format = b;
               args.b.layout = fragments ? OperandLayout::mma_fragments : OperandLayout::rows;
-              args.num_experts = 8, args.max_m = max_m, args.n = 4096, args.k = 2048;
+              args.num_experts = experts, args.max_m = max_m, args.n = 4096, args.k = k;
               args.granularity = SignalGranularity::per_row_block;
               (fix_m ? args.config.block_m : args.config.block_n) = side;
               if (workspace) {
@@ -486,6 +489,7 @@ TEST(Config, PartialTileOverridesTakeACompiledTile) {
               }
               const std::string what = std::string(to_string(a)) + " x " + to_string(b) +
                                        (fragments ? " (mma_fragments)" : "") + (workspace ? " with a workspace" : "") +
+                                       " E " + std::to_string(experts) + " K " + std::to_string(k) +
                                        " max_m " + std::to_string(max_m) + (fix_m ? " block_m " : " block_n ") +
                                        std::to_string(side);
               const Status s = check_launch_tile(args);

@@ -924,5 +924,32 @@ TEST(ValidateSizes, RefusesTheKALaunchWould) {
   EXPECT_NE(validate_sizes(args).message.find("TMA needs a multiple of 16"), std::string::npos);
 }
 
+// ... and the layouts and output types a launch refuses by format alone, so that signal_layout never
+// answers for a launch that cannot run.
+TEST(ValidateSizes, RefusesLayoutsAndOutputTypesALaunchWould) {
+  GroupedGemmArgs args;
+  args.num_experts = 4, args.max_m = 64, args.n = 256, args.k = 256;
+  make_bf16_nvfp4_pair(args);
+  args.b.layout = OperandLayout::mma_fragments;
+  EXPECT_TRUE(validate_sizes(args).ok()) << validate_sizes(args).message;
+  args.b.format = Format::mxfp8;
+  Status s = validate_sizes(args);
+  EXPECT_EQ(s.code, StatusCode::unsupported);
+  EXPECT_TRUE(names(s.message, "b.layout") && s.message.find("nvfp4 or mxfp4") != std::string::npos) << s.message;
+  args = GroupedGemmArgs{};
+  args.num_experts = 4, args.max_m = 64, args.n = 256, args.k = 256;
+  args.a.layout = OperandLayout::mma_fragments;
+  EXPECT_TRUE(names(validate_sizes(args).message, "a.layout")) << validate_sizes(args).message;
+  args.a.layout = OperandLayout::rows;
+  args.out_type = OutputType::fp32;
+  s = validate_sizes(args);
+  EXPECT_EQ(s.code, StatusCode::unsupported);
+  EXPECT_TRUE(names(s.message, "out_type")) << s.message;
+  args.out_type = OutputType::fp16;
+  args.b.format = Format::nvfp4;  // fp8_block128 tokens x FP4 weights: bf16 output only
+  s = validate_sizes(args);
+  EXPECT_TRUE(names(s.message, "out_type") && s.message.find("fp16") != std::string::npos) << s.message;
+}
+
 }  // namespace
 }  // namespace signalgemm
