@@ -8,6 +8,9 @@
 //
 // `base` is the counter's value before the GEMM launch (0 after a memset); counters only grow, and
 // comparisons are modulo 2^32, so a running base works across many launches.
+// Read the covered rows with ordinary (coherent) loads after the wait: TMA / cp.async.bulk reads of
+// them need fence.proxy.async.global after it first, and ld.global.nc / __ldg (or const __restrict__
+// pointers) must not read C while the GEMM runs (docs/signals.md).
 #pragma once
 
 #include <cstdint>

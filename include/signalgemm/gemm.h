@@ -78,7 +78,7 @@ struct GroupedGemmArgs {
 
   // Optional int32 (device or mapped pinned host memory); the kernel ORs in kErrorMaskedMOutOfRange
   // when some masked_m[e] lies outside [0, max_m] (it then computes with the clamped value). Never
-  // cleared by the kernel.
+  // cleared by the kernel. Not ordered with the signals: read it once the launch has completed.
   int32_t* error_flag = nullptr;
 
   // Optional device scratch, 16-byte aligned, of at least workspace_bytes(args) bytes; the launch
