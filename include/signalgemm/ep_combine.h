@@ -59,8 +59,10 @@ struct EpCombineConfig {
 struct EpCombineContext;
 
 // Collective over `comm`: every rank calls it at the same time (one thread per rank, or one
-// process per rank), with the same config (gathered and compared, then its values checked: every
-// rank fails alike, naming the first rank that differs or the bad value). Allocates the window
+// process per rank), with the same config. Each rank first checks the config's values and sets up
+// what is its own (memory, kernels), then the ranks gather their configs and outcomes: all fail
+// alike, each naming its bad value, the first rank that differs, or a rank whose set-up failed, so
+// none waits alone in the collective steps that follow. Allocates the window
 // with ncclMemAlloc on the comm's device, zeroes it, registers it (NCCL_WIN_COLL_SYMMETRIC) and
 // creates an ncclDevComm. Needs every rank within one load/store-accessible (NVLink) domain: GIN
 // (the path across machines) is not used here. The NCCL library must be the 2.28 series the headers come from.
@@ -119,7 +121,8 @@ struct EpCombineArgs {
   // Sequence number of this combine, the same on every rank, counting 1, 2, 3, ... per context,
   // modulo 2^32 (0 follows 0xFFFFFFFF; any number of combines); every launch of one combine passes
   // the same. Its parity picks the half of the window. Checked on the host: one that neither repeats
-  // nor follows the context's last is refused. So a captured combine cannot be replayed as the next
+  // nor follows the context's last is refused, and so is an epilogue-send prepare that repeats it or
+  // a reduce that does not follow its own epoch's prepare. So a captured combine cannot be replayed as the next
   // one (its epoch is a launch argument): capture the GEMM, enqueue the combine directly.
   uint32_t epoch = 0;
 

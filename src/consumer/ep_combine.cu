@@ -45,7 +45,8 @@ struct EpCombineContext {
   ncclComm_t comm = nullptr;
   int rank = 0, num_ranks = 0, device = 0;
   EpCombineConfig config;
-  void* window_memory = nullptr;
+  void* window_memory = nullptr;  // as ncclMemAlloc returned it: set-up and tear-down only
+  void* window_local = nullptr;   // the same memory as the kernels reach it (ncclGetLocalPointer)
   size_t window_bytes = 0;
   ncclWindow_t window = nullptr;
   ncclDevComm dev_comm{};
@@ -55,10 +56,12 @@ struct EpCombineContext {
   // Epilogue-send mode: the owned tokens' slots {t * topk + k, global expert} in the order the
   // reduce takes them (written by the prepare kernel; local memory, one combine at a time).
   int2* reduce_slots = nullptr;  // [max_tokens_per_rank * topk]
-  // Host side: the epoch of the last combine enqueued here, for the check that epochs count up by
-  // one (check_common_args). The window's gate starts at 0, so the first combine is epoch 1.
+  // Host side: the epoch and call of the last launch enqueued here, for the check that epochs count
+  // up by one and that an epilogue-send combine runs prepare, then reduce (check_sequence). The
+  // window's gate starts at 0, so the first combine is epoch 1.
+  enum class Call { none, combine, prepare, reduce };
   mutable uint32_t last_epoch = 0;
-  mutable bool enqueued_any = false;
+  mutable Call last_call = Call::none;
 };
 
 namespace {
@@ -453,6 +456,9 @@ __global__ void ep_barrier_kernel(const ncclDevComm comm) {
   barrier.sync(ncclCoopCta(), cuda::memory_order_acq_rel);
 }
 
+// The address at which this rank's kernels reach its own window (ep_combine_create).
+__global__ void local_window_base_kernel(ncclWindow_t window, void** base) { *base = ncclGetLocalPointer(window, 0); }
+
 // Loads every kernel of the combine (defined below); see ep_combine_create.
 Status load_combine_kernels();
 
@@ -470,14 +476,15 @@ Status cuda_status(cudaError_t e, const char* what) {
 
 size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
-// Collective: gathers every rank's config and compares it with this rank's. The window layout is
-// computed from the config and applied to the peers' windows, so a rank whose config differs would
-// store past their bounds. Every rank sees the same gathered configs and so fails alike (none goes
-// on alone to the collective window registration).
-Status check_configs_match(const EpCombineContext* ctx) {
-  constexpr int kFields = 3;
+// Collective: gathers every rank's config, and whether its local set-up succeeded (`set_up`), and
+// compares the configs with this rank's. The window layout is computed from the config and applied
+// to the peers' windows, so a rank whose config differs would store past their bounds. Every rank
+// sees the same gathered values and so fails alike: none goes on alone to the collective window
+// registration, where the others would wait for it forever.
+Status gather_configs_and_set_up(const EpCombineContext* ctx, bool set_up) {
+  constexpr int kConfigFields = 3, kFields = kConfigFields + 1;
   const EpCombineConfig& c = ctx->config;
-  const int32_t mine[kFields] = {c.max_tokens_per_rank, c.topk, c.n};
+  const int32_t mine[kFields] = {c.max_tokens_per_rank, c.topk, c.n, set_up ? 1 : 0};
   std::vector<int32_t> all(size_t(kFields) * ctx->num_ranks);
   int32_t* gathered = nullptr;
   cudaStream_t stream = nullptr;
@@ -502,13 +509,38 @@ Status check_configs_match(const EpCombineContext* ctx) {
            std::to_string(f[1]) + ", n " + std::to_string(f[2]);
   };
   for (int r = 0; r < ctx->num_ranks; ++r)
-    if (!std::equal(mine, mine + kFields, &all[size_t(kFields) * r]))
+    if (!std::equal(mine, mine + kConfigFields, &all[size_t(kFields) * r]))
       return invalid("config differs across ranks: " + describe(r) + ", " + describe(ctx->rank));
+  for (int r = 0; r < ctx->num_ranks; ++r)
+    if (all[size_t(kFields) * r + kConfigFields] == 0)
+      return Status{StatusCode::cuda_error, "signalgemm: rank " + std::to_string(r) +
+                                                " failed its local set-up (its own status says why)"};
+  return {};
+}
+
+using Call = EpCombineContext::Call;
+
+// Where `call` may come in the context's sequence. A skipped epoch, or one that starts again at 0,
+// would pass the window's reuse gate while an owner may still be summing that half
+// (docs/multigpu.md). The launches of one ep_combine pass the same epoch; an epilogue-send combine
+// is one prepare of a new epoch, then its reduce (a second prepare of that epoch would zero counters
+// a peer's reduce may still poll; a reduce without its prepare would read the last combine's).
+Status check_sequence(const EpCombineContext* ctx, uint32_t epoch, Call call) {
+  const bool same = ctx->last_call != Call::none && epoch == ctx->last_epoch;
+  const bool same_allowed = call == Call::combine ? ctx->last_call == Call::combine : call == Call::reduce;
+  if (!(same && same_allowed) && epoch != ctx->last_epoch + 1)
+    return invalid("epoch = " + std::to_string(epoch) + " does not follow this context's " +
+                   (ctx->last_call != Call::none ? "last, " : "start, ") + std::to_string(ctx->last_epoch) +
+                   ": combines count 1, 2, 3, ... per context (modulo 2^32), the launches of one ep_combine "
+                   "passing the same epoch, an epilogue-send combine's prepare starting the next");
+  if (call == Call::reduce && !(same && (ctx->last_call == Call::prepare || ctx->last_call == Call::reduce)))
+    return invalid("epoch = " + std::to_string(epoch) +
+                   ": ep_epilogue_send_reduce follows ep_epilogue_send_prepare of its epoch on this context");
   return {};
 }
 
 // The checks of the arguments both modes use.
-Status check_common_args(const EpCombineContext* ctx, const EpCombineArgs& a) {
+Status check_common_args(const EpCombineContext* ctx, const EpCombineArgs& a, Call call) {
   if (Status s = consumer::check_layout_routing_and_output(a); !s.ok()) return s;
   if (a.layout.n != ctx->config.n) return invalid("layout.n differs from the context's config.n");
   if (a.num_tokens > ctx->config.max_tokens_per_rank)
@@ -517,14 +549,7 @@ Status check_common_args(const EpCombineContext* ctx, const EpCombineArgs& a) {
     return invalid("workspace_bytes = " + std::to_string(a.workspace_bytes) +
                    " is less than ep_combine_workspace_bytes(layout.counter_count()) = " + std::to_string(needed));
   if (a.reduce_tokens < 0 || a.reduce_tokens > kReduceTokens) return invalid("reduce_tokens must be in [0, 4]");
-  // A skipped epoch, or one that starts again at 0, would pass the window's reuse gate while an
-  // owner may still be summing that half (docs/multigpu.md). Another launch of the same combine
-  // passes its epoch again; a repeated epoch meant as a new combine cannot be told from that.
-  if (!(ctx->enqueued_any && a.epoch == ctx->last_epoch) && a.epoch != ctx->last_epoch + 1)
-    return invalid("epoch = " + std::to_string(a.epoch) + " does not follow this context's " +
-                   (ctx->enqueued_any ? "last, " : "start, ") + std::to_string(ctx->last_epoch) +
-                   ": combines count 1, 2, 3, ... per context (modulo 2^32), the launches of one combine "
-                   "passing the same epoch");
+  if (Status s = check_sequence(ctx, a.epoch, call); !s.ok()) return s;
   // Last, on the context's device (the callers switch to it first).
   return host::check_device_pointers(a.stream, {{a.masked_m, "masked_m"},
                                                 {a.row_source, "row_source"},
@@ -536,11 +561,11 @@ Status check_common_args(const EpCombineContext* ctx, const EpCombineArgs& a) {
                                                 {a.timeline, "timeline"}});
 }
 
-// `launched`, after noting a successful launch's epoch as the context's last.
-Status enqueued(const EpCombineContext* ctx, uint32_t epoch, Status launched) {
+// `launched`, after noting a successful launch's epoch and call as the context's last.
+Status enqueued(const EpCombineContext* ctx, uint32_t epoch, Call call, Status launched) {
   if (launched.ok()) {
     ctx->last_epoch = epoch;
-    ctx->enqueued_any = true;
+    ctx->last_call = call;
   }
   return launched;
 }
@@ -568,6 +593,54 @@ EpParams common_params(const EpCombineContext* ctx, const EpCombineArgs& a) {
   p.reduce_tokens = a.reduce_tokens;
   p.reduce_slots = ctx->reduce_slots;
   return p;
+}
+
+// What ep_combine_create does on this rank alone: the config's values, the window's layout, its
+// memory (zeroed) and the kernels loaded.
+Status set_up_locally(EpCombineContext* ctx) {
+  const EpCombineConfig& config = ctx->config;
+  if (config.max_tokens_per_rank < 1) return invalid("config.max_tokens_per_rank must be >= 1");
+  if (config.topk < 1 || config.topk > kMaxTopk) return invalid("config.topk must be in [1, 32]");
+  if (config.n < 8 || config.n % 8 != 0) return invalid("config.n must be a positive multiple of 8");
+  // row_source entries are int32 (owner * max_tokens_per_rank * topk + t * topk + k), and the
+  // kernels step int token indices by up to a grid's width past num_tokens: 2^30 leaves room.
+  if (int64_t(ctx->num_ranks) * config.max_tokens_per_rank * config.topk > (int64_t(1) << 30))
+    return invalid("config.max_tokens_per_rank = " + std::to_string(config.max_tokens_per_rank) +
+                   " is too large: ranks x max_tokens_per_rank x topk must be at most 2^30 (row_source is int32)");
+
+  const size_t slots = size_t(config.max_tokens_per_rank) * config.topk;
+  const int n_vectors = config.n / 8;
+  ctx->chunks = (n_vectors + kMaxChunkVectors - 1) / kMaxChunkVectors;
+  const size_t flags_bytes = align_up(slots * sizeof(uint32_t), 256);
+  const size_t local_row_bytes = align_up(slots * sizeof(int32_t), 256);
+  const size_t rows_bytes = align_up(slots * config.n * sizeof(__nv_bfloat16), 256);
+  for (int half = 0; half < 2; ++half) {
+    ctx->flags_offset[half] = kEpilogueExpectedOffset + 2 * kEpilogueExperts * 4 + half * (flags_bytes + local_row_bytes);
+    ctx->local_row_offset[half] = ctx->flags_offset[half] + flags_bytes;
+  }
+  ctx->rows_offset[0] = align_up(ctx->flags_offset[1] + flags_bytes + local_row_bytes, 4096);
+  ctx->rows_offset[1] = ctx->rows_offset[0] + rows_bytes;
+  ctx->window_bytes = align_up(ctx->rows_offset[1] + rows_bytes, NCCL_WIN_REQUIRED_ALIGNMENT);
+
+  if (Status s = cuda_status(cudaMalloc(&ctx->reduce_slots, slots * sizeof(int2)), "cudaMalloc(reduce_slots)"); !s.ok())
+    return s;
+  // ncclMemAlloc: memory NCCL can map into every peer's address space (cuMem), as windows need.
+  if (Status s = nccl_status(ncclMemAlloc(&ctx->window_memory, ctx->window_bytes), "ncclMemAlloc"); !s.ok()) return s;
+  // Zero before registering: registration is collective, so no peer can store into this window
+  // before the zeros are in place. The flags of each half start at a value of the other parity
+  // (0x01010101 for the even half), which no epoch reading that half has.
+  if (Status s = cuda_status(cudaMemset(ctx->window_memory, 0, ctx->window_bytes), "cudaMemset(window)"); !s.ok())
+    return s;
+  if (Status s = cuda_status(cudaMemset(static_cast<uint8_t*>(ctx->window_memory) + ctx->flags_offset[0], 0x01,
+                                        slots * sizeof(uint32_t)),
+                             "cudaMemset(flags)");
+      !s.ok())
+    return s;
+  if (Status s = cuda_status(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); !s.ok()) return s;
+  // Under lazy module loading a kernel's first launch may wait for its device to go idle, and in a
+  // combine step a kernel on this device may wait for a peer that the host has not fed yet: load
+  // them all now, during the set-up.
+  return load_combine_kernels();
 }
 
 }  // namespace
@@ -602,49 +675,11 @@ Status ep_combine_create(ncclComm_t comm, const EpCombineConfig& config, EpCombi
   if (status = nccl_status(ncclCommCount(comm, &ctx->num_ranks), "ncclCommCount"); !status.ok()) return fail(status);
   if (ctx->num_ranks > kMaxRanks)
     return fail(Status{StatusCode::unsupported, "signalgemm: more than 64 ranks in comm"});
-  // The config's values are checked once every rank has the same (a collective): a rank that
-  // refused alone would leave the others waiting in the gather.
-  if (status = check_configs_match(ctx); !status.ok()) return fail(status);
-  if (config.max_tokens_per_rank < 1) return fail(invalid("config.max_tokens_per_rank must be >= 1"));
-  if (config.topk < 1 || config.topk > kMaxTopk) return fail(invalid("config.topk must be in [1, 32]"));
-  if (config.n < 8 || config.n % 8 != 0) return fail(invalid("config.n must be a positive multiple of 8"));
-  // row_source entries are int32 (owner * max_tokens_per_rank * topk + t * topk + k), and the
-  // kernels step int token indices by up to a grid's width past num_tokens: 2^30 leaves room.
-  if (int64_t(ctx->num_ranks) * config.max_tokens_per_rank * config.topk > (int64_t(1) << 30))
-    return fail(invalid("config.max_tokens_per_rank = " + std::to_string(config.max_tokens_per_rank) +
-                        " is too large: ranks x max_tokens_per_rank x topk must be at most 2^30 (row_source is int32)"));
-
-  const size_t slots = size_t(config.max_tokens_per_rank) * config.topk;
-  const int n_vectors = config.n / 8;
-  ctx->chunks = (n_vectors + kMaxChunkVectors - 1) / kMaxChunkVectors;
-  const size_t flags_bytes = align_up(slots * sizeof(uint32_t), 256);
-  const size_t local_row_bytes = align_up(slots * sizeof(int32_t), 256);
-  const size_t rows_bytes = align_up(slots * config.n * sizeof(__nv_bfloat16), 256);
-  for (int half = 0; half < 2; ++half) {
-    ctx->flags_offset[half] = kEpilogueExpectedOffset + 2 * kEpilogueExperts * 4 + half * (flags_bytes + local_row_bytes);
-    ctx->local_row_offset[half] = ctx->flags_offset[half] + flags_bytes;
-  }
-  ctx->rows_offset[0] = align_up(ctx->flags_offset[1] + flags_bytes + local_row_bytes, 4096);
-  ctx->rows_offset[1] = ctx->rows_offset[0] + rows_bytes;
-  ctx->window_bytes = align_up(ctx->rows_offset[1] + rows_bytes, NCCL_WIN_REQUIRED_ALIGNMENT);
-
-  if (status = cuda_status(cudaMalloc(&ctx->reduce_slots, slots * sizeof(int2)), "cudaMalloc(reduce_slots)");
-      !status.ok())
-    return fail(status);
-  // ncclMemAlloc: memory NCCL can map into every peer's address space (cuMem), as windows need.
-  if (status = nccl_status(ncclMemAlloc(&ctx->window_memory, ctx->window_bytes), "ncclMemAlloc"); !status.ok())
-    return fail(status);
-  // Zero before registering: registration is collective, so no peer can store into this window
-  // before the zeros are in place. The flags of each half start at a value of the other parity
-  // (0x01010101 for the even half), which no epoch reading that half has.
-  if (status = cuda_status(cudaMemset(ctx->window_memory, 0, ctx->window_bytes), "cudaMemset(window)"); !status.ok())
-    return fail(status);
-  if (status = cuda_status(cudaMemset(static_cast<uint8_t*>(ctx->window_memory) + ctx->flags_offset[0], 0x01,
-                                      slots * sizeof(uint32_t)),
-                           "cudaMemset(flags)");
-      !status.ok())
-    return fail(status);
-  if (status = cuda_status(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); !status.ok()) return fail(status);
+  // Everything local first: a rank that failed here alone and returned would leave the others
+  // waiting in the collective steps below, so each rank's outcome goes into the gather.
+  Status local = set_up_locally(ctx);
+  if (status = gather_configs_and_set_up(ctx, local.ok()); !status.ok() && !local.ok()) return fail(local);
+  if (!status.ok()) return fail(status);
   if (status = nccl_status(ncclCommWindowRegister(comm, ctx->window_memory, ctx->window_bytes, &ctx->window,
                                                   NCCL_WIN_COLL_SYMMETRIC),
                            "ncclCommWindowRegister");
@@ -661,10 +696,20 @@ Status ep_combine_create(ncclComm_t comm, const EpCombineConfig& config, EpCombi
                        "signalgemm: the multi-GPU combine needs every rank in one NVLink (LSA) domain; this comm has " +
                            std::to_string(ctx->num_ranks) + " ranks, " + std::to_string(ctx->dev_comm.lsaSize) +
                            " load/store accessible (across machines it needs GIN: docs/multigpu.md)"});
-  // Under lazy module loading a kernel's first launch may wait for its device to go idle, and in a
-  // combine step a kernel on this device may wait for a peer that the host has not fed yet: load
-  // them all now, during the set-up.
-  if (status = load_combine_kernels(); !status.ok()) return fail(status);
+  // The kernels reach this rank's window through the window's own mapping (ncclGetLocalPointer),
+  // which need not be the address ncclMemAlloc returned: the GEMM's signals go through the same
+  // one, so that its releases and the reduce's acquires are accesses to one address (the PTX
+  // memory model orders accesses through two virtual aliases only with a proxy fence).
+  // reduce_slots, unused until the first prepare, carries the address back.
+  if (status = cuda_status(host::launch_kernel(local_window_base_kernel, 1, 1, nullptr, ctx->window,
+                                               reinterpret_cast<void**>(ctx->reduce_slots)),
+                           "local_window_base_kernel launch");
+      !status.ok())
+    return fail(status);
+  if (status = cuda_status(cudaMemcpy(&ctx->window_local, ctx->reduce_slots, sizeof(void*), cudaMemcpyDeviceToHost),
+                           "cudaMemcpy(window base)");
+      !status.ok())
+    return fail(status);
   *context = ctx;
   return {};
 }
@@ -728,8 +773,8 @@ Status ep_combine_start_at_epoch(EpCombineContext* ctx, uint32_t first_epoch) {
   const host::ScopedDevice on_device(ctx->device);
   const uint32_t reduced = first_epoch - 1;  // the reduced gate, as the previous combine leaves it
   ctx->last_epoch = reduced;
-  ctx->enqueued_any = false;
-  return cuda_status(cudaMemcpy(static_cast<uint8_t*>(ctx->window_memory) + kReducedEpochOffset, &reduced,
+  ctx->last_call = Call::none;
+  return cuda_status(cudaMemcpy(static_cast<uint8_t*>(ctx->window_local) + kReducedEpochOffset, &reduced,
                                 sizeof(reduced), cudaMemcpyHostToDevice),
                      "cudaMemcpy(reduced_epoch)");
 }
@@ -758,7 +803,7 @@ Status ep_combine(const EpCombineContext* ctx, const EpCombineArgs& a) {
     return invalid("signals is null or layout.granularity is none: the combine is driven by the GEMM's signals");
   if (a.layout.granularity != SignalGranularity::per_expert && a.layout.granularity != SignalGranularity::per_row_block)
     return invalid("layout.granularity: unknown value " + std::to_string(int(a.layout.granularity)));
-  if (Status s = check_common_args(ctx, a); !s.ok()) return s;
+  if (Status s = check_common_args(ctx, a, Call::combine); !s.ok()) return s;
   if (reinterpret_cast<uintptr_t>(a.gemm_out) % 16 != 0) return invalid("gemm_out must be 16-byte aligned");
   if (Status s = host::check_gemm_out_strides(a.gemm_out_row_stride, a.gemm_out_expert_stride, a.layout.n,
                                               a.layout.max_m);
@@ -789,7 +834,7 @@ Status ep_combine(const EpCombineContext* ctx, const EpCombineArgs& a) {
   p.first_block = a.first_block;
 
   const int blocks = a.num_blocks > 0 ? a.num_blocks : kDefaultBlocks;
-  return enqueued(ctx, a.epoch,
+  return enqueued(ctx, a.epoch, Call::combine,
                   cuda_status(host::launch_kernel(ep_combine_kernel, blocks, kThreads, a.stream, p),
                               "ep_combine launch"));
 }
@@ -941,12 +986,12 @@ Status load_combine_kernels() {
   return {};
 }
 
-Status check_epilogue_send_args(const EpCombineContext* ctx, const EpCombineArgs& a) {
+Status check_epilogue_send_args(const EpCombineContext* ctx, const EpCombineArgs& a, Call call) {
   if (a.layout.granularity != SignalGranularity::per_expert)
     return invalid("layout.granularity must be per_expert (the reduce waits on one counter per expert)");
   if (a.layout.num_experts > kEpilogueExperts) return invalid("layout.num_experts must be at most 16384");
   if (a.masked_m == nullptr) return invalid("masked_m is null");
-  if (Status s = check_common_args(ctx, a); !s.ok()) return s;
+  if (Status s = check_common_args(ctx, a, call); !s.ok()) return s;
   // This mode reads the rows from the window, never gemm_out (nor its strides, unchecked here).
   EpCombineArgs reads_no_gemm_out = a;
   reads_no_gemm_out.gemm_out = nullptr;
@@ -959,11 +1004,12 @@ Status ep_epilogue_send_prepare(const EpCombineContext* ctx, const EpCombineArgs
                                 uint32_t** signals) {
   if (ctx == nullptr) return invalid("context is null");
   const host::ScopedDevice on_device(ctx->device);  // its calls run on its device
-  if (Status s = check_epilogue_send_args(ctx, a); !s.ok()) return s;
+  if (Status s = check_epilogue_send_args(ctx, a, Call::prepare); !s.ok()) return s;
   if (out_rows == nullptr || signals == nullptr) return invalid("out_rows and signals must not be null");
   if (Status s = host::check_device_pointers(a.stream, {{out_rows, "out_rows"}}); !s.ok()) return s;
-  *signals = reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(ctx->window_memory) + epilogue_counters_offset(a.epoch));
-  return enqueued(ctx, a.epoch,
+  // Through the kernels' own address of the window, which the reduces read these counters at.
+  *signals = reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(ctx->window_local) + epilogue_counters_offset(a.epoch));
+  return enqueued(ctx, a.epoch, Call::prepare,
                   cuda_status(host::launch_kernel(epilogue_send_prepare_kernel, 64, kPrepareThreads, a.stream,
                                                   common_params(ctx, a), out_rows, epilogue_counters_offset(a.epoch),
                                                   epilogue_expected_offset(a.epoch)),
@@ -973,7 +1019,7 @@ Status ep_epilogue_send_prepare(const EpCombineContext* ctx, const EpCombineArgs
 Status ep_epilogue_send_reduce(const EpCombineContext* ctx, const EpCombineArgs& a) {
   if (ctx == nullptr) return invalid("context is null");
   const host::ScopedDevice on_device(ctx->device);  // its calls run on its device
-  if (Status s = check_epilogue_send_args(ctx, a); !s.ok()) return s;
+  if (Status s = check_epilogue_send_args(ctx, a, Call::reduce); !s.ok()) return s;
   // Programmatic dependent launch: once the GEMM before it on the stream has started everywhere
   // (griddepcontrol.launch_dependents), the reduce blocks take the SMs its CTAs leave, so their
   // waits already run when the last experts finish. Its griddepcontrol.wait comes only at its end:
@@ -993,7 +1039,7 @@ Status ep_epilogue_send_reduce(const EpCombineContext* ctx, const EpCombineArgs&
   launch.stream = a.stream;
   launch.attrs = &overlap;
   launch.numAttrs = 1;
-  return enqueued(ctx, a.epoch,
+  return enqueued(ctx, a.epoch, Call::reduce,
                   cuda_status(cudaLaunchKernelEx(&launch, epilogue_send_reduce_kernel, common_params(ctx, a),
                                                  epilogue_counters_offset(a.epoch), epilogue_expected_offset(a.epoch)),
                               "ep_epilogue_send_reduce launch"));

@@ -545,6 +545,34 @@ TEST_F(EpCombineSingleRank, RefusesEpochsOutOfSequence) {
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // nothing was launched
 }
 
+// An epilogue-send combine is one prepare of a new epoch, then its reduce: a second prepare of the
+// same epoch (a loop that forgot to count up) would zero counters a peer's reduce may still poll,
+// a reduce without its prepare would read the last combine's counters, and an ep_combine may not
+// join the epoch of an epilogue-send one. Each is refused naming the epoch.
+TEST_F(EpCombineSingleRank, EpilogueSendRunsPrepareThenReduceOfOneEpoch) {
+  std::mt19937 rng(80);
+  const EpRouting routing = random_ep_routing(1, kSmall, rng);
+  ASSERT_EQ(st.set_up(routing), "");
+  GroupedGemmArgs args = st.problem.args();
+  args.granularity = SignalGranularity::per_expert;
+  EpCombineArgs c = st.combine_args(routing, signal_layout(args), 1);
+  c.gemm_out = st.problem.d_out.get();
+  c.gemm_out_row_stride = st.problem.out_row_stride;
+  c.signals = st.signals.get<uint32_t>();
+  uint32_t* window_signals = nullptr;
+  void** out_rows = st.out_rows.get<void*>();
+  const std::string no_prepare = "ep_epilogue_send_reduce follows ep_epilogue_send_prepare of its epoch";
+  EXPECT_NE(ep_epilogue_send_reduce(st.context, c).message.find(no_prepare), std::string::npos);
+  ASSERT_TRUE(ep_epilogue_send_prepare(st.context, c, out_rows, &window_signals).ok());
+  const std::string repeated = "epoch = 1 does not follow this context's last, 1";
+  for (const std::string& m : {ep_epilogue_send_prepare(st.context, c, out_rows, &window_signals).message,
+                               ep_combine(st.context, c).message})
+    EXPECT_NE(m.find(repeated), std::string::npos) << m;
+  c.epoch = 2;
+  EXPECT_NE(ep_epilogue_send_reduce(st.context, c).message.find(no_prepare), std::string::npos);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // the one prepare
+}
+
 // Signals that never come (no GEMM runs): the combine reports a timeout and ends, in both modes;
 // after its first timeout the other waits give up at once. One context serves both modes although
 // ep_combine.h says to create contexts anew after a timeout: with one rank no peer can still be
