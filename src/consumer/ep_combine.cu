@@ -540,7 +540,7 @@ Status check_sequence(const EpCombineContext* ctx, uint32_t epoch, Call call) {
 }
 
 // The checks of the arguments both modes use.
-Status check_common_args(const EpCombineContext* ctx, const EpCombineArgs& a, Call call) {
+Status check_common_args(const EpCombineContext* ctx, const EpCombineArgs& a) {
   if (Status s = consumer::check_layout_routing_and_output(a); !s.ok()) return s;
   if (a.layout.n != ctx->config.n) return invalid("layout.n differs from the context's config.n");
   if (a.num_tokens > ctx->config.max_tokens_per_rank)
@@ -549,7 +549,6 @@ Status check_common_args(const EpCombineContext* ctx, const EpCombineArgs& a, Ca
     return invalid("workspace_bytes = " + std::to_string(a.workspace_bytes) +
                    " is less than ep_combine_workspace_bytes(layout.counter_count()) = " + std::to_string(needed));
   if (a.reduce_tokens < 0 || a.reduce_tokens > kReduceTokens) return invalid("reduce_tokens must be in [0, 4]");
-  if (Status s = check_sequence(ctx, a.epoch, call); !s.ok()) return s;
   // Last, on the context's device (the callers switch to it first).
   return host::check_device_pointers(a.stream, {{a.masked_m, "masked_m"},
                                                 {a.row_source, "row_source"},
@@ -803,7 +802,7 @@ Status ep_combine(const EpCombineContext* ctx, const EpCombineArgs& a) {
     return invalid("signals is null or layout.granularity is none: the combine is driven by the GEMM's signals");
   if (a.layout.granularity != SignalGranularity::per_expert && a.layout.granularity != SignalGranularity::per_row_block)
     return invalid("layout.granularity: unknown value " + std::to_string(int(a.layout.granularity)));
-  if (Status s = check_common_args(ctx, a, Call::combine); !s.ok()) return s;
+  if (Status s = check_common_args(ctx, a); !s.ok()) return s;
   if (reinterpret_cast<uintptr_t>(a.gemm_out) % 16 != 0) return invalid("gemm_out must be 16-byte aligned");
   if (Status s = host::check_gemm_out_strides(a.gemm_out_row_stride, a.gemm_out_expert_stride, a.layout.n,
                                               a.layout.max_m);
@@ -814,6 +813,7 @@ Status ep_combine(const EpCombineContext* ctx, const EpCombineArgs& a) {
   if (!(a.remote_bytes_per_second >= 0)) return invalid("remote_bytes_per_second must be >= 0");
   if (Status s = host::check_device_pointers(a.stream, {{a.gemm_out, "gemm_out"}, {a.signals, "signals"}}); !s.ok())
     return s;
+  if (Status s = check_sequence(ctx, a.epoch, Call::combine); !s.ok()) return s;  // last: the arguments first
 
   EpParams p = common_params(ctx, a);
   p.gemm_out = static_cast<const uint8_t*>(a.gemm_out);
@@ -986,12 +986,12 @@ Status load_combine_kernels() {
   return {};
 }
 
-Status check_epilogue_send_args(const EpCombineContext* ctx, const EpCombineArgs& a, Call call) {
+Status check_epilogue_send_args(const EpCombineContext* ctx, const EpCombineArgs& a) {
   if (a.layout.granularity != SignalGranularity::per_expert)
     return invalid("layout.granularity must be per_expert (the reduce waits on one counter per expert)");
   if (a.layout.num_experts > kEpilogueExperts) return invalid("layout.num_experts must be at most 16384");
   if (a.masked_m == nullptr) return invalid("masked_m is null");
-  if (Status s = check_common_args(ctx, a, call); !s.ok()) return s;
+  if (Status s = check_common_args(ctx, a); !s.ok()) return s;
   // This mode reads the rows from the window, never gemm_out (nor its strides, unchecked here).
   EpCombineArgs reads_no_gemm_out = a;
   reads_no_gemm_out.gemm_out = nullptr;
@@ -1004,9 +1004,10 @@ Status ep_epilogue_send_prepare(const EpCombineContext* ctx, const EpCombineArgs
                                 uint32_t** signals) {
   if (ctx == nullptr) return invalid("context is null");
   const host::ScopedDevice on_device(ctx->device);  // its calls run on its device
-  if (Status s = check_epilogue_send_args(ctx, a, Call::prepare); !s.ok()) return s;
+  if (Status s = check_epilogue_send_args(ctx, a); !s.ok()) return s;
   if (out_rows == nullptr || signals == nullptr) return invalid("out_rows and signals must not be null");
   if (Status s = host::check_device_pointers(a.stream, {{out_rows, "out_rows"}}); !s.ok()) return s;
+  if (Status s = check_sequence(ctx, a.epoch, Call::prepare); !s.ok()) return s;  // last: the arguments first
   // Through the kernels' own address of the window, which the reduces read these counters at.
   *signals = reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(ctx->window_local) + epilogue_counters_offset(a.epoch));
   return enqueued(ctx, a.epoch, Call::prepare,
@@ -1019,7 +1020,8 @@ Status ep_epilogue_send_prepare(const EpCombineContext* ctx, const EpCombineArgs
 Status ep_epilogue_send_reduce(const EpCombineContext* ctx, const EpCombineArgs& a) {
   if (ctx == nullptr) return invalid("context is null");
   const host::ScopedDevice on_device(ctx->device);  // its calls run on its device
-  if (Status s = check_epilogue_send_args(ctx, a, Call::reduce); !s.ok()) return s;
+  if (Status s = check_epilogue_send_args(ctx, a); !s.ok()) return s;
+  if (Status s = check_sequence(ctx, a.epoch, Call::reduce); !s.ok()) return s;  // last: the arguments first
   // Programmatic dependent launch: once the GEMM before it on the stream has started everywhere
   // (griddepcontrol.launch_dependents), the reduce blocks take the SMs its CTAs leave, so their
   // waits already run when the last experts finish. Its griddepcontrol.wait comes only at its end:
