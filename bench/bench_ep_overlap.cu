@@ -484,12 +484,14 @@ int main(int argc, char** argv) {
   const char* usage =
       "usage: %s [--gpus N] [--combine-sms N] [--iters N] [--throttle-gbps G] [--svg FILE] "
       "[--svg-throttled FILE] [--per-row-block] [--reduce-tokens 0-4] [--block-m N --block-n N] [--shapes E:m,...]\n";
-  // The value after option argv[i], an integer >= min_value; else a usage error (exit 2).
-  auto int_value = [&](int& i, long min_value, int& out) {
-    if (!signalgemm::bench::parse_int(argv[i + 1], min_value, out)) {
-      std::fprintf(stderr, "%s: '%s' is not an integer >= %ld\n", argv[i], argv[i + 1], min_value);
+  // The value after option argv[i], an integer in [min_value, max_value]; else a usage error (exit 2).
+  auto int_value = [&](int& i, long min_value, int& out, long max_value = INT_MAX) {
+    long v = 0;
+    if (!signalgemm::bench::parse_int(argv[i + 1], min_value, max_value, v)) {
+      std::fprintf(stderr, "%s: '%s' is not an integer in [%ld, %ld]\n", argv[i], argv[i + 1], min_value, max_value);
       std::exit(2);
     }
+    out = int(v);
     ++i;
   };
   for (int i = 1; i < argc; ++i) {
@@ -497,10 +499,10 @@ int main(int argc, char** argv) {
       std::printf(usage, argv[0]);
       return 0;
     }
-    if (!std::strcmp(argv[i], "--combine-sms") && i + 1 < argc) int_value(i, 0, combine_blocks);
+    if (!std::strcmp(argv[i], "--combine-sms") && i + 1 < argc) int_value(i, 1, combine_blocks);
     else if (!std::strcmp(argv[i], "--iters") && i + 1 < argc) int_value(i, 1, iters);
     else if (!std::strcmp(argv[i], "--gpus") && i + 1 < argc) int_value(i, 0, gpus);
-    else if (!std::strcmp(argv[i], "--reduce-tokens") && i + 1 < argc) int_value(i, 0, reduce_tokens);
+    else if (!std::strcmp(argv[i], "--reduce-tokens") && i + 1 < argc) int_value(i, 0, reduce_tokens, 4);
     else if (!std::strcmp(argv[i], "--block-m") && i + 1 < argc) int_value(i, 0, tile.block_m);
     else if (!std::strcmp(argv[i], "--block-n") && i + 1 < argc) int_value(i, 0, tile.block_n);
     else if (!std::strcmp(argv[i], "--throttle-gbps") && i + 1 < argc) {
@@ -518,13 +520,19 @@ int main(int argc, char** argv) {
       shapes.clear();
       for (char* item = std::strtok(argv[++i], ","); item != nullptr; item = std::strtok(nullptr, ",")) {
         Shape s{};
-        int used = 0;
-        if (std::sscanf(item, "%d:%d%n", &s.experts, &s.m, &used) != 2 || item[used] != '\0' || s.experts < 1 ||
-            s.m < 1) {
-          std::fprintf(stderr, "--shapes: '%s' is not E:m\n", item);
+        char* colon = std::strchr(item, ':');
+        if (colon != nullptr) *colon = '\0';
+        if (colon == nullptr || !signalgemm::bench::parse_int(item, 1, s.experts) ||
+            !signalgemm::bench::parse_int(colon + 1, 1, s.m)) {
+          if (colon != nullptr) *colon = ':';
+          std::fprintf(stderr, "--shapes: '%s' is not E:m (integers >= 1)\n", item);
           return 2;
         }
         shapes.push_back(s);
+      }
+      if (shapes.empty()) {
+        std::fprintf(stderr, "--shapes: no E:m given\n");
+        return 2;
       }
     } else {
       std::fprintf(stderr, usage, argv[0]);
@@ -539,6 +547,11 @@ int main(int argc, char** argv) {
   if (gpus == 0) gpus = count;
   if (gpus > count) {
     std::fprintf(stderr, "signalgemm-ep-bench: --gpus %d but %d present\n", gpus, count);
+    return 2;
+  }
+  if (combine_blocks >= prop.multiProcessorCount) {  // the GEMM beside the combine keeps at least one SM
+    std::fprintf(stderr, "signalgemm-ep-bench: --combine-sms %d leaves the GEMM no SM (%s has %d)\n", combine_blocks,
+                 prop.name, prop.multiProcessorCount);
     return 2;
   }
   int version = 0;

@@ -579,8 +579,10 @@ void print_preamble(const Options& o, const cudaDeviceProp& prop) {
 
 int main(int argc, char** argv) {
   using namespace signalgemm::bench;
-  const Options o = parse_options(argc, argv);
+  Options o = parse_options(argc, argv);
   const cudaDeviceProp prop = require_hopper("signalgemm-bench");
+  // More than the device has means all of them (the library's rule): reported as what runs.
+  if (o.sm_count >= prop.multiProcessorCount) o.sm_count = 0;
 
   FILE* csv = nullptr;
   if (!o.csv.empty()) {

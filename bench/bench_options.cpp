@@ -62,6 +62,8 @@ std::vector<Shape> parse_shapes(const std::string& list) {
     std::vector<int> v;
     while (std::getline(fields, field, ':')) v.push_back(int(parse_int(field, "--shapes " + item, 1)));
     if (v.size() != 4) usage_error("--shapes entry '" + item + "' is not E:m:N:K");
+    // m * 1.3 (the spread's largest draw) and max_m's round-up stay within int.
+    if (v[1] > (1 << 24)) usage_error("--shapes entry '" + item + "': m must be at most 16777216");
     shapes.push_back({v[0], v[1], v[2], v[3]});
   }
   if (shapes.empty()) usage_error("--shapes is empty");

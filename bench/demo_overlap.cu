@@ -254,18 +254,31 @@ Timings run_shape(const Shape& shape, int combine_blocks, int iters, std::mt1993
 int main(int argc, char** argv) {
   int combine_blocks = 8, iters = 30;
   const char* svg = nullptr;
+  const char* usage = "usage: %s [--combine-sms N >= 1, below the SM count] [--iters N >= 1] [--svg FILE]\n";
   for (int i = 1; i < argc; ++i) {
     const bool value = i + 1 < argc;
-    if (!std::strcmp(argv[i], "--combine-sms") && value && signalgemm::bench::parse_int(argv[i + 1], 1, combine_blocks)) ++i;
-    else if (!std::strcmp(argv[i], "--iters") && value && signalgemm::bench::parse_int(argv[i + 1], 1, iters)) ++i;
-    else if (!std::strcmp(argv[i], "--svg") && value) svg = argv[++i];
-    else {
-      std::fprintf(!std::strcmp(argv[i], "--help") ? stdout : stderr,
-                   "usage: %s [--combine-sms N >= 1] [--iters N >= 1] [--svg FILE]\n", argv[0]);
-      return !std::strcmp(argv[i], "--help") ? 0 : 2;
+    const bool int_option = !std::strcmp(argv[i], "--combine-sms") || !std::strcmp(argv[i], "--iters");
+    if (int_option && value) {
+      if (!signalgemm::bench::parse_int(argv[i + 1], 1, !std::strcmp(argv[i], "--iters") ? iters : combine_blocks)) {
+        std::fprintf(stderr, "signalgemm-demo: %s: '%s' is not an integer >= 1\n", argv[i], argv[i + 1]);
+        return 2;
+      }
+      ++i;
+    } else if (!std::strcmp(argv[i], "--svg") && value) {
+      svg = argv[++i];
+    } else {
+      const bool help = !std::strcmp(argv[i], "--help");
+      if (!help) std::fprintf(stderr, "signalgemm-demo: unknown option or missing value: %s\n", argv[i]);
+      std::fprintf(help ? stdout : stderr, usage, argv[0]);
+      return help ? 0 : 2;
     }
   }
   const cudaDeviceProp prop = signalgemm::bench::require_hopper("signalgemm-demo");
+  if (combine_blocks >= prop.multiProcessorCount) {  // the GEMM beside it keeps at least one SM
+    std::fprintf(stderr, "signalgemm-demo: --combine-sms %d leaves the GEMM no SM (%s has %d)\n", combine_blocks,
+                 prop.name, prop.multiProcessorCount);
+    return 2;
+  }
   std::printf("overlap demo on %s: down GEMM N=%d K=%d fp8_block128, top-%d combine; beside: the GEMM leaves %d SMs "
               "free to the combine, and a full-chip combine launch after the GEMM joins for the rest; after: one "
               "full-chip combine launched as the GEMM's programmatic dependent\n",

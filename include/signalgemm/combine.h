@@ -21,12 +21,13 @@
 
 namespace signalgemm {
 
-// OR-ed into a combine's error_flag when a routing entry lies out of range (CombineArgs: a
-// row_source entry at or past num_tokens * topk, or naming a slot whose topk_idx is -1 or past the
-// experts; a topk_idx entry past the experts); the entry is skipped, never followed (a slot that
-// row was meant for then never arrives: its token waits until timeout_ns, or forever without one).
-// Also when a token's arrivals are complete but one of its routed slots has no row (two rows named
-// one slot): that slot is left out of the sum.
+// OR-ed into a combine's error_flag when a routing entry is inconsistent (CombineArgs: a row_source
+// entry below -1, at or past num_tokens * topk, or naming a slot whose topk_idx is not that row's
+// expert; a topk_idx entry below -1, past the experts, or naming an expert with masked_m <= 0, for
+// which no row can come: not waited for); the entry is skipped, never followed (a slot whose row
+// was skipped then never arrives: its token waits until timeout_ns, or forever without one). Also
+// when a token's arrivals are complete but one of its routed slots has no row (two rows named one
+// slot): that slot is left out of the sum.
 inline constexpr int32_t kErrorInvalidRouting = 4;
 
 // What the combine writes (out, workspace, error_flag, timeline) must not overlap what it reads

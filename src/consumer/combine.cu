@@ -56,6 +56,17 @@ __device__ bool combine_wait(const CombineParams& p, const uint32_t* word, uint3
       &p.work_queues[2]);
 }
 
+// Whether a token waits for a row in its slot routed to `expert`: only an expert of the GEMM with
+// rows can send one (an id past the experts or below -1, or an expert with masked_m <= 0, never
+// does: waited for, the token would end in a timeout, or never without one).
+__device__ __forceinline__ bool slot_awaited(const CombineParams& p, int32_t expert) {
+  return detail::slot_routed(expert, p.layout.num_experts) && p.masked_m[expert] > 0;
+}
+
+__device__ __forceinline__ void report_invalid_routing(const CombineParams& p) {
+  if (p.error_flag != nullptr) atomicOr(p.error_flag, kErrorInvalidRouting);
+}
+
 // Record items per counter: its most rows (an expert's slab, or a row block) in groups of 32.
 __device__ __forceinline__ int record_items_per_counter(const CombineParams& p) {
   const bool per_row_block = p.layout.granularity == SignalGranularity::per_row_block;
@@ -87,11 +98,11 @@ __device__ void record_rows(const CombineParams& p, int64_t item, int lane) {
   if (r < rows) {
     const int row = (per_row_block ? rb * p.layout.block_m : 0) + r;
     const int source = p.row_source[int64_t(e) * p.layout.max_m + row];
-    // No such slot, or one routed nowhere (its token does not wait for it: counted, it would let
-    // the token's sum start before a real slot arrives): reported, never recorded.
-    if (source >= 0 &&
-        (source >= int64_t(p.num_tokens) * p.topk || !detail::slot_routed(p.topk_idx[source], p.layout.num_experts))) {
-      if (p.error_flag != nullptr) atomicOr(p.error_flag, kErrorInvalidRouting);
+    // No such slot, or one not routed to this expert (its token does not wait for this row:
+    // counted, it would let the token's sum start before its own rows are in, or sum a row of
+    // another expert): reported, never recorded. -1: the row serves no token.
+    if (source < -1 || (source >= 0 && (source >= int64_t(p.num_tokens) * p.topk || p.topk_idx[source] != e))) {
+      report_invalid_routing(p);
     } else if (source >= 0) {
       p.slot_rows[source] = 1 + e * p.expert_stride + row * p.row_stride;
       // Publish the slot: its record and (through the counter's acquire above) its row.
@@ -112,26 +123,25 @@ __device__ void reduce_group(const CombineParams& p, int first, int count) {
   __shared__ const uint4* slot_src[kReduceTokens * kMaxTopk];
   __shared__ float slot_weight[kReduceTokens * kMaxTopk];
   __shared__ int group_token[kReduceTokens];
-  const int experts = p.layout.num_experts;
   if (threadIdx.x < count) {
     const int t = first + threadIdx.x;
     uint32_t slots = 0;
     for (int k = 0; k < p.topk; ++k) {
       const int32_t expert = p.topk_idx[int64_t(t) * p.topk + k];
-      slots += detail::slot_routed(expert, experts);
-      // An expert id past the GEMM's: no row can arrive for it (reported, not waited for).
-      if (expert >= experts && p.error_flag != nullptr) atomicOr(p.error_flag, kErrorInvalidRouting);
+      const bool awaited = slot_awaited(p, expert);
+      slots += awaited;
+      if (!awaited && expert != -1) report_invalid_routing(p);  // no row can arrive: not waited for
     }
     group_token[threadIdx.x] = combine_wait(p, p.token_arrivals + t, slots, SignalScope::gpu) ? t : -1;
   }
   __syncthreads();
   if (threadIdx.x < count * p.topk) {
     const int64_t slot = int64_t(first) * p.topk + threadIdx.x;
-    const bool wanted = group_token[threadIdx.x / p.topk] >= 0 && detail::slot_routed(p.topk_idx[slot], experts);
+    const bool wanted = group_token[threadIdx.x / p.topk] >= 0 && slot_awaited(p, p.topk_idx[slot]);
     const int64_t place = wanted ? p.slot_rows[slot] : 0;
     // A routed slot without a place once its token's count is complete: two rows named one of the
     // token's other slots (bad routing): reported, that slot left out.
-    if (wanted && place == 0 && p.error_flag != nullptr) atomicOr(p.error_flag, kErrorInvalidRouting);
+    if (wanted && place == 0) report_invalid_routing(p);
     slot_src[threadIdx.x] = place > 0 ? reinterpret_cast<const uint4*>(p.gemm_out + (place - 1)) : nullptr;
     slot_weight[threadIdx.x] = place > 0 ? p.topk_weights[slot] : 0.f;
   }

@@ -312,6 +312,39 @@ TEST_F(CombineTest, ReportsTopkIdxPastTheExperts) {
   }
 }
 
+// A slot routed to an expert without rows (masked_m 0), whose row an expert with rows still names,
+// and one routed to -5 with no row: the row of another expert's slot is reported and never summed
+// (counted, it would let the token start early, summing another expert's row), and neither slot is
+// waited for (no row can come: the token would end in a timeout); the other slots are exact.
+TEST_F(CombineTest, ReportsSlotsOfExpertsWithoutRowsAndRowsOfAnotherExpertsSlot) {
+  std::mt19937 rng(15);
+  DeviceBuffer flag = DeviceBuffer::from(std::vector<int32_t>{0});
+  for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block})
+    for (const bool rowless_expert : {true, false}) {
+      Routing sent = random_routing(kExperts, kMaxM, kTopk, rng);
+      if (rowless_expert && std::find(sent.masked_m.begin(), sent.masked_m.end(), 0) == sent.masked_m.end())
+        sent.masked_m[(sent.topk_idx[0] + 1) % kExperts] = 0;
+      const int32_t rowless = int32_t(std::find(sent.masked_m.begin(), sent.masked_m.end(), 0) - sent.masked_m.begin());
+      if (rowless_expert) ASSERT_LT(rowless, kExperts);
+      if (!rowless_expert)  // slot 0's row no longer names it: only topk_idx can report
+        *std::find(sent.row_source.begin(), sent.row_source.end(), 0) = -1;
+      // (A masked_m set to 0 above drops that expert's rows: their slots must not wait either.)
+      for (int e = 0; e < kExperts; ++e)
+        for (int i = sent.masked_m[e]; i < kMaxM; ++i)
+          if (int32_t& source = sent.row_source[size_t(e) * kMaxM + i]; source >= 0) {
+            sent.topk_idx[source] = -1;
+            source = -1;
+          }
+      sent.topk_idx[0] = rowless_expert ? rowless : -5;  // slot 0 has a row (random_routing deals slots in order)
+      Routing reference = sent;
+      reference.topk_idx[0] = -1;
+      cudaMemset(flag.get(), 0, flag.bytes());
+      const std::string what = std::string(to_string(g)) + (rowless_expert ? ", an expert without rows" : ", expert id -5");
+      EXPECT_EQ(run_overlapped(sent, g, flag, &reference), "") << what;
+      EXPECT_EQ(flag.to_host<int32_t>()[0], kErrorInvalidRouting) << what;
+    }
+}
+
 // Tokens with no routed slot (all -1, one of them first): nothing arrives for them, and their
 // output is zero, both overlaps.
 TEST_F(CombineTest, TokensWithoutRoutedSlotsSumToZero) {
