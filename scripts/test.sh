@@ -16,6 +16,7 @@ cmake -S examples/package_consumer -B build/package_consumer -G Ninja \
   -DCMAKE_PREFIX_PATH="$PWD/build/install" -DCMAKE_CUDA_COMPILER="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)" >/dev/null
 cmake --build build/package_consumer >/dev/null
 build/package_consumer/package_consumer
+[[ ! -x build/package_consumer/ep_consumer ]] || build/package_consumer/ep_consumer
 
 echo "== Python module (pip install ., pytest; GPU tests skip without torch and a Hopper GPU)"
 [[ -x build-venv/bin/python ]] || python3 -m venv build-venv
