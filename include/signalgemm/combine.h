@@ -27,7 +27,9 @@ namespace signalgemm {
 // which no row can come: not waited for); the entry is skipped, never followed (a slot whose row
 // was skipped then never arrives: its token waits until timeout_ns, or forever without one). Also
 // when a token's arrivals are complete but one of its routed slots has no row (two rows named one
-// slot): that slot is left out of the sum.
+// slot): that slot is left out of the sum. Two rows of one expert naming one slot are not detected
+// as such: the slot they should have named never arrives (a timeout), and which of the two the
+// named slot sums depends on timing.
 inline constexpr int32_t kErrorInvalidRouting = 4;
 
 // What the combine writes (out, workspace, error_flag, timeline) must not overlap what it reads
