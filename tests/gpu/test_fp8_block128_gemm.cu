@@ -392,8 +392,21 @@ TEST(Fp8Block128Gemm, RowScatterThroughOutRows) {
   }
 }
 
-// With PDL the kernel may start during the previous kernel; it must still see that kernel's writes:
-// here the previous "kernel" is the memset that sets masked_m right before the launch.
+// Lets its programmatic dependent start at once, then, `delay_ns` later, writes masked_m: the
+// dependent runs meanwhile, and reads masked_m only after its griddepcontrol.wait.
+__global__ void write_masked_m_late(int32_t* masked_m, const int32_t* values, int experts, uint64_t delay_ns) {
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  uint64_t start, now;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
+  do asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+  while (now - start < delay_ns);
+  for (int e = threadIdx.x; e < experts; e += blockDim.x) masked_m[e] = values[e];
+}
+
+// With PDL the kernel may start while the previous kernel still runs; it must still see that
+// kernel's writes. The previous kernel triggers its dependents first and writes masked_m 200 us
+// later: a GEMM that read masked_m before waiting would take the stale {64, 64, 64} and write the
+// poisoned rows past 5 and 0.
 TEST(Fp8Block128Gemm, ProgrammaticDependentLaunchSeesPreviousWrites) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(23);
@@ -405,15 +418,35 @@ TEST(Fp8Block128Gemm, ProgrammaticDependentLaunchSeesPreviousWrites) {
   GroupedGemmArgs args = p.args();
   args.enable_pdl = true;
   args.stream = stream;
-  p.set_masked_m({64, 64, 64});
-  p.poison_output();
-  SG_CUDA_CHECK(cudaDeviceSynchronize());
   const std::vector<int32_t> masked_m = {5, 0, 64};
-  SG_CUDA_CHECK(cudaMemcpyAsync(p.d_masked_m.get(), masked_m.data(), 12, cudaMemcpyHostToDevice, stream));
-  ASSERT_TRUE(grouped_gemm_nt_masked(args).ok());
-  SG_CUDA_CHECK(cudaStreamSynchronize(stream));
-  EXPECT_EQ(check_output(p, masked_m, reference), "");
+  DeviceBuffer values = DeviceBuffer::from(masked_m);
+  for (int launch = 0; launch < 3; ++launch) {
+    p.set_masked_m({64, 64, 64});
+    p.poison_output();
+    SG_CUDA_CHECK(cudaDeviceSynchronize());
+    write_masked_m_late<<<1, 32, 0, stream>>>(p.d_masked_m.get<int32_t>(), values.get<int32_t>(), 3, 200'000);
+    ASSERT_TRUE(grouped_gemm_nt_masked(args).ok());
+    SG_CUDA_CHECK(cudaStreamSynchronize(stream));
+    EXPECT_EQ(check_output(p, masked_m, reference), "") << "launch " << launch;
+  }
   cudaStreamDestroy(stream);
+}
+
+// alpha may be null: every expert's alpha is 1.
+TEST(Fp8Block128Gemm, NullAlphaIsOne) {
+  SG_REQUIRE_HOPPER();
+  std::mt19937 rng(24);
+  Fp8Problem p;
+  p.build(3, 64, 384, 256, rng);
+  const std::vector<int32_t> all(p.experts, p.max_m);
+  const std::vector<float> ones(p.experts, 1.f);
+  const auto reference = ref::masked_grouped_gemm(p.a, p.b, all.data(), ones.data());
+  GroupedGemmArgs args = p.args();
+  args.alpha = nullptr;
+  const std::vector<int32_t> masked_m = {64, 1, 37};
+  const RunResult r = run(p, args, masked_m);
+  ASSERT_TRUE(r.status.ok()) << r.status.message;
+  EXPECT_EQ(check_output(p, masked_m, reference), "");
 }
 
 TEST(Fp8Block128Gemm, OutOfRangeMaskedMIsClampedAndReported) {
@@ -480,6 +513,16 @@ void expect_graph_replay_matches_direct_launch(const TileConfig& config, bool ca
     expect_signals(args, masked_m, d_signals.to_host<uint32_t>(), 0);
   }
   EXPECT_EQ(check_output(p, masked_m, reference), "");
+  // The graph reads masked_m on the device at each replay: new values, no new capture.
+  for (const std::vector<int32_t>& next : {std::vector<int32_t>{0, 1, 64, 63}, {33, 0, 1, 64}, {64, 64, 7, 0}}) {
+    p.set_masked_m(next);
+    p.poison_output();
+    SG_CUDA_CHECK(cudaDeviceSynchronize());
+    SG_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+    SG_CUDA_CHECK(cudaStreamSynchronize(stream));
+    EXPECT_EQ(check_output(p, next, reference), "") << "masked_m " << next[0] << ", " << next[1] << ", ...";
+    expect_signals(args, next, d_signals.to_host<uint32_t>(), 0);
+  }
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   cudaStreamDestroy(stream);

@@ -18,21 +18,36 @@ namespace {
 
 constexpr uint64_t kTimeoutNs = 2'000'000'000;  // a missing signal fails the test, never hangs it
 
+// One warp per counter (the launch has at least as many warps as counters), so every counter has a
+// waiter of its own the instant it completes: lane 0 acquires it, the warp barrier extends that to
+// the warp, and the warp copies the covered rows at once. `block_per_counter`: whole blocks take
+// the counters in turn instead (block_wait_signal), for a test about loading, not timing.
 __global__ void snapshot_on_signal(const uint16_t* out, uint16_t* snapshot, int64_t pitch, const int32_t* masked_m,
                                    SignalLayout layout, const uint32_t* signals, int32_t* timeout_flag,
-                                   SignalScope scope = SignalScope::gpu) {
+                                   SignalScope scope = SignalScope::gpu, bool block_per_counter = false) {
   const bool per_row_block = layout.granularity == SignalGranularity::per_row_block;
   const int counters_per_expert = per_row_block ? layout.row_blocks_per_expert() : 1;
-  for (int64_t c = blockIdx.x; c < layout.counter_count(); c += gridDim.x) {
+  const int lane = block_per_counter ? threadIdx.x : threadIdx.x % 32;
+  const int width = block_per_counter ? blockDim.x : 32;
+  const int64_t waiters = block_per_counter ? gridDim.x : int64_t(gridDim.x) * (blockDim.x / 32);
+  const int64_t first = block_per_counter ? blockIdx.x : blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+  for (int64_t c = first; c < layout.counter_count(); c += waiters) {
     const int e = int(c / counters_per_expert);
     const int rb = int(c % counters_per_expert);
     const uint32_t expected = layout.expected(masked_m[e], rb);
     if (expected == 0) continue;  // no rows: nothing will ever be signalled
-    if (!block_wait_signal(signals + c, expected, scope, kTimeoutNs, timeout_flag)) continue;
+    if (block_per_counter) {
+      if (!block_wait_signal(signals + c, expected, scope, kTimeoutNs, timeout_flag)) continue;
+    } else {
+      bool reached = true;
+      if (lane == 0) reached = wait_signal(signals + c, expected, scope, kTimeoutNs, timeout_flag);
+      if (!__shfl_sync(0xffffffffu, reached, 0)) continue;
+      __syncwarp();
+    }
     const int first_row = per_row_block ? rb * layout.block_m : 0;
     const int rows = layout.covered_rows(masked_m[e], rb);
     const int64_t base = (int64_t(e) * layout.max_m + first_row) * pitch;
-    for (int64_t i = threadIdx.x; i < int64_t(rows) * pitch; i += blockDim.x) {
+    for (int64_t i = lane; i < int64_t(rows) * pitch; i += width) {
       if (i % pitch < layout.n) snapshot[base + i] = out[base + i];
     }
   }
@@ -76,7 +91,7 @@ TEST(SignalOrdering, LoadedKernelsFirstLaunchBesideASpinningConsumer) {
   SG_CUDA_CHECK(cudaDeviceSynchronize());
   snapshot_on_signal<<<kConsumerBlocks, 256, 0, consumer_stream>>>(
       p.d_out.get<uint16_t>(), snapshot.get<uint16_t>(), p.out_row_stride / 2, p.d_masked_m.get<int32_t>(), layout,
-      signals.get<uint32_t>(), timeout_flag.get<int32_t>());
+      signals.get<uint32_t>(), timeout_flag.get<int32_t>(), SignalScope::gpu, /*block_per_counter=*/true);
   SG_CUDA_CHECK(cudaGetLastError());
   const Status s = grouped_gemm_nt_masked(args);
   ASSERT_TRUE(s.ok()) << s.message;
@@ -149,6 +164,7 @@ void expect_consumer_never_sees_unfinished_rows(Problem& p, const TileConfig& co
       args.workspace_bytes = workspace.bytes();
     }
     const SignalLayout layout = signal_layout(args);
+    ASSERT_LE(layout.counter_count(), kConsumerBlocks * 256 / 32) << "a counter without a waiter of its own";
     DeviceBuffer signals(sizeof(uint32_t) * layout.counter_count());
     args.signals = signals.get<uint32_t>();
 
@@ -263,6 +279,20 @@ TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRowsOfSplitK) {
   expect_consumer_never_sees_unfinished_rows(p, config, rng, /*dynamic_tiles=*/true);
 }
 
+// The tiles the heuristic picks for decode, beside a consumer: 32 and 64 tokens on 128 weight rows,
+// and one 192-token block per expert.
+TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRowsOfDecodeTiles) {
+  SG_REQUIRE_HOPPER();
+  for (const auto& [config, max_m] : {std::pair{TileConfig{32, 128, 0, 0}, 64}, std::pair{TileConfig{64, 128, 0, 0}, 64},
+                                      std::pair{TileConfig{192, 128, 0, 0}, 192}}) {
+    SCOPED_TRACE(std::to_string(config.block_m) + "x" + std::to_string(config.block_n));
+    std::mt19937 rng(49);
+    Fp8Problem p;
+    p.build(/*experts=*/24, max_m, /*n=*/640, /*k=*/512, rng);
+    expect_consumer_never_sees_unfinished_rows(p, config, rng);
+  }
+}
+
 // The other mainloops, 200 launches per granularity each: bf16 (unscaled), FP4 weights
 // dequantized in registers (bf16 x nvfp4 decode, signals at system scope), the dequantizing
 // mainloop (fp8_block128 x nvfp4 on 64x128), and activations converted in a workspace first
@@ -278,6 +308,9 @@ TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRowsOfEveryMainloop) {
   const Case cases[] = {{Format::bf16, Format::bf16, TileConfig{}, false, SignalScope::gpu},
                         {Format::bf16, Format::nvfp4, TileConfig{}, false, SignalScope::sys},
                         {Format::fp8_block128, Format::nvfp4, TileConfig{64, 128, 0, 0}, false, SignalScope::gpu},
+                        // the register-weights decode tiles of 256 weight rows, K split where a workspace allows
+                        {Format::bf16, Format::nvfp4, TileConfig{48, 256, 0, 0}, true, SignalScope::gpu},
+                        {Format::bf16, Format::nvfp4, TileConfig{32, 256, 0, 0}, true, SignalScope::gpu},
                         {Format::nvfp4, Format::nvfp4, TileConfig{}, true, SignalScope::gpu}};
   for (const Case& c : cases) {
     SCOPED_TRACE(std::string(to_string(c.a)) + " x " + to_string(c.b));
