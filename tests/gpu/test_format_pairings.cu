@@ -224,6 +224,12 @@ TEST(FormatPairings, ExpertStridesBeyond4GiB) {
       p.poison_output();
       const DeviceBuffer out = spread_experts(p.d_out, out_bytes);
       args.out = out.get();
+      // Guards after the first experts' slabs (the gaps are otherwise never read back): a store past a
+      // slab, or at an offset that wrapped, lands in one.
+      constexpr int64_t kGuardBytes = 64 * 1024;
+      constexpr uint8_t kGuard = 0xa5;
+      for (int e = 0; e + 1 < kExperts; ++e)
+        SG_CUDA_CHECK(cudaMemset(out.get<uint8_t>() + e * kStride + out_bytes, kGuard, kGuardBytes));
       const TileConfig cfg = select_config(args);
       const std::string what = name(pairing) + (with_workspace ? " with a workspace" : "") +
                                (variant == Variant::fragments ? ", mma_fragments weights" : "") + ", tile " +
@@ -235,6 +241,12 @@ TEST(FormatPairings, ExpertStridesBeyond4GiB) {
                                  out_bytes, cudaMemcpyDeviceToDevice));
       EXPECT_EQ(check_output(p, masked_m, reference, kTolerance, fp8_pair ? &abs_sums : nullptr), "") << what;
       EXPECT_EQ(check_signals(args, masked_m, r.signals), "") << what;
+      std::vector<uint8_t> guard(kGuardBytes);
+      for (int e = 0; e + 1 < kExperts; ++e) {
+        SG_CUDA_CHECK(cudaMemcpy(guard.data(), out.get<uint8_t>() + e * kStride + out_bytes, kGuardBytes,
+                                 cudaMemcpyDeviceToHost));
+        EXPECT_EQ(std::count(guard.begin(), guard.end(), kGuard), kGuardBytes) << what << ": written past expert " << e;
+      }
     }
   }
 }
