@@ -83,9 +83,10 @@ _DLPACK_CPU = 1
 
 
 def _require_gpu(name: str, t: Any, pinned_ok: bool = False) -> None:
-    """A tensor argument (None, or False for ``workspace``: not given) must live on a GPU, or (``pinned_ok``: counters and flags,
-    for a consumer on the host) in pinned host memory; the extension checks the rest. Anything else
-    (a host array, a list, a number) is refused here by name, not by the extension's signature."""
+    """A tensor argument (None, or False for ``workspace``: not given) must live on a GPU, or
+    (``pinned_ok``: counters and flags, for a consumer on the host) in pinned host memory; the
+    extension checks the rest. Anything else (a host array, a list, a number) is refused here by
+    name, not by the extension's signature."""
     if t is None or t is False:
         return
     where = None
