@@ -479,7 +479,9 @@ def signal_layout(num_experts: int, max_m: int, n: int, *, k: int = 0, expected_
     32 tokens per expert beside nvfp4 weights, with K <= 2048 against a longer K; then a ValueError
     asks for it);
     ``workspace``: whether the launch converts its activations in one (the default of
-    ``grouped_gemm_nt_masked`` for torch inputs), which gives it the tiles of bf16 activations;
+    ``grouped_gemm_nt_masked`` for torch inputs), which gives the one-format pairings (nvfp4²,
+    mxfp4², mxfp8²) the tiles of bf16 activations; fp8_block128 x FP4 keeps its own tiles, planned
+    with the workspace;
     ``block_m``, ``block_n``, ``cluster``: the launch's own, where it gives them; ``mma_fragments``:
     the weights are packed (``pack_mma_fragments``), whose kernels complete a tile given on one side
     only with tiles of their own. Planned for the current CUDA device (its shared memory per block):
