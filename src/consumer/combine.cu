@@ -63,10 +63,6 @@ __device__ __forceinline__ bool slot_awaited(const CombineParams& p, int32_t exp
   return detail::slot_routed(expert, p.layout.num_experts) && p.masked_m[expert] > 0;
 }
 
-__device__ __forceinline__ void report_invalid_routing(const CombineParams& p) {
-  if (p.error_flag != nullptr) atomicOr(p.error_flag, kErrorInvalidRouting);
-}
-
 // Record items per counter: its most rows (an expert's slab, or a row block) in groups of 32.
 __device__ __forceinline__ int record_items_per_counter(const CombineParams& p) {
   const bool per_row_block = p.layout.granularity == SignalGranularity::per_row_block;
@@ -102,7 +98,7 @@ __device__ void record_rows(const CombineParams& p, int64_t item, int lane) {
     // counted, it would let the token's sum start before its own rows are in, or sum a row of
     // another expert): reported, never recorded. -1: the row serves no token.
     if (source < -1 || (source >= 0 && (source >= int64_t(p.num_tokens) * p.topk || p.topk_idx[source] != e))) {
-      report_invalid_routing(p);
+      detail::report_invalid_routing(p.error_flag);
     } else if (source >= 0) {
       p.slot_rows[source] = 1 + e * p.expert_stride + row * p.row_stride;
       // Publish the slot: its record and (through the counter's acquire above) its row.
@@ -130,7 +126,8 @@ __device__ void reduce_group(const CombineParams& p, int first, int count) {
       const int32_t expert = p.topk_idx[int64_t(t) * p.topk + k];
       const bool awaited = slot_awaited(p, expert);
       slots += awaited;
-      if (!awaited && expert != -1) report_invalid_routing(p);  // no row can arrive: not waited for
+      // No row can arrive for it: reported, not waited for.
+      if (!awaited && expert != -1) detail::report_invalid_routing(p.error_flag);
     }
     group_token[threadIdx.x] = combine_wait(p, p.token_arrivals + t, slots, SignalScope::gpu) ? t : -1;
   }
@@ -141,7 +138,7 @@ __device__ void reduce_group(const CombineParams& p, int first, int count) {
     const int64_t place = wanted ? p.slot_rows[slot] : 0;
     // A routed slot without a place once its token's count is complete: two rows named one of the
     // token's other slots (bad routing): reported, that slot left out.
-    if (wanted && place == 0) report_invalid_routing(p);
+    if (wanted && place == 0) detail::report_invalid_routing(p.error_flag);
     slot_src[threadIdx.x] = place > 0 ? reinterpret_cast<const uint4*>(p.gemm_out + (place - 1)) : nullptr;
     slot_weight[threadIdx.x] = place > 0 ? p.topk_weights[slot] : 0.f;
   }

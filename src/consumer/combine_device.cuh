@@ -9,6 +9,7 @@
 
 #include <cuda/ptx>
 
+#include "signalgemm/combine.h"  // kErrorInvalidRouting
 #include "signalgemm/consumer.cuh"
 
 namespace signalgemm::detail {
@@ -91,6 +92,11 @@ __device__ __forceinline__ void copy_vectors(const uint4* src, uint4* dst, int b
     for (int i = 0; i < kPerLane; ++i)
       if (base + 32 * i < end) dst[base + 32 * i] = v[i];
   }
+}
+
+// A routing entry skipped as inconsistent (kErrorInvalidRouting), where the caller gave a flag.
+__device__ __forceinline__ void report_invalid_routing(int32_t* error_flag) {
+  if (error_flag != nullptr) atomicOr(error_flag, kErrorInvalidRouting);
 }
 
 // Whether a token's slot is routed to an expert of the GEMM (-1: unused; an id past the experts is

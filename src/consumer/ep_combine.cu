@@ -189,9 +189,6 @@ __device__ __forceinline__ bool valid_source(const EpParams& p, int source) {
 __device__ __forceinline__ bool valid_expert(const EpParams& p, int g) {
   return g < int64_t(p.num_ranks) * p.layout.num_experts;
 }
-__device__ __forceinline__ void report_invalid_routing(const EpParams& p) {
-  if (p.error_flag != nullptr) atomicOr(p.error_flag, kErrorInvalidRouting);
-}
 
 // Token bucket shared by the warps of this GPU: a transfer of `bytes` occupies the modelled link
 // for bytes * ns_per_byte from max(now, the end of the previous one). Returns when it would have
@@ -262,7 +259,8 @@ __device__ void send_row(const EpParams& p, int64_t c, int r, int chunk_begin, i
   const int row = first_row + r;
   const int source = p.row_source[int64_t(e) * p.layout.max_m + row];
   if (source >= 0 && !valid_source(p, source)) {
-    if (lane == 0 && chunk_begin == 0) report_invalid_routing(p);  // then skipped like a padding row
+    // Reported once per row, then skipped like a padding row.
+    if (lane == 0 && chunk_begin == 0) detail::report_invalid_routing(p.error_flag);
   } else if (source >= 0) {
     const int owner = source / p.slots_per_rank, slot = source % p.slots_per_rank;
     // Before the first row to this owner: its reduce of epoch - 2 (same half) must be done, or
@@ -419,7 +417,7 @@ __global__ void __launch_bounds__(kThreads, 1) ep_combine_kernel(const EpParams 
   const uint32_t epoch = p.epoch;
   auto find_row = [&](int slot, int g) -> const uint4* {
     if (!valid_expert(p, g)) {
-      report_invalid_routing(p);
+      detail::report_invalid_routing(p.error_flag);
       return nullptr;
     }
     if (!combine_wait(p, flags + slot, [epoch](uint32_t flag) { return flag == epoch; }, SignalScope::sys))
@@ -901,7 +899,7 @@ __global__ void __launch_bounds__(kPrepareThreads)
   const int64_t rows = int64_t(p.layout.num_experts) * p.layout.max_m;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < rows; i += int64_t(gridDim.x) * blockDim.x) {
     const int source = p.row_source[i];
-    if (source >= 0 && !valid_source(p, source)) report_invalid_routing(p);
+    if (source >= 0 && !valid_source(p, source)) detail::report_invalid_routing(p.error_flag);
     out_rows[i] = source < 0 || !valid_source(p, source)
                       ? nullptr  // not stored
                       : ncclGetPeerPointer(p.window, p.rows_offset + size_t(source % p.slots_per_rank) * row_bytes,
@@ -942,7 +940,7 @@ __global__ void __launch_bounds__(kReduceThreads, 1)
   const int experts = p.layout.num_experts;
   auto find_row = [&](int slot, int g) -> const uint4* {
     if (!valid_expert(p, g)) {
-      report_invalid_routing(p);
+      detail::report_invalid_routing(p.error_flag);
       return nullptr;
     }
     const int rank = g / experts, e = g % experts;
