@@ -18,6 +18,14 @@
 
 namespace signalgemm::test {
 
+// Spins the calling thread for `ns` of the GPU's global timer (a kernel that stays busy).
+__device__ inline void spin_for_ns(uint64_t ns) {
+  uint64_t start, now;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
+  do asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+  while (now - start < ns);
+}
+
 #define SG_CUDA_CHECK(expr)                                                                        \
   do {                                                                                             \
     cudaError_t err_ = (expr);                                                                     \

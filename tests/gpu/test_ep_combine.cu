@@ -123,12 +123,7 @@ EpRouting random_ep_routing(int ranks, const EpShape& shape, std::mt19937& rng, 
   return r;
 }
 
-__global__ void spin_kernel(uint64_t ns) {
-  uint64_t start, now;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
-  do asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
-  while (now - start < ns);
-}
+__global__ void spin_kernel(uint64_t ns) { spin_for_ns(ns); }
 
 // One rank living in this process: its GPU, its GEMM problem, its combine buffers.
 struct RankState {

@@ -396,10 +396,7 @@ TEST(Fp8Block128Gemm, RowScatterThroughOutRows) {
 // dependent runs meanwhile, and reads masked_m only after its griddepcontrol.wait.
 __global__ void write_masked_m_late(int32_t* masked_m, const int32_t* values, int experts, uint64_t delay_ns) {
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-  uint64_t start, now;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
-  do asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
-  while (now - start < delay_ns);
+  spin_for_ns(delay_ns);
   for (int e = threadIdx.x; e < experts; e += blockDim.x) masked_m[e] = values[e];
 }
 
