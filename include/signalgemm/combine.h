@@ -49,7 +49,7 @@ struct CombineArgs {
   SignalScope scope = SignalScope::gpu;
 
   // Routing, as a low-latency dispatch produces it.
-  int num_tokens = 0;
+  int num_tokens = 0;  // num_tokens * topk below 2^31 (row_source holds int32 slot ids)
   int topk = 0;  // 1..32
   const int32_t* topk_idx = nullptr;      // [num_tokens][topk], expert id or -1 (slot unused)
   const float* topk_weights = nullptr;    // [num_tokens][topk]

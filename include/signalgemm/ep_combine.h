@@ -155,7 +155,8 @@ struct EpCombineArgs {
   uint64_t timeout_ns = 0;
   // ORed with kErrorSignalTimeout on a timeout, with kErrorInvalidRouting for a routing entry that
   // names no rank of the comm (a row_source entry at or past num_ranks * max_tokens_per_rank * topk,
-  // a topk_idx entry at or past num_ranks * E_local): skipped (the row not sent, the slot not summed).
+  // a topk_idx entry at or past num_ranks * E_local) or is below -1: skipped (the row not sent, the
+  // slot not summed).
   int32_t* error_flag = nullptr;
   uint64_t* timeline = nullptr;   // optional, combine_timeline_entries() stamps (same layout)
   cudaStream_t stream = nullptr;

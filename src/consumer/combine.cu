@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cuda/ptx>
+#include <limits>
 #include <string>
 
 #include "consumer/combine_args.h"
@@ -204,6 +205,10 @@ Status combine(const CombineArgs& a) {
   if (Status s = consumer::check_layout_routing_and_output(a); !s.ok()) return s;
   if (a.layout.n < 8 || a.layout.n % 8 != 0) return invalid("layout.n must be a positive multiple of 8");
   if (a.topk < 1 || a.topk > kMaxTopk) return invalid("topk must be in [1, " + std::to_string(kMaxTopk) + "]");
+  // row_source names slots by int32 id: a token past 2^31 slots could never be served.
+  if (int64_t(a.num_tokens) * a.topk > std::numeric_limits<int32_t>::max())
+    return invalid("num_tokens * topk = " + std::to_string(int64_t(a.num_tokens) * a.topk) +
+                   " must be below 2^31 (row_source entries are int32 slot ids)");
   if (const size_t needed = combine_workspace_bytes(a.num_tokens, a.topk); a.workspace_bytes < needed)
     return invalid("workspace_bytes = " + std::to_string(a.workspace_bytes) +
                    " is less than combine_workspace_bytes(num_tokens, topk) = " + std::to_string(needed));

@@ -181,13 +181,14 @@ __device__ __forceinline__ bool combine_wait_reached(const EpParams& p, const ui
   return combine_wait(p, word, [target](uint32_t value) { return signal_reached(value, target); }, scope);
 }
 
-// A row_source entry names a slot of a rank of the comm (else it is reported and skipped).
+// A row_source entry is -1 (padding) or names a slot of a rank of the comm (else it is reported
+// and skipped, as the single-GPU combine does).
 __device__ __forceinline__ bool valid_source(const EpParams& p, int source) {
-  return source < int64_t(p.num_ranks) * p.slots_per_rank;
+  return source >= -1 && source < int64_t(p.num_ranks) * p.slots_per_rank;
 }
-// A topk_idx entry names an expert of a rank of the comm.
+// A used topk_idx entry (not -1) names an expert of a rank of the comm.
 __device__ __forceinline__ bool valid_expert(const EpParams& p, int g) {
-  return g < int64_t(p.num_ranks) * p.layout.num_experts;
+  return g >= 0 && g < int64_t(p.num_ranks) * p.layout.num_experts;
 }
 
 // Token bucket shared by the warps of this GPU: a transfer of `bytes` occupies the modelled link
@@ -258,7 +259,7 @@ __device__ void send_row(const EpParams& p, int64_t c, int r, int chunk_begin, i
   const int first_row = per_row_block ? rb * p.layout.block_m : 0;
   const int row = first_row + r;
   const int source = p.row_source[int64_t(e) * p.layout.max_m + row];
-  if (source >= 0 && !valid_source(p, source)) {
+  if (!valid_source(p, source)) {
     // Reported once per row, then skipped like a padding row.
     if (lane == 0 && chunk_begin == 0) detail::report_invalid_routing(p.error_flag);
   } else if (source >= 0) {
@@ -340,7 +341,7 @@ __device__ void reduce_tokens(const EpParams& p, int first, int count, FindRow f
     // The weight is loaded before the wait (the routing was written before the GEMM started), so
     // it is not one more round trip after the row arrives.
     const float weight = g >= 0 ? p.topk_weights[slot] : 0.f;
-    const uint4* src = g >= 0 ? find_row(slot, g) : nullptr;
+    const uint4* src = g != -1 ? find_row(slot, g) : nullptr;  // find_row reports ids below -1 too
     slot_src[threadIdx.x] = src;
     slot_weight[threadIdx.x] = src != nullptr ? weight : 0.f;
   }
@@ -899,7 +900,7 @@ __global__ void __launch_bounds__(kPrepareThreads)
   const int64_t rows = int64_t(p.layout.num_experts) * p.layout.max_m;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < rows; i += int64_t(gridDim.x) * blockDim.x) {
     const int source = p.row_source[i];
-    if (source >= 0 && !valid_source(p, source)) detail::report_invalid_routing(p.error_flag);
+    if (!valid_source(p, source)) detail::report_invalid_routing(p.error_flag);
     out_rows[i] = source < 0 || !valid_source(p, source)
                       ? nullptr  // not stored
                       : ncclGetPeerPointer(p.window, p.rows_offset + size_t(source % p.slots_per_rank) * row_bytes,

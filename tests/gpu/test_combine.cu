@@ -453,6 +453,10 @@ TEST(Combine, RejectsBadStridesAlignmentAndGranularity) {
             std::string::npos);
   // A group's slot addresses live in shared memory: at most 32 slots per token.
   EXPECT_NE(message([](CombineArgs& c) { c.topk = 33; }).find("topk must be in [1, 32]"), std::string::npos);
+  // row_source entries are int32 slot ids.
+  EXPECT_NE(message([](CombineArgs& c) { c.topk = 32, c.num_tokens = 1 << 26; })
+                .find("num_tokens * topk = 2147483648 must be below 2^31"),
+            std::string::npos);
   // A timeout's only report is the flag.
   EXPECT_NE(message([](CombineArgs& c) { c.timeout_ns = 1000, c.error_flag = nullptr; }).find("error_flag is null"),
             std::string::npos);

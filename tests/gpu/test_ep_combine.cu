@@ -447,23 +447,30 @@ class EpCombineSingleRank : public ::testing::Test {
 };
 
 // A routing entry that names no rank of the comm (a topk_idx past num_ranks * E_local, a row_source
-// past num_ranks * slots) is reported as kErrorInvalidRouting and skipped in both modes, never
-// followed; the rest of the combine is exact.
+// past num_ranks * slots) or is below -1 is reported as kErrorInvalidRouting and skipped in both
+// modes, never followed; the rest of the combine is exact.
 TEST_F(EpCombineSingleRank, ReportsRoutingThatNamesNoRank) {
   std::mt19937 rng(77);
-  for (int mode = 0; mode < 2; ++mode) {  // ep_combine beside the GEMM, then rows sent from its epilogue
-    EpRouting routing = random_ep_routing(1, kSmall, rng);
-    int slot = 0;
-    while (routing.topk_idx[0][slot] < 0) ++slot;
-    EpRouting sent = routing;
-    sent.topk_idx[0][slot] = kSmall.experts_per_rank;  // expert 0 of rank 1: no such rank
-    const auto [rank, e, i] = routing.slot_source[0][slot];
-    sent.row_source[rank][size_t(e) * kSmall.max_m + i] = routing.slots_per_rank;  // slot 0 of rank 1
-    routing.topk_idx[0][slot] = -1;  // the reference: that slot not summed
-    const std::string launched = mode == 0 ? st.launch(sent, SignalGranularity::per_expert, uint32_t(mode + 1))
-                                           : st.launch_epilogue_send(sent, uint32_t(mode + 1));
-    EXPECT_EQ(launched, "") << "mode " << mode;
-    EXPECT_EQ(st.check(routing, golden, kErrorInvalidRouting), "") << "mode " << mode;
+  uint32_t epoch = 0;
+  for (const bool below : {false, true}) {
+    for (int mode = 0; mode < 2; ++mode) {  // ep_combine beside the GEMM, then rows sent from its epilogue
+      EpRouting routing = random_ep_routing(1, kSmall, rng);
+      int slot = 0;
+      while (routing.topk_idx[0][slot] < 0) ++slot;
+      EpRouting sent = routing;
+      // Expert 0 of rank 1 and slot 0 of rank 1 (no such rank), or ids below the padding's -1.
+      sent.topk_idx[0][slot] = below ? -2 : kSmall.experts_per_rank;
+      const auto [rank, e, i] = routing.slot_source[0][slot];
+      sent.row_source[rank][size_t(e) * kSmall.max_m + i] = below ? -5 : routing.slots_per_rank;
+      routing.topk_idx[0][slot] = -1;  // the reference: that slot not summed
+      ++epoch;
+      const std::string launched = mode == 0 ? st.launch(sent, SignalGranularity::per_expert, epoch)
+                                             : st.launch_epilogue_send(sent, epoch);
+      const std::string what = std::string(below ? "ids below -1" : "ids past the ranks") + ", mode " +
+                               std::to_string(mode);
+      EXPECT_EQ(launched, "") << what;
+      EXPECT_EQ(st.check(routing, golden, kErrorInvalidRouting), "") << what;
+    }
   }
 }
 
