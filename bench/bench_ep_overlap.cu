@@ -495,7 +495,7 @@ int main(int argc, char** argv) {
     ++i;
   };
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--help")) {
+    if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) {
       std::printf(usage, argv[0]);
       return 0;
     }

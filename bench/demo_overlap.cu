@@ -267,7 +267,7 @@ int main(int argc, char** argv) {
     } else if (!std::strcmp(argv[i], "--svg") && value) {
       svg = argv[++i];
     } else {
-      const bool help = !std::strcmp(argv[i], "--help");
+      const bool help = !std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h");
       if (!help) std::fprintf(stderr, "signalgemm-demo: unknown option or missing value: %s\n", argv[i]);
       std::fprintf(help ? stdout : stderr, usage, argv[0]);
       return help ? 0 : 2;

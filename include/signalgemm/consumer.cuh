@@ -20,8 +20,6 @@
 
 namespace signalgemm {
 
-inline constexpr int32_t kErrorSignalTimeout = 2;  // OR-ed into the consumer's flag on timeout
-
 // Acquire load of a counter: every write the producer released before the add that made this
 // value is visible to the calling thread afterwards.
 __device__ __forceinline__ uint32_t load_acquire(const uint32_t* counter, SignalScope scope) {

@@ -19,6 +19,10 @@
 
 namespace signalgemm {
 
+// OR-ed into a consumer's error flag when a wait times out (wait_signal in consumer.cuh, the
+// combines' error_flag); here, not in the device header, so that host code can test the flag too.
+inline constexpr int32_t kErrorSignalTimeout = 2;
+
 struct SignalLayout {
   int num_experts = 0;
   int max_m = 0;

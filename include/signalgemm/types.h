@@ -1,5 +1,8 @@
 // Public vocabulary of SignalGEMM: operand formats, output types, signal options, status.
-// Everything here is plain data usable from host code compiled by any C++17 compiler.
+// Everything here is plain data usable from host code compiled by any C++17 compiler. Status
+// carries a std::string across the library's boundary: build against the C++ standard library ABI
+// the library was built with (with libstdc++: _GLIBCXX_USE_CXX11_ABI=1, its default; code built
+// with 0 cannot call the C++ API).
 #pragma once
 
 #include <cstdint>

@@ -11,6 +11,7 @@ accepted as it is (``ab_dtype``, ``sf_dtype``, ``sf_vec_size``, ``c_dtype``, ``m
 from __future__ import annotations
 
 import contextlib
+import numbers
 import functools
 from typing import Any, Optional, Sequence, Tuple
 
@@ -101,6 +102,17 @@ def _require_gpu(name: str, t: Any, pinned_ok: bool = False) -> None:
     if where is not None:
         raise ValueError(f"signalgemm: {name} {where}; it must be a CUDA tensor"
                          + (" or pinned host memory (pin_memory())" if pinned_ok else ""))
+
+
+def _require_int32(name: str, value: Any) -> None:
+    """An integer option (None: not given) must be an int in int32's range, named if not (the
+    extension's signature would only say the call matched no overload)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"signalgemm: {name} must be an integer, got {type(value).__name__} {value!r}")
+    if not -(2**31) <= value < 2**31:
+        raise ValueError(f"signalgemm: {name} = {value} is out of range (int32)")
 
 
 def _as_pair(value: Any, name: str) -> Tuple[Any, Any]:
@@ -276,9 +288,11 @@ def pack_mma_fragments(b: Any, *, stream: Optional[int] = None) -> MmaFragments:
     mma_fragments layout, once, at load time: the GEMM then dequantizes them with fewer instructions
     (bf16 activations, or ones of the weights' format or fp8_block128 with the default workspace),
     with bit-identical results."""
+    if not _is_cuda_torch(b):  # checked before importing torch, which may be absent
+        raise TypeError("signalgemm: pack_mma_fragments takes a CUDA torch tensor [E, N, K/2] of FP4 bytes")
     import torch
 
-    if not isinstance(b, torch.Tensor) or not b.is_cuda or b.dim() != 3:
+    if b.dim() != 3:
         raise TypeError("signalgemm: pack_mma_fragments takes a CUDA torch tensor [E, N, K/2] of FP4 bytes")
     if str(b.dtype) not in ("torch.uint8", "torch.int8", "torch.float4_e2m1fn_x2"):
         raise TypeError(f"signalgemm: pack_mma_fragments takes FP4 bytes (uint8, int8 or float4_e2m1fn_x2), got {b.dtype}")
@@ -410,6 +424,9 @@ def grouped_gemm_nt_masked(
         b_n = 0
         if isinstance(b, MmaFragments):  # packed FP4 weights: the layout says N, the data not
             b, b_n = b.data, b.n
+        for name, value in (("sm_count", sm_count), ("expected_m", expected_m), ("block_m", block_m),
+                            ("block_n", block_n), ("stages", stages), ("cluster", cluster)):
+            _require_int32(name, value)
         if sm_count is not None and sm_count < 1:
             raise ValueError(f"signalgemm: sm_count must be >= 1, got {sm_count}")
         a_format = a_format or "fp8_block128"
@@ -420,6 +437,9 @@ def grouped_gemm_nt_masked(
         for name, t in (("a", a), ("sfa", sfa), ("b", b), ("sfb", sfb), ("out", out), ("masked_m", masked_m),
                         ("alpha", alpha), ("workspace", workspace)):
             _require_gpu(name, t)
+        for name, fmt, sf in (("sfa", a_format, sfa), ("sfb", b_format, sfb)):
+            if sf is None and fmt != "bf16":  # named as the caller passed it, not as the C++ field
+                raise ValueError(f"signalgemm: {name} is None but format {fmt!r} has block scales")
         a, b = _float8_as_bytes(a, a_format, "data", "a"), _float8_as_bytes(b, b_format, "data", "b")
         sfa, sfb = _float8_as_bytes(sfa, a_format, "scales", "sfa"), _float8_as_bytes(sfb, b_format, "scales", "sfb")
         for name, t in (("signals", signals), ("error_flag", error_flag)):
@@ -506,6 +526,8 @@ def expected_signals(masked_m: Sequence[int], *, n: int, max_m: int, k: int = 0,
     the tile, hence what each counter counts.
     """
     values = list(masked_m.tolist() if hasattr(masked_m, "tolist") else masked_m)
+    if any(isinstance(v, (list, tuple)) for v in values):
+        raise ValueError("signalgemm: masked_m must be one-dimensional, one value per expert")
     for i, v in enumerate(values):  # host data: checked here (the kernel clamps and flags)
         if isinstance(v, bool) or not float(v).is_integer() or not 0 <= v <= max_m:
             raise ValueError(f"signalgemm: masked_m[{i}] = {v} is not an integer in [0, max_m = {max_m}]")
@@ -527,7 +549,10 @@ def quantize(x: Any, format: str, role: str = "a"):
 
     if hasattr(x, "detach"):
         x = x.detach().cpu().float().numpy()
-    return _C.quantize(np.ascontiguousarray(x, dtype=np.float32), format, role)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 3:
+        raise ValueError(f"signalgemm: x must be [E, rows, K], got shape {tuple(x.shape)}")
+    return _C.quantize(x, format, role)
 
 
 def scales_from_flashinfer(sf: Any, num_experts: int, rows: int, k: int, sf_vec_size: int = 16):

@@ -73,22 +73,31 @@ SignalScope parse_scope(const std::string& name) {
 // Byte stride of dimension d of a DLPack tensor (DLPack strides count elements).
 int64_t byte_stride(const Tensor& t, size_t d) { return t.stride(d) * int64_t(t.itemsize()); }
 
+// Strides of dimensions of size 1 are not looked at anywhere: exporters set them freely (older torch
+// exports 1, others the contiguous value), and no element is ever reached through them.
 void require_dims(const Tensor& t, const char* name, size_t ndim) {
   if (t.ndim() != ndim) bad(std::string(name) + " must have " + std::to_string(ndim) + " dimensions");
-  if (t.stride(ndim - 1) != 1) bad(std::string(name) + " must be contiguous in its last dimension");
+  if (t.shape(ndim - 1) != 1 && t.stride(ndim - 1) != 1)
+    bad(std::string(name) + " must be contiguous in its last dimension");
 }
 
 void require_dtype(const Tensor& t, const char* name, uint8_t code, int bits, const char* what) {
   if (t.dtype().code != code || t.dtype().bits != bits) bad(std::string(name) + " must be " + what);
 }
 
-// Row-major with no gaps (sizes of 1 aside): flat layouts (scales, the workspace).
-void require_contiguous(const Tensor& t, const char* name) {
+// Row-major with no gaps (sizes of 1 aside): flat layouts (scales, the workspace, packed weights).
+template <class AnyTensor>  // Tensor, or the ndarray of counters that may be pinned host memory
+bool is_contiguous(const AnyTensor& t) {
   int64_t step = 1;
   for (size_t d = t.ndim(); d-- > 0;) {
-    if (t.shape(d) != 1 && t.stride(d) != step) bad(std::string(name) + " must be contiguous");
+    if (t.shape(d) != 1 && t.stride(d) != step) return false;
     step *= int64_t(t.shape(d));
   }
+  return true;
+}
+
+void require_contiguous(const Tensor& t, const char* name) {
+  if (!is_contiguous(t)) bad(std::string(name) + " must be contiguous");
 }
 
 // The byte stride of dimension d for the C++ API: 0 ("packed") where the dimension has one index, as
@@ -231,8 +240,7 @@ OperandArgs fragment_operand(const Tensor& data, const std::optional<Tensor>& sc
     bad("b: packed mma_fragments weights are nvfp4 or mxfp4; b_format is " + std::string(to_string(format)));
   const bool shaped = data.ndim() == 4 && data.itemsize() == 1 && data.shape(1) == size_t((n + 63) / 64) &&
                       data.shape(2) == size_t((k + 63) / 64) && data.shape(3) == 2048;
-  if (!shaped || data.stride(3) != 1 || data.stride(2) != 2048 || data.stride(1) != int64_t(data.shape(2)) * 2048 ||
-      data.stride(0) != int64_t(data.shape(1)) * data.stride(1))
+  if (!shaped || !is_contiguous(data))
     bad("b: packed mma_fragments weights must be a contiguous uint8 [E, ceil(N/64), ceil(K/64), 2048] tensor "
         "(pack_mma_fragments) for N = " + std::to_string(n) + ", K = " + std::to_string(k));
   OperandArgs op;
@@ -307,7 +315,7 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
   }
   if (signals) {
     require_gpu_or_pinned(*signals, "signals");
-    if (signals->ndim() != 1 || !is_int32(signals->dtype()) || signals->stride(0) != 1)
+    if (signals->ndim() != 1 || !is_int32(signals->dtype()) || !is_contiguous(*signals))
       bad("signals must be a contiguous 1-D int32/uint32 tensor");
     const int64_t needed = signal_layout(args).counter_count();
     if (int64_t(signals->shape(0)) < needed)
@@ -397,8 +405,10 @@ nb::dict signal_layout_for(int num_experts, int max_m, int n, int expected_m, in
   return layout_dict(layout);
 }
 
+// The workspace helpers' sizes: k is required there (validate_sizes reads k = 0 as not known).
 GroupedGemmArgs sizes_and_formats(int num_experts, int max_m, int k, const std::string& a_format,
                                   const std::string& b_format) {
+  if (k < 1) bad("k must be >= 1, got " + std::to_string(k));
   GroupedGemmArgs args;
   args.num_experts = num_experts, args.max_m = max_m, args.k = k;
   args.a.format = parse_format(a_format, "a_format");

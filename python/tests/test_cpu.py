@@ -44,7 +44,7 @@ def call(**override):
         (dict(b=FakeCudaTensor((E, N, K + 128))), "same K"),
         (dict(a=FakeCudaTensor((E, MAX_M, 200)), b=FakeCudaTensor((E, N, 200))), "k = 200"),
         (dict(a=FakeCudaTensor((E, MAX_M, K), address=0x7F0000000008)), "a.data"),
-        (dict(sfb=None), "b.scales"),
+        (dict(sfb=None), "sfb is None but format 'fp8_block128' has block scales"),
         (dict(a_format="nvfp4", b_format="fp8_block128", a=FakeCudaTensor((E, MAX_M, K // 2)),
               sfa=FakeCudaTensor((E * MAX_M * K // 16,), "uint", 8)), "not supported"),
         # Scale tensors: dtype, a flat layout, and the documented size.
@@ -76,6 +76,12 @@ def call(**override):
         (dict(scope="planet"), "scope"),
         (dict(signals=FakeCudaTensor((E - 1,), "uint", 32)), "needs 4"),
         (dict(sm_count=0), "sm_count"),
+        # Integer options of another type or past int32, and missing block scales, named as passed.
+        (dict(sm_count="4"), "sm_count must be an integer, got str"),
+        (dict(expected_m=2**40), "expected_m = 1099511627776 is out of range"),
+        (dict(sfa=None), "sfa is None but format 'fp8_block128' has block scales"),
+        # Size-1 dimensions' strides are not looked at (exporters set them freely).
+        (dict(masked_m=FakeCudaTensor((E,), "int", 32, strides=(2,))), "masked_m must be contiguous"),
         (dict(block_m=48), "config.block_m"),
         (dict(a=FakeCudaTensor((E, MAX_M, K), strides=(MAX_M * K, K, 2))), "contiguous in its last dimension"),
     ],
@@ -157,6 +163,22 @@ def test_alpha_of_e_elements_in_any_contiguous_shape():
     with pytest.raises((ValueError, RuntimeError)) as failure:
         call(alpha=FakeCudaTensor((1, 1, E), "float", 32, address=0x7F0006000000))
     assert_fails_past_the_scale_checks(failure, "alpha")
+
+
+def test_strides_of_size_one_dimensions_are_not_looked_at():
+    """Exporters set a size-1 dimension's stride freely (older torch exports 1): one expert, packed
+    weights, masked_m and signals with such strides pass the layout checks (then fail only on the
+    fake pointers)."""
+    packed = signalgemm.MmaFragments(FakeCudaTensor((1, N // 64, K // 64, 2048), "uint", 8,
+                                                    strides=(1, (K // 64) * 2048, 2048, 1), address=0x7F0002000000), N, K)
+    one = dict(a=FakeCudaTensor((1, MAX_M, K), "bfloat", 16, strides=(1, K, 1), address=0x7F0000000000),
+               sfa=None, a_format="bf16", b=packed, sfb=FakeCudaTensor((N * K // 16,), "uint", 8, address=0x7F0003000000),
+               b_format="nvfp4", out=FakeCudaTensor((1, MAX_M, N), "bfloat", 16, strides=(1, N, 1), address=0x7F0004000000),
+               masked_m=FakeCudaTensor((1,), "int", 32, strides=(7,), address=0x7F0005000000),
+               signals=FakeCudaTensor((1,), "uint", 32, strides=(3,), address=0x7F0007000000))
+    with pytest.raises((ValueError, RuntimeError)) as failure:
+        call(**one)
+    assert_fails_past_the_scale_checks(failure, "contiguous")
 
 
 def test_load_only_validates_like_the_launch():
@@ -423,6 +445,22 @@ def test_mxfp8_round_trip():
 def test_quantize_rejects_bad_k():
     with pytest.raises(ValueError, match="k"):
         signalgemm.quantize(np.ones((1, 2, 100), np.float32), "fp8_block128", "a")
+
+
+def test_quantize_rejects_other_ranks():
+    with pytest.raises(ValueError, match=r"x must be \[E, rows, K\], got shape \(4, 128\)"):
+        signalgemm.quantize(np.ones((4, 128), np.float32), "fp8_block128", "a")
+
+
+def test_expected_signals_rejects_nested_masked_m():
+    with pytest.raises(ValueError, match="one-dimensional"):
+        signalgemm.expected_signals([[3, 0]], n=256, max_m=32)
+
+
+def test_size_helpers_require_k():
+    for helper in (signalgemm.workspace_bytes, signalgemm.activation_workspace_bytes):
+        with pytest.raises(ValueError, match="k must be >= 1, got 0"):
+            helper(8, 64, 0, "nvfp4")
 
 
 def test_scales_from_flashinfer_128x4():

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "host/config.h"
+#include "signalgemm/combine.h"
 #include "signalgemm/gemm.h"
 #include "signalgemm/reference.h"
 
@@ -949,6 +950,18 @@ TEST(ValidateSizes, RefusesLayoutsAndOutputTypesALaunchWould) {
   args.b.format = Format::nvfp4;  // fp8_block128 tokens x FP4 weights: bf16 output only
   s = validate_sizes(args);
   EXPECT_TRUE(names(s.message, "out_type") && s.message.find("fp16") != std::string::npos) << s.message;
+}
+
+// The error-flag bits a host reads back after a launch or a combine are host constants (this file
+// is compiled by the host compiler alone) and distinct bits, so one flag can carry several.
+TEST(ErrorFlags, DistinctBitsVisibleToHostCode) {
+  constexpr int32_t bits[] = {kErrorMaskedMOutOfRange, kErrorSignalTimeout, kErrorInvalidRouting};
+  int32_t seen = 0;
+  for (const int32_t bit : bits) {
+    EXPECT_EQ(bit & (bit - 1), 0) << bit << " is not a single bit";
+    EXPECT_EQ(seen & bit, 0) << bit << " is used twice";
+    seen |= bit;
+  }
 }
 
 }  // namespace
