@@ -26,10 +26,8 @@ namespace signalgemm {
 // expert; a topk_idx entry below -1, past the experts, or naming an expert with masked_m <= 0, for
 // which no row can come: not waited for); the entry is skipped, never followed (a slot whose row
 // was skipped then never arrives: its token waits until timeout_ns, or forever without one). Also
-// when a token's arrivals are complete but one of its routed slots has no row (two rows named one
-// slot): that slot is left out of the sum. Two rows of one expert naming one slot are not detected
-// as such: the slot they should have named never arrives (a timeout), and which of the two the
-// named slot sums depends on timing.
+// for two rows of one expert naming one slot: the second one recorded is skipped, so which of the
+// two the slot sums depends on timing, and the slot it should have named never arrives.
 inline constexpr int32_t kErrorInvalidRouting = 4;
 
 // What the combine writes (out, workspace, error_flag, timeline) must not overlap what it reads

@@ -101,9 +101,17 @@ __device__ void record_rows(const CombineParams& p, int64_t item, int lane) {
     if (source < -1 || (source >= 0 && (source >= int64_t(p.num_tokens) * p.topk || p.topk_idx[source] != e))) {
       detail::report_invalid_routing(p.error_flag);
     } else if (source >= 0) {
-      p.slot_rows[source] = 1 + e * p.expert_stride + row * p.row_stride;
-      // Publish the slot: its record and (through the counter's acquire above) its row.
-      asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(p.token_arrivals + source / p.topk) : "memory");
+      // The first row naming the slot records it (the workspace is zeroed before the combine). A
+      // second one (two rows of this expert naming one slot) is reported and not counted: counted,
+      // it would complete the token's arrivals before its other slots are in.
+      const auto place = static_cast<unsigned long long>(1 + e * p.expert_stride + row * p.row_stride);
+      if (atomicCAS(reinterpret_cast<unsigned long long*>(p.slot_rows + source), 0ull, place) != 0ull) {
+        detail::report_invalid_routing(p.error_flag);
+      } else {
+        // Publish the slot: its record (the CAS above, program order) and, through the counter's
+        // acquire above, its row.
+        asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(p.token_arrivals + source / p.topk) : "memory");
+      }
     }
   }
   if (p.timeline != nullptr) {
@@ -136,10 +144,9 @@ __device__ void reduce_group(const CombineParams& p, int first, int count) {
   if (threadIdx.x < count * p.topk) {
     const int64_t slot = int64_t(first) * p.topk + threadIdx.x;
     const bool wanted = group_token[threadIdx.x / p.topk] >= 0 && slot_awaited(p, p.topk_idx[slot]);
+    // Every awaited slot of a complete token has its place: each arrival counted is a distinct
+    // awaited slot's first record.
     const int64_t place = wanted ? p.slot_rows[slot] : 0;
-    // A routed slot without a place once its token's count is complete: two rows named one of the
-    // token's other slots (bad routing): reported, that slot left out.
-    if (wanted && place == 0) detail::report_invalid_routing(p.error_flag);
     slot_src[threadIdx.x] = place > 0 ? reinterpret_cast<const uint4*>(p.gemm_out + (place - 1)) : nullptr;
     slot_weight[threadIdx.x] = place > 0 ? p.topk_weights[slot] : 0.f;
   }

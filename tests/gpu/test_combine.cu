@@ -295,6 +295,30 @@ TEST_F(CombineTest, ReportsRowSourceNamingAnUnusedSlot) {
   }
 }
 
+// Two rows of one expert naming one slot: the second recorded is reported and not counted (counted,
+// it would complete its token's arrivals before the token's other slots are in). Here the slot the
+// second row should have named is routed nowhere, and the doubly named slot weighs 0, so the sums
+// do not depend on which of the two rows was recorded first.
+TEST_F(CombineTest, ReportsTwoRowsNamingOneSlot) {
+  std::mt19937 rng(16);
+  DeviceBuffer flag = DeviceBuffer::from(std::vector<int32_t>{0});
+  for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block}) {
+    Routing routing = random_routing(kExperts, kMaxM, kTopk, rng);
+    const auto two_rows = std::find_if(routing.masked_m.begin(), routing.masked_m.end(), [](int m) { return m >= 2; });
+    ASSERT_NE(two_rows, routing.masked_m.end());
+    const size_t e = size_t(two_rows - routing.masked_m.begin());
+    int32_t* rows = &routing.row_source[e * kMaxM];
+    const int last = routing.masked_m[e] - 1;
+    const int32_t kept = rows[0], dropped = rows[last];  // random_routing names a slot in every real row
+    rows[last] = kept;
+    routing.topk_idx[dropped] = -1;
+    routing.topk_weights[kept] = 0.f;
+    cudaMemset(flag.get(), 0, flag.bytes());
+    EXPECT_EQ(run_overlapped(routing, g, flag, &routing), "") << to_string(g);
+    EXPECT_EQ(flag.to_host<int32_t>()[0], kErrorInvalidRouting) << to_string(g);
+  }
+}
+
 // A topk_idx entry past the GEMM's experts: no row can ever arrive for that slot, so its token must
 // not wait for it (it would end in a timeout): reported, and the other slots summed as routed.
 TEST_F(CombineTest, ReportsTopkIdxPastTheExperts) {
