@@ -105,16 +105,17 @@ __device__ __forceinline__ bool tile_ring_take(const TileRing& ring, TileRingCur
     words = make_int4(atomicAdd(&slot->expert, 0), atomicAdd(&slot->m_block, 0), atomicAdd(&slot->n_block, 0),
                       atomicAdd(&slot->rows_and_flags, 0));
     first_row = atomicAdd(&slot->first_row, 0);
+    // This warp has read the slot: the producer may refill it. The lanes left the wait above
+    // together (one barrier, one phase, one try_wait per poll), so none still polls this phase when
+    // a refill completes the next one. (Freeing it after the shuffles, or waiting in lane 0 alone,
+    // tipped ptxas into serializing the register-weights kernels' wgmmas: session 56.)
+    cuda::ptx::mbarrier_arrive(&ring.empty[cursor.slot]);
   }
   words.x = __shfl_sync(0xffffffffu, words.x, 0);
   words.y = __shfl_sync(0xffffffffu, words.y, 0);
   words.z = __shfl_sync(0xffffffffu, words.z, 0);
   words.w = __shfl_sync(0xffffffffu, words.w, 0);
   first_row = __shfl_sync(0xffffffffu, first_row, 0);
-  // This warp has read the slot: the producer may refill it. Only after the shuffles, which every
-  // lane reaches past its wait: a refill completes the full barrier's next phase, and a lane still
-  // polling this phase's parity would then wait for a phase that already passed.
-  if (lane == 0) cuda::ptx::mbarrier_arrive(&ring.empty[cursor.slot]);
   cursor.advance();
   if (words.x < 0) return false;
   work.tile.expert = words.x;
