@@ -11,8 +11,8 @@ accepted as it is (``ab_dtype``, ``sf_dtype``, ``sf_vec_size``, ``c_dtype``, ``m
 from __future__ import annotations
 
 import contextlib
-import numbers
 import functools
+import numbers
 from typing import Any, Optional, Sequence, Tuple
 
 from . import _C
