@@ -220,7 +220,7 @@ class CombineFixture : public ::testing::Test {
     for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block})
       for (bool after_pdl : {false, true})
         for (int trial = 0; trial < 20; ++trial) {
-          const int topk = std::array{1, 4, 8, 32}[trial % 4];
+          const int topk = std::array{1, kTopk, 8, 32}[trial % 4];
           scope = trial % 5 == 4 ? SignalScope::sys : SignalScope::gpu;
           ASSERT_EQ(run_overlapped(random_routing(kExperts, kMaxM, topk, rng), g, flag, nullptr, true, after_pdl), "")
               << to_string(g) << (after_pdl ? " after the GEMM (PDL)" : " beside the GEMM") << " trial " << trial
