@@ -36,7 +36,8 @@ constexpr const char* kUsage =
     "                           sides, fp8_block128 x FP4; default: converted once into it, timed with the GEMM),\n"
     "                           fp8_block128 x fp8_block128 tiles walked in a fixed order, and no split of K\n"
     "                           for launches with few tiles\n"
-    "  --mma-fragments          FP4 weights packed once, untimed (pack_mma_fragments), and read in that layout\n";
+    "  --mma-fragments          FP4 weights packed once, untimed (pack_mma_fragments), and read in that layout\n"
+    "exit status: 0; 1 where the library refused a shape (its row's note says why); 2 for a bad option\n";
 
 [[noreturn]] void usage_error(const std::string& why) {
   std::fprintf(stderr, "signalgemm-bench: %s\n%s", why.c_str(), kUsage);
@@ -153,6 +154,8 @@ Options parse_options(int argc, char** argv) {
       usage_error("unknown option " + option);
     }
   }
+  if (o.mma_fragments && o.b_format != Format::nvfp4 && o.b_format != Format::mxfp4)
+    usage_error("--mma-fragments packs FP4 weights: --format must name nvfp4 or mxfp4 weights");
   return o;
 }
 

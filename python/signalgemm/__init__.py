@@ -59,6 +59,9 @@ def _stream_handle(stream: Any) -> int:
         return int(stream.__cuda_stream__()[1])
     if hasattr(stream, "cuda_stream"):
         return int(stream.cuda_stream)
+    if isinstance(stream, bool) or not isinstance(stream, numbers.Integral) or not 0 <= stream < 2**64:
+        raise ValueError(f"signalgemm: stream must be a CUDA stream (torch.cuda.Stream, __cuda_stream__) or its "
+                         f"handle as an int in [0, 2**64), got {type(stream).__name__} {stream!r}")
     return int(stream)
 
 
@@ -113,6 +116,28 @@ def _require_int32(name: str, value: Any) -> None:
         raise ValueError(f"signalgemm: {name} must be an integer, got {type(value).__name__} {value!r}")
     if not -(2**31) <= value < 2**31:
         raise ValueError(f"signalgemm: {name} = {value} is out of range (int32)")
+
+
+def _without_grad(t: Any) -> Any:
+    """A torch tensor that requires grad as a detached view of the same memory (torch's DLPack export
+    refuses the tensor itself); anything else as it is."""
+    return t.detach() if getattr(t, "requires_grad", False) is True else t
+
+
+def _int_pair(name: str, value: Any) -> Tuple[int, int]:
+    """FlashInfer's (m, n) options: two integers, named if not."""
+    if (not isinstance(value, (tuple, list)) or len(value) != 2
+            or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in value)):
+        raise ValueError(f"signalgemm: {name} must be a pair of integers, got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def _require_int32_options(**options: Any) -> None:
+    """The helpers' integer arguments, each an int in int32's range (named if not)."""
+    for name, value in options.items():
+        if value is None:
+            raise ValueError(f"signalgemm: {name} must be an integer, got None")
+        _require_int32(name, value)
 
 
 def _as_pair(value: Any, name: str) -> Tuple[Any, Any]:
@@ -389,6 +414,8 @@ def grouped_gemm_nt_masked(
         signals = signals if signals is not None else dst_signals
         a, sfa = _as_pair(lhs, "lhs")
         b, sfb = _as_pair(rhs, "rhs")
+        # Weights held as nn.Parameter (requires_grad) refuse DLPack export; the kernel makes no gradients.
+        a, sfa, b, sfb, out, alpha = (_without_grad(t) for t in (a, sfa, b, sfb, out, alpha))
         fp4_typed = {"a": _is_fp4_typed(a), "b": _is_fp4_typed(b)}
         a, b = _as_bytes_if_fp4(a), _as_bytes_if_fp4(b)
         if ab_dtype is not None:  # FlashInfer's convention
@@ -408,13 +435,13 @@ def grouped_gemm_nt_masked(
             if out_dtype.startswith("torch.") and out_dtype != f"torch.{c_dtype}":  # other tensors: their DLPack dtype
                 raise ValueError(f"signalgemm: c_dtype = {c_dtype!r} but out is {out_dtype}")
         if mma_tiler_mn is not None:
-            tile = tuple(int(x) for x in mma_tiler_mn)
+            tile = _int_pair("mma_tiler_mn", mma_tiler_mn)
             if len(tile) != 2 or (block_m, block_n) not in ((0, 0), tile):
                 raise ValueError(f"signalgemm: mma_tiler_mn = {mma_tiler_mn} must be (block_m, block_n) and agree with "
                                  f"block_m = {block_m}, block_n = {block_n}")
             block_m, block_n = tile
         if cluster_shape_mn is not None:
-            shape = tuple(int(x) for x in cluster_shape_mn)
+            shape = _int_pair("cluster_shape_mn", cluster_shape_mn)
             if shape not in ((1, 1), (2, 1), (1, 2)) or cluster not in (0, shape[0] * shape[1]):
                 raise ValueError(f"signalgemm: cluster_shape_mn = {cluster_shape_mn} must be (1, 1), (2, 1) or (1, 2) "
                                  f"(a cluster of 1 or 2 CTAs) and agree with cluster = {cluster}")
@@ -427,6 +454,7 @@ def grouped_gemm_nt_masked(
         for name, value in (("sm_count", sm_count), ("expected_m", expected_m), ("block_m", block_m),
                             ("block_n", block_n), ("stages", stages), ("cluster", cluster)):
             _require_int32(name, value)
+        block_m, block_n, stages, cluster = block_m or 0, block_n or 0, stages or 0, cluster or 0  # None: not given
         if sm_count is not None and sm_count < 1:
             raise ValueError(f"signalgemm: sm_count must be >= 1, got {sm_count}")
         a_format = a_format or "fp8_block128"
@@ -446,8 +474,9 @@ def grouped_gemm_nt_masked(
             _require_gpu(name, t, pinned_ok=True)
         if workspace is None:
             out_n = out.shape[2] if len(getattr(out, "shape", ())) == 3 else 0  # else the extension names out
-            workspace = _allocate_workspace(a, a_format, b_format, n=out_n,
-                                            expected_m=expected_m or 0, block_m=block_m, block_n=block_n)
+            workspace = _allocate_workspace(a, a_format, b_format, n=out_n, expected_m=expected_m or 0,
+                                            block_m=block_m, block_n=block_n, stages=stages, cluster=cluster,
+                                            sm_count=sm_count or 0, mma_fragments=b_n > 0)
         _C.grouped_gemm(
             a, sfa, b, sfb, out, masked_m,
             a_format, b_format,
@@ -465,16 +494,22 @@ def activation_workspace_bytes(num_experts: int, max_m: int, k: int, a_format: s
 
 
 def workspace_bytes(num_experts: int, max_m: int, k: int, a_format: str, b_format: Optional[str] = None, *,
-                    n: int = 0, expected_m: int = 0, block_m: int = 0, block_n: int = 0) -> int:
+                    n: int = 0, expected_m: int = 0, block_m: int = 0, block_n: int = 0, stages: int = 0,
+                    cluster: int = 0, sm_count: int = 0, mma_fragments: bool = False) -> int:
     """Bytes of the workspace a launch with these formats runs best with (converted activations, the
     16-byte tile counter of dynamic scheduling for fp8_block128 x fp8_block128, or, given ``n`` and
     with few tiles, the partial sums of a split of K, after the converted activations where a launch
-    has both; else 0)."""
-    return _C.workspace_bytes(num_experts, max_m, k, a_format, b_format or a_format, n, expected_m, block_m, block_n)
+    has both; else 0). The launch's tile options, ``sm_count`` and ``mma_fragments`` (packed weights)
+    pick its tile and so the split: pass those the launch gives."""
+    _require_int32_options(num_experts=num_experts, max_m=max_m, k=k, n=n, expected_m=expected_m, block_m=block_m,
+                           block_n=block_n, stages=stages, cluster=cluster, sm_count=sm_count)
+    return _C.workspace_bytes(num_experts, max_m, k, a_format, b_format or a_format, n, expected_m, block_m, block_n,
+                              stages, cluster, sm_count, bool(mma_fragments))
 
 
 def _allocate_workspace(a: Any, a_format: str, b_format: str, n: int = 0, expected_m: int = 0, block_m: int = 0,
-                        block_n: int = 0) -> Any:
+                        block_n: int = 0, stages: int = 0, cluster: int = 0, sm_count: int = 0,
+                        mma_fragments: bool = False) -> Any:
     """A torch workspace (torch's caching allocator: cheap, graph-safe)."""
     try:
         import torch
@@ -485,13 +520,14 @@ def _allocate_workspace(a: Any, a_format: str, b_format: str, n: int = 0, expect
     k = a.shape[2] * (2 if a_format in ("nvfp4", "mxfp4") else 1)
     with torch.cuda.device(a.device):  # planned for the device the launch runs on, whatever the current one
         nbytes = workspace_bytes(a.shape[0], a.shape[1], k, a_format, b_format, n=n, expected_m=expected_m,
-                                 block_m=block_m, block_n=block_n)
+                                 block_m=block_m, block_n=block_n, stages=stages, cluster=cluster, sm_count=sm_count,
+                                 mma_fragments=mma_fragments)
     return torch.empty(nbytes, dtype=torch.uint8, device=a.device) if nbytes > 0 else None
 
 
 def signal_layout(num_experts: int, max_m: int, n: int, *, k: int = 0, expected_m: int = 0, block_m: int = 0,
                   block_n: int = 0, granularity: str = "per_expert", a_format: str = "fp8_block128",
-                  b_format: Optional[str] = None, workspace: bool = True, cluster: int = 0,
+                  b_format: Optional[str] = None, workspace: bool = True, stages: int = 0, cluster: int = 0,
                   mma_fragments: bool = False) -> dict:
     """Tile shape and counter count a launch with these sizes and formats uses (what a consumer waits
     on). ``k``: the launch's K; it may be left out (0) except where it picks the tile (weights
@@ -502,18 +538,21 @@ def signal_layout(num_experts: int, max_m: int, n: int, *, k: int = 0, expected_
     ``grouped_gemm_nt_masked`` for torch inputs), which gives the one-format pairings (nvfp4²,
     mxfp4², mxfp8²) the tiles of bf16 activations; fp8_block128 x FP4 keeps its own tiles, planned
     with the workspace;
-    ``block_m``, ``block_n``, ``cluster``: the launch's own, where it gives them; ``mma_fragments``:
+    ``block_m``, ``block_n``, ``stages``, ``cluster``: the launch's own, where it gives them (a tile given
+    on one side is completed with one that fits the stages given); ``mma_fragments``:
     the weights are packed (``pack_mma_fragments``), whose kernels complete a tile given on one side
     only with tiles of their own. Planned for the current CUDA device (its shared memory per block):
     with several GPUs of different models, make the launch's device current first."""
+    _require_int32_options(num_experts=num_experts, max_m=max_m, n=n, k=k, expected_m=expected_m, block_m=block_m,
+                           block_n=block_n, stages=stages, cluster=cluster)
     return _C.signal_layout(num_experts, max_m, n, expected_m, block_m, block_n, granularity, a_format,
-                            b_format or a_format, k, bool(workspace), cluster, bool(mma_fragments))
+                            b_format or a_format, k, bool(workspace), stages, cluster, bool(mma_fragments))
 
 
 def expected_signals(masked_m: Sequence[int], *, n: int, max_m: int, k: int = 0, expected_m: int = 0,
                      block_m: int = 0, block_n: int = 0, granularity: str = "per_expert",
                      a_format: str = "fp8_block128", b_format: Optional[str] = None, workspace: bool = True,
-                     cluster: int = 0, mma_fragments: bool = False) -> list:
+                     stages: int = 0, cluster: int = 0, mma_fragments: bool = False) -> list:
     """Value each counter reaches, as a list indexed like the signals buffer.
 
     ``n`` and ``max_m`` are keyword-only: given in the wrong order they would yield another, smaller
@@ -522,19 +561,24 @@ def expected_signals(masked_m: Sequence[int], *, n: int, max_m: int, k: int = 0,
     masked_m is host data (a list, or a CPU tensor/array): the consumer side knows it from the
     dispatch; each value an integer in [0, max_m] (the kernel clamps a larger one and flags it, here
     it is a ValueError). Counters of experts with masked_m == 0 reach 0: nothing to wait for. Pass the
-    launch's formats (and ``workspace``, and ``k`` where ``signal_layout`` asks for it): they choose
-    the tile, hence what each counter counts.
+    launch's formats (and ``workspace``, and ``k`` where ``signal_layout`` asks for it) and the tile
+    options it gives (``block_m``, ``block_n``, ``stages``, ``cluster``): they choose the tile, hence what
+    each counter counts.
     """
-    values = list(masked_m.tolist() if hasattr(masked_m, "tolist") else masked_m)
+    _require_int32_options(n=n, max_m=max_m)
+    values = masked_m.tolist() if hasattr(masked_m, "tolist") else masked_m
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise ValueError(f"signalgemm: masked_m must be a sequence of integers, got {type(masked_m).__name__}")
+    values = list(values)
     if any(isinstance(v, (list, tuple)) for v in values):
         raise ValueError("signalgemm: masked_m must be one-dimensional, one value per expert")
     for i, v in enumerate(values):  # host data: checked here (the kernel clamps and flags)
-        if isinstance(v, bool) or not float(v).is_integer() or not 0 <= v <= max_m:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not float(v).is_integer() or not 0 <= v <= max_m:
             raise ValueError(f"signalgemm: masked_m[{i}] = {v} is not an integer in [0, max_m = {max_m}]")
     values = [int(v) for v in values]
     layout = signal_layout(len(values), max_m, n, k=k, expected_m=expected_m, block_m=block_m, block_n=block_n,
                            granularity=granularity, a_format=a_format, b_format=b_format, workspace=workspace,
-                           cluster=cluster, mma_fragments=mma_fragments)
+                           stages=stages, cluster=cluster, mma_fragments=mma_fragments)
     return _C.expected_signals(values, max_m, n, layout["block_m"], layout["block_n"], granularity)
 
 

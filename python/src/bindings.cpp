@@ -372,13 +372,13 @@ nb::dict layout_dict(const SignalLayout& l) {
 // activations in a workspace on whether one is used: the launch then runs as bf16 activations.
 nb::dict signal_layout_for(int num_experts, int max_m, int n, int expected_m, int block_m, int block_n,
                            const std::string& granularity, const std::string& a_format, const std::string& b_format,
-                           int k, bool workspace, int cluster, bool mma_fragments) {
+                           int k, bool workspace, int stages, int cluster, bool mma_fragments) {
   GroupedGemmArgs args;
   args.num_experts = num_experts, args.max_m = max_m, args.n = n, args.k = k;
   args.a.format = parse_format(a_format, "a_format");
   args.b.format = parse_format(b_format, "b_format");
   args.expected_m = expected_m;
-  args.config = TileConfig{block_m, block_n, 0, cluster};
+  args.config = TileConfig{block_m, block_n, stages, cluster};  // a tile given on one side completes to fit stages
   args.granularity = parse_granularity(granularity);
   GroupedGemmArgs probe = args;  // whether the pairing converts does not depend on K
   probe.k = 64;
@@ -493,8 +493,8 @@ NB_MODULE(_C, m) {
   m.def("signal_layout", &signal_layout_for, nb::arg("num_experts"), nb::arg("max_m"), nb::arg("n"),
         nb::arg("expected_m") = 0, nb::arg("block_m") = 0, nb::arg("block_n") = 0,
         nb::arg("granularity") = "per_expert", nb::arg("a_format") = "fp8_block128",
-        nb::arg("b_format") = "fp8_block128", nb::arg("k") = 0, nb::arg("workspace") = true, nb::arg("cluster") = 0,
-        nb::arg("mma_fragments") = false);
+        nb::arg("b_format") = "fp8_block128", nb::arg("k") = 0, nb::arg("workspace") = true, nb::arg("stages") = 0,
+        nb::arg("cluster") = 0, nb::arg("mma_fragments") = false);
   m.def(
       "activation_workspace_bytes",
       [](int e, int max_m, int k, const std::string& a, const std::string& b) {
@@ -506,16 +506,19 @@ NB_MODULE(_C, m) {
   m.def(
       "workspace_bytes",
       [](int e, int max_m, int k, const std::string& a, const std::string& b, int n, int expected_m, int block_m,
-         int block_n) {
+         int block_n, int stages, int cluster, int sm_count, bool mma_fragments) {
         GroupedGemmArgs args = sizes_and_formats(e, max_m, k, a, b);
         args.n = n;  // 0: not known (then no split of K is planned)
         args.expected_m = expected_m;
-        args.config = TileConfig{block_m, block_n, 0, 0};
+        args.sm_count = sm_count;  // the SMs a split of K is planned over (0: all)
+        args.config = TileConfig{block_m, block_n, stages, cluster};
+        if (mma_fragments) args.b.layout = OperandLayout::mma_fragments;  // packed weights: tiles of their own
         require_valid_sizes(args, /*unknown_n=*/true);
         return workspace_bytes(args);
       },
       nb::arg("num_experts"), nb::arg("max_m"), nb::arg("k"), nb::arg("a_format"), nb::arg("b_format"),
-      nb::arg("n") = 0, nb::arg("expected_m") = 0, nb::arg("block_m") = 0, nb::arg("block_n") = 0);
+      nb::arg("n") = 0, nb::arg("expected_m") = 0, nb::arg("block_m") = 0, nb::arg("block_n") = 0,
+      nb::arg("stages") = 0, nb::arg("cluster") = 0, nb::arg("sm_count") = 0, nb::arg("mma_fragments") = false);
   m.def("expected_signals", &expected_signals, nb::arg("masked_m"), nb::arg("max_m"), nb::arg("n"),
         nb::arg("block_m"), nb::arg("block_n"), nb::arg("granularity"));
   m.def("quantize", &quantize, nb::arg("x"), nb::arg("format"), nb::arg("role"));

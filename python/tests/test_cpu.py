@@ -83,6 +83,12 @@ def call(**override):
         # Size-1 dimensions' strides are not looked at (exporters set them freely).
         (dict(masked_m=FakeCudaTensor((E,), "int", 32, strides=(2,))), "masked_m must be contiguous"),
         (dict(block_m=48), "config.block_m"),
+        # None for a tile option means not given, as 0 does (here it reaches the launch's own checks).
+        (dict(block_m=None, block_n=None, stages=None, cluster=None, sm_count=0), "sm_count"),
+        (dict(stream=-1), "stream must be a CUDA stream"),
+        (dict(stream=1.5), "stream must be a CUDA stream"),
+        (dict(mma_tiler_mn=128), "mma_tiler_mn must be a pair of integers"),
+        (dict(cluster_shape_mn=("a", "b")), "cluster_shape_mn must be a pair of integers"),
         (dict(a=FakeCudaTensor((E, MAX_M, K), strides=(MAX_M * K, K, 2))), "contiguous in its last dimension"),
     ],
 )
@@ -260,6 +266,11 @@ def test_expected_signals_follow_the_contract():
         (lambda: signalgemm.expected_signals([-5, 3], n=64, max_m=8), r"masked_m\[0\] = -5"),
         (lambda: signalgemm.expected_signals([500, 3], n=64, max_m=256), r"masked_m\[0\] = 500"),
         (lambda: signalgemm.expected_signals([5.7], n=64, max_m=8), r"masked_m\[0\] = 5.7"),
+        (lambda: signalgemm.expected_signals(["3"], n=64, max_m=8), r"masked_m\[0\] = 3"),
+        (lambda: signalgemm.expected_signals(np.array(3), n=64, max_m=8), "masked_m must be a sequence"),
+        (lambda: signalgemm.expected_signals([3], n=64, max_m=2**31), "max_m = 2147483648 is out of range"),
+        (lambda: signalgemm.signal_layout(2, 64, 2**31), "n = 2147483648 is out of range"),
+        (lambda: signalgemm.signal_layout(2, 64, 64, block_m=None), "block_m must be an integer, got None"),
         (lambda: signalgemm.MmaFragments(None, -5, 64), "n and k >= 1"),
         (lambda: signalgemm.scales_from_flashinfer(np.full(512, 0.5, np.float32), 1, 128, 64), "one byte per scale"),
         (lambda: signalgemm.scales_from_flashinfer(np.zeros(512, np.uint8), 1, 128, 64, sf_vec_size=0),
@@ -296,6 +307,25 @@ def test_signal_layout_completes_a_one_sided_tile_as_the_launch_does():
     # A side no compiled tile of the pairing has: refused, naming the field.
     with pytest.raises(ValueError, match="config.block_m = 192"):
         signalgemm.signal_layout(8, 16, 4096, block_m=192, a_format="fp8_block128", b_format="nvfp4")
+
+
+def test_signal_layout_follows_the_stages():
+    """A tile given on one side with stages that do not fit the heuristic's other side is completed
+    with one that fits them (as the launch does): the helpers plan with the stages too, or a consumer
+    would wait for half the tiles of each expert."""
+    plain = signalgemm.signal_layout(8, 256, 4096, k=7168, block_n=128)
+    staged = signalgemm.signal_layout(8, 256, 4096, k=7168, block_n=128, stages=6)
+    assert (plain["block_m"], plain["block_n"]) == (128, 128)
+    assert (staged["block_m"], staged["block_n"]) == (64, 128)
+    assert signalgemm.expected_signals([100] * 8, n=4096, max_m=256, k=7168, block_n=128, stages=6) == [64] * 8
+    bf16 = signalgemm.signal_layout(8, 256, 4096, k=7168, block_m=128, stages=4, a_format="bf16")
+    assert (bf16["block_m"], bf16["block_n"]) == (128, 128)
+    # The workspace planner takes the launch's tile options, SM count and weight layout as well: a split
+    # of K over fewer SMs has fewer partials.
+    all_sms = signalgemm.workspace_bytes(1, 16, 7168, "bf16", "nvfp4", n=4096, mma_fragments=True)
+    half = signalgemm.workspace_bytes(1, 16, 7168, "bf16", "nvfp4", n=4096, mma_fragments=True, sm_count=66)
+    assert all_sms > half > 0
+    assert signalgemm.workspace_bytes(1, 16, 7168, "bf16", "nvfp4", n=4096, block_n=128, stages=4) >= 0
 
 
 def test_signal_layout_asks_for_k_where_it_picks_the_tile():
