@@ -65,6 +65,26 @@ def test_matches_torch_reference_and_signals(granularity, out_dtype):
     assert signals.cpu().tolist() == expected
 
 
+@pytest.mark.parametrize("granularity", ["per_expert", "per_row_block"])
+def test_signals_of_a_tile_completed_to_fit_the_stages(granularity):
+    """block_n given with stages the heuristic's 128 rows do not fit: the launch runs 64 x 128, and the
+    helpers, given the same options, count its tiles."""
+    E, MAX_M, N, K = 3, 256, 512, 512
+    t = make_problem(E, MAX_M, N, K, seed=7)
+    masked_m = torch.tensor([0, 1, 201], dtype=torch.int32, device="cuda")
+    out = torch.full((E, MAX_M, N), POISON, dtype=torch.bfloat16, device="cuda")
+    layout = signalgemm.signal_layout(E, MAX_M, N, k=K, block_n=128, stages=6, granularity=granularity)
+    assert (layout["block_m"], layout["block_n"]) == (64, 128)
+    signals = torch.zeros(layout["counter_count"], dtype=torch.int32, device="cuda")
+    signalgemm.grouped_gemm_nt_masked((t["a"], t["sfa"]), (t["b"], t["sfb"]), out, masked_m, alpha=t["alpha"],
+                                      signals=signals, granularity=granularity, block_n=128, stages=6)
+    torch.cuda.synchronize()
+    check(out, t["reference"], masked_m)
+    expected = signalgemm.expected_signals(masked_m.cpu(), n=N, max_m=MAX_M, k=K, block_n=128, stages=6,
+                                           granularity=granularity)
+    assert signals.cpu().tolist() == expected
+
+
 def test_pinned_host_counters_for_a_host_consumer():
     """Counters and the error flag in pinned host memory (scope "sys"): the host polls them without a
     synchronization until each reaches its expected value; a pageable host tensor is refused by name."""
