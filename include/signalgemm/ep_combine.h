@@ -106,10 +106,11 @@ struct EpCombineArgs {
 
   // Rows of this rank's experts, as a low-latency dispatch lays them out: for local expert e and
   // row i, row_source[e * max_m + i] = owner * (max_tokens_per_rank * topk) + t * topk + k for the
-  // row that serves slot k of token t owned by rank `owner`, or -1 (padding). With topk_idx it must
-  // describe one routing: each used slot served by exactly one row below masked_m. A used slot no
-  // row serves times out in ep_combine; the epilogue-send reduce, which waits per expert, cannot
-  // tell and sums whatever that slot of the window holds.
+  // row that serves slot k of token t owned by rank `owner`, or -1 (padding); entries at or past
+  // masked_m[e] are not read. With topk_idx it must describe one routing: each used slot served by
+  // exactly one row below masked_m. A used slot no row serves times out in ep_combine; the
+  // epilogue-send reduce, which waits per expert, reports a slot of an expert with no rows
+  // (kErrorInvalidRouting) but otherwise cannot tell, and sums whatever that slot of the window holds.
   const int32_t* row_source = nullptr;  // [E_local][max_m]
 
   // Tokens this rank owns (<= max_tokens_per_rank) and their routing over global experts.
@@ -147,11 +148,12 @@ struct EpCombineArgs {
   // overlap buys where communication dominates.
   double remote_bytes_per_second = 0;
 
-  // Per wait; 0 = wait forever (a timeout needs error_flag). After a timeout this combine's output
-  // is undefined on the ranks that report it (error_flag) and on those whose rows it concerns (they
-  // time out or report too); no rank stores into a half of a window its owner may still be summing,
-  // but a slow sender's late rows may still land in a half a later epoch reuses: after a reported
-  // timeout, destroy the contexts and create them anew before the next combine.
+  // Per wait; 0 = wait forever (a timeout needs error_flag). After a timeout the tokens whose waits
+  // failed are not written, and this combine's output is undefined on the ranks that report it
+  // (error_flag) and on those whose rows it concerns (they time out or report too); no rank stores
+  // into a half of a window its owner may still be summing, but a slow sender's late rows may still
+  // land in a half a later epoch reuses: after a reported timeout, destroy the contexts and create
+  // them anew before the next combine.
   uint64_t timeout_ns = 0;
   // ORed with kErrorSignalTimeout on a timeout, with kErrorInvalidRouting for a routing entry that
   // names no rank of the comm (a row_source entry at or past num_ranks * max_tokens_per_rank * topk,
@@ -179,6 +181,9 @@ Status ep_combine(const EpCombineContext* context, const EpCombineArgs& args);
 //   GEMM with out_rows, signals, SignalGranularity::per_expert, SignalScope::sys
 //   ep_epilogue_send_reduce(ctx, args);  // args.num_blocks blocks (use the whole GPU); tokens in the
 //                                        // order the prepare kernel chose (likely complete first)
+// `signals` alternates between two halves of the window with the epoch's parity: a GEMM captured in
+// a graph adds to the half of the epoch it was captured with, so capture one graph per parity (or
+// update the kernel node's signals each combine), never one replayed for every epoch.
 // out_rows: device memory for E_local * max_m pointers. Uses args' layout (per_expert, at most 16384
 // experts), masked_m, row_source, tokens, out, epoch, workspace, num_blocks, reduce_tokens, timeout
 // and stream; the throttle model does not apply. The reduce is a programmatic dependent launch: it

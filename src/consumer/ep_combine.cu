@@ -318,8 +318,13 @@ __device__ void send_row(const EpParams& p, int64_t c, int r, int chunk_begin, i
 // slot arrived first. The tokens are positions first .. first + count - 1 of `ordered_slots`
 // (slot t * topk + k and its global expert, topk entries per token), or without it tokens first ..
 // first + count - 1. Thread i < count * topk calls find_row(slot, global expert) for slot i of the
-// group: it waits until the row is there (an acquire) and returns it, or null on timeout; the
-// block barrier then extends every waiting thread's acquire to all threads' loads.
+// group: it waits until the row is there (an acquire) and returns it, or null for a slot skipped (bad
+// routing, reported: it adds nothing), or failed_slot() where the wait failed (timed out or given up,
+// reported): that token is not written, as the single-GPU combine leaves a token it stopped waiting
+// for. The block barrier then extends every waiting thread's acquire to all threads' loads.
+// find_row's answer for a slot whose wait failed (never a row's address: rows are 16-byte aligned).
+__device__ __forceinline__ const uint4* failed_slot() { return reinterpret_cast<const uint4*>(uintptr_t(1)); }
+
 template <class FindRow>
 __device__ void reduce_tokens(const EpParams& p, int first, int count, FindRow find_row,
                               const int2* ordered_slots = nullptr) {
@@ -345,6 +350,12 @@ __device__ void reduce_tokens(const EpParams& p, int first, int count, FindRow f
     slot_src[threadIdx.x] = src;
     slot_weight[threadIdx.x] = src != nullptr ? weight : 0.f;
   }
+  __syncthreads();
+  // A token with a failed slot is left unwritten (its slots' threads wrote their pointers before the
+  // barrier; the token's first thread reads them all, after it).
+  if (threadIdx.x < count * p.topk && threadIdx.x % p.topk == 0)
+    for (int k = 0; k < p.topk; ++k)
+      if (slot_src[threadIdx.x + k] == failed_slot()) group_token[threadIdx.x / p.topk] = -1;
   __syncthreads();
   detail::sum_token_group(count, p.topk, p.layout.n, slot_src, slot_weight, group_token, p.out);
   __syncthreads();  // slot_src, slot_weight and group_token are rewritten for the next group
@@ -422,7 +433,7 @@ __global__ void __launch_bounds__(kThreads, 1) ep_combine_kernel(const EpParams 
       return nullptr;
     }
     if (!combine_wait(p, flags + slot, [epoch](uint32_t flag) { return flag == epoch; }, SignalScope::sys))
-      return nullptr;
+      return failed_slot();
     // Consumed: set to a value of the other parity, so that it never reads as ready again, even
     // 2^32 epochs on. The next store to this flag (epoch + 2's sender) waits for this rank's
     // reduced gate, released after this reduce (count_reduced_tokens), so it comes after this one.
@@ -899,7 +910,10 @@ __global__ void __launch_bounds__(kPrepareThreads)
   const size_t row_bytes = size_t(p.layout.n) * sizeof(__nv_bfloat16);
   const int64_t rows = int64_t(p.layout.num_experts) * p.layout.max_m;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < rows; i += int64_t(gridDim.x) * blockDim.x) {
-    const int source = p.row_source[i];
+    // Rows at or past masked_m are never stored (the GEMM skips them), so their entries are not
+    // read: padding there may hold anything, as ep_combine mode, which reads rows below masked_m only.
+    const int real_rows = p.layout.clamp_m(p.masked_m[i / p.layout.max_m]);
+    const int source = i % p.layout.max_m < real_rows ? p.row_source[i] : -1;
     if (!valid_source(p, source)) detail::report_invalid_routing(p.error_flag);
     out_rows[i] = source < 0 || !valid_source(p, source)
                       ? nullptr  // not stored
@@ -955,11 +969,14 @@ __global__ void __launch_bounds__(kReduceThreads, 1)
     const uint32_t seen = load_acquire(counter, SignalScope::sys);
     if (expected == kPoisonedExpected) {  // that rank's prepare timed out: its counters are not this epoch's
       if (p.error_flag != nullptr) atomicOr(p.error_flag, kErrorSignalTimeout);
+      return failed_slot();
+    }
+    if (expected == 0) {  // the expert has no rows, so none serves this slot: routing and masked_m disagree
+      detail::report_invalid_routing(p.error_flag);
       return nullptr;
     }
-    if (expected == 0) return nullptr;
     if (!signal_reached(seen, expected) && !combine_wait_reached(p, counter, expected, SignalScope::sys))
-      return nullptr;
+      return failed_slot();
     return static_cast<const uint4*>(
         ncclGetLocalPointer(p.window, p.rows_offset + size_t(slot) * p.layout.n * sizeof(__nv_bfloat16)));
   };

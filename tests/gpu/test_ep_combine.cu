@@ -601,7 +601,54 @@ TEST_F(EpCombineSingleRank, EndsWithATimeoutWhenNoGemmRuns) {
     }
     EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     EXPECT_EQ(st.flag.to_host<int32_t>()[0], kErrorSignalTimeout) << "mode " << mode;
+    // A token with a slot whose wait failed is not written (the poison stays); one with no used slot
+    // is the empty sum.
+    const auto got = st.out.to_host<uint16_t>();
+    int unwritten = 0;
+    for (int t = 0; t < routing.num_tokens[0]; ++t) {
+      bool used = false;
+      for (int k = 0; k < kSmall.topk; ++k) used |= routing.topk_idx[0][t * kSmall.topk + k] >= 0;
+      const uint16_t want = used ? 0xffff : 0;
+      unwritten += used;
+      for (int j = 0; j < kSmall.n; ++j)
+        if (got[size_t(t) * kSmall.n + j] != want) {
+          ADD_FAILURE() << "mode " << mode << " token " << t << " col " << j << ": " << got[size_t(t) * kSmall.n + j]
+                        << ", want " << want;
+          break;
+        }
+    }
+    EXPECT_GT(unwritten, 0);
   }
+}
+
+// Entries of row_source at or past masked_m are padding whatever they hold: neither mode reads them
+// (no report, the combine exact). In the epilogue-send mode a used slot routed to an expert with no
+// rows is reported (no row can serve it) and adds nothing.
+TEST_F(EpCombineSingleRank, PaddingPastMaskedMIsNotReadAndSlotsOfEmptyExpertsAreReported) {
+  std::mt19937 rng(79);
+  uint32_t epoch = 0;
+  for (int mode = 0; mode < 2; ++mode) {
+    EpRouting routing = random_ep_routing(1, kSmall, rng);
+    EpRouting sent = routing;
+    for (int e = 0; e < kSmall.experts_per_rank; ++e)
+      for (int i = routing.masked_m[0][e]; i < kSmall.max_m; ++i)
+        sent.row_source[0][size_t(e) * kSmall.max_m + i] = i % 2 ? routing.slots_per_rank + i : -7 - i;
+    ++epoch;
+    EXPECT_EQ(mode == 0 ? st.launch(sent, SignalGranularity::per_expert, epoch) : st.launch_epilogue_send(sent, epoch),
+              "") << "mode " << mode;
+    EXPECT_EQ(st.check(routing, golden), "") << "stale padding, mode " << mode;
+  }
+  EpRouting routing = random_ep_routing(1, kSmall, rng);
+  int empty = 0;
+  while (empty < kSmall.experts_per_rank && routing.masked_m[0][empty] != 0) ++empty;
+  ASSERT_LT(empty, kSmall.experts_per_rank) << "the routing has an expert with no rows";
+  int slot = 0;
+  while (routing.topk_idx[0][slot] < 0) ++slot;
+  EpRouting sent = routing;
+  sent.topk_idx[0][slot] = empty;  // its row still goes to the slot, from the expert that has it
+  routing.topk_idx[0][slot] = -1;  // the reference: that slot not summed
+  EXPECT_EQ(st.launch_epilogue_send(sent, ++epoch), "");
+  EXPECT_EQ(st.check(routing, golden, kErrorInvalidRouting), "") << "slot of an expert with no rows";
 }
 
 // ep_combine_create gathers the configs: ranks that differ all fail, naming the difference.
