@@ -25,7 +25,8 @@ namespace signalgemm {
 // entry below -1, at or past num_tokens * topk, or naming a slot whose topk_idx is not that row's
 // expert; a topk_idx entry below -1, past the experts, or naming an expert with masked_m <= 0, for
 // which no row can come: not waited for); the entry is skipped, never followed (a slot whose row
-// was skipped then never arrives: its token waits until timeout_ns, or forever without one). Also
+// was skipped then never arrives: its token waits until timeout_ns, or forever without one; so does
+// a slot served by a row at or past max_m, where masked_m > max_m, which the GEMM clamps). Also
 // for two rows of one expert naming one slot: the second one recorded is skipped, so which of the
 // two the slot sums depends on timing, and the slot it should have named never arrives.
 inline constexpr int32_t kErrorInvalidRouting = 4;
@@ -85,7 +86,7 @@ struct CombineArgs {
   // timeout needs error_flag, the only report.
   uint64_t timeout_ns = 0;
   int32_t* error_flag = nullptr; // ORed with kErrorSignalTimeout on a timeout, kErrorInvalidRouting
-  uint64_t* timeline = nullptr;  // optional, combine_timeline_entries() %globaltimer stamps
+  uint64_t* timeline = nullptr;  // optional, combine_timeline_entries() %globaltimer stamps, zeroed before
   cudaStream_t stream = nullptr;
 };
 

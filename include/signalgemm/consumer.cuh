@@ -72,13 +72,14 @@ __device__ inline bool wait_signal(const uint32_t* counter, uint32_t target, Sig
       counter, [target](uint32_t value) { return signal_reached(value, target); }, scope, timeout_ns, timeout_flag);
 }
 
-// Block-wide wait: thread 0 waits, the barrier then extends its acquire to the whole block
+// Block-wide wait: thread (0, 0, 0) waits, the barrier then extends its acquire to the whole block
 // (the acquire happens-before the barrier, which orders every thread's later reads after it).
 // Returns false on timeout in every thread.
 __device__ inline bool block_wait_signal(const uint32_t* counter, uint32_t target, SignalScope scope,
                                          uint64_t timeout_ns = 0, int32_t* timeout_flag = nullptr) {
   __shared__ int reached;
-  if (threadIdx.x == 0) reached = wait_signal(counter, target, scope, timeout_ns, timeout_flag);
+  if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0)  // one thread of a block of any shape
+    reached = wait_signal(counter, target, scope, timeout_ns, timeout_flag);
   __syncthreads();
   const bool ok = reached != 0;
   __syncthreads();  // `reached` may be rewritten by the next call

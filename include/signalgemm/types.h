@@ -2,11 +2,16 @@
 // Everything here is plain data usable from host code compiled by any C++17 compiler. Status
 // carries a std::string across the library's boundary: build against the C++ standard library ABI
 // the library was built with (with libstdc++: _GLIBCXX_USE_CXX11_ABI=1, its default; code built
-// with 0 cannot call the C++ API).
+// with 0 cannot call the C++ API: refused below at compile time).
 #pragma once
 
 #include <cstdint>
 #include <string>
+
+// The other std::string layout would link and then overrun the caller's Status.
+#if defined(__GLIBCXX__) && defined(_GLIBCXX_USE_CXX11_ABI) && !_GLIBCXX_USE_CXX11_ABI
+#error "SignalGEMM's C++ API needs _GLIBCXX_USE_CXX11_ABI=1 (the library's std::string layout)"
+#endif
 
 #if defined(__CUDACC__)
 #define SG_HD __host__ __device__ __forceinline__

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "host/devices.h"
 #include "signalgemm/combine.h"
@@ -19,16 +20,22 @@ inline Status invalid(const std::string& what) { return Status{StatusCode::inval
 // launch's blocks and the timeout's flag.
 template <class Args>
 Status check_layout_routing_and_output(const Args& a) {
-  if (a.layout.num_experts < 1 || a.layout.max_m < 1 || a.layout.block_m < 1 || a.layout.block_n < 1)
-    return invalid("layout is empty: pass signal_layout(gemm args)");
+  // (An array, not a braced list in the loop: nvcc's front end misreads it in a template.)
+  const std::pair<int, const char*> sizes[] = {
+      {a.layout.num_experts, "num_experts"}, {a.layout.max_m, "max_m"}, {a.layout.block_m, "block_m"},
+      {a.layout.block_n, "block_n"}};
+  for (const auto& [value, name] : sizes)
+    if (value < 1)
+      return invalid(std::string("layout.") + name + " = " + std::to_string(value) +
+                     " must be >= 1: pass signal_layout(gemm args)");
   if (a.layout.out_type != OutputType::bf16)
     return invalid(std::string("layout.out_type: the combine reads bf16 rows of C, not ") +
                    to_string(a.layout.out_type));
   if (a.scope != SignalScope::gpu && a.scope != SignalScope::sys)
     return invalid("scope: unknown value " + std::to_string(int(a.scope)));
   if (a.num_tokens < 0) return invalid("num_tokens must be >= 0");
-  if (a.num_tokens > 0 && (a.topk_idx == nullptr || a.topk_weights == nullptr))
-    return invalid("topk_idx and topk_weights are required");
+  if (a.num_tokens > 0 && a.topk_idx == nullptr) return invalid("topk_idx is null (num_tokens > 0)");
+  if (a.num_tokens > 0 && a.topk_weights == nullptr) return invalid("topk_weights is null (num_tokens > 0)");
   if (a.row_source == nullptr) return invalid("row_source is null");
   if (a.num_tokens > 0 && (a.out == nullptr || reinterpret_cast<uintptr_t>(a.out) % 16 != 0))
     return invalid("out is null or not 16-byte aligned");
@@ -36,6 +43,8 @@ Status check_layout_routing_and_output(const Args& a) {
     return invalid("workspace is null or not 16-byte aligned");
   if (a.num_blocks < 0) return invalid("num_blocks must be >= 0");
   if (a.first_block < 0) return invalid("first_block must be >= 0");
+  if (int64_t(a.first_block) + a.num_blocks > INT32_MAX / 3)  // its timeline entries are 3 per block, int32
+    return invalid("first_block + num_blocks must be below 2^31 / 3");
   if (a.timeout_ns > 0 && a.error_flag == nullptr)
     return invalid("timeout_ns is set but error_flag is null: a timed-out combine's output is incomplete, and "
                    "error_flag is where that is reported");

@@ -24,9 +24,12 @@ bool is_capturing(cudaStream_t stream) {
 Status check_device_pointer(const void* ptr, const char* name, int device, bool capturing) {
   if (ptr == nullptr) return {};
   cudaPointerAttributes attributes{};
-  if (cudaPointerGetAttributes(&attributes, ptr) != cudaSuccess) {
+  // Any pointer has attributes (an unknown one: unregistered), so a failure here is CUDA's own (an
+  // earlier kernel's fault, a driver problem): reported as such, not as a bad argument.
+  if (cudaError_t err = cudaPointerGetAttributes(&attributes, ptr); err != cudaSuccess) {
     cudaGetLastError();
-    return Status{StatusCode::invalid_argument, std::string("signalgemm: ") + name + " is not a CUDA pointer"};
+    return Status{StatusCode::cuda_error, std::string("signalgemm: cudaPointerGetAttributes(") + name +
+                                              ") failed: " + cudaGetErrorString(err)};
   }
   // Device memory of another GPU (without peer access it has no address on this one, so this
   // comes first): kernels run on the current device, whose loads would fault there, or cross

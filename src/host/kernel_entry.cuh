@@ -46,17 +46,11 @@ Status resident_cluster_count(Kernel* kernel, const cudaLaunchConfig_t& launch, 
 // `grid` persistent CTAs; for a cluster kernel, as many whole clusters of them as can be resident
 // at once (a cluster needs its CTAs on one GPC, so fewer than sm_count / 2 may fit).
 template <class Mainloop>
-Status launch_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, int grid, int smem_limit,
-                     const TensorMaps& maps, const kernels::KernelParams& params) {
+Status launch_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, int grid, const TensorMaps& maps,
+                     const kernels::KernelParams& params) {
   constexpr int kCluster = kernels::kClusterOf<Mainloop>;
   auto* kernel = &kernels::grouped_gemm_kernel<Mainloop>;
   const int smem = Mainloop::plan(cfg.stages).total_bytes();
-  // The attribute is one value per kernel and device, shared by every host thread: it is set to the
-  // device's opt-in maximum (`smem_limit`), the same for every launch, not to this launch's bytes,
-  // so that a concurrent launch with fewer stages never lowers it under one with more.
-  if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_limit);
-      err != cudaSuccess)
-    return cuda_failure("cudaFuncSetAttribute", err);
   cudaLaunchConfig_t launch{};
   launch.blockDim = dim3(kernels::kThreads);
   launch.dynamicSmemBytes = smem;
@@ -72,6 +66,17 @@ Status launch_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, int gri
     launch.gridDim = dim3(kCluster);
     int resident_clusters = 0;
     if (Status s = resident_cluster_count<Mainloop>(kernel, launch, resident_clusters); !s.ok()) return s;
+    if (args.sm_count > 0) {
+      // SMs kept for a consumer: each SM a consumer block holds can leave its GPC one SM short of a
+      // pair, so only that many clusters fewer are sure to fit beside it. A cluster left waiting for
+      // the consumer's SMs, while the consumer waits for that cluster's tiles (dealt out in a fixed
+      // order), would never run.
+      int device = 0, sms = 0;
+      if (cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) return cuda_failure("cudaGetDevice", err);
+      if (cudaError_t err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); err != cudaSuccess)
+        return cuda_failure("cudaDeviceGetAttribute", err);
+      resident_clusters = std::max(1, resident_clusters - std::max(0, sms - args.sm_count));
+    }
     grid = std::min(grid / kCluster, resident_clusters) * kCluster;
     if (grid == 0) return Status{StatusCode::cuda_error, "signalgemm: no two-CTA cluster fits on this device"};
   }
@@ -89,12 +94,17 @@ Status launch_kernel(const GroupedGemmArgs& args, const TileConfig& cfg, int gri
   return {};
 }
 
-// Loads a kernel without launching it (cudaFuncGetAttributes forces a lazily loaded module in).
+// Loads a kernel without launching it (setting an attribute forces a lazily loaded module in, so a
+// failure to load is reported before a launch enqueues anything). The attribute is one value per
+// kernel and device, shared by every host thread: it is set to the device's opt-in maximum
+// (`smem_limit`), the same for every launch, not to one launch's bytes, so that a concurrent launch
+// with fewer stages never lowers it under one with more.
 template <class Mainloop>
-Status load_kernel() {
-  cudaFuncAttributes attributes;
-  if (cudaError_t err = cudaFuncGetAttributes(&attributes, &kernels::grouped_gemm_kernel<Mainloop>); err != cudaSuccess)
-    return cuda_failure("cudaFuncGetAttributes", err);
+Status load_kernel(int smem_limit) {
+  if (cudaError_t err = cudaFuncSetAttribute(&kernels::grouped_gemm_kernel<Mainloop>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, smem_limit);
+      err != cudaSuccess)
+    return cuda_failure("cudaFuncSetAttribute", err);
   return {};
 }
 

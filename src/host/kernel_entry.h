@@ -26,9 +26,9 @@ struct TensorMaps {
 // One compiled kernel: its launch (args, tile, grid, the device's opt-in shared memory per block,
 // tensor maps, parameters) and its load. Empty where the tile is not compiled.
 struct KernelEntry {
-  Status (*launch)(const GroupedGemmArgs&, const TileConfig&, int, int, const TensorMaps&,
-                   const kernels::KernelParams&) = nullptr;
-  Status (*load)() = nullptr;
+  Status (*launch)(const GroupedGemmArgs&, const TileConfig&, int grid, const TensorMaps&,
+                   const kernels::KernelParams&) = nullptr;  // after load
+  Status (*load)(int smem_limit) = nullptr;  // before launch: loads the module, sets the shared-memory limit
 };
 
 // Why a launch with `args` (otherwise valid) would not run: the tile it takes (the heuristic's

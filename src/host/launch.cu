@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "host/config.h"
@@ -36,10 +37,12 @@ Status query_device(DeviceInfo& info) {
     cudaGetLastError();  // clear the sticky "no device" error for later calls
     return Status{StatusCode::no_device, std::string("signalgemm: no CUDA device: ") + cudaGetErrorString(err)};
   }
-  cudaDeviceGetAttribute(&info.sm_count, cudaDevAttrMultiProcessorCount, device);
-  cudaDeviceGetAttribute(&info.smem_per_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-  cudaDeviceGetAttribute(&info.major, cudaDevAttrComputeCapabilityMajor, device);
-  cudaDeviceGetAttribute(&info.minor, cudaDevAttrComputeCapabilityMinor, device);
+  for (const auto& [value, attribute] : {std::pair{&info.sm_count, cudaDevAttrMultiProcessorCount},
+                                         std::pair{&info.smem_per_block, cudaDevAttrMaxSharedMemoryPerBlockOptin},
+                                         std::pair{&info.major, cudaDevAttrComputeCapabilityMajor},
+                                         std::pair{&info.minor, cudaDevAttrComputeCapabilityMinor}})
+    if (cudaError_t err = cudaDeviceGetAttribute(value, attribute, device); err != cudaSuccess)
+      return cuda_failure("cudaDeviceGetAttribute", err);
   if (info.major != 9 || info.minor != 0) {
     return Status{StatusCode::no_device, "signalgemm: needs a Hopper GPU (sm_90); device " + std::to_string(device) +
                                              " is sm_" + std::to_string(info.major) + std::to_string(info.minor)};
@@ -268,9 +271,12 @@ host::SplitK launch_split_k(const GroupedGemmArgs& args, const TileConfig& cfg, 
 }
 
 // A cluster needs two CTAs: with a grid of one (sm_count = 1) the pair's tiles run on one CTA
-// (same tiles, same signals).
-TileConfig config_for_grid(TileConfig cfg, int grid) {
-  if (cfg.cluster > 1 && grid < 2) cfg.cluster = 1;
+// (same tiles, same signals). With SMs kept for a consumer (sm_count below the device's) the
+// heuristic's pairs run as single CTAs too: beside a consumer's blocks fewer pairs than sm_count / 2
+// may fit (launch_kernel), and the lone CTAs use every SM given. A cluster asked for is kept.
+TileConfig config_for_grid(const GroupedGemmArgs& args, TileConfig cfg, int grid, const DeviceInfo& info) {
+  const bool consumer_beside = usable_sms(args, info) < info.sm_count;
+  if (cfg.cluster > 1 && (grid < 2 || (consumer_beside && args.config.cluster == 0))) cfg.cluster = 1;
   return cfg;
 }
 
@@ -401,8 +407,10 @@ TileConfig launch_config(const GroupedGemmArgs& args, int smem, bool& converts) 
 }
 
 // What a launch with `args` runs after any activation conversion (its arguments, tile, grid, split
-// and kernel), or why it cannot run (plan_launch). Decided before anything is enqueued, so that a
-// rejected launch leaves the caller's workspace and stream (or graph being captured) untouched.
+// and kernel), or why it cannot run (plan_launch). Decided, the kernel loaded and its tensor maps
+// encoded before anything is enqueued, so that a launch rejected for its arguments, its tile or a
+// module that does not load leaves the caller's workspace and stream (or graph being captured)
+// untouched; only a failure of the enqueues themselves can leave a conversion without its GEMM.
 struct LaunchPlan {
   GroupedGemmArgs args;  // as launched: the one-format pairings read bf16 activations from the workspace
   TileConfig cfg;          // the tile launch_config chose
@@ -414,8 +422,8 @@ struct LaunchPlan {
   KernelEntry kernel;
 };
 
-// Launches the plan's GEMM kernel.
-Status launch_gemm(const LaunchPlan& plan, const DeviceInfo& info);
+// Enqueues the plan's activation conversion and GEMM kernel (defined below).
+Status launch_gemm(const GroupedGemmArgs& caller_args, const LaunchPlan& plan, const DeviceInfo& info);
 
 // Shared memory per block on the current device (an H100's without one), for planning.
 int planning_smem() {
@@ -487,7 +495,7 @@ Status plan_launch(const GroupedGemmArgs& args, const DeviceInfo& info, LaunchPl
   const TileConfig& cfg = plan.cfg;
   if (Status s = tile_status(args, cfg, plan.converts, info.smem_per_block); !s.ok()) return s;
   plan.grid = persistent_grid(plan.args, cfg, info);
-  plan.launch_cfg = config_for_grid(cfg, plan.grid);
+  plan.launch_cfg = config_for_grid(args, cfg, plan.grid, info);
   plan.split = launch_split_k(plan.args, plan.launch_cfg, info, plan.tokens_in_workspace);
   plan.kernel = select_kernel(plan.args, plan.launch_cfg, plan.tokens_in_workspace, plan.split.pieces > 1);
   return plan.kernel.launch == nullptr ? not_compiled(cfg) : Status{};
@@ -504,9 +512,8 @@ Status grouped_gemm_nt_masked(const GroupedGemmArgs& args) {
     return Status{StatusCode::cuda_error, "signalgemm: the driver has no cuTensorMapEncodeTiled"};
   LaunchPlan plan;
   if (Status s = plan_launch(args, info, plan); !s.ok()) return s;
-  if (plan.converts)
-    if (Status s = convert_activations(args, info); !s.ok()) return s;
-  return launch_gemm(plan, info);
+  if (Status s = plan.kernel.load(info.smem_per_block); !s.ok()) return s;
+  return launch_gemm(args, plan, info);
 }
 
 Status load_kernels(const GroupedGemmArgs& args) {
@@ -520,12 +527,15 @@ Status load_kernels(const GroupedGemmArgs& args) {
     if (cudaError_t err = cudaFuncGetAttributes(&attributes, conversion_kernel(args.a.format)); err != cudaSuccess)
       return cuda_failure("cudaFuncGetAttributes", err);
   }
-  return plan.kernel.load();
+  return plan.kernel.load(info.smem_per_block);
 }
 
 namespace {
 
-Status launch_gemm(const LaunchPlan& plan, const DeviceInfo& info) {
+// Encodes the plan's tensor maps, then enqueues the activation conversion (plan.converts), the
+// workspace counters' zeroing and the GEMM kernel. `caller_args`: the launch as given (the
+// conversion reads its activations).
+Status launch_gemm(const GroupedGemmArgs& caller_args, const LaunchPlan& plan, const DeviceInfo& info) {
   const GroupedGemmArgs& args = plan.args;
   const TileConfig& cfg = plan.cfg;
   const bool tokens_in_workspace = plan.tokens_in_workspace;
@@ -627,6 +637,9 @@ Status launch_gemm(const LaunchPlan& plan, const DeviceInfo& info) {
   const TileConfig& launch_cfg = plan.launch_cfg;
   const host::SplitK& split = plan.split;
 
+  if (plan.converts)
+    if (Status s = convert_activations(caller_args, info); !s.ok()) return s;
+
   // Counters in the workspace are zeroed here on the stream (a graph node when captured); the kernel
   // never resets them, so a launch needs no state from the last one.
   if (split.pieces > 1) {
@@ -646,7 +659,7 @@ Status launch_gemm(const LaunchPlan& plan, const DeviceInfo& info) {
       return cuda_failure("cudaMemsetAsync (tile counter)", err);
   }
 
-  return plan.kernel.launch(args, launch_cfg, grid, info.smem_per_block, maps, params);
+  return plan.kernel.launch(args, launch_cfg, grid, maps, params);
 }
 
 }  // namespace

@@ -64,8 +64,8 @@ std::vector<double> cpu_combine(const Routing& r, const std::vector<uint16_t>& c
 }
 
 // kMaxM rows per expert's slab: 40 is one row block (one or two 32-row record items per counter);
-// 300 is three (per_row_block: three counters per expert).
-template <int kSlabRows>
+// 300 is three (per_row_block: three counters per expert). kDepth: the GEMM's K.
+template <int kSlabRows, int kDepth = 256>
 class CombineFixture : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -109,6 +109,7 @@ class CombineFixture : public ::testing::Test {
     GroupedGemmArgs args = problem.args();
     args.granularity = g;
     args.scope = scope;
+    args.config = tile;
     args.sm_count = after_pdl ? 0 : sms - kCombineBlocks;
     args.stream = gemm_stream;
     const SignalLayout layout = signal_layout(args);
@@ -230,10 +231,11 @@ class CombineFixture : public ::testing::Test {
     EXPECT_EQ(flag.to_host<int32_t>()[0], 0) << "a wait timed out";
   }
 
-  static constexpr int kExperts = 8, kMaxM = kSlabRows, kN = 256, kK = 256, kTopk = 4, kCombineBlocks = 4;
+  static constexpr int kExperts = 8, kMaxM = kSlabRows, kN = 256, kK = kDepth, kTopk = 4, kCombineBlocks = 4;
   // A second launch of the same combine, stream-ordered after the GEMM, joins through the queues.
   static constexpr int kHelperBlocks = 8;
   SignalScope scope = SignalScope::gpu;  // of the GEMM's signals and the combine's waits
+  TileConfig tile;                       // the GEMM's (default: the heuristic's)
   Fp8Problem problem;
   std::vector<uint16_t> golden;
   int sms = 0;
@@ -243,6 +245,7 @@ class CombineFixture : public ::testing::Test {
 
 using CombineTest = CombineFixture<40>;
 using CombineTestSeveralRowBlocks = CombineFixture<300>;
+using CombineTestDeepK = CombineFixture<300, 4096>;
 
 TEST_F(CombineTest, MatchesCpuCombineForRandomRoutings) { matches_cpu_combine(5); }
 
@@ -258,6 +261,23 @@ TEST_F(CombineTest, CapturedWithTheGemmInOneGraph) {
   EXPECT_EQ(flag.to_host<int32_t>()[0], 0) << "a wait timed out";
 }
 TEST_F(CombineTestSeveralRowBlocks, MatchesCpuCombineForRandomRoutings) { matches_cpu_combine(12); }
+
+// The wide fp8 tile at K >= 4096 without a workspace runs in two-CTA clusters, its tiles dealt out in
+// a fixed order. Beside a combine that holds SMs, a consumer block can leave its GPC an odd number
+// of free SMs, so fewer pairs fit than sm_count / 2, and a pair left waiting for the consumer's SMs
+// would never run while the consumer waits for its tiles: the heuristic's pairs then run as single
+// CTAs, and a cluster asked for keeps as many pairs as fit beside any placement of the consumer.
+TEST_F(CombineTestDeepK, BesideATwoCtaClusterGemm) {
+  std::mt19937 rng(23);
+  DeviceBuffer flag = DeviceBuffer::from(std::vector<int32_t>{0});
+  for (const int cluster : {0, 2}) {
+    tile = TileConfig{128, 256, 0, cluster};
+    for (auto g : {SignalGranularity::per_expert, SignalGranularity::per_row_block})
+      EXPECT_EQ(run_overlapped(random_routing(kExperts, kMaxM, kTopk, rng), g, flag), "")
+          << "cluster " << cluster << ", " << to_string(g);
+  }
+  EXPECT_EQ(flag.to_host<int32_t>()[0], 0) << "a wait timed out";
+}
 
 // A row_source entry past num_tokens * topk is reported (kErrorInvalidRouting) and skipped, never
 // written; the rest of the combine is exact.
@@ -469,6 +489,11 @@ TEST(Combine, RejectsBadStridesAlignmentAndGranularity) {
   EXPECT_NE(message([](CombineArgs& c) { c.layout.granularity = SignalGranularity(3); }).find("layout.granularity"),
             std::string::npos);
   EXPECT_NE(message([](CombineArgs& c) { c.scope = SignalScope(7); }).find("scope: unknown value 7"),
+            std::string::npos);
+  EXPECT_NE(message([](CombineArgs& c) { c.layout.block_n = 0; }).find("layout.block_n = 0 must be >= 1"),
+            std::string::npos);
+  EXPECT_NE(message([](CombineArgs& c) { c.topk_weights = nullptr; }).find("topk_weights is null"), std::string::npos);
+  EXPECT_NE(message([](CombineArgs& c) { c.first_block = 1 << 30; }).find("first_block + num_blocks"),
             std::string::npos);
   EXPECT_NE(message([](CombineArgs& c) { c.layout.out_type = OutputType::fp16; }).find("layout.out_type"),
             std::string::npos);
