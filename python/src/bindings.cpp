@@ -513,7 +513,8 @@ NB_MODULE(_C, m) {
         args.sm_count = sm_count;  // the SMs a split of K is planned over (0: all)
         args.config = TileConfig{block_m, block_n, stages, cluster};
         if (mma_fragments) args.b.layout = OperandLayout::mma_fragments;  // packed weights: tiles of their own
-        require_valid_sizes(args, /*unknown_n=*/true);
+        // Checked as the launch that has this workspace (its activations converted where the pairing does).
+        require_valid_sizes(host::with_planned_workspace(args), /*unknown_n=*/true);
         return workspace_bytes(args);
       },
       nb::arg("num_experts"), nb::arg("max_m"), nb::arg("k"), nb::arg("a_format"), nb::arg("b_format"),

@@ -326,6 +326,8 @@ def test_signal_layout_follows_the_stages():
     half = signalgemm.workspace_bytes(1, 16, 7168, "bf16", "nvfp4", n=4096, mma_fragments=True, sm_count=66)
     assert all_sms > half > 0
     assert signalgemm.workspace_bytes(1, 16, 7168, "bf16", "nvfp4", n=4096, block_n=128, stages=4) >= 0
+    # Sized for the launch it serves: one-format FP4 pairings there run as bf16 activations, with their tiles.
+    assert signalgemm.workspace_bytes(4, 64, 512, "nvfp4", n=256, block_m=128, block_n=128, mma_fragments=True) > 0
 
 
 def test_signal_layout_asks_for_k_where_it_picks_the_tile():
