@@ -313,6 +313,9 @@ __device__ void send_row(const EpParams& p, int64_t c, int r, int chunk_begin, i
   }
 }
 
+// find_row's answer for a slot whose wait failed (never a row's address: rows are 16-byte aligned).
+__device__ __forceinline__ const uint4* failed_slot() { return reinterpret_cast<const uint4*>(uintptr_t(1)); }
+
 // Reduce of `count` (<= kReduceTokens) tokens by the whole block: out[t] = sum over t's used slots,
 // in the fixed order k = 0..topk-1, in fp32, stored as bf16; the result never depends on which
 // slot arrived first. The tokens are positions first .. first + count - 1 of `ordered_slots`
@@ -322,9 +325,6 @@ __device__ void send_row(const EpParams& p, int64_t c, int r, int chunk_begin, i
 // routing, reported: it adds nothing), or failed_slot() where the wait failed (timed out or given up,
 // reported): that token is not written, as the single-GPU combine leaves a token it stopped waiting
 // for. The block barrier then extends every waiting thread's acquire to all threads' loads.
-// find_row's answer for a slot whose wait failed (never a row's address: rows are 16-byte aligned).
-__device__ __forceinline__ const uint4* failed_slot() { return reinterpret_cast<const uint4*>(uintptr_t(1)); }
-
 template <class FindRow>
 __device__ void reduce_tokens(const EpParams& p, int first, int count, FindRow find_row,
                               const int2* ordered_slots = nullptr) {

@@ -23,8 +23,8 @@ struct TensorMaps {
   CUtensorMap a, b, sfa, sfb, c;
 };
 
-// One compiled kernel: its launch (args, tile, grid, the device's opt-in shared memory per block,
-// tensor maps, parameters) and its load. Empty where the tile is not compiled.
+// One compiled kernel: its load (with the device's opt-in shared memory per block) and its launch
+// (args, tile, grid, tensor maps, parameters). Empty where the tile is not compiled.
 struct KernelEntry {
   Status (*launch)(const GroupedGemmArgs&, const TileConfig&, int grid, const TensorMaps&,
                    const kernels::KernelParams&) = nullptr;  // after load

@@ -410,7 +410,8 @@ TileConfig launch_config(const GroupedGemmArgs& args, int smem, bool& converts) 
 // and kernel), or why it cannot run (plan_launch). Decided, the kernel loaded and its tensor maps
 // encoded before anything is enqueued, so that a launch rejected for its arguments, its tile or a
 // module that does not load leaves the caller's workspace and stream (or graph being captured)
-// untouched; only a failure of the enqueues themselves can leave a conversion without its GEMM.
+// untouched; only a CUDA failure after the conversion is enqueued (the counters' zeroing, the
+// cluster occupancy query, the launch itself) can leave it without its GEMM.
 struct LaunchPlan {
   GroupedGemmArgs args;  // as launched: the one-format pairings read bf16 activations from the workspace
   TileConfig cfg;          // the tile launch_config chose
