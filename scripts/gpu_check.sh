@@ -16,9 +16,8 @@ BUILD=${SIGNALGEMM_BUILD:-build}  # a carried build folder (binaries only is eno
 if ! "$BUILD/tests/signalgemm_gpu_tests" --gtest_list_tests >/dev/null 2>&1; then
   echo "== the carried build does not run here; building in build-gpu"
   BUILD=build-gpu
-  tests=ON
-  cmake --find-package -DNAME=GTest -DCOMPILER_ID=GNU -DLANGUAGE=CXX -DMODE=EXIST >/dev/null 2>&1 || tests=OFF
-  cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSIGNALGEMM_BUILD_TESTS=$tests >"$LOGS/build.log" 2>&1 &&
+  # (Without GoogleTest CMake leaves the tests out, saying so in the log; their steps then fail.)
+  cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release >"$LOGS/build.log" 2>&1 &&
     cmake --build "$BUILD" -j "$(nproc)" >>"$LOGS/build.log" 2>&1 || { tail -30 "$LOGS/build.log"; exit 1; }
 fi
 

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 export PATH="/usr/local/cuda/bin:$PATH"
 scripts/setup.sh
 scripts/build.sh
-(cd build && ctest --output-on-failure -j 2)
+(cd build && ctest --output-on-failure -j 2 --no-tests=error)  # none built (no GoogleTest): a failure
 
 echo "== find_package(signalgemm) from an install prefix"
 rm -rf build/install build/package_consumer
