@@ -84,7 +84,9 @@ struct GroupedGemmArgs {
   // Optional device scratch, 16-byte aligned, of at least workspace_bytes(args) bytes; the launch
   // owns it until it completes (one workspace per launch in flight). For activations the tensor
   // cores cannot take as they are (nvfp4, mxfp4 or mxfp8 on both sides, fp8_block128 x nvfp4 / mxfp4),
-  // a first kernel converts the real rows (i < masked_m[e]) to bf16 here once, exactly, and the
+  // a first kernel converts the real rows (i < masked_m[e]) to bf16 here once, exactly (fp8_block128
+  // x FP4: on the register-weights tiles, which the heuristic picks; a given 32x128 or 64x128 reads
+  // its tokens as they are and leaves the workspace unused), and the
   // GEMM then runs as bf16 x the weights' format (fp8_block128: reading the bf16 copy and still
   // applying the token scales); without, each tile converts its tokens itself, once per column
   // block (docs/formats.md). fp8_block128 x fp8_block128 keeps a tile counter here (16 bytes),
@@ -121,8 +123,10 @@ Status validate(const GroupedGemmArgs& args);
 // launch with those sizes would be accepted.
 Status validate_sizes(const GroupedGemmArgs& args);
 
-// The configuration a launch with these arguments would use (heuristic plus override).
-// Queries the current device's shared-memory limit (an H100's when there is no device).
+// The configuration a launch with these arguments would use (heuristic plus override): its tile
+// and stages; its cluster may still run as single CTAs (sm_count below the device's SMs, or a grid of
+// one: docs/configuration.md). Queries the current device's shared-memory limit (an H100's when there
+// is no device).
 TileConfig select_config(const GroupedGemmArgs& args);
 
 // The signal layout a launch with these arguments would use: what consumers wait on. Needs the
