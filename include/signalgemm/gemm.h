@@ -86,10 +86,9 @@ struct GroupedGemmArgs {
   // cores cannot take as they are (nvfp4, mxfp4 or mxfp8 on both sides, fp8_block128 x nvfp4 / mxfp4),
   // a first kernel converts the real rows (i < masked_m[e]) to bf16 here once, exactly (fp8_block128
   // x FP4: on the register-weights tiles, which the heuristic picks; a given 32x128 or 64x128 reads
-  // its tokens as they are and leaves the workspace unused), and the
-  // GEMM then runs as bf16 x the weights' format (fp8_block128: reading the bf16 copy and still
-  // applying the token scales); without, each tile converts its tokens itself, once per column
-  // block (docs/formats.md). fp8_block128 x fp8_block128 keeps a tile counter here (16 bytes),
+  // its tokens as they are and leaves the workspace unused), and the GEMM then runs as bf16 x the
+  // weights' format (fp8_block128: reading the bf16 copy and still applying the token scales);
+  // without, each tile converts its tokens itself, once per column block (docs/formats.md). fp8_block128 x fp8_block128 keeps a tile counter here (16 bytes),
   // zeroed by the launch, from which its CTAs take tiles dynamically (not on the 128x192 tile or in
   // two-CTA clusters): a CTA done early takes more, which balances the grid when tiles differ
   // (docs/configuration.md); without, each CTA runs a fixed share of the tiles. Launches with few
