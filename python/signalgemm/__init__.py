@@ -436,7 +436,7 @@ def grouped_gemm_nt_masked(
                 raise ValueError(f"signalgemm: c_dtype = {c_dtype!r} but out is {out_dtype}")
         if mma_tiler_mn is not None:
             tile = _int_pair("mma_tiler_mn", mma_tiler_mn)
-            if len(tile) != 2 or (block_m, block_n) not in ((0, 0), tile):
+            if (block_m, block_n) not in ((0, 0), tile):
                 raise ValueError(f"signalgemm: mma_tiler_mn = {mma_tiler_mn} must be (block_m, block_n) and agree with "
                                  f"block_m = {block_m}, block_n = {block_n}")
             block_m, block_n = tile
@@ -511,12 +511,10 @@ def _allocate_workspace(a: Any, a_format: str, b_format: str, n: int = 0, expect
                         block_n: int = 0, stages: int = 0, cluster: int = 0, sm_count: int = 0,
                         mma_fragments: bool = False) -> Any:
     """A torch workspace (torch's caching allocator: cheap, graph-safe)."""
-    try:
-        import torch
-    except ImportError:
+    if not _is_cuda_torch(a) or a.dim() != 3:
         return None
-    if not isinstance(a, torch.Tensor) or not a.is_cuda or a.dim() != 3:
-        return None
+    import torch
+
     k = a.shape[2] * (2 if a_format in ("nvfp4", "mxfp4") else 1)
     with torch.cuda.device(a.device):  # planned for the device the launch runs on, whatever the current one
         nbytes = workspace_bytes(a.shape[0], a.shape[1], k, a_format, b_format, n=n, expected_m=expected_m,

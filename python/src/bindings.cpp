@@ -261,13 +261,9 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
   GroupedGemmArgs args;
   args.a = operand(a, sfa, parse_format(a_format, "a_format"), "a");
   const bool fragments = b_n > 0;
-  if (fragments) {
-    require_dims(a, "a", 3);
-    args.b = fragment_operand(b, sfb, parse_format(b_format, "b_format"), b_n,
-                              int(logical_k(args.a.format, a.shape(2))));
-  } else {
-    args.b = operand(b, sfb, parse_format(b_format, "b_format"), "b");
-  }
+  args.b = fragments ? fragment_operand(b, sfb, parse_format(b_format, "b_format"), b_n,
+                                        int(logical_k(args.a.format, a.shape(2))))
+                      : operand(b, sfb, parse_format(b_format, "b_format"), "b");
   require_dims(out, "out", 3);
   const nb::dlpack::dtype out_dtype = out.dtype();
   const bool out_bf16 = out_dtype.code == uint8_t(nb::dlpack::dtype_code::Bfloat) && out_dtype.bits == 16;
@@ -489,7 +485,6 @@ NB_MODULE(_C, m) {
         nb::arg("error_flag").none(), nb::arg("workspace").none(), nb::arg("b_n") = 0,
         nb::arg("load_only") = false);
   m.def("pack_mma_fragments", &pack_fragments, nb::arg("b"), nb::arg("packed"), nb::arg("stream"));
-  m.def("mma_fragment_bytes", &mma_fragment_bytes, nb::arg("experts"), nb::arg("n"), nb::arg("k"));
   m.def("signal_layout", &signal_layout_for, nb::arg("num_experts"), nb::arg("max_m"), nb::arg("n"),
         nb::arg("expected_m") = 0, nb::arg("block_m") = 0, nb::arg("block_n") = 0,
         nb::arg("granularity") = "per_expert", nb::arg("a_format") = "fp8_block128",

@@ -4,7 +4,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cuda/ptx>
 #include <limits>
 #include <string>
 

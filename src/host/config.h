@@ -158,7 +158,6 @@ inline constexpr int min_k_pieces(Format a_format, Format b_format) {
 }
 inline constexpr int kMaxKPieces = 8;
 inline constexpr int kMinKBlocksPerPiece = 6;
-inline constexpr int kH100SmCount = 132;  // planning without a device
 
 // One-format pairings: the launch that follows the conversion, bf16 activations in the workspace
 // (then a pairing of its own, with its own tiles), and as its own workspace what lies past them,

@@ -435,7 +435,7 @@ int planning_smem() {
 // The SMs a launch with `args` may use on the current device (an H100's without one), for planning.
 int planning_sms(const GroupedGemmArgs& args) {
   DeviceInfo info;
-  if (!query_device(info).ok()) info.sm_count = host::kH100SmCount;
+  if (!query_device(info).ok()) info.sm_count = int(host::kRoundSms);
   return usable_sms(args, info);
 }
 

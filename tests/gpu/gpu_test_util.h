@@ -205,7 +205,6 @@ struct Problem {
   // One rounding step of out_type at `x`.
   double output_step(double x) const { return out_type == OutputType::fp16 ? fp16_ulp(x) : bf16_ulp(x); }
 };
-using Fp8Problem = Problem;
 
 // Per expert, ||C - ref|| / ||ref|| <= tolerance over its real rows, every other row and column
 // still poisoned. An expert of a few elements (one row of a narrow N) can miss that bound through
@@ -271,6 +270,12 @@ inline std::string check_output(const Problem& p, const std::vector<int32_t>& ma
              " off by more than allowed, " + std::to_string(off_by_one_step) + " by one step)";
   }
   return "";
+}
+
+// Float64 reference for every row (masked_m = max_m): rows < masked_m do not depend on masked_m.
+inline std::vector<double> full_reference(const Problem& p) {
+  const std::vector<int32_t> all(p.experts, p.max_m);
+  return ref::masked_grouped_gemm(p.a, p.b, all.data(), p.alpha.data());
 }
 
 // |alpha| * sum_k |a * b| for every element of an fp8_block128 x fp8_block128 problem (all rows):

@@ -7,7 +7,6 @@
 
 #include "gpu_test_util.h"
 #include "signalgemm/combine.h"
-#include "signalgemm/consumer.cuh"
 #include "signalgemm/gemm.h"
 
 namespace signalgemm::test {
@@ -236,7 +235,7 @@ class CombineFixture : public ::testing::Test {
   static constexpr int kHelperBlocks = 8;
   SignalScope scope = SignalScope::gpu;  // of the GEMM's signals and the combine's waits
   TileConfig tile;                       // the GEMM's (default: the heuristic's)
-  Fp8Problem problem;
+  Problem problem;
   std::vector<uint16_t> golden;
   int sms = 0;
   cudaStream_t gemm_stream = nullptr, combine_stream = nullptr;

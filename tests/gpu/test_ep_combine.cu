@@ -23,7 +23,6 @@
 #include "consumer/ep_combine_testing.h"
 #include "gpu_test_util.h"
 #include "signalgemm/combine.h"
-#include "signalgemm/consumer.cuh"
 #include "signalgemm/ep_combine.h"
 #include "signalgemm/gemm.h"
 

@@ -2,7 +2,6 @@
 // rows untouched, signal counts, strides, clamping, persistence, CUDA-graph replay; and the bf16 and
 // register-weights mainloops' tiles, and prefill-sized problems of three pairings.
 #include <algorithm>
-#include <numeric>
 
 #include "gpu_test_util.h"
 #include "host/config.h"
@@ -10,12 +9,6 @@
 
 namespace signalgemm::test {
 namespace {
-
-// Reference for every row (masked_m = max_m): rows < masked_m do not depend on masked_m.
-std::vector<double> full_reference(const Fp8Problem& p) {
-  const std::vector<int32_t> all(p.experts, p.max_m);
-  return ref::masked_grouped_gemm(p.a, p.b, all.data(), p.alpha.data());
-}
 
 void expect_signals(const GroupedGemmArgs& args, const std::vector<int32_t>& masked_m,
                     const std::vector<uint32_t>& signals, uint32_t base = 7) {
@@ -60,7 +53,7 @@ void expect_every_tile_correct(Problem& p, const std::vector<int32_t>& masked_m,
 TEST(Fp8Block128Gemm, ClusterPairsEveryShareMode) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(77);
-  Fp8Problem p;
+  Problem p;
   p.build(/*experts=*/8, /*max_m=*/520, /*n=*/600, /*k=*/384, rng);
   const auto reference = full_reference(p);
   const std::vector<int32_t> masked_m = {0, 1, 129, 256, 257, 385, 511, 520};
@@ -87,7 +80,7 @@ TEST(Fp8Block128Gemm, ClusterPairsEveryShareMode) {
 TEST(Fp8Block128Gemm, DynamicTilesFromAWorkspace) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(404);
-  Fp8Problem p;
+  Problem p;
   p.build(/*experts=*/6, /*max_m=*/300, /*n=*/456, /*k=*/384, rng);
   const auto reference = full_reference(p);
   const std::vector<int32_t> masked_m = {0, 1, 129, 300, 63, 257};
@@ -170,7 +163,7 @@ TEST(Fp8Block128Gemm, SplitKForFewTiles) {
 TEST(Fp8Block128Gemm, EveryTileConfigAndEdgeMaskedM) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(2026);
-  Fp8Problem p;
+  Problem p;
   p.build(/*experts=*/7, /*max_m=*/200, /*n=*/328, /*k=*/512, rng);  // n: partial column blocks
   // Last row blocks of every MMA width (the real rows rounded up to 32): 1 -> 32, 63 -> 64,
   // 65 -> 96, 127 -> 128, 150 -> 160 (192-token tile) and 150 - 128 = 22 -> 32 (128-token tile);
@@ -184,7 +177,7 @@ TEST(Fp8Block128Gemm, EveryTileConfigAndEdgeMaskedM) {
 TEST(Fp8Block128Gemm, ManyExpertsRandomMaskedMHeuristicConfig) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(7);
-  Fp8Problem p;
+  Problem p;
   p.build(32, 130, 256, 384, rng);
   const auto reference = full_reference(p);
   for (int trial = 0; trial < 3; ++trial) {
@@ -207,7 +200,7 @@ TEST(Fp8Block128Gemm, ManyExpertsRandomMaskedMHeuristicConfig) {
 TEST(Fp8Block128Gemm, ManyOneBlockExpertsOnTheTokenRowsTile) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(51);
-  Fp8Problem p;
+  Problem p;
   p.build(16, 96, 3080, 256, rng);  // 16 x ceil(3080 / 192) = 272 tiles; a partial last column block
   const auto reference = full_reference(p);
   std::vector<int32_t> masked_m(16);
@@ -239,7 +232,7 @@ TEST(Fp8Block128Gemm, DeepSeekShapes) {
   std::mt19937 rng(11);
   struct Shape { int experts, max_m, n, k; std::vector<int32_t> masked_m; };
   for (const Shape& s : {Shape{1, 72, 4096, 7168, {65}}, Shape{2, 40, 7168, 2048, {33, 0}}}) {
-    Fp8Problem p;
+    Problem p;
     p.build(s.experts, s.max_m, s.n, s.k, rng);
     const auto reference = ref::masked_grouped_gemm(p.a, p.b, s.masked_m.data(), p.alpha.data());
     GroupedGemmArgs args = p.args();
@@ -342,7 +335,7 @@ TEST(Fp8Block128Gemm, ProblemsSmallerThanATile) {
   std::mt19937 rng(31);
   struct Tiny { int experts, max_m, n, k; std::vector<int32_t> masked_m; };
   for (const Tiny& t : {Tiny{1, 1, 8, 128, {1}}, Tiny{3, 5, 72, 256, {5, 0, 2}}, Tiny{2, 33, 200, 128, {33, 17}}}) {
-    Fp8Problem p;
+    Problem p;
     p.build(t.experts, t.max_m, t.n, t.k, rng);
     SCOPED_TRACE("E " + std::to_string(t.experts) + " max_m " + std::to_string(t.max_m) + " n " + std::to_string(t.n));
     expect_every_tile_correct(p, t.masked_m, SignalGranularity::per_row_block);
@@ -352,7 +345,7 @@ TEST(Fp8Block128Gemm, ProblemsSmallerThanATile) {
 TEST(Fp8Block128Gemm, PaddedStridesAndFewSms) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(5);
-  Fp8Problem p;
+  Problem p;
   p.build(5, 96, 512, 256, rng, /*a_pad=*/48, /*b_pad=*/16, /*out_pad=*/32);
   const auto reference = full_reference(p);
   const std::vector<int32_t> masked_m = {96, 3, 0, 50, 77};
@@ -373,7 +366,7 @@ TEST(Fp8Block128Gemm, PaddedStridesAndFewSms) {
 TEST(Fp8Block128Gemm, RowScatterThroughOutRows) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(29);
-  Fp8Problem p;
+  Problem p;
   p.build(4, 80, 384, 256, rng, 0, 0, /*out_pad=*/16);
   const auto reference = full_reference(p);
   std::vector<void*> rows(size_t(p.experts) * p.max_m);
@@ -407,7 +400,7 @@ __global__ void write_masked_m_late(int32_t* masked_m, const int32_t* values, in
 TEST(Fp8Block128Gemm, ProgrammaticDependentLaunchSeesPreviousWrites) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(23);
-  Fp8Problem p;
+  Problem p;
   p.build(3, 64, 256, 256, rng);
   const auto reference = full_reference(p);
   cudaStream_t stream;
@@ -433,7 +426,7 @@ TEST(Fp8Block128Gemm, ProgrammaticDependentLaunchSeesPreviousWrites) {
 TEST(Fp8Block128Gemm, NullAlphaIsOne) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(24);
-  Fp8Problem p;
+  Problem p;
   p.build(3, 64, 384, 256, rng);
   const std::vector<int32_t> all(p.experts, p.max_m);
   const std::vector<float> ones(p.experts, 1.f);
@@ -449,7 +442,7 @@ TEST(Fp8Block128Gemm, NullAlphaIsOne) {
 TEST(Fp8Block128Gemm, OutOfRangeMaskedMIsClampedAndReported) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(3);
-  Fp8Problem p;
+  Problem p;
   p.build(3, 64, 256, 256, rng);
   const auto reference = full_reference(p);
   DeviceBuffer flag = DeviceBuffer::from(std::vector<int32_t>{0});
@@ -470,7 +463,7 @@ TEST(Fp8Block128Gemm, OutOfRangeMaskedMIsClampedAndReported) {
 // without the occupancy query) and one captured after, both replayed three times.
 void expect_graph_replay_matches_direct_launch(const TileConfig& config, bool capture_first) {
   std::mt19937 rng(17);
-  Fp8Problem p;
+  Problem p;
   p.build(4, 64, 256, 512, rng);
   const auto reference = full_reference(p);
   const std::vector<int32_t> masked_m = {64, 17, 0, 33};
@@ -717,7 +710,7 @@ TEST(RegisterWeightsGemm, SixtyFourTokensOn64x128) {
 TEST(Fp8Block128Gemm, HostPointersAreRejectedNotLaunched) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(43);
-  Fp8Problem p;
+  Problem p;
   p.build(2, 16, 128, 128, rng);
   const std::vector<int32_t> host_masked_m = {16, 3};
   GroupedGemmArgs args = p.args();
@@ -741,7 +734,7 @@ TEST(Fp8Block128Gemm, OperandsOnAnotherDeviceAreRejectedNotLaunched) {
   SG_CUDA_CHECK(cudaGetDeviceCount(&devices));
   if (devices < 2) GTEST_SKIP() << "needs two GPUs";
   std::mt19937 rng(46);
-  Fp8Problem p;
+  Problem p;
   p.build(2, 16, 128, 128, rng);  // on device 0
   SG_CUDA_CHECK(cudaSetDevice(1));
   DeviceBuffer signals_on_1(2 * sizeof(uint32_t));

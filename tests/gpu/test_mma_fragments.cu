@@ -14,11 +14,6 @@
 namespace signalgemm::test {
 namespace {
 
-std::vector<double> full_reference(const Problem& p) {
-  const std::vector<int32_t> all(p.experts, p.max_m);
-  return ref::masked_grouped_gemm(p.a, p.b, all.data(), p.alpha.data());
-}
-
 // The weights of `p` (rows, with their padded stride) packed on the GPU.
 DeviceBuffer pack(const Problem& p) {
   DeviceBuffer packed(mma_fragment_bytes(p.experts, p.n, p.k));

@@ -143,8 +143,7 @@ bool run_random_problem(const Pairing& pairing, int trial, int seed, ChooseConfi
                            std::to_string(cfg.cluster) + (args.workspace != nullptr ? " with a workspace" : "") +
                            (packed_weights ? ", mma_fragments weights" : "") +
                            (p.out_type == OutputType::fp16 ? ", fp16 output" : "");
-  const std::vector<int32_t> every_row(experts, max_m);
-  std::vector<double> reference = ref::masked_grouped_gemm(p.a, p.b, every_row.data(), p.alpha.data());
+  std::vector<double> reference = full_reference(p);
   for (double& x : reference) x = p.rounded_to_output(x);
   const RunResult r = run(p, args, masked_m);
   EXPECT_TRUE(r.status.ok()) << what << ": " << r.status.message;

@@ -61,7 +61,7 @@ __global__ void snapshot_on_signal(const uint16_t* out, uint16_t* snapshot, int6
 TEST(SignalOrdering, LoadedKernelsFirstLaunchBesideASpinningConsumer) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(45);
-  Fp8Problem p;
+  Problem p;
   p.build(/*experts=*/6, /*max_m=*/200, /*n=*/640, /*k=*/384, rng);
   std::vector<int32_t> masked_m = {0, 1, 77, 200, 129, 3};
   p.set_masked_m(masked_m);
@@ -218,7 +218,7 @@ void expect_consumer_never_sees_unfinished_rows(Problem& p, const TileConfig& co
 TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRows) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(42);
-  Fp8Problem p;
+  Problem p;
   p.build(/*experts=*/16, /*max_m=*/96, /*n=*/1024, /*k=*/1024, rng);
   expect_consumer_never_sees_unfinished_rows(p, TileConfig{}, rng);
 }
@@ -227,7 +227,7 @@ TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRows) {
 TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRowsOfDynamicTiles) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(44);
-  Fp8Problem p;
+  Problem p;
   p.build(/*experts=*/8, /*max_m=*/300, /*n=*/1280, /*k=*/512, rng);
   TileConfig config;
   config.block_m = 128;
@@ -241,7 +241,7 @@ TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRowsOfDynamicTiles) {
 TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRowsOfTokenRowsTiles) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(46);
-  Fp8Problem p;
+  Problem p;
   p.build(/*experts=*/8, /*max_m=*/300, /*n=*/1280, /*k=*/512, rng);
   TileConfig config;
   config.block_m = 128;
@@ -254,7 +254,7 @@ TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRowsOfTokenRowsTiles) {
 TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRowsOfClusterPairs) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(43);
-  Fp8Problem p;
+  Problem p;
   p.build(/*experts=*/8, /*max_m=*/300, /*n=*/1280, /*k=*/512, rng);
   TileConfig config;
   config.block_m = 128;
@@ -267,7 +267,7 @@ TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRowsOfClusterPairs) {
 TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRowsOfSplitK) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(45);
-  Fp8Problem p;
+  Problem p;
   p.build(/*experts=*/3, /*max_m=*/40, /*n=*/384, /*k=*/3072, rng);  // 18 tiles of 32x128, 24 K blocks
   TileConfig config;
   config.block_m = 32;
@@ -287,7 +287,7 @@ TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRowsOfDecodeTiles) {
                                       std::pair{TileConfig{192, 128, 0, 0}, 192}}) {
     SCOPED_TRACE(std::to_string(config.block_m) + "x" + std::to_string(config.block_n));
     std::mt19937 rng(49);
-    Fp8Problem p;
+    Problem p;
     p.build(/*experts=*/24, max_m, /*n=*/640, /*k=*/512, rng);
     expect_consumer_never_sees_unfinished_rows(p, config, rng);
   }
@@ -328,7 +328,7 @@ TEST(SignalOrdering, ConsumerNeverSeesUnfinishedRowsOfEveryMainloop) {
 TEST(SignalOrdering, HostConsumerOfPinnedCountersFetchesFinishedRows) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(48);
-  Fp8Problem p;
+  Problem p;
   p.build(/*experts=*/8, /*max_m=*/256, /*n=*/2048, /*k=*/1024, rng);
   const std::vector<int32_t> masked_m = {0, 1, 77, 256, 129, 3, 200, 255};
   p.set_masked_m(masked_m);
@@ -397,7 +397,7 @@ TEST(SignalOrdering, HostConsumerOfPinnedCountersFetchesFinishedRows) {
 TEST(SignalOrdering, RefusesCountersInPageableHostMemory) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(49);
-  Fp8Problem p;
+  Problem p;
   p.build(/*experts=*/2, /*max_m=*/64, /*n=*/256, /*k=*/256, rng);
   GroupedGemmArgs args = p.args();
   args.granularity = SignalGranularity::per_expert;
