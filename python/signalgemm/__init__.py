@@ -373,7 +373,8 @@ def grouped_gemm_nt_masked(
     pass ``scope="sys"``, under which a counter's value orders the rows it covers for the host too.
 
     ``workspace`` (a device tensor of ``workspace_bytes`` bytes; None allocates it with torch for
-    torch inputs, False runs without): nvfp4, mxfp4 or mxfp8 on both sides, or fp8_block128 x nvfp4 / mxfp4,
+    torch inputs, False runs without; other frameworks' activations with ``signals`` must pass one or
+    False where the pairing converts them, as that choice sets the tile the counters count): nvfp4, mxfp4 or mxfp8 on both sides, or fp8_block128 x nvfp4 / mxfp4,
     convert their activations to bf16 there once (without: once per column block, slower);
     fp8_block128 x fp8_block128 keeps a tile counter there, from which the CTAs take tiles
     dynamically.
@@ -477,6 +478,12 @@ def grouped_gemm_nt_masked(
             workspace = _allocate_workspace(a, a_format, b_format, n=out_n, expected_m=expected_m or 0,
                                             block_m=block_m, block_n=block_n, stages=stages, cluster=cluster,
                                             sm_count=sm_count or 0, mma_fragments=b_n > 0)
+            if signals is not None and not _is_cuda_torch(a) and _converts_activations(a, a_format, b_format):
+                raise ValueError(
+                    "signalgemm: workspace: a is not a torch tensor, so no workspace is allocated here, and this "
+                    f"pairing's tile ({a_format} x {b_format}), hence what each counter counts, depends on one: pass "
+                    "workspace= (a device buffer of workspace_bytes(...) bytes) or workspace=False, and the same "
+                    "choice to signal_layout / expected_signals")
         _C.grouped_gemm(
             a, sfa, b, sfb, out, masked_m,
             a_format, b_format,
@@ -505,6 +512,15 @@ def workspace_bytes(num_experts: int, max_m: int, k: int, a_format: str, b_forma
                            block_n=block_n, stages=stages, cluster=cluster, sm_count=sm_count)
     return _C.workspace_bytes(num_experts, max_m, k, a_format, b_format or a_format, n, expected_m, block_m, block_n,
                               stages, cluster, sm_count, bool(mma_fragments))
+
+
+def _converts_activations(a: Any, a_format: str, b_format: str) -> bool:
+    """Whether a launch with these formats converts its activations in a workspace when given one."""
+    shape = tuple(getattr(a, "shape", ()))
+    if len(shape) != 3 or not all(isinstance(d, numbers.Integral) and d > 0 for d in shape):
+        return False  # the extension names a's shape
+    k = shape[2] * (2 if a_format in ("nvfp4", "mxfp4") else 1)
+    return activation_workspace_bytes(shape[0], shape[1], k, a_format, b_format) > 0
 
 
 def _allocate_workspace(a: Any, a_format: str, b_format: str, n: int = 0, expected_m: int = 0, block_m: int = 0,

@@ -413,6 +413,17 @@ def test_signal_layout_follows_the_formats_and_the_workspace():
     assert signalgemm.workspace_bytes(1, 16, 7168, "fp8_block128", "mxfp4", n=4096) == 16 * 7168 * 2 + split
 
 
+
+@pytest.mark.parametrize("a_format, b_format", [("nvfp4", "nvfp4"), ("mxfp8", "mxfp8"), ("fp8_block128", "nvfp4")])
+def test_other_frameworks_activations_with_signals_choose_the_workspace(a_format, b_format):
+    # No workspace can be allocated for them here, and with or without one the tile (what each
+    # counter counts) differs: the launch refuses to guess which one the consumer planned for.
+    a_bytes = K // 2 if a_format == "nvfp4" else K
+    b_bytes = K // 2 if b_format == "nvfp4" else K
+    with pytest.raises(ValueError, match="workspace: a is not a torch tensor"):
+        call(a_format=a_format, b_format=b_format, a=FakeCudaTensor((E, MAX_M, a_bytes)),
+             b=FakeCudaTensor((E, N, b_bytes)), signals=FakeCudaTensor((E,), "uint", 32))
+
 # ---- quantizers: decode the documented layouts independently in numpy
 
 E4M3 = np.array([((-1) ** (c >> 7)) * (2.0 ** ((c >> 3 & 15) - 7) * (1 + (c & 7) / 8) if (c >> 3 & 15) else
