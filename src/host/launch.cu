@@ -297,18 +297,26 @@ TileConfig heuristic_config(const GroupedGemmArgs& args, int smem, bool& convert
     return host::choose_tile_config(args.max_m, args.expected_m, smem, fixed, args.a.format, args.b.format, args.k,
                                     /*tokens_in_workspace=*/false, host::takes_tiles_dynamically(args));
   };
+  // A rule's tile replaces the pick only where the stages the caller gave (if any) fit it: stages
+  // that fit the pick are not refused for a tile the caller never named.
+  const auto take_if_stages_fit = [&](const TileConfig& other) {
+    const bool fits = args.config.stages == 0 || host::smem_bytes(other.block_m, other.block_n, args.config.stages,
+                                                                  args.a.format, args.b.format,
+                                                                  /*tokens_in_workspace=*/false) <= smem;
+    if (fits) cfg = other;
+  };
   if (host::narrows_few_wide_tiles(args, cfg)) {
-    cfg = with_tile(128, 128);
+    take_if_stages_fit(with_tile(128, 128));
   } else {
     // 128 tokens given whole (alone they complete to fp8's 128x192); 64 completed by the heuristic.
     if (const int block_m = host::block_m_for_few_tiles(args, cfg); block_m != 0)
-      cfg = with_tile(block_m, block_m == 128 ? 128 : 0);
-    if (host::widens_fp8_token_block(args, cfg)) cfg = with_tile(128, 192);
+      take_if_stages_fit(with_tile(block_m, block_m == 128 ? 128 : 0));
+    if (host::widens_fp8_token_block(args, cfg)) take_if_stages_fit(with_tile(128, 192));
     // (Converted tokens have no narrower tile than 128x128.)
     if (host::narrows_decode_tile(args, cfg))
-      cfg = kernels::is_bf16_register_weights_pair(args.a.format, args.b.format)
-                ? with_tile(cfg.block_m == 32 ? 32 : 64, 128)
-                : with_tile(128, 128);
+      take_if_stages_fit(kernels::is_bf16_register_weights_pair(args.a.format, args.b.format)
+                             ? with_tile(cfg.block_m == 32 ? 32 : 64, 128)
+                             : with_tile(128, 128));
   }
   converts = host::uses_activation_workspace(args, cfg);
   if (!converts) return cfg;

@@ -692,6 +692,15 @@ TEST(Config, ManyOneBlockFp8TilesTakeTheTokenRowsTile) {
   EXPECT_EQ(tile(8, 192, 100, 4096), "192x128");  // 8 x 22 = 176 tiles
   args.config = TileConfig{0, 128, 0, 0};         // a side given: kept
   EXPECT_EQ(tile(32, 96, 64, 4096), "128x128");
+  // Stages given alone: the wider tile only where they fit it, so that stages valid for the pick
+  // are not refused at one E and accepted at another (the rule depends on the tile count).
+  const int narrow_stages = max_stages(128, 128, kH100SmemPerBlock), wide_stages = max_stages(128, 192, kH100SmemPerBlock);
+  ASSERT_GT(narrow_stages, wide_stages);
+  args.config = TileConfig{0, 0, narrow_stages, 0};
+  EXPECT_EQ(tile(32, 96, 64, 4096), "128x128");
+  EXPECT_TRUE(validate_sizes(args).ok()) << validate_sizes(args).message;
+  args.config = TileConfig{0, 0, wide_stages, 0};
+  EXPECT_EQ(tile(32, 96, 64, 4096), "128x192");
   args.config = {};
   args.a.format = args.b.format = Format::bf16;   // fp8_block128 only
   EXPECT_EQ(tile(32, 96, 64, 4096), "128x128");
