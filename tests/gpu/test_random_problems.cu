@@ -55,9 +55,10 @@ double env_double(const char* name, double fallback) {
 // it (the heuristic's when it returns {}); FP4 weights are given in the mma_fragments layout in half
 // the draws (packed on the GPU; tokens other than bf16 then need the workspace). Returns false when
 // that configuration is rejected as unsupported for the pairing (nothing run); anything else that
-// fails is a test failure.
+// fails is a test failure. `tier` kTierManyExperts or kTierTallSlab forces that kind of problem.
+constexpr int kTierDrawn = -1, kTierManyExperts = 8, kTierTallSlab = 9;
 template <class ChooseConfig>
-bool run_random_problem(const Pairing& pairing, int trial, int seed, ChooseConfig choose) {
+bool run_random_problem(const Pairing& pairing, int trial, int seed, ChooseConfig choose, int tier = kTierDrawn) {
   // Keeps the float64 reference quick. A soak may raise it (SIGNALGEMM_RANDOM_MAX_MACS), and then the
   // few-expert draws also take models' widths: N up to 7200, K up to 7168.
   constexpr double kQuickMacs = 1.2e8;
@@ -66,16 +67,26 @@ bool run_random_problem(const Pairing& pairing, int trial, int seed, ChooseConfi
   std::mt19937 rng(1000 * int(pairing.a) + 100 * int(pairing.b) + trial + seed);
   auto uniform = [&](int lo, int hi) { return lo + int(rng() % uint32_t(hi - lo + 1)); };
   // One draw in eight has hundreds of experts (DeepSeek-V3 routes over 256) with few rows, narrow
-  // N and short K each, so the float64 reference stays within max_macs.
-  const int tier = uniform(0, 7);
-  int experts = tier == 0 ? uniform(100, 300) : tier <= 2 ? uniform(20, 40) : uniform(1, 8);
-  int max_m = tier == 0 || uniform(0, 2) == 0 ? uniform(1, 16) : uniform(17, 300);
+  // N and short K each, so the float64 reference stays within max_macs. The forced tiers: over a
+  // thousand experts of a few rows (thousands of counters), or one or two experts of thousands of
+  // rows (hundreds of row blocks each), both narrow and one K block deep.
+  if (tier == kTierDrawn) tier = uniform(0, 7);
+  const bool forced = tier == kTierManyExperts || tier == kTierTallSlab;
+  int experts = tier == kTierManyExperts ? uniform(1024, 1100)
+                : tier == kTierTallSlab  ? uniform(1, 2)
+                : tier == 0              ? uniform(100, 300)
+                : tier <= 2              ? uniform(20, 40)
+                                         : uniform(1, 8);
+  int max_m = tier == kTierManyExperts ? uniform(1, 8)
+              : tier == kTierTallSlab  ? uniform(4096, 8192)
+              : tier == 0 || uniform(0, 2) == 0 ? uniform(1, 16)
+                                                : uniform(17, 300);
   // N down to 8, its smallest legal value (a tile then stores one 16-byte piece per row); trial 0 of
   // every pairing takes it.
-  int n = 8 * (tier == 0 ? uniform(1, 24) : uniform(1, tier > 2 && model_sizes ? 900 : 100));
+  int n = 8 * (forced ? uniform(1, 6) : tier == 0 ? uniform(1, 24) : uniform(1, tier > 2 && model_sizes ? 900 : 100));
   if (trial == 0) n = 8;
   // Few experts may take a long K (fp8_block128 then splits K where the tiles are few).
-  const int k_max = tier == 0 ? 256 : tier <= 2 ? 1024 : model_sizes ? 7168 : 4096;
+  const int k_max = forced ? k_granule(pairing) : tier == 0 ? 256 : tier <= 2 ? 1024 : model_sizes ? 7168 : 4096;
   const int k_blocks_max = std::max(1, k_max / k_granule(pairing));
   const int k = k_granule(pairing) * uniform(1, k_blocks_max);
   while (double(experts) * max_m * n * k > max_macs) {
@@ -109,7 +120,10 @@ bool run_random_problem(const Pairing& pairing, int trial, int seed, ChooseConfi
     args.b.layout = OperandLayout::mma_fragments;
   }
   args.expected_m = uniform(0, 1) == 0 ? 0 : uniform(1, max_m);
-  args.sm_count = uniform(0, 2) == 0 ? uniform(1, 16) : 0;
+  // A few SMs, a part of the chip (where the heuristic's two-CTA clusters run as single CTAs), more
+  // than the chip has, or all.
+  const int sm_pick = uniform(0, 5);
+  args.sm_count = sm_pick <= 1 ? uniform(1, 16) : sm_pick == 2 ? uniform(17, 200) : 0;
   const SignalGranularity granularities[] = {SignalGranularity::none, SignalGranularity::per_expert,
                                              SignalGranularity::per_row_block};
   args.granularity = granularities[uniform(0, 2)];
@@ -163,6 +177,19 @@ TEST(RandomProblems, EveryPairingWithTheHeuristicConfig) {
     for (int trial = 0; trial < trials; ++trial)
       EXPECT_TRUE(run_random_problem(pairing, trial, seed, [](std::mt19937&) { return TileConfig{}; }))
           << to_string(pairing.a) << " x " << to_string(pairing.b) << ": the heuristic's configuration was rejected";
+}
+
+// The sizes the drawn problems stay below: over a thousand experts (a counter each, many empty), and
+// one or two experts of 4096-8192 rows (hundreds of row blocks, per_row_block counters by the
+// hundred), with the heuristic's configuration.
+TEST(RandomProblems, ManyExpertsAndTallSlabs) {
+  SG_REQUIRE_HOPPER();
+  const int seed = env_int("SIGNALGEMM_RANDOM_SEED", 0) + 900;
+  for (const Pairing& pairing : kEveryPairing)
+    for (const int tier : {kTierManyExperts, kTierTallSlab})
+      EXPECT_TRUE(run_random_problem(pairing, tier, seed, [](std::mt19937&) { return TileConfig{}; }, tier))
+          << to_string(pairing.a) << " x " << to_string(pairing.b) << " tier " << tier
+          << ": the heuristic's configuration was rejected";
 }
 
 // Other problems with a tile given in `config` (any of the common tiles, for fp8_block128 pairs also
