@@ -16,9 +16,6 @@ inline constexpr int kMaxCachedDevices = 64;
 // How many clusters of `launch` fit on the device at once, queried once per kernel (Mainloop) and
 // device (one CTA per SM whatever the stage count, so the answer does not depend on it). Keyed by
 // the Mainloop: every kernel has the same function type.
-// The occupancy query is not a stream operation, but it is not documented as allowed while the
-// stream is being captured into a graph: then, before the first eager launch has cached it, assume
-// every SM pair fits (a cluster that does not fit only starts later: correct, and slower).
 template <class Mainloop, class Kernel>
 Status resident_cluster_count(Kernel* kernel, const cudaLaunchConfig_t& launch, int& clusters) {
   static std::atomic<int> cached[kMaxCachedDevices] = {};  // relaxed: every writer stores the same value
@@ -26,19 +23,15 @@ Status resident_cluster_count(Kernel* kernel, const cudaLaunchConfig_t& launch, 
   if (cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) return cuda_failure("cudaGetDevice", err);
   const bool cacheable = device >= 0 && device < kMaxCachedDevices;
   if (cacheable && (clusters = cached[device].load(std::memory_order_relaxed)) > 0) return {};
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  if (cudaStreamIsCapturing(launch.stream, &capture) != cudaSuccess) {
-    cudaGetLastError();  // not sticky; treat an unanswerable stream as capturing
-    capture = cudaStreamCaptureStatusActive;
-  }
-  if (capture != cudaStreamCaptureStatusNone) {
-    int sms = 0;
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-    clusters = sms / int(launch.gridDim.x);
-    return {};
-  }
-  if (cudaError_t err = cudaOccupancyMaxActiveClusters(&clusters, kernel, &launch); err != cudaSuccess)
-    return cuda_failure("cudaOccupancyMaxActiveClusters", err);
+  // The occupancy query is no stream operation, but CUDA forbids it to a thread while a stream is
+  // captured in global mode (the capture then fails): this thread asks in relaxed mode, the
+  // programming guide's way for such calls, so that a launch captured first sizes its grid exactly.
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+  if (cudaError_t err = cudaThreadExchangeStreamCaptureMode(&mode); err != cudaSuccess)
+    return cuda_failure("cudaThreadExchangeStreamCaptureMode", err);
+  const cudaError_t err = cudaOccupancyMaxActiveClusters(&clusters, kernel, &launch);
+  cudaThreadExchangeStreamCaptureMode(&mode);  // the thread's own mode back
+  if (err != cudaSuccess) return cuda_failure("cudaOccupancyMaxActiveClusters", err);
   if (cacheable) cached[device].store(clusters, std::memory_order_relaxed);
   return {};
 }

@@ -226,6 +226,9 @@ struct RankState {
     c.signals = signals.get<uint32_t>();
     c.num_blocks = kCombineBlocks;
     c.stream = combine_stream;
+    // The GEMM's kernels loaded before the consumer spins beside its first launch (lazy module
+    // loading; docs/signals.md): the golden launch ran on all SMs, perhaps another kernel.
+    if (Status s = load_kernels(args); !s.ok()) return s.message;
     if (Status s = ep_combine(context, c); !s.ok()) return s.message;  // consumer first: already waiting
     if (Status s = grouped_gemm_nt_masked(args); !s.ok()) return s.message;
     EpCombineArgs helper = c;

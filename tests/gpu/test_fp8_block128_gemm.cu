@@ -459,8 +459,8 @@ TEST(Fp8Block128Gemm, OutOfRangeMaskedMIsClampedAndReported) {
   EXPECT_EQ(clean.to_host<int32_t>()[0], 0);
 }
 
-// A graph captured before any eager launch of the kernel (the cluster kernel then sizes its grid
-// without the occupancy query) and one captured after, both replayed three times.
+// A graph captured before any eager launch of the kernel (the cluster kernel then makes its
+// occupancy query inside the capture) and one captured after, both replayed three times.
 void expect_graph_replay_matches_direct_launch(const TileConfig& config, bool capture_first) {
   std::mt19937 rng(17);
   Problem p;
@@ -522,7 +522,7 @@ TEST(Fp8Block128Gemm, CudaGraphReplayMatchesDirectLaunch) {
   SG_REQUIRE_HOPPER();
   expect_graph_replay_matches_direct_launch(TileConfig{}, /*capture_first=*/false);
   // Two-CTA clusters, captured before this test's eager launch (run alone, the kernel's first launch
-  // in the process: its grid is then sized without the occupancy query) and after it.
+  // in the process: its occupancy query is then made inside the capture) and after it.
   expect_graph_replay_matches_direct_launch(TileConfig{128, 128, 0, 2}, /*capture_first=*/true);
   expect_graph_replay_matches_direct_launch(TileConfig{128, 256, 0, 2}, /*capture_first=*/false);
 }
