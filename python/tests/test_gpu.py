@@ -212,7 +212,7 @@ def test_bf16_activations_with_nvfp4_weights():
     rng = np.random.default_rng(5)
     xb = (rng.standard_normal((E, N, K)) * 0.05).astype(np.float32)
     b, sfb, global_scale = signalgemm.quantize(xb, "nvfp4", "b")
-    a = torch.randn(E, MAX_M, K, device="cuda").bfloat16()
+    a = torch.randn(E, MAX_M, K, device="cuda", generator=torch.Generator(device="cuda").manual_seed(6)).bfloat16()
     masked_m = torch.tensor([24, 0, 9], dtype=torch.int32, device="cuda")
     out = torch.full((E, MAX_M, N), POISON, dtype=torch.bfloat16, device="cuda")
     alpha = torch.from_numpy(global_scale).cuda()  # nvfp4's per-expert global scale goes into alpha
@@ -239,7 +239,8 @@ def test_fp4_weights_packed_in_mma_fragment_order(a_format, b_format):
     b, sfb = torch.from_numpy(qb).cuda(), torch.from_numpy(qsfb).cuda()
     ones = np.ones(E, np.float32)
     if a_format == "bf16":
-        a, sfa = torch.randn(E, MAX_M, K, device="cuda").bfloat16(), None
+        gen = torch.Generator(device="cuda").manual_seed(18)
+        a, sfa = torch.randn(E, MAX_M, K, device="cuda", generator=gen).bfloat16(), None
         deq_a = a.double().cpu()
     else:
         qa, qsfa, _ = signalgemm.quantize(rng.standard_normal((E, MAX_M, K)).astype(np.float32), a_format, "a")

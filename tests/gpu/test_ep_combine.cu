@@ -146,6 +146,9 @@ struct RankState {
     problem.set_masked_m(all);
     problem.poison_output();
     EXPECT_TRUE(grouped_gemm_nt_masked(problem.args()).ok());
+    // Loaded here, on an idle device: in a test its first launch follows a barrier that spins on the
+    // other ranks (lazy module loading would wait for that barrier to end).
+    spin_kernel<<<1, 1>>>(0);
     EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     EXPECT_EQ(check_output(problem, all, reference), "") << "rank " << rank;
     const int tokens = shape.max_tokens_per_rank(ranks), rows = shape.experts_per_rank * shape.max_m;
@@ -258,10 +261,12 @@ struct RankState {
     uint32_t* window_signals = nullptr;
     if (Status s = ep_epilogue_send_prepare(context, c, out_rows.get<void*>(), &window_signals); !s.ok())
       return s.message;
-    if (Status s = ep_combine_barrier(context, gemm_stream); !s.ok()) return s.message;
     args.out = nullptr;
     args.out_rows = out_rows.get<void*>();
     args.signals = window_signals;
+    // Loaded before the barrier, which spins on the other ranks (lazy module loading; docs/signals.md).
+    if (Status s = load_kernels(args); !s.ok()) return s.message;
+    if (Status s = ep_combine_barrier(context, gemm_stream); !s.ok()) return s.message;
     if (Status s = grouped_gemm_nt_masked(args); !s.ok()) return s.message;
     if (delay_ns > 0) spin_kernel<<<1, 1, 0, gemm_stream>>>(delay_ns);
     if (Status s = ep_epilogue_send_reduce(context, c); !s.ok()) return s.message;
