@@ -43,6 +43,34 @@ step() {  # step NAME COMMAND...: runs it, logs it, records the verdict and gtes
   [[ -z "${OUT:-}" ]] || { mkdir -p "$OUT" && tar -czf "$OUT/gpu_check_logs.tar.gz" -C "$LOGS" .; }
 }
 
+# Every test of a binary in a fresh process of its own, as ctest runs them, under lazy module loading
+# (CUDA's default): a test must not pass only because an earlier one loaded its kernels (a launch's
+# first load beside a spinning consumer waits for the device to go idle; docs/signals.md). Each
+# test's output is kept, its gtest summary lines indented; the sums close the log.
+each_test() {  # each_test BINARY
+  local bin=$1 suite="" line name out rc passed=0 skipped=0 failed=0 failures=""
+  local list
+  list=$("$bin" --gtest_list_tests) || return 1
+  while IFS= read -r line; do
+    if [[ $line != " "* ]]; then suite=${line%% *}; continue; fi  # "Suite." (a comment may follow)
+    name=${line#  }
+    name=$suite${name%% *}
+    out=$(CUDA_MODULE_LOADING=LAZY "$bin" --gtest_filter="$name" 2>&1)
+    rc=$?
+    sed -E 's/^\[  (PASSED  |FAILED  |SKIPPED )\]/  &/' <<<"$out"
+    if ((rc != 0)); then
+      failed=$((failed + 1)); failures+=" $name"
+    elif grep -q "^\[  SKIPPED \]" <<<"$out"; then
+      skipped=$((skipped + 1))
+    else
+      passed=$((passed + 1))
+    fi
+  done <<<"$list"
+  echo "[  PASSED  ] $passed tests, each alone."
+  ((skipped == 0)) || echo "[  SKIPPED ] $skipped tests."
+  ((failed == 0)) || { echo "[  FAILED  ] $failed tests:$failures"; return 1; }
+}
+
 # One small case per mainloop (fp8, bf16, bf16 x nvfp4, the dequantizing pairings) plus the fp8 edge cases.
 SMALL='Fp8Block128Gemm.PaddedStridesAndFewSms:Fp8Block128Gemm.ClusterPairsEveryShareMode:Fp8Block128Gemm.OutOfRangeMaskedMIsClampedAndReported:Fp8Block128Gemm.EveryTileConfigAndEdgeMaskedM'
 SMALL+=':Bf16Gemm.EveryTileConfigAndEdgeMaskedM:RegisterWeightsGemm.DecodeTilesOf256WeightRows:FormatPairings.SanitizerSmallCase:FormatPairings.PersistentCtasWithFewSms'
@@ -61,12 +89,7 @@ python_build() {
 python_build >"$LOGS/python_build.log" 2>&1 &
 PYTHON_BUILD_PID=$!
 step cpu_tests "$BUILD/tests/signalgemm_cpu_tests"
-step gpu_tests "$BUILD/tests/signalgemm_gpu_tests"
-# A fresh process under lazy module loading (CUDA's default): a configuration's first launch beside a
-# consumer already spinning on its signals, after load_kernels (docs/signals.md). Only this test: the
-# rest of SignalOrdering ran in gpu_tests, and the first launch in a process is what is tested here.
-step lazy_loading env CUDA_MODULE_LOADING=LAZY "$BUILD/tests/signalgemm_gpu_tests" \
-  --gtest_filter='SignalOrdering.LoadedKernelsFirstLaunchBesideASpinningConsumer'
+step gpu_tests each_test "$BUILD/tests/signalgemm_gpu_tests"
 # Random problems drawn anew on every run (gpu_tests draws the fixed seed 0): the seed, from the clock,
 # is printed here and in any failure, so a problem found is reproduced with SIGNALGEMM_RANDOM_SEED.
 RANDOM_SEED=$(date -u +%y%j%H%M)
@@ -110,7 +133,7 @@ if [[ -x "$BUILD/tests/signalgemm_ep_tests" && -x "$BUILD/bench/signalgemm-ep-be
   nccl_lib=$(python3 -c "import nvidia.nccl as m, os; print(os.path.join(list(m.__path__)[0], 'lib'))" 2>/dev/null)
   [[ -n "$nccl_lib" && -d "$nccl_lib" ]] && export LD_LIBRARY_PATH="$nccl_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   export NCCL_NVLS_ENABLE=0
-  step ep_tests "$BUILD/tests/signalgemm_ep_tests"
+  step ep_tests each_test "$BUILD/tests/signalgemm_ep_tests"
   if (( $(nvidia-smi -L 2>/dev/null | wc -l) >= 2 )); then
     step ep_bench "$BUILD/bench/signalgemm-ep-bench" --svg "$LOGS/ep_overlap_timeline.svg" \
       --svg-throttled "$LOGS/ep_overlap_timeline_throttled.svg"

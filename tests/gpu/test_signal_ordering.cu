@@ -56,8 +56,8 @@ __global__ void snapshot_on_signal(const uint16_t* out, uint16_t* snapshot, int6
 // load_kernels lets a configuration's first launch run beside a consumer that already spins on its
 // signals. Under lazy module loading (CUDA's default) that launch would otherwise load the kernel
 // and wait for the device to go idle: for the consumer to time out. Other tests of the binary load
-// this kernel too, so scripts/gpu_check.sh runs this test alone in a fresh process (its lazy_loading
-// step), where the launch below is the kernel's first.
+// this kernel too; scripts/gpu_check.sh (like ctest) runs every test alone in a fresh process, where
+// the launch below is the kernel's first.
 TEST(SignalOrdering, LoadedKernelsFirstLaunchBesideASpinningConsumer) {
   SG_REQUIRE_HOPPER();
   std::mt19937 rng(45);
