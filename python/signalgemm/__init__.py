@@ -374,7 +374,8 @@ def grouped_gemm_nt_masked(
 
     ``workspace`` (a device tensor of ``workspace_bytes`` bytes; None allocates it with torch for
     torch inputs, False runs without; other frameworks' activations with ``signals`` must pass one or
-    False where the pairing converts them, as that choice sets the tile the counters count): nvfp4, mxfp4 or mxfp8 on both sides, or fp8_block128 x nvfp4 / mxfp4,
+    False where the pairing converts them, as that choice sets the tile the counters count): nvfp4,
+    mxfp4 or mxfp8 on both sides, or fp8_block128 x nvfp4 / mxfp4,
     convert their activations to bf16 there once (without: once per column block, slower);
     fp8_block128 x fp8_block128 keeps a tile counter there, from which the CTAs take tiles
     dynamically.
