@@ -694,7 +694,8 @@ TEST(Config, ManyOneBlockFp8TilesTakeTheTokenRowsTile) {
   EXPECT_EQ(tile(32, 96, 64, 4096), "128x128");
   // Stages given alone: the wider tile only where they fit it, so that stages valid for the pick
   // are not refused at one E and accepted at another (the rule depends on the tile count).
-  const int narrow_stages = max_stages(128, 128, kH100SmemPerBlock), wide_stages = max_stages(128, 192, kH100SmemPerBlock);
+  const int narrow_stages = max_stages(128, 128, kH100SmemPerBlock);
+  const int wide_stages = max_stages(128, 192, kH100SmemPerBlock);
   ASSERT_GT(narrow_stages, wide_stages);
   args.config = TileConfig{0, 0, narrow_stages, 0};
   EXPECT_EQ(tile(32, 96, 64, 4096), "128x128");
