@@ -7,11 +7,13 @@
 // the ncclUniqueId on the command line and the GEMM outputs through ncclAllGather).
 //
 // Own main(): `--ep-worker RANK RANKS ID_HEX ITERATIONS` runs one worker rank.
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -344,6 +346,13 @@ int run_single_process(int ranks, int iterations, const EpShape& shape = kSmall,
       if (err.empty())
         err = epilogue_send ? st->launch_epilogue_send(routing, first_epoch + uint32_t(iter))
                             : st->launch(routing, granularity_of(iter), first_epoch + uint32_t(iter));
+    if (!err.empty() && epilogue_send) {
+      // Ranks already launched wait in a device barrier (no timeout) for the ones that were not: the
+      // checks below would never return, so the process ends here, failed.
+      std::fprintf(stderr, "%d ranks, epilogue send, iteration %d: %s\n", ranks, iter, err.c_str());
+      std::fflush(stderr);
+      std::_Exit(1);
+    }
     for (auto& st : states) {
       const std::string e = st->check(routing, golden);
       if (err.empty()) err = e;
@@ -798,11 +807,32 @@ TEST(EpCombine, OneProcessPerGpu) {
     }
     pids.push_back(pid);
   }
-  for (int rank = 0; rank < gpus; ++rank) {
-    int status = 0;
-    waitpid(pids[rank], &status, 0);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-        << "worker rank " << rank << " exited with status " << status;
+  // Bounded: a worker that fails leaves the others waiting in a collective, so once one has failed
+  // (or the time is up) the rest are killed and reported instead of waited for.
+  std::vector<bool> done(gpus, false);
+  int running = gpus;
+  bool stop = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(5);
+  while (running > 0) {
+    for (int rank = 0; rank < gpus; ++rank) {
+      int status = 0;
+      if (done[rank] || waitpid(pids[rank], &status, WNOHANG) != pids[rank]) continue;
+      done[rank] = true;
+      --running;
+      const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+      EXPECT_TRUE(ok) << "worker rank " << rank << " exited with status " << status;
+      stop |= !ok;
+    }
+    if (running > 0 && (stop || std::chrono::steady_clock::now() > deadline)) {
+      for (int rank = 0; rank < gpus; ++rank) {
+        if (done[rank]) continue;
+        kill(pids[rank], SIGKILL);
+        waitpid(pids[rank], nullptr, 0);
+        ADD_FAILURE() << "worker rank " << rank << (stop ? " killed after another worker failed" : " timed out");
+      }
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
 }
 
