@@ -169,6 +169,11 @@ def format_from_flashinfer(ab_dtype: str, sf_dtype: Optional[str] = None, sf_vec
     return fmt
 
 
+def _elements_per_row(stored: int, fmt: str) -> int:
+    """K of a row stored in ``stored`` elements (FP4 packs two per byte)."""
+    return stored * (2 if fmt in ("nvfp4", "mxfp4") else 1)
+
+
 def _is_fp4_typed(t: Any) -> bool:
     return str(getattr(t, "dtype", "")) == "torch.float4_e2m1fn_x2"
 
@@ -291,7 +296,7 @@ def _scales_in_rows(sf: Any, data: Any, fmt: str, name: str) -> Any:
         raise ValueError(f"signalgemm: {name} is given in FlashInfer's swizzled layout, so its operand must have 3 "
                          f"dimensions, not {len(getattr(data, 'shape', ()))}")
     else:
-        experts, rows, k = data.shape[0], data.shape[1], data.shape[2] * (2 if fmt in ("nvfp4", "mxfp4") else 1)
+        experts, rows, k = data.shape[0], data.shape[1], _elements_per_row(data.shape[2], fmt)
     return _swizzled_to_rows(_swizzled_bytes(sf, experts, rows, k // vec, name), experts, rows, k // vec, name)
 
 
@@ -520,7 +525,7 @@ def _converts_activations(a: Any, a_format: str, b_format: str) -> bool:
     shape = tuple(getattr(a, "shape", ()))
     if len(shape) != 3 or not all(isinstance(d, numbers.Integral) and d > 0 for d in shape):
         return False  # the extension names a's shape
-    k = shape[2] * (2 if a_format in ("nvfp4", "mxfp4") else 1)
+    k = _elements_per_row(shape[2], a_format)
     return activation_workspace_bytes(shape[0], shape[1], k, a_format, b_format) > 0
 
 
@@ -532,7 +537,7 @@ def _allocate_workspace(a: Any, a_format: str, b_format: str, n: int = 0, expect
         return None
     import torch
 
-    k = a.shape[2] * (2 if a_format in ("nvfp4", "mxfp4") else 1)
+    k = _elements_per_row(a.shape[2], a_format)
     with torch.cuda.device(a.device):  # planned for the device the launch runs on, whatever the current one
         nbytes = workspace_bytes(a.shape[0], a.shape[1], k, a_format, b_format, n=n, expected_m=expected_m,
                                  block_m=block_m, block_n=block_n, stages=stages, cluster=cluster, sm_count=sm_count,
