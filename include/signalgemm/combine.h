@@ -45,14 +45,14 @@ struct CombineArgs {
   // A base kept per counter (a running sum across launches) suits the wait API (consumer.cuh),
   // not this combine: a counter whose base differs would be read early or wait in vain.
   uint32_t signal_base = 0;
-  SignalScope scope = SignalScope::gpu;
+  SignalScope scope = SignalScope::gpu;  // the GEMM's (GroupedGemmArgs::scope): the scope of the waits' acquires
 
   // Routing, as a low-latency dispatch produces it.
   int num_tokens = 0;  // num_tokens * topk below 2^31 (row_source holds int32 slot ids)
   int topk = 0;  // 1..32
   const int32_t* topk_idx = nullptr;      // [num_tokens][topk], expert id or -1 (slot unused)
   const float* topk_weights = nullptr;    // [num_tokens][topk]
-  const int32_t* row_source = nullptr;    // [E][max_m]: t * topk + k for real rows
+  const int32_t* row_source = nullptr;    // [E][max_m]: t * topk + k, or -1 (padding); rows >= masked_m[e] not read
 
   // Workspace: each token slot's place in gemm_out, then counters (per-token arrivals, two work
   // queues and a timed-out mark). All of it must be zero at launch: clear it (cudaMemsetAsync,
@@ -90,13 +90,18 @@ struct CombineArgs {
   cudaStream_t stream = nullptr;
 };
 
-// Bytes of workspace for this routing: a place per token slot plus the counters.
+// Bytes of workspace for this routing: a place per token slot plus the counters (negative values
+// count as 0; combine() refuses them).
 size_t combine_workspace_bytes(int num_tokens, int topk);
 
 // Entries of the optional timeline: per counter [signal observed, rows recorded], then per block
 // [start, record phase done, end], for `num_blocks` blocks over all launches of one combine.
 int64_t combine_timeline_entries(const SignalLayout& layout, int num_blocks);
 
-Status combine(const CombineArgs& args);
+// Validates `args` (a bad one is refused, naming it, before anything is enqueued), then enqueues
+// the combine on `args.stream` of the current device, which must own the stream and every pointer
+// (checked), and returns without synchronizing; capturable in a CUDA graph. Thread-safe: no state
+// is kept between calls (calls on one stream run in their enqueue order).
+[[nodiscard]] Status combine(const CombineArgs& args);
 
 }  // namespace signalgemm

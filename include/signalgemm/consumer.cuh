@@ -13,6 +13,10 @@
 // pointers) must not read C while the GEMM runs (docs/signals.md).
 #pragma once
 
+#ifndef __CUDACC__
+#error "signalgemm/consumer.cuh holds device code: include it from CUDA sources (nvcc)"
+#endif
+
 #include <cstdint>
 
 #include "signalgemm/signals.h"

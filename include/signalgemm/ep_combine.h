@@ -62,21 +62,26 @@ struct EpCombineContext;
 // process per rank), with the same config. Each rank first checks the config's values and sets up
 // what is its own (memory, kernels), then the ranks gather their configs and outcomes: all fail
 // alike, each naming its bad value, the first rank that differs, or a rank whose set-up failed, so
-// none waits alone in the collective steps that follow. Allocates the window
+// none waits alone in the collective steps that follow (a null `comm` or `context` is refused at
+// once: that rank cannot join the gather, and the others wait there as for any NCCL collective a
+// rank never enters). Allocates the window
 // with ncclMemAlloc on the comm's device, zeroes it, registers it (NCCL_WIN_COLL_SYMMETRIC) and
-// creates an ncclDevComm. Needs every rank within one load/store-accessible (NVLink) domain: GIN
+// creates an ncclDevComm; synchronizes the comm's device (all work on it, not only this library's).
+// Needs every rank within one load/store-accessible (NVLink) domain: GIN
 // (the path across machines) is not used here. The NCCL library must be the 2.28 series the headers come from.
-Status ep_combine_create(ncclComm_t comm, const EpCombineConfig& config, EpCombineContext** context);
+[[nodiscard]] Status ep_combine_create(ncclComm_t comm, const EpCombineConfig& config, EpCombineContext** context);
 
 // One process driving several GPUs: creates the contexts of `comms[0..count)` (e.g. from
 // ncclCommInitAll), one host thread per rank.
-Status ep_combine_create_all(const ncclComm_t* comms, int count, const EpCombineConfig& config,
-                             EpCombineContext** contexts);
+[[nodiscard]] Status ep_combine_create_all(const ncclComm_t* comms, int count, const EpCombineConfig& config,
+                                           EpCombineContext** contexts);
 
-// Collective: deregisters and frees. Every combine using the context must have finished.
-Status ep_combine_destroy(EpCombineContext* context);
-Status ep_combine_destroy_all(EpCombineContext* const* contexts, int count);
+// Collective: deregisters and frees. Every combine using the context must have finished; it first
+// synchronizes the context's device (all work there). A null context: nothing to do.
+[[nodiscard]] Status ep_combine_destroy(EpCombineContext* context);
+[[nodiscard]] Status ep_combine_destroy_all(EpCombineContext* const* contexts, int count);
 
+// The context's rank in its comm, the comm's rank count, its CUDA device; -1 for a null context.
 int ep_combine_rank(const EpCombineContext* context);
 int ep_combine_num_ranks(const EpCombineContext* context);
 int ep_combine_device(const EpCombineContext* context);
@@ -86,7 +91,7 @@ int ep_combine_device(const EpCombineContext* context);
 // before timing, and in the epilogue-send step below. A collective: every rank must enqueue it
 // (a rank that skips it, e.g. after an argument error, leaves the others waiting, as with any
 // NCCL collective; it has no timeout).
-Status ep_combine_barrier(const EpCombineContext* context, cudaStream_t stream);
+[[nodiscard]] Status ep_combine_barrier(const EpCombineContext* context, cudaStream_t stream);
 
 // As CombineArgs: what the combine writes (out, workspace, error_flag, timeline) must not overlap
 // what it reads (gemm_out where it reads it, signals, masked_m, the routing) nor each other.
@@ -145,7 +150,7 @@ struct EpCombineArgs {
   // Model of a slower link: when > 0, rows to other ranks leave this GPU no faster than this many
   // bytes per second in total (a token bucket over %globaltimer; each counter's rows to other ranks
   // are one transfer, and their flags are released once it would have arrived). Shows what the
-  // overlap buys where communication dominates.
+  // overlap buys where communication dominates. A benchmark's model: leave it 0 in production.
   double remote_bytes_per_second = 0;
 
   // Per wait; 0 = wait forever (a timeout needs error_flag). After a timeout the tokens whose waits
@@ -167,7 +172,7 @@ struct EpCombineArgs {
 // Bytes of the workspace for a GEMM with `num_counters` signal counters (layout.counter_count()).
 size_t ep_combine_workspace_bytes(int64_t num_counters);
 
-Status ep_combine(const EpCombineContext* context, const EpCombineArgs& args);
+[[nodiscard]] Status ep_combine(const EpCombineContext* context, const EpCombineArgs& args);
 
 // The other mode: rows sent from the GEMM's epilogue. The GEMM's storer warp writes every row
 // straight into its owner's window (GroupedGemmArgs::out_rows) and counts the expert done in a
@@ -190,8 +195,8 @@ Status ep_combine(const EpCombineContext* context, const EpCombineArgs& args);
 // may start while the kernel before it on the stream runs, once that kernel has issued
 // griddepcontrol.launch_dependents (the GEMM does, after its own inputs are ready). Enqueue it
 // right after the GEMM, as above, not after another kernel that triggers early.
-Status ep_epilogue_send_prepare(const EpCombineContext* context, const EpCombineArgs& args, void** out_rows,
-                                uint32_t** signals);
-Status ep_epilogue_send_reduce(const EpCombineContext* context, const EpCombineArgs& args);
+[[nodiscard]] Status ep_epilogue_send_prepare(const EpCombineContext* context, const EpCombineArgs& args,
+                                              void** out_rows, uint32_t** signals);
+[[nodiscard]] Status ep_epilogue_send_reduce(const EpCombineContext* context, const EpCombineArgs& args);
 
 }  // namespace signalgemm

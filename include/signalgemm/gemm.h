@@ -81,14 +81,17 @@ struct GroupedGemmArgs {
   // cleared by the kernel. Not ordered with the signals: read it once the launch has completed.
   int32_t* error_flag = nullptr;
 
-  // Optional device scratch, 16-byte aligned, of at least workspace_bytes(args) bytes; the launch
+  // Optional device scratch, 16-byte aligned, of at least workspace_bytes(args) bytes (computed with
+  // this launch's own arguments, sm_count included, on its device; one that holds the converted
+  // activations or the tile counter but not a split's partial sums runs with K unsplit); the launch
   // owns it until it completes (one workspace per launch in flight). For activations the tensor
   // cores cannot take as they are (nvfp4, mxfp4 or mxfp8 on both sides, fp8_block128 x nvfp4 / mxfp4),
   // a first kernel converts the real rows (i < masked_m[e]) to bf16 here once, exactly (fp8_block128
   // x FP4: on the register-weights tiles, which the heuristic picks; a given 32x128 or 64x128 reads
   // its tokens as they are and leaves the workspace unused), and the GEMM then runs as bf16 x the
   // weights' format (fp8_block128: reading the bf16 copy and still applying the token scales);
-  // without, each tile converts its tokens itself, once per column block (docs/formats.md). fp8_block128 x fp8_block128 keeps a tile counter here (16 bytes),
+  // without, each tile converts its tokens itself, once per column block (docs/formats.md).
+  // fp8_block128 x fp8_block128 keeps a tile counter here (16 bytes),
   // zeroed by the launch, from which its CTAs take tiles dynamically (not on the 128x192 tile or in
   // two-CTA clusters): a CTA done early takes more, which balances the grid when tiles differ
   // (docs/configuration.md); without, each CTA runs a fixed share of the tiles. Launches with few
@@ -115,12 +118,12 @@ inline constexpr int32_t kErrorMaskedMOutOfRange = 1;
 // Checks every argument without touching device memory or streams (where args.config is given, or
 // per_row_block signals need the tile, it reads the current device's shared-memory size, as the
 // launch plans with it). The message names the offending argument.
-Status validate(const GroupedGemmArgs& args);
+[[nodiscard]] Status validate(const GroupedGemmArgs& args);
 
 // The checks of validate() that need no tensors (sizes, formats, config; k where non-zero): for
 // planning with sizes alone (signal_layout, workspace_bytes), whose answers are defined only where a
 // launch with those sizes would be accepted.
-Status validate_sizes(const GroupedGemmArgs& args);
+[[nodiscard]] Status validate_sizes(const GroupedGemmArgs& args);
 
 // The configuration a launch with these arguments would use (heuristic plus override): its tile
 // and stages; its cluster may still run as single CTAs (sm_count below the device's SMs, or a grid of
@@ -130,7 +133,10 @@ TileConfig select_config(const GroupedGemmArgs& args);
 
 // The signal layout a launch with these arguments would use: what consumers wait on. Needs the
 // launch's sizes, formats, b.layout, config, k, expected_m and whether it gives a workspace (each
-// can pick another tile: docs/configuration.md), and out_type (the combines read C's rows).
+// can pick another tile: docs/configuration.md), and out_type (the combines read C's rows). Plan it
+// with the launch's own arguments, workspace included: a layout planned without the workspace the
+// launch then gets (e.g. nvfp4 x nvfp4 at E8 m64: 64x256 without, 64x128 with) has other counts,
+// and a consumer would wait for the wrong values. sm_count does not change it.
 SignalLayout signal_layout(const GroupedGemmArgs& args);
 
 // Bytes of `workspace` with which this launch converts its activations once (E * max_m * K bf16),
@@ -145,15 +151,19 @@ size_t activation_workspace_bytes(const GroupedGemmArgs& args);
 // dynamic scheduling); else 0.
 size_t workspace_bytes(const GroupedGemmArgs& args);
 
-// Validates, then launches on args.stream. No host-device synchronization, no allocation.
-Status grouped_gemm_nt_masked(const GroupedGemmArgs& args);
+// Validates, then launches on args.stream. No host-device synchronization, no allocation. Each call
+// asks the driver about its stream and every pointer (where each lies) before it launches: host time
+// on every call, which a CUDA graph of the launch takes off a decode loop. Thread-safe: what calls
+// share (a kernel's shared-memory attribute, set to the same value by every call; per-device cluster
+// counts, in atomics) no call can leave half-made for another.
+[[nodiscard]] Status grouped_gemm_nt_masked(const GroupedGemmArgs& args);
 
 // Loads, without launching, the kernels grouped_gemm_nt_masked(args) would launch on the current
 // device. Call it once before a consumer first spins beside such a launch: under CUDA's default
 // lazy module loading, a kernel's first launch loads it and may wait for the device to go idle,
 // i.e. for the spinning consumer (docs/signals.md). Validates the arguments as the launch does, but
 // not where its pointers lie (the launch checks that they are this device's memory); reads no device memory.
-Status load_kernels(const GroupedGemmArgs& args);
+[[nodiscard]] Status load_kernels(const GroupedGemmArgs& args);
 
 // Bytes of an operand's scale factors in the layout of docs/formats.md (0 for bf16): `weights` for B
 // (fp8_block128 scales B per 128x128 block and A per 1x128, the rows padded to 4; the one-byte
@@ -167,7 +177,7 @@ size_t mma_fragment_bytes(int experts, int n, int k);
 // Rewrites FP4 weights (`weights`: format nvfp4 or mxfp4, layout rows, any strides; its scales are not
 // touched and keep serving the GEMM) into `packed` (device memory, mma_fragment_bytes, 16-byte
 // aligned) in the mma_fragments layout, on `stream`. Done once, when the weights are loaded.
-Status pack_mma_fragments(const OperandArgs& weights, int experts, int n, int k, void* packed,
-                          cudaStream_t stream = nullptr);
+[[nodiscard]] Status pack_mma_fragments(const OperandArgs& weights, int experts, int n, int k, void* packed,
+                                        cudaStream_t stream = nullptr);
 
 }  // namespace signalgemm

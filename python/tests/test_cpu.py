@@ -139,7 +139,7 @@ def assert_fails_past_the_scale_checks(failure, name):
     """The call got past the extension's checks of `name` and failed only on the fake pointers (no GPU
     here), or on a GPU's check that they are device memory."""
     message = str(failure.value)
-    assert re.search("no CUDA device|cudaPointerGetAttributes|is not device memory", message), message
+    assert re.search("no CUDA device|is not device memory", message), message
     assert name not in message, message
 
 

@@ -195,6 +195,8 @@ using consumer::invalid;
 }  // namespace
 
 size_t combine_workspace_bytes(int num_tokens, int topk) {
+  num_tokens = std::max(num_tokens, 0);  // combine() refuses such values; no size wraps around here
+  topk = std::max(topk, 0);
   // The slots' places, then the tokens' arrivals and the three queue words.
   return size_t(num_tokens) * topk * sizeof(int64_t) + (size_t(num_tokens) + 3) * sizeof(uint32_t);
 }

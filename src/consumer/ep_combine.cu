@@ -767,6 +767,8 @@ Status ep_combine_destroy(EpCombineContext* ctx) {
 }
 
 Status ep_combine_destroy_all(EpCombineContext* const* contexts, int count) {
+  if (count < 0) return invalid("count must be >= 0");
+  if (contexts == nullptr && count > 0) return invalid("contexts must not be null");
   std::vector<Status> statuses(count);
   std::vector<std::thread> threads;
   for (int i = 0; i < count; ++i) threads.emplace_back([&, i] { statuses[i] = ep_combine_destroy(contexts[i]); });
@@ -789,9 +791,9 @@ Status ep_combine_start_at_epoch(EpCombineContext* ctx, uint32_t first_epoch) {
 }
 }  // namespace test_hooks
 
-int ep_combine_rank(const EpCombineContext* ctx) { return ctx->rank; }
-int ep_combine_num_ranks(const EpCombineContext* ctx) { return ctx->num_ranks; }
-int ep_combine_device(const EpCombineContext* ctx) { return ctx->device; }
+int ep_combine_rank(const EpCombineContext* ctx) { return ctx != nullptr ? ctx->rank : -1; }
+int ep_combine_num_ranks(const EpCombineContext* ctx) { return ctx != nullptr ? ctx->num_ranks : -1; }
+int ep_combine_device(const EpCombineContext* ctx) { return ctx != nullptr ? ctx->device : -1; }
 
 size_t ep_combine_workspace_bytes(int64_t num_counters) {
   return sizeof(Workspace) + size_t(std::max<int64_t>(num_counters, 0)) * sizeof(uint32_t);

@@ -58,9 +58,10 @@ Status check_device_pointer(const void* ptr, const char* name, int device, bool 
 
 Status check_device_pointers(cudaStream_t stream, std::initializer_list<std::pair<const void*, const char*>> pointers) {
   int device = -1;
-  if (cudaGetDevice(&device) != cudaSuccess) {
-    cudaGetLastError();
-    device = -1;
+  // Without a device every pointer query below fails too, and the failure would name an argument.
+  if (cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no device" error for later calls
+    return Status{StatusCode::no_device, std::string("signalgemm: no CUDA device: ") + cudaGetErrorString(err)};
   }
   const bool capturing = is_capturing(stream);
   // A stream of another device: the launch would fail with a CUDA error that names nothing. Not

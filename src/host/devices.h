@@ -15,7 +15,7 @@
 namespace signalgemm::host {
 
 // The first failing check of `stream` (it must belong to the current device) and `pointers`
-// ({pointer, argument name}), or ok. Null passes (optional
+// ({pointer, argument name}), or ok; no_device where there is no current device. Null passes (optional
 // arguments are checked for presence elsewhere). Driver queries, no synchronization. While `stream`
 // is being captured its device is not asked (the query would invalidate the capture: a launch on
 // another device's stream then fails when the capture ends), and a pointer the driver does not know

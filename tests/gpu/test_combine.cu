@@ -447,6 +447,9 @@ TEST_F(CombineTest, StressTenThousandOverlappedIterations) {
 TEST(Combine, RejectsMissingArguments) {
   CombineArgs c;
   EXPECT_NE(combine(c).message.find("gemm_out"), std::string::npos);
+  // Sizes of values combine() refuses do not wrap around.
+  EXPECT_EQ(combine_workspace_bytes(-1, 8), combine_workspace_bytes(0, 8));
+  EXPECT_EQ(combine_workspace_bytes(4, -1), combine_workspace_bytes(4, 0));
   static uint8_t buffer[64] __attribute__((aligned(16)));
   c.gemm_out = buffer;
   c.masked_m = reinterpret_cast<const int32_t*>(buffer);
@@ -527,6 +530,13 @@ TEST(Combine, RejectsBadStridesAlignmentAndGranularity) {
       {[](CombineArgs& c) { c.topk_weights = reinterpret_cast<const float*>(buffer + 2400); },
        "workspace overlaps topk_weights"}};
   for (const auto& [change, want] : aliases) EXPECT_NE(message(change).find(want), std::string::npos) << want;
+  // Valid arguments reach the pointer checks: without a device that is no_device, not a pointer
+  // "failing" a query that cannot be made; with one, the host buffer is named.
+  int devices = 0;
+  const bool no_device = cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0;
+  cudaGetLastError();
+  const Status s = combine(valid);
+  EXPECT_EQ(s.code, no_device ? StatusCode::no_device : StatusCode::invalid_argument) << s.message;
 }
 
 // Pointers the kernel would dereference are checked before the launch: a host buffer is named.

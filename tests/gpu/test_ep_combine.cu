@@ -408,6 +408,15 @@ TEST(EpCombine, RejectsBadArguments) {
   EpCombineContext* contexts[2] = {nullptr, nullptr};
   EXPECT_NE(ep_combine_create_all(comms, 2, EpCombineConfig{1, 1, 8}, contexts).message.find("comms[0] is null"),
             std::string::npos);
+  // A null context has no rank, and there is nothing to destroy.
+  EXPECT_EQ(ep_combine_rank(nullptr), -1);
+  EXPECT_EQ(ep_combine_num_ranks(nullptr), -1);
+  EXPECT_EQ(ep_combine_device(nullptr), -1);
+  EXPECT_TRUE(ep_combine_destroy(nullptr).ok());
+  EXPECT_TRUE(ep_combine_destroy_all(contexts, 2).ok());  // both null
+  EXPECT_NE(ep_combine_destroy_all(nullptr, 2).message.find("contexts"), std::string::npos);
+  EXPECT_NE(ep_combine_destroy_all(contexts, -1).message.find("count"), std::string::npos);
+  EXPECT_EQ(ep_combine_workspace_bytes(-5), ep_combine_workspace_bytes(0));
 }
 
 TEST(EpCombine, OneProcessAllGpusThousandIterations) {
@@ -880,7 +889,10 @@ int worker_main(int rank, int ranks, const char* hex, int iterations) {
       ++failures;
     }
   }
-  ep_combine_destroy(st.context);
+  if (Status s = ep_combine_destroy(st.context); !s.ok()) {
+    std::fprintf(stderr, "worker %d: %s\n", rank, s.message.c_str());
+    ++failures;
+  }
   st.release();
   ncclCommDestroy(comm);
   std::printf("worker %d of %d: %d iterations, %d failing\n", rank, ranks, iterations, failures);

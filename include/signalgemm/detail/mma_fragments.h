@@ -1,5 +1,6 @@
 // The fragment-ordered FP4 (nvfp4, mxfp4) weight layout (OperandLayout::mma_fragments, docs/formats.md), shared
 // by the packers (CPU reference, GPU kernel) and the register-weights mainloop that reads it.
+// detail/: internal to the library (the public headers and docs cite it); may change in any version.
 //
 // Per expert, the weights are cut into 64-row x 64-K blocks, [ceil(N/64)][ceil(K/64)] of them,
 // 2048 bytes each (rows and columns past N and K hold code 0). Within a block, the 32-bit word

@@ -1,4 +1,5 @@
 // Masked tile enumeration, shared verbatim by the device scheduler and the CPU tests.
+// detail/: internal to the library (the public headers and docs cite it); may change in any version.
 //
 // Tiles are numbered expert-major, then by column block, with the row block innermost:
 //   for e in experts: for nb in col_blocks: for mb in row_blocks(e): tile
