@@ -100,8 +100,8 @@ int64_t combine_timeline_entries(const SignalLayout& layout, int num_blocks);
 
 // Validates `args` (a bad one is refused, naming it, before anything is enqueued), then enqueues
 // the combine on `args.stream` of the current device, which must own the stream and every pointer
-// (checked), and returns without synchronizing; capturable in a CUDA graph. Thread-safe: no state
-// is kept between calls (calls on one stream run in their enqueue order).
+// (checked), and returns without synchronizing; capturable in a CUDA graph. Thread-safe: calls share
+// only the kernel's shared-memory attribute, which each sets to the same value on a device.
 [[nodiscard]] Status combine(const CombineArgs& args);
 
 }  // namespace signalgemm

@@ -64,11 +64,11 @@ struct EpCombineContext;
 // alike, each naming its bad value, the first rank that differs, or a rank whose set-up failed, so
 // none waits alone in the collective steps that follow (a null `comm` or `context` is refused at
 // once: that rank cannot join the gather, and the others wait there as for any NCCL collective a
-// rank never enters). Allocates the window
-// with ncclMemAlloc on the comm's device, zeroes it, registers it (NCCL_WIN_COLL_SYMMETRIC) and
-// creates an ncclDevComm; synchronizes the comm's device (all work on it, not only this library's).
-// Needs every rank within one load/store-accessible (NVLink) domain: GIN
-// (the path across machines) is not used here. The NCCL library must be the 2.28 series the headers come from.
+// rank never enters). Allocates the window with ncclMemAlloc on the comm's device, zeroes it,
+// registers it (NCCL_WIN_COLL_SYMMETRIC) and creates an ncclDevComm; synchronizes the comm's device
+// (all work on it, not only this library's). Needs every rank within one load/store-accessible
+// (NVLink) domain: GIN (the path across machines) is not used here. The NCCL library must be the
+// 2.28 series the headers come from.
 [[nodiscard]] Status ep_combine_create(ncclComm_t comm, const EpCombineConfig& config, EpCombineContext** context);
 
 // One process driving several GPUs: creates the contexts of `comms[0..count)` (e.g. from
