@@ -41,7 +41,7 @@ struct QuantizedOperand {
 };
 
 // Quantizes x[experts][rows][k] (float) into `format`. k must be a multiple of the format's scale
-// block (throws std::invalid_argument otherwise).
+// block, and every value finite (throws std::invalid_argument otherwise).
 QuantizedOperand quantize(Format format, Role role, const float* x, int experts, int rows, int k);
 
 // Value of element (e, r, c) as the GEMM sees it before alpha: element x block scale

@@ -118,6 +118,26 @@ def _require_int32(name: str, value: Any) -> None:
         raise ValueError(f"signalgemm: {name} = {value} is out of range (int32)")
 
 
+def _require_str(name: str, value: Any, allowed: Optional[Sequence[str]] = None) -> None:
+    """A string option (a format, granularity, scope) must be a str, named if not; with ``allowed``, one of
+    those (else the extension names the unknown value)."""
+    if not isinstance(value, str):
+        raise ValueError(f"signalgemm: {name} must be a string, got {type(value).__name__} {value!r}")
+    if allowed is not None and value not in allowed:
+        raise ValueError(f"signalgemm: {name}: unknown value {value!r} ({', '.join(allowed)})")
+
+
+def _formats(a_format: Any, b_format: Any, a_default: Optional[str] = None) -> Tuple[str, str]:
+    """The operands' formats: ``b_format`` None means a's; ``a_format`` None means ``a_default`` where
+    there is one. Only None means "not given" (an empty string is an unknown format, not the default)."""
+    if a_format is None and a_default is not None:
+        a_format = a_default
+    b_format = a_format if b_format is None else b_format
+    _require_str("a_format", a_format)
+    _require_str("b_format", b_format)
+    return a_format, b_format
+
+
 def _without_grad(t: Any) -> Any:
     """A torch tensor that requires grad as a detached view of the same memory (torch's DLPack export
     refuses the tensor itself); anything else as it is."""
@@ -161,6 +181,10 @@ def format_from_flashinfer(ab_dtype: str, sf_dtype: Optional[str] = None, sf_vec
     """SignalGEMM's name of the operand format FlashInfer calls (ab_dtype, sf_dtype, sf_vec_size), e.g.
     ("float4_e2m1fn", "float8_e4m3fn", 16) -> "nvfp4": what ``a_format`` / ``b_format`` of the size
     helpers (``signal_layout``, ``expected_signals``, ``workspace_bytes``) take."""
+    _require_str("ab_dtype", ab_dtype)
+    if sf_dtype is not None:
+        _require_str("sf_dtype", sf_dtype)
+    _require_int32("sf_vec_size", sf_vec_size)
     fmt = _FLASHINFER_FORMATS.get((ab_dtype, sf_dtype, None if sf_vec_size is None else int(sf_vec_size)))
     if fmt is None:
         known = ", ".join(f"({a!r}, {s!r}, {v})" for a, s, v in _FLASHINFER_FORMATS)
@@ -435,12 +459,8 @@ def grouped_gemm_nt_masked(
             sfa, sfb = _scales_in_rows(sfa, a, fmt, "sfa"), _scales_in_rows(sfb, b, fmt, "sfb")
         elif sf_dtype is not None or sf_vec_size is not None:
             raise ValueError("signalgemm: sf_dtype and sf_vec_size describe ab_dtype's format: pass ab_dtype too")
-        if c_dtype is not None:
-            if c_dtype not in ("bfloat16", "float16"):
-                raise ValueError(f"signalgemm: c_dtype = {c_dtype!r} is not supported: out must be bfloat16 or float16")
-            out_dtype = str(getattr(out, "dtype", ""))
-            if out_dtype.startswith("torch.") and out_dtype != f"torch.{c_dtype}":  # other tensors: their DLPack dtype
-                raise ValueError(f"signalgemm: c_dtype = {c_dtype!r} but out is {out_dtype}")
+        if c_dtype is not None and c_dtype not in ("bfloat16", "float16"):  # out's own dtype: the extension's check
+            raise ValueError(f"signalgemm: c_dtype = {c_dtype!r} is not supported: out must be bfloat16 or float16")
         if mma_tiler_mn is not None:
             tile = _int_pair("mma_tiler_mn", mma_tiler_mn)
             if (block_m, block_n) not in ((0, 0), tile):
@@ -464,11 +484,17 @@ def grouped_gemm_nt_masked(
         block_m, block_n, stages, cluster = block_m or 0, block_n or 0, stages or 0, cluster or 0  # None: not given
         if sm_count is not None and sm_count < 1:
             raise ValueError(f"signalgemm: sm_count must be >= 1, got {sm_count}")
-        a_format = a_format or "fp8_block128"
-        b_format = b_format or a_format
+        a_format, b_format = _formats(a_format, b_format, a_default="fp8_block128")
+        _require_str("granularity", granularity, ("none", "per_expert", "per_row_block"))
+        _require_str("scope", scope, ("gpu", "sys"))
+        if not isinstance(load_only, bool):
+            raise ValueError(f"signalgemm: load_only must be True or False, got {load_only!r}")
         for name, fmt in (("a", a_format), ("b", b_format)):
             if fp4_typed[name] and fmt not in ("nvfp4", "mxfp4"):  # its bytes would pass for another format's
                 raise ValueError(f"signalgemm: {name} is float4_e2m1fn_x2 but its format is {fmt!r}")
+        for name, t in (("a", a), ("b", b), ("out", out), ("masked_m", masked_m)):
+            if t is None:
+                raise ValueError(f"signalgemm: {name} is None; it must be a CUDA tensor")
         for name, t in (("a", a), ("sfa", sfa), ("b", b), ("sfb", sfb), ("out", out), ("masked_m", masked_m),
                         ("alpha", alpha), ("workspace", workspace)):
             _require_gpu(name, t)
@@ -496,14 +522,16 @@ def grouped_gemm_nt_masked(
             alpha, signals, granularity, scope,
             sm_count or 0, expected_m or 0, block_m, block_n, stages, cluster,
             _current_stream(anchor) if stream is None else _stream_handle(stream),
-            error_flag, workspace if workspace is not False else None, b_n, load_only,
+            error_flag, workspace if workspace is not False else None, b_n, load_only, c_dtype or "",
         )
         return out_given  # FlashInfer's (m, n, l) view stays the caller's
 
 
 def activation_workspace_bytes(num_experts: int, max_m: int, k: int, a_format: str, b_format: Optional[str] = None) -> int:
     """Bytes of the workspace in which a launch with these formats converts its activations (0: none used)."""
-    return _C.activation_workspace_bytes(num_experts, max_m, k, a_format, b_format or a_format)
+    _require_int32_options(num_experts=num_experts, max_m=max_m, k=k)
+    a_format, b_format = _formats(a_format, b_format)
+    return _C.activation_workspace_bytes(num_experts, max_m, k, a_format, b_format)
 
 
 def workspace_bytes(num_experts: int, max_m: int, k: int, a_format: str, b_format: Optional[str] = None, *,
@@ -516,7 +544,10 @@ def workspace_bytes(num_experts: int, max_m: int, k: int, a_format: str, b_forma
     pick its tile and so the split: pass those the launch gives."""
     _require_int32_options(num_experts=num_experts, max_m=max_m, k=k, n=n, expected_m=expected_m, block_m=block_m,
                            block_n=block_n, stages=stages, cluster=cluster, sm_count=sm_count)
-    return _C.workspace_bytes(num_experts, max_m, k, a_format, b_format or a_format, n, expected_m, block_m, block_n,
+    if sm_count < 0:
+        raise ValueError(f"signalgemm: sm_count must be >= 0 (0: all), got {sm_count}")
+    a_format, b_format = _formats(a_format, b_format)
+    return _C.workspace_bytes(num_experts, max_m, k, a_format, b_format, n, expected_m, block_m, block_n,
                               stages, cluster, sm_count, bool(mma_fragments))
 
 
@@ -565,8 +596,10 @@ def signal_layout(num_experts: int, max_m: int, n: int, *, k: int = 0, expected_
     with several GPUs of different models, make the launch's device current first."""
     _require_int32_options(num_experts=num_experts, max_m=max_m, n=n, k=k, expected_m=expected_m, block_m=block_m,
                            block_n=block_n, stages=stages, cluster=cluster)
+    a_format, b_format = _formats(a_format, b_format)
+    _require_str("granularity", granularity)
     return _C.signal_layout(num_experts, max_m, n, expected_m, block_m, block_n, granularity, a_format,
-                            b_format or a_format, k, bool(workspace), stages, cluster, bool(mma_fragments))
+                            b_format, k, bool(workspace), stages, cluster, bool(mma_fragments))
 
 
 def expected_signals(masked_m: Sequence[int], *, n: int, max_m: int, k: int = 0, expected_m: int = 0,
@@ -603,7 +636,8 @@ def expected_signals(masked_m: Sequence[int], *, n: int, max_m: int, k: int = 0,
 
 
 def quantize(x: Any, format: str, role: str = "a"):
-    """Quantizes float32 x [E, rows, K] (numpy, or a CPU tensor via .numpy()) like the C++ reference.
+    """Quantizes float32 x [E, rows, K] (numpy, or a CPU tensor via .numpy()), every value finite, like the C++
+    reference.
 
     Returns (data uint8 [E, rows, K*bits/8], scales (float32 or uint8, flat, layout of
     docs/formats.md; None for bf16), global_scale float32 [E] (nvfp4; else ones)).
@@ -611,8 +645,12 @@ def quantize(x: Any, format: str, role: str = "a"):
     """
     import numpy as np
 
+    _require_str("format", format)
+    _require_str("role", role)
     if hasattr(x, "detach"):
         x = x.detach().cpu().float().numpy()
+    if np.iscomplexobj(x):
+        raise ValueError("signalgemm: x must be real, got complex values")
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 3:
         raise ValueError(f"signalgemm: x must be [E, rows, K], got shape {tuple(x.shape)}")
@@ -629,6 +667,7 @@ def scales_from_flashinfer(sf: Any, num_experts: int, rows: int, k: int, sf_vec_
     """
     import numpy as np
 
+    _require_int32_options(num_experts=num_experts, rows=rows, k=k, sf_vec_size=sf_vec_size)
     if sf_vec_size < 1:
         raise ValueError(f"signalgemm: sf_vec_size must be >= 1, got {sf_vec_size}")
     if k % sf_vec_size:

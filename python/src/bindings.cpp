@@ -32,6 +32,13 @@ using CounterTensor = nb::ndarray<>;
 
 [[noreturn]] void bad(const std::string& message) { throw nb::value_error(("signalgemm: " + message).c_str()); }
 
+// A library status as Python sees it: a bad argument a ValueError (the message names it), anything
+// else a RuntimeError; ok returns.
+void bad_status(const Status& s) {
+  if (s.code == StatusCode::invalid_argument || s.code == StatusCode::unsupported) throw nb::value_error(s.message.c_str());
+  if (!s.ok()) throw std::runtime_error(s.message);
+}
+
 void require_gpu_or_pinned(const CounterTensor& t, const char* name) {
   const int32_t type = t.device_type();
   if (type != nb::device::cuda::value && type != nb::device::cuda_host::value &&
@@ -257,7 +264,7 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
                   std::optional<Tensor> alpha, std::optional<CounterTensor> signals, const std::string& granularity,
                   const std::string& scope, int sm_count, int expected_m, int block_m, int block_n, int stages,
                   int cluster, uintptr_t stream, std::optional<CounterTensor> error_flag, std::optional<Tensor> workspace,
-                  int b_n, bool load_only) {
+                  int b_n, bool load_only, const std::string& c_dtype) {
   GroupedGemmArgs args;
   args.a = operand(a, sfa, parse_format(a_format, "a_format"), "a");
   const bool fragments = b_n > 0;
@@ -269,6 +276,8 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
   const bool out_bf16 = out_dtype.code == uint8_t(nb::dlpack::dtype_code::Bfloat) && out_dtype.bits == 16;
   const bool out_fp16 = out_dtype.code == uint8_t(nb::dlpack::dtype_code::Float) && out_dtype.bits == 16;
   if (!(out_bf16 || out_fp16) || out_dtype.lanes != 1) bad("out must be bfloat16 or float16");
+  const char* out_name = out_fp16 ? "float16" : "bfloat16";
+  if (!c_dtype.empty() && c_dtype != out_name) bad("c_dtype = '" + c_dtype + "' but out is " + out_name);
   args.out_type = out_fp16 ? OutputType::fp16 : OutputType::bf16;
   require_dims(masked_m, "masked_m", 1);
   require_dtype(masked_m, "masked_m", uint8_t(nb::dlpack::dtype_code::Int), 32, "int32");
@@ -310,6 +319,8 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
     args.workspace_bytes = workspace->nbytes();
   }
   if (signals) {
+    // The count below plans the tile: a tile the launch would refuse is named as such first.
+    if (const Status s = validate_sizes(args); !s.ok()) bad_status(s);
     require_gpu_or_pinned(*signals, "signals");
     if (signals->ndim() != 1 || !is_int32(signals->dtype()) || !is_contiguous(*signals))
       bad("signals must be a contiguous 1-D int32/uint32 tensor");
@@ -323,9 +334,7 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
     if (!is_int32(error_flag->dtype()) || error_flag->size() < 1) bad("error_flag must be an int32 tensor");
     args.error_flag = static_cast<int32_t*>(error_flag->data());
   }
-  const Status s = load_only ? load_kernels(args) : grouped_gemm_nt_masked(args);
-  if (s.code == StatusCode::invalid_argument || s.code == StatusCode::unsupported) throw nb::value_error(s.message.c_str());
-  if (!s.ok()) throw std::runtime_error(s.message);
+  bad_status(load_only ? load_kernels(args) : grouped_gemm_nt_masked(args));
 }
 
 // FP4 weights b (nvfp4 or mxfp4 bytes, uint8 [E, N, K/2], any strides) -> `packed` (contiguous uint8, at least
@@ -466,7 +475,12 @@ nb::tuple quantize(nb::ndarray<const float, nb::ndim<3>, nb::c_contig, nb::devic
 nb::ndarray<nb::numpy, uint8_t> scales_from_flashinfer(nb::ndarray<const uint8_t, nb::c_contig, nb::device::cpu> sf,
                                                        int experts, int rows, int cols) {
   if (experts < 1 || rows < 1 || cols < 1) bad("experts, rows and cols must be >= 1");
-  const int64_t needed = int64_t(experts) * ref::flashinfer_128x4_bytes_per_expert(rows, cols);
+  const int64_t per_expert = ref::flashinfer_128x4_bytes_per_expert(rows, cols);
+  // No byte count wraps around to the size of the array given (the conversion would then write past it).
+  if (per_expert > std::numeric_limits<int64_t>::max() / experts)
+    bad("the 128x4 layout of " + std::to_string(experts) + " x " + std::to_string(rows) + " x " +
+        std::to_string(cols) + " scales has more than 2^63 bytes");
+  const int64_t needed = int64_t(experts) * per_expert;
   if (int64_t(sf.size()) != needed)
     bad("sf has " + std::to_string(sf.size()) + " bytes; the 128x4 layout of " + std::to_string(experts) + " x " +
         std::to_string(rows) + " x " + std::to_string(cols) + " scales has " + std::to_string(needed));
@@ -483,7 +497,7 @@ NB_MODULE(_C, m) {
         nb::arg("signals").none(), nb::arg("granularity"), nb::arg("scope"), nb::arg("sm_count"),
         nb::arg("expected_m"), nb::arg("block_m"), nb::arg("block_n"), nb::arg("stages"), nb::arg("cluster"), nb::arg("stream"),
         nb::arg("error_flag").none(), nb::arg("workspace").none(), nb::arg("b_n") = 0,
-        nb::arg("load_only") = false);
+        nb::arg("load_only") = false, nb::arg("c_dtype") = "");
   m.def("pack_mma_fragments", &pack_fragments, nb::arg("b"), nb::arg("packed"), nb::arg("stream"));
   m.def("signal_layout", &signal_layout_for, nb::arg("num_experts"), nb::arg("max_m"), nb::arg("n"),
         nb::arg("expected_m") = 0, nb::arg("block_m") = 0, nb::arg("block_n") = 0,

@@ -90,6 +90,20 @@ def call(**override):
         (dict(mma_tiler_mn=128), "mma_tiler_mn must be a pair of integers"),
         (dict(cluster_shape_mn=("a", "b")), "cluster_shape_mn must be a pair of integers"),
         (dict(a=FakeCudaTensor((E, MAX_M, K), strides=(MAX_M * K, K, 2))), "contiguous in its last dimension"),
+        # Required tensors and string options of the wrong kind, named (not the extension's signature).
+        (dict(out=None), "out is None"),
+        (dict(masked_m=None), "masked_m is None"),
+        (dict(granularity=None), "granularity must be a string, got NoneType"),
+        (dict(scope=5), "scope must be a string, got int"),
+        (dict(a_format=5), "a_format must be a string"),
+        (dict(load_only=1), "load_only must be True or False"),
+        # Only None means "not given": an empty format is an unknown one, not the default.
+        (dict(a_format=""), "a_format: unknown format ''"),
+        (dict(b_format=""), "b_format: unknown format ''"),
+        # c_dtype against out's own dtype, whatever framework out comes from.
+        (dict(c_dtype="float16"), "c_dtype = 'float16' but out is bfloat16"),
+        # A tile the launch refuses is named as such, not as too few counters for it.
+        (dict(block_m=7, granularity="per_row_block", signals=FakeCudaTensor((4,), "uint", 32)), "config.block_m"),
     ],
 )
 def test_bad_arguments_raise_value_error_naming_them(override, message):
@@ -275,6 +289,17 @@ def test_expected_signals_follow_the_contract():
         (lambda: signalgemm.scales_from_flashinfer(np.full(512, 0.5, np.float32), 1, 128, 64), "one byte per scale"),
         (lambda: signalgemm.scales_from_flashinfer(np.zeros(512, np.uint8), 1, 128, 64, sf_vec_size=0),
          "sf_vec_size must be >= 1"),
+        # A byte count past 2^63 must not wrap around to the size of the array given.
+        (lambda: signalgemm.scales_from_flashinfer(np.zeros(0, np.uint8), 2**30, 2**30, 256), "more than 2\\^63"),
+        (lambda: signalgemm.scales_from_flashinfer(np.zeros(0, np.uint8), None, 128, 64), "num_experts must be"),
+        (lambda: signalgemm.signal_layout(4, 64, 256, b_format=""), "b_format: unknown format ''"),
+        (lambda: signalgemm.workspace_bytes(4, 64, 512, "fp8_block128", ""), "b_format: unknown format ''"),
+        (lambda: signalgemm.workspace_bytes(4, 64, 512, "fp8_block128", sm_count=-1), "sm_count must be >= 0"),
+        (lambda: signalgemm.activation_workspace_bytes(None, 64, 128, "nvfp4"), "num_experts must be an integer"),
+        (lambda: signalgemm.signal_layout(4, 64, 256, granularity=None), "granularity must be a string"),
+        (lambda: signalgemm.format_from_flashinfer("float4_e2m1fn", "float8_e4m3fn", 16.9),
+         "sf_vec_size must be an integer"),
+        (lambda: signalgemm.format_from_flashinfer(["float4_e2m1fn"]), "ab_dtype must be a string"),
     ],
 )
 def test_planning_helpers_reject_what_a_launch_would(call, message):
@@ -488,6 +513,15 @@ def test_mxfp8_round_trip():
 def test_quantize_rejects_bad_k():
     with pytest.raises(ValueError, match="k"):
         signalgemm.quantize(np.ones((1, 2, 100), np.float32), "fp8_block128", "a")
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_quantize_rejects_values_that_are_not_finite(bad):
+    x = np.ones((1, 128, 256), np.float32)
+    x[0, 0, 0] = bad  # its block's scale would be Inf or NaN, and the whole block lost
+    for fmt in ("fp8_block128", "nvfp4", "mxfp4", "mxfp8"):
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            signalgemm.quantize(x, fmt)
 
 
 def test_quantize_rejects_other_ranks():

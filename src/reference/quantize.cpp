@@ -232,6 +232,11 @@ QuantizedOperand quantize(Format format, Role role, const float* x, int experts,
   check_sizes(experts, rows, k, kWhere);
   check_k(format, k, kWhere);
   if (x == nullptr) throw std::invalid_argument(std::string(kWhere) + ": x is null");
+  // A NaN or Inf would make its block's scale NaN or Inf and lose every other value of the block.
+  const int64_t count = int64_t(experts) * rows * k;
+  for (int64_t i = 0; i < count; ++i)
+    if (!std::isfinite(x[i]))
+      throw std::invalid_argument(std::string(kWhere) + ": x contains NaN or Inf (x[" + std::to_string(i) + "])");
 
   QuantizedOperand q;
   q.format = format;

@@ -6,6 +6,7 @@
 #include <cfloat>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -319,6 +320,18 @@ TEST(QuantizeArguments, RejectsNonPositiveSizesAndNull) {
   EXPECT_THROW(quantize(Format::bf16, Role::a, x.data(), 1, -1, 16), std::invalid_argument);
   EXPECT_THROW(quantize(Format::mxfp8, Role::a, x.data(), 1, 1, 0), std::invalid_argument);
   EXPECT_THROW(quantize(Format::nvfp4, Role::a, nullptr, 1, 1, 16), std::invalid_argument);
+}
+
+// A NaN or Inf would turn its block's scale into NaN or Inf and every other value of the block into
+// garbage: refused, in every format.
+TEST(QuantizeArguments, RejectsValuesThatAreNotFinite) {
+  for (const float bad : {std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                          std::numeric_limits<float>::quiet_NaN()}) {
+    std::vector<float> x(256, 1.0f);
+    x[37] = bad;
+    for (const Format format : {Format::bf16, Format::fp8_block128, Format::nvfp4, Format::mxfp4, Format::mxfp8})
+      EXPECT_THROW(quantize(format, Role::a, x.data(), 1, 2, 128), std::invalid_argument) << to_string(format);
+  }
 }
 
 TEST(QuantizeArguments, DequantizeChecksIndicesAndBuffers) {
