@@ -83,7 +83,7 @@ def _on_launch_stream(stream: Any, tensor: Any) -> Any:
     return torch.cuda.stream(stream)
 
 
-_DLPACK_CPU = 1
+_DLPACK_CPU, _DLPACK_CUDA = 1, 2  # DLPack device types (pinned host memory is 3, managed memory 13)
 
 
 def _require_gpu(name: str, t: Any, pinned_ok: bool = False) -> None:
@@ -100,8 +100,12 @@ def _require_gpu(name: str, t: Any, pinned_ok: bool = False) -> None:
         where = f"is on {t.device}"
     elif not hasattr(t, "__dlpack__"):
         where = f"is not a tensor ({type(t).__name__})"
-    elif hasattr(t, "__dlpack_device__") and t.__dlpack_device__()[0] == _DLPACK_CPU and not pinned_ok:
-        where = "is in host memory"
+    elif hasattr(t, "__dlpack_device__") and not pinned_ok:
+        device_type = t.__dlpack_device__()[0]
+        if device_type == _DLPACK_CPU:
+            where = "is in host memory"
+        elif device_type != _DLPACK_CUDA:  # the extension takes operands in device memory only
+            where = f"is DLPack device type {device_type}, not CUDA device memory"
     if where is not None:
         raise ValueError(f"signalgemm: {name} {where}; it must be a CUDA tensor"
                          + (" or pinned host memory (pin_memory())" if pinned_ok else ""))
@@ -332,6 +336,7 @@ class MmaFragments:
     __slots__ = ("data", "n", "k")
 
     def __init__(self, data: Any, n: int, k: int):
+        _require_int32_options(n=n, k=k)
         if int(n) < 1 or int(k) < 1:
             raise ValueError(f"signalgemm: MmaFragments needs n and k >= 1, got n = {n}, k = {k}")
         self.data, self.n, self.k = data, int(n), int(k)

@@ -89,7 +89,19 @@ void require_dims(const Tensor& t, const char* name, size_t ndim) {
 }
 
 void require_dtype(const Tensor& t, const char* name, uint8_t code, int bits, const char* what) {
-  if (t.dtype().code != code || t.dtype().bits != bits) bad(std::string(name) + " must be " + what);
+  if (t.dtype().code != code || t.dtype().bits != bits || t.dtype().lanes != 1)
+    bad(std::string(name) + " must be " + what);
+}
+
+// What no framework exports but a hand-made DLPack capsule can: a negative extent (read back as a
+// huge one, it would make a workspace look large enough), or no data behind a tensor with elements
+// (an optional tensor would pass for one not given).
+template <class AnyTensor>
+void require_well_formed(const std::optional<AnyTensor>& t, const char* name) {
+  if (!t) return;
+  for (size_t d = 0; d < t->ndim(); ++d)
+    if (int64_t(t->shape(d)) < 0) bad(std::string(name) + " has a negative extent in dimension " + std::to_string(d));
+  if (t->data() == nullptr && t->size() > 0) bad(std::string(name) + " has elements but no data (a null pointer)");
 }
 
 // Row-major with no gaps (sizes of 1 aside): flat layouts (scales, the workspace, packed weights).
@@ -265,6 +277,12 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
                   const std::string& scope, int sm_count, int expected_m, int block_m, int block_n, int stages,
                   int cluster, uintptr_t stream, std::optional<CounterTensor> error_flag, std::optional<Tensor> workspace,
                   int b_n, bool load_only, const std::string& c_dtype) {
+  for (const auto& [t, name] : {std::pair{std::optional(a), "a"}, {sfa, "sfa"}, {std::optional(b), "b"}, {sfb, "sfb"},
+                                {std::optional(out), "out"}, {std::optional(masked_m), "masked_m"}, {alpha, "alpha"},
+                                {workspace, "workspace"}})
+    require_well_formed(t, name);
+  require_well_formed(signals, "signals");
+  require_well_formed(error_flag, "error_flag");
   GroupedGemmArgs args;
   args.a = operand(a, sfa, parse_format(a_format, "a_format"), "a");
   const bool fragments = b_n > 0;

@@ -13,6 +13,13 @@ from fake_dlpack import FakeCudaTensor
 E, MAX_M, N, K = 4, 64, 256, 512
 
 
+class FakeManagedTensor(FakeCudaTensor):
+    """DLPack's CUDA managed memory (device type 13): the C++ API takes it, the extension's operands do not."""
+
+    def __dlpack_device__(self):
+        return (13, 0)
+
+
 def operands(**override):
     args = dict(
         a=FakeCudaTensor((E, MAX_M, K), address=0x7F0000000000),
@@ -102,6 +109,10 @@ def call(**override):
         (dict(b_format=""), "b_format: unknown format ''"),
         # c_dtype against out's own dtype, whatever framework out comes from.
         (dict(c_dtype="float16"), "c_dtype = 'float16' but out is bfloat16"),
+        # What only a hand-made DLPack capsule holds: a negative extent, elements without data.
+        (dict(workspace=FakeCudaTensor((-16,))), "workspace has a negative extent in dimension 0"),
+        (dict(a=FakeManagedTensor((E, MAX_M, K))), "a is DLPack device type 13, not CUDA device memory"),
+        (dict(alpha=FakeCudaTensor((E,), "float", 32, address=0)), "alpha has elements but no data"),
         # A tile the launch refuses is named as such, not as too few counters for it.
         (dict(block_m=7, granularity="per_row_block", signals=FakeCudaTensor((4,), "uint", 32)), "config.block_m"),
     ],
@@ -286,6 +297,7 @@ def test_expected_signals_follow_the_contract():
         (lambda: signalgemm.signal_layout(2, 64, 2**31), "n = 2147483648 is out of range"),
         (lambda: signalgemm.signal_layout(2, 64, 64, block_m=None), "block_m must be an integer, got None"),
         (lambda: signalgemm.MmaFragments(None, -5, 64), "n and k >= 1"),
+        (lambda: signalgemm.MmaFragments(None, 1.5, 64), "n must be an integer, got float"),
         (lambda: signalgemm.scales_from_flashinfer(np.full(512, 0.5, np.float32), 1, 128, 64), "one byte per scale"),
         (lambda: signalgemm.scales_from_flashinfer(np.zeros(512, np.uint8), 1, 128, 64, sf_vec_size=0),
          "sf_vec_size must be >= 1"),
