@@ -5,6 +5,7 @@
 #include <cfloat>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -102,6 +103,9 @@ void check_sizes(int experts, int rows, int k, const char* where) {
   if (experts <= 0) throw std::invalid_argument(std::string(where) + ": experts must be positive");
   if (rows <= 0) throw std::invalid_argument(std::string(where) + ": rows must be positive");
   if (k <= 0) throw std::invalid_argument(std::string(where) + ": k must be positive");
+  // Every size below is a product of these: none may pass int64 (experts * rows always fits).
+  if (int64_t(experts) * rows > std::numeric_limits<int64_t>::max() / 4 / k)
+    throw std::invalid_argument(std::string(where) + ": experts * rows * k is too large");
 }
 
 // A QuantizedOperand is a plain struct a caller may have filled by hand: check that its buffers

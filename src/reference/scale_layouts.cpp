@@ -1,5 +1,6 @@
 // Conversions between SignalGEMM's row-major scale layout and FlashInfer's swizzled 128x4 layout
 // (include/signalgemm/reference.h describes both).
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -23,6 +24,10 @@ void check_sizes(const void* data, int experts, int rows, int cols) {
   if (experts < 1 || rows < 1 || cols < 1)
     throw std::invalid_argument("scales: experts, rows and cols must be >= 1, got " + std::to_string(experts) + ", " +
                                 std::to_string(rows) + ", " + std::to_string(cols));
+  // The swizzled layout pads rows and columns, so its byte count is the larger one; it must fit int64.
+  if (flashinfer_128x4_bytes_per_expert(rows, cols) > std::numeric_limits<int64_t>::max() / experts)
+    throw std::invalid_argument("scales: the 128x4 layout of " + std::to_string(experts) + " x " + std::to_string(rows) +
+                                " x " + std::to_string(cols) + " scales has more than 2^63 bytes");
 }
 
 }  // namespace

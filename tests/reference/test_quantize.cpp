@@ -320,6 +320,9 @@ TEST(QuantizeArguments, RejectsNonPositiveSizesAndNull) {
   EXPECT_THROW(quantize(Format::bf16, Role::a, x.data(), 1, -1, 16), std::invalid_argument);
   EXPECT_THROW(quantize(Format::mxfp8, Role::a, x.data(), 1, 1, 0), std::invalid_argument);
   EXPECT_THROW(quantize(Format::nvfp4, Role::a, nullptr, 1, 1, 16), std::invalid_argument);
+  // Sizes whose product passes int64 are refused before x is read.
+  constexpr int kHuge = std::numeric_limits<int>::max();
+  EXPECT_THROW(quantize(Format::bf16, Role::a, x.data(), kHuge, kHuge, 1 << 20), std::invalid_argument);
 }
 
 // A NaN or Inf would turn its block's scale into NaN or Inf and every other value of the block into

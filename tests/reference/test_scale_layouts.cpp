@@ -57,6 +57,9 @@ TEST(ScaleLayouts, RejectsBadSizes) {
   const uint8_t byte = 0;
   EXPECT_THROW(scales_from_flashinfer_128x4(&byte, 0, 1, 1), std::invalid_argument);
   EXPECT_THROW(scales_to_flashinfer_128x4(nullptr, 1, 1, 1), std::invalid_argument);
+  // A byte count past 2^63 is refused before anything is sized or read (it wrapped around).
+  EXPECT_THROW(scales_from_flashinfer_128x4(&byte, 1 << 30, 1 << 30, 1 << 26), std::invalid_argument);
+  EXPECT_THROW(scales_to_flashinfer_128x4(&byte, 1 << 30, 1 << 30, 1 << 26), std::invalid_argument);
 }
 
 }  // namespace
