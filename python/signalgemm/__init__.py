@@ -56,9 +56,9 @@ def _stream_handle(stream: Any) -> int:
     """A CUDA stream as its raw handle: a torch.cuda.Stream (or anything with ``cuda_stream``, or the
     ``__cuda_stream__`` protocol), or an int that already is one."""
     if hasattr(stream, "__cuda_stream__"):
-        return int(stream.__cuda_stream__()[1])
-    if hasattr(stream, "cuda_stream"):
-        return int(stream.cuda_stream)
+        stream = stream.__cuda_stream__()[1]
+    elif hasattr(stream, "cuda_stream"):
+        stream = stream.cuda_stream
     if isinstance(stream, bool) or not isinstance(stream, numbers.Integral) or not 0 <= stream < 2**64:
         raise ValueError(f"signalgemm: stream must be a CUDA stream (torch.cuda.Stream, __cuda_stream__) or its "
                          f"handle as an int in [0, 2**64), got {type(stream).__name__} {stream!r}")
@@ -625,7 +625,8 @@ def expected_signals(masked_m: Sequence[int], *, n: int, max_m: int, k: int = 0,
     """
     _require_int32_options(n=n, max_m=max_m)
     values = masked_m.tolist() if hasattr(masked_m, "tolist") else masked_m
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+    # Unordered collections (a set, a dict's keys) would give the experts' values in no defined order.
+    if isinstance(values, (str, bytes, set, frozenset, dict)) or not hasattr(values, "__iter__"):
         raise ValueError(f"signalgemm: masked_m must be a sequence of integers, got {type(masked_m).__name__}")
     values = list(values)
     if any(isinstance(v, (list, tuple)) for v in values):
