@@ -66,6 +66,8 @@ std::vector<float> combined_alpha(const QuantizedOperand& a, const QuantizedOper
 //   ((r/128) * ceil(cols/4) + c/4) * 512 + (r%32) * 16 + ((r%128)/32) * 4 + c%4
 // with cols = K / 16 scale columns; padding bytes are zero. Experts follow one another.
 int64_t flashinfer_128x4_bytes_per_expert(int rows, int cols);
+// All experts' bytes; throws std::invalid_argument for sizes below 1 or a count past 2^63.
+int64_t flashinfer_128x4_bytes(int experts, int rows, int cols);
 // Swizzled [E][...] -> SignalGEMM's row-major [E][rows][cols].
 std::vector<uint8_t> scales_from_flashinfer_128x4(const uint8_t* swizzled, int experts, int rows, int cols);
 // Row-major [E][rows][cols] -> swizzled (padding zero): the inverse, for round trips and tests.

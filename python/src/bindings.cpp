@@ -320,7 +320,8 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
     require_contiguous(*alpha, "alpha");
     args.alpha = static_cast<const float*>(alpha->data());
   }
-  args.granularity = signals ? parse_granularity(granularity) : SignalGranularity::none;
+  args.granularity = parse_granularity(granularity);  // named even without signals
+  if (!signals) args.granularity = SignalGranularity::none;
   args.scope = parse_scope(scope);
   args.sm_count = sm_count;
   args.expected_m = expected_m;
@@ -337,8 +338,7 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
     args.workspace_bytes = workspace->nbytes();
   }
   if (signals) {
-    // The count below plans the tile: a tile the launch would refuse is named as such first.
-    if (const Status s = validate_sizes(args); !s.ok()) bad_status(s);
+    bad_status(validate_sizes(args));  // the count below plans the tile: a refused one is named as such first
     require_gpu_or_pinned(*signals, "signals");
     if (signals->ndim() != 1 || !is_int32(signals->dtype()) || !is_contiguous(*signals))
       bad("signals must be a contiguous 1-D int32/uint32 tensor");
@@ -492,13 +492,7 @@ nb::tuple quantize(nb::ndarray<const float, nb::ndim<3>, nb::c_contig, nb::devic
 // FlashInfer's swizzled 128x4 scales (any shape, contiguous bytes) -> row-major [E, rows, cols].
 nb::ndarray<nb::numpy, uint8_t> scales_from_flashinfer(nb::ndarray<const uint8_t, nb::c_contig, nb::device::cpu> sf,
                                                        int experts, int rows, int cols) {
-  if (experts < 1 || rows < 1 || cols < 1) bad("experts, rows and cols must be >= 1");
-  const int64_t per_expert = ref::flashinfer_128x4_bytes_per_expert(rows, cols);
-  // No byte count wraps around to the size of the array given (the conversion would then write past it).
-  if (per_expert > std::numeric_limits<int64_t>::max() / experts)
-    bad("the 128x4 layout of " + std::to_string(experts) + " x " + std::to_string(rows) + " x " +
-        std::to_string(cols) + " scales has more than 2^63 bytes");
-  const int64_t needed = int64_t(experts) * per_expert;
+  const int64_t needed = ref::flashinfer_128x4_bytes(experts, rows, cols);  // throws (ValueError) on bad sizes
   if (int64_t(sf.size()) != needed)
     bad("sf has " + std::to_string(sf.size()) + " bytes; the 128x4 layout of " + std::to_string(experts) + " x " +
         std::to_string(rows) + " x " + std::to_string(cols) + " scales has " + std::to_string(needed));

@@ -21,18 +21,24 @@ int64_t swizzled_offset(int r, int c, int cols) {
 
 void check_sizes(const void* data, int experts, int rows, int cols) {
   if (data == nullptr) throw std::invalid_argument("scales: null pointer");
-  if (experts < 1 || rows < 1 || cols < 1)
-    throw std::invalid_argument("scales: experts, rows and cols must be >= 1, got " + std::to_string(experts) + ", " +
-                                std::to_string(rows) + ", " + std::to_string(cols));
-  // The swizzled layout pads rows and columns, so its byte count is the larger one; it must fit int64.
-  if (flashinfer_128x4_bytes_per_expert(rows, cols) > std::numeric_limits<int64_t>::max() / experts)
-    throw std::invalid_argument("scales: the 128x4 layout of " + std::to_string(experts) + " x " + std::to_string(rows) +
-                                " x " + std::to_string(cols) + " scales has more than 2^63 bytes");
+  flashinfer_128x4_bytes(experts, rows, cols);  // the sizes' own checks
 }
 
 }  // namespace
 
 int64_t flashinfer_128x4_bytes_per_expert(int rows, int cols) { return row_tiles(rows) * column_tiles(cols) * 512; }
+
+int64_t flashinfer_128x4_bytes(int experts, int rows, int cols) {
+  if (experts < 1 || rows < 1 || cols < 1)
+    throw std::invalid_argument("scales: experts, rows and cols must be >= 1, got " + std::to_string(experts) + ", " +
+                                std::to_string(rows) + ", " + std::to_string(cols));
+  // The swizzled layout pads rows and columns, so its byte count is the larger one; it must fit int64.
+  const int64_t per_expert = flashinfer_128x4_bytes_per_expert(rows, cols);
+  if (per_expert > std::numeric_limits<int64_t>::max() / experts)
+    throw std::invalid_argument("scales: the 128x4 layout of " + std::to_string(experts) + " x " + std::to_string(rows) +
+                                " x " + std::to_string(cols) + " scales has more than 2^63 bytes");
+  return experts * per_expert;
+}
 
 std::vector<uint8_t> scales_from_flashinfer_128x4(const uint8_t* swizzled, int experts, int rows, int cols) {
   check_sizes(swizzled, experts, rows, cols);
