@@ -25,7 +25,7 @@ struct OperandArgs {
   int64_t expert_stride = 0;     // bytes between experts; 0 = packed (rows * row_stride)
   // mma_fragments: B only, nvfp4 or mxfp4, with bf16 activations (or ones of the weights' format,
   // or fp8_block128 ones, converted in a workspace); data as written by pack_mma_fragments (strides
-  // 0), scales as for rows.
+  // 0), which holds the block scales too: `scales` is not read (may be null).
   OperandLayout layout = OperandLayout::rows;
 };
 
@@ -171,12 +171,13 @@ size_t workspace_bytes(const GroupedGemmArgs& args);
 size_t operand_scale_bytes(Format format, bool weights, int experts, int rows, int k);
 
 // Bytes of FP4 weights [experts][n][k] in the mma_fragments layout (docs/formats.md): 64x64
-// blocks of 2048 bytes, n and k rounded up to multiples of 64.
+// blocks of 2560 bytes (codes and converted block scales), n and k rounded up to multiples of 64.
 size_t mma_fragment_bytes(int experts, int n, int k);
 
-// Rewrites FP4 weights (`weights`: format nvfp4 or mxfp4, layout rows, any strides; its scales are not
-// touched and keep serving the GEMM) into `packed` (device memory, mma_fragment_bytes, 16-byte
-// aligned) in the mma_fragments layout, on `stream`. Done once, when the weights are loaded.
+// Rewrites FP4 weights and their block scales (`weights`: format nvfp4 or mxfp4, layout rows, any
+// strides; scales row-major [experts][n][k / block] as docs/formats.md says) into `packed` (device
+// memory, mma_fragment_bytes, 16-byte aligned) in the mma_fragments layout, on `stream`. Done once,
+// when the weights are loaded; the GEMM then reads neither weights.data nor weights.scales.
 [[nodiscard]] Status pack_mma_fragments(const OperandArgs& weights, int experts, int n, int k, void* packed,
                                         cudaStream_t stream = nullptr);
 

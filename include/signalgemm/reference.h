@@ -74,8 +74,8 @@ std::vector<uint8_t> scales_from_flashinfer_128x4(const uint8_t* swizzled, int e
 std::vector<uint8_t> scales_to_flashinfer_128x4(const uint8_t* row_major, int experts, int rows, int cols);
 
 // ---- the mma_fragments weight layout (OperandLayout::mma_fragments; detail/mma_fragments.h):
-// FP4 weights (nvfp4 or mxfp4; throws std::invalid_argument otherwise) rearranged as
-// pack_mma_fragments (gemm.h) does on the GPU; mma_fragment_bytes(experts, rows, k) bytes.
+// FP4 weights (nvfp4 or mxfp4; throws std::invalid_argument otherwise) and their scales rearranged
+// as pack_mma_fragments (gemm.h) does on the GPU; mma_fragment_bytes(experts, rows, k) bytes.
 std::vector<uint8_t> pack_mma_fragments(const QuantizedOperand& weights);
 
 }  // namespace signalgemm::ref

@@ -33,8 +33,8 @@ enum class Format : uint8_t {
 // How an operand's elements are arranged in memory (docs/formats.md).
 enum class OperandLayout : uint8_t {
   rows,           // K-major rows with the operand's strides
-  mma_fragments,  // FP4 weights rearranged once by pack_mma_fragments() into the order the
-                  // register-operand MMAs read them (cheaper dequantization at decode)
+  mma_fragments,  // FP4 weights and their scales rearranged once by pack_mma_fragments() into the
+                  // order the register-operand MMAs read them (cheaper dequantization at decode)
 };
 
 enum class OutputType : uint8_t { bf16, fp16, fp32 };

@@ -327,9 +327,10 @@ def _scales_in_rows(sf: Any, data: Any, fmt: str, name: str) -> Any:
 
 
 class MmaFragments:
-    """FP4 weights (nvfp4, mxfp4) rearranged once by ``pack_mma_fragments`` (docs/formats.md, the mma_fragments
-    layout): pass it as the weights of ``rhs`` with its unchanged scales, ``rhs=(packed, sfb)``.
-    ``data``: uint8 [E, ceil(N/64), ceil(K/64), 2048]; ``n``, ``k``: the weights' logical sizes."""
+    """FP4 weights (nvfp4, mxfp4) and their block scales rearranged once by ``pack_mma_fragments``
+    (docs/formats.md, the mma_fragments layout): pass it as the weights of ``rhs``, ``rhs=(packed, None)``
+    (a scales tensor given beside it is not read: the packed blocks carry the scales).
+    ``data``: uint8 [E, ceil(N/64), ceil(K/64), 2560]; ``n``, ``k``: the weights' logical sizes."""
 
     __slots__ = ("data", "n", "k")
 
@@ -340,11 +341,15 @@ class MmaFragments:
         self.data, self.n, self.k = data, int(n), int(k)
 
 
-def pack_mma_fragments(b: Any, *, stream: Optional[int] = None) -> MmaFragments:
-    """Rearranges FP4 weights b (nvfp4 or mxfp4 bytes, uint8 [E, N, K/2] on the GPU, torch) into the
-    mma_fragments layout, once, at load time: the GEMM then dequantizes them with fewer instructions
-    (bf16 activations, or ones of the weights' format or fp8_block128 with the default workspace),
-    with bit-identical results."""
+def pack_mma_fragments(b: Any, sfb: Any, *, b_format: Optional[str] = None,
+                       stream: Optional[int] = None) -> MmaFragments:
+    """Rearranges FP4 weights b (nvfp4 or mxfp4 bytes, uint8 [E, N, K/2] on the GPU, torch) and their block
+    scales sfb into the mma_fragments layout, once, at load time: the GEMM then dequantizes them with
+    fewer instructions (bf16 activations, or ones of the weights' format or fp8_block128 with the default
+    workspace), with bit-identical results. sfb: SignalGEMM's row layout ([E, N, K/16] e4m3 for nvfp4,
+    [E, N, K/32] e8m0 for mxfp4; uint8 or the float8 dtype, any shape of those bytes), or FlashInfer's
+    swizzled 6-d tensor. ``b_format`` ("nvfp4" or "mxfp4"): by default sfb's float8 dtype, or else its
+    size in the row layout, says which."""
     if not _is_cuda_torch(b):  # checked before importing torch, which may be absent
         raise TypeError("signalgemm: pack_mma_fragments takes a CUDA torch tensor [E, N, K/2] of FP4 bytes")
     import torch
@@ -353,10 +358,28 @@ def pack_mma_fragments(b: Any, *, stream: Optional[int] = None) -> MmaFragments:
         raise TypeError("signalgemm: pack_mma_fragments takes a CUDA torch tensor [E, N, K/2] of FP4 bytes")
     if str(b.dtype) not in ("torch.uint8", "torch.int8", "torch.float4_e2m1fn_x2"):
         raise TypeError(f"signalgemm: pack_mma_fragments takes FP4 bytes (uint8, int8 or float4_e2m1fn_x2), got {b.dtype}")
+    if not _is_cuda_torch(sfb):
+        raise TypeError("signalgemm: pack_mma_fragments takes the weights' block scales sfb as a CUDA torch tensor")
     experts, n, k = b.shape[0], b.shape[1], b.shape[2] * 2
+    if b_format is None:
+        by_dtype = {"torch.float8_e4m3fn": "nvfp4", "torch.float8_e8m0fnu": "mxfp4"}.get(str(sfb.dtype))
+        by_size = {experts * n * (k // 16): "nvfp4", experts * n * (k // 32): "mxfp4"}.get(sfb.numel())
+        b_format = by_dtype or (by_size if sfb.dim() != 6 else None)
+        if b_format is None:
+            raise ValueError("signalgemm: pack_mma_fragments cannot tell nvfp4 from mxfp4 scales: pass b_format")
+    _require_str("b_format", b_format)
+    if b_format not in ("nvfp4", "mxfp4"):
+        raise ValueError(f"signalgemm: pack_mma_fragments packs nvfp4 or mxfp4 weights, got b_format = {b_format!r}")
+    vec = 16 if b_format == "nvfp4" else 32
     with _on_launch_stream(stream, b):  # packed is allocated in the order of the stream that writes it
-        packed = torch.empty((experts, (n + 63) // 64, (k + 63) // 64, 2048), dtype=torch.uint8, device=b.device)
-        _C.pack_mma_fragments(b.view(torch.uint8), packed,
+        if sfb.dim() == 6:  # FlashInfer's swizzled scales, in rows first
+            sfb = _swizzled_to_rows(sfb, experts, n, k // vec, "sfb")
+        if sfb.element_size() != 1 or not sfb.is_contiguous() or sfb.numel() != experts * n * (k // vec):
+            raise ValueError(f"signalgemm: sfb must be the {b_format} block scales of b in the row layout, "
+                             f"{experts * n * (k // vec)} contiguous bytes ([{experts}, {n}, {k // vec}]), or "
+                             f"FlashInfer's 6-d swizzled tensor; got {sfb.dtype} of shape {tuple(sfb.shape)}")
+        packed = torch.empty((experts, (n + 63) // 64, (k + 63) // 64, 2560), dtype=torch.uint8, device=b.device)
+        _C.pack_mma_fragments(b.view(torch.uint8), sfb.view(torch.uint8), b_format, packed,
                               _current_stream(b) if stream is None else _stream_handle(stream))
     return MmaFragments(packed, n, k)
 
@@ -448,6 +471,8 @@ def grouped_gemm_nt_masked(
         signals = signals if signals is not None else dst_signals
         a, sfa = _as_pair(lhs, "lhs")
         b, sfb = _as_pair(rhs, "rhs")
+        if isinstance(b, MmaFragments):
+            sfb = None  # the packed blocks carry the converted scales; a tensor given here is not read
         # Weights held as nn.Parameter (requires_grad) refuse DLPack export; the kernel makes no gradients.
         a, sfa, b, sfb, out, alpha = (_without_grad(t) for t in (a, sfa, b, sfb, out, alpha))
         fp4_typed = {"a": _is_fp4_typed(a), "b": _is_fp4_typed(b)}
@@ -502,7 +527,7 @@ def grouped_gemm_nt_masked(
                         ("alpha", alpha), ("workspace", workspace)):
             _require_gpu(name, t)
         for name, fmt, sf in (("sfa", a_format, sfa), ("sfb", b_format, sfb)):
-            if sf is None and fmt != "bf16":  # named as the caller passed it, not as the C++ field
+            if sf is None and fmt != "bf16" and not (name == "sfb" and b_n > 0):  # named as the caller passed it
                 raise ValueError(f"signalgemm: {name} is None but format {fmt!r} has block scales")
         a, b = _float8_as_bytes(a, a_format, "data", "a"), _float8_as_bytes(b, b_format, "data", "b")
         sfa, sfb = _float8_as_bytes(sfa, a_format, "scales", "sfa"), _float8_as_bytes(sfb, b_format, "scales", "sfb")

@@ -253,14 +253,14 @@ OperandArgs operand(const Tensor& data, const std::optional<Tensor>& scales, For
   return op;
 }
 
-// FP4 weights packed by pack_mma_fragments: uint8 [E, ceil(N/64), ceil(K/64), 2048], contiguous.
+// FP4 weights and scales packed by pack_mma_fragments: uint8 [E, ceil(N/64), ceil(K/64), 2560], contiguous.
 OperandArgs fragment_operand(const Tensor& data, const std::optional<Tensor>& scales, Format format, int n, int k) {
   if (format != Format::nvfp4 && format != Format::mxfp4)
     bad("b: packed mma_fragments weights are nvfp4 or mxfp4; b_format is " + std::string(to_string(format)));
   const bool shaped = data.ndim() == 4 && data.itemsize() == 1 && data.shape(1) == size_t((n + 63) / 64) &&
-                      data.shape(2) == size_t((k + 63) / 64) && data.shape(3) == 2048;
+                      data.shape(2) == size_t((k + 63) / 64) && data.shape(3) == 2560;
   if (!shaped || !is_contiguous(data))
-    bad("b: packed mma_fragments weights must be a contiguous uint8 [E, ceil(N/64), ceil(K/64), 2048] tensor "
+    bad("b: packed mma_fragments weights must be a contiguous uint8 [E, ceil(N/64), ceil(K/64), 2560] tensor "
         "(pack_mma_fragments) for N = " + std::to_string(n) + ", K = " + std::to_string(k));
   OperandArgs op;
   op.format = format;
@@ -355,9 +355,9 @@ void grouped_gemm(Tensor a, std::optional<Tensor> sfa, Tensor b, std::optional<T
   bad_status(load_only ? load_kernels(args) : grouped_gemm_nt_masked(args));
 }
 
-// FP4 weights b (nvfp4 or mxfp4 bytes, uint8 [E, N, K/2], any strides) -> `packed` (contiguous uint8, at least
-// mma_fragment_bytes), on `stream`.
-void pack_fragments(Tensor b, Tensor packed, uintptr_t stream) {
+// FP4 weights b (nvfp4 or mxfp4 bytes, uint8 [E, N, K/2], any strides) and their block scales (contiguous bytes
+// [E, N, K / block], format `format`) -> `packed` (contiguous uint8, at least mma_fragment_bytes), on `stream`.
+void pack_fragments(Tensor b, Tensor scales, const std::string& format, Tensor packed, uintptr_t stream) {
   require_dims(b, "b", 3);
   if (b.itemsize() != 1) bad("b must be uint8 (packed nvfp4 bytes)");
   const int experts = extent(b.shape(0), "b.shape[0]"), n = extent(b.shape(1), "b.shape[1]"),
@@ -366,9 +366,16 @@ void pack_fragments(Tensor b, Tensor packed, uintptr_t stream) {
   if (packed.itemsize() != 1 || int64_t(packed.nbytes()) < int64_t(mma_fragment_bytes(experts, n, k)))
     bad("packed must be uint8 with at least mma_fragment_bytes(E, N, K) = " +
         std::to_string(mma_fragment_bytes(experts, n, k)) + " bytes");
+  require_contiguous(scales, "sfb");
   OperandArgs weights;
-  weights.format = Format::nvfp4;  // the layout moves e2m1 codes: the same for mxfp4
+  weights.format = parse_format(format, "b_format");
+  if (weights.format != Format::nvfp4 && weights.format != Format::mxfp4)
+    bad("b_format must be nvfp4 or mxfp4, got " + format);
+  if (scales.itemsize() != 1 || int64_t(scales.nbytes()) != int64_t(experts) * n * (k / scale_block_k(weights.format)))
+    bad("sfb must hold the " + format + " block scales of b: " +
+        std::to_string(int64_t(experts) * n * (k / scale_block_k(weights.format))) + " bytes");
   weights.data = b.data();
+  weights.scales = scales.data();
   weights.row_stride = stepped_byte_stride(b, 1, "b");
   weights.expert_stride = stepped_byte_stride(b, 0, "b");
   const host::ScopedDevice on_packed_device(packed.device_id());
@@ -510,7 +517,8 @@ NB_MODULE(_C, m) {
         nb::arg("expected_m"), nb::arg("block_m"), nb::arg("block_n"), nb::arg("stages"), nb::arg("cluster"), nb::arg("stream"),
         nb::arg("error_flag").none(), nb::arg("workspace").none(), nb::arg("b_n") = 0,
         nb::arg("load_only") = false, nb::arg("c_dtype") = "");
-  m.def("pack_mma_fragments", &pack_fragments, nb::arg("b"), nb::arg("packed"), nb::arg("stream"));
+  m.def("pack_mma_fragments", &pack_fragments, nb::arg("b"), nb::arg("sfb"), nb::arg("b_format"), nb::arg("packed"),
+        nb::arg("stream"));
   m.def("signal_layout", &signal_layout_for, nb::arg("num_experts"), nb::arg("max_m"), nb::arg("n"),
         nb::arg("expected_m") = 0, nb::arg("block_m") = 0, nb::arg("block_n") = 0,
         nb::arg("granularity") = "per_expert", nb::arg("a_format") = "fp8_block128",

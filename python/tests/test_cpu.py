@@ -201,8 +201,8 @@ def test_strides_of_size_one_dimensions_are_not_looked_at():
     """Exporters set a size-1 dimension's stride freely (older torch exports 1): one expert, packed
     weights, masked_m and signals with such strides pass the layout checks (then fail only on the
     fake pointers)."""
-    packed = signalgemm.MmaFragments(FakeCudaTensor((1, N // 64, K // 64, 2048), "uint", 8,
-                                                    strides=(1, (K // 64) * 2048, 2048, 1), address=0x7F0002000000), N, K)
+    packed = signalgemm.MmaFragments(FakeCudaTensor((1, N // 64, K // 64, 2560), "uint", 8,
+                                                    strides=(1, (K // 64) * 2560, 2560, 1), address=0x7F0002000000), N, K)
     one = dict(a=FakeCudaTensor((1, MAX_M, K), "bfloat", 16, strides=(1, K, 1), address=0x7F0000000000),
                sfa=None, a_format="bf16", b=packed, sfb=FakeCudaTensor((N * K // 16,), "uint", 8, address=0x7F0003000000),
                b_format="nvfp4", out=FakeCudaTensor((1, MAX_M, N), "bfloat", 16, strides=(1, N, 1), address=0x7F0004000000),
@@ -220,12 +220,12 @@ def test_load_only_validates_like_the_launch():
 
 def test_packed_mma_fragments_are_checked():
     bf16 = dict(a=FakeCudaTensor((E, MAX_M, K), "bfloat", 16), sfa=None, a_format="bf16")
-    packed = signalgemm.MmaFragments(FakeCudaTensor((E, N // 64, K // 64, 2048), "uint", 8), N, K)
+    packed = signalgemm.MmaFragments(FakeCudaTensor((E, N // 64, K // 64, 2560), "uint", 8), N, K)
     sfb = FakeCudaTensor((E * N * K // 16,), "uint", 8)
     with pytest.raises(ValueError, match="packed mma_fragments weights are nvfp4 or mxfp4"):
         call(b=packed, sfb=sfb, b_format="mxfp8", **bf16)
-    wrong = signalgemm.MmaFragments(FakeCudaTensor((E, N // 64 + 1, K // 64, 2048), "uint", 8), N, K)
-    with pytest.raises(ValueError, match=r"\[E, ceil\(N/64\), ceil\(K/64\), 2048\]"):
+    wrong = signalgemm.MmaFragments(FakeCudaTensor((E, N // 64 + 1, K // 64, 2560), "uint", 8), N, K)
+    with pytest.raises(ValueError, match=r"\[E, ceil\(N/64\), ceil\(K/64\), 2560\]"):
         call(b=wrong, sfb=sfb, b_format="nvfp4", **bf16)
     # fp8_block128 activations would be converted inside the GEMM: not with packed weights.
     with pytest.raises(ValueError, match="b.layout"):

@@ -247,8 +247,8 @@ def test_fp4_weights_packed_in_mma_fragment_order(a_format, b_format):
         a, sfa = torch.from_numpy(qa).cuda(), torch.from_numpy(qsfa).cuda()
         deq_a = decode_operand(qa, qsfa, ones, a_format, "a", E, MAX_M, K)
     reference = torch.einsum("emk,enk->emn", deq_a, decode_operand(qb, qsfb, ones, b_format, "b", E, N, K)).cuda()
-    packed = signalgemm.pack_mma_fragments(b)
-    assert packed.data.shape == (E, 6, (K + 63) // 64, 2048) and (packed.n, packed.k) == (N, K)
+    packed = signalgemm.pack_mma_fragments(b, sfb)
+    assert packed.data.shape == (E, 6, (K + 63) // 64, 2560) and (packed.n, packed.k) == (N, K)
     masked_m = torch.tensor([80, 0, 17, 33], dtype=torch.int32, device="cuda")
     for expected_m in (24, 0):
         outs = []
@@ -371,7 +371,7 @@ def test_flashinfer_calling_convention_matches_native(fmt, ab_dtype, sf_dtype, s
         out = torch.full((E, MAX_M, N), POISON, dtype=getattr(torch, c_dtype), device="cuda")
         signals = torch.zeros(E, dtype=torch.int32, device="cuda")
         if flashinfer:  # (m, k, l), (n, k, l), (m, n, l): views of the same [E, rows, cols] memory
-            weights = signalgemm.pack_mma_fragments(b) if flashinfer == "packed" else b.permute(1, 2, 0)
+            weights = signalgemm.pack_mma_fragments(b, fi_sfb) if flashinfer == "packed" else b.permute(1, 2, 0)
             tokens = a.view(torch.float4_e2m1fn_x2) if ab_dtype == "float4_e2m1fn" else a  # torch's FP4 dtype
             out_mnl = out.permute(1, 2, 0)
             returned = signalgemm.grouped_gemm_nt_masked(
@@ -525,7 +525,7 @@ def test_dtypes_that_would_be_misread_are_refused():
     with pytest.raises(ValueError, match="sfa is on cpu"):
         signalgemm.grouped_gemm_nt_masked((t["a"], t["sfa"].cpu()), (t["b"], t["sfb"]), out, masked_m)
     with pytest.raises(TypeError, match="FP4 bytes"):
-        signalgemm.pack_mma_fragments(torch.zeros((E, N, K // 2), dtype=torch.bfloat16, device="cuda"))
+        signalgemm.pack_mma_fragments(torch.zeros((E, N, K // 2), dtype=torch.bfloat16, device="cuda"), t["sfb"])
     # The workspace must not alias what the launch reads.
     with pytest.raises(ValueError, match="workspace overlaps a.data"):
         signalgemm.grouped_gemm_nt_masked((t["a"], t["sfa"]), (t["b"], t["sfb"]), out, masked_m,

@@ -189,7 +189,8 @@ SplitK plan_split_k(const GroupedGemmArgs& args, const TileConfig& config, int s
   int64_t pieces = std::min<int64_t>({sms / std::max<int64_t>(tiles, 1), k_blocks / kMinKBlocksPerPiece, kMaxKPieces});
   if (register_weights) {
     const int subs = kernels::register_weights_stage_subs(config.block_m, config.block_n, args.a.format, args.b.format,
-                                                          tokens_in_workspace);
+                                                          tokens_in_workspace,
+                                                          args.b.layout == OperandLayout::mma_fragments);
     pieces = std::min<int64_t>(pieces, ((args.k + 63) / 64 + subs - 1) / subs);
   }
   if (pieces < min_k_pieces(args.a.format, args.b.format)) return split;
@@ -225,18 +226,21 @@ GroupedGemmArgs with_planned_workspace(const GroupedGemmArgs& args) {
   return planned;
 }
 
-int smem_bytes(int block_m, int block_n, int stages, Format a_format, Format b_format, bool tokens_in_workspace) {
+int smem_bytes(int block_m, int block_n, int stages, Format a_format, Format b_format, bool tokens_in_workspace,
+               bool fragment_weights) {
   // Register-weights stages hold up to 256 K (kernel_params.h); the other mainloops 128 bytes of K.
   if (kernels::is_bf16_register_weights_pair(a_format, b_format))
-    return kernels::register_weights_smem_plan(
-               block_m, block_n, stages, kernels::register_weights_stage_subs(block_m, block_n, Format::bf16, b_format),
-               Format::bf16, b_format)
+    return kernels::register_weights_smem_plan(block_m, block_n, stages,
+                                               kernels::register_weights_stage_subs(block_m, block_n, Format::bf16,
+                                                                                    b_format, false, fragment_weights),
+                                               Format::bf16, b_format, false, fragment_weights)
         .total_bytes();
   if (register_weights_with_converted_tokens(a_format, b_format, block_m, block_n))
     return kernels::register_weights_smem_plan(
                block_m, block_n, stages,
-               kernels::register_weights_stage_subs(block_m, block_n, a_format, b_format, tokens_in_workspace),
-               a_format, b_format, tokens_in_workspace)
+               kernels::register_weights_stage_subs(block_m, block_n, a_format, b_format, tokens_in_workspace,
+                                                    fragment_weights),
+               a_format, b_format, tokens_in_workspace, fragment_weights)
         .total_bytes();
   // Dequantizing mainloop: 64-K packed stages plus two bf16 tiles per dequantized operand.
   if (kernels::is_dequant_bf16_pair(a_format, b_format))
@@ -247,16 +251,17 @@ int smem_bytes(int block_m, int block_n, int stages, Format a_format, Format b_f
 }
 
 int max_stages(int block_m, int block_n, int smem_per_block, Format a_format, Format b_format,
-               bool tokens_in_workspace) {
+               bool tokens_in_workspace, bool fragment_weights) {
   int stages = 0;
-  while (stages < kMaxStages &&
-         smem_bytes(block_m, block_n, stages + 1, a_format, b_format, tokens_in_workspace) <= smem_per_block)
+  while (stages < kMaxStages && smem_bytes(block_m, block_n, stages + 1, a_format, b_format, tokens_in_workspace,
+                                           fragment_weights) <= smem_per_block)
     ++stages;
   return stages < kMinStages ? 0 : stages;
 }
 
 TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, TileConfig config, Format a_format,
-                              Format b_format, int k, bool tokens_in_workspace, bool dynamic_tiles) {
+                              Format b_format, int k, bool tokens_in_workspace, bool dynamic_tiles,
+                              bool fragment_weights) {
   const int requested_block_n = config.block_n;
   const bool explicit_block_m = config.block_m != 0, explicit_block_n = config.block_n != 0;
   int one_block_rows = 0;  // rows one token block should cover, when the heuristic picks block_m
@@ -324,7 +329,8 @@ TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, Til
     config.stages = max_stages(config.block_m, config.block_n, smem_per_block, a_format, b_format,
                                tokens_in_workspace &&
                                    register_weights_with_converted_tokens(a_format, b_format, config.block_m,
-                                                                          config.block_n));
+                                                                          config.block_n),
+                               fragment_weights);
   // fp8_block128 with several token blocks per expert: pair the CTAs that share a weight (or token)
   // tile into a cluster and multicast it, so it is read from HBM and L2 once, in step. With short K
   // the pair's lockstep costs more than the shared loads save (kClusterMinK); CTAs that take tiles

@@ -43,9 +43,11 @@ bool is_decode_tile(Format a_format, Format b_format, int block_m, int block_n);
 // whose stages are smaller.
 // `dynamic_tiles`: the CTAs take tiles from a counter (takes_tiles_dynamically), which the static
 // cluster pairs cannot, so clusters are not chosen.
+// `fragment_weights`: FP4 weights in the mma_fragments layout, whose stages carry their scales.
 TileConfig choose_tile_config(int max_m, int expected_m, int smem_per_block, TileConfig override_config,
                               Format a_format = Format::fp8_block128, Format b_format = Format::fp8_block128,
-                              int k = 0, bool tokens_in_workspace = false, bool dynamic_tiles = false);
+                              int k = 0, bool tokens_in_workspace = false, bool dynamic_tiles = false,
+                              bool fragment_weights = false);
 
 // Where the heuristic picks the wide 128x256 tile but at most kFewWideTiles of it could exist
 // (E x ceil(max_m / 128) x ceil(N / 256)): 128x128 instead, whose twice as many tiles still fit one
@@ -173,11 +175,13 @@ size_t converted_launch_workspace_offset(const GroupedGemmArgs& args);
 
 // Dynamic shared memory of the kernel for these operand formats, tile and stage count.
 int smem_bytes(int block_m, int block_n, int stages, Format a_format = Format::fp8_block128,
-               Format b_format = Format::fp8_block128, bool tokens_in_workspace = false);
+               Format b_format = Format::fp8_block128, bool tokens_in_workspace = false,
+               bool fragment_weights = false);
 
 // Most stages that fit in `smem_per_block` for this tile (0 if not even kMinStages fit).
 int max_stages(int block_m, int block_n, int smem_per_block, Format a_format = Format::fp8_block128,
-               Format b_format = Format::fp8_block128, bool tokens_in_workspace = false);
+               Format b_format = Format::fp8_block128, bool tokens_in_workspace = false,
+               bool fragment_weights = false);
 
 // fp8_block128 weight scales: one float per expert and 128x128 block, [E][ceil(N/128)][K/128]. The
 // kernel loads them by one int32 TMA coordinate into a flat row, so validation bounds this count.

@@ -126,16 +126,17 @@ bool encode_output_map(CUtensorMap& map, void* base, OutputType type, int expert
 }
 
 // FP4 weights in the mma_fragments layout (detail/mma_fragments.h) as a 4D byte tensor
-// [experts][64-row slices][8 * (64-K blocks) rows][256 bytes] (256 bytes: the widest box row, so the
+// [experts][64-row slices][10 * (64-K blocks) rows][256 bytes] (256 bytes: the widest box row, so the
 // fewest requests), loaded per stage as the `subs` 64-K blocks of the tile's `block_n / 64` slices
-// (2 KB each, in that order; no swizzle).
+// (2.5 KB each with their scales, in that order; no swizzle).
 Status encode_fragment_map(CUtensorMap& map, const void* base, int experts, int n, int k, int subs, int block_n) {
-  constexpr int kRowBytes = 256, kRowsPerBlock = detail::kFragmentBlockBytes / kRowBytes;
+  constexpr int kRowBytes = 256, kRowsPerBlock = detail::kFragmentBlockStride / kRowBytes;
+  static_assert(detail::kFragmentBlockStride % kRowBytes == 0, "a block is whole box rows");
   const int slices = (n + detail::kFragmentBlockRows - 1) / detail::kFragmentBlockRows;
   const int k_blocks = (k + detail::kFragmentBlockK - 1) / detail::kFragmentBlockK;
   const cuuint64_t dims[4] = {kRowBytes, cuuint64_t(k_blocks) * kRowsPerBlock, cuuint64_t(slices),
                               cuuint64_t(experts)};
-  const cuuint64_t strides[3] = {kRowBytes, cuuint64_t(k_blocks) * detail::kFragmentBlockBytes,
+  const cuuint64_t strides[3] = {kRowBytes, cuuint64_t(k_blocks) * detail::kFragmentBlockStride,
                                  cuuint64_t(detail::mma_fragment_bytes_per_expert(n, k))};
   const cuuint32_t box[4] = {kRowBytes, cuuint32_t(subs * kRowsPerBlock),
                              cuuint32_t(block_n / detail::kFragmentBlockRows), 1};
@@ -286,23 +287,24 @@ TileConfig config_for_grid(const GroupedGemmArgs& args, TileConfig cfg, int grid
 // tiles); fp8_block128 tokens keep the tiles of their pairing, with the smaller stages of bf16 tokens
 // read from the workspace.
 TileConfig heuristic_config(const GroupedGemmArgs& args, int smem, bool& converts) {
+  const bool fragments = args.b.layout == OperandLayout::mma_fragments;
   TileConfig cfg = host::choose_tile_config(args.max_m, args.expected_m, smem, args.config, args.a.format,
                                             args.b.format, args.k, /*tokens_in_workspace=*/false,
-                                            host::takes_tiles_dynamically(args));
+                                            host::takes_tiles_dynamically(args), fragments);
   // Launches with few tiles of the heuristic's pick take a tile that spreads over more SMs (config.h).
   const auto with_tile = [&](int block_m, int block_n) {
     TileConfig fixed = args.config;
     fixed.block_m = block_m;
     fixed.block_n = block_n;
     return host::choose_tile_config(args.max_m, args.expected_m, smem, fixed, args.a.format, args.b.format, args.k,
-                                    /*tokens_in_workspace=*/false, host::takes_tiles_dynamically(args));
+                                    /*tokens_in_workspace=*/false, host::takes_tiles_dynamically(args), fragments);
   };
   // A rule's tile replaces the pick only where the stages the caller gave (if any) fit it: stages
   // that fit the pick are not refused for a tile the caller never named.
   const auto take_if_stages_fit = [&](const TileConfig& other) {
     const bool fits = args.config.stages == 0 || host::smem_bytes(other.block_m, other.block_n, args.config.stages,
                                                                   args.a.format, args.b.format,
-                                                                  /*tokens_in_workspace=*/false) <= smem;
+                                                                  /*tokens_in_workspace=*/false, fragments) <= smem;
     if (fits) cfg = other;
   };
   if (host::narrows_few_wide_tiles(args, cfg)) {
@@ -331,7 +333,7 @@ TileConfig heuristic_config(const GroupedGemmArgs& args, int smem, bool& convert
   fixed.block_m = cfg.block_m;
   fixed.block_n = cfg.block_n;
   return host::choose_tile_config(args.max_m, args.expected_m, smem, fixed, args.a.format, args.b.format, args.k,
-                                  /*tokens_in_workspace=*/true);
+                                  /*tokens_in_workspace=*/true, /*dynamic_tiles=*/false, fragments);
 }
 
 std::string pairing_name(const GroupedGemmArgs& args) {
@@ -359,10 +361,11 @@ Status tile_status(const GroupedGemmArgs& args, const TileConfig& cfg, bool conv
     return Status{StatusCode::unsupported, "signalgemm: " + tile_fields(args, cfg) + ": no compiled tile for " +
                                                pairing_name(args) +
                                                (converts ? ", activations converted in the workspace" : "")};
+  const bool fragments = args.b.layout == OperandLayout::mma_fragments;
   if (cfg.stages < host::kMinStages || host::smem_bytes(cfg.block_m, cfg.block_n, cfg.stages, launched.a.format,
-                                                        launched.b.format, tokens_in_workspace) > smem) {
+                                                        launched.b.format, tokens_in_workspace, fragments) > smem) {
     const int fit = host::max_stages(cfg.block_m, cfg.block_n, smem, launched.a.format, launched.b.format,
-                                     tokens_in_workspace);
+                                     tokens_in_workspace, fragments);
     return Status{StatusCode::invalid_argument,
                   "signalgemm: " +
                       (args.config.stages != 0 && fit > 0
@@ -563,7 +566,7 @@ Status launch_gemm(const GroupedGemmArgs& caller_args, const LaunchPlan& plan, c
   const bool rs_register_weights = bf16_register_weights || converted_tokens_rs;
   const int rs_subs = kernels::register_weights_stage_subs(
       cfg.block_m, cfg.block_n, converted_tokens_rs ? args.a.format : Format::bf16, args.b.format,
-      tokens_in_workspace);
+      tokens_in_workspace, args.b.layout == OperandLayout::mma_fragments);
   const int b_box_k = rs_register_weights ? kernels::bytes_per_64k(args.b.format) * rs_subs : kernels::kBlockK;
   const int a_box_rows = rs_register_weights ? kernels::register_weights_token_box_rows(cfg.block_m) : cfg.block_m;
   // Dequantizing mainloop: 64-K stages, each operand's packed rows (kernels/dequant_bf16_plan.h).

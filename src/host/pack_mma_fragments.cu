@@ -31,6 +31,7 @@ Status pack_mma_fragments(const OperandArgs& weights, int experts, int n, int k,
                    std::to_string(scale_block_k(weights.format)) + " (the scale block of " + to_string(weights.format) +
                    ")");
   if (weights.data == nullptr) return invalid("weights.data is null");
+  if (weights.scales == nullptr) return invalid("weights.scales is null (the packed blocks carry the block scales)");
   if (packed == nullptr) return invalid("packed is null");
   if (reinterpret_cast<uintptr_t>(packed) % 16 != 0) return invalid("packed must be 16-byte aligned");
   // The GEMM takes these weights' strides only below TMA's 2^40 bytes: as a bound here, it keeps
@@ -59,15 +60,19 @@ Status pack_mma_fragments(const OperandArgs& weights, int experts, int n, int k,
                    std::to_string(experts) + " overflows int64");
   // Packed in place, the threads would overwrite weights that others have still to read.
   const host::Span written[] = {{packed, int64_t(mma_fragment_bytes(experts, n, k)), "packed"}};
-  const host::Span read[] = {{weights.data, span, "weights.data"}};
-  if (Status s = host::check_no_overlap(written, 1, read, 1, "pack_mma_fragments"); !s.ok()) return s;
-  if (Status s = host::check_device_pointers(stream, {{weights.data, "weights.data"}, {packed, "packed"}}); !s.ok())
+  const int64_t scale_bytes = int64_t(experts) * n * (k / scale_block_k(weights.format));
+  const host::Span read[] = {{weights.data, span, "weights.data"}, {weights.scales, scale_bytes, "weights.scales"}};
+  if (Status s = host::check_no_overlap(written, 1, read, 2, "pack_mma_fragments"); !s.ok()) return s;
+  if (Status s = host::check_device_pointers(
+          stream, {{weights.data, "weights.data"}, {weights.scales, "weights.scales"}, {packed, "packed"}});
+      !s.ok())
     return s;
   const int64_t words = int64_t(mma_fragment_bytes(experts, n, k)) / 4;
   const int grid = static_cast<int>(std::clamp<int64_t>((words + 255) / 256, 1, 65535));
-  if (cudaError_t err = host::launch_kernel(kernels::pack_mma_fragments_kernel, grid, 256, stream,
+  if (cudaError_t err = host::launch_kernel(kernels::pack_mma_fragments_kernel, grid, 256, stream, weights.format,
                                            static_cast<const uint8_t*>(weights.data), row_stride, expert_stride,
-                                           experts, n, k, static_cast<uint32_t*>(packed));
+                                           static_cast<const uint8_t*>(weights.scales), experts, n, k,
+                                           static_cast<uint32_t*>(packed));
       err != cudaSuccess)
     return Status{StatusCode::cuda_error,
                   std::string("signalgemm::pack_mma_fragments: kernel launch: ") + cudaGetErrorString(err)};

@@ -95,8 +95,9 @@ void check_operand(Checker& c, const char* name, const OperandArgs& op, int num_
   c.require(op.data != nullptr, n, ".data is null");
   c.require(aligned(op.data, 16), n, ".data must be 16-byte aligned (TMA)");
   const bool scaled = scale_block_k(op.format) > 0;
-  c.require(!scaled || op.scales != nullptr, n, ".scales is null but format ", to_string(op.format),
-            " needs scale factors");
+  // (The mma_fragments layout carries its block scales in its packed blocks: op.scales is not read.)
+  c.require(!scaled || op.scales != nullptr || op.layout == OperandLayout::mma_fragments, n,
+            ".scales is null but format ", to_string(op.format), " needs scale factors");
   c.require(scaled || op.scales == nullptr, n, ".scales must be null for format ", to_string(op.format));
   c.require(op.scales == nullptr || aligned(op.scales, 16), n, ".scales must be 16-byte aligned (TMA)");
   check_k(c, name, op.format, k);

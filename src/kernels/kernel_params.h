@@ -193,20 +193,23 @@ SG_HD constexpr bool byte_scaled_tokens(Format tokens) {
 SG_HD constexpr int bytes_per_64k(Format f) { return f == Format::nvfp4 || f == Format::mxfp4 ? 32 : 64; }
 // `tokens_in_workspace`: fp8_block128 tokens already converted to bf16 (GroupedGemmArgs::workspace):
 // a stage holds their bf16 tiles, loaded by TMA, and still their scales.
+// `fragment_weights`: FP4 weights in the mma_fragments layout, whose 64x64 blocks carry their
+// converted block scales (detail/mma_fragments.h: 40 bytes per row and 64 K), loaded with them; no
+// scale buffer.
 SG_HD constexpr SmemPlan register_weights_smem_plan(int block_m, int block_n, int stages, int subs,
                                                     Format tokens = Format::bf16, Format weights = Format::nvfp4,
-                                                    bool tokens_in_workspace = false) {
+                                                    bool tokens_in_workspace = false, bool fragment_weights = false) {
   const bool fp8 = tokens == Format::fp8_block128, scaled = byte_scaled_tokens(tokens);
   const bool packed_tokens = (fp8 && !tokens_in_workspace) || scaled;
   return SmemPlan{block_m,
                   block_n,
                   stages,
-                  subs * bytes_per_64k(weights),
+                  subs * (fragment_weights ? 40 : bytes_per_64k(weights)),
                   0,
                   subs,
                   fp8 ? 4 * (subs / 2) : 0,
                   packed_tokens ? subs * (128 + bytes_per_64k(tokens)) : 0,
-                  2 * block_n * subs * 4 + (scaled ? 3 * block_m * subs * 4 : 0)};
+                  (fragment_weights ? 0 : 2 * block_n * subs * 4) + (scaled ? 3 * block_m * subs * 4 : 0)};
 }
 // Tokens are loaded in boxes of 32 rows (16 for the 48-token tile; more, smaller boxes cost the
 // producer thread issue time at the big tiles), at least 32; the MMAs cover only the real ones
@@ -218,7 +221,8 @@ SG_HD constexpr int register_weights_token_box_rows(int block_m) { return block_
 inline constexpr int kH100SmemPerBlock = 232448;
 
 SG_HD constexpr int register_weights_stage_subs(int block_m, int block_n, Format tokens = Format::bf16,
-                                                Format weights = Format::nvfp4, bool tokens_in_workspace = false) {
+                                                Format weights = Format::nvfp4, bool tokens_in_workspace = false,
+                                                bool fragment_weights = false) {
   const bool fp8 = tokens == Format::fp8_block128;
   const bool wide_rows = bytes_per_64k(weights) == 64 || (byte_scaled_tokens(tokens) && bytes_per_64k(tokens) == 64);
   // fp8 tokens: whole 128-K blocks per stage; 64-byte rows: 128 K as well (a 64-K stage would leave
@@ -229,7 +233,8 @@ SG_HD constexpr int register_weights_stage_subs(int block_m, int block_n, Format
   const int most = wide_rows || unaligned_scale_boxes ? 2 : 4, least = fp8 || wide_rows ? 2 : 1;
   for (int min_stages = 3; min_stages >= 2; --min_stages)
     for (int subs = most; subs >= least; subs /= 2)
-      if (register_weights_smem_plan(block_m, block_n, min_stages, subs, tokens, weights, tokens_in_workspace)
+      if (register_weights_smem_plan(block_m, block_n, min_stages, subs, tokens, weights, tokens_in_workspace,
+                                     fragment_weights)
               .total_bytes() <=
           kH100SmemPerBlock)
         return subs;

@@ -17,7 +17,8 @@
 // boxes of 32 or 16 tokens, only as many as the tile has real tokens) and kSubs * 32 (FP4) or 64
 // (e4m3) bytes per weight row (one TMA box, swizzled so the 8 rows a warp reads at once hit
 // different banks). The block scales (nvfp4: e4m3, one per 16 K; MX: e8m0, one per 32 K) are
-// copied into shared memory by the MMA threads (cp.async), one stage ahead.
+// copied into shared memory by the MMA threads (cp.async), one stage ahead; weights in the
+// mma_fragments layout bring them with the stage instead, converted (detail/mma_fragments.h).
 // The per-expert global scale of nvfp4 is folded into alpha by the caller.
 //
 // fp8_block128 activations x nvfp4 or mxfp4 weights (the decode tiles and 128x128): TMA loads the e4m3
@@ -85,7 +86,7 @@ struct RegisterWeightsMainloop {
   static constexpr int kBlockN = kBlockN_;
   static constexpr int kAccRegs = kBlockM / 2;
   static constexpr int kSubs =  // 64-K blocks per stage
-      register_weights_stage_subs(kBlockM, kBlockN, kTokenFormat, kWeights, kTokensInWorkspace);
+      register_weights_stage_subs(kBlockM, kBlockN, kTokenFormat, kWeights, kTokensInWorkspace, kFragmentWeights);
   static_assert(!kFp8Tokens || kSubs % 2 == 0, "fp8 tokens: a stage holds whole 128-K blocks");
   static_assert(!kFp8Tokens || kSubs == 2 || (kBlockM * 4) % 128 == 0,
                 "the token scales' TMA boxes (one per 128-K block) land 128-byte aligned");
@@ -93,6 +94,9 @@ struct RegisterWeightsMainloop {
       kSubs * bytes_per_64k(kTokenFormat);                                 // converted tokens, as TMA loads them
   static constexpr int kBf16TileBytes = kSubs * kBlockM * kBlockK;         // the stage's bf16 token tiles
   static constexpr int kWeightRowBytes = kSubs * bytes_per_64k(kWeights);  // packed bytes per row and stage
+  // Bytes per weight row the copy engine brings per stage: fragment blocks carry their scales too.
+  static constexpr int kStageWeightRowBytes =
+      kFragmentWeights ? kSubs * detail::kFragmentBlockStride / 64 : kWeightRowBytes;
   static constexpr int kSwizzleChunks = kWeightRowBytes / 16;              // TMA swizzle span, 16 B units
   static constexpr int kWarpgroupRows = kBlockN / kMathWarpgroups;
   static constexpr int kSlices = kWarpgroupRows / 64;
@@ -126,7 +130,8 @@ struct RegisterWeightsMainloop {
   static_assert(kGroupsPerStage % 2 == 0, "odd number of MMA groups per stage");
 
   SG_HD static SmemPlan plan(int stages) {
-    return register_weights_smem_plan(kBlockM, kBlockN, stages, kSubs, kTokenFormat, kWeights, kTokensInWorkspace);
+    return register_weights_smem_plan(kBlockM, kBlockN, stages, kSubs, kTokenFormat, kWeights, kTokensInWorkspace,
+                                      kFragmentWeights);
   }
 
   // fp8_block128 tokens: the scales of a stage's 128-K blocks, kBlockM floats each.
@@ -193,7 +198,7 @@ struct RegisterWeightsMainloop {
       }
       // Full boxes count even where they lie past N or max_m (TMA zero-fills them).
       const uint32_t tx_bytes =
-          kSubs * token_boxes * (kTokenBoxRows * kBlockK) + kBlockN * kWeightRowBytes + kTokenScaleTxBytes;
+          kSubs * token_boxes * (kTokenBoxRows * kBlockK) + kBlockN * kStageWeightRowBytes + kTokenScaleTxBytes;
       uint64_t* stage_full = arm_stage(full, empty, pipe, tx_bytes);
       uint8_t* tokens = smem + plan.a_offset(pipe.stage);
       for (int u = 0; u < kSubs; ++u)
@@ -209,9 +214,10 @@ struct RegisterWeightsMainloop {
       if constexpr (kFp8Tokens)
         load_token_scales(tmap_sfa, smem + plan.sfa_offset(pipe.stage), stage_full, tile, s, num_k_blocks);
       if constexpr (kFragmentWeights) {
-        // [expert][64-row slice][8 x 64-K rows of 256 bytes]: the stage's kSubs blocks of each of the
-        // tile's slices, slice after slice (past N or K: zero fill, the weights' zero codes).
-        const int32_t b_coords[4] = {0, s * kSubs * 8, tile.n_block * (kBlockN / 64), tile.expert};
+        // [expert][64-row slice][10 x 64-K rows of 256 bytes]: the stage's kSubs blocks of each of the
+        // tile's slices, slice after slice (past N or K: zero fill, the weights' zero codes and scales).
+        constexpr int kRowsPerBlock = detail::kFragmentBlockStride / 256;
+        const int32_t b_coords[4] = {0, s * kSubs * kRowsPerBlock, tile.n_block * (kBlockN / 64), tile.expert};
         tma_load(smem + plan.b_offset(pipe.stage), tmap_b, b_coords, stage_full);
       } else {
         const int32_t b_coords[3] = {s * kWeightRowBytes, tile.n_block * kBlockN, tile.expert};  // bytes
@@ -513,7 +519,8 @@ struct RegisterWeightsMainloop {
     const int first_stage = kSplitK ? s_begin : 0;
     const int end_stage = kSplitK ? s_end : (num_k_blocks + kSubs - 1) / kSubs;
     const uint32_t scale_buffer = static_cast<uint32_t>(__cvta_generic_to_shared(smem + plan.scale_buffer_offset()));
-    copy_stage_scales(scale_buffer, first_stage % 2, first_stage, p, tile, tile_row[0], quad);
+    if constexpr (!kFragmentWeights)
+      copy_stage_scales(scale_buffer, first_stage % 2, first_stage, p, tile, tile_row[0], quad);
     if constexpr (kScaledTokens) {
       // Token scales of the first two stages (then two ahead, see copy_token_scales), in and shown to
       // all before the first conversion. The previous tile's conversions ended at their barrier.
@@ -542,10 +549,11 @@ struct RegisterWeightsMainloop {
     // No branch may separate two MMA groups (ptxas would serialize every wgmma): K blocks past K
     // are multiplied as zeros, the conditional pieces below are predicated.
     for (int s = first_stage; s < end_stage; ++s) {
-      if constexpr (kFp8Tokens) {
+      if constexpr (kFp8Tokens && !kFragmentWeights) {
         // Warms L2 with this thread's scales 8 stages ahead (a 128-byte line holds a row's scales
         // for 32 64-K blocks of nvfp4, 64 of mxfp4). Only the fp8-token kernels keep it, because
-        // without it ptxas 13.0 serializes their wgmmas (C7511). The others run 2-15% faster
+        // without it ptxas 13.0 serializes their wgmmas (C7511); fragment blocks bring their
+        // scales with the stage. The others run 2-15% faster
         // without it (H200, 2026-11-28, docs/performance.md; also faster than one row prefetched
         // per lane, or the tile's scales prefetched in bulk by the producer): the copies one stage
         // ahead wait for HBM only once per 128-byte line.
@@ -556,15 +564,17 @@ struct RegisterWeightsMainloop {
             asm volatile("prefetch.global.L2 [%0];\n" ::"l"(
                 block_scales(scales[sl][h], min((s + 8) * kSubs, num_k_blocks - 1))));
       }
-      // This stage's scales are in (each lane waits for its copies; the warp barrier shows them to
-      // the quad and orders the quad's reads of the other slot, in the stage before, before the
-      // copies that now overwrite it with the next stage's).
-      ptx::cp_async_wait_all();
-      __syncwarp();
-      // Block-scaled tokens: stage s + 2's token scales into the slot that stage s - 1's conversion read
-      // before its barrier.
-      if constexpr (kScaledTokens) copy_token_scales(scale_buffer, s + 2, p, tile);
-      copy_stage_scales(scale_buffer, (s + 1) % 2, s + 1, p, tile, tile_row[0], quad);
+      if constexpr (!kFragmentWeights) {
+        // This stage's scales are in (each lane waits for its copies; the warp barrier shows them to
+        // the quad and orders the quad's reads of the other slot, in the stage before, before the
+        // copies that now overwrite it with the next stage's).
+        ptx::cp_async_wait_all();
+        __syncwarp();
+        // Block-scaled tokens: stage s + 2's token scales into the slot that stage s - 1's conversion read
+        // before its barrier.
+        if constexpr (kScaledTokens) copy_token_scales(scale_buffer, s + 2, p, tile);
+        copy_stage_scales(scale_buffer, (s + 1) % 2, s + 1, p, tile, tile_row[0], quad);
+      }
       mbarrier_wait(&full[pipe.stage], pipe.phase);
       if constexpr (kFp8Tokens && kConvertTokens)
         convert_tokens(weights_base + plan.a_offset(pipe.stage), loaded_token_rows);
@@ -575,18 +585,25 @@ struct RegisterWeightsMainloop {
       const uint32_t stage_scales = scale_buffer + (s % 2) * kBlockN * kSubs * 4;
       const uint8_t* stage_tokens = smem + plan.a_offset(pipe.stage);
 
-      // Fragment-ordered weights: each MMA group's words are loaded one group ahead, under the
-      // previous group's conversion, so that no conversion waits for its shared load.
-      uint32_t fragment_words[2][4];  // [group % 2]: this thread's words of the group's steps
-      if constexpr (kFragmentWeights) load_fragment_words(fragment_words[0], stage_weights, tile_row[0], lane, 0, 0);
+      // Fragment-ordered weights: each MMA group's words and scales are loaded one group ahead,
+      // under the previous group's conversion, so that no conversion waits for its shared loads
+      // (the scales loaded at their use made ptxas 13.0 serialize the wgmmas of fp8_block128 x
+      // mxfp4's 128x128, C7511).
+      uint32_t fragment_words[2][4];         // [group % 2]: this thread's words of the group's steps
+      uint32_t fragment_scales[2][kSteps];   // and its rows' scale pairs of those steps
+      if constexpr (kFragmentWeights) {
+        load_fragment_words(fragment_words[0], stage_weights, tile_row[0], lane, 0, 0);
+        load_fragment_scales(fragment_scales[0], stage_weights, tile_row[0], 0, 0);
+      }
 #pragma unroll
       for (int u = 0; u < kSubs; ++u) {
         const uint64_t desc_tokens = ptx::smem_desc_kmajor_sw128(stage_tokens + u * kBlockM * kBlockK);
         // The four lanes of a quad hold the same rows and need the same four scales (one per k16
-        // step): each converts the one of step `quad`, the others fetch it with a shuffle.
+        // step): each converts the one of step `quad`, the others fetch it with a shuffle. (Fragment
+        // blocks carry them converted: convert_fragment_words loads its group's.)
         uint32_t quad_scales[kSlices];
 #pragma unroll
-        for (int sl = 0; sl < kSlices; ++sl) {
+        for (int sl = 0; sl < kSlices && !kFragmentWeights; ++sl) {
           const uint32_t word_r = ptx::ld_shared_u32(stage_scales + (tile_row[sl] * kSubs + u) * 4);
           const uint32_t word_r8 = ptx::ld_shared_u32(stage_scales + ((tile_row[sl] + 8) * kSubs + u) * 4);
           if constexpr (kNvfp4)
@@ -607,8 +624,10 @@ struct RegisterWeightsMainloop {
                 const int next_u = (group + 1) / kSlices / kGroupsPerSub;
                 load_fragment_words(fragment_words[(group + 1) % 2], stage_weights, tile_row[next_sl], lane, next_u,
                                     next_g * kSteps);
+                load_fragment_scales(fragment_scales[(group + 1) % 2], stage_weights, tile_row[next_sl], next_u,
+                                     next_g * kSteps);
               }
-              convert_fragment_words(a, fragment_words[group % 2], lane, g * kSteps, quad_scales[sl], low_table);
+              convert_fragment_words(a, fragment_words[group % 2], fragment_scales[group % 2], low_table);
             } else {
               dequantize_steps(a, stage_weights, tile_row[sl], lane, u, g * kSteps, quad_scales[sl]);
             }
@@ -741,14 +760,14 @@ struct RegisterWeightsMainloop {
     }
   }
 
-  // Fragment-ordered FP4 weights: the stage holds, per 64-row slice, its kSubs 2 KB blocks; this
+  // Fragment-ordered FP4 weights: the stage holds, per 64-row slice, its kSubs 2.5 KB blocks; this
   // thread's words of steps first_step.. are at 16 * (its index in the warpgroup) + 4 * step in
   // the block (a warp reads 512 contiguous bytes: no bank conflict).
   __device__ __forceinline__ static void load_fragment_words(uint32_t (&words)[4], uint32_t stage_weights,
                                                              int tile_row, int lane, int u, int first_step) {
     const int slice = tile_row / 64;
     const int thread = (tile_row % 64) / 16 * 32 + lane;
-    const uint32_t address = stage_weights + (slice * kSubs + u) * detail::kFragmentBlockBytes + thread * 16 +
+    const uint32_t address = stage_weights + (slice * kSubs + u) * detail::kFragmentBlockStride + thread * 16 +
                              first_step * 4;
     if constexpr (kSteps == 4) {
       asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
@@ -761,15 +780,36 @@ struct RegisterWeightsMainloop {
     }
   }
 
+  // The block's converted scales of this thread's rows r = tile_row and r + 8, k16 steps
+  // first_step..: its quad's 16 bytes after the 2048 bytes of codes (quad 8 * warp + lane / 4 of
+  // the warpgroup) hold the [r, r + 8] bf16 pairs of steps 0..3 of 64-K block u; the quad's four
+  // lanes read the same bytes.
+  __device__ __forceinline__ static void load_fragment_scales(uint32_t (&pairs)[kSteps], uint32_t stage_weights,
+                                                              int tile_row, int u, int first_step) {
+    const int slice = tile_row / 64;
+    const int quad_index = (tile_row % 64) / 16 * 8 + tile_row % 8;
+    const uint32_t address = stage_weights + (slice * kSubs + u) * detail::kFragmentBlockStride +
+                             detail::kFragmentBlockBytes + quad_index * 16 + first_step * 4;
+    if constexpr (kSteps == 4) {
+      asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+                   : "=r"(pairs[0]), "=r"(pairs[1]), "=r"(pairs[2]), "=r"(pairs[3])
+                   : "r"(address));
+    } else if constexpr (kSteps == 2) {
+      asm volatile("ld.shared.v2.b32 {%0, %1}, [%2];\n" : "=r"(pairs[0]), "=r"(pairs[1]) : "r"(address));
+    } else {
+      pairs[0] = ptx::ld_shared_u32(address);
+    }
+  }
+
   // The A fragments from those words: per step 2 LOP3, 3 shifts and 4 byte permutes give the bf16
   // bits of value * 2^-126 (detail/mma_fragments.h), then the scale multiply as for the rows
-  // layout: the same products, exactly.
+  // layout: the same products, exactly, with the scales the block carries (load_fragment_scales).
   __device__ __forceinline__ static void convert_fragment_words(uint32_t (&a)[kSteps][4], const uint32_t (&words)[4],
-                                                                int lane, int first_step, uint32_t quad_scales,
+                                                                const uint32_t (&scale_pairs)[kSteps],
                                                                 uint32_t low_table) {
 #pragma unroll
     for (int k = 0; k < kSteps; ++k) {
-      const uint32_t scale_pair = __shfl_sync(0xFFFFFFFFu, quad_scales, (lane & ~3) | (first_step + k));  // [r, r+8]
+      const uint32_t scale_pair = scale_pairs[k];
       uint32_t bits[4];
       fragments::fragment_step_bits(words[k], low_table, bits);
 #pragma unroll

@@ -19,13 +19,28 @@ std::vector<uint8_t> pack_mma_fragments(const QuantizedOperand& weights) {
   for (int e = 0; e < weights.experts; ++e)
     for (int s = 0; s < slices; ++s)
       for (int b = 0; b < k_blocks; ++b)
-        for (int word = 0; word < kFragmentWordsPerBlock; ++word, offset += 4) {
-          const uint32_t bits = fragment_word(word, [&](int block_row, int block_col) -> uint32_t {
-            const int row = s * kFragmentBlockRows + block_row, col = b * kFragmentBlockK + block_col;
-            if (row >= n || col >= k) return 0;
-            return e2m1_code_of(
-                weights.data[size_t(e) * weights.expert_bytes() + size_t(row) * weights.row_bytes() + col / 2], col);
-          });
+        for (int word = 0; word < kFragmentWordsPerBlock + kFragmentScaleWordsPerBlock; ++word, offset += 4) {
+          uint32_t bits;
+          if (word < kFragmentWordsPerBlock) {
+            bits = fragment_word(word, [&](int block_row, int block_col) -> uint32_t {
+              const int row = s * kFragmentBlockRows + block_row, col = b * kFragmentBlockK + block_col;
+              if (row >= n || col >= k) return 0;
+              return e2m1_code_of(
+                  weights.data[size_t(e) * weights.expert_bytes() + size_t(row) * weights.row_bytes() + col / 2],
+                  col);
+            });
+          } else {
+            const int scale_word = word - kFragmentWordsPerBlock;
+            const int col = b * kFragmentBlockK + 16 * fragment_scale_step(scale_word);
+            bits = 0;
+            for (int half = 0; half < 2; ++half) {
+              const int row = s * kFragmentBlockRows + fragment_scale_row(scale_word) + 8 * half;
+              if (row >= n || col >= k) continue;
+              const int block_k = scale_block_k(weights.format);
+              const uint8_t code = weights.scales[(size_t(e) * n + row) * (k / block_k) + col / block_k];
+              bits |= uint32_t(fragment_scale_bits(weights.format, code)) << (16 * half);
+            }
+          }
           for (int i = 0; i < 4; ++i) packed[offset + i] = uint8_t(bits >> (8 * i));  // little-endian words
         }
   return packed;

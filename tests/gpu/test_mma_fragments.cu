@@ -1,5 +1,6 @@
 // FP4 weights (nvfp4, mxfp4) in the mma_fragments layout (pack_mma_fragments, OperandLayout::mma_fragments) on
-// the GPU: the packing kernel writes exactly the CPU packer's bytes, and the GEMM on packed weights
+// the GPU: the packing kernel writes exactly the CPU packer's bytes (codes and converted scales), and
+// the GEMM on packed weights, given no b.scales (the blocks carry them),
 // gives bit for bit the output of the same launch on the weights' rows (the same products, summed
 // in the same order), and both match the float64 reference: every compiled tile, the decode tiles
 // of 256 weight rows, a last stage past K, a partial 64-row slice and column block, few SMs, split K, nvfp4
@@ -26,6 +27,7 @@ DeviceBuffer pack(const Problem& p) {
 
 GroupedGemmArgs with_fragments(GroupedGemmArgs args, const DeviceBuffer& packed) {
   args.b.data = packed.get();
+  args.b.scales = nullptr;  // not read: the packed blocks carry the scales
   args.b.row_stride = 0;
   args.b.expert_stride = 0;
   args.b.layout = OperandLayout::mma_fragments;
@@ -52,14 +54,15 @@ TEST(MmaFragments, GpuPackingEqualsTheCpuPacking) {
   struct Shape {
     int experts, n, k, b_pad;
   };
-  for (const Shape s : {Shape{3, 328, 576, 16}, Shape{1, 64, 64, 0}, Shape{2, 100, 208, 48}}) {
-    std::mt19937 rng(71 + s.n);
-    Problem p;
-    p.build(s.experts, 8, s.n, s.k, rng, 0, s.b_pad, 0, Format::bf16, Format::nvfp4);
-    const DeviceBuffer packed = pack(p);
-    EXPECT_TRUE(packed.to_host<uint8_t>() == ref::pack_mma_fragments(p.b))
-        << "experts " << s.experts << " n " << s.n << " k " << s.k;
-  }
+  for (const Format weights : {Format::nvfp4, Format::mxfp4})
+    for (const Shape s : {Shape{3, 328, 576, 16}, Shape{1, 64, 64, 0}, Shape{2, 100, 224, 48}}) {
+      std::mt19937 rng(71 + s.n);
+      Problem p;
+      p.build(s.experts, 8, s.n, s.k, rng, 0, s.b_pad, 0, Format::bf16, weights);
+      const DeviceBuffer packed = pack(p);
+      EXPECT_TRUE(packed.to_host<uint8_t>() == ref::pack_mma_fragments(p.b))
+          << to_string(weights) << " experts " << s.experts << " n " << s.n << " k " << s.k;
+    }
 }
 
 // Every compiled tile (config override) and few SMs, edge masked_m, per-row-block signals.
@@ -255,7 +258,7 @@ TEST(MmaFragments, BadArgumentsAreNamed) {
   Problem p;
   p.build(2, 8, 128, 128, rng, 0, 0, 0, Format::bf16, Format::nvfp4);
   DeviceBuffer packed(mma_fragment_bytes(2, 128, 128));
-  EXPECT_EQ(mma_fragment_bytes(2, 128, 128), size_t(2) * 2 * 2 * 2048);
+  EXPECT_EQ(mma_fragment_bytes(2, 128, 128), size_t(2) * 2 * 2 * 2560);
   OperandArgs weights = p.args().b;
   auto message = [&](const OperandArgs& w, int n, int k, void* out) {
     const Status s = pack_mma_fragments(w, 2, n, k, out);
@@ -263,6 +266,9 @@ TEST(MmaFragments, BadArgumentsAreNamed) {
     return s.message;
   };
   EXPECT_NE(message(weights, 128, 128, nullptr).find("packed"), std::string::npos);
+  OperandArgs unscaled = weights;
+  unscaled.scales = nullptr;
+  EXPECT_NE(message(unscaled, 128, 128, packed.get()).find("weights.scales is null"), std::string::npos);
   OperandArgs mx = weights;
   mx.format = Format::mxfp8;
   EXPECT_NE(message(mx, 128, 128, packed.get()).find("weights.format"), std::string::npos);

@@ -1,7 +1,7 @@
 // The mma_fragments weight layout (detail/mma_fragments.h) on the CPU: decoding every packed word
 // the way the mainloop does (shift, mask, byte permute over the two tables) gives each weight's
-// bf16 value times 2^-126, every element of a block lands in exactly one field, and rows and
-// columns past n and k are zero.
+// bf16 value times 2^-126, every element of a block lands in exactly one field, each scale word
+// holds its two rows' converted block scales, and rows and columns past n and k are zero.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -48,15 +48,18 @@ TEST(MmaFragments, EveryWordDecodesToItsElements) {
   const std::vector<uint8_t> packed = pack_mma_fragments(q);
   const int slices = 2, k_blocks = 4;
   ASSERT_EQ(int64_t(packed.size()), experts * mma_fragment_bytes_per_expert(n, k));
-  ASSERT_EQ(mma_fragment_bytes_per_expert(n, k), int64_t(slices) * k_blocks * kFragmentBlockBytes);
+  ASSERT_EQ(mma_fragment_bytes_per_expert(n, k), int64_t(slices) * k_blocks * kFragmentBlockStride);
   size_t offset = 0;
+  const auto word_at = [&](size_t at) {
+    return uint32_t(packed[at]) | uint32_t(packed[at + 1]) << 8 | uint32_t(packed[at + 2]) << 16 |
+           uint32_t(packed[at + 3]) << 24;
+  };
   for (int e = 0; e < experts; ++e)
     for (int s = 0; s < slices; ++s)
       for (int b = 0; b < k_blocks; ++b) {
         std::vector<int> seen(kFragmentBlockRows * kFragmentBlockK, 0);
         for (int word = 0; word < kFragmentWordsPerBlock; ++word, offset += 4) {
-          const uint32_t bits = uint32_t(packed[offset]) | uint32_t(packed[offset + 1]) << 8 |
-                                uint32_t(packed[offset + 2]) << 16 | uint32_t(packed[offset + 3]) << 24;
+          const uint32_t bits = word_at(offset);
           for (int reg = 0; reg < 4; ++reg) {
             const uint32_t value_bits = register_bits(bits, reg);
             for (int half = 0; half < 2; ++half) {
@@ -70,7 +73,40 @@ TEST(MmaFragments, EveryWordDecodesToItsElements) {
           }
         }
         for (int i = 0; i < kFragmentBlockRows * kFragmentBlockK; ++i) ASSERT_EQ(seen[i], 1) << "element " << i;
+        // Scale word 4q + step: rows 16 (q / 8) + q % 8 and + 8 (the A fragment's r, r + 8 of quad q).
+        std::vector<int> scale_seen(kFragmentBlockRows * 4, 0);
+        for (int word = 0; word < kFragmentScaleWordsPerBlock; ++word, offset += 4) {
+          const uint32_t bits = word_at(offset);
+          for (int half = 0; half < 2; ++half) {
+            const int r = fragment_scale_row(word) + 8 * half, step = fragment_scale_step(word);
+            ++scale_seen[r * 4 + step];
+            const int row = s * kFragmentBlockRows + r, col = b * kFragmentBlockK + 16 * step;
+            const bool real = row < n && col < k;
+            const float want =
+                real ? std::ldexp(e4m3_to_float(q.scales[(size_t(e) * n + row) * (k / 16) + col / 16]), 119) : 0.f;
+            ASSERT_EQ(bf16_to_float(uint16_t(bits >> (16 * half))), want) << "expert " << e << " row " << row
+                                                                           << " step " << col / 16;
+          }
+        }
+        for (int i = 0; i < kFragmentBlockRows * 4; ++i) ASSERT_EQ(scale_seen[i], 1) << "scale " << i;
       }
+}
+
+// Every e4m3 code (subnormals, zeros and the NaN codes, which the mainloop reads as +-480) and every
+// e8m0 code converts exactly.
+TEST(MmaFragments, ScaleFactorsOfEveryCode) {
+  for (int code = 0; code < 256; ++code) {
+    const bool nan = (code & 0x7F) == 0x7F;
+    const float e4m3 = nan ? std::copysign(480.f, code & 0x80 ? -1.f : 1.f) : e4m3_to_float(uint8_t(code));
+    const uint16_t bits = fragment_scale_bits(Format::nvfp4, uint8_t(code));
+    EXPECT_EQ(bf16_to_float(bits), std::ldexp(e4m3, 119)) << "e4m3 code " << code;
+    EXPECT_EQ(bits >> 15, uint16_t(code >> 7)) << "sign of e4m3 code " << code;  // -0 keeps its sign
+    const float e8m0 = bf16_to_float(fragment_scale_bits(Format::mxfp4, uint8_t(code)));
+    if (code == 255)
+      EXPECT_TRUE(std::isnan(e8m0));
+    else
+      EXPECT_EQ(e8m0, std::ldexp(1.f, code - 127)) << "e8m0 code " << code;
+  }
 }
 
 // The A-fragment layout of wgmma's register operand: thread 32w + l, register i, step k.
