@@ -341,15 +341,16 @@ class MmaFragments:
         self.data, self.n, self.k = data, int(n), int(k)
 
 
-def pack_mma_fragments(b: Any, sfb: Any, *, b_format: Optional[str] = None,
+def pack_mma_fragments(b: Any, sfb: Any, *, b_format: Optional[str] = None, swizzled: Optional[bool] = None,
                        stream: Optional[int] = None) -> MmaFragments:
     """Rearranges FP4 weights b (nvfp4 or mxfp4 bytes, uint8 [E, N, K/2] on the GPU, torch) and their block
     scales sfb into the mma_fragments layout, once, at load time: the GEMM then dequantizes them with
     fewer instructions (bf16 activations, or ones of the weights' format or fp8_block128 with the default
     workspace), with bit-identical results. sfb: SignalGEMM's row layout ([E, N, K/16] e4m3 for nvfp4,
-    [E, N, K/32] e8m0 for mxfp4; uint8 or the float8 dtype, any shape of those bytes), or FlashInfer's
-    swizzled 6-d tensor. ``b_format`` ("nvfp4" or "mxfp4"): by default sfb's float8 dtype, or else its
-    size in the row layout, says which."""
+    [E, N, K/32] e8m0 for mxfp4; uint8 or the float8 dtype, contiguous, any shape of those bytes), or
+    with ``swizzled=True`` FlashInfer's 128x4-swizzled scales (its 6-d tensor, taken as such by default,
+    or its bytes in any contiguous shape). ``b_format`` ("nvfp4" or "mxfp4"): by default sfb's float8
+    dtype, or else its size in the row layout, says which."""
     if not _is_cuda_torch(b):  # checked before importing torch, which may be absent
         raise TypeError("signalgemm: pack_mma_fragments takes a CUDA torch tensor [E, N, K/2] of FP4 bytes")
     import torch
@@ -361,10 +362,14 @@ def pack_mma_fragments(b: Any, sfb: Any, *, b_format: Optional[str] = None,
     if not _is_cuda_torch(sfb):
         raise TypeError("signalgemm: pack_mma_fragments takes the weights' block scales sfb as a CUDA torch tensor")
     experts, n, k = b.shape[0], b.shape[1], b.shape[2] * 2
+    if swizzled is None:
+        swizzled = sfb.dim() == 6
+    if not isinstance(swizzled, bool):
+        raise ValueError(f"signalgemm: swizzled must be True, False or None, got {swizzled!r}")
     if b_format is None:
         by_dtype = {"torch.float8_e4m3fn": "nvfp4", "torch.float8_e8m0fnu": "mxfp4"}.get(str(sfb.dtype))
         by_size = {experts * n * (k // 16): "nvfp4", experts * n * (k // 32): "mxfp4"}.get(sfb.numel())
-        b_format = by_dtype or (by_size if sfb.dim() != 6 else None)
+        b_format = by_dtype or (None if swizzled else by_size)
         if b_format is None:
             raise ValueError("signalgemm: pack_mma_fragments cannot tell nvfp4 from mxfp4 scales: pass b_format")
     _require_str("b_format", b_format)
@@ -372,12 +377,12 @@ def pack_mma_fragments(b: Any, sfb: Any, *, b_format: Optional[str] = None,
         raise ValueError(f"signalgemm: pack_mma_fragments packs nvfp4 or mxfp4 weights, got b_format = {b_format!r}")
     vec = 16 if b_format == "nvfp4" else 32
     with _on_launch_stream(stream, b):  # packed is allocated in the order of the stream that writes it
-        if sfb.dim() == 6:  # FlashInfer's swizzled scales, in rows first
-            sfb = _swizzled_to_rows(sfb, experts, n, k // vec, "sfb")
+        if swizzled:  # FlashInfer's scales, in rows first
+            sfb = _swizzled_to_rows(_swizzled_bytes(sfb, experts, n, k // vec, "sfb"), experts, n, k // vec, "sfb")
         if sfb.element_size() != 1 or not sfb.is_contiguous() or sfb.numel() != experts * n * (k // vec):
             raise ValueError(f"signalgemm: sfb must be the {b_format} block scales of b in the row layout, "
                              f"{experts * n * (k // vec)} contiguous bytes ([{experts}, {n}, {k // vec}]), or "
-                             f"FlashInfer's 6-d swizzled tensor; got {sfb.dtype} of shape {tuple(sfb.shape)}")
+                             f"FlashInfer's swizzled ones (swizzled=True); got {sfb.dtype} of shape {tuple(sfb.shape)}")
         packed = torch.empty((experts, (n + 63) // 64, (k + 63) // 64, 2560), dtype=torch.uint8, device=b.device)
         _C.pack_mma_fragments(b.view(torch.uint8), sfb.view(torch.uint8), b_format, packed,
                               _current_stream(b) if stream is None else _stream_handle(stream))

@@ -260,6 +260,15 @@ def test_fp4_weights_packed_in_mma_fragment_order(a_format, b_format):
         torch.cuda.synchronize()
         assert torch.equal(outs[0], outs[1]), f"expected_m {expected_m}"
         check(outs[1], reference, masked_m)
+    # The packed blocks carry the scales: none given beside them, the same output.
+    out = torch.full((E, MAX_M, N), POISON, dtype=torch.bfloat16, device="cuda")
+    signalgemm.grouped_gemm_nt_masked((a, sfa), (packed, None), out, masked_m, a_format=a_format, b_format=b_format)
+    torch.cuda.synchronize()
+    assert torch.equal(out, outs[1])
+    with pytest.raises(ValueError, match="sfb must be the"):
+        signalgemm.pack_mma_fragments(b, sfb.reshape(-1)[:-16], b_format=b_format)
+    with pytest.raises(ValueError, match="pass b_format"):
+        signalgemm.pack_mma_fragments(b, sfb.reshape(-1)[:-16])
 
 
 def decode_operand(data, scales, global_scale, fmt, role, experts, rows, k):
@@ -371,7 +380,8 @@ def test_flashinfer_calling_convention_matches_native(fmt, ab_dtype, sf_dtype, s
         out = torch.full((E, MAX_M, N), POISON, dtype=getattr(torch, c_dtype), device="cuda")
         signals = torch.zeros(E, dtype=torch.int32, device="cuda")
         if flashinfer:  # (m, k, l), (n, k, l), (m, n, l): views of the same [E, rows, cols] memory
-            weights = signalgemm.pack_mma_fragments(b, fi_sfb) if flashinfer == "packed" else b.permute(1, 2, 0)
+            weights = (signalgemm.pack_mma_fragments(b, fi_sfb, b_format=fmt, swizzled=True) if flashinfer == "packed"
+                       else b.permute(1, 2, 0))
             tokens = a.view(torch.float4_e2m1fn_x2) if ab_dtype == "float4_e2m1fn" else a  # torch's FP4 dtype
             out_mnl = out.permute(1, 2, 0)
             returned = signalgemm.grouped_gemm_nt_masked(
