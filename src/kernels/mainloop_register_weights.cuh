@@ -50,8 +50,9 @@ namespace signalgemm::kernels {
 // tokens converted to bf16 before the launch (GroupedGemmArgs::workspace), loaded as bf16 tokens
 // are, with their scales still promoting the partials.
 // kFragmentWeights: FP4 weights in the mma_fragments layout (detail/mma_fragments.h), loaded
-// as whole 2 KB blocks, each thread's fragments of a group one load (16 bytes for 4 steps, 8 or 4
-// for 2 or 1); with bf16 tokens, or fp8_block128 ones from the workspace.
+// as whole 2.5 KB blocks of codes and converted scales, each thread's fragments of a group one
+// load (16 bytes for 4 steps, 8 or 4 for 2 or 1) and its scale factors another; with bf16
+// tokens, or fp8_block128 ones from the workspace.
 // kSplitK_: each unit of work is one range of a tile's stages (split_k.cuh): bf16 tokens, or
 // fp8_block128 tokens in the workspace.
 template <int kBlockM_, int kBlockN_, Format kWeights = Format::nvfp4, Format kTokenFormat = Format::bf16,
