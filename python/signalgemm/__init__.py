@@ -424,8 +424,8 @@ def grouped_gemm_nt_masked(
 
     lhs = (a, sfa): a [E, max_m, K] (fp8: one byte per element; fp4: [E, max_m, K/2] packed, uint8 or
     torch.float4_e2m1fn_x2),
-    rhs = (b, sfb): b [E, N, K] (or FP4 weights packed by ``pack_mma_fragments``), scales in the
-    layouts of docs/formats.md, in the formats ``a_format`` (default "fp8_block128") and ``b_format``
+    rhs = (b, sfb): b [E, N, K] (or FP4 weights and scales packed by ``pack_mma_fragments``, sfb then None),
+    scales in the layouts of docs/formats.md, in the formats ``a_format`` (default "fp8_block128") and ``b_format``
     (default: a_format); out bf16 or fp16 [E, max_m, N] (bf16 with fp8_block128 x FP4);
     masked_m int32 [E] on the GPU. ``signals`` (uint32/int32 [counter_count]) receives one release
     add per finished tile; ``expected_signals`` gives the values the counters reach. ``signals`` and
