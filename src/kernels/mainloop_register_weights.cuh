@@ -768,17 +768,8 @@ struct RegisterWeightsMainloop {
                                                              int tile_row, int lane, int u, int first_step) {
     const int slice = tile_row / 64;
     const int thread = (tile_row % 64) / 16 * 32 + lane;
-    const uint32_t address = stage_weights + (slice * kSubs + u) * detail::kFragmentBlockStride + thread * 16 +
-                             first_step * 4;
-    if constexpr (kSteps == 4) {
-      asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
-                   : "=r"(words[0]), "=r"(words[1]), "=r"(words[2]), "=r"(words[3])
-                   : "r"(address));
-    } else if constexpr (kSteps == 2) {
-      asm volatile("ld.shared.v2.b32 {%0, %1}, [%2];\n" : "=r"(words[0]), "=r"(words[1]) : "r"(address));
-    } else {
-      words[0] = ptx::ld_shared_u32(address);
-    }
+    load_step_words(words, stage_weights + (slice * kSubs + u) * detail::kFragmentBlockStride + thread * 16 +
+                               first_step * 4);
   }
 
   // The block's converted scales of this thread's rows r = tile_row and r + 8, k16 steps
@@ -789,16 +780,20 @@ struct RegisterWeightsMainloop {
                                                               int tile_row, int u, int first_step) {
     const int slice = tile_row / 64;
     const int quad_index = (tile_row % 64) / 16 * 8 + tile_row % 8;
-    const uint32_t address = stage_weights + (slice * kSubs + u) * detail::kFragmentBlockStride +
-                             detail::kFragmentBlockBytes + quad_index * 16 + first_step * 4;
+    load_step_words(pairs, stage_weights + (slice * kSubs + u) * detail::kFragmentBlockStride +
+                               detail::kFragmentBlockBytes + quad_index * 16 + first_step * 4);
+  }
+
+  // kSteps consecutive 32-bit words at `address` (shared memory, 4 * kSteps-byte aligned), one load.
+  __device__ __forceinline__ static void load_step_words(uint32_t* words, uint32_t address) {
     if constexpr (kSteps == 4) {
       asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
-                   : "=r"(pairs[0]), "=r"(pairs[1]), "=r"(pairs[2]), "=r"(pairs[3])
+                   : "=r"(words[0]), "=r"(words[1]), "=r"(words[2]), "=r"(words[3])
                    : "r"(address));
     } else if constexpr (kSteps == 2) {
-      asm volatile("ld.shared.v2.b32 {%0, %1}, [%2];\n" : "=r"(pairs[0]), "=r"(pairs[1]) : "r"(address));
+      asm volatile("ld.shared.v2.b32 {%0, %1}, [%2];\n" : "=r"(words[0]), "=r"(words[1]) : "r"(address));
     } else {
-      pairs[0] = ptx::ld_shared_u32(address);
+      words[0] = ptx::ld_shared_u32(address);
     }
   }
 
