@@ -361,6 +361,8 @@ def pack_mma_fragments(b: Any, sfb: Any, *, b_format: Optional[str] = None, swiz
         raise TypeError(f"signalgemm: pack_mma_fragments takes FP4 bytes (uint8, int8 or float4_e2m1fn_x2), got {b.dtype}")
     if not _is_cuda_torch(sfb):
         raise TypeError("signalgemm: pack_mma_fragments takes the weights' block scales sfb as a CUDA torch tensor")
+    if sfb.device != b.device:
+        raise ValueError(f"signalgemm: sfb is on {sfb.device} but b on {b.device}; pack them on one GPU")
     experts, n, k = b.shape[0], b.shape[1], b.shape[2] * 2
     if swizzled is None:
         swizzled = sfb.dim() == 6
